@@ -1,0 +1,653 @@
+//! `Policy` → `Ruleset`: the table layout of DESIGN.md section 2.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use voipwall_policy::{ListEntry, NetSpec, Policy, PortSpec, Proto, Zone};
+
+use crate::flatten::{flatten, to_addr};
+use crate::ir::*;
+
+/// What the driver resolved or observed, passed in so compilation stays pure.
+#[derive(Debug, Clone, Default)]
+pub struct CompileInput {
+    /// Hostname → addresses (A and AAAA).
+    pub resolved: BTreeMap<String, Vec<IpAddr>>,
+    /// Unix seconds now, for allow/block expiry.
+    pub now: i64,
+}
+
+/// Bytes of each SIP packet copied to NFLOG.
+pub const NFLOG_SNAPLEN: u32 = 2048;
+/// Per-source meter entries kept by the kernel (bounds memory under spoofed floods).
+pub const METER_SIZE: u32 = 65_536;
+
+/// Names of the named counters, exported as metrics.
+pub mod counters {
+    /// Packets dropped by the block list.
+    pub const BLOCKED: &str = "vw_blocked";
+    /// Packets dropped by a ban.
+    pub const BANNED: &str = "vw_banned";
+    /// Packets dropped by the level-1 flood guard.
+    pub const FLOOD_DROPPED: &str = "vw_flood_dropped";
+    /// Packets that triggered a level-2 flood ban.
+    pub const FLOOD_BANNED: &str = "vw_flood_banned";
+    /// Inbound SIP requests copied to NFLOG.
+    pub const NFLOG_IN: &str = "vw_nflog_in";
+    /// Outbound SIP responses copied to NFLOG.
+    pub const NFLOG_OUT: &str = "vw_nflog_out";
+}
+
+/// Chain name of a zone.
+pub fn zone_chain(z: Zone) -> String {
+    format!("vw_zone_{z}")
+}
+
+fn zone_drop_counter(z: Zone) -> String {
+    format!("vw_drop_{z}")
+}
+
+fn dynamic_set(name: &str, family: Family, comment: &str) -> Set {
+    Set {
+        name: name.into(),
+        family,
+        interval: false,
+        timeout: true,
+        dynamic: true,
+        default_timeout: None,
+        size: None,
+        verdict_map: false,
+        plane: Plane::Dynamic,
+        elements: Vec::new(),
+        comment: comment.into(),
+    }
+}
+
+fn static_set(name: &str, family: Family, comment: &str, elements: Vec<Element>) -> Set {
+    Set {
+        name: name.into(),
+        family,
+        interval: true,
+        timeout: false,
+        dynamic: false,
+        default_timeout: None,
+        size: None,
+        verdict_map: false,
+        plane: Plane::Policy,
+        elements,
+        comment: comment.into(),
+    }
+}
+
+fn fam_suffix(f: Family) -> &'static str {
+    match f {
+        Family::V4 => "v4",
+        Family::V6 => "v6",
+    }
+}
+
+fn rule(matches: Vec<Match>, action: Action, comment: impl Into<String>) -> Rule {
+    Rule {
+        matches,
+        counter: None,
+        action,
+        comment: comment.into(),
+    }
+}
+
+fn counted(mut r: Rule, counter: &str) -> Rule {
+    r.counter = Some(counter.into());
+    r
+}
+
+/// Expands a network spec into prefixes (hostnames through `resolved`).
+fn expand(spec: &NetSpec, input: &CompileInput, notes: &mut Vec<String>, what: &str) -> Vec<IpNet> {
+    match spec {
+        NetSpec::Net(n) => vec![*n],
+        NetSpec::Host(h) => match input.resolved.get(h) {
+            Some(addrs) if !addrs.is_empty() => addrs.iter().map(|a| IpNet::from(*a)).collect(),
+            _ => {
+                notes.push(format!(
+                    "{what}: hostname `{h}` did not resolve; it is left out until it does"
+                ));
+                Vec::new()
+            }
+        },
+    }
+}
+
+/// Aggregates list entries into disjoint interval elements per family.
+fn list_elements(
+    entries: &[ListEntry],
+    input: &CompileInput,
+    notes: &mut Vec<String>,
+    kind: &str,
+) -> [Vec<Element>; 2] {
+    let mut nets = Vec::new();
+    for e in entries {
+        if e.expires.is_some_and(|t| t <= input.now) {
+            notes.push(format!(
+                "{kind} entry `{}` ({}) expired; skipped",
+                e.net, e.origin
+            ));
+            continue;
+        }
+        nets.extend(expand(
+            &e.net,
+            input,
+            notes,
+            &format!("{kind} {}", e.origin),
+        ));
+    }
+    let agg = IpNet::aggregate(&nets);
+    let mut out = [Vec::new(), Vec::new()];
+    for n in agg {
+        let idx = usize::from(!matches!(n, IpNet::V4(_)));
+        out[idx].push(Element {
+            lo: n.network(),
+            hi: n.broadcast(),
+            goto: None,
+        });
+    }
+    out
+}
+
+/// Compiles a policy into the ruleset IR. Pure and deterministic.
+pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
+    let mut notes = Vec::new();
+    let mut sets = Vec::new();
+
+    // Dynamic sets: created once, never flushed, so bans survive every apply.
+    for f in [Family::V4, Family::V6] {
+        let s = fam_suffix(f);
+        sets.push(dynamic_set(
+            &format!("vw_ban_{s}"),
+            f,
+            "bans of single addresses (timeouts per element)",
+        ));
+        sets.push(dynamic_set(
+            &format!("vw_banpfx_{s}"),
+            f,
+            &format!(
+                "prefix bans keyed by the /{} network; known endpoints skip them",
+                if f == Family::V4 {
+                    policy.bans.ipv4_prefix
+                } else {
+                    policy.bans.ipv6_prefix
+                }
+            ),
+        ));
+        let mut bannet = dynamic_set(
+            &format!("vw_bannet_{s}"),
+            f,
+            "manual bans and blocks of networks",
+        );
+        bannet.interval = true;
+        bannet.dynamic = false;
+        sets.push(bannet);
+        let mut allowrt = dynamic_set(
+            &format!("vw_allowrt_{s}"),
+            f,
+            "runtime allow entries (voipwall allow)",
+        );
+        allowrt.interval = true;
+        allowrt.dynamic = false;
+        sets.push(allowrt);
+        sets.push(dynamic_set(
+            &format!("vw_known_{s}"),
+            f,
+            "registered endpoints (refreshed on each success)",
+        ));
+        for lvl in [1, 2] {
+            let mut m = dynamic_set(
+                &format!("vw_flood{lvl}_{s}"),
+                f,
+                &format!("SIP flood meter, level {lvl}"),
+            );
+            m.default_timeout = Some(60);
+            m.size = Some(METER_SIZE);
+            sets.push(m);
+        }
+    }
+
+    // Policy sets: allow, block, zone maps.
+    let [allow4, allow6] = list_elements(&policy.allow, input, &mut notes, "allow");
+    let [block4, block6] = list_elements(&policy.block, input, &mut notes, "block");
+    sets.push(static_set(
+        "vw_allow_v4",
+        Family::V4,
+        "allow list (policy)",
+        allow4,
+    ));
+    sets.push(static_set(
+        "vw_allow_v6",
+        Family::V6,
+        "allow list (policy)",
+        allow6,
+    ));
+    sets.push(static_set(
+        "vw_block_v4",
+        Family::V4,
+        "block list (policy)",
+        block4,
+    ));
+    sets.push(static_set(
+        "vw_block_v6",
+        Family::V6,
+        "block list (policy)",
+        block6,
+    ));
+
+    let mut zone_nets: [Vec<(IpNet, Zone)>; 2] = [Vec::new(), Vec::new()];
+    for n in &policy.networks {
+        for net in expand(&n.net, input, &mut notes, &format!("network {}", n.origin)) {
+            let idx = usize::from(!matches!(net, IpNet::V4(_)));
+            zone_nets[idx].push((net, n.zone));
+        }
+    }
+    for (idx, f) in [Family::V4, Family::V6].into_iter().enumerate() {
+        let v4 = f == Family::V4;
+        let elements = flatten(&zone_nets[idx])
+            .into_iter()
+            .map(|i| Element {
+                lo: to_addr(i.lo, v4),
+                hi: to_addr(i.hi, v4),
+                goto: Some(zone_chain(i.label)),
+            })
+            .collect();
+        let mut m = static_set(
+            &format!("vw_zone_{}", fam_suffix(f)),
+            f,
+            "zone by source network, most specific prefix wins",
+            elements,
+        );
+        m.verdict_map = true;
+        sets.push(m);
+    }
+
+    let sip_ports = policy.sip_ports();
+    let sip_udp: Vec<PortSpec> = sip_ports
+        .iter()
+        .copied()
+        .filter(|p| p.proto == Proto::Udp)
+        .collect();
+    let sip_tcp: Vec<PortSpec> = sip_ports
+        .iter()
+        .copied()
+        .filter(|p| p.proto == Proto::Tcp)
+        .collect();
+
+    // prerouting, priority raw: allow, block, bans, flood guards before conntrack.
+    let mut pre = Vec::new();
+    pre.push(rule(vec![Match::Loopback], Action::Accept, "loopback"));
+    for f in [Family::V4, Family::V6] {
+        let s = fam_suffix(f);
+        pre.push(rule(
+            vec![Match::SaddrIn {
+                family: f,
+                set: format!("vw_allow_{s}"),
+                negate: false,
+            }],
+            Action::Accept,
+            "allow list skips ban lookups",
+        ));
+        pre.push(rule(
+            vec![Match::SaddrIn {
+                family: f,
+                set: format!("vw_allowrt_{s}"),
+                negate: false,
+            }],
+            Action::Accept,
+            "runtime allow skips ban lookups",
+        ));
+    }
+    for f in [Family::V4, Family::V6] {
+        let s = fam_suffix(f);
+        pre.push(counted(
+            rule(
+                vec![Match::SaddrIn {
+                    family: f,
+                    set: format!("vw_block_{s}"),
+                    negate: false,
+                }],
+                Action::Drop,
+                "block list",
+            ),
+            counters::BLOCKED,
+        ));
+    }
+    for f in [Family::V4, Family::V6] {
+        let s = fam_suffix(f);
+        pre.push(counted(
+            rule(
+                vec![Match::SaddrIn {
+                    family: f,
+                    set: format!("vw_ban_{s}"),
+                    negate: false,
+                }],
+                Action::Drop,
+                "banned address",
+            ),
+            counters::BANNED,
+        ));
+        pre.push(counted(
+            rule(
+                vec![Match::SaddrIn {
+                    family: f,
+                    set: format!("vw_bannet_{s}"),
+                    negate: false,
+                }],
+                Action::Drop,
+                "banned network",
+            ),
+            counters::BANNED,
+        ));
+        let prefix = if f == Family::V4 {
+            policy.bans.ipv4_prefix
+        } else {
+            policy.bans.ipv6_prefix
+        };
+        pre.push(counted(
+            rule(
+                vec![
+                    Match::SaddrIn {
+                        family: f,
+                        set: format!("vw_known_{s}"),
+                        negate: true,
+                    },
+                    Match::SaddrPrefixIn {
+                        family: f,
+                        prefix,
+                        set: format!("vw_banpfx_{s}"),
+                    },
+                ],
+                Action::Drop,
+                format!("banned /{prefix} prefix, known endpoints spared"),
+            ),
+            counters::BANNED,
+        ));
+    }
+    if !sip_udp.is_empty() {
+        let origin = if policy.sip.origin.file.is_empty() {
+            "defaults".to_string()
+        } else {
+            policy.sip.origin.to_string()
+        };
+        for f in [Family::V4, Family::V6] {
+            let s = fam_suffix(f);
+            pre.push(counted(
+                rule(
+                    vec![Match::ToLocal, Match::Dport(Proto::Udp, sip_udp.clone())],
+                    Action::MeterBan {
+                        family: f,
+                        meter: format!("vw_flood2_{s}"),
+                        pps: policy.sip.flood_level2_pps,
+                        ban_set: format!("vw_ban_{s}"),
+                        timeout: policy.sip.flood_ban,
+                    },
+                    format!("SIP flood level 2: ban / {origin}"),
+                ),
+                counters::FLOOD_BANNED,
+            ));
+            pre.push(counted(
+                rule(
+                    vec![Match::ToLocal, Match::Dport(Proto::Udp, sip_udp.clone())],
+                    Action::MeterDrop {
+                        family: f,
+                        meter: format!("vw_flood1_{s}"),
+                        pps: policy.sip.flood_level1_pps,
+                    },
+                    format!("SIP flood level 1: drop excess / {origin}"),
+                ),
+                counters::FLOOD_DROPPED,
+            ));
+        }
+    }
+
+    // input: essentials, NFLOG copies, SIP excluded from the established shortcut, zones.
+    let mut input = Vec::new();
+    input.push(rule(vec![Match::Loopback], Action::Accept, "loopback"));
+    input.push(rule(
+        vec![Match::Icmpv6(vec![
+            "destination-unreachable",
+            "packet-too-big",
+            "time-exceeded",
+            "parameter-problem",
+            "nd-router-solicit",
+            "nd-router-advert",
+            "nd-neighbor-solicit",
+            "nd-neighbor-advert",
+            "mld-listener-query",
+            "mld2-listener-report",
+        ])],
+        Action::Accept,
+        "ICMPv6 essentials: neighbour discovery, PMTU, errors",
+    ));
+    input.push(rule(
+        vec![Match::Icmpv6(vec!["echo-request"])],
+        Action::LimitAccept(20),
+        "ICMPv6 echo, rate limited",
+    ));
+    input.push(rule(
+        vec![Match::Icmp(vec![
+            "destination-unreachable",
+            "time-exceeded",
+            "parameter-problem",
+        ])],
+        Action::Accept,
+        "ICMP errors (PMTU discovery)",
+    ));
+    input.push(rule(
+        vec![Match::Icmp(vec!["echo-request"])],
+        Action::LimitAccept(20),
+        "ICMP echo, rate limited",
+    ));
+    input.push(rule(
+        vec![Match::Ct(CtMatch::Invalid)],
+        Action::Drop,
+        "conntrack invalid",
+    ));
+    if let (Some(group), false) = (policy.sip.nflog_group, sip_udp.is_empty()) {
+        input.push(counted(
+            rule(
+                vec![
+                    Match::Dport(Proto::Udp, sip_udp.clone()),
+                    Match::SipResponse(false),
+                ],
+                Action::Nflog {
+                    group,
+                    snaplen: NFLOG_SNAPLEN,
+                },
+                format!("copy inbound SIP requests to NFLOG group {group}"),
+            ),
+            counters::NFLOG_IN,
+        ));
+    }
+    input.push(rule(
+        vec![Match::Ct(CtMatch::EstablishedRelated)],
+        Action::Jump("vw_established".into()),
+        "established flows, except SIP ports",
+    ));
+    input.push(rule(
+        vec![],
+        Action::SaddrVmap(Family::V4, "vw_zone_v4".into()),
+        "zone by source network (IPv4)",
+    ));
+    input.push(rule(
+        vec![],
+        Action::SaddrVmap(Family::V6, "vw_zone_v6".into()),
+        "zone by source network (IPv6)",
+    ));
+    if !policy.interfaces.is_empty() {
+        input.push(rule(
+            vec![],
+            Action::IifVmap(
+                policy
+                    .interfaces
+                    .iter()
+                    .map(|i| (i.name.clone(), zone_chain(i.zone)))
+                    .collect(),
+            ),
+            "zone by interface",
+        ));
+    }
+    input.push(rule(
+        vec![],
+        Action::Goto(zone_chain(policy.default_zone)),
+        format!("default zone {}", policy.default_zone),
+    ));
+
+    let mut established = Vec::new();
+    if !sip_udp.is_empty() {
+        established.push(rule(
+            vec![Match::Dport(Proto::Udp, sip_udp.clone())],
+            Action::Return,
+            "SIP is classified by zone even when established",
+        ));
+    }
+    if !sip_tcp.is_empty() {
+        established.push(rule(
+            vec![Match::Dport(Proto::Tcp, sip_tcp.clone())],
+            Action::Return,
+            "SIP is classified by zone even when established",
+        ));
+    }
+    established.push(rule(vec![], Action::Accept, "established, related"));
+
+    let mut chains = vec![
+        Chain {
+            name: "vw_pre".into(),
+            hook: Some(Hook {
+                hook: "prerouting",
+                priority: "raw",
+                policy: "accept",
+            }),
+            rules: pre,
+        },
+        Chain {
+            name: "vw_input".into(),
+            hook: Some(Hook {
+                hook: "input",
+                priority: "filter",
+                policy: "drop",
+            }),
+            rules: input,
+        },
+    ];
+    let mut output = Vec::new();
+    if let (Some(group), false) = (policy.sip.nflog_group, sip_udp.is_empty()) {
+        output.push(counted(
+            rule(
+                vec![
+                    Match::Sport(Proto::Udp, sip_udp.clone()),
+                    Match::SipResponse(true),
+                ],
+                Action::Nflog {
+                    group,
+                    snaplen: NFLOG_SNAPLEN,
+                },
+                format!("copy outbound SIP responses to NFLOG group {group}"),
+            ),
+            counters::NFLOG_OUT,
+        ));
+    }
+    chains.push(Chain {
+        name: "vw_output".into(),
+        hook: Some(Hook {
+            hook: "output",
+            priority: "filter",
+            policy: "accept",
+        }),
+        rules: output,
+    });
+    chains.push(Chain {
+        name: "vw_established".into(),
+        hook: None,
+        rules: established,
+    });
+
+    // Zone chains.
+    let mut used_counters = vec![
+        counters::BLOCKED.to_string(),
+        counters::BANNED.to_string(),
+        counters::FLOOD_DROPPED.to_string(),
+        counters::FLOOD_BANNED.to_string(),
+        counters::NFLOG_IN.to_string(),
+        counters::NFLOG_OUT.to_string(),
+    ];
+    for zone in Zone::ALL {
+        let mut rules = Vec::new();
+        if zone == Zone::Trusted {
+            rules.push(counted(
+                rule(vec![], Action::Accept, "zone trusted accepts everything"),
+                "",
+            ));
+            chains.push(Chain {
+                name: zone_chain(zone),
+                hook: None,
+                rules,
+            });
+            continue;
+        }
+        if zone != Zone::Reject {
+            for g in policy.grants.get(&zone).into_iter().flatten() {
+                let Some(svc) = policy.services.get(&g.service) else {
+                    continue;
+                };
+                for proto in [Proto::Udp, Proto::Tcp] {
+                    let ports: Vec<PortSpec> = svc
+                        .ports
+                        .iter()
+                        .copied()
+                        .filter(|p| p.proto == proto)
+                        .collect();
+                    if ports.is_empty() {
+                        continue;
+                    }
+                    rules.push(counted(
+                        rule(
+                            vec![Match::Dport(proto, ports)],
+                            Action::Accept,
+                            format!("zone {zone} / service {} / {}", g.service, g.origin),
+                        ),
+                        "",
+                    ));
+                }
+            }
+        }
+        if policy.rtp.zones.contains(&zone) && !policy.rtp.ranges.is_empty() {
+            rules.push(counted(
+                rule(
+                    vec![Match::Dport(Proto::Udp, policy.rtp.ranges.clone())],
+                    Action::Accept,
+                    format!("zone {zone} / rtp / {}", policy.rtp.origin),
+                ),
+                "",
+            ));
+        }
+        let c = zone_drop_counter(zone);
+        let last = if zone == Zone::Reject {
+            Action::Reject
+        } else {
+            Action::Drop
+        };
+        rules.push(counted(
+            rule(vec![], last, format!("zone {zone}: everything else")),
+            &c,
+        ));
+        used_counters.push(c);
+        chains.push(Chain {
+            name: zone_chain(zone),
+            hook: None,
+            rules,
+        });
+    }
+
+    Ruleset {
+        sets,
+        counters: used_counters,
+        chains,
+        notes,
+    }
+}

@@ -1,0 +1,262 @@
+//! The ruleset IR: what the compiler produces, what the renderer prints and
+//! what `explain` evaluates. One structure, so the script and the explanation
+//! cannot disagree.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::Serialize;
+use voipwall_policy::{PortSpec, Proto};
+
+/// Address family of a set or match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum Family {
+    /// IPv4.
+    V4,
+    /// IPv6.
+    V6,
+}
+
+impl Family {
+    /// `ip` or `ip6`, the nft payload keyword.
+    pub fn kw(self) -> &'static str {
+        match self {
+            Self::V4 => "ip",
+            Self::V6 => "ip6",
+        }
+    }
+
+    /// The family of an address.
+    pub fn of(addr: &IpAddr) -> Self {
+        if addr.is_ipv4() { Self::V4 } else { Self::V6 }
+    }
+}
+
+/// Whether the apply flushes and refills a set, or leaves it alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Plane {
+    /// Rebuilt on every apply (policy data).
+    Policy,
+    /// Created once, never flushed (bans, known hosts, meters).
+    Dynamic,
+}
+
+/// An element of a set or verdict map: an inclusive address range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Element {
+    /// First address.
+    pub lo: IpAddr,
+    /// Last address.
+    pub hi: IpAddr,
+    /// For verdict maps: the chain to `goto`.
+    pub goto: Option<String>,
+}
+
+/// A named set or verdict map in our table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Set {
+    /// `vw_ban_v4`.
+    pub name: String,
+    /// Key family.
+    pub family: Family,
+    /// `flags interval`.
+    pub interval: bool,
+    /// `flags timeout`.
+    pub timeout: bool,
+    /// `flags dynamic` (updated from the packet path).
+    pub dynamic: bool,
+    /// Entry lifetime for meters.
+    pub default_timeout: Option<u64>,
+    /// Maximum number of elements (meters).
+    pub size: Option<u32>,
+    /// A verdict map rather than a set.
+    pub verdict_map: bool,
+    /// Flushed on apply or not.
+    pub plane: Plane,
+    /// Static elements.
+    pub elements: Vec<Element>,
+    /// Human purpose.
+    pub comment: String,
+}
+
+/// A base chain's hook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Hook {
+    /// `prerouting`, `input`, `output`.
+    pub hook: &'static str,
+    /// `raw`, `filter`.
+    pub priority: &'static str,
+    /// `accept` or `drop`.
+    pub policy: &'static str,
+}
+
+/// A chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Chain {
+    /// Name.
+    pub name: String,
+    /// Hook for base chains.
+    pub hook: Option<Hook>,
+    /// Rules in order.
+    pub rules: Vec<Rule>,
+}
+
+/// Connection-tracking states a rule matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum CtMatch {
+    /// `ct state invalid`.
+    Invalid,
+    /// `ct state established,related`.
+    EstablishedRelated,
+}
+
+/// One condition of a rule. All must hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Match {
+    /// `iif "lo"`.
+    Loopback,
+    /// `fib daddr type local`: addressed to this host.
+    ToLocal,
+    /// Connection-tracking state.
+    Ct(CtMatch),
+    /// `ip saddr @set` / `ip saddr != @set`.
+    SaddrIn {
+        /// Family.
+        family: Family,
+        /// Set name.
+        set: String,
+        /// Negated.
+        negate: bool,
+    },
+    /// `ip saddr and <mask> @set`: the source's prefix is in the set.
+    SaddrPrefixIn {
+        /// Family.
+        family: Family,
+        /// Prefix length of the mask.
+        prefix: u8,
+        /// Set name.
+        set: String,
+    },
+    /// `udp dport { ... }`.
+    Dport(Proto, Vec<PortSpec>),
+    /// `udp sport { ... }`.
+    Sport(Proto, Vec<PortSpec>),
+    /// UDP payload starts (or does not start) with `SIP/`, i.e. a response.
+    SipResponse(bool),
+    /// ICMP types (IPv4).
+    Icmp(Vec<&'static str>),
+    /// ICMPv6 types.
+    Icmpv6(Vec<&'static str>),
+}
+
+/// What a rule does when it matches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Action {
+    /// Accept.
+    Accept,
+    /// Drop.
+    Drop,
+    /// `reject with icmpx admin-prohibited`.
+    Reject,
+    /// Return to the calling chain.
+    Return,
+    /// Jump (come back on return).
+    Jump(String),
+    /// Goto (no coming back).
+    Goto(String),
+    /// `ip saddr vmap @map`.
+    SaddrVmap(Family, String),
+    /// `iifname vmap { "eth0" : goto chain, ... }`.
+    IifVmap(Vec<(String, String)>),
+    /// `log group N snaplen S` (non-terminal).
+    Nflog {
+        /// NFLOG group.
+        group: u16,
+        /// Bytes copied per packet.
+        snaplen: u32,
+    },
+    /// `limit rate N/second accept`.
+    LimitAccept(u32),
+    /// `update @meter { ip saddr limit rate over N/second } drop`.
+    MeterDrop {
+        /// Family.
+        family: Family,
+        /// Meter set.
+        meter: String,
+        /// Packets per second.
+        pps: u32,
+    },
+    /// `update @meter { ip saddr limit rate over N/second } add @ban { ip saddr timeout T } drop`.
+    MeterBan {
+        /// Family.
+        family: Family,
+        /// Meter set.
+        meter: String,
+        /// Packets per second.
+        pps: u32,
+        /// Ban set.
+        ban_set: String,
+        /// Ban seconds.
+        timeout: u64,
+    },
+}
+
+impl Action {
+    /// Whether evaluation stops at this rule (inside the current chain).
+    pub fn is_terminal(&self) -> bool {
+        !matches!(self, Self::Nflog { .. })
+    }
+}
+
+/// A rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rule {
+    /// Conditions.
+    pub matches: Vec<Match>,
+    /// Named counter to update, or an anonymous counter when `Some("")`.
+    pub counter: Option<String>,
+    /// Action.
+    pub action: Action,
+    /// Origin, printed as the nft comment.
+    pub comment: String,
+}
+
+/// The whole table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ruleset {
+    /// Sets and maps, in declaration order.
+    pub sets: Vec<Set>,
+    /// Named counters.
+    pub counters: Vec<String>,
+    /// Chains, base chains first.
+    pub chains: Vec<Chain>,
+    /// Non-fatal notes from compilation (unresolved hostnames, expired entries).
+    pub notes: Vec<String>,
+}
+
+impl Ruleset {
+    /// The table name voipwall owns.
+    pub const TABLE: &'static str = "voipwall";
+
+    /// A chain by name.
+    pub fn chain(&self, name: &str) -> Option<&Chain> {
+        self.chains.iter().find(|c| c.name == name)
+    }
+
+    /// A set by name.
+    pub fn set(&self, name: &str) -> Option<&Set> {
+        self.sets.iter().find(|s| s.name == name)
+    }
+}
+
+/// Mask of `prefix` bits for the family, as an address (`255.255.255.0`).
+pub fn mask_addr(family: Family, prefix: u8) -> IpAddr {
+    match family {
+        Family::V4 => IpNet::new(IpAddr::from([0u8; 4]), prefix.min(32))
+            .map(|n| n.netmask())
+            .unwrap_or(IpAddr::from([255u8; 4])),
+        Family::V6 => IpNet::new(IpAddr::from([0u16; 8]), prefix.min(128))
+            .map(|n| n.netmask())
+            .unwrap_or(IpAddr::from([0xffffu16; 8])),
+    }
+}

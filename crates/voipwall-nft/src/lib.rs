@@ -1,0 +1,18 @@
+//! voipwall's compiler: a validated [`voipwall_policy::Policy`] becomes a
+//! [`Ruleset`] IR, the IR becomes one deterministic nft script ([`render`]),
+//! and [`explain`] evaluates the same IR for one packet, so what `explain`
+//! says and what the kernel does come from one structure.
+//!
+//! Pure: no I/O, no clock (expiry uses [`CompileInput::now`]), no `nft`.
+#![warn(missing_docs)]
+
+mod compile;
+mod explain;
+pub mod flatten;
+mod ir;
+mod render;
+
+pub use compile::{CompileInput, METER_SIZE, NFLOG_SNAPLEN, compile, counters, zone_chain};
+pub use explain::{DynamicSets, Explanation, NoDynamic, Packet, Step, Verdict, explain};
+pub use ir::*;
+pub use render::{render, rule_text, set_decl};

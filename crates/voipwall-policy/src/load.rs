@@ -1,0 +1,953 @@
+//! Policy loading: every file (main plus includes) is walked, every problem is
+//! collected with its location, and only a policy without errors resolves.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::ops::Range;
+
+use ipnet::IpNet;
+use toml::de::DeTable;
+
+use crate::catalog::{Catalog, rtp_ranges, service_from};
+use crate::diag::{Diagnostic, FileId, Severity, SourceMap, did_you_mean};
+use crate::model::*;
+use crate::walk::{Table, Walker, get};
+
+/// What the driver knows about the host, passed into the pure loader.
+#[derive(Debug, Clone, Default)]
+pub struct HostFacts {
+    /// Addresses configured on the host's interfaces (never blocked).
+    pub addresses: Vec<IpAddr>,
+    /// Ports sshd listens on, from sshd_config (`None` when unknown).
+    pub sshd_ports: Option<Vec<u16>>,
+}
+
+/// Result of [`load`]: the policy when there were no errors, and every diagnostic.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The policy, when no error was found.
+    pub policy: Option<Policy>,
+    /// Errors and warnings, sorted by location.
+    pub diagnostics: Vec<Diagnostic>,
+    /// The text of every file, for rendering diagnostics.
+    pub sources: SourceMap,
+}
+
+impl Loaded {
+    /// Whether any diagnostic is an error.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Error)
+    }
+}
+
+const TOP_KEYS: &[&str] = &[
+    "preset",
+    "include",
+    "default_zone",
+    "host",
+    "interfaces",
+    "networks",
+    "zones",
+    "services",
+    "rtp",
+    "sip",
+    "bans",
+    "allow",
+    "block",
+];
+
+/// A value plus where it was written.
+#[derive(Debug, Clone)]
+struct At<T> {
+    v: T,
+    file: FileId,
+    span: Range<usize>,
+}
+
+/// Everything read from all files, before resolution.
+#[derive(Default)]
+struct Raw {
+    preset: Option<At<String>>,
+    default_zone: Option<At<String>>,
+    host_addresses: Vec<At<String>>,
+    management: Vec<At<String>>,
+    interfaces: Vec<(At<String>, At<String>)>,
+    networks: Vec<(At<String>, At<String>)>,
+    zones: BTreeMap<Zone, Vec<At<String>>>,
+    services: BTreeMap<String, (Service, FileId, Range<usize>)>,
+    rtp: Option<(Vec<PortSpec>, FileId, Range<usize>)>,
+    rtp_zones: Option<Vec<At<String>>>,
+    nflog_group: Option<Option<u16>>,
+    flood_l1: Option<At<u32>>,
+    flood_l2: Option<At<u32>>,
+    flood_ban: Option<u64>,
+    sip_at: Option<(FileId, Range<usize>)>,
+    default_ttl: Option<u64>,
+    ipv4_prefix: Option<u8>,
+    ipv6_prefix: Option<u8>,
+    allow: Vec<(At<String>, String, Option<i64>)>,
+    block: Vec<(At<String>, String, Option<i64>)>,
+    /// Once-only sections already seen, for duplicate detection across includes.
+    seen: BTreeMap<&'static str, (FileId, Range<usize>)>,
+}
+
+/// Loads `main` and its includes through `read` (the only I/O, supplied by
+/// the caller), validates against the catalog and host facts, and resolves.
+///
+/// ```
+/// use voipwall_policy::{Catalog, DataFile, HostFacts, SourceMap, load};
+/// let mut sm = SourceMap::default();
+/// let (catalog, _) = Catalog::load(&DataFile::builtin(), &mut sm);
+/// let text = "[interfaces]\neth0 = \"internet\"\n[zones.internet]\nservices = [\"sip\"]\n";
+/// let loaded = load("policy.toml", &mut |_| Ok(text.to_string()), &catalog, &HostFacts::default());
+/// assert!(loaded.diagnostics.is_empty());
+/// assert_eq!(loaded.policy.unwrap().sip_ports().len(), 2);
+/// ```
+pub fn load(
+    main: &str,
+    read: &mut dyn FnMut(&str) -> Result<String, String>,
+    catalog: &Catalog,
+    facts: &HostFacts,
+) -> Loaded {
+    let mut sources = SourceMap::default();
+    let mut diags = Vec::new();
+    let mut raw = Raw::default();
+    let mut queue: Vec<(String, Option<(FileId, Range<usize>)>)> = vec![(main.to_string(), None)];
+    let mut visited = BTreeSet::new();
+    while let Some((path, from)) = queue.pop() {
+        if !visited.insert(path.clone()) {
+            if let Some((f, span)) = from {
+                diags.push(
+                    Diagnostic::error(
+                        f,
+                        span,
+                        format!("`{path}` is included twice (or in a cycle)"),
+                    )
+                    .label("already loaded"),
+                );
+            }
+            continue;
+        }
+        let text = match read(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                match from {
+                    Some((f, span)) => diags.push(
+                        Diagnostic::error(
+                            f,
+                            span,
+                            format!("cannot read included file `{path}`: {e}"),
+                        )
+                        .label("included here"),
+                    ),
+                    None => {
+                        let id = sources.add(path.clone(), String::new());
+                        diags.push(Diagnostic::error(
+                            id,
+                            0..0,
+                            format!("cannot read policy `{path}`: {e}"),
+                        ));
+                    }
+                }
+                continue;
+            }
+        };
+        let id = sources.add(path.clone(), text);
+        let text = sources.text(id).to_string();
+        let (doc, errs) = DeTable::parse_recoverable(&text);
+        for e in errs {
+            diags.push(
+                Diagnostic::error(id, e.span().unwrap_or(0..0), e.message().trim().to_string())
+                    .label("invalid TOML"),
+            );
+        }
+        let mut w = Walker {
+            file: id,
+            diags: &mut diags,
+        };
+        let includes = read_file(&mut w, doc.get_ref(), &mut raw, &sources, &path);
+        for (inc, span) in includes.into_iter().rev() {
+            queue.push((resolve_path(&path, &inc), Some((id, span))));
+        }
+    }
+    let policy = resolve(&raw, catalog, facts, &sources, &mut diags);
+    diags.sort_by_key(|d| (d.file, d.span.start, d.severity));
+    let has_errors = diags.iter().any(|d| d.severity == Severity::Error);
+    Loaded {
+        policy: if has_errors { None } else { policy },
+        diagnostics: diags,
+        sources,
+    }
+}
+
+/// Include paths are relative to the including file.
+fn resolve_path(from: &str, inc: &str) -> String {
+    if inc.starts_with('/') {
+        return inc.to_string();
+    }
+    match from.rfind('/') {
+        Some(i) => format!("{}/{inc}", &from[..i]),
+        None => inc.to_string(),
+    }
+}
+
+fn at<T>(w: &Walker<'_>, v: T, span: Range<usize>) -> At<T> {
+    At {
+        v,
+        file: w.file,
+        span,
+    }
+}
+
+/// Records a once-only section; a second definition (in another file) is an error.
+fn once(
+    w: &mut Walker<'_>,
+    raw: &mut Raw,
+    key: &'static str,
+    span: Range<usize>,
+    sources: &SourceMap,
+) -> bool {
+    if let Some((f, s)) = raw.seen.get(key) {
+        let (line, col) = sources.line_col(*f, s.start);
+        w.push(
+            Diagnostic::error(w.file, span, format!("`{key}` is defined twice"))
+                .label("second definition")
+                .help(format!(
+                    "first defined at {}:{line}:{col}",
+                    sources.name(*f)
+                )),
+        );
+        return false;
+    }
+    raw.seen.insert(key, (w.file, span));
+    true
+}
+
+fn read_file(
+    w: &mut Walker<'_>,
+    t: &Table<'_>,
+    raw: &mut Raw,
+    sources: &SourceMap,
+    path: &str,
+) -> Vec<(String, Range<usize>)> {
+    w.check_keys(t, TOP_KEYS, "the policy");
+    let mut includes = Vec::new();
+    for (k, v) in t.iter() {
+        let key: &str = k.get_ref();
+        match key {
+            "include" => includes = w.str_list(v, "include"),
+            "preset" => {
+                if once(w, raw, "preset", k.span(), sources) {
+                    raw.preset = w.str(v, "preset").map(|s| at(w, s.to_string(), v.span()));
+                }
+            }
+            "default_zone" => {
+                if once(w, raw, "default_zone", k.span(), sources) {
+                    raw.default_zone = w
+                        .str(v, "default_zone")
+                        .map(|s| at(w, s.to_string(), v.span()));
+                }
+            }
+            "host" => {
+                let Some(h) = w.table(v, "[host]") else {
+                    continue;
+                };
+                w.check_keys(h, &["addresses", "management"], "[host]");
+                if let Some(v) = get(h, "addresses") {
+                    for (s, span) in w.str_list(v, "host addresses") {
+                        raw.host_addresses.push(at(w, s, span));
+                    }
+                }
+                if let Some(v) = get(h, "management") {
+                    for (s, span) in w.str_list(v, "management networks") {
+                        raw.management.push(at(w, s, span));
+                    }
+                }
+            }
+            "interfaces" | "networks" => {
+                let Some(m) = w.table(v, key) else { continue };
+                for (name, zone) in m.iter() {
+                    let Some(z) = w.str(zone, "zone") else {
+                        continue;
+                    };
+                    let entry = (
+                        at(w, name.get_ref().to_string(), name.span()),
+                        at(w, z.to_string(), zone.span()),
+                    );
+                    if key == "interfaces" {
+                        raw.interfaces.push(entry);
+                    } else {
+                        raw.networks.push(entry);
+                    }
+                }
+            }
+            "zones" => {
+                let Some(m) = w.table(v, "[zones]") else {
+                    continue;
+                };
+                for (zk, zv) in m.iter() {
+                    let Ok(zone) = zk.get_ref().parse::<Zone>() else {
+                        let mut d = Diagnostic::error(
+                            w.file,
+                            zk.span(),
+                            format!("unknown zone `{}`", zk.get_ref()),
+                        )
+                        .label("not a zone");
+                        if let Some(s) = did_you_mean(zk.get_ref(), Zone::ALL.map(Zone::name)) {
+                            d = d.help(format!("did you mean `{s}`?"));
+                        } else {
+                            d = d.help("zones are reject, internet, other, local, trusted");
+                        }
+                        w.push(d);
+                        continue;
+                    };
+                    let Some(zt) = w.table(zv, "a zone") else {
+                        continue;
+                    };
+                    w.check_keys(zt, &["services"], &format!("[zones.{zone}]"));
+                    if let Some(sv) = get(zt, "services") {
+                        let list: Vec<At<String>> = w
+                            .str_list(sv, "services")
+                            .into_iter()
+                            .map(|(s, sp)| at(w, s, sp))
+                            .collect();
+                        raw.zones.entry(zone).or_default().extend(list);
+                    }
+                }
+            }
+            "services" => {
+                let Some(m) = w.table(v, "[services]") else {
+                    continue;
+                };
+                for (name, sv) in m.iter() {
+                    let Some(st) = w.table(sv, "a service") else {
+                        continue;
+                    };
+                    let origin = Provenance {
+                        file: path.to_string(),
+                        line: sources.line_col(w.file, name.span().start).0,
+                    };
+                    if let Some(mut s) = service_from(w, st, &origin, None) {
+                        s.name = name.get_ref().to_string();
+                        if raw.services.contains_key(&s.name) {
+                            w.error(
+                                name.span(),
+                                format!("service `{}` is defined twice", s.name),
+                                "second definition",
+                            );
+                        } else {
+                            raw.services
+                                .insert(s.name.clone(), (s, w.file, name.span()));
+                        }
+                    }
+                }
+            }
+            "rtp" => {
+                let Some(r) = w.table(v, "[rtp]") else {
+                    continue;
+                };
+                if !once(w, raw, "rtp", k.span(), sources) {
+                    continue;
+                }
+                w.check_keys(r, &["ranges", "zones"], "[rtp]");
+                if let Some(rv) = get(r, "ranges") {
+                    raw.rtp = Some((rtp_ranges(w, rv), w.file, rv.span()));
+                }
+                if let Some(zv) = get(r, "zones") {
+                    raw.rtp_zones = Some(
+                        w.str_list(zv, "rtp zones")
+                            .into_iter()
+                            .map(|(s, sp)| at(w, s, sp))
+                            .collect(),
+                    );
+                }
+            }
+            "sip" => {
+                let Some(s) = w.table(v, "[sip]") else {
+                    continue;
+                };
+                if !once(w, raw, "sip", k.span(), sources) {
+                    continue;
+                }
+                raw.sip_at = Some((w.file, k.span()));
+                w.check_keys(
+                    s,
+                    &[
+                        "nflog_group",
+                        "flood_level1_pps",
+                        "flood_level2_pps",
+                        "flood_ban",
+                    ],
+                    "[sip]",
+                );
+                if let Some(v) = get(s, "nflog_group") {
+                    raw.nflog_group = Some(if v.get_ref().as_bool() == Some(false) {
+                        None
+                    } else {
+                        w.int(v, "nflog_group", 0, 65535)
+                            .map(|n| u16::try_from(n).expect("range checked"))
+                    });
+                }
+                for (key, slot) in [
+                    ("flood_level1_pps", &mut raw.flood_l1),
+                    ("flood_level2_pps", &mut raw.flood_l2),
+                ] {
+                    if let Some(v) = get(s, key) {
+                        *slot = w
+                            .int(v, key, 1, 10_000_000)
+                            .map(|n| at(w, u32::try_from(n).expect("range checked"), v.span()));
+                    }
+                }
+                if let Some(v) = get(s, "flood_ban") {
+                    raw.flood_ban = duration(w, v, "flood_ban");
+                }
+            }
+            "bans" => {
+                let Some(b) = w.table(v, "[bans]") else {
+                    continue;
+                };
+                if !once(w, raw, "bans", k.span(), sources) {
+                    continue;
+                }
+                w.check_keys(b, &["default_ttl", "ipv4_prefix", "ipv6_prefix"], "[bans]");
+                if let Some(v) = get(b, "default_ttl") {
+                    raw.default_ttl = duration(w, v, "default_ttl");
+                }
+                if let Some(v) = get(b, "ipv4_prefix") {
+                    raw.ipv4_prefix = w
+                        .int(v, "ipv4_prefix", 8, 32)
+                        .map(|n| u8::try_from(n).expect("range checked"));
+                }
+                if let Some(v) = get(b, "ipv6_prefix") {
+                    raw.ipv6_prefix = w
+                        .int(v, "ipv6_prefix", 16, 128)
+                        .map(|n| u8::try_from(n).expect("range checked"));
+                }
+            }
+            "allow" | "block" => {
+                for e in w.array(v, key) {
+                    let Some(et) = w.table(e, key) else { continue };
+                    w.check_keys(
+                        et,
+                        &["address", "description", "expires"],
+                        &format!("an [[{key}]] entry"),
+                    );
+                    let Some(av) = get(et, "address") else {
+                        w.error(
+                            e.span(),
+                            format!("[[{key}]] entry has no `address`"),
+                            "missing address",
+                        );
+                        continue;
+                    };
+                    let Some(addr) = w.str(av, "address") else {
+                        continue;
+                    };
+                    let desc = get(et, "description")
+                        .and_then(|v| w.str(v, "description"))
+                        .unwrap_or("")
+                        .to_string();
+                    let expires = get(et, "expires").and_then(|v| w.timestamp(v, "expires"));
+                    let entry = (at(w, addr.to_string(), av.span()), desc, expires);
+                    if key == "allow" {
+                        raw.allow.push(entry);
+                    } else {
+                        raw.block.push(entry);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    includes
+}
+
+fn duration(w: &mut Walker<'_>, v: &crate::walk::Value<'_>, what: &str) -> Option<u64> {
+    let s = w.str(v, what)?;
+    match parse_duration(s) {
+        Ok(0) => {
+            w.error(
+                v.span(),
+                format!("{what} must be longer than zero"),
+                "zero duration",
+            );
+            None
+        }
+        Ok(n) => Some(n),
+        Err(e) => {
+            w.error(v.span(), e, "invalid duration");
+            None
+        }
+    }
+}
+
+fn prov(sources: &SourceMap, file: FileId, span: &Range<usize>) -> Provenance {
+    Provenance {
+        file: sources.name(file).to_string(),
+        line: sources.line_col(file, span.start).0,
+    }
+}
+
+fn err<T>(diags: &mut Vec<Diagnostic>, a: &At<T>, msg: impl Into<String>, label: &str) {
+    diags.push(Diagnostic::error(a.file, a.span.clone(), msg).label(label));
+}
+
+fn resolve(
+    raw: &Raw,
+    catalog: &Catalog,
+    facts: &HostFacts,
+    sources: &SourceMap,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Policy> {
+    let zone_of = |a: &At<String>, diags: &mut Vec<Diagnostic>| -> Option<Zone> {
+        if let Ok(z) = a.v.parse() {
+            return Some(z);
+        }
+        let mut d = Diagnostic::error(a.file, a.span.clone(), format!("unknown zone `{}`", a.v))
+            .label("not a zone");
+        d = match did_you_mean(&a.v, Zone::ALL.map(Zone::name)) {
+            Some(s) => d.help(format!("did you mean `{s}`?")),
+            None => d.help("zones are reject, internet, other, local, trusted"),
+        };
+        diags.push(d);
+        None
+    };
+
+    let preset = raw
+        .preset
+        .as_ref()
+        .and_then(|p| match catalog.presets.get(&p.v) {
+            Some(pr) => Some(pr),
+            None => {
+                let mut d =
+                    Diagnostic::error(p.file, p.span.clone(), format!("unknown preset `{}`", p.v))
+                        .label("no such preset");
+                d = match did_you_mean(&p.v, catalog.presets.keys().map(String::as_str)) {
+                    Some(s) => d.help(format!("did you mean `{s}`?")),
+                    None => d.help(format!(
+                        "presets: {}",
+                        catalog
+                            .presets
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )),
+                };
+                diags.push(d);
+                None
+            }
+        });
+
+    let default_zone = match &raw.default_zone {
+        Some(a) => zone_of(a, diags).unwrap_or(Zone::Internet),
+        None => Zone::Internet,
+    };
+    if default_zone == Zone::Trusted {
+        let a = raw.default_zone.as_ref().expect("set when trusted");
+        err(
+            diags,
+            a,
+            "the default zone cannot be `trusted`",
+            "would trust every unlisted interface",
+        );
+    }
+
+    // Interfaces.
+    let mut interfaces = Vec::new();
+    let mut seen_if = BTreeSet::new();
+    for (name, zone) in &raw.interfaces {
+        let Some(z) = zone_of(zone, diags) else {
+            continue;
+        };
+        if z == Zone::Trusted {
+            diags.push(
+                Diagnostic::error(zone.file, zone.span.clone(), format!("interface `{}` cannot be in the trusted zone", name.v))
+                    .label("only networks may be trusted")
+                    .help("assign the interface to `local` and list the trusted networks under [networks]"),
+            );
+            continue;
+        }
+        if !valid_ifname(&name.v) {
+            err(
+                diags,
+                name,
+                format!("`{}` is not a valid interface name", name.v),
+                "1-15 characters, no spaces or slashes",
+            );
+            continue;
+        }
+        if !seen_if.insert(name.v.clone()) {
+            err(
+                diags,
+                name,
+                format!("interface `{}` is listed twice", name.v),
+                "duplicate",
+            );
+            continue;
+        }
+        interfaces.push(InterfaceZone {
+            name: name.v.clone(),
+            zone: z,
+            origin: prov(sources, name.file, &name.span),
+        });
+    }
+    interfaces.sort_by(|a, b| a.name.cmp(&b.name));
+
+    // Networks.
+    let mut networks = Vec::new();
+    let mut seen_net = BTreeMap::new();
+    for (net, zone) in &raw.networks {
+        let z = zone_of(zone, diags);
+        let spec = match parse_net_spec(&net.v) {
+            Ok(s) => s,
+            Err(e) => {
+                err(diags, net, format!("invalid network `{}`", net.v), &e);
+                continue;
+            }
+        };
+        if let Some(prev) = seen_net.insert(spec.clone(), net.span.clone()) {
+            let _ = prev;
+            err(
+                diags,
+                net,
+                format!("network `{spec}` is listed twice"),
+                "duplicate (after normalisation)",
+            );
+            continue;
+        }
+        if let Some(z) = z {
+            networks.push(NetworkZone {
+                net: spec,
+                zone: z,
+                origin: prov(sources, net.file, &net.span),
+            });
+        }
+    }
+
+    // Services: policy-defined beat preset-defined beat catalog.
+    let lookup = |name: &str| -> Option<Service> {
+        raw.services
+            .get(name)
+            .map(|(s, _, _)| s.clone())
+            .or_else(|| preset.and_then(|p| p.services.get(name).cloned()))
+            .or_else(|| catalog.services.get(name).cloned())
+    };
+    for (s, file, span) in raw.services.values() {
+        if s.ports.is_empty() {
+            diags.push(
+                Diagnostic::error(
+                    *file,
+                    span.clone(),
+                    format!("service `{}` has no ports", s.name),
+                )
+                .label("add ports = [\"tcp/1234\"]"),
+            );
+        }
+    }
+    let mut grants: BTreeMap<Zone, Vec<Grant>> = BTreeMap::new();
+    let mut services = BTreeMap::new();
+    let all_names = || -> Vec<String> {
+        let mut v: Vec<String> = catalog.services.keys().cloned().collect();
+        v.extend(raw.services.keys().cloned());
+        if let Some(p) = preset {
+            v.extend(p.services.keys().cloned());
+        }
+        v
+    };
+    for zone in Zone::ALL {
+        let from_policy = raw.zones.get(&zone);
+        let names: Vec<(String, Provenance, Option<&At<String>>)> = match (from_policy, preset) {
+            (Some(list), _) => list
+                .iter()
+                .map(|a| (a.v.clone(), prov(sources, a.file, &a.span), Some(a)))
+                .collect(),
+            (None, Some(p)) => p
+                .zones
+                .get(&zone)
+                .map(|l| {
+                    l.iter()
+                        .map(|n| (n.clone(), p.origin.clone(), None))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            (None, None) => Vec::new(),
+        };
+        for (name, origin, at_) in names {
+            let Some(mut svc) = lookup(&name) else {
+                let names = all_names();
+                let hint = did_you_mean(&name, names.iter().map(String::as_str))
+                    .map(|s| format!("did you mean `{s}`?"));
+                match at_ {
+                    Some(a) => {
+                        let mut d = Diagnostic::error(
+                            a.file,
+                            a.span.clone(),
+                            format!("unknown service `{name}`"),
+                        )
+                        .label("not in the catalog or [services]");
+                        d = d.help(
+                            hint.unwrap_or_else(|| "`voipwall catalog` lists the services".into()),
+                        );
+                        diags.push(d);
+                    }
+                    None => diags.push(Diagnostic::error(
+                        0,
+                        0..0,
+                        format!("preset grants unknown service `{name}` ({origin})"),
+                    )),
+                }
+                continue;
+            };
+            if let (Some(PortSource::SshdConfig), Some(ports)) = (svc.port_from, &facts.sshd_ports)
+            {
+                if !ports.is_empty() {
+                    svc.ports = ports
+                        .iter()
+                        .map(|&p| PortSpec {
+                            proto: Proto::Tcp,
+                            lo: p,
+                            hi: p,
+                        })
+                        .collect();
+                }
+            }
+            services.insert(name.clone(), svc);
+            let list = grants.entry(zone).or_default();
+            if !list.iter().any(|g| g.service == name) {
+                list.push(Grant {
+                    service: name,
+                    origin,
+                });
+            }
+        }
+    }
+
+    // RTP.
+    let (rtp_ranges, rtp_origin) = match &raw.rtp {
+        Some((r, f, span)) => (r.clone(), prov(sources, *f, span)),
+        None => match preset.filter(|p| !p.rtp.is_empty()) {
+            Some(p) => (p.rtp.clone(), p.origin.clone()),
+            None => catalog
+                .services
+                .get("rtp")
+                .map(|s| (s.ports.clone(), s.origin.clone()))
+                .unwrap_or_else(|| {
+                    (
+                        vec![PortSpec {
+                            proto: Proto::Udp,
+                            lo: 10000,
+                            hi: 20000,
+                        }],
+                        Provenance::default(),
+                    )
+                }),
+        },
+    };
+    if let Some((_, f, span)) = &raw.rtp {
+        for r in &rtp_ranges {
+            for s in services.values() {
+                if let Some(p) = s.ports.iter().find(|p| p.overlaps(r)) {
+                    diags.push(
+                        Diagnostic::error(
+                            *f,
+                            span.clone(),
+                            format!("RTP range {r} overlaps service `{}` ({p})", s.name),
+                        )
+                        .label("overlapping ports")
+                        .help("move the RTP range or the service's port"),
+                    );
+                }
+            }
+        }
+    }
+    let rtp_zones = match &raw.rtp_zones {
+        Some(list) => list.iter().filter_map(|a| zone_of(a, diags)).collect(),
+        None => vec![Zone::Reject, Zone::Internet, Zone::Other, Zone::Local],
+    };
+
+    // SIP guards.
+    let l1 = raw.flood_l1.as_ref().map_or(500, |a| a.v);
+    let l2 = raw.flood_l2.as_ref().map_or(2000, |a| a.v);
+    if l1 >= l2 {
+        if let Some(a) = raw.flood_l1.as_ref().or(raw.flood_l2.as_ref()) {
+            err(
+                diags,
+                a,
+                format!("flood level 1 ({l1} pps) must be below level 2 ({l2} pps)"),
+                "level 1 drops, level 2 bans",
+            );
+        }
+    }
+    let sip = SipSettings {
+        nflog_group: raw.nflog_group.unwrap_or(Some(5)),
+        flood_level1_pps: l1,
+        flood_level2_pps: l2,
+        flood_ban: raw.flood_ban.unwrap_or(3600),
+        origin: raw
+            .sip_at
+            .as_ref()
+            .map(|(f, s)| prov(sources, *f, s))
+            .unwrap_or_default(),
+    };
+    let bans = BanSettings {
+        default_ttl: raw.default_ttl.unwrap_or(3600),
+        ipv4_prefix: raw.ipv4_prefix.unwrap_or(24),
+        ipv6_prefix: raw.ipv6_prefix.unwrap_or(64),
+    };
+
+    // Host.
+    let mut host = Host::default();
+    for a in &raw.host_addresses {
+        match a.v.parse::<IpAddr>() {
+            Ok(ip) => host.addresses.push(ip),
+            Err(_) => err(
+                diags,
+                a,
+                format!("`{}` is not an IP address", a.v),
+                "expected an address",
+            ),
+        }
+    }
+    for a in &raw.management {
+        match parse_net(&a.v) {
+            Ok(n) => host.management.push(n),
+            Err(e) => err(
+                diags,
+                a,
+                format!("invalid management network `{}`", a.v),
+                &e,
+            ),
+        }
+    }
+    let mut own: Vec<IpAddr> = host.addresses.clone();
+    own.extend(facts.addresses.iter().copied());
+
+    // Allow and block lists.
+    let list = |entries: &[(At<String>, String, Option<i64>)],
+                kind: &str,
+                diags: &mut Vec<Diagnostic>|
+     -> Vec<ListEntry> {
+        let mut out = Vec::new();
+        for (a, desc, expires) in entries {
+            match parse_net_spec(&a.v) {
+                Ok(net) => {
+                    if kind == "block" {
+                        if let NetSpec::Net(n) = &net {
+                            if let Some(ip) = own.iter().find(|ip| n.contains(*ip)) {
+                                err(
+                                    diags,
+                                    a,
+                                    format!(
+                                        "block entry `{net}` contains this host's own address {ip}"
+                                    ),
+                                    "would cut the host off",
+                                );
+                                continue;
+                            }
+                            if let Some(m) = host
+                                .management
+                                .iter()
+                                .find(|m| n.contains(*m) || m.contains(n))
+                            {
+                                err(
+                                    diags,
+                                    a,
+                                    format!("block entry `{net}` covers management network {m}"),
+                                    "would lock out the administrators",
+                                );
+                                continue;
+                            }
+                        }
+                    }
+                    out.push(ListEntry {
+                        net,
+                        description: desc.clone(),
+                        expires: *expires,
+                        origin: prov(sources, a.file, &a.span),
+                    });
+                }
+                Err(e) => err(diags, a, format!("invalid {kind} entry `{}`", a.v), &e),
+            }
+        }
+        out
+    };
+    let allow = list(&raw.allow, "allow", diags);
+    let block = list(&raw.block, "block", diags);
+
+    Some(Policy {
+        preset: raw.preset.as_ref().map(|p| p.v.clone()),
+        default_zone,
+        interfaces,
+        networks,
+        grants,
+        services,
+        rtp: Rtp {
+            ranges: rtp_ranges,
+            zones: rtp_zones,
+            origin: rtp_origin,
+        },
+        sip,
+        bans,
+        allow,
+        block,
+        host,
+    })
+}
+
+fn valid_ifname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 15
+        && s.chars()
+            .all(|c| c.is_ascii_graphic() && c != '/' && c != '"' && c != '\\')
+}
+
+/// Ports from the `Port` lines of an sshd_config (empty when none are set).
+pub fn sshd_ports(text: &str) -> Vec<u16> {
+    let mut ports: Vec<u16> = text
+        .lines()
+        .map(str::trim)
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            let key = parts.next()?;
+            if !key.eq_ignore_ascii_case("port") {
+                return None;
+            }
+            parts.next()?.parse::<u16>().ok().filter(|p| *p != 0)
+        })
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// Whether `net` covers any of `addrs` (used by callers that refuse bans).
+pub fn covers_any(net: &IpNet, addrs: &[IpAddr]) -> Option<IpAddr> {
+    addrs.iter().copied().find(|a| net.contains(a))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sshd() {
+        assert_eq!(
+            sshd_ports("# Port 99\nPort 2222\n  port 22\nListenAddress 0.0.0.0\n"),
+            vec![22, 2222]
+        );
+        assert!(sshd_ports("").is_empty());
+    }
+
+    #[test]
+    fn include_paths() {
+        assert_eq!(
+            resolve_path("/etc/voipwall/voipwall.toml", "nets.toml"),
+            "/etc/voipwall/nets.toml"
+        );
+        assert_eq!(resolve_path("p.toml", "a/b.toml"), "a/b.toml");
+        assert_eq!(resolve_path("x/p.toml", "/abs.toml"), "/abs.toml");
+    }
+}

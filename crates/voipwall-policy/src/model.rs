@@ -1,0 +1,544 @@
+//! The resolved, validated policy: what the compiler consumes. No spans, but
+//! every item keeps its [`Provenance`] for nft comments and `explain`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+/// Where an item was written: file and 1-based line.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Default)]
+pub struct Provenance {
+    /// File name as given to the loader (`policy.toml`, `builtin:services/sip.toml`).
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+}
+
+impl fmt::Display for Provenance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+/// The five zones (FreePBX semantics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Zone {
+    /// Everything rejected except RTP.
+    Reject,
+    /// Untrusted public traffic: only the services granted to it.
+    Internet,
+    /// Trusted external networks (VPN, DMZ, partners).
+    Other,
+    /// The LAN.
+    Local,
+    /// Everything accepted. Only networks may be trusted, never interfaces.
+    Trusted,
+}
+
+impl Zone {
+    /// All zones in a stable order.
+    pub const ALL: [Self; 5] = [
+        Self::Reject,
+        Self::Internet,
+        Self::Other,
+        Self::Local,
+        Self::Trusted,
+    ];
+
+    /// The lower-case name used in policies and nft chain names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Reject => "reject",
+            Self::Internet => "internet",
+            Self::Other => "other",
+            Self::Local => "local",
+            Self::Trusted => "trusted",
+        }
+    }
+}
+
+impl fmt::Display for Zone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Zone {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Self::ALL.into_iter().find(|z| z.name() == s).ok_or(())
+    }
+}
+
+/// Transport protocol of a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Proto {
+    /// `tcp` or `udp`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One port or an inclusive range on one protocol: `udp/5060`, `udp/10000-20000`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct PortSpec {
+    /// Protocol.
+    pub proto: Proto,
+    /// First port.
+    pub lo: u16,
+    /// Last port (equal to `lo` for a single port).
+    pub hi: u16,
+}
+
+impl PortSpec {
+    /// Whether `port` on `proto` is covered.
+    pub fn contains(&self, proto: Proto, port: u16) -> bool {
+        self.proto == proto && self.lo <= port && port <= self.hi
+    }
+
+    /// Whether two specs share a port.
+    pub fn overlaps(&self, other: &Self) -> bool {
+        self.proto == other.proto && self.lo <= other.hi && other.lo <= self.hi
+    }
+}
+
+impl fmt::Display for PortSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.lo == self.hi {
+            write!(f, "{}/{}", self.proto, self.lo)
+        } else {
+            write!(f, "{}/{}-{}", self.proto, self.lo, self.hi)
+        }
+    }
+}
+
+/// Parses `tcp/22`, `udp/10000-20000`, `both/5060` (expands to two specs).
+pub fn parse_port_specs(s: &str) -> Result<Vec<PortSpec>, String> {
+    let (proto, ports) = s
+        .split_once('/')
+        .ok_or_else(|| "expected `proto/port` or `proto/lo-hi`, e.g. `udp/5060`".to_string())?;
+    let protos: &[Proto] = match proto {
+        "tcp" => &[Proto::Tcp],
+        "udp" => &[Proto::Udp],
+        "both" => &[Proto::Tcp, Proto::Udp],
+        other => {
+            return Err(format!(
+                "unknown protocol `{other}`: expected tcp, udp or both"
+            ));
+        }
+    };
+    let (lo, hi) = parse_port_range(ports)?;
+    Ok(protos
+        .iter()
+        .map(|&proto| PortSpec { proto, lo, hi })
+        .collect())
+}
+
+/// Parses `5060` or `10000-20000` into an inclusive range.
+pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let port = |p: &str| -> Result<u16, String> {
+        match p.trim().parse::<u16>() {
+            Ok(0) | Err(_) => Err(format!("`{p}` is not a port number (1-65535)")),
+            Ok(n) => Ok(n),
+        }
+    };
+    let (lo, hi) = match s.split_once('-') {
+        Some((a, b)) => (port(a)?, port(b)?),
+        None => {
+            let p = port(s)?;
+            (p, p)
+        }
+    };
+    if lo > hi {
+        return Err(format!("range `{s}` runs backwards"));
+    }
+    Ok((lo, hi))
+}
+
+/// A network as written in a policy: an address or prefix, or a name to resolve.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(untagged)]
+pub enum NetSpec {
+    /// A host or CIDR prefix (dotted masks are normalised to a prefix length).
+    Net(IpNet),
+    /// A hostname or DDNS name, resolved to A and AAAA by the driver.
+    Host(String),
+}
+
+impl fmt::Display for NetSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Net(n) => write!(f, "{}", display_net(n)),
+            Self::Host(h) => f.write_str(h),
+        }
+    }
+}
+
+/// Prints a host prefix (/32, /128) as a bare address.
+pub fn display_net(n: &IpNet) -> String {
+    if n.prefix_len() == n.max_prefix_len() {
+        n.addr().to_string()
+    } else {
+        n.to_string()
+    }
+}
+
+/// Parses a network: host (`203.0.113.7`, `2001:db8::1`), CIDR
+/// (`203.0.113.0/24`), dotted mask (`41.202.0.0/255.255.0.0`) or hostname.
+/// Host bits below the prefix are cleared (`10.1.2.3/8` means `10.0.0.0/8`).
+pub fn parse_net_spec(s: &str) -> Result<NetSpec, String> {
+    let looks_numeric =
+        s.contains(':') || s.contains('/') || s.chars().all(|c| c.is_ascii_digit() || c == '.');
+    if !looks_numeric {
+        return if is_hostname(s) {
+            Ok(NetSpec::Host(s.to_ascii_lowercase()))
+        } else {
+            Err("not an IP address, CIDR prefix or hostname".into())
+        };
+    }
+    parse_net(s).map(NetSpec::Net)
+}
+
+/// Parses an address or prefix (no hostnames).
+pub fn parse_net(s: &str) -> Result<IpNet, String> {
+    if let Some((addr, mask)) = s.split_once('/') {
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("`{addr}` is not an IP address"))?;
+        let len = if let Ok(len) = mask.parse::<u8>() {
+            len
+        } else if let (IpAddr::V4(_), Ok(IpAddr::V4(m))) = (addr, mask.parse::<IpAddr>()) {
+            let bits = u32::from(m);
+            if bits.leading_ones() + bits.trailing_zeros() != 32 {
+                return Err(format!("netmask `{mask}` is not contiguous"));
+            }
+            u8::try_from(bits.leading_ones()).expect("at most 32")
+        } else {
+            return Err(format!("`{mask}` is not a prefix length or dotted netmask"));
+        };
+        let net = IpNet::new(addr, len).map_err(|_| {
+            format!(
+                "prefix length /{len} is too long for an IPv{} address",
+                if addr.is_ipv4() { 4 } else { 6 }
+            )
+        })?;
+        Ok(net.trunc())
+    } else {
+        let addr: IpAddr = s
+            .parse()
+            .map_err(|_| "not an IP address or CIDR prefix".to_string())?;
+        Ok(IpNet::from(addr))
+    }
+}
+
+fn is_hostname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
+}
+
+/// Parses `30s`, `10m`, `1h`, `1d`, `7d`, `2w` into seconds.
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration: expected e.g. `30s`, `10m`, `1h`, `7d`"))?;
+    let mult = match unit {
+        "s" | "" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        "w" => 7 * 86400,
+        _ => {
+            return Err(format!(
+                "unknown duration unit `{unit}`: use s, m, h, d or w"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("duration `{s}` is too long"))
+}
+
+/// Renders seconds the way nft writes timeouts (`1h`, `1d`, `90s`).
+pub fn format_duration(secs: u64) -> String {
+    for (unit, n) in [("d", 86400), ("h", 3600), ("m", 60)] {
+        if secs >= n && secs % n == 0 {
+            return format!("{}{unit}", secs / n);
+        }
+    }
+    format!("{secs}s")
+}
+
+/// Where a service's port comes from when the host says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PortSource {
+    /// `Port` lines of `/etc/ssh/sshd_config`.
+    SshdConfig,
+}
+
+/// A service: a named set of ports, from the catalog, a preset or the policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Service {
+    /// Short name (`sip`, `iax2`).
+    pub name: String,
+    /// Human description, written for the dashboard.
+    pub description: String,
+    /// Ports.
+    pub ports: Vec<PortSpec>,
+    /// SIP signalling: gets flood guards and NFLOG copies, never the
+    /// `ct state established` shortcut.
+    pub sip: bool,
+    /// The host may override the ports (the SSH port from sshd_config).
+    pub port_from: Option<PortSource>,
+    /// Where it was defined.
+    pub origin: Provenance,
+}
+
+/// A service granted to a zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Grant {
+    /// Service name (a key of [`Policy::services`]).
+    pub service: String,
+    /// Where the grant was written.
+    pub origin: Provenance,
+}
+
+/// An interface assigned to a zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InterfaceZone {
+    /// Interface name (`eth0`).
+    pub name: String,
+    /// Zone.
+    pub zone: Zone,
+    /// Where it was written.
+    pub origin: Provenance,
+}
+
+/// A network assigned to a zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetworkZone {
+    /// The network.
+    pub net: NetSpec,
+    /// Zone.
+    pub zone: Zone,
+    /// Where it was written.
+    pub origin: Provenance,
+}
+
+/// An allow-list or block-list entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ListEntry {
+    /// The network.
+    pub net: NetSpec,
+    /// Why it is there.
+    pub description: String,
+    /// Unix seconds after which the entry no longer applies.
+    pub expires: Option<i64>,
+    /// Where it was written.
+    pub origin: Provenance,
+}
+
+/// RTP media ports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rtp {
+    /// UDP ranges.
+    pub ranges: Vec<PortSpec>,
+    /// Zones that accept RTP (all but trusted-by-default, which accepts everything anyway).
+    pub zones: Vec<Zone>,
+    /// Where the ranges came from.
+    pub origin: Provenance,
+}
+
+/// SIP-specific kernel settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SipSettings {
+    /// NFLOG group the ruleset copies SIP packets to; `None` disables copies.
+    pub nflog_group: Option<u16>,
+    /// Level 1: packets per second per source above which excess SIP packets are dropped.
+    pub flood_level1_pps: u32,
+    /// Level 2: packets per second per source above which the source is banned.
+    pub flood_level2_pps: u32,
+    /// Ban time for a level-2 flood, seconds.
+    pub flood_ban: u64,
+    /// Where the settings came from.
+    pub origin: Provenance,
+}
+
+/// Ban-set settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BanSettings {
+    /// Ban time when none is given, seconds.
+    pub default_ttl: u64,
+    /// Prefix length for IPv4 prefix bans.
+    pub ipv4_prefix: u8,
+    /// Prefix length for IPv6 prefix bans (default /64).
+    pub ipv6_prefix: u8,
+}
+
+/// Facts about the host that the policy is validated against.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Host {
+    /// The host's own addresses: never blocked or banned.
+    pub addresses: Vec<IpAddr>,
+    /// Management networks: never blocked or banned.
+    pub management: Vec<IpNet>,
+}
+
+/// The validated policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Policy {
+    /// Preset it builds on.
+    pub preset: Option<String>,
+    /// Zone of traffic that arrives on an interface with no zone.
+    pub default_zone: Zone,
+    /// Interfaces, sorted by name.
+    pub interfaces: Vec<InterfaceZone>,
+    /// Networks in the order written.
+    pub networks: Vec<NetworkZone>,
+    /// Services granted per zone.
+    pub grants: BTreeMap<Zone, Vec<Grant>>,
+    /// Every service referenced by a grant, by name.
+    pub services: BTreeMap<String, Service>,
+    /// RTP.
+    pub rtp: Rtp,
+    /// SIP kernel guards.
+    pub sip: SipSettings,
+    /// Ban settings.
+    pub bans: BanSettings,
+    /// Allow list: never banned, skips ban lookups.
+    pub allow: Vec<ListEntry>,
+    /// Block list: dropped before conntrack.
+    pub block: Vec<ListEntry>,
+    /// Own addresses and management networks.
+    pub host: Host,
+}
+
+impl Policy {
+    /// Every hostname the policy mentions (networks, allow, block), sorted and
+    /// deduplicated, for the driver to resolve.
+    pub fn hostnames(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .networks
+            .iter()
+            .map(|n| &n.net)
+            .chain(self.allow.iter().map(|e| &e.net))
+            .chain(self.block.iter().map(|e| &e.net))
+            .filter_map(|n| match n {
+                NetSpec::Host(h) => Some(h.clone()),
+                NetSpec::Net(_) => None,
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// All SIP signalling ports granted in any zone.
+    pub fn sip_ports(&self) -> Vec<PortSpec> {
+        let mut out: Vec<PortSpec> = self
+            .grants
+            .values()
+            .flatten()
+            .filter_map(|g| self.services.get(&g.service))
+            .filter(|s| s.sip)
+            .flat_map(|s| s.ports.iter().copied())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nets() {
+        assert_eq!(
+            parse_net_spec("41.202.0.0/255.255.0.0").unwrap(),
+            NetSpec::Net("41.202.0.0/16".parse().unwrap())
+        );
+        assert_eq!(
+            parse_net_spec("10.1.2.3/8").unwrap(),
+            NetSpec::Net("10.0.0.0/8".parse().unwrap())
+        );
+        assert_eq!(
+            parse_net_spec("2001:db8::1").unwrap(),
+            NetSpec::Net("2001:db8::1/128".parse().unwrap())
+        );
+        assert_eq!(
+            parse_net_spec("Trunk.Example.NET").unwrap(),
+            NetSpec::Host("trunk.example.net".into())
+        );
+        assert!(parse_net_spec("192.168.1.300/24").is_err());
+        assert!(parse_net_spec("10.0.0.0/255.0.255.0").is_err());
+        assert!(parse_net_spec("10.0.0.0/33").is_err());
+        assert!(parse_net_spec("1.2.3").is_err());
+        assert!(parse_net_spec("bad host!").is_err());
+    }
+
+    #[test]
+    fn ports() {
+        assert_eq!(
+            parse_port_specs("both/5060").unwrap().len(),
+            2,
+            "both expands to tcp and udp"
+        );
+        assert_eq!(
+            parse_port_specs("udp/10000-20000").unwrap()[0],
+            PortSpec {
+                proto: Proto::Udp,
+                lo: 10000,
+                hi: 20000
+            }
+        );
+        assert!(parse_port_specs("udp/0").is_err());
+        assert!(parse_port_specs("udp/20-10").is_err());
+        assert!(parse_port_specs("sctp/1").is_err());
+        assert!(parse_port_specs("5060").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1h").unwrap(), 3600);
+        assert_eq!(parse_duration("7d").unwrap(), 604_800);
+        assert_eq!(format_duration(86400), "1d");
+        assert_eq!(format_duration(90), "90s");
+        assert!(parse_duration("1y").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+}
