@@ -1,1 +1,11 @@
-//! placeholder
+//! The only voipwall crate that touches the kernel.
+//!
+//! - [`nft`]: the policy plane. Scripts from `voipwall-nft` are checked with
+//!   `nft -c` and applied in one transaction; the table is removed only on
+//!   `disable`.
+//! - [`netlink`]: the ban plane. Elements with per-element timeouts go to the
+//!   ban and known sets over raw nftables netlink, batched.
+#![warn(missing_docs)]
+
+pub mod netlink;
+pub mod nft;

@@ -1,1 +1,136 @@
-fn main() {}
+//! `voipwall`: the CLI. Parse, dispatch, map errors to exit codes:
+//! 0 ok, 1 invalid input (policy, arguments), 2 system failure (kernel, files).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod commands;
+mod context;
+
+/// Invalid input: exit code 1. The message is already rendered for humans.
+#[derive(Debug)]
+pub(crate) struct Invalid(pub(crate) String);
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.trim_end())
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+/// VoIP-aware host firewall: one nftables table, default-deny, IPv4 and IPv6.
+#[derive(Parser)]
+#[command(name = "voipwall", version, about, long_about = None)]
+pub(crate) struct Cli {
+    /// Policy file.
+    #[arg(
+        short,
+        long,
+        global = true,
+        default_value = "/etc/voipwall/voipwall.toml",
+        env = "VOIPWALL_CONFIG"
+    )]
+    pub(crate) config: PathBuf,
+    /// Extra catalog directory (with services/ and presets/), overriding the built-in data.
+    #[arg(long = "catalog-dir", global = true)]
+    pub(crate) catalog_dirs: Vec<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    #[command(subcommand)]
+    pub(crate) cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Cmd {
+    /// Validate the policy; report every error with file:line:col. Changes nothing.
+    Check,
+    /// Print the exact nft script `apply` would run (or the IR with --json).
+    Compile,
+    /// Validate, compile, check with `nft -c`, apply atomically. Bans survive.
+    Apply,
+    /// Remove the voipwall table (and nothing else).
+    Disable,
+    /// Explain what the firewall does with a packet: zone, rule, policy line.
+    Explain {
+        /// Source address.
+        addr: std::net::IpAddr,
+        /// Destination, e.g. udp/5060.
+        to: String,
+        /// Inbound interface.
+        #[arg(long, default_value = "")]
+        iface: String,
+        /// Explain as part of an established flow.
+        #[arg(long)]
+        established: bool,
+        /// Do not consult the kernel's ban and known sets.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Ban an address (netlink, per-element timeout) or a network.
+    Ban {
+        /// Address or CIDR (dotted masks accepted).
+        target: String,
+        /// Duration, e.g. 30m, 1h, 7d. Default: [bans] default_ttl.
+        #[arg(long = "for")]
+        duration: Option<String>,
+        /// Why (shown in logs).
+        #[arg(long, default_value = "manual")]
+        reason: String,
+    },
+    /// Lift a ban.
+    Unban {
+        /// Address or CIDR.
+        target: String,
+    },
+    /// Allow an address or network at runtime (skips ban lookups).
+    Allow {
+        /// Address or CIDR.
+        target: String,
+        /// Duration; permanent when omitted.
+        #[arg(long = "for")]
+        duration: Option<String>,
+        /// Remove the entry instead.
+        #[arg(long)]
+        delete: bool,
+    },
+    /// Block an address or network at runtime (dropped before conntrack).
+    Block {
+        /// Address or CIDR.
+        target: String,
+        /// Duration; permanent when omitted.
+        #[arg(long = "for")]
+        duration: Option<String>,
+        /// Remove the entry instead.
+        #[arg(long)]
+        delete: bool,
+    },
+    /// List bans and runtime blocks held by the kernel.
+    Bans,
+    /// List the services and presets of the catalog.
+    Catalog,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match commands::run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(inv) = e.downcast_ref::<Invalid>() {
+                eprintln!("{inv}");
+                ExitCode::from(1)
+            } else if e
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        }
+    }
+}

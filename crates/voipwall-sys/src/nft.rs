@@ -1,0 +1,282 @@
+//! Policy plane: the `nft` binary, for atomic script application, table
+//! removal, listing, and interval-set elements (which need start/end pairs that
+//! nft computes for us).
+
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::process::{Command, Stdio};
+
+use ipnet::IpNet;
+use serde::Serialize;
+use serde_json::Value;
+
+/// Our table, as nft names it.
+pub const TABLE: &str = "inet voipwall";
+
+/// Running `nft` failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NftError {
+    /// The binary could not be run.
+    #[error("cannot run `nft` (is the nftables package installed?): {0}")]
+    Spawn(std::io::Error),
+    /// nft rejected the input; the kernel state is unchanged.
+    #[error("nft refused {what}: {stderr}")]
+    Refused {
+        /// What was attempted.
+        what: String,
+        /// nft's message.
+        stderr: String,
+    },
+    /// nft printed something we could not read.
+    #[error("unexpected nft output: {0}")]
+    Output(String),
+}
+
+/// Runs `nft <args>` with `stdin` and returns stdout.
+fn nft(args: &[&str], stdin: Option<&str>, what: &str) -> Result<String, NftError> {
+    let mut child = Command::new("nft")
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(NftError::Spawn)?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input.as_bytes()).map_err(NftError::Spawn)?;
+    }
+    let out = child.wait_with_output().map_err(NftError::Spawn)?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(NftError::Refused {
+            what: what.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+/// Checks a script against the running kernel without changing anything (`nft -c`).
+pub fn check_script(script: &str) -> Result<(), NftError> {
+    nft(&["-c", "-f", "-"], Some(script), "the ruleset (check)").map(drop)
+}
+
+/// Checks, then applies a script in one transaction. On failure the previous
+/// ruleset stays in place (nft transactions are all-or-nothing).
+pub fn apply_script(script: &str) -> Result<(), NftError> {
+    check_script(script)?;
+    nft(&["-f", "-"], Some(script), "the ruleset").map(drop)
+}
+
+/// Whether our table exists.
+pub fn table_exists() -> Result<bool, NftError> {
+    let out = nft(&["-j", "list", "tables", "inet"], None, "listing tables")?;
+    Ok(out.contains("\"name\": \"voipwall\"") || out.contains("\"name\":\"voipwall\""))
+}
+
+/// Removes our table and nothing else. Returns whether it existed.
+pub fn delete_table() -> Result<bool, NftError> {
+    if !table_exists()? {
+        return Ok(false);
+    }
+    nft(
+        &["delete", "table", "inet", "voipwall"],
+        None,
+        "deleting table inet voipwall",
+    )?;
+    Ok(true)
+}
+
+/// The text of our table as the kernel has it (`nft list table`).
+pub fn list_table() -> Result<String, NftError> {
+    nft(
+        &["list", "table", "inet", "voipwall"],
+        None,
+        "listing table inet voipwall",
+    )
+}
+
+/// The whole ruleset (all tables), for before/after comparisons.
+pub fn list_ruleset() -> Result<String, NftError> {
+    nft(&["list", "ruleset"], None, "listing the ruleset")
+}
+
+/// One element of a set, as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SetEntry {
+    /// Address or prefix.
+    pub net: IpNet,
+    /// Timeout the element was added with, seconds.
+    pub timeout: Option<u64>,
+    /// Seconds until it expires.
+    pub expires: Option<u64>,
+}
+
+fn parse_key(v: &Value) -> Option<IpNet> {
+    match v {
+        Value::String(s) => s.parse::<IpAddr>().ok().map(IpNet::from),
+        Value::Object(o) => {
+            if let Some(p) = o.get("prefix") {
+                let addr: IpAddr = p.get("addr")?.as_str()?.parse().ok()?;
+                let len = u8::try_from(p.get("len")?.as_u64()?).ok()?;
+                IpNet::new(addr, len).ok()
+            } else if let Some(Value::Array(r)) = o.get("range") {
+                // A range that is not a prefix: report its first address's /32 or /128.
+                r.first()
+                    .and_then(|a| a.as_str()?.parse::<IpAddr>().ok())
+                    .map(IpNet::from)
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Lists a set's elements (`nft -j list set`). Cost grows with the set: the
+/// store, not this, is the source of truth for large ban sets.
+pub fn list_set(set: &str) -> Result<Vec<SetEntry>, NftError> {
+    let out = nft(
+        &["-j", "list", "set", "inet", "voipwall", set],
+        None,
+        &format!("listing set {set}"),
+    )?;
+    let v: Value = serde_json::from_str(&out).map_err(|e| NftError::Output(e.to_string()))?;
+    let mut entries = Vec::new();
+    let items = v
+        .get("nftables")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for item in items {
+        let Some(elems) = item
+            .get("set")
+            .and_then(|s| s.get("elem"))
+            .and_then(Value::as_array)
+        else {
+            continue;
+        };
+        for e in elems {
+            let (key, timeout, expires) = match e.get("elem") {
+                Some(inner) => (
+                    inner.get("val").cloned().unwrap_or(Value::Null),
+                    inner.get("timeout").and_then(Value::as_u64),
+                    inner.get("expires").and_then(Value::as_u64),
+                ),
+                None => (e.clone(), None, None),
+            };
+            if let Some(net) = parse_key(&key) {
+                entries.push(SetEntry {
+                    net,
+                    timeout,
+                    expires,
+                });
+            }
+        }
+    }
+    Ok(entries)
+}
+
+/// Adds a prefix to an interval set, with an optional timeout in seconds.
+pub fn add_interval(set: &str, net: &IpNet, timeout: Option<u64>) -> Result<(), NftError> {
+    let t = timeout
+        .map(|t| format!(" timeout {t}s"))
+        .unwrap_or_default();
+    let script = format!("add element {TABLE} {set} {{ {net}{t} }}\n");
+    nft(
+        &["-f", "-"],
+        Some(&script),
+        &format!("adding {net} to {set}"),
+    )
+    .map(drop)
+}
+
+/// Removes a prefix from an interval set.
+pub fn delete_interval(set: &str, net: &IpNet) -> Result<(), NftError> {
+    let script = format!("delete element {TABLE} {set} {{ {net} }}\n");
+    nft(
+        &["-f", "-"],
+        Some(&script),
+        &format!("removing {net} from {set}"),
+    )
+    .map(drop)
+}
+
+/// Named counters of our table: (name, packets, bytes).
+pub fn counters() -> Result<Vec<(String, u64, u64)>, NftError> {
+    let out = nft(
+        &["-j", "list", "counters", "table", "inet", "voipwall"],
+        None,
+        "listing counters",
+    )?;
+    let v: Value = serde_json::from_str(&out).map_err(|e| NftError::Output(e.to_string()))?;
+    let mut res = Vec::new();
+    for item in v
+        .get("nftables")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(c) = item.get("counter") {
+            let name = c
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let packets = c.get("packets").and_then(Value::as_u64).unwrap_or(0);
+            let bytes = c.get("bytes").and_then(Value::as_u64).unwrap_or(0);
+            res.push((name, packets, bytes));
+        }
+    }
+    res.sort();
+    Ok(res)
+}
+
+/// Addresses configured on the host's interfaces (`ip -j addr`), in this netns.
+pub fn host_addresses() -> Vec<IpAddr> {
+    let Ok(out) = Command::new("ip").args(["-j", "addr", "show"]).output() else {
+        return Vec::new();
+    };
+    let Ok(v) = serde_json::from_slice::<Value>(&out.stdout) else {
+        return Vec::new();
+    };
+    let mut addrs = Vec::new();
+    for link in v.as_array().into_iter().flatten() {
+        for a in link
+            .get("addr_info")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(ip) = a
+                .get("local")
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse().ok())
+            {
+                addrs.push(ip);
+            }
+        }
+    }
+    addrs.sort();
+    addrs.dedup();
+    addrs
+}
+
+/// Names of the host's interfaces in this netns.
+pub fn interface_names() -> Vec<String> {
+    let Ok(out) = Command::new("ip").args(["-j", "link", "show"]).output() else {
+        return Vec::new();
+    };
+    let Ok(v) = serde_json::from_slice::<Value>(&out.stdout) else {
+        return Vec::new();
+    };
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l.get("ifname").and_then(Value::as_str).map(str::to_string))
+        .collect()
+}

@@ -1,0 +1,498 @@
+//! One function per subcommand.
+
+use std::io::Write as _;
+use std::net::IpAddr;
+
+use anyhow::{Context as _, bail};
+use ipnet::IpNet;
+use serde_json::json;
+use voipwall_nft::{DynamicSets, NoDynamic, Packet, explain, render};
+use voipwall_policy::{Policy, Severity, display_net, parse_duration, parse_net, parse_port_specs};
+use voipwall_sys::netlink::{Elem, SetElements};
+use voipwall_sys::nft;
+
+use crate::context::{compile_policy, host_facts, load_policy};
+use crate::{Cli, Cmd, Invalid};
+
+/// Dispatches a parsed command line.
+pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
+    match &cli.cmd {
+        Cmd::Check => check(cli),
+        Cmd::Compile => compile_cmd(cli),
+        Cmd::Apply => apply(cli),
+        Cmd::Disable => disable(cli),
+        Cmd::Explain {
+            addr,
+            to,
+            iface,
+            established,
+            offline,
+        } => explain_cmd(cli, *addr, to, iface, *established, *offline),
+        Cmd::Ban {
+            target,
+            duration,
+            reason,
+        } => ban(cli, target, duration.as_deref(), reason),
+        Cmd::Unban { target } => unban(cli, target),
+        Cmd::Allow {
+            target,
+            duration,
+            delete,
+        } => runtime_list(cli, "allowrt", target, duration.as_deref(), *delete),
+        Cmd::Block {
+            target,
+            duration,
+            delete,
+        } => runtime_list(cli, "bannet", target, duration.as_deref(), *delete),
+        Cmd::Bans => bans(cli),
+        Cmd::Catalog => catalog(cli),
+    }
+}
+
+fn out(s: &str) -> anyhow::Result<()> {
+    let mut o = std::io::stdout().lock();
+    o.write_all(s.as_bytes())?;
+    if !s.ends_with('\n') {
+        o.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+fn check(cli: &Cli) -> anyhow::Result<()> {
+    let facts = host_facts();
+    match load_policy(&cli.config, &cli.catalog_dirs, &facts) {
+        Ok(l) => {
+            if cli.json {
+                let warnings: Vec<_> = l
+                    .warnings
+                    .iter()
+                    .map(|d| json!({"severity": d.severity, "location": d.location(&l.sources), "message": d.message, "label": d.label, "help": d.help}))
+                    .collect();
+                out(&json!({"ok": true, "diagnostics": warnings}).to_string())
+            } else {
+                let grants: usize = l.policy.grants.values().map(Vec::len).sum();
+                out(&format!(
+                    "{}: ok ({} interfaces, {} networks, {} service grants, {} allow, {} block{})",
+                    cli.config.display(),
+                    l.policy.interfaces.len(),
+                    l.policy.networks.len(),
+                    grants,
+                    l.policy.allow.len(),
+                    l.policy.block.len(),
+                    l.policy
+                        .preset
+                        .as_ref()
+                        .map(|p| format!(", preset {p}"))
+                        .unwrap_or_default()
+                ))
+            }
+        }
+        Err(e) if cli.json && e.downcast_ref::<Invalid>().is_some() => {
+            // Re-run the load to get structured diagnostics for JSON.
+            let (catalog, _) = crate::context::catalog(&cli.catalog_dirs)?;
+            let mut read = |p: &str| std::fs::read_to_string(p).map_err(|e| e.to_string());
+            let loaded = voipwall_policy::load(
+                &cli.config.display().to_string(),
+                &mut read,
+                &catalog,
+                &facts,
+            );
+            let diags: Vec<_> = loaded
+                .diagnostics
+                .iter()
+                .map(|d| json!({"severity": d.severity, "location": d.location(&loaded.sources), "message": d.message, "label": d.label, "help": d.help}))
+                .collect();
+            out(&json!({"ok": false, "diagnostics": diags}).to_string())?;
+            Err(Invalid(String::new()).into())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn compile_cmd(cli: &Cli) -> anyhow::Result<()> {
+    let l = load_policy(&cli.config, &cli.catalog_dirs, &host_facts())?;
+    let rs = compile_policy(&l.policy);
+    if cli.json {
+        out(&serde_json::to_string_pretty(&rs)?)
+    } else {
+        out(&render(&rs))
+    }
+}
+
+/// Interfaces the policy names that this host does not have.
+fn missing_interfaces(policy: &Policy) -> Vec<String> {
+    let have = nft::interface_names();
+    policy
+        .interfaces
+        .iter()
+        .filter(|i| !have.contains(&i.name))
+        .map(|i| {
+            format!(
+                "{}: interface `{}` does not exist on this host",
+                i.origin, i.name
+            )
+        })
+        .collect()
+}
+
+fn apply(cli: &Cli) -> anyhow::Result<()> {
+    let facts = host_facts();
+    let l = load_policy(&cli.config, &cli.catalog_dirs, &facts)?;
+    let missing = missing_interfaces(&l.policy);
+    if !missing.is_empty() {
+        return Err(Invalid(format!("error: {}\nerror: policy refused; nothing was applied, the running ruleset is unchanged", missing.join("\nerror: "))).into());
+    }
+    let rs = compile_policy(&l.policy);
+    let script = render(&rs);
+    let started = std::time::Instant::now();
+    nft::apply_script(&script).context(
+        "applying ruleset to table inet voipwall; the previous ruleset is still in place",
+    )?;
+    let took = started.elapsed();
+    let rules: usize = rs.chains.iter().map(|c| c.rules.len()).sum();
+    if cli.json {
+        out(&json!({"applied": true, "rules": rules, "sets": rs.sets.len(), "notes": rs.notes, "seconds": took.as_secs_f64()}).to_string())
+    } else {
+        for n in &rs.notes {
+            eprintln!("note: {n}");
+        }
+        for w in l
+            .warnings
+            .iter()
+            .filter(|d| d.severity == Severity::Warning)
+        {
+            eprintln!("{}", w.render(&l.sources));
+        }
+        out(&format!(
+            "applied table inet voipwall: {rules} rules, {} sets, in {:.0} ms; bans and known endpoints kept",
+            rs.sets.len(),
+            took.as_secs_f64() * 1000.0
+        ))
+    }
+}
+
+fn disable(cli: &Cli) -> anyhow::Result<()> {
+    let existed = nft::delete_table().context("removing table inet voipwall")?;
+    if cli.json {
+        out(&json!({"removed": existed}).to_string())
+    } else if existed {
+        out("removed table inet voipwall; no other table was touched")
+    } else {
+        out("voipwall was not active (no table inet voipwall)")
+    }
+}
+
+/// Asks the kernel whether an address is in one of our dynamic sets.
+struct KernelSets;
+
+impl DynamicSets for KernelSets {
+    fn contains(&self, set: &str, addr: &IpAddr) -> bool {
+        std::process::Command::new("nft")
+            .args([
+                "get",
+                "element",
+                "inet",
+                "voipwall",
+                set,
+                &format!("{{ {addr} }}"),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+fn explain_cmd(
+    cli: &Cli,
+    addr: IpAddr,
+    to: &str,
+    iface: &str,
+    established: bool,
+    offline: bool,
+) -> anyhow::Result<()> {
+    let spec = match parse_port_specs(to) {
+        Ok(v) if v.len() == 1 && v[0].lo == v[0].hi => v[0],
+        _ => {
+            return Err(Invalid(format!(
+                "error: `{to}` is not a destination like udp/5060 or tcp/22"
+            ))
+            .into());
+        }
+    };
+    let l = load_policy(&cli.config, &cli.catalog_dirs, &host_facts())?;
+    let rs = compile_policy(&l.policy);
+    let p = Packet {
+        src: addr,
+        iif: iface.to_string(),
+        proto: spec.proto,
+        dport: spec.lo,
+        established,
+    };
+    let use_kernel = !offline && nft::table_exists().unwrap_or(false);
+    let ex = if use_kernel {
+        explain(&rs, &p, &KernelSets)
+    } else {
+        explain(&rs, &p, &NoDynamic)
+    };
+    if cli.json {
+        return out(&serde_json::to_string_pretty(
+            &json!({"packet": p, "explanation": ex, "kernel_sets_consulted": use_kernel}),
+        )?);
+    }
+    let mut s = format!(
+        "{addr} -> {to}{}: {}\n",
+        if iface.is_empty() {
+            String::new()
+        } else {
+            format!(" on {iface}")
+        },
+        ex.verdict.name().to_uppercase()
+    );
+    if let Some(z) = &ex.zone {
+        s.push_str(&format!("  zone:       {z}\n"));
+    }
+    s.push_str(&format!("  decided by: {}\n  path:\n", ex.decided_by));
+    for st in &ex.trace {
+        s.push_str(&format!("    {:<18} {}\n", st.chain, st.rule));
+    }
+    if !use_kernel {
+        s.push_str("  (ban and known sets not consulted: offline or voipwall not applied)\n");
+    }
+    out(&s)
+}
+
+/// Policy for runtime commands; a missing or broken policy falls back to defaults.
+fn policy_or_default(cli: &Cli) -> Option<Policy> {
+    match load_policy(&cli.config, &cli.catalog_dirs, &host_facts()) {
+        Ok(l) => Some(l.policy),
+        Err(e) => {
+            eprintln!(
+                "warning: policy not loaded ({}); using defaults",
+                e.to_string().lines().next().unwrap_or("")
+            );
+            None
+        }
+    }
+}
+
+fn parse_target(target: &str) -> anyhow::Result<IpNet> {
+    parse_net(target).map_err(|e| Invalid(format!("error: `{target}`: {e}")).into())
+}
+
+/// Refuses targets that would cut the host off or lock out the administrators.
+fn refuse_protected(net: &IpNet, policy: Option<&Policy>) -> anyhow::Result<()> {
+    let mut own = nft::host_addresses();
+    if let Some(p) = policy {
+        own.extend(p.host.addresses.iter().copied());
+    }
+    if net.addr().is_loopback()
+        || net.contains(&IpAddr::from([127, 0, 0, 1]))
+        || net.contains(&"::1".parse::<IpAddr>().expect("valid"))
+    {
+        bail!(Invalid(format!(
+            "error: refusing to ban {}: it covers loopback",
+            display_net(net)
+        )));
+    }
+    if let Some(ip) = voipwall_policy::covers_any(net, &own) {
+        bail!(Invalid(format!(
+            "error: refusing to ban {}: it contains this host's own address {ip}",
+            display_net(net)
+        )));
+    }
+    if let Some(m) = policy
+        .into_iter()
+        .flat_map(|p| p.host.management.iter())
+        .find(|m| net.contains(*m) || m.contains(net))
+    {
+        bail!(Invalid(format!(
+            "error: refusing to ban {}: it overlaps management network {m}",
+            display_net(net)
+        )));
+    }
+    Ok(())
+}
+
+fn require_table() -> anyhow::Result<()> {
+    if !nft::table_exists()? {
+        bail!("voipwall is not applied here (no table inet voipwall): run `voipwall apply` first");
+    }
+    Ok(())
+}
+
+fn fam(net: &IpNet) -> &'static str {
+    if matches!(net, IpNet::V4(_)) {
+        "v4"
+    } else {
+        "v6"
+    }
+}
+
+fn ban(cli: &Cli, target: &str, duration: Option<&str>, reason: &str) -> anyhow::Result<()> {
+    let net = parse_target(target)?;
+    let policy = policy_or_default(cli);
+    refuse_protected(&net, policy.as_ref())?;
+    let secs = match duration {
+        Some(d) => parse_duration(d).map_err(|e| Invalid(format!("error: --for {d}: {e}")))?,
+        None => policy.as_ref().map_or(3600, |p| p.bans.default_ttl),
+    };
+    require_table()?;
+    let started = std::time::Instant::now();
+    let set = if net.prefix_len() == net.max_prefix_len() {
+        let set = format!("vw_ban_{}", fam(&net));
+        let mut sock = SetElements::open("voipwall")?;
+        sock.add(
+            &set,
+            &[Elem {
+                addr: net.addr(),
+                timeout_ms: Some(secs.saturating_mul(1000)),
+            }],
+        )?;
+        set
+    } else {
+        let set = format!("vw_bannet_{}", fam(&net));
+        nft::add_interval(&set, &net, Some(secs))?;
+        set
+    };
+    let us = started.elapsed().as_micros();
+    if cli.json {
+        out(&json!({"banned": display_net(&net), "set": set, "seconds": secs, "reason": reason, "micros": us}).to_string())
+    } else {
+        out(&format!(
+            "banned {} for {} ({reason}) in {set}",
+            display_net(&net),
+            voipwall_policy::format_duration(secs)
+        ))
+    }
+}
+
+fn unban(cli: &Cli, target: &str) -> anyhow::Result<()> {
+    let net = parse_target(target)?;
+    require_table()?;
+    let mut removed = Vec::new();
+    if net.prefix_len() == net.max_prefix_len() {
+        let mut sock = SetElements::open("voipwall")?;
+        for set in [
+            format!("vw_ban_{}", fam(&net)),
+            format!("vw_banpfx_{}", fam(&net)),
+        ] {
+            if sock.delete(&set, &[net.addr()]).is_ok() {
+                removed.push(set);
+            }
+        }
+    }
+    let set = format!("vw_bannet_{}", fam(&net));
+    if nft::delete_interval(&set, &net).is_ok() {
+        removed.push(set);
+    }
+    if removed.is_empty() {
+        return Err(Invalid(format!("error: {} is not banned", display_net(&net))).into());
+    }
+    if cli.json {
+        out(&json!({"unbanned": display_net(&net), "sets": removed}).to_string())
+    } else {
+        out(&format!(
+            "unbanned {} (from {})",
+            display_net(&net),
+            removed.join(", ")
+        ))
+    }
+}
+
+fn runtime_list(
+    cli: &Cli,
+    kind: &str,
+    target: &str,
+    duration: Option<&str>,
+    delete: bool,
+) -> anyhow::Result<()> {
+    let net = parse_target(target)?;
+    let set = format!("vw_{kind}_{}", fam(&net));
+    let verb = if kind == "allowrt" { "allow" } else { "block" };
+    if verb == "block" && !delete {
+        refuse_protected(&net, policy_or_default(cli).as_ref())?;
+    }
+    require_table()?;
+    if delete {
+        nft::delete_interval(&set, &net).map_err(|_| {
+            Invalid(format!(
+                "error: {} is not in the runtime {verb} list",
+                display_net(&net)
+            ))
+        })?;
+        return out(&format!(
+            "removed {} from the runtime {verb} list",
+            display_net(&net)
+        ));
+    }
+    let secs = duration
+        .map(parse_duration)
+        .transpose()
+        .map_err(|e| Invalid(format!("error: --for: {e}")))?;
+    nft::add_interval(&set, &net, secs)?;
+    if cli.json {
+        out(&json!({verb: display_net(&net), "set": set, "seconds": secs}).to_string())
+    } else {
+        out(&format!(
+            "{verb}ed {}{}",
+            display_net(&net),
+            secs.map(|s| format!(" for {}", voipwall_policy::format_duration(s)))
+                .unwrap_or_else(|| " until removed".into())
+        ))
+    }
+}
+
+fn bans(cli: &Cli) -> anyhow::Result<()> {
+    require_table()?;
+    let mut rows = Vec::new();
+    for set in [
+        "vw_ban_v4",
+        "vw_ban_v6",
+        "vw_banpfx_v4",
+        "vw_banpfx_v6",
+        "vw_bannet_v4",
+        "vw_bannet_v6",
+    ] {
+        for e in nft::list_set(set)? {
+            rows.push((set, e));
+        }
+    }
+    if cli.json {
+        let v: Vec<_> = rows.iter().map(|(s, e)| json!({"set": s, "addr": display_net(&e.net), "timeout": e.timeout, "expires": e.expires})).collect();
+        return out(&serde_json::to_string(&v)?);
+    }
+    let mut s = format!("{:<14} {:<40} {}\n", "SET", "ADDRESS", "EXPIRES IN");
+    for (set, e) in &rows {
+        let exp = e
+            .expires
+            .map_or_else(|| "never".to_string(), voipwall_policy::format_duration);
+        s.push_str(&format!("{set:<14} {:<40} {exp}\n", display_net(&e.net)));
+    }
+    s.push_str(&format!("{} entries\n", rows.len()));
+    out(&s)
+}
+
+fn catalog(cli: &Cli) -> anyhow::Result<()> {
+    let (cat, _) = crate::context::catalog(&cli.catalog_dirs)?;
+    if cli.json {
+        return out(&serde_json::to_string_pretty(
+            &json!({"services": cat.services, "presets": cat.presets}),
+        )?);
+    }
+    let mut s = String::from("SERVICES\n");
+    for svc in cat.services.values() {
+        let ports: Vec<String> = svc.ports.iter().map(ToString::to_string).collect();
+        s.push_str(&format!(
+            "  {:<20} {:<40} {}\n",
+            svc.name,
+            ports.join(" "),
+            svc.description
+        ));
+    }
+    s.push_str("PRESETS\n");
+    for p in cat.presets.values() {
+        s.push_str(&format!("  {:<24} {}\n", p.name, p.description));
+    }
+    out(&s)
+}

@@ -1,0 +1,136 @@
+//! Loading: the catalog layers, the policy files, host facts. The I/O that
+//! the pure crates ask for happens here.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use voipwall_nft::{CompileInput, Ruleset, compile};
+use voipwall_policy::{
+    Catalog, DataFile, Diagnostic, HostFacts, Policy, SourceMap, load, render_all, sshd_ports,
+};
+
+use crate::Invalid;
+
+/// Catalog layers beyond the built-in one, in override order.
+const LAYERS: &[&str] = &["/usr/share/voipwall", "/etc/voipwall"];
+
+/// Reads `services/*.toml` and `presets/*.toml` under `dir`.
+fn layer_files(dir: &Path) -> Vec<DataFile> {
+    let mut out = Vec::new();
+    for kind in ["services", "presets"] {
+        let Ok(rd) = std::fs::read_dir(dir.join(kind)) else {
+            continue;
+        };
+        let mut paths: Vec<PathBuf> = rd
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        paths.sort();
+        for p in paths {
+            if let (Ok(text), Some(name)) = (std::fs::read_to_string(&p), p.file_name()) {
+                out.push(DataFile {
+                    path: format!("{kind}/{}", name.to_string_lossy()),
+                    layer: dir.display().to_string(),
+                    text,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The loaded catalog plus the sources its diagnostics refer to.
+pub(crate) fn catalog(extra: &[PathBuf]) -> anyhow::Result<(Catalog, SourceMap)> {
+    let mut files = DataFile::builtin();
+    for l in LAYERS
+        .iter()
+        .map(PathBuf::from)
+        .chain(extra.iter().cloned())
+    {
+        files.extend(layer_files(&l));
+    }
+    let mut sm = SourceMap::default();
+    let (cat, diags) = Catalog::load(&files, &mut sm);
+    if diags
+        .iter()
+        .any(|d| d.severity == voipwall_policy::Severity::Error)
+    {
+        return Err(Invalid(format!(
+            "the service/preset catalog is invalid:\n{}",
+            render_all(&diags, &sm)
+        ))
+        .into());
+    }
+    Ok((cat, sm))
+}
+
+/// Facts about this host (in the current network namespace).
+pub(crate) fn host_facts() -> HostFacts {
+    let sshd = std::fs::read_to_string("/etc/ssh/sshd_config")
+        .ok()
+        .map(|t| sshd_ports(&t))
+        .filter(|p| !p.is_empty());
+    HostFacts {
+        addresses: voipwall_sys::nft::host_addresses(),
+        sshd_ports: sshd,
+    }
+}
+
+/// Everything a command needs about the policy.
+pub(crate) struct Loaded {
+    pub(crate) policy: Policy,
+    pub(crate) warnings: Vec<Diagnostic>,
+    pub(crate) sources: SourceMap,
+}
+
+/// Loads and validates the policy; invalid policy is an [`Invalid`] error
+/// carrying every diagnostic, rendered.
+pub(crate) fn load_policy(
+    path: &Path,
+    extra_catalog: &[PathBuf],
+    facts: &HostFacts,
+) -> anyhow::Result<Loaded> {
+    let (catalog, _) = catalog(extra_catalog)?;
+    let main = path.display().to_string();
+    let mut read = |p: &str| std::fs::read_to_string(p).map_err(|e| e.to_string());
+    let loaded = load(&main, &mut read, &catalog, facts);
+    if loaded.has_errors() {
+        return Err(Invalid(render_all(&loaded.diagnostics, &loaded.sources)).into());
+    }
+    let policy = loaded.policy.context("policy missing despite no errors")?;
+    Ok(Loaded {
+        policy,
+        warnings: loaded.diagnostics,
+        sources: loaded.sources,
+    })
+}
+
+/// Unix seconds now.
+pub(crate) fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Resolves the policy's hostnames (A and AAAA) and compiles.
+pub(crate) fn compile_policy(policy: &Policy) -> Ruleset {
+    let mut resolved = BTreeMap::new();
+    for h in policy.hostnames() {
+        let addrs: Vec<IpAddr> = (h.as_str(), 0)
+            .to_socket_addrs()
+            .map(|it| it.map(|sa| sa.ip()).collect())
+            .unwrap_or_default();
+        resolved.insert(h, addrs);
+    }
+    compile(
+        policy,
+        &CompileInput {
+            resolved,
+            now: now(),
+        },
+    )
+}
