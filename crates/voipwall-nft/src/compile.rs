@@ -22,6 +22,10 @@ pub struct CompileInput {
 pub const NFLOG_SNAPLEN: u32 = 2048;
 /// Per-source meter entries kept by the kernel (bounds memory under spoofed floods).
 pub const METER_SIZE: u32 = 65_536;
+/// Maximum elements of each ban and known set. The kernel's default for
+/// dynamic sets is 65,535, far too small for a ban list; the hash grows on
+/// demand, so a large bound costs nothing until it is used.
+pub const BAN_SET_SIZE: u32 = 4_194_304;
 
 /// Names of the named counters, exported as metrics.
 pub mod counters {
@@ -56,7 +60,7 @@ fn dynamic_set(name: &str, family: Family, comment: &str) -> Set {
         timeout: true,
         dynamic: true,
         default_timeout: None,
-        size: None,
+        size: Some(BAN_SET_SIZE),
         verdict_map: false,
         plane: Plane::Dynamic,
         elements: Vec::new(),
@@ -185,6 +189,7 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
         );
         bannet.interval = true;
         bannet.dynamic = false;
+        bannet.size = None;
         sets.push(bannet);
         let mut allowrt = dynamic_set(
             &format!("vw_allowrt_{s}"),
@@ -193,6 +198,7 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
         );
         allowrt.interval = true;
         allowrt.dynamic = false;
+        allowrt.size = None;
         sets.push(allowrt);
         sets.push(dynamic_set(
             &format!("vw_known_{s}"),

@@ -195,6 +195,19 @@ pub fn add_interval(set: &str, net: &IpNet, timeout: Option<u64>) -> Result<(), 
     .map(drop)
 }
 
+/// Adds many prefixes to an interval set in one transaction.
+pub fn add_intervals(set: &str, nets: &[(IpNet, Option<u64>)]) -> Result<(), NftError> {
+    let mut script = String::new();
+    for chunk in nets.chunks(4096) {
+        let items: Vec<String> = chunk
+            .iter()
+            .map(|(n, t)| format!("{n}{}", t.map(|t| format!(" timeout {t}s")).unwrap_or_default()))
+            .collect();
+        script.push_str(&format!("add element {TABLE} {set} {{ {} }}\n", items.join(", ")));
+    }
+    nft(&["-f", "-"], Some(&script), &format!("adding {} networks to {set}", nets.len())).map(drop)
+}
+
 /// Removes a prefix from an interval set.
 pub fn delete_interval(set: &str, net: &IpNet) -> Result<(), NftError> {
     let script = format!("delete element {TABLE} {set} {{ {net} }}\n");

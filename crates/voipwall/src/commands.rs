@@ -28,11 +28,11 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
             established,
             offline,
         } => explain_cmd(cli, *addr, to, iface, *established, *offline),
-        Cmd::Ban {
-            target,
-            duration,
-            reason,
-        } => ban(cli, target, duration.as_deref(), reason),
+        Cmd::Ban { target, file, duration, reason } => match (target, file) {
+            (_, Some(f)) => ban_file(cli, f, duration.as_deref(), reason),
+            (Some(t), None) => ban(cli, t, duration.as_deref(), reason),
+            (None, None) => Err(Invalid("error: give an address or --file".into()).into()),
+        },
         Cmd::Unban { target } => unban(cli, target),
         Cmd::Allow {
             target,
@@ -280,12 +280,17 @@ fn parse_target(target: &str) -> anyhow::Result<IpNet> {
     parse_net(target).map_err(|e| Invalid(format!("error: `{target}`: {e}")).into())
 }
 
-/// Refuses targets that would cut the host off or lock out the administrators.
-fn refuse_protected(net: &IpNet, policy: Option<&Policy>) -> anyhow::Result<()> {
+/// The host's own addresses: configured ones plus those the policy names.
+fn own_addresses(policy: Option<&Policy>) -> Vec<IpAddr> {
     let mut own = nft::host_addresses();
     if let Some(p) = policy {
         own.extend(p.host.addresses.iter().copied());
     }
+    own
+}
+
+/// Refuses targets that would cut the host off or lock out the administrators.
+fn refuse_protected(net: &IpNet, policy: Option<&Policy>, own: &[IpAddr]) -> anyhow::Result<()> {
     if net.addr().is_loopback()
         || net.contains(&IpAddr::from([127, 0, 0, 1]))
         || net.contains(&"::1".parse::<IpAddr>().expect("valid"))
@@ -295,7 +300,7 @@ fn refuse_protected(net: &IpNet, policy: Option<&Policy>) -> anyhow::Result<()> 
             display_net(net)
         )));
     }
-    if let Some(ip) = voipwall_policy::covers_any(net, &own) {
+    if let Some(ip) = voipwall_policy::covers_any(net, own) {
         bail!(Invalid(format!(
             "error: refusing to ban {}: it contains this host's own address {ip}",
             display_net(net)
@@ -332,7 +337,7 @@ fn fam(net: &IpNet) -> &'static str {
 fn ban(cli: &Cli, target: &str, duration: Option<&str>, reason: &str) -> anyhow::Result<()> {
     let net = parse_target(target)?;
     let policy = policy_or_default(cli);
-    refuse_protected(&net, policy.as_ref())?;
+    refuse_protected(&net, policy.as_ref(), &own_addresses(policy.as_ref()))?;
     let secs = match duration {
         Some(d) => parse_duration(d).map_err(|e| Invalid(format!("error: --for {d}: {e}")))?,
         None => policy.as_ref().map_or(3600, |p| p.bans.default_ttl),
@@ -364,6 +369,63 @@ fn ban(cli: &Cli, target: &str, duration: Option<&str>, reason: &str) -> anyhow:
             display_net(&net),
             voipwall_policy::format_duration(secs)
         ))
+    }
+}
+
+fn ban_file(cli: &Cli, path: &std::path::Path, duration: Option<&str>, reason: &str) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let policy = policy_or_default(cli);
+    let secs = match duration {
+        Some(d) => parse_duration(d).map_err(|e| Invalid(format!("error: --for {d}: {e}")))?,
+        None => policy.as_ref().map_or(3600, |p| p.bans.default_ttl),
+    };
+    let mut hosts: [Vec<Elem>; 2] = [Vec::new(), Vec::new()];
+    let mut nets: [Vec<(IpNet, Option<u64>)>; 2] = [Vec::new(), Vec::new()];
+    let mut errors = Vec::new();
+    let own = own_addresses(policy.as_ref());
+    for (i, line) in text.lines().enumerate() {
+        let t = line.split('#').next().unwrap_or("").trim();
+        if t.is_empty() {
+            continue;
+        }
+        let net = match parse_net(t) {
+            Ok(n) => n,
+            Err(e) => {
+                errors.push(format!("{}:{}: `{t}`: {e}", path.display(), i + 1));
+                continue;
+            }
+        };
+        if let Err(e) = refuse_protected(&net, policy.as_ref(), &own) {
+            errors.push(format!("{}:{}: {}", path.display(), i + 1, e.to_string().trim_start_matches("error: ")));
+            continue;
+        }
+        let idx = usize::from(!matches!(net, IpNet::V4(_)));
+        if net.prefix_len() == net.max_prefix_len() {
+            hosts[idx].push(Elem { addr: net.addr(), timeout_ms: Some(secs.saturating_mul(1000)) });
+        } else {
+            nets[idx].push((net, Some(secs)));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Invalid(format!("error: {}\nerror: nothing was banned", errors.join("\nerror: "))).into());
+    }
+    require_table()?;
+    let started = std::time::Instant::now();
+    let mut sock = SetElements::open("voipwall")?;
+    for (idx, f) in ["v4", "v6"].into_iter().enumerate() {
+        if !hosts[idx].is_empty() {
+            sock.add(&format!("vw_ban_{f}"), &hosts[idx])?;
+        }
+        if !nets[idx].is_empty() {
+            nft::add_intervals(&format!("vw_bannet_{f}"), &nets[idx])?;
+        }
+    }
+    let took = started.elapsed();
+    let n = hosts.iter().map(Vec::len).sum::<usize>() + nets.iter().map(Vec::len).sum::<usize>();
+    if cli.json {
+        out(&json!({"banned": n, "seconds": secs, "reason": reason, "elapsed_seconds": took.as_secs_f64()}).to_string())
+    } else {
+        out(&format!("banned {n} entries for {} ({reason}) in {:.1} ms", voipwall_policy::format_duration(secs), took.as_secs_f64() * 1000.0))
     }
 }
 
@@ -411,7 +473,8 @@ fn runtime_list(
     let set = format!("vw_{kind}_{}", fam(&net));
     let verb = if kind == "allowrt" { "allow" } else { "block" };
     if verb == "block" && !delete {
-        refuse_protected(&net, policy_or_default(cli).as_ref())?;
+        let policy = policy_or_default(cli);
+        refuse_protected(&net, policy.as_ref(), &own_addresses(policy.as_ref()))?;
     }
     require_table()?;
     if delete {

@@ -73,7 +73,11 @@ pub(crate) enum Cmd {
     /// Ban an address (netlink, per-element timeout) or a network.
     Ban {
         /// Address or CIDR (dotted masks accepted).
-        target: String,
+        #[arg(required_unless_present = "file")]
+        target: Option<String>,
+        /// Read addresses and networks from a file, one per line (# comments), batched.
+        #[arg(long, conflicts_with = "target")]
+        file: Option<PathBuf>,
         /// Duration, e.g. 30m, 1h, 7d. Default: [bans] default_ttl.
         #[arg(long = "for")]
         duration: Option<String>,
