@@ -412,48 +412,50 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
     }
 
     // input: essentials, NFLOG copies, SIP excluded from the established shortcut, zones.
-    let mut input = Vec::new();
-    input.push(rule(vec![Match::Loopback], Action::Accept, "loopback"));
-    input.push(rule(
-        vec![Match::Icmpv6(vec![
-            "destination-unreachable",
-            "packet-too-big",
-            "time-exceeded",
-            "parameter-problem",
-            "nd-router-solicit",
-            "nd-router-advert",
-            "nd-neighbor-solicit",
-            "nd-neighbor-advert",
-            "mld-listener-query",
-            "mld2-listener-report",
-        ])],
-        Action::Accept,
-        "ICMPv6 essentials: neighbour discovery, PMTU, errors",
-    ));
-    input.push(rule(
-        vec![Match::Icmpv6(vec!["echo-request"])],
-        Action::LimitAccept(20),
-        "ICMPv6 echo, rate limited",
-    ));
-    input.push(rule(
-        vec![Match::Icmp(vec![
-            "destination-unreachable",
-            "time-exceeded",
-            "parameter-problem",
-        ])],
-        Action::Accept,
-        "ICMP errors (PMTU discovery)",
-    ));
-    input.push(rule(
-        vec![Match::Icmp(vec!["echo-request"])],
-        Action::LimitAccept(20),
-        "ICMP echo, rate limited",
-    ));
-    input.push(rule(
-        vec![Match::Ct(CtMatch::Invalid)],
-        Action::Drop,
-        "conntrack invalid",
-    ));
+    // The fixed prologue: loopback, ICMP essentials, conntrack invalid.
+    let mut input = vec![
+        rule(vec![Match::Loopback], Action::Accept, "loopback"),
+        rule(
+            vec![Match::Icmpv6(vec![
+                "destination-unreachable",
+                "packet-too-big",
+                "time-exceeded",
+                "parameter-problem",
+                "nd-router-solicit",
+                "nd-router-advert",
+                "nd-neighbor-solicit",
+                "nd-neighbor-advert",
+                "mld-listener-query",
+                "mld2-listener-report",
+            ])],
+            Action::Accept,
+            "ICMPv6 essentials: neighbour discovery, PMTU, errors",
+        ),
+        rule(
+            vec![Match::Icmpv6(vec!["echo-request"])],
+            Action::LimitAccept(20),
+            "ICMPv6 echo, rate limited",
+        ),
+        rule(
+            vec![Match::Icmp(vec![
+                "destination-unreachable",
+                "time-exceeded",
+                "parameter-problem",
+            ])],
+            Action::Accept,
+            "ICMP errors (PMTU discovery)",
+        ),
+        rule(
+            vec![Match::Icmp(vec!["echo-request"])],
+            Action::LimitAccept(20),
+            "ICMP echo, rate limited",
+        ),
+        rule(
+            vec![Match::Ct(CtMatch::Invalid)],
+            Action::Drop,
+            "conntrack invalid",
+        ),
+    ];
     if let (Some(group), false) = (policy.sip.nflog_group, sip_udp.is_empty()) {
         input.push(counted(
             rule(

@@ -66,19 +66,20 @@ pub fn flatten<T: Clone + PartialEq>(items: &[(IpNet, T)]) -> Vec<Interval<T>> {
     let mut stack: Vec<(u128, usize, Option<u128>)> = Vec::new();
     let emit = |out: &mut Vec<Interval<T>>, lo: u128, hi: u128, idx: usize| {
         let label = items[idx].1.clone();
-        if let Some(last) = out.last_mut() {
-            if last.label == label && last.hi.checked_add(1) == Some(lo) {
-                last.hi = hi;
-                return;
-            }
+        if let Some(last) = out.last_mut()
+            && last.label == label
+            && last.hi.checked_add(1) == Some(lo)
+        {
+            last.hi = hi;
+            return;
         }
         out.push(Interval { lo, hi, label });
     };
     let close = |out: &mut Vec<Interval<T>>, top: (u128, usize, Option<u128>)| {
-        if let Some(c) = top.2 {
-            if c <= top.0 {
-                emit(out, c, top.0, top.1);
-            }
+        if let Some(c) = top.2
+            && c <= top.0
+        {
+            emit(out, c, top.0, top.1);
         }
     };
     for (lo, hi, idx) in sorted {
@@ -91,11 +92,11 @@ pub fn flatten<T: Clone + PartialEq>(items: &[(IpNet, T)]) -> Vec<Interval<T>> {
             }
         }
         if let Some(top) = stack.last_mut() {
-            if let Some(c) = top.2 {
-                if c < lo {
-                    let parent = top.1;
-                    emit(&mut out, c, lo - 1, parent);
-                }
+            if let Some(c) = top.2
+                && c < lo
+            {
+                let parent = top.1;
+                emit(&mut out, c, lo - 1, parent);
             }
             top.2 = hi.checked_add(1).filter(|n| *n <= top.0);
         }

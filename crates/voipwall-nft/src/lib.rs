@@ -12,7 +12,9 @@ pub mod flatten;
 mod ir;
 mod render;
 
-pub use compile::{BAN_SET_SIZE, CompileInput, METER_SIZE, NFLOG_SNAPLEN, compile, counters, zone_chain};
+pub use compile::{
+    BAN_SET_SIZE, CompileInput, METER_SIZE, NFLOG_SNAPLEN, compile, counters, zone_chain,
+};
 pub use explain::{DynamicSets, Explanation, NoDynamic, Packet, Step, Verdict, explain};
 pub use ir::*;
 pub use render::{render, rule_text, set_decl};

@@ -160,10 +160,10 @@ impl Catalog {
             }
             if let Some(v) = get(doc.get_ref(), "example") {
                 for ex in w.array(v, "example") {
-                    if let Some(t) = w.table(ex, "example") {
-                        if let Some(e) = example_from(&mut w, t, &line_of(ex.span(), sources)) {
-                            cat.examples.push(e);
-                        }
+                    if let Some(t) = w.table(ex, "example")
+                        && let Some(e) = example_from(&mut w, t, &line_of(ex.span(), sources))
+                    {
+                        cat.examples.push(e);
                     }
                 }
             }
@@ -279,16 +279,15 @@ fn preset_from(
     sources: &SourceMap,
 ) -> Option<Preset> {
     w.check_keys(t, PRESET_KEYS, "a preset");
-    if let Some(v) = get(t, "name") {
-        if let Some(n) = w.str(v, "name") {
-            if n != stem {
-                w.error(
-                    v.span(),
-                    format!("preset name `{n}` differs from its file name `{stem}.toml`"),
-                    "must equal the file name",
-                );
-            }
-        }
+    if let Some(v) = get(t, "name")
+        && let Some(n) = w.str(v, "name")
+        && n != stem
+    {
+        w.error(
+            v.span(),
+            format!("preset name `{n}` differs from its file name `{stem}.toml`"),
+            "must equal the file name",
+        );
     }
     let description = get(t, "description")
         .and_then(|v| w.str(v, "description"))

@@ -58,6 +58,9 @@ const TOP_KEYS: &[&str] = &[
     "block",
 ];
 
+/// A place in a file.
+type Located = (FileId, Range<usize>);
+
 /// A value plus where it was written.
 #[derive(Debug, Clone)]
 struct At<T> {
@@ -114,7 +117,8 @@ pub fn load(
     let mut sources = SourceMap::default();
     let mut diags = Vec::new();
     let mut raw = Raw::default();
-    let mut queue: Vec<(String, Option<(FileId, Range<usize>)>)> = vec![(main.to_string(), None)];
+    // Files still to read, each with the `include` that named it.
+    let mut queue: Vec<(String, Option<Located>)> = vec![(main.to_string(), None)];
     let mut visited = BTreeSet::new();
     while let Some((path, from)) = queue.pop() {
         if !visited.insert(path.clone()) {
@@ -238,17 +242,13 @@ fn read_file(
         let key: &str = k.get_ref();
         match key {
             "include" => includes = w.str_list(v, "include"),
-            "preset" => {
-                if once(w, raw, "preset", k.span(), sources) {
-                    raw.preset = w.str(v, "preset").map(|s| at(w, s.to_string(), v.span()));
-                }
+            "preset" if once(w, raw, "preset", k.span(), sources) => {
+                raw.preset = w.str(v, "preset").map(|s| at(w, s.to_string(), v.span()));
             }
-            "default_zone" => {
-                if once(w, raw, "default_zone", k.span(), sources) {
-                    raw.default_zone = w
-                        .str(v, "default_zone")
-                        .map(|s| at(w, s.to_string(), v.span()));
-                }
+            "default_zone" if once(w, raw, "default_zone", k.span(), sources) => {
+                raw.default_zone = w
+                    .str(v, "default_zone")
+                    .map(|s| at(w, s.to_string(), v.span()));
             }
             "host" => {
                 let Some(h) = w.table(v, "[host]") else {
@@ -702,17 +702,16 @@ fn resolve(
                 continue;
             };
             if let (Some(PortSource::SshdConfig), Some(ports)) = (svc.port_from, &facts.sshd_ports)
+                && !ports.is_empty()
             {
-                if !ports.is_empty() {
-                    svc.ports = ports
-                        .iter()
-                        .map(|&p| PortSpec {
-                            proto: Proto::Tcp,
-                            lo: p,
-                            hi: p,
-                        })
-                        .collect();
-                }
+                svc.ports = ports
+                    .iter()
+                    .map(|&p| PortSpec {
+                        proto: Proto::Tcp,
+                        lo: p,
+                        hi: p,
+                    })
+                    .collect();
             }
             services.insert(name.clone(), svc);
             let list = grants.entry(zone).or_default();
@@ -771,15 +770,15 @@ fn resolve(
     // SIP guards.
     let l1 = raw.flood_l1.as_ref().map_or(500, |a| a.v);
     let l2 = raw.flood_l2.as_ref().map_or(2000, |a| a.v);
-    if l1 >= l2 {
-        if let Some(a) = raw.flood_l1.as_ref().or(raw.flood_l2.as_ref()) {
-            err(
-                diags,
-                a,
-                format!("flood level 1 ({l1} pps) must be below level 2 ({l2} pps)"),
-                "level 1 drops, level 2 bans",
-            );
-        }
+    if l1 >= l2
+        && let Some(a) = raw.flood_l1.as_ref().or(raw.flood_l2.as_ref())
+    {
+        err(
+            diags,
+            a,
+            format!("flood level 1 ({l1} pps) must be below level 2 ({l2} pps)"),
+            "level 1 drops, level 2 bans",
+        );
     }
     let sip = SipSettings {
         nflog_group: raw.nflog_group.unwrap_or(Some(5)),
@@ -834,32 +833,32 @@ fn resolve(
         for (a, desc, expires) in entries {
             match parse_net_spec(&a.v) {
                 Ok(net) => {
-                    if kind == "block" {
-                        if let NetSpec::Net(n) = &net {
-                            if let Some(ip) = own.iter().find(|ip| n.contains(*ip)) {
-                                err(
-                                    diags,
-                                    a,
-                                    format!(
-                                        "block entry `{net}` contains this host's own address {ip}"
-                                    ),
-                                    "would cut the host off",
-                                );
-                                continue;
-                            }
-                            if let Some(m) = host
-                                .management
-                                .iter()
-                                .find(|m| n.contains(*m) || m.contains(n))
-                            {
-                                err(
-                                    diags,
-                                    a,
-                                    format!("block entry `{net}` covers management network {m}"),
-                                    "would lock out the administrators",
-                                );
-                                continue;
-                            }
+                    if kind == "block"
+                        && let NetSpec::Net(n) = &net
+                    {
+                        if let Some(ip) = own.iter().find(|ip| n.contains(*ip)) {
+                            err(
+                                diags,
+                                a,
+                                format!(
+                                    "block entry `{net}` contains this host's own address {ip}"
+                                ),
+                                "would cut the host off",
+                            );
+                            continue;
+                        }
+                        if let Some(m) = host
+                            .management
+                            .iter()
+                            .find(|m| n.contains(*m) || m.contains(n))
+                        {
+                            err(
+                                diags,
+                                a,
+                                format!("block entry `{net}` covers management network {m}"),
+                                "would lock out the administrators",
+                            );
+                            continue;
                         }
                     }
                     out.push(ListEntry {

@@ -294,7 +294,7 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
 /// Renders seconds the way nft writes timeouts (`1h`, `1d`, `90s`).
 pub fn format_duration(secs: u64) -> String {
     for (unit, n) in [("d", 86400), ("h", 3600), ("m", 60)] {
-        if secs >= n && secs % n == 0 {
+        if secs >= n && secs.is_multiple_of(n) {
             return format!("{}{unit}", secs / n);
         }
     }

@@ -236,7 +236,7 @@ fn push_batch_marker(buf: &mut Vec<u8>, ty: u16, seq: u32) {
 }
 
 fn pad(buf: &mut Vec<u8>) {
-    while buf.len() % 4 != 0 {
+    while !buf.len().is_multiple_of(4) {
         buf.push(0);
     }
 }

@@ -201,11 +201,24 @@ pub fn add_intervals(set: &str, nets: &[(IpNet, Option<u64>)]) -> Result<(), Nft
     for chunk in nets.chunks(4096) {
         let items: Vec<String> = chunk
             .iter()
-            .map(|(n, t)| format!("{n}{}", t.map(|t| format!(" timeout {t}s")).unwrap_or_default()))
+            .map(|(n, t)| {
+                format!(
+                    "{n}{}",
+                    t.map(|t| format!(" timeout {t}s")).unwrap_or_default()
+                )
+            })
             .collect();
-        script.push_str(&format!("add element {TABLE} {set} {{ {} }}\n", items.join(", ")));
+        script.push_str(&format!(
+            "add element {TABLE} {set} {{ {} }}\n",
+            items.join(", ")
+        ));
     }
-    nft(&["-f", "-"], Some(&script), &format!("adding {} networks to {set}", nets.len())).map(drop)
+    nft(
+        &["-f", "-"],
+        Some(&script),
+        &format!("adding {} networks to {set}", nets.len()),
+    )
+    .map(drop)
 }
 
 /// Removes a prefix from an interval set.

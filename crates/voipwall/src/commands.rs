@@ -28,7 +28,12 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
             established,
             offline,
         } => explain_cmd(cli, *addr, to, iface, *established, *offline),
-        Cmd::Ban { target, file, duration, reason } => match (target, file) {
+        Cmd::Ban {
+            target,
+            file,
+            duration,
+            reason,
+        } => match (target, file) {
             (_, Some(f)) => ban_file(cli, f, duration.as_deref(), reason),
             (Some(t), None) => ban(cli, t, duration.as_deref(), reason),
             (None, None) => Err(Invalid("error: give an address or --file".into()).into()),
@@ -372,8 +377,14 @@ fn ban(cli: &Cli, target: &str, duration: Option<&str>, reason: &str) -> anyhow:
     }
 }
 
-fn ban_file(cli: &Cli, path: &std::path::Path, duration: Option<&str>, reason: &str) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+fn ban_file(
+    cli: &Cli,
+    path: &std::path::Path,
+    duration: Option<&str>,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let policy = policy_or_default(cli);
     let secs = match duration {
         Some(d) => parse_duration(d).map_err(|e| Invalid(format!("error: --for {d}: {e}")))?,
@@ -396,18 +407,30 @@ fn ban_file(cli: &Cli, path: &std::path::Path, duration: Option<&str>, reason: &
             }
         };
         if let Err(e) = refuse_protected(&net, policy.as_ref(), &own) {
-            errors.push(format!("{}:{}: {}", path.display(), i + 1, e.to_string().trim_start_matches("error: ")));
+            errors.push(format!(
+                "{}:{}: {}",
+                path.display(),
+                i + 1,
+                e.to_string().trim_start_matches("error: ")
+            ));
             continue;
         }
         let idx = usize::from(!matches!(net, IpNet::V4(_)));
         if net.prefix_len() == net.max_prefix_len() {
-            hosts[idx].push(Elem { addr: net.addr(), timeout_ms: Some(secs.saturating_mul(1000)) });
+            hosts[idx].push(Elem {
+                addr: net.addr(),
+                timeout_ms: Some(secs.saturating_mul(1000)),
+            });
         } else {
             nets[idx].push((net, Some(secs)));
         }
     }
     if !errors.is_empty() {
-        return Err(Invalid(format!("error: {}\nerror: nothing was banned", errors.join("\nerror: "))).into());
+        return Err(Invalid(format!(
+            "error: {}\nerror: nothing was banned",
+            errors.join("\nerror: ")
+        ))
+        .into());
     }
     require_table()?;
     let started = std::time::Instant::now();
@@ -425,7 +448,11 @@ fn ban_file(cli: &Cli, path: &std::path::Path, duration: Option<&str>, reason: &
     if cli.json {
         out(&json!({"banned": n, "seconds": secs, "reason": reason, "elapsed_seconds": took.as_secs_f64()}).to_string())
     } else {
-        out(&format!("banned {n} entries for {} ({reason}) in {:.1} ms", voipwall_policy::format_duration(secs), took.as_secs_f64() * 1000.0))
+        out(&format!(
+            "banned {n} entries for {} ({reason}) in {:.1} ms",
+            voipwall_policy::format_duration(secs),
+            took.as_secs_f64() * 1000.0
+        ))
     }
 }
 

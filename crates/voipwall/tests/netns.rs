@@ -17,7 +17,14 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 const FW_V4: &str = "203.0.113.1";
 const FW_V6: &str = "2001:db8:1::1";
-const LISTEN: &[&str] = &["tcp/22", "tcp/443", "tcp/5060", "udp/5060", "udp/4569", "udp/10005"];
+const LISTEN: &[&str] = &[
+    "tcp/22",
+    "tcp/443",
+    "tcp/5060",
+    "udp/5060",
+    "udp/4569",
+    "udp/10005",
+];
 
 /// Two namespaces and a listener; removed on drop, whatever happened.
 struct Lab {
@@ -28,43 +35,78 @@ struct Lab {
 }
 
 fn sh(args: &[&str]) -> Output {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("running {args:?}: {e}"));
-    out
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("running {args:?}: {e}"))
 }
 
 fn must(args: &[&str]) -> String {
     let out = sh(args);
-    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 impl Lab {
     fn new() -> Self {
-        let id = format!("{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
         let dir = std::env::temp_dir().join(format!("voipwall-test-{id}"));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let lab = Self { fw: format!("vwt-fw-{id}"), peer: format!("vwt-peer-{id}"), dir, listener: None };
+        let lab = Self {
+            fw: format!("vwt-fw-{id}"),
+            peer: format!("vwt-peer-{id}"),
+            dir,
+            listener: None,
+        };
         must(&["ip", "netns", "add", &lab.fw]);
         must(&["ip", "netns", "add", &lab.peer]);
         // No duplicate address detection in the lab: otherwise link-local
         // addresses stay tentative for a second after link-up and the first
         // neighbour solicitations go unanswered. ND itself still runs.
         for ns in [&lab.fw, &lab.peer] {
-            for key in ["net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"] {
+            for key in [
+                "net.ipv6.conf.all.accept_dad=0",
+                "net.ipv6.conf.default.accept_dad=0",
+            ] {
                 must(&["ip", "netns", "exec", ns, "sysctl", "-qw", key]);
             }
         }
-        must(&["ip", "link", "add", "vw0", "netns", &lab.fw, "type", "veth", "peer", "name", "vp0", "netns", &lab.peer]);
+        must(&[
+            "ip", "link", "add", "vw0", "netns", &lab.fw, "type", "veth", "peer", "name", "vp0",
+            "netns", &lab.peer,
+        ]);
         for (ns, dev, addrs) in [
-            (&lab.fw, "vw0", vec!["203.0.113.1/24", "198.51.100.1/24", "2001:db8:1::1/64"]),
+            (
+                &lab.fw,
+                "vw0",
+                vec!["203.0.113.1/24", "198.51.100.1/24", "2001:db8:1::1/64"],
+            ),
             (
                 &lab.peer,
                 "vp0",
-                vec!["203.0.113.2/24", "203.0.113.7/24", "198.51.100.2/24", "198.51.100.7/24", "198.18.5.5/16", "2001:db8:1::2/64", "2001:db8:1::7/64"],
+                vec![
+                    "203.0.113.2/24",
+                    "203.0.113.7/24",
+                    "198.51.100.2/24",
+                    "198.51.100.7/24",
+                    "198.18.5.5/16",
+                    "2001:db8:1::2/64",
+                    "2001:db8:1::7/64",
+                ],
             ),
         ] {
             for a in addrs {
-                let mut args = vec!["ip", "netns", "exec", ns, "ip", "addr", "add", a, "dev", dev];
+                let mut args = vec![
+                    "ip", "netns", "exec", ns, "ip", "addr", "add", a, "dev", dev,
+                ];
                 if a.contains(':') {
                     args.push("nodad");
                 }
@@ -73,7 +115,18 @@ impl Lab {
             must(&["ip", "netns", "exec", ns, "ip", "link", "set", dev, "up"]);
             must(&["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"]);
         }
-        must(&["ip", "netns", "exec", &lab.fw, "ip", "route", "add", "198.18.0.0/16", "dev", "vw0"]);
+        must(&[
+            "ip",
+            "netns",
+            "exec",
+            &lab.fw,
+            "ip",
+            "route",
+            "add",
+            "198.18.0.0/16",
+            "dev",
+            "vw0",
+        ]);
         // Warm the neighbour caches from every source address before any
         // policy: the kernel sometimes leaves the first solicitation for a
         // freshly added address unanswered (seen with and without voipwall),
@@ -113,14 +166,22 @@ impl Lab {
 
     fn apply(&self, policy: &str) {
         let out = self.voipwall(policy, &["apply"]);
-        assert!(out.status.success(), "apply failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "apply failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn nft(&self, args: &[&str]) -> String {
         let mut full = vec!["nft"];
         full.extend_from_slice(args);
         let out = self.exec(&self.fw, &full);
-        assert!(out.status.success(), "nft {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "nft {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -133,7 +194,9 @@ impl Lab {
             .spawn()
             .expect("spawn listener");
         let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().expect("stdout")).read_line(&mut line).expect("listener output");
+        BufReader::new(child.stdout.as_mut().expect("stdout"))
+            .read_line(&mut line)
+            .expect("listener output");
         assert_eq!(line.trim(), "ready", "listener did not start");
         self.listener = Some(child);
     }
@@ -155,9 +218,16 @@ impl Lab {
         }
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = self.exec(&self.peer, &refs);
-        assert!(out.status.success(), "probe: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "probe: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let res: Vec<String> = text.lines().map(|l| l.rsplit(' ').next().unwrap_or("").to_string()).collect();
+        let res: Vec<String> = text
+            .lines()
+            .map(|l| l.rsplit(' ').next().unwrap_or("").to_string())
+            .collect();
         assert_eq!(res.len(), cases.len(), "probe output: {text}");
         res
     }
@@ -165,9 +235,16 @@ impl Lab {
     /// `voipwall explain` for the same packet (kernel sets consulted).
     fn explain(&self, policy: &str, src: &str, to: &str) -> String {
         let out = self.voipwall(policy, &["--json", "explain", src, to, "--iface", "vw0"]);
-        assert!(out.status.success(), "explain: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "explain: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("explain json");
-        v["explanation"]["verdict"].as_str().expect("verdict").to_string()
+        v["explanation"]["verdict"]
+            .as_str()
+            .expect("verdict")
+            .to_string()
     }
 
     /// Probes, checks every outcome against `expected` and against `explain`.
@@ -178,21 +255,37 @@ impl Lab {
         for ((src, to, want), got) in cases.iter().zip(&got) {
             let explained = self.explain(policy, src, to);
             let kernel = if got == "pass" { "accept" } else { "drop" };
-            let explained_class = if explained == "accept" { "accept" } else { "drop" };
+            let explained_class = if explained == "accept" {
+                "accept"
+            } else {
+                "drop"
+            };
             if got != want {
                 failures.push(format!("{src} -> {to}: kernel {got}, expected {want}"));
             }
             if kernel != explained_class {
-                failures.push(format!("{src} -> {to}: kernel {got} but explain says {explained}"));
+                failures.push(format!(
+                    "{src} -> {to}: kernel {got} but explain says {explained}"
+                ));
             }
         }
-        assert!(failures.is_empty(), "traffic mismatches:\n{}", failures.join("\n"));
+        assert!(
+            failures.is_empty(),
+            "traffic mismatches:\n{}",
+            failures.join("\n")
+        );
     }
 
     fn count_set(&self, set: &str) -> usize {
         let out = self.nft(&["-j", "list", "set", "inet", "voipwall", set]);
         let v: serde_json::Value = serde_json::from_str(&out).expect("json");
-        v["nftables"].as_array().expect("array").iter().filter_map(|x| x["set"]["elem"].as_array()).map(Vec::len).sum()
+        v["nftables"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter_map(|x| x["set"]["elem"].as_array())
+            .map(Vec::len)
+            .sum()
     }
 }
 
@@ -210,7 +303,10 @@ impl Drop for Lab {
 }
 
 fn helper() -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/probe.py").display().to_string()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/support/probe.py")
+        .display()
+        .to_string()
 }
 
 const POLICY: &str = r#"
@@ -241,7 +337,10 @@ fn zones_overrides_blocks_and_explain_agree_with_the_kernel() {
     let mut lab = Lab::new();
     lab.listen();
     // Before voipwall: everything reaches the listener.
-    assert_eq!(lab.probe(&[("203.0.113.2", "tcp/22"), ("2001:db8:1::2", "udp/4569")]), vec!["pass", "pass"]);
+    assert_eq!(
+        lab.probe(&[("203.0.113.2", "tcp/22"), ("2001:db8:1::2", "udp/4569")]),
+        vec!["pass", "pass"]
+    );
     lab.apply(POLICY);
     lab.assert_traffic(
         POLICY,
@@ -271,7 +370,10 @@ fn zones_overrides_blocks_and_explain_agree_with_the_kernel() {
         ],
     );
     let blocked = lab.nft(&["list", "counter", "inet", "voipwall", "vw_blocked"]);
-    assert!(!blocked.contains("packets 0 "), "block counter did not move: {blocked}");
+    assert!(
+        !blocked.contains("packets 0 "),
+        "block counter did not move: {blocked}"
+    );
 
     // Neighbour discovery keeps working under the policy: forget the
     // neighbours on both sides, then IPv6 must still get through.
@@ -280,8 +382,15 @@ fn zones_overrides_blocks_and_explain_agree_with_the_kernel() {
     assert_eq!(lab.probe(&[("2001:db8:1::2", "udp/5060")]), vec!["pass"]);
     let ping = lab.exec(&lab.peer, &["ping", "-6", "-c", "1", "-W", "2", FW_V6]);
     assert!(ping.status.success(), "ping6 after neighbour flush failed");
-    let neigh = String::from_utf8_lossy(&lab.exec(&lab.fw, &["ip", "-6", "neigh", "show", "dev", "vw0"]).stdout).into_owned();
-    assert!(neigh.contains("2001:db8:1::2"), "fw did not resolve the peer: {neigh}");
+    let neigh = String::from_utf8_lossy(
+        &lab.exec(&lab.fw, &["ip", "-6", "neigh", "show", "dev", "vw0"])
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        neigh.contains("2001:db8:1::2"),
+        "fw did not resolve the peer: {neigh}"
+    );
 }
 
 #[test]
@@ -289,30 +398,54 @@ fn a_ban_drops_and_expires_and_explain_sees_it() {
     let mut lab = Lab::new();
     lab.listen();
     lab.apply(POLICY);
-    assert_eq!(lab.probe(&[("203.0.113.2", "udp/5060"), ("2001:db8:1::2", "udp/5060")]), vec!["pass", "pass"]);
+    assert_eq!(
+        lab.probe(&[("203.0.113.2", "udp/5060"), ("2001:db8:1::2", "udp/5060")]),
+        vec!["pass", "pass"]
+    );
     for target in ["203.0.113.2", "2001:db8:1::2"] {
         let out = lab.voipwall(POLICY, &["ban", target, "--for", "3s", "--reason", "test"]);
-        assert!(out.status.success(), "ban: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "ban: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let banned_at = Instant::now();
     lab.assert_traffic(
         POLICY,
-        &[("203.0.113.2", "udp/5060", "drop"), ("2001:db8:1::2", "udp/5060", "drop"), ("203.0.113.7", "udp/5060", "pass")],
+        &[
+            ("203.0.113.2", "udp/5060", "drop"),
+            ("2001:db8:1::2", "udp/5060", "drop"),
+            ("203.0.113.7", "udp/5060", "pass"),
+        ],
     );
     // The same /24 is not affected: single-address bans are exact.
-    let bans = String::from_utf8_lossy(&lab.voipwall(POLICY, &["--json", "bans"]).stdout).into_owned();
-    assert!(bans.contains("203.0.113.2") && bans.contains("2001:db8:1::2"), "{bans}");
+    let bans =
+        String::from_utf8_lossy(&lab.voipwall(POLICY, &["--json", "bans"]).stdout).into_owned();
+    assert!(
+        bans.contains("203.0.113.2") && bans.contains("2001:db8:1::2"),
+        "{bans}"
+    );
     // Wait for the kernel to expire them (3 s timeout), bounded.
     while banned_at.elapsed() < Duration::from_millis(3300) {
         std::thread::sleep(Duration::from_millis(100));
     }
-    lab.assert_traffic(POLICY, &[("203.0.113.2", "udp/5060", "pass"), ("2001:db8:1::2", "udp/5060", "pass")]);
+    lab.assert_traffic(
+        POLICY,
+        &[
+            ("203.0.113.2", "udp/5060", "pass"),
+            ("2001:db8:1::2", "udp/5060", "pass"),
+        ],
+    );
 
     // Refusals: own address, a network containing it, loopback.
     for target in [FW_V4, "203.0.113.0/24", "127.0.0.1"] {
         let out = lab.voipwall(POLICY, &["ban", target]);
         assert_eq!(out.status.code(), Some(1), "ban {target} should be refused");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("refusing"), "{target}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("refusing"),
+            "{target}"
+        );
     }
 }
 
@@ -330,19 +463,37 @@ fn hundred_thousand_bans_survive_a_changed_policy() {
     }
     writeln!(f, "203.0.113.2").expect("write");
     drop(f);
-    let out = lab.voipwall(POLICY, &["ban", "--file", file.to_str().expect("utf8"), "--for", "1h"]);
-    assert!(out.status.success(), "bulk ban: {}", String::from_utf8_lossy(&out.stderr));
+    let out = lab.voipwall(
+        POLICY,
+        &["ban", "--file", file.to_str().expect("utf8"), "--for", "1h"],
+    );
+    assert!(
+        out.status.success(),
+        "bulk ban: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(lab.count_set("vw_ban_v4"), 100_001);
     assert_eq!(lab.probe(&[("203.0.113.2", "udp/5060")]), vec!["drop"]);
 
     // A changed policy: SSH opened to the internet, RTP range moved.
-    let changed = POLICY.replace("services = [\"sip\"]", "services = [\"sip\", \"ssh\"]").replace("10000-10010", "10000-10020");
+    let changed = POLICY
+        .replace("services = [\"sip\"]", "services = [\"sip\", \"ssh\"]")
+        .replace("10000-10010", "10000-10020");
     lab.apply(&changed);
     assert_eq!(lab.count_set("vw_ban_v4"), 100_001, "bans lost on re-apply");
-    lab.assert_traffic(&changed, &[("203.0.113.2", "udp/5060", "drop"), ("203.0.113.7", "tcp/22", "pass")]);
+    lab.assert_traffic(
+        &changed,
+        &[
+            ("203.0.113.2", "udp/5060", "drop"),
+            ("203.0.113.7", "tcp/22", "pass"),
+        ],
+    );
     // Timeouts were kept, not reset to zero or to forever.
     let listing = lab.nft(&["list", "set", "inet", "voipwall", "vw_ban_v4"]);
-    assert!(listing.contains("203.0.113.2 timeout 1h expires"), "timeout lost");
+    assert!(
+        listing.contains("203.0.113.2 timeout 1h expires"),
+        "timeout lost"
+    );
 }
 
 const FOREIGN: &str = "table inet foreign {
@@ -368,13 +519,24 @@ fn foreign_tables_are_byte_identical_after_apply_and_disable() {
     let before = lab.nft(&["list", "ruleset"]);
     lab.apply(POLICY);
     let during = lab.nft(&["list", "ruleset"]);
-    assert!(during.starts_with(&before) || during.contains(before.trim_end()), "foreign tables changed by apply:\n{during}");
-    let foreign_during = lab.nft(&["list", "table", "inet", "foreign"]) + &lab.nft(&["list", "table", "ip", "foreignnat"]);
+    assert!(
+        during.starts_with(&before) || during.contains(before.trim_end()),
+        "foreign tables changed by apply:\n{during}"
+    );
+    let foreign_during = lab.nft(&["list", "table", "inet", "foreign"])
+        + &lab.nft(&["list", "table", "ip", "foreignnat"]);
     let out = lab.voipwall(POLICY, &["disable"]);
     assert!(out.status.success());
     let after = lab.nft(&["list", "ruleset"]);
-    assert_eq!(before, after, "ruleset after disable differs from before apply");
-    assert_eq!(foreign_during, lab.nft(&["list", "table", "inet", "foreign"]) + &lab.nft(&["list", "table", "ip", "foreignnat"]));
+    assert_eq!(
+        before, after,
+        "ruleset after disable differs from before apply"
+    );
+    assert_eq!(
+        foreign_during,
+        lab.nft(&["list", "table", "inet", "foreign"])
+            + &lab.nft(&["list", "table", "ip", "foreignnat"])
+    );
     // Disabling twice is harmless.
     let out = lab.voipwall(POLICY, &["disable"]);
     assert!(out.status.success());
@@ -389,24 +551,47 @@ fn a_failed_apply_leaves_the_previous_ruleset_running() {
     let before = lab.nft(&["list", "table", "inet", "voipwall"]);
 
     // 1. A policy naming an interface this host does not have: refused (exit 1).
-    let bad = POLICY.replace("vw0 = \"internet\"", "vw0 = \"internet\"\neth9 = \"local\"").replace("services = [\"sip\"]", "services = [\"sip\", \"ssh\"]");
+    let bad = POLICY
+        .replace("vw0 = \"internet\"", "vw0 = \"internet\"\neth9 = \"local\"")
+        .replace("services = [\"sip\"]", "services = [\"sip\", \"ssh\"]");
     let out = lab.voipwall(&bad, &["apply"]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("interface `eth9` does not exist"));
     assert_eq!(before, lab.nft(&["list", "table", "inet", "voipwall"]));
     // Proven by traffic: SSH (which the refused policy would open) is still dropped.
-    lab.assert_traffic(POLICY, &[("203.0.113.2", "tcp/22", "drop"), ("203.0.113.2", "udp/5060", "pass")]);
+    lab.assert_traffic(
+        POLICY,
+        &[
+            ("203.0.113.2", "tcp/22", "drop"),
+            ("203.0.113.2", "udp/5060", "pass"),
+        ],
+    );
 
     // 2. The kernel refuses the transaction (a set left by an incompatible
     //    layout): exit 2, and the table nft rejected the change to is intact.
     lab.voipwall(POLICY, &["disable"]);
     lab.nft(&["add", "table", "inet", "voipwall"]);
-    lab.nft(&["add", "set", "inet", "voipwall", "vw_ban_v4", "{ type ipv4_addr; flags interval; }"]);
+    lab.nft(&[
+        "add",
+        "set",
+        "inet",
+        "voipwall",
+        "vw_ban_v4",
+        "{ type ipv4_addr; flags interval; }",
+    ]);
     let old = lab.nft(&["list", "table", "inet", "voipwall"]);
     let out = lab.voipwall(POLICY, &["apply"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("previous ruleset is still in place") && err.contains("vw_ban_v4"), "{err}");
+    assert!(
+        err.contains("previous ruleset is still in place") && err.contains("vw_ban_v4"),
+        "{err}"
+    );
     assert_eq!(old, lab.nft(&["list", "table", "inet", "voipwall"]));
     // Nothing of the new policy took effect: SSH still reaches the listener.
     assert_eq!(lab.probe(&[("203.0.113.2", "tcp/22")]), vec!["pass"]);
