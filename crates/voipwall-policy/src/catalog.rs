@@ -227,11 +227,13 @@ pub(crate) fn service_from(
                 }
             }
         }
-        None => w.error(
+        // Inline services are reported by the caller, which knows the name's span.
+        None if expect_name.is_some() => w.error(
             0..0,
             format!("service `{name}` has no `ports`"),
             "missing ports",
         ),
+        None => {}
     }
     let sip = get(t, "sip")
         .and_then(|v| w.bool(v, "sip"))

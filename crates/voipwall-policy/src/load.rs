@@ -325,6 +325,16 @@ fn read_file(
                     let Some(st) = w.table(sv, "a service") else {
                         continue;
                     };
+                    if get(st, "ports").is_none() {
+                        w.push(
+                            Diagnostic::error(
+                                w.file,
+                                name.span(),
+                                format!("service `{}` has no ports", name.get_ref()),
+                            )
+                            .label("add ports = [\"tcp/1234\"]"),
+                        );
+                    }
                     let origin = Provenance {
                         file: path.to_string(),
                         line: sources.line_col(w.file, name.span().start).0,
@@ -635,18 +645,6 @@ fn resolve(
             .or_else(|| preset.and_then(|p| p.services.get(name).cloned()))
             .or_else(|| catalog.services.get(name).cloned())
     };
-    for (s, file, span) in raw.services.values() {
-        if s.ports.is_empty() {
-            diags.push(
-                Diagnostic::error(
-                    *file,
-                    span.clone(),
-                    format!("service `{}` has no ports", s.name),
-                )
-                .label("add ports = [\"tcp/1234\"]"),
-            );
-        }
-    }
     let mut grants: BTreeMap<Zone, Vec<Grant>> = BTreeMap::new();
     let mut services = BTreeMap::new();
     let all_names = || -> Vec<String> {
