@@ -73,6 +73,9 @@ pub struct Set {
     pub verdict_map: bool,
     /// Flushed on apply or not.
     pub plane: Plane,
+    /// Deleted and created again on every apply, sized to its elements (fixed
+    /// hash sets allocate their buckets from the declared size).
+    pub recreate: bool,
     /// Static elements.
     pub elements: Vec<Element>,
     /// Human purpose.

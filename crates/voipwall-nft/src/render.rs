@@ -36,7 +36,7 @@ pub fn render(rs: &Ruleset) -> String {
             }
         }
     }
-    for s in &rs.sets {
+    for s in rs.sets.iter().filter(|s| !s.recreate) {
         let _ = writeln!(o, "{}", set_decl(s));
     }
     for c in &rs.counters {
@@ -47,7 +47,17 @@ pub fn render(rs: &Ruleset) -> String {
     }
     for s in rs.sets.iter().filter(|s| s.plane == Plane::Policy) {
         let kind = if s.verdict_map { "map" } else { "set" };
-        let _ = writeln!(o, "flush {kind} {T} {}", s.name);
+        if s.recreate {
+            // Make sure it exists, drop it (nothing references it once the
+            // chains are flushed), create it at the size its elements need.
+            let mut placeholder = s.clone();
+            placeholder.size = None;
+            let _ = writeln!(o, "{}", set_decl(&placeholder));
+            let _ = writeln!(o, "delete {kind} {T} {}", s.name);
+            let _ = writeln!(o, "{}", set_decl(s));
+        } else {
+            let _ = writeln!(o, "flush {kind} {T} {}", s.name);
+        }
         if !s.elements.is_empty() {
             let elems: Vec<String> = s
                 .elements

@@ -8,7 +8,11 @@ use voipwall_nft::flatten::{addr_int, flatten, to_addr};
 
 fn v4net() -> impl Strategy<Value = IpNet> {
     // A small corner of the space so prefixes overlap often.
-    (0u32..4096, 20u8..=32).prop_map(|(a, l)| IpNet::new(IpAddr::V4(Ipv4Addr::from(0xC612_0000 | a)), l).unwrap().trunc())
+    (0u32..4096, 20u8..=32).prop_map(|(a, l)| {
+        IpNet::new(IpAddr::V4(Ipv4Addr::from(0xC612_0000 | a)), l)
+            .unwrap()
+            .trunc()
+    })
 }
 
 proptest! {

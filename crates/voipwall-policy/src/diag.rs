@@ -11,12 +11,20 @@ pub type FileId = usize;
 #[derive(Debug, Default, Clone)]
 pub struct SourceMap {
     files: Vec<(String, String)>,
+    /// Byte offset of every line start, per file: `line_col` is a binary
+    /// search, so locating 100,000 entries stays linear.
+    line_starts: Vec<Vec<usize>>,
 }
 
 impl SourceMap {
     /// Registers a file and returns its id.
     pub fn add(&mut self, name: impl Into<String>, text: impl Into<String>) -> FileId {
-        self.files.push((name.into(), text.into()));
+        let text = text.into();
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        self.files.push((name.into(), text));
+        self.line_starts.push(starts);
         self.files.len() - 1
     }
 
@@ -34,10 +42,16 @@ impl SourceMap {
     pub fn line_col(&self, id: FileId, offset: usize) -> (usize, usize) {
         let text = self.text(id);
         let offset = floor_char_boundary(text, offset.min(text.len()));
-        let before = &text[..offset];
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        let col = text[line_start..offset].chars().count() + 1;
+        let starts = self
+            .line_starts
+            .get(id)
+            .map_or(&[0usize][..], Vec::as_slice);
+        let line = starts.partition_point(|&s| s <= offset).max(1);
+        let line_start = starts.get(line - 1).copied().unwrap_or(0);
+        let col = text
+            .get(line_start..offset)
+            .map_or(0, |t| t.chars().count())
+            + 1;
         (line, col)
     }
 }

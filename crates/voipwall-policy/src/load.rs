@@ -269,7 +269,7 @@ fn read_file(
             "interfaces" | "networks" => {
                 let Some(m) = w.table(v, key) else { continue };
                 for (name, zone) in m.iter() {
-                    let Some(z) = w.str(zone, "zone") else {
+                    let Some(z) = w.str(zone, &format!("the zone of `{}`", name.get_ref())) else {
                         continue;
                     };
                     let entry = (

@@ -12,17 +12,36 @@ fn catalog() -> Catalog {
 }
 
 fn zone() -> impl Strategy<Value = Zone> {
-    prop::sample::select(vec![Zone::Reject, Zone::Internet, Zone::Other, Zone::Local, Zone::Trusted])
+    prop::sample::select(vec![
+        Zone::Reject,
+        Zone::Internet,
+        Zone::Other,
+        Zone::Local,
+        Zone::Trusted,
+    ])
 }
 
 fn net() -> impl Strategy<Value = IpNet> {
     prop_oneof![
-        (any::<u32>(), 8u8..=32).prop_map(|(a, l)| IpNet::new(IpAddr::V4(Ipv4Addr::from(a)), l).unwrap().trunc()),
-        (any::<u128>(), 16u8..=128).prop_map(|(a, l)| IpNet::new(IpAddr::V6(Ipv6Addr::from(a)), l).unwrap().trunc()),
+        (any::<u32>(), 8u8..=32).prop_map(|(a, l)| IpNet::new(IpAddr::V4(Ipv4Addr::from(a)), l)
+            .unwrap()
+            .trunc()),
+        (any::<u128>(), 16u8..=128).prop_map(|(a, l)| IpNet::new(IpAddr::V6(Ipv6Addr::from(a)), l)
+            .unwrap()
+            .trunc()),
     ]
 }
 
-const SERVICES: &[&str] = &["sip", "sip-tls", "iax2", "ssh", "https-admin", "mysql", "ntp", "dns"];
+const SERVICES: &[&str] = &[
+    "sip",
+    "sip-tls",
+    "iax2",
+    "ssh",
+    "https-admin",
+    "mysql",
+    "ntp",
+    "dns",
+];
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]

@@ -17,7 +17,7 @@ use crate::{Cli, Cmd, Invalid};
 /// Dispatches a parsed command line.
 pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
     match &cli.cmd {
-        Cmd::Check => check(cli),
+        Cmd::Check { kernel } => check(cli, *kernel),
         Cmd::Compile => compile_cmd(cli),
         Cmd::Apply => apply(cli),
         Cmd::Disable => disable(cli),
@@ -63,10 +63,16 @@ fn out(s: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn check(cli: &Cli) -> anyhow::Result<()> {
+fn check(cli: &Cli, kernel: bool) -> anyhow::Result<()> {
     let facts = host_facts();
     match load_policy(&cli.config, &cli.catalog_dirs, &facts) {
         Ok(l) => {
+            if kernel {
+                let script = render(&compile_policy(&l.policy));
+                nft::check_script(&script).context(
+                    "the running kernel refused the compiled ruleset (nothing was changed)",
+                )?;
+            }
             if cli.json {
                 let warnings: Vec<_> = l
                     .warnings

@@ -47,7 +47,11 @@ pub(crate) struct Cli {
 #[derive(Subcommand)]
 pub(crate) enum Cmd {
     /// Validate the policy; report every error with file:line:col. Changes nothing.
-    Check,
+    Check {
+        /// Also have the running kernel check the compiled script (`nft -c`).
+        #[arg(long)]
+        kernel: bool,
+    },
     /// Print the exact nft script `apply` would run (or the IR with --json).
     Compile,
     /// Validate, compile, check with `nft -c`, apply atomically. Bans survive.
