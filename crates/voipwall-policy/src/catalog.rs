@@ -57,6 +57,8 @@ pub struct Preset {
     pub rtp: Vec<PortSpec>,
     /// Services granted per zone.
     pub zones: BTreeMap<Zone, Vec<String>>,
+    /// Where each zone's list is written in the preset file.
+    pub zone_origins: BTreeMap<Zone, Provenance>,
     /// Services the preset defines itself.
     pub services: BTreeMap<String, Service>,
     /// Where it was defined.
@@ -307,6 +309,7 @@ fn preset_from(
     }
     let rtp = get(t, "rtp").map(|v| rtp_ranges(w, v)).unwrap_or_default();
     let mut zones = BTreeMap::new();
+    let mut zone_origins = BTreeMap::new();
     if let Some(zt) = get(t, "zones").and_then(|v| w.table(v, "zones")) {
         for (k, v) in zt.iter() {
             let Ok(zone) = k.get_ref().parse::<Zone>() else {
@@ -317,6 +320,13 @@ fn preset_from(
                 );
                 continue;
             };
+            zone_origins.insert(
+                zone,
+                Provenance {
+                    file: origin.file.clone(),
+                    line: sources.line_col(w.file, k.span().start).0,
+                },
+            );
             zones.insert(
                 zone,
                 w.str_list(v, "zone services")
@@ -348,6 +358,7 @@ fn preset_from(
         detect_paths,
         rtp,
         zones,
+        zone_origins,
         services,
         origin: origin.clone(),
     })

@@ -666,8 +666,9 @@ fn resolve(
                 .zones
                 .get(&zone)
                 .map(|l| {
+                    let origin = p.zone_origins.get(&zone).unwrap_or(&p.origin);
                     l.iter()
-                        .map(|n| (n.clone(), p.origin.clone(), None))
+                        .map(|n| (n.clone(), origin.clone(), None))
                         .collect()
                 })
                 .unwrap_or_default(),
