@@ -467,3 +467,50 @@ fn example_from(w: &mut Walker<'_>, t: &Table<'_>, origin: &Provenance) -> Optio
         expect,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_later_layer_replaces_a_builtin_file() {
+        let mut files = DataFile::builtin();
+        files.push(DataFile {
+            path: "services/sip.toml".into(),
+            layer: "/etc/voipwall".into(),
+            text: "name = \"sip\"\ndescription = \"SIP moved to 5080\"\nports = [\"udp/5080\"]\nsip = true\n\
+                   [[example]]\npolicy = \"[zones.internet]\\nservices = [\\\"sip\\\"]\"\n\
+                   expect = [{ from = \"203.0.113.9\", to = \"udp/5080\", verdict = \"accept\" }]\n"
+                .into(),
+        });
+        let mut sm = SourceMap::default();
+        let (cat, diags) = Catalog::load(&files, &mut sm);
+        assert!(diags.is_empty(), "{diags:?}");
+        let sip = &cat.services["sip"];
+        assert_eq!(sip.ports.len(), 1);
+        assert_eq!(sip.ports[0].lo, 5080);
+        assert_eq!(cat.layers["services/sip.toml"], "/etc/voipwall");
+        assert!(sip.origin.file.starts_with("/etc/voipwall/"));
+        // The replaced file's examples are gone with it; the new one is there.
+        let sip_examples: Vec<_> = cat
+            .examples
+            .iter()
+            .filter(|e| e.origin.file.ends_with("services/sip.toml"))
+            .collect();
+        assert_eq!(sip_examples.len(), 1);
+        assert_eq!(sip_examples[0].expect[0].port, 5080);
+    }
+
+    #[test]
+    fn a_data_file_with_a_wrong_name_is_refused() {
+        let files = vec![DataFile {
+            path: "services/foo.toml".into(),
+            layer: "/etc/voipwall".into(),
+            text: "name = \"bar\"\nports = [\"tcp/1\"]\n".into(),
+        }];
+        let mut sm = SourceMap::default();
+        let (_, diags) = Catalog::load(&files, &mut sm);
+        assert_eq!(diags.len(), 1);
+        assert!(diags[0].message.contains("differs from its file name"));
+    }
+}

@@ -1,0 +1,114 @@
+//! The CLI's contract without the kernel: exit codes, located errors,
+//! `--json`, deterministic `compile`.
+use std::process::{Command, Output};
+
+fn run(policy: &str, args: &[&str]) -> Output {
+    let dir = std::env::temp_dir().join(format!(
+        "voipwall-cli-{}-{}",
+        std::process::id(),
+        args.join("_").replace('/', "")
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("policy.toml");
+    std::fs::write(&path, policy).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_voipwall"))
+        .arg("-c")
+        .arg(&path)
+        .args(args)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    out
+}
+
+const GOOD: &str = "preset = \"kamailio\"\n[interfaces]\neth0 = \"internet\"\n";
+const BAD: &str = "preset = \"kamailo\"\n[interfaces]\neth0 = \"trusted\"\n";
+
+#[test]
+fn check_exit_codes_and_locations() {
+    let ok = run(GOOD, &["check"]);
+    assert_eq!(ok.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("ok"));
+    let bad = run(BAD, &["check"]);
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("policy.toml:1:10"), "{err}");
+    assert!(err.contains("policy.toml:3:8"), "{err}");
+    assert!(err.contains("did you mean `kamailio`?"), "{err}");
+    assert!(err.contains("2 errors; nothing was applied"), "{err}");
+}
+
+#[test]
+fn check_json_lists_every_diagnostic() {
+    let bad = run(BAD, &["--json", "check"]);
+    assert_eq!(bad.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&bad.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    let locs: Vec<&str> = v["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["location"].as_str().unwrap())
+        .collect();
+    assert_eq!(locs.len(), 2);
+    assert!(
+        locs[0].ends_with("policy.toml:1:10") && locs[1].ends_with("policy.toml:3:8"),
+        "{locs:?}"
+    );
+}
+
+#[test]
+fn compile_is_deterministic_and_json_is_the_ir() {
+    let a = run(GOOD, &["compile"]);
+    let b = run(GOOD, &["compile"]);
+    assert_eq!(a.status.code(), Some(0));
+    assert_eq!(a.stdout, b.stdout);
+    let text = String::from_utf8_lossy(&a.stdout);
+    assert!(text.contains("add table inet voipwall"));
+    assert!(
+        !text.contains("delete table"),
+        "apply must never delete the table"
+    );
+    let j = run(GOOD, &["--json", "compile"]);
+    let v: serde_json::Value = serde_json::from_slice(&j.stdout).unwrap();
+    assert!(
+        v["chains"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "vw_zone_internet")
+    );
+}
+
+#[test]
+fn bad_arguments_exit_1() {
+    let out = run(GOOD, &["explain", "203.0.113.9", "udp/99999", "--offline"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = run(GOOD, &["catalog", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["services"].as_object().unwrap().len() >= 30);
+    assert!(v["presets"].as_object().unwrap().contains_key("portsip"));
+}
+
+#[test]
+fn explain_offline_names_the_policy_line() {
+    let out = run(
+        GOOD,
+        &[
+            "explain",
+            "203.0.113.9",
+            "udp/5060",
+            "--iface",
+            "eth0",
+            "--offline",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ACCEPT"), "{text}");
+    assert!(
+        text.contains("zone internet / service sip / builtin:presets/kamailio.toml:"),
+        "{text}"
+    );
+}
