@@ -330,91 +330,37 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
         .collect();
 
     // prerouting, priority raw: allow, block, bans, flood guards before conntrack.
-    let mut pre = Vec::new();
-    pre.push(rule(vec![Match::Loopback], Action::Accept, "loopback"));
+    let in_set = |f: Family, stem: &str| Match::SaddrIn {
+        family: f,
+        set: format!("vw_{stem}_{}", fam_suffix(f)),
+        negate: false,
+    };
+    let mut pre = vec![rule(vec![Match::Loopback], Action::Accept, "loopback")];
     for f in [Family::V4, Family::V6] {
-        let s = fam_suffix(f);
-        pre.push(rule(
-            vec![Match::SaddrIn {
-                family: f,
-                set: format!("vw_allow_{s}"),
-                negate: false,
-            }],
-            Action::Accept,
-            "allow list skips ban lookups",
-        ));
-        pre.push(rule(
-            vec![Match::SaddrIn {
-                family: f,
-                set: format!("vw_allowhost_{s}"),
-                negate: false,
-            }],
-            Action::Accept,
-            "allow list skips ban lookups",
-        ));
-        pre.push(rule(
-            vec![Match::SaddrIn {
-                family: f,
-                set: format!("vw_allowrt_{s}"),
-                negate: false,
-            }],
-            Action::Accept,
-            "runtime allow skips ban lookups",
-        ));
+        for (stem, comment) in [
+            ("allow", "allow list skips ban lookups"),
+            ("allowhost", "allow list skips ban lookups"),
+            ("allowrt", "runtime allow skips ban lookups"),
+        ] {
+            pre.push(rule(vec![in_set(f, stem)], Action::Accept, comment));
+        }
+    }
+    for f in [Family::V4, Family::V6] {
+        for stem in ["blockhost", "block"] {
+            pre.push(counted(
+                rule(vec![in_set(f, stem)], Action::Drop, "block list"),
+                counters::BLOCKED,
+            ));
+        }
     }
     for f in [Family::V4, Family::V6] {
         let s = fam_suffix(f);
-        pre.push(counted(
-            rule(
-                vec![Match::SaddrIn {
-                    family: f,
-                    set: format!("vw_blockhost_{s}"),
-                    negate: false,
-                }],
-                Action::Drop,
-                "block list",
-            ),
-            counters::BLOCKED,
-        ));
-        pre.push(counted(
-            rule(
-                vec![Match::SaddrIn {
-                    family: f,
-                    set: format!("vw_block_{s}"),
-                    negate: false,
-                }],
-                Action::Drop,
-                "block list",
-            ),
-            counters::BLOCKED,
-        ));
-    }
-    for f in [Family::V4, Family::V6] {
-        let s = fam_suffix(f);
-        pre.push(counted(
-            rule(
-                vec![Match::SaddrIn {
-                    family: f,
-                    set: format!("vw_ban_{s}"),
-                    negate: false,
-                }],
-                Action::Drop,
-                "banned address",
-            ),
-            counters::BANNED,
-        ));
-        pre.push(counted(
-            rule(
-                vec![Match::SaddrIn {
-                    family: f,
-                    set: format!("vw_bannet_{s}"),
-                    negate: false,
-                }],
-                Action::Drop,
-                "banned network",
-            ),
-            counters::BANNED,
-        ));
+        for (stem, comment) in [("ban", "banned address"), ("bannet", "banned network")] {
+            pre.push(counted(
+                rule(vec![in_set(f, stem)], Action::Drop, comment),
+                counters::BANNED,
+            ));
+        }
         let prefix = if f == Family::V4 {
             policy.bans.ipv4_prefix
         } else {
