@@ -58,6 +58,10 @@ const TOP_KEYS: &[&str] = &[
     "block",
 ];
 
+/// How deep includes may nest, and how many files one policy may have.
+const MAX_INCLUDE_DEPTH: usize = 8;
+const MAX_INCLUDED_FILES: usize = 64;
+
 /// A place in a file.
 type Located = (FileId, Range<usize>);
 
@@ -117,10 +121,27 @@ pub fn load(
     let mut sources = SourceMap::default();
     let mut diags = Vec::new();
     let mut raw = Raw::default();
-    // Files still to read, each with the `include` that named it.
-    let mut queue: Vec<(String, Option<Located>)> = vec![(main.to_string(), None)];
+    // Files still to read, each with the `include` that named it and its depth.
+    let mut queue: Vec<(String, Option<Located>, usize)> = vec![(main.to_string(), None, 0)];
     let mut visited = BTreeSet::new();
-    while let Some((path, from)) = queue.pop() {
+    while let Some((path, from, depth)) = queue.pop() {
+        // A file that includes `dir/itself` names a new, longer path every
+        // time (dir/dir/itself, ...): the visited set alone never stops it.
+        if let (Some((f, span)), true) = (
+            &from,
+            depth > MAX_INCLUDE_DEPTH || visited.len() >= MAX_INCLUDED_FILES,
+        ) {
+            diags.push(
+                Diagnostic::error(
+                    *f,
+                    span.clone(),
+                    format!("too many nested includes (at most {MAX_INCLUDE_DEPTH} levels and {MAX_INCLUDED_FILES} files)"),
+                )
+                .label("not loaded")
+                .help("an include that names a directory relative to its own file can loop"),
+            );
+            break;
+        }
         if !visited.insert(path.clone()) {
             if let Some((f, span)) = from {
                 diags.push(
@@ -173,7 +194,7 @@ pub fn load(
         };
         let includes = read_file(&mut w, doc.get_ref(), &mut raw, &sources, &path);
         for (inc, span) in includes.into_iter().rev() {
-            queue.push((resolve_path(&path, &inc), Some((id, span))));
+            queue.push((resolve_path(&path, &inc), Some((id, span)), depth + 1));
         }
     }
     let policy = resolve(&raw, catalog, facts, &sources, &mut diags);
