@@ -33,9 +33,10 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
             file,
             duration,
             reason,
+            exact,
         } => match (target, file) {
-            (_, Some(f)) => ban_file(cli, f, duration.as_deref(), reason),
-            (Some(t), None) => ban(cli, t, duration.as_deref(), reason),
+            (_, Some(f)) => ban_file(cli, f, duration.as_deref(), reason, *exact),
+            (Some(t), None) => ban(cli, t, duration.as_deref(), reason, *exact),
             (None, None) => Err(Invalid("error: give an address or --file".into()).into()),
         },
         Cmd::Unban { target } => unban(cli, target),
@@ -345,39 +346,105 @@ fn fam(net: &IpNet) -> &'static str {
     }
 }
 
-fn ban(cli: &Cli, target: &str, duration: Option<&str>, reason: &str) -> anyhow::Result<()> {
+/// Where a ban goes in the kernel.
+enum Placement {
+    /// A hash set keyed by one address (netlink, per-element timeout).
+    Hash { set: String, key: IpAddr },
+    /// An interval set (nft computes the start/end pair).
+    Interval { set: String },
+}
+
+/// Chooses the set for a ban target and returns what the ban covers. A single
+/// IPv6 address is banned by its prefix (`[bans] ipv6_prefix`, default /64)
+/// unless `exact`: one attacker owns the whole /64, and prefix bans spare
+/// registered endpoints (`vw_known_v6`).
+fn placement(net: &IpNet, exact: bool, policy: Option<&Policy>) -> (Placement, IpNet) {
+    if net.prefix_len() != net.max_prefix_len() {
+        return (
+            Placement::Interval {
+                set: format!("vw_bannet_{}", fam(net)),
+            },
+            *net,
+        );
+    }
+    match net.addr() {
+        IpAddr::V6(_) if !exact => {
+            let len = policy.map_or(64, |p| p.bans.ipv6_prefix);
+            let covered = IpNet::new(net.addr(), len).map_or(*net, |n| n.trunc());
+            (
+                Placement::Hash {
+                    set: "vw_banpfx_v6".into(),
+                    key: covered.network(),
+                },
+                covered,
+            )
+        }
+        addr => (
+            Placement::Hash {
+                set: format!("vw_ban_{}", fam(net)),
+                key: addr,
+            },
+            *net,
+        ),
+    }
+}
+
+fn ban(
+    cli: &Cli,
+    target: &str,
+    duration: Option<&str>,
+    reason: &str,
+    exact: bool,
+) -> anyhow::Result<()> {
     let net = parse_target(target)?;
     let policy = policy_or_default(cli);
-    refuse_protected(&net, policy.as_ref(), &own_addresses(policy.as_ref()))?;
+    let (place, covered) = placement(&net, exact, policy.as_ref());
+    refuse_protected(&covered, policy.as_ref(), &own_addresses(policy.as_ref())).map_err(|e| {
+        if covered == net {
+            e
+        } else {
+            Invalid(format!(
+                "{e} (the /{} of {net}; --exact bans the address alone)",
+                covered.prefix_len()
+            ))
+            .into()
+        }
+    })?;
     let secs = match duration {
         Some(d) => parse_duration(d).map_err(|e| Invalid(format!("error: --for {d}: {e}")))?,
         None => policy.as_ref().map_or(3600, |p| p.bans.default_ttl),
     };
     require_table()?;
     let started = std::time::Instant::now();
-    let set = if net.prefix_len() == net.max_prefix_len() {
-        let set = format!("vw_ban_{}", fam(&net));
-        let mut sock = SetElements::open("voipwall")?;
-        sock.add(
-            &set,
-            &[Elem {
-                addr: net.addr(),
-                timeout_ms: Some(secs.saturating_mul(1000)),
-            }],
-        )?;
-        set
-    } else {
-        let set = format!("vw_bannet_{}", fam(&net));
-        nft::add_interval(&set, &net, Some(secs))?;
-        set
+    let set = match place {
+        Placement::Hash { set, key } => {
+            let mut sock = SetElements::open("voipwall")?;
+            sock.add(
+                &set,
+                &[Elem {
+                    addr: key,
+                    timeout_ms: Some(secs.saturating_mul(1000)),
+                }],
+            )?;
+            set
+        }
+        Placement::Interval { set } => {
+            nft::add_interval(&set, &covered, Some(secs))?;
+            set
+        }
     };
     let us = started.elapsed().as_micros();
+    let spared = if set.starts_with("vw_banpfx") {
+        "; registered endpoints in it are spared"
+    } else {
+        ""
+    };
     if cli.json {
-        out(&json!({"banned": display_net(&net), "set": set, "seconds": secs, "reason": reason, "micros": us}).to_string())
+        out(&json!({"banned": display_net(&covered), "set": set, "seconds": secs, "reason": reason, "micros": us}).to_string())
     } else {
         out(&format!(
-            "banned {} for {} ({reason}) in {set}",
-            display_net(&net),
+            "banned {} for {} ({reason}) in {set}{spared}",
+            display_net(&covered),
             voipwall_policy::format_duration(secs)
         ))
     }
@@ -388,6 +455,7 @@ fn ban_file(
     path: &std::path::Path,
     duration: Option<&str>,
     reason: &str,
+    exact: bool,
 ) -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -396,8 +464,9 @@ fn ban_file(
         Some(d) => parse_duration(d).map_err(|e| Invalid(format!("error: --for {d}: {e}")))?,
         None => policy.as_ref().map_or(3600, |p| p.bans.default_ttl),
     };
-    let mut hosts: [Vec<Elem>; 2] = [Vec::new(), Vec::new()];
-    let mut nets: [Vec<(IpNet, Option<u64>)>; 2] = [Vec::new(), Vec::new()];
+    let mut hashes: std::collections::BTreeMap<String, Vec<Elem>> = Default::default();
+    let mut intervals: std::collections::BTreeMap<String, Vec<(IpNet, Option<u64>)>> =
+        Default::default();
     let mut errors = Vec::new();
     let own = own_addresses(policy.as_ref());
     for (i, line) in text.lines().enumerate() {
@@ -412,7 +481,8 @@ fn ban_file(
                 continue;
             }
         };
-        if let Err(e) = refuse_protected(&net, policy.as_ref(), &own) {
+        let (place, covered) = placement(&net, exact, policy.as_ref());
+        if let Err(e) = refuse_protected(&covered, policy.as_ref(), &own) {
             errors.push(format!(
                 "{}:{}: {}",
                 path.display(),
@@ -421,14 +491,17 @@ fn ban_file(
             ));
             continue;
         }
-        let idx = usize::from(!matches!(net, IpNet::V4(_)));
-        if net.prefix_len() == net.max_prefix_len() {
-            hosts[idx].push(Elem {
-                addr: net.addr(),
-                timeout_ms: Some(secs.saturating_mul(1000)),
-            });
-        } else {
-            nets[idx].push((net, Some(secs)));
+        match place {
+            Placement::Hash { set, key } => {
+                hashes.entry(set).or_default().push(Elem {
+                    addr: key,
+                    timeout_ms: Some(secs.saturating_mul(1000)),
+                });
+            }
+            Placement::Interval { set } => intervals
+                .entry(set)
+                .or_default()
+                .push((covered, Some(secs))),
         }
     }
     if !errors.is_empty() {
@@ -441,16 +514,15 @@ fn ban_file(
     require_table()?;
     let started = std::time::Instant::now();
     let mut sock = SetElements::open("voipwall")?;
-    for (idx, f) in ["v4", "v6"].into_iter().enumerate() {
-        if !hosts[idx].is_empty() {
-            sock.add(&format!("vw_ban_{f}"), &hosts[idx])?;
-        }
-        if !nets[idx].is_empty() {
-            nft::add_intervals(&format!("vw_bannet_{f}"), &nets[idx])?;
-        }
+    for (set, elems) in &hashes {
+        sock.add(set, elems)?;
+    }
+    for (set, nets) in &intervals {
+        nft::add_intervals(set, nets)?;
     }
     let took = started.elapsed();
-    let n = hosts.iter().map(Vec::len).sum::<usize>() + nets.iter().map(Vec::len).sum::<usize>();
+    let n = hashes.values().map(Vec::len).sum::<usize>()
+        + intervals.values().map(Vec::len).sum::<usize>();
     if cli.json {
         out(&json!({"banned": n, "seconds": secs, "reason": reason, "elapsed_seconds": took.as_secs_f64()}).to_string())
     } else {
@@ -464,17 +536,28 @@ fn ban_file(
 
 fn unban(cli: &Cli, target: &str) -> anyhow::Result<()> {
     let net = parse_target(target)?;
+    let policy = policy_or_default(cli);
     require_table()?;
     let mut removed = Vec::new();
+    let mut sock = SetElements::open("voipwall")?;
     if net.prefix_len() == net.max_prefix_len() {
-        let mut sock = SetElements::open("voipwall")?;
-        for set in [
-            format!("vw_ban_{}", fam(&net)),
-            format!("vw_banpfx_{}", fam(&net)),
-        ] {
-            if sock.delete(&set, &[net.addr()]).is_ok() {
-                removed.push(set);
-            }
+        let set = format!("vw_ban_{}", fam(&net));
+        if sock.delete(&set, &[net.addr()]).is_ok() {
+            removed.push(set);
+        }
+    }
+    // The prefix ban covering an address, or the prefix itself.
+    let prefix_len = match net {
+        IpNet::V4(_) => policy.as_ref().map_or(24, |p| p.bans.ipv4_prefix),
+        IpNet::V6(_) => policy.as_ref().map_or(64, |p| p.bans.ipv6_prefix),
+    };
+    if let (true, Ok(pfx)) = (
+        net.prefix_len() >= prefix_len,
+        IpNet::new(net.addr(), prefix_len),
+    ) {
+        let set = format!("vw_banpfx_{}", fam(&net));
+        if sock.delete(&set, &[pfx.trunc().network()]).is_ok() {
+            removed.push(format!("{set} ({})", pfx.trunc()));
         }
     }
     let set = format!("vw_bannet_{}", fam(&net));
@@ -541,6 +624,7 @@ fn runtime_list(
 
 fn bans(cli: &Cli) -> anyhow::Result<()> {
     require_table()?;
+    let policy = policy_or_default(cli);
     let mut rows = Vec::new();
     for set in [
         "vw_ban_v4",
@@ -550,7 +634,15 @@ fn bans(cli: &Cli) -> anyhow::Result<()> {
         "vw_bannet_v4",
         "vw_bannet_v6",
     ] {
-        for e in nft::list_set(set)? {
+        for mut e in nft::list_set(set)? {
+            // Prefix-ban keys are masked addresses: show them as the prefix they stand for.
+            if set.starts_with("vw_banpfx") {
+                let len = match e.net {
+                    IpNet::V4(_) => policy.as_ref().map_or(24, |p| p.bans.ipv4_prefix),
+                    IpNet::V6(_) => policy.as_ref().map_or(64, |p| p.bans.ipv6_prefix),
+                };
+                e.net = IpNet::new(e.net.addr(), len).map_or(e.net, |n| n.trunc());
+            }
             rows.push((set, e));
         }
     }

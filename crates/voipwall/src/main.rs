@@ -88,6 +88,9 @@ pub(crate) enum Cmd {
         /// Why (shown in logs).
         #[arg(long, default_value = "manual")]
         reason: String,
+        /// Ban an IPv6 address alone instead of its prefix ([bans] ipv6_prefix, default /64).
+        #[arg(long)]
+        exact: bool,
     },
     /// Lift a ban.
     Unban {
