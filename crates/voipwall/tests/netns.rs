@@ -168,6 +168,14 @@ impl Lab {
         lab
     }
 
+    /// A lab with the listener up and `policy` applied on the firewall.
+    fn running(policy: &str) -> Self {
+        let mut lab = Self::new();
+        lab.listen();
+        lab.apply(policy);
+        lab
+    }
+
     fn exec(&self, ns: &str, args: &[&str]) -> Output {
         let mut full = vec!["ip", "netns", "exec", ns];
         full.extend_from_slice(args);
@@ -414,9 +422,7 @@ fn zones_overrides_blocks_and_explain_agree_with_the_kernel() {
 
 #[test]
 fn a_ban_drops_and_expires_and_explain_sees_it() {
-    let mut lab = Lab::new();
-    lab.listen();
-    lab.apply(POLICY);
+    let lab = Lab::running(POLICY);
     assert_eq!(
         lab.probe(&[("203.0.113.2", "udp/5060"), ("2001:db8:5::2", "udp/5060")]),
         vec!["pass", "pass"]
@@ -470,9 +476,7 @@ fn a_ban_drops_and_expires_and_explain_sees_it() {
 
 #[test]
 fn hundred_thousand_bans_survive_a_changed_policy() {
-    let mut lab = Lab::new();
-    lab.listen();
-    lab.apply(POLICY);
+    let lab = Lab::running(POLICY);
     let file = lab.dir.join("bans.txt");
     let mut f = std::fs::File::create(&file).expect("bans file");
     // 100,000 addresses of the benchmarking range 198.18.0.0/15 (set elements only, no traffic).
@@ -517,9 +521,7 @@ fn hundred_thousand_bans_survive_a_changed_policy() {
 
 #[test]
 fn an_ipv6_ban_covers_the_64_but_spares_registered_endpoints() {
-    let mut lab = Lab::new();
-    lab.listen();
-    lab.apply(POLICY);
+    let lab = Lab::running(POLICY);
     // ::7 stands for a phone that registered: the daemon (issue 4) puts it in
     // vw_known_v6; here the test does, through nft.
     lab.nft(&[
@@ -617,9 +619,7 @@ fn foreign_tables_are_byte_identical_after_apply_and_disable() {
 
 #[test]
 fn a_failed_apply_leaves_the_previous_ruleset_running() {
-    let mut lab = Lab::new();
-    lab.listen();
-    lab.apply(POLICY);
+    let lab = Lab::running(POLICY);
     let before = lab.nft(&["list", "table", "inet", "voipwall"]);
 
     // 1. A policy naming an interface this host does not have: refused (exit 1).
