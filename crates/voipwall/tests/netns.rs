@@ -191,13 +191,20 @@ impl Lab {
         self.exec(&self.fw, &full)
     }
 
-    fn apply(&self, policy: &str) {
-        let out = self.voipwall(policy, &["apply"]);
+    /// Runs voipwall on the firewall, fails the test with its stderr unless
+    /// it succeeds, and returns its stdout.
+    fn voipwall_ok(&self, policy: &str, args: &[&str]) -> String {
+        let out = self.voipwall(policy, args);
         assert!(
             out.status.success(),
-            "apply failed: {}",
+            "voipwall {args:?} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn apply(&self, policy: &str) {
+        self.voipwall_ok(policy, &["apply"]);
     }
 
     fn nft(&self, args: &[&str]) -> String {
@@ -428,12 +435,7 @@ fn a_ban_drops_and_expires_and_explain_sees_it() {
         vec!["pass", "pass"]
     );
     for target in ["203.0.113.2", "2001:db8:5::2"] {
-        let out = lab.voipwall(POLICY, &["ban", target, "--for", "3s", "--reason", "test"]);
-        assert!(
-            out.status.success(),
-            "ban: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        lab.voipwall_ok(POLICY, &["ban", target, "--for", "3s", "--reason", "test"]);
     }
     let banned_at = Instant::now();
     lab.assert_traffic(
@@ -486,14 +488,9 @@ fn hundred_thousand_bans_survive_a_changed_policy() {
     }
     writeln!(f, "203.0.113.2").expect("write");
     drop(f);
-    let out = lab.voipwall(
+    lab.voipwall_ok(
         POLICY,
         &["ban", "--file", file.to_str().expect("utf8"), "--for", "1h"],
-    );
-    assert!(
-        out.status.success(),
-        "bulk ban: {}",
-        String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(lab.count_set("vw_ban_v4"), 100_001);
     assert_eq!(lab.probe(&[("203.0.113.2", "udp/5060")]), vec!["drop"]);
@@ -532,13 +529,8 @@ fn an_ipv6_ban_covers_the_64_but_spares_registered_endpoints() {
         "vw_known_v6",
         "{ 2001:db8:5::7 timeout 1h }",
     ]);
-    let out = lab.voipwall(POLICY, &["ban", "2001:db8:5::2", "--for", "1h"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("2001:db8:5::/64"));
+    let banned = lab.voipwall_ok(POLICY, &["ban", "2001:db8:5::2", "--for", "1h"]);
+    assert!(banned.contains("2001:db8:5::/64"), "{banned}");
     lab.assert_traffic(
         POLICY,
         &[
@@ -549,8 +541,7 @@ fn an_ipv6_ban_covers_the_64_but_spares_registered_endpoints() {
         ],
     );
     // An exact ban is not spared, known or not.
-    let out = lab.voipwall(POLICY, &["ban", "2001:db8:5::7", "--exact", "--for", "1h"]);
-    assert!(out.status.success());
+    lab.voipwall_ok(POLICY, &["ban", "2001:db8:5::7", "--exact", "--for", "1h"]);
     lab.assert_traffic(POLICY, &[("2001:db8:5::7", "udp/5060", "drop")]);
     // Unbanning an address inside the prefix lifts the prefix ban.
     let out = lab.voipwall(POLICY, &["unban", "2001:db8:5::99"]);
@@ -599,8 +590,7 @@ fn foreign_tables_are_byte_identical_after_apply_and_disable() {
     );
     let foreign_during = lab.nft(&["list", "table", "inet", "foreign"])
         + &lab.nft(&["list", "table", "ip", "foreignnat"]);
-    let out = lab.voipwall(POLICY, &["disable"]);
-    assert!(out.status.success());
+    lab.voipwall_ok(POLICY, &["disable"]);
     let after = lab.nft(&["list", "ruleset"]);
     assert_eq!(
         before, after,
@@ -612,9 +602,8 @@ fn foreign_tables_are_byte_identical_after_apply_and_disable() {
             + &lab.nft(&["list", "table", "ip", "foreignnat"])
     );
     // Disabling twice is harmless.
-    let out = lab.voipwall(POLICY, &["disable"]);
-    assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("not active"));
+    let again = lab.voipwall_ok(POLICY, &["disable"]);
+    assert!(again.contains("not active"), "{again}");
 }
 
 #[test]
