@@ -1,0 +1,1199 @@
+//! The judge: events and a clock in, actions and the next deadline out.
+//!
+//! Sans-IO in the quinn manner: [`Engine::handle_event`] and
+//! [`Engine::handle_timeout`] feed it, [`Engine::poll_action`] and
+//! [`Engine::poll_timeout`] drain it. `now` is always an argument, so a log
+//! replay (the log's timestamps), live traffic (packet time) and a test (a
+//! scripted clock) run the same code.
+//!
+//! Memory is bounded: per-source state, known endpoints and ban records live
+//! in LRU maps of configured size; eviction is counted. Per-source state is
+//! itself bounded (timestamps up to the largest threshold, a few outstanding
+//! transactions and challenges, a few evidence items).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::hash::BuildHasher;
+use std::net::IpAddr;
+
+use aho_corasick::AhoCorasick;
+use foldhash::fast::FixedState;
+use hashlink::LruCache;
+use ipnet::IpNet;
+use serde::Serialize;
+
+use crate::event::{Event, EventKind, Request, Response};
+use crate::rules::{Recidive, Rule, RuleKind, RuleSet};
+use crate::time::{Timestamp, format_duration};
+
+/// Engine settings beyond the rules.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Rules and recidive ladder.
+    pub rules: RuleSet,
+    /// IPv4 sources are counted and banned per prefix of this length (32: per address).
+    pub group_v4: u8,
+    /// IPv6 sources are counted and banned per prefix of this length (64 by default).
+    pub group_v6: u8,
+    /// Never banned: own addresses, loopback, allow list, trusted networks,
+    /// management networks, trunks. A would-be ban becomes an alert.
+    pub never_ban: Vec<IpNet>,
+    /// Most sources (groups) tracked at once; the least recently seen is evicted.
+    pub max_sources: usize,
+    /// Most ban records kept for recidive and explain (the kernel and the
+    /// store hold bans regardless).
+    pub max_bans: usize,
+    /// Most registered endpoints remembered.
+    pub max_known: usize,
+    /// Registration lifetime assumed when neither request nor response says (ms).
+    pub known_default_ttl: u64,
+    /// Longest registration lifetime honoured (ms); longer ones are cut.
+    pub known_max_ttl: u64,
+    /// How long a request waits for its response before it is forgotten (ms).
+    pub transaction_timeout: u64,
+    /// Seed for hashing attacker-chosen values (Call-IDs, users). The driver
+    /// passes a random one; tests a fixed one.
+    pub hash_seed: u64,
+}
+
+impl Config {
+    /// The built-in rules with the defaults of DESIGN.md section 3.
+    pub fn new(rules: RuleSet) -> Self {
+        Self {
+            rules,
+            group_v4: 32,
+            group_v6: 64,
+            never_ban: ["127.0.0.0/8", "::1/128"]
+                .iter()
+                .map(|s| s.parse().expect("literal network"))
+                .collect(),
+            max_sources: 100_000,
+            max_bans: 100_000,
+            max_known: 100_000,
+            known_default_ttl: 3_600_000,
+            known_max_ttl: 86_400_000,
+            transaction_timeout: 32_000,
+            hash_seed: 0x5eed_f00d,
+        }
+    }
+}
+
+/// What the engine asks the driver to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Ban a source address or prefix.
+    Ban(Ban),
+    /// Mark an address as a registered endpoint until `until` (it skips the
+    /// prefix-ban lookup and the rules with `spare_known`).
+    Promote {
+        /// The endpoint.
+        addr: IpAddr,
+        /// When it happened.
+        at: Timestamp,
+        /// Registration end.
+        until: Timestamp,
+    },
+    /// The endpoint unregistered (Expires: 0).
+    Demote {
+        /// The endpoint.
+        addr: IpAddr,
+        /// When it happened.
+        at: Timestamp,
+    },
+    /// A rule fired against a source that must not be banned.
+    Alert {
+        /// The source.
+        addr: IpAddr,
+        /// Rule id.
+        rule: String,
+        /// When it happened.
+        at: Timestamp,
+        /// Why no ban was made.
+        message: String,
+    },
+}
+
+/// A ban decision, with everything `explain` and the store need.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ban {
+    /// Address (full-length prefix) or prefix banned.
+    pub target: IpNet,
+    /// The address whose event crossed the threshold.
+    pub offender: IpAddr,
+    /// Rule id.
+    pub rule: String,
+    /// When the threshold was crossed.
+    pub at: Timestamp,
+    /// When the ban ends.
+    pub until: Timestamp,
+    /// `until - at`, ms.
+    pub ttl: u64,
+    /// 0 for a first ban; n for the n-th repeat within the recidive window.
+    pub level: u32,
+    /// One sentence for humans.
+    pub reason: String,
+    /// The events that led to it, oldest first.
+    pub evidence: Vec<Evidence>,
+}
+
+/// One event kept as evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Evidence {
+    /// When.
+    pub at: Timestamp,
+    /// From which address.
+    pub src: IpAddr,
+    /// What (`auth failed for 1001`).
+    pub what: String,
+    /// Which source reported it (`nflog`, `asterisk-security`).
+    pub origin: String,
+}
+
+/// Counters for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Events handled.
+    pub events: u64,
+    /// Events from currently banned sources (the kernel would have dropped them).
+    pub suppressed: u64,
+    /// Responses that matched no outstanding request.
+    pub unmatched_responses: u64,
+    /// Bans issued.
+    pub bans: u64,
+    /// Alerts issued.
+    pub alerts: u64,
+    /// Promotions to known.
+    pub promotions: u64,
+    /// Sources evicted to respect `max_sources`.
+    pub evicted_sources: u64,
+    /// Sources tracked now.
+    pub tracked_sources: u64,
+    /// Timers waiting now.
+    pub timers: u64,
+    /// Times the timer heap was compacted (a flood of challenged sources).
+    pub timer_compactions: u64,
+}
+
+/// What the engine knows about an address, for `explain`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Explanation {
+    /// The address asked about.
+    pub addr: IpAddr,
+    /// The group it is counted in.
+    pub group: IpNet,
+    /// The ban that applies to it now, if any.
+    pub banned: Option<Ban>,
+    /// Registered until, if it is a known endpoint now.
+    pub known_until: Option<Timestamp>,
+    /// Whether it is in a never-ban network.
+    pub protected: bool,
+    /// Ban records (current and past) for its address and group.
+    pub bans: Vec<Ban>,
+    /// Per rule: events currently inside each threshold's window.
+    pub counters: Vec<CounterView>,
+}
+
+/// A rule's progress for one group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CounterView {
+    /// Rule id.
+    pub rule: String,
+    /// `(events in window, threshold count, window ms)` per threshold.
+    pub progress: Vec<(u32, u32, u64)>,
+    /// Recent events.
+    pub evidence: Vec<Evidence>,
+}
+
+/// A user name or number kept inline (truncated at 30 bytes): no allocation
+/// per event.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct Short {
+    len: u8,
+    buf: [u8; 30],
+}
+
+impl Short {
+    fn new(v: Option<&[u8]>) -> Self {
+        let mut s = Self::default();
+        if let Some(v) = v {
+            let n = v.len().min(s.buf.len());
+            s.buf[..n].copy_from_slice(&v[..n]);
+            s.len = u8::try_from(n).expect("at most 30");
+        }
+        s
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len)]
+    }
+
+    fn show(&self) -> String {
+        String::from_utf8_lossy(self.bytes()).into_owned()
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum What {
+    AuthFailed,
+    Challenge,
+    Scanner,
+    Unknown,
+    Toll,
+    Flood,
+    Requests,
+}
+
+#[derive(Clone)]
+struct Ev {
+    at: Timestamp,
+    src: IpAddr,
+    what: What,
+    user: Short,
+    /// Index into `Engine::origins`.
+    origin: u8,
+}
+
+impl Ev {
+    fn render(&self, origins: &[String]) -> Evidence {
+        let user = self.user.show();
+        let what = match self.what {
+            What::AuthFailed if user.is_empty() => "authentication failed".to_string(),
+            What::AuthFailed => format!("authentication failed for {user}"),
+            What::Challenge if user.is_empty() => "challenge not answered".to_string(),
+            What::Challenge => format!("challenge for {user} not answered"),
+            What::Scanner => format!("scanner user agent {user:?}"),
+            What::Unknown => format!("unknown user {user}"),
+            What::Toll => format!("unauthenticated call to {user} refused"),
+            What::Flood => "the PBX's rate limiter flagged it".to_string(),
+            What::Requests => format!("request {user}"),
+        };
+        Evidence {
+            at: self.at,
+            src: self.src,
+            what,
+            origin: origins
+                .get(usize::from(self.origin))
+                .cloned()
+                .unwrap_or_else(|| "other".into()),
+        }
+    }
+}
+
+/// A counting rule's state for one group.
+struct Counter {
+    rule: u8,
+    /// Timestamps of counted events (distinct users for enumeration), newest last.
+    times: VecDeque<(Timestamp, u64)>,
+    /// GCRA theoretical arrival time, for request-flood (scaled: ms × count).
+    tat: u128,
+    evidence: VecDeque<Ev>,
+}
+
+/// A request waiting for the host's final response.
+#[derive(Clone, Copy)]
+struct Txn {
+    src: IpAddr,
+    call: u64,
+    cseq: u32,
+    method: u64,
+    register: bool,
+    invite: bool,
+    has_auth: bool,
+    user: Short,
+    toll: bool,
+    at: Timestamp,
+    expires: Option<u32>,
+}
+
+/// A challenge waiting for the authenticated retry.
+#[derive(Clone, Copy)]
+struct Pending {
+    src: IpAddr,
+    call: u64,
+    deadline: Timestamp,
+    user: Short,
+    toll: bool,
+}
+
+#[derive(Default)]
+struct Group {
+    counters: Vec<Counter>,
+    txns: Vec<Txn>,
+    pending: Vec<Pending>,
+}
+
+const MAX_TXNS: usize = 16;
+const MAX_PENDING: usize = 32;
+const MAX_EVIDENCE: usize = 8;
+
+/// A timer: challenge `call` from `src` is due.
+type Timer = (Timestamp, IpAddr, u64);
+
+/// The detection engine.
+pub struct Engine {
+    cfg: Config,
+    agents: Option<(usize, AhoCorasick)>,
+    groups: LruCache<IpNet, Group, FixedState>,
+    known: LruCache<IpAddr, Timestamp, FixedState>,
+    bans: LruCache<IpNet, Ban, FixedState>,
+    timers: BinaryHeap<Reverse<Timer>>,
+    actions: VecDeque<Action>,
+    hasher: FixedState,
+    /// Event origins seen (`nflog`, `asterisk-security`), interned so that
+    /// evidence holds one byte per item instead of a string.
+    origins: Vec<String>,
+    stats: Stats,
+}
+
+impl Engine {
+    /// Builds an engine. Disabled rules are kept (for `explain`) but never count.
+    pub fn new(cfg: Config) -> Self {
+        let hasher = FixedState::with_seed(cfg.hash_seed);
+        let agents = cfg
+            .rules
+            .rules
+            .iter()
+            .position(|r| r.enabled && r.kind == RuleKind::Scanner)
+            .map(|i| {
+                let pats: Vec<&str> = cfg.rules.rules[i]
+                    .agents
+                    .iter()
+                    .map(|s| s.trim())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                let ac = AhoCorasick::builder()
+                    .ascii_case_insensitive(true)
+                    .build(pats)
+                    .expect("a few short literal patterns always build");
+                (i, ac)
+            });
+        let cap = |n: usize| n.max(1);
+        Self {
+            agents,
+            groups: LruCache::with_hasher(cap(cfg.max_sources), hasher.clone()),
+            known: LruCache::with_hasher(cap(cfg.max_known), hasher.clone()),
+            bans: LruCache::with_hasher(cap(cfg.max_bans), hasher.clone()),
+            timers: BinaryHeap::new(),
+            actions: VecDeque::new(),
+            hasher,
+            origins: Vec::new(),
+            stats: Stats::default(),
+            cfg,
+        }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Feeds one event observed at `now`.
+    pub fn handle_event(&mut self, now: Timestamp, ev: &Event<'_>) {
+        self.stats.events += 1;
+        let src = ev.src;
+        if self.is_banned(src, now) {
+            self.stats.suppressed += 1;
+            return;
+        }
+        match ev.kind {
+            EventKind::Request(ref r) => self.on_request(now, src, r, ev.origin),
+            EventKind::Response(ref r) => self.on_response(now, src, r, ev.origin),
+            EventKind::AuthFailed { user } => {
+                self.answer_log_challenge(now, src);
+                self.count_kind(
+                    now,
+                    src,
+                    RuleKind::AuthFailure,
+                    What::AuthFailed,
+                    user,
+                    ev.origin,
+                    None,
+                );
+            }
+            EventKind::AuthSucceeded { .. } => {
+                self.answer_log_challenge(now, src);
+                self.promote(now, src, None);
+            }
+            EventKind::Registered { expires, .. } => self.promote(now, src, expires),
+            EventKind::UnknownUser { user } => {
+                let h = self.hasher.hash_one(user.unwrap_or_default());
+                self.count_kind(
+                    now,
+                    src,
+                    RuleKind::Enumeration,
+                    What::Unknown,
+                    user,
+                    ev.origin,
+                    Some(h),
+                );
+            }
+            EventKind::ChallengeSent { user } => {
+                self.add_pending(now, src, 0, Short::new(user), false);
+            }
+            EventKind::CallRejected { user } => {
+                if self.toll_rule(user).is_some() {
+                    self.count_kind(
+                        now,
+                        src,
+                        RuleKind::TollFraud,
+                        What::Toll,
+                        user,
+                        ev.origin,
+                        None,
+                    );
+                }
+            }
+            EventKind::Flooding => {
+                if let Some(i) = self.rule_index(RuleKind::RequestFlood) {
+                    let e = self.ev(now, src, What::Flood, None, ev.origin);
+                    let ban = self.cfg.rules.rules[i]
+                        .thresholds
+                        .iter()
+                        .map(|t| t.ban)
+                        .max();
+                    if let Some(ttl) = ban {
+                        let evidence = vec![e.render(&self.origins)];
+                        self.decide(now, src, i, ttl, evidence);
+                    }
+                }
+            }
+            EventKind::Agent { agent } => self.check_agent(now, src, agent, ev.origin),
+        }
+    }
+
+    /// Runs the timers due at `now` (unanswered challenges).
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        while let Some(&Reverse((due, src, call))) = self.timers.peek() {
+            if due > now {
+                break;
+            }
+            self.timers.pop();
+            let key = self.group_of(src);
+            let Some(g) = self.groups.peek_mut(&key) else {
+                continue;
+            };
+            let Some(i) = g
+                .pending
+                .iter()
+                .position(|p| p.src == src && p.call == call && p.deadline <= now)
+            else {
+                continue;
+            };
+            let p = g.pending.swap_remove(i);
+            if self.is_banned(src, due) {
+                continue;
+            }
+            let user = Some(p.user.bytes()).filter(|u| !u.is_empty());
+            let user = user.map(<[u8]>::to_vec);
+            self.count_kind(
+                due,
+                src,
+                RuleKind::UnansweredChallenge,
+                What::Challenge,
+                user.as_deref(),
+                "timer",
+                None,
+            );
+            if p.toll {
+                self.count_kind(
+                    due,
+                    src,
+                    RuleKind::TollFraud,
+                    What::Toll,
+                    user.as_deref(),
+                    "timer",
+                    None,
+                );
+            }
+        }
+    }
+
+    /// The next action for the driver.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Engine::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.timers.peek().map(|Reverse((t, _, _))| *t)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            tracked_sources: self.groups.len() as u64,
+            timers: self.timers.len() as u64,
+            ..self.stats
+        }
+    }
+
+    /// Whether traffic from `addr` is banned at `now`, with the same logic
+    /// as the kernel: an exact ban always applies; a prefix ban applies
+    /// unless `addr` is a registered endpoint.
+    pub fn ban_for(&self, addr: IpAddr, now: Timestamp) -> Option<&Ban> {
+        let exact = IpNet::from(addr);
+        if let Some(b) = self.bans.peek(&exact).filter(|b| b.until > now) {
+            return Some(b);
+        }
+        let group = self.group_of(addr);
+        if group != exact && !self.is_known(addr, now) {
+            return self.bans.peek(&group).filter(|b| b.until > now);
+        }
+        None
+    }
+
+    fn is_banned(&self, addr: IpAddr, now: Timestamp) -> bool {
+        self.ban_for(addr, now).is_some()
+    }
+
+    /// Whether `addr` is a registered endpoint at `now`.
+    pub fn is_known(&self, addr: IpAddr, now: Timestamp) -> bool {
+        self.known.peek(&addr).is_some_and(|&until| until > now)
+    }
+
+    /// Everything the engine knows about `addr`.
+    pub fn explain(&self, addr: IpAddr, now: Timestamp) -> Explanation {
+        let group = self.group_of(addr);
+        let exact = IpNet::from(addr);
+        let mut bans: Vec<Ban> = [exact, group]
+            .iter()
+            .filter_map(|k| self.bans.peek(k).cloned())
+            .collect();
+        bans.dedup();
+        let counters = self
+            .groups
+            .peek(&group)
+            .map(|g| {
+                g.counters
+                    .iter()
+                    .map(|c| {
+                        let rule = &self.cfg.rules.rules[usize::from(c.rule)];
+                        CounterView {
+                            rule: rule.id.clone(),
+                            progress: rule
+                                .thresholds
+                                .iter()
+                                .map(|t| (in_window(&c.times, now, t.within), t.count, t.within))
+                                .collect(),
+                            evidence: c.evidence.iter().map(|e| e.render(&self.origins)).collect(),
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Explanation {
+            addr,
+            group,
+            banned: self.ban_for(addr, now).cloned(),
+            known_until: self.known.peek(&addr).copied().filter(|&u| u > now),
+            protected: self.protected(addr),
+            bans,
+            counters,
+        }
+    }
+
+    /// Drops what the engine remembers of bans of `target` (an operator's
+    /// unban): the next offence starts afresh.
+    pub fn forget_ban(&mut self, target: &IpNet) {
+        self.bans.remove(target);
+    }
+
+    /// Tells the engine about a ban it did not make (restored from the store,
+    /// or an operator's), so events from it are suppressed and recidive sees it.
+    pub fn restore_ban(&mut self, ban: Ban) {
+        self.bans.insert(ban.target, ban);
+    }
+
+    // ---- requests and responses -------------------------------------------------
+
+    fn on_request(&mut self, now: Timestamp, src: IpAddr, r: &Request<'_>, origin: &str) {
+        if let Some(ua) = r.user_agent {
+            self.check_agent(now, src, ua, origin);
+            if self.is_banned(src, now) {
+                return;
+            }
+        }
+        if let Some(i) = self.rule_index(RuleKind::RequestFlood) {
+            let rule = &self.cfg.rules.rules[i];
+            if rule.methods.is_empty()
+                || rule
+                    .methods
+                    .iter()
+                    .any(|m| m.as_bytes().eq_ignore_ascii_case(r.method))
+            {
+                self.count(now, src, i, What::Requests, Some(r.method), origin, None);
+                if self.is_banned(src, now) {
+                    return;
+                }
+            }
+        }
+        let call = self.hasher.hash_one(r.call_id);
+        let method = self.hasher.hash_one(r.method);
+        let register = r.method.eq_ignore_ascii_case(b"REGISTER");
+        let invite = r.method.eq_ignore_ascii_case(b"INVITE");
+        let user = if register {
+            r.to_user
+        } else {
+            r.ruri_user.or(r.to_user)
+        };
+        let toll = invite && !r.has_auth && self.toll_rule(user).is_some();
+        let ttl = self.cfg.transaction_timeout;
+        let key = self.group_of(src);
+        let g = self.group_mut(key);
+        if r.has_auth {
+            // The authenticated retry answers the challenge of this call.
+            g.pending.retain(|p| !(p.src == src && p.call == call));
+        }
+        g.txns.retain(|t| {
+            now.since(t.at) < ttl
+                && !(t.src == src && t.call == call && t.cseq == r.cseq && t.method == method)
+        });
+        if g.txns.len() >= MAX_TXNS {
+            g.txns.remove(0);
+        }
+        push_small(
+            &mut g.txns,
+            Txn {
+                src,
+                call,
+                cseq: r.cseq,
+                method,
+                register,
+                invite,
+                has_auth: r.has_auth,
+                user: Short::new(if r.has_auth {
+                    r.auth_user.or(user)
+                } else {
+                    user
+                }),
+                toll,
+                at: now,
+                expires: r.expires,
+            },
+        );
+    }
+
+    fn on_response(&mut self, now: Timestamp, dst: IpAddr, r: &Response<'_>, origin: &str) {
+        if r.code < 200 {
+            return;
+        }
+        let call = self.hasher.hash_one(r.call_id);
+        let method = self.hasher.hash_one(r.method);
+        let key = self.group_of(dst);
+        let Some(g) = self.groups.get_mut(&key) else {
+            self.stats.unmatched_responses += 1;
+            return;
+        };
+        let Some(i) = g
+            .txns
+            .iter()
+            .position(|t| t.src == dst && t.call == call && t.cseq == r.cseq && t.method == method)
+        else {
+            self.stats.unmatched_responses += 1;
+            return;
+        };
+        let t = g.txns.swap_remove(i);
+        if g.txns.is_empty() {
+            g.txns = Vec::new();
+        }
+        let user = (t.user.len > 0).then_some(t.user);
+        let user_bytes = user.as_ref().map(Short::bytes);
+        let toll_codes = self
+            .rule_index(RuleKind::TollFraud)
+            .map(|i| self.cfg.rules.rules[i].codes.contains(&r.code))
+            .unwrap_or(false);
+        match r.code {
+            200..=299 => {
+                if t.register {
+                    let expires = r.expires.or(t.expires);
+                    if expires == Some(0) {
+                        self.demote(now, dst);
+                    } else {
+                        self.promote(now, dst, expires);
+                    }
+                }
+            }
+            401 | 407 if t.has_auth => {
+                self.count_kind(
+                    now,
+                    dst,
+                    RuleKind::AuthFailure,
+                    What::AuthFailed,
+                    user_bytes,
+                    origin,
+                    None,
+                );
+            }
+            401 | 407 => self.add_pending(now, dst, call, t.user, t.toll),
+            403 if t.has_auth => {
+                self.count_kind(
+                    now,
+                    dst,
+                    RuleKind::AuthFailure,
+                    What::AuthFailed,
+                    user_bytes,
+                    origin,
+                    None,
+                );
+            }
+            code => {
+                let unknown = self
+                    .rule_index(RuleKind::Enumeration)
+                    .is_some_and(|i| self.cfg.rules.rules[i].codes.contains(&code));
+                if unknown && !t.invite {
+                    let h = self.hasher.hash_one(user_bytes.unwrap_or_default());
+                    self.count_kind(
+                        now,
+                        dst,
+                        RuleKind::Enumeration,
+                        What::Unknown,
+                        user_bytes,
+                        origin,
+                        Some(h),
+                    );
+                }
+                if t.toll && toll_codes {
+                    self.count_kind(
+                        now,
+                        dst,
+                        RuleKind::TollFraud,
+                        What::Toll,
+                        user_bytes,
+                        origin,
+                        None,
+                    );
+                } else if unknown && t.invite {
+                    let h = self.hasher.hash_one(user_bytes.unwrap_or_default());
+                    self.count_kind(
+                        now,
+                        dst,
+                        RuleKind::Enumeration,
+                        What::Unknown,
+                        user_bytes,
+                        origin,
+                        Some(h),
+                    );
+                }
+            }
+        }
+    }
+
+    fn add_pending(&mut self, now: Timestamp, src: IpAddr, call: u64, user: Short, toll: bool) {
+        let Some(i) = self
+            .rule_index(RuleKind::UnansweredChallenge)
+            .or_else(|| toll.then(|| self.rule_index(RuleKind::TollFraud)).flatten())
+        else {
+            return;
+        };
+        let deadline = now.plus(self.cfg.rules.rules[i].answer_within);
+        let key = self.group_of(src);
+        let g = self.group_mut(key);
+        if let Some(p) = g
+            .pending
+            .iter_mut()
+            .find(|p| p.src == src && p.call == call && call != 0)
+        {
+            // A retransmitted challenge for the same call: keep the first deadline.
+            p.toll |= toll;
+            return;
+        }
+        if g.pending.len() >= MAX_PENDING {
+            g.pending.remove(0);
+        }
+        push_small(
+            &mut g.pending,
+            Pending {
+                src,
+                call,
+                deadline,
+                user,
+                toll,
+            },
+        );
+        self.timers.push(Reverse((deadline, src, call)));
+        // Timers of evicted sources stay in the heap until due; under a
+        // spoofed flood that is many. Compact when it outgrows what live
+        // sources can hold, so the heap stays bounded too.
+        if self.timers.len() > 2 * self.groups.capacity() + 1024 {
+            let groups = &self.groups;
+            let group_of = |a: IpAddr| {
+                let len = match a {
+                    IpAddr::V4(_) => self.cfg.group_v4,
+                    IpAddr::V6(_) => self.cfg.group_v6,
+                };
+                IpNet::new(a, len).map_or(IpNet::from(a), |n| n.trunc())
+            };
+            self.timers.retain(|Reverse((due, src, call))| {
+                groups.peek(&group_of(*src)).is_some_and(|g| {
+                    g.pending
+                        .iter()
+                        .any(|p| p.src == *src && p.call == *call && p.deadline == *due)
+                })
+            });
+            self.stats.timer_compactions += 1;
+        }
+    }
+
+    /// A log line showing an authentication attempt answers the oldest
+    /// challenge the logs reported for that source.
+    fn answer_log_challenge(&mut self, _now: Timestamp, src: IpAddr) {
+        let key = self.group_of(src);
+        if let Some(g) = self.groups.peek_mut(&key)
+            && let Some(i) = g.pending.iter().position(|p| p.src == src && p.call == 0)
+        {
+            g.pending.remove(i);
+        }
+    }
+
+    fn check_agent(&mut self, now: Timestamp, src: IpAddr, agent: &[u8], origin: &str) {
+        let Some((i, ac)) = &self.agents else { return };
+        if ac.is_match(agent) {
+            let i = *i;
+            self.count(now, src, i, What::Scanner, Some(agent), origin, None);
+        }
+    }
+
+    fn toll_rule(&self, user: Option<&[u8]>) -> Option<usize> {
+        let i = self.rule_index(RuleKind::TollFraud)?;
+        let rule = &self.cfg.rules.rules[i];
+        let user = user?;
+        let digits = user.iter().filter(|b| b.is_ascii_digit()).count();
+        (digits >= rule.min_digits && rule.prefixes.iter().any(|p| user.starts_with(p.as_bytes())))
+            .then_some(i)
+    }
+
+    fn promote(&mut self, now: Timestamp, addr: IpAddr, expires: Option<u32>) {
+        let ttl = expires
+            .map_or(self.cfg.known_default_ttl, |s| u64::from(s) * 1000)
+            .min(self.cfg.known_max_ttl);
+        let until = now.plus(ttl);
+        self.known.insert(addr, until);
+        self.stats.promotions += 1;
+        self.actions.push_back(Action::Promote {
+            addr,
+            at: now,
+            until,
+        });
+    }
+
+    fn demote(&mut self, now: Timestamp, addr: IpAddr) {
+        if self.known.remove(&addr).is_some() {
+            self.actions.push_back(Action::Demote { addr, at: now });
+        }
+    }
+
+    // ---- counting and deciding --------------------------------------------------
+
+    fn rule_index(&self, kind: RuleKind) -> Option<usize> {
+        self.cfg
+            .rules
+            .rules
+            .iter()
+            .position(|r| r.enabled && r.kind == kind)
+    }
+
+    fn group_of(&self, addr: IpAddr) -> IpNet {
+        let len = match addr {
+            IpAddr::V4(_) => self.cfg.group_v4,
+            IpAddr::V6(_) => self.cfg.group_v6,
+        };
+        IpNet::new(addr, len).map_or(IpNet::from(addr), |n| n.trunc())
+    }
+
+    fn group_mut(&mut self, key: IpNet) -> &mut Group {
+        if !self.groups.contains_key(&key) {
+            if self.groups.len() >= self.groups.capacity() {
+                self.groups.remove_lru();
+                self.stats.evicted_sources += 1;
+            }
+            self.groups.insert(key, Group::default());
+        }
+        self.groups.get_mut(&key).expect("inserted above")
+    }
+
+    fn ev(
+        &mut self,
+        at: Timestamp,
+        src: IpAddr,
+        what: What,
+        user: Option<&[u8]>,
+        origin: &str,
+    ) -> Ev {
+        let origin = match self.origins.iter().position(|o| o == origin) {
+            Some(i) => i,
+            None if self.origins.len() < 255 => {
+                self.origins.push(origin.to_string());
+                self.origins.len() - 1
+            }
+            None => 255,
+        };
+        Ev {
+            at,
+            src,
+            what,
+            user: Short::new(user),
+            origin: u8::try_from(origin).expect("at most 255"),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn count_kind(
+        &mut self,
+        now: Timestamp,
+        src: IpAddr,
+        kind: RuleKind,
+        what: What,
+        user: Option<&[u8]>,
+        origin: &str,
+        distinct: Option<u64>,
+    ) {
+        if let Some(i) = self.rule_index(kind) {
+            self.count(now, src, i, what, user, origin, distinct);
+        }
+    }
+
+    /// Counts one event for rule `i`; bans (or alerts) when a threshold is reached.
+    #[allow(clippy::too_many_arguments)]
+    fn count(
+        &mut self,
+        now: Timestamp,
+        src: IpAddr,
+        i: usize,
+        what: What,
+        user: Option<&[u8]>,
+        origin: &str,
+        distinct: Option<u64>,
+    ) {
+        let e = self.ev(now, src, what, user, origin);
+        let key = self.group_of(src);
+        let rule = &self.cfg.rules.rules[i];
+        let rule_no = u8::try_from(i).unwrap_or(u8::MAX);
+        let max_within = rule.thresholds.iter().map(|t| t.within).max().unwrap_or(0);
+        let max_count = rule.thresholds.iter().map(|t| t.count).max().unwrap_or(1);
+        let flood = rule.kind == RuleKind::RequestFlood;
+        let thresholds = rule.thresholds.clone();
+        // Disjoint borrows: the group map and the origin names.
+        if !self.groups.contains_key(&key) {
+            self.group_mut(key);
+        }
+        let origins = &self.origins;
+        let g = self.groups.get_mut(&key).expect("inserted above");
+        let c = match g.counters.iter().position(|c| c.rule == rule_no) {
+            Some(p) => &mut g.counters[p],
+            None => {
+                push_small(
+                    &mut g.counters,
+                    Counter {
+                        rule: rule_no,
+                        times: VecDeque::with_capacity(1),
+                        tat: 0,
+                        evidence: VecDeque::with_capacity(1),
+                    },
+                );
+                g.counters.last_mut().expect("pushed")
+            }
+        };
+        if c.evidence.len() >= MAX_EVIDENCE {
+            c.evidence.pop_front();
+        }
+        let mut fired: Option<u64> = None;
+        if flood {
+            // GCRA per threshold would need one TAT each; request-flood uses
+            // its first threshold: the count-th request within `within` fires.
+            if c.evidence
+                .back()
+                .is_none_or(|b| b.what != What::Requests || now.since(b.at) > 1000)
+            {
+                c.evidence.push_back(e.clone());
+            }
+            let t = thresholds[0];
+            let scale = u128::from(t.count);
+            let now_s = u128::from(now.0) * scale;
+            let tat = c.tat.max(now_s) + u128::from(t.within);
+            if tat - now_s >= u128::from(t.within) * scale {
+                fired = Some(t.ban);
+                c.tat = 0;
+            } else {
+                c.tat = tat;
+            }
+        } else {
+            c.evidence.push_back(e.clone());
+            let oldest_kept = now.0.saturating_sub(max_within);
+            while c.times.front().is_some_and(|&(t, _)| t.0 < oldest_kept) {
+                c.times.pop_front();
+            }
+            match distinct {
+                Some(h) => {
+                    // Distinct values: refresh the time of a repeated one.
+                    if let Some(p) = c.times.iter().position(|&(_, x)| x == h) {
+                        c.times.remove(p);
+                    }
+                    c.times.push_back((now, h));
+                }
+                None => c.times.push_back((now, 0)),
+            }
+            while c.times.len() > max_count as usize {
+                c.times.pop_front();
+            }
+            for t in &thresholds {
+                if in_window(&c.times, now, t.within) >= t.count {
+                    fired = Some(fired.map_or(t.ban, |b: u64| b.max(t.ban)));
+                }
+            }
+        }
+        let Some(ttl) = fired else { return };
+        let evidence: Vec<Evidence> = c.evidence.iter().map(|e| e.render(origins)).collect();
+        if self.decide(now, src, i, ttl, evidence) {
+            return;
+        }
+        // Alerted instead of banned: re-arm so the next alert needs as many events.
+        if let Some(g) = self.groups.peek_mut(&key)
+            && let Some(c) = g.counters.iter_mut().find(|c| c.rule == rule_no)
+        {
+            c.times.clear();
+            c.tat = 0;
+        }
+    }
+
+    /// Bans the group of `src` for `ttl` (escalated by recidive), or alerts
+    /// when `src` is protected. Returns whether a ban was made.
+    fn decide(
+        &mut self,
+        now: Timestamp,
+        src: IpAddr,
+        i: usize,
+        ttl: u64,
+        evidence: Vec<Evidence>,
+    ) -> bool {
+        let rule = &self.cfg.rules.rules[i];
+        let rule_id = rule.id.clone();
+        if self.protected(src) {
+            self.alert(now, src, rule_id, "the source is in a never-ban network (own address, allow list, trusted, management or trunk)".into());
+            return false;
+        }
+        if rule.spare_known && self.is_known(src, now) {
+            self.alert(
+                now,
+                src,
+                rule_id,
+                "the source is a registered endpoint; this rule spares those".into(),
+            );
+            return false;
+        }
+        let mut target = self.group_of(src);
+        let mut note = String::new();
+        if target != IpNet::from(src)
+            && self
+                .cfg
+                .never_ban
+                .iter()
+                .any(|n| n.contains(&target.network()) || target.contains(n))
+        {
+            note = format!(" (narrowed from {target}: it holds a never-ban network)");
+            target = IpNet::from(src);
+        }
+        let (ttl, level) = escalate(
+            self.cfg.rules.recidive.as_ref(),
+            self.bans.peek(&target),
+            now,
+            ttl,
+        );
+        let reason = format!(
+            "{}: {} → ban {}{}{}",
+            rule_id,
+            rule_summary(rule),
+            format_duration(ttl),
+            if level > 0 {
+                format!(" (repeat offence {level})")
+            } else {
+                String::new()
+            },
+            note
+        );
+        let ban = Ban {
+            target,
+            offender: src,
+            rule: rule_id,
+            at: now,
+            until: now.plus(ttl),
+            ttl,
+            level,
+            reason,
+            evidence,
+        };
+        self.bans.insert(target, ban.clone());
+        self.stats.bans += 1;
+        self.actions.push_back(Action::Ban(ban));
+        // The offender's outstanding state is moot while it is banned.
+        if let Some(g) = self.groups.peek_mut(&target) {
+            g.txns.clear();
+            g.pending.clear();
+        }
+        true
+    }
+
+    fn alert(&mut self, now: Timestamp, addr: IpAddr, rule: String, message: String) {
+        self.stats.alerts += 1;
+        self.actions.push_back(Action::Alert {
+            addr,
+            rule,
+            at: now,
+            message,
+        });
+    }
+
+    fn protected(&self, addr: IpAddr) -> bool {
+        self.cfg.never_ban.iter().any(|n| n.contains(&addr))
+    }
+}
+
+/// Pushes onto a vector that is usually empty or holds one item: the first
+/// push allocates room for one, not four (per-source memory under a flood).
+fn push_small<T>(v: &mut Vec<T>, x: T) {
+    if v.capacity() == 0 {
+        *v = Vec::with_capacity(1);
+    }
+    v.push(x);
+}
+
+fn rule_summary(rule: &Rule) -> String {
+    match rule.kind {
+        RuleKind::Scanner => "scanner user agent".into(),
+        _ => rule
+            .thresholds
+            .iter()
+            .map(|t| format!("{} in {}", t.count, format_duration(t.within)))
+            .collect::<Vec<_>>()
+            .join(" or "),
+    }
+}
+
+/// Events in the window `[now - within, now]`.
+fn in_window(times: &VecDeque<(Timestamp, u64)>, now: Timestamp, within: u64) -> u32 {
+    let from = now.0.saturating_sub(within);
+    let n = times
+        .iter()
+        .rev()
+        .take_while(|&&(t, _)| t.0 >= from)
+        .count();
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Recidive: a target banned again within `within` of its previous ban's end
+/// gets the first ladder step longer than that ban.
+fn escalate(rec: Option<&Recidive>, prev: Option<&Ban>, now: Timestamp, ttl: u64) -> (u64, u32) {
+    let (Some(rec), Some(prev)) = (rec, prev) else {
+        return (ttl, 0);
+    };
+    if now.since(prev.until) > rec.within {
+        return (ttl, 0);
+    }
+    let next = rec
+        .ladder
+        .iter()
+        .copied()
+        .find(|&step| step > prev.ttl)
+        .unwrap_or_else(|| rec.ladder.last().copied().unwrap_or(ttl).max(prev.ttl));
+    (ttl.max(next), prev.level + 1)
+}

@@ -1,0 +1,188 @@
+//! What the engine is fed: SIP requests the host received, SIP responses it
+//! sent (both from packet copies), and the verdicts a PBX wrote to its logs.
+//!
+//! Events borrow from the packet or log line; the engine copies only what it
+//! keeps. The client address is always the packet's (source of a request,
+//! destination of a response) or the field the server wrote in its log line,
+//! never a header value an attacker chose.
+
+use std::net::IpAddr;
+
+use voipwall_sip::{Message, StartLine};
+
+/// One observation about a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event<'a> {
+    /// The client (remote) address.
+    pub src: IpAddr,
+    /// What was observed.
+    pub kind: EventKind<'a>,
+    /// Where it came from, for evidence (`nflog`, `asterisk-security`, ...).
+    pub origin: &'a str,
+}
+
+/// The kinds of observation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EventKind<'a> {
+    /// A SIP request the host received from the client.
+    Request(Request<'a>),
+    /// A SIP response the host sent to the client.
+    Response(Response<'a>),
+    /// The server rejected the client's credentials (log line).
+    AuthFailed {
+        /// The user (extension, account) the client tried.
+        user: Option<&'a [u8]>,
+    },
+    /// The server accepted the client's credentials (log line).
+    AuthSucceeded {
+        /// The user.
+        user: Option<&'a [u8]>,
+    },
+    /// The client asked for a user the server does not have (log line).
+    UnknownUser {
+        /// The user.
+        user: Option<&'a [u8]>,
+    },
+    /// The server sent the client a digest challenge (log line).
+    ChallengeSent {
+        /// The user.
+        user: Option<&'a [u8]>,
+    },
+    /// The client registered (log line).
+    Registered {
+        /// The user.
+        user: Option<&'a [u8]>,
+        /// Registration lifetime in seconds, when the log says.
+        expires: Option<u32>,
+    },
+    /// An unauthenticated call was rejected (log line: no such extension, no
+    /// permission), with the number dialled.
+    CallRejected {
+        /// Dialled number.
+        user: Option<&'a [u8]>,
+    },
+    /// The server's own rate limiter flagged the client (Kamailio pike).
+    Flooding,
+    /// A log line showed the client's user agent.
+    Agent {
+        /// User-Agent value.
+        agent: &'a [u8],
+    },
+}
+
+/// The fields of a received request the rules look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Request<'a> {
+    /// Method token.
+    pub method: &'a [u8],
+    /// Request-URI user (dialled number for INVITE).
+    pub ruri_user: Option<&'a [u8]>,
+    /// To user (registered identity for REGISTER).
+    pub to_user: Option<&'a [u8]>,
+    /// From user.
+    pub from_user: Option<&'a [u8]>,
+    /// User-Agent.
+    pub user_agent: Option<&'a [u8]>,
+    /// Call-ID.
+    pub call_id: &'a [u8],
+    /// CSeq number.
+    pub cseq: u32,
+    /// Whether credentials were present.
+    pub has_auth: bool,
+    /// Digest username, if credentials were present.
+    pub auth_user: Option<&'a [u8]>,
+    /// Expires header.
+    pub expires: Option<u32>,
+}
+
+/// The fields of a sent response the rules look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Response<'a> {
+    /// Status code.
+    pub code: u16,
+    /// Call-ID.
+    pub call_id: &'a [u8],
+    /// CSeq number.
+    pub cseq: u32,
+    /// CSeq method.
+    pub method: &'a [u8],
+    /// Expires header (registration lifetime granted).
+    pub expires: Option<u32>,
+}
+
+impl<'a> Event<'a> {
+    /// The event for a decoded message seen on the wire. Requests are those
+    /// the host received (`remote` is the packet's source); responses are
+    /// those it sent (`remote` is the packet's destination). `None` when the
+    /// message lacks what matching needs (Call-ID, CSeq).
+    pub fn from_message(remote: IpAddr, msg: &Message<'a>, origin: &'a str) -> Option<Self> {
+        let call_id = msg.call_id?;
+        let (cseq, cseq_method) = msg.cseq_parts()?;
+        let kind = match msg.start {
+            StartLine::Request { method, .. } => EventKind::Request(Request {
+                method,
+                ruri_user: msg.ruri_user(),
+                to_user: msg.to_user(),
+                from_user: msg.from_user(),
+                user_agent: msg.user_agent,
+                call_id,
+                cseq,
+                has_auth: msg.has_auth(),
+                auth_user: msg.auth_username(),
+                expires: msg.expires_secs(),
+            }),
+            StartLine::Response { code, .. } => EventKind::Response(Response {
+                code,
+                call_id,
+                cseq,
+                method: cseq_method,
+                expires: msg.expires_secs().or_else(|| contact_expires(msg.contact?)),
+            }),
+        };
+        Some(Self {
+            src: remote,
+            kind,
+            origin,
+        })
+    }
+}
+
+/// `expires=` parameter of a Contact value (a 200 OK to REGISTER carries the
+/// granted lifetime there).
+fn contact_expires(contact: &[u8]) -> Option<u32> {
+    let lower = |b: &u8| b.to_ascii_lowercase();
+    let pos = contact
+        .windows(8)
+        .position(|w| w.iter().map(lower).eq(b"expires=".iter().copied()))?;
+    let digits = &contact[pos + 8..];
+    let n = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&digits[..n]).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_event_takes_expires_from_contact() {
+        let raw = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 198.51.100.7;branch=z9hG4bK1\r\n\
+Call-ID: c1\r\nCSeq: 2 REGISTER\r\nContact: <sip:1001@198.51.100.7>;expires=120\r\n\r\n";
+        let m = Message::parse(raw).unwrap();
+        let ev = Event::from_message("198.51.100.7".parse().unwrap(), &m, "t").unwrap();
+        let EventKind::Response(r) = ev.kind else {
+            panic!("not a response: {ev:?}")
+        };
+        assert_eq!(
+            (r.code, r.cseq, r.method, r.expires),
+            (200, 2, &b"REGISTER"[..], Some(120))
+        );
+    }
+
+    #[test]
+    fn message_without_call_id_is_no_event() {
+        let raw = b"OPTIONS sip:x@y SIP/2.0\r\nCSeq: 1 OPTIONS\r\n\r\n";
+        let m = Message::parse(raw).unwrap();
+        assert!(Event::from_message("198.51.100.7".parse().unwrap(), &m, "t").is_none());
+    }
+}
