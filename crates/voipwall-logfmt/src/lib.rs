@@ -144,7 +144,14 @@ pub struct Format {
     pub examples: Vec<Example>,
     /// One literal per pattern (the longest); a line is only matched
     /// against patterns whose literal it contains.
-    prefilter: Option<AhoCorasick>,
+    prefilter: Option<Prefilter>,
+}
+
+/// Distinct key literals and, per key, the patterns (a bit set) that have it.
+#[derive(Debug, Clone)]
+struct Prefilter {
+    ac: AhoCorasick,
+    groups: Vec<[u64; 2]>,
 }
 
 /// Why a line produced no event.
@@ -277,11 +284,30 @@ impl Format {
                 Matcher::Regex(_) => None,
             })
             .collect();
-        let prefilter = keys.map(|k| {
-            AhoCorasick::builder()
-                .match_kind(MatchKind::Standard)
-                .build(k)
-                .expect("literal keys always build")
+        // Patterns often share their longest literal ("Registration from '"):
+        // search each distinct key once, non-overlapping, and try the patterns
+        // of every key found. Keys that overlap in a line could hide one
+        // another, so a line whose candidates all fail is tried against every
+        // pattern (rare: only near-misses pay for it).
+        let prefilter = keys.filter(|k| k.len() <= 128).map(|keys| {
+            let mut uniq: Vec<Vec<u8>> = Vec::new();
+            let mut groups: Vec<[u64; 2]> = Vec::new();
+            for (i, k) in keys.into_iter().enumerate() {
+                let g = match uniq.iter().position(|u| *u == k) {
+                    Some(g) => g,
+                    None => {
+                        uniq.push(k);
+                        groups.push([0; 2]);
+                        groups.len() - 1
+                    }
+                };
+                groups[g][i / 64] |= 1 << (i % 64);
+            }
+            let ac = AhoCorasick::builder()
+                .match_kind(MatchKind::LeftmostLongest)
+                .build(uniq)
+                .expect("literal keys always build");
+            Prefilter { ac, groups }
         });
         Self {
             id,
@@ -353,14 +379,16 @@ impl Format {
             Some(build(p.event, caps, self.id.as_str()).map(|event| LogLine { at, event }))
         };
         match &self.prefilter {
-            Some(ac) => {
-                // Candidates in pattern order (a bit set: formats have < 128 patterns).
+            Some(pf) => {
+                // Candidates in pattern order (a bit set: at most 128 patterns).
                 let mut set = [0u64; 2];
-                for m in ac.find_overlapping_iter(msg) {
-                    let i = m.pattern().as_usize();
-                    if i < 128 {
-                        set[i / 64] |= 1 << (i % 64);
-                    }
+                for m in pf.ac.find_iter(msg) {
+                    let g = pf.groups[m.pattern().as_usize()];
+                    set[0] |= g[0];
+                    set[1] |= g[1];
+                }
+                if set == [0, 0] {
+                    return Err(LineError::NoMatch);
                 }
                 for (w, &bits) in set.iter().enumerate() {
                     let mut bits = bits;
@@ -370,6 +398,13 @@ impl Format {
                         if let Some(r) = try_pattern(&self.patterns[i]) {
                             return r;
                         }
+                    }
+                }
+                for (i, p) in self.patterns.iter().enumerate() {
+                    if set[i / 64] & (1 << (i % 64)) == 0
+                        && let Some(r) = try_pattern(p)
+                    {
+                        return r;
                     }
                 }
             }

@@ -33,8 +33,27 @@ pub enum Hole {
 
 #[derive(Debug, Clone)]
 enum Seg {
-    Lit(Vec<u8>),
+    Lit(Box<Lit>),
     Hole(Hole, bool),
+}
+
+/// A literal with its searchers built once (building one per search cost
+/// a fifth of replay time).
+#[derive(Debug, Clone)]
+struct Lit {
+    bytes: Vec<u8>,
+    fwd: memmem::Finder<'static>,
+    rev: memmem::FinderRev<'static>,
+}
+
+impl Lit {
+    fn new(bytes: Vec<u8>) -> Self {
+        Self {
+            fwd: memmem::Finder::new(&bytes).into_owned(),
+            rev: memmem::FinderRev::new(&bytes).into_owned(),
+            bytes,
+        }
+    }
 }
 
 /// A compiled template.
@@ -44,7 +63,7 @@ pub struct Template {
     /// The nearest distinctive literals before and after `{addr}`: each must
     /// occur once in the line unless the template says the tail after the
     /// address is server-written.
-    addr_markers: Vec<Vec<u8>>,
+    addr_markers: Vec<Lit>,
     /// The longest literal, for prefiltering.
     pub key: Vec<u8>,
     /// `^` at the start: the template must match from the message start.
@@ -119,7 +138,7 @@ impl Template {
                         }
                     };
                     if !lit.is_empty() {
-                        segs.push(Seg::Lit(std::mem::take(&mut lit)));
+                        segs.push(Seg::Lit(Box::new(Lit::new(std::mem::take(&mut lit)))));
                     }
                     if matches!(segs.last(), Some(Seg::Hole(..))) {
                         return Err(format!(
@@ -136,7 +155,7 @@ impl Template {
             }
         }
         if !lit.is_empty() {
-            segs.push(Seg::Lit(lit));
+            segs.push(Seg::Lit(Box::new(Lit::new(lit))));
         }
         let addrs = segs
             .iter()
@@ -152,7 +171,7 @@ impl Template {
         // The marker: the nearest literal before {addr} of 4 bytes or more
         // (a lone "/" or "'" is not distinctive).
         let distinctive = |s: &Seg| match s {
-            Seg::Lit(l) if l.len() >= 4 => Some(l.clone()),
+            Seg::Lit(l) if l.bytes.len() >= 4 => Some(Lit::clone(l)),
             _ => None,
         };
         let addr_markers = segs[..addr_at]
@@ -165,7 +184,7 @@ impl Template {
         let key = segs
             .iter()
             .filter_map(|s| match s {
-                Seg::Lit(l) => Some(l),
+                Seg::Lit(l) => Some(&l.bytes),
                 Seg::Hole(..) => None,
             })
             .max_by_key(|l| l.len())
@@ -189,7 +208,7 @@ impl Template {
             Some(Seg::Lit(l)) => {
                 let mut from = 0;
                 let mut found = false;
-                while let Some(p) = memmem::find(&line[from..], l) {
+                while let Some(p) = l.fwd.find(&line[from..]) {
                     let at = from + p;
                     caps = Captures::default();
                     if self.walk(line, at, 0, &mut caps, 0) {
@@ -209,7 +228,7 @@ impl Template {
             && self
                 .addr_markers
                 .iter()
-                .any(|m| memmem::find_iter(line, m).nth(1).is_some())
+                .any(|m| m.fwd.find_iter(line).nth(1).is_some())
         {
             return Err(Miss::Ambiguous);
         }
@@ -234,8 +253,8 @@ impl Template {
         };
         match seg {
             Seg::Lit(l) => {
-                line.get(pos..).is_some_and(|r| r.starts_with(l))
-                    && self.walk(line, pos + l.len(), si + 1, caps, depth)
+                line.get(pos..).is_some_and(|r| r.starts_with(&l.bytes))
+                    && self.walk(line, pos + l.bytes.len(), si + 1, caps, depth)
             }
             Seg::Hole(h, greedy) => {
                 let rest = &line[pos..];
@@ -256,9 +275,9 @@ impl Template {
                             n += 1;
                         };
                         if *greedy {
-                            memmem::rfind_iter(rest, next).take(64).for_each(&mut push);
+                            next.rev.rfind_iter(rest).take(64).for_each(&mut push);
                         } else {
-                            memmem::find_iter(rest, next).take(64).for_each(&mut push);
+                            next.fwd.find_iter(rest).take(64).for_each(&mut push);
                         }
                         for &e in &ends[..n] {
                             let v = &rest[..e];

@@ -52,6 +52,7 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
         } => runtime_list(cli, "bannet", target, duration.as_deref(), *delete),
         Cmd::Bans => bans(cli),
         Cmd::Catalog => catalog(cli),
+        Cmd::Replay(a) => crate::replay::replay(cli, a),
     }
 }
 

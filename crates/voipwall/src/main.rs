@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 mod context;
+mod pcap;
+mod replay;
 
 /// Invalid input: exit code 1. The message is already rendered for humans.
 #[derive(Debug)]
@@ -123,6 +125,9 @@ pub(crate) enum Cmd {
     Bans,
     /// List the services and presets of the catalog.
     Catalog,
+    /// Run logs (or a SIP packet capture) through the detection engine with
+    /// their own timestamps and print the bans that would have been made.
+    Replay(replay::ReplayArgs),
 }
 
 fn main() -> ExitCode {

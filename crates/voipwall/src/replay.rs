@@ -1,0 +1,579 @@
+//! `voipwall replay`: logs or a packet capture through the detection engine
+//! with their own timestamps; prints the bans that would have been made.
+
+use std::io::{BufWriter, Read, Write as _};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use ipnet::IpNet;
+use serde_json::json;
+use voipwall_detect::{Action, Config, Engine, Event, RuleSet, Timestamp};
+use voipwall_logfmt::prefix::Context;
+use voipwall_logfmt::{Format, LineError};
+
+use crate::{Cli, Invalid};
+
+/// Arguments of `voipwall replay`.
+#[derive(clap::Args)]
+pub(crate) struct ReplayArgs {
+    /// Log files (`-` or none: standard input), or one capture with --pcap.
+    pub(crate) files: Vec<PathBuf>,
+    /// Log format id (see --list-formats), or `auto` for all built-in formats at once.
+    #[arg(long, short = 'f', default_value = "auto")]
+    pub(crate) format: String,
+    /// The files are packet captures (pcap or pcapng) of SIP.
+    #[arg(long)]
+    pub(crate) pcap: bool,
+    /// The PBX's own addresses in a capture: requests from them and responses
+    /// to them are not the clients'. Never banned.
+    #[arg(long = "pbx")]
+    pub(crate) pbx: Vec<IpAddr>,
+    /// A user-defined format: a regex with named captures (addr, user, ua, expires).
+    #[arg(long, requires = "event")]
+    pub(crate) regex: Option<String>,
+    /// The event a --regex line stands for (auth-failed, unknown-user, ...).
+    #[arg(long)]
+    pub(crate) event: Option<String>,
+    /// Year for timestamps without one (syslog). Default: the current year.
+    #[arg(long)]
+    pub(crate) year: Option<i64>,
+    /// Hours east of UTC of timestamps without a zone (the PBX's local time).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub(crate) utc_offset: f64,
+    /// Count and ban IPv4 sources per prefix of this length.
+    #[arg(long, default_value_t = 32)]
+    pub(crate) group_v4: u8,
+    /// Count and ban IPv6 sources per prefix of this length.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) group_v6: u8,
+    /// Networks never banned (a would-be ban is reported as an alert).
+    #[arg(long = "never-ban")]
+    pub(crate) never_ban: Vec<IpNet>,
+    /// Extra rule files (override built-in rules with the same id).
+    #[arg(long = "rules")]
+    pub(crate) rules: Vec<PathBuf>,
+    /// Also print alerts and promotions.
+    #[arg(long)]
+    pub(crate) verbose: bool,
+    /// Parser threads for logs (default: one per core). The engine runs on
+    /// one thread either way and sees lines in file order.
+    #[arg(long)]
+    pub(crate) threads: Option<usize>,
+    /// List the built-in formats and rules, then exit.
+    #[arg(long)]
+    pub(crate) list_formats: bool,
+}
+
+#[derive(Default, serde::Serialize)]
+struct Summary {
+    lines: u64,
+    matched: u64,
+    ambiguous: u64,
+    bad_address: u64,
+    too_long: u64,
+    packets: u64,
+    sip_messages: u64,
+    undecodable: u64,
+    bans: u64,
+    alerts: u64,
+    promotions: u64,
+    first: Option<Timestamp>,
+    last: Option<Timestamp>,
+    seconds: f64,
+}
+
+pub(crate) fn replay(cli: &Cli, a: &ReplayArgs) -> anyhow::Result<()> {
+    let mut rule_texts = Vec::new();
+    for p in &a.rules {
+        let t = std::fs::read_to_string(p)
+            .with_context(|| format!("reading rule file {}", p.display()))?;
+        rule_texts.push((p.display().to_string(), t));
+    }
+    let mut set = RuleSet::builtin();
+    if !rule_texts.is_empty() {
+        let extra = RuleSet::load(rule_texts.iter().map(|(n, t)| (n.as_str(), t.as_str())))
+            .map_err(|errs| Invalid(errs.iter().map(|e| format!("error: {e}\n")).collect()))?;
+        for r in extra.rules {
+            match set.get_mut(&r.id) {
+                Some(slot) => *slot = r,
+                None => set.rules.push(r),
+            }
+        }
+        if extra.recidive.is_some() {
+            set.recidive = extra.recidive;
+        }
+    }
+    let formats = Format::all_builtin();
+    if a.list_formats {
+        let mut out = std::io::stdout().lock();
+        if cli.json {
+            let f: Vec<_> = formats.iter().map(|f| json!({"id": f.id, "description": f.description, "patterns": f.patterns.len()})).collect();
+            let r: Vec<_> = set
+                .rules
+                .iter()
+                .map(|r| json!({"id": r.id, "kind": r.kind.name(), "summary": r.summary()}))
+                .collect();
+            writeln!(out, "{}", json!({"formats": f, "rules": r}))?;
+        } else {
+            writeln!(out, "formats:")?;
+            for f in &formats {
+                writeln!(out, "  {:<18} {}", f.id, f.description)?;
+            }
+            writeln!(out, "rules:")?;
+            for r in &set.rules {
+                writeln!(out, "  {}", r.summary())?;
+            }
+        }
+        return Ok(());
+    }
+    let format = match (&a.regex, a.format.as_str()) {
+        (Some(re), _) => Format::from_regex("user-regex", a.event.as_deref().unwrap_or(""), re).map_err(|e| Invalid(format!("error: --regex: {e}")))?,
+        (None, "auto") => Format::combine("auto", formats),
+        (None, id) => formats.into_iter().find(|f| f.id == id).ok_or_else(|| {
+            Invalid(format!(
+                "error: unknown format `{id}`; `voipwall replay --list-formats` lists them (or use --regex)"
+            ))
+        })?,
+    };
+    let mut cfg = Config::new(set);
+    cfg.group_v4 = a.group_v4.min(32);
+    cfg.group_v6 = a.group_v6.min(128);
+    cfg.never_ban.extend(a.never_ban.iter().copied());
+    cfg.never_ban.extend(a.pbx.iter().map(|&p| IpNet::from(p)));
+    cfg.max_sources = 1_000_000;
+    cfg.max_bans = 1_000_000;
+    let mut engine = Engine::new(cfg);
+    let year = a.year.unwrap_or_else(current_year);
+    let ctx = Context {
+        year,
+        utc_offset: (a.utc_offset * 3600.0) as i64,
+    };
+    let started = Instant::now();
+    let mut sum = Summary::default();
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+    let emit =
+        |engine: &mut Engine, sum: &mut Summary, out: &mut BufWriter<_>| -> std::io::Result<()> {
+            while let Some(act) = engine.poll_action() {
+                print_action(cli.json, a.verbose, &act, sum, out)?;
+            }
+            Ok(())
+        };
+    let feed = |engine: &mut Engine,
+                sum: &mut Summary,
+                out: &mut BufWriter<_>,
+                at: Timestamp,
+                ev: &Event<'_>|
+     -> std::io::Result<()> {
+        sum.first.get_or_insert(at);
+        sum.last = Some(sum.last.map_or(at, |l| l.max(at)));
+        while let Some(t) = engine.poll_timeout().filter(|&t| t <= at) {
+            engine.handle_timeout(t);
+            emit(engine, sum, out)?;
+        }
+        engine.handle_event(at, ev);
+        emit(engine, sum, out)
+    };
+    if a.pcap {
+        if a.files.is_empty() {
+            return Err(Invalid("error: --pcap needs a capture file".into()).into());
+        }
+        for f in &a.files {
+            let data = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+            let (pkts, skipped) = voipwall_pcap(&data)
+                .map_err(|e| Invalid(format!("error: {}: {e}", f.display())))?;
+            sum.undecodable += skipped;
+            for p in pkts {
+                sum.packets += 1;
+                let Ok(peeled) = voipwall_sip::peel(p.ip) else {
+                    sum.undecodable += 1;
+                    continue;
+                };
+                let Ok(msg) = voipwall_sip::Message::parse(peeled.payload) else {
+                    sum.undecodable += 1;
+                    continue;
+                };
+                sum.sip_messages += 1;
+                let request = msg.status().is_none();
+                let remote = if request { peeled.src } else { peeled.dst };
+                if !a.pbx.is_empty()
+                    && (a.pbx.contains(&remote)
+                        || !a
+                            .pbx
+                            .contains(if request { &peeled.dst } else { &peeled.src }))
+                {
+                    continue;
+                }
+                if let Some(ev) = Event::from_message(remote, &msg, "pcap") {
+                    feed(&mut engine, &mut sum, &mut out, Timestamp(p.at_ms), &ev)?;
+                }
+            }
+        }
+    } else {
+        let inputs: Vec<Option<&PathBuf>> = if a.files.is_empty() {
+            vec![None]
+        } else {
+            a.files
+                .iter()
+                .map(|f| (f.as_os_str() != "-").then_some(f))
+                .collect()
+        };
+        let mut last_at = Timestamp(0);
+        for input in inputs {
+            let reader: Box<dyn Read + Send> = match input {
+                Some(p) => Box::new(
+                    std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?,
+                ),
+                None => Box::new(std::io::stdin()),
+            };
+            parallel_parse(reader, &format, &ctx, a.threads, |chunk| {
+                sum.lines += chunk.lines;
+                sum.ambiguous += chunk.ambiguous;
+                sum.bad_address += chunk.bad_address;
+                sum.too_long += chunk.too_long;
+                for p in &chunk.events {
+                    sum.matched += 1;
+                    let at = p.at.unwrap_or(last_at);
+                    last_at = at;
+                    feed(&mut engine, &mut sum, &mut out, at, &p.event())?;
+                }
+                Ok(())
+            })?;
+        }
+    }
+    // Timers still running at the end of the log (challenges awaiting answers).
+    if let Some(last) = sum.last {
+        let end = last.plus(3_600_000);
+        while let Some(t) = engine.poll_timeout().filter(|&t| t <= end) {
+            engine.handle_timeout(t);
+            emit(&mut engine, &mut sum, &mut out)?;
+        }
+    }
+    sum.seconds = started.elapsed().as_secs_f64();
+    out.flush()?;
+    drop(out);
+    let st = engine.stats();
+    if cli.json {
+        eprintln!("{}", json!({"summary": sum, "engine": st}));
+    } else {
+        let rate = if sum.seconds > 0.0 {
+            (sum.lines.max(sum.packets) as f64 / sum.seconds) as u64
+        } else {
+            0
+        };
+        eprintln!(
+            "replayed {} lines{} in {:.2} s ({rate}/s): {} events, {} ambiguous lines refused, {} bans, {} alerts; time span {} .. {}",
+            sum.lines,
+            if a.pcap {
+                format!(
+                    ", {} packets ({} SIP, {} undecodable)",
+                    sum.packets, sum.sip_messages, sum.undecodable
+                )
+            } else {
+                String::new()
+            },
+            sum.seconds,
+            st.events,
+            sum.ambiguous,
+            sum.bans,
+            sum.alerts,
+            sum.first.map_or("-".into(), |t| t.to_string()),
+            sum.last.map_or("-".into(), |t| t.to_string()),
+        );
+    }
+    Ok(())
+}
+
+/// A matched line, owned, so that parsing can run on other threads than
+/// the engine. User and user agent are kept inline (truncated).
+struct Parsed {
+    at: Option<Timestamp>,
+    src: IpAddr,
+    kind: voipwall_logfmt::EventType,
+    user: Inline<48>,
+    ua: Inline<96>,
+    expires: Option<u32>,
+}
+
+struct Inline<const N: usize> {
+    len: u8,
+    buf: [u8; N],
+}
+
+impl<const N: usize> Inline<N> {
+    fn new(v: Option<&[u8]>) -> Option<Self> {
+        let v = v?;
+        let n = v.len().min(N).min(255);
+        let mut buf = [0; N];
+        buf[..n].copy_from_slice(&v[..n]);
+        Some(Self {
+            len: u8::try_from(n).expect("at most 255"),
+            buf,
+        })
+    }
+
+    fn get(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len)]
+    }
+}
+
+impl Parsed {
+    fn from_line(l: &voipwall_logfmt::LogLine<'_>) -> Self {
+        use voipwall_detect::EventKind as K;
+        use voipwall_logfmt::EventType as T;
+        let (kind, user, ua, expires) = match l.event.kind {
+            K::AuthFailed { user } => (T::AuthFailed, user, None, None),
+            K::AuthSucceeded { user } => (T::AuthOk, user, None, None),
+            K::UnknownUser { user } => (T::UnknownUser, user, None, None),
+            K::ChallengeSent { user } => (T::Challenge, user, None, None),
+            K::Registered { user, expires } => (T::Registered, user, None, expires),
+            K::CallRejected { user } => (T::CallRejected, user, None, None),
+            K::Agent { agent } => (T::Agent, None, Some(agent), None),
+            _ => (T::Flooding, None, None, None),
+        };
+        Self {
+            at: l.at,
+            src: l.event.src,
+            kind,
+            user: Inline::new(user).unwrap_or(Inline {
+                len: 0,
+                buf: [0; 48],
+            }),
+            ua: Inline::new(ua).unwrap_or(Inline {
+                len: 0,
+                buf: [0; 96],
+            }),
+            expires,
+        }
+    }
+
+    fn event(&self) -> Event<'_> {
+        use voipwall_detect::EventKind as K;
+        use voipwall_logfmt::EventType as T;
+        let user = (self.user.len > 0).then(|| self.user.get());
+        let kind = match self.kind {
+            T::AuthFailed => K::AuthFailed { user },
+            T::AuthOk => K::AuthSucceeded { user },
+            T::UnknownUser => K::UnknownUser { user },
+            T::Challenge => K::ChallengeSent { user },
+            T::Registered => K::Registered {
+                user,
+                expires: self.expires,
+            },
+            T::CallRejected => K::CallRejected { user },
+            T::Agent => K::Agent {
+                agent: self.ua.get(),
+            },
+            T::Flooding => K::Flooding,
+        };
+        Event {
+            src: self.src,
+            kind,
+            origin: "log",
+        }
+    }
+}
+
+/// What one chunk of lines gave.
+#[derive(Default)]
+struct ChunkOut {
+    lines: u64,
+    ambiguous: u64,
+    bad_address: u64,
+    too_long: u64,
+    events: Vec<Parsed>,
+}
+
+fn parse_chunk(format: &Format, ctx: &Context, chunk: &[u8]) -> ChunkOut {
+    let mut out = ChunkOut::default();
+    let mut each = |line: &[u8]| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        out.lines += 1;
+        match format.parse_line(line, ctx) {
+            Ok(l) => out.events.push(Parsed::from_line(&l)),
+            Err(LineError::Ambiguous) => out.ambiguous += 1,
+            Err(LineError::BadAddress) => out.bad_address += 1,
+            Err(LineError::TooLong) => out.too_long += 1,
+            Err(_) => {}
+        }
+    };
+    let mut start = 0;
+    for nl in memchr::memchr_iter(b'\n', chunk) {
+        each(&chunk[start..nl]);
+        start = nl + 1;
+    }
+    if start < chunk.len() {
+        each(&chunk[start..]);
+    }
+    out
+}
+
+/// Reads `input` in chunks that end at a newline, parses them on worker
+/// threads (one per core), and hands the results to `sink` in input order:
+/// the engine sees the lines exactly as a single thread would.
+fn parallel_parse(
+    mut input: Box<dyn Read + Send>,
+    format: &Format,
+    ctx: &Context,
+    threads: Option<usize>,
+    mut sink: impl FnMut(ChunkOut) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
+    use std::collections::BTreeMap;
+    use std::sync::{Mutex, mpsc};
+    const CHUNK: usize = 1 << 20;
+    const IN_FLIGHT: usize = 8;
+    let workers = threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, 16);
+    let (job_tx, job_rx) = mpsc::channel::<(u64, Vec<u8>)>();
+    let job_rx = Mutex::new(job_rx);
+    let (res_tx, res_rx) = mpsc::channel::<(u64, ChunkOut)>();
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        for _ in 0..workers {
+            let res_tx = res_tx.clone();
+            let job_rx = &job_rx;
+            scope.spawn(move || {
+                loop {
+                    let job = job_rx.lock().map(|rx| rx.recv());
+                    let Ok(Ok((idx, chunk))) = job else { break };
+                    if res_tx
+                        .send((idx, parse_chunk(format, ctx, &chunk)))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(res_tx);
+        let mut carry: Vec<u8> = Vec::new();
+        let (mut sent, mut next, mut eof) = (0u64, 0u64, false);
+        let mut ready: BTreeMap<u64, ChunkOut> = BTreeMap::new();
+        let result = (|| -> anyhow::Result<()> {
+            loop {
+                while !eof && sent - next < IN_FLIGHT as u64 {
+                    let mut buf = std::mem::take(&mut carry);
+                    let have = buf.len();
+                    buf.resize(have + CHUNK, 0);
+                    let mut filled = have;
+                    while filled < buf.len() {
+                        let n = input.read(&mut buf[filled..]).context("reading log")?;
+                        if n == 0 {
+                            eof = true;
+                            break;
+                        }
+                        filled += n;
+                    }
+                    buf.truncate(filled);
+                    if !eof {
+                        // Keep the partial last line for the next chunk.
+                        match memchr::memrchr(b'\n', &buf) {
+                            Some(nl) => carry = buf.split_off(nl + 1),
+                            None => {
+                                // One line longer than a chunk: read on.
+                                carry = buf;
+                                continue;
+                            }
+                        }
+                    }
+                    if !buf.is_empty() {
+                        job_tx.send((sent, buf)).context("parser threads ended")?;
+                        sent += 1;
+                    }
+                }
+                if next == sent {
+                    return Ok(());
+                }
+                let (idx, out) = res_rx.recv().context("parser thread ended")?;
+                ready.insert(idx, out);
+                while let Some(out) = ready.remove(&next) {
+                    sink(out)?;
+                    next += 1;
+                }
+            }
+        })();
+        drop(job_tx);
+        result
+    })
+}
+
+fn voipwall_pcap(data: &[u8]) -> Result<(Vec<crate::pcap::Captured<'_>>, u64), String> {
+    crate::pcap::packets(data)
+}
+
+fn print_action(
+    json: bool,
+    verbose: bool,
+    act: &Action,
+    sum: &mut Summary,
+    out: &mut impl std::io::Write,
+) -> std::io::Result<()> {
+    match act {
+        Action::Ban(b) => {
+            sum.bans += 1;
+            if json {
+                let ev: Vec<_> = b.evidence.iter().map(|e| json!({"at": e.at.to_string(), "src": e.src, "what": e.what, "origin": e.origin})).collect();
+                writeln!(
+                    out,
+                    "{}",
+                    json!({"addr": b.target.to_string(), "offender": b.offender, "rule": b.rule, "at": b.at.to_string(),
+                           "until": b.until.to_string(), "ttl_s": b.ttl / 1000, "level": b.level, "reason": b.reason, "evidence": ev})
+                )
+            } else {
+                writeln!(
+                    out,
+                    "{}  ban {:<22} {:<22} until {}  {}",
+                    b.at,
+                    b.target.to_string(),
+                    b.rule,
+                    b.until,
+                    b.reason
+                )
+            }
+        }
+        Action::Alert {
+            addr,
+            rule,
+            at,
+            message,
+        } => {
+            sum.alerts += 1;
+            if json {
+                writeln!(
+                    out,
+                    "{}",
+                    json!({"alert": true, "addr": addr, "rule": rule, "at": at.to_string(), "message": message})
+                )
+            } else {
+                writeln!(out, "{at}  alert {addr:<20} {rule:<22} {message}")
+            }
+        }
+        Action::Promote { addr, at, until } => {
+            sum.promotions += 1;
+            if verbose {
+                if json {
+                    writeln!(
+                        out,
+                        "{}",
+                        json!({"promote": true, "addr": addr, "at": at.to_string(), "until": until.to_string()})
+                    )?;
+                } else {
+                    writeln!(out, "{at}  known {addr} until {until}")?;
+                }
+            }
+            Ok(())
+        }
+        Action::Demote { .. } => Ok(()),
+    }
+}
+
+/// The current year, for syslog timestamps that carry none (the one clock
+/// read of replay; `--year` overrides it).
+fn current_year() -> i64 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Timestamp(secs * 1000).to_civil().0
+}

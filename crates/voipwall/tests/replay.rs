@@ -1,0 +1,147 @@
+//! `voipwall replay` end to end on files: logs with their own timestamps,
+//! JSON output, the attacker-controlled From header, and a SIP capture.
+use std::io::Write as _;
+use std::process::{Command, Output, Stdio};
+
+fn replay(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_voipwall"))
+        .arg("replay")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn bans(out: &Output) -> Vec<serde_json::Value> {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn asterisk_log_bans_at_the_fifth_failure_with_the_logs_own_time() {
+    let mut log = String::new();
+    // Four failures from the attacker, one from a phone whose address the
+    // attacker wrote into its From header, then the fifth failure.
+    for s in 0..4 {
+        log += &format!(
+            "[2026-11-23 10:22:{s:02}] NOTICE[1] chan_sip.c: Registration from '<sip:1001@198.51.100.20>' failed for '198.51.100.20:5060' - Wrong password' failed for '203.0.113.9:5060' - Wrong password\n"
+        );
+    }
+    log += "[2026-11-23 10:22:30] VERBOSE[1] pbx.c: Executing [100@from-internal:1] Dial(\"PJSIP/1\")\n";
+    log += "[2026-11-23 10:22:40] NOTICE[1] chan_sip.c: Registration from '<sip:1001@x>' failed for '203.0.113.9:5060' - Wrong password\n";
+    let b = bans(&replay(&["--json", "--format", "asterisk"], log.as_bytes()));
+    assert_eq!(b.len(), 1, "{b:?}");
+    assert_eq!(b[0]["addr"], "203.0.113.9/32");
+    assert_eq!(b[0]["rule"], "auth-bruteforce");
+    assert_eq!(b[0]["at"], "2026-11-23T10:22:40.000Z");
+    assert_eq!(b[0]["until"], "2026-11-23T11:22:40.000Z");
+    assert_eq!(b[0]["evidence"].as_array().unwrap().len(), 5);
+    // Four failures only: nothing.
+    let four: String = log.lines().take(4).map(|l| format!("{l}\n")).collect();
+    assert!(
+        bans(&replay(
+            &["--json", "--format", "asterisk"],
+            four.as_bytes()
+        ))
+        .is_empty()
+    );
+}
+
+#[test]
+fn user_regex_format_and_errors() {
+    let log = "x 203.0.113.7 bad\n".repeat(5);
+    let out = replay(
+        &[
+            "--json",
+            "--regex",
+            r"^x (?P<addr>\S+) bad$",
+            "--event",
+            "auth-failed",
+        ],
+        log.as_bytes(),
+    );
+    let b = bans(&out);
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0]["addr"], "203.0.113.7/32");
+    let e = replay(&["--regex", "(unclosed", "--event", "auth-failed"], b"");
+    assert_eq!(e.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&e.stderr).contains("invalid regex"));
+    let e = replay(&["--format", "asterix"], b"");
+    assert_eq!(e.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&e.stderr).contains("unknown format `asterix`"));
+}
+
+fn udp_packet(src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
+    let total = u16::try_from(20 + 8 + payload.len()).unwrap();
+    let mut p = vec![0x45, 0];
+    p.extend_from_slice(&total.to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&dst);
+    p.extend_from_slice(&5060u16.to_be_bytes());
+    p.extend_from_slice(&5060u16.to_be_bytes());
+    p.extend_from_slice(&u16::try_from(8 + payload.len()).unwrap().to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(payload);
+    p
+}
+
+#[test]
+fn pcap_replay_matches_responses_to_requests() {
+    // Classic pcap, raw-IP link type: the attacker's authenticated REGISTERs
+    // each answered 401 by the PBX; the fifth crosses the threshold.
+    let mut f = vec![
+        0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 101, 0, 0, 0,
+    ];
+    let attacker = [203, 0, 113, 9];
+    let pbx = [198, 51, 100, 1];
+    for (t, i) in (1_795_400_000u32..).zip(0..5) {
+        let req = format!(
+            "REGISTER sip:pbx SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.9;branch=z9hG4bK{i}\r\nFrom: <sip:1001@pbx>;tag=1\r\nTo: <sip:1001@pbx>\r\nCall-ID: c{i}\r\nCSeq: 2 REGISTER\r\nAuthorization: Digest username=\"1001\", realm=\"pbx\", nonce=\"n\", uri=\"sip:pbx\", response=\"r\"\r\nContent-Length: 0\r\n\r\n"
+        );
+        let resp = format!(
+            "SIP/2.0 401 Unauthorized\r\nVia: SIP/2.0/UDP 203.0.113.9;branch=z9hG4bK{i}\r\nFrom: <sip:1001@pbx>;tag=1\r\nTo: <sip:1001@pbx>;tag=2\r\nCall-ID: c{i}\r\nCSeq: 2 REGISTER\r\nContent-Length: 0\r\n\r\n"
+        );
+        for p in [
+            udp_packet(attacker, pbx, req.as_bytes()),
+            udp_packet(pbx, attacker, resp.as_bytes()),
+        ] {
+            f.extend_from_slice(&t.to_le_bytes());
+            f.extend_from_slice(&0u32.to_le_bytes());
+            f.extend_from_slice(&u32::try_from(p.len()).unwrap().to_le_bytes());
+            f.extend_from_slice(&u32::try_from(p.len()).unwrap().to_le_bytes());
+            f.extend_from_slice(&p);
+        }
+    }
+    let path = std::env::temp_dir().join(format!("voipwall-replay-{}.pcap", std::process::id()));
+    std::fs::write(&path, &f).unwrap();
+    let out = replay(
+        &[
+            "--json",
+            "--pcap",
+            "--pbx",
+            "198.51.100.1",
+            path.to_str().unwrap(),
+        ],
+        b"",
+    );
+    std::fs::remove_file(&path).ok();
+    let b = bans(&out);
+    assert_eq!(b.len(), 1, "{b:?}");
+    assert_eq!(b[0]["addr"], "203.0.113.9/32");
+    assert_eq!(b[0]["rule"], "auth-bruteforce");
+    assert_eq!(b[0]["at"], "2026-11-23T02:13:24.000Z");
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(summary.contains("\"sip_messages\":10"), "{summary}");
+}
