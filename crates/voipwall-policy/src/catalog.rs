@@ -102,6 +102,9 @@ pub struct Catalog {
     pub examples: Vec<Example>,
     /// Which layer each file name won from.
     pub layers: BTreeMap<String, String>,
+    /// Ids of the detection rules the driver knows (`data/rules`), so that
+    /// `[detect.rules.<id>]` can be checked; empty skips the check.
+    pub rule_ids: Vec<String>,
 }
 
 impl Catalog {

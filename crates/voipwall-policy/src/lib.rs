@@ -11,12 +11,14 @@
 #![warn(missing_docs)]
 
 mod catalog;
+mod detect;
 mod diag;
 mod load;
 mod model;
 mod walk;
 
 pub use catalog::{Catalog, DataFile, Example, Expect, Preset};
+pub use detect::{DetectMode, DetectSettings, RuleOverride, ThresholdSetting, UserLogFormat};
 pub use diag::{Diagnostic, FileId, Severity, SourceMap, did_you_mean, render_all};
 pub use load::{HostFacts, Loaded, covers_any, load, sshd_ports};
 pub use model::*;

@@ -56,6 +56,7 @@ const TOP_KEYS: &[&str] = &[
     "bans",
     "allow",
     "block",
+    "detect",
 ];
 
 /// How deep includes may nest, and how many files one policy may have.
@@ -96,6 +97,7 @@ struct Raw {
     ipv6_prefix: Option<u8>,
     allow: Vec<(At<String>, String, Option<i64>)>,
     block: Vec<(At<String>, String, Option<i64>)>,
+    detect: crate::detect::RawDetect,
     /// Once-only sections already seen, for duplicate detection across includes.
     seen: BTreeMap<&'static str, (FileId, Range<usize>)>,
 }
@@ -456,6 +458,15 @@ fn read_file(
                         .int(v, "ipv6_prefix", 16, 128)
                         .map(|n| u8::try_from(n).expect("range checked"));
                 }
+            }
+            "detect" => {
+                let Some(d) = w.table(v, "[detect]") else {
+                    continue;
+                };
+                if !once(w, raw, "detect", k.span(), sources) {
+                    continue;
+                }
+                crate::detect::walk(w, d, sources, &mut raw.detect);
             }
             "allow" | "block" => {
                 for e in w.array(v, key) {
@@ -896,6 +907,25 @@ fn resolve(
     let allow = list(&raw.allow, "allow", diags);
     let block = list(&raw.block, "block", diags);
 
+    if !catalog.rule_ids.is_empty() {
+        for (id, file, span) in &raw.detect.rule_keys {
+            if !catalog.rule_ids.contains(id) {
+                let mut d = Diagnostic::error(
+                    *file,
+                    span.clone(),
+                    format!("unknown detection rule `{id}`"),
+                )
+                .label("not a rule");
+                d = d.help(
+                    match did_you_mean(id, catalog.rule_ids.iter().map(String::as_str)) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => format!("rules are {}", catalog.rule_ids.join(", ")),
+                    },
+                );
+                diags.push(d);
+            }
+        }
+    }
     Some(Policy {
         preset: raw.preset.as_ref().map(|p| p.v.clone()),
         default_zone,
@@ -913,6 +943,7 @@ fn resolve(
         allow,
         block,
         host,
+        detect: raw.detect.settings.clone(),
     })
 }
 

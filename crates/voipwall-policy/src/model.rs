@@ -444,6 +444,8 @@ pub struct Policy {
     pub block: Vec<ListEntry>,
     /// Own addresses and management networks.
     pub host: Host,
+    /// Detection settings (`[detect]`).
+    pub detect: crate::detect::DetectSettings,
 }
 
 impl Policy {

@@ -7,8 +7,13 @@ use voipwall_policy::{Catalog, DataFile, HostFacts, SourceMap, load, render_all}
 #[test]
 fn broken_policies_render_every_error() {
     let mut sm = SourceMap::default();
-    let (catalog, diags) = Catalog::load(&DataFile::builtin(), &mut sm);
+    let (mut catalog, diags) = Catalog::load(&DataFile::builtin(), &mut sm);
     assert!(diags.is_empty());
+    // The driver fills these from data/rules; the policy crate checks
+    // `[detect.rules.<id>]` against them.
+    catalog.rule_ids = ["auth-bruteforce", "scanner", "enumeration"]
+        .map(String::from)
+        .to_vec();
     let facts = HostFacts {
         addresses: vec!["203.0.113.1".parse().unwrap()],
         sshd_ports: None,

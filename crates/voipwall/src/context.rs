@@ -54,7 +54,12 @@ pub(crate) fn catalog(extra: &[PathBuf]) -> anyhow::Result<(Catalog, SourceMap)>
         files.extend(layer_files(&l));
     }
     let mut sm = SourceMap::default();
-    let (cat, diags) = Catalog::load(&files, &mut sm);
+    let (mut cat, diags) = Catalog::load(&files, &mut sm);
+    cat.rule_ids = crate::detection::rules(extra)?
+        .rules
+        .iter()
+        .map(|r| r.id.clone())
+        .collect();
     if diags
         .iter()
         .any(|d| d.severity == voipwall_policy::Severity::Error)

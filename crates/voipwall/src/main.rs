@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 mod context;
+mod detection;
 mod pcap;
 mod replay;
 

@@ -20,7 +20,8 @@ use crate::{Cli, Invalid};
 pub(crate) struct ReplayArgs {
     /// Log files (`-` or none: standard input), or one capture with --pcap.
     pub(crate) files: Vec<PathBuf>,
-    /// Log format id (see --list-formats), or `auto` for all built-in formats at once.
+    /// Log format id (see --list-formats; the policy's [[detect.logformat]]
+    /// ids too), or `auto` for all of them at once.
     #[arg(long, short = 'f', default_value = "auto")]
     pub(crate) format: String,
     /// The files are packet captures (pcap or pcapng) of SIP.
@@ -42,12 +43,14 @@ pub(crate) struct ReplayArgs {
     /// Hours east of UTC of timestamps without a zone (the PBX's local time).
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub(crate) utc_offset: f64,
-    /// Count and ban IPv4 sources per prefix of this length.
-    #[arg(long, default_value_t = 32)]
-    pub(crate) group_v4: u8,
-    /// Count and ban IPv6 sources per prefix of this length.
-    #[arg(long, default_value_t = 64)]
-    pub(crate) group_v6: u8,
+    /// Count and ban IPv4 sources per prefix of this length (default: the
+    /// policy's [detect] group_v4, else 32).
+    #[arg(long)]
+    pub(crate) group_v4: Option<u8>,
+    /// Count and ban IPv6 sources per prefix of this length (default: the
+    /// policy's [detect] group_v6, else 64).
+    #[arg(long)]
+    pub(crate) group_v6: Option<u8>,
     /// Networks never banned (a would-be ban is reported as an alert).
     #[arg(long = "never-ban")]
     pub(crate) never_ban: Vec<IpNet>,
@@ -91,7 +94,18 @@ pub(crate) fn replay(cli: &Cli, a: &ReplayArgs) -> anyhow::Result<()> {
             .with_context(|| format!("reading rule file {}", p.display()))?;
         rule_texts.push((p.display().to_string(), t));
     }
-    let mut set = RuleSet::builtin();
+    // The policy's [detect] settings apply when there is a policy: operators
+    // tune thresholds in it and replay their history against it.
+    let policy = if cli.config.exists() {
+        let facts = voipwall_policy::HostFacts::default();
+        Some(crate::context::load_policy(&cli.config, &cli.catalog_dirs, &facts)?.policy)
+    } else if crate::detection::is_default_policy(&cli.config) {
+        None
+    } else {
+        let shown = cli.config.display();
+        return Err(Invalid(format!("error: policy {shown} does not exist")).into());
+    };
+    let mut set = crate::detection::rules(&cli.catalog_dirs)?;
     if !rule_texts.is_empty() {
         let extra = RuleSet::load(rule_texts.iter().map(|(n, t)| (n.as_str(), t.as_str())))
             .map_err(|errs| Invalid(errs.iter().map(|e| format!("error: {e}\n")).collect()))?;
@@ -105,7 +119,10 @@ pub(crate) fn replay(cli: &Cli, a: &ReplayArgs) -> anyhow::Result<()> {
             set.recidive = extra.recidive;
         }
     }
-    let formats = Format::all_builtin();
+    let mut formats = Format::all_builtin();
+    if let Some(p) = &policy {
+        formats.extend(crate::detection::user_formats(p)?);
+    }
     if a.list_formats {
         let mut out = std::io::stdout().lock();
         if cli.json {
@@ -137,9 +154,16 @@ pub(crate) fn replay(cli: &Cli, a: &ReplayArgs) -> anyhow::Result<()> {
             ))
         })?,
     };
-    let mut cfg = Config::new(set);
-    cfg.group_v4 = a.group_v4.min(32);
-    cfg.group_v6 = a.group_v6.min(128);
+    let mut cfg = match &policy {
+        Some(p) => crate::detection::engine_config(p, set, &[]),
+        None => Config::new(set),
+    };
+    if let Some(g) = a.group_v4 {
+        cfg.group_v4 = g.min(32);
+    }
+    if let Some(g) = a.group_v6 {
+        cfg.group_v6 = g.min(128);
+    }
     cfg.never_ban.extend(a.never_ban.iter().copied());
     cfg.never_ban.extend(a.pbx.iter().map(|&p| IpNet::from(p)));
     cfg.max_sources = 1_000_000;

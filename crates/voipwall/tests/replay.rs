@@ -145,3 +145,70 @@ fn pcap_replay_matches_responses_to_requests() {
     let summary = String::from_utf8_lossy(&out.stderr);
     assert!(summary.contains("\"sip_messages\":10"), "{summary}");
 }
+
+#[test]
+fn the_policys_detect_section_tunes_replay() {
+    let dir = std::env::temp_dir().join(format!("voipwall-replay-policy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        r#"
+[interfaces]
+eth0 = "internet"
+
+[[allow]]
+address = "198.51.100.7"
+description = "NOC"
+
+[detect.rules.auth-bruteforce]
+thresholds = [{ count = 3, within = "60s", ban = "2h" }]
+
+[[detect.logformat]]
+id = "portal"
+event = "auth-failed"
+regex = 'portal: login failed from (?P<addr>\S+)$'
+"#,
+    )
+    .unwrap();
+    let log = "portal: login failed from 203.0.113.5\n".repeat(3)
+        + &"portal: login failed from 198.51.100.7\n".repeat(3);
+    let out = Command::new(env!("CARGO_BIN_EXE_voipwall"))
+        .args([
+            "-c",
+            policy.to_str().unwrap(),
+            "replay",
+            "--json",
+            "--format",
+            "portal",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(log.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    let v = bans(&out);
+    // The third failure bans for two hours (policy threshold); the allow-listed
+    // NOC address is never banned: an alert says so.
+    assert_eq!(v.len(), 2, "{v:?}");
+    assert_eq!(v[0]["addr"], "203.0.113.5/32");
+    assert_eq!(v[0]["ttl_s"], 7200);
+    assert_eq!(v[1]["alert"], true);
+    assert_eq!(v[1]["addr"], "198.51.100.7");
+}
+
+#[test]
+fn a_missing_explicit_policy_is_an_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_voipwall"))
+        .args(["-c", "/nonexistent/voipwall.toml", "replay"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}
