@@ -138,7 +138,7 @@ pub struct Ban {
 }
 
 /// One event kept as evidence.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Evidence {
     /// When.
     pub at: Timestamp,

@@ -1,0 +1,546 @@
+//! voipwall's embedded store: an SQLite database in WAL mode holding the
+//! bans (target, rule, reason, evidence, start, end, origin), recent events
+//! (bounded) and an audit log of every policy apply and manual action.
+//!
+//! It is the source of truth: at start the daemon rebuilds the kernel sets
+//! from [`Store::active_bans`] with each ban's remaining time, because
+//! reading a large ban set back from the kernel is slow (DESIGN.md section 2).
+//!
+//! A database that cannot be read (corrupt, not SQLite, a newer schema) is
+//! moved aside and a fresh one is started; [`Opened`] says which happened so
+//! the daemon can say so. Nothing here reads the clock: times are arguments.
+//!
+//! ```
+//! use voipwall_store::{BanRecord, Store};
+//! use voipwall_detect::Timestamp;
+//! let mut s = Store::in_memory().unwrap();
+//! let ban = BanRecord::manual("203.0.113.9/32".parse().unwrap(), "test", Timestamp(1000), 3_600_000);
+//! s.record_bans(&[ban]).unwrap();
+//! assert_eq!(s.active_bans(Timestamp(2000)).unwrap().len(), 1);
+//! assert!(s.active_bans(Timestamp(3_601_001)).unwrap().is_empty());
+//! ```
+#![warn(missing_docs)]
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use voipwall_detect::{Ban, Evidence, Timestamp};
+
+/// Schema version kept in `PRAGMA user_version`.
+const SCHEMA: i64 = 1;
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// SQLite refused an operation.
+    #[error("store: {0}")]
+    Sql(#[from] rusqlite::Error),
+    /// The file could not be moved aside or created.
+    #[error("store file {path}: {source}")]
+    Io {
+        /// The database path.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+}
+
+/// How [`Store::open`] found the database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Opened {
+    /// No database existed; a new one was created.
+    Created,
+    /// An existing database was opened.
+    Existing,
+    /// The database could not be used; it was moved aside and a new one created.
+    Recovered {
+        /// Where the old file went.
+        moved_to: PathBuf,
+        /// What was wrong with it.
+        reason: String,
+    },
+}
+
+/// A ban as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BanRecord {
+    /// Row id (None before it is stored).
+    pub id: Option<i64>,
+    /// Address or prefix.
+    pub target: IpNet,
+    /// The address whose event crossed the threshold, when a rule banned.
+    pub offender: Option<IpAddr>,
+    /// Rule id, or `manual`, `kernel-flood`, ...
+    pub rule: String,
+    /// For humans.
+    pub reason: String,
+    /// Who made it: `detect`, `manual`, `kernel`, `fleet:<node>`.
+    pub origin: String,
+    /// Recidive level.
+    pub level: u32,
+    /// Start.
+    pub start: Timestamp,
+    /// End.
+    pub end: Timestamp,
+    /// The events behind it.
+    pub evidence: Vec<Evidence>,
+    /// When an operator lifted it early.
+    pub lifted: Option<Timestamp>,
+}
+
+impl BanRecord {
+    /// The record of a detection engine ban.
+    pub fn from_ban(b: &Ban, origin: &str) -> Self {
+        Self {
+            id: None,
+            target: b.target,
+            offender: Some(b.offender),
+            rule: b.rule.clone(),
+            reason: b.reason.clone(),
+            origin: origin.to_string(),
+            level: b.level,
+            start: b.at,
+            end: b.until,
+            evidence: b.evidence.clone(),
+            lifted: None,
+        }
+    }
+
+    /// An operator's ban.
+    pub fn manual(target: IpNet, reason: &str, at: Timestamp, ttl_ms: u64) -> Self {
+        Self {
+            id: None,
+            target,
+            offender: None,
+            rule: "manual".into(),
+            reason: reason.to_string(),
+            origin: "manual".into(),
+            level: 0,
+            start: at,
+            end: at.plus(ttl_ms),
+            evidence: Vec::new(),
+            lifted: None,
+        }
+    }
+
+    /// The engine's view, for restoring its memory of bans after a restart.
+    pub fn to_ban(&self) -> Ban {
+        Ban {
+            target: self.target,
+            offender: self.offender.unwrap_or_else(|| self.target.addr()),
+            rule: self.rule.clone(),
+            at: self.start,
+            until: self.end,
+            ttl: self.end.since(self.start),
+            level: self.level,
+            reason: self.reason.clone(),
+            evidence: self.evidence.clone(),
+        }
+    }
+}
+
+/// An event kept for `events` and the dashboard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EventRecord {
+    /// When.
+    pub at: Timestamp,
+    /// `ban`, `alert`, `promote`, `unban`, `apply`, ...
+    pub kind: String,
+    /// Address concerned, if any.
+    pub addr: Option<String>,
+    /// One line for humans.
+    pub detail: String,
+}
+
+/// Which bans to list.
+#[derive(Debug, Clone, Default)]
+pub struct BanFilter {
+    /// Only bans active at this time.
+    pub active_at: Option<Timestamp>,
+    /// Only this rule.
+    pub rule: Option<String>,
+    /// Only targets containing this address or inside this network.
+    pub net: Option<IpNet>,
+    /// At most this many, newest first.
+    pub limit: Option<usize>,
+}
+
+/// Row counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Ban rows.
+    pub bans: u64,
+    /// Event rows.
+    pub events: u64,
+    /// Audit rows.
+    pub audit: u64,
+}
+
+/// The store.
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path`. A database that cannot be
+    /// used is moved to `<path>.corrupt-<n>` and a fresh one is created.
+    pub fn open(path: &Path) -> Result<(Self, Opened), StoreError> {
+        let existed = path.exists();
+        match Self::try_open(path) {
+            Ok(s) => Ok((
+                s,
+                if existed {
+                    Opened::Existing
+                } else {
+                    Opened::Created
+                },
+            )),
+            Err(e) if existed => {
+                let reason = e.to_string();
+                let mut n = 0;
+                let moved_to = loop {
+                    let p = PathBuf::from(format!("{}.corrupt-{n}", path.display()));
+                    if !p.exists() {
+                        break p;
+                    }
+                    n += 1;
+                };
+                std::fs::rename(path, &moved_to).map_err(|source| StoreError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                for ext in ["-wal", "-shm"] {
+                    let side = PathBuf::from(format!("{}{ext}", path.display()));
+                    if side.exists() {
+                        let _ = std::fs::rename(&side, format!("{}{ext}", moved_to.display()));
+                    }
+                }
+                let s = Self::try_open(path)?;
+                Ok((s, Opened::Recovered { moved_to, reason }))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A database in memory (tests, `--sandbox` without a state directory).
+    pub fn in_memory() -> Result<Self, StoreError> {
+        let conn = Connection::open_in_memory()?;
+        Self::init(conn)
+    }
+
+    fn try_open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path)?;
+        let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        if check != "ok" {
+            return Err(StoreError::Sql(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                Some(format!("quick_check: {check}")),
+            )));
+        }
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > SCHEMA {
+            return Err(StoreError::Sql(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISMATCH),
+                Some(format!(
+                    "schema version {version} is newer than this voipwall ({SCHEMA})"
+                )),
+            )));
+        }
+        Self::init(conn)
+    }
+
+    fn init(conn: Connection) -> Result<Self, StoreError> {
+        // WAL: readers (the CLI, the API) never block the daemon's writes.
+        // synchronous=NORMAL: a committed transaction survives the daemon
+        // being killed; only a power cut may lose the last ones, and the
+        // kernel holds the bans meanwhile.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "busy_timeout", 5000)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS bans (
+                id INTEGER PRIMARY KEY,
+                target TEXT NOT NULL,
+                offender TEXT,
+                rule TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                origin TEXT NOT NULL,
+                level INTEGER NOT NULL,
+                start_ms INTEGER NOT NULL,
+                end_ms INTEGER NOT NULL,
+                evidence TEXT NOT NULL,
+                lifted_ms INTEGER,
+                UNIQUE (target, start_ms)
+             );
+             CREATE INDEX IF NOT EXISTS bans_end ON bans (end_ms);
+             CREATE INDEX IF NOT EXISTS bans_target ON bans (target);
+             CREATE TABLE IF NOT EXISTS events (
+                id INTEGER PRIMARY KEY,
+                at_ms INTEGER NOT NULL,
+                kind TEXT NOT NULL,
+                addr TEXT,
+                detail TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS audit (
+                id INTEGER PRIMARY KEY,
+                at_ms INTEGER NOT NULL,
+                actor TEXT NOT NULL,
+                action TEXT NOT NULL,
+                detail TEXT NOT NULL
+             );",
+        )?;
+        conn.pragma_update(None, "user_version", SCHEMA)?;
+        Ok(Self { conn })
+    }
+
+    /// Stores bans in one transaction; a ban already stored (same target
+    /// and start) is not duplicated. Returns how many rows were added.
+    pub fn record_bans(&mut self, bans: &[BanRecord]) -> Result<usize, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut added = 0;
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT OR IGNORE INTO bans (target, offender, rule, reason, origin, level, start_ms, end_ms, evidence)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+            for b in bans {
+                added += st.execute(params![
+                    b.target.to_string(),
+                    b.offender.map(|o| o.to_string()),
+                    b.rule,
+                    b.reason,
+                    b.origin,
+                    b.level,
+                    ms(b.start),
+                    ms(b.end),
+                    serde_json::to_string(&b.evidence).unwrap_or_else(|_| "[]".into()),
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(added)
+    }
+
+    /// Bans in force at `now` (not ended, not lifted), one per target (the
+    /// one that ends last).
+    pub fn active_bans(&self, now: Timestamp) -> Result<Vec<BanRecord>, StoreError> {
+        self.bans(&BanFilter {
+            active_at: Some(now),
+            ..BanFilter::default()
+        })
+    }
+
+    /// Bans matching `f`, newest first. With `active_at`, one per target:
+    /// the one that ends last (an escalated ban may have started earlier).
+    pub fn bans(&self, f: &BanFilter) -> Result<Vec<BanRecord>, StoreError> {
+        let mut rows: Vec<BanRecord> = match f.active_at {
+            Some(now) => {
+                let mut st = self.conn.prepare_cached(
+                    "SELECT id, target, offender, rule, reason, origin, level, start_ms, end_ms, evidence, lifted_ms
+                     FROM bans WHERE end_ms > ?1 AND lifted_ms IS NULL",
+                )?;
+                let all = st
+                    .query_map([ms(now)], row_to_ban)?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut by_target: std::collections::BTreeMap<IpNet, BanRecord> =
+                    std::collections::BTreeMap::new();
+                for b in all {
+                    match by_target.get(&b.target) {
+                        Some(x) if x.end >= b.end => {}
+                        _ => {
+                            by_target.insert(b.target, b);
+                        }
+                    }
+                }
+                by_target.into_values().collect()
+            }
+            None => {
+                let mut st = self.conn.prepare_cached(
+                    "SELECT id, target, offender, rule, reason, origin, level, start_ms, end_ms, evidence, lifted_ms FROM bans",
+                )?;
+                st.query_map([], row_to_ban)?
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+        };
+        rows.retain(|b| {
+            f.rule.as_ref().is_none_or(|r| *r == b.rule)
+                && f.net
+                    .as_ref()
+                    .is_none_or(|n| n.contains(&b.target.addr()) || b.target.contains(&n.addr()))
+        });
+        rows.sort_by(|a, b| b.start.cmp(&a.start).then(b.id.cmp(&a.id)));
+        if let Some(l) = f.limit {
+            rows.truncate(l);
+        }
+        Ok(rows)
+    }
+
+    /// Marks the bans of `target` lifted at `now`. Returns how many.
+    pub fn lift(&mut self, target: &IpNet, now: Timestamp) -> Result<usize, StoreError> {
+        Ok(self.conn.execute(
+            "UPDATE bans SET lifted_ms = ?1 WHERE target = ?2 AND end_ms > ?1 AND lifted_ms IS NULL",
+            params![ms(now), target.to_string()],
+        )?)
+    }
+
+    /// Appends events in one transaction.
+    pub fn record_events(&mut self, evs: &[EventRecord]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO events (at_ms, kind, addr, detail) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for e in evs {
+                st.execute(params![ms(e.at), e.kind, e.addr, e.detail])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The newest `limit` events, oldest first.
+    pub fn events(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT at_ms, kind, addr, detail FROM events ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = st.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+            Ok(EventRecord {
+                at: Timestamp(u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0)),
+                kind: r.get(1)?,
+                addr: r.get(2)?,
+                detail: r.get(3)?,
+            })
+        })?;
+        let mut v = rows.collect::<Result<Vec<_>, _>>()?;
+        v.reverse();
+        Ok(v)
+    }
+
+    /// Appends to the audit log.
+    pub fn audit(
+        &mut self,
+        at: Timestamp,
+        actor: &str,
+        action: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO audit (at_ms, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
+            params![ms(at), actor, action, detail],
+        )?;
+        Ok(())
+    }
+
+    /// The newest `limit` audit entries, oldest first: (time, actor, action, detail).
+    pub fn audit_log(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(Timestamp, String, String, String)>, StoreError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT at_ms, actor, action, detail FROM audit ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = st.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+            Ok((
+                Timestamp(u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0)),
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+            ))
+        })?;
+        let mut v = rows.collect::<Result<Vec<_>, _>>()?;
+        v.reverse();
+        Ok(v)
+    }
+
+    /// Retention: keeps the newest `keep_events` events, and bans that ended
+    /// less than `keep_bans_ms` ago.
+    pub fn prune(
+        &mut self,
+        now: Timestamp,
+        keep_events: u64,
+        keep_bans_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?1",
+            [i64::try_from(keep_events).unwrap_or(i64::MAX)],
+        )?;
+        self.conn.execute(
+            "DELETE FROM bans WHERE end_ms < ?1",
+            [ms(Timestamp(now.0.saturating_sub(keep_bans_ms)))],
+        )?;
+        Ok(())
+    }
+
+    /// Row counts.
+    pub fn counts(&self) -> Result<Counts, StoreError> {
+        let n = |t: &str| -> Result<u64, StoreError> {
+            let v: i64 = self
+                .conn
+                .query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0))?;
+            Ok(u64::try_from(v).unwrap_or(0))
+        };
+        Ok(Counts {
+            bans: n("bans")?,
+            events: n("events")?,
+            audit: n("audit")?,
+        })
+    }
+
+    /// The last ban recorded for `target`, if any.
+    pub fn last_ban(&self, target: &IpNet) -> Result<Option<BanRecord>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id, target, offender, rule, reason, origin, level, start_ms, end_ms, evidence, lifted_ms
+                 FROM bans WHERE target = ?1 ORDER BY start_ms DESC LIMIT 1",
+                [target.to_string()],
+                row_to_ban,
+            )
+            .optional()?)
+    }
+}
+
+fn ms(t: Timestamp) -> i64 {
+    i64::try_from(t.0).unwrap_or(i64::MAX)
+}
+
+fn row_to_ban(r: &rusqlite::Row<'_>) -> rusqlite::Result<BanRecord> {
+    let bad = |i: usize, what: &str| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            what.to_string().into(),
+        )
+    };
+    let target: String = r.get(1)?;
+    let offender: Option<String> = r.get(2)?;
+    let evidence: String = r.get(9)?;
+    let lifted: Option<i64> = r.get(10)?;
+    let ts = |v: i64| Timestamp(u64::try_from(v).unwrap_or(0));
+    Ok(BanRecord {
+        id: Some(r.get(0)?),
+        target: target
+            .parse()
+            .map_err(|_| bad(1, "target is not a network"))?,
+        offender: offender.and_then(|o| o.parse().ok()),
+        rule: r.get(3)?,
+        reason: r.get(4)?,
+        origin: r.get(5)?,
+        level: r.get(6)?,
+        start: ts(r.get(7)?),
+        end: ts(r.get(8)?),
+        evidence: serde_json::from_str(&evidence).unwrap_or_default(),
+        lifted: lifted.map(ts),
+    })
+}

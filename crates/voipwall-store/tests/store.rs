@@ -1,0 +1,126 @@
+//! The store on real files: restart keeps bans without duplicating them,
+//! active listing picks the longest ban per target, lifting, retention, and
+//! a corrupt or foreign file is moved aside and replaced.
+use voipwall_detect::Timestamp;
+use voipwall_store::{BanFilter, BanRecord, EventRecord, Opened, Store};
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("voipwall-store-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d.join("state.db")
+}
+
+fn ban(t: &str, start: u64, ttl: u64) -> BanRecord {
+    BanRecord::manual(t.parse().unwrap(), "test", Timestamp(start), ttl)
+}
+
+#[test]
+fn bans_survive_reopen_once_each() {
+    let p = tmp("reopen");
+    {
+        let (mut s, how) = Store::open(&p).unwrap();
+        assert_eq!(how, Opened::Created);
+        assert_eq!(
+            s.record_bans(&[
+                ban("203.0.113.9/32", 1000, 60_000),
+                ban("2001:db8:bad::/64", 1000, 60_000)
+            ])
+            .unwrap(),
+            2
+        );
+        // The same ban again (a replay after a crash) is not a second row.
+        assert_eq!(
+            s.record_bans(&[ban("203.0.113.9/32", 1000, 60_000)])
+                .unwrap(),
+            0
+        );
+    }
+    let (s, how) = Store::open(&p).unwrap();
+    assert_eq!(how, Opened::Existing);
+    let active = s.active_bans(Timestamp(2000)).unwrap();
+    assert_eq!(active.len(), 2);
+    assert_eq!(s.counts().unwrap().bans, 2);
+    std::fs::remove_dir_all(p.parent().unwrap()).ok();
+}
+
+#[test]
+fn active_listing_keeps_the_longest_ban_per_target_and_lift_ends_it() {
+    let mut s = Store::in_memory().unwrap();
+    s.record_bans(&[
+        ban("203.0.113.9/32", 1000, 86_400_000),
+        ban("203.0.113.9/32", 5000, 60_000),
+        ban("203.0.113.10/32", 1000, 10),
+    ])
+    .unwrap();
+    let a = s.active_bans(Timestamp(6000)).unwrap();
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].end, Timestamp(1000 + 86_400_000));
+    let f = BanFilter {
+        net: Some("203.0.113.0/24".parse().unwrap()),
+        ..BanFilter::default()
+    };
+    assert_eq!(s.bans(&f).unwrap().len(), 3);
+    assert_eq!(
+        s.lift(&"203.0.113.9/32".parse().unwrap(), Timestamp(7000))
+            .unwrap(),
+        2
+    );
+    assert!(s.active_bans(Timestamp(8000)).unwrap().is_empty());
+    s.prune(Timestamp(100_000_000), 10, 1000).unwrap();
+    assert_eq!(s.counts().unwrap().bans, 0);
+}
+
+#[test]
+fn events_and_audit_are_bounded_and_ordered() {
+    let mut s = Store::in_memory().unwrap();
+    let evs: Vec<_> = (0..50)
+        .map(|i| EventRecord {
+            at: Timestamp(i),
+            kind: "ban".into(),
+            addr: None,
+            detail: format!("e{i}"),
+        })
+        .collect();
+    s.record_events(&evs).unwrap();
+    s.prune(Timestamp(0), 20, u64::MAX).unwrap();
+    let kept = s.events(100).unwrap();
+    assert_eq!(kept.len(), 20);
+    assert_eq!(kept[0].detail, "e30");
+    s.audit(Timestamp(5), "cli", "ban", "203.0.113.9").unwrap();
+    assert_eq!(s.audit_log(10).unwrap()[0].2, "ban");
+}
+
+#[test]
+fn a_corrupt_file_is_moved_aside_and_a_fresh_store_starts() {
+    let p = tmp("corrupt");
+    {
+        let (mut s, _) = Store::open(&p).unwrap();
+        s.record_bans(&[ban("203.0.113.9/32", 1000, 60_000)])
+            .unwrap();
+    }
+    // Overwrite the middle of the file, as a bad disk or a stray write would.
+    let mut bytes = std::fs::read(&p).unwrap();
+    for b in bytes.iter_mut().skip(100).take(3000) {
+        *b = 0xA5;
+    }
+    std::fs::write(&p, &bytes).unwrap();
+    let (s, how) = Store::open(&p).unwrap();
+    let Opened::Recovered { moved_to, reason } = how else {
+        panic!("not recovered: {how:?}")
+    };
+    assert!(moved_to.exists(), "{moved_to:?}");
+    assert!(!reason.is_empty());
+    assert_eq!(s.counts().unwrap().bans, 0);
+    // Not SQLite at all.
+    let q = tmp("foreign");
+    std::fs::write(
+        &q,
+        b"this is not a database, it is a text file that happens to be here",
+    )
+    .unwrap();
+    let (_, how) = Store::open(&q).unwrap();
+    assert!(matches!(how, Opened::Recovered { .. }), "{how:?}");
+    std::fs::remove_dir_all(p.parent().unwrap()).ok();
+    std::fs::remove_dir_all(q.parent().unwrap()).ok();
+}
