@@ -5,7 +5,9 @@
 //!   `disable`.
 //! - [`netlink`]: the ban plane. Elements with per-element timeouts go to the
 //!   ban and known sets over raw nftables netlink, batched.
+//! - [`nflog`]: packet copies from an NFLOG group, batched and walked in place.
 #![warn(missing_docs)]
 
 pub mod netlink;
+pub mod nflog;
 pub mod nft;

@@ -208,7 +208,7 @@ impl SetElements {
     }
 }
 
-fn push_nlmsghdr(buf: &mut Vec<u8>, ty: u16, flags: u16, seq: u32) -> usize {
+pub(crate) fn push_nlmsghdr(buf: &mut Vec<u8>, ty: u16, flags: u16, seq: u32) -> usize {
     let start = buf.len();
     buf.extend_from_slice(&0u32.to_ne_bytes()); // length, patched by finish
     buf.extend_from_slice(&ty.to_ne_bytes());
@@ -218,12 +218,12 @@ fn push_nlmsghdr(buf: &mut Vec<u8>, ty: u16, flags: u16, seq: u32) -> usize {
     start
 }
 
-fn finish(buf: &mut [u8], start: usize) {
+pub(crate) fn finish(buf: &mut [u8], start: usize) {
     let len = u32::try_from(buf.len() - start).expect("message under 4 GiB");
     buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
 }
 
-fn push_nfgenmsg(buf: &mut Vec<u8>, family: u8, res_id: u16) {
+pub(crate) fn push_nfgenmsg(buf: &mut Vec<u8>, family: u8, res_id: u16) {
     buf.push(family);
     buf.push(0); // NFNETLINK_V0
     buf.extend_from_slice(&res_id.to_be_bytes());
@@ -241,7 +241,7 @@ fn pad(buf: &mut Vec<u8>) {
     }
 }
 
-fn attr(buf: &mut Vec<u8>, ty: u16, payload: &[u8]) {
+pub(crate) fn attr(buf: &mut Vec<u8>, ty: u16, payload: &[u8]) {
     let len = u16::try_from(4 + payload.len()).expect("attribute under 64 KiB");
     buf.extend_from_slice(&len.to_ne_bytes());
     buf.extend_from_slice(&ty.to_ne_bytes());

@@ -27,7 +27,10 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
             iface,
             established,
             offline,
-        } => explain_cmd(cli, *addr, to, iface, *established, *offline),
+        } => match to {
+            Some(to) => explain_cmd(cli, *addr, to, iface, *established, *offline),
+            None => crate::client::explain_detection(cli, *addr),
+        },
         Cmd::Ban {
             target,
             file,
@@ -36,10 +39,23 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
             exact,
         } => match (target, file) {
             (_, Some(f)) => ban_file(cli, f, duration.as_deref(), reason, *exact),
-            (Some(t), None) => ban(cli, t, duration.as_deref(), reason, *exact),
+            (Some(t), None) => match crate::client::daemon() {
+                Some(mut c) => {
+                    let secs = match duration.as_deref() {
+                        Some(d) => parse_duration(d)
+                            .map_err(|e| Invalid(format!("error: --for {d}: {e}")))?,
+                        None => policy_or_default(cli).map_or(3600, |p| p.bans.default_ttl),
+                    };
+                    crate::client::ban(cli, &mut c, t, secs, reason, *exact)
+                }
+                None => ban(cli, t, duration.as_deref(), reason, *exact),
+            },
             (None, None) => Err(Invalid("error: give an address or --file".into()).into()),
         },
-        Cmd::Unban { target } => unban(cli, target),
+        Cmd::Unban { target } => match crate::client::daemon() {
+            Some(mut c) => crate::client::unban(cli, &mut c, target),
+            None => unban(cli, target),
+        },
         Cmd::Allow {
             target,
             duration,
@@ -50,9 +66,16 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
             duration,
             delete,
         } => runtime_list(cli, "bannet", target, duration.as_deref(), *delete),
-        Cmd::Bans => bans(cli),
+        Cmd::Bans { all, rule, kernel } => match crate::client::daemon().filter(|_| !kernel) {
+            Some(mut c) => crate::client::bans(cli, &mut c, *all, rule.clone()),
+            None => bans(cli),
+        },
+        Cmd::Status => crate::client::status(cli),
+        Cmd::Events { follow, limit } => crate::client::events(cli, *follow, *limit),
+        Cmd::Reload => crate::client::reload(cli),
         Cmd::Catalog => catalog(cli),
         Cmd::Replay(a) => crate::replay::replay(cli, a),
+        Cmd::Daemon(a) => crate::daemon::run(cli, a),
     }
 }
 

@@ -6,9 +6,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod client;
 mod commands;
 mod context;
+mod daemon;
 mod detection;
+mod owned;
 mod pcap;
 mod replay;
 
@@ -61,12 +64,13 @@ pub(crate) enum Cmd {
     Apply,
     /// Remove the voipwall table (and nothing else).
     Disable,
-    /// Explain what the firewall does with a packet: zone, rule, policy line.
+    /// Explain what the firewall does with a packet (zone, rule, policy line)
+    /// given a destination; without one, what detection knows (daemon).
     Explain {
         /// Source address.
         addr: std::net::IpAddr,
         /// Destination, e.g. udp/5060.
-        to: String,
+        to: Option<String>,
         /// Inbound interface.
         #[arg(long, default_value = "")]
         iface: String,
@@ -122,13 +126,40 @@ pub(crate) enum Cmd {
         #[arg(long)]
         delete: bool,
     },
-    /// List bans and runtime blocks held by the kernel.
-    Bans,
+    /// List bans: the daemon's store (with rule and reason) when it runs,
+    /// else what the kernel holds.
+    Bans {
+        /// Include ended and lifted bans (daemon).
+        #[arg(long)]
+        all: bool,
+        /// Only bans of this rule (daemon).
+        #[arg(long)]
+        rule: Option<String>,
+        /// Read the kernel sets even when a daemon runs.
+        #[arg(long)]
+        kernel: bool,
+    },
+    /// The daemon's state and counters.
+    Status,
+    /// Recent detection events from the daemon; --follow streams them.
+    Events {
+        /// Keep streaming new events.
+        #[arg(long, short)]
+        follow: bool,
+        /// Past events shown first.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Have the daemon re-read and apply the policy (bans stay).
+    Reload,
     /// List the services and presets of the catalog.
     Catalog,
     /// Run logs (or a SIP packet capture) through the detection engine with
     /// their own timestamps and print the bans that would have been made.
     Replay(replay::ReplayArgs),
+    /// The service: applies the policy, restores bans, reads NFLOG and logs,
+    /// bans within milliseconds, serves the control socket.
+    Daemon(daemon::DaemonArgs),
 }
 
 fn main() -> ExitCode {

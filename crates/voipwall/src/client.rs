@@ -1,0 +1,300 @@
+//! CLI commands that talk to a running daemon over the control socket, and
+//! the routing of `ban`, `unban`, `bans` and `explain` through it when one
+//! runs (so the store, the source of truth, records what an operator does).
+
+use std::net::IpAddr;
+
+use anyhow::Context as _;
+use serde_json::Value;
+
+use crate::daemon::{Client, Request, default_socket};
+use crate::{Cli, Invalid};
+
+/// A client when a daemon answers on the socket.
+pub(crate) fn daemon() -> Option<Client> {
+    Client::connect(&default_socket())
+}
+
+fn must() -> anyhow::Result<Client> {
+    daemon().ok_or_else(|| {
+        anyhow::anyhow!(
+            "no daemon answers on {} (start `voipwall daemon`, or set VOIPWALL_SOCKET)",
+            default_socket().display()
+        )
+    })
+}
+
+fn checked(v: Value) -> anyhow::Result<Value> {
+    if v.get("ok").and_then(Value::as_bool) == Some(true) {
+        Ok(v)
+    } else {
+        let e = v
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("the daemon refused");
+        Err(Invalid(format!("error: {e}")).into())
+    }
+}
+
+fn print(s: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut o = std::io::stdout().lock();
+    writeln!(o, "{}", s.trim_end())?;
+    Ok(())
+}
+
+/// `voipwall status`.
+pub(crate) fn status(cli: &Cli) -> anyhow::Result<()> {
+    let v = checked(must()?.call(&Request::Status)?)?;
+    if cli.json {
+        return print(&v.to_string());
+    }
+    let c = &v["counters"];
+    let e = &v["engine"];
+    let l = &v["ban_latency_us"];
+    print(&format!(
+        "voipwall daemon pid {} up {} s, mode {}\n  policy {}\n  store {} ({} active bans; {} restored at start, {} imported from the kernel)\n  nflog group {}: {} packets, {} overflows, {} undecodable\n  logs: {} lines, {} events, {} ambiguous refused\n  engine: {} events, {} sources tracked ({} evicted), {} suppressed\n  bans {} (observed {}), alerts {}, promotions {}; kernel errors {}, store errors {}\n  packet → ban live: p50 {} µs, p99 {} µs over {} bans",
+        v["pid"],
+        v["uptime_s"],
+        v["mode"].as_str().unwrap_or("?"),
+        v["policy"].as_str().unwrap_or("?"),
+        v["store"]["state"].as_str().unwrap_or("?"),
+        v["active_bans"],
+        v["restored_bans"],
+        v["imported_from_kernel"],
+        v["nflog_group"],
+        c["nflog_packets"],
+        c["nflog_enobufs"],
+        c["sip_undecodable"],
+        c["log_lines"],
+        c["log_events"],
+        c["log_ambiguous"],
+        e["events"],
+        e["tracked_sources"],
+        e["evicted_sources"],
+        e["suppressed"],
+        c["bans"],
+        c["bans_observed"],
+        c["alerts"],
+        c["promotions"],
+        c["kernel_errors"],
+        c["store_errors"],
+        l["p50"],
+        l["p99"],
+        l["samples"],
+    ))
+}
+
+/// `voipwall events [--follow]`.
+pub(crate) fn events(cli: &Cli, follow: bool, limit: usize) -> anyhow::Result<()> {
+    let mut c = must()?;
+    let first = checked(c.call(&Request::Events {
+        follow,
+        limit: Some(limit),
+    })?)?;
+    let show = |v: &Value| -> anyhow::Result<()> {
+        if cli.json {
+            print(&v.to_string())
+        } else {
+            let what = v
+                .get("reason")
+                .or_else(|| v.get("detail"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let who = v
+                .get("target")
+                .or_else(|| v.get("addr"))
+                .and_then(Value::as_str)
+                .unwrap_or("-");
+            print(&format!(
+                "{}  {:<10} {:<24} {what}",
+                v["at"].as_str().unwrap_or(""),
+                v["kind"].as_str().unwrap_or(""),
+                who
+            ))
+        }
+    };
+    for e in first["events"].as_array().cloned().unwrap_or_default() {
+        show(&e)?;
+    }
+    if follow {
+        while let Some(v) = c.next()? {
+            show(&v)?;
+        }
+    }
+    Ok(())
+}
+
+/// `voipwall reload`.
+pub(crate) fn reload(cli: &Cli) -> anyhow::Result<()> {
+    let v = must()?.call(&Request::Reload)?;
+    let r = v["result"].as_str().unwrap_or("").to_string();
+    if v["ok"].as_bool() != Some(true) {
+        return Err(Invalid(format!("error: {r}")).into());
+    }
+    print(&if cli.json { v.to_string() } else { r })
+}
+
+/// `voipwall bans` through the daemon: the store's view, with reasons.
+pub(crate) fn bans(
+    cli: &Cli,
+    c: &mut Client,
+    all: bool,
+    rule: Option<String>,
+) -> anyhow::Result<()> {
+    let v = checked(c.call(&Request::Bans {
+        all,
+        rule,
+        net: None,
+        limit: None,
+    })?)?;
+    if cli.json {
+        return print(&v["bans"].to_string());
+    }
+    let rows = v["bans"].as_array().cloned().unwrap_or_default();
+    let mut s = format!(
+        "{:<24} {:<22} {:<26} {}\n",
+        "TARGET", "RULE", "UNTIL", "REASON"
+    );
+    for b in &rows {
+        let until = b["end"]
+            .as_u64()
+            .map(|ms| voipwall_detect::Timestamp(ms).to_string())
+            .unwrap_or_default();
+        s.push_str(&format!(
+            "{:<24} {:<22} {:<26} {}\n",
+            b["target"].as_str().unwrap_or(""),
+            b["rule"].as_str().unwrap_or(""),
+            until,
+            b["reason"].as_str().unwrap_or("")
+        ));
+    }
+    s.push_str(&format!(
+        "{} bans{}\n",
+        rows.len(),
+        if all { "" } else { " in force" }
+    ));
+    print(&s)
+}
+
+/// `voipwall ban` through the daemon.
+pub(crate) fn ban(
+    cli: &Cli,
+    c: &mut Client,
+    target: &str,
+    seconds: u64,
+    reason: &str,
+    exact: bool,
+) -> anyhow::Result<()> {
+    let v = checked(c.call(&Request::Ban {
+        target: target.to_string(),
+        seconds,
+        reason: reason.to_string(),
+        exact,
+    })?)?;
+    if cli.json {
+        return print(&v.to_string());
+    }
+    print(&format!(
+        "banned {} for {} ({reason}) in {} (recorded by the daemon)",
+        v["banned"].as_str().unwrap_or(target),
+        voipwall_policy::format_duration(seconds),
+        v["set"].as_str().unwrap_or("?")
+    ))
+}
+
+/// `voipwall unban` through the daemon.
+pub(crate) fn unban(cli: &Cli, c: &mut Client, target: &str) -> anyhow::Result<()> {
+    let v = checked(c.call(&Request::Unban {
+        target: target.to_string(),
+    })?)?;
+    if cli.json {
+        return print(&v.to_string());
+    }
+    let lifted: Vec<&str> = v["lifted"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if lifted.is_empty() {
+        print(&format!("no ban covers {target}"))
+    } else {
+        print(&format!("lifted {}", lifted.join(", ")))
+    }
+}
+
+/// `voipwall explain <addr>`: what detection knows (rule, events, ban end).
+pub(crate) fn explain_detection(cli: &Cli, addr: IpAddr) -> anyhow::Result<()> {
+    let v = checked(must()?.call(&Request::Explain {
+        addr: addr.to_string(),
+    })?)?;
+    if cli.json {
+        return print(&v.to_string());
+    }
+    let e = &v["engine"];
+    let mut s = format!(
+        "{addr} (counted as {})\n",
+        e["group"].as_str().unwrap_or("?")
+    );
+    if e["protected"].as_bool() == Some(true) {
+        s.push_str("  never banned: own address, management, allow list, trusted or never_ban\n");
+    }
+    if let Some(k) = e["known_until"].as_u64() {
+        s.push_str(&format!(
+            "  registered endpoint until {}\n",
+            voipwall_detect::Timestamp(k)
+        ));
+    }
+    match e.get("banned").filter(|b| !b.is_null()) {
+        Some(b) => {
+            s.push_str(&format!(
+                "  BANNED {} by {} until {}\n  why: {}\n  evidence:\n",
+                b["target"].as_str().unwrap_or(""),
+                b["rule"].as_str().unwrap_or(""),
+                b["until"]
+                    .as_u64()
+                    .map(|ms| voipwall_detect::Timestamp(ms).to_string())
+                    .unwrap_or_default(),
+                b["reason"].as_str().unwrap_or("")
+            ));
+            for ev in b["evidence"].as_array().cloned().unwrap_or_default() {
+                s.push_str(&format!(
+                    "    {}  {}  {} ({})\n",
+                    ev["at"]
+                        .as_u64()
+                        .map(|ms| voipwall_detect::Timestamp(ms).to_string())
+                        .unwrap_or_default(),
+                    ev["src"].as_str().unwrap_or(""),
+                    ev["what"].as_str().unwrap_or(""),
+                    ev["origin"].as_str().unwrap_or("")
+                ));
+            }
+        }
+        None => s.push_str("  not banned\n"),
+    }
+    for c in e["counters"].as_array().cloned().unwrap_or_default() {
+        let prog: Vec<String> = c["progress"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}/{} in {}",
+                    p[0],
+                    p[1],
+                    voipwall_detect::time::format_duration(p[2].as_u64().unwrap_or(0))
+                )
+            })
+            .collect();
+        s.push_str(&format!(
+            "  {}: {}\n",
+            c["rule"].as_str().unwrap_or(""),
+            prog.join(", ")
+        ));
+    }
+    let stored = v["stored_bans"].as_array().map_or(0, Vec::len);
+    s.push_str(&format!(
+        "  {stored} ban(s) of it in the store (voipwall bans --all)\n"
+    ));
+    print(&s).context("writing")
+}

@@ -1,0 +1,206 @@
+//! The control socket: one JSON request per line, one JSON response per
+//! line (a stream of lines for `events --follow`). The socket is created
+//! mode 0660 (root and the socket's group); the CLI uses it when a daemon
+//! runs, so bans made by hand reach the store too.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Sender};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{Input, Waker};
+
+/// A request from the CLI.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub(crate) enum Request {
+    /// Daemon state and counters.
+    Status,
+    /// Bans from the store.
+    Bans {
+        /// Include ended and lifted bans.
+        #[serde(default)]
+        all: bool,
+        /// Only this rule.
+        #[serde(default)]
+        rule: Option<String>,
+        /// Only bans touching this network.
+        #[serde(default)]
+        net: Option<String>,
+        /// At most this many.
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    /// Ban by hand.
+    Ban {
+        /// Address or network.
+        target: String,
+        /// Seconds.
+        seconds: u64,
+        /// Why.
+        reason: String,
+        /// IPv6: the address alone, not its prefix.
+        #[serde(default)]
+        exact: bool,
+    },
+    /// Lift a ban.
+    Unban {
+        /// Address or network.
+        target: String,
+    },
+    /// What detection knows about an address.
+    Explain {
+        /// The address.
+        addr: String,
+    },
+    /// Recent events; with `follow`, keep streaming.
+    Events {
+        /// Stream new events as they happen.
+        #[serde(default)]
+        follow: bool,
+        /// How many past events first.
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    /// Re-read the policy and apply it; bans stay.
+    Reload,
+}
+
+/// What the engine thread answers: one value, or a stream.
+pub(crate) enum Reply {
+    /// One JSON value.
+    One(Value),
+    /// JSON lines until the receiver is dropped.
+    Stream(Value, mpsc::Receiver<Value>),
+}
+
+/// Listens on `path`; forwards requests to the engine thread.
+pub(crate) fn serve(
+    path: &Path,
+    tx: Sender<Input>,
+    waker: Waker,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // A socket left by a killed daemon: remove it if nobody answers.
+    if path.exists() && UnixStream::connect(path).is_err() {
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let tx = tx.clone();
+                let waker = waker.clone();
+                let _ = std::thread::Builder::new()
+                    .name("control-conn".into())
+                    .spawn(move || handle(conn, &tx, &waker));
+            }
+        })
+}
+
+fn handle(conn: UnixStream, tx: &Sender<Input>, waker: &Waker) {
+    let Ok(read_half) = conn.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(read_half);
+    let mut w = conn;
+    let mut line = String::new();
+    while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+        let req: Request = match serde_json::from_str(line.trim()) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = writeln!(
+                    w,
+                    "{}",
+                    serde_json::json!({"ok": false, "error": format!("bad request: {e}")})
+                );
+                line.clear();
+                continue;
+            }
+        };
+        line.clear();
+        let (rtx, rrx) = mpsc::channel();
+        if tx.send(Input::Control(req, rtx)).is_err() {
+            return;
+        }
+        waker.wake();
+        match rrx.recv_timeout(Duration::from_secs(60)) {
+            Ok(Reply::One(v)) => {
+                if writeln!(w, "{v}").is_err() {
+                    return;
+                }
+            }
+            Ok(Reply::Stream(first, rx)) => {
+                if writeln!(w, "{first}").is_err() {
+                    return;
+                }
+                for v in rx {
+                    if writeln!(w, "{v}").is_err() {
+                        return;
+                    }
+                }
+                return;
+            }
+            Err(_) => {
+                let _ = writeln!(
+                    w,
+                    "{}",
+                    serde_json::json!({"ok": false, "error": "the daemon did not answer"})
+                );
+                return;
+            }
+        }
+    }
+}
+
+/// The default socket path.
+pub(crate) fn default_socket() -> PathBuf {
+    std::env::var_os("VOIPWALL_SOCKET").map_or_else(
+        || PathBuf::from("/run/voipwall/control.sock"),
+        PathBuf::from,
+    )
+}
+
+/// A connection to a running daemon, if one answers at `path`.
+pub(crate) struct Client {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Client {
+    /// Connects, or `None` when no daemon listens.
+    pub(crate) fn connect(path: &Path) -> Option<Self> {
+        let s = UnixStream::connect(path).ok()?;
+        let r = s.try_clone().ok()?;
+        Some(Self {
+            reader: BufReader::new(r),
+            writer: s,
+        })
+    }
+
+    /// Sends one request and reads one response line.
+    pub(crate) fn call(&mut self, req: &Request) -> anyhow::Result<Value> {
+        writeln!(self.writer, "{}", serde_json::to_string(req)?)?;
+        self.next()?
+            .ok_or_else(|| anyhow::anyhow!("the daemon closed the connection"))
+    }
+
+    /// The next line of a stream.
+    pub(crate) fn next(&mut self) -> anyhow::Result<Option<Value>> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            return Ok(None);
+        }
+        Ok(Some(serde_json::from_str(&line)?))
+    }
+}

@@ -1,0 +1,920 @@
+//! `voipwall daemon`: applies the policy, restores bans from the store,
+//! reads NFLOG copies and log files, runs the detection engine, and puts
+//! its decisions into the kernel sets and the store.
+//!
+//! Threads, not an async runtime: one **engine thread** owns the engine, the
+//! NFLOG socket, the netlink ban socket and the store, and waits in `poll`
+//! on the NFLOG socket and a wake-up socket; a packet goes from `recv` to a
+//! ban element without crossing a thread or allocating. Log tailers (one
+//! thread per file) parse lines and send batches over a channel; the control
+//! socket (one thread per client) sends requests the same way. The engine is
+//! the only writer of bans, so there are no locks around it.
+
+mod control;
+mod tail;
+
+use std::collections::VecDeque;
+use std::io::{Read as _, Write as _};
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::Instant;
+
+use anyhow::Context as _;
+use ipnet::IpNet;
+use serde_json::{Value, json};
+use voipwall_detect::{Action, Engine, Event, Timestamp};
+use voipwall_policy::{DetectMode, Policy};
+use voipwall_store::{BanFilter, BanRecord, EventRecord, Opened, Store};
+use voipwall_sys::netlink::{Elem, SetElements};
+use voipwall_sys::nflog::{NflogConfig, NflogReader, wait_readable};
+
+use control::Reply;
+pub(crate) use control::{Client, Request, default_socket};
+
+pub(crate) use crate::owned::Parsed;
+use crate::{Cli, Invalid};
+
+/// Arguments of `voipwall daemon`.
+#[derive(clap::Args)]
+pub(crate) struct DaemonArgs {
+    /// Directory of the store (state.db).
+    #[arg(long, default_value = "/var/lib/voipwall")]
+    pub(crate) state_dir: PathBuf,
+    /// Control socket.
+    #[arg(
+        long,
+        env = "VOIPWALL_SOCKET",
+        default_value = "/run/voipwall/control.sock"
+    )]
+    pub(crate) socket: PathBuf,
+    /// A log file to follow, as FORMAT:PATH (e.g. asterisk:/var/log/asterisk/full); repeatable.
+    #[arg(long = "log")]
+    pub(crate) logs: Vec<String>,
+    /// Read followed logs from their start instead of their end.
+    #[arg(long)]
+    pub(crate) from_start: bool,
+    /// Do not apply the policy at start (the ruleset is already in place).
+    #[arg(long)]
+    pub(crate) no_apply: bool,
+}
+
+/// Sent to the engine thread.
+pub(crate) enum Input {
+    /// Parsed lines of a followed log.
+    Log {
+        origin: Arc<str>,
+        events: Vec<Parsed>,
+        counts: LineCounts,
+    },
+    /// A control request and where to answer.
+    Control(Request, Sender<Reply>),
+}
+
+/// Lines read by a tailer, by outcome.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub(crate) struct LineCounts {
+    pub(crate) lines: u64,
+    pub(crate) ambiguous: u64,
+    pub(crate) malformed: u64,
+}
+
+/// Wakes the engine thread out of `poll`.
+#[derive(Clone)]
+pub(crate) struct Waker(Arc<UnixStream>);
+
+impl Waker {
+    pub(crate) fn wake(&self) {
+        let _ = (&*self.0).write(&[1]);
+    }
+}
+
+/// Wall-clock milliseconds: the daemon's one clock.
+fn now() -> Timestamp {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn now_us() -> u64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+pub(crate) fn now_ms_civil_year() -> i64 {
+    now().to_civil().0
+}
+
+#[derive(Default, serde::Serialize)]
+struct Counters {
+    nflog_packets: u64,
+    nflog_enobufs: u64,
+    sip_undecodable: u64,
+    log_lines: u64,
+    log_events: u64,
+    log_ambiguous: u64,
+    bans: u64,
+    bans_observed: u64,
+    alerts: u64,
+    promotions: u64,
+    kernel_errors: u64,
+    store_errors: u64,
+    /// Microseconds from a packet's arrival to its ban being live, last 4096 bans.
+    #[serde(skip)]
+    ban_latency_us: VecDeque<u64>,
+}
+
+struct Daemon {
+    engine: Engine,
+    store: Store,
+    sets: Option<SetElements>,
+    policy: Policy,
+    cli_config: PathBuf,
+    catalog_dirs: Vec<PathBuf>,
+    observe: bool,
+    counters: Counters,
+    followers: Vec<Sender<Value>>,
+    recent: VecDeque<Value>,
+    pending: Vec<EventRecord>,
+    shutdown: Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
+    started: Instant,
+    opened: Opened,
+    restored: usize,
+    reconciled: usize,
+    nflog_group: Option<u16>,
+}
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub(crate) fn run(cli: &Cli, a: &DaemonArgs) -> anyhow::Result<()> {
+    init_logging();
+    let facts = crate::context::host_facts();
+    let policy = crate::context::load_policy(&cli.config, &cli.catalog_dirs, &facts)?.policy;
+    check_grouping(&policy)?;
+    if !a.no_apply {
+        apply_policy(&policy)?;
+    }
+    let sets = match SetElements::open("voipwall") {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot open the netlink ban socket; bans will be stored but not enforced.");
+            None
+        }
+    };
+    let db = a.state_dir.join("state.db");
+    let (store, opened) =
+        Store::open(&db).with_context(|| format!("opening the store {}", db.display()))?;
+    match &opened {
+        Opened::Recovered { moved_to, reason } => tracing::error!(
+            path = %db.display(), moved_to = %moved_to.display(), reason = %reason,
+            "The store could not be read; it was moved aside and a fresh one started. Bans still in the kernel are imported."
+        ),
+        Opened::Created => tracing::info!(path = %db.display(), "Created a new store."),
+        Opened::Existing => tracing::info!(path = %db.display(), "Opened the store."),
+    }
+    let rules = crate::detection::rules(&cli.catalog_dirs)?;
+    let cfg = crate::detection::engine_config(&policy, rules, &facts.addresses);
+    let mut d = Daemon {
+        engine: Engine::new(cfg),
+        store,
+        sets,
+        observe: policy.detect.mode == DetectMode::Observe,
+        nflog_group: policy.sip.nflog_group,
+        policy,
+        cli_config: cli.config.clone(),
+        catalog_dirs: cli.catalog_dirs.clone(),
+        counters: Counters::default(),
+        followers: Vec::new(),
+        recent: VecDeque::new(),
+        pending: Vec::new(),
+        shutdown: Arc::new(AtomicBool::new(false)),
+        reload: Arc::new(AtomicBool::new(false)),
+        started: Instant::now(),
+        opened,
+        restored: 0,
+        reconciled: 0,
+    };
+    d.restore();
+    let mut nflog = match d.nflog_group {
+        Some(g) => match NflogReader::open(&NflogConfig::new(g)) {
+            Ok(r) => {
+                tracing::info!(group = g, "Reading SIP packet copies from NFLOG.");
+                Some(r)
+            }
+            Err(e) => {
+                tracing::error!(group = g, error = %e, "Cannot bind the NFLOG group; detection runs on logs only.");
+                None
+            }
+        },
+        None => None,
+    };
+    let (wake_rx, wake_tx) = UnixStream::pair().context("wake-up socket")?;
+    wake_rx.set_nonblocking(true)?;
+    wake_tx.set_nonblocking(true)?;
+    let waker = Waker(Arc::new(wake_tx));
+    let (tx, rx) = mpsc::channel::<Input>();
+    let stop = Arc::new(AtomicBool::new(false));
+    install_signal_handlers(&d.shutdown, &d.reload);
+    let _control = control::serve(&a.socket, tx.clone(), waker.clone())
+        .with_context(|| format!("listening on {}", a.socket.display()))?;
+    tracing::info!(socket = %a.socket.display(), "Control socket ready.");
+    let mut tailers = Vec::new();
+    for spec in &a.logs {
+        let (fmt, path) = spec
+            .split_once(':')
+            .ok_or_else(|| Invalid(format!("error: --log {spec}: expected FORMAT:PATH")))?;
+        let mut formats = voipwall_logfmt::Format::all_builtin();
+        formats.extend(crate::detection::user_formats(&d.policy)?);
+        let format = if fmt == "auto" {
+            voipwall_logfmt::Format::combine("auto", formats)
+        } else {
+            formats
+                .into_iter()
+                .find(|f| f.id == fmt)
+                .ok_or_else(|| Invalid(format!("error: --log {spec}: unknown format `{fmt}`")))?
+        };
+        let spec = tail::TailSpec {
+            path: PathBuf::from(path),
+            format,
+            from_start: a.from_start,
+        };
+        let (tx, waker, stop) = (tx.clone(), waker.clone(), stop.clone());
+        tailers.push(
+            std::thread::Builder::new()
+                .name("tail".into())
+                .spawn(move || tail::follow(spec, tx, waker, stop))?,
+        );
+    }
+    drop(tx);
+    tracing::info!(
+        mode = if d.observe { "observe" } else { "enforce" },
+        rules = d
+            .engine
+            .config()
+            .rules
+            .rules
+            .iter()
+            .filter(|r| r.enabled)
+            .count(),
+        "voipwall daemon started."
+    );
+    d.event(
+        "start",
+        None,
+        format!("daemon started ({} bans restored)", d.restored),
+    );
+    d.run_loop(nflog.as_mut(), &wake_rx, &rx);
+    stop.store(true, Ordering::Relaxed);
+    let _ = std::fs::remove_file(&a.socket);
+    tracing::info!("voipwall daemon stopped; bans stay in the kernel and the store.");
+    Ok(())
+}
+
+impl Daemon {
+    fn run_loop(
+        &mut self,
+        mut nflog: Option<&mut NflogReader>,
+        wake: &UnixStream,
+        rx: &Receiver<Input>,
+    ) {
+        let mut last_housekeeping = Instant::now();
+        let mut pkt_at: Vec<u64> = Vec::new();
+        while !self.shutdown.load(Ordering::Relaxed) {
+            if self.reload.swap(false, Ordering::Relaxed) {
+                let r = self.reload();
+                tracing::info!(result = %r, "SIGHUP: reload.");
+            }
+            let t = now();
+            let timeout = self
+                .engine
+                .poll_timeout()
+                .map_or(1000, |d| d.since(t).min(1000))
+                .max(1);
+            let mut fds = vec![wake.as_raw_fd()];
+            if let Some(n) = nflog.as_ref() {
+                fds.push(n.fd());
+            }
+            let ready =
+                wait_readable(&fds, i32::try_from(timeout).unwrap_or(1000)).unwrap_or_default();
+            if ready.get(1).copied().unwrap_or(false)
+                && let Some(n) = nflog.as_deref_mut()
+            {
+                let at = now();
+                let engine = &mut self.engine;
+                let mut undecodable = 0;
+                pkt_at.clear();
+                let res = n.drain(|p| {
+                    let Ok(peeled) = voipwall_sip::peel(p.payload) else {
+                        undecodable += 1;
+                        return;
+                    };
+                    let Ok(msg) = voipwall_sip::Message::parse(peeled.payload) else {
+                        undecodable += 1;
+                        return;
+                    };
+                    let remote = if msg.status().is_none() {
+                        peeled.src
+                    } else {
+                        peeled.dst
+                    };
+                    if let Some(ev) = Event::from_message(remote, &msg, "nflog") {
+                        engine.handle_event(at, &ev);
+                        pkt_at.push(p.timestamp_us.unwrap_or(0));
+                    }
+                });
+                if let Err(e) = res {
+                    tracing::warn!(error = %e, "NFLOG receive failed.");
+                }
+                self.counters.nflog_packets = n.stats.packets;
+                if n.stats.enobufs > self.counters.nflog_enobufs {
+                    tracing::warn!(
+                        lost_batches = n.stats.enobufs - self.counters.nflog_enobufs,
+                        "NFLOG receive buffer overflowed: packets were lost."
+                    );
+                }
+                self.counters.nflog_enobufs = n.stats.enobufs;
+                self.counters.sip_undecodable += undecodable;
+                let first_pkt_us = pkt_at.iter().copied().filter(|&t| t > 0).min();
+                self.apply_actions(first_pkt_us);
+            }
+            if ready.first().copied().unwrap_or(false) {
+                let mut sink = [0u8; 256];
+                while (&*wake).read(&mut sink).is_ok_and(|n| n > 0) {}
+            }
+            while let Ok(input) = rx.try_recv() {
+                self.handle_input(input);
+            }
+            self.engine.handle_timeout(now());
+            self.apply_actions(None);
+            if last_housekeeping.elapsed().as_secs() >= 10 {
+                last_housekeeping = Instant::now();
+                self.flush_events();
+                if let Err(e) = self.store.prune(now(), 100_000, 30 * 86_400_000) {
+                    self.counters.store_errors += 1;
+                    tracing::error!(error = %e, "Store retention failed.");
+                }
+            }
+        }
+        self.flush_events();
+    }
+
+    fn handle_input(&mut self, input: Input) {
+        match input {
+            Input::Log {
+                origin,
+                events,
+                counts,
+            } => {
+                self.counters.log_lines += counts.lines;
+                self.counters.log_ambiguous += counts.ambiguous;
+                self.counters.log_events += events.len() as u64;
+                let at = now();
+                for p in &events {
+                    // Live logs: the daemon's clock, not the line's (a PBX
+                    // with a wrong clock must not stretch or shrink windows).
+                    self.engine.handle_event(at, &p.event(&origin));
+                }
+                self.apply_actions(None);
+            }
+            Input::Control(req, reply) => {
+                let r = self.control(req);
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    /// Drains the engine's actions into the kernel (batched per set), the
+    /// store (one transaction) and the log.
+    fn apply_actions(&mut self, pkt_us: Option<u64>) {
+        let mut bans: Vec<voipwall_detect::Ban> = Vec::new();
+        let mut known: Vec<(IpAddr, u64)> = Vec::new();
+        let mut demote: Vec<IpAddr> = Vec::new();
+        while let Some(a) = self.engine.poll_action() {
+            match a {
+                Action::Ban(b) => bans.push(b),
+                Action::Promote { addr, at, until } => {
+                    self.counters.promotions += 1;
+                    known.push((addr, until.since(at)));
+                }
+                Action::Demote { addr, .. } => demote.push(addr),
+                Action::Alert {
+                    addr,
+                    rule,
+                    message,
+                    ..
+                } => {
+                    self.counters.alerts += 1;
+                    tracing::warn!(src_ip = %addr, rule_id = %rule, "Alert: {message}");
+                    self.event(
+                        "alert",
+                        Some(addr.to_string()),
+                        format!("{rule}: {message}"),
+                    );
+                }
+            }
+        }
+        if bans.is_empty() && known.is_empty() && demote.is_empty() {
+            return;
+        }
+        let t = now();
+        if !bans.is_empty() {
+            if self.observe {
+                self.counters.bans_observed += bans.len() as u64;
+            } else {
+                let mut by_set: std::collections::BTreeMap<&'static str, Vec<Elem>> =
+                    Default::default();
+                for b in &bans {
+                    let (set, key) = placement(&b.target);
+                    by_set.entry(set).or_default().push(Elem {
+                        addr: key,
+                        timeout_ms: Some(b.until.since(t).max(1000)),
+                    });
+                }
+                self.kernel_add(&by_set);
+                let live = now_us();
+                if let Some(p) = pkt_us {
+                    let l = live.saturating_sub(p);
+                    for _ in &bans {
+                        if self.counters.ban_latency_us.len() >= 4096 {
+                            self.counters.ban_latency_us.pop_front();
+                        }
+                        self.counters.ban_latency_us.push_back(l);
+                    }
+                }
+                self.counters.bans += bans.len() as u64;
+            }
+            let origin = if self.observe { "observe" } else { "detect" };
+            let recs: Vec<BanRecord> = bans
+                .iter()
+                .map(|b| BanRecord::from_ban(b, origin))
+                .collect();
+            if let Err(e) = self.store.record_bans(&recs) {
+                self.counters.store_errors += 1;
+                tracing::error!(error = %e, "Could not store bans (they are in the kernel).");
+            }
+            let live_us = now_us();
+            if bans.len() > 20 {
+                tracing::info!(count = bans.len(), "Bans issued (flood: summarised).");
+            }
+            for b in &bans {
+                if bans.len() <= 20 {
+                    tracing::info!(
+                        src_ip = %b.offender, target = %b.target, rule_id = %b.rule, ban_ttl = b.ttl / 1000,
+                        observe = self.observe, "{}", b.reason
+                    );
+                }
+                let kind = if self.observe { "would-ban" } else { "ban" };
+                let v = json!({"kind": kind, "at": b.at.to_string(), "target": b.target.to_string(), "offender": b.offender,
+                               "rule": b.rule, "until": b.until.to_string(), "reason": b.reason, "live_us": live_us});
+                self.publish(v.clone());
+                self.pending.push(EventRecord {
+                    at: b.at,
+                    kind: kind.into(),
+                    addr: Some(b.target.to_string()),
+                    detail: b.reason.clone(),
+                });
+            }
+        }
+        if !known.is_empty() && !self.observe {
+            let mut by_set: std::collections::BTreeMap<&'static str, Vec<Elem>> =
+                Default::default();
+            for (addr, ttl) in &known {
+                let set = if addr.is_ipv4() {
+                    "vw_known_v4"
+                } else {
+                    "vw_known_v6"
+                };
+                by_set.entry(set).or_default().push(Elem {
+                    addr: *addr,
+                    timeout_ms: Some((*ttl).max(1000)),
+                });
+            }
+            self.kernel_add(&by_set);
+        }
+        for addr in demote {
+            if let Some(s) = self.sets.as_mut() {
+                let set = if addr.is_ipv4() {
+                    "vw_known_v4"
+                } else {
+                    "vw_known_v6"
+                };
+                let _ = s.delete(set, &[addr]);
+            }
+        }
+    }
+
+    fn kernel_add(&mut self, by_set: &std::collections::BTreeMap<&'static str, Vec<Elem>>) {
+        let Some(s) = self.sets.as_mut() else { return };
+        for (set, elems) in by_set {
+            if let Err(e) = s.add(set, elems) {
+                self.counters.kernel_errors += 1;
+                tracing::error!(set = %set, error = %e, "The kernel refused set elements.");
+            }
+        }
+    }
+
+    fn publish(&mut self, v: Value) {
+        self.followers.retain(|f| f.send(v.clone()).is_ok());
+        if self.recent.len() >= 1000 {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(v);
+    }
+
+    fn event(&mut self, kind: &str, addr: Option<String>, detail: String) {
+        let at = now();
+        self.publish(json!({"kind": kind, "at": at.to_string(), "addr": addr, "detail": detail}));
+        self.pending.push(EventRecord {
+            at,
+            kind: kind.into(),
+            addr,
+            detail,
+        });
+    }
+
+    fn flush_events(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let evs = std::mem::take(&mut self.pending);
+        if let Err(e) = self.store.record_events(&evs) {
+            self.counters.store_errors += 1;
+            tracing::error!(error = %e, "Could not store events.");
+        }
+    }
+
+    /// At start: active bans from the store go back into the kernel with
+    /// their remaining time and into the engine's memory (recidive,
+    /// suppression); bans the kernel holds that the store does not (kernel
+    /// flood guards, a lost store) are imported.
+    fn restore(&mut self) {
+        let t = now();
+        let active = match self.store.active_bans(t) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(error = %e, "Could not read bans from the store.");
+                Vec::new()
+            }
+        };
+        let mut by_set: std::collections::BTreeMap<&'static str, Vec<Elem>> = Default::default();
+        for b in &active {
+            if b.origin == "observe" {
+                continue;
+            }
+            self.engine.restore_ban(b.to_ban());
+            let (set, key) = placement(&b.target);
+            if set.starts_with("vw_bannet") {
+                let _ = voipwall_sys::nft::add_interval(
+                    set,
+                    &b.target,
+                    Some(b.end.since(t) / 1000 + 1),
+                );
+                continue;
+            }
+            by_set.entry(set).or_default().push(Elem {
+                addr: key,
+                timeout_ms: Some(b.end.since(t).max(1000)),
+            });
+        }
+        self.restored = by_set.values().map(Vec::len).sum();
+        self.kernel_add(&by_set);
+        tracing::info!(
+            bans = self.restored,
+            "Restored bans from the store with their remaining time."
+        );
+        // Reconcile: what the kernel holds and the store does not.
+        let known: std::collections::HashSet<IpNet> = active.iter().map(|b| b.target).collect();
+        let mut imported = Vec::new();
+        for (set, pfx) in [
+            ("vw_ban_v4", None),
+            ("vw_ban_v6", None),
+            ("vw_banpfx_v4", Some(self.policy.bans.ipv4_prefix)),
+            ("vw_banpfx_v6", Some(self.policy.bans.ipv6_prefix)),
+        ] {
+            let Ok(entries) = voipwall_sys::nft::list_set(set) else {
+                continue;
+            };
+            for e in entries {
+                let addr = e.net.addr();
+                let target = match pfx {
+                    Some(p) => IpNet::new(addr, p).map_or(IpNet::from(addr), |n| n.trunc()),
+                    None => IpNet::from(addr),
+                };
+                if known.contains(&target) {
+                    continue;
+                }
+                let left = e.expires.map_or(3_600_000, |s| s.saturating_mul(1000));
+                let mut r = BanRecord::manual(
+                    target,
+                    "found in the kernel at start (kernel flood guard or a lost store)",
+                    t,
+                    left,
+                );
+                r.rule = "kernel".into();
+                r.origin = "kernel".into();
+                self.engine.restore_ban(r.to_ban());
+                imported.push(r);
+            }
+        }
+        self.reconciled = imported.len();
+        if !imported.is_empty() {
+            tracing::info!(
+                bans = imported.len(),
+                "Imported bans the kernel held and the store did not."
+            );
+            if let Err(e) = self.store.record_bans(&imported) {
+                tracing::error!(error = %e, "Could not store imported bans.");
+            }
+        }
+    }
+
+    fn reload(&mut self) -> String {
+        let facts = crate::context::host_facts();
+        let policy = match crate::context::load_policy(&self.cli_config, &self.catalog_dirs, &facts)
+        {
+            Ok(l) => l.policy,
+            Err(e) => return format!("policy refused, nothing changed: {e:#}"),
+        };
+        if let Err(e) = check_grouping(&policy) {
+            return format!("policy refused, nothing changed: {e:#}");
+        }
+        if let Err(e) = apply_policy(&policy) {
+            return format!("apply failed, the previous ruleset stays: {e:#}");
+        }
+        let rules = match crate::detection::rules(&self.catalog_dirs) {
+            Ok(r) => r,
+            Err(e) => return format!("rules refused: {e:#}"),
+        };
+        // A new engine with the new settings; what it remembers of bans
+        // (recidive, suppression) comes back from the store.
+        self.engine = Engine::new(crate::detection::engine_config(
+            &policy,
+            rules,
+            &facts.addresses,
+        ));
+        if let Ok(active) = self.store.active_bans(now()) {
+            for b in active.iter().filter(|b| b.origin != "observe") {
+                self.engine.restore_ban(b.to_ban());
+            }
+        }
+        self.observe = policy.detect.mode == DetectMode::Observe;
+        self.policy = policy;
+        let _ = self.store.audit(
+            now(),
+            "daemon",
+            "reload",
+            &self.cli_config.display().to_string(),
+        );
+        self.event(
+            "reload",
+            None,
+            "policy re-read and applied; bans kept".into(),
+        );
+        "policy applied; bans kept".into()
+    }
+
+    fn control(&mut self, req: Request) -> Reply {
+        let t = now();
+        let err = |m: String| Reply::One(json!({"ok": false, "error": m}));
+        match req {
+            Request::Status => {
+                let mut lat: Vec<u64> = self.counters.ban_latency_us.iter().copied().collect();
+                lat.sort_unstable();
+                let pct = |p: f64| {
+                    lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
+                        .copied()
+                };
+                Reply::One(json!({
+                    "ok": true,
+                    "pid": std::process::id(),
+                    "uptime_s": self.started.elapsed().as_secs(),
+                    "mode": if self.observe { "observe" } else { "enforce" },
+                    "policy": self.cli_config.display().to_string(),
+                    "store": self.opened,
+                    "restored_bans": self.restored,
+                    "imported_from_kernel": self.reconciled,
+                    "nflog_group": self.nflog_group,
+                    "counters": self.counters,
+                    "engine": self.engine.stats(),
+                    "active_bans": self.store.active_bans(t).map(|v| v.len()).unwrap_or(0),
+                    "ban_latency_us": {"samples": lat.len(), "p50": pct(0.5), "p99": pct(0.99), "max": lat.last()},
+                }))
+            }
+            Request::Bans {
+                all,
+                rule,
+                net,
+                limit,
+            } => {
+                let net = match net.as_deref().map(voipwall_policy::parse_net).transpose() {
+                    Ok(n) => n,
+                    Err(e) => return err(e),
+                };
+                let f = BanFilter {
+                    active_at: (!all).then_some(t),
+                    rule,
+                    net,
+                    limit,
+                };
+                match self.store.bans(&f) {
+                    Ok(v) => Reply::One(json!({"ok": true, "bans": v})),
+                    Err(e) => err(e.to_string()),
+                }
+            }
+            Request::Ban {
+                target,
+                seconds,
+                reason,
+                exact,
+            } => {
+                let net = match voipwall_policy::parse_net(&target) {
+                    Ok(n) => n,
+                    Err(e) => return err(format!("`{target}`: {e}")),
+                };
+                let net =
+                    if net.prefix_len() == net.max_prefix_len() && net.addr().is_ipv6() && !exact {
+                        IpNet::new(net.addr(), self.policy.bans.ipv6_prefix)
+                            .map_or(net, |n| n.trunc())
+                    } else {
+                        net
+                    };
+                if let Some(p) = self
+                    .engine
+                    .config()
+                    .never_ban
+                    .iter()
+                    .find(|p| p.contains(&net.addr()) || net.contains(&p.addr()))
+                {
+                    return err(format!(
+                        "refused: {net} covers {p}, which is never banned (own address, management, allow list or trusted)"
+                    ));
+                }
+                let rec = BanRecord::manual(net, &reason, t, seconds.saturating_mul(1000));
+                let (set, key) = placement(&net);
+                let res = if set.starts_with("vw_bannet") {
+                    voipwall_sys::nft::add_interval(set, &net, Some(seconds))
+                        .map_err(|e| e.to_string())
+                } else {
+                    match self.sets.as_mut() {
+                        Some(s) => s
+                            .add(
+                                set,
+                                &[Elem {
+                                    addr: key,
+                                    timeout_ms: Some(seconds * 1000),
+                                }],
+                            )
+                            .map_err(|e| e.to_string()),
+                        None => Err("no netlink socket".into()),
+                    }
+                };
+                if let Err(e) = res {
+                    return err(format!("the kernel refused: {e}"));
+                }
+                self.engine.restore_ban(rec.to_ban());
+                let _ = self.store.record_bans(&[rec]);
+                let _ = self
+                    .store
+                    .audit(t, "cli", "ban", &format!("{net} {seconds}s {reason}"));
+                self.event("manual-ban", Some(net.to_string()), reason);
+                Reply::One(
+                    json!({"ok": true, "banned": net.to_string(), "set": set, "seconds": seconds}),
+                )
+            }
+            Request::Unban { target } => {
+                let net = match voipwall_policy::parse_net(&target) {
+                    Ok(n) => n,
+                    Err(e) => return err(format!("`{target}`: {e}")),
+                };
+                // Every stored ban covering the address or inside the network.
+                let covering: Vec<BanRecord> = self
+                    .store
+                    .active_bans(t)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|b| b.target.contains(&net.addr()) || net.contains(&b.target.addr()))
+                    .collect();
+                let mut lifted = Vec::new();
+                for b in &covering {
+                    let (set, key) = placement(&b.target);
+                    let _ = if set.starts_with("vw_bannet") {
+                        voipwall_sys::nft::delete_interval(set, &b.target)
+                            .map_err(|e| e.to_string())
+                    } else {
+                        self.sets
+                            .as_mut()
+                            .map_or(Ok(()), |s| s.delete(set, &[key]).map_err(|e| e.to_string()))
+                    };
+                    let _ = self.store.lift(&b.target, t);
+                    self.engine.forget_ban(&b.target);
+                    lifted.push(b.target.to_string());
+                }
+                let _ = self.store.audit(t, "cli", "unban", &target);
+                self.event(
+                    "unban",
+                    Some(target.clone()),
+                    format!("lifted {}", lifted.join(", ")),
+                );
+                Reply::One(json!({"ok": true, "lifted": lifted}))
+            }
+            Request::Explain { addr } => {
+                let Ok(a) = addr.parse::<IpAddr>() else {
+                    return err(format!("`{addr}` is not an IP address"));
+                };
+                let x = self.engine.explain(a, t);
+                let stored = self
+                    .store
+                    .bans(&BanFilter {
+                        net: Some(IpNet::from(a)),
+                        limit: Some(20),
+                        ..BanFilter::default()
+                    })
+                    .unwrap_or_default();
+                Reply::One(json!({"ok": true, "engine": x, "stored_bans": stored}))
+            }
+            Request::Events { follow, limit } => {
+                let n = limit.unwrap_or(50);
+                let past: Vec<Value> = self.recent.iter().rev().take(n).rev().cloned().collect();
+                let first = json!({"ok": true, "events": past});
+                if follow {
+                    let (tx, rx) = mpsc::channel();
+                    self.followers.push(tx);
+                    Reply::Stream(first, rx)
+                } else {
+                    Reply::One(first)
+                }
+            }
+            Request::Reload => {
+                let r = self.reload();
+                let ok = r.starts_with("policy applied");
+                Reply::One(json!({"ok": ok, "result": r}))
+            }
+        }
+    }
+}
+
+/// Which kernel set holds a ban, and its key.
+fn placement(target: &IpNet) -> (&'static str, IpAddr) {
+    let full = target.prefix_len() == target.max_prefix_len();
+    match (target, full) {
+        (IpNet::V4(_), true) => ("vw_ban_v4", target.addr()),
+        (IpNet::V6(_), true) => ("vw_ban_v6", target.addr()),
+        (IpNet::V4(_), false) => ("vw_banpfx_v4", target.network()),
+        (IpNet::V6(_), false) => ("vw_banpfx_v6", target.network()),
+    }
+}
+
+/// The engine's prefix bans are keyed by the kernel's mask, so the two must agree.
+fn check_grouping(p: &Policy) -> anyhow::Result<()> {
+    let d = &p.detect;
+    if d.group_v4 != 32 && d.group_v4 != p.bans.ipv4_prefix {
+        return Err(Invalid(format!(
+            "error: [detect] group_v4 = {} needs [bans] ipv4_prefix = {} (prefix bans use the kernel's mask)",
+            d.group_v4, d.group_v4
+        ))
+        .into());
+    }
+    if d.group_v6 != 128 && d.group_v6 != p.bans.ipv6_prefix {
+        return Err(Invalid(format!(
+            "error: [detect] group_v6 = {} needs [bans] ipv6_prefix = {} (prefix bans use the kernel's mask)",
+            d.group_v6, d.group_v6
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+fn apply_policy(policy: &Policy) -> anyhow::Result<()> {
+    let ruleset = crate::context::compile_policy(policy);
+    let script = voipwall_nft::render(&ruleset);
+    voipwall_sys::nft::apply_script(&script).context("applying the ruleset")?;
+    tracing::info!("Ruleset applied (bans and known endpoints kept).");
+    Ok(())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VOIPWALL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
+}
+
+/// SIGTERM/SIGINT stop the loop (a signal interrupts `poll`); SIGHUP
+/// reloads the policy.
+fn install_signal_handlers(shutdown: &Arc<AtomicBool>, reload: &Arc<AtomicBool>) {
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        let _ = signal_hook::flag::register(sig, shutdown.clone());
+    }
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone());
+}

@@ -1,0 +1,142 @@
+//! Following a log file: starts at the end (or the start with
+//! `--from-start`), waits for a file that does not exist yet, and follows
+//! rotation by rename (a new inode at the path: the old file is read to its
+//! end first) and by copytruncate (the file shrinks: read from the start).
+//! Polls every 100 ms; lines are parsed here, on the tailer's thread, and
+//! sent to the engine thread in batches.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use voipwall_logfmt::Format;
+use voipwall_logfmt::prefix::Context;
+
+use super::{Input, Parsed, Waker};
+
+/// What to follow.
+pub(crate) struct TailSpec {
+    pub(crate) path: PathBuf,
+    pub(crate) format: Format,
+    pub(crate) from_start: bool,
+}
+
+/// Follows `spec` until `stop` is set; sends parsed events to the engine.
+pub(crate) fn follow(
+    spec: TailSpec,
+    tx: std::sync::mpsc::Sender<Input>,
+    waker: Waker,
+    stop: Arc<AtomicBool>,
+) {
+    let origin: Arc<str> = Arc::from(format!("log:{}", spec.format.id));
+    let ctx = Context {
+        year: super::now_ms_civil_year(),
+        utc_offset: local_utc_offset(),
+    };
+    let mut file: Option<(File, u64, u64)> = None; // (file, inode, offset)
+    let mut carry: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut first_open = true;
+    let mut missing_reported = false;
+    while !stop.load(Ordering::Relaxed) {
+        let meta = std::fs::metadata(&spec.path).ok();
+        match (&mut file, &meta) {
+            (None, None) if !missing_reported => {
+                tracing::warn!(path = %spec.path.display(), "Log file does not exist yet; waiting for it.");
+                missing_reported = true;
+            }
+            (None, Some(m)) => {
+                if let Ok(mut f) = File::open(&spec.path) {
+                    let start = if first_open && !spec.from_start {
+                        m.len()
+                    } else {
+                        0
+                    };
+                    let _ = f.seek(SeekFrom::Start(start));
+                    tracing::info!(path = %spec.path.display(), format = %spec.format.id, offset = start, "Following log file.");
+                    file = Some((f, m.ino(), start));
+                    first_open = false;
+                }
+            }
+            (Some((_, ino, off)), Some(m)) if m.ino() == *ino && m.len() < *off => {
+                // copytruncate: the same file, shorter than what we read.
+                tracing::info!(path = %spec.path.display(), "Log file was truncated; reading from its start.");
+                if let Some((f, _, off)) = file.as_mut() {
+                    let _ = f.seek(SeekFrom::Start(0));
+                    *off = 0;
+                }
+                carry.clear();
+            }
+            _ => {}
+        }
+        let mut sent = false;
+        if let Some((f, ino, off)) = file.as_mut() {
+            // Read to the current end.
+            loop {
+                let n: usize = f.read(&mut buf).unwrap_or_default();
+                if n == 0 {
+                    break;
+                }
+                *off += n as u64;
+                carry.extend_from_slice(&buf[..n]);
+                if let Some(last_nl) = memchr::memrchr(b'\n', &carry) {
+                    let mut events = Vec::new();
+                    let mut counts = super::LineCounts::default();
+                    for line in carry[..last_nl].split(|&b| b == b'\n') {
+                        let line = line.strip_suffix(b"\r").unwrap_or(line);
+                        counts.lines += 1;
+                        match spec.format.parse_line(line, &ctx) {
+                            Ok(l) => events.push(Parsed::from_line(&l)),
+                            Err(voipwall_logfmt::LineError::Ambiguous) => counts.ambiguous += 1,
+                            Err(voipwall_logfmt::LineError::NoMatch) => {}
+                            Err(_) => counts.malformed += 1,
+                        }
+                    }
+                    carry.drain(..=last_nl);
+                    if tx
+                        .send(Input::Log {
+                            origin: origin.clone(),
+                            events,
+                            counts,
+                        })
+                        .is_err()
+                    {
+                        return;
+                    }
+                    sent = true;
+                }
+                // A line longer than 1 MiB without a newline is dropped.
+                if carry.len() > 1 << 20 {
+                    carry.clear();
+                }
+            }
+            // Rotation by rename: a new file at the path; the old one was
+            // read to its end above.
+            if meta.as_ref().is_some_and(|m| m.ino() != *ino) || meta.is_none() {
+                if meta.is_some() {
+                    tracing::info!(path = %spec.path.display(), "Log file was rotated; following the new one.");
+                }
+                file = None;
+                carry.clear();
+            }
+        }
+        if sent {
+            waker.wake();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The local time zone's offset from UTC in seconds, for log times written
+/// in local time (from `date +%z`-style data: /etc/localtime via `TZ` is not
+/// parsed here; the daemon's logs are usually UTC on servers).
+fn local_utc_offset() -> i64 {
+    std::env::var("VOIPWALL_LOG_UTC_OFFSET")
+        .ok()
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(0)
+}
