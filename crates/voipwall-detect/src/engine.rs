@@ -285,8 +285,6 @@ struct Counter {
     rule: u8,
     /// Timestamps of counted events (distinct users for enumeration), newest last.
     times: VecDeque<(Timestamp, u64)>,
-    /// GCRA theoretical arrival time, for request-flood (scaled: ms × count).
-    tat: u128,
     evidence: VecDeque<Ev>,
 }
 
@@ -311,7 +309,11 @@ struct Txn {
 struct Pending {
     src: IpAddr,
     call: u64,
+    /// When the challenge was sent.
+    at: Timestamp,
     deadline: Timestamp,
+    /// Counted already by the early check; an answer retracts the count.
+    early: bool,
     user: Short,
     toll: bool,
 }
@@ -321,6 +323,8 @@ struct Group {
     counters: Vec<Counter>,
     txns: Vec<Txn>,
     pending: Vec<Pending>,
+    /// When a source of this group last answered a challenge.
+    last_answered: Option<Timestamp>,
 }
 
 const MAX_TXNS: usize = 16;
@@ -328,7 +332,18 @@ const MAX_PENDING: usize = 32;
 const MAX_EVIDENCE: usize = 8;
 
 /// A timer: challenge `call` from `src` is due.
-type Timer = (Timestamp, IpAddr, u64);
+/// A timer: the challenge `call` from `src` is due; `true` for the early
+/// check of a source that answers no challenges.
+type Timer = (Timestamp, IpAddr, u64, bool);
+
+/// A challenge a source has not answered after this long, while it has
+/// answered none recently, counts at once: a phone answers within a round
+/// trip, so a source that lets every challenge lapse is not a phone and
+/// need not be given the whole `answer_within` per challenge.
+const EARLY_GRACE_MS: u64 = 50;
+
+/// Ids of challenges reported by logs (no Call-ID) have this bit set.
+const LOG_CHALLENGE: u64 = 1 << 63;
 
 /// The detection engine.
 pub struct Engine {
@@ -340,6 +355,8 @@ pub struct Engine {
     timers: BinaryHeap<Reverse<Timer>>,
     actions: VecDeque<Action>,
     hasher: FixedState,
+    /// Ids for challenges reported by logs.
+    log_challenge_id: u64,
     /// Event origins seen (`nflog`, `asterisk-security`), interned so that
     /// evidence holds one byte per item instead of a string.
     origins: Vec<String>,
@@ -377,6 +394,7 @@ impl Engine {
             timers: BinaryHeap::new(),
             actions: VecDeque::new(),
             hasher,
+            log_challenge_id: 0,
             origins: Vec::new(),
             stats: Stats::default(),
             cfg,
@@ -429,7 +447,10 @@ impl Engine {
                 );
             }
             EventKind::ChallengeSent { user } => {
-                self.add_pending(now, src, 0, Short::new(user), false);
+                // Log lines carry no Call-ID: each challenge gets its own id.
+                self.log_challenge_id = self.log_challenge_id.wrapping_add(1);
+                let id = LOG_CHALLENGE | self.log_challenge_id;
+                self.add_pending(now, src, id, Short::new(user), false);
             }
             EventKind::CallRejected { user } => {
                 if self.toll_rule(user).is_some() {
@@ -464,47 +485,77 @@ impl Engine {
 
     /// Runs the timers due at `now` (unanswered challenges).
     pub fn handle_timeout(&mut self, now: Timestamp) {
-        while let Some(&Reverse((due, src, call))) = self.timers.peek() {
+        while let Some(&Reverse((due, src, call, early))) = self.timers.peek() {
             if due > now {
                 break;
             }
             self.timers.pop();
             let key = self.group_of(src);
+            let answer_within = self
+                .rule_index(RuleKind::UnansweredChallenge)
+                .map_or(32_000, |i| self.cfg.rules.rules[i].answer_within);
             let Some(g) = self.groups.peek_mut(&key) else {
                 continue;
             };
-            let Some(i) = g
-                .pending
-                .iter()
-                .position(|p| p.src == src && p.call == call && p.deadline <= now)
-            else {
-                continue;
+            // Early check: challenges of a source that answers none are
+            // counted now and kept, so a late answer can retract the count.
+            // Deadline: a challenge not counted early is counted now.
+            let lapsed: Vec<Pending> = if early {
+                if g.last_answered
+                    .is_some_and(|t| due.since(t) <= answer_within)
+                {
+                    continue;
+                }
+                let mut out = Vec::new();
+                for p in g.pending.iter_mut() {
+                    if p.src == src && !p.early && p.at.plus(EARLY_GRACE_MS) <= due {
+                        p.early = true;
+                        out.push(*p);
+                    }
+                }
+                out
+            } else {
+                match g
+                    .pending
+                    .iter()
+                    .position(|p| p.src == src && p.call == call && p.deadline <= now)
+                {
+                    Some(i) => {
+                        let p = g.pending.swap_remove(i);
+                        if p.early {
+                            continue;
+                        }
+                        vec![p]
+                    }
+                    None => continue,
+                }
             };
-            let p = g.pending.swap_remove(i);
-            if self.is_banned(src, due) {
-                continue;
-            }
-            let user = Some(p.user.bytes()).filter(|u| !u.is_empty());
-            let user = user.map(<[u8]>::to_vec);
-            self.count_kind(
-                due,
-                src,
-                RuleKind::UnansweredChallenge,
-                What::Challenge,
-                user.as_deref(),
-                "timer",
-                None,
-            );
-            if p.toll {
+            for p in lapsed {
+                if self.is_banned(src, due) {
+                    break;
+                }
+                let user = Some(p.user.bytes()).filter(|u| !u.is_empty());
+                let user = user.map(<[u8]>::to_vec);
                 self.count_kind(
                     due,
                     src,
-                    RuleKind::TollFraud,
-                    What::Toll,
+                    RuleKind::UnansweredChallenge,
+                    What::Challenge,
                     user.as_deref(),
                     "timer",
-                    None,
+                    Some(p.call),
                 );
+                if p.toll {
+                    self.count_kind(
+                        due,
+                        src,
+                        RuleKind::TollFraud,
+                        What::Toll,
+                        user.as_deref(),
+                        "timer",
+                        Some(p.call),
+                    );
+                }
             }
         }
     }
@@ -516,7 +567,7 @@ impl Engine {
 
     /// When [`Engine::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.timers.peek().map(|Reverse((t, _, _))| *t)
+        self.timers.peek().map(|Reverse((t, _, _, _))| *t)
     }
 
     /// Counters.
@@ -641,10 +692,20 @@ impl Engine {
         let ttl = self.cfg.transaction_timeout;
         let key = self.group_of(src);
         let g = self.group_mut(key);
-        if r.has_auth {
+        if r.has_auth
+            && let Some(i) = g
+                .pending
+                .iter()
+                .position(|p| p.src == src && p.call == call)
+        {
             // The authenticated retry answers the challenge of this call.
-            g.pending.retain(|p| !(p.src == src && p.call == call));
+            let p = g.pending.swap_remove(i);
+            g.last_answered = Some(now);
+            if p.early {
+                self.retract(key, call);
+            }
         }
+        let g = self.group_mut(key);
         g.txns.retain(|t| {
             now.since(t.at) < ttl
                 && !(t.src == src && t.call == call && t.cseq == r.cseq && t.method == method)
@@ -792,7 +853,7 @@ impl Engine {
         if let Some(p) = g
             .pending
             .iter_mut()
-            .find(|p| p.src == src && p.call == call && call != 0)
+            .find(|p| p.src == src && p.call == call && call & LOG_CHALLENGE == 0)
         {
             // A retransmitted challenge for the same call: keep the first deadline.
             p.toll |= toll;
@@ -806,12 +867,20 @@ impl Engine {
             Pending {
                 src,
                 call,
+                at: now,
                 deadline,
+                early: false,
                 user,
                 toll,
             },
         );
-        self.timers.push(Reverse((deadline, src, call)));
+        self.timers.push(Reverse((deadline, src, call, false)));
+        self.timers.push(Reverse((
+            now.plus(EARLY_GRACE_MS.min(deadline.since(now))),
+            src,
+            call,
+            true,
+        )));
         // Timers of evicted sources stay in the heap until due; under a
         // spoofed flood that is many. Compact when it outgrows what live
         // sources can hold, so the heap stays bounded too.
@@ -824,11 +893,11 @@ impl Engine {
                 };
                 IpNet::new(a, len).map_or(IpNet::from(a), |n| n.trunc())
             };
-            self.timers.retain(|Reverse((due, src, call))| {
+            self.timers.retain(|Reverse((due, src, call, early))| {
                 groups.peek(&group_of(*src)).is_some_and(|g| {
                     g.pending
                         .iter()
-                        .any(|p| p.src == *src && p.call == *call && p.deadline == *due)
+                        .any(|p| p.src == *src && p.call == *call && (*early || p.deadline == *due))
                 })
             });
             self.stats.timer_compactions += 1;
@@ -837,12 +906,35 @@ impl Engine {
 
     /// A log line showing an authentication attempt answers the oldest
     /// challenge the logs reported for that source.
-    fn answer_log_challenge(&mut self, _now: Timestamp, src: IpAddr) {
+    fn answer_log_challenge(&mut self, now: Timestamp, src: IpAddr) {
         let key = self.group_of(src);
         if let Some(g) = self.groups.peek_mut(&key)
-            && let Some(i) = g.pending.iter().position(|p| p.src == src && p.call == 0)
+            && let Some(i) = g
+                .pending
+                .iter()
+                .position(|p| p.src == src && p.call & LOG_CHALLENGE != 0)
         {
-            g.pending.remove(i);
+            let p = g.pending.remove(i);
+            g.last_answered = Some(now);
+            if p.early {
+                self.retract(key, p.call);
+            }
+        }
+    }
+
+    /// Takes back the early count of a challenge that was answered after all.
+    fn retract(&mut self, key: IpNet, call: u64) {
+        let rules: Vec<u8> = [RuleKind::UnansweredChallenge, RuleKind::TollFraud]
+            .into_iter()
+            .filter_map(|k| self.rule_index(k))
+            .filter_map(|i| u8::try_from(i).ok())
+            .collect();
+        if let Some(g) = self.groups.peek_mut(&key) {
+            for c in g.counters.iter_mut().filter(|c| rules.contains(&c.rule)) {
+                if let Some(i) = c.times.iter().position(|&(_, tag)| tag == call) {
+                    c.times.remove(i);
+                }
+            }
         }
     }
 
@@ -987,7 +1079,6 @@ impl Engine {
                     Counter {
                         rule: rule_no,
                         times: VecDeque::with_capacity(1),
-                        tat: 0,
                         evidence: VecDeque::with_capacity(1),
                     },
                 );
@@ -997,49 +1088,35 @@ impl Engine {
         if c.evidence.len() >= MAX_EVIDENCE {
             c.evidence.pop_front();
         }
-        let mut fired: Option<u64> = None;
-        if flood {
-            // GCRA per threshold would need one TAT each; request-flood uses
-            // its first threshold: the count-th request within `within` fires.
-            if c.evidence
+        // Request floods keep one evidence item per second, not one per request.
+        if !flood
+            || c.evidence
                 .back()
                 .is_none_or(|b| b.what != What::Requests || now.since(b.at) > 1000)
-            {
-                c.evidence.push_back(e.clone());
-            }
-            let t = thresholds[0];
-            let scale = u128::from(t.count);
-            let now_s = u128::from(now.0) * scale;
-            let tat = c.tat.max(now_s) + u128::from(t.within);
-            if tat - now_s >= u128::from(t.within) * scale {
-                fired = Some(t.ban);
-                c.tat = 0;
-            } else {
-                c.tat = tat;
-            }
-        } else {
+        {
             c.evidence.push_back(e.clone());
-            let oldest_kept = now.0.saturating_sub(max_within);
-            while c.times.front().is_some_and(|&(t, _)| t.0 < oldest_kept) {
-                c.times.pop_front();
-            }
-            match distinct {
-                Some(h) => {
-                    // Distinct values: refresh the time of a repeated one.
-                    if let Some(p) = c.times.iter().position(|&(_, x)| x == h) {
-                        c.times.remove(p);
-                    }
-                    c.times.push_back((now, h));
+        }
+        let oldest_kept = now.0.saturating_sub(max_within);
+        while c.times.front().is_some_and(|&(t, _)| t.0 < oldest_kept) {
+            c.times.pop_front();
+        }
+        match distinct {
+            Some(h) => {
+                // Distinct values: refresh the time of a repeated one.
+                if let Some(p) = c.times.iter().position(|&(_, x)| x == h) {
+                    c.times.remove(p);
                 }
-                None => c.times.push_back((now, 0)),
+                c.times.push_back((now, h));
             }
-            while c.times.len() > max_count as usize {
-                c.times.pop_front();
-            }
-            for t in &thresholds {
-                if in_window(&c.times, now, t.within) >= t.count {
-                    fired = Some(fired.map_or(t.ban, |b: u64| b.max(t.ban)));
-                }
+            None => c.times.push_back((now, 0)),
+        }
+        while c.times.len() > max_count as usize {
+            c.times.pop_front();
+        }
+        let mut fired: Option<u64> = None;
+        for t in &thresholds {
+            if in_window(&c.times, now, t.within) >= t.count {
+                fired = Some(fired.map_or(t.ban, |b: u64| b.max(t.ban)));
             }
         }
         let Some(ttl) = fired else { return };
@@ -1052,7 +1129,6 @@ impl Engine {
             && let Some(c) = g.counters.iter_mut().find(|c| c.rule == rule_no)
         {
             c.times.clear();
-            c.tat = 0;
         }
     }
 
