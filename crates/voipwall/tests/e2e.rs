@@ -1,0 +1,658 @@
+//! The end-to-end lab: real kamailio as the registrar under attack, real
+//! sipp as phones and attackers, the voipwall daemon on the PBX, all in
+//! network namespaces joined by a bridge (documentation addresses only;
+//! nothing leaves the namespaces; every sipp run is bounded in calls and
+//! time).
+//!
+//! ```text
+//!   phone   203.0.113.20, 2001:db8:0:66::20   (in the attackers' /24 and the IPv6 attacker's /64)
+//!   att     203.0.113.66-70                   (one address per attack kind)
+//!   att6    2001:db8:0:66::66
+//!   pbx     203.0.113.1, 2001:db8:0:1::1      kamailio + voipwall daemon
+//! ```
+//!
+//! Needs root, ip, nft, kamailio and sipp (`scripts/test` installs them).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const PBX4: &str = "203.0.113.1";
+const PBX6: &str = "2001:db8:0:1::1";
+const PHONE4: &str = "203.0.113.20";
+const PHONE6: &str = "2001:db8:0:66::20";
+const ATT6: &str = "2001:db8:0:66::66";
+
+struct Lab {
+    ns: Vec<String>,
+    dir: PathBuf,
+    kamailio: Option<Child>,
+    daemon: Option<Child>,
+    phones: Vec<Child>,
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("running {args:?}: {e}"))
+}
+
+fn must(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/e2e")
+        .join(name)
+}
+
+impl Lab {
+    fn name(&self, role: &str) -> String {
+        self.ns
+            .iter()
+            .find(|n| n.ends_with(&format!("-{role}")))
+            .cloned()
+            .expect("namespace")
+    }
+
+    fn new() -> Self {
+        let id = std::process::id();
+        let dir = std::env::temp_dir().join(format!("voipwall-e2e-{id}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let roles = ["pbx", "sw", "phone", "att", "att6"];
+        let lab = Self {
+            ns: roles.iter().map(|r| format!("vwt-e{id}-{r}")).collect(),
+            dir,
+            kamailio: None,
+            daemon: None,
+            phones: Vec::new(),
+        };
+        for n in &lab.ns {
+            must(&["ip", "netns", "add", n]);
+            for key in [
+                "net.ipv6.conf.all.accept_dad=0",
+                "net.ipv6.conf.default.accept_dad=0",
+            ] {
+                must(&["ip", "netns", "exec", n, "sysctl", "-qw", key]);
+            }
+            must(&["ip", "-n", n, "link", "set", "lo", "up"]);
+        }
+        let sw = lab.name("sw");
+        must(&["ip", "-n", &sw, "link", "add", "br0", "type", "bridge"]);
+        must(&["ip", "-n", &sw, "link", "set", "br0", "up"]);
+        for (i, role) in ["pbx", "phone", "att", "att6"].iter().enumerate() {
+            let n = lab.name(role);
+            let port = format!("s{i}");
+            must(&[
+                "ip", "link", "add", "v0", "netns", &n, "type", "veth", "peer", "name", &port,
+                "netns", &sw,
+            ]);
+            must(&["ip", "-n", &sw, "link", "set", &port, "master", "br0", "up"]);
+            must(&["ip", "-n", &n, "link", "set", "v0", "up"]);
+        }
+        let addrs: &[(&str, &[&str])] = &[
+            ("pbx", &["203.0.113.1/24", "2001:db8:0:1::1/48"]),
+            ("phone", &["203.0.113.20/24", "2001:db8:0:66::20/48"]),
+            (
+                "att",
+                &[
+                    "203.0.113.66/24",
+                    "203.0.113.67/24",
+                    "203.0.113.68/24",
+                    "203.0.113.69/24",
+                    "203.0.113.70/24",
+                ],
+            ),
+            ("att6", &["2001:db8:0:66::66/48", "2001:db8:0:66::67/48"]),
+        ];
+        for (role, list) in addrs {
+            let n = lab.name(role);
+            for a in *list {
+                let mut args = vec!["ip", "-n", &n, "addr", "add", a, "dev", "v0"];
+                if a.contains(':') {
+                    args.push("nodad");
+                }
+                must(&args);
+            }
+        }
+        lab
+    }
+
+    fn exec(&self, role: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name(role)]).args(args);
+        c
+    }
+
+    fn start_kamailio(&mut self) {
+        let cfg = std::fs::read_to_string(data("kamailio.cfg"))
+            .unwrap()
+            .replace("LAB_V4", PBX4)
+            .replace("LAB_V6", PBX6)
+            .replace("LAB_DIR", self.dir.to_str().unwrap());
+        let path = self.dir.join("kamailio.cfg");
+        std::fs::write(&path, cfg).unwrap();
+        let log = std::fs::File::create(self.dir.join("kamailio.log")).unwrap();
+        let child = self
+            .exec(
+                "pbx",
+                &[
+                    "kamailio",
+                    "-DD",
+                    "-E",
+                    "-f",
+                    path.to_str().unwrap(),
+                    "-Y",
+                    self.dir.to_str().unwrap(),
+                    "-P",
+                    self.dir.join("kam.pid").to_str().unwrap(),
+                ],
+            )
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("kamailio (apt-get install kamailio)");
+        self.kamailio = Some(child);
+        // Ready when it answers an OPTIONS.
+        let script = "import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(1)\ns.bind(('203.0.113.20',5095))\nm=b'OPTIONS sip:ping@203.0.113.1 SIP/2.0\\r\\nVia: SIP/2.0/UDP 203.0.113.20:5095;branch=z9hG4bKp\\r\\nFrom: <sip:ping@x>;tag=1\\r\\nTo: <sip:ping@203.0.113.1>\\r\\nCall-ID: ping\\r\\nCSeq: 1 OPTIONS\\r\\nContent-Length: 0\\r\\n\\r\\n'\ns.sendto(m,('203.0.113.1',5060))\ntry:\n  d=s.recv(2048); sys.exit(0 if d.startswith(b'SIP/2.0 200') else 1)\nexcept Exception:\n  sys.exit(1)\n";
+        let until = Instant::now() + Duration::from_secs(15);
+        loop {
+            let ok = self
+                .exec("phone", &["python3", "-c", script])
+                .output()
+                .unwrap()
+                .status
+                .success();
+            if ok {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "kamailio did not answer: {}",
+                self.kamailio_log()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    fn kamailio_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("kamailio.log")).unwrap_or_default()
+    }
+
+    /// Requests kamailio received from `src` (its own log line per request).
+    fn requests_from(&self, src: &str) -> usize {
+        let needle = format!("vwlab: req src={src} ");
+        self.kamailio_log()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .count()
+    }
+
+    /// Lines of a voipwall xlog event from `src` in kamailio's log.
+    fn kamailio_events(&self, event: &str, src: &str) -> usize {
+        let needle = format!("voipwall: event={event} src={src} ");
+        self.kamailio_log()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .count()
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("control.sock")
+    }
+
+    fn start_daemon(&mut self) {
+        let policy = self.dir.join("policy.toml");
+        std::fs::write(
+            &policy,
+            "[interfaces]\nv0 = \"internet\"\n\n[zones.internet]\nservices = [\"sip\"]\n\n[sip]\nnflog_group = 7\n",
+        )
+        .unwrap();
+        let _ = std::fs::remove_file(self.socket());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))
+            .unwrap();
+        let child = self
+            .exec(
+                "pbx",
+                &[
+                    env!("CARGO_BIN_EXE_voipwall"),
+                    "-c",
+                    policy.to_str().unwrap(),
+                    "daemon",
+                    "--state-dir",
+                    self.dir.join("state").to_str().unwrap(),
+                    "--socket",
+                    self.socket().to_str().unwrap(),
+                ],
+            )
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.daemon = Some(child);
+        let until = Instant::now() + Duration::from_secs(20);
+        while !self.socket().exists() || self.cli(&["status"]).status.code() != Some(0) {
+            assert!(
+                Instant::now() < until,
+                "daemon did not start: {}",
+                self.daemon_log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    fn kill_daemon(&mut self, signal: &str) {
+        if let Some(mut c) = self.daemon.take() {
+            // `ip netns exec` execs the daemon: the child's pid is the daemon's.
+            must(&["kill", signal, &c.id().to_string()]);
+            let _ = c.wait();
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_voipwall"))
+            .env("VOIPWALL_SOCKET", self.socket())
+            .args(["-c", self.dir.join("policy.toml").to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let out = self.cli(&[&["--json"], args].concat());
+        assert!(
+            out.status.success(),
+            "voipwall {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// Active bans by target.
+    fn bans(&self) -> Vec<(String, String)> {
+        self.json(&["bans"])
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|b| {
+                (
+                    b["target"].as_str().unwrap_or("").to_string(),
+                    b["rule"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// A bounded sipp run in `role`'s namespace.
+    #[allow(clippy::too_many_arguments)]
+    fn sipp(
+        &self,
+        role: &str,
+        scenario: &str,
+        src: &str,
+        port: &str,
+        calls: u32,
+        rate: u32,
+        extra: &[&str],
+    ) -> Output {
+        let dst = if src.contains(':') {
+            format!("[{PBX6}]:5060")
+        } else {
+            format!("{PBX4}:5060")
+        };
+        let calls = calls.to_string();
+        let rate = rate.to_string();
+        let sf = data(scenario);
+        let mut args = vec![
+            "timeout",
+            "-k",
+            "2",
+            "40",
+            "sipp",
+            "-sf",
+            sf.to_str().unwrap(),
+            "-i",
+            src,
+            "-p",
+            port,
+            "-m",
+            &calls,
+            "-r",
+            &rate,
+            "-timeout",
+            "30s",
+            "-nostdin",
+        ];
+        args.extend_from_slice(extra);
+        args.push(&dst);
+        self.exec(role, &args).output().unwrap()
+    }
+
+    fn start_phone(&mut self, src: &str, calls: u32) {
+        let csv = self
+            .dir
+            .join(format!("phone-{}.csv", src.replace(':', "_")));
+        std::fs::write(
+            &csv,
+            "SEQUENTIAL\n1001;[authentication username=1001 password=secret1001]\n",
+        )
+        .unwrap();
+        let dst = if src.contains(':') {
+            format!("[{PBX6}]:5060")
+        } else {
+            format!("{PBX4}:5060")
+        };
+        let out = std::fs::File::create(
+            self.dir
+                .join(format!("phone-{}.out", src.replace(':', "_"))),
+        )
+        .unwrap();
+        let calls = calls.to_string();
+        let child = self
+            .exec(
+                "phone",
+                &[
+                    "timeout",
+                    "-k",
+                    "2",
+                    "120",
+                    "sipp",
+                    "-sf",
+                    data("phone.xml").to_str().unwrap(),
+                    "-inf",
+                    csv.to_str().unwrap(),
+                    "-i",
+                    src,
+                    "-p",
+                    "5061",
+                    "-m",
+                    &calls,
+                    "-r",
+                    "1",
+                    "-rp",
+                    "1000",
+                    "-timeout",
+                    "100s",
+                    "-nostdin",
+                    "-trace_err",
+                    "-error_file",
+                    self.dir
+                        .join(format!("phone-{}.err", src.replace(':', "_")))
+                        .to_str()
+                        .unwrap(),
+                    &dst,
+                ],
+            )
+            .stdout(out)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.phones.push(child);
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in self
+            .phones
+            .iter_mut()
+            .chain(self.daemon.iter_mut())
+            .chain(self.kamailio.iter_mut())
+        {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // kamailio forks children: they die with the namespace's processes.
+        for n in &self.ns {
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", n]).output() {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        for n in &self.ns {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+        if std::env::var_os("VOIPWALL_KEEP_LAB").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Every attack kind is banned by the rule meant for it after no more than
+/// its threshold of attempts at kamailio; the IPv6 attacker's /64 is banned;
+/// both phones (one in the attackers' /24, one in the IPv6 attacker's /64)
+/// keep registering through every attack; banned traffic stops reaching
+/// kamailio. Then resilience: kill -9 mid-attack (the kernel keeps
+/// enforcing), restart (bans back from the store, none lost or duplicated),
+/// and a corrupted store (starts clean, says so, re-imports the kernel's bans).
+#[test]
+fn lab_attacks_are_banned_phones_are_not_and_bans_survive_the_daemon() {
+    let mut lab = Lab::new();
+    lab.start_kamailio();
+    lab.start_daemon();
+    // Phones register once a second for the whole run.
+    lab.start_phone(PHONE4, 40);
+    lab.start_phone(PHONE6, 40);
+    std::thread::sleep(Duration::from_secs(3));
+
+    // Password guessing: each call answers the challenge with a wrong password.
+    lab.sipp("att", "bruteforce.xml", "203.0.113.66", "5062", 12, 5, &[]);
+    // Challenge ignorer.
+    lab.sipp("att", "ignorer.xml", "203.0.113.67", "5063", 40, 10, &[]);
+    // Scanner user agent.
+    lab.sipp("att", "scanner.xml", "203.0.113.68", "5064", 5, 5, &[]);
+    // Extension enumeration: unknown users 2000, 2001, ...
+    let users = lab.dir.join("users.csv");
+    std::fs::write(
+        &users,
+        format!(
+            "SEQUENTIAL\n{}",
+            (2000..2040).map(|u| format!("{u}\n")).collect::<String>()
+        ),
+    )
+    .unwrap();
+    lab.sipp(
+        "att",
+        "enumerate.xml",
+        "203.0.113.69",
+        "5065",
+        30,
+        20,
+        &["-inf", users.to_str().unwrap()],
+    );
+    // A REGISTER flood from the IPv4 phone's own /24.
+    lab.sipp("att", "flood.xml", "203.0.113.70", "5066", 3000, 1000, &[]);
+    // Password guessing over IPv6, from the IPv6 phone's own /64.
+    lab.sipp("att6", "bruteforce.xml", ATT6, "5062", 12, 5, &[]);
+    std::thread::sleep(Duration::from_millis(500));
+
+    let bans = lab.bans();
+    let rule_of = |t: &str| bans.iter().find(|(x, _)| x == t).map(|(_, r)| r.clone());
+    let report = format!("bans {bans:?}\n{}", lab.daemon_log());
+    assert_eq!(
+        rule_of("203.0.113.66/32").as_deref(),
+        Some("auth-bruteforce"),
+        "{report}"
+    );
+    assert_eq!(
+        rule_of("203.0.113.67/32").as_deref(),
+        Some("unanswered-challenge"),
+        "{report}"
+    );
+    assert_eq!(
+        rule_of("203.0.113.68/32").as_deref(),
+        Some("scanner"),
+        "{report}"
+    );
+    assert_eq!(
+        rule_of("203.0.113.69/32").as_deref(),
+        Some("enumeration"),
+        "{report}"
+    );
+    assert_eq!(
+        rule_of("203.0.113.70/32").as_deref(),
+        Some("request-flood"),
+        "{report}"
+    );
+    assert_eq!(
+        rule_of("2001:db8:0:66::/64").as_deref(),
+        Some("auth-bruteforce"),
+        "{report}"
+    );
+    assert!(
+        !bans
+            .iter()
+            .any(|(t, _)| t.starts_with(PHONE4) || t == "203.0.113.0/24"),
+        "a phone was banned: {report}"
+    );
+
+    // Attempts that reached kamailio, per attacker, against each threshold.
+    assert!(
+        lab.kamailio_events("auth-failed", "203.0.113.66") <= 5,
+        "brute force: {} failures reached kamailio",
+        lab.kamailio_events("auth-failed", "203.0.113.66")
+    );
+    assert!(
+        lab.requests_from("203.0.113.67") <= 20,
+        "challenge ignorer: {} requests reached kamailio",
+        lab.requests_from("203.0.113.67")
+    );
+    assert!(
+        lab.requests_from("203.0.113.68") <= 1,
+        "scanner: {} requests reached kamailio",
+        lab.requests_from("203.0.113.68")
+    );
+    assert!(
+        lab.kamailio_events("unknown-user", "203.0.113.69") <= 10,
+        "enumeration: {} unknown users reached kamailio",
+        lab.kamailio_events("unknown-user", "203.0.113.69")
+    );
+    assert!(
+        lab.requests_from("203.0.113.70") <= 100,
+        "flood: {} requests reached kamailio",
+        lab.requests_from("203.0.113.70")
+    );
+    assert!(
+        lab.kamailio_events("auth-failed", ATT6) <= 5,
+        "IPv6 brute force: {} failures reached kamailio",
+        lab.kamailio_events("auth-failed", ATT6)
+    );
+    eprintln!(
+        "reached kamailio before the ban: brute force {} failures, ignorer {}, scanner {}, enumeration {} unknown users, flood {}, IPv6 brute force {} failures",
+        lab.kamailio_events("auth-failed", "203.0.113.66"),
+        lab.requests_from("203.0.113.67"),
+        lab.requests_from("203.0.113.68"),
+        lab.kamailio_events("unknown-user", "203.0.113.69"),
+        lab.requests_from("203.0.113.70"),
+        lab.kamailio_events("auth-failed", ATT6)
+    );
+
+    // Banned traffic no longer reaches kamailio.
+    // (2001:db8:0:66::67 is another address of the banned /64: it never got through.)
+    let probe = ["203.0.113.66", "203.0.113.68", ATT6, "2001:db8:0:66::67"];
+    let before: Vec<usize> = probe.iter().map(|s| lab.requests_from(s)).collect();
+    lab.sipp("att", "bruteforce.xml", "203.0.113.66", "5062", 5, 10, &[]);
+    lab.sipp("att", "scanner.xml", "203.0.113.68", "5064", 5, 10, &[]);
+    lab.sipp(
+        "att6",
+        "ignorer.xml",
+        "2001:db8:0:66::67",
+        "5070",
+        5,
+        10,
+        &[],
+    );
+    let after: Vec<usize> = probe.iter().map(|s| lab.requests_from(s)).collect();
+    assert_eq!(before, after, "banned sources still reach kamailio");
+    assert_eq!(after[3], 0, "an address in the banned /64 reached kamailio");
+
+    // kill -9 mid-attack: the kernel keeps enforcing.
+    let stored_before = lab.json(&["bans", "--all"]).as_array().map_or(0, Vec::len);
+    lab.kill_daemon("-9");
+    let seen66 = lab.requests_from("203.0.113.66");
+    lab.sipp("att", "bruteforce.xml", "203.0.113.66", "5062", 5, 10, &[]);
+    assert_eq!(
+        lab.requests_from("203.0.113.66"),
+        seen66,
+        "a ban stopped working when the daemon died"
+    );
+    // Restart: bans come back from the store with their remaining time, once.
+    lab.start_daemon();
+    let st = lab.json(&["status"]);
+    assert_eq!(st["store"]["state"], "existing", "{st}");
+    assert_eq!(
+        st["restored_bans"].as_u64(),
+        Some(bans.len() as u64),
+        "{st}"
+    );
+    assert_eq!(
+        lab.json(&["bans", "--all"]).as_array().map_or(0, Vec::len),
+        stored_before,
+        "bans were lost or duplicated"
+    );
+    assert_eq!(lab.bans().len(), bans.len());
+
+    // The phones kept registering through everything.
+    for (i, p) in lab.phones.iter_mut().enumerate() {
+        let status = p.wait().unwrap();
+        let out = std::fs::read_to_string(lab.dir.join(format!(
+            "phone-{}.out",
+            [PHONE4, PHONE6][i].replace(':', "_")
+        )))
+        .unwrap_or_default();
+        assert!(
+            status.success(),
+            "phone {} had failed registrations: {out}",
+            [PHONE4, PHONE6][i]
+        );
+    }
+    assert!(
+        lab.requests_from(PHONE4) >= 80 && lab.requests_from(PHONE6) >= 80,
+        "phones did not register throughout"
+    );
+
+    // A corrupted store: the daemon starts cleanly, says so, and imports the
+    // bans the kernel still holds.
+    lab.kill_daemon("-TERM");
+    let db = lab.dir.join("state/state.db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    for b in bytes.iter_mut().take(4096) {
+        *b = 0x5a;
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    lab.start_daemon();
+    let st = lab.json(&["status"]);
+    assert_eq!(st["store"]["state"], "recovered", "{st}");
+    assert!(
+        st["imported_from_kernel"].as_u64().unwrap_or(0) >= bans.len() as u64,
+        "{st}"
+    );
+    assert!(
+        lab.daemon_log().contains("could not be read"),
+        "{}",
+        lab.daemon_log()
+    );
+    assert!(lab.bans().len() >= bans.len());
+}
