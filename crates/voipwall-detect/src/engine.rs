@@ -325,6 +325,8 @@ struct Group {
     pending: Vec<Pending>,
     /// When a source of this group last answered a challenge.
     last_answered: Option<Timestamp>,
+    /// The first request counted for request floods (see `count`).
+    first_request: Option<Timestamp>,
 }
 
 const MAX_TXNS: usize = 16;
@@ -706,12 +708,20 @@ impl Engine {
             }
         }
         let g = self.group_mut(key);
-        g.txns.retain(|t| {
-            now.since(t.at) < ttl
-                && !(t.src == src && t.call == call && t.cseq == r.cseq && t.method == method)
-        });
+        // A retransmission replaces its transaction; expired ones are swept
+        // only when the list is full (it is short, and this runs per packet).
+        if let Some(i) = g
+            .txns
+            .iter()
+            .position(|t| t.call == call && t.src == src && t.cseq == r.cseq && t.method == method)
+        {
+            g.txns.remove(i);
+        }
         if g.txns.len() >= MAX_TXNS {
-            g.txns.remove(0);
+            g.txns.retain(|t| now.since(t.at) < ttl);
+            if g.txns.len() >= MAX_TXNS {
+                g.txns.remove(0);
+            }
         }
         push_small(
             &mut g.txns,
@@ -1059,27 +1069,44 @@ impl Engine {
     ) {
         let e = self.ev(now, src, what, user, origin);
         let key = self.group_of(src);
+        if !self.groups.contains_key(&key) {
+            self.group_mut(key);
+        }
+        // Disjoint field borrows: the rule (config), the group map, the origin names.
         let rule = &self.cfg.rules.rules[i];
         let rule_no = u8::try_from(i).unwrap_or(u8::MAX);
         let max_within = rule.thresholds.iter().map(|t| t.within).max().unwrap_or(0);
         let max_count = rule.thresholds.iter().map(|t| t.count).max().unwrap_or(1);
         let flood = rule.kind == RuleKind::RequestFlood;
-        let thresholds = rule.thresholds.clone();
-        // Disjoint borrows: the group map and the origin names.
-        if !self.groups.contains_key(&key) {
-            self.group_mut(key);
-        }
+        let thresholds = &rule.thresholds;
         let origins = &self.origins;
         let g = self.groups.get_mut(&key).expect("inserted above");
-        let c = match g.counters.iter().position(|c| c.rule == rule_no) {
+        let pos = g.counters.iter().position(|c| c.rule == rule_no);
+        // Most sources send one request now and then: their first request is
+        // remembered inline, and the counter (timestamps, evidence) is only
+        // allocated for a second one.
+        if flood && pos.is_none() && max_count > 1 {
+            match g.first_request {
+                Some(t0) if now.since(t0) <= max_within => {}
+                _ => {
+                    g.first_request = Some(now);
+                    return;
+                }
+            }
+        }
+        let c = match pos {
             Some(p) => &mut g.counters[p],
             None => {
+                let mut times = VecDeque::with_capacity(2);
+                if flood && let Some(t0) = g.first_request.take() {
+                    times.push_back((t0, 0));
+                }
                 push_small(
                     &mut g.counters,
                     Counter {
                         rule: rule_no,
-                        times: VecDeque::with_capacity(1),
-                        evidence: VecDeque::with_capacity(1),
+                        times,
+                        evidence: VecDeque::new(),
                     },
                 );
                 g.counters.last_mut().expect("pushed")
@@ -1088,11 +1115,13 @@ impl Engine {
         if c.evidence.len() >= MAX_EVIDENCE {
             c.evidence.pop_front();
         }
-        // Request floods keep one evidence item per second, not one per request.
+        // Request floods keep one evidence item per second, not one per
+        // request, and none until the source is halfway to a threshold.
         if !flood
-            || c.evidence
-                .back()
-                .is_none_or(|b| b.what != What::Requests || now.since(b.at) > 1000)
+            || (c.times.len() * 2 >= max_count as usize
+                && c.evidence
+                    .back()
+                    .is_none_or(|b| b.what != What::Requests || now.since(b.at) > 1000))
         {
             c.evidence.push_back(e.clone());
         }
@@ -1114,7 +1143,7 @@ impl Engine {
             c.times.pop_front();
         }
         let mut fired: Option<u64> = None;
-        for t in &thresholds {
+        for t in thresholds {
             if in_window(&c.times, now, t.within) >= t.count {
                 fired = Some(fired.map_or(t.ban, |b: u64| b.max(t.ban)));
             }

@@ -117,7 +117,7 @@ impl NflogReader {
         r.config(&[(NFULA_CFG_CMD, vec![NFULNL_CFG_CMD_BIND])])?;
         let mut mode = cfg.copy_range.to_be_bytes().to_vec();
         mode.extend_from_slice(&[NFULNL_COPY_PACKET, 0]);
-        r.config(&[
+        let res = r.config(&[
             (NFULA_CFG_MODE, mode),
             (NFULA_CFG_QTHRESH, cfg.qthresh.to_be_bytes().to_vec()),
             (
@@ -125,7 +125,10 @@ impl NflogReader {
                 cfg.flush_timeout_cs.to_be_bytes().to_vec(),
             ),
             (NFULA_CFG_NLBUFSIZ, cfg.nlbufsiz.to_be_bytes().to_vec()),
-        ])?;
+        ]);
+        res?;
+        // Reads never block: the caller waits in poll.
+        r.sock.set_non_blocking(true)?;
         Ok(r)
     }
 
@@ -169,6 +172,28 @@ impl NflogReader {
         }
     }
 
+    /// Changes the queue threshold while running: 1 delivers each packet at
+    /// once (lowest latency); more lets the kernel batch packets into one
+    /// message train under load (far fewer system calls). Sent without an
+    /// acknowledgement, because packets queued ahead of it on this socket
+    /// must not be read and thrown away while waiting for one.
+    pub fn set_qthresh(&mut self, qthresh: u32) -> io::Result<()> {
+        let mut m = Vec::with_capacity(64);
+        let seq = self.seq;
+        self.seq += 1;
+        let start = push_nlmsghdr(
+            &mut m,
+            (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG,
+            NLM_F_REQUEST,
+            seq,
+        );
+        push_nfgenmsg(&mut m, 0, self.group);
+        attr(&mut m, NFULA_CFG_QTHRESH, &qthresh.to_be_bytes());
+        finish(&mut m, start);
+        self.sock.send(&m, 0)?;
+        Ok(())
+    }
+
     /// The socket, for `poll`.
     pub fn fd(&self) -> RawFd {
         self.sock.as_raw_fd()
@@ -177,7 +202,6 @@ impl NflogReader {
     /// Reads whatever is queued without blocking and hands each packet to
     /// `f`. Returns the number of packets; 0 when nothing was queued.
     pub fn drain(&mut self, mut f: impl FnMut(NflogPacket<'_>)) -> io::Result<usize> {
-        self.sock.set_non_blocking(true)?;
         let mut total = 0;
         loop {
             self.buf.clear();
