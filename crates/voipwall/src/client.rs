@@ -78,7 +78,7 @@ pub(crate) fn status(cli: &Cli) -> anyhow::Result<()> {
         c["alerts"],
         c["promotions"],
         c["kernel_errors"],
-        c["store_errors"],
+        v["store_errors"],
         l["p50"],
         l["p99"],
         l["samples"],

@@ -112,3 +112,53 @@ fn explain_offline_names_the_policy_line() {
         "{text}"
     );
 }
+
+/// The systemd unit keeps CAP_NET_ADMIN through its hardening, orders the
+/// firewall before the network, reloads with SIGHUP, and passes
+/// `systemd-analyze verify` where systemd is installed.
+#[test]
+fn systemd_unit_is_valid_and_keeps_net_admin() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../packaging/voipwall.service"
+    ))
+    .unwrap();
+    for line in [
+        "CapabilityBoundingSet=CAP_NET_ADMIN",
+        "AmbientCapabilities=CAP_NET_ADMIN",
+        "Before=network-pre.target shutdown.target",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "missing `{line}`");
+    }
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        let dir = std::env::temp_dir().join(format!("voipwall-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("voipwall.service");
+        std::fs::write(
+            &path,
+            unit.replace("/usr/sbin/voipwall", env!("CARGO_BIN_EXE_voipwall")),
+        )
+        .unwrap();
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        let err = String::from_utf8_lossy(&out.stderr);
+        // Only complaints about this unit count (the host's own units may be odd).
+        let ours: Vec<&str> = err
+            .lines()
+            .filter(|l| l.contains("voipwall.service"))
+            .collect();
+        assert!(ours.is_empty(), "systemd-analyze verify: {ours:?}");
+    }
+}

@@ -61,6 +61,10 @@ pub(crate) struct DaemonArgs {
     /// Do not apply the policy at start (the ruleset is already in place).
     #[arg(long)]
     pub(crate) no_apply: bool,
+    /// Demo mode: refuse to run in the host's own network namespace (so the
+    /// host firewall is never touched), and remove the table on exit.
+    #[arg(long)]
+    pub(crate) sandbox: bool,
 }
 
 /// Sent to the engine thread.
@@ -193,6 +197,12 @@ struct Daemon {
 /// Runs the daemon until SIGTERM/SIGINT.
 pub(crate) fn run(cli: &Cli, a: &DaemonArgs) -> anyhow::Result<()> {
     init_logging();
+    if a.sandbox && in_host_namespace() {
+        return Err(Invalid(
+            "error: --sandbox runs only inside a network namespace other than the host's (ip netns exec ...)".into(),
+        )
+        .into());
+    }
     let facts = crate::context::host_facts();
     let policy = crate::context::load_policy(&cli.config, &cli.catalog_dirs, &facts)?.policy;
     check_grouping(&policy)?;
@@ -325,8 +335,30 @@ pub(crate) fn run(cli: &Cli, a: &DaemonArgs) -> anyhow::Result<()> {
     drop(d);
     let _ = writer_thread.join();
     let _ = std::fs::remove_file(&a.socket);
-    tracing::info!("voipwall daemon stopped; bans stay in the kernel and the store.");
+    if a.sandbox {
+        let _ = voipwall_sys::nft::delete_table();
+        tracing::info!("voipwall daemon stopped; sandbox: table removed.");
+    } else {
+        tracing::info!("voipwall daemon stopped; bans stay in the kernel and the store.");
+    }
     Ok(())
+}
+
+/// Whether this process is outside every named network namespace (those
+/// `ip netns add` bind-mounts under /run/netns): then it may be the host's.
+/// (PID 1's namespace cannot be read from inside some containers.)
+fn in_host_namespace() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(me) = std::fs::metadata("/proc/self/ns/net") else {
+        return true;
+    };
+    let named = std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::metadata(e.path()).ok())
+        .any(|m| m.ino() == me.ino() && m.dev() == me.dev());
+    !named
 }
 
 impl Daemon {
