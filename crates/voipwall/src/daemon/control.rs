@@ -94,6 +94,10 @@ pub(crate) fn serve(
     }
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    // Root and members of the `voipwall` group, when that group exists.
+    if let Some(gid) = group_id("voipwall") {
+        std::os::unix::fs::chown(path, None, Some(gid))?;
+    }
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
@@ -161,6 +165,17 @@ fn handle(conn: UnixStream, tx: &Sender<Input>, waker: &Waker) {
             }
         }
     }
+}
+
+/// The id of a group from /etc/group.
+fn group_id(name: &str) -> Option<u32> {
+    std::fs::read_to_string("/etc/group")
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            (f.next()? == name).then(|| f.nth(1)?.parse().ok())?
+        })
 }
 
 /// The default socket path.

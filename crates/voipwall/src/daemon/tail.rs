@@ -40,7 +40,9 @@ pub(crate) fn follow(
     let mut file: Option<(File, u64, u64)> = None; // (file, inode, offset)
     let mut carry: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 256 * 1024];
-    let mut first_open = true;
+    // Start at the end only of a file that exists when the daemon starts: a
+    // file that appears later is all new.
+    let mut first_open = spec.path.exists();
     let mut missing_reported = false;
     while !stop.load(Ordering::Relaxed) {
         let meta = std::fs::metadata(&spec.path).ok();

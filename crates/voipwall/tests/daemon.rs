@@ -1,0 +1,259 @@
+//! The daemon's log sources and modes, in a network namespace of its own
+//! (real nft, no traffic needed: events come from a followed log file):
+//! a file that appears after start, rotation by rename, copytruncate,
+//! observe mode, SIGHUP reload, and bans in the kernel set.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Ns {
+    name: String,
+    dir: PathBuf,
+    daemon: Option<Child>,
+}
+
+fn must(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Ns {
+    fn new(tag: &str) -> Self {
+        let name = format!("vwt-d{}-{tag}", std::process::id());
+        let dir = std::env::temp_dir().join(&name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        must(&["ip", "netns", "add", &name]);
+        must(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        Self {
+            name,
+            dir,
+            daemon: None,
+        }
+    }
+
+    fn policy(&self, extra: &str) -> PathBuf {
+        let p = self.dir.join("policy.toml");
+        std::fs::write(
+            &p,
+            format!(
+                "[interfaces]\nlo = \"internet\"\n[zones.internet]\nservices = [\"sip\"]\n{extra}"
+            ),
+        )
+        .unwrap();
+        p
+    }
+
+    fn start(&mut self, log: &Path) {
+        let errlog = std::fs::File::create(self.dir.join("daemon.log")).unwrap();
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.name,
+                env!("CARGO_BIN_EXE_voipwall"),
+                "-c",
+            ])
+            .arg(self.dir.join("policy.toml"))
+            .args(["daemon", "--sandbox", "--state-dir"])
+            .arg(self.dir.join("state"))
+            .arg("--socket")
+            .arg(self.dir.join("sock"))
+            .arg("--log")
+            .arg(format!("asterisk:{}", log.display()))
+            .stdout(Stdio::null())
+            .stderr(errlog)
+            .spawn()
+            .unwrap();
+        self.daemon = Some(child);
+        let until = Instant::now() + Duration::from_secs(20);
+        while self.cli(&["status"]).status.code() != Some(0) {
+            assert!(
+                Instant::now() < until,
+                "daemon did not start: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_voipwall"))
+            .env("VOIPWALL_SOCKET", self.dir.join("sock"))
+            .arg("-c")
+            .arg(self.dir.join("policy.toml"))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.cli(&[&["--json"], args].concat());
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn banned_targets(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .json(&["bans"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["target"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn kernel_set(&self) -> String {
+        must(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.name,
+            "nft",
+            "list",
+            "set",
+            "inet",
+            "voipwall",
+            "vw_ban_v4",
+        ])
+    }
+
+    /// Waits until `f` holds, up to 5 s (the tailer polls every 100 ms).
+    fn until(&self, what: &str, f: impl Fn() -> bool) {
+        let end = Instant::now() + Duration::from_secs(5);
+        while !f() {
+            assert!(
+                Instant::now() < end,
+                "timed out waiting for {what}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn failures(path: &Path, src: &str, n: usize) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    for i in 0..n {
+        writeln!(
+            f,
+            "[2026-11-23 10:22:{i:02}] NOTICE[2284] chan_sip.c: Registration from '<sip:1001@pbx>' failed for '{src}:5060' - Wrong password"
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn followed_log_survives_late_creation_rename_and_copytruncate() {
+    let mut ns = Ns::new("tail");
+    ns.policy("");
+    let log = ns.dir.join("full");
+    // The file does not exist yet when the daemon starts.
+    ns.start(&log);
+    failures(&log, "203.0.113.50", 5);
+    ns.until("a ban from the new file", || {
+        ns.banned_targets() == ["203.0.113.50/32"]
+    });
+    assert!(
+        ns.kernel_set().contains("203.0.113.50"),
+        "{}",
+        ns.kernel_set()
+    );
+
+    // Rotation by rename: lines in the old file that were not read yet still
+    // count, then the new file is followed from its start.
+    failures(&log, "203.0.113.51", 3);
+    std::fs::rename(&log, ns.dir.join("full.1")).unwrap();
+    failures(&log, "203.0.113.51", 2);
+    ns.until("a ban across the rotation", || {
+        ns.banned_targets().contains(&"203.0.113.51/32".to_string())
+    });
+
+    // copytruncate: the same file, emptied, then written again.
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&log)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    failures(&log, "203.0.113.52", 5);
+    ns.until("a ban after copytruncate", || {
+        ns.banned_targets().contains(&"203.0.113.52/32".to_string())
+    });
+    let st = ns.json(&["status"]);
+    assert_eq!(st["counters"]["log_events"].as_u64(), Some(15), "{st}");
+    assert!(
+        ns.log().contains("rotated") && ns.log().contains("truncated"),
+        "{}",
+        ns.log()
+    );
+}
+
+#[test]
+fn observe_mode_bans_nothing_and_reload_switches_to_enforce() {
+    let mut ns = Ns::new("obs");
+    ns.policy("[detect]\nmode = \"observe\"\n");
+    let log = ns.dir.join("full");
+    failures(&log, "198.51.100.1", 0);
+    ns.start(&log);
+    failures(&log, "203.0.113.60", 5);
+    ns.until("an observed ban", || {
+        ns.json(&["status"])["counters"]["bans_observed"].as_u64() == Some(1)
+    });
+    assert!(
+        !ns.kernel_set().contains("203.0.113.60"),
+        "observe mode put a ban in the kernel"
+    );
+    let ev = ns.cli(&["events"]);
+    assert!(
+        String::from_utf8_lossy(&ev.stdout).contains("would-ban"),
+        "{}",
+        String::from_utf8_lossy(&ev.stdout)
+    );
+
+    // SIGHUP after switching the policy to enforce: the next offender is banned.
+    ns.policy("[detect]\nmode = \"enforce\"\n");
+    let pid = ns.daemon.as_ref().unwrap().id().to_string();
+    must(&["kill", "-HUP", &pid]);
+    ns.until("the reload", || ns.log().contains("SIGHUP: reload"));
+    failures(&log, "203.0.113.61", 5);
+    ns.until("an enforced ban", || {
+        ns.kernel_set().contains("203.0.113.61")
+    });
+    assert_eq!(ns.json(&["status"])["mode"], "enforce");
+}
