@@ -812,39 +812,16 @@ impl Engine {
                 let unknown = self
                     .rule_index(RuleKind::Enumeration)
                     .is_some_and(|i| self.cfg.rules.rules[i].codes.contains(&code));
-                if unknown && !t.invite {
+                let toll = t.toll && toll_codes;
+                // A refused INVITE to a foreign number is a toll probe, not enumeration.
+                if unknown && !(t.invite && toll) {
                     let h = self.hasher.hash_one(user_bytes.unwrap_or_default());
-                    self.count_kind(
-                        now,
-                        dst,
-                        RuleKind::Enumeration,
-                        What::Unknown,
-                        user_bytes,
-                        origin,
-                        Some(h),
-                    );
+                    let (what, kind) = (What::Unknown, RuleKind::Enumeration);
+                    self.count_kind(now, dst, kind, what, user_bytes, origin, Some(h));
                 }
-                if t.toll && toll_codes {
-                    self.count_kind(
-                        now,
-                        dst,
-                        RuleKind::TollFraud,
-                        What::Toll,
-                        user_bytes,
-                        origin,
-                        None,
-                    );
-                } else if unknown && t.invite {
-                    let h = self.hasher.hash_one(user_bytes.unwrap_or_default());
-                    self.count_kind(
-                        now,
-                        dst,
-                        RuleKind::Enumeration,
-                        What::Unknown,
-                        user_bytes,
-                        origin,
-                        Some(h),
-                    );
+                if toll {
+                    let (what, kind) = (What::Toll, RuleKind::TollFraud);
+                    self.count_kind(now, dst, kind, what, user_bytes, origin, None);
                 }
             }
         }

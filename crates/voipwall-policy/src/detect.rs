@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::diag::{Diagnostic, FileId, SourceMap};
-use crate::model::{Provenance, parse_duration, parse_net};
+use crate::model::{Provenance, parse_net};
 use crate::walk::{Table, Value, Walker, get};
 
 /// What detection does with its decisions.
@@ -128,23 +128,9 @@ const EVENTS: &[&str] = &[
     "agent",
 ];
 
+/// A duration in seconds (the policy's own syntax and checks).
 fn secs(w: &mut Walker<'_>, v: &Value<'_>, what: &str) -> Option<u64> {
-    let s = w.str(v, what)?;
-    match parse_duration(s) {
-        Ok(0) => {
-            w.error(
-                v.span(),
-                format!("{what} must be longer than zero"),
-                "zero duration",
-            );
-            None
-        }
-        Ok(n) => Some(n),
-        Err(e) => {
-            w.error(v.span(), e, "invalid duration");
-            None
-        }
-    }
+    crate::load::duration(w, v, what)
 }
 
 fn strings(w: &mut Walker<'_>, v: &Value<'_>, what: &str) -> Vec<String> {

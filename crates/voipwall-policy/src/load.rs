@@ -506,7 +506,7 @@ fn read_file(
     includes
 }
 
-fn duration(w: &mut Walker<'_>, v: &crate::walk::Value<'_>, what: &str) -> Option<u64> {
+pub(crate) fn duration(w: &mut Walker<'_>, v: &crate::walk::Value<'_>, what: &str) -> Option<u64> {
     let s = w.str(v, what)?;
     match parse_duration(s) {
         Ok(0) => {

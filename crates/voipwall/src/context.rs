@@ -15,22 +15,27 @@ use voipwall_policy::{
 use crate::Invalid;
 
 /// Catalog layers beyond the built-in one, in override order.
-const LAYERS: &[&str] = &["/usr/share/voipwall", "/etc/voipwall"];
+pub(crate) const LAYERS: &[&str] = &["/usr/share/voipwall", "/etc/voipwall"];
+
+/// The `*.toml` files of a directory, sorted; none when it does not exist.
+pub(crate) fn toml_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut paths: Vec<PathBuf> = rd
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    paths.sort();
+    paths
+}
 
 /// Reads `services/*.toml` and `presets/*.toml` under `dir`.
 fn layer_files(dir: &Path) -> Vec<DataFile> {
     let mut out = Vec::new();
     for kind in ["services", "presets"] {
-        let Ok(rd) = std::fs::read_dir(dir.join(kind)) else {
-            continue;
-        };
-        let mut paths: Vec<PathBuf> = rd
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-            .collect();
-        paths.sort();
-        for p in paths {
+        for p in toml_files(&dir.join(kind)) {
             if let (Ok(text), Some(name)) = (std::fs::read_to_string(&p), p.file_name()) {
                 out.push(DataFile {
                     path: format!("{kind}/{}", name.to_string_lossy()),

@@ -13,9 +13,6 @@ use voipwall_policy::{NetSpec, Policy, Zone};
 
 use crate::Invalid;
 
-/// Layers whose `rules/` override the built-in rules, in order.
-const LAYERS: &[&str] = &["/usr/share/voipwall", "/etc/voipwall"];
-
 /// Built-in rules, then `rules/*.toml` of each layer and catalog directory
 /// (a file with the same rule id replaces the earlier one).
 pub(crate) fn rules(extra: &[PathBuf]) -> anyhow::Result<RuleSet> {
@@ -23,7 +20,7 @@ pub(crate) fn rules(extra: &[PathBuf]) -> anyhow::Result<RuleSet> {
         .iter()
         .map(|(n, t)| (format!("builtin:{n}"), (*t).to_string()))
         .collect();
-    for dir in LAYERS
+    for dir in crate::context::LAYERS
         .iter()
         .map(PathBuf::from)
         .chain(extra.iter().cloned())
