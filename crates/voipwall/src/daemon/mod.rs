@@ -55,6 +55,9 @@ pub(crate) struct DaemonArgs {
     /// A log file to follow, as FORMAT:PATH (e.g. asterisk:/var/log/asterisk/full); repeatable.
     #[arg(long = "log")]
     pub(crate) logs: Vec<String>,
+    /// Follow the systemd journal as FORMAT[:UNIT] (e.g. sshd:ssh.service); repeatable.
+    #[arg(long = "journal")]
+    pub(crate) journals: Vec<String>,
     /// Read followed logs from their start instead of their end.
     #[arg(long)]
     pub(crate) from_start: bool,
@@ -283,23 +286,24 @@ pub(crate) fn run(cli: &Cli, a: &DaemonArgs) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", a.socket.display()))?;
     tracing::info!(socket = %a.socket.display(), "Control socket ready.");
     let mut tailers = Vec::new();
+    let pick_format = |fmt: &str, what: &str| -> anyhow::Result<voipwall_logfmt::Format> {
+        let mut formats = voipwall_logfmt::Format::all_builtin();
+        formats.extend(crate::detection::user_formats(&d.policy)?);
+        if fmt == "auto" {
+            return Ok(voipwall_logfmt::Format::combine("auto", formats));
+        }
+        Ok(formats
+            .into_iter()
+            .find(|f| f.id == fmt)
+            .ok_or_else(|| Invalid(format!("error: {what}: unknown format `{fmt}`")))?)
+    };
     for spec in &a.logs {
         let (fmt, path) = spec
             .split_once(':')
             .ok_or_else(|| Invalid(format!("error: --log {spec}: expected FORMAT:PATH")))?;
-        let mut formats = voipwall_logfmt::Format::all_builtin();
-        formats.extend(crate::detection::user_formats(&d.policy)?);
-        let format = if fmt == "auto" {
-            voipwall_logfmt::Format::combine("auto", formats)
-        } else {
-            formats
-                .into_iter()
-                .find(|f| f.id == fmt)
-                .ok_or_else(|| Invalid(format!("error: --log {spec}: unknown format `{fmt}`")))?
-        };
         let spec = tail::TailSpec {
             path: PathBuf::from(path),
-            format,
+            format: pick_format(fmt, &format!("--log {spec}"))?,
             from_start: a.from_start,
         };
         let (tx, waker, stop) = (tx.clone(), waker.clone(), stop.clone());
@@ -307,6 +311,19 @@ pub(crate) fn run(cli: &Cli, a: &DaemonArgs) -> anyhow::Result<()> {
             std::thread::Builder::new()
                 .name("tail".into())
                 .spawn(move || tail::follow(spec, tx, waker, stop))?,
+        );
+    }
+    for spec in &a.journals {
+        let (fmt, unit) = match spec.split_once(':') {
+            Some((f, u)) => (f, Some(u.to_string())),
+            None => (spec.as_str(), None),
+        };
+        let format = pick_format(fmt, &format!("--journal {spec}"))?;
+        let (tx, waker, stop) = (tx.clone(), waker.clone(), stop.clone());
+        tailers.push(
+            std::thread::Builder::new()
+                .name("journal".into())
+                .spawn(move || tail::follow_journal(unit, format, tx, waker, stop))?,
         );
     }
     drop(tx);

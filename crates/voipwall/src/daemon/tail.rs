@@ -142,3 +142,72 @@ fn local_utc_offset() -> i64 {
         .and_then(|v| v.parse::<i64>().ok())
         .unwrap_or(0)
 }
+
+/// Follows the systemd journal through `journalctl -f -o short-iso` (only
+/// new entries; `unit` narrows it to one service), parsing each line with
+/// `format`. Ends when journalctl does or `stop` is set. Not exercised by the
+/// test suite: the lab machines have no journald.
+pub(crate) fn follow_journal(
+    unit: Option<String>,
+    format: Format,
+    tx: std::sync::mpsc::Sender<Input>,
+    waker: Waker,
+    stop: Arc<AtomicBool>,
+) {
+    use std::io::BufRead as _;
+    let mut cmd = std::process::Command::new("journalctl");
+    cmd.args(["-f", "-n", "0", "-q", "-o", "short-iso"]);
+    if let Some(u) = &unit {
+        cmd.args(["-u", u]);
+    }
+    let mut child = match cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot run journalctl; the journal source is off.");
+            return;
+        }
+    };
+    let Some(out) = child.stdout.take() else {
+        return;
+    };
+    let origin: Arc<str> = Arc::from(format!("journal:{}", format.id));
+    let ctx = Context {
+        year: super::now_ms_civil_year(),
+        utc_offset: local_utc_offset(),
+    };
+    tracing::info!(unit = unit.as_deref().unwrap_or("(all)"), format = %format.id, "Following the journal.");
+    for line in std::io::BufReader::new(out).split(b'\n') {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let Ok(line) = line else { break };
+        let mut counts = super::LineCounts {
+            lines: 1,
+            ..Default::default()
+        };
+        let mut events = Vec::new();
+        match format.parse_line(&line, &ctx) {
+            Ok(l) => events.push(Parsed::from_line(&l)),
+            Err(voipwall_logfmt::LineError::Ambiguous) => counts.ambiguous += 1,
+            Err(voipwall_logfmt::LineError::NoMatch) => {}
+            Err(_) => counts.malformed += 1,
+        }
+        if tx
+            .send(Input::Log {
+                origin: origin.clone(),
+                events,
+                counts,
+            })
+            .is_err()
+        {
+            break;
+        }
+        waker.wake();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
