@@ -359,6 +359,8 @@ pub struct Engine {
     hasher: FixedState,
     /// Ids for challenges reported by logs.
     log_challenge_id: u64,
+    /// Networks an operator allowed at runtime, with their end.
+    allowed: Vec<(IpNet, Option<Timestamp>)>,
     /// Event origins seen (`nflog`, `asterisk-security`), interned so that
     /// evidence holds one byte per item instead of a string.
     origins: Vec<String>,
@@ -397,6 +399,7 @@ impl Engine {
             actions: VecDeque::new(),
             hasher,
             log_challenge_id: 0,
+            allowed: Vec::new(),
             origins: Vec::new(),
             stats: Stats::default(),
             cfg,
@@ -487,6 +490,8 @@ impl Engine {
 
     /// Runs the timers due at `now` (unanswered challenges).
     pub fn handle_timeout(&mut self, now: Timestamp) {
+        self.allowed
+            .retain(|(_, until)| until.is_none_or(|u| u > now));
         while let Some(&Reverse((due, src, call, early))) = self.timers.peek() {
             if due > now {
                 break;
@@ -650,6 +655,27 @@ impl Engine {
     /// unban): the next offence starts afresh.
     pub fn forget_ban(&mut self, target: &IpNet) {
         self.bans.remove(target);
+    }
+
+    /// An operator's runtime allow entry: never banned until `until` (or
+    /// until [`Engine::disallow`]); bans the engine holds inside it are forgotten.
+    pub fn allow(&mut self, net: IpNet, until: Option<Timestamp>) {
+        self.allowed.retain(|(n, _)| *n != net);
+        self.allowed.push((net, until));
+        let inside: Vec<IpNet> = self
+            .bans
+            .iter()
+            .map(|(k, _)| *k)
+            .filter(|k| net.contains(&k.addr()))
+            .collect();
+        for k in inside {
+            self.bans.remove(&k);
+        }
+    }
+
+    /// Removes a runtime allow entry.
+    pub fn disallow(&mut self, net: &IpNet) {
+        self.allowed.retain(|(n, _)| n != net);
     }
 
     /// Tells the engine about a ban it did not make (restored from the store,
@@ -1227,6 +1253,7 @@ impl Engine {
 
     fn protected(&self, addr: IpAddr) -> bool {
         self.cfg.never_ban.iter().any(|n| n.contains(&addr))
+            || self.allowed.iter().any(|(n, _)| n.contains(&addr))
     }
 }
 

@@ -298,3 +298,31 @@ pub(crate) fn explain_detection(cli: &Cli, addr: IpAddr) -> anyhow::Result<()> {
     ));
     print(&s).context("writing")
 }
+
+/// `voipwall allow` through the daemon (detection learns it too).
+pub(crate) fn allow(
+    cli: &Cli,
+    c: &mut Client,
+    target: &str,
+    seconds: Option<u64>,
+    delete: bool,
+) -> anyhow::Result<()> {
+    let v = checked(c.call(&Request::Allow {
+        target: target.to_string(),
+        seconds,
+        delete,
+    })?)?;
+    if cli.json {
+        return print(&v.to_string());
+    }
+    if delete {
+        return print(&format!("removed {target} from the runtime allow list"));
+    }
+    print(&format!(
+        "allowed {}{} (the daemon will not ban it either)",
+        target,
+        seconds
+            .map(|s| format!(" for {}", voipwall_policy::format_duration(s)))
+            .unwrap_or_else(|| " until removed".into())
+    ))
+}

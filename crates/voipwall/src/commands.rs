@@ -60,7 +60,17 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
             target,
             duration,
             delete,
-        } => runtime_list(cli, "allowrt", target, duration.as_deref(), *delete),
+        } => match crate::client::daemon() {
+            Some(mut c) => {
+                let secs = duration
+                    .as_deref()
+                    .map(parse_duration)
+                    .transpose()
+                    .map_err(|e| Invalid(format!("error: --for: {e}")))?;
+                crate::client::allow(cli, &mut c, target, secs, *delete)
+            }
+            None => runtime_list(cli, "allowrt", target, duration.as_deref(), *delete),
+        },
         Cmd::Block {
             target,
             duration,

@@ -48,6 +48,17 @@ pub(crate) enum Request {
         #[serde(default)]
         exact: bool,
     },
+    /// Allow at runtime (skips ban lookups in the kernel; never banned by detection).
+    Allow {
+        /// Address or network.
+        target: String,
+        /// Seconds; permanent when absent.
+        #[serde(default)]
+        seconds: Option<u64>,
+        /// Remove the entry instead.
+        #[serde(default)]
+        delete: bool,
+    },
     /// Lift a ban.
     Unban {
         /// Address or network.

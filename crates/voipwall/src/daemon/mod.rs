@@ -937,6 +937,40 @@ impl Daemon {
                     json!({"ok": true, "banned": net.to_string(), "set": set, "seconds": seconds}),
                 )
             }
+            Request::Allow {
+                target,
+                seconds,
+                delete,
+            } => {
+                let net = match voipwall_policy::parse_net(&target) {
+                    Ok(n) => n,
+                    Err(e) => return err(format!("`{target}`: {e}")),
+                };
+                let set = if net.addr().is_ipv4() {
+                    "vw_allowrt_v4"
+                } else {
+                    "vw_allowrt_v6"
+                };
+                if delete {
+                    if let Err(e) = voipwall_sys::nft::delete_interval(set, &net) {
+                        return err(format!("{net} is not in the runtime allow list ({e})"));
+                    }
+                    self.engine.disallow(&net);
+                } else {
+                    if let Err(e) = voipwall_sys::nft::add_interval(set, &net, seconds) {
+                        return err(format!("the kernel refused: {e}"));
+                    }
+                    self.engine.allow(net, seconds.map(|s| t.plus(s * 1000)));
+                }
+                let what = if delete { "disallow" } else { "allow" };
+                let _ =
+                    self.writer
+                        .send(StoreOp::Audit(t, "cli", what, format!("{net} {seconds:?}")));
+                self.event(what, Some(net.to_string()), format!("runtime {what} {net}"));
+                Reply::One(
+                    json!({"ok": true, what: net.to_string(), "set": set, "seconds": seconds}),
+                )
+            }
             Request::Unban { target } => {
                 let net = match voipwall_policy::parse_net(&target) {
                     Ok(n) => n,
