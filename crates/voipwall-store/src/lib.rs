@@ -170,6 +170,25 @@ pub struct BanFilter {
     pub limit: Option<usize>,
 }
 
+/// One applied ruleset: what `apply` ran, so `rollback` and commit-confirmed
+/// can put it back exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Generation {
+    /// Number, increasing.
+    pub id: i64,
+    /// When it was applied.
+    pub at: Timestamp,
+    /// The nft script (policy plane; dynamic sets untouched).
+    pub script: String,
+    /// Where the policy came from, for humans.
+    pub policy: String,
+    /// `pending` (awaiting confirm), `applied`, `confirmed`, `rolled-back`,
+    /// `snapshot` (the ruleset found before voipwall's first generation).
+    pub status: String,
+    /// For `pending`: when it rolls back.
+    pub deadline: Option<Timestamp>,
+}
+
 /// Row counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {
@@ -291,6 +310,14 @@ impl Store {
                 kind TEXT NOT NULL,
                 addr TEXT,
                 detail TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS generations (
+                id INTEGER PRIMARY KEY,
+                at_ms INTEGER NOT NULL,
+                script TEXT NOT NULL,
+                policy TEXT NOT NULL,
+                status TEXT NOT NULL,
+                deadline_ms INTEGER
              );
              CREATE TABLE IF NOT EXISTS audit (
                 id INTEGER PRIMARY KEY,
@@ -495,6 +522,56 @@ impl Store {
             events: n("events")?,
             audit: n("audit")?,
         })
+    }
+
+    /// Records a generation; keeps the newest `keep`.
+    pub fn add_generation(
+        &mut self,
+        at: Timestamp,
+        script: &str,
+        policy: &str,
+        status: &str,
+        deadline: Option<Timestamp>,
+        keep: u32,
+    ) -> Result<i64, StoreError> {
+        self.conn.execute(
+            "INSERT INTO generations (at_ms, script, policy, status, deadline_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![ms(at), script, policy, status, deadline.map(ms)],
+        )?;
+        let id = self.conn.last_insert_rowid();
+        self.conn.execute(
+            "DELETE FROM generations WHERE id <= ?1 - ?2",
+            params![id, keep],
+        )?;
+        Ok(id)
+    }
+
+    /// Changes a generation's status.
+    pub fn set_generation_status(&mut self, id: i64, status: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE generations SET status = ?1 WHERE id = ?2",
+            params![status, id],
+        )?;
+        Ok(())
+    }
+
+    /// Generations, newest first.
+    pub fn generations(&self, limit: usize) -> Result<Vec<Generation>, StoreError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, at_ms, script, policy, status, deadline_ms FROM generations ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = st.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+            let ts = |v: i64| Timestamp(u64::try_from(v).unwrap_or(0));
+            Ok(Generation {
+                id: r.get(0)?,
+                at: ts(r.get(1)?),
+                script: r.get(2)?,
+                policy: r.get(3)?,
+                status: r.get(4)?,
+                deadline: r.get::<_, Option<i64>>(5)?.map(ts),
+            })
+        })?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(Into::into)
     }
 
     /// The last ban recorded for `target`, if any.

@@ -19,7 +19,14 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
     match &cli.cmd {
         Cmd::Check { kernel } => check(cli, *kernel),
         Cmd::Compile => compile_cmd(cli),
-        Cmd::Apply => apply(cli),
+        Cmd::Apply { confirm, force } => apply(cli, confirm.as_deref(), *force),
+        Cmd::Confirm => out(&crate::safety::confirm(&cli.state_dir)?),
+        Cmd::Rollback => out(&crate::safety::rollback(&cli.state_dir)?),
+        Cmd::Generations => generations(cli),
+        Cmd::RollbackTimer {
+            generation,
+            deadline_ms,
+        } => crate::safety::rollback_timer(&cli.state_dir, *generation, *deadline_ms),
         Cmd::Disable => disable(cli),
         Cmd::Explain {
             addr,
@@ -102,6 +109,16 @@ fn check(cli: &Cli, kernel: bool) -> anyhow::Result<()> {
     let facts = host_facts();
     match load_policy(&cli.config, &cli.catalog_dirs, &facts) {
         Ok(l) => {
+            let sshd = facts.sshd_ports.clone().unwrap_or_else(|| vec![22]);
+            let lockout =
+                crate::safety::lockout_problems(&l.policy, &compile_policy(&l.policy), &sshd);
+            if !lockout.is_empty() {
+                return Err(Invalid(format!(
+                    "error: {}\nerror: apply would refuse this policy: it would lock the operator out",
+                    lockout.join("\nerror: ")
+                ))
+                .into());
+            }
             if kernel {
                 let script = render(&compile_policy(&l.policy));
                 nft::check_script(&script).context(
@@ -181,20 +198,53 @@ fn missing_interfaces(policy: &Policy) -> Vec<String> {
         .collect()
 }
 
-fn apply(cli: &Cli) -> anyhow::Result<()> {
+fn apply(cli: &Cli, confirm: Option<&str>, force: bool) -> anyhow::Result<()> {
     let facts = host_facts();
     let l = load_policy(&cli.config, &cli.catalog_dirs, &facts)?;
     let missing = missing_interfaces(&l.policy);
     if !missing.is_empty() {
         return Err(Invalid(format!("error: {}\nerror: policy refused; nothing was applied, the running ruleset is unchanged", missing.join("\nerror: "))).into());
     }
+    let confirm = confirm
+        .map(|c| parse_duration(c).map_err(|e| Invalid(format!("error: --confirm {c}: {e}"))))
+        .transpose()?
+        .map(std::time::Duration::from_secs);
     let rs = compile_policy(&l.policy);
+    let sshd = facts.sshd_ports.clone().unwrap_or_else(|| vec![22]);
+    let lockout = crate::safety::lockout_problems(&l.policy, &rs, &sshd);
+    if !lockout.is_empty() {
+        if !force {
+            return Err(Invalid(format!(
+                "error: {}\nerror: refused: this policy would lock the operator out; nothing was applied (--force applies it anyway, best with --confirm)",
+                lockout.join("\nerror: ")
+            ))
+            .into());
+        }
+        for p in &lockout {
+            eprintln!("warning (--force): {p}");
+        }
+    }
     let script = render(&rs);
+    crate::safety::before_apply(&cli.state_dir)?;
+    let generation = crate::safety::begin_apply(
+        &cli.state_dir,
+        &script,
+        &cli.config.display().to_string(),
+        confirm,
+    )?;
     let started = std::time::Instant::now();
-    nft::apply_script(&script).context(
+    let applied = nft::apply_script(&script);
+    crate::safety::finish_apply(&cli.state_dir, generation, applied.is_ok())?;
+    applied.context(
         "applying ruleset to table inet voipwall; the previous ruleset is still in place",
     )?;
     let took = started.elapsed();
+    if let Some(c) = confirm {
+        eprintln!(
+            "generation {generation} applied; run `voipwall confirm` within {} or it is rolled back",
+            voipwall_policy::format_duration(c.as_secs())
+        );
+    }
     let rules: usize = rs.chains.iter().map(|c| c.rules.len()).sum();
     if cli.json {
         out(&json!({"applied": true, "rules": rules, "sets": rs.sets.len(), "notes": rs.notes, "seconds": took.as_secs_f64()}).to_string())
@@ -217,7 +267,34 @@ fn apply(cli: &Cli) -> anyhow::Result<()> {
     }
 }
 
+fn generations(cli: &Cli) -> anyhow::Result<()> {
+    let store = crate::safety::state_store(&cli.state_dir)?;
+    let gens = store.generations(50)?;
+    if cli.json {
+        let v: Vec<_> = gens
+            .iter()
+            .map(|g| json!({"id": g.id, "at": g.at.to_string(), "status": g.status, "policy": g.policy, "deadline": g.deadline.map(|d| d.to_string())}))
+            .collect();
+        return out(&serde_json::to_string(&v)?);
+    }
+    let mut s = format!(
+        "{:<6} {:<26} {:<12} {}\n",
+        "GEN", "APPLIED", "STATUS", "POLICY"
+    );
+    for g in &gens {
+        s.push_str(&format!(
+            "{:<6} {:<26} {:<12} {}\n",
+            g.id,
+            g.at.to_string(),
+            g.status,
+            g.policy
+        ));
+    }
+    out(&s)
+}
+
 fn disable(cli: &Cli) -> anyhow::Result<()> {
+    crate::safety::refuse_if_locked()?;
     let existed = nft::delete_table().context("removing table inet voipwall")?;
     if cli.json {
         out(&json!({"removed": existed}).to_string())
@@ -359,6 +436,16 @@ fn refuse_protected(net: &IpNet, policy: Option<&Policy>, own: &[IpAddr]) -> any
     {
         bail!(Invalid(format!(
             "error: refusing to ban {}: it overlaps management network {m}",
+            display_net(net)
+        )));
+    }
+    let sshd = host_facts().sshd_ports.unwrap_or_else(|| vec![22]);
+    if let Some(a) = crate::safety::session_sources(policy, &sshd)
+        .into_iter()
+        .find(|a| net.contains(a))
+    {
+        bail!(Invalid(format!(
+            "error: refusing to ban {}: it covers {a}, the source of a live management session on this host",
             display_net(net)
         )));
     }

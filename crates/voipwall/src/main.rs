@@ -14,6 +14,7 @@ mod detection;
 mod owned;
 mod pcap;
 mod replay;
+mod safety;
 
 /// Invalid input: exit code 1. The message is already rendered for humans.
 #[derive(Debug)]
@@ -46,6 +47,14 @@ pub(crate) struct Cli {
     /// Machine-readable output.
     #[arg(long, global = true)]
     pub(crate) json: bool,
+    /// State directory: the store with bans and policy generations.
+    #[arg(
+        long,
+        global = true,
+        env = "VOIPWALL_STATE_DIR",
+        default_value = "/var/lib/voipwall"
+    )]
+    pub(crate) state_dir: PathBuf,
     #[command(subcommand)]
     pub(crate) cmd: Cmd,
 }
@@ -60,8 +69,31 @@ pub(crate) enum Cmd {
     },
     /// Print the exact nft script `apply` would run (or the IR with --json).
     Compile,
-    /// Validate, compile, check with `nft -c`, apply atomically. Bans survive.
-    Apply,
+    /// Validate, compile, check the operator cannot be locked out, apply
+    /// atomically (bans survive), and record the generation.
+    Apply {
+        /// Roll back to the previous ruleset unless `voipwall confirm` comes
+        /// within this long (e.g. 60s); the timer survives this process.
+        #[arg(long)]
+        confirm: Option<String>,
+        /// Apply even if a live management session or network would be cut.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Keep the generation a `apply --confirm` is waiting on.
+    Confirm,
+    /// Go back one generation now (the ruleset applied before the current one).
+    Rollback,
+    /// List the recorded generations (newest first).
+    Generations,
+    /// (internal) The detached timer of `apply --confirm`.
+    #[command(hide = true)]
+    RollbackTimer {
+        #[arg(long)]
+        generation: i64,
+        #[arg(long)]
+        deadline_ms: u64,
+    },
     /// Remove the voipwall table (and nothing else).
     Disable,
     /// Explain what the firewall does with a packet (zone, rule, policy line)

@@ -90,6 +90,7 @@ impl Ns {
 
     fn cli(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_voipwall"))
+            .env("VOIPWALL_STATE_DIR", self.dir.join("state"))
             .env("VOIPWALL_SOCKET", self.dir.join("sock"))
             .arg("-c")
             .arg(self.dir.join("policy.toml"))
@@ -256,4 +257,47 @@ fn observe_mode_bans_nothing_and_reload_switches_to_enforce() {
         ns.kernel_set().contains("203.0.113.61")
     });
     assert_eq!(ns.json(&["status"])["mode"], "enforce");
+}
+
+#[test]
+fn start_applies_the_last_applied_generation_not_an_unapplied_edit() {
+    let mut ns = Ns::new("boot");
+    let policy = ns.policy("");
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            env!("CARGO_BIN_EXE_voipwall"),
+            "--state-dir",
+        ])
+        .arg(ns.dir.join("state"))
+        .arg("-c")
+        .arg(&policy)
+        .arg("apply")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Edited, never applied: a block that must not go live at the next start.
+    ns.policy("[[block]]\naddress = \"192.0.2.99\"\n");
+    must(&[
+        "ip", "netns", "exec", &ns.name, "nft", "delete", "table", "inet", "voipwall",
+    ]);
+    ns.start(&ns.dir.join("nolog"));
+    let table = must(&[
+        "ip", "netns", "exec", &ns.name, "nft", "list", "table", "inet", "voipwall",
+    ]);
+    assert!(
+        !table.contains("192.0.2.99"),
+        "an unapplied edit went live at start"
+    );
+    assert!(
+        ns.log().contains("Applied the last confirmed generation"),
+        "{}",
+        ns.log()
+    );
 }

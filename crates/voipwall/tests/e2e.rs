@@ -269,6 +269,7 @@ impl Lab {
 
     fn cli(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_voipwall"))
+            .env("VOIPWALL_STATE_DIR", self.dir.join("state"))
             .env("VOIPWALL_SOCKET", self.socket())
             .args(["-c", self.dir.join("policy.toml").to_str().unwrap()])
             .args(args)

@@ -186,7 +186,14 @@ impl Lab {
         let path = self.dir.join("policy.toml");
         std::fs::write(&path, policy).expect("write policy");
         let bin = env!("CARGO_BIN_EXE_voipwall");
-        let mut full = vec![bin, "-c", path.to_str().expect("utf8")];
+        let state = self.dir.join("state");
+        let mut full = vec![
+            bin,
+            "--state-dir",
+            state.to_str().expect("utf8"),
+            "-c",
+            path.to_str().expect("utf8"),
+        ];
         full.extend_from_slice(args);
         self.exec(&self.fw, &full)
     }

@@ -42,9 +42,6 @@ use crate::{Cli, Invalid};
 /// Arguments of `voipwall daemon`.
 #[derive(clap::Args)]
 pub(crate) struct DaemonArgs {
-    /// Directory of the store (state.db).
-    #[arg(long, default_value = "/var/lib/voipwall")]
-    pub(crate) state_dir: PathBuf,
     /// Control socket.
     #[arg(
         long,
@@ -210,7 +207,20 @@ pub(crate) fn run(cli: &Cli, a: &DaemonArgs) -> anyhow::Result<()> {
     let policy = crate::context::load_policy(&cli.config, &cli.catalog_dirs, &facts)?.policy;
     check_grouping(&policy)?;
     if !a.no_apply {
-        apply_policy(&policy)?;
+        // The last applied or confirmed generation, exactly as it ran; the
+        // policy file is only compiled when there is none (a policy edited
+        // but never applied does not go live at boot).
+        match crate::safety::boot_generation(&cli.state_dir)? {
+            Some((id, script)) => {
+                voipwall_sys::nft::apply_script(&script)
+                    .context("applying the last confirmed generation")?;
+                tracing::info!(
+                    generation = id,
+                    "Applied the last confirmed generation (bans and known endpoints kept)."
+                );
+            }
+            None => apply_policy(&policy)?,
+        }
     }
     let sets = match SetElements::open("voipwall") {
         Ok(s) => Some(s),
@@ -219,7 +229,7 @@ pub(crate) fn run(cli: &Cli, a: &DaemonArgs) -> anyhow::Result<()> {
             None
         }
     };
-    let db = a.state_dir.join("state.db");
+    let db = cli.state_dir.join("state.db");
     let (store, opened) =
         Store::open(&db).with_context(|| format!("opening the store {}", db.display()))?;
     match &opened {

@@ -1,0 +1,459 @@
+//! Never lock the operator out: the anti-lockout check before every apply,
+//! commit-confirmed apply with a detached rollback timer, `rollback`, and
+//! the lock file that makes `disable` refuse.
+//!
+//! Generations live in the store (`/var/lib/voipwall/state.db`, table
+//! `generations`): each apply records the exact script it ran, so a rollback
+//! re-runs the previous one (chains and static sets back as they were; bans
+//! and known endpoints, in dynamic sets, untouched).
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use voipwall_detect::Timestamp;
+use voipwall_nft::{NoDynamic, Packet, Ruleset, Verdict, explain};
+use voipwall_policy::{Policy, Proto};
+use voipwall_store::Store;
+use voipwall_sys::nft;
+
+use crate::Invalid;
+
+/// Where the lock file is, unless `VOIPWALL_LOCK_FILE` says otherwise.
+const LOCK_FILE: &str = "/etc/voipwall/locked";
+
+/// Generations kept in the store.
+const KEEP_GENERATIONS: u32 = 20;
+
+pub(crate) fn lock_file() -> PathBuf {
+    std::env::var_os("VOIPWALL_LOCK_FILE").map_or_else(|| PathBuf::from(LOCK_FILE), PathBuf::from)
+}
+
+/// `disable` refuses while the lock file exists; its text is the reason.
+pub(crate) fn refuse_if_locked() -> anyhow::Result<()> {
+    let p = lock_file();
+    if let Ok(reason) = std::fs::read_to_string(&p) {
+        let reason = reason.trim();
+        return Err(Invalid(format!(
+            "error: refused: {} exists{}; the firewall must stay on (remove the file to allow disable)",
+            p.display(),
+            if reason.is_empty() { String::new() } else { format!(" (\"{reason}\")") }
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// A live TCP session to this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Session {
+    pub(crate) remote: IpAddr,
+    pub(crate) local: IpAddr,
+    pub(crate) lport: u16,
+    pub(crate) rport: u16,
+}
+
+/// Established TCP sessions whose local port is one of `ports`, from the
+/// kernel's socket tables (/proc/net/tcp, tcp6).
+pub(crate) fn sessions(ports: &[u16]) -> Vec<Session> {
+    let mut out = Vec::new();
+    for (file, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 4 || f[3] != "01" {
+                continue;
+            }
+            let (Some((la, lp)), Some((ra, rp))) = (hexaddr(f[1], v6), hexaddr(f[2], v6)) else {
+                continue;
+            };
+            if ports.contains(&lp) {
+                // An IPv4 peer on a dual-stack socket shows as ::ffff:a.b.c.d.
+                let unmap = |a: IpAddr| match a {
+                    IpAddr::V6(v) => v.to_ipv4_mapped().map_or(a, IpAddr::V4),
+                    v4 => v4,
+                };
+                out.push(Session {
+                    remote: unmap(ra),
+                    local: unmap(la),
+                    lport: lp,
+                    rport: rp,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// `0100007F:0016` (IPv4) or 32 hex digits (IPv6, four host-order words).
+fn hexaddr(s: &str, v6: bool) -> Option<(IpAddr, u16)> {
+    let (a, p) = s.split_once(':')?;
+    let port = u16::from_str_radix(p, 16).ok()?;
+    if v6 {
+        if a.len() != 32 {
+            return None;
+        }
+        let mut b = [0u8; 16];
+        for w in 0..4 {
+            let word = u32::from_str_radix(&a[w * 8..w * 8 + 8], 16).ok()?;
+            b[w * 4..w * 4 + 4].copy_from_slice(&word.to_le_bytes());
+        }
+        Some((IpAddr::from(b), port))
+    } else {
+        let v = u32::from_str_radix(a, 16).ok()?;
+        Some((IpAddr::from(v.to_le_bytes()), port))
+    }
+}
+
+/// Interface of each local address (`ip -j addr`).
+fn iface_of(local: IpAddr) -> String {
+    let Ok(out) = std::process::Command::new("ip")
+        .args(["-j", "addr"])
+        .output()
+    else {
+        return String::new();
+    };
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    for link in v.as_array().into_iter().flatten() {
+        for a in link["addr_info"].as_array().into_iter().flatten() {
+            if a["local"].as_str().and_then(|s| s.parse::<IpAddr>().ok()) == Some(local) {
+                return link["ifname"].as_str().unwrap_or("").to_string();
+            }
+        }
+    }
+    String::new()
+}
+
+/// Ports whose live sessions are management: sshd's and the admin services'.
+fn management_ports(policy: &Policy, sshd: &[u16]) -> Vec<u16> {
+    let mut ports: Vec<u16> = sshd.to_vec();
+    for name in ["ssh", "https-admin", "http-admin", "rest-api"] {
+        if let Some(s) = policy.services.get(name) {
+            for p in &s.ports {
+                if p.proto == Proto::Tcp && p.lo == p.hi {
+                    ports.push(p.lo);
+                }
+            }
+        }
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// What the new ruleset would do to the operator: each live management
+/// session and each management network, simulated with the same logic as
+/// `explain`. Returns one line per session or network it would cut.
+pub(crate) fn lockout_problems(policy: &Policy, rs: &Ruleset, sshd: &[u16]) -> Vec<String> {
+    let ports = management_ports(policy, sshd);
+    let mut problems = Vec::new();
+    for s in sessions(&ports) {
+        if s.remote.is_loopback() {
+            continue;
+        }
+        let iif = iface_of(s.local);
+        for established in [true, false] {
+            let p = Packet {
+                src: s.remote,
+                iif: iif.clone(),
+                proto: Proto::Tcp,
+                dport: s.lport,
+                established,
+            };
+            let ex = explain(rs, &p, &NoDynamic);
+            if ex.verdict != Verdict::Accept {
+                problems.push(format!(
+                    "the live session from {}:{} to tcp/{} (on {}) would be cut{}: {} by `{}`",
+                    s.remote,
+                    s.rport,
+                    s.lport,
+                    if iif.is_empty() { "?" } else { &iif },
+                    if established {
+                        ""
+                    } else {
+                        " at its next connection"
+                    },
+                    ex.verdict.name(),
+                    ex.decided_by
+                ));
+                break;
+            }
+        }
+    }
+    for net in &policy.host.management {
+        let Some(&port) = ports.first() else { break };
+        let p = Packet {
+            src: net.network(),
+            iif: String::new(),
+            proto: Proto::Tcp,
+            dport: port,
+            established: false,
+        };
+        let ex = explain(rs, &p, &NoDynamic);
+        if ex.verdict != Verdict::Accept {
+            problems.push(format!(
+                "the management network {net} could not reach tcp/{port}: {} by `{}`",
+                ex.verdict.name(),
+                ex.decided_by
+            ));
+        }
+    }
+    problems
+}
+
+/// The sources of live management sessions (a ban of one is refused).
+pub(crate) fn session_sources(policy: Option<&Policy>, sshd: &[u16]) -> Vec<IpAddr> {
+    let ports = match policy {
+        Some(p) => management_ports(p, sshd),
+        None => sshd.to_vec(),
+    };
+    let mut v: Vec<IpAddr> = sessions(&ports)
+        .into_iter()
+        .map(|s| s.remote)
+        .filter(|a| !a.is_loopback())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+pub(crate) fn state_store(state_dir: &Path) -> anyhow::Result<Store> {
+    let db = state_dir.join("state.db");
+    let (s, _) = Store::open(&db).with_context(|| format!("opening the store {}", db.display()))?;
+    Ok(s)
+}
+
+fn now() -> Timestamp {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Before the first generation, keep what the kernel has, so that a
+/// rollback can return to it: nothing (no table), or a snapshot.
+fn ensure_baseline(store: &mut Store) -> anyhow::Result<()> {
+    if !store.generations(1)?.is_empty() {
+        return Ok(());
+    }
+    let script = if nft::table_exists().unwrap_or(false) {
+        let listing = nft::list_table().context("listing table inet voipwall")?;
+        format!("delete table inet voipwall\n{listing}")
+    } else {
+        "delete table inet voipwall\n".to_string()
+    };
+    store.add_generation(
+        now(),
+        &script,
+        "(before voipwall's first recorded apply)",
+        "snapshot",
+        None,
+        KEEP_GENERATIONS,
+    )?;
+    Ok(())
+}
+
+/// Records the script about to be applied; with `confirm`, first starts a
+/// detached timer that rolls back unless `voipwall confirm` comes in time.
+/// The timer starts before the apply, so no moment exists in which the new
+/// ruleset is in place and nothing will take it back. Returns the generation.
+pub(crate) fn begin_apply(
+    state_dir: &Path,
+    script: &str,
+    policy: &str,
+    confirm: Option<Duration>,
+) -> anyhow::Result<i64> {
+    let mut store = state_store(state_dir)?;
+    let (status, deadline) = match confirm {
+        Some(d) => (
+            "pending",
+            Some(now().plus(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))),
+        ),
+        None => ("applied", None),
+    };
+    let id = store.add_generation(now(), script, policy, status, deadline, KEEP_GENERATIONS)?;
+    store.audit(
+        now(),
+        "cli",
+        "apply",
+        &format!("generation {id} {status} from {policy}"),
+    )?;
+    if let Some(deadline) = deadline {
+        // setsid -f: the timer survives the CLI being killed and the SSH
+        // session (and its process group) going away.
+        let exe = std::env::current_exe().context("finding voipwall's own path")?;
+        std::process::Command::new("setsid")
+            .arg("-f")
+            .arg(exe)
+            .args(["rollback-timer", "--state-dir"])
+            .arg(state_dir)
+            .args([
+                "--generation",
+                &id.to_string(),
+                "--deadline-ms",
+                &deadline.0.to_string(),
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .context("starting the rollback timer (setsid)")?;
+    }
+    Ok(id)
+}
+
+/// After the apply: a failed one is marked so its timer stands down.
+pub(crate) fn finish_apply(state_dir: &Path, generation: i64, ok: bool) -> anyhow::Result<()> {
+    if !ok {
+        state_store(state_dir)?.set_generation_status(generation, "failed")?;
+    }
+    Ok(())
+}
+
+/// Prepares the store before an apply (the baseline generation).
+pub(crate) fn before_apply(state_dir: &Path) -> anyhow::Result<()> {
+    ensure_baseline(&mut state_store(state_dir)?)
+}
+
+/// The detached timer: waits for the deadline; if the generation is still
+/// pending, applies the one before it.
+pub(crate) fn rollback_timer(
+    state_dir: &Path,
+    generation: i64,
+    deadline_ms: u64,
+) -> anyhow::Result<()> {
+    loop {
+        let store = state_store(state_dir)?;
+        let gens = store.generations(KEEP_GENERATIONS as usize)?;
+        let Some(g) = gens.iter().find(|g| g.id == generation) else {
+            return Ok(());
+        };
+        if g.status != "pending" {
+            return Ok(());
+        }
+        if now().0 >= deadline_ms {
+            drop(store);
+            return roll_back_from(state_dir, generation, "rolled-back", "timer");
+        }
+        std::thread::sleep(Duration::from_millis(100).min(Duration::from_millis(
+            deadline_ms.saturating_sub(now().0).max(1),
+        )));
+    }
+}
+
+/// Applies the generation before `from` and marks `from` with `status`.
+fn roll_back_from(state_dir: &Path, from: i64, status: &str, actor: &str) -> anyhow::Result<()> {
+    let mut store = state_store(state_dir)?;
+    let gens = store.generations(KEEP_GENERATIONS as usize)?;
+    let Some(prev) = gens.iter().find(|g| {
+        g.id < from && !matches!(g.status.as_str(), "rolled-back" | "pending" | "failed")
+    }) else {
+        return Err(Invalid("error: no earlier generation to roll back to".into()).into());
+    };
+    nft::apply_script(&prev.script).context("applying the previous generation")?;
+    store.set_generation_status(from, status)?;
+    let new_status = if prev.status == "snapshot" {
+        "snapshot"
+    } else {
+        "applied"
+    };
+    store.set_generation_status(prev.id, new_status)?;
+    store.audit(
+        now(),
+        actor,
+        "rollback",
+        &format!("generation {from} {status}; generation {} back", prev.id),
+    )?;
+    Ok(())
+}
+
+/// What the daemon applies at start: the newest generation that was applied
+/// or confirmed (a generation still pending, e.g. the box rebooted inside
+/// its confirm window, counts as not confirmed and is marked rolled back).
+/// `None` when there is none: the daemon compiles the policy instead.
+pub(crate) fn boot_generation(state_dir: &Path) -> anyhow::Result<Option<(i64, String)>> {
+    let mut store = state_store(state_dir)?;
+    let gens = store.generations(KEEP_GENERATIONS as usize)?;
+    for g in &gens {
+        match g.status.as_str() {
+            "pending" => {
+                store.set_generation_status(g.id, "rolled-back")?;
+                store.audit(
+                    now(),
+                    "daemon",
+                    "rollback",
+                    &format!("generation {} was pending at start", g.id),
+                )?;
+            }
+            "applied" | "confirmed" => return Ok(Some((g.id, g.script.clone()))),
+            "snapshot" => return Ok(None),
+            _ => {}
+        }
+    }
+    Ok(None)
+}
+
+/// `voipwall confirm`: keeps the pending generation.
+pub(crate) fn confirm(state_dir: &Path) -> anyhow::Result<String> {
+    let mut store = state_store(state_dir)?;
+    let Some(g) = store
+        .generations(KEEP_GENERATIONS as usize)?
+        .into_iter()
+        .find(|g| g.status == "pending")
+    else {
+        return Err(Invalid("error: nothing is waiting for confirmation".into()).into());
+    };
+    if g.deadline.is_some_and(|d| now() >= d) {
+        return Err(Invalid(format!(
+            "error: generation {} was not confirmed in time and is being rolled back",
+            g.id
+        ))
+        .into());
+    }
+    store.set_generation_status(g.id, "confirmed")?;
+    store.audit(now(), "cli", "confirm", &format!("generation {}", g.id))?;
+    Ok(format!("confirmed generation {}; it stays", g.id))
+}
+
+/// `voipwall rollback`: back one generation now.
+pub(crate) fn rollback(state_dir: &Path) -> anyhow::Result<String> {
+    let store = state_store(state_dir)?;
+    let Some(cur) = store
+        .generations(KEEP_GENERATIONS as usize)?
+        .into_iter()
+        .find(|g| !matches!(g.status.as_str(), "rolled-back" | "failed"))
+    else {
+        return Err(Invalid("error: no generation recorded".into()).into());
+    };
+    drop(store);
+    roll_back_from(state_dir, cur.id, "rolled-back", "cli")?;
+    Ok(format!(
+        "rolled back generation {}; the one before it is applied",
+        cur.id
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_net_addresses() {
+        assert_eq!(
+            hexaddr("0100007F:0016", false),
+            Some(("127.0.0.1".parse().unwrap(), 22))
+        );
+        assert_eq!(
+            hexaddr("0171CBCB:13C4", false),
+            Some(("203.203.113.1".parse().unwrap(), 5060))
+        );
+        assert_eq!(
+            hexaddr("B80D0120000000000000000001000000:0016", true),
+            Some(("2001:db8::1".parse().unwrap(), 22))
+        );
+        assert_eq!(hexaddr("zz:1", false), None);
+    }
+}

@@ -1,0 +1,315 @@
+//! Never lock the operator out, against the real kernel: an "admin"
+//! namespace holds a live TCP session to the firewall's port 22 (a stand-in
+//! for SSH, `tests/support/session.py`). A policy that would cut it is
+//! refused, naming it; forced with `--confirm 5s` and never confirmed (the
+//! CLI killed with SIGKILL), the old ruleset is back within a second of the
+//! deadline and the session works again; confirmed, the new ruleset stays.
+//! The lock file makes `disable` refuse; without it, `disable` removes only
+//! our table. A ban of the session's source is refused.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const FW: &str = "203.0.113.1";
+const ADMIN: &str = "203.0.113.5";
+
+struct Lab {
+    fw: String,
+    admin: String,
+    dir: std::path::PathBuf,
+    children: Vec<Child>,
+}
+
+fn must(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Lab {
+    fn new() -> Self {
+        let id = std::process::id();
+        let lab = Self {
+            fw: format!("vwt-s{id}-fw"),
+            admin: format!("vwt-s{id}-adm"),
+            dir: std::env::temp_dir().join(format!("voipwall-safety-{id}")),
+            children: Vec::new(),
+        };
+        let _ = std::fs::remove_dir_all(&lab.dir);
+        std::fs::create_dir_all(&lab.dir).unwrap();
+        must(&["ip", "netns", "add", &lab.fw]);
+        must(&["ip", "netns", "add", &lab.admin]);
+        must(&[
+            "ip", "link", "add", "v0", "netns", &lab.fw, "type", "veth", "peer", "name", "v0",
+            "netns", &lab.admin,
+        ]);
+        must(&[
+            "ip",
+            "-n",
+            &lab.fw,
+            "addr",
+            "add",
+            &format!("{FW}/24"),
+            "dev",
+            "v0",
+        ]);
+        must(&[
+            "ip",
+            "-n",
+            &lab.admin,
+            "addr",
+            "add",
+            &format!("{ADMIN}/24"),
+            "dev",
+            "v0",
+        ]);
+        for n in [&lab.fw, &lab.admin] {
+            must(&["ip", "-n", n, "link", "set", "v0", "up"]);
+            must(&["ip", "-n", n, "link", "set", "lo", "up"]);
+        }
+        lab
+    }
+
+    fn policy(&self, name: &str, extra: &str) -> String {
+        let p = self.dir.join(name);
+        std::fs::write(&p, format!("[interfaces]\nv0 = \"internet\"\n[zones.internet]\nservices = [\"ssh\", \"sip\"]\n{extra}")).unwrap();
+        p.to_str().unwrap().to_string()
+    }
+
+    fn voipwall(&self, policy: &str, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.fw,
+                env!("CARGO_BIN_EXE_voipwall"),
+                "--state-dir",
+            ])
+            .arg(self.dir.join("state"))
+            .args(["-c", policy])
+            .args(args)
+            .env("VOIPWALL_LOCK_FILE", self.dir.join("locked"))
+            .env("VOIPWALL_SOCKET", self.dir.join("no-daemon.sock"))
+            .output()
+            .unwrap()
+    }
+
+    fn spawn(&mut self, ns: &str, args: &[&str]) -> (ChildStdin, BufReader<ChildStdout>) {
+        let mut c = Command::new("ip")
+            .args(["netns", "exec", ns, "python3"])
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/support/session.py"
+            ))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (i, o) = (
+            c.stdin.take().unwrap(),
+            BufReader::new(c.stdout.take().unwrap()),
+        );
+        self.children.push(c);
+        (i, o)
+    }
+
+    fn blocked(&self) -> bool {
+        must(&[
+            "ip", "netns", "exec", &self.fw, "nft", "list", "table", "inet", "voipwall",
+        ])
+        .contains(ADMIN)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.fw]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.admin])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn ask(session: &mut (ChildStdin, BufReader<ChildStdout>), token: &str, secs: f64) -> bool {
+    writeln!(session.0, "{token} {secs}").unwrap();
+    let mut line = String::new();
+    session.1.read_line(&mut line).unwrap();
+    line.trim() == format!("ok {token}")
+}
+
+#[test]
+fn lockout_is_refused_unconfirmed_apply_rolls_back_and_lock_keeps_the_table() {
+    let mut lab = Lab::new();
+    let good = lab.policy("good.toml", "");
+    let cuts = lab.policy(
+        "cuts.toml",
+        &format!("[[block]]\naddress = \"{ADMIN}\"\ndescription = \"oops\"\n"),
+    );
+    let out = lab.voipwall(&good, &["apply"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (_i, mut o) = lab.spawn(&lab.fw.clone(), &["server", FW, "22"]);
+    let mut l = String::new();
+    o.read_line(&mut l).unwrap();
+    let mut s = lab.spawn(&lab.admin.clone(), &["client", ADMIN, FW, "22"]);
+    let mut l = String::new();
+    s.1.read_line(&mut l).unwrap();
+    let port = l.split_whitespace().nth(1).unwrap().to_string();
+    assert!(
+        ask(&mut s, "t1", 2.0),
+        "the admin session does not work to begin with"
+    );
+
+    // 1. Refused, naming the session and the rule.
+    let out = lab.voipwall(&cuts, &["apply"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("{ADMIN}:{port} to tcp/22")), "{err}");
+    assert!(err.contains("block list"), "{err}");
+    assert!(!lab.blocked());
+    // `check` says the same.
+    assert_eq!(lab.voipwall(&cuts, &["check"]).status.code(), Some(1));
+    // A ban of the session's source is refused too.
+    let out = lab.voipwall(&good, &["ban", ADMIN, "--for", "1m"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("live management session"));
+
+    // 2. Forced with --confirm 5s, the CLI killed: rolled back after the window.
+    let mut cli = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.fw,
+            env!("CARGO_BIN_EXE_voipwall"),
+            "--state-dir",
+        ])
+        .arg(lab.dir.join("state"))
+        .args(["-c", &cuts, "apply", "--force", "--confirm", "5s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !lab.blocked() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the forced apply did not happen"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = cli.kill(); // SIGKILL, as soon as the new ruleset is in
+    let _ = cli.wait();
+    let applied = Instant::now();
+    assert!(
+        !ask(&mut s, "t2", 0.5),
+        "the session should be cut by the new ruleset"
+    );
+    let gens: serde_json::Value =
+        serde_json::from_slice(&lab.voipwall(&good, &["--json", "generations"]).stdout).unwrap();
+    assert_eq!(gens[0]["status"], "pending", "{gens}");
+    while lab.blocked() {
+        assert!(
+            applied.elapsed() < Duration::from_secs(5 + 2),
+            "not rolled back within a second of the window"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let back_after = applied.elapsed();
+    assert!(
+        back_after >= Duration::from_millis(4500) && back_after <= Duration::from_secs(6),
+        "rolled back after {back_after:?}"
+    );
+    // The same TCP session works again (its queued data is retransmitted).
+    assert!(
+        ask(&mut s, "t3", 8.0),
+        "the admin session did not come back"
+    );
+    let gens: serde_json::Value =
+        serde_json::from_slice(&lab.voipwall(&good, &["--json", "generations"]).stdout).unwrap();
+    assert_eq!(gens[0]["status"], "rolled-back", "{gens}");
+    assert_eq!(gens[1]["status"], "applied", "{gens}");
+
+    // 3. Confirmed in time: the new ruleset stays past the window.
+    let out = lab.voipwall(&cuts, &["apply", "--force", "--confirm", "3s"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = lab.voipwall(&cuts, &["confirm"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(lab.blocked(), "a confirmed generation was rolled back");
+    // `rollback` goes back one generation on demand.
+    let out = lab.voipwall(&good, &["rollback"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!lab.blocked());
+    assert!(ask(&mut s, "t4", 8.0));
+
+    // 4. The lock file: disable refuses and the table stays; without it,
+    // disable removes only our table.
+    must(&[
+        "ip", "netns", "exec", &lab.fw, "nft", "add", "table", "inet", "other",
+    ]);
+    must(&[
+        "ip",
+        "netns",
+        "exec",
+        &lab.fw,
+        "nft",
+        "add",
+        "chain",
+        "inet",
+        "other",
+        "c",
+        "{ type filter hook input priority 10 ; }",
+    ]);
+    let other = must(&[
+        "ip", "netns", "exec", &lab.fw, "nft", "list", "table", "inet", "other",
+    ]);
+    std::fs::write(lab.dir.join("locked"), "PCI audit: keep it on\n").unwrap();
+    let out = lab.voipwall(&good, &["disable"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PCI audit: keep it on"));
+    assert!(
+        must(&["ip", "netns", "exec", &lab.fw, "nft", "list", "tables"]).contains("inet voipwall")
+    );
+    std::fs::remove_file(lab.dir.join("locked")).unwrap();
+    let out = lab.voipwall(&good, &["disable"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tables = must(&["ip", "netns", "exec", &lab.fw, "nft", "list", "tables"]);
+    assert!(!tables.contains("inet voipwall"), "{tables}");
+    assert_eq!(
+        must(&[
+            "ip", "netns", "exec", &lab.fw, "nft", "list", "table", "inet", "other"
+        ]),
+        other
+    );
+}
