@@ -57,6 +57,7 @@ const TOP_KEYS: &[&str] = &[
     "allow",
     "block",
     "detect",
+    "safe_mode",
 ];
 
 /// How deep includes may nest, and how many files one policy may have.
@@ -98,6 +99,7 @@ struct Raw {
     allow: Vec<(At<String>, String, Option<i64>)>,
     block: Vec<(At<String>, String, Option<i64>)>,
     detect: crate::detect::RawDetect,
+    safe_mode: SafeMode,
     /// Once-only sections already seen, for duplicate detection across includes.
     seen: BTreeMap<&'static str, (FileId, Range<usize>)>,
 }
@@ -457,6 +459,30 @@ fn read_file(
                     raw.ipv6_prefix = w
                         .int(v, "ipv6_prefix", 16, 128)
                         .map(|n| u8::try_from(n).expect("range checked"));
+                }
+            }
+            "safe_mode" => {
+                let Some(t) = w.table(v, "[safe_mode]") else {
+                    continue;
+                };
+                if !once(w, raw, "safe_mode", k.span(), sources) {
+                    continue;
+                }
+                w.check_keys(t, &["enabled", "window", "hold"], "[safe_mode]");
+                if let Some(v) = get(t, "enabled")
+                    && let Some(b) = w.bool(v, "enabled")
+                {
+                    raw.safe_mode.enabled = b;
+                }
+                if let Some(v) = get(t, "window")
+                    && let Some(d) = duration(w, v, "window")
+                {
+                    raw.safe_mode.window = d;
+                }
+                if let Some(v) = get(t, "hold")
+                    && let Some(d) = duration(w, v, "hold")
+                {
+                    raw.safe_mode.hold = d;
                 }
             }
             "detect" => {
@@ -944,6 +970,7 @@ fn resolve(
         block,
         host,
         detect: raw.detect.settings.clone(),
+        safe_mode: raw.safe_mode,
     })
 }
 

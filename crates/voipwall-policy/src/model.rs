@@ -408,6 +408,29 @@ pub struct BanSettings {
     pub ipv6_prefix: u8,
 }
 
+/// Safe mode (FreePBX semantics): after two boots within `window`, the
+/// policy is held back for the first `hold` of uptime, so a ruleset that
+/// locked the operator out can be escaped by rebooting twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SafeMode {
+    /// On (the default) or off.
+    pub enabled: bool,
+    /// Two boots closer than this trigger it, seconds.
+    pub window: u64,
+    /// How long the policy is held back, seconds of uptime.
+    pub hold: u64,
+}
+
+impl Default for SafeMode {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window: 300,
+            hold: 300,
+        }
+    }
+}
+
 /// Facts about the host that the policy is validated against.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Host {
@@ -446,6 +469,8 @@ pub struct Policy {
     pub host: Host,
     /// Detection settings (`[detect]`).
     pub detect: crate::detect::DetectSettings,
+    /// Safe mode at boot (`[safe_mode]`).
+    pub safe_mode: SafeMode,
 }
 
 impl Policy {

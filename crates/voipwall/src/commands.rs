@@ -22,7 +22,7 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
         Cmd::Apply { confirm, force } => apply(cli, confirm.as_deref(), *force),
         Cmd::Confirm => out(&crate::safety::confirm(&cli.state_dir)?),
         Cmd::Rollback => out(&crate::safety::rollback(&cli.state_dir)?),
-        Cmd::Generations => generations(cli),
+        Cmd::Generations { diff } => generations(cli, *diff),
         Cmd::RollbackTimer {
             generation,
             deadline_ms,
@@ -267,9 +267,36 @@ fn apply(cli: &Cli, confirm: Option<&str>, force: bool) -> anyhow::Result<()> {
     }
 }
 
-fn generations(cli: &Cli) -> anyhow::Result<()> {
+fn generations(cli: &Cli, diff: Option<i64>) -> anyhow::Result<()> {
     let store = crate::safety::state_store(&cli.state_dir)?;
     let gens = store.generations(50)?;
+    if let Some(id) = diff {
+        let Some(i) = gens.iter().position(|g| g.id == id) else {
+            return Err(Invalid(format!(
+                "error: no generation {id} (voipwall generations lists them)"
+            ))
+            .into());
+        };
+        let new = &gens[i].script;
+        let old = gens.get(i + 1).map_or("", |g| g.script.as_str());
+        let (removed, added) = crate::safety::line_diff(old, new);
+        if cli.json {
+            return out(&json!({"generation": id, "removed": removed, "added": added}).to_string());
+        }
+        let mut s = String::new();
+        for l in &removed {
+            s.push_str(&format!("- {l}\n"));
+        }
+        for l in &added {
+            s.push_str(&format!("+ {l}\n"));
+        }
+        s.push_str(&format!(
+            "generation {id}: {} lines removed, {} added\n",
+            removed.len(),
+            added.len()
+        ));
+        return out(&s);
+    }
     if cli.json {
         let v: Vec<_> = gens
             .iter()

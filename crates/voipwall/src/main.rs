@@ -85,7 +85,12 @@ pub(crate) enum Cmd {
     /// Go back one generation now (the ruleset applied before the current one).
     Rollback,
     /// List the recorded generations (newest first).
-    Generations,
+    Generations {
+        /// Show what generation N changed against the one before it (lines
+        /// of the nft script removed `-` and added `+`).
+        #[arg(long)]
+        diff: Option<i64>,
+    },
     /// (internal) The detached timer of `apply --confirm`.
     #[command(hide = true)]
     RollbackTimer {

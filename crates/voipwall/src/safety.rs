@@ -436,9 +436,120 @@ pub(crate) fn rollback(state_dir: &Path) -> anyhow::Result<String> {
     ))
 }
 
+/// Lines only in `old` and lines only in `new` (scripts are sorted and
+/// deterministic, so a line set comparison reads well), in script order.
+pub(crate) fn line_diff<'a>(old: &'a str, new: &'a str) -> (Vec<&'a str>, Vec<&'a str>) {
+    let o: std::collections::HashSet<&str> = old.lines().collect();
+    let n: std::collections::HashSet<&str> = new.lines().collect();
+    (
+        old.lines().filter(|l| !n.contains(l)).collect(),
+        new.lines().filter(|l| !o.contains(l)).collect(),
+    )
+}
+
+/// Boots as the daemon saw them: (boot id, boot time in ms since the epoch).
+type BootRecord = (String, u64);
+
+/// Safe mode's decision, from the boot records (oldest first, the current
+/// boot last) and the current uptime: how long to hold the policy back.
+pub(crate) fn safe_mode_decision(
+    sm: &voipwall_policy::SafeMode,
+    boots: &[BootRecord],
+    uptime_s: u64,
+) -> Option<u64> {
+    if !sm.enabled || boots.len() < 2 {
+        return None;
+    }
+    let (cur, prev) = (&boots[boots.len() - 1], &boots[boots.len() - 2]);
+    let gap_s = cur.1.saturating_sub(prev.1) / 1000;
+    (gap_s < sm.window && uptime_s < sm.hold).then(|| sm.hold - uptime_s)
+}
+
+/// Records this boot (once per boot id) in `<state>/boots` and returns how
+/// long safe mode holds the policy back, if it does. The boot id and uptime
+/// come from /proc, or from `VOIPWALL_BOOT_ID_FILE` / `VOIPWALL_UPTIME_FILE`
+/// (tests simulate boots with them).
+pub(crate) fn safe_mode_hold(
+    state_dir: &Path,
+    sm: &voipwall_policy::SafeMode,
+) -> anyhow::Result<Option<u64>> {
+    let read = |var: &str, default: &str| {
+        let p = std::env::var_os(var).map_or_else(|| PathBuf::from(default), PathBuf::from);
+        std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
+    };
+    let boot_id = read("VOIPWALL_BOOT_ID_FILE", "/proc/sys/kernel/random/boot_id")?
+        .trim()
+        .to_string();
+    let uptime: f64 = read("VOIPWALL_UPTIME_FILE", "/proc/uptime")?
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .context("reading the uptime")?;
+    let boot_ms = now().0.saturating_sub((uptime * 1000.0) as u64);
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("creating {}", state_dir.display()))?;
+    let path = state_dir.join("boots");
+    let mut boots: Vec<BootRecord> = std::fs::read_to_string(&path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (id, t) = l.split_once(' ')?;
+            Some((id.to_string(), t.parse().ok()?))
+        })
+        .collect();
+    if boots.last().is_none_or(|(id, _)| *id != boot_id) {
+        boots.push((boot_id, boot_ms));
+        let keep = &boots[boots.len().saturating_sub(10)..];
+        let text: String = keep.iter().map(|(id, t)| format!("{id} {t}\n")).collect();
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(safe_mode_decision(sm, &boots, uptime as u64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn safe_mode_needs_two_boots_within_the_window_and_ends_with_the_hold() {
+        let sm = voipwall_policy::SafeMode {
+            enabled: true,
+            window: 300,
+            hold: 300,
+        };
+        let b = |t: u64| (format!("id{t}"), t * 1000);
+        assert_eq!(
+            safe_mode_decision(&sm, &[b(1000)], 10),
+            None,
+            "a single boot"
+        );
+        assert_eq!(safe_mode_decision(&sm, &[b(1000), b(1200)], 10), Some(290));
+        assert_eq!(
+            safe_mode_decision(&sm, &[b(1000), b(1200)], 300),
+            None,
+            "hold over"
+        );
+        assert_eq!(
+            safe_mode_decision(&sm, &[b(1000), b(1300)], 10),
+            None,
+            "boots 5 min apart"
+        );
+        assert_eq!(safe_mode_decision(&sm, &[b(1000), b(1299)], 0), Some(300));
+        let off = voipwall_policy::SafeMode {
+            enabled: false,
+            ..sm
+        };
+        assert_eq!(
+            safe_mode_decision(&off, &[b(1000), b(1200)], 10),
+            None,
+            "turned off"
+        );
+    }
+
+    #[test]
+    fn diff_lists_removed_then_added_lines() {
+        assert_eq!(line_diff("a\nb\nc\n", "a\nc\nd\n"), (vec!["b"], vec!["d"]));
+    }
 
     #[test]
     fn proc_net_addresses() {

@@ -77,7 +77,11 @@ impl Lab {
 
     fn policy(&self, name: &str, extra: &str) -> String {
         let p = self.dir.join(name);
-        std::fs::write(&p, format!("[interfaces]\nv0 = \"internet\"\n[zones.internet]\nservices = [\"ssh\", \"sip\"]\n{extra}")).unwrap();
+        std::fs::write(
+            &p,
+            format!("[host]\nmanagement = [\"198.51.100.0/26\"]\n[interfaces]\nv0 = \"internet\"\n[zones.internet]\nservices = [\"ssh\", \"sip\"]\n{extra}"),
+        )
+        .unwrap();
         p.to_str().unwrap().to_string()
     }
 
@@ -184,10 +188,22 @@ fn lockout_is_refused_unconfirmed_apply_rolls_back_and_lock_keeps_the_table() {
     assert!(!lab.blocked());
     // `check` says the same.
     assert_eq!(lab.voipwall(&cuts, &["check"]).status.code(), Some(1));
-    // A ban of the session's source is refused too.
+    // A ban of the session's source is refused too, and of the host's own
+    // address, a management network member, or a network containing them.
     let out = lab.voipwall(&good, &["ban", ADMIN, "--for", "1m"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("live management session"));
+    for (target, why) in [
+        (FW, "own address"),
+        ("198.51.100.7", "management network"),
+        ("198.51.100.0/24", "management network"),
+        ("203.0.113.0/24", "own address"),
+    ] {
+        let out = lab.voipwall(&good, &["ban", target, "--for", "1m"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "ban {target}: {err}");
+        assert!(err.contains(why), "ban {target}: {err}");
+    }
 
     // 2. Forced with --confirm 5s, the CLI killed: rolled back after the window.
     let mut cli = Command::new("ip")
@@ -243,6 +259,16 @@ fn lockout_is_refused_unconfirmed_apply_rolls_back_and_lock_keeps_the_table() {
         serde_json::from_slice(&lab.voipwall(&good, &["--json", "generations"]).stdout).unwrap();
     assert_eq!(gens[0]["status"], "rolled-back", "{gens}");
     assert_eq!(gens[1]["status"], "applied", "{gens}");
+    // What the rolled-back generation changed: the block of the admin.
+    let id = gens[0]["id"].as_i64().unwrap().to_string();
+    let diff =
+        String::from_utf8_lossy(&lab.voipwall(&good, &["generations", "--diff", &id]).stdout)
+            .into_owned();
+    assert!(
+        diff.lines()
+            .any(|l| l.starts_with('+') && l.contains(ADMIN)),
+        "{diff}"
+    );
 
     // 3. Confirmed in time: the new ruleset stays past the window.
     let out = lab.voipwall(&cuts, &["apply", "--force", "--confirm", "3s"]);

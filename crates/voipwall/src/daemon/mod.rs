@@ -192,6 +192,8 @@ struct Daemon {
     restored: usize,
     reconciled: usize,
     nflog_group: Option<u16>,
+    /// Seconds safe mode held the policy back at start.
+    safe_mode_held: Option<u64>,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT.
@@ -206,6 +208,14 @@ pub(crate) fn run(cli: &Cli, a: &DaemonArgs) -> anyhow::Result<()> {
     let facts = crate::context::host_facts();
     let policy = crate::context::load_policy(&cli.config, &cli.catalog_dirs, &facts)?.policy;
     check_grouping(&policy)?;
+    let hold = if a.no_apply {
+        None
+    } else {
+        crate::safety::safe_mode_hold(&cli.state_dir, &policy.safe_mode)?
+    };
+    if let Some(secs) = hold {
+        hold_back(secs, &a.socket)?;
+    }
     if !a.no_apply {
         // The last applied or confirmed generation, exactly as it ran; the
         // policy file is only compiled when there is none (a policy edited
@@ -265,6 +275,7 @@ pub(crate) fn run(cli: &Cli, a: &DaemonArgs) -> anyhow::Result<()> {
         opened,
         restored: 0,
         reconciled: 0,
+        safe_mode_held: hold,
     };
     d.restore();
     let (write_store, _) =
@@ -855,6 +866,7 @@ impl Daemon {
                     "policy": self.cli_config.display().to_string(),
                     "store": self.opened,
                     "restored_bans": self.restored,
+                    "safe_mode": {"holding": false, "held_at_start_s": self.safe_mode_held},
                     "imported_from_kernel": self.reconciled,
                     "nflog_group": self.nflog_group,
                     "counters": self.counters,
@@ -1080,6 +1092,50 @@ fn placement(target: &IpNet) -> (&'static str, IpAddr) {
         (IpNet::V4(_), false) => ("vw_banpfx_v4", target.network()),
         (IpNet::V6(_), false) => ("vw_banpfx_v6", target.network()),
     }
+}
+
+/// Safe mode: nothing is applied while the hold lasts (management stays
+/// reachable); the control socket answers `status` with the time left.
+fn hold_back(secs: u64, socket: &std::path::Path) -> anyhow::Result<()> {
+    let until = Instant::now() + std::time::Duration::from_secs(secs);
+    tracing::error!(
+        hold_s = secs,
+        "SAFE MODE: this host booted twice within the safe-mode window; the policy is held back until the hold ends. Fix or roll back the policy now if it locked you out."
+    );
+    let (wake_rx, wake_tx) = UnixStream::pair()?;
+    drop(wake_rx);
+    let waker = Waker(Arc::new(wake_tx));
+    let (tx, rx) = mpsc::channel::<Input>();
+    let server = control::serve(socket, tx, waker)?;
+    let mut last_warning = Instant::now();
+    while Instant::now() < until {
+        if let Ok(Input::Control(req, reply)) =
+            rx.recv_timeout(std::time::Duration::from_millis(200))
+        {
+            let left = until.saturating_duration_since(Instant::now()).as_secs();
+            let v = match req {
+                Request::Status => {
+                    json!({"ok": true, "safe_mode": {"holding": true, "apply_in_s": left}, "pid": std::process::id()})
+                }
+                _ => {
+                    json!({"ok": false, "error": format!("safe mode: the policy is held back for {left} s more; only status answers")})
+                }
+            };
+            let _ = reply.send(Reply::One(v));
+        }
+        if last_warning.elapsed().as_secs() >= 30 {
+            last_warning = Instant::now();
+            tracing::error!(
+                apply_in_s = until.saturating_duration_since(Instant::now()).as_secs(),
+                "SAFE MODE: policy still held back."
+            );
+        }
+    }
+    drop(server);
+    // The listener thread keeps the socket; the daemon's own server replaces it.
+    let _ = std::fs::remove_file(socket);
+    tracing::warn!("Safe mode hold over: applying the policy.");
+    Ok(())
 }
 
 /// The engine's prefix bans are keyed by the kernel's mask, so the two must agree.
