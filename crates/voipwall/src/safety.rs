@@ -222,7 +222,15 @@ pub(crate) fn session_sources(policy: Option<&Policy>, sshd: &[u16]) -> Vec<IpAd
 
 pub(crate) fn state_store(state_dir: &Path) -> anyhow::Result<Store> {
     let db = state_dir.join("state.db");
-    let (s, _) = Store::open(&db).with_context(|| format!("opening the store {}", db.display()))?;
+    let (s, opened) =
+        Store::open(&db).with_context(|| format!("opening the store {}", db.display()))?;
+    if let voipwall_store::Opened::Recovered { moved_to, reason } = opened {
+        eprintln!(
+            "warning: the store {} could not be read ({reason}); it was moved to {} and a fresh one started (earlier generations are gone)",
+            db.display(),
+            moved_to.display()
+        );
+    }
     Ok(s)
 }
 
@@ -374,8 +382,7 @@ fn roll_back_from(state_dir: &Path, from: i64, status: &str, actor: &str) -> any
 /// or confirmed (a generation still pending, e.g. the box rebooted inside
 /// its confirm window, counts as not confirmed and is marked rolled back).
 /// `None` when there is none: the daemon compiles the policy instead.
-pub(crate) fn boot_generation(state_dir: &Path) -> anyhow::Result<Option<(i64, String)>> {
-    let mut store = state_store(state_dir)?;
+pub(crate) fn boot_generation(store: &mut Store) -> anyhow::Result<Option<(i64, String)>> {
     let gens = store.generations(KEEP_GENERATIONS as usize)?;
     for g in &gens {
         match g.status.as_str() {

@@ -208,6 +208,17 @@ pub(crate) fn run(cli: &Cli, a: &DaemonArgs) -> anyhow::Result<()> {
     let facts = crate::context::host_facts();
     let policy = crate::context::load_policy(&cli.config, &cli.catalog_dirs, &facts)?.policy;
     check_grouping(&policy)?;
+    let db = cli.state_dir.join("state.db");
+    let (mut store, opened) =
+        Store::open(&db).with_context(|| format!("opening the store {}", db.display()))?;
+    match &opened {
+        Opened::Recovered { moved_to, reason } => tracing::error!(
+            path = %db.display(), moved_to = %moved_to.display(), reason = %reason,
+            "The store could not be read; it was moved aside and a fresh one started. Bans still in the kernel are imported."
+        ),
+        Opened::Created => tracing::info!(path = %db.display(), "Created a new store."),
+        Opened::Existing => tracing::info!(path = %db.display(), "Opened the store."),
+    }
     let hold = if a.no_apply {
         None
     } else {
@@ -220,7 +231,7 @@ pub(crate) fn run(cli: &Cli, a: &DaemonArgs) -> anyhow::Result<()> {
         // The last applied or confirmed generation, exactly as it ran; the
         // policy file is only compiled when there is none (a policy edited
         // but never applied does not go live at boot).
-        match crate::safety::boot_generation(&cli.state_dir)? {
+        match crate::safety::boot_generation(&mut store)? {
             Some((id, script)) => {
                 voipwall_sys::nft::apply_script(&script)
                     .context("applying the last confirmed generation")?;
@@ -239,17 +250,6 @@ pub(crate) fn run(cli: &Cli, a: &DaemonArgs) -> anyhow::Result<()> {
             None
         }
     };
-    let db = cli.state_dir.join("state.db");
-    let (store, opened) =
-        Store::open(&db).with_context(|| format!("opening the store {}", db.display()))?;
-    match &opened {
-        Opened::Recovered { moved_to, reason } => tracing::error!(
-            path = %db.display(), moved_to = %moved_to.display(), reason = %reason,
-            "The store could not be read; it was moved aside and a fresh one started. Bans still in the kernel are imported."
-        ),
-        Opened::Created => tracing::info!(path = %db.display(), "Created a new store."),
-        Opened::Existing => tracing::info!(path = %db.display(), "Opened the store."),
-    }
     let rules = crate::detection::rules(&cli.catalog_dirs)?;
     let cfg = crate::detection::engine_config(&policy, rules, &facts.addresses);
     let (writer, writer_rx) = mpsc::channel();
