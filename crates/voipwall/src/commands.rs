@@ -440,7 +440,18 @@ fn own_addresses(policy: Option<&Policy>) -> Vec<IpAddr> {
 }
 
 /// Refuses targets that would cut the host off or lock out the administrators.
-fn refuse_protected(net: &IpNet, policy: Option<&Policy>, own: &[IpAddr]) -> anyhow::Result<()> {
+/// The sources of live management sessions, read once per command.
+fn session_sources(policy: Option<&Policy>) -> Vec<IpAddr> {
+    let sshd = host_facts().sshd_ports.unwrap_or_else(|| vec![22]);
+    crate::safety::session_sources(policy, &sshd)
+}
+
+fn refuse_protected(
+    net: &IpNet,
+    policy: Option<&Policy>,
+    own: &[IpAddr],
+    sessions: &[IpAddr],
+) -> anyhow::Result<()> {
     if net.addr().is_loopback()
         || net.contains(&IpAddr::from([127, 0, 0, 1]))
         || net.contains(&"::1".parse::<IpAddr>().expect("valid"))
@@ -466,11 +477,7 @@ fn refuse_protected(net: &IpNet, policy: Option<&Policy>, own: &[IpAddr]) -> any
             display_net(net)
         )));
     }
-    let sshd = host_facts().sshd_ports.unwrap_or_else(|| vec![22]);
-    if let Some(a) = crate::safety::session_sources(policy, &sshd)
-        .into_iter()
-        .find(|a| net.contains(a))
-    {
+    if let Some(a) = sessions.iter().find(|a| net.contains(*a)) {
         bail!(Invalid(format!(
             "error: refusing to ban {}: it covers {a}, the source of a live management session on this host",
             display_net(net)
@@ -547,7 +554,14 @@ fn ban(
     let net = parse_target(target)?;
     let policy = policy_or_default(cli);
     let (place, covered) = placement(&net, exact, policy.as_ref());
-    refuse_protected(&covered, policy.as_ref(), &own_addresses(policy.as_ref())).map_err(|e| {
+    let sessions = session_sources(policy.as_ref());
+    refuse_protected(
+        &covered,
+        policy.as_ref(),
+        &own_addresses(policy.as_ref()),
+        &sessions,
+    )
+    .map_err(|e| {
         if covered == net {
             e
         } else {
@@ -617,6 +631,7 @@ fn ban_file(
         Default::default();
     let mut errors = Vec::new();
     let own = own_addresses(policy.as_ref());
+    let sessions = session_sources(policy.as_ref());
     for (i, line) in text.lines().enumerate() {
         let t = line.split('#').next().unwrap_or("").trim();
         if t.is_empty() {
@@ -630,7 +645,7 @@ fn ban_file(
             }
         };
         let (place, covered) = placement(&net, exact, policy.as_ref());
-        if let Err(e) = refuse_protected(&covered, policy.as_ref(), &own) {
+        if let Err(e) = refuse_protected(&covered, policy.as_ref(), &own, &sessions) {
             errors.push(format!(
                 "{}:{}: {}",
                 path.display(),
@@ -738,7 +753,13 @@ fn runtime_list(
     let verb = if kind == "allowrt" { "allow" } else { "block" };
     if verb == "block" && !delete {
         let policy = policy_or_default(cli);
-        refuse_protected(&net, policy.as_ref(), &own_addresses(policy.as_ref()))?;
+        let sessions = session_sources(policy.as_ref());
+        refuse_protected(
+            &net,
+            policy.as_ref(),
+            &own_addresses(policy.as_ref()),
+            &sessions,
+        )?;
     }
     require_table()?;
     if delete {
