@@ -25,16 +25,7 @@ pub(crate) fn rules(extra: &[PathBuf]) -> anyhow::Result<RuleSet> {
         .map(PathBuf::from)
         .chain(extra.iter().cloned())
     {
-        let Ok(rd) = std::fs::read_dir(dir.join("rules")) else {
-            continue;
-        };
-        let mut paths: Vec<PathBuf> = rd
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-            .collect();
-        paths.sort();
-        for p in paths {
+        for p in crate::context::toml_files(&dir.join("rules")) {
             let t =
                 std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
             texts.push((p.display().to_string(), t));

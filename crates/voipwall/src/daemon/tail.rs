@@ -18,6 +18,22 @@ use voipwall_logfmt::prefix::Context;
 
 use super::{Input, Parsed, Waker};
 
+/// Parses one line: an event, or a count of why not.
+fn judge(
+    format: &Format,
+    ctx: &Context,
+    line: &[u8],
+    counts: &mut super::LineCounts,
+    events: &mut Vec<Parsed>,
+) {
+    match format.parse_line(line, ctx) {
+        Ok(l) => events.push(Parsed::from_line(&l)),
+        Err(voipwall_logfmt::LineError::Ambiguous) => counts.ambiguous += 1,
+        Err(voipwall_logfmt::LineError::NoMatch) => {}
+        Err(_) => counts.malformed += 1,
+    }
+}
+
 /// What to follow.
 pub(crate) struct TailSpec {
     pub(crate) path: PathBuf,
@@ -91,12 +107,7 @@ pub(crate) fn follow(
                     for line in carry[..last_nl].split(|&b| b == b'\n') {
                         let line = line.strip_suffix(b"\r").unwrap_or(line);
                         counts.lines += 1;
-                        match spec.format.parse_line(line, &ctx) {
-                            Ok(l) => events.push(Parsed::from_line(&l)),
-                            Err(voipwall_logfmt::LineError::Ambiguous) => counts.ambiguous += 1,
-                            Err(voipwall_logfmt::LineError::NoMatch) => {}
-                            Err(_) => counts.malformed += 1,
-                        }
+                        judge(&spec.format, &ctx, line, &mut counts, &mut events);
                     }
                     carry.drain(..=last_nl);
                     if tx
@@ -190,12 +201,7 @@ pub(crate) fn follow_journal(
             ..Default::default()
         };
         let mut events = Vec::new();
-        match format.parse_line(&line, &ctx) {
-            Ok(l) => events.push(Parsed::from_line(&l)),
-            Err(voipwall_logfmt::LineError::Ambiguous) => counts.ambiguous += 1,
-            Err(voipwall_logfmt::LineError::NoMatch) => {}
-            Err(_) => counts.malformed += 1,
-        }
+        judge(&format, &ctx, &line, &mut counts, &mut events);
         if tx
             .send(Input::Log {
                 origin: origin.clone(),
