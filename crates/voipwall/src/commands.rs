@@ -110,8 +110,9 @@ fn check(cli: &Cli, kernel: bool) -> anyhow::Result<()> {
     match load_policy(&cli.config, &cli.catalog_dirs, &facts) {
         Ok(l) => {
             let sshd = facts.sshd_ports.clone().unwrap_or_else(|| vec![22]);
-            let lockout =
-                crate::safety::lockout_problems(&l.policy, &compile_policy(&l.policy), &sshd);
+            // Compiled once: compiling resolves the policy's hostnames.
+            let rs = compile_policy(&l.policy);
+            let lockout = crate::safety::lockout_problems(&l.policy, &rs, &sshd);
             if !lockout.is_empty() {
                 return Err(Invalid(format!(
                     "error: {}\nerror: apply would refuse this policy: it would lock the operator out",
@@ -120,7 +121,7 @@ fn check(cli: &Cli, kernel: bool) -> anyhow::Result<()> {
                 .into());
             }
             if kernel {
-                let script = render(&compile_policy(&l.policy));
+                let script = render(&rs);
                 nft::check_script(&script).context(
                     "the running kernel refused the compiled ruleset (nothing was changed)",
                 )?;
@@ -225,7 +226,6 @@ fn apply(cli: &Cli, confirm: Option<&str>, force: bool) -> anyhow::Result<()> {
         }
     }
     let script = render(&rs);
-    crate::safety::before_apply(&cli.state_dir)?;
     let generation = crate::safety::begin_apply(
         &cli.state_dir,
         &script,

@@ -207,7 +207,7 @@ pub(crate) fn replay(cli: &Cli, a: &ReplayArgs) -> anyhow::Result<()> {
         }
         for f in &a.files {
             let data = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
-            let (pkts, skipped) = voipwall_pcap(&data)
+            let (pkts, skipped) = crate::pcap::packets(&data)
                 .map_err(|e| Invalid(format!("error: {}: {e}", f.display())))?;
             sum.undecodable += skipped;
             for p in pkts {
@@ -432,10 +432,6 @@ fn parallel_parse(
         drop(job_tx);
         result
     })
-}
-
-fn voipwall_pcap(data: &[u8]) -> Result<(Vec<crate::pcap::Captured<'_>>, u64), String> {
-    crate::pcap::packets(data)
 }
 
 fn print_action(

@@ -108,23 +108,24 @@ fn hexaddr(s: &str, v6: bool) -> Option<(IpAddr, u16)> {
     }
 }
 
-/// Interface of each local address (`ip -j addr`).
-fn iface_of(local: IpAddr) -> String {
+/// The interface of each local address (`ip -j addr`, read once).
+fn interfaces_by_address() -> std::collections::HashMap<IpAddr, String> {
+    let mut map = std::collections::HashMap::new();
     let Ok(out) = std::process::Command::new("ip")
         .args(["-j", "addr"])
         .output()
     else {
-        return String::new();
+        return map;
     };
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     for link in v.as_array().into_iter().flatten() {
         for a in link["addr_info"].as_array().into_iter().flatten() {
-            if a["local"].as_str().and_then(|s| s.parse::<IpAddr>().ok()) == Some(local) {
-                return link["ifname"].as_str().unwrap_or("").to_string();
+            if let Some(addr) = a["local"].as_str().and_then(|s| s.parse::<IpAddr>().ok()) {
+                map.insert(addr, link["ifname"].as_str().unwrap_or("").to_string());
             }
         }
     }
-    String::new()
+    map
 }
 
 /// Ports whose live sessions are management: sshd's and the admin services'.
@@ -150,11 +151,17 @@ fn management_ports(policy: &Policy, sshd: &[u16]) -> Vec<u16> {
 pub(crate) fn lockout_problems(policy: &Policy, rs: &Ruleset, sshd: &[u16]) -> Vec<String> {
     let ports = management_ports(policy, sshd);
     let mut problems = Vec::new();
-    for s in sessions(&ports) {
+    let sessions = sessions(&ports);
+    let ifaces = if sessions.is_empty() {
+        Default::default()
+    } else {
+        interfaces_by_address()
+    };
+    for s in sessions {
         if s.remote.is_loopback() {
             continue;
         }
-        let iif = iface_of(s.local);
+        let iif = ifaces.get(&s.local).cloned().unwrap_or_default();
         for established in [true, false] {
             let p = Packet {
                 src: s.remote,
@@ -275,6 +282,7 @@ pub(crate) fn begin_apply(
     confirm: Option<Duration>,
 ) -> anyhow::Result<i64> {
     let mut store = state_store(state_dir)?;
+    ensure_baseline(&mut store)?;
     let (status, deadline) = match confirm {
         Some(d) => (
             "pending",
@@ -321,11 +329,6 @@ pub(crate) fn finish_apply(state_dir: &Path, generation: i64, ok: bool) -> anyho
     Ok(())
 }
 
-/// Prepares the store before an apply (the baseline generation).
-pub(crate) fn before_apply(state_dir: &Path) -> anyhow::Result<()> {
-    ensure_baseline(&mut state_store(state_dir)?)
-}
-
 /// The detached timer: waits for the deadline; if the generation is still
 /// pending, applies the one before it.
 pub(crate) fn rollback_timer(
@@ -333,8 +336,9 @@ pub(crate) fn rollback_timer(
     generation: i64,
     deadline_ms: u64,
 ) -> anyhow::Result<()> {
+    // One connection for the whole wait: opening runs an integrity check.
+    let mut store = state_store(state_dir)?;
     loop {
-        let store = state_store(state_dir)?;
         let gens = store.generations(KEEP_GENERATIONS as usize)?;
         let Some(g) = gens.iter().find(|g| g.id == generation) else {
             return Ok(());
@@ -343,8 +347,7 @@ pub(crate) fn rollback_timer(
             return Ok(());
         }
         if now().0 >= deadline_ms {
-            drop(store);
-            return roll_back_from(state_dir, generation, "rolled-back", "timer");
+            return roll_back_from(&mut store, generation, "rolled-back", "timer");
         }
         std::thread::sleep(Duration::from_millis(100).min(Duration::from_millis(
             deadline_ms.saturating_sub(now().0).max(1),
@@ -353,8 +356,7 @@ pub(crate) fn rollback_timer(
 }
 
 /// Applies the generation before `from` and marks `from` with `status`.
-fn roll_back_from(state_dir: &Path, from: i64, status: &str, actor: &str) -> anyhow::Result<()> {
-    let mut store = state_store(state_dir)?;
+fn roll_back_from(store: &mut Store, from: i64, status: &str, actor: &str) -> anyhow::Result<()> {
     let gens = store.generations(KEEP_GENERATIONS as usize)?;
     let Some(prev) = gens.iter().find(|g| {
         g.id < from && !matches!(g.status.as_str(), "rolled-back" | "pending" | "failed")
@@ -427,7 +429,7 @@ pub(crate) fn confirm(state_dir: &Path) -> anyhow::Result<String> {
 
 /// `voipwall rollback`: back one generation now.
 pub(crate) fn rollback(state_dir: &Path) -> anyhow::Result<String> {
-    let store = state_store(state_dir)?;
+    let mut store = state_store(state_dir)?;
     let Some(cur) = store
         .generations(KEEP_GENERATIONS as usize)?
         .into_iter()
@@ -435,8 +437,7 @@ pub(crate) fn rollback(state_dir: &Path) -> anyhow::Result<String> {
     else {
         return Err(Invalid("error: no generation recorded".into()).into());
     };
-    drop(store);
-    roll_back_from(state_dir, cur.id, "rolled-back", "cli")?;
+    roll_back_from(&mut store, cur.id, "rolled-back", "cli")?;
     Ok(format!(
         "rolled back generation {}; the one before it is applied",
         cur.id

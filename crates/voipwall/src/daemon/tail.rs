@@ -18,19 +18,30 @@ use voipwall_logfmt::prefix::Context;
 
 use super::{Input, Parsed, Waker};
 
-/// Parses one line: an event, or a count of why not.
-fn judge(
+/// Parses a batch of lines (a trailing CR is dropped) into what the engine
+/// thread is sent: the events, and counts of the lines that gave none.
+fn batch<'l>(
     format: &Format,
     ctx: &Context,
-    line: &[u8],
-    counts: &mut super::LineCounts,
-    events: &mut Vec<Parsed>,
-) {
-    match format.parse_line(line, ctx) {
-        Ok(l) => events.push(Parsed::from_line(&l)),
-        Err(voipwall_logfmt::LineError::Ambiguous) => counts.ambiguous += 1,
-        Err(voipwall_logfmt::LineError::NoMatch) => {}
-        Err(_) => counts.malformed += 1,
+    origin: &Arc<str>,
+    lines: impl Iterator<Item = &'l [u8]>,
+) -> Input {
+    let mut counts = super::LineCounts::default();
+    let mut events = Vec::new();
+    for line in lines {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        counts.lines += 1;
+        match format.parse_line(line, ctx) {
+            Ok(l) => events.push(Parsed::from_line(&l)),
+            Err(voipwall_logfmt::LineError::Ambiguous) => counts.ambiguous += 1,
+            Err(voipwall_logfmt::LineError::NoMatch) => {}
+            Err(_) => counts.malformed += 1,
+        }
+    }
+    Input::Log {
+        origin: origin.clone(),
+        events,
+        counts,
     }
 }
 
@@ -102,22 +113,10 @@ pub(crate) fn follow(
                 *off += n as u64;
                 carry.extend_from_slice(&buf[..n]);
                 if let Some(last_nl) = memchr::memrchr(b'\n', &carry) {
-                    let mut events = Vec::new();
-                    let mut counts = super::LineCounts::default();
-                    for line in carry[..last_nl].split(|&b| b == b'\n') {
-                        let line = line.strip_suffix(b"\r").unwrap_or(line);
-                        counts.lines += 1;
-                        judge(&spec.format, &ctx, line, &mut counts, &mut events);
-                    }
+                    let lines = carry[..last_nl].split(|&b| b == b'\n');
+                    let input = batch(&spec.format, &ctx, &origin, lines);
                     carry.drain(..=last_nl);
-                    if tx
-                        .send(Input::Log {
-                            origin: origin.clone(),
-                            events,
-                            counts,
-                        })
-                        .is_err()
-                    {
+                    if tx.send(input).is_err() {
                         return;
                     }
                     sent = true;
@@ -196,18 +195,8 @@ pub(crate) fn follow_journal(
             break;
         }
         let Ok(line) = line else { break };
-        let mut counts = super::LineCounts {
-            lines: 1,
-            ..Default::default()
-        };
-        let mut events = Vec::new();
-        judge(&format, &ctx, &line, &mut counts, &mut events);
         if tx
-            .send(Input::Log {
-                origin: origin.clone(),
-                events,
-                counts,
-            })
+            .send(batch(&format, &ctx, &origin, std::iter::once(&line[..])))
             .is_err()
         {
             break;
