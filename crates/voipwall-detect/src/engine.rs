@@ -745,12 +745,10 @@ impl Engine {
         }
         if g.txns.len() >= MAX_TXNS {
             g.txns.retain(|t| now.since(t.at) < ttl);
-            if g.txns.len() >= MAX_TXNS {
-                g.txns.remove(0);
-            }
         }
-        push_small(
+        push_bounded(
             &mut g.txns,
+            MAX_TXNS,
             Txn {
                 src,
                 call,
@@ -872,11 +870,9 @@ impl Engine {
             p.toll |= toll;
             return;
         }
-        if g.pending.len() >= MAX_PENDING {
-            g.pending.remove(0);
-        }
-        push_small(
+        push_bounded(
             &mut g.pending,
+            MAX_PENDING,
             Pending {
                 src,
                 call,
@@ -1104,8 +1100,9 @@ impl Engine {
                 if flood && let Some(t0) = g.first_request.take() {
                     times.push_back((t0, 0));
                 }
-                push_small(
+                push_bounded(
                     &mut g.counters,
+                    usize::MAX,
                     Counter {
                         rule: rule_no,
                         times,
@@ -1257,9 +1254,14 @@ impl Engine {
     }
 }
 
-/// Pushes onto a vector that is usually empty or holds one item: the first
-/// push allocates room for one, not four (per-source memory under a flood).
-fn push_small<T>(v: &mut Vec<T>, x: T) {
+/// Pushes onto a per-source list holding at most `max` items, dropping the
+/// oldest when full. Such lists are usually empty or hold one item, so the
+/// first push allocates room for one, not four (per-source memory under a
+/// flood).
+fn push_bounded<T>(v: &mut Vec<T>, max: usize, x: T) {
+    if v.len() >= max {
+        v.remove(0);
+    }
     if v.capacity() == 0 {
         *v = Vec::with_capacity(1);
     }
