@@ -3,6 +3,9 @@
 //! a file that appears after start, rotation by rename, copytruncate,
 //! observe mode, SIGHUP reload, and bans in the kernel set.
 
+mod common;
+use common::must;
+
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -12,16 +15,6 @@ struct Ns {
     name: String,
     dir: PathBuf,
     daemon: Option<Child>,
-}
-
-fn must(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 impl Ns {

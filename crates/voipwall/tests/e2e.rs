@@ -13,6 +13,9 @@
 //!
 //! Needs root, ip, nft, kamailio and sipp (`scripts/test` installs them).
 
+mod common;
+use common::must;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -31,23 +34,6 @@ struct Lab {
     kamailio: Option<Child>,
     daemon: Option<Child>,
     phones: Vec<Child>,
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("running {args:?}: {e}"))
-}
-
-fn must(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn data(name: &str) -> PathBuf {

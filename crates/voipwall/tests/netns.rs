@@ -7,6 +7,9 @@
 //! probes them from several source addresses; every observed outcome is
 //! compared with the verdict `voipwall explain` gives for the same packet.
 
+mod common;
+use common::{must, run};
+
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -32,23 +35,6 @@ struct Lab {
     peer: String,
     dir: PathBuf,
     listener: Option<Child>,
-}
-
-fn sh(args: &[&str]) -> Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("running {args:?}: {e}"))
-}
-
-fn must(args: &[&str]) -> String {
-    let out = sh(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 impl Lab {
@@ -179,7 +165,7 @@ impl Lab {
     fn exec(&self, ns: &str, args: &[&str]) -> Output {
         let mut full = vec!["ip", "netns", "exec", ns];
         full.extend_from_slice(args);
-        sh(&full)
+        run(&full)
     }
 
     fn voipwall(&self, policy: &str, args: &[&str]) -> Output {
@@ -337,8 +323,8 @@ impl Drop for Lab {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = sh(&["ip", "netns", "del", &self.fw]);
-        let _ = sh(&["ip", "netns", "del", &self.peer]);
+        let _ = run(&["ip", "netns", "del", &self.fw]);
+        let _ = run(&["ip", "netns", "del", &self.peer]);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -7,6 +7,9 @@
 //! The lock file makes `disable` refuse; without it, `disable` removes only
 //! our table. A ban of the session's source is refused.
 
+mod common;
+use common::must;
+
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -19,16 +22,6 @@ struct Lab {
     admin: String,
     dir: std::path::PathBuf,
     children: Vec<Child>,
-}
-
-fn must(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 impl Lab {
