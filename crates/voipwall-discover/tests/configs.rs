@@ -1,0 +1,142 @@
+//! Discovery over directories of realistic configurations (`tests/configs/<pbx>/etc/...`),
+//! loaded into memory under their absolute paths so absolute references in
+//! them (`/etc/kamailio/dispatcher.list`) resolve as on a real host.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use voipwall_discover::{Discovery, Roots, discover, weak};
+
+fn load(dir: &Path, root: &Path, out: &mut BTreeMap<String, String>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            load(&p, root, out);
+        } else {
+            let key = format!("/{}", p.strip_prefix(root).unwrap().display());
+            out.insert(key, std::fs::read_to_string(&p).unwrap());
+        }
+    }
+}
+
+fn fixture(name: &str) -> Discovery {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/configs")
+        .join(name);
+    let mut files = BTreeMap::new();
+    load(&root, &root, &mut files);
+    discover(&files, &Roots::default())
+}
+
+/// One line per finding, stable, for whole-output comparison.
+fn render(d: &Discovery) -> String {
+    let mut s = String::new();
+    for p in &d.found {
+        s += &format!("found {}\n", p.name());
+    }
+    for l in &d.listeners {
+        s += &format!(
+            "listen {} {} {} @{}\n",
+            l.service, l.driver, l.port, l.origin
+        );
+    }
+    for p in &d.peers {
+        let ports: Vec<String> = p.ports.iter().map(ToString::to_string).collect();
+        s += &format!(
+            "peer {} {} `{}` {}{} -> {} @{}\n",
+            p.driver,
+            p.role,
+            p.name,
+            p.host,
+            if p.srv { " (srv)" } else { "" },
+            ports.join(","),
+            p.origin
+        );
+    }
+    if let Some((r, at)) = &d.rtp {
+        s += &format!("rtp {r} @{at}\n");
+    }
+    for (p, at) in &d.ssh_ports {
+        s += &format!("ssh {p} @{at}\n");
+    }
+    for x in &d.secrets {
+        let w: Vec<&str> = weak::check(&x.secret, &x.user)
+            .iter()
+            .map(|w| w.describe())
+            .collect();
+        s += &format!(
+            "secret {} `{}` user {} @{}: {}\n",
+            x.driver,
+            x.section,
+            x.user,
+            x.origin,
+            if w.is_empty() {
+                "ok".into()
+            } else {
+                w.join("; ")
+            }
+        );
+    }
+    for n in &d.notes {
+        s += &format!("note {n}\n");
+    }
+    s
+}
+
+/// Each fixture's findings equal `tests/configs/<name>.expected`, reviewed
+/// line by line when written. `VOIPWALL_BLESS=1` rewrites them after a
+/// deliberate change (review the diff).
+#[test]
+fn fixtures_match_expected() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/configs");
+    let mut failed = Vec::new();
+    for n in ["freepbx", "asterisk", "freeswitch", "kamailio"] {
+        let got = render(&fixture(n));
+        let path = dir.join(format!("{n}.expected"));
+        if std::env::var_os("VOIPWALL_BLESS").is_some() {
+            std::fs::write(&path, &got).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&path).unwrap_or_default();
+        if got != want {
+            failed.push(format!("== {n}: got\n{got}\n== want\n{want}"));
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+#[test]
+fn trunks_get_only_their_own_drivers_ports() {
+    let d = fixture("freepbx");
+    let iax = d.peers.iter().find(|p| p.driver == "iax2").unwrap();
+    assert_eq!(iax.ports.len(), 1);
+    assert_eq!(iax.ports[0].to_string(), "udp/4569");
+    let telco = d.peers.iter().find(|p| p.name == "telco").unwrap();
+    assert!(telco.ports.iter().all(|p| p.lo == 5060 || p.lo == 5061));
+    let legacy = d.peers.iter().find(|p| p.name == "legacy").unwrap();
+    assert_eq!(
+        legacy
+            .ports
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["udp/5160"]
+    );
+}
+
+#[test]
+fn service_ports_feed_the_catalog_services() {
+    let sp = fixture("freepbx").service_ports();
+    let show = |k: &str| {
+        sp[k]
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    assert_eq!(show("sip"), "tcp/5060,udp/5060");
+    assert_eq!(show("sip-tls"), "tcp/5061");
+    assert_eq!(show("chan-sip"), "udp/5160");
+    assert_eq!(show("iax2"), "udp/4569");
+}
