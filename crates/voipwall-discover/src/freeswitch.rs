@@ -334,13 +334,7 @@ fn profile_listeners(d: &mut Discovery, p: &Profile) {
 
 /// A gateway's far end: `proxy`, else `realm`, else its name (FreeSWITCH's
 /// own defaults); `register-proxy` and `outbound-proxy` too when set.
-fn gateway_peer(
-    d: &mut Discovery,
-    name: &str,
-    profile: &str,
-    params: &Params,
-    origin: Provenance,
-) {
+fn gateway_peer(d: &mut Discovery, name: &str, profile: &str, params: &Params, origin: Provenance) {
     let driver = format!("sofia/{profile}");
     let main = params
         .get("proxy")

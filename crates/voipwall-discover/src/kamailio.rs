@@ -12,6 +12,10 @@ use crate::{
 struct Cfg {
     lines: Vec<(String, Provenance)>,
     notes: Vec<String>,
+    /// `#!define`d names and their values.
+    defines: std::collections::BTreeMap<String, String>,
+    /// One entry per open `#!ifdef`: whether its current branch is on.
+    active: Vec<bool>,
 }
 
 fn read_cfg(files: &dyn Files, dir: &str, path: &str, cfg: &mut Cfg, depth: usize) {
@@ -25,6 +29,46 @@ fn read_cfg(files: &dyn Files, dir: &str, path: &str, cfg: &mut Cfg, depth: usiz
     }
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
+        // Preprocessor conditionals: lines in a branch that is off are skipped.
+        if let Some(rest) = line.strip_prefix("#!") {
+            let mut words = rest.split_whitespace();
+            let word = words.next().unwrap_or("");
+            let arg = words.next().unwrap_or("");
+            let active = cfg.active.iter().all(|a| *a);
+            let value = || {
+                words
+                    .clone()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .trim_matches('"')
+                    .to_string()
+            };
+            match word {
+                "ifdef" => cfg.active.push(cfg.defines.contains_key(arg)),
+                "ifndef" => cfg.active.push(!cfg.defines.contains_key(arg)),
+                "else" => {
+                    if let Some(top) = cfg.active.last_mut() {
+                        *top = !*top;
+                    }
+                }
+                "endif" => {
+                    cfg.active.pop();
+                }
+                "define" | "substdef" if active => {
+                    cfg.defines.insert(arg.to_string(), value());
+                }
+                "trydef" if active => {
+                    cfg.defines.entry(arg.to_string()).or_insert_with(value);
+                }
+                "undef" if active => {
+                    cfg.defines.remove(arg);
+                }
+                _ => {}
+            }
+        }
+        if !cfg.active.iter().all(|a| *a) {
+            continue;
+        }
         for kw in [
             "include_file",
             "import_file",
@@ -75,6 +119,8 @@ pub(crate) fn discover(files: &dyn Files, dir: &str, d: &mut Discovery) {
     let mut cfg = Cfg {
         lines: Vec::new(),
         notes: Vec::new(),
+        defines: std::collections::BTreeMap::new(),
+        active: Vec::new(),
     };
     read_cfg(files, dir, &main, &mut cfg, 0);
     d.notes.append(&mut cfg.notes);
@@ -119,7 +165,8 @@ pub(crate) fn discover(files: &dyn Files, dir: &str, d: &mut Discovery) {
         if let Some(v) = modparam(l, "permissions", "address_file") {
             address_file = Some(v);
         }
-        if let Some(v) = modparam(l, "permissions", "db_url")
+        if let Some(v) =
+            modparam(l, "permissions", "db_url").map(|v| cfg.defines.get(&v).cloned().unwrap_or(v))
             && let Some(p) = v.strip_prefix("text://")
         {
             address_file = Some(format!("{}/address", p.trim_end_matches('/')));
