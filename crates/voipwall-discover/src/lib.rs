@@ -26,6 +26,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use voipwall_policy::{NetSpec, PortSpec, Proto, Provenance};
 
+mod apply;
 mod asterisk;
 mod freeswitch;
 mod fs;
@@ -33,6 +34,7 @@ mod kamailio;
 pub mod weak;
 mod xml;
 
+pub use apply::{apply, roots};
 pub use asterisk::{Section, parse_ini};
 pub use fs::Disk;
 pub use xml::{Token, tokenize};

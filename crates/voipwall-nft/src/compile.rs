@@ -345,6 +345,8 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
             pre.push(rule(vec![in_set(f, stem)], Action::Accept, comment));
         }
     }
+    let (peer_chain, peer_skip, names) = peers(policy, input, &mut notes, &mut sets);
+    pre.extend(peer_skip);
     for f in [Family::V4, Family::V6] {
         for stem in ["blockhost", "block"] {
             pre.push(counted(
@@ -489,6 +491,13 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
         Action::Jump("vw_established".into()),
         "established flows, except SIP ports",
     ));
+    if !peer_chain.is_empty() {
+        input.push(rule(
+            vec![],
+            Action::Jump("vw_peers".into()),
+            "trunks and peers from the PBX: their own ports only",
+        ));
+    }
     input.push(rule(
         vec![],
         Action::SaddrVmap(Family::V4, "vw_zone_v4".into()),
@@ -586,6 +595,13 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
         hook: None,
         rules: established,
     });
+    if !peer_chain.is_empty() {
+        chains.push(Chain {
+            name: "vw_peers".into(),
+            hook: None,
+            rules: peer_chain,
+        });
+    }
 
     // Zone chains.
     let mut used_counters = vec![
@@ -669,5 +685,142 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
         counters: used_counters,
         chains,
         notes,
+        names,
     }
+}
+
+/// Trunks and peers: the rules of the `vw_peers` chain (each peer reaches
+/// its own ports only), the prerouting rules that let them skip ban
+/// lookups, and one set pair per hostname for the resolver to keep current.
+fn peers(
+    policy: &Policy,
+    input: &CompileInput,
+    notes: &mut Vec<String>,
+    sets: &mut Vec<Set>,
+) -> (Vec<Rule>, Vec<Rule>, Vec<NameSet>) {
+    let mut chain = Vec::new();
+    let mut names: Vec<NameSet> = Vec::new();
+    let mut static_nets: [Vec<IpNet>; 2] = [Vec::new(), Vec::new()];
+    for p in &policy.peers {
+        // The file name only: nft comments hold 127 bytes.
+        let file = p.origin.file.rsplit('/').next().unwrap_or(&p.origin.file);
+        let comment = format!(
+            "peer {} ({} {}) / {file}:{}",
+            p.name, p.driver, p.role, p.origin.line
+        );
+        let sources: Vec<Match> = match &p.net {
+            NetSpec::Net(n) => {
+                let family = if matches!(n, IpNet::V4(_)) {
+                    Family::V4
+                } else {
+                    Family::V6
+                };
+                static_nets[usize::from(family == Family::V6)].push(*n);
+                vec![Match::SaddrNets {
+                    family,
+                    nets: vec![*n],
+                }]
+            }
+            NetSpec::Host(h) => {
+                let ns = match names.iter().position(|n| &n.host == h) {
+                    Some(i) => {
+                        names[i].srv |= p.srv;
+                        names[i].clone()
+                    }
+                    None => {
+                        let i = names.len();
+                        let ns = NameSet {
+                            host: h.clone(),
+                            srv: p.srv,
+                            v4: format!("vw_peer{i}_v4"),
+                            v6: format!("vw_peer{i}_v6"),
+                        };
+                        let addrs = input.resolved.get(h).cloned().unwrap_or_default();
+                        if addrs.is_empty() {
+                            notes.push(format!(
+                                "peer {} ({}): `{h}` did not resolve; its sets stay empty until it does",
+                                p.name, p.origin
+                            ));
+                        }
+                        for (family, set) in [(Family::V4, &ns.v4), (Family::V6, &ns.v6)] {
+                            let elements = addrs
+                                .iter()
+                                .filter(|a| Family::of(a) == family)
+                                .map(|a| Element {
+                                    lo: *a,
+                                    hi: *a,
+                                    goto: None,
+                                })
+                                .collect();
+                            sets.push(host_set(
+                                set,
+                                family,
+                                &format!("addresses of {h}"),
+                                elements,
+                            ));
+                        }
+                        names.push(ns.clone());
+                        ns
+                    }
+                };
+                vec![
+                    Match::SaddrIn {
+                        family: Family::V4,
+                        set: ns.v4,
+                        negate: false,
+                    },
+                    Match::SaddrIn {
+                        family: Family::V6,
+                        set: ns.v6,
+                        negate: false,
+                    },
+                ]
+            }
+        };
+        for src in sources {
+            for proto in [Proto::Udp, Proto::Tcp] {
+                let ports: Vec<PortSpec> = p
+                    .ports
+                    .iter()
+                    .copied()
+                    .filter(|x| x.proto == proto)
+                    .collect();
+                if !ports.is_empty() {
+                    chain.push(counted(
+                        rule(
+                            vec![src.clone(), Match::Dport(proto, ports)],
+                            Action::Accept,
+                            comment.clone(),
+                        ),
+                        "",
+                    ));
+                }
+            }
+        }
+    }
+    let mut skip = Vec::new();
+    for (i, family) in [Family::V4, Family::V6].into_iter().enumerate() {
+        let nets = IpNet::aggregate(&static_nets[i]);
+        if !nets.is_empty() {
+            skip.push(rule(
+                vec![Match::SaddrNets { family, nets }],
+                Action::Accept,
+                "trunks and peers skip ban lookups",
+            ));
+        }
+    }
+    for n in &names {
+        for (family, set) in [(Family::V4, &n.v4), (Family::V6, &n.v6)] {
+            skip.push(rule(
+                vec![Match::SaddrIn {
+                    family,
+                    set: set.clone(),
+                    negate: false,
+                }],
+                Action::Accept,
+                format!("peer {} skips ban lookups", n.host),
+            ));
+        }
+    }
+    (chain, skip, names)
 }

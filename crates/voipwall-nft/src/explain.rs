@@ -242,6 +242,9 @@ fn matches(rs: &Ruleset, m: &Match, p: &Packet, d: &dyn DynamicSets) -> bool {
             Family::of(&p.src) == *family
                 && ipnet::IpNet::new(p.src, *prefix).is_ok_and(|n| in_set(rs, set, &n.network(), d))
         }
+        Match::SaddrNets { family, nets } => {
+            Family::of(&p.src) == *family && nets.iter().any(|n| n.contains(&p.src))
+        }
         Match::Dport(proto, ports) => {
             *proto == p.proto && ports.iter().any(|s| s.contains(p.proto, p.dport))
         }

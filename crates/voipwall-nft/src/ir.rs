@@ -140,6 +140,13 @@ pub enum Match {
         /// Set name.
         set: String,
     },
+    /// `ip saddr { 192.0.2.1, 198.51.100.0/24 }`: an anonymous set.
+    SaddrNets {
+        /// Family.
+        family: Family,
+        /// Addresses and prefixes (all of `family`).
+        nets: Vec<IpNet>,
+    },
     /// `udp dport { ... }`.
     Dport(Proto, Vec<PortSpec>),
     /// `udp sport { ... }`.
@@ -235,6 +242,22 @@ pub struct Ruleset {
     pub chains: Vec<Chain>,
     /// Non-fatal notes from compilation (unresolved hostnames, expired entries).
     pub notes: Vec<String>,
+    /// Sets that hold the addresses of one hostname: the resolver updates
+    /// them element by element when the name's records change.
+    pub names: Vec<NameSet>,
+}
+
+/// A hostname whose addresses live in their own pair of sets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NameSet {
+    /// The name.
+    pub host: String,
+    /// Also follow its SIP SRV records.
+    pub srv: bool,
+    /// The IPv4 set.
+    pub v4: String,
+    /// The IPv6 set.
+    pub v6: String,
 }
 
 impl Ruleset {

@@ -178,6 +178,14 @@ fn match_text(m: &Match) -> String {
                 mask_addr(*family, *prefix)
             )
         }
+        Match::SaddrNets { family, nets } => format!(
+            "{} saddr {{ {} }}",
+            family.kw(),
+            nets.iter()
+                .map(voipwall_policy::display_net)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         Match::Dport(proto, p) => format!("{proto} dport {}", ports(p)),
         Match::Sport(proto, p) => format!("{proto} sport {}", ports(p)),
         Match::SipResponse(true) => "@th,64,32 0x5349502f".into(),

@@ -246,11 +246,12 @@ pub(crate) fn service_from(
     let port_from = match get(t, "port_from") {
         Some(v) => match w.str(v, "port_from") {
             Some("sshd_config") => Some(PortSource::SshdConfig),
+            Some("pbx") => Some(PortSource::Pbx),
             Some(other) => {
                 w.error(
                     v.span(),
                     format!("unknown port source `{other}`"),
-                    "expected `sshd_config`",
+                    "expected `sshd_config` or `pbx`",
                 );
                 None
             }

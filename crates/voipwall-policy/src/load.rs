@@ -58,6 +58,7 @@ const TOP_KEYS: &[&str] = &[
     "block",
     "detect",
     "safe_mode",
+    "discover",
 ];
 
 /// How deep includes may nest, and how many files one policy may have.
@@ -100,6 +101,7 @@ struct Raw {
     block: Vec<(At<String>, String, Option<i64>)>,
     detect: crate::detect::RawDetect,
     safe_mode: SafeMode,
+    discover: DiscoverSettings,
     /// Once-only sections already seen, for duplicate detection across includes.
     seen: BTreeMap<&'static str, (FileId, Range<usize>)>,
 }
@@ -483,6 +485,64 @@ fn read_file(
                     && let Some(d) = duration(w, v, "hold")
                 {
                     raw.safe_mode.hold = d;
+                }
+            }
+            "discover" => {
+                let Some(t) = w.table(v, "[discover]") else {
+                    continue;
+                };
+                if !once(w, raw, "discover", k.span(), sources) {
+                    continue;
+                }
+                w.check_keys(
+                    t,
+                    &[
+                        "enabled",
+                        "asterisk",
+                        "freeswitch",
+                        "kamailio",
+                        "sshd_config",
+                        "peers",
+                        "ports",
+                    ],
+                    "[discover]",
+                );
+                raw.discover.origin = Provenance {
+                    file: path.to_string(),
+                    line: sources.line_col(w.file, k.span().start).0,
+                };
+                for (key, slot) in [
+                    ("enabled", &mut raw.discover.enabled),
+                    ("peers", &mut raw.discover.peers),
+                    ("ports", &mut raw.discover.ports),
+                ] {
+                    if let Some(v) = get(t, key)
+                        && let Some(b) = w.bool(v, key)
+                    {
+                        *slot = b;
+                    }
+                }
+                for (key, slot) in [
+                    ("asterisk", &mut raw.discover.asterisk),
+                    ("freeswitch", &mut raw.discover.freeswitch),
+                    ("kamailio", &mut raw.discover.kamailio),
+                    ("sshd_config", &mut raw.discover.sshd_config),
+                ] {
+                    let Some(v) = get(t, key) else { continue };
+                    // A path, or `false` to skip that PBX.
+                    if v.get_ref().as_bool() == Some(false) {
+                        *slot = None;
+                    } else if let Some(p) = w.str(v, key) {
+                        if p.starts_with('/') {
+                            *slot = Some(p.to_string());
+                        } else {
+                            w.error(
+                                v.span(),
+                                format!("{key} must be an absolute path or `false`"),
+                                "relative path",
+                            );
+                        }
+                    }
                 }
             }
             "detect" => {
@@ -963,6 +1023,7 @@ fn resolve(
             ranges: rtp_ranges,
             zones: rtp_zones,
             origin: rtp_origin,
+            from_policy: raw.rtp.is_some(),
         },
         sip,
         bans,
@@ -971,6 +1032,8 @@ fn resolve(
         host,
         detect: raw.detect.settings.clone(),
         safe_mode: raw.safe_mode,
+        discover: raw.discover.clone(),
+        peers: Vec::new(),
     })
 }
 

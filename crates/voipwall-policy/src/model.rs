@@ -307,6 +307,8 @@ pub fn format_duration(secs: u64) -> String {
 pub enum PortSource {
     /// `Port` lines of `/etc/ssh/sshd_config`.
     SshdConfig,
+    /// The ports the PBX binds for this service (`[discover]`).
+    Pbx,
 }
 
 /// A service: a named set of ports, from the catalog, a preset or the policy.
@@ -380,6 +382,65 @@ pub struct Rtp {
     pub zones: Vec<Zone>,
     /// Where the ranges came from.
     pub origin: Provenance,
+    /// Written in the policy's `[rtp]` (discovery does not override it).
+    pub from_policy: bool,
+}
+
+/// A trunk or peer: a source the PBX expects, allowed to reach exactly the
+/// ports of its own component (an IAX peer gets the IAX port, never SIP).
+/// Peers skip ban lookups and are never banned by detection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Peer {
+    /// Section, gateway or dispatcher set name.
+    pub name: String,
+    /// Component: `pjsip`, `chan_sip`, `iax2`, `sofia/external`, `kamailio`.
+    pub driver: String,
+    /// Why it is a peer (`identify match`, `registration`, `gateway`, ...).
+    pub role: String,
+    /// Address, prefix or hostname.
+    pub net: NetSpec,
+    /// Also look the name up as SIP SRV records.
+    pub srv: bool,
+    /// Ports it may reach.
+    pub ports: Vec<PortSpec>,
+    /// Where the PBX configuration says so.
+    pub origin: Provenance,
+}
+
+/// Where discovery reads the PBX configuration (`[discover]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DiscoverSettings {
+    /// Read the PBX at all (default on).
+    pub enabled: bool,
+    /// Asterisk configuration directory; `None` skips Asterisk.
+    pub asterisk: Option<String>,
+    /// FreeSWITCH configuration directory.
+    pub freeswitch: Option<String>,
+    /// Kamailio configuration directory.
+    pub kamailio: Option<String>,
+    /// sshd configuration file.
+    pub sshd_config: Option<String>,
+    /// Turn trunks and peers into allow rules (default on).
+    pub peers: bool,
+    /// Take the services' ports and the RTP range from the PBX (default on).
+    pub ports: bool,
+    /// Where the section was written.
+    pub origin: Provenance,
+}
+
+impl Default for DiscoverSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            asterisk: Some("/etc/asterisk".into()),
+            freeswitch: Some("/etc/freeswitch".into()),
+            kamailio: Some("/etc/kamailio".into()),
+            sshd_config: Some("/etc/ssh/sshd_config".into()),
+            peers: true,
+            ports: true,
+            origin: Provenance::default(),
+        }
+    }
 }
 
 /// SIP-specific kernel settings.
@@ -471,6 +532,10 @@ pub struct Policy {
     pub detect: crate::detect::DetectSettings,
     /// Safe mode at boot (`[safe_mode]`).
     pub safe_mode: SafeMode,
+    /// Where to read the PBX (`[discover]`).
+    pub discover: DiscoverSettings,
+    /// Trunks and peers, filled in from discovery by the driver.
+    pub peers: Vec<Peer>,
 }
 
 impl Policy {
@@ -483,6 +548,7 @@ impl Policy {
             .map(|n| &n.net)
             .chain(self.allow.iter().map(|e| &e.net))
             .chain(self.block.iter().map(|e| &e.net))
+            .chain(self.peers.iter().map(|p| &p.net))
             .filter_map(|n| match n {
                 NetSpec::Host(h) => Some(h.clone()),
                 NetSpec::Net(_) => None,

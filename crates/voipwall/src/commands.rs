@@ -132,8 +132,14 @@ fn check(cli: &Cli, kernel: bool) -> anyhow::Result<()> {
                     .iter()
                     .map(|d| json!({"severity": d.severity, "location": d.location(&l.sources), "message": d.message, "label": d.label, "help": d.help}))
                     .collect();
-                out(&json!({"ok": true, "diagnostics": warnings}).to_string())
+                out(
+                    &json!({"ok": true, "diagnostics": warnings, "discovery": l.discovery})
+                        .to_string(),
+                )
             } else {
+                for d in &l.discovery {
+                    out(&format!("discovery: {d}"))?;
+                }
                 let grants: usize = l.policy.grants.values().map(Vec::len).sum();
                 out(&format!(
                     "{}: ok ({} interfaces, {} networks, {} service grants, {} allow, {} block{})",

@@ -95,6 +95,8 @@ pub(crate) struct Loaded {
     pub(crate) policy: Policy,
     pub(crate) warnings: Vec<Diagnostic>,
     pub(crate) sources: SourceMap,
+    /// What reading the PBX changed or noticed (`[discover]`).
+    pub(crate) discovery: Vec<String>,
 }
 
 /// Loads and validates the policy; invalid policy is an [`Invalid`] error
@@ -111,12 +113,28 @@ pub(crate) fn load_policy(
     if loaded.has_errors() {
         return Err(Invalid(render_all(&loaded.diagnostics, &loaded.sources)).into());
     }
-    let policy = loaded.policy.context("policy missing despite no errors")?;
+    let mut policy = loaded.policy.context("policy missing despite no errors")?;
+    let discovery = discover_into(&mut policy);
     Ok(Loaded {
         policy,
         warnings: loaded.diagnostics,
         sources: loaded.sources,
+        discovery,
     })
+}
+
+/// Reads the PBX configuration the policy points at and folds trunks,
+/// peers, ports and the RTP range into it. Returns what changed and what
+/// the readers noticed.
+pub(crate) fn discover_into(policy: &mut Policy) -> Vec<String> {
+    if !policy.discover.enabled {
+        return Vec::new();
+    }
+    let d =
+        voipwall_discover::discover(&voipwall_discover::Disk, &voipwall_discover::roots(policy));
+    let mut out = voipwall_discover::apply(policy, &d);
+    out.extend(d.notes.iter().map(|n| format!("note: {n}")));
+    out
 }
 
 /// Unix seconds now.

@@ -94,6 +94,7 @@ pub(crate) fn engine_config(
                 .filter(|n| n.zone == Zone::Trusted)
                 .map(|n| &n.net),
         )
+        .chain(policy.peers.iter().map(|p| &p.net))
         .filter_map(|n| match n {
             NetSpec::Net(n) => Some(*n),
             NetSpec::Host(_) => None,

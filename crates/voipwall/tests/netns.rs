@@ -650,3 +650,70 @@ fn a_failed_apply_leaves_the_previous_ruleset_running() {
     // Nothing of the new policy took effect: SSH still reaches the listener.
     assert_eq!(lab.probe(&[("203.0.113.2", "tcp/22")]), vec!["pass"]);
 }
+
+/// Discovery end to end: a PBX configuration on disk makes a SIP trunk able
+/// to send SIP and not IAX, an IAX peer able to send IAX and not SIP, and
+/// an unknown host neither, with no per-trunk line in the policy.
+#[test]
+fn discovered_trunks_reach_only_their_own_protocol() {
+    let lab = Lab::new();
+    let ast = lab.dir.join("asterisk");
+    std::fs::create_dir_all(&ast).expect("asterisk dir");
+    for (name, text) in [
+        (
+            "pjsip.conf",
+            "[udp]\ntype=transport\nprotocol=udp\nbind=0.0.0.0:5060\n\
+             #include pjsip.trunks.conf\n",
+        ),
+        (
+            "pjsip.trunks.conf",
+            "[trunk-tpl](!)\ntype=identify\n\n\
+             [carrier](trunk-tpl)\nendpoint=carrier\nmatch=203.0.113.7,2001:db8:1::7\n",
+        ),
+        (
+            "iax.conf",
+            "[general]\nbindport=4569\n\n[branch]\ntype=peer\nhost=198.51.100.7\nsecret=Xk29vLq7p\n",
+        ),
+    ] {
+        std::fs::write(ast.join(name), text).expect("write config");
+    }
+    let policy = format!(
+        "[interfaces]\nvw0 = \"internet\"\n[zones.internet]\nservices = []\n\
+         [zones.other]\nservices = [\"sip\", \"iax2\"]\n\
+         [discover]\nasterisk = \"{}\"\nfreeswitch = false\nkamailio = false\n",
+        ast.display()
+    );
+    let mut lab = lab;
+    lab.listen();
+    let checked = lab.voipwall_ok(&policy, &["check"]);
+    assert!(
+        checked.contains("3 trunk/peer entries"),
+        "check reports discovery: {checked}"
+    );
+    lab.apply(&policy);
+    lab.assert_traffic(
+        &policy,
+        &[
+            ("203.0.113.7", "udp/5060", "pass"),
+            ("203.0.113.7", "udp/4569", "drop"),
+            ("2001:db8:1::7", "udp/5060", "pass"),
+            ("2001:db8:1::7", "udp/4569", "drop"),
+            ("198.51.100.7", "udp/4569", "pass"),
+            ("198.51.100.7", "udp/5060", "drop"),
+            ("203.0.113.2", "udp/5060", "drop"),
+            ("203.0.113.2", "udp/4569", "drop"),
+            ("2001:db8:1::2", "udp/5060", "drop"),
+            ("198.51.100.2", "udp/4569", "drop"),
+        ],
+    );
+    // The rule that let the trunk in names the PBX file and line.
+    let out = lab.voipwall(
+        &policy,
+        &["explain", "203.0.113.7", "udp/5060", "--iface", "vw0"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("peer carrier (pjsip identify match) / pjsip.trunks.conf:6"),
+        "explain names the trunk's line: {text}"
+    );
+}
