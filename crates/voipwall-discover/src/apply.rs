@@ -41,6 +41,8 @@ pub fn apply(policy: &mut Policy, d: &Discovery) -> Vec<String> {
                     }
                 }
                 Some(_) => {}
+                // Management ports (AMI, event socket) are the audit's business.
+                None if !SIGNALLING.contains(&name.as_str()) => {}
                 None => out.push(format!(
                     "the PBX listens on {} ({origin}) but no zone grants service `{name}`",
                     show(&ports)
@@ -87,6 +89,10 @@ pub fn apply(policy: &mut Policy, d: &Discovery) -> Vec<String> {
     }
     out
 }
+
+/// Services that carry calls: a PBX listening on one that no zone grants is
+/// worth a note.
+const SIGNALLING: &[&str] = &["sip", "sip-tls", "chan-sip", "iax2", "sip-ws", "sip-wss"];
 
 fn show(p: &[voipwall_policy::PortSpec]) -> String {
     p.iter()

@@ -311,6 +311,9 @@ pub(crate) fn discover(files: &dyn Files, dir: &str, d: &mut Discovery) {
     {
         iax(&secs, d);
     }
+    if let Some(secs) = sections(files, dir, "manager.conf", d) {
+        manager(&secs, d);
+    }
     match sections(files, dir, "rtp.conf", d) {
         Some(secs) => rtp(&secs, &join(dir, "rtp.conf"), d),
         None => d.notes.push(format!(
@@ -590,6 +593,41 @@ fn iax(secs: &[Section], d: &mut Discovery) {
         });
     }
     peers(secs, "iax2", "iax peer", false, d);
+}
+
+/// The Asterisk Manager Interface: its port when enabled and its users'
+/// secrets (for the audit's default-credential check).
+fn manager(secs: &[Section], d: &mut Discovery) {
+    let Some(g) = secs.iter().find(|s| s.name == "general") else {
+        return;
+    };
+    if !yes(g.get("enabled")) {
+        return;
+    }
+    let p = g.get("port").and_then(|p| p.parse().ok()).unwrap_or(5038);
+    d.listeners.push(Listener {
+        service: "ami".into(),
+        driver: "manager".into(),
+        port: port(Proto::Tcp, p),
+        origin: g
+            .all("port")
+            .last()
+            .map_or(g.origin.clone(), |(_, o)| o.clone()),
+    });
+    for s in secs
+        .iter()
+        .filter(|s| s.name != "general" && !s.name.is_empty())
+    {
+        if let Some((secret, at)) = s.all("secret").last() {
+            d.secrets.push(Secret {
+                driver: "ami".into(),
+                section: s.name.clone(),
+                user: s.name.clone(),
+                secret: secret.to_string(),
+                origin: at.clone(),
+            });
+        }
+    }
 }
 
 fn rtp(secs: &[Section], path: &str, d: &mut Discovery) {

@@ -237,6 +237,27 @@ pub(crate) fn discover(files: &dyn Files, dir: &str, d: &mut Discovery) {
                 };
                 if let Some(g) = gateway.as_mut() {
                     g.2.insert(k.to_ascii_lowercase(), (v.clone(), tag.origin.clone()));
+                } else if in_config(&path, "event_socket.conf") {
+                    match k.as_str() {
+                        "password" => d.secrets.push(Secret {
+                            driver: "esl".into(),
+                            section: "event_socket".into(),
+                            user: String::new(),
+                            secret: v.clone(),
+                            origin: tag.origin.clone(),
+                        }),
+                        "listen-port" => {
+                            if let Ok(p) = v.parse() {
+                                d.listeners.push(Listener {
+                                    service: "freeswitch-esl".into(),
+                                    driver: "esl".into(),
+                                    port: port(Proto::Tcp, p),
+                                    origin: tag.origin.clone(),
+                                });
+                            }
+                        }
+                        _ => {}
+                    }
                 } else if in_config(&path, "switch.conf") {
                     match k.as_str() {
                         "rtp-start-port" => {

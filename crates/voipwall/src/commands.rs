@@ -1,5 +1,6 @@
 //! One function per subcommand.
 
+use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::IpAddr;
 
@@ -19,6 +20,8 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
     match &cli.cmd {
         Cmd::Check { kernel } => check(cli, *kernel),
         Cmd::Compile => compile_cmd(cli),
+        Cmd::Audit => audit_cmd(cli),
+        Cmd::Discover => discover_cmd(cli),
         Cmd::Apply { confirm, force } => apply(cli, confirm.as_deref(), *force),
         Cmd::Confirm => out(&crate::safety::confirm(&cli.state_dir)?),
         Cmd::Rollback => out(&crate::safety::rollback(&cli.state_dir)?),
@@ -177,6 +180,87 @@ fn check(cli: &Cli, kernel: bool) -> anyhow::Result<()> {
         }
         Err(e) => Err(e),
     }
+}
+
+fn audit_cmd(cli: &Cli) -> anyhow::Result<()> {
+    let facts = host_facts();
+    let l = load_policy(&cli.config, &cli.catalog_dirs, &facts)?;
+    let rs = compile_policy(&l.policy);
+    // The sshd_config [discover] points at, else the host's.
+    let sshd: Vec<u16> = if l.found.ssh_ports.is_empty() {
+        facts.sshd_ports.clone().unwrap_or_else(|| vec![22])
+    } else {
+        l.found.ssh_ports.iter().map(|(p, _)| *p).collect()
+    };
+    let findings = crate::audit::judge(&l.policy, &rs, &crate::audit::listening(), &l.found, &sshd);
+    if cli.json {
+        out(&serde_json::to_string_pretty(&json!({
+            "findings": findings,
+            "worst": findings.iter().map(|f| f.severity).max(),
+        }))?)?;
+    } else {
+        out(&crate::audit::render(&findings))?;
+    }
+    match findings.iter().map(|f| f.severity).max() {
+        Some(w) if w.exit_code() != 0 => Err(crate::ExitWith(w.exit_code()).into()),
+        _ => Ok(()),
+    }
+}
+
+fn discover_cmd(cli: &Cli) -> anyhow::Result<()> {
+    let l = load_policy(&cli.config, &cli.catalog_dirs, &host_facts())?;
+    let d = &l.found;
+    if cli.json {
+        return out(&serde_json::to_string_pretty(&json!({
+            "discovery": d,
+            "applied": l.discovery,
+        }))?);
+    }
+    let mut o = String::new();
+    if d.found.is_empty() {
+        o.push_str("no PBX configuration found (see [discover] in the policy)\n");
+    }
+    for p in &d.found {
+        let _ = writeln!(o, "found {}", p.name());
+    }
+    for x in &d.listeners {
+        let _ = writeln!(
+            o,
+            "listens  {:<14} {:<10} {:<18} {}",
+            x.service,
+            x.port.to_string(),
+            x.driver,
+            x.origin
+        );
+    }
+    for p in &d.peers {
+        let ports: Vec<String> = p.ports.iter().map(ToString::to_string).collect();
+        let _ = writeln!(
+            o,
+            "peer     {:<14} {:<28} {}{} -> {}  ({})",
+            p.driver,
+            format!("{} [{}]", p.name, p.role),
+            p.host,
+            if p.srv { " (+SRV)" } else { "" },
+            ports.join(","),
+            p.origin
+        );
+    }
+    if let Some((r, at)) = &d.rtp {
+        let _ = writeln!(o, "rtp      {r}  ({at})");
+    }
+    for (p, at) in &d.ssh_ports {
+        let _ = writeln!(o, "ssh      tcp/{p}  ({at})");
+    }
+    let _ = writeln!(
+        o,
+        "secrets  {} found (judged by `voipwall audit`)",
+        d.secrets.len()
+    );
+    for n in &l.discovery {
+        let _ = writeln!(o, "{n}");
+    }
+    out(&o)
 }
 
 fn compile_cmd(cli: &Cli) -> anyhow::Result<()> {

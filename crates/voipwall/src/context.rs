@@ -97,6 +97,8 @@ pub(crate) struct Loaded {
     pub(crate) sources: SourceMap,
     /// What reading the PBX changed or noticed (`[discover]`).
     pub(crate) discovery: Vec<String>,
+    /// What was read from the PBX (empty when `[discover]` is off).
+    pub(crate) found: voipwall_discover::Discovery,
 }
 
 /// Loads and validates the policy; invalid policy is an [`Invalid`] error
@@ -114,27 +116,28 @@ pub(crate) fn load_policy(
         return Err(Invalid(render_all(&loaded.diagnostics, &loaded.sources)).into());
     }
     let mut policy = loaded.policy.context("policy missing despite no errors")?;
-    let discovery = discover_into(&mut policy);
+    let (discovery, found) = discover_into(&mut policy);
     Ok(Loaded {
         policy,
         warnings: loaded.diagnostics,
         sources: loaded.sources,
         discovery,
+        found,
     })
 }
 
 /// Reads the PBX configuration the policy points at and folds trunks,
 /// peers, ports and the RTP range into it. Returns what changed and what
 /// the readers noticed.
-pub(crate) fn discover_into(policy: &mut Policy) -> Vec<String> {
+pub(crate) fn discover_into(policy: &mut Policy) -> (Vec<String>, voipwall_discover::Discovery) {
     if !policy.discover.enabled {
-        return Vec::new();
+        return Default::default();
     }
     let d =
         voipwall_discover::discover(&voipwall_discover::Disk, &voipwall_discover::roots(policy));
     let mut out = voipwall_discover::apply(policy, &d);
     out.extend(d.notes.iter().map(|n| format!("note: {n}")));
-    out
+    (out, d)
 }
 
 /// Unix seconds now.

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod audit;
 mod client;
 mod commands;
 mod context;
@@ -27,6 +28,19 @@ impl std::fmt::Display for Invalid {
 }
 
 impl std::error::Error for Invalid {}
+
+/// Ends the process with this exit code, the output already written
+/// (`audit`'s severity codes).
+#[derive(Debug)]
+pub(crate) struct ExitWith(pub(crate) u8);
+
+impl std::fmt::Display for ExitWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}", self.0)
+    }
+}
+
+impl std::error::Error for ExitWith {}
 
 /// VoIP-aware host firewall: one nftables table, default-deny, IPv4 and IPv6.
 #[derive(Parser)]
@@ -191,6 +205,14 @@ pub(crate) enum Cmd {
     Reload,
     /// List the services and presets of the catalog.
     Catalog,
+    /// Judge the host's exposure: listening sockets against the policy,
+    /// weak SIP secrets and default credentials in the PBX configuration,
+    /// the RTP range. Exit code by the worst finding: 0 none (or info),
+    /// 3 low, 4 medium, 5 high, 6 critical.
+    Audit,
+    /// Show what the PBX configuration says: listening ports, trunks and
+    /// peers with the ports they may reach, the RTP range, notes.
+    Discover,
     /// Run logs (or a SIP packet capture) through the detection engine with
     /// their own timestamps and print the bans that would have been made.
     Replay(replay::ReplayArgs),
@@ -204,7 +226,9 @@ fn main() -> ExitCode {
     match commands::run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if let Some(inv) = e.downcast_ref::<Invalid>() {
+            if let Some(ExitWith(code)) = e.downcast_ref::<ExitWith>() {
+                ExitCode::from(*code)
+            } else if let Some(inv) = e.downcast_ref::<Invalid>() {
                 eprintln!("{inv}");
                 ExitCode::from(1)
             } else if e

@@ -89,7 +89,7 @@ pub(crate) fn sessions(ports: &[u16]) -> Vec<Session> {
 }
 
 /// `0100007F:0016` (IPv4) or 32 hex digits (IPv6, four host-order words).
-fn hexaddr(s: &str, v6: bool) -> Option<(IpAddr, u16)> {
+pub(crate) fn hexaddr(s: &str, v6: bool) -> Option<(IpAddr, u16)> {
     let (a, p) = s.split_once(':')?;
     let port = u16::from_str_radix(p, 16).ok()?;
     if v6 {

@@ -213,9 +213,13 @@ impl Lab {
     }
 
     fn listen(&mut self) {
+        self.listen_on(LISTEN);
+    }
+
+    fn listen_on(&mut self, specs: &[&str]) {
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.fw, "python3", &helper(), "listen"])
-            .args(LISTEN)
+            .args(specs)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -715,5 +719,108 @@ fn discovered_trunks_reach_only_their_own_protocol() {
     assert!(
         text.contains("peer carrier (pjsip identify match) / pjsip.trunks.conf:6"),
         "explain names the trunk's line: {text}"
+    );
+}
+
+/// `voipwall audit` on a host with deliberately bad exposures: a database,
+/// AMI with FreePBX's default password, plain-HTTP admin and TFTP
+/// provisioning open to the internet, SSH on 22 open to the internet, SIP
+/// without TLS, a weak extension secret, an RTP range below 1024 in the PBX
+/// config and a trusted network of half the address space. Each is found,
+/// with the severity and exit code the documentation promises.
+#[test]
+fn audit_finds_each_deliberate_exposure() {
+    let mut lab = Lab::new();
+    lab.listen_on(&[
+        "tcp/22", "tcp/80", "tcp/3306", "tcp/5038", "udp/5060", "udp/69", "tcp/7777",
+    ]);
+    let ast = lab.dir.join("asterisk");
+    std::fs::create_dir_all(&ast).expect("asterisk dir");
+    for (name, text) in [
+        (
+            "pjsip.conf",
+            "[udp]\ntype=transport\nprotocol=udp\nbind=0.0.0.0:5060\n\n\
+             [1001]\ntype=endpoint\nauth=1001\n[1001]\ntype=auth\nusername=1001\npassword=1001\n\n\
+             [1002]\ntype=endpoint\nauth=1002\n[1002]\ntype=auth\nusername=1002\npassword=Hq7w3Nz5Kd\n",
+        ),
+        (
+            "manager.conf",
+            "[general]\nenabled = yes\nport = 5038\n\n[admin]\nsecret = amp111\n",
+        ),
+        ("rtp.conf", "[general]\nrtpstart=500\nrtpend=20000\n"),
+    ] {
+        std::fs::write(ast.join(name), text).expect("write config");
+    }
+    let sshd = lab.dir.join("sshd_config");
+    std::fs::write(&sshd, "Port 22\n").expect("sshd_config");
+    let policy = format!(
+        "[interfaces]\nvw0 = \"internet\"\n\
+         [networks]\n\"10.0.0.0/7\" = \"trusted\"\n\
+         [services.ami]\nports = [\"tcp/5038\"]\n\
+         [zones.internet]\nservices = [\"sip\", \"ssh\", \"mysql\", \"ami\", \"http-admin\", \"provisioning-tftp\"]\n\
+         [discover]\nasterisk = \"{}\"\nfreeswitch = false\nkamailio = false\nsshd_config = \"{}\"\n",
+        ast.display(),
+        sshd.display()
+    );
+    let out = lab.voipwall(&policy, &["--json", "audit"]);
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "critical findings exit 6: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("audit json");
+    assert_eq!(v["worst"], "critical");
+    let findings: Vec<(String, String, String)> = v["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| {
+            (
+                f["severity"].as_str().unwrap_or("").to_string(),
+                f["check"].as_str().unwrap_or("").to_string(),
+                f["what"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let has = |sev: &str, check: &str, what: &str| {
+        findings
+            .iter()
+            .any(|(s, c, w)| s == sev && c == check && w.contains(what))
+    };
+    let expected = [
+        ("critical", "db-exposed", "tcp/3306"),
+        ("critical", "mgmt-exposed", "tcp/5038"),
+        ("critical", "default-credentials", "ami `admin`"),
+        ("high", "http-exposed", "tcp/80"),
+        ("high", "http-exposed", "udp/69"),
+        ("high", "weak-sip-secret", "pjsip `1001`"),
+        ("high", "rtp-range", "udp/500-20000"),
+        ("high", "trusted-too-wide", "10.0.0.0/7"),
+        ("medium", "ssh-22-exposed", "tcp/22"),
+        ("medium", "sip-no-tls", "udp/5060"),
+        ("info", "listening-not-granted", "tcp/7777"),
+    ];
+    let missing: Vec<_> = expected.iter().filter(|(s, c, w)| !has(s, c, w)).collect();
+    assert!(missing.is_empty(), "missing {missing:?} in {findings:#?}");
+    assert!(
+        !findings.iter().any(|(_, _, w)| w.contains("1002")),
+        "a strong secret is not reported: {findings:#?}"
+    );
+    assert_eq!(
+        findings.len(),
+        expected.len(),
+        "nothing else: {findings:#?}"
+    );
+    // The human table says the same, and the secret itself is never printed.
+    let human = lab.voipwall(&policy, &["audit"]);
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.contains("11 findings: 3 critical, 5 high, 2 medium, 0 low, 1 info"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("amp111"),
+        "secrets are judged, never shown: {text}"
     );
 }
