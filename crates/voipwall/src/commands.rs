@@ -22,6 +22,7 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
         Cmd::Compile => compile_cmd(cli),
         Cmd::Audit => audit_cmd(cli),
         Cmd::Discover => discover_cmd(cli),
+        Cmd::Init(a) => crate::init::run(cli, a),
         Cmd::Apply { confirm, force } => apply(cli, confirm.as_deref(), *force),
         Cmd::Confirm => out(&crate::safety::confirm(&cli.state_dir)?),
         Cmd::Rollback => out(&crate::safety::rollback(&cli.state_dir)?),
@@ -99,7 +100,7 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
     }
 }
 
-fn out(s: &str) -> anyhow::Result<()> {
+pub(crate) fn out(s: &str) -> anyhow::Result<()> {
     let mut o = std::io::stdout().lock();
     o.write_all(s.as_bytes())?;
     if !s.ends_with('\n') {

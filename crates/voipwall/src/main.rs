@@ -12,6 +12,7 @@ mod commands;
 mod context;
 mod daemon;
 mod detection;
+mod init;
 mod owned;
 mod pcap;
 mod replay;
@@ -210,6 +211,10 @@ pub(crate) enum Cmd {
     /// the RTP range. Exit code by the worst finding: 0 none (or info),
     /// 3 low, 4 medium, 5 high, 6 critical.
     Audit,
+    /// Look at this host (PBX, listening sockets, interfaces, your SSH
+    /// session), pick a preset and write a commented policy that keeps your
+    /// session reachable.
+    Init(init::InitArgs),
     /// Show what the PBX configuration says: listening ports, trunks and
     /// peers with the ports they may reach, the RTP range, notes.
     Discover,

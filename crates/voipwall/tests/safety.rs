@@ -26,7 +26,14 @@ struct Lab {
 
 impl Lab {
     fn new() -> Self {
-        let id = std::process::id();
+        // Tests run in parallel threads of one process: the pid alone
+        // would give two labs the same namespaces.
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let id = format!(
+            "{}{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
         let lab = Self {
             fw: format!("vwt-s{id}-fw"),
             admin: format!("vwt-s{id}-adm"),
@@ -331,4 +338,102 @@ fn lockout_is_refused_unconfirmed_apply_rolls_back_and_lock_keeps_the_table() {
         ]),
         other
     );
+}
+
+/// `voipwall init` in a namespace host with a public interface, a private
+/// one and a live session to port 22: the policy it writes puts each
+/// interface in the right zone, keeps the session's source reachable (and
+/// never banned), passes `check`, and applies without `--force` with the
+/// session still working.
+#[test]
+fn init_writes_a_policy_that_keeps_the_operator_in() {
+    let mut lab = Lab::new();
+    for args in [
+        vec![
+            "link", "add", "lan0", "type", "veth", "peer", "name", "lan0p",
+        ],
+        vec!["addr", "add", "10.20.0.1/24", "dev", "lan0"],
+        vec!["link", "set", "lan0", "up"],
+    ] {
+        let mut full = vec!["ip", "-n", &lab.fw];
+        full.extend(args);
+        must(&full);
+    }
+    let (_i, mut o) = lab.spawn(&lab.fw.clone(), &["server", FW, "22"]);
+    let mut l = String::new();
+    o.read_line(&mut l).unwrap();
+    let mut s = lab.spawn(&lab.admin.clone(), &["client", ADMIN, FW, "22"]);
+    let mut l = String::new();
+    s.1.read_line(&mut l).unwrap();
+    assert!(ask(&mut s, "i1", 2.0), "the session works to begin with");
+
+    let path = lab.dir.join("init.toml");
+    let p = path.to_str().unwrap();
+    let out = lab.voipwall(p, &["init", "--dry-run", "--preset", "asterisk"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!path.exists(), "--dry-run writes nothing");
+    for want in [
+        "preset = \"asterisk\"",
+        "v0 = \"internet\"",
+        "lan0 = \"local\"",
+        &format!("management = [\"{ADMIN}/32\"]"),
+        &format!("\"{ADMIN}\" = \"local\""),
+        &format!("your session: {ADMIN} -> tcp/22"),
+    ] {
+        assert!(text.contains(want), "init output lacks `{want}`:\n{text}");
+    }
+    let out = lab.voipwall(p, &["init", "--preset", "asterisk"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        text,
+        "writes what it printed"
+    );
+    let again = lab.voipwall(p, &["init", "--preset", "asterisk"]);
+    assert_eq!(
+        again.status.code(),
+        Some(1),
+        "an existing policy is not overwritten"
+    );
+
+    let out = lab.voipwall(p, &["check"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = lab.voipwall(p, &["apply"]);
+    assert!(
+        out.status.success(),
+        "apply without --force: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        ask(&mut s, "i2", 2.0),
+        "the session still works after apply"
+    );
+    // The internet zone does not get SSH: the same port from another
+    // source is dropped (explain, offline).
+    let out = lab.voipwall(
+        p,
+        &[
+            "explain",
+            "203.0.113.77",
+            "tcp/22",
+            "--iface",
+            "v0",
+            "--offline",
+        ],
+    );
+    let ex = String::from_utf8_lossy(&out.stdout);
+    assert!(ex.contains("drop"), "{ex}");
 }

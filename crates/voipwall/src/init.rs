@@ -1,0 +1,444 @@
+//! `voipwall init`: look at the host (PBX configuration, listening sockets,
+//! interfaces and their addresses, the operator's own SSH session), pick a
+//! preset, and write a commented policy that would not lock that session
+//! out. The generated text is loaded, compiled and run through the
+//! anti-lockout check before it is written or printed.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::path::Path;
+
+use anyhow::Context as _;
+use ipnet::IpNet;
+use voipwall_policy::{Catalog, Preset, Zone};
+
+use crate::Invalid;
+use crate::audit::Listening;
+use crate::safety::Session;
+
+/// An interface and its addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Iface {
+    pub(crate) name: String,
+    pub(crate) addrs: Vec<IpNet>,
+}
+
+/// Everything `init` looked at.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HostView {
+    pub(crate) interfaces: Vec<Iface>,
+    pub(crate) listening: Vec<Listening>,
+    pub(crate) sessions: Vec<Session>,
+    pub(crate) discovery: voipwall_discover::Discovery,
+    pub(crate) hostname: String,
+}
+
+/// Private, shared or link-local: the LAN side. Everything else (documentation
+/// prefixes included, which the lab uses for "public") is internet.
+pub(crate) fn is_private(a: &IpAddr) -> bool {
+    match a {
+        IpAddr::V4(v) => {
+            let o = v.octets();
+            v.is_private()
+                || v.is_link_local()
+                || v.is_loopback()
+                || (o[0] == 100 && (64..128).contains(&o[1]))
+        }
+        IpAddr::V6(v) => {
+            let s = v.segments()[0];
+            v.is_loopback() || (s & 0xfe00) == 0xfc00 || (s & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// The preset whose first detect path exists, scored by how many of its
+/// paths exist; ties go to the preset with more paths (more specific).
+pub(crate) fn pick_preset<'a>(
+    presets: impl Iterator<Item = &'a Preset>,
+    exists: &dyn Fn(&str) -> bool,
+) -> Option<(&'a Preset, Vec<String>)> {
+    presets
+        .filter_map(|p| {
+            let first = p.detect_paths.first()?;
+            if !exists(first) {
+                return None;
+            }
+            let hits: Vec<String> = p
+                .detect_paths
+                .iter()
+                .filter(|x| exists(x))
+                .cloned()
+                .collect();
+            Some((p, hits))
+        })
+        .max_by(|(a, ha), (b, hb)| {
+            ha.len()
+                .cmp(&hb.len())
+                .then(a.detect_paths.len().cmp(&b.detect_paths.len()))
+                .then(b.name.cmp(&a.name))
+        })
+}
+
+/// The policy text. Pure: the host view and the catalog come in.
+pub(crate) fn render(
+    view: &HostView,
+    catalog: &Catalog,
+    preset: Option<(&Preset, String)>,
+    sshd_ports: &[u16],
+) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "# voipwall policy written by `voipwall init` on {}.",
+        if view.hostname.is_empty() {
+            "this host"
+        } else {
+            &view.hostname
+        }
+    );
+    o.push_str("# Review it, then: voipwall check && voipwall apply --confirm 60s && voipwall confirm\n#\n");
+    o.push_str("# What init found:\n");
+    if view.discovery.found.is_empty() {
+        o.push_str("#   PBX: none found under /etc/asterisk, /etc/freeswitch, /etc/kamailio\n");
+    }
+    for p in &view.discovery.found {
+        let _ = writeln!(o, "#   PBX: {}", p.name());
+    }
+    let _ = writeln!(
+        o,
+        "#   trunks/peers in its configuration: {} (allowed to their own ports only, re-read at every apply)",
+        view.discovery.peers.len()
+    );
+    if let Some((r, at)) = &view.discovery.rtp {
+        let _ = writeln!(o, "#   RTP range: {r} ({at})");
+    }
+    let mut ports: Vec<String> = view
+        .listening
+        .iter()
+        .filter(|l| !l.addr.is_loopback())
+        .map(|l| format!("{}/{}", l.proto, l.port))
+        .collect();
+    ports.sort();
+    ports.dedup();
+    let _ = writeln!(
+        o,
+        "#   listening (not loopback): {}",
+        if ports.is_empty() {
+            "nothing".to_string()
+        } else {
+            ports.join(" ")
+        }
+    );
+    for s in &view.sessions {
+        let _ = writeln!(
+            o,
+            "#   your session: {} -> tcp/{} (kept reachable below)",
+            s.remote, s.lport
+        );
+    }
+    o.push('\n');
+
+    let preset_ref = preset.as_ref().map(|(p, _)| *p);
+    match &preset {
+        Some((p, why)) => {
+            let _ = writeln!(o, "# {} ({why})", p.description);
+            let _ = writeln!(o, "preset = \"{}\"\n", p.name);
+        }
+        None => o.push_str("# No preset matched this host; zones are spelled out below.\n\n"),
+    }
+
+    // Sessions: their sources become management networks and reach SSH
+    // through zone local (or trusted, if the preset's local lacks ssh).
+    let local_has_ssh = preset_ref.is_none_or(|p| {
+        p.zones
+            .get(&Zone::Local)
+            .is_some_and(|l| l.iter().any(|s| s == "ssh"))
+    });
+    let mut sources: Vec<IpAddr> = view
+        .sessions
+        .iter()
+        .map(|s| s.remote)
+        .filter(|a| !a.is_loopback())
+        .collect();
+    sources.sort();
+    sources.dedup();
+    if !sources.is_empty() {
+        o.push_str(
+            "[host]\n# Never blocked or banned; every apply checks they can still reach SSH.\n",
+        );
+        let list: Vec<String> = sources
+            .iter()
+            .map(|a| format!("\"{}\"", IpNet::from(*a)))
+            .collect();
+        let _ = writeln!(o, "management = [{}]\n", list.join(", "));
+    }
+
+    o.push_str("[interfaces]\n");
+    let mut any_internet = false;
+    for i in &view.interfaces {
+        if i.name == "lo" {
+            continue;
+        }
+        if i.addrs.is_empty() {
+            let _ = writeln!(o, "# {}: no address; left to the default zone", i.name);
+            continue;
+        }
+        let public = i.addrs.iter().any(|a| !is_private(&a.addr()));
+        any_internet |= public;
+        let zone = if public { "internet" } else { "local" };
+        let addrs: Vec<String> = i.addrs.iter().map(ToString::to_string).collect();
+        let line = format!("{} = \"{zone}\"", toml_key(&i.name));
+        let _ = writeln!(
+            o,
+            "{line:<24}  # {} ({})",
+            addrs.join(", "),
+            if public {
+                "public address"
+            } else {
+                "private addresses"
+            }
+        );
+    }
+    if !any_internet {
+        o.push_str("# No interface has a public address; traffic from unlisted interfaces is zone internet.\n");
+    }
+    o.push('\n');
+
+    if !sources.is_empty() {
+        let zone = if local_has_ssh { "local" } else { "trusted" };
+        let _ = writeln!(
+            o,
+            "[networks]\n# Where your SSH session comes from: zone {zone} grants ssh{}.",
+            if local_has_ssh {
+                ""
+            } else {
+                " (the preset's local zone does not)"
+            }
+        );
+        for a in &sources {
+            let _ = writeln!(o, "\"{a}\" = \"{zone}\"");
+        }
+        o.push('\n');
+    }
+
+    if preset.is_none() {
+        let sip = !view.discovery.found.is_empty();
+        o.push_str("[zones.internet]\n");
+        let _ = writeln!(
+            o,
+            "services = [{}]",
+            if sip { "\"sip\", \"sip-tls\"" } else { "" }
+        );
+        o.push_str("[zones.local]\n");
+        let _ = writeln!(
+            o,
+            "services = [\"ssh\"{}]\n",
+            if sip { ", \"sip\", \"sip-tls\"" } else { "" }
+        );
+    }
+    if sshd_ports.iter().any(|p| *p != 22) {
+        let _ = writeln!(
+            o,
+            "# sshd listens on {}: the ssh service follows /etc/ssh/sshd_config.\n",
+            sshd_ports
+                .iter()
+                .map(|p| format!("tcp/{p}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    o.push_str("[discover]\n# Trunks, peers, SIP ports and the RTP range are read from the PBX at every apply.\n");
+    o.push_str("# Point these elsewhere, or set one to false to skip it.\n");
+    o.push_str("asterisk = \"/etc/asterisk\"\nfreeswitch = \"/etc/freeswitch\"\nkamailio = \"/etc/kamailio\"\n\n");
+    o.push_str("[detect]\n# \"observe\" logs what would be banned and bans nothing; \"enforce\" bans.\nmode = \"enforce\"\n");
+    let _ = catalog;
+    o
+}
+
+fn toml_key(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        s.to_string()
+    } else {
+        format!("\"{s}\"")
+    }
+}
+
+/// Interfaces with their prefixes (`ip -j addr`).
+pub(crate) fn interfaces() -> Vec<Iface> {
+    let Ok(out) = std::process::Command::new("ip")
+        .args(["-j", "addr"])
+        .output()
+    else {
+        return Vec::new();
+    };
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let mut list = Vec::new();
+    for link in v.as_array().into_iter().flatten() {
+        let name = link["ifname"].as_str().unwrap_or("").to_string();
+        let addrs = link["addr_info"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| {
+                let ip: IpAddr = a["local"].as_str()?.parse().ok()?;
+                let len = u8::try_from(a["prefixlen"].as_u64()?).ok()?;
+                IpNet::new(ip, len).ok()
+            })
+            .filter(|n| {
+                // Link-local IPv6 is on every interface and says nothing.
+                !matches!(n.addr(), IpAddr::V6(v) if (v.segments()[0] & 0xffc0) == 0xfe80)
+            })
+            .collect();
+        list.push(Iface { name, addrs });
+    }
+    list
+}
+
+/// Arguments of `voipwall init`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct InitArgs {
+    /// Use this preset instead of the one detected.
+    #[arg(long)]
+    preset: Option<String>,
+    /// Print the policy instead of writing it.
+    #[arg(long)]
+    dry_run: bool,
+    /// Overwrite an existing policy file.
+    #[arg(long)]
+    force: bool,
+}
+
+pub(crate) fn run(cli: &crate::Cli, a: &InitArgs) -> anyhow::Result<()> {
+    let (catalog, _) = crate::context::catalog(&cli.catalog_dirs)?;
+    let facts = crate::context::host_facts();
+    let sshd = facts.sshd_ports.clone().unwrap_or_else(|| vec![22]);
+    let discovery = voipwall_discover::discover(
+        &voipwall_discover::Disk,
+        &voipwall_discover::Roots::default(),
+    );
+    let view = HostView {
+        interfaces: interfaces(),
+        listening: crate::audit::listening(),
+        sessions: crate::safety::sessions(&sshd),
+        discovery,
+        hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
+    };
+    let preset = match &a.preset {
+        Some(name) => match catalog.presets.get(name) {
+            Some(p) => Some((p, "chosen with --preset".to_string())),
+            None => {
+                return Err(Invalid(format!(
+                    "unknown preset `{name}`; presets: {}",
+                    catalog
+                        .presets
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+                .into());
+            }
+        },
+        None => pick_preset(catalog.presets.values(), &|p| Path::new(p).exists())
+            .map(|(p, hits)| (p, format!("detected: {} exists", hits.join(", ")))),
+    };
+    let text = render(&view, &catalog, preset, &sshd);
+
+    // The generated policy must load, and must keep every live session.
+    let tmp = std::env::temp_dir().join(format!("voipwall-init-{}.toml", std::process::id()));
+    std::fs::write(&tmp, &text).with_context(|| format!("write {}", tmp.display()))?;
+    let loaded = crate::context::load_policy(&tmp, &cli.catalog_dirs, &facts);
+    let _ = std::fs::remove_file(&tmp);
+    let l = loaded.context("the generated policy does not load (a bug in init)")?;
+    let rs = crate::context::compile_policy(&l.policy);
+    let problems = crate::safety::lockout_problems(&l.policy, &rs, &sshd);
+    if !problems.is_empty() {
+        return Err(Invalid(format!(
+            "the generated policy would lock you out (a bug in init):\n{}",
+            problems.join("\n")
+        ))
+        .into());
+    }
+    if a.dry_run {
+        return crate::commands::out(&text);
+    }
+    if cli.config.exists() && !a.force {
+        return Err(Invalid(format!(
+            "{} exists; use --force to overwrite it or --dry-run to print",
+            cli.config.display()
+        ))
+        .into());
+    }
+    if let Some(dir) = cli.config.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    std::fs::write(&cli.config, &text)
+        .with_context(|| format!("write {}", cli.config.display()))?;
+    eprintln!(
+        "wrote {} ({} interfaces, preset {}); next: voipwall check && voipwall apply --confirm 60s",
+        cli.config.display(),
+        view.interfaces.iter().filter(|i| i.name != "lo").count(),
+        l.policy.preset.as_deref().unwrap_or("none")
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_or_public() {
+        for a in [
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "100.64.0.1",
+            "169.254.1.1",
+            "fd00::1",
+            "fe80::1",
+        ] {
+            assert!(is_private(&a.parse().unwrap()), "{a}");
+        }
+        for a in [
+            "203.0.113.1",
+            "8.8.8.8",
+            "100.128.0.1",
+            "2001:db8::1",
+            "2a00::1",
+        ] {
+            assert!(!is_private(&a.parse().unwrap()), "{a}");
+        }
+    }
+
+    #[test]
+    fn presets_detected_by_their_first_path() {
+        let mut sm = voipwall_policy::SourceMap::default();
+        let (cat, _) = Catalog::load(&voipwall_policy::DataFile::builtin(), &mut sm);
+        let pick = |paths: &[&str]| {
+            pick_preset(cat.presets.values(), &|p| paths.contains(&p)).map(|(p, _)| p.name.clone())
+        };
+        assert_eq!(
+            pick(&[
+                "/etc/freepbx.conf",
+                "/etc/asterisk/pjsip.conf",
+                "/etc/asterisk/asterisk.conf"
+            ])
+            .as_deref(),
+            Some("freepbx")
+        );
+        assert_eq!(
+            pick(&["/etc/asterisk/asterisk.conf", "/etc/asterisk/pjsip.conf"]).as_deref(),
+            Some("asterisk")
+        );
+        assert_eq!(
+            pick(&["/etc/kamailio/kamailio.cfg"]).as_deref(),
+            Some("kamailio")
+        );
+        assert_eq!(pick(&[]), None);
+    }
+}
