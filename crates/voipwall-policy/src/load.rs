@@ -59,6 +59,7 @@ const TOP_KEYS: &[&str] = &[
     "detect",
     "safe_mode",
     "discover",
+    "dns",
 ];
 
 /// How deep includes may nest, and how many files one policy may have.
@@ -102,6 +103,7 @@ struct Raw {
     detect: crate::detect::RawDetect,
     safe_mode: SafeMode,
     discover: DiscoverSettings,
+    dns: DnsSettings,
     /// Once-only sections already seen, for duplicate detection across includes.
     seen: BTreeMap<&'static str, (FileId, Range<usize>)>,
 }
@@ -485,6 +487,44 @@ fn read_file(
                     && let Some(d) = duration(w, v, "hold")
                 {
                     raw.safe_mode.hold = d;
+                }
+            }
+            "dns" => {
+                let Some(t) = w.table(v, "[dns]") else {
+                    continue;
+                };
+                if !once(w, raw, "dns", k.span(), sources) {
+                    continue;
+                }
+                w.check_keys(t, &["servers", "min_refresh", "max_refresh"], "[dns]");
+                if let Some(v) = get(t, "servers") {
+                    for (sv, span) in w.str_list(v, "servers") {
+                        match sv.parse::<IpAddr>() {
+                            Ok(a) => raw.dns.servers.push(a),
+                            Err(_) => w.error(
+                                span,
+                                format!("`{sv}` is not an IP address"),
+                                "name servers are addresses",
+                            ),
+                        }
+                    }
+                }
+                if let Some(v) = get(t, "min_refresh")
+                    && let Some(d) = duration(w, v, "min_refresh")
+                {
+                    raw.dns.min_refresh = d;
+                }
+                if let Some(v) = get(t, "max_refresh")
+                    && let Some(d) = duration(w, v, "max_refresh")
+                {
+                    if d < raw.dns.min_refresh {
+                        w.error(
+                            v.span(),
+                            "max_refresh is shorter than min_refresh",
+                            "must be at least min_refresh",
+                        );
+                    }
+                    raw.dns.max_refresh = d;
                 }
             }
             "discover" => {
@@ -1034,6 +1074,7 @@ fn resolve(
         safe_mode: raw.safe_mode,
         discover: raw.discover.clone(),
         peers: Vec::new(),
+        dns: raw.dns.clone(),
     })
 }
 

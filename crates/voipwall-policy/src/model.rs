@@ -407,6 +407,27 @@ pub struct Peer {
     pub origin: Provenance,
 }
 
+/// How hostnames are resolved and re-resolved (`[dns]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DnsSettings {
+    /// Name servers; empty means those of /etc/resolv.conf.
+    pub servers: Vec<IpAddr>,
+    /// Never re-resolve sooner than this after an answer, seconds.
+    pub min_refresh: u64,
+    /// Never later than this, seconds (a long TTL does not hide a move).
+    pub max_refresh: u64,
+}
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        Self {
+            servers: Vec::new(),
+            min_refresh: 10,
+            max_refresh: 300,
+        }
+    }
+}
+
 /// Where discovery reads the PBX configuration (`[discover]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DiscoverSettings {
@@ -536,6 +557,8 @@ pub struct Policy {
     pub discover: DiscoverSettings,
     /// Trunks and peers, filled in from discovery by the driver.
     pub peers: Vec<Peer>,
+    /// Name resolution (`[dns]`).
+    pub dns: DnsSettings,
 }
 
 impl Policy {

@@ -82,7 +82,36 @@ pub(crate) fn status(cli: &Cli) -> anyhow::Result<()> {
         l["p50"],
         l["p99"],
         l["samples"],
-    ))
+    ))?;
+    // Trunk and peer names: what they resolve to, and trouble.
+    for n in v["dns"]["names"].as_array().into_iter().flatten() {
+        let addrs: Vec<&str> = n["addresses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        print(&format!(
+            "  name {}{}: {} (next lookup in {} s){}",
+            n["host"].as_str().unwrap_or("?"),
+            if n["srv"].as_bool() == Some(true) {
+                " +SRV"
+            } else {
+                ""
+            },
+            if addrs.is_empty() {
+                "no address".to_string()
+            } else {
+                addrs.join(", ")
+            },
+            n["next_in_ms"].as_u64().unwrap_or(0) / 1000,
+            n["error"]
+                .as_str()
+                .map(|e| format!("; ERROR {e}"))
+                .unwrap_or_default()
+        ))?;
+    }
+    Ok(())
 }
 
 /// `voipwall events [--follow]`.

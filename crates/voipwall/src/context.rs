@@ -147,15 +147,53 @@ pub(crate) fn now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-/// Resolves the policy's hostnames (A and AAAA) and compiles.
+/// The DNS client a policy asks for: its `[dns] servers`, else the
+/// name servers of /etc/resolv.conf.
+pub(crate) fn dns_client(policy: &Policy) -> voipwall_dns::Client {
+    let servers = if policy.dns.servers.is_empty() {
+        std::fs::read_to_string("/etc/resolv.conf")
+            .map(|t| voipwall_dns::resolv_conf_servers(&t))
+            .unwrap_or_default()
+    } else {
+        policy
+            .dns
+            .servers
+            .iter()
+            .map(|a| std::net::SocketAddr::new(*a, 53))
+            .collect()
+    };
+    voipwall_dns::Client {
+        servers,
+        timeout: std::time::Duration::from_millis(700),
+    }
+}
+
+/// Resolves the policy's hostnames (A and AAAA, and SIP SRV targets for
+/// peers that ask for them) and compiles.
 pub(crate) fn compile_policy(policy: &Policy) -> Ruleset {
+    let names = policy.hostnames();
     let mut resolved = BTreeMap::new();
-    for h in policy.hostnames() {
-        let addrs: Vec<IpAddr> = (h.as_str(), 0)
-            .to_socket_addrs()
-            .map(|it| it.map(|sa| sa.ip()).collect())
-            .unwrap_or_default();
-        resolved.insert(h, addrs);
+    if !names.is_empty() {
+        let client = dns_client(policy);
+        for h in names {
+            let srv = policy
+                .peers
+                .iter()
+                .any(|p| p.srv && matches!(&p.net, voipwall_policy::NetSpec::Host(x) if *x == h));
+            let addrs: Vec<IpAddr> = if client.servers.is_empty() {
+                // No name server known: the system's resolver (no SRV, no TTL).
+                (h.as_str(), 0)
+                    .to_socket_addrs()
+                    .map(|it| it.map(|sa| sa.ip()).collect())
+                    .unwrap_or_default()
+            } else {
+                client
+                    .resolve(&h, srv)
+                    .map(|r| r.addrs.into_iter().collect())
+                    .unwrap_or_default()
+            };
+            resolved.insert(h, addrs);
+        }
     }
     compile(
         policy,

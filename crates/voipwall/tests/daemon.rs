@@ -356,3 +356,140 @@ fn two_boots_within_the_window_hold_the_policy_back_then_apply_it() {
     });
     assert!(ns.log().contains("SAFE MODE"), "{}", ns.log());
 }
+
+/// Trunk names are followed by DNS: dnsmasq in the daemon's namespace
+/// serves `trunk.lab.example` (A and AAAA, TTL 1 s) and an SRV name; the
+/// peer sets start with their addresses, follow a changed record within
+/// seconds without any apply (the peer rules keep their handles), and keep
+/// the last good addresses when the server stops answering.
+#[test]
+fn trunk_names_follow_dns_without_a_reload() {
+    let mut ns = Ns::new("dns");
+    let hosts = ns.dir.join("hosts");
+    std::fs::write(
+        &hosts,
+        "203.0.113.7 trunk.lab.example\n2001:db8::7 trunk.lab.example\n203.0.113.20 pbx-b.lab.example\n",
+    )
+    .unwrap();
+    let pid = ns.dir.join("dnsmasq.pid");
+    must(&[
+        "ip",
+        "netns",
+        "exec",
+        &ns.name,
+        "dnsmasq",
+        "--listen-address=127.0.0.1",
+        "--bind-interfaces",
+        "--port=53",
+        "--no-resolv",
+        "--no-hosts",
+        "--user=root",
+        "--local-ttl=1",
+        &format!("--addn-hosts={}", hosts.display()),
+        "--srv-host=_sip._udp.srv.lab.example,pbx-b.lab.example,5060",
+        &format!("--pid-file={}", pid.display()),
+    ]);
+    /// dnsmasq forks into the background: kill it whatever happens.
+    struct Reap(PathBuf);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            if let Ok(p) = std::fs::read_to_string(&self.0) {
+                let _ = Command::new("kill").arg(p.trim()).status();
+            }
+        }
+    }
+    let _reap = Reap(pid.clone());
+    let dnsmasq_pid = || std::fs::read_to_string(&pid).unwrap().trim().to_string();
+    let ast = ns.dir.join("asterisk");
+    std::fs::create_dir_all(&ast).unwrap();
+    std::fs::write(
+        ast.join("pjsip.conf"),
+        "[udp]\ntype=transport\nprotocol=udp\nbind=0.0.0.0:5060\n\n\
+         [carrier]\ntype=identify\nendpoint=carrier\nmatch=trunk.lab.example\n\n\
+         [itsp]\ntype=registration\nserver_uri=sip:srv.lab.example\n",
+    )
+    .unwrap();
+    ns.policy(&format!(
+        "[discover]\nasterisk = \"{}\"\nfreeswitch = false\nkamailio = false\n\
+         [dns]\nservers = [\"127.0.0.1\"]\nmin_refresh = \"1s\"\nmax_refresh = \"5s\"\n",
+        ast.display()
+    ));
+    let log = ns.dir.join("pbx.log");
+    ns.start(&log);
+    let set = |name: &str| {
+        must(&[
+            "ip", "netns", "exec", &ns.name, "nft", "list", "set", "inet", "voipwall", name,
+        ])
+    };
+    let handles = || {
+        must(&[
+            "ip", "netns", "exec", &ns.name, "nft", "-a", "list", "chain", "inet", "voipwall",
+            "vw_peers",
+        ])
+    };
+    // Which set pair belongs to which name: the rule comments say.
+    let rules = handles();
+    assert!(rules.contains("peer carrier"), "{rules}");
+    let first = |host_set: &str| set(host_set);
+    ns.until("the trunk's first addresses", || {
+        let all = format!(
+            "{}{}{}",
+            first("vw_peer0_v4"),
+            first("vw_peer0_v6"),
+            first("vw_peer1_v4")
+        );
+        all.contains("203.0.113.7") && all.contains("2001:db8::7") && all.contains("203.0.113.20")
+    });
+    let before = handles();
+
+    // The record moves.
+    std::fs::write(
+        &hosts,
+        "203.0.113.8 trunk.lab.example\n2001:db8::8 trunk.lab.example\n203.0.113.20 pbx-b.lab.example\n",
+    )
+    .unwrap();
+    must(&["kill", "-HUP", &dnsmasq_pid()]);
+    let t0 = Instant::now();
+    ns.until("the set to follow the new record", || {
+        let all = format!(
+            "{}{}{}",
+            set("vw_peer0_v4"),
+            set("vw_peer0_v6"),
+            set("vw_peer1_v4")
+        );
+        all.contains("203.0.113.8")
+            && all.contains("2001:db8::8")
+            && !all.contains("203.0.113.7")
+            && !all.contains("2001:db8::7")
+    });
+    eprintln!(
+        "set followed the changed record in {} ms",
+        t0.elapsed().as_millis()
+    );
+    assert_eq!(
+        handles(),
+        before,
+        "no apply: the peer rules are the same objects"
+    );
+    assert!(ns.log().contains("Name moved"), "{}", ns.log());
+
+    // The server goes away: the last good addresses stay, status says why.
+    must(&["kill", &dnsmasq_pid()]);
+    // Killed: nothing for the guard to kill (the pid may be reused).
+    let _ = std::fs::remove_file(&pid);
+    ns.until("a failed lookup to be reported", || {
+        let st = ns.json(&["status"]);
+        st["dns"]["names"].as_array().is_some_and(|n| {
+            n.iter().any(|x| {
+                x["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("keeping the last good"))
+            })
+        })
+    });
+    let all = format!("{}{}", set("vw_peer0_v4"), set("vw_peer1_v4"));
+    assert!(
+        all.contains("203.0.113.8") && all.contains("203.0.113.20"),
+        "{all}"
+    );
+}

@@ -11,6 +11,7 @@
 //! the only writer of bans, so there are no locks around it.
 
 mod control;
+mod names;
 mod tail;
 
 use std::collections::VecDeque;
@@ -194,6 +195,8 @@ struct Daemon {
     nflog_group: Option<u16>,
     /// Seconds safe mode held the policy back at start.
     safe_mode_held: Option<u64>,
+    /// The resolver thread for trunk and peer hostnames.
+    names: Option<names::Names>,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT.
@@ -227,6 +230,7 @@ pub(crate) fn run(cli: &Cli, a: &DaemonArgs) -> anyhow::Result<()> {
     if let Some(secs) = hold {
         hold_back(secs, &a.socket)?;
     }
+    let mut applied = None;
     if !a.no_apply {
         // The last applied or confirmed generation, exactly as it ran; the
         // policy file is only compiled when there is none (a policy edited
@@ -240,9 +244,19 @@ pub(crate) fn run(cli: &Cli, a: &DaemonArgs) -> anyhow::Result<()> {
                     "Applied the last confirmed generation (bans and known endpoints kept)."
                 );
             }
-            None => apply_policy(&policy)?,
+            None => applied = Some(apply_policy(&policy)?),
         }
     }
+    let stop = Arc::new(AtomicBool::new(false));
+    let names = if a.no_apply {
+        None
+    } else {
+        let n = names::Names::start(stop.clone()).context("starting the resolver thread")?;
+        // What the compiler resolved is what the sets hold now.
+        let rs = applied.unwrap_or_else(|| crate::context::compile_policy(&policy));
+        n.update(&policy, &rs);
+        Some(n)
+    };
     let sets = match SetElements::open("voipwall") {
         Ok(s) => Some(s),
         Err(e) => {
@@ -276,6 +290,7 @@ pub(crate) fn run(cli: &Cli, a: &DaemonArgs) -> anyhow::Result<()> {
         restored: 0,
         reconciled: 0,
         safe_mode_held: hold,
+        names,
     };
     d.restore();
     let (write_store, _) =
@@ -301,7 +316,6 @@ pub(crate) fn run(cli: &Cli, a: &DaemonArgs) -> anyhow::Result<()> {
     wake_tx.set_nonblocking(true)?;
     let waker = Waker(Arc::new(wake_tx));
     let (tx, rx) = mpsc::channel::<Input>();
-    let stop = Arc::new(AtomicBool::new(false));
     install_signal_handlers(&d.shutdown, &d.reload);
     let _control = control::serve(&a.socket, tx.clone(), waker.clone())
         .with_context(|| format!("listening on {}", a.socket.display()))?;
@@ -802,8 +816,13 @@ impl Daemon {
         if let Err(e) = check_grouping(&policy) {
             return format!("policy refused, nothing changed: {e:#}");
         }
-        if let Err(e) = apply_policy(&policy) {
-            return format!("apply failed, the previous ruleset stays: {e:#}");
+        match apply_policy(&policy) {
+            Ok(rs) => {
+                if let Some(n) = &self.names {
+                    n.update(&policy, &rs);
+                }
+            }
+            Err(e) => return format!("apply failed, the previous ruleset stays: {e:#}"),
         }
         let rules = match crate::detection::rules(&self.catalog_dirs) {
             Ok(r) => r,
@@ -868,6 +887,7 @@ impl Daemon {
                     "restored_bans": self.restored,
                     "safe_mode": {"holding": false, "held_at_start_s": self.safe_mode_held},
                     "imported_from_kernel": self.reconciled,
+                    "dns": self.names.as_ref().map(names::Names::status),
                     "nflog_group": self.nflog_group,
                     "counters": self.counters,
                     "store_errors": self.store_errors.load(Ordering::Relaxed),
@@ -1158,12 +1178,12 @@ fn check_grouping(p: &Policy) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn apply_policy(policy: &Policy) -> anyhow::Result<()> {
+fn apply_policy(policy: &Policy) -> anyhow::Result<voipwall_nft::Ruleset> {
     let ruleset = crate::context::compile_policy(policy);
     let script = voipwall_nft::render(&ruleset);
     voipwall_sys::nft::apply_script(&script).context("applying the ruleset")?;
     tracing::info!("Ruleset applied (bans and known endpoints kept).");
-    Ok(())
+    Ok(ruleset)
 }
 
 fn init_logging() {

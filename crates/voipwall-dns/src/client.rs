@@ -1,0 +1,173 @@
+//! The blocking UDP client: the only I/O of this crate.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use crate::codec::{QType, Rdata, Response, encode_query, parse_response};
+use crate::schedule::Resolved;
+
+/// Asks `servers` in turn, each with one retry.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// Name servers (port 53 unless given).
+    pub servers: Vec<SocketAddr>,
+    /// Wait per attempt.
+    pub timeout: Duration,
+}
+
+/// `nameserver` lines of a resolv.conf.
+pub fn resolv_conf_servers(text: &str) -> Vec<SocketAddr> {
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next()? == "nameserver").then_some(())?;
+            let a: IpAddr = w.next()?.split('%').next()?.parse().ok()?;
+            Some(SocketAddr::new(a, 53))
+        })
+        .collect()
+}
+
+impl Client {
+    /// One query; the first server that answers wins. SERVFAIL and REFUSED
+    /// move on to the next server.
+    pub fn query(&self, name: &str, qtype: QType) -> Result<Response, String> {
+        if self.servers.is_empty() {
+            return Err("no name server configured".into());
+        }
+        let mut last = String::new();
+        for server in &self.servers {
+            for attempt in 0..2u16 {
+                match self.ask(*server, name, qtype, attempt) {
+                    Ok(r) if r.rcode == 0 || r.rcode == 3 => return Ok(r),
+                    Ok(r) => last = format!("{server}: rcode {}", r.rcode),
+                    Err(e) => last = format!("{server}: {e}"),
+                }
+            }
+        }
+        Err(last)
+    }
+
+    fn ask(
+        &self,
+        server: SocketAddr,
+        name: &str,
+        qtype: QType,
+        attempt: u16,
+    ) -> Result<Response, String> {
+        let bind: SocketAddr = if server.is_ipv4() {
+            "0.0.0.0:0".parse().expect("literal")
+        } else {
+            "[::]:0".parse().expect("literal")
+        };
+        let sock = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
+        sock.connect(server).map_err(|e| e.to_string())?;
+        // Not cryptographic: the id only matches answers to this socket's
+        // question (the socket is connected and its port random).
+        let id = (std::process::id() as u16)
+            .wrapping_mul(31)
+            .wrapping_add(attempt)
+            .wrapping_add(name.len() as u16);
+        let q = encode_query(id, name, qtype).map_err(|e| e.to_string())?;
+        sock.send(&q).map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + self.timeout;
+        let mut buf = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err("timed out".into());
+            }
+            sock.set_read_timeout(Some(left))
+                .map_err(|e| e.to_string())?;
+            let n = match sock.recv(&mut buf) {
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err("timed out".into());
+                }
+                Err(e) => return Err(e.to_string()),
+            };
+            match parse_response(&buf[..n]) {
+                Ok(r) if r.id == id => return Ok(r),
+                _ => {} // stray or malformed: keep waiting
+            }
+        }
+    }
+
+    /// A and AAAA of `host` and, with `srv`, of the targets of its
+    /// `_sip._udp` and `_sip._tcp` SRV records. An error only when every
+    /// query failed; a name that does not exist is an empty answer.
+    pub fn resolve(&self, host: &str, srv: bool) -> Result<Resolved, String> {
+        let mut addrs = BTreeSet::new();
+        let mut ttl = u32::MAX;
+        let mut errors = Vec::new();
+        let mut ok = 0;
+        let mut targets = vec![host.to_string()];
+        if srv {
+            for prefix in ["_sip._udp", "_sip._tcp"] {
+                match self.query(&format!("{prefix}.{host}"), QType::Srv) {
+                    Ok(r) => {
+                        ok += 1;
+                        for rec in r.answers {
+                            if let Rdata::Srv { target, .. } = rec.data
+                                && !target.is_empty()
+                                && !targets.contains(&target)
+                            {
+                                ttl = ttl.min(rec.ttl);
+                                targets.push(target);
+                            }
+                        }
+                    }
+                    Err(e) => errors.push(e),
+                }
+            }
+        }
+        for t in &targets {
+            for qt in [QType::A, QType::Aaaa] {
+                match self.query(t, qt) {
+                    Ok(r) => {
+                        ok += 1;
+                        for rec in r.answers {
+                            let a = match rec.data {
+                                Rdata::A(a) => IpAddr::V4(a),
+                                Rdata::Aaaa(a) => IpAddr::V6(a),
+                                _ => continue,
+                            };
+                            ttl = ttl.min(rec.ttl);
+                            addrs.insert(a);
+                        }
+                    }
+                    Err(e) => errors.push(e),
+                }
+            }
+        }
+        if ok == 0 {
+            return Err(errors
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "no answer".into()));
+        }
+        Ok(Resolved {
+            addrs,
+            ttl_s: if ttl == u32::MAX { 60 } else { ttl },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf() {
+        let s = resolv_conf_servers(
+            "# c\nnameserver 198.51.100.53\nnameserver fe80::1%eth0\nsearch x\nnameserver bad\n",
+        );
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].to_string(), "198.51.100.53:53");
+    }
+}

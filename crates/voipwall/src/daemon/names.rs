@@ -1,0 +1,178 @@
+//! The resolver thread: trunk and peer hostnames (A, AAAA, SIP SRV targets)
+//! re-resolved on their TTL, their kernel sets updated element by element
+//! over netlink. No apply, no flush: a moved trunk costs one add and one
+//! delete. A failing resolver leaves the last good addresses in place.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use voipwall_dns::{Client, Settings, Tracker};
+use voipwall_nft::{Family, Ruleset};
+use voipwall_policy::Policy;
+use voipwall_sys::netlink::{Elem, SetElements};
+
+struct Shared {
+    tracker: Tracker,
+    /// host → (IPv4 set, IPv6 set).
+    sets: BTreeMap<String, (String, String)>,
+    client: Client,
+    /// Set changes made, for status.
+    updates: u64,
+}
+
+/// Handle kept by the engine thread.
+pub(crate) struct Names {
+    shared: Arc<Mutex<Shared>>,
+    started: Instant,
+}
+
+fn settings(p: &Policy) -> Settings {
+    Settings {
+        min_refresh_ms: p.dns.min_refresh * 1000,
+        max_refresh_ms: p.dns.max_refresh * 1000,
+        retry_ms: (p.dns.min_refresh * 1000).clamp(1000, 5000),
+    }
+}
+
+impl Names {
+    /// Starts the thread. It runs until `stop`.
+    pub(crate) fn start(stop: Arc<AtomicBool>) -> std::io::Result<Self> {
+        let shared = Arc::new(Mutex::new(Shared {
+            tracker: Tracker::new(Settings::default()),
+            sets: BTreeMap::new(),
+            client: Client {
+                servers: Vec::new(),
+                timeout: Duration::from_millis(700),
+            },
+            updates: 0,
+        }));
+        let started = Instant::now();
+        let s = shared.clone();
+        std::thread::Builder::new()
+            .name("names".into())
+            .spawn(move || run(&s, started, &stop))?;
+        Ok(Self { shared, started })
+    }
+
+    /// After an apply: the names of `rs`, each starting from the addresses
+    /// the apply put in its sets, all due at once.
+    pub(crate) fn update(&self, policy: &Policy, rs: &Ruleset) {
+        let now = ms(self.started);
+        let elements = |set: &str| -> BTreeSet<IpAddr> {
+            rs.set(set)
+                .map(|s| s.elements.iter().map(|e| e.lo).collect())
+                .unwrap_or_default()
+        };
+        let names: Vec<(String, bool, BTreeSet<IpAddr>)> = rs
+            .names
+            .iter()
+            .map(|n| {
+                let mut cur = elements(&n.v4);
+                cur.extend(elements(&n.v6));
+                (n.host.clone(), n.srv, cur)
+            })
+            .collect();
+        let mut g = self.shared.lock().expect("names lock");
+        g.tracker.set_settings(settings(policy));
+        g.tracker.set_names(now, names);
+        g.sets = rs
+            .names
+            .iter()
+            .map(|n| (n.host.clone(), (n.v4.clone(), n.v6.clone())))
+            .collect();
+        g.client = crate::context::dns_client(policy);
+    }
+
+    /// For `status`.
+    pub(crate) fn status(&self) -> Value {
+        let now = ms(self.started);
+        let g = self.shared.lock().expect("names lock");
+        let names: Vec<Value> = g
+            .tracker
+            .states()
+            .map(|n| {
+                json!({
+                    "host": n.host,
+                    "srv": n.srv,
+                    "addresses": n.current,
+                    "ttl_s": n.ttl_s,
+                    "error": n.error,
+                    "failures": n.failures,
+                    "next_in_ms": n.due_ms.saturating_sub(now),
+                })
+            })
+            .collect();
+        json!({"names": names, "set_updates": g.updates, "servers": g.client.servers})
+    }
+}
+
+fn ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+fn run(shared: &Arc<Mutex<Shared>>, started: Instant, stop: &AtomicBool) {
+    let mut nl: Option<SetElements> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let now = ms(started);
+        let (due, client) = {
+            let g = shared.lock().expect("names lock");
+            (g.tracker.due(now), g.client.clone())
+        };
+        for (host, srv) in due {
+            let outcome = client.resolve(&host, srv);
+            if let Err(e) = &outcome {
+                tracing::warn!(host = %host, error = %e, "Name lookup failed; the last good addresses stay.");
+            }
+            let (change, sets) = {
+                let mut g = shared.lock().expect("names lock");
+                let c = g.tracker.record(ms(started), &host, outcome);
+                (c, g.sets.get(&host).cloned())
+            };
+            let (Some(c), Some((v4, v6))) = (change, sets) else {
+                continue;
+            };
+            if nl.is_none() {
+                nl = SetElements::open("voipwall")
+                    .map_err(|e| tracing::error!(error = %e, "Cannot open netlink for name sets."))
+                    .ok();
+            }
+            let Some(sock) = nl.as_mut() else { continue };
+            let set_of = |a: &IpAddr| {
+                if Family::of(a) == Family::V4 {
+                    &v4
+                } else {
+                    &v6
+                }
+            };
+            for a in &c.add {
+                if let Err(e) = sock.add(
+                    set_of(a),
+                    &[Elem {
+                        addr: *a,
+                        timeout_ms: None,
+                    }],
+                ) {
+                    tracing::error!(host = %host, addr = %a, error = %e, "Could not add a resolved address.");
+                }
+            }
+            for a in &c.remove {
+                // Absent already (another apply refilled the set): fine.
+                let _ = sock.delete(set_of(a), &[*a]);
+            }
+            shared.lock().expect("names lock").updates += 1;
+            tracing::info!(
+                host = %host,
+                added = ?c.add,
+                removed = ?c.remove,
+                "Name moved; its set was updated element by element."
+            );
+        }
+        let next = shared.lock().expect("names lock").tracker.next_due();
+        let wait = next.map_or(500, |d| d.saturating_sub(ms(started)).min(500));
+        std::thread::sleep(Duration::from_millis(wait.max(20)));
+    }
+}
