@@ -41,6 +41,8 @@ pub mod counters {
     pub const NFLOG_IN: &str = "vw_nflog_in";
     /// Outbound SIP responses copied to NFLOG.
     pub const NFLOG_OUT: &str = "vw_nflog_out";
+    /// Responsive mode: unknown sources banned by the tight per-source rate.
+    pub const UNKNOWN_BANNED: &str = "vw_unknown_banned";
 }
 
 /// Chain name of a zone.
@@ -224,6 +226,16 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
             f,
             "registered endpoints (refreshed on each success)",
         ));
+        if policy.sip.responsive {
+            let mut m = dynamic_set(
+                &format!("vw_unknown_{s}"),
+                f,
+                "responsive mode: rate meter of unknown SIP sources",
+            );
+            m.default_timeout = Some(60);
+            m.size = Some(METER_SIZE);
+            sets.push(m);
+        }
         for lvl in [1, 2] {
             let mut m = dynamic_set(
                 &format!("vw_flood{lvl}_{s}"),
@@ -422,6 +434,33 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
                 ),
                 counters::FLOOD_DROPPED,
             ));
+            if policy.sip.responsive {
+                pre.push(counted(
+                    rule(
+                        vec![
+                            Match::ToLocal,
+                            Match::Dport(Proto::Udp, sip_udp.clone()),
+                            Match::SaddrIn {
+                                family: f,
+                                set: format!("vw_known_{s}"),
+                                negate: true,
+                            },
+                        ],
+                        Action::MeterBan {
+                            family: f,
+                            meter: format!("vw_unknown_{s}"),
+                            pps: policy.sip.unknown_pps,
+                            ban_set: format!("vw_ban_{s}"),
+                            timeout: policy.sip.flood_ban,
+                        },
+                        format!(
+                            "responsive: unknown source over {} pps banned, registered endpoints exempt / {origin}",
+                            policy.sip.unknown_pps
+                        ),
+                    ),
+                    counters::UNKNOWN_BANNED,
+                ));
+            }
         }
     }
 
@@ -612,6 +651,9 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
         counters::NFLOG_IN.to_string(),
         counters::NFLOG_OUT.to_string(),
     ];
+    if policy.sip.responsive {
+        used_counters.push(counters::UNKNOWN_BANNED.to_string());
+    }
     for zone in Zone::ALL {
         let mut rules = Vec::new();
         if zone == Zone::Trusted {

@@ -94,6 +94,8 @@ struct Raw {
     flood_l1: Option<At<u32>>,
     flood_l2: Option<At<u32>>,
     flood_ban: Option<u64>,
+    responsive: Option<bool>,
+    unknown_pps: Option<At<u32>>,
     sip_at: Option<(FileId, Range<usize>)>,
     default_ttl: Option<u64>,
     ipv4_prefix: Option<u8>,
@@ -418,9 +420,19 @@ fn read_file(
                         "flood_level1_pps",
                         "flood_level2_pps",
                         "flood_ban",
+                        "responsive",
+                        "unknown_pps",
                     ],
                     "[sip]",
                 );
+                if let Some(v) = get(s, "responsive") {
+                    raw.responsive = w.bool(v, "responsive");
+                }
+                if let Some(v) = get(s, "unknown_pps") {
+                    raw.unknown_pps = w
+                        .int(v, "unknown_pps", 1, 100_000)
+                        .map(|n| at(w, u32::try_from(n).expect("range checked"), v.span()));
+                }
                 if let Some(v) = get(s, "nflog_group") {
                     raw.nflog_group = Some(if v.get_ref().as_bool() == Some(false) {
                         None
@@ -937,11 +949,26 @@ fn resolve(
             "level 1 drops, level 2 bans",
         );
     }
+    if let Some(a) = &raw.unknown_pps
+        && a.v >= l1
+    {
+        err(
+            diags,
+            a,
+            format!(
+                "unknown_pps ({}) must be below flood level 1 ({l1} pps)",
+                a.v
+            ),
+            "the tight limit for unknown sources",
+        );
+    }
     let sip = SipSettings {
         nflog_group: raw.nflog_group.unwrap_or(Some(5)),
         flood_level1_pps: l1,
         flood_level2_pps: l2,
         flood_ban: raw.flood_ban.unwrap_or(3600),
+        responsive: raw.responsive.unwrap_or(false),
+        unknown_pps: raw.unknown_pps.as_ref().map_or(20, |a| a.v),
         origin: raw
             .sip_at
             .as_ref()

@@ -475,6 +475,12 @@ pub struct SipSettings {
     pub flood_level2_pps: u32,
     /// Ban time for a level-2 flood, seconds.
     pub flood_ban: u64,
+    /// Responsive mode: SIP open to unknown sources, which get a tight
+    /// per-source rate; registered endpoints (`vw_known_*`) are exempt.
+    pub responsive: bool,
+    /// Responsive mode: packets per second per unknown source above which
+    /// the source is banned from the kernel (for `flood_ban`).
+    pub unknown_pps: u32,
     /// Where the settings came from.
     pub origin: Provenance,
 }

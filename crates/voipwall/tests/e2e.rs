@@ -52,7 +52,13 @@ impl Lab {
     }
 
     fn new() -> Self {
-        let id = std::process::id();
+        // Tests run as threads of one process: a counter keeps labs apart.
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let id = format!(
+            "{}{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
         let dir = std::env::temp_dir().join(format!("voipwall-e2e-{id}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -199,12 +205,14 @@ impl Lab {
     }
 
     fn start_daemon(&mut self) {
-        let policy = self.dir.join("policy.toml");
-        std::fs::write(
-            &policy,
+        self.start_daemon_with(
             "[interfaces]\nv0 = \"internet\"\n\n[zones.internet]\nservices = [\"sip\"]\n\n[sip]\nnflog_group = 7\n",
-        )
-        .unwrap();
+        );
+    }
+
+    fn start_daemon_with(&mut self, policy_text: &str) {
+        let policy = self.dir.join("policy.toml");
+        std::fs::write(&policy, policy_text).unwrap();
         let _ = std::fs::remove_file(self.socket());
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -642,4 +650,121 @@ fn lab_attacks_are_banned_phones_are_not_and_bans_survive_the_daemon() {
         lab.daemon_log()
     );
     assert!(lab.bans().len() >= bans.len());
+}
+
+fn set_has(lab: &Lab, set: &str, addr: &str) -> bool {
+    String::from_utf8_lossy(
+        &lab.exec("pbx", &["nft", "list", "set", "inet", "voipwall", set])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .contains(addr)
+}
+
+/// Responsive mode (SIP open to the internet): a phone from an address
+/// voipwall was never told about registers and is promoted to the known set
+/// in under 50 ms (daemon-measured, NFLOG read to kernel element); as a
+/// registered endpoint it may send faster than the tight limit for unknown
+/// sources, while an unknown source doing the same is banned by the kernel;
+/// the phone keeps registering; and being known does not exempt it from
+/// auth-failure bans.
+#[test]
+fn responsive_mode_promotes_a_phone_fast_and_bans_the_unknown_flood() {
+    let mut lab = Lab::new();
+    lab.start_kamailio();
+    lab.start_daemon_with(
+        "[interfaces]\nv0 = \"internet\"\n\n[zones.internet]\nservices = [\"sip\"]\n\n\
+         [sip]\nnflog_group = 7\nresponsive = true\nunknown_pps = 20\n",
+    );
+    let csv = lab.dir.join("phone1.csv");
+    std::fs::write(
+        &csv,
+        "SEQUENTIAL\n1001;[authentication username=1001 password=secret1001]\n",
+    )
+    .unwrap();
+    let register = |lab: &Lab| {
+        lab.sipp(
+            "phone",
+            "phone.xml",
+            PHONE4,
+            "5061",
+            1,
+            1,
+            &["-inf", csv.to_str().unwrap()],
+        )
+    };
+    assert!(!set_has(&lab, "vw_known_v4", PHONE4), "not known before");
+    let out = register(&lab);
+    assert!(
+        out.status.success(),
+        "the phone registers: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        set_has(&lab, "vw_known_v4", PHONE4),
+        "promoted after its 200 OK"
+    );
+    // The promotion lasts as long as the registration: the element carries
+    // a timeout, so a phone that stops registering drops out on its own.
+    assert!(
+        set_has(&lab, "vw_known_v4", &format!("{PHONE4} timeout")),
+        "the known element expires on its own"
+    );
+    let st = lab.json(&["status"]);
+    let p = &st["promotion_latency_us"];
+    eprintln!(
+        "promotion: {} samples, p50 {} us, max {} us",
+        p["samples"], p["p50"], p["max"]
+    );
+    assert!(p["samples"].as_u64().unwrap_or(0) >= 1, "{st}");
+    assert!(
+        p["max"].as_u64().unwrap() < 50_000,
+        "promotion took {} us",
+        p["max"]
+    );
+
+    // 60 OPTIONS in a second: three times the unknown limit.
+    lab.sipp("phone", "options.xml", PHONE4, "5063", 60, 60, &[]);
+    lab.sipp("att", "options.xml", "203.0.113.69", "5067", 60, 60, &[]);
+    assert!(
+        set_has(&lab, "vw_ban_v4", "203.0.113.69"),
+        "the unknown source is banned"
+    );
+    assert!(
+        !set_has(&lab, "vw_ban_v4", PHONE4),
+        "the registered phone is exempt"
+    );
+    let counters = String::from_utf8_lossy(
+        &lab.exec(
+            "pbx",
+            &[
+                "nft",
+                "list",
+                "counter",
+                "inet",
+                "voipwall",
+                "vw_unknown_banned",
+            ],
+        )
+        .output()
+        .unwrap()
+        .stdout,
+    )
+    .into_owned();
+    assert!(!counters.contains("packets 0 "), "{counters}");
+    let out = register(&lab);
+    assert!(
+        out.status.success(),
+        "the phone still registers after the flood"
+    );
+
+    // Known is not a licence to guess passwords.
+    lab.sipp("phone", "bruteforce.xml", PHONE4, "5064", 12, 5, &[]);
+    let bans = lab.bans();
+    assert!(
+        bans.iter()
+            .any(|(t, r)| t.split('/').next() == Some(PHONE4) && r == "auth-bruteforce"),
+        "{bans:?}"
+    );
 }

@@ -169,6 +169,10 @@ struct Counters {
     /// Microseconds from a packet's arrival to its ban being live, last 4096 bans.
     #[serde(skip)]
     ban_latency_us: VecDeque<u64>,
+    /// Packet arrival (or NFLOG read, for responses without a kernel
+    /// timestamp) → known-set element in the kernel, per promotion.
+    #[serde(skip)]
+    promotion_latency_us: VecDeque<u64>,
 }
 
 struct Daemon {
@@ -477,6 +481,7 @@ impl Daemon {
                 && let Some(n) = nflog.as_deref_mut()
             {
                 let at = now();
+                let read_us = now_us();
                 let engine = &mut self.engine;
                 let mut undecodable = 0;
                 pkt_at.clear();
@@ -517,7 +522,7 @@ impl Daemon {
                 self.counters.nflog_enobufs = n.stats.enobufs;
                 self.counters.sip_undecodable += undecodable;
                 let first_pkt_us = pkt_at.iter().copied().filter(|&t| t > 0).min();
-                self.apply_actions(first_pkt_us);
+                self.apply_actions(first_pkt_us, Some(read_us));
             }
             if !ready.get(1).copied().unwrap_or(false) {
                 busy = busy.saturating_sub(1);
@@ -530,7 +535,7 @@ impl Daemon {
                 self.handle_input(input);
             }
             self.engine.handle_timeout(now());
-            self.apply_actions(None);
+            self.apply_actions(None, None);
             if last_housekeeping.elapsed().as_secs() >= 10 {
                 last_housekeeping = Instant::now();
                 self.flush_events();
@@ -556,7 +561,7 @@ impl Daemon {
                     // with a wrong clock must not stretch or shrink windows).
                     self.engine.handle_event(at, &p.event(&origin));
                 }
-                self.apply_actions(None);
+                self.apply_actions(None, None);
             }
             Input::Control(req, reply) => {
                 let r = self.control(req);
@@ -567,7 +572,10 @@ impl Daemon {
 
     /// Drains the engine's actions into the kernel (batched per set), the
     /// store (one transaction) and the log.
-    fn apply_actions(&mut self, pkt_us: Option<u64>) {
+    /// `pkt_us`: the kernel's arrival time of the batch's first timestamped
+    /// packet; `read_us`: when the batch was read from NFLOG (outbound
+    /// responses, which promote, carry no kernel timestamp).
+    fn apply_actions(&mut self, pkt_us: Option<u64>, read_us: Option<u64>) {
         let mut bans: Vec<voipwall_detect::Ban> = Vec::new();
         let mut known: Vec<(IpAddr, u64)> = Vec::new();
         let mut demote: Vec<IpAddr> = Vec::new();
@@ -671,6 +679,15 @@ impl Daemon {
                 });
             }
             self.kernel_add(&by_set);
+            if let Some(p) = pkt_us.or(read_us) {
+                let l = now_us().saturating_sub(p);
+                for _ in &known {
+                    if self.counters.promotion_latency_us.len() >= 4096 {
+                        self.counters.promotion_latency_us.pop_front();
+                    }
+                    self.counters.promotion_latency_us.push_back(l);
+                }
+            }
         }
         for addr in demote {
             if let Some(s) = self.sets.as_mut() {
@@ -871,6 +888,9 @@ impl Daemon {
         let err = |m: String| Reply::One(json!({"ok": false, "error": m}));
         match req {
             Request::Status => {
+                let mut prom: Vec<u64> =
+                    self.counters.promotion_latency_us.iter().copied().collect();
+                prom.sort_unstable();
                 let mut lat: Vec<u64> = self.counters.ban_latency_us.iter().copied().collect();
                 lat.sort_unstable();
                 let pct = |p: f64| {
@@ -894,6 +914,7 @@ impl Daemon {
                     "engine": self.engine.stats(),
                     "active_bans": self.store.active_bans(t).map(|v| v.len()).unwrap_or(0),
                     "ban_latency_us": {"samples": lat.len(), "p50": pct(0.5), "p99": pct(0.99), "max": lat.last()},
+                    "promotion_latency_us": {"samples": prom.len(), "p50": prom.get(prom.len().saturating_sub(1) / 2), "max": prom.last()},
                     "rss_kb": rss_kb(),
                     "cpu_ms": cpu_ms(),
                 }))
