@@ -8,6 +8,7 @@
 
 mod compile;
 mod explain;
+pub mod export;
 pub mod flatten;
 mod ir;
 mod render;

@@ -23,6 +23,7 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
         Cmd::Audit => audit_cmd(cli),
         Cmd::Discover => discover_cmd(cli),
         Cmd::Init(a) => crate::init::run(cli, a),
+        Cmd::Export { target } => export_cmd(cli, target),
         Cmd::Apply { confirm, force } => apply(cli, confirm.as_deref(), *force),
         Cmd::Confirm => out(&crate::safety::confirm(&cli.state_dir)?),
         Cmd::Rollback => out(&crate::safety::rollback(&cli.state_dir)?),
@@ -206,6 +207,19 @@ fn audit_cmd(cli: &Cli) -> anyhow::Result<()> {
         Some(w) if w.exit_code() != 0 => Err(crate::ExitWith(w.exit_code()).into()),
         _ => Ok(()),
     }
+}
+
+fn export_cmd(cli: &Cli, target: &str) -> anyhow::Result<()> {
+    use voipwall_nft::export::{Target, intent, render};
+    let t = Target::parse(target).ok_or_else(|| {
+        Invalid(format!(
+            "unknown export target `{target}`: aws, gcp, azure, firewalld or iptables"
+        ))
+    })?;
+    let l = load_policy(&cli.config, &cli.catalog_dirs, &host_facts())?;
+    // Names resolved once, as the compiler does: exports are static.
+    let resolved = crate::context::resolve_names(&l.policy);
+    out(&render(t, &intent(&l.policy, &resolved)))
 }
 
 fn discover_cmd(cli: &Cli) -> anyhow::Result<()> {

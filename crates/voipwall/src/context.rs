@@ -168,37 +168,43 @@ pub(crate) fn dns_client(policy: &Policy) -> voipwall_dns::Client {
     }
 }
 
-/// Resolves the policy's hostnames (A and AAAA, and SIP SRV targets for
-/// peers that ask for them) and compiles.
-pub(crate) fn compile_policy(policy: &Policy) -> Ruleset {
+/// Resolves the policy's hostnames: A and AAAA, and SIP SRV targets for
+/// peers that ask for them.
+pub(crate) fn resolve_names(policy: &Policy) -> BTreeMap<String, Vec<IpAddr>> {
     let names = policy.hostnames();
     let mut resolved = BTreeMap::new();
-    if !names.is_empty() {
-        let client = dns_client(policy);
-        for h in names {
-            let srv = policy
-                .peers
-                .iter()
-                .any(|p| p.srv && matches!(&p.net, voipwall_policy::NetSpec::Host(x) if *x == h));
-            let addrs: Vec<IpAddr> = if client.servers.is_empty() {
-                // No name server known: the system's resolver (no SRV, no TTL).
-                (h.as_str(), 0)
-                    .to_socket_addrs()
-                    .map(|it| it.map(|sa| sa.ip()).collect())
-                    .unwrap_or_default()
-            } else {
-                client
-                    .resolve(&h, srv)
-                    .map(|r| r.addrs.into_iter().collect())
-                    .unwrap_or_default()
-            };
-            resolved.insert(h, addrs);
-        }
+    if names.is_empty() {
+        return resolved;
     }
+    let client = dns_client(policy);
+    for h in names {
+        let srv = policy
+            .peers
+            .iter()
+            .any(|p| p.srv && matches!(&p.net, voipwall_policy::NetSpec::Host(x) if *x == h));
+        let addrs: Vec<IpAddr> = if client.servers.is_empty() {
+            // No name server known: the system's resolver (no SRV, no TTL).
+            (h.as_str(), 0)
+                .to_socket_addrs()
+                .map(|it| it.map(|sa| sa.ip()).collect())
+                .unwrap_or_default()
+        } else {
+            client
+                .resolve(&h, srv)
+                .map(|r| r.addrs.into_iter().collect())
+                .unwrap_or_default()
+        };
+        resolved.insert(h, addrs);
+    }
+    resolved
+}
+
+/// Resolves the policy's hostnames and compiles.
+pub(crate) fn compile_policy(policy: &Policy) -> Ruleset {
     compile(
         policy,
         &CompileInput {
-            resolved,
+            resolved: resolve_names(policy),
             now: now(),
         },
     )

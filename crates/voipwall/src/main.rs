@@ -211,6 +211,14 @@ pub(crate) enum Cmd {
     /// the RTP range. Exit code by the worst finding: 0 none (or info),
     /// 3 low, 4 medium, 5 high, 6 critical.
     Audit,
+    /// Render the policy for another layer: aws (security group ingress
+    /// JSON), gcp (firewall rules), azure (NSG securityRules), firewalld
+    /// (zone XML), iptables (ipset + iptables-restore + ip6tables-restore).
+    /// Each output says what its target cannot express.
+    Export {
+        /// aws, gcp, azure, firewalld or iptables.
+        target: String,
+    },
     /// Look at this host (PBX, listening sockets, interfaces, your SSH
     /// session), pick a preset and write a commented policy that keeps your
     /// session reachable.

@@ -824,3 +824,68 @@ fn audit_finds_each_deliberate_exposure() {
         "secrets are judged, never shown: {text}"
     );
 }
+
+/// The iptables + ipset export, loaded with the real `ipset restore`,
+/// `iptables-restore` and `ip6tables-restore` in a namespace (no nftables
+/// table of ours), gives the same verdicts as voipwall's own ruleset on the
+/// same probes: zones by most specific network, interface fallback, block
+/// list, IPv6.
+#[test]
+fn iptables_export_gives_the_same_verdicts_as_the_ruleset() {
+    let mut lab = Lab::new();
+    lab.listen();
+    let policy = "[interfaces]\nvw0 = \"internet\"\n\
+        [networks]\n\"198.51.100.0/24\" = \"local\"\n\"198.51.100.7\" = \"trusted\"\n\
+        [zones.internet]\nservices = [\"sip\"]\n[zones.local]\nservices = [\"ssh\"]\n\
+        [[block]]\naddress = \"203.0.113.7\"\n\
+        [discover]\nenabled = false\n";
+    let cases: &[(&str, &str, &str)] = &[
+        ("203.0.113.2", "udp/5060", "pass"),
+        ("203.0.113.2", "tcp/22", "drop"),
+        ("203.0.113.7", "udp/5060", "drop"),
+        ("198.51.100.2", "tcp/22", "pass"),
+        ("198.51.100.2", "tcp/443", "drop"),
+        ("198.51.100.7", "tcp/443", "pass"),
+        ("2001:db8:1::2", "udp/5060", "pass"),
+        ("2001:db8:1::2", "tcp/22", "drop"),
+    ];
+    let export = lab.voipwall_ok(policy, &["export", "iptables"]);
+    let part = |name: &str| -> String {
+        let start = export.find(&format!("### {name}")).expect("part");
+        let rest = &export[start..];
+        let body = &rest[rest.find('\n').unwrap() + 1..];
+        body[..body.find("\n### ").unwrap_or(body.len())].to_string()
+    };
+    for (cmd, name) in [
+        ("ipset restore", "part 1"),
+        ("iptables-restore", "part 2"),
+        ("ip6tables-restore", "part 3"),
+    ] {
+        let path = lab.dir.join(format!("{}.txt", name.replace(' ', "")));
+        std::fs::write(&path, part(name)).unwrap();
+        let mut args = vec!["sh", "-c"];
+        let line = format!("{cmd} < {}", path.display());
+        args.push(&line);
+        let out = lab.exec(&lab.fw, &args);
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let probes: Vec<(&str, &str)> = cases.iter().map(|(s, t, _)| (*s, *t)).collect();
+    let by_iptables = lab.probe(&probes);
+    // Now voipwall's own ruleset, iptables removed.
+    for flush in [
+        "iptables -F; iptables -X; iptables -P INPUT ACCEPT",
+        "ip6tables -F; ip6tables -X; ip6tables -P INPUT ACCEPT",
+    ] {
+        lab.exec(&lab.fw, &["sh", "-c", flush]);
+    }
+    lab.apply(policy);
+    let by_nft = lab.probe(&probes);
+    for (i, (src, to, want)) in cases.iter().enumerate() {
+        assert_eq!(&by_nft[i], want, "nft: {src} -> {to}");
+        assert_eq!(&by_iptables[i], want, "iptables export: {src} -> {to}");
+    }
+}
