@@ -108,6 +108,11 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// The preset names, comma-separated, for messages.
+    pub fn preset_names(&self) -> String {
+        self.presets.keys().cloned().collect::<Vec<_>>().join(", ")
+    }
+
     /// Loads data files in order; a later file with the same path replaces an
     /// earlier one (the `/etc` layer beats the built-in one).
     pub fn load(files: &[DataFile], sources: &mut SourceMap) -> (Self, Vec<Diagnostic>) {

@@ -706,15 +706,7 @@ fn resolve(
                         .label("no such preset");
                 d = match did_you_mean(&p.v, catalog.presets.keys().map(String::as_str)) {
                     Some(s) => d.help(format!("did you mean `{s}`?")),
-                    None => d.help(format!(
-                        "presets: {}",
-                        catalog
-                            .presets
-                            .keys()
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )),
+                    None => d.help(format!("presets: {}", catalog.preset_names())),
                 };
                 diags.push(d);
                 None

@@ -60,6 +60,22 @@ pub(crate) struct Finding {
     pub(crate) fix: String,
 }
 
+fn finding(
+    severity: Severity,
+    check: &'static str,
+    what: impl Into<String>,
+    reason: impl Into<String>,
+    fix: impl Into<String>,
+) -> Finding {
+    Finding {
+        severity,
+        check,
+        what: what.into(),
+        reason: reason.into(),
+        fix: fix.into(),
+    }
+}
+
 /// A socket in the listening state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub(crate) struct Listening {
@@ -289,13 +305,7 @@ pub(crate) fn judge(
     let mut f = Vec::new();
     let from = internet_sources(policy, rs);
     if from.is_empty() {
-        f.push(Finding {
-            severity: Severity::Info,
-            check: "no-internet-zone",
-            what: "policy".into(),
-            reason: "no interface or default zone puts traffic in zone internet; exposure was not simulated".into(),
-            fix: "assign the public interface to zone internet".into(),
-        });
+        f.push(finding(Severity::Info, "no-internet-zone", "policy", "no interface or default zone puts traffic in zone internet; exposure was not simulated", "assign the public interface to zone internet"));
     }
     // Distinct (proto, port) of sockets that are not loopback-only.
     let mut open: Vec<(Proto, u16)> = listening
@@ -317,34 +327,22 @@ pub(crate) fn judge(
         };
         if let Some(k) = KNOWN.iter().find(|k| k.proto == proto && k.port == port) {
             if exposed {
-                f.push(Finding {
-                    severity: k.severity,
-                    check: k.check,
-                    what: format!("{spec} ({})", k.name),
-                    reason: k.reason.into(),
-                    fix: k.fix.into(),
-                });
+                f.push(finding(
+                    k.severity,
+                    k.check,
+                    format!("{spec} ({})", k.name),
+                    k.reason,
+                    k.fix,
+                ));
             }
             continue;
         }
         if proto == Proto::Tcp && sshd_ports.contains(&port) {
             if exposed {
                 f.push(if port == 22 {
-                    Finding {
-                        severity: Severity::Medium,
-                        check: "ssh-22-exposed",
-                        what: format!("{spec} (SSH)"),
-                        reason: "SSH on port 22 is open to the internet: every scanner tries passwords there".into(),
-                        fix: "allow SSH only from the management network (or a VPN); keys only, PasswordAuthentication no".into(),
-                    }
+                    finding(Severity::Medium, "ssh-22-exposed", format!("{spec} (SSH)"), "SSH on port 22 is open to the internet: every scanner tries passwords there", "allow SSH only from the management network (or a VPN); keys only, PasswordAuthentication no")
                 } else {
-                    Finding {
-                        severity: Severity::Low,
-                        check: "ssh-exposed",
-                        what: format!("{spec} (SSH)"),
-                        reason: "SSH is open to the internet (on a non-standard port, which only slows scanners)".into(),
-                        fix: "allow SSH only from the management network (or a VPN)".into(),
-                    }
+                    finding(Severity::Low, "ssh-exposed", format!("{spec} (SSH)"), "SSH is open to the internet (on a non-standard port, which only slows scanners)", "allow SSH only from the management network (or a VPN)")
                 });
             }
             continue;
@@ -362,13 +360,7 @@ pub(crate) fn judge(
                 .any(|s| s.ports.iter().any(|p| p.contains(proto, port)))
             && !policy.rtp.ranges.iter().any(|r| r.contains(proto, port))
         {
-            f.push(Finding {
-                severity: Severity::Info,
-                check: "listening-not-granted",
-                what: spec.to_string(),
-                reason: "a program listens here but no service of the policy covers the port (default deny drops it)".into(),
-                fix: "nothing if that is intended; otherwise add the service to the zone that needs it".into(),
-            });
+            f.push(finding(Severity::Info, "listening-not-granted", spec.to_string(), "a program listens here but no service of the policy covers the port (default deny drops it)", "nothing if that is intended; otherwise add the service to the zone that needs it"));
         }
     }
     if !sip_exposed.is_empty() {
@@ -381,21 +373,9 @@ pub(crate) fn judge(
             .collect::<Vec<_>>()
             .join(", ");
         f.push(if tls_offered {
-            Finding {
-                severity: Severity::Info,
-                check: "sip-exposed",
-                what: format!("{what} (SIP)"),
-                reason: "SIP is open to the internet; TLS is offered beside it".into(),
-                fix: "move phones to TLS and consider closing UDP/TCP to the internet (responsive mode limits unknown sources)".into(),
-            }
+            finding(Severity::Info, "sip-exposed", format!("{what} (SIP)"), "SIP is open to the internet; TLS is offered beside it", "move phones to TLS and consider closing UDP/TCP to the internet (responsive mode limits unknown sources)")
         } else {
-            Finding {
-                severity: Severity::Medium,
-                check: "sip-no-tls",
-                what: format!("{what} (SIP)"),
-                reason: "SIP over UDP/TCP is open to the internet and no TLS port is: credentials digests and call metadata travel in clear".into(),
-                fix: "offer SIP over TLS (tcp/5061, service sip-tls) and move remote phones to it".into(),
-            }
+            finding(Severity::Medium, "sip-no-tls", format!("{what} (SIP)"), "SIP over UDP/TCP is open to the internet and no TLS port is: credentials digests and call metadata travel in clear", "offer SIP over TLS (tcp/5061, service sip-tls) and move remote phones to it")
         });
     }
     // RTP: the policy's range and the PBX's own.
@@ -413,21 +393,15 @@ pub(crate) fn judge(
     for (r, from) in ranges {
         let width = u32::from(r.hi) - u32::from(r.lo) + 1;
         if r.lo < 1024 {
-            f.push(Finding {
-                severity: Severity::High,
-                check: "rtp-range",
-                what: format!("RTP {r} from the {from}"),
-                reason: "the RTP range reaches below 1024, into system services' ports".into(),
-                fix: "use 10000-20000 (Asterisk) or 16384-32768 (FreeSWITCH)".into(),
-            });
+            f.push(finding(
+                Severity::High,
+                "rtp-range",
+                format!("RTP {r} from the {from}"),
+                "the RTP range reaches below 1024, into system services' ports",
+                "use 10000-20000 (Asterisk) or 16384-32768 (FreeSWITCH)",
+            ));
         } else if !(100..=40_000).contains(&width) {
-            f.push(Finding {
-                severity: Severity::Low,
-                check: "rtp-range",
-                what: format!("RTP {r} from the {from}"),
-                reason: format!("an unusual RTP range ({width} ports): too few drop calls, too many open the host wide"),
-                fix: "use 10000-20000 (Asterisk) or 16384-32768 (FreeSWITCH)".into(),
-            });
+            f.push(finding(Severity::Low, "rtp-range", format!("RTP {r} from the {from}"), format!("an unusual RTP range ({width} ports): too few drop calls, too many open the host wide"), "use 10000-20000 (Asterisk) or 16384-32768 (FreeSWITCH)"));
         }
     }
     // Trusted networks that trust half the world.
@@ -439,13 +413,7 @@ pub(crate) fn judge(
                 net.prefix_len() < 32
             };
             if wide {
-                f.push(Finding {
-                    severity: Severity::High,
-                    check: "trusted-too-wide",
-                    what: format!("network {} ({})", n.net, n.origin),
-                    reason: "a network this wide in zone trusted accepts everything from a large part of the internet".into(),
-                    fix: "trust only the hosts and small networks you run; use zone other for partners".into(),
-                });
+                f.push(finding(Severity::High, "trusted-too-wide", format!("network {} ({})", n.net, n.origin), "a network this wide in zone trusted accepts everything from a large part of the internet", "trust only the hosts and small networks you run; use zone other for partners"));
             }
         }
     }
@@ -482,15 +450,15 @@ fn secret_finding(s: &Secret, rs: &Ruleset, from: &[(IpAddr, String)]) -> Option
     {
         let port = if s.driver == "ami" { 5038 } else { 8021 };
         let exposed = reachable(rs, from, Proto::Tcp, port);
-        return Some(Finding {
-            severity: if exposed {
+        return Some(finding(
+            if exposed {
                 Severity::Critical
             } else {
                 Severity::High
             },
-            check: "default-credentials",
-            what: format!("{} `{}` ({place})", s.driver, s.section),
-            reason: format!(
+            "default-credentials",
+            format!("{} `{}` ({place})", s.driver, s.section),
+            format!(
                 "{what} is still set{}",
                 if exposed {
                     " and the port is reachable from the internet"
@@ -498,8 +466,8 @@ fn secret_finding(s: &Secret, rs: &Ruleset, from: &[(IpAddr, String)]) -> Option
                     ""
                 }
             ),
-            fix: "set a long random secret and restart the service".into(),
-        });
+            "set a long random secret and restart the service",
+        ));
     }
     if matches!(s.driver.as_str(), "ami" | "esl") {
         return None;
@@ -508,17 +476,24 @@ fn secret_finding(s: &Secret, rs: &Ruleset, from: &[(IpAddr, String)]) -> Option
     if weak.is_empty() {
         return None;
     }
-    Some(Finding {
-        severity: Severity::High,
-        check: "weak-sip-secret",
-        what: format!("{} `{}` ({place})", s.driver, s.section),
-        reason: format!(
+    Some(finding(
+        Severity::High,
+        "weak-sip-secret",
+        format!("{} `{}` ({place})", s.driver, s.section),
+        format!(
             "secret of {}: {}",
-            if s.user.is_empty() { &s.section } else { &s.user },
-            weak.iter().map(|w| w.describe()).collect::<Vec<_>>().join("; ")
+            if s.user.is_empty() {
+                &s.section
+            } else {
+                &s.user
+            },
+            weak.iter()
+                .map(|w| w.describe())
+                .collect::<Vec<_>>()
+                .join("; ")
         ),
-        fix: "use a random secret of 12 or more letters and digits (brute force tries short and patterned ones first)".into(),
-    })
+        "use a random secret of 12 or more letters and digits (brute force tries short and patterned ones first)",
+    ))
 }
 
 /// Sockets in the listening state, from /proc/net/{tcp,tcp6,udp,udp6}.

@@ -333,12 +333,7 @@ pub(crate) fn run(cli: &crate::Cli, a: &InitArgs) -> anyhow::Result<()> {
             None => {
                 return Err(Invalid(format!(
                     "unknown preset `{name}`; presets: {}",
-                    catalog
-                        .presets
-                        .keys()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    catalog.preset_names()
                 ))
                 .into());
             }

@@ -123,6 +123,20 @@ impl Lab {
         (i, o)
     }
 
+    /// A TCP echo server on the firewall's port 22 and one long-lived
+    /// client session to it from the admin namespace: the SSH stand-in.
+    /// Returns the client and its source port.
+    fn session(&mut self) -> ((ChildStdin, BufReader<ChildStdout>), String) {
+        let (_i, mut o) = self.spawn(&self.fw.clone(), &["server", FW, "22"]);
+        let mut l = String::new();
+        o.read_line(&mut l).unwrap();
+        let mut s = self.spawn(&self.admin.clone(), &["client", ADMIN, FW, "22"]);
+        let mut l = String::new();
+        s.1.read_line(&mut l).unwrap();
+        let port = l.split_whitespace().nth(1).unwrap().to_string();
+        (s, port)
+    }
+
     fn blocked(&self) -> bool {
         must(&[
             "ip", "netns", "exec", &self.fw, "nft", "list", "table", "inet", "voipwall",
@@ -167,13 +181,7 @@ fn lockout_is_refused_unconfirmed_apply_rolls_back_and_lock_keeps_the_table() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let (_i, mut o) = lab.spawn(&lab.fw.clone(), &["server", FW, "22"]);
-    let mut l = String::new();
-    o.read_line(&mut l).unwrap();
-    let mut s = lab.spawn(&lab.admin.clone(), &["client", ADMIN, FW, "22"]);
-    let mut l = String::new();
-    s.1.read_line(&mut l).unwrap();
-    let port = l.split_whitespace().nth(1).unwrap().to_string();
+    let (mut s, port) = lab.session();
     assert!(
         ask(&mut s, "t1", 2.0),
         "the admin session does not work to begin with"
@@ -359,12 +367,7 @@ fn init_writes_a_policy_that_keeps_the_operator_in() {
         full.extend(args);
         must(&full);
     }
-    let (_i, mut o) = lab.spawn(&lab.fw.clone(), &["server", FW, "22"]);
-    let mut l = String::new();
-    o.read_line(&mut l).unwrap();
-    let mut s = lab.spawn(&lab.admin.clone(), &["client", ADMIN, FW, "22"]);
-    let mut l = String::new();
-    s.1.read_line(&mut l).unwrap();
+    let (mut s, _) = lab.session();
     assert!(ask(&mut s, "i1", 2.0), "the session works to begin with");
 
     let path = lab.dir.join("init.toml");
