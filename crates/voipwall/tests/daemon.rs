@@ -441,6 +441,17 @@ fn trunk_names_follow_dns_without_a_reload() {
         all.contains("203.0.113.7") && all.contains("2001:db8::7") && all.contains("203.0.113.20")
     });
     let before = handles();
+    let protected = |addr: &str| {
+        let v = ns.json(&["explain", addr]);
+        v["engine"]["protected"]
+            .as_bool()
+            .unwrap_or_else(|| panic!("{v}"))
+    };
+    assert!(
+        protected("203.0.113.7"),
+        "a trunk's address is never banned"
+    );
+    assert!(!protected("203.0.113.8"));
 
     // The record moves.
     std::fs::write(
@@ -466,6 +477,9 @@ fn trunk_names_follow_dns_without_a_reload() {
         "set followed the changed record in {} ms",
         t0.elapsed().as_millis()
     );
+    ns.until("detection to follow the move", || {
+        protected("203.0.113.8") && !protected("203.0.113.7")
+    });
     assert_eq!(
         handles(),
         before,

@@ -78,6 +78,12 @@ pub(crate) enum Input {
     },
     /// A control request and where to answer.
     Control(Request, Sender<Reply>),
+    /// A trunk or peer name moved: its new addresses are never banned, its
+    /// old ones no longer protected.
+    PeerMoved {
+        add: Vec<IpAddr>,
+        remove: Vec<IpAddr>,
+    },
 }
 
 /// Lines read by a tailer, by outcome.
@@ -320,6 +326,12 @@ pub(crate) fn run(cli: &Cli, a: &DaemonArgs) -> anyhow::Result<()> {
     wake_tx.set_nonblocking(true)?;
     let waker = Waker(Arc::new(wake_tx));
     let (tx, rx) = mpsc::channel::<Input>();
+    if let Some(n) = &d.names {
+        n.connect(tx.clone(), waker.clone());
+        for a in n.addresses() {
+            d.engine.allow(IpNet::from(a), None);
+        }
+    }
     install_signal_handlers(&d.shutdown, &d.reload);
     let _control = control::serve(&a.socket, tx.clone(), waker.clone())
         .with_context(|| format!("listening on {}", a.socket.display()))?;
@@ -547,6 +559,14 @@ impl Daemon {
 
     fn handle_input(&mut self, input: Input) {
         match input {
+            Input::PeerMoved { add, remove } => {
+                for a in remove {
+                    self.engine.disallow(&IpNet::from(a));
+                }
+                for a in add {
+                    self.engine.allow(IpNet::from(a), None);
+                }
+            }
             Input::Log {
                 origin,
                 events,
@@ -855,6 +875,12 @@ impl Daemon {
         if let Ok(active) = self.store.active_bans(now()) {
             for b in active.iter().filter(|b| b.origin != "observe") {
                 self.engine.restore_ban(b.to_ban());
+            }
+        }
+        // Trunks and peers known by name are never banned either.
+        if let Some(n) = &self.names {
+            for a in n.addresses() {
+                self.engine.allow(IpNet::from(a), None);
             }
         }
         self.observe = policy.detect.mode == DetectMode::Observe;

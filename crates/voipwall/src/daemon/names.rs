@@ -22,6 +22,8 @@ struct Shared {
     client: Client,
     /// Set changes made, for status.
     updates: u64,
+    /// Where to tell the engine that a peer's addresses moved.
+    notify: Option<(std::sync::mpsc::Sender<super::Input>, super::Waker)>,
 }
 
 /// Handle kept by the engine thread.
@@ -49,6 +51,7 @@ impl Names {
                 timeout: Duration::from_millis(700),
             },
             updates: 0,
+            notify: None,
         }));
         let started = Instant::now();
         let s = shared.clone();
@@ -85,6 +88,21 @@ impl Names {
             .map(|n| (n.host.clone(), (n.v4.clone(), n.v6.clone())))
             .collect();
         g.client = crate::context::dns_client(policy);
+    }
+
+    /// Tells the engine thread (through its input channel) when a name's
+    /// addresses move, so detection never bans a peer's new address.
+    pub(crate) fn connect(&self, tx: std::sync::mpsc::Sender<super::Input>, waker: super::Waker) {
+        self.shared.lock().expect("names lock").notify = Some((tx, waker));
+    }
+
+    /// Every address the names hold now.
+    pub(crate) fn addresses(&self) -> Vec<IpAddr> {
+        let g = self.shared.lock().expect("names lock");
+        g.tracker
+            .states()
+            .flat_map(|n| n.current.iter().copied())
+            .collect()
     }
 
     /// For `status`.
@@ -163,7 +181,17 @@ fn run(shared: &Arc<Mutex<Shared>>, started: Instant, stop: &AtomicBool) {
                 // Absent already (another apply refilled the set): fine.
                 let _ = sock.delete(set_of(a), &[*a]);
             }
-            shared.lock().expect("names lock").updates += 1;
+            {
+                let mut g = shared.lock().expect("names lock");
+                g.updates += 1;
+                if let Some((tx, waker)) = &g.notify {
+                    let _ = tx.send(super::Input::PeerMoved {
+                        add: c.add.clone(),
+                        remove: c.remove.clone(),
+                    });
+                    waker.wake();
+                }
+            }
             tracing::info!(
                 host = %host,
                 added = ?c.add,
