@@ -109,6 +109,82 @@ fn counted(mut r: Rule, counter: &str) -> Rule {
     r
 }
 
+/// One set pair per hostname, shared by every use of the name (peers,
+/// networks, allow and block lists), filled with the compile-time answer;
+/// the daemon's resolver keeps them current element by element.
+struct Names<'a> {
+    input: &'a CompileInput,
+    list: Vec<NameSet>,
+}
+
+impl Names<'_> {
+    #[allow(clippy::too_many_arguments)]
+    fn get(
+        &mut self,
+        h: &str,
+        srv: bool,
+        protect: bool,
+        sets: &mut Vec<Set>,
+        notes: &mut Vec<String>,
+        what: &str,
+    ) -> NameSet {
+        if let Some(n) = self.list.iter_mut().find(|n| n.host == h) {
+            n.srv |= srv;
+            n.protect |= protect;
+            return n.clone();
+        }
+        let i = self.list.len();
+        let ns = NameSet {
+            host: h.to_string(),
+            srv,
+            protect,
+            v4: format!("vw_name{i}_v4"),
+            v6: format!("vw_name{i}_v6"),
+        };
+        let addrs = self.input.resolved.get(h).cloned().unwrap_or_default();
+        if addrs.is_empty() {
+            notes.push(format!(
+                "{what}: `{h}` did not resolve; its sets stay empty until it does"
+            ));
+        }
+        for (family, set) in [(Family::V4, &ns.v4), (Family::V6, &ns.v6)] {
+            let elements = addrs
+                .iter()
+                .filter(|a| Family::of(a) == family)
+                .map(|a| Element {
+                    lo: *a,
+                    hi: *a,
+                    goto: None,
+                })
+                .collect();
+            sets.push(host_set(
+                set,
+                family,
+                &format!("addresses of {h}"),
+                elements,
+            ));
+        }
+        self.list.push(ns.clone());
+        ns
+    }
+}
+
+/// `ip saddr @name_v4` and `ip6 saddr @name_v6`.
+fn name_matches(ns: &NameSet) -> [Match; 2] {
+    [
+        Match::SaddrIn {
+            family: Family::V4,
+            set: ns.v4.clone(),
+            negate: false,
+        },
+        Match::SaddrIn {
+            family: Family::V6,
+            set: ns.v6.clone(),
+            negate: false,
+        },
+    ]
+}
+
 /// Expands a network spec into prefixes (hostnames through `resolved`).
 fn expand(spec: &NetSpec, input: &CompileInput, notes: &mut Vec<String>, what: &str) -> Vec<IpNet> {
     match spec {
@@ -129,11 +205,12 @@ fn expand(spec: &NetSpec, input: &CompileInput, notes: &mut Vec<String>, what: &
 /// aggregated prefixes (interval set): `[hosts_v4, hosts_v6, nets_v4, nets_v6]`.
 /// 100,000 single addresses load in about a quarter of the time as hash
 /// elements than as intervals (BENCHMARKS.md).
-fn list_elements(
-    entries: &[ListEntry],
+fn list_elements<'p>(
+    entries: &'p [ListEntry],
     input: &CompileInput,
     notes: &mut Vec<String>,
     kind: &str,
+    hosts: &mut Vec<&'p ListEntry>,
 ) -> [Vec<Element>; 4] {
     let mut nets = Vec::new();
     for e in entries {
@@ -142,6 +219,11 @@ fn list_elements(
                 "{kind} entry `{}` ({}) expired; skipped",
                 e.net, e.origin
             ));
+            continue;
+        }
+        if matches!(e.net, NetSpec::Host(_)) {
+            // Names get their own sets (kept current by the daemon).
+            hosts.push(e);
             continue;
         }
         nets.extend(expand(
@@ -248,11 +330,18 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
         }
     }
 
+    let mut names = Names {
+        input,
+        list: Vec::new(),
+    };
+    let mut allow_hosts: Vec<&ListEntry> = Vec::new();
+    let mut block_hosts: Vec<&ListEntry> = Vec::new();
+    let mut zone_hosts: Vec<(&str, Zone, String)> = Vec::new();
     // Policy sets: allow, block, zone maps.
     let [allowh4, allowh6, allow4, allow6] =
-        list_elements(&policy.allow, input, &mut notes, "allow");
+        list_elements(&policy.allow, input, &mut notes, "allow", &mut allow_hosts);
     let [blockh4, blockh6, block4, block6] =
-        list_elements(&policy.block, input, &mut notes, "block");
+        list_elements(&policy.block, input, &mut notes, "block", &mut block_hosts);
     sets.push(host_set(
         "vw_allowhost_v4",
         Family::V4,
@@ -304,6 +393,10 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
 
     let mut zone_nets: [Vec<(IpNet, Zone)>; 2] = [Vec::new(), Vec::new()];
     for n in &policy.networks {
+        if let NetSpec::Host(h) = &n.net {
+            zone_hosts.push((h, n.zone, n.origin.to_string()));
+            continue;
+        }
         for net in expand(&n.net, input, &mut notes, &format!("network {}", n.origin)) {
             let idx = usize::from(!matches!(net, IpNet::V4(_)));
             zone_nets[idx].push((net, n.zone));
@@ -357,12 +450,51 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
             pre.push(rule(vec![in_set(f, stem)], Action::Accept, comment));
         }
     }
-    let (peer_chain, peer_skip, names) = peers(policy, input, &mut notes, &mut sets);
+    for e in &allow_hosts {
+        let NetSpec::Host(h) = &e.net else { continue };
+        let ns = names.get(
+            h,
+            false,
+            true,
+            &mut sets,
+            &mut notes,
+            &format!("allow {}", e.origin),
+        );
+        for m in name_matches(&ns) {
+            pre.push(rule(
+                vec![m],
+                Action::Accept,
+                format!("allow list {h} skips ban lookups / {}", e.origin),
+            ));
+        }
+    }
+    let (peer_chain, peer_skip) = peers(policy, &mut names, &mut notes, &mut sets);
     pre.extend(peer_skip);
     for f in [Family::V4, Family::V6] {
         for stem in ["blockhost", "block"] {
             pre.push(counted(
                 rule(vec![in_set(f, stem)], Action::Drop, "block list"),
+                counters::BLOCKED,
+            ));
+        }
+    }
+    for e in &block_hosts {
+        let NetSpec::Host(h) = &e.net else { continue };
+        let ns = names.get(
+            h,
+            false,
+            false,
+            &mut sets,
+            &mut notes,
+            &format!("block {}", e.origin),
+        );
+        for m in name_matches(&ns) {
+            pre.push(counted(
+                rule(
+                    vec![m],
+                    Action::Drop,
+                    format!("block list {h} / {}", e.origin),
+                ),
                 counters::BLOCKED,
             ));
         }
@@ -536,6 +668,25 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
             Action::Jump("vw_peers".into()),
             "trunks and peers from the PBX: their own ports only",
         ));
+    }
+    // Networks given by name: their own sets, before the map (a name's
+    // addresses are single hosts, the most specific prefix there is).
+    for (h, zone, origin) in &zone_hosts {
+        let ns = names.get(
+            h,
+            false,
+            *zone == Zone::Trusted,
+            &mut sets,
+            &mut notes,
+            &format!("network {origin}"),
+        );
+        for m in name_matches(&ns) {
+            input.push(rule(
+                vec![m],
+                Action::Goto(zone_chain(*zone)),
+                format!("network {h} = {zone} / {origin}"),
+            ));
+        }
     }
     input.push(rule(
         vec![],
@@ -727,21 +878,21 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
         counters: used_counters,
         chains,
         notes,
-        names,
+        names: names.list,
     }
 }
 
 /// Trunks and peers: the rules of the `vw_peers` chain (each peer reaches
-/// its own ports only), the prerouting rules that let them skip ban
-/// lookups, and one set pair per hostname for the resolver to keep current.
+/// its own ports only) and the prerouting rules that let them skip ban
+/// lookups. Peer hostnames get their set pair from `names`.
 fn peers(
     policy: &Policy,
-    input: &CompileInput,
+    names: &mut Names<'_>,
     notes: &mut Vec<String>,
     sets: &mut Vec<Set>,
-) -> (Vec<Rule>, Vec<Rule>, Vec<NameSet>) {
+) -> (Vec<Rule>, Vec<Rule>) {
     let mut chain = Vec::new();
-    let mut names: Vec<NameSet> = Vec::new();
+    let mut by_name: Vec<NameSet> = Vec::new();
     let mut static_nets: [Vec<IpNet>; 2] = [Vec::new(), Vec::new()];
     for p in &policy.peers {
         // The file name only: nft comments hold 127 bytes.
@@ -764,59 +915,18 @@ fn peers(
                 }]
             }
             NetSpec::Host(h) => {
-                let ns = match names.iter().position(|n| &n.host == h) {
-                    Some(i) => {
-                        names[i].srv |= p.srv;
-                        names[i].clone()
-                    }
-                    None => {
-                        let i = names.len();
-                        let ns = NameSet {
-                            host: h.clone(),
-                            srv: p.srv,
-                            v4: format!("vw_peer{i}_v4"),
-                            v6: format!("vw_peer{i}_v6"),
-                        };
-                        let addrs = input.resolved.get(h).cloned().unwrap_or_default();
-                        if addrs.is_empty() {
-                            notes.push(format!(
-                                "peer {} ({}): `{h}` did not resolve; its sets stay empty until it does",
-                                p.name, p.origin
-                            ));
-                        }
-                        for (family, set) in [(Family::V4, &ns.v4), (Family::V6, &ns.v6)] {
-                            let elements = addrs
-                                .iter()
-                                .filter(|a| Family::of(a) == family)
-                                .map(|a| Element {
-                                    lo: *a,
-                                    hi: *a,
-                                    goto: None,
-                                })
-                                .collect();
-                            sets.push(host_set(
-                                set,
-                                family,
-                                &format!("addresses of {h}"),
-                                elements,
-                            ));
-                        }
-                        names.push(ns.clone());
-                        ns
-                    }
-                };
-                vec![
-                    Match::SaddrIn {
-                        family: Family::V4,
-                        set: ns.v4,
-                        negate: false,
-                    },
-                    Match::SaddrIn {
-                        family: Family::V6,
-                        set: ns.v6,
-                        negate: false,
-                    },
-                ]
+                let ns = names.get(
+                    h,
+                    p.srv,
+                    true,
+                    sets,
+                    notes,
+                    &format!("peer {} ({})", p.name, p.origin),
+                );
+                if !by_name.iter().any(|n| n.host == ns.host) {
+                    by_name.push(ns.clone());
+                }
+                name_matches(&ns).to_vec()
             }
         };
         for src in sources {
@@ -851,18 +961,78 @@ fn peers(
             ));
         }
     }
-    for n in &names {
-        for (family, set) in [(Family::V4, &n.v4), (Family::V6, &n.v6)] {
+    for n in &by_name {
+        for m in name_matches(n) {
             skip.push(rule(
-                vec![Match::SaddrIn {
-                    family,
-                    set: set.clone(),
-                    negate: false,
-                }],
+                vec![m],
                 Action::Accept,
                 format!("peer {} skips ban lookups", n.host),
             ));
         }
     }
-    (chain, skip, names)
+    (chain, skip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use voipwall_policy::{Catalog, DataFile, HostFacts, SourceMap, load};
+
+    /// Every use of a hostname shares one set pair; allow names skip ban
+    /// lookups, block names drop, network names go to their zone before the
+    /// map; only allow, trusted and peer names are protected from detection.
+    #[test]
+    fn hostnames_get_one_set_pair_each_with_the_right_rules() {
+        let text = "[interfaces]\neth0 = \"internet\"\n\
+            [networks]\n\"home.dyn.example\" = \"trusted\"\n\"branch.dyn.example\" = \"other\"\n\
+            [[allow]]\naddress = \"noc.example\"\n\
+            [[block]]\naddress = \"bad.example\"\n\
+            [[allow]]\naddress = \"home.dyn.example\"\n";
+        let mut sm = SourceMap::default();
+        let (cat, _) = Catalog::load(&DataFile::builtin(), &mut sm);
+        let policy = load(
+            "p.toml",
+            &mut |_| Ok(text.to_string()),
+            &cat,
+            &HostFacts::default(),
+        )
+        .policy
+        .expect("valid");
+        let mut resolved = BTreeMap::new();
+        resolved.insert(
+            "noc.example".to_string(),
+            vec!["192.0.2.10".parse().unwrap()],
+        );
+        resolved.insert(
+            "home.dyn.example".to_string(),
+            vec!["2001:db8::10".parse().unwrap()],
+        );
+        let rs = compile(&policy, &CompileInput { resolved, now: 0 });
+        let hosts: Vec<(&str, bool)> = rs
+            .names
+            .iter()
+            .map(|n| (n.host.as_str(), n.protect))
+            .collect();
+        assert_eq!(
+            hosts,
+            [
+                ("noc.example", true),
+                ("home.dyn.example", true),
+                ("bad.example", false),
+                ("branch.dyn.example", false)
+            ]
+        );
+        let script = crate::render(&rs);
+        assert!(script.contains("add element inet voipwall vw_name0_v4 { 192.0.2.10 }"));
+        assert!(script.contains("add element inet voipwall vw_name1_v6 { 2001:db8::10 }"));
+        assert!(script.contains("vw_pre ip saddr @vw_name0_v4 accept"));
+        assert!(script.contains("vw_pre ip saddr @vw_name2_v4 counter name vw_blocked drop"));
+        assert!(script.contains("vw_input ip6 saddr @vw_name1_v6 goto vw_zone_trusted"));
+        assert!(script.contains("vw_input ip saddr @vw_name3_v4 goto vw_zone_other"));
+        assert!(
+            rs.notes
+                .iter()
+                .any(|n| n.contains("`bad.example` did not resolve"))
+        );
+    }
 }

@@ -254,6 +254,9 @@ pub struct NameSet {
     pub host: String,
     /// Also follow its SIP SRV records.
     pub srv: bool,
+    /// Detection must never ban its addresses (a peer, an allow-list entry,
+    /// a trusted network); false for block-list names and other zones.
+    pub protect: bool,
     /// The IPv4 set.
     pub v4: String,
     /// The IPv6 set.

@@ -358,8 +358,8 @@ fn two_boots_within_the_window_hold_the_policy_back_then_apply_it() {
 }
 
 /// Trunk names are followed by DNS: dnsmasq in the daemon's namespace
-/// serves `trunk.lab.example` (A and AAAA, TTL 1 s) and an SRV name; the
-/// peer sets start with their addresses, follow a changed record within
+/// serves `trunk.lab.example` (A and AAAA, TTL 1 s), an SRV name and a DDNS
+/// name in `[networks]`; the name sets start with their addresses, follow a changed record within
 /// seconds without any apply (the peer rules keep their handles), and keep
 /// the last good addresses when the server stops answering.
 #[test]
@@ -368,7 +368,7 @@ fn trunk_names_follow_dns_without_a_reload() {
     let hosts = ns.dir.join("hosts");
     std::fs::write(
         &hosts,
-        "203.0.113.7 trunk.lab.example\n2001:db8::7 trunk.lab.example\n203.0.113.20 pbx-b.lab.example\n",
+        "203.0.113.7 trunk.lab.example\n2001:db8::7 trunk.lab.example\n203.0.113.20 pbx-b.lab.example\n203.0.113.30 remote.lab.example\n",
     )
     .unwrap();
     let pid = ns.dir.join("dnsmasq.pid");
@@ -410,7 +410,8 @@ fn trunk_names_follow_dns_without_a_reload() {
     )
     .unwrap();
     ns.policy(&format!(
-        "[discover]\nasterisk = \"{}\"\nfreeswitch = false\nkamailio = false\n\
+        "[networks]\n\"remote.lab.example\" = \"other\"\n\
+         [discover]\nasterisk = \"{}\"\nfreeswitch = false\nkamailio = false\n\
          [dns]\nservers = [\"127.0.0.1\"]\nmin_refresh = \"1s\"\nmax_refresh = \"5s\"\n",
         ast.display()
     ));
@@ -433,12 +434,16 @@ fn trunk_names_follow_dns_without_a_reload() {
     let first = |host_set: &str| set(host_set);
     ns.until("the trunk's first addresses", || {
         let all = format!(
-            "{}{}{}",
-            first("vw_peer0_v4"),
-            first("vw_peer0_v6"),
-            first("vw_peer1_v4")
+            "{}{}{}{}",
+            first("vw_name0_v4"),
+            first("vw_name0_v6"),
+            first("vw_name1_v4"),
+            first("vw_name2_v4")
         );
-        all.contains("203.0.113.7") && all.contains("2001:db8::7") && all.contains("203.0.113.20")
+        all.contains("203.0.113.7")
+            && all.contains("2001:db8::7")
+            && all.contains("203.0.113.20")
+            && all.contains("203.0.113.30")
     });
     let before = handles();
     let protected = |addr: &str| {
@@ -456,22 +461,25 @@ fn trunk_names_follow_dns_without_a_reload() {
     // The record moves.
     std::fs::write(
         &hosts,
-        "203.0.113.8 trunk.lab.example\n2001:db8::8 trunk.lab.example\n203.0.113.20 pbx-b.lab.example\n",
+        "203.0.113.8 trunk.lab.example\n2001:db8::8 trunk.lab.example\n203.0.113.20 pbx-b.lab.example\n203.0.113.31 remote.lab.example\n",
     )
     .unwrap();
     must(&["kill", "-HUP", &dnsmasq_pid()]);
     let t0 = Instant::now();
     ns.until("the set to follow the new record", || {
         let all = format!(
-            "{}{}{}",
-            set("vw_peer0_v4"),
-            set("vw_peer0_v6"),
-            set("vw_peer1_v4")
+            "{}{}{}{}",
+            set("vw_name0_v4"),
+            set("vw_name0_v6"),
+            set("vw_name1_v4"),
+            set("vw_name2_v4")
         );
         all.contains("203.0.113.8")
             && all.contains("2001:db8::8")
             && !all.contains("203.0.113.7")
             && !all.contains("2001:db8::7")
+            && all.contains("203.0.113.31")
+            && !all.contains("203.0.113.30")
     });
     eprintln!(
         "set followed the changed record in {} ms",
@@ -501,7 +509,7 @@ fn trunk_names_follow_dns_without_a_reload() {
             })
         })
     });
-    let all = format!("{}{}", set("vw_peer0_v4"), set("vw_peer1_v4"));
+    let all = format!("{}{}", set("vw_name0_v4"), set("vw_name1_v4"));
     assert!(
         all.contains("203.0.113.8") && all.contains("203.0.113.20"),
         "{all}"

@@ -19,6 +19,8 @@ struct Shared {
     tracker: Tracker,
     /// host → (IPv4 set, IPv6 set).
     sets: BTreeMap<String, (String, String)>,
+    /// Hosts detection must never ban (peers, allow list, trusted).
+    protected: BTreeSet<String>,
     client: Client,
     /// Set changes made, for status.
     updates: u64,
@@ -46,6 +48,7 @@ impl Names {
         let shared = Arc::new(Mutex::new(Shared {
             tracker: Tracker::new(Settings::default()),
             sets: BTreeMap::new(),
+            protected: BTreeSet::new(),
             client: Client {
                 servers: Vec::new(),
                 timeout: Duration::from_millis(700),
@@ -88,6 +91,12 @@ impl Names {
             .map(|n| (n.host.clone(), (n.v4.clone(), n.v6.clone())))
             .collect();
         g.client = crate::context::dns_client(policy);
+        g.protected = rs
+            .names
+            .iter()
+            .filter(|n| n.protect)
+            .map(|n| n.host.clone())
+            .collect();
     }
 
     /// Tells the engine thread (through its input channel) when a name's
@@ -184,7 +193,7 @@ fn run(shared: &Arc<Mutex<Shared>>, started: Instant, stop: &AtomicBool) {
             {
                 let mut g = shared.lock().expect("names lock");
                 g.updates += 1;
-                if let Some((tx, waker)) = &g.notify {
+                if let (Some((tx, waker)), true) = (&g.notify, g.protected.contains(&host)) {
                     let _ = tx.send(super::Input::PeerMoved {
                         add: c.add.clone(),
                         remove: c.remove.clone(),
