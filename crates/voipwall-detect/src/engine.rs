@@ -809,7 +809,8 @@ impl Engine {
                     }
                 }
             }
-            401 | 407 if t.has_auth => {
+            // A refused retry that carried credentials: a failed authentication.
+            401 | 403 | 407 if t.has_auth => {
                 self.count_kind(
                     now,
                     dst,
@@ -821,17 +822,6 @@ impl Engine {
                 );
             }
             401 | 407 => self.add_pending(now, dst, call, t.user, t.toll),
-            403 if t.has_auth => {
-                self.count_kind(
-                    now,
-                    dst,
-                    RuleKind::AuthFailure,
-                    What::AuthFailed,
-                    user_bytes,
-                    origin,
-                    None,
-                );
-            }
             code => {
                 let unknown = self
                     .rule_index(RuleKind::Enumeration)

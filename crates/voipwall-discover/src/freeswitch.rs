@@ -339,9 +339,8 @@ fn profile_listeners(d: &mut Discovery, p: &Profile) {
     }
     for (key, service) in [("ws-binding", "sip-ws"), ("wss-binding", "sip-wss")] {
         if let Some((v, o)) = param(key)
-            && let Some(pn) = split_host_port(v.trim_start_matches(':'))
-                .1
-                .or_else(|| v.rsplit(':').next().and_then(|s| s.parse().ok()))
+            // `:7443`, `0.0.0.0:7443`, `[::]:7443`: the port follows the last colon.
+            && let Some(pn) = v.rsplit(':').next().and_then(|s| s.trim().parse().ok())
         {
             d.listeners.push(Listener {
                 service: service.into(),

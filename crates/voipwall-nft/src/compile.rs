@@ -118,7 +118,6 @@ struct Names<'a> {
 }
 
 impl Names<'_> {
-    #[allow(clippy::too_many_arguments)]
     fn get(
         &mut self,
         h: &str,
@@ -185,22 +184,6 @@ fn name_matches(ns: &NameSet) -> [Match; 2] {
     ]
 }
 
-/// Expands a network spec into prefixes (hostnames through `resolved`).
-fn expand(spec: &NetSpec, input: &CompileInput, notes: &mut Vec<String>, what: &str) -> Vec<IpNet> {
-    match spec {
-        NetSpec::Net(n) => vec![*n],
-        NetSpec::Host(h) => match input.resolved.get(h) {
-            Some(addrs) if !addrs.is_empty() => addrs.iter().map(|a| IpNet::from(*a)).collect(),
-            _ => {
-                notes.push(format!(
-                    "{what}: hostname `{h}` did not resolve; it is left out until it does"
-                ));
-                Vec::new()
-            }
-        },
-    }
-}
-
 /// List entries per family, split into single addresses (hash set) and
 /// aggregated prefixes (interval set): `[hosts_v4, hosts_v6, nets_v4, nets_v6]`.
 /// 100,000 single addresses load in about a quarter of the time as hash
@@ -221,17 +204,11 @@ fn list_elements<'p>(
             ));
             continue;
         }
-        if matches!(e.net, NetSpec::Host(_)) {
+        match &e.net {
+            NetSpec::Net(n) => nets.push(*n),
             // Names get their own sets (kept current by the daemon).
-            hosts.push(e);
-            continue;
+            NetSpec::Host(_) => hosts.push(e),
         }
-        nets.extend(expand(
-            &e.net,
-            input,
-            notes,
-            &format!("{kind} {}", e.origin),
-        ));
     }
     let agg = IpNet::aggregate(&nets);
     let mut out: [Vec<Element>; 4] = Default::default();
@@ -393,13 +370,12 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
 
     let mut zone_nets: [Vec<(IpNet, Zone)>; 2] = [Vec::new(), Vec::new()];
     for n in &policy.networks {
-        if let NetSpec::Host(h) = &n.net {
-            zone_hosts.push((h, n.zone, n.origin.to_string()));
-            continue;
-        }
-        for net in expand(&n.net, input, &mut notes, &format!("network {}", n.origin)) {
-            let idx = usize::from(!matches!(net, IpNet::V4(_)));
-            zone_nets[idx].push((net, n.zone));
+        match &n.net {
+            NetSpec::Net(net) => {
+                let idx = usize::from(!matches!(net, IpNet::V4(_)));
+                zone_nets[idx].push((*net, n.zone));
+            }
+            NetSpec::Host(h) => zone_hosts.push((h, n.zone, n.origin.to_string())),
         }
     }
     for (idx, f) in [Family::V4, Family::V6].into_iter().enumerate() {
