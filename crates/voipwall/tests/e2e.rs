@@ -52,13 +52,7 @@ impl Lab {
     }
 
     fn new() -> Self {
-        // Tests run as threads of one process: a counter keeps labs apart.
-        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let id = format!(
-            "{}{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-        );
+        let id = common::lab_id();
         let dir = std::env::temp_dir().join(format!("voipwall-e2e-{id}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();

@@ -13,10 +13,7 @@ use common::{must, run};
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 const FW_V4: &str = "203.0.113.1";
 const FW_V6: &str = "2001:db8:1::1";
@@ -39,11 +36,7 @@ struct Lab {
 
 impl Lab {
     fn new() -> Self {
-        let id = format!(
-            "{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        );
+        let id = common::lab_id();
         let dir = std::env::temp_dir().join(format!("voipwall-test-{id}"));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let lab = Self {

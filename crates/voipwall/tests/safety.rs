@@ -26,14 +26,7 @@ struct Lab {
 
 impl Lab {
     fn new() -> Self {
-        // Tests run in parallel threads of one process: the pid alone
-        // would give two labs the same namespaces.
-        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let id = format!(
-            "{}{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-        );
+        let id = common::lab_id();
         let lab = Self {
             fw: format!("vwt-s{id}-fw"),
             admin: format!("vwt-s{id}-adm"),

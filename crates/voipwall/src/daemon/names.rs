@@ -11,16 +11,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use voipwall_dns::{Client, Settings, Tracker};
-use voipwall_nft::{Family, Ruleset};
+use voipwall_nft::{Family, NameSet, Ruleset};
 use voipwall_policy::Policy;
 use voipwall_sys::netlink::{Elem, SetElements};
 
 struct Shared {
     tracker: Tracker,
-    /// host → (IPv4 set, IPv6 set).
-    sets: BTreeMap<String, (String, String)>,
-    /// Hosts detection must never ban (peers, allow list, trusted).
-    protected: BTreeSet<String>,
+    /// The compiled ruleset's names: sets and whether detection must never
+    /// ban their addresses.
+    names: BTreeMap<String, NameSet>,
     client: Client,
     /// Set changes made, for status.
     updates: u64,
@@ -47,8 +46,7 @@ impl Names {
     pub(crate) fn start(stop: Arc<AtomicBool>) -> std::io::Result<Self> {
         let shared = Arc::new(Mutex::new(Shared {
             tracker: Tracker::new(Settings::default()),
-            sets: BTreeMap::new(),
-            protected: BTreeSet::new(),
+            names: BTreeMap::new(),
             client: Client {
                 servers: Vec::new(),
                 timeout: Duration::from_millis(700),
@@ -85,18 +83,12 @@ impl Names {
         let mut g = self.shared.lock().expect("names lock");
         g.tracker.set_settings(settings(policy));
         g.tracker.set_names(now, names);
-        g.sets = rs
+        g.names = rs
             .names
             .iter()
-            .map(|n| (n.host.clone(), (n.v4.clone(), n.v6.clone())))
+            .map(|n| (n.host.clone(), n.clone()))
             .collect();
         g.client = crate::context::dns_client(policy);
-        g.protected = rs
-            .names
-            .iter()
-            .filter(|n| n.protect)
-            .map(|n| n.host.clone())
-            .collect();
     }
 
     /// Tells the engine thread (through its input channel) when a name's
@@ -154,12 +146,12 @@ fn run(shared: &Arc<Mutex<Shared>>, started: Instant, stop: &AtomicBool) {
             if let Err(e) = &outcome {
                 tracing::warn!(host = %host, error = %e, "Name lookup failed; the last good addresses stay.");
             }
-            let (change, sets) = {
+            let (change, name) = {
                 let mut g = shared.lock().expect("names lock");
                 let c = g.tracker.record(ms(started), &host, outcome);
-                (c, g.sets.get(&host).cloned())
+                (c, g.names.get(&host).cloned())
             };
-            let (Some(c), Some((v4, v6))) = (change, sets) else {
+            let (Some(c), Some(ns)) = (change, name) else {
                 continue;
             };
             if nl.is_none() {
@@ -170,9 +162,9 @@ fn run(shared: &Arc<Mutex<Shared>>, started: Instant, stop: &AtomicBool) {
             let Some(sock) = nl.as_mut() else { continue };
             let set_of = |a: &IpAddr| {
                 if Family::of(a) == Family::V4 {
-                    &v4
+                    &ns.v4
                 } else {
-                    &v6
+                    &ns.v6
                 }
             };
             for a in &c.add {
@@ -193,7 +185,7 @@ fn run(shared: &Arc<Mutex<Shared>>, started: Instant, stop: &AtomicBool) {
             {
                 let mut g = shared.lock().expect("names lock");
                 g.updates += 1;
-                if let (Some((tx, waker)), true) = (&g.notify, g.protected.contains(&host)) {
+                if let (Some((tx, waker)), true) = (&g.notify, ns.protect) {
                     let _ = tx.send(super::Input::PeerMoved {
                         add: c.add.clone(),
                         remove: c.remove.clone(),

@@ -1,6 +1,7 @@
 //! Helpers shared by the real-kernel test files (`mod common;` in each).
 
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Runs a command; panics only if it cannot be started.
 pub(crate) fn run(args: &[&str]) -> Output {
@@ -20,4 +21,16 @@ pub(crate) fn must(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// An id for one lab: tests run as threads of one process, so the pid alone
+/// would give two labs the same namespace names.
+#[allow(dead_code)] // not every test file builds labs
+pub(crate) fn lab_id() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
 }
