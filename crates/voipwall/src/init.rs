@@ -10,7 +10,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use ipnet::IpNet;
-use voipwall_policy::{Catalog, Preset, Zone};
+use voipwall_policy::{Preset, Zone};
 
 use crate::Invalid;
 use crate::audit::Listening;
@@ -79,10 +79,9 @@ pub(crate) fn pick_preset<'a>(
         })
 }
 
-/// The policy text. Pure: the host view and the catalog come in.
+/// The policy text. Pure: the host view and the chosen preset come in.
 pub(crate) fn render(
     view: &HostView,
-    catalog: &Catalog,
     preset: Option<(&Preset, String)>,
     sshd_ports: &[u16],
 ) -> String {
@@ -251,7 +250,6 @@ pub(crate) fn render(
     o.push_str("# Point these elsewhere, or set one to false to skip it.\n");
     o.push_str("asterisk = \"/etc/asterisk\"\nfreeswitch = \"/etc/freeswitch\"\nkamailio = \"/etc/kamailio\"\n\n");
     o.push_str("[detect]\n# \"observe\" logs what would be banned and bans nothing; \"enforce\" bans.\nmode = \"enforce\"\n");
-    let _ = catalog;
     o
 }
 
@@ -341,7 +339,7 @@ pub(crate) fn run(cli: &crate::Cli, a: &InitArgs) -> anyhow::Result<()> {
         None => pick_preset(catalog.presets.values(), &|p| Path::new(p).exists())
             .map(|(p, hits)| (p, format!("detected: {} exists", hits.join(", ")))),
     };
-    let text = render(&view, &catalog, preset, &sshd);
+    let text = render(&view, preset, &sshd);
 
     // The generated policy must load, and must keep every live session.
     let tmp = std::env::temp_dir().join(format!("voipwall-init-{}.toml", std::process::id()));
@@ -413,7 +411,8 @@ mod tests {
     #[test]
     fn presets_detected_by_their_first_path() {
         let mut sm = voipwall_policy::SourceMap::default();
-        let (cat, _) = Catalog::load(&voipwall_policy::DataFile::builtin(), &mut sm);
+        let (cat, _) =
+            voipwall_policy::Catalog::load(&voipwall_policy::DataFile::builtin(), &mut sm);
         let pick = |paths: &[&str]| {
             pick_preset(cat.presets.values(), &|p| paths.contains(&p)).map(|(p, _)| p.name.clone())
         };
