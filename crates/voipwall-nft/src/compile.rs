@@ -417,6 +417,26 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
         negate: false,
     };
     let mut pre = vec![rule(vec![Match::Loopback], Action::Accept, "loopback")];
+    // Management is never banned, flood-limited or rate-limited: it skips
+    // every ban, block and meter here (zones still decide what it reaches).
+    for family in [Family::V4, Family::V6] {
+        let nets: Vec<IpNet> = IpNet::aggregate(
+            &policy
+                .host
+                .management
+                .iter()
+                .copied()
+                .filter(|n| (family == Family::V4) == matches!(n, IpNet::V4(_)))
+                .collect(),
+        );
+        if !nets.is_empty() {
+            pre.push(rule(
+                vec![Match::SaddrNets { family, nets }],
+                Action::Accept,
+                "management networks skip bans, blocks and flood guards ([host] management)",
+            ));
+        }
+    }
     for f in [Family::V4, Family::V6] {
         for (stem, comment) in [
             ("allow", "allow list skips ban lookups"),

@@ -11,7 +11,9 @@ mod explain;
 pub mod export;
 pub mod flatten;
 mod ir;
+pub mod protect;
 mod render;
+pub mod sets;
 
 pub use compile::{
     BAN_SET_SIZE, CompileInput, METER_SIZE, NFLOG_SNAPLEN, compile, counters, zone_chain,

@@ -115,6 +115,9 @@ pub(crate) struct RawDetect {
     pub(crate) settings: DetectSettings,
     /// Rule ids as written, for the catalog check.
     pub(crate) rule_keys: Vec<(String, FileId, Range<usize>)>,
+    /// Where `group_v4` / `group_v6` were written (absent: they follow
+    /// `[bans] ipv4_prefix` / `ipv6_prefix` for IPv6, /32 for IPv4).
+    pub(crate) group_at: [Option<(FileId, Range<usize>)>; 2],
 }
 
 const EVENTS: &[&str] = &[
@@ -174,11 +177,13 @@ pub(crate) fn walk(w: &mut Walker<'_>, t: &Table<'_>, sources: &SourceMap, raw: 
         && let Some(n) = w.int(v, "group_v4", 8, 32)
     {
         s.group_v4 = u8::try_from(n).expect("range checked");
+        raw.group_at[0] = Some((w.file, v.span()));
     }
     if let Some(v) = get(t, "group_v6")
         && let Some(n) = w.int(v, "group_v6", 16, 128)
     {
         s.group_v6 = u8::try_from(n).expect("range checked");
+        raw.group_at[1] = Some((w.file, v.span()));
     }
     if let Some(v) = get(t, "max_sources")
         && let Some(n) = w.int(v, "max_sources", 1000, 100_000_000)

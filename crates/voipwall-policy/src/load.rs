@@ -1052,6 +1052,37 @@ fn resolve(
     let allow = list(&raw.allow, "allow", diags);
     let block = list(&raw.block, "block", diags);
 
+    // Grouped counting bans the group, and prefix bans use the kernel's
+    // mask: the two must agree. Unset, IPv6 grouping follows the ban prefix.
+    let mut detect = raw.detect.settings.clone();
+    if raw.detect.group_at[1].is_none() {
+        detect.group_v6 = bans.ipv6_prefix;
+    }
+    for (i, (group, prefix, full, key)) in [
+        (detect.group_v4, bans.ipv4_prefix, 32, "ipv4_prefix"),
+        (detect.group_v6, bans.ipv6_prefix, 128, "ipv6_prefix"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if group != full && group != prefix {
+            let (file, span) = raw.detect.group_at[i]
+                .clone()
+                .expect("only an explicit group can differ");
+            diags.push(
+                Diagnostic::error(
+                    file,
+                    span,
+                    format!(
+                        "[detect] group_v{} = {group} needs [bans] {key} = {group} (now {prefix}): prefix bans use the kernel's mask",
+                        if i == 0 { 4 } else { 6 }
+                    ),
+                )
+                .label("differs from the ban prefix")
+                .help(format!("set [bans] {key} = {group}, or group_v{} = {prefix}", if i == 0 { 4 } else { 6 })),
+            );
+        }
+    }
     if !catalog.rule_ids.is_empty() {
         for (id, file, span) in &raw.detect.rule_keys {
             if !catalog.rule_ids.contains(id) {
@@ -1089,7 +1120,7 @@ fn resolve(
         allow,
         block,
         host,
-        detect: raw.detect.settings.clone(),
+        detect,
         safe_mode: raw.safe_mode,
         discover: raw.discover.clone(),
         peers: Vec::new(),

@@ -267,28 +267,60 @@ fn is_hostname(s: &str) -> bool {
         })
 }
 
-/// Parses `30s`, `10m`, `1h`, `1d`, `7d`, `2w` into seconds.
+/// The longest duration voipwall accepts anywhere (ten years). Bans are
+/// kernel set timeouts: one out-of-range element makes the kernel refuse a
+/// whole restore batch, so nothing longer ever reaches it; `permanent` is
+/// how an operator asks for no end at all.
+pub const MAX_DURATION_SECS: u64 = 3650 * 86_400;
+
+/// The one duration grammar of policy files, rule files and the command
+/// line: integers with `s`, `m`, `h`, `d` or `w`, joined (`90s`, `1h30m`,
+/// `7d`). Zero, fractions of a second, negative and overlong durations are
+/// refused with a message that says why. Returns seconds.
 pub fn parse_duration(s: &str) -> Result<u64, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration: expected e.g. `30s`, `10m`, `1h`, `7d`"))?;
-    let mult = match unit {
-        "s" | "" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        "w" => 7 * 86400,
-        _ => {
-            return Err(format!(
-                "unknown duration unit `{unit}`: use s, m, h, d or w"
-            ));
+    if s.starts_with('-') {
+        return Err(format!(
+            "`{s}` is negative: a duration is e.g. `30s`, `1h30m`, `7d`"
+        ));
+    }
+    let ms = voipwall_detect::time::parse_duration(s).map_err(|_| {
+        let unit: String = s
+            .chars()
+            .skip_while(char::is_ascii_digit)
+            .take_while(char::is_ascii_alphabetic)
+            .collect();
+        let known = ["ms", "s", "m", "h", "d", "w"].contains(&unit.as_str());
+        if s.starts_with(|c: char| c.is_ascii_digit()) && !unit.is_empty() && !known {
+            format!("unknown duration unit `{unit}`: use s, m, h, d or w (e.g. `1h30m`)")
+        } else {
+            format!("`{s}` is not a duration: expected e.g. `30s`, `10m`, `1h30m`, `7d`")
         }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("duration `{s}` is too long"))
+    })?;
+    if ms == 0 {
+        return Err(format!(
+            "`{s}` is zero: a duration must be longer than zero"
+        ));
+    }
+    if !ms.is_multiple_of(1000) {
+        return Err(format!("`{s}`: durations are whole seconds"));
+    }
+    let secs = ms / 1000;
+    if secs > MAX_DURATION_SECS {
+        return Err(format!(
+            "`{s}` is too long: at most {}d (use `permanent` for no end)",
+            MAX_DURATION_SECS / 86_400
+        ));
+    }
+    Ok(secs)
+}
+
+/// A ban or list duration: [`parse_duration`], or `permanent` (`None`).
+pub fn parse_ban_duration(s: &str) -> Result<Option<u64>, String> {
+    if s.trim().eq_ignore_ascii_case("permanent") {
+        return Ok(None);
+    }
+    parse_duration(s).map(Some)
 }
 
 /// Renders seconds the way nft writes timeouts (`1h`, `1d`, `90s`).
@@ -662,5 +694,13 @@ mod tests {
         assert_eq!(format_duration(90), "90s");
         assert!(parse_duration("1y").is_err());
         assert!(parse_duration("h").is_err());
+        assert_eq!(parse_duration("1h30m").unwrap(), 5400);
+        assert!(parse_duration("0s").unwrap_err().contains("zero"));
+        assert!(parse_duration("-5m").unwrap_err().contains("negative"));
+        assert!(parse_duration("100000w").unwrap_err().contains("too long"));
+        assert!(parse_duration("18446744073709552s").is_err());
+        assert!(parse_duration("500ms").is_err());
+        assert_eq!(parse_ban_duration("permanent").unwrap(), None);
+        assert_eq!(parse_ban_duration("2h").unwrap(), Some(7200));
     }
 }

@@ -39,6 +39,22 @@ pub enum StoreError {
     /// SQLite refused an operation.
     #[error("store: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// Written by a newer voipwall: refused, never discarded.
+    #[error(
+        "the store was written by a newer voipwall (schema {found}, this one reads up to {supported}); it is left untouched: run the newer voipwall, or move the file aside yourself"
+    )]
+    NewerSchema {
+        /// The file's schema.
+        found: i64,
+        /// This build's.
+        supported: i64,
+    },
+    /// Another process held the database locked for longer than the wait.
+    #[error("the store is locked by another process (waited {waited_ms} ms); it is left untouched")]
+    Locked {
+        /// How long was waited.
+        waited_ms: u64,
+    },
     /// The file could not be moved aside or created.
     #[error("store file {path}: {source}")]
     Io {
@@ -94,6 +110,14 @@ pub struct BanRecord {
 }
 
 impl BanRecord {
+    /// The end of a ban without one (`--for permanent`, `block`).
+    pub const PERMANENT: Timestamp = Timestamp(0x7fff_ffff_ffff_ffff);
+
+    /// Whether the ban has no end.
+    pub fn is_permanent(&self) -> bool {
+        self.end >= Self::PERMANENT
+    }
+
     /// The record of a detection engine ban.
     pub fn from_ban(b: &Ban, origin: &str) -> Self {
         Self {
@@ -200,6 +224,9 @@ pub struct Counts {
     pub audit: u64,
 }
 
+/// How long opening waits for a store another process holds.
+const LOCK_WAIT_MS: u64 = 30_000;
+
 /// The store.
 pub struct Store {
     conn: Connection,
@@ -219,6 +246,7 @@ impl Store {
                     Opened::Created
                 },
             )),
+            Err(e @ (StoreError::NewerSchema { .. } | StoreError::Locked { .. })) => Err(e),
             Err(e) if existed => {
                 let reason = e.to_string();
                 let mut n = 0;
@@ -260,23 +288,44 @@ impl Store {
             })?;
         }
         let conn = Connection::open(path)?;
-        let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        // Only root reads bans, evidence and the audit log.
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
+        // A store another process holds (a CLI mid-write, a backup) is
+        // waited for, never taken for corrupt.
+        conn.busy_timeout(std::time::Duration::from_millis(LOCK_WAIT_MS))?;
+        let busy = |e: rusqlite::Error| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                StoreError::Locked {
+                    waited_ms: LOCK_WAIT_MS,
+                }
+            }
+            _ => StoreError::Sql(e),
+        };
+        let check: String = conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(busy)?;
         if check != "ok" {
             return Err(StoreError::Sql(rusqlite::Error::SqliteFailure(
                 rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
                 Some(format!("quick_check: {check}")),
             )));
         }
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(busy)?;
         if version > SCHEMA {
-            return Err(StoreError::Sql(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISMATCH),
-                Some(format!(
-                    "schema version {version} is newer than this voipwall ({SCHEMA})"
-                )),
-            )));
+            return Err(StoreError::NewerSchema {
+                found: version,
+                supported: SCHEMA,
+            });
         }
-        Self::init(conn)
+        Self::init(conn).map_err(|e| match e {
+            StoreError::Sql(se) => busy(se),
+            o => o,
+        })
     }
 
     fn init(conn: Connection) -> Result<Self, StoreError> {

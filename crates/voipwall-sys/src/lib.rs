@@ -8,6 +8,7 @@
 //! - [`nflog`]: packet copies from an NFLOG group, batched and walked in place.
 #![warn(missing_docs)]
 
+pub mod bans;
 pub mod netlink;
 pub mod nflog;
 pub mod nft;

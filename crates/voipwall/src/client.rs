@@ -206,51 +206,6 @@ pub(crate) fn bans(
     print(&s)
 }
 
-/// `voipwall ban` through the daemon.
-pub(crate) fn ban(
-    cli: &Cli,
-    c: &mut Client,
-    target: &str,
-    seconds: u64,
-    reason: &str,
-    exact: bool,
-) -> anyhow::Result<()> {
-    let v = checked(c.call(&Request::Ban {
-        target: target.to_string(),
-        seconds,
-        reason: reason.to_string(),
-        exact,
-    })?)?;
-    if cli.json {
-        return print(&v.to_string());
-    }
-    print(&format!(
-        "banned {} for {} ({reason}) in {} (recorded by the daemon)",
-        v["banned"].as_str().unwrap_or(target),
-        voipwall_policy::format_duration(seconds),
-        v["set"].as_str().unwrap_or("?")
-    ))
-}
-
-/// `voipwall unban` through the daemon.
-pub(crate) fn unban(cli: &Cli, c: &mut Client, target: &str) -> anyhow::Result<()> {
-    let v = checked(c.call(&Request::Unban {
-        target: target.to_string(),
-    })?)?;
-    if cli.json {
-        return print(&v.to_string());
-    }
-    let lifted: Vec<&str> = v["lifted"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    if lifted.is_empty() {
-        print(&format!("no ban covers {target}"))
-    } else {
-        print(&format!("lifted {}", lifted.join(", ")))
-    }
-}
-
 /// `voipwall explain <addr>`: what detection knows (rule, events, ban end).
 pub(crate) fn explain_detection(cli: &Cli, addr: IpAddr) -> anyhow::Result<()> {
     let v = checked(must()?.call(&Request::Explain {
@@ -326,32 +281,4 @@ pub(crate) fn explain_detection(cli: &Cli, addr: IpAddr) -> anyhow::Result<()> {
         "  {stored} ban(s) of it in the store (voipwall bans --all)\n"
     ));
     print(&s).context("writing")
-}
-
-/// `voipwall allow` through the daemon (detection learns it too).
-pub(crate) fn allow(
-    cli: &Cli,
-    c: &mut Client,
-    target: &str,
-    seconds: Option<u64>,
-    delete: bool,
-) -> anyhow::Result<()> {
-    let v = checked(c.call(&Request::Allow {
-        target: target.to_string(),
-        seconds,
-        delete,
-    })?)?;
-    if cli.json {
-        return print(&v.to_string());
-    }
-    if delete {
-        return print(&format!("removed {target} from the runtime allow list"));
-    }
-    print(&format!(
-        "allowed {}{} (the daemon will not ban it either)",
-        target,
-        seconds
-            .map(|s| format!(" for {}", voipwall_policy::format_duration(s)))
-            .unwrap_or_else(|| " until removed".into())
-    ))
 }

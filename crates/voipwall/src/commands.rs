@@ -5,14 +5,15 @@ use std::io::Write as _;
 use std::net::IpAddr;
 
 use anyhow::{Context as _, bail};
-use ipnet::IpNet;
 use serde_json::json;
 use voipwall_nft::{DynamicSets, NoDynamic, Packet, explain, render};
-use voipwall_policy::{Policy, Severity, display_net, parse_duration, parse_net, parse_port_specs};
-use voipwall_sys::netlink::{Elem, SetElements};
+use voipwall_policy::{
+    Policy, Severity, display_net, parse_ban_duration, parse_duration, parse_port_specs,
+};
 use voipwall_sys::nft;
 
 use crate::context::{compile_policy, host_facts, load_policy};
+use crate::plane::{Op, Verb};
 use crate::{Cli, Cmd, Invalid};
 
 /// Dispatches a parsed command line.
@@ -49,45 +50,55 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
             duration,
             reason,
             exact,
-        } => match (target, file) {
-            (_, Some(f)) => ban_file(cli, f, duration.as_deref(), reason, *exact),
-            (Some(t), None) => match crate::client::daemon() {
-                Some(mut c) => {
-                    let secs = match duration.as_deref() {
-                        Some(d) => parse_duration(d)
-                            .map_err(|e| Invalid(format!("error: --for {d}: {e}")))?,
-                        None => policy_or_default(cli).map_or(3600, |p| p.bans.default_ttl),
-                    };
-                    crate::client::ban(cli, &mut c, t, secs, reason, *exact)
+            force,
+        } => {
+            let (targets, labels) = match (target, file) {
+                (_, Some(f)) => read_targets(f)?,
+                (Some(t), None) => (vec![t.clone()], Vec::new()),
+                (None, None) => {
+                    return Err(Invalid("error: give an address or --file".into()).into());
                 }
-                None => ban(cli, t, duration.as_deref(), reason, *exact),
-            },
-            (None, None) => Err(Invalid("error: give an address or --file".into()).into()),
-        },
-        Cmd::Unban { target } => match crate::client::daemon() {
-            Some(mut c) => crate::client::unban(cli, &mut c, target),
-            None => unban(cli, target),
-        },
+            };
+            let seconds = match duration.as_deref() {
+                Some(d) => for_duration(d)?,
+                None => Some(policy_or_default(cli).map_or(3600, |p| p.bans.default_ttl)),
+            };
+            runtime(
+                cli,
+                Op {
+                    verb: Verb::Ban,
+                    targets,
+                    labels,
+                    seconds,
+                    reason: reason.clone(),
+                    exact: *exact,
+                    force: *force,
+                },
+            )
+        }
+        Cmd::Unban { target } => runtime(cli, Op::simple(Verb::Unban, target, None)),
         Cmd::Allow {
             target,
             duration,
             delete,
-        } => match crate::client::daemon() {
-            Some(mut c) => {
-                let secs = duration
-                    .as_deref()
-                    .map(parse_duration)
-                    .transpose()
-                    .map_err(|e| Invalid(format!("error: --for: {e}")))?;
-                crate::client::allow(cli, &mut c, target, secs, *delete)
-            }
-            None => runtime_list(cli, "allowrt", target, duration.as_deref(), *delete),
-        },
+        } => {
+            let verb = if *delete { Verb::Disallow } else { Verb::Allow };
+            let secs = duration.as_deref().map(for_duration).transpose()?.flatten();
+            runtime(cli, Op::simple(verb, target, secs))
+        }
         Cmd::Block {
             target,
             duration,
             delete,
-        } => runtime_list(cli, "bannet", target, duration.as_deref(), *delete),
+            force,
+        } => {
+            let verb = if *delete { Verb::Unblock } else { Verb::Block };
+            let secs = duration.as_deref().map(for_duration).transpose()?.flatten();
+            let mut op = Op::simple(verb, target, secs);
+            op.force = *force;
+            op.reason = "block".into();
+            runtime(cli, op)
+        }
         Cmd::Bans { all, rule, kernel } => match crate::client::daemon().filter(|_| !kernel) {
             Some(mut c) => crate::client::bans(cli, &mut c, *all, rule.clone()),
             None => bans(cli),
@@ -288,86 +299,50 @@ fn compile_cmd(cli: &Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Interfaces the policy names that this host does not have.
-fn missing_interfaces(policy: &Policy) -> Vec<String> {
-    let have = nft::interface_names();
-    policy
-        .interfaces
-        .iter()
-        .filter(|i| !have.contains(&i.name))
-        .map(|i| {
-            format!(
-                "{}: interface `{}` does not exist on this host",
-                i.origin, i.name
-            )
-        })
-        .collect()
-}
-
 fn apply(cli: &Cli, confirm: Option<&str>, force: bool) -> anyhow::Result<()> {
-    let facts = host_facts();
-    let l = load_policy(&cli.config, &cli.catalog_dirs, &facts)?;
-    let missing = missing_interfaces(&l.policy);
-    if !missing.is_empty() {
-        return Err(Invalid(format!("error: {}\nerror: policy refused; nothing was applied, the running ruleset is unchanged", missing.join("\nerror: "))).into());
-    }
     let confirm = confirm
         .map(|c| parse_duration(c).map_err(|e| Invalid(format!("error: --confirm {c}: {e}"))))
         .transpose()?
         .map(std::time::Duration::from_secs);
-    let rs = compile_policy(&l.policy);
-    let sshd = facts.sshd_ports.clone().unwrap_or_else(|| vec![22]);
-    let lockout = crate::safety::lockout_problems(&l.policy, &rs, &sshd);
-    if !lockout.is_empty() {
-        if !force {
-            return Err(Invalid(format!(
-                "error: {}\nerror: refused: this policy would lock the operator out; nothing was applied (--force applies it anyway, best with --confirm)",
-                lockout.join("\nerror: ")
-            ))
-            .into());
-        }
-        for p in &lockout {
-            eprintln!("warning (--force): {p}");
-        }
-    }
-    let script = render(&rs);
-    let generation = crate::safety::begin_apply(
-        &cli.state_dir,
-        &script,
-        &cli.config.display().to_string(),
+    let a = crate::safety::apply_path(&crate::safety::ApplyRequest {
+        config: &cli.config,
+        catalog_dirs: &cli.catalog_dirs,
+        state_dir: &cli.state_dir,
         confirm,
-    )?;
-    let started = std::time::Instant::now();
-    let applied = nft::apply_script(&script);
-    crate::safety::finish_apply(&cli.state_dir, generation, applied.is_ok())?;
-    applied.context(
-        "applying ruleset to table inet voipwall; the previous ruleset is still in place",
-    )?;
-    let took = started.elapsed();
+        force,
+        actor: "cli",
+    })?;
+    for p in &a.forced {
+        eprintln!("warning (--force): {p}");
+    }
     if let Some(c) = confirm {
         eprintln!(
-            "generation {generation} applied; run `voipwall confirm` within {} or it is rolled back",
+            "generation {} applied; run `voipwall confirm` within {} or it is rolled back",
+            a.generation,
             voipwall_policy::format_duration(c.as_secs())
         );
     }
+    let rs = &a.ruleset;
     let rules: usize = rs.chains.iter().map(|c| c.rules.len()).sum();
     if cli.json {
-        out(&json!({"applied": true, "rules": rules, "sets": rs.sets.len(), "notes": rs.notes, "seconds": took.as_secs_f64()}).to_string())
+        out(&json!({"applied": true, "generation": a.generation, "rules": rules, "sets": rs.sets.len(), "notes": rs.notes, "seconds": a.took.as_secs_f64()}).to_string())
     } else {
         for n in &rs.notes {
             eprintln!("note: {n}");
         }
-        for w in l
+        for w in a
+            .loaded
             .warnings
             .iter()
             .filter(|d| d.severity == Severity::Warning)
         {
-            eprintln!("{}", w.render(&l.sources));
+            eprintln!("{}", w.render(&a.loaded.sources));
         }
         out(&format!(
-            "applied table inet voipwall: {rules} rules, {} sets, in {:.0} ms; bans and known endpoints kept",
+            "applied table inet voipwall (generation {}): {rules} rules, {} sets, in {:.0} ms; bans and known endpoints kept",
+            a.generation,
             rs.sets.len(),
-            took.as_secs_f64() * 1000.0
+            a.took.as_secs_f64() * 1000.0
         ))
     }
 }
@@ -531,66 +506,6 @@ fn policy_or_default(cli: &Cli) -> Option<Policy> {
     }
 }
 
-fn parse_target(target: &str) -> anyhow::Result<IpNet> {
-    parse_net(target).map_err(|e| Invalid(format!("error: `{target}`: {e}")).into())
-}
-
-/// The host's own addresses: configured ones plus those the policy names.
-fn own_addresses(policy: Option<&Policy>) -> Vec<IpAddr> {
-    let mut own = nft::host_addresses();
-    if let Some(p) = policy {
-        own.extend(p.host.addresses.iter().copied());
-    }
-    own
-}
-
-/// Refuses targets that would cut the host off or lock out the administrators.
-/// The sources of live management sessions, read once per command.
-fn session_sources(policy: Option<&Policy>) -> Vec<IpAddr> {
-    let sshd = host_facts().sshd_ports.unwrap_or_else(|| vec![22]);
-    crate::safety::session_sources(policy, &sshd)
-}
-
-fn refuse_protected(
-    net: &IpNet,
-    policy: Option<&Policy>,
-    own: &[IpAddr],
-    sessions: &[IpAddr],
-) -> anyhow::Result<()> {
-    if net.addr().is_loopback()
-        || net.contains(&IpAddr::from([127, 0, 0, 1]))
-        || net.contains(&"::1".parse::<IpAddr>().expect("valid"))
-    {
-        bail!(Invalid(format!(
-            "error: refusing to ban {}: it covers loopback",
-            display_net(net)
-        )));
-    }
-    if let Some(ip) = voipwall_policy::covers_any(net, own) {
-        bail!(Invalid(format!(
-            "error: refusing to ban {}: it contains this host's own address {ip}",
-            display_net(net)
-        )));
-    }
-    if let Some(m) = policy
-        .into_iter()
-        .flat_map(|p| p.host.management.iter())
-        .find(|m| net.contains(*m) || m.contains(net))
-    {
-        bail!(Invalid(format!(
-            "error: refusing to ban {}: it overlaps management network {m}",
-            display_net(net)
-        )));
-    }
-    if let Some(a) = sessions.iter().find(|a| net.contains(*a)) {
-        bail!(Invalid(format!(
-            "error: refusing to ban {}: it covers {a}, the source of a live management session on this host",
-            display_net(net)
-        )));
-    }
-    Ok(())
-}
-
 fn require_table() -> anyhow::Result<()> {
     if !nft::table_exists()? {
         bail!("voipwall is not applied here (no table inet voipwall): run `voipwall apply` first");
@@ -598,325 +513,13 @@ fn require_table() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn fam(net: &IpNet) -> &'static str {
-    if matches!(net, IpNet::V4(_)) {
-        "v4"
-    } else {
-        "v6"
-    }
-}
-
-/// Where a ban goes in the kernel.
-enum Placement {
-    /// A hash set keyed by one address (netlink, per-element timeout).
-    Hash { set: String, key: IpAddr },
-    /// An interval set (nft computes the start/end pair).
-    Interval { set: String },
-}
-
-/// Chooses the set for a ban target and returns what the ban covers. A single
-/// IPv6 address is banned by its prefix (`[bans] ipv6_prefix`, default /64)
-/// unless `exact`: one attacker owns the whole /64, and prefix bans spare
-/// registered endpoints (`vw_known_v6`).
-fn placement(net: &IpNet, exact: bool, policy: Option<&Policy>) -> (Placement, IpNet) {
-    if net.prefix_len() != net.max_prefix_len() {
-        return (
-            Placement::Interval {
-                set: format!("vw_bannet_{}", fam(net)),
-            },
-            *net,
-        );
-    }
-    match net.addr() {
-        IpAddr::V6(_) if !exact => {
-            let len = policy.map_or(64, |p| p.bans.ipv6_prefix);
-            let covered = IpNet::new(net.addr(), len).map_or(*net, |n| n.trunc());
-            (
-                Placement::Hash {
-                    set: "vw_banpfx_v6".into(),
-                    key: covered.network(),
-                },
-                covered,
-            )
-        }
-        addr => (
-            Placement::Hash {
-                set: format!("vw_ban_{}", fam(net)),
-                key: addr,
-            },
-            *net,
-        ),
-    }
-}
-
-fn ban(
-    cli: &Cli,
-    target: &str,
-    duration: Option<&str>,
-    reason: &str,
-    exact: bool,
-) -> anyhow::Result<()> {
-    let net = parse_target(target)?;
-    let policy = policy_or_default(cli);
-    let (place, covered) = placement(&net, exact, policy.as_ref());
-    let sessions = session_sources(policy.as_ref());
-    refuse_protected(
-        &covered,
-        policy.as_ref(),
-        &own_addresses(policy.as_ref()),
-        &sessions,
-    )
-    .map_err(|e| {
-        if covered == net {
-            e
-        } else {
-            Invalid(format!(
-                "{e} (the /{} of {net}; --exact bans the address alone)",
-                covered.prefix_len()
-            ))
-            .into()
-        }
-    })?;
-    let secs = match duration {
-        Some(d) => parse_duration(d).map_err(|e| Invalid(format!("error: --for {d}: {e}")))?,
-        None => policy.as_ref().map_or(3600, |p| p.bans.default_ttl),
-    };
-    require_table()?;
-    let started = std::time::Instant::now();
-    let set = match place {
-        Placement::Hash { set, key } => {
-            let mut sock = SetElements::open("voipwall")?;
-            sock.add(
-                &set,
-                &[Elem {
-                    addr: key,
-                    timeout_ms: Some(secs.saturating_mul(1000)),
-                }],
-            )?;
-            set
-        }
-        Placement::Interval { set } => {
-            nft::add_interval(&set, &covered, Some(secs))?;
-            set
-        }
-    };
-    let us = started.elapsed().as_micros();
-    let spared = if set.starts_with("vw_banpfx") {
-        "; registered endpoints in it are spared"
-    } else {
-        ""
-    };
-    if cli.json {
-        out(&json!({"banned": display_net(&covered), "set": set, "seconds": secs, "reason": reason, "micros": us}).to_string())
-    } else {
-        out(&format!(
-            "banned {} for {} ({reason}) in {set}{spared}",
-            display_net(&covered),
-            voipwall_policy::format_duration(secs)
-        ))
-    }
-}
-
-fn ban_file(
-    cli: &Cli,
-    path: &std::path::Path,
-    duration: Option<&str>,
-    reason: &str,
-    exact: bool,
-) -> anyhow::Result<()> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let policy = policy_or_default(cli);
-    let secs = match duration {
-        Some(d) => parse_duration(d).map_err(|e| Invalid(format!("error: --for {d}: {e}")))?,
-        None => policy.as_ref().map_or(3600, |p| p.bans.default_ttl),
-    };
-    let mut hashes: std::collections::BTreeMap<String, Vec<Elem>> = Default::default();
-    let mut intervals: std::collections::BTreeMap<String, Vec<(IpNet, Option<u64>)>> =
-        Default::default();
-    let mut errors = Vec::new();
-    let own = own_addresses(policy.as_ref());
-    let sessions = session_sources(policy.as_ref());
-    for (i, line) in text.lines().enumerate() {
-        let t = line.split('#').next().unwrap_or("").trim();
-        if t.is_empty() {
-            continue;
-        }
-        let net = match parse_net(t) {
-            Ok(n) => n,
-            Err(e) => {
-                errors.push(format!("{}:{}: `{t}`: {e}", path.display(), i + 1));
-                continue;
-            }
-        };
-        let (place, covered) = placement(&net, exact, policy.as_ref());
-        if let Err(e) = refuse_protected(&covered, policy.as_ref(), &own, &sessions) {
-            errors.push(format!(
-                "{}:{}: {}",
-                path.display(),
-                i + 1,
-                e.to_string().trim_start_matches("error: ")
-            ));
-            continue;
-        }
-        match place {
-            Placement::Hash { set, key } => {
-                hashes.entry(set).or_default().push(Elem {
-                    addr: key,
-                    timeout_ms: Some(secs.saturating_mul(1000)),
-                });
-            }
-            Placement::Interval { set } => intervals
-                .entry(set)
-                .or_default()
-                .push((covered, Some(secs))),
-        }
-    }
-    if !errors.is_empty() {
-        return Err(Invalid(format!(
-            "error: {}\nerror: nothing was banned",
-            errors.join("\nerror: ")
-        ))
-        .into());
-    }
-    require_table()?;
-    let started = std::time::Instant::now();
-    let mut sock = SetElements::open("voipwall")?;
-    for (set, elems) in &hashes {
-        sock.add(set, elems)?;
-    }
-    for (set, nets) in &intervals {
-        nft::add_intervals(set, nets)?;
-    }
-    let took = started.elapsed();
-    let n = hashes.values().map(Vec::len).sum::<usize>()
-        + intervals.values().map(Vec::len).sum::<usize>();
-    if cli.json {
-        out(&json!({"banned": n, "seconds": secs, "reason": reason, "elapsed_seconds": took.as_secs_f64()}).to_string())
-    } else {
-        out(&format!(
-            "banned {n} entries for {} ({reason}) in {:.1} ms",
-            voipwall_policy::format_duration(secs),
-            took.as_secs_f64() * 1000.0
-        ))
-    }
-}
-
-fn unban(cli: &Cli, target: &str) -> anyhow::Result<()> {
-    let net = parse_target(target)?;
-    let policy = policy_or_default(cli);
-    require_table()?;
-    let mut removed = Vec::new();
-    let mut sock = SetElements::open("voipwall")?;
-    if net.prefix_len() == net.max_prefix_len() {
-        let set = format!("vw_ban_{}", fam(&net));
-        if sock.delete(&set, &[net.addr()]).is_ok() {
-            removed.push(set);
-        }
-    }
-    // The prefix ban covering an address, or the prefix itself.
-    let prefix_len = match net {
-        IpNet::V4(_) => policy.as_ref().map_or(24, |p| p.bans.ipv4_prefix),
-        IpNet::V6(_) => policy.as_ref().map_or(64, |p| p.bans.ipv6_prefix),
-    };
-    if let (true, Ok(pfx)) = (
-        net.prefix_len() >= prefix_len,
-        IpNet::new(net.addr(), prefix_len),
-    ) {
-        let set = format!("vw_banpfx_{}", fam(&net));
-        if sock.delete(&set, &[pfx.trunc().network()]).is_ok() {
-            removed.push(format!("{set} ({})", pfx.trunc()));
-        }
-    }
-    let set = format!("vw_bannet_{}", fam(&net));
-    if nft::delete_interval(&set, &net).is_ok() {
-        removed.push(set);
-    }
-    if removed.is_empty() {
-        return Err(Invalid(format!("error: {} is not banned", display_net(&net))).into());
-    }
-    if cli.json {
-        out(&json!({"unbanned": display_net(&net), "sets": removed}).to_string())
-    } else {
-        out(&format!(
-            "unbanned {} (from {})",
-            display_net(&net),
-            removed.join(", ")
-        ))
-    }
-}
-
-fn runtime_list(
-    cli: &Cli,
-    kind: &str,
-    target: &str,
-    duration: Option<&str>,
-    delete: bool,
-) -> anyhow::Result<()> {
-    let net = parse_target(target)?;
-    let set = format!("vw_{kind}_{}", fam(&net));
-    let verb = if kind == "allowrt" { "allow" } else { "block" };
-    if verb == "block" && !delete {
-        let policy = policy_or_default(cli);
-        let sessions = session_sources(policy.as_ref());
-        refuse_protected(
-            &net,
-            policy.as_ref(),
-            &own_addresses(policy.as_ref()),
-            &sessions,
-        )?;
-    }
-    require_table()?;
-    if delete {
-        nft::delete_interval(&set, &net).map_err(|_| {
-            Invalid(format!(
-                "error: {} is not in the runtime {verb} list",
-                display_net(&net)
-            ))
-        })?;
-        return out(&format!(
-            "removed {} from the runtime {verb} list",
-            display_net(&net)
-        ));
-    }
-    let secs = duration
-        .map(parse_duration)
-        .transpose()
-        .map_err(|e| Invalid(format!("error: --for: {e}")))?;
-    nft::add_interval(&set, &net, secs)?;
-    if cli.json {
-        out(&json!({verb: display_net(&net), "set": set, "seconds": secs}).to_string())
-    } else {
-        out(&format!(
-            "{verb}ed {}{}",
-            display_net(&net),
-            secs.map(|s| format!(" for {}", voipwall_policy::format_duration(s)))
-                .unwrap_or_else(|| " until removed".into())
-        ))
-    }
-}
-
 fn bans(cli: &Cli) -> anyhow::Result<()> {
     require_table()?;
-    let policy = policy_or_default(cli);
+    let prefixes = crate::plane::prefixes(policy_or_default(cli).as_ref());
     let mut rows = Vec::new();
-    for set in [
-        "vw_ban_v4",
-        "vw_ban_v6",
-        "vw_banpfx_v4",
-        "vw_banpfx_v6",
-        "vw_bannet_v4",
-        "vw_bannet_v6",
-    ] {
+    for (role, set) in crate::plane::ban_sets() {
         for mut e in nft::list_set(set)? {
-            // Prefix-ban keys are masked addresses: show them as the prefix they stand for.
-            if set.starts_with("vw_banpfx") {
-                let len = match e.net {
-                    IpNet::V4(_) => policy.as_ref().map_or(24, |p| p.bans.ipv4_prefix),
-                    IpNet::V6(_) => policy.as_ref().map_or(64, |p| p.bans.ipv6_prefix),
-                };
-                e.net = IpNet::new(e.net.addr(), len).map_or(e.net, |n| n.trunc());
-            }
+            e.net = voipwall_nft::sets::covered_by(role, e.net, prefixes);
             rows.push((set, e));
         }
     }
@@ -933,6 +536,86 @@ fn bans(cli: &Cli) -> anyhow::Result<()> {
     }
     s.push_str(&format!("{} entries\n", rows.len()));
     out(&s)
+}
+
+/// `--for` of the runtime verbs: the one duration grammar, or `permanent`.
+fn for_duration(d: &str) -> anyhow::Result<Option<u64>> {
+    parse_ban_duration(d).map_err(|e| Invalid(format!("error: --for {d}: {e}")).into())
+}
+
+/// `ban --file`: one address or network per line, `#` comments.
+fn read_targets(path: &std::path::Path) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut targets = Vec::new();
+    let mut labels = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.split('#').next().unwrap_or("").trim();
+        if !t.is_empty() {
+            targets.push(t.to_string());
+            labels.push(format!("{}:{}", path.display(), i + 1));
+        }
+    }
+    Ok((targets, labels))
+}
+
+/// Every runtime verb: through the daemon when one runs (so its store,
+/// engine and audit log see it), else the same plane directly, recorded
+/// in the same store.
+fn runtime(cli: &Cli, op: Op) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let outcome = match crate::client::daemon() {
+        Some(mut c) => {
+            let v = c.call(&crate::daemon::Request::Runtime(op.clone()))?;
+            serde_json::from_value::<crate::plane::Outcome>(v)
+                .context("reading the daemon's answer")?
+        }
+        None => {
+            let policy = policy_or_default(cli);
+            require_table()?;
+            let guard = crate::plane::protected(policy.as_ref(), Vec::new());
+            let mut bans = voipwall_sys::bans::Bans::open()?;
+            let now = crate::safety::now();
+            let (o, fx) = crate::plane::execute(
+                &op,
+                crate::plane::prefixes(policy.as_ref()),
+                &guard,
+                &mut bans,
+                now,
+            );
+            if o.ok {
+                let mut store = crate::safety::state_store(&cli.state_dir)?;
+                store.record_bans(&fx.bans)?;
+                for n in &fx.lifted {
+                    store.lift(n, now)?;
+                }
+                store.audit(
+                    now,
+                    "cli",
+                    &format!("{:?}", op.verb).to_lowercase(),
+                    &op.targets.join(" "),
+                )?;
+            }
+            o
+        }
+    };
+    if !outcome.ok {
+        return Err(Invalid(format!(
+            "error: {}",
+            outcome
+                .error
+                .as_deref()
+                .unwrap_or("refused")
+                .replace('\n', "\nerror: ")
+        ))
+        .into());
+    }
+    if cli.json {
+        let mut v = serde_json::to_value(&outcome)?;
+        v["micros"] = json!(started.elapsed().as_micros());
+        return out(&v.to_string());
+    }
+    out(&crate::plane::render(&outcome, &op.reason))
 }
 
 fn catalog(cli: &Cli) -> anyhow::Result<()> {

@@ -6,10 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use ipnet::IpNet;
 use voipwall_detect::{Config, RuleSet, Threshold};
 use voipwall_logfmt::Format;
-use voipwall_policy::{NetSpec, Policy, Zone};
+use voipwall_policy::Policy;
 
 use crate::Invalid;
 
@@ -83,28 +82,16 @@ pub(crate) fn engine_config(
     cfg.group_v4 = d.group_v4;
     cfg.group_v6 = d.group_v6;
     cfg.max_sources = d.max_sources;
-    let nets = policy
-        .allow
-        .iter()
-        .map(|e| &e.net)
-        .chain(
-            policy
-                .networks
-                .iter()
-                .filter(|n| n.zone == Zone::Trusted)
-                .map(|n| &n.net),
-        )
-        .chain(policy.peers.iter().map(|p| &p.net))
-        .filter_map(|n| match n {
-            NetSpec::Net(n) => Some(*n),
-            NetSpec::Host(_) => None,
-        });
-    cfg.never_ban.extend(nets);
-    cfg.never_ban.extend(policy.host.management.iter().copied());
-    cfg.never_ban
-        .extend(policy.host.addresses.iter().map(|&a| IpNet::from(a)));
-    cfg.never_ban.extend(own.iter().map(|&a| IpNet::from(a)));
-    cfg.never_ban.extend(d.never_ban.iter().copied());
+    // The one protection list (the CLI and the control socket refuse the
+    // same addresses the engine never bans).
+    let guard = voipwall_nft::protect::Protected::new(
+        Some(policy),
+        &voipwall_nft::protect::HostProtection {
+            own: own.to_vec(),
+            ..Default::default()
+        },
+    );
+    cfg.never_ban.extend(guard.networks());
     cfg.never_ban.sort();
     cfg.never_ban.dedup();
     cfg
@@ -127,4 +114,24 @@ pub(crate) fn user_formats(policy: &Policy) -> anyhow::Result<Vec<Format>> {
 /// Whether `path` names the default policy location (absent is fine there).
 pub(crate) fn is_default_policy(path: &Path) -> bool {
     path == Path::new("/etc/voipwall/voipwall.toml")
+}
+
+/// The daemon's engine hash seed, new at every start and reload: nobody
+/// can read it off the source and aim hash collisions at the engine's
+/// per-source tables (replay keeps the fixed one: same input, same output).
+/// Eight bytes from the kernel's random source (the clock and pid as a
+/// last resort, which still differ per start).
+pub(crate) fn random_seed() -> u64 {
+    use std::io::Read as _;
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_ok()
+    {
+        return u64::from_ne_bytes(b);
+    }
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(t.as_nanos() & u128::from(u64::MAX)).unwrap_or(0) ^ u64::from(std::process::id())
 }

@@ -21,6 +21,9 @@ use crate::safety::Session;
 pub(crate) struct Iface {
     pub(crate) name: String,
     pub(crate) addrs: Vec<IpNet>,
+    /// Holds a default route (IPv4 or IPv6): the way to the internet,
+    /// whatever its address class.
+    pub(crate) default_route: bool,
 }
 
 /// Everything `init` looked at.
@@ -183,18 +186,22 @@ pub(crate) fn render(
             continue;
         }
         let public = i.addrs.iter().any(|a| !is_private(&a.addr()));
-        any_internet |= public;
-        let zone = if public { "internet" } else { "local" };
+        // Clouds NAT public addresses onto private NICs: the interface of
+        // the default route faces the internet whatever its addresses are.
+        let internet = public || i.default_route;
+        any_internet |= internet;
+        let zone = if internet { "internet" } else { "local" };
         let addrs: Vec<String> = i.addrs.iter().map(ToString::to_string).collect();
         let line = format!("{} = \"{zone}\"", toml_key(&i.name));
         let _ = writeln!(
             o,
             "{line:<24}  # {} ({})",
             addrs.join(", "),
-            if public {
-                "public address"
-            } else {
-                "private addresses"
+            match (public, i.default_route) {
+                (true, _) => "public address",
+                (false, true) =>
+                    "private address, but it holds the default route: traffic from the internet arrives here (cloud NAT); say \"local\" only if it does not",
+                (false, false) => "private addresses",
             }
         );
     }
@@ -272,6 +279,10 @@ pub(crate) fn interfaces() -> Vec<Iface> {
         return Vec::new();
     };
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let defaults = default_route_interfaces(
+        &std::fs::read_to_string("/proc/net/route").unwrap_or_default(),
+        &std::fs::read_to_string("/proc/net/ipv6_route").unwrap_or_default(),
+    );
     let mut list = Vec::new();
     for link in v.as_array().into_iter().flatten() {
         let name = link["ifname"].as_str().unwrap_or("").to_string();
@@ -289,9 +300,36 @@ pub(crate) fn interfaces() -> Vec<Iface> {
                 !matches!(n.addr(), IpAddr::V6(v) if (v.segments()[0] & 0xffc0) == 0xfe80)
             })
             .collect();
-        list.push(Iface { name, addrs });
+        let default_route = defaults.contains(&name);
+        list.push(Iface {
+            name,
+            addrs,
+            default_route,
+        });
     }
     list
+}
+
+/// Interfaces that hold a default route, from the kernel's route tables
+/// (`/proc/net/route`: destination and mask 0; `/proc/net/ipv6_route`:
+/// destination ::/0).
+pub(crate) fn default_route_interfaces(v4: &str, v6: &str) -> Vec<String> {
+    let mut out: Vec<String> = v4
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 7 && f[1] == "00000000" && f[7] == "00000000").then(|| f[0].to_string())
+        })
+        .chain(v6.lines().filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 10 && f[0].bytes().all(|b| b == b'0') && f[1] == "00" && f[9] != "lo")
+                .then(|| f[9].to_string())
+        }))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Arguments of `voipwall init`.

@@ -15,6 +15,7 @@ mod detection;
 mod init;
 mod owned;
 mod pcap;
+mod plane;
 mod replay;
 mod safety;
 
@@ -141,7 +142,7 @@ pub(crate) enum Cmd {
         /// Read addresses and networks from a file, one per line (# comments), batched.
         #[arg(long, conflicts_with = "target")]
         file: Option<PathBuf>,
-        /// Duration, e.g. 30m, 1h, 7d. Default: [bans] default_ttl.
+        /// Duration, e.g. 30m, 1h30m, 7d, or `permanent`. Default: [bans] default_ttl.
         #[arg(long = "for")]
         duration: Option<String>,
         /// Why (shown in logs).
@@ -150,6 +151,10 @@ pub(crate) enum Cmd {
         /// Ban an IPv6 address alone instead of its prefix ([bans] ipv6_prefix, default /64).
         #[arg(long)]
         exact: bool,
+        /// Ban even though an allow entry, trusted network or peer covers it
+        /// (own addresses, management and live sessions are never banned).
+        #[arg(long)]
+        force: bool,
     },
     /// Lift a ban.
     Unban {
@@ -177,6 +182,9 @@ pub(crate) enum Cmd {
         /// Remove the entry instead.
         #[arg(long)]
         delete: bool,
+        /// Block even though an allow entry, trusted network or peer covers it.
+        #[arg(long)]
+        force: bool,
     },
     /// List bans: the daemon's store (with rule and reason) when it runs,
     /// else what the kernel holds.

@@ -241,7 +241,8 @@ pub(crate) fn state_store(state_dir: &Path) -> anyhow::Result<Store> {
     Ok(s)
 }
 
-fn now() -> Timestamp {
+/// Wall-clock milliseconds.
+pub(crate) fn now() -> Timestamp {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -280,6 +281,7 @@ pub(crate) fn begin_apply(
     script: &str,
     policy: &str,
     confirm: Option<Duration>,
+    actor: &str,
 ) -> anyhow::Result<i64> {
     let mut store = state_store(state_dir)?;
     ensure_baseline(&mut store)?;
@@ -293,7 +295,7 @@ pub(crate) fn begin_apply(
     let id = store.add_generation(now(), script, policy, status, deadline, KEEP_GENERATIONS)?;
     store.audit(
         now(),
-        "cli",
+        actor,
         "apply",
         &format!("generation {id} {status} from {policy}"),
     )?;
@@ -512,6 +514,89 @@ pub(crate) fn safe_mode_hold(
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(safe_mode_decision(sm, &boots, uptime as u64))
+}
+
+/// What one pass through the apply path did.
+pub(crate) struct Applied {
+    pub(crate) loaded: crate::context::Loaded,
+    pub(crate) ruleset: Ruleset,
+    pub(crate) generation: i64,
+    pub(crate) took: Duration,
+    /// Lockout problems overridden by `force`.
+    pub(crate) forced: Vec<String>,
+}
+
+/// How an apply was asked for.
+pub(crate) struct ApplyRequest<'a> {
+    pub(crate) config: &'a Path,
+    pub(crate) catalog_dirs: &'a [PathBuf],
+    pub(crate) state_dir: &'a Path,
+    /// Roll back unless confirmed in time.
+    pub(crate) confirm: Option<Duration>,
+    /// Apply despite lockout problems.
+    pub(crate) force: bool,
+    /// `cli`, `daemon`, `reload`: for the generation's audit line.
+    pub(crate) actor: &'static str,
+}
+
+/// The one apply path (`apply`, daemon start, `reload`, SIGHUP): load and
+/// validate, refuse unknown interfaces, compile, the anti-lockout check,
+/// record the generation, apply in one transaction. Nothing is applied
+/// unless every step before it passed.
+pub(crate) fn apply_path(r: &ApplyRequest<'_>) -> anyhow::Result<Applied> {
+    let facts = crate::context::host_facts();
+    let loaded = crate::context::load_policy(r.config, r.catalog_dirs, &facts)?;
+    let have = nft::interface_names();
+    let missing: Vec<String> = loaded
+        .policy
+        .interfaces
+        .iter()
+        .filter(|i| !have.contains(&i.name))
+        .map(|i| {
+            format!(
+                "{}: interface `{}` does not exist on this host",
+                i.origin, i.name
+            )
+        })
+        .collect();
+    if !missing.is_empty() {
+        return Err(Invalid(format!(
+            "error: {}\nerror: policy refused; nothing was applied, the running ruleset is unchanged",
+            missing.join("\nerror: ")
+        ))
+        .into());
+    }
+    let ruleset = crate::context::compile_policy(&loaded.policy);
+    let sshd = facts.sshd_ports.clone().unwrap_or_else(|| vec![22]);
+    let lockout = lockout_problems(&loaded.policy, &ruleset, &sshd);
+    if !lockout.is_empty() && !r.force {
+        return Err(Invalid(format!(
+            "error: {}\nerror: refused: this policy would lock the operator out; nothing was applied (--force applies it anyway, best with --confirm)",
+            lockout.join("\nerror: ")
+        ))
+        .into());
+    }
+    let script = voipwall_nft::render(&ruleset);
+    let generation = begin_apply(
+        r.state_dir,
+        &script,
+        &r.config.display().to_string(),
+        r.confirm,
+        r.actor,
+    )?;
+    let started = std::time::Instant::now();
+    let result = nft::apply_script(&script);
+    finish_apply(r.state_dir, generation, result.is_ok())?;
+    result.context(
+        "applying ruleset to table inet voipwall; the previous ruleset is still in place",
+    )?;
+    Ok(Applied {
+        loaded,
+        ruleset,
+        generation,
+        took: started.elapsed(),
+        forced: lockout,
+    })
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ struct Lab {
     peer: String,
     dir: PathBuf,
     listener: Option<Child>,
+    daemon: Option<Child>,
 }
 
 impl Lab {
@@ -44,6 +45,7 @@ impl Lab {
             peer: format!("vwt-peer-{id}"),
             dir,
             listener: None,
+            daemon: None,
         };
         must(&["ip", "netns", "add", &lab.fw]);
         must(&["ip", "netns", "add", &lab.peer]);
@@ -74,6 +76,7 @@ impl Lab {
                 vec![
                     "203.0.113.2/24",
                     "203.0.113.7/24",
+                    "203.0.113.100/24",
                     "198.51.100.2/24",
                     "198.51.100.7/24",
                     "198.18.5.5/16",
@@ -132,6 +135,7 @@ impl Lab {
             for (src, dst) in [
                 ("203.0.113.2", FW_V4),
                 ("203.0.113.7", FW_V4),
+                ("203.0.113.100", FW_V4),
                 ("198.51.100.2", "198.51.100.1"),
                 ("198.51.100.7", "198.51.100.1"),
                 ("2001:db8:1::2", FW_V6),
@@ -161,20 +165,92 @@ impl Lab {
         run(&full)
     }
 
+    /// Runs voipwall on the firewall with `policy` as its file. The CLI
+    /// finds the lab's daemon (when one runs) on the lab's socket.
     fn voipwall(&self, policy: &str, args: &[&str]) -> Output {
         let path = self.dir.join("policy.toml");
         std::fs::write(&path, policy).expect("write policy");
-        let bin = env!("CARGO_BIN_EXE_voipwall");
-        let state = self.dir.join("state");
-        let mut full = vec![
-            bin,
-            "--state-dir",
-            state.to_str().expect("utf8"),
-            "-c",
-            path.to_str().expect("utf8"),
-        ];
-        full.extend_from_slice(args);
-        self.exec(&self.fw, &full)
+        Command::new("ip")
+            .args(["netns", "exec", &self.fw, env!("CARGO_BIN_EXE_voipwall")])
+            .env("VOIPWALL_SOCKET", self.dir.join("sock"))
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .arg("-c")
+            .arg(&path)
+            .args(args)
+            .output()
+            .expect("run voipwall")
+    }
+
+    /// Starts the daemon on the firewall with `policy` (the lab's state
+    /// directory and socket) and waits until it answers.
+    fn start_daemon(&mut self, policy: &str) {
+        let path = self.dir.join("policy.toml");
+        std::fs::write(&path, policy).expect("write policy");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))
+            .expect("daemon log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.fw, env!("CARGO_BIN_EXE_voipwall")])
+            .env("VOIPWALL_BOOT_ID_FILE", self.dir.join("boot_id"))
+            .env("VOIPWALL_UPTIME_FILE", self.dir.join("uptime"))
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .arg("-c")
+            .arg(&path)
+            .args(["daemon", "--socket"])
+            .arg(self.dir.join("sock"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn daemon");
+        std::fs::write(self.dir.join("boot_id"), "test-boot\n").expect("boot id");
+        std::fs::write(self.dir.join("uptime"), "86400.00 1.00\n").expect("uptime");
+        self.daemon = Some(child);
+        let until = Instant::now() + Duration::from_secs(20);
+        while self.voipwall(policy, &["status"]).status.code() != Some(0) {
+            assert!(
+                Instant::now() < until,
+                "daemon did not start: {}",
+                std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the daemon (SIGTERM) and waits for it.
+    fn stop_daemon(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = run(&["kill", "-TERM", &c.id().to_string()]);
+            let until = Instant::now() + Duration::from_secs(10);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// `count` UDP SIP datagrams to udp/5060 from `src`, as fast as the
+    /// helper can send (bounded in count and time).
+    fn flood(&self, src: &str, count: u32) {
+        let dst = if src.starts_with("198.51.100.") {
+            "198.51.100.1"
+        } else {
+            FW_V4
+        };
+        let n = count.to_string();
+        let out = self.exec(
+            &self.peer,
+            &["python3", &helper(), "flood", src, dst, "5060", &n],
+        );
+        assert!(
+            out.status.success(),
+            "flood: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Runs voipwall on the firewall, fails the test with its stderr unless
@@ -315,6 +391,7 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        self.stop_daemon();
         if let Some(mut c) = self.listener.take() {
             drop(c.stdin.take());
             let _ = c.kill();
@@ -881,4 +958,171 @@ fn iptables_export_gives_the_same_verdicts_as_the_ruleset() {
         assert_eq!(&by_nft[i], want, "nft: {src} -> {to}");
         assert_eq!(&by_iptables[i], want, "iptables export: {src} -> {to}");
     }
+}
+
+// ---- One truth (issue 11): what voipwall says is what the kernel does ----
+
+const TRUTH: &str = r#"
+[interfaces]
+vw0 = "internet"
+
+[networks]
+"198.51.100.7" = "trusted"
+
+[host]
+management = ["198.51.100.7/32"]
+
+[zones.internet]
+services = ["sip"]
+
+[[allow]]
+address = "203.0.113.2"
+description = "a partner"
+"#;
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// With the daemon running, a /28 ban covers exactly the /28: .100
+/// (inside 203.0.113.96/28) is dropped, .2 (outside, same /24) passes; the
+/// daemon's store has it.
+#[test]
+fn a_network_ban_through_the_daemon_covers_exactly_that_network() {
+    let mut lab = Lab::new();
+    lab.listen();
+    lab.apply(TRUTH);
+    lab.start_daemon(TRUTH);
+    let out = lab.voipwall(TRUTH, &["ban", "203.0.113.96/28", "--for", "1h"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("203.0.113.96/28") && said.contains("vw_bannet_v4"),
+        "{said}"
+    );
+    lab.assert_traffic(
+        TRUTH,
+        &[
+            ("203.0.113.100", "udp/5060", "drop"),
+            ("203.0.113.2", "udp/5060", "pass"),
+        ],
+    );
+    let stored =
+        String::from_utf8_lossy(&lab.voipwall(TRUTH, &["--json", "bans"]).stdout).into_owned();
+    assert!(stored.contains("203.0.113.96/28"), "{stored}");
+    // Unban through the daemon lifts it from the kernel too.
+    let out = lab.voipwall(TRUTH, &["unban", "203.0.113.96/28"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(lab.probe(&[("203.0.113.100", "udp/5060")]), vec!["pass"]);
+}
+
+/// A 3,000-packet SIP burst from a management address (also trusted) is
+/// neither rate-limited nor banned by the kernel flood guard: SSH stays up.
+/// The same burst from an internet address is banned by the guard, and
+/// `unban` of that kernel-made ban lets it through again.
+#[test]
+fn management_survives_a_flood_and_unban_lifts_a_flood_guard_ban() {
+    let mut lab = Lab::new();
+    lab.listen();
+    lab.apply(TRUTH);
+    lab.start_daemon(TRUTH);
+    lab.flood("198.51.100.7", 3000);
+    lab.flood("203.0.113.7", 3000);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        lab.probe(&[
+            ("198.51.100.7", "tcp/22"),
+            ("198.51.100.7", "udp/5060"),
+            ("203.0.113.7", "udp/5060"),
+        ]),
+        vec!["pass", "pass", "drop"],
+        "management must pass, the flooding internet host must be banned"
+    );
+    let out = lab.voipwall(TRUTH, &["unban", "203.0.113.7"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("unbanned 203.0.113.7"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(lab.probe(&[("203.0.113.7", "udp/5060")]), vec!["pass"]);
+}
+
+/// Refusals, with and without the daemon: a zero or overlong duration, a
+/// ban or block of an allowed address (named), of management; nothing
+/// reaches the kernel.
+#[test]
+fn refused_verbs_exit_1_and_change_nothing() {
+    let mut lab = Lab::new();
+    lab.listen();
+    lab.apply(TRUTH);
+    for with_daemon in [false, true] {
+        if with_daemon {
+            lab.start_daemon(TRUTH);
+        }
+        for (args, says) in [
+            (vec!["ban", "203.0.113.7", "--for", "0s"], "zero"),
+            (
+                vec!["ban", "203.0.113.7", "--for", "18446744073709552s"],
+                "duration",
+            ),
+            (vec!["ban", "203.0.113.7", "--for", "100000w"], "too long"),
+            (vec!["ban", "203.0.113.2"], "allow entry 203.0.113.2/32"),
+            (vec!["block", "203.0.113.2"], "allow entry 203.0.113.2/32"),
+            (vec!["ban", "198.51.100.7"], "management network"),
+            (vec!["allow", "0.0.0.0/0"], "every address"),
+        ] {
+            let out = lab.voipwall(TRUTH, &args);
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{args:?} (daemon: {with_daemon})"
+            );
+            assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+        }
+        assert_eq!(
+            lab.probe(&[("203.0.113.2", "udp/5060"), ("203.0.113.7", "udp/5060")]),
+            vec!["pass", "pass"]
+        );
+    }
+    // A runtime allow protects too, and --force overrides an allow entry.
+    let out = lab.voipwall(TRUTH, &["allow", "203.0.113.100"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = lab.voipwall(TRUTH, &["ban", "203.0.113.100"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("runtime allow entry"),
+        "{}",
+        stderr(&out)
+    );
+    let out = lab.voipwall(
+        TRUTH,
+        &["ban", "203.0.113.100", "--force", "--for", "permanent"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// `reload` goes through the apply path and records a generation: after
+/// a restart the daemon applies the reloaded policy, not an older one.
+#[test]
+fn reload_then_restart_keeps_the_reloaded_policy() {
+    let mut lab = Lab::new();
+    lab.listen();
+    lab.apply(TRUTH);
+    lab.start_daemon(TRUTH);
+    assert_eq!(lab.probe(&[("203.0.113.2", "tcp/443")]), vec!["drop"]);
+    let reloaded = TRUTH.replace(
+        "services = [\"sip\"]",
+        "services = [\"sip\", \"https-admin\"]",
+    );
+    let out = lab.voipwall(&reloaded, &["reload"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(lab.probe(&[("203.0.113.2", "tcp/443")]), vec!["pass"]);
+    lab.stop_daemon();
+    lab.start_daemon(&reloaded);
+    assert_eq!(
+        lab.probe(&[("203.0.113.2", "tcp/443")]),
+        vec!["pass"],
+        "the restart undid the reload"
+    );
 }

@@ -36,34 +36,9 @@ pub(crate) enum Request {
         #[serde(default)]
         limit: Option<usize>,
     },
-    /// Ban by hand.
-    Ban {
-        /// Address or network.
-        target: String,
-        /// Seconds.
-        seconds: u64,
-        /// Why.
-        reason: String,
-        /// IPv6: the address alone, not its prefix.
-        #[serde(default)]
-        exact: bool,
-    },
-    /// Allow at runtime (skips ban lookups in the kernel; never banned by detection).
-    Allow {
-        /// Address or network.
-        target: String,
-        /// Seconds; permanent when absent.
-        #[serde(default)]
-        seconds: Option<u64>,
-        /// Remove the entry instead.
-        #[serde(default)]
-        delete: bool,
-    },
-    /// Lift a ban.
-    Unban {
-        /// Address or network.
-        target: String,
-    },
+    /// A runtime verb (ban, unban, block, allow and their removals),
+    /// executed by the ban plane the CLI uses without a daemon.
+    Runtime(crate::plane::Op),
     /// What detection knows about an address.
     Explain {
         /// The address.
@@ -99,9 +74,22 @@ pub(crate) fn serve(
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    // A socket left by a killed daemon: remove it if nobody answers.
-    if path.exists() && UnixStream::connect(path).is_err() {
-        std::fs::remove_file(path)?;
+    // A socket left by a killed daemon: remove it if nobody answers. Any
+    // other kind of file is the operator's, never ours to delete.
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt as _;
+        if !meta.file_type().is_socket() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists and is not a socket; refusing to replace it (choose another --socket)",
+                    path.display()
+                ),
+            ));
+        }
+        if UnixStream::connect(path).is_err() {
+            std::fs::remove_file(path)?;
+        }
     }
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;

@@ -31,7 +31,6 @@ use serde_json::{Value, json};
 use voipwall_detect::{Action, Engine, Event, Timestamp};
 use voipwall_policy::{DetectMode, Policy};
 use voipwall_store::{BanFilter, BanRecord, EventRecord, Opened, Store};
-use voipwall_sys::netlink::{Elem, SetElements};
 use voipwall_sys::nflog::{NflogConfig, NflogReader, wait_readable};
 
 use control::Reply;
@@ -187,10 +186,13 @@ struct Daemon {
     store: Store,
     writer: Sender<StoreOp>,
     store_errors: Arc<std::sync::atomic::AtomicU64>,
-    sets: Option<SetElements>,
+    bans: Option<voipwall_sys::bans::Bans>,
     policy: Policy,
     cli_config: PathBuf,
     catalog_dirs: Vec<PathBuf>,
+    state_dir: PathBuf,
+    /// A reload changed the NFLOG group: the loop rebinds.
+    nflog_rebind: bool,
     observe: bool,
     counters: Counters,
     followers: Vec<Sender<Value>>,
@@ -219,8 +221,7 @@ pub(crate) fn run(cli: &Cli, a: &DaemonArgs) -> anyhow::Result<()> {
         .into());
     }
     let facts = crate::context::host_facts();
-    let policy = crate::context::load_policy(&cli.config, &cli.catalog_dirs, &facts)?.policy;
-    check_grouping(&policy)?;
+    let mut policy = crate::context::load_policy(&cli.config, &cli.catalog_dirs, &facts)?.policy;
     let db = cli.state_dir.join("state.db");
     let (mut store, opened) =
         Store::open(&db).with_context(|| format!("opening the store {}", db.display()))?;
@@ -254,7 +255,24 @@ pub(crate) fn run(cli: &Cli, a: &DaemonArgs) -> anyhow::Result<()> {
                     "Applied the last confirmed generation (bans and known endpoints kept)."
                 );
             }
-            None => applied = Some(apply_policy(&policy)?),
+            None => {
+                // The one apply path: validated, lockout-checked, recorded
+                // as a generation like `voipwall apply`.
+                let a = crate::safety::apply_path(&crate::safety::ApplyRequest {
+                    config: &cli.config,
+                    catalog_dirs: &cli.catalog_dirs,
+                    state_dir: &cli.state_dir,
+                    confirm: None,
+                    force: false,
+                    actor: "daemon",
+                })?;
+                tracing::info!(
+                    generation = a.generation,
+                    "Applied the policy (no earlier generation; bans and known endpoints kept)."
+                );
+                policy = a.loaded.policy;
+                applied = Some(a.ruleset);
+            }
         }
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -267,7 +285,7 @@ pub(crate) fn run(cli: &Cli, a: &DaemonArgs) -> anyhow::Result<()> {
         n.update(&policy, &rs);
         Some(n)
     };
-    let sets = match SetElements::open("voipwall") {
+    let bans = match voipwall_sys::bans::Bans::open() {
         Ok(s) => Some(s),
         Err(e) => {
             tracing::error!(error = %e, "Cannot open the netlink ban socket; bans will be stored but not enforced.");
@@ -275,7 +293,8 @@ pub(crate) fn run(cli: &Cli, a: &DaemonArgs) -> anyhow::Result<()> {
         }
     };
     let rules = crate::detection::rules(&cli.catalog_dirs)?;
-    let cfg = crate::detection::engine_config(&policy, rules, &facts.addresses);
+    let mut cfg = crate::detection::engine_config(&policy, rules, &facts.addresses);
+    cfg.hash_seed = crate::detection::random_seed();
     let (writer, writer_rx) = mpsc::channel();
     let store_errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut d = Daemon {
@@ -283,12 +302,14 @@ pub(crate) fn run(cli: &Cli, a: &DaemonArgs) -> anyhow::Result<()> {
         store,
         writer,
         store_errors: store_errors.clone(),
-        sets,
+        bans,
         observe: policy.detect.mode == DetectMode::Observe,
         nflog_group: policy.sip.nflog_group,
         policy,
         cli_config: cli.config.clone(),
         catalog_dirs: cli.catalog_dirs.clone(),
+        state_dir: cli.state_dir.clone(),
+        nflog_rebind: false,
         counters: Counters::default(),
         followers: Vec::new(),
         recent: VecDeque::new(),
@@ -308,7 +329,7 @@ pub(crate) fn run(cli: &Cli, a: &DaemonArgs) -> anyhow::Result<()> {
     let writer_thread = std::thread::Builder::new()
         .name("store".into())
         .spawn(move || store_writer(write_store, writer_rx, store_errors))?;
-    let mut nflog = match d.nflog_group {
+    let nflog = match d.nflog_group {
         Some(g) => match NflogReader::open(&NflogConfig::new(g)) {
             Ok(r) => {
                 tracing::info!(group = g, "Reading SIP packet copies from NFLOG.");
@@ -395,7 +416,7 @@ pub(crate) fn run(cli: &Cli, a: &DaemonArgs) -> anyhow::Result<()> {
         None,
         format!("daemon started ({} bans restored)", d.restored),
     );
-    d.run_loop(nflog.as_mut(), &wake_rx, &rx);
+    d.run_loop(nflog, &wake_rx, &rx);
     stop.store(true, Ordering::Relaxed);
     let (done, wait) = mpsc::channel();
     let _ = d.writer.send(StoreOp::Flush(done));
@@ -432,7 +453,7 @@ fn in_host_namespace() -> bool {
 impl Daemon {
     fn run_loop(
         &mut self,
-        mut nflog: Option<&mut NflogReader>,
+        mut nflog: Option<NflogReader>,
         wake: &UnixStream,
         rx: &Receiver<Input>,
     ) {
@@ -449,7 +470,7 @@ impl Daemon {
         let mut batched = false;
         while !self.shutdown.load(Ordering::Relaxed) {
             if window_start.elapsed().as_millis() >= 100 {
-                if let Some(n) = nflog.as_deref_mut() {
+                if let Some(n) = nflog.as_mut() {
                     let want = if batched {
                         window_packets >= 500
                     } else {
@@ -477,6 +498,17 @@ impl Daemon {
                 let r = self.reload();
                 tracing::info!(result = %r, "SIGHUP: reload.");
             }
+            if std::mem::take(&mut self.nflog_rebind) {
+                // The old group's copies stop with the old ruleset: bind
+                // the new one (or none) before the next packet.
+                nflog = self.nflog_group.and_then(|g| {
+                    NflogReader::open(&NflogConfig::new(g))
+                        .inspect(|_| tracing::info!(group = g, "Reading SIP packet copies from the new NFLOG group."))
+                        .inspect_err(|e| tracing::error!(group = g, error = %e, "Cannot bind the new NFLOG group; detection runs on logs only."))
+                        .ok()
+                });
+                batched = false;
+            }
             let t = now();
             let timeout = self
                 .engine
@@ -490,7 +522,7 @@ impl Daemon {
             let ready =
                 wait_readable(&fds, i32::try_from(timeout).unwrap_or(1000)).unwrap_or_default();
             if ready.get(1).copied().unwrap_or(false)
-                && let Some(n) = nflog.as_deref_mut()
+                && let Some(n) = nflog.as_mut()
             {
                 let at = now();
                 let read_us = now_us();
@@ -632,16 +664,17 @@ impl Daemon {
             if self.observe {
                 self.counters.bans_observed += bans.len() as u64;
             } else {
-                let mut by_set: std::collections::BTreeMap<&'static str, Vec<Elem>> =
-                    Default::default();
-                for b in &bans {
-                    let (set, key) = placement(&b.target);
-                    by_set.entry(set).or_default().push(Elem {
-                        addr: key,
-                        timeout_ms: Some(b.until.since(t).max(1000)),
-                    });
-                }
-                self.kernel_add(&by_set);
+                let prefixes = self.prefixes();
+                let entries: Vec<_> = bans
+                    .iter()
+                    .map(|b| {
+                        (
+                            crate::plane::place_record(b.target, prefixes),
+                            Some(b.until.since(t)),
+                        )
+                    })
+                    .collect();
+                self.kernel_add(&entries);
                 let live = now_us();
                 live_at = Some(live);
                 if let Some(p) = pkt_us {
@@ -685,20 +718,11 @@ impl Daemon {
             }
         }
         if !known.is_empty() && !self.observe {
-            let mut by_set: std::collections::BTreeMap<&'static str, Vec<Elem>> =
-                Default::default();
-            for (addr, ttl) in &known {
-                let set = if addr.is_ipv4() {
-                    "vw_known_v4"
-                } else {
-                    "vw_known_v6"
-                };
-                by_set.entry(set).or_default().push(Elem {
-                    addr: *addr,
-                    timeout_ms: Some((*ttl).max(1000)),
-                });
-            }
-            self.kernel_add(&by_set);
+            let entries: Vec<_> = known
+                .iter()
+                .map(|(addr, ttl)| (known_placement(*addr), Some(*ttl)))
+                .collect();
+            self.kernel_add(&entries);
             if let Some(p) = pkt_us.or(read_us) {
                 let l = now_us().saturating_sub(p);
                 for _ in &known {
@@ -710,25 +734,44 @@ impl Daemon {
             }
         }
         for addr in demote {
-            if let Some(s) = self.sets.as_mut() {
-                let set = if addr.is_ipv4() {
-                    "vw_known_v4"
-                } else {
-                    "vw_known_v6"
-                };
-                let _ = s.delete(set, &[addr]);
+            if let Some(s) = self.bans.as_mut() {
+                s.forget_known(addr);
             }
         }
     }
 
-    fn kernel_add(&mut self, by_set: &std::collections::BTreeMap<&'static str, Vec<Elem>>) {
-        let Some(s) = self.sets.as_mut() else { return };
-        for (set, elems) in by_set {
-            if let Err(e) = s.add(set, elems) {
-                self.counters.kernel_errors += 1;
-                tracing::error!(set = %set, error = %e, "The kernel refused set elements.");
-            }
+    fn kernel_add(&mut self, entries: &[(voipwall_nft::sets::Placement, Option<u64>)]) {
+        let Some(s) = self.bans.as_mut() else { return };
+        if entries.is_empty() {
+            return;
         }
+        if let Err(e) = s.add_many(entries) {
+            self.counters.kernel_errors += 1;
+            tracing::error!(error = %e, "The kernel refused set elements.");
+        }
+    }
+
+    fn prefixes(&self) -> voipwall_nft::sets::Prefixes {
+        crate::plane::prefixes(Some(&self.policy))
+    }
+
+    /// Puts the store's active bans back into the kernel with their
+    /// remaining time (at start, after a reload, after the table vanished)
+    /// and into the engine's memory. Returns how many.
+    fn restore_kernel(&mut self, active: &[BanRecord]) -> usize {
+        let t = now();
+        let prefixes = self.prefixes();
+        let mut entries = Vec::new();
+        for b in active {
+            if b.origin == "observe" {
+                continue;
+            }
+            self.engine.restore_ban(b.to_ban());
+            let ttl = (!b.is_permanent()).then(|| b.end.since(t));
+            entries.push((crate::plane::place_record(b.target, prefixes), ttl));
+        }
+        self.kernel_add(&entries);
+        entries.len()
     }
 
     fn publish(&mut self, v: Value) {
@@ -771,28 +814,7 @@ impl Daemon {
                 Vec::new()
             }
         };
-        let mut by_set: std::collections::BTreeMap<&'static str, Vec<Elem>> = Default::default();
-        for b in &active {
-            if b.origin == "observe" {
-                continue;
-            }
-            self.engine.restore_ban(b.to_ban());
-            let (set, key) = placement(&b.target);
-            if set.starts_with("vw_bannet") {
-                let _ = voipwall_sys::nft::add_interval(
-                    set,
-                    &b.target,
-                    Some(b.end.since(t) / 1000 + 1),
-                );
-                continue;
-            }
-            by_set.entry(set).or_default().push(Elem {
-                addr: key,
-                timeout_ms: Some(b.end.since(t).max(1000)),
-            });
-        }
-        self.restored = by_set.values().map(Vec::len).sum();
-        self.kernel_add(&by_set);
+        self.restored = self.restore_kernel(&active);
         tracing::info!(
             bans = self.restored,
             "Restored bans from the store with their remaining time."
@@ -800,21 +822,13 @@ impl Daemon {
         // Reconcile: what the kernel holds and the store does not.
         let known: std::collections::HashSet<IpNet> = active.iter().map(|b| b.target).collect();
         let mut imported = Vec::new();
-        for (set, pfx) in [
-            ("vw_ban_v4", None),
-            ("vw_ban_v6", None),
-            ("vw_banpfx_v4", Some(self.policy.bans.ipv4_prefix)),
-            ("vw_banpfx_v6", Some(self.policy.bans.ipv6_prefix)),
-        ] {
+        let prefixes = self.prefixes();
+        for (role, set) in crate::plane::ban_sets() {
             let Ok(entries) = voipwall_sys::nft::list_set(set) else {
                 continue;
             };
             for e in entries {
-                let addr = e.net.addr();
-                let target = match pfx {
-                    Some(p) => IpNet::new(addr, p).map_or(IpNet::from(addr), |n| n.trunc()),
-                    None => IpNet::from(addr),
-                };
+                let target = voipwall_nft::sets::covered_by(role, e.net, prefixes);
                 if known.contains(&target) {
                     continue;
                 }
@@ -827,6 +841,9 @@ impl Daemon {
                 );
                 r.rule = "kernel".into();
                 r.origin = "kernel".into();
+                if e.expires.is_none() {
+                    r.end = BanRecord::PERMANENT;
+                }
                 self.engine.restore_ban(r.to_ban());
                 imported.push(r);
             }
@@ -843,60 +860,56 @@ impl Daemon {
         }
     }
 
+    /// `reload` and SIGHUP: the one apply path (validation, anti-lockout,
+    /// a recorded generation), then a new engine, and every stored ban put
+    /// back into the kernel under the new policy's placement (a changed ban
+    /// prefix re-keys them).
     fn reload(&mut self) -> String {
-        let facts = crate::context::host_facts();
-        let policy = match crate::context::load_policy(&self.cli_config, &self.catalog_dirs, &facts)
-        {
-            Ok(l) => l.policy,
+        let applied = match crate::safety::apply_path(&crate::safety::ApplyRequest {
+            config: &self.cli_config,
+            catalog_dirs: &self.catalog_dirs,
+            state_dir: &self.state_dir,
+            confirm: None,
+            force: false,
+            actor: "reload",
+        }) {
+            Ok(a) => a,
             Err(e) => return format!("policy refused, nothing changed: {e:#}"),
         };
-        if let Err(e) = check_grouping(&policy) {
-            return format!("policy refused, nothing changed: {e:#}");
-        }
-        match apply_policy(&policy) {
-            Ok(rs) => {
-                if let Some(n) = &self.names {
-                    n.update(&policy, &rs);
-                }
-            }
-            Err(e) => return format!("apply failed, the previous ruleset stays: {e:#}"),
+        let policy = applied.loaded.policy;
+        if let Some(n) = &self.names {
+            n.update(&policy, &applied.ruleset);
         }
         let rules = match crate::detection::rules(&self.catalog_dirs) {
             Ok(r) => r,
             Err(e) => return format!("rules refused: {e:#}"),
         };
+        let facts = crate::context::host_facts();
         // A new engine with the new settings; what it remembers of bans
         // (recidive, suppression) comes back from the store.
-        self.engine = Engine::new(crate::detection::engine_config(
-            &policy,
-            rules,
-            &facts.addresses,
-        ));
-        if let Ok(active) = self.store.active_bans(now()) {
-            for b in active.iter().filter(|b| b.origin != "observe") {
-                self.engine.restore_ban(b.to_ban());
-            }
+        let mut cfg = crate::detection::engine_config(&policy, rules, &facts.addresses);
+        cfg.hash_seed = crate::detection::random_seed();
+        self.engine = Engine::new(cfg);
+        self.observe = policy.detect.mode == DetectMode::Observe;
+        if policy.sip.nflog_group != self.nflog_group {
+            self.nflog_group = policy.sip.nflog_group;
+            self.nflog_rebind = true;
         }
+        self.policy = policy;
+        let active = self.store.active_bans(now()).unwrap_or_default();
+        let restored = self.restore_kernel(&active);
         // Trunks and peers known by name are never banned either.
         if let Some(n) = &self.names {
             for a in n.addresses() {
                 self.engine.allow(IpNet::from(a), None);
             }
         }
-        self.observe = policy.detect.mode == DetectMode::Observe;
-        self.policy = policy;
-        let _ = self.store.audit(
-            now(),
-            "daemon",
-            "reload",
-            &self.cli_config.display().to_string(),
+        let msg = format!(
+            "policy applied as generation {}; {restored} bans re-asserted in the kernel",
+            applied.generation
         );
-        self.event(
-            "reload",
-            None,
-            "policy re-read and applied; bans kept".into(),
-        );
-        "policy applied; bans kept".into()
+        self.event("reload", None, msg.clone());
+        msg
     }
 
     /// Waits until the store thread has committed what was sent before.
@@ -905,6 +918,85 @@ impl Daemon {
         if self.writer.send(StoreOp::Flush(done)).is_ok() {
             let _ = wait.recv_timeout(std::time::Duration::from_secs(5));
         }
+    }
+
+    /// A runtime verb from the control socket: the CLI's plane, then the
+    /// store, the engine and the audit log.
+    fn runtime(&mut self, op: &crate::plane::Op, t: Timestamp) -> Reply {
+        let named = self
+            .names
+            .as_ref()
+            .map(|n| {
+                n.addresses()
+                    .into_iter()
+                    .map(|a| (a, "a trunk, peer or allow name".to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let guard = crate::plane::protected(Some(&self.policy), named);
+        let prefixes = self.prefixes();
+        let Some(bans) = self.bans.as_mut() else {
+            return Reply::One(
+                json!({"ok": false, "verb": op.verb, "done": [], "seconds": null,
+                "error": "the daemon has no netlink socket: nothing was changed"}),
+            );
+        };
+        let (mut outcome, fx) = crate::plane::execute(op, prefixes, &guard, bans, t);
+        if outcome.ok {
+            // Stored bans inside or around a lifted target go too (a /24
+            // unban lifts the detected /32s in it).
+            for net in &fx.lifted {
+                let covering: Vec<BanRecord> = self
+                    .store
+                    .active_bans(t)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|b| b.target.contains(&net.addr()) || net.contains(&b.target.addr()))
+                    .collect();
+                for b in covering {
+                    let p = crate::plane::place_record(b.target, prefixes);
+                    if let Some(s) = self.bans.as_mut()
+                        && s.delete(&p).unwrap_or(false)
+                        && let Some(d) = outcome.done.first_mut()
+                    {
+                        d.changed = true;
+                    }
+                    self.engine.forget_ban(&b.target);
+                    let _ = self.writer.send(StoreOp::Lift(b.target, t));
+                }
+                self.engine.forget_ban(net);
+                let _ = self.writer.send(StoreOp::Lift(*net, t));
+            }
+            for r in &fx.bans {
+                self.engine.restore_ban(r.to_ban());
+            }
+            for (net, until) in &fx.allowed {
+                self.engine.allow(*net, *until);
+            }
+            for net in &fx.disallowed {
+                self.engine.disallow(net);
+            }
+            if !fx.bans.is_empty() {
+                let _ = self.writer.send(StoreOp::Bans(fx.bans));
+            }
+            let verb = format!("{:?}", op.verb).to_lowercase();
+            let detail = op.targets.join(" ");
+            let _ = self.writer.send(StoreOp::Audit(
+                t,
+                "cli",
+                "runtime",
+                format!("{verb} {detail}"),
+            ));
+            self.event(
+                &verb,
+                op.targets.first().cloned(),
+                format!("{verb} {detail} ({})", op.reason),
+            );
+        }
+        Reply::One(
+            serde_json::to_value(&outcome)
+                .unwrap_or_else(|e| json!({"ok": false, "error": e.to_string()})),
+        )
     }
 
     fn control(&mut self, req: Request) -> Reply {
@@ -966,138 +1058,7 @@ impl Daemon {
                     Err(e) => err(e.to_string()),
                 }
             }
-            Request::Ban {
-                target,
-                seconds,
-                reason,
-                exact,
-            } => {
-                let net = match voipwall_policy::parse_net(&target) {
-                    Ok(n) => n,
-                    Err(e) => return err(format!("`{target}`: {e}")),
-                };
-                let net =
-                    if net.prefix_len() == net.max_prefix_len() && net.addr().is_ipv6() && !exact {
-                        IpNet::new(net.addr(), self.policy.bans.ipv6_prefix)
-                            .map_or(net, |n| n.trunc())
-                    } else {
-                        net
-                    };
-                if let Some(p) = self
-                    .engine
-                    .config()
-                    .never_ban
-                    .iter()
-                    .find(|p| p.contains(&net.addr()) || net.contains(&p.addr()))
-                {
-                    return err(format!(
-                        "refused: {net} covers {p}, which is never banned (own address, management, allow list or trusted)"
-                    ));
-                }
-                let rec = BanRecord::manual(net, &reason, t, seconds.saturating_mul(1000));
-                let (set, key) = placement(&net);
-                let res = if set.starts_with("vw_bannet") {
-                    voipwall_sys::nft::add_interval(set, &net, Some(seconds))
-                        .map_err(|e| e.to_string())
-                } else {
-                    match self.sets.as_mut() {
-                        Some(s) => s
-                            .add(
-                                set,
-                                &[Elem {
-                                    addr: key,
-                                    timeout_ms: Some(seconds * 1000),
-                                }],
-                            )
-                            .map_err(|e| e.to_string()),
-                        None => Err("no netlink socket".into()),
-                    }
-                };
-                if let Err(e) = res {
-                    return err(format!("the kernel refused: {e}"));
-                }
-                self.engine.restore_ban(rec.to_ban());
-                let _ = self.store.record_bans(&[rec]);
-                let _ = self
-                    .store
-                    .audit(t, "cli", "ban", &format!("{net} {seconds}s {reason}"));
-                self.event("manual-ban", Some(net.to_string()), reason);
-                Reply::One(
-                    json!({"ok": true, "banned": net.to_string(), "set": set, "seconds": seconds}),
-                )
-            }
-            Request::Allow {
-                target,
-                seconds,
-                delete,
-            } => {
-                let net = match voipwall_policy::parse_net(&target) {
-                    Ok(n) => n,
-                    Err(e) => return err(format!("`{target}`: {e}")),
-                };
-                let set = if net.addr().is_ipv4() {
-                    "vw_allowrt_v4"
-                } else {
-                    "vw_allowrt_v6"
-                };
-                if delete {
-                    if let Err(e) = voipwall_sys::nft::delete_interval(set, &net) {
-                        return err(format!("{net} is not in the runtime allow list ({e})"));
-                    }
-                    self.engine.disallow(&net);
-                } else {
-                    if let Err(e) = voipwall_sys::nft::add_interval(set, &net, seconds) {
-                        return err(format!("the kernel refused: {e}"));
-                    }
-                    self.engine.allow(net, seconds.map(|s| t.plus(s * 1000)));
-                }
-                let what = if delete { "disallow" } else { "allow" };
-                let _ =
-                    self.writer
-                        .send(StoreOp::Audit(t, "cli", what, format!("{net} {seconds:?}")));
-                self.event(what, Some(net.to_string()), format!("runtime {what} {net}"));
-                Reply::One(
-                    json!({"ok": true, what: net.to_string(), "set": set, "seconds": seconds}),
-                )
-            }
-            Request::Unban { target } => {
-                let net = match voipwall_policy::parse_net(&target) {
-                    Ok(n) => n,
-                    Err(e) => return err(format!("`{target}`: {e}")),
-                };
-                // Every stored ban covering the address or inside the network.
-                let covering: Vec<BanRecord> = self
-                    .store
-                    .active_bans(t)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|b| b.target.contains(&net.addr()) || net.contains(&b.target.addr()))
-                    .collect();
-                let mut lifted = Vec::new();
-                for b in &covering {
-                    let (set, key) = placement(&b.target);
-                    let _ = if set.starts_with("vw_bannet") {
-                        voipwall_sys::nft::delete_interval(set, &b.target)
-                            .map_err(|e| e.to_string())
-                    } else {
-                        self.sets
-                            .as_mut()
-                            .map_or(Ok(()), |s| s.delete(set, &[key]).map_err(|e| e.to_string()))
-                    };
-                    let _ = self.writer.send(StoreOp::Lift(b.target, t));
-                    self.engine.forget_ban(&b.target);
-                    lifted.push(b.target.to_string());
-                }
-                let _ = self
-                    .writer
-                    .send(StoreOp::Audit(t, "cli", "unban", target.clone()));
-                self.event(
-                    "unban",
-                    Some(target.clone()),
-                    format!("lifted {}", lifted.join(", ")),
-                );
-                Reply::One(json!({"ok": true, "lifted": lifted}))
-            }
+            Request::Runtime(op) => self.runtime(&op, t),
             Request::Explain { addr } => {
                 let Ok(a) = addr.parse::<IpAddr>() else {
                     return err(format!("`{addr}` is not an IP address"));
@@ -1150,14 +1111,14 @@ fn cpu_ms() -> Option<u64> {
     Some(ticks * 10)
 }
 
-/// Which kernel set holds a ban, and its key.
-fn placement(target: &IpNet) -> (&'static str, IpAddr) {
-    let full = target.prefix_len() == target.max_prefix_len();
-    match (target, full) {
-        (IpNet::V4(_), true) => ("vw_ban_v4", target.addr()),
-        (IpNet::V6(_), true) => ("vw_ban_v6", target.addr()),
-        (IpNet::V4(_), false) => ("vw_banpfx_v4", target.network()),
-        (IpNet::V6(_), false) => ("vw_banpfx_v6", target.network()),
+/// The known-set element of a registered endpoint.
+fn known_placement(addr: IpAddr) -> voipwall_nft::sets::Placement {
+    let covers = IpNet::from(addr);
+    voipwall_nft::sets::Placement {
+        role: voipwall_nft::sets::Role::Known,
+        family: voipwall_nft::sets::family_of(&covers),
+        key: voipwall_nft::sets::Key::Addr(addr),
+        covers,
     }
 }
 
@@ -1203,34 +1164,6 @@ fn hold_back(secs: u64, socket: &std::path::Path) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(socket);
     tracing::warn!("Safe mode hold over: applying the policy.");
     Ok(())
-}
-
-/// The engine's prefix bans are keyed by the kernel's mask, so the two must agree.
-fn check_grouping(p: &Policy) -> anyhow::Result<()> {
-    let d = &p.detect;
-    if d.group_v4 != 32 && d.group_v4 != p.bans.ipv4_prefix {
-        return Err(Invalid(format!(
-            "error: [detect] group_v4 = {} needs [bans] ipv4_prefix = {} (prefix bans use the kernel's mask)",
-            d.group_v4, d.group_v4
-        ))
-        .into());
-    }
-    if d.group_v6 != 128 && d.group_v6 != p.bans.ipv6_prefix {
-        return Err(Invalid(format!(
-            "error: [detect] group_v6 = {} needs [bans] ipv6_prefix = {} (prefix bans use the kernel's mask)",
-            d.group_v6, d.group_v6
-        ))
-        .into());
-    }
-    Ok(())
-}
-
-fn apply_policy(policy: &Policy) -> anyhow::Result<voipwall_nft::Ruleset> {
-    let ruleset = crate::context::compile_policy(policy);
-    let script = voipwall_nft::render(&ruleset);
-    voipwall_sys::nft::apply_script(&script).context("applying the ruleset")?;
-    tracing::info!("Ruleset applied (bans and known endpoints kept).");
-    Ok(ruleset)
 }
 
 fn init_logging() {

@@ -5,6 +5,9 @@
                                         TCP: accept, send "ok"; UDP: echo "ok"
   probe.py probe SRC PROTO/PORT DST ... one probe per triple, in parallel;
                                         prints "SRC PROTO/PORT DST pass|drop|reject"
+  probe.py flood SRC DST PORT COUNT     COUNT UDP SIP OPTIONS datagrams from SRC
+                                        as fast as possible (at most 10,000,
+                                        at most 10 s); prints how many were sent
 
 A probe passes when the listener's "ok" comes back within 0.8 s. It is
 "reject" when an ICMP error comes back, and "drop" when nothing does.
@@ -93,8 +96,31 @@ def probe(args):
         print(" ".join(t), r)
 
 
+def flood(src, dst, port, count):
+    count = min(int(count), 10000)
+    fam = socket.AF_INET6 if ":" in src else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.bind((src, 0))
+    msg = (
+        "OPTIONS sip:%s SIP/2.0\r\nVia: SIP/2.0/UDP %s:5060;branch=z9hG4bKflood\r\n"
+        "From: <sip:probe@%s>;tag=1\r\nTo: <sip:%s>\r\nCall-ID: flood\r\n"
+        "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n" % (dst, src, src, dst)
+    ).encode()
+    sent = 0
+    deadline = time.time() + 10
+    while sent < count and time.time() < deadline:
+        try:
+            s.sendto(msg, (dst, int(port)))
+            sent += 1
+        except OSError:
+            time.sleep(0.001)
+    print(sent)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "listen":
         listen(sys.argv[2:])
+    elif sys.argv[1] == "flood":
+        flood(*sys.argv[2:6])
     else:
         probe(sys.argv[2:])

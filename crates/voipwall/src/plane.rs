@@ -1,0 +1,421 @@
+//! The one ban plane: every runtime verb (`ban`, `unban`, `block`,
+//! `allow`, and their `--file` and `--delete` forms), whoever asks (the CLI
+//! without a daemon, the daemon's control socket, later the HTTP API, the
+//! fleet and the feeds), goes protection check → placement → kernel here.
+//! The caller then records the returned outcome in the store (and, in the
+//! daemon, in the engine): the CLI and the daemon cannot disagree.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use voipwall_detect::Timestamp;
+use voipwall_nft::protect::{HostProtection, Protected};
+use voipwall_nft::sets::{Entry, Placement, Prefixes, Role, lift_candidates, place};
+use voipwall_policy::{Policy, display_net, parse_net};
+use voipwall_store::BanRecord;
+use voipwall_sys::bans::Bans;
+
+/// A runtime verb.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Verb {
+    Ban,
+    Unban,
+    Block,
+    Unblock,
+    Allow,
+    Disallow,
+}
+
+impl Verb {
+    fn word(self) -> &'static str {
+        match self {
+            Self::Ban => "ban",
+            Self::Unban => "unban",
+            Self::Block => "block",
+            Self::Unblock => "unblock",
+            Self::Allow => "allow",
+            Self::Disallow => "disallow",
+        }
+    }
+}
+
+/// One runtime operation: the control protocol's request and the CLI's
+/// direct path take the same value.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Op {
+    pub(crate) verb: Verb,
+    /// Addresses or networks, as typed (`file:line` labels in `labels`).
+    pub(crate) targets: Vec<String>,
+    /// Where each target came from, for errors (`abusers.txt:4`); empty for
+    /// the command line.
+    #[serde(default)]
+    pub(crate) labels: Vec<String>,
+    /// Seconds; `None` is permanent (bans default to `[bans] default_ttl`
+    /// before they get here).
+    pub(crate) seconds: Option<u64>,
+    #[serde(default)]
+    pub(crate) reason: String,
+    /// IPv6 bans: the address alone, not its prefix.
+    #[serde(default)]
+    pub(crate) exact: bool,
+    /// Override an overridable protection (allow entry, trusted network, peer).
+    #[serde(default)]
+    pub(crate) force: bool,
+}
+
+impl Op {
+    /// One target from the command line.
+    pub(crate) fn simple(verb: Verb, target: &str, seconds: Option<u64>) -> Self {
+        Self {
+            verb,
+            targets: vec![target.to_string()],
+            labels: Vec::new(),
+            seconds,
+            reason: String::new(),
+            exact: false,
+            force: false,
+        }
+    }
+}
+
+/// What one target became.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Done {
+    /// Exactly what the kernel matches.
+    pub(crate) covers: String,
+    pub(crate) set: String,
+    /// Registered endpoints inside it keep access (prefix bans).
+    pub(crate) spares_known: bool,
+    /// For unban: whether anything was lifted.
+    pub(crate) changed: bool,
+}
+
+/// The reply of the control protocol for an [`Op`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Outcome {
+    pub(crate) ok: bool,
+    pub(crate) verb: Verb,
+    pub(crate) done: Vec<Done>,
+    pub(crate) seconds: Option<u64>,
+    /// Set when `ok` is false: every problem, nothing was changed.
+    #[serde(default)]
+    pub(crate) error: Option<String>,
+}
+
+/// What the caller records after the kernel took the operation.
+#[derive(Default)]
+pub(crate) struct Effects {
+    pub(crate) bans: Vec<BanRecord>,
+    pub(crate) lifted: Vec<IpNet>,
+    pub(crate) allowed: Vec<(IpNet, Option<Timestamp>)>,
+    pub(crate) disallowed: Vec<IpNet>,
+}
+
+/// The prefixes the running policy masks prefix bans with.
+pub(crate) fn prefixes(policy: Option<&Policy>) -> Prefixes {
+    policy.map_or_else(Prefixes::default, |p| Prefixes {
+        v4: p.bans.ipv4_prefix,
+        v6: p.bans.ipv6_prefix,
+    })
+}
+
+/// What is protected right now: the policy, the host's addresses, live
+/// management sessions, runtime allow entries, and the current addresses
+/// of names the policy trusts.
+pub(crate) fn protected(policy: Option<&Policy>, named: Vec<(IpAddr, String)>) -> Protected {
+    let sshd = crate::context::host_facts()
+        .sshd_ports
+        .unwrap_or_else(|| vec![22]);
+    let host = HostProtection {
+        own: voipwall_sys::nft::host_addresses(),
+        sessions: crate::safety::session_sources(policy, &sshd),
+        runtime_allow: voipwall_sys::bans::runtime_allows(),
+        named,
+    };
+    Protected::new(policy, &host)
+}
+
+fn refuse(verb: Verb, errors: &[String]) -> Outcome {
+    Outcome {
+        ok: false,
+        verb,
+        done: Vec::new(),
+        seconds: None,
+        error: Some(format!("{}\nnothing was changed", errors.join("\n"))),
+    }
+}
+
+/// Checks, places and applies `op`. All targets are checked first; one
+/// refusal changes nothing.
+pub(crate) fn execute(
+    op: &Op,
+    prefixes: Prefixes,
+    guard: &Protected,
+    bans: &mut Bans,
+    now: Timestamp,
+) -> (Outcome, Effects) {
+    let mut errors = Vec::new();
+    let mut placed: Vec<(IpNet, Placement)> = Vec::new();
+    for (i, t) in op.targets.iter().enumerate() {
+        let at = op
+            .labels
+            .get(i)
+            .map(|l| format!("{l}: "))
+            .unwrap_or_default();
+        let net = match parse_net(t) {
+            Ok(n) => n,
+            Err(e) => {
+                errors.push(format!("{at}`{t}`: {e}"));
+                continue;
+            }
+        };
+        let entry = match op.verb {
+            Verb::Ban => Entry::Ban {
+                target: net,
+                exact: op.exact,
+            },
+            Verb::Block | Verb::Unblock => Entry::Block(net),
+            Verb::Allow | Verb::Disallow => Entry::Allow(net),
+            Verb::Unban => {
+                placed.push((net, place(Entry::Block(net), prefixes)));
+                continue;
+            }
+        };
+        let p = place(entry, prefixes);
+        if matches!(op.verb, Verb::Ban | Verb::Block)
+            && let Some(hit) = guard.hit(&p.covers)
+            && !(op.force && hit.overridable)
+        {
+            let widened = if p.covers == net {
+                String::new()
+            } else {
+                format!(
+                    " (the /{} of {}; --exact bans the address alone)",
+                    p.covers.prefix_len(),
+                    display_net(&net)
+                )
+            };
+            errors.push(format!(
+                "{at}refusing to {} {}{widened}: it covers {}{}",
+                op.verb.word(),
+                display_net(&p.covers),
+                hit.why,
+                if hit.overridable {
+                    " (--force overrides)"
+                } else {
+                    ""
+                }
+            ));
+            continue;
+        }
+        if op.verb == Verb::Allow && p.covers.prefix_len() == 0 {
+            errors.push(format!(
+                "{at}refusing to allow {}: every address would skip every ban and detection (use `voipwall disable` to switch voipwall off)",
+                display_net(&p.covers)
+            ));
+            continue;
+        }
+        placed.push((net, p));
+    }
+    if !errors.is_empty() {
+        return (refuse(op.verb, &errors), Effects::default());
+    }
+    let ttl_ms = op.seconds.map(|s| s.saturating_mul(1000));
+    let mut effects = Effects::default();
+    let mut done = Vec::new();
+    let result = match op.verb {
+        Verb::Ban | Verb::Block | Verb::Allow => {
+            let entries: Vec<(Placement, Option<u64>)> =
+                placed.iter().map(|(_, p)| (*p, ttl_ms)).collect();
+            bans.add_many(&entries).map(|()| {
+                for (_, p) in &placed {
+                    done.push(Done {
+                        covers: display_net(&p.covers),
+                        set: p.set().into(),
+                        spares_known: p.spares_known(),
+                        changed: true,
+                    });
+                    match op.verb {
+                        Verb::Allow => effects
+                            .allowed
+                            .push((p.covers, ttl_ms.map(|ms| now.plus(ms)))),
+                        _ => {
+                            let mut r =
+                                BanRecord::manual(p.covers, &op.reason, now, ttl_ms.unwrap_or(0));
+                            if ttl_ms.is_none() {
+                                r.end = BanRecord::PERMANENT;
+                            }
+                            if op.verb == Verb::Block {
+                                r.rule = "block".into();
+                            }
+                            effects.bans.push(r);
+                        }
+                    }
+                }
+            })
+        }
+        Verb::Unban => {
+            let mut r = Ok(());
+            for (net, _) in &placed {
+                let mut sets = Vec::new();
+                for c in lift_candidates(*net, prefixes) {
+                    match bans.delete(&c) {
+                        Ok(true) => sets.push(format!("{} ({})", c.set(), display_net(&c.covers))),
+                        Ok(false) => {}
+                        Err(e) => r = Err(e),
+                    }
+                }
+                effects.lifted.push(*net);
+                done.push(Done {
+                    covers: display_net(net),
+                    set: sets.join(", "),
+                    spares_known: false,
+                    changed: !sets.is_empty(),
+                });
+            }
+            r
+        }
+        Verb::Unblock | Verb::Disallow => {
+            let mut r = Ok(());
+            for (net, p) in &placed {
+                match bans.delete(p) {
+                    Ok(held) => {
+                        if op.verb == Verb::Disallow {
+                            effects.disallowed.push(p.covers);
+                        } else {
+                            effects.lifted.push(p.covers);
+                        }
+                        done.push(Done {
+                            covers: display_net(net),
+                            set: p.set().into(),
+                            spares_known: false,
+                            changed: held,
+                        });
+                    }
+                    Err(e) => r = Err(e),
+                }
+            }
+            r
+        }
+    };
+    if let Err(e) = result {
+        return (
+            refuse(op.verb, &[format!("the kernel refused: {e}")]),
+            Effects::default(),
+        );
+    }
+    if matches!(op.verb, Verb::Unblock | Verb::Disallow) && done.iter().all(|d| !d.changed) {
+        let list = if op.verb == Verb::Disallow {
+            "runtime allow"
+        } else {
+            "runtime block"
+        };
+        return (
+            refuse(
+                op.verb,
+                &[format!(
+                    "{} is not in the {list} list",
+                    op.targets.join(", ")
+                )],
+            ),
+            Effects::default(),
+        );
+    }
+    (
+        Outcome {
+            ok: true,
+            verb: op.verb,
+            done,
+            seconds: op.seconds,
+            error: None,
+        },
+        effects,
+    )
+}
+
+/// Where a ban the engine or the store holds goes in the kernel.
+pub(crate) fn place_record(target: IpNet, prefixes: Prefixes) -> Placement {
+    place(
+        Entry::Ban {
+            target,
+            exact: true,
+        },
+        prefixes,
+    )
+}
+
+/// The ban sets, with the role each holds (for listing and import).
+pub(crate) fn ban_sets() -> impl Iterator<Item = (Role, &'static str)> {
+    Role::BANS.into_iter().flat_map(|r| {
+        [voipwall_nft::Family::V4, voipwall_nft::Family::V6]
+            .into_iter()
+            .map(move |f| (r, r.set(f)))
+    })
+}
+
+/// Prints an outcome for the operator (both paths).
+pub(crate) fn render(o: &Outcome, reason: &str) -> String {
+    let dur = o.seconds.map_or_else(
+        || "permanently".to_string(),
+        |s| format!("for {}", voipwall_policy::format_duration(s)),
+    );
+    let mut s = String::new();
+    match o.verb {
+        Verb::Ban | Verb::Block if o.done.len() > 1 => {
+            s.push_str(&format!(
+                "{}ed {} entries {dur} ({reason})\n",
+                if o.verb == Verb::Ban { "bann" } else { "block" },
+                o.done.len()
+            ));
+        }
+        Verb::Ban | Verb::Block | Verb::Allow => {
+            for d in &o.done {
+                s.push_str(&format!(
+                    "{} {} {dur}{} in {}{}\n",
+                    match o.verb {
+                        Verb::Ban => "banned",
+                        Verb::Block => "blocked",
+                        _ => "allowed",
+                    },
+                    d.covers,
+                    if o.verb == Verb::Allow {
+                        String::new()
+                    } else {
+                        format!(" ({reason})")
+                    },
+                    d.set,
+                    if d.spares_known {
+                        "; registered endpoints in it are spared"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+        Verb::Unban => {
+            for d in &o.done {
+                if d.changed {
+                    s.push_str(&format!("unbanned {} (from {})\n", d.covers, d.set));
+                } else {
+                    s.push_str(&format!("no ban in the kernel covers {}\n", d.covers));
+                }
+            }
+        }
+        Verb::Unblock | Verb::Disallow => {
+            for d in &o.done {
+                s.push_str(&format!(
+                    "removed {} from the runtime {} list\n",
+                    d.covers,
+                    if o.verb == Verb::Disallow {
+                        "allow"
+                    } else {
+                        "block"
+                    }
+                ));
+            }
+        }
+    }
+    s
+}
