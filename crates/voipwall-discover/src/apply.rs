@@ -49,6 +49,15 @@ pub fn apply(policy: &mut Policy, d: &Discovery) -> Vec<String> {
                 )),
             }
         }
+        if let (Some((range, origin)), true) = (&d.rtp, policy.rtp.from_policy)
+            && policy.rtp.ranges != [*range]
+        {
+            out.push(format!(
+                "warning: RTP mismatch: the policy opens {} ({}) but the PBX uses {range} ({origin}); calls may get one-way audio",
+                show(&policy.rtp.ranges),
+                policy.rtp.origin
+            ));
+        }
         if let (Some((range, origin)), false) = (&d.rtp, policy.rtp.from_policy) {
             if range.lo < 1024 {
                 out.push(format!(

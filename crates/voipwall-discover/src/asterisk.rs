@@ -316,10 +316,22 @@ pub(crate) fn discover(files: &dyn Files, dir: &str, d: &mut Discovery) {
     }
     match sections(files, dir, "rtp.conf", d) {
         Some(secs) => rtp(&secs, &join(dir, "rtp.conf"), d),
-        None => d.notes.push(format!(
-            "{}: absent; Asterisk's built-in RTP range 5000-31000 applies",
-            join(dir, "rtp.conf")
-        )),
+        None => {
+            // What Asterisk binds without the file: the range must match it,
+            // or calls get one-way audio.
+            let path = join(dir, "rtp.conf");
+            d.notes.push(format!(
+                "{path}: absent; Asterisk's built-in RTP range 5000-31000 applies"
+            ));
+            d.rtp = Some((
+                PortSpec {
+                    proto: Proto::Udp,
+                    lo: 5000,
+                    hi: 31000,
+                },
+                prov(&format!("{path} (absent: Asterisk's built-in default)"), 0),
+            ));
+        }
     }
 }
 

@@ -305,9 +305,24 @@ pub(crate) fn discover(files: &dyn Files, dir: &str, d: &mut Discovery) {
                 ));
             }
         }
-        (None, _) => d.notes.push(format!(
-            "{root}: switch.conf sets no rtp-start-port; FreeSWITCH's built-in 16384-32768 applies"
-        )),
+        (None, _) => {
+            d.notes.push(format!(
+                "{root}: switch.conf sets no rtp-start-port; FreeSWITCH's built-in 16384-32768 applies"
+            ));
+            d.rtp = Some((
+                PortSpec {
+                    proto: Proto::Udp,
+                    lo: 16384,
+                    hi: 32768,
+                },
+                prov(
+                    &format!(
+                        "{root}/autoload_configs/switch.conf.xml (no rtp-start-port: FreeSWITCH's built-in default)"
+                    ),
+                    0,
+                ),
+            ));
+        }
     }
 }
 

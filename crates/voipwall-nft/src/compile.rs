@@ -801,6 +801,7 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
     if policy.sip.responsive {
         used_counters.push(counters::UNKNOWN_BANNED.to_string());
     }
+    let rtp = rtp_ranges(policy, &mut notes);
     for zone in Zone::ALL {
         let mut rules = Vec::new();
         if zone == Zone::Trusted {
@@ -841,10 +842,10 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
                 }
             }
         }
-        if policy.rtp.zones.contains(&zone) && !policy.rtp.ranges.is_empty() {
+        if policy.rtp.zones.contains(&zone) && !rtp.is_empty() {
             rules.push(counted(
                 rule(
-                    vec![Match::Dport(Proto::Udp, policy.rtp.ranges.clone())],
+                    vec![Match::Dport(Proto::Udp, rtp.clone())],
                     Action::Accept,
                     format!("zone {zone} / rtp / {}", policy.rtp.origin),
                 ),
@@ -876,6 +877,67 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
         notes,
         names: names.list,
     }
+}
+
+/// The RTP ranges with every UDP port of a granted service carved out: a
+/// wide media range (Asterisk's built-in 5000-31000) covers udp/5060 and
+/// udp/4569, and must not open signalling to zones that were not granted it.
+fn rtp_ranges(policy: &Policy, notes: &mut Vec<String>) -> Vec<PortSpec> {
+    let mut carve: Vec<(u16, u16, &str)> = policy
+        .services
+        .values()
+        .flat_map(|s| {
+            s.ports
+                .iter()
+                .filter(|p| p.proto == Proto::Udp)
+                .map(move |p| (p.lo, p.hi, s.name.as_str()))
+        })
+        .collect();
+    carve.sort_unstable();
+    let mut out = Vec::new();
+    let mut carved = Vec::new();
+    for r in &policy.rtp.ranges {
+        let mut lo = u32::from(r.lo);
+        let hi = u32::from(r.hi);
+        for &(clo, chi, name) in &carve {
+            let (clo, chi) = (u32::from(clo), u32::from(chi));
+            if chi < lo || clo > hi {
+                continue;
+            }
+            carved.push(format!(
+                "udp/{}{} ({name})",
+                clo,
+                if chi > clo {
+                    format!("-{chi}")
+                } else {
+                    String::new()
+                }
+            ));
+            if clo > lo {
+                out.push((lo, clo - 1));
+            }
+            lo = lo.max(chi + 1);
+        }
+        if lo <= hi {
+            out.push((lo, hi));
+        }
+    }
+    if !carved.is_empty() {
+        carved.dedup();
+        notes.push(format!(
+            "the RTP range overlaps {}: carved out of RTP, so only zones granted the service reach it",
+            carved.join(", ")
+        ));
+    }
+    out.into_iter()
+        .filter_map(|(lo, hi)| {
+            Some(PortSpec {
+                proto: Proto::Udp,
+                lo: u16::try_from(lo).ok()?,
+                hi: u16::try_from(hi).ok()?,
+            })
+        })
+        .collect()
 }
 
 /// Trunks and peers: the rules of the `vw_peers` chain (each peer reaches
@@ -977,6 +1039,37 @@ mod tests {
     /// Every use of a hostname shares one set pair; allow names skip ban
     /// lookups, block names drop, network names go to their zone before the
     /// map; only allow, trusted and peer names are protected from detection.
+    /// Asterisk's built-in RTP range covers udp/5060: it is carved out, so
+    /// zones without SIP cannot reach it as "RTP".
+    #[test]
+    fn a_wide_rtp_range_does_not_open_signalling_ports() {
+        let text = "[interfaces]\neth0 = \"internet\"\n[zones.internet]\nservices = []\n\
+            [zones.other]\nservices = [\"sip\", \"iax2\"]\n";
+        let mut sm = SourceMap::default();
+        let (cat, _) = Catalog::load(&DataFile::builtin(), &mut sm);
+        let mut policy = load(
+            "p.toml",
+            &mut |_| Ok(text.to_string()),
+            &cat,
+            &HostFacts::default(),
+        )
+        .policy
+        .expect("valid");
+        // As discovery sets it (a policy's own [rtp] may not overlap at all).
+        policy.rtp.ranges = vec![PortSpec {
+            proto: Proto::Udp,
+            lo: 5000,
+            hi: 31000,
+        }];
+        let mut notes = Vec::new();
+        let r: Vec<(u16, u16)> = rtp_ranges(&policy, &mut notes)
+            .iter()
+            .map(|p| (p.lo, p.hi))
+            .collect();
+        assert_eq!(r, [(5000, 5059), (5061, 31000)]);
+        assert!(notes[0].contains("udp/5060 (sip)"), "{notes:?}");
+    }
+
     #[test]
     fn hostnames_get_one_set_pair_each_with_the_right_rules() {
         let text = "[interfaces]\neth0 = \"internet\"\n\

@@ -240,15 +240,29 @@ fn any_nets() -> Vec<IpNet> {
     ]
 }
 
-/// Renders `intent` for `target`. The notes are appended as comments
-/// (firewalld, iptables) or returned in a `notes` field (JSON targets).
-pub fn render(target: Target, it: &Intent) -> String {
+/// An export: exactly what the target's client takes, and the notes on
+/// what it cannot express (comments inside text targets; for the JSON
+/// targets only here, since their clients refuse unknown keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Export {
+    /// The file for the target.
+    pub body: String,
+    /// For the operator (the CLI prints them on stderr).
+    pub notes: Vec<String>,
+}
+
+/// Renders `intent` for `target`.
+pub fn render(target: Target, it: &Intent) -> Export {
+    let text = |body: String| Export {
+        body,
+        notes: it.notes.clone(),
+    };
     match target {
         Target::Aws => aws(it),
         Target::Gcp => gcp(it),
         Target::Azure => azure(it),
-        Target::Firewalld => firewalld(it),
-        Target::Iptables => iptables(it),
+        Target::Firewalld => text(firewalld(it)),
+        Target::Iptables => text(iptables(it)),
     }
 }
 
@@ -269,7 +283,7 @@ fn cloud(it: &Intent) -> impl Iterator<Item = (&Allow, Vec<IpNet>)> {
     })
 }
 
-fn aws(it: &Intent) -> String {
+fn aws(it: &Intent) -> Export {
     let mut perms = Vec::new();
     for (a, srcs) in cloud(it) {
         let desc: String = a
@@ -309,10 +323,13 @@ fn aws(it: &Intent) -> String {
         ));
     }
     notes.push("security groups allow the union of their rules: a more specific network in a less trusted zone cannot take access away".into());
-    pretty(&json!({"GroupId": "sg-REPLACE-ME", "IpPermissions": perms, "voipwall_notes": notes}))
+    Export {
+        body: pretty(&json!({"GroupId": "sg-REPLACE-ME", "IpPermissions": perms})),
+        notes,
+    }
 }
 
-fn gcp(it: &Intent) -> String {
+fn gcp(it: &Intent) -> Export {
     let mut rules = Vec::new();
     for (i, n) in it.blocks.iter().enumerate() {
         rules.push(json!({
@@ -365,10 +382,13 @@ fn gcp(it: &Intent) -> String {
     }
     let mut notes = it.notes.clone();
     notes.push("GCP's implied rules deny other ingress; targetTags are not set: add the instance's tag before creating the rules".into());
-    pretty(&json!({"rules": rules, "voipwall_notes": notes}))
+    Export {
+        body: pretty(&json!({"rules": rules})),
+        notes,
+    }
 }
 
-fn azure(it: &Intent) -> String {
+fn azure(it: &Intent) -> Export {
     let mut rules = Vec::new();
     let mut prio = 100;
     for n in &it.blocks {
@@ -409,7 +429,10 @@ fn azure(it: &Intent) -> String {
             rules.len()
         ));
     }
-    pretty(&json!({"securityRules": rules, "voipwall_notes": notes}))
+    Export {
+        body: pretty(&json!({"securityRules": rules})),
+        notes,
+    }
 }
 
 fn ports_attr(s: &PortSpec) -> String {
@@ -651,24 +674,47 @@ mod tests {
     fn every_target_renders_and_json_targets_parse() {
         let it = intent(&policy(P), &BTreeMap::new());
         for t in [Target::Aws, Target::Gcp, Target::Azure] {
-            let v: Value = serde_json::from_str(&render(t, &it)).expect("json");
+            let e = render(t, &it);
+            let v: Value = serde_json::from_str(&e.body).expect("json");
+            assert!(!e.notes.is_empty());
             assert!(
-                v["voipwall_notes"]
-                    .as_array()
-                    .is_some_and(|n| !n.is_empty())
+                !e.body.contains("voipwall_notes"),
+                "clients refuse unknown keys"
             );
+            assert!(v.as_object().is_some_and(|o| o.len() <= 2));
         }
-        let aws: Value = serde_json::from_str(&render(Target::Aws, &it)).unwrap();
+        let aws: Value = serde_json::from_str(&render(Target::Aws, &it).body).unwrap();
+        // Only the members of botocore's AuthorizeSecurityGroupIngress
+        // input and IpPermission shapes.
+        let top: Vec<&String> = aws.as_object().unwrap().keys().collect();
+        assert_eq!(top, ["GroupId", "IpPermissions"]);
+        for p in aws["IpPermissions"].as_array().unwrap() {
+            for k in p.as_object().unwrap().keys() {
+                assert!(
+                    [
+                        "IpProtocol",
+                        "FromPort",
+                        "ToPort",
+                        "IpRanges",
+                        "Ipv6Ranges",
+                        "UserIdGroupPairs",
+                        "PrefixListIds"
+                    ]
+                    .contains(&k.as_str()),
+                    "{k}"
+                );
+            }
+        }
         let sip = &aws["IpPermissions"][0];
         assert_eq!(sip["IpProtocol"], "udp");
         assert_eq!(sip["FromPort"], 5060);
         assert_eq!(sip["IpRanges"][0]["CidrIp"], "0.0.0.0/0");
         assert_eq!(sip["Ipv6Ranges"][0]["CidrIpv6"], "::/0");
-        let fw = render(Target::Firewalld, &it);
+        let fw = render(Target::Firewalld, &it).body;
         assert!(fw.contains("<source address=\"198.51.100.0/24\"/>"));
         assert!(fw.contains("<port protocol=\"tcp\" port=\"22\"/>"));
         assert!(fw.contains("<drop/>"));
-        let ipt = render(Target::Iptables, &it);
+        let ipt = render(Target::Iptables, &it).body;
         // The /32 in trusted is tried before the /24 in local.
         let t = ipt.find("-A INPUT -s 192.0.2.9/32 -j vw_trusted").unwrap();
         let l = ipt.find("-A INPUT -s 198.51.100.0/24 -j vw_local").unwrap();

@@ -230,7 +230,15 @@ fn export_cmd(cli: &Cli, target: &str) -> anyhow::Result<()> {
     let l = load_policy(&cli.config, &cli.catalog_dirs, &host_facts())?;
     // Names resolved once, as the compiler does: exports are static.
     let resolved = crate::context::resolve_names(&l.policy);
-    out(&render(t, &intent(&l.policy, &resolved)))
+    let e = render(t, &intent(&l.policy, &resolved));
+    // JSON targets carry only what their client accepts: the notes go to
+    // stderr (text targets also have them as comments).
+    if matches!(t, Target::Aws | Target::Gcp | Target::Azure) {
+        for n in &e.notes {
+            eprintln!("note: {n}");
+        }
+    }
+    out(&e.body)
 }
 
 fn discover_cmd(cli: &Cli) -> anyhow::Result<()> {

@@ -407,6 +407,15 @@ pub(crate) fn boot_generation(store: &mut Store) -> anyhow::Result<Option<(i64, 
     Ok(None)
 }
 
+/// The generation in force now: the newest applied, confirmed or pending
+/// one (a pending one is running until its timer rolls it back).
+pub(crate) fn running_generation(store: &Store) -> Option<(i64, String)> {
+    let gens = store.generations(KEEP_GENERATIONS as usize).ok()?;
+    gens.into_iter()
+        .find(|g| matches!(g.status.as_str(), "applied" | "confirmed" | "pending"))
+        .map(|g| (g.id, g.script))
+}
+
 /// `voipwall confirm`: keeps the pending generation.
 pub(crate) fn confirm(state_dir: &Path) -> anyhow::Result<String> {
     let mut store = state_store(state_dir)?;

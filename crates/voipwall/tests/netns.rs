@@ -1126,3 +1126,48 @@ fn reload_then_restart_keeps_the_reloaded_policy() {
         "the restart undid the reload"
     );
 }
+
+/// Another tool flushes the whole ruleset: within a second or so the daemon
+/// puts the running generation and every stored ban back (shown by
+/// traffic: the banned address is dropped again, SIP passes for others).
+#[test]
+fn the_daemon_restores_its_table_and_bans_after_a_foreign_flush() {
+    let mut lab = Lab::new();
+    lab.listen();
+    lab.apply(TRUTH);
+    lab.start_daemon(TRUTH);
+    let out = lab.voipwall(TRUTH, &["ban", "203.0.113.7", "--for", "1h"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(lab.probe(&[("203.0.113.7", "udp/5060")]), vec!["drop"]);
+    lab.nft(&["flush", "ruleset"]);
+    let flushed = Instant::now();
+    // Bounded wait for the table to come back.
+    while lab
+        .exec(&lab.fw, &["nft", "list", "table", "inet", "voipwall"])
+        .status
+        .code()
+        != Some(0)
+    {
+        assert!(
+            flushed.elapsed() < Duration::from_secs(5),
+            "the table did not come back"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let back_after = flushed.elapsed();
+    // The bans follow the table in the same pass.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        lab.probe(&[
+            ("203.0.113.7", "udp/5060"),
+            ("203.0.113.2", "udp/5060"),
+            ("203.0.113.2", "tcp/443")
+        ]),
+        vec!["drop", "pass", "drop"],
+        "policy and bans restored after {back_after:?}"
+    );
+    assert!(
+        back_after < Duration::from_millis(1500),
+        "took {back_after:?}"
+    );
+}

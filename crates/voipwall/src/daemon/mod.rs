@@ -77,6 +77,9 @@ pub(crate) enum Input {
     },
     /// A control request and where to answer.
     Control(Request, Sender<Reply>),
+    /// Our table is gone from the kernel (another tool flushed the
+    /// ruleset): put the running generation and every stored ban back.
+    TableGone,
     /// A trunk or peer name moved: its new addresses are never banned, its
     /// old ones no longer protected.
     PeerMoved {
@@ -353,6 +356,9 @@ pub(crate) fn run(cli: &Cli, a: &DaemonArgs) -> anyhow::Result<()> {
             d.engine.allow(IpNet::from(a), None);
         }
     }
+    if !a.no_apply {
+        watch_table(tx.clone(), waker.clone(), stop.clone())?;
+    }
     install_signal_handlers(&d.shutdown, &d.reload);
     let _control = control::serve(&a.socket, tx.clone(), waker.clone())
         .with_context(|| format!("listening on {}", a.socket.display()))?;
@@ -591,6 +597,7 @@ impl Daemon {
 
     fn handle_input(&mut self, input: Input) {
         match input {
+            Input::TableGone => self.reassert_table(),
             Input::PeerMoved { add, remove } => {
                 for a in remove {
                     self.engine.disallow(&IpNet::from(a));
@@ -860,6 +867,42 @@ impl Daemon {
         }
     }
 
+    /// The table vanished under us: apply the generation in force again and
+    /// put every stored ban back, loudly.
+    fn reassert_table(&mut self) {
+        let running = crate::safety::running_generation(&self.store);
+        let applied = match &running {
+            Some((_, script)) => {
+                voipwall_sys::nft::apply_script(script).map_err(anyhow::Error::from)
+            }
+            None => crate::safety::apply_path(&crate::safety::ApplyRequest {
+                config: &self.cli_config,
+                catalog_dirs: &self.catalog_dirs,
+                state_dir: &self.state_dir,
+                confirm: None,
+                force: false,
+                actor: "daemon",
+            })
+            .map(drop),
+        };
+        if let Err(e) = applied {
+            self.counters.kernel_errors += 1;
+            tracing::error!(error = %format!("{e:#}"), "Table inet voipwall vanished and could not be restored.");
+            return;
+        }
+        let active = self.store.active_bans(now()).unwrap_or_default();
+        let n = self.restore_kernel(&active);
+        let msg = format!(
+            "table inet voipwall vanished from the kernel (another tool flushed it?); restored {} and {n} bans",
+            running.map_or_else(
+                || "the policy".to_string(),
+                |(id, _)| format!("generation {id}")
+            )
+        );
+        tracing::error!("{msg}");
+        self.event("table-restored", None, msg);
+    }
+
     /// `reload` and SIGHUP: the one apply path (validation, anti-lockout,
     /// a recorded generation), then a new engine, and every stored ban put
     /// back into the kernel under the new policy's placement (a changed ban
@@ -1109,6 +1152,28 @@ fn cpu_ms() -> Option<u64> {
     let f: Vec<&str> = after.split_whitespace().collect();
     let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
     Some(ticks * 10)
+}
+
+/// Checks twice a second that our table is still in the kernel (one
+/// `nft list tables`, a few ms, off the packet path); when it is gone the
+/// engine thread restores it.
+fn watch_table(tx: Sender<Input>, waker: Waker, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("table-watch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                if matches!(voipwall_sys::nft::table_exists(), Ok(false)) {
+                    if tx.send(Input::TableGone).is_err() {
+                        return;
+                    }
+                    waker.wake();
+                    // Give the restore time before looking again.
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                }
+            }
+        })?;
+    Ok(())
 }
 
 /// The known-set element of a registered endpoint.
