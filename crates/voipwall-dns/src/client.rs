@@ -60,14 +60,12 @@ impl Client {
         } else {
             "[::]:0".parse().expect("literal")
         };
+        // A fresh socket per question: the kernel picks a random source
+        // port; with a random id an off-path forger must guess 32 bits.
         let sock = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
         sock.connect(server).map_err(|e| e.to_string())?;
-        // Not cryptographic: the id only matches answers to this socket's
-        // question (the socket is connected and its port random).
-        let id = (std::process::id() as u16)
-            .wrapping_mul(31)
-            .wrapping_add(attempt)
-            .wrapping_add(name.len() as u16);
+        let _ = attempt;
+        let id = random_id();
         let q = encode_query(id, name, qtype).map_err(|e| e.to_string())?;
         sock.send(&q).map_err(|e| e.to_string())?;
         let deadline = Instant::now() + self.timeout;
@@ -92,6 +90,8 @@ impl Client {
                 Err(e) => return Err(e.to_string()),
             };
             match parse_response(&buf[..n]) {
+                // Did not fit even with EDNS0: the same question over TCP.
+                Ok(r) if r.id == id && r.truncated => return self.ask_tcp(server, &q, id),
                 Ok(r) if r.id == id => return Ok(r),
                 _ => {} // stray or malformed: keep waiting
             }
@@ -101,6 +101,29 @@ impl Client {
     /// A and AAAA of `host` and, with `srv`, of the targets of its
     /// `_sip._udp` and `_sip._tcp` SRV records. An error only when every
     /// query failed; a name that does not exist is an empty answer.
+    /// One question over TCP (RFC 7766: two-byte length prefix).
+    fn ask_tcp(&self, server: SocketAddr, q: &[u8], id: u16) -> Result<Response, String> {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect_timeout(&server, self.timeout)
+            .map_err(|e| format!("tcp: {e}"))?;
+        s.set_read_timeout(Some(self.timeout))
+            .and_then(|()| s.set_write_timeout(Some(self.timeout)))
+            .map_err(|e| e.to_string())?;
+        let len = u16::try_from(q.len()).map_err(|_| "query too long".to_string())?;
+        let mut out = len.to_be_bytes().to_vec();
+        out.extend_from_slice(q);
+        s.write_all(&out).map_err(|e| format!("tcp: {e}"))?;
+        let mut l = [0u8; 2];
+        s.read_exact(&mut l).map_err(|e| format!("tcp: {e}"))?;
+        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(l))];
+        s.read_exact(&mut buf).map_err(|e| format!("tcp: {e}"))?;
+        match parse_response(&buf) {
+            Ok(r) if r.id == id => Ok(r),
+            Ok(_) => Err("tcp: answer to another question".into()),
+            Err(e) => Err(format!("tcp: {e}")),
+        }
+    }
+
     pub fn resolve(&self, host: &str, srv: bool) -> Result<Resolved, String> {
         let mut addrs = BTreeSet::new();
         let mut ttl = u32::MAX;
@@ -156,6 +179,23 @@ impl Client {
             ttl_s: if ttl == u32::MAX { 60 } else { ttl },
         })
     }
+}
+
+/// A query id from the kernel's random source.
+fn random_id() -> u16 {
+    use std::io::Read as _;
+    let mut b = [0u8; 2];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_ok()
+    {
+        return u16::from_ne_bytes(b);
+    }
+    // Without /dev/urandom: the clock's nanoseconds still differ per query.
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    (n ^ (n >> 16)) as u16
 }
 
 #[cfg(test)]

@@ -60,7 +60,7 @@ pub struct Response {
     pub id: u16,
     /// Response code: 0 no error, 2 server failure, 3 name does not exist.
     pub rcode: u8,
-    /// TC: the answer did not fit (voipwall does not retry over TCP).
+    /// TC: the answer did not fit (the client asks again over TCP).
     pub truncated: bool,
     /// Answer records.
     pub answers: Vec<Record>,
@@ -93,12 +93,17 @@ impl std::fmt::Display for DnsError {
 
 impl std::error::Error for DnsError {}
 
-/// A query for `name` (recursion desired).
+/// The UDP payload size advertised with EDNS0 (RFC 6891): the DNS flag
+/// day's 1232 bytes, which fits any path's MTU without fragments.
+pub const EDNS_UDP_SIZE: u16 = 1232;
+
+/// A query for `name` (recursion desired), with an EDNS0 OPT record so
+/// SRV answers larger than 512 bytes come back whole over UDP.
 pub fn encode_query(id: u16, name: &str, qtype: QType) -> Result<Vec<u8>, DnsError> {
-    let mut m = Vec::with_capacity(name.len() + 18);
+    let mut m = Vec::with_capacity(name.len() + 29);
     m.extend_from_slice(&id.to_be_bytes());
     m.extend_from_slice(&[0x01, 0x00]); // RD
-    m.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]); // 1 question
+    m.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 1]); // 1 question, 1 additional (OPT)
     let name = name.trim_end_matches('.');
     if name.is_empty() || name.len() > 253 {
         return Err(DnsError::BadQuery);
@@ -113,6 +118,11 @@ pub fn encode_query(id: u16, name: &str, qtype: QType) -> Result<Vec<u8>, DnsErr
     m.push(0);
     m.extend_from_slice(&(qtype as u16).to_be_bytes());
     m.extend_from_slice(&[0, 1]); // class IN
+    // OPT: root name, type 41, class = UDP size, TTL 0 (no DO), no options.
+    m.push(0);
+    m.extend_from_slice(&41u16.to_be_bytes());
+    m.extend_from_slice(&EDNS_UDP_SIZE.to_be_bytes());
+    m.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
     Ok(m)
 }
 
@@ -227,7 +237,10 @@ mod tests {
     /// A response to `q` with the given answer records (name compressed
     /// to the question).
     pub(crate) fn respond(q: &[u8], rcode: u8, answers: &[(u16, u32, Vec<u8>)]) -> Vec<u8> {
-        let mut m = q.to_vec();
+        // The question without the query's OPT record (answers come before
+        // the additional section).
+        let mut m = q[..q.len() - OPT_LEN].to_vec();
+        m[10..12].copy_from_slice(&[0, 0]);
         m[2] = 0x81;
         m[3] = 0x80 | rcode;
         m[6..8].copy_from_slice(&u16::try_from(answers.len()).unwrap().to_be_bytes());
@@ -282,12 +295,23 @@ mod tests {
         assert_eq!(p.answers[4].data, Rdata::Other(16));
     }
 
+    const OPT_LEN: usize = 11;
+
+    #[test]
+    fn queries_carry_an_edns0_opt_record() {
+        let q = encode_query(9, "a.example", QType::Srv).unwrap();
+        assert_eq!(&q[10..12], &[0, 1], "one additional record");
+        let opt = &q[q.len() - OPT_LEN..];
+        assert_eq!(opt[..3], [0, 0, 41]);
+        assert_eq!(u16::from_be_bytes([opt[3], opt[4]]), EDNS_UDP_SIZE);
+    }
+
     #[test]
     fn refuses_loops_and_short_messages() {
         let q = encode_query(1, "a.example", QType::A).unwrap();
         let mut r = respond(&q, 0, &[(1, 1, vec![1, 2, 3, 4])]);
         // Point the answer's name at itself.
-        let at = q.len();
+        let at = q.len() - OPT_LEN;
         r[at] = 0xc0;
         r[at + 1] = u8::try_from(at).unwrap();
         assert_eq!(parse_response(&r), Err(DnsError::BadName));

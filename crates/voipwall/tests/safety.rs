@@ -433,3 +433,39 @@ fn init_writes_a_policy_that_keeps_the_operator_in() {
     let ex = String::from_utf8_lossy(&out.stdout);
     assert!(ex.contains("drop"), "{ex}");
 }
+
+/// A cloud-style VM: the only NIC has a private address (10.20.0.5/24) and
+/// holds the default route. `init` puts it in zone internet and says why,
+/// so SSH and the admin services are not opened to the whole internet.
+#[test]
+fn init_puts_the_default_route_interface_in_internet_whatever_its_address() {
+    let lab = Lab::new();
+    for args in [
+        vec![
+            "link", "add", "eth9", "type", "veth", "peer", "name", "eth9p",
+        ],
+        vec!["addr", "add", "10.20.0.5/24", "dev", "eth9"],
+        vec!["link", "set", "eth9", "up"],
+        vec!["link", "set", "eth9p", "up"],
+        vec!["route", "add", "default", "via", "10.20.0.1", "dev", "eth9"],
+    ] {
+        let mut full = vec!["ip", "-n", &lab.fw];
+        full.extend(args);
+        must(&full);
+    }
+    let path = lab.dir.join("cloud.toml");
+    let p = path.to_str().unwrap();
+    let out = lab.voipwall(p, &["init", "--dry-run", "--preset", "freepbx"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("eth9 "))
+        .unwrap_or_else(|| panic!("no eth9 line:\n{text}"));
+    assert!(line.contains("\"internet\""), "{line}");
+    assert!(line.contains("default route"), "{line}");
+}
