@@ -4,6 +4,8 @@
 // `("<kind>/<file>.toml", include_str!(...))` per file under `data/<kind>/`,
 // sorted by path.
 
+// Build scripts run at compile time and must read the data directory.
+#[allow(clippy::disallowed_methods)]
 fn embed_data(kinds: &[&str], out: &str, name: &str, visibility: &str) {
     use std::fmt::Write as _;
     let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data");

@@ -9,6 +9,8 @@ pub struct Disk;
 
 const MAX_FILE: u64 = 8 << 20;
 
+// The crate's one sanctioned I/O: everything else reads through `Files`.
+#[allow(clippy::disallowed_methods)]
 impl Files for Disk {
     fn read(&self, path: &str) -> Option<String> {
         let meta = std::fs::metadata(path).ok()?;

@@ -4,6 +4,9 @@
 //! User-Agent (what detection uses).
 //!
 //! Usage: decode_bench [seconds-per-round] [rounds]; prints JSON.
+// A driver (test, example, benchmark): it may read files and the clock;
+// the crate's library code may not (clippy.toml).
+#![allow(clippy::disallowed_methods)]
 use std::hint::black_box;
 
 use rsip::message::HasHeaders as _;
