@@ -83,6 +83,9 @@ struct Raw {
     preset: Option<At<String>>,
     default_zone: Option<At<String>>,
     host_addresses: Vec<At<String>>,
+    /// `[host] firewall_off_for_everyone`: the named opt-in a policy needs
+    /// to trust or allow every address (`0.0.0.0/0`, `::/0`).
+    everyone: bool,
     management: Vec<At<String>>,
     interfaces: Vec<(At<String>, At<String>)>,
     networks: Vec<(At<String>, At<String>)>,
@@ -285,7 +288,14 @@ fn read_file(
                 let Some(h) = w.table(v, "[host]") else {
                     continue;
                 };
-                w.check_keys(h, &["addresses", "management"], "[host]");
+                w.check_keys(
+                    h,
+                    &["addresses", "management", "firewall_off_for_everyone"],
+                    "[host]",
+                );
+                if let Some(v) = get(h, "firewall_off_for_everyone") {
+                    raw.everyone = w.bool(v, "firewall_off_for_everyone").unwrap_or(false);
+                }
                 if let Some(v) = get(h, "addresses") {
                     for (s, span) in w.str_list(v, "host addresses") {
                         raw.host_addresses.push(at(w, s, span));
@@ -790,6 +800,20 @@ fn resolve(
             );
             continue;
         }
+        if let (NetSpec::Net(n), Some(Zone::Trusted), false) = (&spec, z, raw.everyone)
+            && n.prefix_len() == 0
+        {
+            diags.push(
+                Diagnostic::error(
+                    net.file,
+                    net.span.clone(),
+                    format!("`{}` = \"trusted\" switches the firewall off for every source", net.v),
+                )
+                .label("every address")
+                .help("if that is really meant, set `[host] firewall_off_for_everyone = true`; `voipwall disable` removes the table instead"),
+            );
+            continue;
+        }
         if let Some(z) = z {
             networks.push(NetworkZone {
                 net: spec,
@@ -1050,6 +1074,23 @@ fn resolve(
         out
     };
     let allow = list(&raw.allow, "allow", diags);
+    if !raw.everyone {
+        for (a, _, _) in &raw.allow {
+            if let Ok(NetSpec::Net(n)) = parse_net_spec(&a.v)
+                && n.prefix_len() == 0
+            {
+                diags.push(
+                    Diagnostic::error(
+                        a.file,
+                        a.span.clone(),
+                        format!("allow entry `{n}` skips every ban for every source"),
+                    )
+                    .label("every address")
+                    .help("if that is really meant, set `[host] firewall_off_for_everyone = true`"),
+                );
+            }
+        }
+    }
     let block = list(&raw.block, "block", diags);
 
     // Grouped counting bans the group, and prefix bans use the kernel's

@@ -48,6 +48,13 @@ impl Ns {
     }
 
     fn start(&mut self, log: &Path) {
+        self.spawn(&["--log".into(), format!("asterisk:{}", log.display())]);
+        self.wait_ready();
+    }
+
+    /// Starts the daemon on the namespace's policy (sandboxed, the
+    /// namespace's state and socket) with `extra` arguments.
+    fn spawn(&mut self, extra: &[String]) {
         let errlog = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -68,17 +75,24 @@ impl Ns {
             .arg(self.dir.join("state"))
             .arg("--socket")
             .arg(self.dir.join("sock"))
-            .arg("--log")
-            .arg(format!("asterisk:{}", log.display()))
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(errlog)
             .spawn()
             .unwrap();
         self.daemon = Some(child);
+    }
+
+    /// Waits until the daemon answers `status` (fails if it exits first).
+    fn wait_ready(&mut self) {
         let until = Instant::now() + Duration::from_secs(20);
         while self.cli(&["status"]).status.code() != Some(0) {
+            let exited = self
+                .daemon
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
             assert!(
-                Instant::now() < until,
+                exited.is_none() && Instant::now() < until,
                 "daemon did not start: {}",
                 self.log()
             );
@@ -514,4 +528,65 @@ fn trunk_names_follow_dns_without_a_reload() {
         all.contains("203.0.113.8") && all.contains("203.0.113.20"),
         "{all}"
     );
+}
+
+/// Every example policy that `check` accepts also starts the daemon (the
+/// daemon and `check` share one validation), in a namespace that has the
+/// interfaces the examples name.
+#[test]
+fn every_example_policy_that_check_accepts_starts_the_daemon() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/policies");
+    let mut examples: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    examples.sort();
+    assert!(examples.len() >= 4, "{examples:?}");
+    let mut started = 0;
+    for (i, example) in examples.iter().enumerate() {
+        let mut ns = Ns::new(&format!("ex{i}"));
+        for name in ["eth0", "eth1", "ens3", "ens4"] {
+            let peer = format!("{name}p");
+            must(&[
+                "ip", "-n", &ns.name, "link", "add", name, "type", "veth", "peer", "name", &peer,
+            ]);
+            must(&["ip", "-n", &ns.name, "link", "set", name, "up"]);
+        }
+        std::fs::copy(example, ns.dir.join("policy.toml")).unwrap();
+        let in_ns = |args: &[&str]| {
+            Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &ns.name,
+                    env!("CARGO_BIN_EXE_voipwall"),
+                    "-c",
+                ])
+                .arg(ns.dir.join("policy.toml"))
+                .args(["--state-dir"])
+                .arg(ns.dir.join("state"))
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        let check = in_ns(&["check"]);
+        if !check.status.success() {
+            eprintln!(
+                "{}: check refuses it, skipped: {}",
+                example.display(),
+                String::from_utf8_lossy(&check.stderr)
+            );
+            continue;
+        }
+        eprintln!(
+            "{}: check accepts it; starting the daemon",
+            example.display()
+        );
+        ns.spawn(&[]);
+        ns.wait_ready();
+        started += 1;
+    }
+    assert!(started >= 3, "only {started} examples started");
 }
