@@ -1155,6 +1155,7 @@ fn the_daemon_restores_its_table_and_bans_after_a_foreign_flush() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let back_after = flushed.elapsed();
+    eprintln!("table back {back_after:?} after the flush");
     // The bans follow the table in the same pass.
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(
