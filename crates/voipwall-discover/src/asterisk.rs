@@ -7,7 +7,8 @@ use serde::Serialize;
 use voipwall_policy::{PortSpec, Proto, Provenance};
 
 use crate::{
-    Discovery, Files, Listener, Pbx, Secret, join, peer, port, prov, sip_uri_host, split_host_port,
+    Discovery, Files, Listener, Pbx, Secret, builtin_rtp, join, peer, port, prov, sip_uri_host,
+    split_host_port,
 };
 
 /// One section of an Asterisk configuration file, with templates applied.
@@ -316,22 +317,15 @@ pub(crate) fn discover(files: &dyn Files, dir: &str, d: &mut Discovery) {
     }
     match sections(files, dir, "rtp.conf", d) {
         Some(secs) => rtp(&secs, &join(dir, "rtp.conf"), d),
-        None => {
-            // What Asterisk binds without the file: the range must match it,
-            // or calls get one-way audio.
-            let path = join(dir, "rtp.conf");
-            d.notes.push(format!(
-                "{path}: absent; Asterisk's built-in RTP range 5000-31000 applies"
-            ));
-            d.rtp = Some((
-                PortSpec {
-                    proto: Proto::Udp,
-                    lo: 5000,
-                    hi: 31000,
-                },
-                prov(&format!("{path} (absent: Asterisk's built-in default)"), 0),
-            ));
-        }
+        // What Asterisk binds without the file: the range must match it,
+        // or calls get one-way audio.
+        None => builtin_rtp(
+            d,
+            (5000, 31000),
+            &join(dir, "rtp.conf"),
+            "absent",
+            "Asterisk",
+        ),
     }
 }
 

@@ -9,7 +9,8 @@ use voipwall_policy::{PortSpec, Proto, Provenance};
 
 use crate::xml::{Token, tokenize};
 use crate::{
-    Discovery, Files, Listener, Pbx, Secret, join, peer, port, prov, split_dir, split_host_port,
+    Discovery, Files, Listener, Pbx, Secret, builtin_rtp, join, peer, port, prov, split_dir,
+    split_host_port,
 };
 
 /// A tag with where it came from, after includes are spliced in.
@@ -305,24 +306,13 @@ pub(crate) fn discover(files: &dyn Files, dir: &str, d: &mut Discovery) {
                 ));
             }
         }
-        (None, _) => {
-            d.notes.push(format!(
-                "{root}: switch.conf sets no rtp-start-port; FreeSWITCH's built-in 16384-32768 applies"
-            ));
-            d.rtp = Some((
-                PortSpec {
-                    proto: Proto::Udp,
-                    lo: 16384,
-                    hi: 32768,
-                },
-                prov(
-                    &format!(
-                        "{root}/autoload_configs/switch.conf.xml (no rtp-start-port: FreeSWITCH's built-in default)"
-                    ),
-                    0,
-                ),
-            ));
-        }
+        (None, _) => builtin_rtp(
+            d,
+            (16384, 32768),
+            &format!("{root}/autoload_configs/switch.conf.xml"),
+            "sets no rtp-start-port",
+            "FreeSWITCH",
+        ),
     }
 }
 

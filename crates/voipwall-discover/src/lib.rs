@@ -260,6 +260,28 @@ impl Discovery {
     }
 }
 
+/// A PBX whose configuration sets no RTP range binds its built-in one:
+/// that is the range the policy must open (or calls get one-way audio).
+pub(crate) fn builtin_rtp(
+    d: &mut Discovery,
+    (lo, hi): (u16, u16),
+    path: &str,
+    why: &str,
+    pbx: &str,
+) {
+    d.notes.push(format!(
+        "{path}: {why}; {pbx}'s built-in RTP range {lo}-{hi} applies"
+    ));
+    d.rtp = Some((
+        PortSpec {
+            proto: Proto::Udp,
+            lo,
+            hi,
+        },
+        prov(&format!("{path} ({why}: {pbx}'s built-in default)"), 0),
+    ));
+}
+
 pub(crate) fn prov(file: &str, line: usize) -> Provenance {
     Provenance {
         file: file.to_string(),

@@ -1034,27 +1034,14 @@ fn peers(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use voipwall_policy::{Catalog, DataFile, HostFacts, SourceMap, load};
 
-    /// Every use of a hostname shares one set pair; allow names skip ban
-    /// lookups, block names drop, network names go to their zone before the
-    /// map; only allow, trusted and peer names are protected from detection.
     /// Asterisk's built-in RTP range covers udp/5060: it is carved out, so
     /// zones without SIP cannot reach it as "RTP".
     #[test]
     fn a_wide_rtp_range_does_not_open_signalling_ports() {
         let text = "[interfaces]\neth0 = \"internet\"\n[zones.internet]\nservices = []\n\
             [zones.other]\nservices = [\"sip\", \"iax2\"]\n";
-        let mut sm = SourceMap::default();
-        let (cat, _) = Catalog::load(&DataFile::builtin(), &mut sm);
-        let mut policy = load(
-            "p.toml",
-            &mut |_| Ok(text.to_string()),
-            &cat,
-            &HostFacts::default(),
-        )
-        .policy
-        .expect("valid");
+        let mut policy = crate::test_policy(text);
         // As discovery sets it (a policy's own [rtp] may not overlap at all).
         policy.rtp.ranges = vec![PortSpec {
             proto: Proto::Udp,
@@ -1070,6 +1057,9 @@ mod tests {
         assert!(notes[0].contains("udp/5060 (sip)"), "{notes:?}");
     }
 
+    /// Every use of a hostname shares one set pair; allow names skip ban
+    /// lookups, block names drop, network names go to their zone before the
+    /// map; only allow, trusted and peer names are protected from detection.
     #[test]
     fn hostnames_get_one_set_pair_each_with_the_right_rules() {
         let text = "[interfaces]\neth0 = \"internet\"\n\
@@ -1077,16 +1067,7 @@ mod tests {
             [[allow]]\naddress = \"noc.example\"\n\
             [[block]]\naddress = \"bad.example\"\n\
             [[allow]]\naddress = \"home.dyn.example\"\n";
-        let mut sm = SourceMap::default();
-        let (cat, _) = Catalog::load(&DataFile::builtin(), &mut sm);
-        let policy = load(
-            "p.toml",
-            &mut |_| Ok(text.to_string()),
-            &cat,
-            &HostFacts::default(),
-        )
-        .policy
-        .expect("valid");
+        let policy = crate::test_policy(text);
         let mut resolved = BTreeMap::new();
         resolved.insert(
             "noc.example".to_string(),

@@ -636,19 +636,7 @@ fn iptables(it: &Intent) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use voipwall_policy::{Catalog, DataFile, HostFacts, SourceMap, load};
-
-    fn policy(text: &str) -> Policy {
-        let mut sm = SourceMap::default();
-        let (cat, _) = Catalog::load(&DataFile::builtin(), &mut sm);
-        let l = load(
-            "p.toml",
-            &mut |_| Ok(text.to_string()),
-            &cat,
-            &HostFacts::default(),
-        );
-        l.policy.expect("valid policy")
-    }
+    use crate::test_policy as policy;
 
     const P: &str = "[interfaces]\neth0 = \"internet\"\n[networks]\n\"198.51.100.0/24\" = \"local\"\n\"192.0.2.9\" = \"trusted\"\n[zones.internet]\nservices = [\"sip\"]\n[zones.local]\nservices = [\"ssh\"]\n[[block]]\naddress = \"203.0.113.66\"\n";
 

@@ -21,3 +21,19 @@ pub use compile::{
 pub use explain::{DynamicSets, Explanation, NoDynamic, Packet, Step, Verdict, explain};
 pub use ir::*;
 pub use render::{render, rule_text, set_decl};
+
+/// Unit tests' one way to load a policy text against the built-in catalog.
+#[cfg(test)]
+pub(crate) fn test_policy(text: &str) -> voipwall_policy::Policy {
+    use voipwall_policy::{Catalog, DataFile, HostFacts, SourceMap, load};
+    let mut sm = SourceMap::default();
+    let (cat, _) = Catalog::load(&DataFile::builtin(), &mut sm);
+    load(
+        "p.toml",
+        &mut |_| Ok(text.to_string()),
+        &cat,
+        &HostFacts::default(),
+    )
+    .policy
+    .expect("valid policy")
+}

@@ -143,20 +143,7 @@ impl Protected {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use voipwall_policy::{Catalog, DataFile, HostFacts, SourceMap, load};
-
-    fn policy(text: &str) -> Policy {
-        let mut sm = SourceMap::default();
-        let (cat, _) = Catalog::load(&DataFile::builtin(), &mut sm);
-        load(
-            "p.toml",
-            &mut |_| Ok(text.to_string()),
-            &cat,
-            &HostFacts::default(),
-        )
-        .policy
-        .expect("valid")
-    }
+    use crate::test_policy as policy;
 
     #[test]
     fn management_is_never_overridable_and_allow_entries_name_their_line() {

@@ -159,6 +159,8 @@ pub enum Entry {
     Block(IpNet),
     /// A runtime allow: the exact network.
     Allow(IpNet),
+    /// A registered endpoint (known set, exact address).
+    Known(IpAddr),
 }
 
 /// The one placement function.
@@ -172,6 +174,15 @@ pub fn place(entry: Entry, prefixes: Prefixes) -> Placement {
     match entry {
         Entry::Block(n) => interval(Role::BanNet, n),
         Entry::Allow(n) => interval(Role::AllowRt, n),
+        Entry::Known(addr) => {
+            let covers = IpNet::from(addr);
+            Placement {
+                role: Role::Known,
+                family: family_of(&covers),
+                key: Key::Addr(addr),
+                covers,
+            }
+        }
         Entry::Ban { target, exact } => {
             let f = family_of(&target);
             let full = target.prefix_len() == target.max_prefix_len();

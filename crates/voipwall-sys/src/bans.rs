@@ -101,16 +101,6 @@ impl Bans {
         }
     }
 
-    /// Removes an address from the known set (a registration ended).
-    pub fn forget_known(&mut self, addr: std::net::IpAddr) {
-        let f = if addr.is_ipv4() {
-            voipwall_nft::Family::V4
-        } else {
-            voipwall_nft::Family::V6
-        };
-        let _ = self.sock.delete(Role::Known.set(f), &[addr]);
-    }
-
     /// The raw netlink socket, for the known set's batched refreshes.
     pub fn elements(&mut self) -> &mut SetElements {
         &mut self.sock

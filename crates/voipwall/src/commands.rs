@@ -59,17 +59,15 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
                     return Err(Invalid("error: give an address or --file".into()).into());
                 }
             };
-            let seconds = match duration.as_deref() {
-                Some(d) => for_duration(d)?,
-                None => Some(policy_or_default(cli).map_or(3600, |p| p.bans.default_ttl)),
-            };
+            let seconds = duration.as_deref().map(for_duration).transpose()?;
             runtime(
                 cli,
                 Op {
                     verb: Verb::Ban,
                     targets,
                     labels,
-                    seconds,
+                    seconds: seconds.flatten(),
+                    default_ttl: seconds.is_none(),
                     reason: reason.clone(),
                     exact: *exact,
                     force: *force,
@@ -584,13 +582,7 @@ fn runtime(cli: &Cli, op: Op) -> anyhow::Result<()> {
             let guard = crate::plane::protected(policy.as_ref(), Vec::new());
             let mut bans = voipwall_sys::bans::Bans::open()?;
             let now = crate::safety::now();
-            let (o, fx) = crate::plane::execute(
-                &op,
-                crate::plane::prefixes(policy.as_ref()),
-                &guard,
-                &mut bans,
-                now,
-            );
+            let (o, fx) = crate::plane::execute(&op, policy.as_ref(), &guard, &mut bans, now);
             if o.ok {
                 let mut store = crate::safety::state_store(&cli.state_dir)?;
                 store.record_bans(&fx.bans)?;

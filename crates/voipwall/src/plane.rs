@@ -52,9 +52,12 @@ pub(crate) struct Op {
     /// the command line.
     #[serde(default)]
     pub(crate) labels: Vec<String>,
-    /// Seconds; `None` is permanent (bans default to `[bans] default_ttl`
-    /// before they get here).
+    /// Seconds; `None` is permanent.
     pub(crate) seconds: Option<u64>,
+    /// Use the running policy's `[bans] default_ttl` instead of `seconds`
+    /// (whoever executes the op knows the policy in force).
+    #[serde(default)]
+    pub(crate) default_ttl: bool,
     #[serde(default)]
     pub(crate) reason: String,
     /// IPv6 bans: the address alone, not its prefix.
@@ -76,6 +79,7 @@ impl Op {
             reason: String::new(),
             exact: false,
             force: false,
+            default_ttl: false,
         }
     }
 }
@@ -151,13 +155,21 @@ fn refuse(verb: Verb, errors: &[String]) -> Outcome {
 /// refusal changes nothing.
 pub(crate) fn execute(
     op: &Op,
-    prefixes: Prefixes,
+    policy: Option<&Policy>,
     guard: &Protected,
     bans: &mut Bans,
     now: Timestamp,
 ) -> (Outcome, Effects) {
+    let prefixes = prefixes(policy);
+    let seconds = if op.default_ttl {
+        Some(policy.map_or(3600, |p| p.bans.default_ttl))
+    } else {
+        op.seconds
+    };
     let mut errors = Vec::new();
     let mut placed: Vec<(IpNet, Placement)> = Vec::new();
+    // Unban lifts every placement the kernel may hold (see lift_candidates).
+    let mut unbans: Vec<IpNet> = Vec::new();
     for (i, t) in op.targets.iter().enumerate() {
         let at = op
             .labels
@@ -179,7 +191,7 @@ pub(crate) fn execute(
             Verb::Block | Verb::Unblock => Entry::Block(net),
             Verb::Allow | Verb::Disallow => Entry::Allow(net),
             Verb::Unban => {
-                placed.push((net, place(Entry::Block(net), prefixes)));
+                unbans.push(net);
                 continue;
             }
         };
@@ -222,7 +234,7 @@ pub(crate) fn execute(
     if !errors.is_empty() {
         return (refuse(op.verb, &errors), Effects::default());
     }
-    let ttl_ms = op.seconds.map(|s| s.saturating_mul(1000));
+    let ttl_ms = seconds.map(|s| s.saturating_mul(1000));
     let mut effects = Effects::default();
     let mut done = Vec::new();
     let result = match op.verb {
@@ -258,7 +270,7 @@ pub(crate) fn execute(
         }
         Verb::Unban => {
             let mut r = Ok(());
-            for (net, _) in &placed {
+            for net in &unbans {
                 let mut sets = Vec::new();
                 for c in lift_candidates(*net, prefixes) {
                     match bans.delete(&c) {
@@ -328,7 +340,7 @@ pub(crate) fn execute(
             ok: true,
             verb: op.verb,
             done,
-            seconds: op.seconds,
+            seconds,
             error: None,
         },
         effects,

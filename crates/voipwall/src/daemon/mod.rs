@@ -29,6 +29,7 @@ use anyhow::Context as _;
 use ipnet::IpNet;
 use serde_json::{Value, json};
 use voipwall_detect::{Action, Engine, Event, Timestamp};
+use voipwall_nft::sets::{Entry, Prefixes, place};
 use voipwall_policy::{DetectMode, Policy};
 use voipwall_store::{BanFilter, BanRecord, EventRecord, Opened, Store};
 use voipwall_sys::nflog::{NflogConfig, NflogReader, wait_readable};
@@ -727,7 +728,7 @@ impl Daemon {
         if !known.is_empty() && !self.observe {
             let entries: Vec<_> = known
                 .iter()
-                .map(|(addr, ttl)| (known_placement(*addr), Some(*ttl)))
+                .map(|(addr, ttl)| (place(Entry::Known(*addr), self.prefixes()), Some(*ttl)))
                 .collect();
             self.kernel_add(&entries);
             if let Some(p) = pkt_us.or(read_us) {
@@ -740,9 +741,10 @@ impl Daemon {
                 }
             }
         }
+        let prefixes = self.prefixes();
         for addr in demote {
             if let Some(s) = self.bans.as_mut() {
-                s.forget_known(addr);
+                let _ = s.delete(&place(Entry::Known(addr), prefixes));
             }
         }
     }
@@ -758,27 +760,35 @@ impl Daemon {
         }
     }
 
-    fn prefixes(&self) -> voipwall_nft::sets::Prefixes {
+    fn prefixes(&self) -> Prefixes {
         crate::plane::prefixes(Some(&self.policy))
     }
 
     /// Puts the store's active bans back into the kernel with their
-    /// remaining time (at start, after a reload, after the table vanished)
-    /// and into the engine's memory. Returns how many.
+    /// remaining time (at start, after a reload, after the table vanished).
+    /// Returns how many.
     fn restore_kernel(&mut self, active: &[BanRecord]) -> usize {
         let t = now();
         let prefixes = self.prefixes();
-        let mut entries = Vec::new();
-        for b in active {
-            if b.origin == "observe" {
-                continue;
-            }
-            self.engine.restore_ban(b.to_ban());
-            let ttl = (!b.is_permanent()).then(|| b.end.since(t));
-            entries.push((crate::plane::place_record(b.target, prefixes), ttl));
-        }
+        let entries: Vec<_> = active
+            .iter()
+            .filter(|b| b.origin != "observe")
+            .map(|b| {
+                let ttl = (!b.is_permanent()).then(|| b.end.since(t));
+                (crate::plane::place_record(b.target, prefixes), ttl)
+            })
+            .collect();
         self.kernel_add(&entries);
         entries.len()
+    }
+
+    /// Gives a new engine its memory of the store's active bans (recidive,
+    /// suppression): at start and after a reload, not when only the kernel
+    /// lost them.
+    fn remember(&mut self, active: &[BanRecord]) {
+        for b in active.iter().filter(|b| b.origin != "observe") {
+            self.engine.restore_ban(b.to_ban());
+        }
     }
 
     fn publish(&mut self, v: Value) {
@@ -821,6 +831,7 @@ impl Daemon {
                 Vec::new()
             }
         };
+        self.remember(&active);
         self.restored = self.restore_kernel(&active);
         tracing::info!(
             bans = self.restored,
@@ -940,6 +951,7 @@ impl Daemon {
         }
         self.policy = policy;
         let active = self.store.active_bans(now()).unwrap_or_default();
+        self.remember(&active);
         let restored = self.restore_kernel(&active);
         // Trunks and peers known by name are never banned either.
         if let Some(n) = &self.names {
@@ -978,13 +990,14 @@ impl Daemon {
             .unwrap_or_default();
         let guard = crate::plane::protected(Some(&self.policy), named);
         let prefixes = self.prefixes();
+        let policy = &self.policy;
         let Some(bans) = self.bans.as_mut() else {
             return Reply::One(
                 json!({"ok": false, "verb": op.verb, "done": [], "seconds": null,
                 "error": "the daemon has no netlink socket: nothing was changed"}),
             );
         };
-        let (mut outcome, fx) = crate::plane::execute(op, prefixes, &guard, bans, t);
+        let (mut outcome, fx) = crate::plane::execute(op, Some(policy), &guard, bans, t);
         if outcome.ok {
             // Stored bans inside or around a lifted target go too (a /24
             // unban lifts the detected /32s in it).
@@ -1174,17 +1187,6 @@ fn watch_table(tx: Sender<Input>, waker: Waker, stop: Arc<AtomicBool>) -> anyhow
             }
         })?;
     Ok(())
-}
-
-/// The known-set element of a registered endpoint.
-fn known_placement(addr: IpAddr) -> voipwall_nft::sets::Placement {
-    let covers = IpNet::from(addr);
-    voipwall_nft::sets::Placement {
-        role: voipwall_nft::sets::Role::Known,
-        family: voipwall_nft::sets::family_of(&covers),
-        key: voipwall_nft::sets::Key::Addr(addr),
-        covers,
-    }
 }
 
 /// Safe mode: nothing is applied while the hold lasts (management stays
