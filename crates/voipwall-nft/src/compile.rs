@@ -95,6 +95,14 @@ fn fam_suffix(f: Family) -> &'static str {
     }
 }
 
+/// ICMP type names for a match.
+fn icmp(types: &[&'static str]) -> Vec<std::borrow::Cow<'static, str>> {
+    types
+        .iter()
+        .map(|t| std::borrow::Cow::Borrowed(*t))
+        .collect()
+}
+
 fn rule(matches: Vec<Match>, action: Action, comment: impl Into<String>) -> Rule {
     Rule {
         matches,
@@ -597,7 +605,7 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
     let mut input = vec![
         rule(vec![Match::Loopback], Action::Accept, "loopback"),
         rule(
-            vec![Match::Icmpv6(vec![
+            vec![Match::Icmpv6(icmp(&[
                 "destination-unreachable",
                 "packet-too-big",
                 "time-exceeded",
@@ -608,26 +616,26 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
                 "nd-neighbor-advert",
                 "mld-listener-query",
                 "mld2-listener-report",
-            ])],
+            ]))],
             Action::Accept,
             "ICMPv6 essentials: neighbour discovery, PMTU, errors",
         ),
         rule(
-            vec![Match::Icmpv6(vec!["echo-request"])],
+            vec![Match::Icmpv6(icmp(&["echo-request"]))],
             Action::LimitAccept(20),
             "ICMPv6 echo, rate limited",
         ),
         rule(
-            vec![Match::Icmp(vec![
+            vec![Match::Icmp(icmp(&[
                 "destination-unreachable",
                 "time-exceeded",
                 "parameter-problem",
-            ])],
+            ]))],
             Action::Accept,
             "ICMP errors (PMTU discovery)",
         ),
         rule(
-            vec![Match::Icmp(vec!["echo-request"])],
+            vec![Match::Icmp(icmp(&["echo-request"]))],
             Action::LimitAccept(20),
             "ICMP echo, rate limited",
         ),
@@ -734,18 +742,18 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
         Chain {
             name: "vw_pre".into(),
             hook: Some(Hook {
-                hook: "prerouting",
-                priority: "raw",
-                policy: "accept",
+                hook: "prerouting".into(),
+                priority: "raw".into(),
+                policy: "accept".into(),
             }),
             rules: pre,
         },
         Chain {
             name: "vw_input".into(),
             hook: Some(Hook {
-                hook: "input",
-                priority: "filter",
-                policy: "drop",
+                hook: "input".into(),
+                priority: "filter".into(),
+                policy: "drop".into(),
             }),
             rules: input,
         },
@@ -770,9 +778,9 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
     chains.push(Chain {
         name: "vw_output".into(),
         hook: Some(Hook {
-            hook: "output",
-            priority: "filter",
-            policy: "accept",
+            hook: "output".into(),
+            priority: "filter".into(),
+            policy: "accept".into(),
         }),
         rules: output,
     });

@@ -105,7 +105,7 @@ pub fn explain(rs: &Ruleset, p: &Packet, dynamic: &dyn DynamicSets) -> Explanati
         let Some(chain) = rs.chain(base) else {
             continue;
         };
-        let policy = chain.hook.as_ref().map_or("accept", |h| h.policy);
+        let policy = chain.hook.as_ref().map_or("accept", |h| &*h.policy);
         match eval_chain(rs, base, p, dynamic, &mut ex, 0) {
             Flow::Verdict(Verdict::Accept) => {}
             Flow::Verdict(v) => {

@@ -2,14 +2,15 @@
 //! what `explain` evaluates. One structure, so the script and the explanation
 //! cannot disagree.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use voipwall_policy::{PortSpec, Proto};
 
 /// Address family of a set or match.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Family {
     /// IPv4.
     V4,
@@ -33,7 +34,7 @@ impl Family {
 }
 
 /// Whether the apply flushes and refills a set, or leaves it alone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Plane {
     /// Rebuilt on every apply (policy data).
     Policy,
@@ -42,7 +43,7 @@ pub enum Plane {
 }
 
 /// An element of a set or verdict map: an inclusive address range.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Element {
     /// First address.
     pub lo: IpAddr,
@@ -53,7 +54,7 @@ pub struct Element {
 }
 
 /// A named set or verdict map in our table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Set {
     /// `vw_ban_v4`.
     pub name: String,
@@ -83,18 +84,18 @@ pub struct Set {
 }
 
 /// A base chain's hook.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hook {
     /// `prerouting`, `input`, `output`.
-    pub hook: &'static str,
+    pub hook: Cow<'static, str>,
     /// `raw`, `filter`.
-    pub priority: &'static str,
+    pub priority: Cow<'static, str>,
     /// `accept` or `drop`.
-    pub policy: &'static str,
+    pub policy: Cow<'static, str>,
 }
 
 /// A chain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Chain {
     /// Name.
     pub name: String,
@@ -105,7 +106,7 @@ pub struct Chain {
 }
 
 /// Connection-tracking states a rule matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CtMatch {
     /// `ct state invalid`.
     Invalid,
@@ -114,7 +115,7 @@ pub enum CtMatch {
 }
 
 /// One condition of a rule. All must hold.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Match {
     /// `iif "lo"`.
     Loopback,
@@ -154,13 +155,13 @@ pub enum Match {
     /// UDP payload starts (or does not start) with `SIP/`, i.e. a response.
     SipResponse(bool),
     /// ICMP types (IPv4).
-    Icmp(Vec<&'static str>),
+    Icmp(Vec<Cow<'static, str>>),
     /// ICMPv6 types.
-    Icmpv6(Vec<&'static str>),
+    Icmpv6(Vec<Cow<'static, str>>),
 }
 
 /// What a rule does when it matches.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Action {
     /// Accept.
     Accept,
@@ -219,7 +220,7 @@ impl Action {
 }
 
 /// A rule.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rule {
     /// Conditions.
     pub matches: Vec<Match>,
@@ -232,7 +233,7 @@ pub struct Rule {
 }
 
 /// The whole table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ruleset {
     /// Sets and maps, in declaration order.
     pub sets: Vec<Set>,
@@ -248,7 +249,7 @@ pub struct Ruleset {
 }
 
 /// A hostname whose addresses live in their own pair of sets.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NameSet {
     /// The name.
     pub host: String,

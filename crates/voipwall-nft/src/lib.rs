@@ -10,6 +10,7 @@ mod compile;
 mod explain;
 pub mod export;
 pub mod flatten;
+pub mod foreign;
 mod ir;
 pub mod protect;
 mod render;

@@ -30,7 +30,7 @@ use serde::Serialize;
 use voipwall_detect::{Ban, Evidence, Timestamp};
 
 /// Schema version kept in `PRAGMA user_version`.
-const SCHEMA: i64 = 1;
+const SCHEMA: i64 = 2;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -194,6 +194,23 @@ pub struct BanFilter {
     pub limit: Option<usize>,
 }
 
+/// A generation to record.
+#[derive(Debug, Clone, Copy)]
+pub struct NewGeneration<'a> {
+    /// When it is applied.
+    pub at: Timestamp,
+    /// The nft script.
+    pub script: &'a str,
+    /// Where the policy came from, for humans.
+    pub policy: &'a str,
+    /// See [`Generation::status`].
+    pub status: &'a str,
+    /// For `pending`: when it rolls back.
+    pub deadline: Option<Timestamp>,
+    /// The compiled ruleset as JSON.
+    pub ir: Option<&'a str>,
+}
+
 /// One applied ruleset: what `apply` ran, so `rollback` and commit-confirmed
 /// can put it back exactly.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -211,6 +228,9 @@ pub struct Generation {
     pub status: String,
     /// For `pending`: when it rolls back.
     pub deadline: Option<Timestamp>,
+    /// The compiled ruleset as JSON, when the generation came from a
+    /// policy (not for the `snapshot` of what was there before).
+    pub ir: Option<String>,
 }
 
 /// Row counts.
@@ -366,7 +386,8 @@ impl Store {
                 script TEXT NOT NULL,
                 policy TEXT NOT NULL,
                 status TEXT NOT NULL,
-                deadline_ms INTEGER
+                deadline_ms INTEGER,
+                ir TEXT
              );
              CREATE TABLE IF NOT EXISTS audit (
                 id INTEGER PRIMARY KEY,
@@ -376,6 +397,14 @@ impl Store {
                 detail TEXT NOT NULL
              );",
         )?;
+        // Schema 1 → 2: generations keep the compiled ruleset (JSON) so that
+        // `explain` can answer from what is in force, not from the file.
+        let has_ir: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('generations') WHERE name = 'ir'")?
+            .exists([])?;
+        if !has_ir {
+            conn.execute_batch("ALTER TABLE generations ADD COLUMN ir TEXT")?;
+        }
         conn.pragma_update(None, "user_version", SCHEMA)?;
         Ok(Self { conn })
     }
@@ -426,9 +455,7 @@ impl Store {
                     "SELECT id, target, offender, rule, reason, origin, level, start_ms, end_ms, evidence, lifted_ms
                      FROM bans WHERE end_ms > ?1 AND lifted_ms IS NULL",
                 )?;
-                let all = st
-                    .query_map([ms(now)], row_to_ban)?
-                    .collect::<Result<Vec<_>, _>>()?;
+                let all = readable(st.query_map([ms(now)], row_to_ban)?)?;
                 let mut by_target: std::collections::BTreeMap<IpNet, BanRecord> =
                     std::collections::BTreeMap::new();
                 for b in all {
@@ -445,8 +472,7 @@ impl Store {
                 let mut st = self.conn.prepare_cached(
                     "SELECT id, target, offender, rule, reason, origin, level, start_ms, end_ms, evidence, lifted_ms FROM bans",
                 )?;
-                st.query_map([], row_to_ban)?
-                    .collect::<Result<Vec<_>, _>>()?
+                readable(st.query_map([], row_to_ban)?)?
             }
         };
         rows.retain(|b| {
@@ -460,6 +486,26 @@ impl Store {
             rows.truncate(l);
         }
         Ok(rows)
+    }
+
+    /// How many ban rows cannot be read (and are skipped by every listing).
+    pub fn unreadable_bans(&self) -> Result<usize, StoreError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, target, offender, rule, reason, origin, level, start_ms, end_ms, evidence, lifted_ms FROM bans",
+        )?;
+        let mut bad = 0;
+        for r in st.query_map([], row_to_ban)? {
+            match r {
+                Ok(_) => {}
+                Err(
+                    rusqlite::Error::FromSqlConversionFailure(..)
+                    | rusqlite::Error::InvalidColumnType(..)
+                    | rusqlite::Error::IntegralValueOutOfRange(..),
+                ) => bad += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(bad)
     }
 
     /// Marks the bans of `target` lifted at `now`. Returns how many.
@@ -574,18 +620,10 @@ impl Store {
     }
 
     /// Records a generation; keeps the newest `keep`.
-    pub fn add_generation(
-        &mut self,
-        at: Timestamp,
-        script: &str,
-        policy: &str,
-        status: &str,
-        deadline: Option<Timestamp>,
-        keep: u32,
-    ) -> Result<i64, StoreError> {
+    pub fn add_generation(&mut self, g: &NewGeneration<'_>, keep: u32) -> Result<i64, StoreError> {
         self.conn.execute(
-            "INSERT INTO generations (at_ms, script, policy, status, deadline_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![ms(at), script, policy, status, deadline.map(ms)],
+            "INSERT INTO generations (at_ms, script, policy, status, deadline_ms, ir) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![ms(g.at), g.script, g.policy, g.status, g.deadline.map(ms), g.ir],
         )?;
         let id = self.conn.last_insert_rowid();
         self.conn.execute(
@@ -607,7 +645,7 @@ impl Store {
     /// Generations, newest first.
     pub fn generations(&self, limit: usize) -> Result<Vec<Generation>, StoreError> {
         let mut st = self.conn.prepare_cached(
-            "SELECT id, at_ms, script, policy, status, deadline_ms FROM generations ORDER BY id DESC LIMIT ?1",
+            "SELECT id, at_ms, script, policy, status, deadline_ms, ir FROM generations ORDER BY id DESC LIMIT ?1",
         )?;
         let rows = st.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
             let ts = |v: i64| Timestamp(u64::try_from(v).unwrap_or(0));
@@ -618,6 +656,7 @@ impl Store {
                 policy: r.get(3)?,
                 status: r.get(4)?,
                 deadline: r.get::<_, Option<i64>>(5)?.map(ts),
+                ir: r.get(6)?,
             })
         })?;
         rows.collect::<Result<Vec<_>, _>>().map_err(Into::into)
@@ -639,6 +678,28 @@ impl Store {
 
 fn ms(t: Timestamp) -> i64 {
     i64::try_from(t.0).unwrap_or(i64::MAX)
+}
+
+/// The rows that read as bans. A row another tool (or a bug) wrote badly —
+/// a target that is not a network, a number where text belongs — is
+/// skipped, so that one bad row never costs the others; `unreadable_bans`
+/// counts them. A failure to read the file itself is still an error.
+fn readable(
+    rows: impl Iterator<Item = rusqlite::Result<BanRecord>>,
+) -> Result<Vec<BanRecord>, StoreError> {
+    let mut out = Vec::new();
+    for r in rows {
+        match r {
+            Ok(b) => out.push(b),
+            Err(
+                rusqlite::Error::FromSqlConversionFailure(..)
+                | rusqlite::Error::InvalidColumnType(..)
+                | rusqlite::Error::IntegralValueOutOfRange(..),
+            ) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(out)
 }
 
 fn row_to_ban(r: &rusqlite::Row<'_>) -> rusqlite::Result<BanRecord> {

@@ -124,3 +124,80 @@ fn a_corrupt_file_is_moved_aside_and_a_fresh_store_starts() {
     std::fs::remove_dir_all(p.parent().unwrap()).ok();
     std::fs::remove_dir_all(q.parent().unwrap()).ok();
 }
+
+#[test]
+fn one_bad_row_costs_only_itself() {
+    let p = tmp("badrow");
+    let (mut store, _) = Store::open(&p).unwrap();
+    store
+        .record_bans(&[
+            ban("203.0.113.1/32", 1_000, 3_600_000),
+            ban("203.0.113.2/32", 1_000, 3_600_000),
+        ])
+        .unwrap();
+    drop(store);
+    // Another tool writes rows we cannot read.
+    let c = rusqlite::Connection::open(&p).unwrap();
+    c.execute_batch(
+        "INSERT INTO bans (target, rule, reason, origin, level, start_ms, end_ms, evidence)
+           VALUES ('not-a-network', 'x', 'x', 'x', 0, 1000, 9999999999, '[]');
+         INSERT INTO bans (target, rule, reason, origin, level, start_ms, end_ms, evidence)
+           VALUES ('203.0.113.3/32', 'x', 'x', 'x', 'level-is-text', 1000, 9999999999, '[]');",
+    )
+    .unwrap();
+    drop(c);
+    let (store, _) = Store::open(&p).unwrap();
+    let mut active: Vec<String> = store
+        .active_bans(Timestamp(2_000))
+        .unwrap()
+        .iter()
+        .map(|b| b.target.to_string())
+        .collect();
+    active.sort();
+    assert_eq!(active, ["203.0.113.1/32", "203.0.113.2/32"]);
+    assert_eq!(store.unreadable_bans().unwrap(), 2);
+}
+
+#[test]
+fn a_schema_1_store_is_upgraded_in_place_and_a_newer_one_refused() {
+    let p = tmp("schema");
+    let c = rusqlite::Connection::open(&p).unwrap();
+    c.execute_batch(
+        "CREATE TABLE generations (id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, script TEXT NOT NULL,
+            policy TEXT NOT NULL, status TEXT NOT NULL, deadline_ms INTEGER);
+         INSERT INTO generations (at_ms, script, policy, status) VALUES (1, 'table inet voipwall {}', 'old', 'applied');
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    drop(c);
+    let (mut store, _) = Store::open(&p).unwrap();
+    let g = store.generations(10).unwrap();
+    assert_eq!(
+        (g.len(), g[0].policy.as_str(), g[0].ir.as_deref()),
+        (1, "old", None)
+    );
+    store
+        .add_generation(
+            &voipwall_store::NewGeneration {
+                at: Timestamp(2),
+                script: "s",
+                policy: "new",
+                status: "applied",
+                deadline: None,
+                ir: Some("{}"),
+            },
+            10,
+        )
+        .unwrap();
+    assert_eq!(store.generations(1).unwrap()[0].ir.as_deref(), Some("{}"));
+    drop(store);
+    let c = rusqlite::Connection::open(&p).unwrap();
+    c.pragma_update(None, "user_version", 99).unwrap();
+    drop(c);
+    let before = std::fs::read(&p).unwrap();
+    assert!(matches!(
+        Store::open(&p),
+        Err(voipwall_store::StoreError::NewerSchema { found: 99, .. })
+    ));
+    assert_eq!(std::fs::read(&p).unwrap(), before, "left untouched");
+}

@@ -12,3 +12,4 @@ pub mod bans;
 pub mod netlink;
 pub mod nflog;
 pub mod nft;
+pub mod route;

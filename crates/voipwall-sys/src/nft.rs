@@ -108,6 +108,38 @@ pub fn list_ruleset() -> Result<String, NftError> {
     nft(&["list", "ruleset"], None, "listing the ruleset")
 }
 
+/// Base chains of other tables (ufw, firewalld, iptables-nft, docker…),
+/// with their rules counted: they see the same packets as ours.
+pub fn foreign_chains() -> Result<Vec<voipwall_nft::foreign::ForeignChain>, NftError> {
+    let chains = nft(&["-j", "list", "chains"], None, "listing chains")?;
+    let mut out = Vec::new();
+    for (family, table) in voipwall_nft::foreign::hooked_tables(&chains, "voipwall") {
+        let listing = nft(
+            &["-j", "list", "table", &family, &table],
+            None,
+            "listing a foreign table",
+        )?;
+        out.extend(voipwall_nft::foreign::parse(&listing, "voipwall"));
+    }
+    Ok(out)
+}
+
+/// iptables-legacy tables loaded in the kernel (`filter`, `nat`, …, with
+/// `ip6:` for IPv6): they filter too, and nft cannot list them.
+pub fn legacy_iptables() -> Vec<String> {
+    let read = |p: &str, tag: &str| -> Vec<String> {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| format!("{tag}{}", l.trim()))
+            .collect()
+    };
+    let mut v = read("/proc/net/ip_tables_names", "");
+    v.extend(read("/proc/net/ip6_tables_names", "ip6:"));
+    v
+}
+
 /// One element of a set, as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SetEntry {

@@ -295,6 +295,55 @@ fn ports_of(policy: &Policy, names: &[&str]) -> Vec<PortSpec> {
 
 /// Everything the audit concludes. Pure: sockets, discovery and the
 /// compiled ruleset come in.
+/// Other firewalls that see the same inbound packets: a table that drops
+/// what voipwall accepts makes opened services unreachable; one with rules
+/// of its own makes voipwall's explanation incomplete.
+pub(crate) fn foreign(
+    chains: &[voipwall_nft::foreign::ForeignChain],
+    legacy: &[String],
+) -> Vec<Finding> {
+    use voipwall_nft::foreign::Effect;
+    let mut out: Vec<Finding> = chains
+        .iter()
+        .filter(|c| {
+            c.sees_inbound(voipwall_nft::Family::V4) || c.sees_inbound(voipwall_nft::Family::V6)
+        })
+        .filter_map(|c| {
+            let (sev, reason) = match c.effect() {
+                Effect::Drops => (
+                    Severity::High,
+                    "drops every inbound packet: services voipwall opens are unreachable",
+                ),
+                Effect::MayDrop => (
+                    Severity::Medium,
+                    "filters the same inbound packets with rules voipwall does not evaluate",
+                ),
+                Effect::Nothing => return None,
+            };
+            Some(finding(
+                sev,
+                "foreign-table",
+                c.describe(),
+                reason,
+                format!(
+                    "remove it (`nft delete table {} {}`) or disable the tool that made it (ufw, firewalld, docker's iptables)",
+                    c.family, c.table
+                ),
+            ))
+        })
+        .collect();
+    if !legacy.is_empty() {
+        out.push(finding(
+            Severity::Medium,
+            "iptables-legacy",
+            format!("iptables-legacy tables: {}", legacy.join(", ")),
+            "they filter the same packets and voipwall cannot inspect them",
+            "migrate them into the policy, then `iptables-legacy -F` and unload",
+        ));
+    }
+    out
+}
+
 pub(crate) fn judge(
     policy: &Policy,
     rs: &Ruleset,

@@ -45,7 +45,20 @@ fn print(s: &str) -> anyhow::Result<()> {
 
 /// `voipwall status`.
 pub(crate) fn status(cli: &Cli) -> anyhow::Result<()> {
-    let v = checked(must()?.call(&Request::Status)?)?;
+    let mut v = checked(must()?.call(&Request::Status)?)?;
+    // Compared here, not in the daemon: compiling must not hold up the
+    // packet path.
+    let config = v["policy"].as_str().map(std::path::PathBuf::from);
+    let state = v["state_dir"].as_str().map(std::path::PathBuf::from);
+    let file = match (config, state) {
+        (Some(c), Some(s)) => match crate::safety::file_vs_running(&c, &cli.catalog_dirs, &s) {
+            Ok(Some((g, same))) => serde_json::json!({"generation": g, "matches_running": same}),
+            Ok(None) => serde_json::json!({"generation": null, "matches_running": null}),
+            Err(e) => serde_json::json!({"error": e.to_string().lines().next().unwrap_or("")}),
+        },
+        _ => Value::Null,
+    };
+    v["policy_file"] = file;
     if cli.json {
         return print(&v.to_string());
     }
@@ -83,6 +96,19 @@ pub(crate) fn status(cli: &Cli) -> anyhow::Result<()> {
         l["p99"],
         l["samples"],
     ))?;
+    let f = &v["policy_file"];
+    match (f["matches_running"].as_bool(), f["error"].as_str()) {
+        (Some(true), _) => print(&format!(
+            "  policy file: same as generation {} in force",
+            f["generation"]
+        ))?,
+        (Some(false), _) => print(&format!(
+            "  policy file: DIFFERS from generation {} in force (the file was edited since: `voipwall reload` applies it)",
+            f["generation"]
+        ))?,
+        (None, Some(e)) => print(&format!("  policy file: does not load ({e})"))?,
+        _ => {}
+    }
     // Trunk and peer names: what they resolve to, and trouble.
     for n in v["dns"]["names"].as_array().into_iter().flatten() {
         let addrs: Vec<&str> = n["addresses"]
@@ -181,17 +207,18 @@ pub(crate) fn bans(
         return print(&v["bans"].to_string());
     }
     let rows = v["bans"].as_array().cloned().unwrap_or_default();
+    let now = crate::safety::now().0;
     let mut s = format!(
-        "{:<24} {:<22} {:<26} {}\n",
-        "TARGET", "RULE", "UNTIL", "REASON"
+        "{:<24} {:<22} {:<46} {}\n",
+        "TARGET", "RULE", "ENDS", "REASON"
     );
     for b in &rows {
         let until = b["end"]
             .as_u64()
-            .map(|ms| voipwall_detect::Timestamp(ms).to_string())
+            .map(|ms| crate::human::until(ms, now))
             .unwrap_or_default();
         s.push_str(&format!(
-            "{:<24} {:<22} {:<26} {}\n",
+            "{:<24} {:<22} {:<46} {}\n",
             b["target"].as_str().unwrap_or(""),
             b["rule"].as_str().unwrap_or(""),
             until,

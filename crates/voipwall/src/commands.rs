@@ -40,8 +40,17 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
             iface,
             established,
             offline,
+            policy,
         } => match to {
-            Some(to) => explain_cmd(cli, *addr, to, iface, *established, *offline),
+            Some(to) => explain_cmd(
+                cli,
+                *addr,
+                to,
+                iface,
+                *established,
+                *offline,
+                policy.as_deref(),
+            ),
             None => crate::client::explain_detection(cli, *addr),
         },
         Cmd::Ban {
@@ -139,6 +148,9 @@ fn check(cli: &Cli, kernel: bool) -> anyhow::Result<()> {
                 nft::check_script(&script).context(
                     "the running kernel refused the compiled ruleset (nothing was changed)",
                 )?;
+                for w in foreign_warnings() {
+                    eprintln!("warning: {w}");
+                }
             }
             if cli.json {
                 let warnings: Vec<_> = l
@@ -203,13 +215,29 @@ fn audit_cmd(cli: &Cli) -> anyhow::Result<()> {
     } else {
         l.found.ssh_ports.iter().map(|(p, _)| *p).collect()
     };
-    let findings = crate::audit::judge(&l.policy, &rs, &crate::audit::listening(), &l.found, &sshd);
+    // Reachability is judged against what the kernel runs, when voipwall
+    // is applied and its generation recorded its ruleset.
+    let applied = nft::table_exists().unwrap_or(false);
+    let running = explain_source(cli, None, applied)?;
+    let (rs, judged) = match running.generation {
+        Some(_) => (running.ruleset, running.from),
+        None => (rs, format!("policy file {}", cli.config.display())),
+    };
+    let mut findings =
+        crate::audit::judge(&l.policy, &rs, &crate::audit::listening(), &l.found, &sshd);
+    findings.extend(crate::audit::foreign(
+        &nft::foreign_chains().unwrap_or_default(),
+        &nft::legacy_iptables(),
+    ));
+    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     if cli.json {
         out(&serde_json::to_string_pretty(&json!({
+            "judged_against": judged,
             "findings": findings,
             "worst": findings.iter().map(|f| f.severity).max(),
         }))?)?;
     } else {
+        out(&format!("judged against: {judged}"))?;
         out(&crate::audit::render(&findings))?;
     }
     match findings.iter().map(|f| f.severity).max() {
@@ -320,6 +348,9 @@ fn apply(cli: &Cli, confirm: Option<&str>, force: bool) -> anyhow::Result<()> {
     })?;
     for p in &a.forced {
         eprintln!("warning (--force): {p}");
+    }
+    for w in foreign_warnings() {
+        eprintln!("warning: {w}");
     }
     if let Some(c) = confirm {
         eprintln!(
@@ -439,6 +470,95 @@ impl DynamicSets for KernelSets {
     }
 }
 
+/// Other firewalls on the same hooks (nft tables, iptables-legacy), one
+/// line each: `apply` and `check --kernel` print them.
+fn foreign_warnings() -> Vec<String> {
+    let mut w = voipwall_nft::foreign::warnings(&nft::foreign_chains().unwrap_or_default());
+    let legacy = nft::legacy_iptables();
+    if !legacy.is_empty() {
+        w.push(format!(
+            "iptables-legacy tables are loaded ({}): they filter the same packets and voipwall cannot inspect them",
+            legacy.join(", ")
+        ));
+    }
+    w
+}
+
+/// What `explain` evaluates: the generation in force, or a policy file.
+struct ExplainSource {
+    ruleset: voipwall_nft::Ruleset,
+    /// For humans: where the rules came from.
+    from: String,
+    /// The generation in force, when that is what is explained.
+    generation: Option<i64>,
+}
+
+/// The ruleset `explain` answers from: `--policy FILE` or `--offline` → the
+/// file; otherwise the generation in force (recorded with its compiled
+/// ruleset at apply), falling back to the file, said so, when voipwall is not
+/// applied or the generation predates the record.
+fn explain_source(
+    cli: &Cli,
+    policy_file: Option<&std::path::Path>,
+    applied: bool,
+) -> anyhow::Result<ExplainSource> {
+    let file = |path: &std::path::Path, why: &str| -> anyhow::Result<ExplainSource> {
+        let l = load_policy(path, &cli.catalog_dirs, &host_facts())?;
+        Ok(ExplainSource {
+            ruleset: compile_policy(&l.policy),
+            from: format!("policy file {}{why}", path.display()),
+            generation: None,
+        })
+    };
+    if let Some(p) = policy_file {
+        return file(p, "");
+    }
+    if !applied {
+        return file(
+            &cli.config,
+            " (voipwall is not applied here: this is what the file would do)",
+        );
+    }
+    let db = cli.state_dir.join("state.db");
+    let running = if db.exists() {
+        crate::safety::state_store(&cli.state_dir)?
+            .generations(crate::safety::KEEP_GENERATIONS as usize)?
+            .into_iter()
+            .find(|g| {
+                matches!(
+                    g.status.as_str(),
+                    "applied" | "confirmed" | "pending" | "snapshot"
+                )
+            })
+    } else {
+        None
+    };
+    match running {
+        Some(g) if g.status != "snapshot" => match g.ir.as_deref().map(serde_json::from_str) {
+            Some(Ok(ruleset)) => Ok(ExplainSource {
+                ruleset,
+                from: format!(
+                    "generation {} in force ({}, applied {}) and the live ban and known sets",
+                    g.id, g.status, g.at
+                ),
+                generation: Some(g.id),
+            }),
+            _ => file(
+                &cli.config,
+                &format!(
+                    " (generation {} in force was recorded without its ruleset: run `voipwall apply` once to record it)",
+                    g.id
+                ),
+            ),
+        },
+        _ => file(
+            &cli.config,
+            " (no generation is recorded for the running table)",
+        ),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn explain_cmd(
     cli: &Cli,
     addr: IpAddr,
@@ -446,6 +566,7 @@ fn explain_cmd(
     iface: &str,
     established: bool,
     offline: bool,
+    policy_file: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     let spec = match parse_port_specs(to) {
         Ok(v) if v.len() == 1 && v[0].lo == v[0].hi => v[0],
@@ -456,43 +577,121 @@ fn explain_cmd(
             .into());
         }
     };
-    let l = load_policy(&cli.config, &cli.catalog_dirs, &host_facts())?;
-    let rs = compile_policy(&l.policy);
+    let (iface, routed) = if iface.is_empty() && !offline {
+        match voipwall_sys::route::interface_for(addr) {
+            Some(i) => (i, true),
+            None => (String::new(), false),
+        }
+    } else {
+        (iface.to_string(), false)
+    };
+    if !offline && !iface.is_empty() && !nft::interface_names().contains(&iface) {
+        return Err(Invalid(format!(
+            "error: interface `{iface}` does not exist on this host (--offline explains for another host)"
+        ))
+        .into());
+    }
+    let applied = !offline && nft::table_exists().unwrap_or(false);
+    let src = explain_source(
+        cli,
+        policy_file.or(offline.then_some(cli.config.as_path())),
+        applied,
+    )?;
     let p = Packet {
         src: addr,
-        iif: iface.to_string(),
+        iif: iface.clone(),
         proto: spec.proto,
         dport: spec.lo,
         established,
     };
-    let use_kernel = !offline && nft::table_exists().unwrap_or(false);
-    let ex = if use_kernel {
-        explain(&rs, &p, &KernelSets)
+    let ex = if applied {
+        explain(&src.ruleset, &p, &KernelSets)
     } else {
-        explain(&rs, &p, &NoDynamic)
+        explain(&src.ruleset, &p, &NoDynamic)
+    };
+    // Other tables on the same hooks: a drop there is final.
+    let family = voipwall_nft::Family::of(&addr);
+    let foreign: Vec<voipwall_nft::foreign::ForeignChain> = if offline {
+        Vec::new()
+    } else {
+        nft::foreign_chains()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.sees_inbound(family))
+            .collect()
+    };
+    let legacy = if offline {
+        Vec::new()
+    } else {
+        nft::legacy_iptables()
+    };
+    use voipwall_nft::foreign::Effect;
+    let dropped_by = foreign.iter().find(|c| c.effect() == Effect::Drops);
+    let may_drop: Vec<&voipwall_nft::foreign::ForeignChain> = foreign
+        .iter()
+        .filter(|c| c.effect() == Effect::MayDrop)
+        .collect();
+    let verdict = match (ex.verdict, dropped_by) {
+        (voipwall_nft::Verdict::Accept, Some(_)) => voipwall_nft::Verdict::Drop,
+        (v, _) => v,
     };
     if cli.json {
-        return out(&serde_json::to_string_pretty(
-            &json!({"packet": p, "explanation": ex, "kernel_sets_consulted": use_kernel}),
-        )?);
+        return out(&serde_json::to_string_pretty(&json!({
+            "packet": p,
+            "verdict": verdict,
+            "explanation": ex,
+            "source": src.from,
+            "generation": src.generation,
+            "interface_from_route": routed,
+            "kernel_sets_consulted": applied,
+            "also_evaluated": foreign.iter().map(|c| json!({"chain": c, "effect": c.effect(), "describe": c.describe()})).collect::<Vec<_>>(),
+            "iptables_legacy_tables": legacy,
+        }))?);
     }
     let mut s = format!(
         "{addr} -> {to}{}: {}\n",
-        if iface.is_empty() {
-            String::new()
-        } else {
-            format!(" on {iface}")
+        match (iface.is_empty(), routed) {
+            (true, _) => String::new(),
+            (false, true) => format!(" on {iface} (the interface the kernel routes {addr} to)"),
+            (false, false) => format!(" on {iface}"),
         },
-        ex.verdict.name().to_uppercase()
+        verdict.name().to_uppercase()
     );
+    s.push_str(&format!("  from:       {}\n", src.from));
     if let Some(z) = &ex.zone {
         s.push_str(&format!("  zone:       {z}\n"));
     }
-    s.push_str(&format!("  decided by: {}\n  path:\n", ex.decided_by));
+    s.push_str(&format!(
+        "  voipwall:   {} — decided by: {}\n  path:\n",
+        ex.verdict.name(),
+        ex.decided_by
+    ));
     for st in &ex.trace {
         s.push_str(&format!("    {:<18} {}\n", st.chain, st.rule));
     }
-    if !use_kernel {
+    for c in &foreign {
+        let what = match c.effect() {
+            Effect::Drops => "drops this packet",
+            Effect::MayDrop => "has rules voipwall does not evaluate: it may drop this packet",
+            Effect::Nothing => "accepts it (no rules)",
+        };
+        s.push_str(&format!("  also evaluated: {}: {what}\n", c.describe()));
+    }
+    if let Some(c) = dropped_by.filter(|_| ex.verdict == voipwall_nft::Verdict::Accept) {
+        s.push_str(&format!(
+            "  final: DROP — voipwall accepts, but table {} {} drops it\n",
+            c.family, c.table
+        ));
+    } else if !may_drop.is_empty() && ex.verdict == voipwall_nft::Verdict::Accept {
+        s.push_str("  final: ACCEPT by voipwall, unless a table named above drops it\n");
+    }
+    if !legacy.is_empty() {
+        s.push_str(&format!(
+            "  also loaded: iptables-legacy tables ({}): they filter too and are not inspected\n",
+            legacy.join(", ")
+        ));
+    }
+    if !applied {
         s.push_str("  (ban and known sets not consulted: offline or voipwall not applied)\n");
     }
     out(&s)
@@ -533,11 +732,13 @@ fn bans(cli: &Cli) -> anyhow::Result<()> {
         let v: Vec<_> = rows.iter().map(|(s, e)| json!({"set": s, "addr": display_net(&e.net), "timeout": e.timeout, "expires": e.expires})).collect();
         return out(&serde_json::to_string(&v)?);
     }
-    let mut s = format!("{:<14} {:<40} {}\n", "SET", "ADDRESS", "EXPIRES IN");
+    let mut s = format!("{:<14} {:<40} {}\n", "SET", "ADDRESS", "ENDS");
+    let now = crate::safety::now().0;
     for (set, e) in &rows {
-        let exp = e
-            .expires
-            .map_or_else(|| "never".to_string(), voipwall_policy::format_duration);
+        let exp = e.expires.map_or_else(
+            || "permanent".to_string(),
+            |secs| crate::human::until(now.saturating_add(secs.saturating_mul(1000)), now),
+        );
         s.push_str(&format!("{set:<14} {:<40} {exp}\n", display_net(&e.net)));
     }
     s.push_str(&format!("{} entries\n", rows.len()));

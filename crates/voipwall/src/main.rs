@@ -12,6 +12,7 @@ mod commands;
 mod context;
 mod daemon;
 mod detection;
+mod human;
 mod init;
 mod owned;
 mod pcap;
@@ -119,20 +120,27 @@ pub(crate) enum Cmd {
     Disable,
     /// Explain what the firewall does with a packet (zone, rule, policy line)
     /// given a destination; without one, what detection knows (daemon).
+    ///
+    /// Answers from the generation in force and the live ban and known sets,
+    /// and names every other table on the same hooks (ufw, firewalld,
+    /// iptables-nft, docker) that could drop the packet.
     Explain {
         /// Source address.
         addr: std::net::IpAddr,
         /// Destination, e.g. udp/5060.
         to: Option<String>,
-        /// Inbound interface.
+        /// Inbound interface. Default: the one the kernel routes the source to.
         #[arg(long, default_value = "")]
         iface: String,
         /// Explain as part of an established flow.
         #[arg(long)]
         established: bool,
-        /// Do not consult the kernel's ban and known sets.
+        /// Explain the policy file alone: no kernel, no store, no other tables.
         #[arg(long)]
         offline: bool,
+        /// Explain this policy file instead of the generation in force.
+        #[arg(long)]
+        policy: Option<PathBuf>,
     },
     /// Ban an address (netlink, per-element timeout) or a network.
     Ban {

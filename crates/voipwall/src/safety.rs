@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use voipwall_detect::Timestamp;
 use voipwall_nft::{NoDynamic, Packet, Ruleset, Verdict, explain};
 use voipwall_policy::{Policy, Proto};
-use voipwall_store::Store;
+use voipwall_store::{NewGeneration, Store};
 use voipwall_sys::nft;
 
 use crate::Invalid;
@@ -24,7 +24,7 @@ use crate::Invalid;
 const LOCK_FILE: &str = "/etc/voipwall/locked";
 
 /// Generations kept in the store.
-const KEEP_GENERATIONS: u32 = 20;
+pub(crate) const KEEP_GENERATIONS: u32 = 20;
 
 pub(crate) fn lock_file() -> PathBuf {
     std::env::var_os("VOIPWALL_LOCK_FILE").map_or_else(|| PathBuf::from(LOCK_FILE), PathBuf::from)
@@ -262,11 +262,14 @@ fn ensure_baseline(store: &mut Store) -> anyhow::Result<()> {
         "delete table inet voipwall\n".to_string()
     };
     store.add_generation(
-        now(),
-        &script,
-        "(before voipwall's first recorded apply)",
-        "snapshot",
-        None,
+        &NewGeneration {
+            at: now(),
+            script: &script,
+            policy: "(before voipwall's first recorded apply)",
+            status: "snapshot",
+            deadline: None,
+            ir: None,
+        },
         KEEP_GENERATIONS,
     )?;
     Ok(())
@@ -280,6 +283,7 @@ pub(crate) fn begin_apply(
     state_dir: &Path,
     script: &str,
     policy: &str,
+    ir: Option<&str>,
     confirm: Option<Duration>,
     actor: &str,
 ) -> anyhow::Result<i64> {
@@ -292,7 +296,17 @@ pub(crate) fn begin_apply(
         ),
         None => ("applied", None),
     };
-    let id = store.add_generation(now(), script, policy, status, deadline, KEEP_GENERATIONS)?;
+    let id = store.add_generation(
+        &NewGeneration {
+            at: now(),
+            script,
+            policy,
+            status,
+            deadline,
+            ir,
+        },
+        KEEP_GENERATIONS,
+    )?;
     store.audit(
         now(),
         actor,
@@ -414,6 +428,25 @@ pub(crate) fn running_generation(store: &Store) -> Option<(i64, String)> {
     gens.into_iter()
         .find(|g| matches!(g.status.as_str(), "applied" | "confirmed" | "pending"))
         .map(|g| (g.id, g.script))
+}
+
+/// Whether the policy file compiles to the script of the generation in
+/// force: `Some((generation, same))`, `None` when none is recorded. The
+/// file's own errors are returned as errors.
+pub(crate) fn file_vs_running(
+    config: &Path,
+    catalog_dirs: &[PathBuf],
+    state_dir: &Path,
+) -> anyhow::Result<Option<(i64, bool)>> {
+    if !state_dir.join("state.db").exists() {
+        return Ok(None);
+    }
+    let Some((id, script)) = running_generation(&state_store(state_dir)?) else {
+        return Ok(None);
+    };
+    let l = crate::context::load_policy(config, catalog_dirs, &crate::context::host_facts())?;
+    let ours = voipwall_nft::render(&crate::context::compile_policy(&l.policy));
+    Ok(Some((id, ours == script)))
 }
 
 /// `voipwall confirm`: keeps the pending generation.
@@ -590,6 +623,7 @@ pub(crate) fn apply_path(r: &ApplyRequest<'_>) -> anyhow::Result<Applied> {
         r.state_dir,
         &script,
         &r.config.display().to_string(),
+        serde_json::to_string(&ruleset).ok().as_deref(),
         r.confirm,
         r.actor,
     )?;

@@ -1125,6 +1125,18 @@ fn reload_then_restart_keeps_the_reloaded_policy() {
         vec!["pass"],
         "the restart undid the reload"
     );
+    // status compares the file with the generation in force.
+    let st = |policy: &str| -> serde_json::Value {
+        let out = lab.voipwall(policy, &["--json", "status"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).expect("status json")
+    };
+    assert_eq!(st(&reloaded)["policy_file"]["matches_running"], true);
+    let text = String::from_utf8_lossy(&lab.voipwall(TRUTH, &["status"]).stdout).into_owned();
+    assert!(
+        text.contains("policy file: DIFFERS from generation"),
+        "{text}"
+    );
 }
 
 /// Another tool flushes the whole ruleset: within a second or so the daemon
@@ -1170,5 +1182,88 @@ fn the_daemon_restores_its_table_and_bans_after_a_foreign_flush() {
     assert!(
         back_after < Duration::from_millis(1500),
         "took {back_after:?}"
+    );
+}
+
+/// `explain` answers from what runs, not from the file: after an apply
+/// with `--confirm` rolled back, the file opens tcp/443 but the kernel
+/// drops it, and explain (interface found from the route) says drop. A
+/// foreign `table inet filter` with policy drop drops SIP that voipwall
+/// accepts: explain names it and says DROP, apply warns about it, and
+/// audit reports it.
+#[test]
+fn explain_after_a_rollback_and_with_a_foreign_drop_table_agrees_with_traffic() {
+    let mut lab = Lab::new();
+    lab.listen();
+    lab.apply(TRUTH);
+    let https = TRUTH.replace(
+        "services = [\"sip\"]",
+        "services = [\"sip\", \"https-admin\"]",
+    );
+    let out = lab.voipwall(&https, &["apply", "--confirm", "2s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(lab.probe(&[("203.0.113.2", "tcp/443")]), vec!["pass"]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while lab.probe(&[("203.0.113.2", "tcp/443")]) != vec!["drop"] {
+        assert!(
+            Instant::now() < deadline,
+            "the unconfirmed apply was not rolled back"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // The file on disk still opens tcp/443; the kernel does not.
+    let ex = |policy: &str, args: &[&str]| -> serde_json::Value {
+        let mut full = vec!["--json", "explain"];
+        full.extend_from_slice(args);
+        let out = lab.voipwall(policy, &full);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).expect("explain json")
+    };
+    let v = ex(&https, &["203.0.113.2", "tcp/443"]);
+    assert_eq!(v["verdict"], "drop", "{v:#}");
+    assert_eq!(v["packet"]["iif"], "vw0", "interface from the route: {v:#}");
+    assert!(v["generation"].is_i64(), "{v:#}");
+    let path = lab.dir.join("policy.toml");
+    let v = ex(
+        &https,
+        &[
+            "203.0.113.2",
+            "tcp/443",
+            "--policy",
+            path.to_str().expect("utf8"),
+        ],
+    );
+    assert_eq!(v["verdict"], "accept", "--policy explains the file: {v:#}");
+    // Another firewall drops what voipwall accepts.
+    assert_eq!(lab.probe(&[("203.0.113.2", "udp/5060")]), vec!["pass"]);
+    let foreign = lab.dir.join("filter.nft");
+    std::fs::write(
+        &foreign,
+        "table inet filter {\n\tchain input {\n\t\ttype filter hook input priority 0; policy drop;\n\t}\n}\n",
+    )
+    .expect("write");
+    lab.nft(&["-f", foreign.to_str().expect("utf8")]);
+    assert_eq!(lab.probe(&[("203.0.113.2", "udp/5060")]), vec!["drop"]);
+    let v = ex(TRUTH, &["203.0.113.2", "udp/5060"]);
+    assert_eq!(v["explanation"]["verdict"], "accept", "{v:#}");
+    assert_eq!(v["verdict"], "drop", "{v:#}");
+    assert_eq!(v["also_evaluated"][0]["chain"]["table"], "filter", "{v:#}");
+    let text = lab.voipwall_ok(TRUTH, &["explain", "203.0.113.2", "udp/5060"]);
+    assert!(
+        text.contains("also evaluated: table inet filter chain input")
+            && text.contains("final: DROP"),
+        "{text}"
+    );
+    let out = lab.voipwall(TRUTH, &["apply"]);
+    assert!(
+        out.status.success() && stderr(&out).contains("table inet filter chain input"),
+        "{}",
+        stderr(&out)
+    );
+    let out = lab.voipwall(TRUTH, &["--json", "audit"]);
+    let audit = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        audit.contains("foreign-table") && audit.contains("table inet filter chain input"),
+        "{audit}"
     );
 }

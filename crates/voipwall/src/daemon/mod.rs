@@ -831,6 +831,13 @@ impl Daemon {
                 Vec::new()
             }
         };
+        match self.store.unreadable_bans() {
+            Ok(0) | Err(_) => {}
+            Ok(n) => tracing::warn!(
+                rows = n,
+                "Ban rows in the store cannot be read and were skipped; every other ban is restored."
+            ),
+        }
         self.remember(&active);
         self.restored = self.restore_kernel(&active);
         tracing::info!(
@@ -1077,6 +1084,7 @@ impl Daemon {
                     "uptime_s": self.started.elapsed().as_secs(),
                     "mode": if self.observe { "observe" } else { "enforce" },
                     "policy": self.cli_config.display().to_string(),
+                    "state_dir": self.state_dir.display().to_string(),
                     "store": self.opened,
                     "restored_bans": self.restored,
                     "safe_mode": {"holding": false, "held_at_start_s": self.safe_mode_held},
