@@ -78,6 +78,13 @@ impl Config {
     }
 }
 
+/// How long after a ban starts (and before it ends) a packet from its
+/// source may still be in flight (queued in NFLOG) rather than proof that
+/// the kernel lost the ban, ms.
+pub const REASSERT_GRACE: u64 = 2_000;
+/// At most one [`Action::Reassert`] per ban this often, ms.
+pub const REASSERT_EVERY: u64 = 10_000;
+
 /// What the engine asks the driver to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
@@ -101,6 +108,10 @@ pub enum Action {
         /// When it happened.
         at: Timestamp,
     },
+    /// A packet from a source the engine holds banned reached detection:
+    /// the kernel does not hold the ban any more (another tool removed it).
+    /// The driver puts it back; only [`Engine::handle_packet`] emits this.
+    Reassert(Ban),
     /// A rule fired against a source that must not be banned.
     Alert {
         /// The source.
@@ -173,6 +184,9 @@ pub struct Stats {
     pub timers: u64,
     /// Times the timer heap was compacted (a flood of challenged sources).
     pub timer_compactions: u64,
+    /// Bans found missing from the kernel (a packet from a banned source
+    /// arrived) and asked back.
+    pub reasserted: u64,
 }
 
 /// What the engine knows about an address, for `explain`.
@@ -354,6 +368,8 @@ pub struct Engine {
     groups: LruCache<IpNet, Group, FixedState>,
     known: LruCache<IpAddr, Timestamp, FixedState>,
     bans: LruCache<IpNet, Ban, FixedState>,
+    /// When each ban was last asked back into the kernel.
+    reasserted: LruCache<IpNet, Timestamp, FixedState>,
     timers: BinaryHeap<Reverse<Timer>>,
     actions: VecDeque<Action>,
     hasher: FixedState,
@@ -395,6 +411,7 @@ impl Engine {
             groups: LruCache::with_hasher(cap(cfg.max_sources), hasher.clone()),
             known: LruCache::with_hasher(cap(cfg.max_known), hasher.clone()),
             bans: LruCache::with_hasher(cap(cfg.max_bans), hasher.clone()),
+            reasserted: LruCache::with_hasher(1024, hasher.clone()),
             timers: BinaryHeap::new(),
             actions: VecDeque::new(),
             hasher,
@@ -409,6 +426,32 @@ impl Engine {
     /// The configuration in use.
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// Feeds one event taken from a packet the kernel let in (NFLOG). A
+    /// request from a source the engine holds banned means the kernel no
+    /// longer drops it: the engine never silently suppresses such a source;
+    /// it asks the ban back ([`Action::Reassert`], at most once per
+    /// [`REASSERT_EVERY`] per ban). Packets within [`REASSERT_GRACE`] of the
+    /// ban's start or end are in flight, not evidence.
+    pub fn handle_packet(&mut self, now: Timestamp, ev: &Event<'_>) {
+        if matches!(ev.kind, EventKind::Request(_))
+            && let Some(b) = self.ban_for(ev.src, now)
+            && now.since(b.at) >= REASSERT_GRACE
+            && b.until.since(now) >= REASSERT_GRACE
+        {
+            let (target, ban) = (b.target, b.clone());
+            let due = self
+                .reasserted
+                .peek(&target)
+                .is_none_or(|&t| now.since(t) >= REASSERT_EVERY);
+            if due {
+                self.reasserted.insert(target, now);
+                self.stats.reasserted += 1;
+                self.actions.push_back(Action::Reassert(ban));
+            }
+        }
+        self.handle_event(now, ev);
     }
 
     /// Feeds one event observed at `now`.

@@ -26,7 +26,10 @@ pub mod rules;
 pub mod scenario;
 pub mod time;
 
-pub use engine::{Action, Ban, Config, CounterView, Engine, Evidence, Explanation, Stats};
+pub use engine::{
+    Action, Ban, Config, CounterView, Engine, Evidence, Explanation, REASSERT_EVERY,
+    REASSERT_GRACE, Stats,
+};
 pub use event::{Event, EventKind, Request, Response};
 pub use rules::{Recidive, Rule, RuleKind, RuleSet, Threshold};
 pub use time::Timestamp;

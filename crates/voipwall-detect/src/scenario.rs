@@ -243,6 +243,7 @@ pub fn action_line(a: &Action) -> String {
             format_duration(b.ttl)
         ),
         Action::Alert { addr, rule, at, .. } => format!("{} alert {addr} {rule}", off(*at)),
+        Action::Reassert(b) => format!("reassert {}", b.target),
         Action::Promote { addr, at, until } => {
             format!(
                 "{} promote {addr} {}",

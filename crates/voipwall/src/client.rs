@@ -66,7 +66,7 @@ pub(crate) fn status(cli: &Cli) -> anyhow::Result<()> {
     let e = &v["engine"];
     let l = &v["ban_latency_us"];
     print(&format!(
-        "voipwall daemon pid {} up {} s, mode {}\n  policy {}\n  store {} ({} active bans; {} restored at start, {} imported from the kernel)\n  nflog group {}: {} packets, {} overflows, {} undecodable\n  logs: {} lines, {} events, {} ambiguous refused\n  engine: {} events, {} sources tracked ({} evicted), {} suppressed\n  bans {} (observed {}), alerts {}, promotions {}; kernel errors {}, store errors {}\n  packet → ban live: p50 {} µs, p99 {} µs over {} bans",
+        "voipwall daemon pid {} up {} s, mode {}\n  policy {}\n  store {} ({} active bans; {} restored at start, {} imported from the kernel)\n  nflog group {}: {} packets, {} overflows, {} undecodable\n  logs: {} lines, {} events, {} ambiguous refused\n  engine: {} events, {} sources tracked ({} evicted), {} suppressed\n  bans {} (observed {}), alerts {}, promotions {}; kernel errors {}, bans put back {}, store errors {}\n  packet → ban live: p50 {} µs, p99 {} µs over {} bans",
         v["pid"],
         v["uptime_s"],
         v["mode"].as_str().unwrap_or("?"),
@@ -91,6 +91,7 @@ pub(crate) fn status(cli: &Cli) -> anyhow::Result<()> {
         c["alerts"],
         c["promotions"],
         c["kernel_errors"],
+        c["reasserted"],
         v["store_errors"],
         l["p50"],
         l["p99"],

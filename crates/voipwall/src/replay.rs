@@ -496,7 +496,8 @@ fn print_action(
             }
             Ok(())
         }
-        Action::Demote { .. } => Ok(()),
+        // Replay has no kernel that could lose a ban (it feeds handle_event).
+        Action::Demote { .. } | Action::Reassert(_) => Ok(()),
     }
 }
 

@@ -1267,3 +1267,47 @@ fn explain_after_a_rollback_and_with_a_foreign_drop_table_agrees_with_traffic() 
         "{audit}"
     );
 }
+
+/// Another tool deletes a ban from the kernel behind the daemon's back. The
+/// next SIP request from that source reaches detection, which proves the
+/// kernel no longer holds the ban: the daemon puts it back instead of
+/// silently suppressing the source, and the address is dropped again.
+#[test]
+fn a_ban_deleted_behind_the_daemons_back_is_put_back_by_the_next_packet() {
+    let mut lab = Lab::new();
+    lab.listen();
+    lab.apply(TRUTH);
+    lab.start_daemon(TRUTH);
+    let out = lab.voipwall(TRUTH, &["ban", "203.0.113.7", "--for", "1h"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(lab.probe(&[("203.0.113.7", "udp/5060")]), vec!["drop"]);
+    // Past the in-flight grace, then the foreign delete.
+    std::thread::sleep(Duration::from_millis(2_100));
+    lab.nft(&[
+        "delete",
+        "element",
+        "inet",
+        "voipwall",
+        "vw_ban_v4",
+        "{ 203.0.113.7 }",
+    ]);
+    assert_eq!(
+        lab.probe(&[("203.0.113.7", "udp/5060")]),
+        vec!["pass"],
+        "the kernel lost the ban"
+    );
+    lab.flood("203.0.113.7", 1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !lab
+        .nft(&["list", "set", "inet", "voipwall", "vw_ban_v4"])
+        .contains("203.0.113.7")
+    {
+        assert!(Instant::now() < deadline, "the ban was not put back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(lab.probe(&[("203.0.113.7", "udp/5060")]), vec!["drop"]);
+    let st: serde_json::Value =
+        serde_json::from_slice(&lab.voipwall(TRUTH, &["--json", "status"]).stdout)
+            .expect("status json");
+    assert_eq!(st["counters"]["reasserted"], 1, "{st:#}");
+}

@@ -175,6 +175,8 @@ struct Counters {
     alerts: u64,
     promotions: u64,
     kernel_errors: u64,
+    /// Bans the kernel had lost (a banned source's packet got through), put back.
+    reasserted: u64,
     /// Microseconds from a packet's arrival to its ban being live, last 4096 bans.
     #[serde(skip)]
     ban_latency_us: VecDeque<u64>,
@@ -551,7 +553,7 @@ impl Daemon {
                         peeled.dst
                     };
                     if let Some(ev) = Event::from_message(remote, &msg, "nflog") {
-                        engine.handle_event(at, &ev);
+                        engine.handle_packet(at, &ev);
                         pkt_at.push(p.timestamp_us.unwrap_or(0));
                     }
                 });
@@ -639,9 +641,11 @@ impl Daemon {
         let mut bans: Vec<voipwall_detect::Ban> = Vec::new();
         let mut known: Vec<(IpAddr, u64)> = Vec::new();
         let mut demote: Vec<IpAddr> = Vec::new();
+        let mut reassert: Vec<voipwall_detect::Ban> = Vec::new();
         while let Some(a) = self.engine.poll_action() {
             match a {
                 Action::Ban(b) => bans.push(b),
+                Action::Reassert(b) => reassert.push(b),
                 Action::Promote { addr, at, until } => {
                     self.counters.promotions += 1;
                     known.push((addr, until.since(at)));
@@ -661,6 +665,32 @@ impl Daemon {
                         format!("{rule}: {message}"),
                     );
                 }
+            }
+        }
+        if !reassert.is_empty() && !self.observe {
+            let t = now();
+            let prefixes = self.prefixes();
+            let entries: Vec<_> = reassert
+                .iter()
+                .map(|b| {
+                    (
+                        crate::plane::place_record(b.target, prefixes),
+                        Some(b.until.since(t)),
+                    )
+                })
+                .collect();
+            self.kernel_add(&entries);
+            self.counters.reasserted += reassert.len() as u64;
+            for b in &reassert {
+                tracing::warn!(
+                    target = %b.target, rule_id = %b.rule,
+                    "A packet from a banned source got through: the kernel no longer held its ban (removed by another tool?). The ban is back in the kernel."
+                );
+                self.event(
+                    "reassert",
+                    Some(b.target.to_string()),
+                    "the kernel had lost this ban; put back".into(),
+                );
             }
         }
         if bans.is_empty() && known.is_empty() && demote.is_empty() {

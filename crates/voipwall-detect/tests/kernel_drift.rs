@@ -1,0 +1,74 @@
+//! The engine never silently suppresses a source the kernel does not hold:
+//! a request that reached detection from a banned source means the kernel
+//! lost the ban, and the engine asks it back — after the in-flight grace,
+//! not near the ban's end, and at most once per interval.
+use std::net::IpAddr;
+
+use voipwall_detect::scenario::BASE;
+use voipwall_detect::{
+    Action, Ban, Config, Engine, Event, EventKind, REASSERT_EVERY, REASSERT_GRACE, Request,
+    RuleSet, Timestamp,
+};
+
+fn request(src: IpAddr) -> Event<'static> {
+    Event {
+        src,
+        kind: EventKind::Request(Request {
+            method: b"OPTIONS",
+            call_id: b"c1",
+            cseq: 1,
+            ..Request::default()
+        }),
+        origin: "nflog",
+    }
+}
+
+fn reasserts(e: &mut Engine) -> Vec<String> {
+    let mut v = Vec::new();
+    while let Some(a) = e.poll_action() {
+        if let Action::Reassert(b) = a {
+            v.push(b.target.to_string());
+        }
+    }
+    v
+}
+
+#[test]
+fn a_packet_from_a_banned_source_asks_the_ban_back() {
+    let mut e = Engine::new(Config::new(RuleSet::builtin()));
+    let src: IpAddr = "203.0.113.7".parse().unwrap();
+    let start = BASE;
+    e.restore_ban(Ban {
+        target: src.into(),
+        offender: src,
+        rule: "manual".into(),
+        at: start,
+        until: start.plus(3_600_000),
+        ttl: 3_600_000,
+        level: 0,
+        reason: "test".into(),
+        evidence: Vec::new(),
+    });
+    let at = |ms: u64| -> Timestamp { start.plus(ms) };
+    // In flight: queued before the kernel had the ban.
+    e.handle_packet(at(REASSERT_GRACE - 1), &request(src));
+    assert!(reasserts(&mut e).is_empty());
+    // Later: the kernel let it through, so it lost the ban.
+    e.handle_packet(at(REASSERT_GRACE), &request(src));
+    assert_eq!(reasserts(&mut e), ["203.0.113.7/32"]);
+    // Not again at once; again after the interval.
+    e.handle_packet(at(REASSERT_GRACE + 1), &request(src));
+    assert!(reasserts(&mut e).is_empty());
+    e.handle_packet(at(REASSERT_GRACE + REASSERT_EVERY), &request(src));
+    assert_eq!(reasserts(&mut e), ["203.0.113.7/32"]);
+    // Log events prove nothing about the kernel (they may lag).
+    e.handle_event(at(3 * REASSERT_EVERY), &request(src));
+    assert!(reasserts(&mut e).is_empty());
+    // Near the end the kernel's own timeout may have run out first.
+    e.handle_packet(at(3_600_000 - REASSERT_GRACE + 1), &request(src));
+    assert!(reasserts(&mut e).is_empty());
+    assert_eq!(e.stats().reasserted, 2);
+    // An unbanned source asks nothing.
+    e.handle_packet(at(10_000), &request("203.0.113.8".parse().unwrap()));
+    assert!(reasserts(&mut e).is_empty());
+}
