@@ -22,6 +22,7 @@
 
 mod engine;
 mod event;
+pub mod packet;
 pub mod rules;
 pub mod scenario;
 pub mod time;

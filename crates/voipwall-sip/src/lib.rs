@@ -20,6 +20,7 @@
 
 mod frame;
 mod message;
+pub mod pcap;
 mod peel;
 
 pub use frame::frame;

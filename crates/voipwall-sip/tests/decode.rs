@@ -1,4 +1,6 @@
 //! Decoding cases: compact forms, folding, several Vias, responses, framing, peeling.
+// A test is a driver: it may read its seed files (the crate itself may not).
+#![allow(clippy::disallowed_methods)]
 use std::net::IpAddr;
 
 use voipwall_sip::{Message, SipError, StartLine, Transport, frame, peel};
@@ -226,4 +228,22 @@ fn peel_ipv6_udp_with_an_extension_header_and_ipv4_tcp() {
     let peeled = peel(&t).unwrap();
     assert_eq!(peeled.transport, Transport::Tcp);
     assert_eq!(peeled.payload, payload);
+}
+
+/// The fuzz seeds for `pcap_file` are real captures: each holds one
+/// REGISTER that reads and decodes.
+#[test]
+fn pcap_seeds_decode() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/seeds/pcap_file");
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).expect("seed dir") {
+        let data = std::fs::read(e.expect("entry").path()).expect("read");
+        let c = voipwall_sip::pcap::read(&data).expect("capture");
+        assert_eq!((c.packets.len(), c.skipped), (1, 0));
+        let p = peel(c.packets[0].ip).expect("peel");
+        let m = Message::parse(p.payload).expect("sip");
+        assert_eq!(m.call_id, Some(&b"a1"[..]));
+        n += 1;
+    }
+    assert_eq!(n, 2);
 }

@@ -15,6 +15,39 @@ proptest! {
         let _ = Message::parse(&data);
         let _ = frame(&data);
         let _ = peel(&data);
+        let _ = voipwall_sip::pcap::read(&data);
+    }
+
+    /// Capture-shaped input: a valid pcapng or pcap header, then random
+    /// blocks of either byte order with plausible lengths.
+    #[test]
+    fn capture_shaped_input_never_panics(
+        ng in any::<bool>(),
+        be in any::<bool>(),
+        blocks in prop::collection::vec((0u32..8, prop::collection::vec(any::<u8>(), 0..64), any::<bool>()), 0..12),
+    ) {
+        let w = |v: u32| if be { v.to_be_bytes() } else { v.to_le_bytes() };
+        let mut f: Vec<u8> = if ng {
+            let mut h = vec![0x0a, 0x0d, 0x0d, 0x0a];
+            h.extend_from_slice(&w(28));
+            h.extend_from_slice(&w(0x1a2b_3c4d));
+            h.extend_from_slice(&[0, 1, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+            h.extend_from_slice(&w(28));
+            h
+        } else {
+            let mut h = w(0xa1b2_c3d4).to_vec();
+            h.extend_from_slice(&[0; 16]);
+            h.extend_from_slice(&w(101));
+            h
+        };
+        for (kind, body, lie) in blocks {
+            let len = if lie { body.len() as u32 } else { 12 + body.len() as u32 };
+            f.extend_from_slice(&w(if ng { kind } else { kind * 1000 }));
+            f.extend_from_slice(&w(len));
+            f.extend_from_slice(&body);
+            f.extend_from_slice(&w(len));
+        }
+        let _ = voipwall_sip::pcap::read(&f);
     }
 
     #[test]

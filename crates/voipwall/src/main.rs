@@ -15,7 +15,6 @@ mod detection;
 mod human;
 mod init;
 mod owned;
-mod pcap;
 mod plane;
 mod replay;
 mod safety;

@@ -207,31 +207,22 @@ pub(crate) fn replay(cli: &Cli, a: &ReplayArgs) -> anyhow::Result<()> {
         }
         for f in &a.files {
             let data = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
-            let (pkts, skipped) = crate::pcap::packets(&data)
+            let cap = voipwall_sip::pcap::read(&data)
                 .map_err(|e| Invalid(format!("error: {}: {e}", f.display())))?;
-            sum.undecodable += skipped;
-            for p in pkts {
+            sum.undecodable += cap.skipped;
+            for p in cap.packets {
                 sum.packets += 1;
-                let Ok(peeled) = voipwall_sip::peel(p.ip) else {
-                    sum.undecodable += 1;
-                    continue;
-                };
-                let Ok(msg) = voipwall_sip::Message::parse(peeled.payload) else {
+                let Ok(d) = voipwall_detect::packet::decode(p.ip) else {
                     sum.undecodable += 1;
                     continue;
                 };
                 sum.sip_messages += 1;
-                let request = msg.status().is_none();
-                let remote = if request { peeled.src } else { peeled.dst };
-                if !a.pbx.is_empty()
-                    && (a.pbx.contains(&remote)
-                        || !a
-                            .pbx
-                            .contains(if request { &peeled.dst } else { &peeled.src }))
+                // With --pbx: only traffic to or from the PBX, seen from its side.
+                if !a.pbx.is_empty() && (a.pbx.contains(&d.remote()) || !a.pbx.contains(&d.local()))
                 {
                     continue;
                 }
-                if let Some(ev) = Event::from_message(remote, &msg, "pcap") {
+                if let Some(ev) = d.event("pcap") {
                     feed(&mut engine, &mut sum, &mut out, Timestamp(p.at_ms), &ev)?;
                 }
             }

@@ -28,7 +28,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use ipnet::IpNet;
 use serde_json::{Value, json};
-use voipwall_detect::{Action, Engine, Event, Timestamp};
+use voipwall_detect::{Action, Engine, Timestamp};
 use voipwall_nft::sets::{Entry, Prefixes, place};
 use voipwall_policy::{DetectMode, Policy};
 use voipwall_store::{BanFilter, BanRecord, EventRecord, Opened, Store};
@@ -539,20 +539,11 @@ impl Daemon {
                 let mut undecodable = 0;
                 pkt_at.clear();
                 let res = n.drain(|p| {
-                    let Ok(peeled) = voipwall_sip::peel(p.payload) else {
+                    let Ok(d) = voipwall_detect::packet::decode(p.payload) else {
                         undecodable += 1;
                         return;
                     };
-                    let Ok(msg) = voipwall_sip::Message::parse(peeled.payload) else {
-                        undecodable += 1;
-                        return;
-                    };
-                    let remote = if msg.status().is_none() {
-                        peeled.src
-                    } else {
-                        peeled.dst
-                    };
-                    if let Some(ev) = Event::from_message(remote, &msg, "nflog") {
+                    if let Some(ev) = d.event("nflog") {
                         engine.handle_packet(at, &ev);
                         pkt_at.push(p.timestamp_us.unwrap_or(0));
                     }
