@@ -224,8 +224,8 @@ fn audit_cmd(cli: &Cli) -> anyhow::Result<()> {
         None => (rs, format!("policy file {}", cli.config.display())),
     };
     let mut findings =
-        crate::audit::judge(&l.policy, &rs, &crate::audit::listening(), &l.found, &sshd);
-    findings.extend(crate::audit::foreign(
+        voipwall_host::audit::judge(&l.policy, &rs, &crate::host::listening(), &l.found, &sshd);
+    findings.extend(voipwall_host::audit::foreign(
         &nft::foreign_chains().unwrap_or_default(),
         &nft::legacy_iptables(),
     ));
@@ -238,7 +238,7 @@ fn audit_cmd(cli: &Cli) -> anyhow::Result<()> {
         }))?)?;
     } else {
         out(&format!("judged against: {judged}"))?;
-        out(&crate::audit::render(&findings))?;
+        out(&voipwall_host::audit::render(&findings))?;
     }
     match findings.iter().map(|f| f.severity).max() {
         Some(w) if w.exit_code() != 0 => Err(crate::ExitWith(w.exit_code()).into()),

@@ -6,12 +6,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod audit;
 mod client;
 mod commands;
 mod context;
 mod daemon;
 mod detection;
+mod host;
 mod human;
 mod init;
 mod owned;

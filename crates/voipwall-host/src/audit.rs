@@ -2,7 +2,7 @@
 //! through the compiled ruleset from an internet-zone source with the same
 //! logic as `explain`; the PBX configuration is read for weak SIP secrets,
 //! default management credentials and an odd RTP range. The judging is pure
-//! ([`judge`]); reading sockets and files happens in [`run`].
+//! ([`judge`]); the binary reads the sockets and files.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -15,16 +15,22 @@ use voipwall_policy::{NetSpec, Policy, PortSpec, Proto, Zone};
 /// How bad a finding is. Ordered: `Info` < ... < `Critical`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub(crate) enum Severity {
+pub enum Severity {
+    /// For the record.
     Info,
+    /// Worth a look.
     Low,
+    /// Fix soon.
     Medium,
+    /// Fix now: attackers look for this.
     High,
+    /// Exploited as found.
     Critical,
 }
 
 impl Severity {
-    pub(crate) fn name(self) -> &'static str {
+    /// `info` … `critical`.
+    pub fn name(self) -> &'static str {
         match self {
             Self::Info => "info",
             Self::Low => "low",
@@ -37,7 +43,7 @@ impl Severity {
     /// The exit code `audit` ends with when this is the worst finding:
     /// 0 for nothing above info, then 3 (low) to 6 (critical), clear of 1
     /// (invalid input) and 2 (system failure).
-    pub(crate) fn exit_code(self) -> u8 {
+    pub fn exit_code(self) -> u8 {
         match self {
             Self::Info => 0,
             Self::Low => 3,
@@ -50,14 +56,17 @@ impl Severity {
 
 /// One finding: what, why it matters, how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub(crate) struct Finding {
-    pub(crate) severity: Severity,
+pub struct Finding {
+    /// How bad.
+    pub severity: Severity,
     /// Stable identifier of the check (`db-exposed`, `weak-sip-secret`, ...).
-    pub(crate) check: &'static str,
+    pub check: &'static str,
     /// The object: `tcp/3306 (MySQL)`, `pjsip 1001 (pjsip.auth.conf:11)`.
-    pub(crate) what: String,
-    pub(crate) reason: String,
-    pub(crate) fix: String,
+    pub what: String,
+    /// Why it matters.
+    pub reason: String,
+    /// What to do.
+    pub fix: String,
 }
 
 fn finding(
@@ -78,10 +87,13 @@ fn finding(
 
 /// A socket in the listening state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub(crate) struct Listening {
-    pub(crate) proto: Proto,
-    pub(crate) port: u16,
-    pub(crate) addr: IpAddr,
+pub struct Listening {
+    /// Protocol.
+    pub proto: Proto,
+    /// Port.
+    pub port: u16,
+    /// Bound address (unspecified for every address).
+    pub addr: IpAddr,
 }
 
 /// Well-known ports and what exposing them means.
@@ -298,10 +310,7 @@ fn ports_of(policy: &Policy, names: &[&str]) -> Vec<PortSpec> {
 /// Other firewalls that see the same inbound packets: a table that drops
 /// what voipwall accepts makes opened services unreachable; one with rules
 /// of its own makes voipwall's explanation incomplete.
-pub(crate) fn foreign(
-    chains: &[voipwall_nft::foreign::ForeignChain],
-    legacy: &[String],
-) -> Vec<Finding> {
+pub fn foreign(chains: &[voipwall_nft::foreign::ForeignChain], legacy: &[String]) -> Vec<Finding> {
     use voipwall_nft::foreign::Effect;
     let mut out: Vec<Finding> = chains
         .iter()
@@ -344,7 +353,10 @@ pub(crate) fn foreign(
     out
 }
 
-pub(crate) fn judge(
+/// Every finding for this host: each listening service judged by whether
+/// an internet source reaches it through `rs`, then the PBX's secrets,
+/// credentials and RTP range from `d`, and SSH on `sshd_ports`.
+pub fn judge(
     policy: &Policy,
     rs: &Ruleset,
     listening: &[Listening],
@@ -545,18 +557,16 @@ fn secret_finding(s: &Secret, rs: &Ruleset, from: &[(IpAddr, String)]) -> Option
     ))
 }
 
-/// Sockets in the listening state, from /proc/net/{tcp,tcp6,udp,udp6}.
-pub(crate) fn listening() -> Vec<Listening> {
+/// Sockets in the listening state, from the text of `/proc/net/tcp`,
+/// `tcp6`, `udp` and `udp6`.
+pub fn listening(tcp: &str, tcp6: &str, udp: &str, udp6: &str) -> Vec<Listening> {
     let mut out = Vec::new();
-    for (file, proto, v6, state) in [
-        ("/proc/net/tcp", Proto::Tcp, false, "0A"),
-        ("/proc/net/tcp6", Proto::Tcp, true, "0A"),
-        ("/proc/net/udp", Proto::Udp, false, "07"),
-        ("/proc/net/udp6", Proto::Udp, true, "07"),
+    for (text, proto, v6, state) in [
+        (tcp, Proto::Tcp, false, "0A"),
+        (tcp6, Proto::Tcp, true, "0A"),
+        (udp, Proto::Udp, false, "07"),
+        (udp6, Proto::Udp, true, "07"),
     ] {
-        let Ok(text) = std::fs::read_to_string(file) else {
-            continue;
-        };
         for line in text.lines().skip(1) {
             let f: Vec<&str> = line.split_whitespace().collect();
             if f.len() < 4 || f[3] != state {
@@ -566,7 +576,7 @@ pub(crate) fn listening() -> Vec<Listening> {
             if proto == Proto::Udp && !f[2].ends_with(":0000") {
                 continue;
             }
-            if let Some((addr, port)) = crate::safety::hexaddr(f[1], v6) {
+            if let Some((addr, port)) = crate::lockout::hexaddr(f[1], v6) {
                 out.push(Listening { proto, port, addr });
             }
         }
@@ -577,7 +587,7 @@ pub(crate) fn listening() -> Vec<Listening> {
 }
 
 /// The human table.
-pub(crate) fn render(findings: &[Finding]) -> String {
+pub fn render(findings: &[Finding]) -> String {
     let mut o = String::new();
     if findings.is_empty() {
         o.push_str("no findings\n");

@@ -1,0 +1,14 @@
+//! What a policy does to this host, judged without touching it.
+//!
+//! - [`audit`]: listening services run through the compiled ruleset from the
+//!   internet, weak SIP secrets, default credentials, other firewalls.
+//! - [`lockout`]: the anti-lockout check every apply runs first.
+//! - [`propose`]: the policy `voipwall init` writes.
+//!
+//! Pure, like the policy and SIP crates (`clippy.toml`): the binary reads
+//! `/proc`, the interfaces and the PBX and passes them in.
+#![warn(missing_docs)]
+
+pub mod audit;
+pub mod lockout;
+pub mod propose;

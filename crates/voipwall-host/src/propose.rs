@@ -1,0 +1,349 @@
+//! The policy `voipwall init` proposes: from what the host shows
+//! (interfaces, listening sockets, the operator's sessions, the PBX
+//! configuration) to a commented policy. Pure: the binary gathers the view,
+//! then loads and anti-lockout-checks the text before writing it.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use voipwall_policy::{Preset, Zone};
+
+use crate::audit::Listening;
+use crate::lockout::Session;
+
+/// An interface and its addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Iface {
+    /// Name.
+    pub name: String,
+    /// Addresses with their prefix lengths.
+    pub addrs: Vec<IpNet>,
+    /// Holds a default route (IPv4 or IPv6): the way to the internet,
+    /// whatever its address class.
+    pub default_route: bool,
+}
+
+/// Everything `init` looked at.
+#[derive(Debug, Clone, Default)]
+pub struct HostView {
+    /// Interfaces.
+    pub interfaces: Vec<Iface>,
+    /// Listening sockets.
+    pub listening: Vec<Listening>,
+    /// The operator's live sessions.
+    pub sessions: Vec<Session>,
+    /// What was read from the PBX.
+    pub discovery: voipwall_discover::Discovery,
+    /// The host's name.
+    pub hostname: String,
+}
+
+/// Private, shared or link-local: the LAN side. Everything else (documentation
+/// prefixes included, which the lab uses for "public") is internet.
+pub fn is_private(a: &IpAddr) -> bool {
+    match a {
+        IpAddr::V4(v) => {
+            let o = v.octets();
+            v.is_private()
+                || v.is_link_local()
+                || v.is_loopback()
+                || (o[0] == 100 && (64..128).contains(&o[1]))
+        }
+        IpAddr::V6(v) => {
+            let s = v.segments()[0];
+            v.is_loopback() || (s & 0xfe00) == 0xfc00 || (s & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// The preset whose first detect path exists, scored by how many of its
+/// paths exist; ties go to the preset with more paths (more specific).
+pub fn pick_preset<'a>(
+    presets: impl Iterator<Item = &'a Preset>,
+    exists: &dyn Fn(&str) -> bool,
+) -> Option<(&'a Preset, Vec<String>)> {
+    presets
+        .filter_map(|p| {
+            let first = p.detect_paths.first()?;
+            if !exists(first) {
+                return None;
+            }
+            let hits: Vec<String> = p
+                .detect_paths
+                .iter()
+                .filter(|x| exists(x))
+                .cloned()
+                .collect();
+            Some((p, hits))
+        })
+        .max_by(|(a, ha), (b, hb)| {
+            ha.len()
+                .cmp(&hb.len())
+                .then(a.detect_paths.len().cmp(&b.detect_paths.len()))
+                .then(b.name.cmp(&a.name))
+        })
+}
+
+/// The policy text. Pure: the host view and the chosen preset come in.
+pub fn render(view: &HostView, preset: Option<(&Preset, String)>, sshd_ports: &[u16]) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "# voipwall policy written by `voipwall init` on {}.",
+        if view.hostname.is_empty() {
+            "this host"
+        } else {
+            &view.hostname
+        }
+    );
+    o.push_str("# Review it, then: voipwall check && voipwall apply --confirm 60s && voipwall confirm\n#\n");
+    o.push_str("# What init found:\n");
+    if view.discovery.found.is_empty() {
+        o.push_str("#   PBX: none found under /etc/asterisk, /etc/freeswitch, /etc/kamailio\n");
+    }
+    for p in &view.discovery.found {
+        let _ = writeln!(o, "#   PBX: {}", p.name());
+    }
+    let _ = writeln!(
+        o,
+        "#   trunks/peers in its configuration: {} (allowed to their own ports only, re-read at every apply)",
+        view.discovery.peers.len()
+    );
+    if let Some((r, at)) = &view.discovery.rtp {
+        let _ = writeln!(o, "#   RTP range: {r} ({at})");
+    }
+    let mut ports: Vec<String> = view
+        .listening
+        .iter()
+        .filter(|l| !l.addr.is_loopback())
+        .map(|l| format!("{}/{}", l.proto, l.port))
+        .collect();
+    ports.sort();
+    ports.dedup();
+    let _ = writeln!(
+        o,
+        "#   listening (not loopback): {}",
+        if ports.is_empty() {
+            "nothing".to_string()
+        } else {
+            ports.join(" ")
+        }
+    );
+    for s in &view.sessions {
+        let _ = writeln!(
+            o,
+            "#   your session: {} -> tcp/{} (kept reachable below)",
+            s.remote, s.lport
+        );
+    }
+    o.push('\n');
+
+    let preset_ref = preset.as_ref().map(|(p, _)| *p);
+    match &preset {
+        Some((p, why)) => {
+            let _ = writeln!(o, "# {} ({why})", p.description);
+            let _ = writeln!(o, "preset = \"{}\"\n", p.name);
+        }
+        None => o.push_str("# No preset matched this host; zones are spelled out below.\n\n"),
+    }
+
+    // Sessions: their sources become management networks and reach SSH
+    // through zone local (or trusted, if the preset's local lacks ssh).
+    let local_has_ssh = preset_ref.is_none_or(|p| {
+        p.zones
+            .get(&Zone::Local)
+            .is_some_and(|l| l.iter().any(|s| s == "ssh"))
+    });
+    let mut sources: Vec<IpAddr> = view
+        .sessions
+        .iter()
+        .map(|s| s.remote)
+        .filter(|a| !a.is_loopback())
+        .collect();
+    sources.sort();
+    sources.dedup();
+    if !sources.is_empty() {
+        o.push_str(
+            "[host]\n# Never blocked or banned; every apply checks they can still reach SSH.\n",
+        );
+        let list: Vec<String> = sources
+            .iter()
+            .map(|a| format!("\"{}\"", IpNet::from(*a)))
+            .collect();
+        let _ = writeln!(o, "management = [{}]\n", list.join(", "));
+    }
+
+    o.push_str("[interfaces]\n");
+    let mut any_internet = false;
+    for i in &view.interfaces {
+        if i.name == "lo" {
+            continue;
+        }
+        if i.addrs.is_empty() {
+            let _ = writeln!(o, "# {}: no address; left to the default zone", i.name);
+            continue;
+        }
+        let public = i.addrs.iter().any(|a| !is_private(&a.addr()));
+        // Clouds NAT public addresses onto private NICs: the interface of
+        // the default route faces the internet whatever its addresses are.
+        let internet = public || i.default_route;
+        any_internet |= internet;
+        let zone = if internet { "internet" } else { "local" };
+        let addrs: Vec<String> = i.addrs.iter().map(ToString::to_string).collect();
+        let line = format!("{} = \"{zone}\"", toml_key(&i.name));
+        let _ = writeln!(
+            o,
+            "{line:<24}  # {} ({})",
+            addrs.join(", "),
+            match (public, i.default_route) {
+                (true, _) => "public address",
+                (false, true) =>
+                    "private address, but it holds the default route: traffic from the internet arrives here (cloud NAT); say \"local\" only if it does not",
+                (false, false) => "private addresses",
+            }
+        );
+    }
+    if !any_internet {
+        o.push_str("# No interface has a public address; traffic from unlisted interfaces is zone internet.\n");
+    }
+    o.push('\n');
+
+    if !sources.is_empty() {
+        let zone = if local_has_ssh { "local" } else { "trusted" };
+        let _ = writeln!(
+            o,
+            "[networks]\n# Where your SSH session comes from: zone {zone} grants ssh{}.",
+            if local_has_ssh {
+                ""
+            } else {
+                " (the preset's local zone does not)"
+            }
+        );
+        for a in &sources {
+            let _ = writeln!(o, "\"{a}\" = \"{zone}\"");
+        }
+        o.push('\n');
+    }
+
+    if preset.is_none() {
+        let sip = !view.discovery.found.is_empty();
+        o.push_str("[zones.internet]\n");
+        let _ = writeln!(
+            o,
+            "services = [{}]",
+            if sip { "\"sip\", \"sip-tls\"" } else { "" }
+        );
+        o.push_str("[zones.local]\n");
+        let _ = writeln!(
+            o,
+            "services = [\"ssh\"{}]\n",
+            if sip { ", \"sip\", \"sip-tls\"" } else { "" }
+        );
+    }
+    if sshd_ports.iter().any(|p| *p != 22) {
+        let _ = writeln!(
+            o,
+            "# sshd listens on {}: the ssh service follows /etc/ssh/sshd_config.\n",
+            sshd_ports
+                .iter()
+                .map(|p| format!("tcp/{p}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    o.push_str("[discover]\n# Trunks, peers, SIP ports and the RTP range are read from the PBX at every apply.\n");
+    o.push_str("# Point these elsewhere, or set one to false to skip it.\n");
+    o.push_str("asterisk = \"/etc/asterisk\"\nfreeswitch = \"/etc/freeswitch\"\nkamailio = \"/etc/kamailio\"\n\n");
+    o.push_str("[detect]\n# \"observe\" logs what would be banned and bans nothing; \"enforce\" bans.\nmode = \"enforce\"\n");
+    o
+}
+
+fn toml_key(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        s.to_string()
+    } else {
+        format!("\"{s}\"")
+    }
+}
+
+/// Interfaces that hold a default route, from the kernel's route tables
+/// (`/proc/net/route`: destination and mask 0; `/proc/net/ipv6_route`:
+/// destination ::/0).
+pub fn default_route_interfaces(v4: &str, v6: &str) -> Vec<String> {
+    let mut out: Vec<String> = v4
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 7 && f[1] == "00000000" && f[7] == "00000000").then(|| f[0].to_string())
+        })
+        .chain(v6.lines().filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 10 && f[0].bytes().all(|b| b == b'0') && f[1] == "00" && f[9] != "lo")
+                .then(|| f[9].to_string())
+        }))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_or_public() {
+        for a in [
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "100.64.0.1",
+            "169.254.1.1",
+            "fd00::1",
+            "fe80::1",
+        ] {
+            assert!(is_private(&a.parse().unwrap()), "{a}");
+        }
+        for a in [
+            "203.0.113.1",
+            "8.8.8.8",
+            "100.128.0.1",
+            "2001:db8::1",
+            "2a00::1",
+        ] {
+            assert!(!is_private(&a.parse().unwrap()), "{a}");
+        }
+    }
+
+    #[test]
+    fn presets_detected_by_their_first_path() {
+        let mut sm = voipwall_policy::SourceMap::default();
+        let (cat, _) =
+            voipwall_policy::Catalog::load(&voipwall_policy::DataFile::builtin(), &mut sm);
+        let pick = |paths: &[&str]| {
+            pick_preset(cat.presets.values(), &|p| paths.contains(&p)).map(|(p, _)| p.name.clone())
+        };
+        assert_eq!(
+            pick(&[
+                "/etc/freepbx.conf",
+                "/etc/asterisk/pjsip.conf",
+                "/etc/asterisk/asterisk.conf"
+            ])
+            .as_deref(),
+            Some("freepbx")
+        );
+        assert_eq!(
+            pick(&["/etc/asterisk/asterisk.conf", "/etc/asterisk/pjsip.conf"]).as_deref(),
+            Some("asterisk")
+        );
+        assert_eq!(
+            pick(&["/etc/kamailio/kamailio.cfg"]).as_deref(),
+            Some("kamailio")
+        );
+        assert_eq!(pick(&[]), None);
+    }
+}
