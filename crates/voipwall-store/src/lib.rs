@@ -29,6 +29,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use voipwall_detect::{Ban, Evidence, Timestamp};
 
+/// Generations that keep their compiled ruleset (the newest ones).
+pub const KEEP_IR: i64 = 3;
+
 /// Schema version kept in `PRAGMA user_version`.
 const SCHEMA: i64 = 2;
 
@@ -629,6 +632,13 @@ impl Store {
         self.conn.execute(
             "DELETE FROM generations WHERE id <= ?1 - ?2",
             params![id, keep],
+        )?;
+        // The compiled ruleset is as big as the policy's lists (megabytes
+        // for 100,000 entries): kept for the generations explain and a
+        // rollback can reach, not for the whole history.
+        self.conn.execute(
+            "UPDATE generations SET ir = NULL WHERE id <= ?1 - ?2 AND ir IS NOT NULL",
+            params![id, KEEP_IR],
         )?;
         Ok(id)
     }

@@ -190,6 +190,29 @@ fn a_schema_1_store_is_upgraded_in_place_and_a_newer_one_refused() {
         )
         .unwrap();
     assert_eq!(store.generations(1).unwrap()[0].ir.as_deref(), Some("{}"));
+    // Only the newest generations keep their ruleset.
+    for at in 3..8 {
+        store
+            .add_generation(
+                &voipwall_store::NewGeneration {
+                    at: Timestamp(at),
+                    script: "s",
+                    policy: "p",
+                    status: "applied",
+                    deadline: None,
+                    ir: Some("{}"),
+                },
+                10,
+            )
+            .unwrap();
+    }
+    let with_ir = store
+        .generations(10)
+        .unwrap()
+        .iter()
+        .filter(|g| g.ir.is_some())
+        .count();
+    assert_eq!(with_ir, voipwall_store::KEEP_IR as usize);
     drop(store);
     let c = rusqlite::Connection::open(&p).unwrap();
     c.pragma_update(None, "user_version", 99).unwrap();
