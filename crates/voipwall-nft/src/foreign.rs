@@ -4,11 +4,10 @@
 //! accept in our table does not stop `table inet filter` (ufw, firewalld,
 //! iptables-nft, docker) from dropping the packet afterwards, and a drop
 //! anywhere is final. `explain`, `apply`, `check --kernel` and `audit` name
-//! those chains; this module reads them from `nft -j` output and judges what
-//! can be known without evaluating someone else's rules.
+//! those chains (voipwall-sys reads them over netlink); this module judges
+//! what can be known without evaluating someone else's rules.
 
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::ir::Family;
 
@@ -82,76 +81,6 @@ impl ForeignChain {
     }
 }
 
-fn objects(json: &str) -> Vec<Value> {
-    serde_json::from_str::<Value>(json)
-        .ok()
-        .and_then(|v| v.get("nftables").and_then(Value::as_array).cloned())
-        .unwrap_or_default()
-}
-
-/// The base chains in `nft -j list ruleset` (or `list chains` plus the
-/// foreign tables' rules) other than our table's. Text that is not nft JSON
-/// gives nothing.
-pub fn parse(json: &str, our_table: &str) -> Vec<ForeignChain> {
-    let objs = objects(json);
-    let mut out: Vec<ForeignChain> = Vec::new();
-    for o in &objs {
-        let Some(c) = o.get("chain") else { continue };
-        let s = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-        let (family, table) = (s("family"), s("table"));
-        if family == "inet" && table == our_table {
-            continue;
-        }
-        let Some(hook) = c.get("hook").and_then(Value::as_str) else {
-            continue;
-        };
-        out.push(ForeignChain {
-            family,
-            table,
-            chain: s("name"),
-            hook: hook.to_string(),
-            priority: c.get("prio").and_then(Value::as_i64).unwrap_or(0),
-            policy: c
-                .get("policy")
-                .and_then(Value::as_str)
-                .unwrap_or("accept")
-                .to_string(),
-            rules: 0,
-        });
-    }
-    for o in &objs {
-        let Some(r) = o.get("rule") else { continue };
-        let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("");
-        if let Some(c) = out
-            .iter_mut()
-            .find(|c| c.family == s("family") && c.table == s("table") && c.chain == s("chain"))
-        {
-            c.rules += 1;
-        }
-    }
-    out.sort_by(|a, b| {
-        (a.hook.as_str(), a.priority, &a.family, &a.table).cmp(&(
-            b.hook.as_str(),
-            b.priority,
-            &b.family,
-            &b.table,
-        ))
-    });
-    out
-}
-
-/// The tables (family, name) that hold a base chain, other than ours: what
-/// to list in full to count their rules.
-pub fn hooked_tables(json: &str, our_table: &str) -> Vec<(String, String)> {
-    let mut t: Vec<(String, String)> = parse(json, our_table)
-        .into_iter()
-        .map(|c| (c.family, c.table))
-        .collect();
-    t.sort();
-    t.dedup();
-    t
-}
-
 /// One line per foreign chain that sees inbound traffic, for `apply`,
 /// `check --kernel` and `audit`.
 pub fn warnings(chains: &[ForeignChain]) -> Vec<String> {
@@ -175,51 +104,45 @@ pub fn warnings(chains: &[ForeignChain]) -> Vec<String> {
 mod tests {
     use super::*;
 
-    const LISTING: &str = r#"{"nftables": [
-      {"metainfo": {"version": "1.0.6", "json_schema_version": 1}},
-      {"table": {"family": "inet", "name": "voipwall", "handle": 1}},
-      {"chain": {"family": "inet", "table": "voipwall", "name": "vw_input", "handle": 2, "type": "filter", "hook": "input", "prio": 0, "policy": "drop"}},
-      {"table": {"family": "inet", "name": "filter", "handle": 3}},
-      {"chain": {"family": "inet", "table": "filter", "name": "input", "handle": 1, "type": "filter", "hook": "input", "prio": 0, "policy": "drop"}},
-      {"chain": {"family": "inet", "table": "filter", "name": "helper", "handle": 2}},
-      {"chain": {"family": "ip6", "table": "nat", "name": "pre", "handle": 1, "type": "nat", "hook": "prerouting", "prio": -100, "policy": "accept"}},
-      {"chain": {"family": "ip", "table": "f", "name": "out", "handle": 1, "type": "filter", "hook": "output", "prio": 0, "policy": "drop"}},
-      {"rule": {"family": "inet", "table": "filter", "chain": "input", "handle": 4, "expr": []}},
-      {"rule": {"family": "inet", "table": "filter", "chain": "helper", "handle": 5, "expr": []}}
-    ]}"#;
+    fn chain(family: &str, hook: &str, policy: &str, rules: usize) -> ForeignChain {
+        ForeignChain {
+            family: family.into(),
+            table: "filter".into(),
+            chain: "input".into(),
+            hook: hook.into(),
+            priority: 0,
+            policy: policy.into(),
+            rules,
+        }
+    }
 
     #[test]
-    fn our_table_and_regular_chains_are_left_out_and_rules_counted() {
-        let c = parse(LISTING, "voipwall");
-        let names: Vec<(&str, &str, usize)> = c
-            .iter()
-            .map(|c| (c.table.as_str(), c.chain.as_str(), c.rules))
-            .collect();
-        assert_eq!(
-            names,
-            [("filter", "input", 1), ("f", "out", 0), ("nat", "pre", 0)]
-        );
-        assert_eq!(c[0].effect(), Effect::MayDrop);
-        assert!(c[0].sees_inbound(Family::V4) && c[0].sees_inbound(Family::V6));
-        assert!(!c[1].sees_inbound(Family::V4), "output hook");
-        assert!(c[2].sees_inbound(Family::V6) && !c[2].sees_inbound(Family::V4));
-        assert_eq!(c[2].effect(), Effect::Nothing);
-        assert_eq!(
-            hooked_tables(LISTING, "voipwall"),
-            [
-                ("inet".to_string(), "filter".to_string()),
-                ("ip".into(), "f".into()),
-                ("ip6".into(), "nat".into())
-            ]
-        );
+    fn which_chains_see_inbound_packets() {
+        assert!(chain("inet", "input", "drop", 0).sees_inbound(Family::V4));
+        assert!(chain("inet", "prerouting", "drop", 0).sees_inbound(Family::V6));
+        assert!(chain("netdev", "ingress", "drop", 0).sees_inbound(Family::V6));
+        assert!(!chain("ip", "input", "drop", 0).sees_inbound(Family::V6));
+        assert!(chain("ip6", "input", "drop", 0).sees_inbound(Family::V6));
+        assert!(!chain("inet", "output", "drop", 0).sees_inbound(Family::V4));
+        assert!(!chain("bridge", "input", "drop", 0).sees_inbound(Family::V4));
     }
 
     #[test]
     fn an_empty_drop_chain_drops_and_warnings_name_only_what_matters() {
-        let mut c = parse(LISTING, "voipwall");
-        c[0].rules = 0;
-        assert_eq!(c[0].effect(), Effect::Drops);
-        let w = warnings(&c);
+        assert_eq!(chain("inet", "input", "drop", 0).effect(), Effect::Drops);
+        assert_eq!(
+            chain("inet", "input", "accept", 3).effect(),
+            Effect::MayDrop
+        );
+        assert_eq!(
+            chain("inet", "input", "accept", 0).effect(),
+            Effect::Nothing
+        );
+        let w = warnings(&[
+            chain("inet", "input", "drop", 0),
+            chain("inet", "input", "accept", 0),
+            chain("ip", "output", "drop", 0),
+        ]);
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(
             w[0].starts_with(
@@ -228,11 +151,5 @@ mod tests {
             "{}",
             w[0]
         );
-    }
-
-    #[test]
-    fn garbage_gives_nothing() {
-        assert!(parse("not json", "voipwall").is_empty());
-        assert!(parse(r#"{"nftables": [{"chain": 5}]}"#, "voipwall").is_empty());
     }
 }

@@ -50,6 +50,7 @@ pub struct Element {
     /// Last address.
     pub hi: IpAddr,
     /// For verdict maps: the chain to `goto`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub goto: Option<String>,
 }
 

@@ -12,6 +12,7 @@ pub mod export;
 pub mod flatten;
 pub mod foreign;
 mod ir;
+pub mod kernel;
 pub mod protect;
 mod render;
 pub mod sets;
@@ -21,7 +22,7 @@ pub use compile::{
 };
 pub use explain::{DynamicSets, Explanation, NoDynamic, Packet, Step, Verdict, explain};
 pub use ir::*;
-pub use render::{render, rule_text, set_decl};
+pub use render::{render, render_changes, rule_text, set_decl};
 
 /// Unit tests' one way to load a policy text against the built-in catalog.
 #[cfg(test)]

@@ -672,6 +672,23 @@ impl Store {
         rows.collect::<Result<Vec<_>, _>>().map_err(Into::into)
     }
 
+    /// The generation in force (the newest applied, confirmed, pending or
+    /// snapshot one) with its compiled ruleset, if it kept one: one row
+    /// read, not the history.
+    pub fn running_ir(&self) -> Result<Option<(i64, String)>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id, ir FROM generations
+                 WHERE status IN ('applied', 'confirmed', 'pending', 'snapshot')
+                 ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?)),
+            )
+            .optional()?
+            .and_then(|(id, ir)| ir.map(|ir| (id, ir))))
+    }
+
     /// The last ban recorded for `target`, if any.
     pub fn last_ban(&self, target: &IpNet) -> Result<Option<BanRecord>, StoreError> {
         Ok(self

@@ -12,4 +12,5 @@ pub mod bans;
 pub mod netlink;
 pub mod nflog;
 pub mod nft;
+pub mod query;
 pub mod route;

@@ -302,6 +302,15 @@ pub(crate) fn running_generation(store: &Store) -> Option<(i64, String)> {
         .map(|g| (g.id, g.script))
 }
 
+/// The compiled ruleset of the generation in force, when it was recorded.
+fn running_ruleset(state_dir: &Path) -> Option<Ruleset> {
+    if !state_dir.join("state.db").exists() {
+        return None;
+    }
+    let (_, ir) = state_store(state_dir).ok()?.running_ir().ok()??;
+    serde_json::from_str(&ir).ok()
+}
+
 /// Whether the policy file compiles to the script of the generation in
 /// force: `Some((generation, same))`, `None` when none is recorded. The
 /// file's own errors are returned as errors.
@@ -491,6 +500,11 @@ pub(crate) fn apply_path(r: &ApplyRequest<'_>) -> anyhow::Result<Applied> {
         .into());
     }
     let script = voipwall_nft::render(&ruleset);
+    let running = if nft::table_exists().unwrap_or(false) {
+        running_ruleset(r.state_dir)
+    } else {
+        None
+    };
     let generation = begin_apply(
         r.state_dir,
         &script,
@@ -500,7 +514,32 @@ pub(crate) fn apply_path(r: &ApplyRequest<'_>) -> anyhow::Result<Applied> {
         r.actor,
     )?;
     let started = std::time::Instant::now();
-    let result = nft::apply_script(&script);
+    // Unchanged policy sets stay as the kernel has them; should the kernel
+    // refuse that (its state is not the generation's), the full script
+    // goes in instead, in its own transaction.
+    let changes = running.as_ref().map(|rs| {
+        voipwall_nft::render_changes(&ruleset, rs, &|set| {
+            // Read back, not assumed: another tool may have changed it.
+            voipwall_sys::query::set_elements("voipwall", &set.name).is_ok_and(|held| {
+                let held: Vec<voipwall_nft::kernel::Held> = held
+                    .into_iter()
+                    .map(|e| voipwall_nft::kernel::Held {
+                        key: e.key,
+                        end: e.end,
+                        chain: e.chain,
+                    })
+                    .collect();
+                voipwall_nft::kernel::same(
+                    set,
+                    &voipwall_nft::kernel::elements(set.interval, &held),
+                )
+            })
+        })
+    });
+    let result = match changes {
+        Some(changes) => nft::apply_script(&changes).or_else(|_| nft::apply_script(&script)),
+        None => nft::apply_script(&script),
+    };
     finish_apply(r.state_dir, generation, result.is_ok())?;
     result.context(
         "applying ruleset to table inet voipwall; the previous ruleset is still in place",

@@ -1311,3 +1311,58 @@ fn a_ban_deleted_behind_the_daemons_back_is_put_back_by_the_next_packet() {
             .expect("status json");
     assert_eq!(st["counters"]["reasserted"], 1, "{st:#}");
 }
+
+/// Apply leaves a policy set alone only when it is unchanged since the
+/// generation in force and the kernel, read back, still holds exactly
+/// that: a changed block list is refilled, and one that another tool
+/// edited behind voipwall's back is put right by the next apply.
+#[test]
+fn apply_refills_changed_or_tampered_policy_sets_and_keeps_the_rest() {
+    let mut lab = Lab::new();
+    lab.listen();
+    let with_blocks = |blocks: &[&str]| -> String {
+        let mut p = TRUTH.to_string();
+        for b in blocks {
+            p.push_str(&format!("\n[[block]]\naddress = \"{b}\"\n"));
+        }
+        p
+    };
+    let a = with_blocks(&["203.0.113.7", "203.0.113.96/28"]);
+    let b = with_blocks(&["198.51.100.2", "203.0.113.96/28"]);
+    lab.apply(&a);
+    lab.assert_traffic(
+        &a,
+        &[
+            ("203.0.113.7", "udp/5060", "drop"),
+            ("198.51.100.2", "udp/5060", "pass"),
+            ("203.0.113.100", "udp/5060", "drop"),
+        ],
+    );
+    lab.apply(&b);
+    lab.assert_traffic(
+        &b,
+        &[
+            ("203.0.113.7", "udp/5060", "pass"),
+            ("198.51.100.2", "udp/5060", "drop"),
+            ("203.0.113.100", "udp/5060", "drop"),
+        ],
+    );
+    // Another tool empties both block sets; the same policy applied again
+    // must notice and refill them.
+    lab.nft(&["flush", "set", "inet", "voipwall", "vw_blockhost_v4"]);
+    lab.nft(&["flush", "set", "inet", "voipwall", "vw_block_v4"]);
+    assert_eq!(
+        lab.probe(&[("198.51.100.2", "udp/5060"), ("203.0.113.100", "udp/5060")]),
+        vec!["pass", "pass"],
+        "the kernel lost the block list"
+    );
+    lab.apply(&b);
+    lab.assert_traffic(
+        &b,
+        &[
+            ("198.51.100.2", "udp/5060", "drop"),
+            ("203.0.113.100", "udp/5060", "drop"),
+            ("203.0.113.7", "udp/5060", "pass"),
+        ],
+    );
+}
