@@ -1366,3 +1366,61 @@ fn apply_refills_changed_or_tampered_policy_sets_and_keeps_the_rest() {
         ],
     );
 }
+
+/// At start the store is locked by another process (a backup, a second
+/// voipwall) and holds a row another tool wrote badly: the daemon waits for
+/// the lock, skips the bad row, and every good ban is back in the kernel,
+/// shown by traffic.
+#[test]
+fn a_locked_store_is_waited_for_and_a_bad_row_costs_only_itself() {
+    let mut lab = Lab::new();
+    lab.listen();
+    lab.apply(TRUTH);
+    for a in ["203.0.113.7", "203.0.113.100"] {
+        let out = lab.voipwall(TRUTH, &["ban", a, "--for", "1h"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    // The kernel forgets (as after a reboot); only the store remembers.
+    lab.nft(&["flush", "set", "inet", "voipwall", "vw_ban_v4"]);
+    assert_eq!(
+        lab.probe(&[("203.0.113.7", "udp/5060"), ("203.0.113.100", "udp/5060")]),
+        vec!["pass", "pass"]
+    );
+    let db = lab.dir.join("state").join("state.db");
+    let locker = r#"
+import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("INSERT INTO bans (target, rule, reason, origin, level, start_ms, end_ms, evidence) "
+          "VALUES ('not-a-network', 'x', 'x', 'x', 0, 1, 9999999999999, '[]')")
+c.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+time.sleep(3)
+c.execute("COMMIT")
+"#;
+    let mut hold = Command::new("python3")
+        .args(["-c", locker])
+        .arg(&db)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("locker");
+    let mut line = String::new();
+    BufReader::new(hold.stdout.as_mut().expect("stdout"))
+        .read_line(&mut line)
+        .expect("locker output");
+    assert_eq!(line.trim(), "locked");
+    let started = Instant::now();
+    lab.start_daemon(TRUTH);
+    let waited = started.elapsed();
+    let _ = hold.wait();
+    assert!(
+        waited >= Duration::from_secs(2),
+        "the daemon answered in {waited:?}: it did not wait for the lock"
+    );
+    assert_eq!(
+        lab.probe(&[("203.0.113.7", "udp/5060"), ("203.0.113.100", "udp/5060")]),
+        vec!["drop", "drop"],
+        "every good ban is back in the kernel"
+    );
+    let log = std::fs::read_to_string(lab.dir.join("daemon.log")).unwrap_or_default();
+    assert!(log.contains("cannot be read and were skipped"), "{log}");
+}
