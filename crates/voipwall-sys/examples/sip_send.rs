@@ -13,7 +13,6 @@
 //! JSON line: sent, seconds, rate. With `VOIPWALL_SEND_LOG=<file>` it writes
 //! `<source> <send time µs since epoch>` for the first message of each
 //! source (latency measurement).
-#![allow(unsafe_code)]
 
 use std::io::Write as _;
 use std::net::Ipv4Addr;
@@ -65,17 +64,11 @@ fn main() {
     let first = u32::from(a[6].parse::<Ipv4Addr>().expect("first source"));
     let mut log = std::env::var_os("VOIPWALL_SEND_LOG")
         .map(|p| std::io::BufWriter::new(std::fs::File::create(p).expect("log file")));
-    // SAFETY: plain socket(2) call; the result is checked.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
-    assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
-    let sa = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(dst).to_be(),
-        },
-        sin_zero: [0; 8],
+    use rustix::net::{
+        AddressFamily, SendFlags, SocketAddrV4, SocketType, ipproto, sendto, socket,
     };
+    let fd = socket(AddressFamily::INET, SocketType::RAW, Some(ipproto::RAW)).expect("raw socket");
+    let sa = SocketAddrV4::new(dst, 0);
     // One packet per source, built before sending (the sender must not be
     // the bottleneck); each source repeats its own message.
     let packets: Vec<Vec<u8>> = (0..sources)
@@ -116,24 +109,13 @@ fn main() {
                 .map_or(0, |d| d.as_micros());
             let _ = writeln!(l, "{src} {us}");
         }
-        // SAFETY: p and sa are live for the call; lengths are theirs.
-        let r = unsafe {
-            libc::sendto(
-                fd,
-                p.as_ptr().cast(),
-                p.len(),
-                0,
-                (&raw const sa).cast(),
-                size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ENOBUFS) {
+        match sendto(&fd, p, SendFlags::empty(), &sa) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::NOBUFS) => {
                 std::thread::sleep(Duration::from_micros(50));
                 continue;
             }
-            panic!("sendto: {e}");
+            Err(e) => panic!("sendto: {e}"),
         }
         sent += 1;
     }

@@ -85,7 +85,7 @@ impl Bans {
             Key::Addr(addr) => match self.sock.delete(p.set(), &[addr]) {
                 Ok(()) => Ok(true),
                 Err(NetlinkError::Kernel { source, .. })
-                    if source.raw_os_error() == Some(libc::ENOENT) =>
+                    if source.raw_os_error() == Some(rustix::io::Errno::NOENT.raw_os_error()) =>
                 {
                     Ok(false)
                 }

@@ -9,7 +9,7 @@
 //! reported, never silent.
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 
 use netlink_sys::{Socket, constants::NETLINK_NETFILTER};
 
@@ -102,7 +102,7 @@ impl NflogReader {
     pub fn open(cfg: &NflogConfig) -> io::Result<Self> {
         let mut sock = Socket::new(NETLINK_NETFILTER)?;
         sock.bind_auto()?;
-        set_rcvbuf_force(sock.as_raw_fd(), cfg.rcvbuf);
+        set_rcvbuf_force(&sock, cfg.rcvbuf);
         let mut r = Self {
             sock,
             group: cfg.group,
@@ -195,8 +195,8 @@ impl NflogReader {
     }
 
     /// The socket, for `poll`.
-    pub fn fd(&self) -> RawFd {
-        self.sock.as_raw_fd()
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
     }
 
     /// Reads whatever is queued without blocking and hands each packet to
@@ -209,7 +209,7 @@ impl NflogReader {
                 Ok(0) => break,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOBUFS.raw_os_error()) => {
                     self.stats.enobufs += 1;
                     continue;
                 }
@@ -280,55 +280,31 @@ fn nlmsg(buf: &[u8], off: usize) -> Option<(u16, &[u8], usize)> {
 
 /// Raises the receive buffer past `rmem_max` (needs CAP_NET_ADMIN); falls
 /// back to the plain option, whose cap the kernel applies silently.
-#[allow(unsafe_code)]
-fn set_rcvbuf_force(fd: RawFd, bytes: usize) {
-    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
-        // SAFETY: fd is a valid socket owned by the caller for this call;
-        // the option value points to a live c_int of the size passed.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                opt,
-                (&raw const v).cast(),
-                libc::socklen_t::try_from(size_of::<libc::c_int>()).expect("small"),
-            )
-        };
-        if rc == 0 {
-            return;
-        }
+fn set_rcvbuf_force(fd: impl AsFd, bytes: usize) {
+    use rustix::net::sockopt;
+    if sockopt::set_socket_recv_buffer_size_force(&fd, bytes).is_err() {
+        let _ = sockopt::set_socket_recv_buffer_size(&fd, bytes);
     }
 }
 
 /// Waits until one of `fds` is readable or `timeout_ms` passes; returns
 /// which are readable.
-#[allow(unsafe_code)]
-pub fn wait_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<bool>> {
-    let mut p: Vec<libc::pollfd> = fds
+pub fn wait_readable(fds: &[BorrowedFd<'_>], timeout_ms: u32) -> io::Result<Vec<bool>> {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let mut p: Vec<PollFd<'_>> = fds
         .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
+        .map(|fd| PollFd::new(fd, PollFlags::IN))
         .collect();
-    // SAFETY: p is a live, correctly sized array of pollfd for the call.
-    let rc = unsafe {
-        libc::poll(
-            p.as_mut_ptr(),
-            libc::nfds_t::try_from(p.len()).expect("few fds"),
-            timeout_ms,
-        )
+    let timeout = Timespec {
+        tv_sec: i64::from(timeout_ms / 1000),
+        tv_nsec: i64::from(timeout_ms % 1000) * 1_000_000,
     };
-    if rc < 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() == io::ErrorKind::Interrupted {
-            return Ok(vec![false; fds.len()]);
-        }
-        return Err(e);
+    match poll(&mut p, Some(&timeout)) {
+        Ok(_) => {}
+        Err(rustix::io::Errno::INTR) => return Ok(vec![false; fds.len()]),
+        Err(e) => return Err(e.into()),
     }
     Ok(p.iter()
-        .map(|x| x.revents & (libc::POLLIN | libc::POLLERR) != 0)
+        .map(|x| x.revents().intersects(PollFlags::IN | PollFlags::ERR))
         .collect())
 }

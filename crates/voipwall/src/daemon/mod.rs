@@ -17,7 +17,7 @@ mod tail;
 use std::collections::VecDeque;
 use std::io::{Read as _, Write as _};
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -524,12 +524,12 @@ impl Daemon {
                 .poll_timeout()
                 .map_or(1000, |d| d.since(t).min(1000))
                 .max(1);
-            let mut fds = vec![wake.as_raw_fd()];
+            let mut fds = vec![wake.as_fd()];
             if let Some(n) = nflog.as_ref() {
                 fds.push(n.fd());
             }
             let ready =
-                wait_readable(&fds, i32::try_from(timeout).unwrap_or(1000)).unwrap_or_default();
+                wait_readable(&fds, u32::try_from(timeout).unwrap_or(1000)).unwrap_or_default();
             if ready.get(1).copied().unwrap_or(false)
                 && let Some(n) = nflog.as_mut()
             {
