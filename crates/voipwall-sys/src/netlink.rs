@@ -208,6 +208,22 @@ impl SetElements {
     }
 }
 
+/// Attributes of a netlink payload, (type without the nested/byte-order
+/// bits, payload); a length that runs past the buffer ends the walk.
+pub(crate) fn attr_list(mut b: &[u8]) -> Vec<(u16, &[u8])> {
+    let mut out = Vec::new();
+    while b.len() >= 4 {
+        let len = usize::from(u16::from_ne_bytes([b[0], b[1]]));
+        let ty = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
+        if len < 4 || len > b.len() {
+            break;
+        }
+        out.push((ty, &b[4..len]));
+        b = &b[((len + 3) & !3).min(b.len())..];
+    }
+    out
+}
+
 pub(crate) fn push_nlmsghdr(buf: &mut Vec<u8>, ty: u16, flags: u16, seq: u32) -> usize {
     let start = buf.len();
     buf.extend_from_slice(&0u32.to_ne_bytes()); // length, patched by finish

@@ -291,47 +291,23 @@ pub fn counters() -> Result<Vec<(String, u64, u64)>, NftError> {
     Ok(res)
 }
 
-/// Addresses configured on the host's interfaces (`ip -j addr`), in this netns.
+/// Addresses configured on the host's interfaces, in this netns (rtnetlink).
 pub fn host_addresses() -> Vec<IpAddr> {
-    let Ok(out) = Command::new("ip").args(["-j", "addr", "show"]).output() else {
-        return Vec::new();
-    };
-    let Ok(v) = serde_json::from_slice::<Value>(&out.stdout) else {
-        return Vec::new();
-    };
-    let mut addrs = Vec::new();
-    for link in v.as_array().into_iter().flatten() {
-        for a in link
-            .get("addr_info")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(ip) = a
-                .get("local")
-                .and_then(Value::as_str)
-                .and_then(|s| s.parse().ok())
-            {
-                addrs.push(ip);
-            }
-        }
-    }
+    let mut addrs: Vec<IpAddr> = crate::link::interfaces()
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|i| i.addrs.into_iter().map(|n| n.addr()))
+        .collect();
     addrs.sort();
     addrs.dedup();
     addrs
 }
 
-/// Names of the host's interfaces in this netns.
+/// Names of the host's interfaces in this netns (rtnetlink).
 pub fn interface_names() -> Vec<String> {
-    let Ok(out) = Command::new("ip").args(["-j", "link", "show"]).output() else {
-        return Vec::new();
-    };
-    let Ok(v) = serde_json::from_slice::<Value>(&out.stdout) else {
-        return Vec::new();
-    };
-    v.as_array()
+    crate::link::interfaces()
+        .unwrap_or_default()
         .into_iter()
-        .flatten()
-        .filter_map(|l| l.get("ifname").and_then(Value::as_str).map(str::to_string))
+        .map(|i| i.name)
         .collect()
 }

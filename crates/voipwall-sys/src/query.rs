@@ -12,14 +12,13 @@ use std::io;
 use netlink_sys::{Socket, constants::NETLINK_NETFILTER};
 use voipwall_nft::foreign::ForeignChain;
 
-use crate::netlink::{attr, finish, push_nfgenmsg, push_nlmsghdr};
+use crate::netlink::{attr, attr_list as attrs, finish, push_nfgenmsg, push_nlmsghdr};
 
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_DUMP: u16 = 0x300;
-const NLA_TYPE_MASK: u16 = 0x3fff;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_GETTABLE: u16 = 1;
 const NFT_MSG_NEWCHAIN: u16 = 3;
@@ -98,21 +97,6 @@ fn cstr(name: &str) -> Vec<u8> {
     let mut v = name.as_bytes().to_vec();
     v.push(0);
     v
-}
-
-/// Attributes of a netlink payload: (type, payload).
-fn attrs(mut b: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    while b.len() >= 4 {
-        let len = usize::from(u16::from_ne_bytes([b[0], b[1]]));
-        let ty = u16::from_ne_bytes([b[2], b[3]]) & NLA_TYPE_MASK;
-        if len < 4 || len > b.len() {
-            break;
-        }
-        out.push((ty, &b[4..len]));
-        b = &b[((len + 3) & !3).min(b.len())..];
-    }
-    out
 }
 
 fn be32(b: &[u8]) -> Option<u32> {

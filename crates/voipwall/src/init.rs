@@ -8,49 +8,33 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use anyhow::Context as _;
-use ipnet::IpNet;
 use voipwall_host::propose::{HostView, Iface, default_route_interfaces, pick_preset, render};
 
 use crate::Invalid;
 
-/// Interfaces with their prefixes (`ip -j addr`).
+/// Interfaces with their prefixes (rtnetlink) and whether each holds a
+/// default route.
 pub(crate) fn interfaces() -> Vec<Iface> {
-    let Ok(out) = std::process::Command::new("ip")
-        .args(["-j", "addr"])
-        .output()
-    else {
-        return Vec::new();
-    };
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     let defaults = default_route_interfaces(
         &std::fs::read_to_string("/proc/net/route").unwrap_or_default(),
         &std::fs::read_to_string("/proc/net/ipv6_route").unwrap_or_default(),
     );
-    let mut list = Vec::new();
-    for link in v.as_array().into_iter().flatten() {
-        let name = link["ifname"].as_str().unwrap_or("").to_string();
-        let addrs = link["addr_info"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|a| {
-                let ip: IpAddr = a["local"].as_str()?.parse().ok()?;
-                let len = u8::try_from(a["prefixlen"].as_u64()?).ok()?;
-                IpNet::new(ip, len).ok()
-            })
-            .filter(|n| {
+    voipwall_sys::link::interfaces()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| Iface {
+            default_route: defaults.contains(&i.name),
+            addrs: i
+                .addrs
+                .into_iter()
                 // Link-local IPv6 is on every interface and says nothing.
-                !matches!(n.addr(), IpAddr::V6(v) if (v.segments()[0] & 0xffc0) == 0xfe80)
-            })
-            .collect();
-        let default_route = defaults.contains(&name);
-        list.push(Iface {
-            name,
-            addrs,
-            default_route,
-        });
-    }
-    list
+                .filter(
+                    |n| !matches!(n.addr(), IpAddr::V6(v) if (v.segments()[0] & 0xffc0) == 0xfe80),
+                )
+                .collect(),
+            name: i.name,
+        })
+        .collect()
 }
 
 /// Arguments of `voipwall init`.

@@ -51,24 +51,16 @@ pub(crate) fn sessions(ports: &[u16]) -> Vec<voipwall_host::lockout::Session> {
     voipwall_host::lockout::sessions(&read("/proc/net/tcp"), &read("/proc/net/tcp6"), ports)
 }
 
-/// The interface of each local address (`ip -j addr`, read once).
+/// The interface of each local address (rtnetlink, read once).
 fn interfaces_by_address() -> std::collections::HashMap<IpAddr, String> {
-    let mut map = std::collections::HashMap::new();
-    let Ok(out) = std::process::Command::new("ip")
-        .args(["-j", "addr"])
-        .output()
-    else {
-        return map;
-    };
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    for link in v.as_array().into_iter().flatten() {
-        for a in link["addr_info"].as_array().into_iter().flatten() {
-            if let Some(addr) = a["local"].as_str().and_then(|s| s.parse::<IpAddr>().ok()) {
-                map.insert(addr, link["ifname"].as_str().unwrap_or("").to_string());
-            }
-        }
-    }
-    map
+    voipwall_sys::link::interfaces()
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|i| {
+            let name = i.name;
+            i.addrs.into_iter().map(move |n| (n.addr(), name.clone()))
+        })
+        .collect()
 }
 
 /// The anti-lockout check on this host's live sessions.
