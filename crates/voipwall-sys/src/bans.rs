@@ -1,6 +1,6 @@
 //! Every runtime set operation, for every caller: the placements of
-//! `voipwall_nft::sets` go to the kernel here (hash keys over netlink,
-//! intervals through nft, which computes the start/end pairs).
+//! `voipwall_nft::sets` go to the kernel here, all over netlink (hash keys
+//! as single elements, networks in interval sets as start/end pairs).
 //!
 //! Timeouts are clamped to [`MAX_TIMEOUT_MS`] and to at least one second
 //! before they are sent: one out-of-range element would make the kernel
@@ -51,8 +51,8 @@ impl Bans {
         self.add_many(&[(*p, timeout_ms)])
     }
 
-    /// Adds many entries, grouped per set: one netlink batch per hash set,
-    /// one nft transaction per interval set.
+    /// Adds many entries, grouped per set, in netlink batches (a network's
+    /// start and end elements always in the same transaction).
     pub fn add_many(&mut self, entries: &[(Placement, Option<u64>)]) -> Result<(), BanError> {
         let mut hashes: BTreeMap<&'static str, Vec<Elem>> = BTreeMap::new();
         let mut intervals: BTreeMap<&'static str, Vec<(ipnet::IpNet, Option<u64>)>> =
@@ -64,17 +64,14 @@ impl Bans {
                     addr,
                     timeout_ms: t,
                 }),
-                Key::Interval(net) => intervals
-                    .entry(p.set())
-                    .or_default()
-                    .push((net, t.map(|ms| ms.div_ceil(1000)))),
+                Key::Interval(net) => intervals.entry(p.set()).or_default().push((net, t)),
             }
         }
         for (set, elems) in &hashes {
             self.sock.add(set, elems)?;
         }
         for (set, nets) in &intervals {
-            nft::add_intervals(set, nets)?;
+            self.sock.add_intervals(set, nets)?;
         }
         Ok(())
     }
@@ -91,13 +88,15 @@ impl Bans {
                 }
                 Err(e) => Err(e.into()),
             },
-            Key::Interval(net) => {
-                if !interval_held(p.set(), &net)? {
-                    return Ok(false);
+            Key::Interval(net) => match self.sock.delete_intervals(p.set(), &[net]) {
+                Ok(()) => Ok(true),
+                Err(NetlinkError::Kernel { source, .. })
+                    if source.raw_os_error() == Some(rustix::io::Errno::NOENT.raw_os_error()) =>
+                {
+                    Ok(false)
                 }
-                nft::delete_interval(p.set(), &net)?;
-                Ok(true)
-            }
+                Err(e) => Err(e.into()),
+            },
         }
     }
 
@@ -107,16 +106,11 @@ impl Bans {
     }
 }
 
-/// Whether an interval set holds exactly `net`.
-fn interval_held(set: &str, net: &ipnet::IpNet) -> Result<bool, NftError> {
-    Ok(nft::list_set(set)?.iter().any(|e| e.net == *net))
-}
-
 /// The runtime allow entries the kernel holds (both families).
 pub fn runtime_allows() -> Vec<ipnet::IpNet> {
     [voipwall_nft::Family::V4, voipwall_nft::Family::V6]
         .into_iter()
-        .flat_map(|f| nft::list_set(Role::AllowRt.set(f)).unwrap_or_default())
+        .flat_map(|f| nft::list_set(Role::AllowRt.set(f), true).unwrap_or_default())
         .map(|e| e.net)
         .collect()
 }

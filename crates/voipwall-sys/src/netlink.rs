@@ -26,7 +26,9 @@ const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_FLAGS: u16 = 3;
 const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
+const NFT_SET_ELEM_INTERVAL_END: u32 = 1;
 const NFTA_DATA_VALUE: u16 = 1;
 
 /// Elements per NEWSETELEM message, and messages per transaction: keeps one
@@ -110,6 +112,71 @@ impl SetElements {
             })
             .collect();
         self.op(set, &elems, NFT_MSG_DELSETELEM, 0)
+    }
+
+    /// Adds networks to an interval set (start and end elements, the
+    /// timeout on the start), in one transaction per batch.
+    pub fn add_intervals(
+        &mut self,
+        set: &str,
+        nets: &[(ipnet::IpNet, Option<u64>)],
+    ) -> Result<(), NetlinkError> {
+        // A network's two elements always travel in the same transaction.
+        for chunk in nets.chunks(ELEMS_PER_MSG * MSGS_PER_BATCH / 2) {
+            let raw: Vec<_> = chunk
+                .iter()
+                .flat_map(|(n, t)| interval_elems(n, *t))
+                .collect();
+            self.raw_op(set, &raw, NFT_MSG_NEWSETELEM, NLM_F_CREATE)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes networks from an interval set. Deleting one the set does not
+    /// hold exactly is an error (ENOENT).
+    pub fn delete_intervals(
+        &mut self,
+        set: &str,
+        nets: &[ipnet::IpNet],
+    ) -> Result<(), NetlinkError> {
+        for chunk in nets.chunks(ELEMS_PER_MSG * MSGS_PER_BATCH / 2) {
+            let raw: Vec<_> = chunk.iter().flat_map(|n| interval_elems(n, None)).collect();
+            self.raw_op(set, &raw, NFT_MSG_DELSETELEM, 0)?;
+        }
+        Ok(())
+    }
+
+    fn raw_op(
+        &mut self,
+        set: &str,
+        elems: &[(IpAddr, Option<u64>, bool)],
+        msg: u16,
+        extra_flags: u16,
+    ) -> Result<(), NetlinkError> {
+        // One transaction: a start element without its end is refused.
+        // Callers keep it under the socket's send buffer (3,000 elements).
+        self.buf.clear();
+        let first_seq = self.seq;
+        let seq = self.next_seq();
+        push_batch_marker(&mut self.buf, NFNL_MSG_BATCH_BEGIN, seq);
+        let mut msgs = 0;
+        for chunk in elems.chunks(ELEMS_PER_MSG) {
+            let seq = self.next_seq();
+            push_raw_setelem_msg(
+                &mut self.buf,
+                msg,
+                extra_flags,
+                seq,
+                &self.table,
+                set,
+                chunk,
+            );
+            msgs += 1;
+        }
+        let seq = self.next_seq();
+        push_batch_marker(&mut self.buf, NFNL_MSG_BATCH_END, seq);
+        self.sock.send(&self.buf, 0)?;
+        self.read_acks(set, msgs, first_seq)
     }
 
     fn op(
@@ -294,6 +361,24 @@ fn push_setelem_msg(
     set: &str,
     elems: &[Elem],
 ) {
+    let raw: Vec<(IpAddr, Option<u64>, bool)> = elems
+        .iter()
+        .map(|e| (e.addr, e.timeout_ms, false))
+        .collect();
+    push_raw_setelem_msg(buf, msg, extra_flags, seq, table, set, &raw);
+}
+
+/// One NEWSETELEM/DELSETELEM message; each element is (key, timeout,
+/// interval end).
+fn push_raw_setelem_msg(
+    buf: &mut Vec<u8>,
+    msg: u16,
+    extra_flags: u16,
+    seq: u32,
+    table: &str,
+    set: &str,
+    elems: &[(IpAddr, Option<u64>, bool)],
+) {
     let start = push_nlmsghdr(
         buf,
         (NFNL_SUBSYS_NFTABLES << 8) | msg,
@@ -304,21 +389,47 @@ fn push_setelem_msg(
     attr(buf, NFTA_SET_ELEM_LIST_TABLE, &cstr(table));
     attr(buf, NFTA_SET_ELEM_LIST_SET, &cstr(set));
     let list = nest_start(buf, NFTA_SET_ELEM_LIST_ELEMENTS);
-    for e in elems {
+    for &(addr, timeout, end) in elems {
         let el = nest_start(buf, NFTA_LIST_ELEM);
         let key = nest_start(buf, NFTA_SET_ELEM_KEY);
-        match e.addr {
+        match addr {
             IpAddr::V4(a) => attr(buf, NFTA_DATA_VALUE, &a.octets()),
             IpAddr::V6(a) => attr(buf, NFTA_DATA_VALUE, &a.octets()),
         }
         nest_end(buf, key);
-        if let Some(ms) = e.timeout_ms {
+        if end {
+            attr(
+                buf,
+                NFTA_SET_ELEM_FLAGS,
+                &NFT_SET_ELEM_INTERVAL_END.to_be_bytes(),
+            );
+        }
+        if let Some(ms) = timeout {
             attr(buf, NFTA_SET_ELEM_TIMEOUT, &ms.to_be_bytes());
         }
         nest_end(buf, el);
     }
     nest_end(buf, list);
     finish(buf, start);
+}
+
+/// The kernel's form of an interval: a start element (with the timeout)
+/// and an end element one past the last address, unless the range runs to
+/// the end of the address space.
+fn interval_elems(net: &ipnet::IpNet, timeout: Option<u64>) -> Vec<(IpAddr, Option<u64>, bool)> {
+    let mut v = vec![(net.network(), timeout, false)];
+    let past = match net.broadcast() {
+        IpAddr::V4(b) => u32::from(b)
+            .checked_add(1)
+            .map(|x| IpAddr::from(std::net::Ipv4Addr::from(x))),
+        IpAddr::V6(b) => u128::from(b)
+            .checked_add(1)
+            .map(|x| IpAddr::from(std::net::Ipv6Addr::from(x))),
+    };
+    if let Some(p) = past {
+        v.push((p, None, true));
+    }
+    v
 }
 
 #[cfg(test)]

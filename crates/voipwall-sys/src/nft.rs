@@ -145,120 +145,60 @@ pub struct SetEntry {
     pub expires: Option<u64>,
 }
 
-fn parse_key(v: &Value) -> Option<IpNet> {
-    match v {
-        Value::String(s) => s.parse::<IpAddr>().ok().map(IpNet::from),
-        Value::Object(o) => {
-            if let Some(p) = o.get("prefix") {
-                let addr: IpAddr = p.get("addr")?.as_str()?.parse().ok()?;
-                let len = u8::try_from(p.get("len")?.as_u64()?).ok()?;
-                IpNet::new(addr, len).ok()
-            } else if let Some(Value::Array(r)) = o.get("range") {
-                // A range that is not a prefix: report its first address's /32 or /128.
-                r.first()
-                    .and_then(|a| a.as_str()?.parse::<IpAddr>().ok())
-                    .map(IpNet::from)
-            } else {
-                None
-            }
-        }
-        _ => None,
-    }
-}
-
-/// Lists a set's elements (`nft -j list set`). Cost grows with the set: the
-/// store, not this, is the source of truth for large ban sets.
-pub fn list_set(set: &str) -> Result<Vec<SetEntry>, NftError> {
-    let out = nft(
-        &["-j", "list", "set", "inet", "voipwall", set],
-        None,
-        &format!("listing set {set}"),
-    )?;
-    let v: Value = serde_json::from_str(&out).map_err(|e| NftError::Output(e.to_string()))?;
-    let mut entries = Vec::new();
-    let items = v
-        .get("nftables")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    for item in items {
-        let Some(elems) = item
-            .get("set")
-            .and_then(|s| s.get("elem"))
-            .and_then(Value::as_array)
-        else {
-            continue;
-        };
-        for e in elems {
-            let (key, timeout, expires) = match e.get("elem") {
-                Some(inner) => (
-                    inner.get("val").cloned().unwrap_or(Value::Null),
-                    inner.get("timeout").and_then(Value::as_u64),
-                    inner.get("expires").and_then(Value::as_u64),
-                ),
-                None => (e.clone(), None, None),
-            };
-            if let Some(net) = parse_key(&key) {
-                entries.push(SetEntry {
-                    net,
-                    timeout,
-                    expires,
-                });
-            }
-        }
-    }
-    Ok(entries)
-}
-
-/// Adds a prefix to an interval set, with an optional timeout in seconds.
-pub fn add_interval(set: &str, net: &IpNet, timeout: Option<u64>) -> Result<(), NftError> {
-    let t = timeout
-        .map(|t| format!(" timeout {t}s"))
-        .unwrap_or_default();
-    let script = format!("add element {TABLE} {set} {{ {net}{t} }}\n");
-    nft(
-        &["-f", "-"],
-        Some(&script),
-        &format!("adding {net} to {set}"),
-    )
-    .map(drop)
-}
-
-/// Adds many prefixes to an interval set in one transaction.
-pub fn add_intervals(set: &str, nets: &[(IpNet, Option<u64>)]) -> Result<(), NftError> {
-    let mut script = String::new();
-    for chunk in nets.chunks(4096) {
-        let items: Vec<String> = chunk
-            .iter()
-            .map(|(n, t)| {
-                format!(
-                    "{n}{}",
-                    t.map(|t| format!(" timeout {t}s")).unwrap_or_default()
-                )
+/// Lists a set's elements over netlink (GETSETELEM dump); `interval` says
+/// how to read them (start/end pairs become networks). Cost grows with the
+/// set: the store, not this, is the source of truth for large ban sets.
+pub fn list_set(set: &str, interval: bool) -> Result<Vec<SetEntry>, NftError> {
+    let held = crate::query::set_elements("voipwall", set).map_err(NftError::Netlink)?;
+    let secs = |ms: Option<u64>| ms.map(|m| m.div_ceil(1000));
+    if !interval {
+        return Ok(held
+            .into_iter()
+            .map(|e| SetEntry {
+                net: IpNet::from(e.key),
+                timeout: secs(e.timeout_ms),
+                expires: secs(e.expires_ms),
             })
-            .collect();
-        script.push_str(&format!(
-            "add element {TABLE} {set} {{ {} }}\n",
-            items.join(", ")
-        ));
+            .collect());
     }
-    nft(
-        &["-f", "-"],
-        Some(&script),
-        &format!("adding {} networks to {set}", nets.len()),
-    )
-    .map(drop)
+    let as_held: Vec<voipwall_nft::kernel::Held> = held
+        .iter()
+        .map(|e| voipwall_nft::kernel::Held {
+            key: e.key,
+            end: e.end,
+            chain: None,
+        })
+        .collect();
+    let ranges = voipwall_nft::kernel::elements(true, &as_held);
+    Ok(ranges
+        .into_iter()
+        .map(|r| {
+            let start = held.iter().find(|e| !e.end && e.key == r.lo);
+            SetEntry {
+                net: range_net(r.lo, r.hi),
+                timeout: secs(start.and_then(|e| e.timeout_ms)),
+                expires: secs(start.and_then(|e| e.expires_ms)),
+            }
+        })
+        .collect())
 }
 
-/// Removes a prefix from an interval set.
-pub fn delete_interval(set: &str, net: &IpNet) -> Result<(), NftError> {
-    let script = format!("delete element {TABLE} {set} {{ {net} }}\n");
-    nft(
-        &["-f", "-"],
-        Some(&script),
-        &format!("removing {net} from {set}"),
-    )
-    .map(drop)
+/// The network a range is, or its first address alone when it is not one.
+fn range_net(lo: IpAddr, hi: IpAddr) -> IpNet {
+    let (l, h, bits) = match (lo, hi) {
+        (IpAddr::V4(l), IpAddr::V4(h)) => (u128::from(u32::from(l)), u128::from(u32::from(h)), 32),
+        (IpAddr::V6(l), IpAddr::V6(h)) => (u128::from(l), u128::from(h), 128),
+        _ => return IpNet::from(lo),
+    };
+    let size = h.wrapping_sub(l).wrapping_add(1);
+    if size != 0 && size.is_power_of_two() && l % size == 0 {
+        let len = bits - size.trailing_zeros() as u8;
+        IpNet::new(lo, len).unwrap_or_else(|_| IpNet::from(lo))
+    } else if size == 0 && l == 0 {
+        IpNet::new(lo, 0).unwrap_or_else(|_| IpNet::from(lo))
+    } else {
+        IpNet::from(lo)
+    }
 }
 
 /// Named counters of our table: (name, packets, bytes).

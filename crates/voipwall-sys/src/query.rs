@@ -316,6 +316,43 @@ pub fn set_elements(table: &str, set: &str) -> io::Result<Vec<KernelElem>> {
     Ok(out)
 }
 
+/// Whether hash set `set` holds `key` (a single-element GETSETELEM: the
+/// kernel looks it up, nothing is dumped).
+pub fn has_key(table: &str, set: &str, key: std::net::IpAddr) -> io::Result<bool> {
+    let r = ask(|buf| {
+        let start = push_nlmsghdr(
+            buf,
+            msg_type(NFT_MSG_GETSETELEM),
+            NLM_F_REQUEST | NLM_F_ACK,
+            1,
+        );
+        push_nfgenmsg(buf, NFPROTO_INET, 0);
+        attr(buf, NFTA_SET_ELEM_LIST_TABLE, &cstr(table));
+        attr(buf, NFTA_SET_ELEM_LIST_SET, &cstr(set));
+        let mut elem = Vec::new();
+        let mut k = Vec::new();
+        match key {
+            std::net::IpAddr::V4(a) => attr(&mut k, NFTA_DATA_VALUE, &a.octets()),
+            std::net::IpAddr::V6(a) => attr(&mut k, NFTA_DATA_VALUE, &a.octets()),
+        }
+        nested(&mut elem, NFTA_SET_ELEM_KEY, &k);
+        let mut list = Vec::new();
+        nested(&mut list, 1, &elem); // NFTA_LIST_ELEM
+        nested(buf, NFTA_SET_ELEM_LIST_ELEMENTS, &list);
+        finish(buf, start);
+    });
+    match r {
+        Ok(replies) => Ok(replies.iter().any(|(ty, _, _)| *ty == NFT_MSG_NEWSETELEM)),
+        Err(e) if e.raw_os_error() == Some(2) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// A nested attribute holding `inner` (already encoded attributes).
+fn nested(buf: &mut Vec<u8>, ty: u16, inner: &[u8]) {
+    attr(buf, ty | 0x8000, inner);
+}
+
 /// Rules in one chain (a dump filtered by table and chain).
 fn rule_count(family: &str, table: &str, chain: &str) -> io::Result<usize> {
     let replies = ask(|buf| {

@@ -454,19 +454,19 @@ struct KernelSets;
 
 impl DynamicSets for KernelSets {
     fn contains(&self, set: &str, addr: &IpAddr) -> bool {
-        std::process::Command::new("nft")
-            .args([
-                "get",
-                "element",
-                "inet",
-                "voipwall",
-                set,
-                &format!("{{ {addr} }}"),
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+        use voipwall_nft::sets::Role;
+        let interval = Role::ALL.iter().any(|r| {
+            r.interval()
+                && [voipwall_nft::Family::V4, voipwall_nft::Family::V6]
+                    .iter()
+                    .any(|f| r.set(*f) == set)
+        });
+        if interval {
+            // Few entries (network bans, runtime allows): read them all.
+            nft::list_set(set, true).is_ok_and(|v| v.iter().any(|e| e.net.contains(addr)))
+        } else {
+            voipwall_sys::query::has_key("voipwall", set, *addr).unwrap_or(false)
+        }
     }
 }
 
@@ -723,7 +723,7 @@ fn bans(cli: &Cli) -> anyhow::Result<()> {
     let prefixes = crate::plane::prefixes(policy_or_default(cli).as_ref());
     let mut rows = Vec::new();
     for (role, set) in crate::plane::ban_sets() {
-        for mut e in nft::list_set(set)? {
+        for mut e in nft::list_set(set, role.interval())? {
             e.net = voipwall_nft::sets::covered_by(role, e.net, prefixes);
             rows.push((set, e));
         }

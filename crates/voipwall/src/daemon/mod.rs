@@ -870,7 +870,7 @@ impl Daemon {
         let mut imported = Vec::new();
         let prefixes = self.prefixes();
         for (role, set) in crate::plane::ban_sets() {
-            let Ok(entries) = voipwall_sys::nft::list_set(set) else {
+            let Ok(entries) = voipwall_sys::nft::list_set(set, role.interval()) else {
                 continue;
             };
             for e in entries {
