@@ -307,7 +307,7 @@ struct Counter {
 struct Txn {
     src: IpAddr,
     call: u64,
-    cseq: u32,
+    cseq: u64,
     method: u64,
     register: bool,
     invite: bool,

@@ -87,7 +87,7 @@ pub struct Request<'a> {
     /// Call-ID.
     pub call_id: &'a [u8],
     /// CSeq number.
-    pub cseq: u32,
+    pub cseq: u64,
     /// Whether credentials were present.
     pub has_auth: bool,
     /// Digest username, if credentials were present.
@@ -104,7 +104,7 @@ pub struct Response<'a> {
     /// Call-ID.
     pub call_id: &'a [u8],
     /// CSeq number.
-    pub cseq: u32,
+    pub cseq: u64,
     /// CSeq method.
     pub method: &'a [u8],
     /// Expires header (registration lifetime granted).

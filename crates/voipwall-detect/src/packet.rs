@@ -54,6 +54,6 @@ impl<'a> Decoded<'a> {
 /// SIP message.
 pub fn decode(ip: &[u8]) -> Result<Decoded<'_>, SipError> {
     let peeled = peel(ip)?;
-    let msg = Message::parse(peeled.payload)?;
+    let msg = Message::parse_captured(peeled.payload)?;
     Ok(Decoded { peeled, msg })
 }

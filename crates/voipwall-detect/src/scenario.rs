@@ -45,7 +45,7 @@ pub struct ScriptedEvent {
     user: Option<String>,
     ua: Option<String>,
     call: String,
-    cseq: u32,
+    cseq: u64,
     auth: Option<String>,
     expires: Option<u32>,
     method: String,

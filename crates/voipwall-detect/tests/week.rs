@@ -27,7 +27,7 @@ fn request<'a>(
     method: &'a [u8],
     user: &'a [u8],
     call: &'a [u8],
-    cseq: u32,
+    cseq: u64,
     auth: bool,
     ua: &'a [u8],
 ) -> Event<'a> {
@@ -49,7 +49,7 @@ fn request<'a>(
     }
 }
 
-fn response<'a>(dst: IpAddr, code: u16, method: &'a [u8], call: &'a [u8], cseq: u32) -> Event<'a> {
+fn response<'a>(dst: IpAddr, code: u16, method: &'a [u8], call: &'a [u8], cseq: u64) -> Event<'a> {
     Event {
         src: dst,
         kind: EventKind::Response(Response {

@@ -18,8 +18,12 @@ pub struct CompileInput {
     pub now: i64,
 }
 
-/// Bytes of each SIP packet copied to NFLOG.
-pub const NFLOG_SNAPLEN: u32 = 2048;
+/// Bytes of each SIP packet copied to NFLOG: a whole UDP datagram. PBXs
+/// read heads far longer than 2 KB (kamailio up to 64 KB), so a shorter
+/// copy let an attacker push the fields detection needs past the cut with
+/// one padded header. Ordinary SIP packets are a few hundred bytes; only
+/// their real length is copied.
+pub const NFLOG_SNAPLEN: u32 = 65_535;
 /// Per-source meter entries kept by the kernel (bounds memory under spoofed floods).
 pub const METER_SIZE: u32 = 65_536;
 /// Maximum elements of each ban and known set. The kernel's default for

@@ -52,8 +52,12 @@ pub struct Message<'a> {
     pub expires: Option<&'a [u8]>,
     /// `Content-Length`.
     pub content_length: Option<&'a [u8]>,
-    /// Bytes of head (start line, headers and the blank line).
+    /// Bytes of head (leading CRLFs, start line, headers and the blank
+    /// line); for an incomplete capture, the bytes of complete lines read.
     pub head_len: usize,
+    /// Whether the head ended (blank line seen). Only
+    /// [`Message::parse_captured`] returns incomplete messages.
+    pub complete: bool,
 }
 
 /// Headers we keep, by full and compact name (RFC 3261 section 7.3.3).
@@ -100,7 +104,10 @@ fn slot(name: &[u8]) -> Option<Slot> {
 }
 
 /// Longest head we look at; a bigger one is refused rather than scanned.
-pub const MAX_HEAD: usize = 16 * 1024;
+/// As large as a UDP datagram: kamailio (BUF_SIZE), FreeSWITCH and
+/// Asterisk's PJSIP accept heads far beyond a few kilobytes, and a head
+/// the PBX reads must not hide from detection by being long.
+pub const MAX_HEAD: usize = 65_535;
 
 /// Index of the end of the line starting at `from` (the CR of CRLF, or a
 /// bare LF), if there is one.
@@ -133,13 +140,32 @@ pub fn trim(v: &[u8]) -> &[u8] {
 }
 
 impl<'a> Message<'a> {
-    /// Decodes the head of one message. The body is not looked at.
+    /// Decodes the head of one message. The body is not looked at. The
+    /// head must be complete (a blank line ends it).
     pub fn parse(buf: &'a [u8]) -> Result<Self, SipError> {
-        let first_end = line_end(buf, 0).ok_or(SipError::Truncated)?;
+        Self::parse_inner(buf, false)
+    }
+
+    /// Decodes a captured copy that may have been cut short (an NFLOG
+    /// snaplen, a capture's snaplen): every complete header line present
+    /// is read, a line cut in the middle is not, and `complete` says
+    /// whether the head ended.
+    pub fn parse_captured(buf: &'a [u8]) -> Result<Self, SipError> {
+        Self::parse_inner(buf, true)
+    }
+
+    fn parse_inner(buf: &'a [u8], captured: bool) -> Result<Self, SipError> {
+        // CRLFs before the start line are ignored (RFC 3261 7.5; what
+        // kamailio, Asterisk and FreeSWITCH do on every transport).
+        let mut first = 0;
+        while first < buf.len() && first < MAX_HEAD && matches!(buf[first], b'\r' | b'\n') {
+            first += 1;
+        }
+        let first_end = line_end(buf, first).ok_or(SipError::Truncated)?;
         if first_end > MAX_HEAD {
             return Err(SipError::TooLong);
         }
-        let start = parse_start(&buf[..first_end])?;
+        let start = parse_start(&buf[first..first_end])?;
         let mut m = Self {
             start,
             from: None,
@@ -155,13 +181,24 @@ impl<'a> Message<'a> {
             expires: None,
             content_length: None,
             head_len: 0,
+            complete: true,
         };
         let mut pos = next_line(buf, first_end);
+        let cut = |m: &mut Self, at: usize| {
+            m.head_len = at.min(buf.len());
+            m.complete = false;
+        };
         loop {
             if pos > MAX_HEAD {
                 return Err(SipError::TooLong);
             }
-            let end = line_end(buf, pos).ok_or(SipError::Truncated)?;
+            let Some(end) = line_end(buf, pos) else {
+                if captured {
+                    cut(&mut m, pos);
+                    return Ok(m);
+                }
+                return Err(SipError::Truncated);
+            };
             if end == pos {
                 m.head_len = next_line(buf, end).min(buf.len());
                 return Ok(m);
@@ -169,9 +206,25 @@ impl<'a> Message<'a> {
             // A header value may continue on lines that start with SP or HT.
             let mut value_end = end;
             let mut next = next_line(buf, end);
+            let mut folded_cut = false;
             while matches!(buf.get(next), Some(b' ' | b'\t')) {
-                value_end = line_end(buf, next).ok_or(SipError::Truncated)?;
-                next = next_line(buf, value_end);
+                match line_end(buf, next) {
+                    Some(e) => {
+                        value_end = e;
+                        next = next_line(buf, value_end);
+                    }
+                    None => {
+                        folded_cut = true;
+                        break;
+                    }
+                }
+            }
+            if folded_cut {
+                if captured {
+                    cut(&mut m, pos);
+                    return Ok(m);
+                }
+                return Err(SipError::Truncated);
             }
             let line = &buf[pos..value_end];
             let colon = line
@@ -243,8 +296,10 @@ impl<'a> Message<'a> {
         self.to.and_then(addr_user)
     }
 
-    /// CSeq number and method.
-    pub fn cseq_parts(&self) -> Option<(u32, &'a [u8])> {
+    /// CSeq number and method. The number is read as 64 bits: RFC 3261
+    /// says 32, but kamailio answers larger ones, so detection must read
+    /// them too.
+    pub fn cseq_parts(&self) -> Option<(u64, &'a [u8])> {
         let v = self.cseq?;
         let sp = v.iter().position(|b| b.is_ascii_whitespace())?;
         let num = std::str::from_utf8(&v[..sp]).ok()?.parse().ok()?;
@@ -325,10 +380,20 @@ fn param<'a>(v: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
 }
 
 fn parse_start(line: &[u8]) -> Result<StartLine<'_>, SipError> {
-    let mut parts = line.splitn(3, |&b| b == b' ');
-    let a = parts.next().ok_or(SipError::BadStartLine)?;
-    let b = parts.next().ok_or(SipError::BadStartLine)?;
-    let c = parts.next().ok_or(SipError::BadStartLine)?;
+    // Tokens are separated by runs of SP or HT, and trailing white space is
+    // ignored: PBXs accept both, so detection reads both.
+    let ws = |b: &u8| matches!(b, b' ' | b'\t');
+    let line = &line[..line.iter().rposition(|b| !ws(b)).map_or(0, |i| i + 1)];
+    let mut rest = line;
+    let mut word = || -> Option<&[u8]> {
+        let s = rest.iter().position(|b| !ws(b))?;
+        let r = &rest[s..];
+        let e = r.iter().position(ws).unwrap_or(r.len());
+        rest = &r[e..];
+        Some(&r[..e])
+    };
+    let a = word().ok_or(SipError::BadStartLine)?;
+    let b = word().ok_or(SipError::BadStartLine)?;
     if a.eq_ignore_ascii_case(b"SIP/2.0") {
         let code: u16 = std::str::from_utf8(b)
             .ok()
@@ -337,14 +402,16 @@ fn parse_start(line: &[u8]) -> Result<StartLine<'_>, SipError> {
         if !(100..=699).contains(&code) {
             return Err(SipError::BadStartLine);
         }
-        return Ok(StartLine::Response { code, reason: c });
+        let reason = &rest[rest.iter().position(|b| !ws(b)).unwrap_or(rest.len())..];
+        return Ok(StartLine::Response { code, reason });
     }
+    let c = word().ok_or(SipError::BadStartLine)?;
     let token = |t: &[u8]| {
         !t.is_empty()
             && t.iter()
                 .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(b))
     };
-    if !token(a) || b.is_empty() || !c.eq_ignore_ascii_case(b"SIP/2.0") {
+    if !token(a) || !c.eq_ignore_ascii_case(b"SIP/2.0") || word().is_some() {
         return Err(SipError::BadStartLine);
     }
     Ok(StartLine::Request { method: a, uri: b })

@@ -125,7 +125,7 @@ fn malformed_input_is_an_error_not_a_panic() {
         );
     }
     let mut huge = b"OPTIONS sip:x SIP/2.0\r\n".to_vec();
-    for _ in 0..2000 {
+    for _ in 0..4000 {
         huge.extend_from_slice(b"X-Pad: 0123456789\r\n");
     }
     assert_eq!(Message::parse(&huge).unwrap_err(), SipError::TooLong);
@@ -246,4 +246,80 @@ fn pcap_seeds_decode() {
         n += 1;
     }
     assert_eq!(n, 2);
+}
+
+/// Shapes PBXs accept that a strict reading refused (issue 12): each must
+/// decode with the fields detection needs.
+#[test]
+fn what_pbxs_accept_decodes() {
+    let base = "REGISTER sip:192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.5:5060;branch=z9hG4bK1\r\nFrom: <sip:1001@192.0.2.1>;tag=1\r\nTo: <sip:1001@192.0.2.1>\r\nCall-ID: c1\r\nCSeq: 7 REGISTER\r\nContent-Length: 0\r\n\r\n";
+    let shapes: Vec<(&str, String)> = vec![
+        ("leading CRLF", format!("\r\n{base}")),
+        (
+            "several leading CRLFs and a bare LF",
+            format!("\r\n\r\n\n{base}"),
+        ),
+        (
+            "trailing space on the request line",
+            base.replacen(" SIP/2.0\r\n", " SIP/2.0 \r\n", 1),
+        ),
+        (
+            "tab and double space in the request line",
+            base.replacen(
+                "REGISTER sip:192.0.2.1 SIP/2.0",
+                "REGISTER\tsip:192.0.2.1  SIP/2.0",
+                1,
+            ),
+        ),
+        (
+            "a 20 KB header before Call-ID",
+            base.replacen(
+                "Call-ID:",
+                &format!("X-Pad: {}\r\nCall-ID:", "a".repeat(20_000)),
+                1,
+            ),
+        ),
+        (
+            "CSeq above 2^32",
+            base.replacen("CSeq: 7 ", "CSeq: 4294967303 ", 1),
+        ),
+        (
+            "lower-case version",
+            base.replacen(" SIP/2.0\r\n", " sip/2.0\r\n", 1),
+        ),
+    ];
+    for (what, msg) in &shapes {
+        let m = Message::parse(msg.as_bytes()).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(m.method(), Some(&b"REGISTER"[..]), "{what}");
+        assert_eq!(m.call_id, Some(&b"c1"[..]), "{what}");
+        assert_eq!(m.to_user(), Some(&b"1001"[..]), "{what}");
+        assert!(m.cseq_parts().is_some(), "{what}");
+        assert!(m.complete, "{what}");
+        assert_eq!(
+            &msg.as_bytes()[m.head_len..],
+            b"",
+            "{what}: head_len covers the head"
+        );
+    }
+    let big = Message::parse(shapes[5].1.as_bytes()).unwrap();
+    assert_eq!(big.cseq_parts().unwrap().0, 4_294_967_303);
+}
+
+/// A copy cut short (a capture's snaplen) keeps every complete line; a
+/// line cut in the middle is not used, and `complete` says so.
+#[test]
+fn a_cut_copy_keeps_its_complete_lines() {
+    let msg = b"INVITE sip:900441234@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.5;branch=z9hG4bK2\r\nFrom: <sip:a@b>;tag=1\r\nCall-ID: abc\r\nCSeq: 1 INVITE\r\nTo: <sip:900441234@192.0.2.1>\r\nContent-Length: 0\r\n\r\n";
+    let cut_at = msg.windows(4).position(|w| w == b"To: ").unwrap() + 10;
+    let m = Message::parse_captured(&msg[..cut_at]).unwrap();
+    assert!(!m.complete);
+    assert_eq!(m.call_id, Some(&b"abc"[..]));
+    assert_eq!(m.cseq_parts(), Some((1, &b"INVITE"[..])));
+    assert_eq!(m.to, None, "the cut To line is not read");
+    assert_eq!(m.ruri_user(), Some(&b"900441234"[..]));
+    assert_eq!(Message::parse(&msg[..cut_at]), Err(SipError::Truncated));
+    // A fold cut in the middle drops its header too.
+    let folded = b"OPTIONS sip:x SIP/2.0\r\nCall-ID: k\r\nUser-Agent: friendly\r\n scanner";
+    let m = Message::parse_captured(folded).unwrap();
+    assert_eq!((m.call_id, m.user_agent), (Some(&b"k"[..]), None));
 }

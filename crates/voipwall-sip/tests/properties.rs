@@ -94,7 +94,7 @@ proptest! {
         prop_assert_eq!(m.from_user(), Some(fuser.as_bytes()));
         prop_assert_eq!(m.to_user(), Some(tuser.as_bytes()));
         prop_assert_eq!(m.call_id, Some(call_id.as_bytes()));
-        prop_assert_eq!(m.cseq_parts(), Some((cseq, method.as_bytes())));
+        prop_assert_eq!(m.cseq_parts(), Some((u64::from(cseq), method.as_bytes())));
         prop_assert_eq!(m.agent(), Some(agent.trim().as_bytes()));
         prop_assert_eq!(m.auth_username(), auth_user.as_deref().map(str::as_bytes));
         prop_assert_eq!(m.expires_secs(), expires);

@@ -58,7 +58,7 @@ impl NflogConfig {
     pub fn new(group: u16) -> Self {
         Self {
             group,
-            copy_range: 2048,
+            copy_range: 65_535,
             qthresh: 1,
             flush_timeout_cs: 0,
             nlbufsiz: 128 * 1024,
