@@ -41,6 +41,9 @@ pub struct HostProtection {
     /// Current addresses of names the policy trusts (peers, allow entries,
     /// trusted networks given by name).
     pub named: Vec<(IpAddr, String)>,
+    /// What the host depends on, with what it is: resolvers, default
+    /// gateways, NTP servers (`(192.0.2.53, "resolver")`).
+    pub infrastructure: Vec<(IpAddr, String)>,
 }
 
 impl Protected {
@@ -88,8 +91,16 @@ impl Protected {
                 }
             }
             for n in &policy.networks {
-                if let (NetSpec::Net(net), Zone::Trusted) = (&n.net, n.zone) {
-                    push(*net, format!("trusted network {net} ({})", n.origin), true);
+                // Networks the policy names as its own side or as a peer: a
+                // forged packet with such a source must not get it banned.
+                if let (NetSpec::Net(net), Zone::Trusted | Zone::Local | Zone::Other) =
+                    (&n.net, n.zone)
+                {
+                    push(
+                        *net,
+                        format!("{} network {net} ({})", n.zone, n.origin),
+                        true,
+                    );
                 }
             }
             for p in &policy.peers {
@@ -111,6 +122,9 @@ impl Protected {
                 format!("runtime allow entry {n} (voipwall allow)"),
                 true,
             );
+        }
+        for (a, what) in &host.infrastructure {
+            push(IpNet::from(*a), format!("{a}, this host's {what}"), true);
         }
         for (a, name) in &host.named {
             push(

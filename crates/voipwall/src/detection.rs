@@ -38,7 +38,7 @@ pub(crate) fn rules(extra: &[PathBuf]) -> anyhow::Result<RuleSet> {
 pub(crate) fn engine_config(
     policy: &Policy,
     mut rules: RuleSet,
-    own: &[std::net::IpAddr],
+    host: &voipwall_nft::protect::HostProtection,
 ) -> Config {
     let d = &policy.detect;
     for (id, o) in &d.rules {
@@ -84,13 +84,7 @@ pub(crate) fn engine_config(
     cfg.max_sources = d.max_sources;
     // The one protection list (the CLI and the control socket refuse the
     // same addresses the engine never bans).
-    let guard = voipwall_nft::protect::Protected::new(
-        Some(policy),
-        &voipwall_nft::protect::HostProtection {
-            own: own.to_vec(),
-            ..Default::default()
-        },
-    );
+    let guard = voipwall_nft::protect::Protected::new(Some(policy), host);
     cfg.never_ban.extend(guard.networks());
     cfg.never_ban.sort();
     cfg.never_ban.dedup();

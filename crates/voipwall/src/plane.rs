@@ -137,6 +137,7 @@ pub(crate) fn protected(policy: Option<&Policy>, named: Vec<(IpAddr, String)>) -
         sessions: crate::safety::session_sources(policy, &sshd),
         runtime_allow: voipwall_sys::bans::runtime_allows(),
         named,
+        infrastructure: crate::host::infrastructure(policy),
     };
     Protected::new(policy, &host)
 }

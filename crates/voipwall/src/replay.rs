@@ -156,7 +156,7 @@ pub(crate) fn replay(cli: &Cli, a: &ReplayArgs) -> anyhow::Result<()> {
         })?,
     };
     let mut cfg = match &policy {
-        Some(p) => crate::detection::engine_config(p, set, &[]),
+        Some(p) => crate::detection::engine_config(p, set, &Default::default()),
         None => Config::new(set),
     };
     if let Some(g) = a.group_v4 {

@@ -1424,3 +1424,77 @@ c.execute("COMMIT")
     let log = std::fs::read_to_string(lab.dir.join("daemon.log")).unwrap_or_default();
     assert!(log.contains("cannot be read and were skipped"), "{log}");
 }
+
+/// Removes /etc/netns/<ns> (what `ip netns exec` bind-mounts over /etc).
+struct EtcNetns(PathBuf);
+
+impl Drop for EtcNetns {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Issue 12: one forged OPTIONS with a scanner's User-Agent, sent with the
+/// source address of the host's DNS resolver or of a trunk declared as an
+/// `other` network, bans neither (the engine alerts); the same packet from
+/// an ordinary internet address is banned. `ban` of the resolver is refused
+/// naming it.
+#[test]
+fn forged_scanner_packets_do_not_ban_the_resolver_or_a_declared_trunk() {
+    let mut lab = Lab::new();
+    lab.listen();
+    let etc = PathBuf::from(format!("/etc/netns/{}", lab.fw));
+    std::fs::create_dir_all(&etc).expect("/etc/netns");
+    let _etc = EtcNetns(etc.clone());
+    std::fs::write(etc.join("resolv.conf"), "nameserver 203.0.113.7\n").expect("resolv.conf");
+    let policy = format!("{TRUTH}\n[zones.other]\nservices = [\"sip\"]\n");
+    let policy = policy.replace(
+        "[networks]\n",
+        "[networks]\n\"203.0.113.100\" = \"other\"\n",
+    );
+    lab.apply(&policy);
+    lab.start_daemon(&policy);
+    let scanner = |src: &str| {
+        let dst = if src.starts_with("198.51.100.") {
+            "198.51.100.1"
+        } else {
+            FW_V4
+        };
+        let script = format!(
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('{src}',5070))\ns.sendto(b'OPTIONS sip:100@{dst} SIP/2.0\\r\\nVia: SIP/2.0/UDP {src}:5070;branch=z9hG4bKf\\r\\nFrom: <sip:100@{src}>;tag=1\\r\\nTo: <sip:100@{dst}>\\r\\nCall-ID: forged@{src}\\r\\nCSeq: 1 OPTIONS\\r\\nUser-Agent: friendly-scanner\\r\\nContent-Length: 0\\r\\n\\r\\n',('{dst}',5060))\n"
+        );
+        let out = lab.exec(&lab.peer, &["python3", "-c", &script]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    for src in ["203.0.113.7", "203.0.113.100", "198.51.100.2"] {
+        scanner(src);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let bans: serde_json::Value =
+        serde_json::from_slice(&lab.voipwall(&policy, &["--json", "bans"]).stdout).expect("bans");
+    let banned: Vec<String> = bans
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|b| b["target"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        banned.contains(&"198.51.100.2/32".to_string()),
+        "control not banned: {banned:?}"
+    );
+    assert!(
+        !banned.iter().any(|t| t.starts_with("203.0.113.7/")),
+        "resolver banned: {banned:?}"
+    );
+    assert!(
+        !banned.iter().any(|t| t.starts_with("203.0.113.100/")),
+        "trunk banned: {banned:?}"
+    );
+    assert_eq!(
+        lab.probe(&[("203.0.113.7", "udp/5060"), ("203.0.113.100", "udp/5060")]),
+        vec!["pass", "pass"]
+    );
+    let out = lab.voipwall(&policy, &["ban", "203.0.113.7"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("DNS resolver"), "{}", stderr(&out));
+}

@@ -299,7 +299,15 @@ pub(crate) fn run(cli: &Cli, a: &DaemonArgs) -> anyhow::Result<()> {
         }
     };
     let rules = crate::detection::rules(&cli.catalog_dirs)?;
-    let mut cfg = crate::detection::engine_config(&policy, rules, &facts.addresses);
+    let mut cfg = crate::detection::engine_config(
+        &policy,
+        rules,
+        &voipwall_nft::protect::HostProtection {
+            own: facts.addresses.clone(),
+            infrastructure: crate::host::infrastructure(Some(&policy)),
+            ..Default::default()
+        },
+    );
     cfg.hash_seed = crate::detection::random_seed();
     let (writer, writer_rx) = mpsc::channel();
     let store_errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -969,7 +977,15 @@ impl Daemon {
         let facts = crate::context::host_facts();
         // A new engine with the new settings; what it remembers of bans
         // (recidive, suppression) comes back from the store.
-        let mut cfg = crate::detection::engine_config(&policy, rules, &facts.addresses);
+        let mut cfg = crate::detection::engine_config(
+            &policy,
+            rules,
+            &voipwall_nft::protect::HostProtection {
+                own: facts.addresses.clone(),
+                infrastructure: crate::host::infrastructure(Some(&policy)),
+                ..Default::default()
+            },
+        );
         cfg.hash_seed = crate::detection::random_seed();
         self.engine = Engine::new(cfg);
         self.observe = policy.detect.mode == DetectMode::Observe;
