@@ -146,6 +146,10 @@ pub struct Ban {
     pub reason: String,
     /// The events that led to it, oldest first.
     pub evidence: Vec<Evidence>,
+    /// Whether the evidence proves the source receives at its address (a
+    /// failed authentication answering a nonce issued to it). An unverified
+    /// ban is short and never escalates recidive.
+    pub verified: bool,
 }
 
 /// One event kept as evidence.
@@ -312,6 +316,8 @@ struct Txn {
     register: bool,
     invite: bool,
     has_auth: bool,
+    /// Credentials answering a nonce the host issued to this source.
+    verified: bool,
     user: Short,
     toll: bool,
     at: Timestamp,
@@ -344,6 +350,11 @@ struct Group {
 }
 
 const MAX_TXNS: usize = 16;
+/// How long an issued challenge nonce verifies credentials (ms).
+const NONCE_TTL: u64 = 5 * 60_000;
+/// The longest ban unverified evidence can make (ms), and it never
+/// escalates: a forger must not be able to lock a source out for days.
+pub const UNVERIFIED_BAN_TTL: u64 = 10 * 60_000;
 const MAX_PENDING: usize = 32;
 const MAX_EVIDENCE: usize = 8;
 
@@ -368,6 +379,12 @@ pub struct Engine {
     groups: LruCache<IpNet, Group, FixedState>,
     known: LruCache<IpAddr, Timestamp, FixedState>,
     bans: LruCache<IpNet, Ban, FixedState>,
+    /// Nonces the host issued in 401/407 challenges: hash → (to whom, when,
+    /// whether it also went to another address). kamailio's and Asterisk's
+    /// nonces are derived from the time, not the client: the same nonce
+    /// goes to everyone challenged in the same second, so a nonce seen by
+    /// two addresses proves neither receives anything.
+    nonces: LruCache<u64, (IpAddr, Timestamp, bool), FixedState>,
     /// When each ban was last asked back into the kernel.
     reasserted: LruCache<IpNet, Timestamp, FixedState>,
     timers: BinaryHeap<Reverse<Timer>>,
@@ -412,6 +429,7 @@ impl Engine {
             known: LruCache::with_hasher(cap(cfg.max_known), hasher.clone()),
             bans: LruCache::with_hasher(cap(cfg.max_bans), hasher.clone()),
             reasserted: LruCache::with_hasher(1024, hasher.clone()),
+            nonces: LruCache::with_hasher(cap(cfg.max_sources.min(65_536)), hasher.clone()),
             timers: BinaryHeap::new(),
             actions: VecDeque::new(),
             hasher,
@@ -475,6 +493,7 @@ impl Engine {
                     user,
                     ev.origin,
                     None,
+                    true,
                 );
             }
             EventKind::AuthSucceeded { .. } => {
@@ -492,6 +511,7 @@ impl Engine {
                     user,
                     ev.origin,
                     Some(h),
+                    true,
                 );
             }
             EventKind::ChallengeSent { user } => {
@@ -510,6 +530,7 @@ impl Engine {
                         user,
                         ev.origin,
                         None,
+                        true,
                     );
                 }
             }
@@ -523,7 +544,7 @@ impl Engine {
                         .max();
                     if let Some(ttl) = ban {
                         let evidence = vec![e.render(&self.origins)];
-                        self.decide(now, src, i, ttl, evidence);
+                        self.decide(now, src, i, ttl, evidence, true);
                     }
                 }
             }
@@ -594,6 +615,7 @@ impl Engine {
                     user.as_deref(),
                     "timer",
                     Some(p.call),
+                    true,
                 );
                 if p.toll {
                     self.count_kind(
@@ -604,6 +626,7 @@ impl Engine {
                         user.as_deref(),
                         "timer",
                         Some(p.call),
+                        true,
                     );
                 }
             }
@@ -744,7 +767,16 @@ impl Engine {
                     .iter()
                     .any(|m| m.as_bytes().eq_ignore_ascii_case(r.method))
             {
-                self.count(now, src, i, What::Requests, Some(r.method), origin, None);
+                self.count(
+                    now,
+                    src,
+                    i,
+                    What::Requests,
+                    Some(r.method),
+                    origin,
+                    None,
+                    true,
+                );
                 if self.is_banned(src, now) {
                     return;
                 }
@@ -776,6 +808,12 @@ impl Engine {
                 self.retract(key, call);
             }
         }
+        let nonce = r.auth_nonce.map(|n| self.hasher.hash_one(n));
+        let verified = nonce.is_some_and(|h| {
+            self.nonces
+                .peek(&h)
+                .is_some_and(|&(to, at, shared)| to == src && !shared && now.since(at) <= NONCE_TTL)
+        });
         let g = self.group_mut(key);
         // A retransmission replaces its transaction; expired ones are swept
         // only when the list is full (it is short, and this runs per packet).
@@ -800,6 +838,7 @@ impl Engine {
                 register,
                 invite,
                 has_auth: r.has_auth,
+                verified,
                 user: Short::new(if r.has_auth {
                     r.auth_user.or(user)
                 } else {
@@ -835,6 +874,18 @@ impl Engine {
         if g.txns.is_empty() {
             g.txns = Vec::new();
         }
+        if matches!(r.code, 401 | 407)
+            && let Some(n) = r.nonce
+        {
+            let h = self.hasher.hash_one(n);
+            let entry = match self.nonces.peek(&h) {
+                Some(&(to, at, shared)) if now.since(at) <= NONCE_TTL => {
+                    (to, now, shared || to != dst)
+                }
+                _ => (dst, now, false),
+            };
+            self.nonces.insert(h, entry);
+        }
         let user = (t.user.len > 0).then_some(t.user);
         let user_bytes = user.as_ref().map(Short::bytes);
         let toll_codes = self
@@ -862,6 +913,7 @@ impl Engine {
                     user_bytes,
                     origin,
                     None,
+                    t.verified,
                 );
             }
             401 | 407 => self.add_pending(now, dst, call, t.user, t.toll),
@@ -874,11 +926,11 @@ impl Engine {
                 if unknown && !(t.invite && toll) {
                     let h = self.hasher.hash_one(user_bytes.unwrap_or_default());
                     let (what, kind) = (What::Unknown, RuleKind::Enumeration);
-                    self.count_kind(now, dst, kind, what, user_bytes, origin, Some(h));
+                    self.count_kind(now, dst, kind, what, user_bytes, origin, Some(h), true);
                 }
                 if toll {
                     let (what, kind) = (What::Toll, RuleKind::TollFraud);
-                    self.count_kind(now, dst, kind, what, user_bytes, origin, None);
+                    self.count_kind(now, dst, kind, what, user_bytes, origin, None, true);
                 }
             }
         }
@@ -984,7 +1036,7 @@ impl Engine {
         let Some((i, ac)) = &self.agents else { return };
         if ac.is_match(agent) {
             let i = *i;
-            self.count(now, src, i, What::Scanner, Some(agent), origin, None);
+            self.count(now, src, i, What::Scanner, Some(agent), origin, None, true);
         }
     }
 
@@ -1072,6 +1124,7 @@ impl Engine {
     }
 
     #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)]
     fn count_kind(
         &mut self,
         now: Timestamp,
@@ -1081,9 +1134,10 @@ impl Engine {
         user: Option<&[u8]>,
         origin: &str,
         distinct: Option<u64>,
+        verified: bool,
     ) {
         if let Some(i) = self.rule_index(kind) {
-            self.count(now, src, i, what, user, origin, distinct);
+            self.count(now, src, i, what, user, origin, distinct, verified);
         }
     }
 
@@ -1098,6 +1152,7 @@ impl Engine {
         user: Option<&[u8]>,
         origin: &str,
         distinct: Option<u64>,
+        verified: bool,
     ) {
         let e = self.ev(now, src, what, user, origin);
         let key = self.group_of(src);
@@ -1170,7 +1225,9 @@ impl Engine {
                 }
                 c.times.push_back((now, h));
             }
-            None => c.times.push_back((now, 0)),
+            // Without distinct values the slot says whether the event was
+            // verified (1) or not (0).
+            None => c.times.push_back((now, u64::from(verified))),
         }
         while c.times.len() > max_count as usize {
             c.times.pop_front();
@@ -1182,8 +1239,15 @@ impl Engine {
             }
         }
         let Some(ttl) = fired else { return };
+        // Failed authentications prove a guesser only when they answer a
+        // nonce the host issued to that source; the other rules count
+        // what the host saw and answered, as before.
+        let verified = rule.kind != RuleKind::AuthFailure
+            || thresholds
+                .iter()
+                .any(|t| in_window_verified(&c.times, now, t.within) >= t.count);
         let evidence: Vec<Evidence> = c.evidence.iter().map(|e| e.render(origins)).collect();
-        if self.decide(now, src, i, ttl, evidence) {
+        if self.decide(now, src, i, ttl, evidence, verified) {
             return;
         }
         // Alerted instead of banned: re-arm so the next alert needs as many events.
@@ -1203,9 +1267,11 @@ impl Engine {
         i: usize,
         ttl: u64,
         evidence: Vec<Evidence>,
+        verified: bool,
     ) -> bool {
         let rule = &self.cfg.rules.rules[i];
         let rule_id = rule.id.clone();
+        let single_packet = rule.thresholds.iter().all(|t| t.count <= 1);
         if self.protected(src) {
             self.alert(now, src, rule_id, "the source is in a never-ban network (own address, allow list, trusted, management or trunk)".into());
             return false;
@@ -1216,6 +1282,24 @@ impl Engine {
                 src,
                 rule_id,
                 "the source is a registered endpoint; this rule spares those".into(),
+            );
+            return false;
+        }
+        if !verified && self.is_known(src, now) {
+            self.alert(
+                now,
+                src,
+                rule_id,
+                "the failures answer no nonce this host issued to the source (forgeable): a registered endpoint is not banned on them".into(),
+            );
+            return false;
+        }
+        if single_packet && self.is_known(src, now) {
+            self.alert(
+                now,
+                src,
+                rule_id,
+                "one packet, whose source address can be forged, does not ban a registered endpoint".into(),
             );
             return false;
         }
@@ -1231,12 +1315,19 @@ impl Engine {
             note = format!(" (narrowed from {target}: it holds a never-ban network)");
             target = IpNet::from(src);
         }
-        let (ttl, level) = escalate(
-            self.cfg.rules.recidive.as_ref(),
-            self.bans.peek(&target),
-            now,
-            ttl,
-        );
+        let (ttl, level) = if verified {
+            escalate(
+                self.cfg.rules.recidive.as_ref(),
+                self.bans.peek(&target),
+                now,
+                ttl,
+            )
+        } else {
+            note.push_str(
+                " (unverified: no nonce issued to the source was answered; short, no recidive)",
+            );
+            (ttl.min(UNVERIFIED_BAN_TTL), 0)
+        };
         let reason = format!(
             "{}: {} → ban {}{}{}",
             rule_id,
@@ -1259,6 +1350,7 @@ impl Engine {
             level,
             reason,
             evidence,
+            verified,
         };
         self.bans.insert(target, ban.clone());
         self.stats.bans += 1;
@@ -1313,6 +1405,18 @@ fn rule_summary(rule: &Rule) -> String {
     }
 }
 
+/// Verified events (slot 1) in the window `[now - within, now]`.
+fn in_window_verified(times: &VecDeque<(Timestamp, u64)>, now: Timestamp, within: u64) -> u32 {
+    let from = now.0.saturating_sub(within);
+    let n = times
+        .iter()
+        .rev()
+        .take_while(|&&(t, _)| t.0 >= from)
+        .filter(|&&(_, v)| v == 1)
+        .count();
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 /// Events in the window `[now - within, now]`.
 fn in_window(times: &VecDeque<(Timestamp, u64)>, now: Timestamp, within: u64) -> u32 {
     let from = now.0.saturating_sub(within);
@@ -1327,7 +1431,8 @@ fn in_window(times: &VecDeque<(Timestamp, u64)>, now: Timestamp, within: u64) ->
 /// Recidive: a target banned again within `within` of its previous ban's end
 /// gets the first ladder step longer than that ban.
 fn escalate(rec: Option<&Recidive>, prev: Option<&Ban>, now: Timestamp, ttl: u64) -> (u64, u32) {
-    let (Some(rec), Some(prev)) = (rec, prev) else {
+    // An unverified ban is no previous offence.
+    let (Some(rec), Some(prev)) = (rec, prev.filter(|p| p.verified)) else {
         return (ttl, 0);
     };
     if now.since(prev.until) > rec.within {

@@ -92,6 +92,9 @@ pub struct Request<'a> {
     pub has_auth: bool,
     /// Digest username, if credentials were present.
     pub auth_user: Option<&'a [u8]>,
+    /// The nonce the credentials answer, if any: a failure counts as a
+    /// verified guess only when the host issued it to this source.
+    pub auth_nonce: Option<&'a [u8]>,
     /// Expires header.
     pub expires: Option<u32>,
 }
@@ -109,6 +112,8 @@ pub struct Response<'a> {
     pub method: &'a [u8],
     /// Expires header (registration lifetime granted).
     pub expires: Option<u32>,
+    /// The nonce a 401/407 challenge issues.
+    pub nonce: Option<&'a [u8]>,
 }
 
 impl<'a> Event<'a> {
@@ -130,6 +135,7 @@ impl<'a> Event<'a> {
                 cseq,
                 has_auth: msg.has_auth(),
                 auth_user: msg.auth_username(),
+                auth_nonce: msg.auth_nonce(),
                 expires: msg.expires_secs(),
             }),
             StartLine::Response { code, .. } => EventKind::Response(Response {
@@ -138,6 +144,7 @@ impl<'a> Event<'a> {
                 cseq,
                 method: cseq_method,
                 expires: msg.expires_secs().or_else(|| contact_expires(msg.contact?)),
+                nonce: msg.challenge_nonce(),
             }),
         };
         Some(Self {

@@ -13,8 +13,8 @@
 //! | `registered` | `user`, `expires` (s) |
 //! | `flooding` | – |
 //! | `agent` | `ua` |
-//! | `request` `<METHOD>` | `user`, `call`, `cseq`, `auth` (digest username), `ua`, `expires` |
-//! | `response` `<code>` | `call`, `cseq`, `method`, `expires` |
+//! | `request` `<METHOD>` | `user`, `call`, `cseq`, `auth` (digest username), `nonce` (the one the credentials answer; default `n`), `ua`, `expires` |
+//! | `response` `<code>` | `call`, `cseq`, `method`, `expires`, `nonce` (issued by a 401/407; default `n`) |
 //!
 //! `call` may contain `{n}`, replaced by the index within a series, so one
 //! line can stand for many calls. Values with spaces are double-quoted.
@@ -49,6 +49,7 @@ pub struct ScriptedEvent {
     auth: Option<String>,
     expires: Option<u32>,
     method: String,
+    nonce: String,
 }
 
 impl ScriptedEvent {
@@ -79,6 +80,7 @@ impl ScriptedEvent {
                 cseq: self.cseq,
                 has_auth: self.auth.is_some(),
                 auth_user: self.auth.as_deref().map(str::as_bytes),
+                auth_nonce: self.auth.is_some().then_some(self.nonce.as_bytes()),
                 expires: self.expires,
             }),
             _ => EventKind::Response(Response {
@@ -87,6 +89,7 @@ impl ScriptedEvent {
                 cseq: self.cseq,
                 method: self.method.as_bytes(),
                 expires: self.expires,
+                nonce: matches!(self.arg.as_str(), "401" | "407").then_some(self.nonce.as_bytes()),
             }),
         };
         Event {
@@ -175,6 +178,7 @@ pub fn parse_events(line: &str) -> Result<Vec<ScriptedEvent>, String> {
         auth: None,
         expires: None,
         method: "REGISTER".into(),
+        nonce: "n".into(),
     };
     for kv in rest {
         let (k, v) = kv
@@ -189,6 +193,7 @@ pub fn parse_events(line: &str) -> Result<Vec<ScriptedEvent>, String> {
             "auth" => ev.auth = Some(v),
             "expires" => ev.expires = Some(v.parse().map_err(|_| bad("expires is not a number"))?),
             "method" => ev.method = v,
+            "nonce" => ev.nonce = v,
             _ => return Err(bad(&format!("unknown key `{k}`"))),
         }
     }

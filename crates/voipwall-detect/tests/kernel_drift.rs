@@ -48,6 +48,7 @@ fn a_packet_from_a_banned_source_asks_the_ban_back() {
         level: 0,
         reason: "test".into(),
         evidence: Vec::new(),
+        verified: true,
     });
     let at = |ms: u64| -> Timestamp { start.plus(ms) };
     // In flight: queued before the kernel had the ban.

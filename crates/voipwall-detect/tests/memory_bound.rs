@@ -77,6 +77,7 @@ fn a_million_spoofed_sources_stay_under_the_configured_bound() {
                     cseq: 1,
                     method: b"REGISTER",
                     expires: None,
+                    nonce: Some(&call),
                 }),
                 origin: "flood",
             },

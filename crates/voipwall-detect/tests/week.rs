@@ -43,6 +43,7 @@ fn request<'a>(
             cseq,
             has_auth: auth,
             auth_user: auth.then_some(user),
+            auth_nonce: auth.then_some(b"n"),
             expires: Some(60),
         }),
         origin: "test",
@@ -58,6 +59,7 @@ fn response<'a>(dst: IpAddr, code: u16, method: &'a [u8], call: &'a [u8], cseq: 
             cseq,
             method,
             expires: (code == 200).then_some(60),
+            nonce: matches!(code, 401 | 407).then_some(b"n"),
         }),
         origin: "test",
     }

@@ -48,6 +48,8 @@ pub struct Message<'a> {
     pub server: Option<&'a [u8]>,
     /// `Authorization` or `Proxy-Authorization`.
     pub authorization: Option<&'a [u8]>,
+    /// `WWW-Authenticate` or `Proxy-Authenticate` (a challenge).
+    pub challenge: Option<&'a [u8]>,
     /// `Expires`.
     pub expires: Option<&'a [u8]>,
     /// `Content-Length`.
@@ -72,6 +74,7 @@ enum Slot {
     UserAgent,
     Server,
     Authorization,
+    Challenge,
     Expires,
     ContentLength,
 }
@@ -97,6 +100,7 @@ fn slot(name: &[u8]) -> Option<Slot> {
         _ if eq("user-agent") => Slot::UserAgent,
         _ if eq("server") => Slot::Server,
         _ if eq("authorization") || eq("proxy-authorization") => Slot::Authorization,
+        _ if eq("www-authenticate") || eq("proxy-authenticate") => Slot::Challenge,
         _ if eq("expires") => Slot::Expires,
         _ if eq("content-length") => Slot::ContentLength,
         _ => return None,
@@ -178,6 +182,7 @@ impl<'a> Message<'a> {
             user_agent: None,
             server: None,
             authorization: None,
+            challenge: None,
             expires: None,
             content_length: None,
             head_len: 0,
@@ -250,6 +255,7 @@ impl<'a> Message<'a> {
                     Slot::UserAgent => &mut m.user_agent,
                     Slot::Server => &mut m.server,
                     Slot::Authorization => &mut m.authorization,
+                    Slot::Challenge => &mut m.challenge,
                     Slot::Expires => &mut m.expires,
                     Slot::ContentLength => &mut m.content_length,
                 };
@@ -348,6 +354,16 @@ impl<'a> Message<'a> {
         None
     }
 
+    /// `nonce` of the credentials (Authorization), without quotes.
+    pub fn auth_nonce(&self) -> Option<&'a [u8]> {
+        digest_param(self.authorization?, b"nonce")
+    }
+
+    /// `nonce` of a challenge (WWW-Authenticate, Proxy-Authenticate).
+    pub fn challenge_nonce(&self) -> Option<&'a [u8]> {
+        digest_param(self.challenge?, b"nonce")
+    }
+
     /// `Expires` as a number.
     pub fn expires_secs(&self) -> Option<u32> {
         std::str::from_utf8(self.expires?).ok()?.parse().ok()
@@ -361,6 +377,37 @@ impl<'a> Message<'a> {
     /// `User-Agent`, or `Server` for responses.
     pub fn agent(&self) -> Option<&'a [u8]> {
         self.user_agent.or(self.server)
+    }
+}
+
+/// A parameter of a Digest header (`Digest realm="r", nonce="abc"`), without
+/// quotes. Only whole parameter names match (`cnonce` is not `nonce`).
+fn digest_param<'a>(v: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let v = trim(v);
+    // Skip the scheme token.
+    let body = match v.iter().position(|b| b.is_ascii_whitespace()) {
+        Some(i) => &v[i..],
+        None => return None,
+    };
+    let mut rest = body;
+    loop {
+        rest = trim(rest);
+        let eq = rest.iter().position(|&b| b == b'=')?;
+        let key = trim(&rest[..eq]);
+        let after = trim(&rest[eq + 1..]);
+        let (value, next) = if let Some(q) = after.strip_prefix(b"\"") {
+            let end = q.iter().position(|&b| b == b'"').unwrap_or(q.len());
+            let tail = q.get(end + 1..).unwrap_or(&[]);
+            (&q[..end], tail)
+        } else {
+            let end = after.iter().position(|&b| b == b',').unwrap_or(after.len());
+            (trim(&after[..end]), &after[end..])
+        };
+        if key.eq_ignore_ascii_case(name) {
+            return Some(value);
+        }
+        let comma = next.iter().position(|&b| b == b',')?;
+        rest = &next[comma + 1..];
     }
 }
 

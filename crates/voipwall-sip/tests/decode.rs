@@ -323,3 +323,26 @@ fn a_cut_copy_keeps_its_complete_lines() {
     let m = Message::parse_captured(folded).unwrap();
     assert_eq!((m.call_id, m.user_agent), (Some(&b"k"[..]), None));
 }
+
+/// The nonce a challenge issues and the nonce credentials carry: what lets
+/// detection tell a guess from a forged failure (issue 12).
+#[test]
+fn challenge_and_credential_nonces() {
+    let c = b"SIP/2.0 401 Unauthorized\r\nCall-ID: a\r\nCSeq: 1 REGISTER\r\nWWW-Authenticate: Digest realm=\"pbx.test\", nonce=\"Z3k1aGV4YQ==\", qop=\"auth\"\r\n\r\n";
+    let m = Message::parse(c).unwrap();
+    assert_eq!(m.challenge_nonce(), Some(&b"Z3k1aGV4YQ=="[..]));
+    let r = b"REGISTER sip:pbx.test SIP/2.0\r\nCall-ID: a\r\nCSeq: 2 REGISTER\r\nAuthorization: Digest username=\"1002\", realm=\"pbx.test\", cnonce=\"zzz\", nonce=\"Z3k1aGV4YQ==\", uri=\"sip:pbx.test\", response=\"0\"\r\n\r\n";
+    let m = Message::parse(r).unwrap();
+    assert_eq!(
+        m.auth_nonce(),
+        Some(&b"Z3k1aGV4YQ=="[..]),
+        "cnonce is not nonce"
+    );
+    let p = b"SIP/2.0 407 Proxy Authentication Required\r\nCall-ID: b\r\nCSeq: 1 INVITE\r\nProxy-Authenticate: Digest nonce=abc, realm=r\r\n\r\n";
+    assert_eq!(
+        Message::parse(p).unwrap().challenge_nonce(),
+        Some(&b"abc"[..])
+    );
+    let none = b"REGISTER sip:x SIP/2.0\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\nAuthorization: Digest username=\"u\"\r\n\r\n";
+    assert_eq!(Message::parse(none).unwrap().auth_nonce(), None);
+}

@@ -129,7 +129,13 @@ impl BanRecord {
             offender: Some(b.offender),
             rule: b.rule.clone(),
             reason: b.reason.clone(),
-            origin: origin.to_string(),
+            // An unverified ban is remembered as such: restored, it must not
+            // count as a previous offence for recidive.
+            origin: if b.verified {
+                origin.to_string()
+            } else {
+                format!("{origin}-unverified")
+            },
             level: b.level,
             start: b.at,
             end: b.until,
@@ -167,6 +173,7 @@ impl BanRecord {
             level: self.level,
             reason: self.reason.clone(),
             evidence: self.evidence.clone(),
+            verified: !self.origin.ends_with("-unverified"),
         }
     }
 }

@@ -818,6 +818,9 @@ fn shaped_password_guessing_is_banned_like_plain_guessing() {
         );
     }
     eprintln!("wrong passwords answered by kamailio per shape (of 20 tried): {answered:?}");
+    for l in lab.daemon_log().lines().filter(|l| l.contains("→ ban")) {
+        eprintln!("{l}");
+    }
 }
 
 /// The differential corpus (issue 12): every request shape kamailio
@@ -956,4 +959,57 @@ fn every_shape_kamailio_answers_decodes() {
         shapes.len() - ignored.len(),
         shapes.len()
     );
+}
+
+/// Issue 12: a blind attacker steals a valid nonce with its own address,
+/// then forges a dozen wrong-password REGISTERs with a registered phone's
+/// source address. kamailio answers each with 403 (its nonces are not bound
+/// to addresses); before, the phone was banned. The failures answer no
+/// nonce issued to the phone, so they are unverified: the phone, a
+/// registered endpoint, is not banned (alerts say why) and keeps
+/// registering.
+#[test]
+fn forged_failures_with_a_phones_address_do_not_ban_the_phone() {
+    let mut lab = Lab::new();
+    lab.start_kamailio();
+    lab.start_daemon();
+    lab.start_phone(PHONE4, 15);
+    std::thread::sleep(Duration::from_secs(3));
+    let helper = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/forge.py");
+    let out = lab
+        .exec(
+            "att",
+            &["python3", helper, "203.0.113.66", PHONE4, PBX4, "12"],
+        )
+        .output()
+        .expect("forge.py");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let forged = lab.kamailio_events("auth-failed", PHONE4);
+    let report = format!("bans {:?}\n{}", lab.bans(), lab.daemon_log());
+    assert!(
+        forged >= 5,
+        "the forgery did not reach kamailio ({forged} failures)\n{report}"
+    );
+    assert!(
+        !lab.bans().iter().any(|(t, _)| t.starts_with(PHONE4)),
+        "the phone was banned on forged evidence\n{report}"
+    );
+    assert!(
+        lab.daemon_log()
+            .contains("answer no nonce this host issued"),
+        "no alert explains the refusal\n{report}"
+    );
+    // The phone still registers: its next REGISTERs get answers.
+    let before = lab.requests_from(PHONE4);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        lab.requests_from(PHONE4) > before,
+        "the phone's REGISTERs no longer reach kamailio\n{report}"
+    );
+    eprintln!("{forged} forged failures reached kamailio; the phone was not banned");
 }
