@@ -498,6 +498,17 @@ impl Store {
         Ok(rows)
     }
 
+    /// How many targets have a ban in force at `now`: counted by SQLite,
+    /// without reading the rows (`status` asks on the daemon's engine
+    /// thread).
+    pub fn active_count(&self, now: Timestamp) -> Result<u64, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(DISTINCT target) FROM bans WHERE end_ms > ?1 AND lifted_ms IS NULL",
+            [ms(now)],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
+    }
+
     /// How many ban rows cannot be read (and are skipped by every listing).
     pub fn unreadable_bans(&self) -> Result<usize, StoreError> {
         let mut st = self.conn.prepare_cached(

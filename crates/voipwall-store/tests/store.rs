@@ -55,6 +55,8 @@ fn active_listing_keeps_the_longest_ban_per_target_and_lift_ends_it() {
     .unwrap();
     let a = s.active_bans(Timestamp(6000)).unwrap();
     assert_eq!(a.len(), 1);
+    assert_eq!(s.active_count(Timestamp(6000)).unwrap(), 1);
+    assert_eq!(s.active_count(Timestamp(0)).unwrap(), 2);
     assert_eq!(a[0].end, Timestamp(1000 + 86_400_000));
     let f = BanFilter {
         net: Some("203.0.113.0/24".parse().unwrap()),
@@ -67,6 +69,7 @@ fn active_listing_keeps_the_longest_ban_per_target_and_lift_ends_it() {
         2
     );
     assert!(s.active_bans(Timestamp(8000)).unwrap().is_empty());
+    assert_eq!(s.active_count(Timestamp(8000)).unwrap(), 0);
     s.prune(Timestamp(100_000_000), 10, 1000).unwrap();
     assert_eq!(s.counts().unwrap().bans, 0);
 }

@@ -31,12 +31,37 @@ pub(crate) fn toml_files(dir: &Path) -> Vec<PathBuf> {
     paths
 }
 
+/// The largest policy or catalog file read.
+const MAX_POLICY_FILE: u64 = 16 << 20;
+
+/// Reads a policy or catalog file: only a regular file of at most 16 MiB.
+/// An include naming a FIFO, a device (/dev/zero) or a directory is an
+/// error at once, never a hang or a read without end.
+pub(crate) fn read_policy_file(p: &Path) -> Result<String, String> {
+    use std::io::Read as _;
+    let meta = std::fs::metadata(p).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file (a FIFO, device or directory); refused".into());
+    }
+    let mut text = String::new();
+    std::fs::File::open(p)
+        .and_then(|f| f.take(MAX_POLICY_FILE + 1).read_to_string(&mut text))
+        .map_err(|e| e.to_string())?;
+    if text.len() as u64 > MAX_POLICY_FILE {
+        return Err(format!(
+            "larger than {} MiB; refused",
+            MAX_POLICY_FILE >> 20
+        ));
+    }
+    Ok(text)
+}
+
 /// Reads `services/*.toml` and `presets/*.toml` under `dir`.
 fn layer_files(dir: &Path) -> Vec<DataFile> {
     let mut out = Vec::new();
     for kind in ["services", "presets"] {
         for p in toml_files(&dir.join(kind)) {
-            if let (Ok(text), Some(name)) = (std::fs::read_to_string(&p), p.file_name()) {
+            if let (Ok(text), Some(name)) = (read_policy_file(&p), p.file_name()) {
                 out.push(DataFile {
                     path: format!("{kind}/{}", name.to_string_lossy()),
                     layer: dir.display().to_string(),
@@ -110,7 +135,7 @@ pub(crate) fn load_policy(
 ) -> anyhow::Result<Loaded> {
     let (catalog, _) = catalog(extra_catalog)?;
     let main = path.display().to_string();
-    let mut read = |p: &str| std::fs::read_to_string(p).map_err(|e| e.to_string());
+    let mut read = |p: &str| read_policy_file(Path::new(p));
     let loaded = load(&main, &mut read, &catalog, facts);
     if loaded.has_errors() {
         return Err(Invalid(render_all(&loaded.diagnostics, &loaded.sources)).into());

@@ -162,3 +162,37 @@ fn systemd_unit_is_valid_and_keeps_net_admin() {
         assert!(ours.is_empty(), "systemd-analyze verify: {ours:?}");
     }
 }
+
+/// Issue 12: an `include` naming a FIFO or /dev/zero is refused at once
+/// with its location, not a hang or a 2 GB read.
+#[test]
+fn an_include_of_a_fifo_or_a_device_is_refused_at_once() {
+    let dir = std::env::temp_dir().join(format!("voipwall-cli-fifo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo.toml");
+    let _ = std::fs::remove_file(&fifo);
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success(),
+        "mkfifo"
+    );
+    for target in [fifo.to_str().unwrap(), "/dev/zero"] {
+        let policy = format!("include = [\"{target}\"]\n{GOOD}");
+        let started = std::time::Instant::now();
+        let out = run(&policy, &["check"]);
+        assert_eq!(out.status.code(), Some(1), "{target}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("not a regular file"),
+            "{target}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{target}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

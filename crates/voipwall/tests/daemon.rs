@@ -590,3 +590,81 @@ fn every_example_policy_that_check_accepts_starts_the_daemon() {
     }
     assert!(started >= 3, "only {started} examples started");
 }
+
+/// The daemon's resident memory, kB.
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The pid of the voipwall daemon under `ip netns exec` (its only child).
+fn daemon_pid(ns: &Ns) -> u32 {
+    let ip = ns.daemon.as_ref().expect("daemon").id();
+    std::fs::read_to_string(format!("/proc/{ip}/task/{ip}/children"))
+        .ok()
+        .and_then(|c| c.split_whitespace().next().and_then(|p| p.parse().ok()))
+        .unwrap_or(ip)
+}
+
+/// Issue 12: the control socket is bounded. 150 idle connections are not
+/// 150 threads (at most 64 are served; the rest are told so), idle ones are
+/// closed within seconds so the operator gets in again, and a 70 MiB
+/// request line is refused without being read into memory.
+#[test]
+fn the_control_socket_cannot_be_used_to_lock_the_operator_out_or_grow_the_daemon() {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    use std::os::unix::net::UnixStream;
+    let mut ns = Ns::new("ctl");
+    ns.policy("");
+    ns.spawn(&[]);
+    ns.wait_ready();
+    let pid = daemon_pid(&ns);
+    let sock = ns.dir.join("sock");
+    let base_rss = rss_kb(pid);
+    let mut idle: Vec<UnixStream> = (0..150)
+        .filter_map(|_| UnixStream::connect(&sock).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let threads: usize = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
+    assert!(
+        threads <= 64 + 16,
+        "{threads} threads for 150 idle connections"
+    );
+    // Idle connections are closed: the operator gets in again.
+    let until = Instant::now() + Duration::from_secs(10);
+    while ns.cli(&["status"]).status.code() != Some(0) {
+        assert!(
+            Instant::now() < until,
+            "status refused for 10 s: {}",
+            ns.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    idle.clear();
+    // A 70 MiB line: refused, not buffered.
+    let mut big = UnixStream::connect(&sock).expect("connect");
+    big.set_write_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    big.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let chunk = vec![b'a'; 1 << 20];
+    let mut sent = 0;
+    for _ in 0..70 {
+        if big.write_all(&chunk).is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    let mut answer = String::new();
+    let _ = BufReader::new(&big).read_line(&mut answer);
+    assert!(
+        answer.contains("longer than") || sent < 70,
+        "a 70 MiB line was not refused: {answer}"
+    );
+    let grown = rss_kb(pid).saturating_sub(base_rss);
+    assert!(grown < 60_000, "the daemon grew by {grown} kB");
+    assert_eq!(ns.cli(&["status"]).status.code(), Some(0), "{}", ns.log());
+}

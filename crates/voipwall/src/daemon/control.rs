@@ -3,7 +3,7 @@
 //! mode 0660 (root and the socket's group); the CLI uses it when a daemon
 //! runs, so bans made by hand reach the store too.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read as _, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -57,6 +57,20 @@ pub(crate) enum Request {
     Reload,
 }
 
+/// The longest request line (a `ban --file` of ~3 million addresses fits);
+/// a longer one is refused and the connection closed, never read into
+/// memory whole.
+pub(crate) const MAX_REQUEST: u64 = 64 << 20;
+/// Connections served at once; more are told so and closed.
+pub(crate) const MAX_CONNECTIONS: usize = 64;
+/// A connection that sends no request for this long is closed (the CLI
+/// sends its request at once).
+pub(crate) const IDLE: Duration = Duration::from_secs(5);
+/// `events --follow` streams at once, and the events each may have queued
+/// before it is dropped for not reading.
+pub(crate) const MAX_FOLLOWERS: usize = 16;
+pub(crate) const FOLLOW_QUEUE: usize = 4096;
+
 /// What the engine thread answers: one value, or a stream.
 pub(crate) enum Reply {
     /// One JSON value.
@@ -97,16 +111,35 @@ pub(crate) fn serve(
     if let Some(gid) = group_id("voipwall") {
         std::os::unix::fs::chown(path, None, Some(gid))?;
     }
+    let live = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
+            use std::sync::atomic::Ordering;
             for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
+                let Ok(mut conn) = conn else { continue };
+                if live.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+                    let _ = writeln!(
+                        conn,
+                        "{}",
+                        serde_json::json!({"ok": false, "error": format!("{MAX_CONNECTIONS} control connections already open; try again")})
+                    );
+                    continue;
+                }
+                live.fetch_add(1, Ordering::Relaxed);
                 let tx = tx.clone();
                 let waker = waker.clone();
-                let _ = std::thread::Builder::new()
+                let mine = live.clone();
+                let spawned = std::thread::Builder::new()
                     .name("control-conn".into())
-                    .spawn(move || handle(conn, &tx, &waker));
+                    .spawn(move || {
+                        handle(conn, &tx, &waker);
+                        mine.fetch_sub(1, Ordering::Relaxed);
+                    });
+                if spawned.is_err() {
+                    // The thread (and its decrement) never ran.
+                    live.fetch_sub(1, Ordering::Relaxed);
+                }
             }
         })
 }
@@ -115,10 +148,24 @@ fn handle(conn: UnixStream, tx: &Sender<Input>, waker: &Waker) {
     let Ok(read_half) = conn.try_clone() else {
         return;
     };
+    let _ = read_half.set_read_timeout(Some(IDLE));
     let mut reader = BufReader::new(read_half);
     let mut w = conn;
     let mut line = String::new();
-    while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+    loop {
+        line.clear();
+        match (&mut reader).take(MAX_REQUEST + 1).read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(n) if n as u64 > MAX_REQUEST => {
+                let _ = writeln!(
+                    w,
+                    "{}",
+                    serde_json::json!({"ok": false, "error": format!("request longer than {} MiB; refused", MAX_REQUEST >> 20)})
+                );
+                return;
+            }
+            Ok(_) => {}
+        }
         let req: Request = match serde_json::from_str(line.trim()) {
             Ok(r) => r,
             Err(e) => {

@@ -201,7 +201,7 @@ struct Daemon {
     nflog_rebind: bool,
     observe: bool,
     counters: Counters,
-    followers: Vec<Sender<Value>>,
+    followers: Vec<mpsc::SyncSender<Value>>,
     recent: VecDeque<Value>,
     pending: Vec<EventRecord>,
     shutdown: Arc<AtomicBool>,
@@ -821,7 +821,9 @@ impl Daemon {
     }
 
     fn publish(&mut self, v: Value) {
-        self.followers.retain(|f| f.send(v.clone()).is_ok());
+        // A follower that does not keep up is dropped (its queue is full),
+        // never buffered without bound.
+        self.followers.retain(|f| f.try_send(v.clone()).is_ok());
         if self.recent.len() >= 10_000 {
             self.recent.pop_front();
         }
@@ -1131,7 +1133,7 @@ impl Daemon {
                     "counters": self.counters,
                     "store_errors": self.store_errors.load(Ordering::Relaxed),
                     "engine": self.engine.stats(),
-                    "active_bans": self.store.active_bans(t).map(|v| v.len()).unwrap_or(0),
+                    "active_bans": self.store.active_count(t).unwrap_or(0),
                     "ban_latency_us": {"samples": lat.len(), "p50": pct(0.5), "p99": pct(0.99), "max": lat.last()},
                     "promotion_latency_us": {"samples": prom.len(), "p50": prom.get(prom.len().saturating_sub(1) / 2), "max": prom.last()},
                     "rss_kb": rss_kb(),
@@ -1180,7 +1182,12 @@ impl Daemon {
                 let past: Vec<Value> = self.recent.iter().rev().take(n).rev().cloned().collect();
                 let first = json!({"ok": true, "events": past});
                 if follow {
-                    let (tx, rx) = mpsc::channel();
+                    let (tx, rx) = mpsc::sync_channel(control::FOLLOW_QUEUE);
+                    if self.followers.len() >= control::MAX_FOLLOWERS {
+                        return Reply::One(
+                            json!({"ok": false, "error": format!("{} followers already; try again later", control::MAX_FOLLOWERS)}),
+                        );
+                    }
                     self.followers.push(tx);
                     Reply::Stream(first, rx)
                 } else {
