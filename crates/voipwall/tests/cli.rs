@@ -3,11 +3,10 @@
 use std::process::{Command, Output};
 
 fn run(policy: &str, args: &[&str]) -> Output {
-    let dir = std::env::temp_dir().join(format!(
-        "voipwall-cli-{}-{}",
-        std::process::id(),
-        args.join("_").replace('/', "")
-    ));
+    // One directory per call: tests run in parallel threads of one process.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("voipwall-cli-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("policy.toml");
     std::fs::write(&path, policy).unwrap();
