@@ -6,12 +6,10 @@ use std::io;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use netlink_sys::{Socket, constants::NETLINK_ROUTE};
+use netlink_sys::constants::NETLINK_ROUTE;
 
-use crate::netlink::{attr_list, finish, push_nlmsghdr};
+use crate::netlink::{attr_list, finish, push_nlmsghdr, transact};
 
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_DUMP: u16 = 0x300;
 const RTM_NEWLINK: u16 = 16;
@@ -36,42 +34,11 @@ pub struct Interface {
 /// Sends one dump request with a fixed-size header `hdr`, returns
 /// (type, payload) of every reply until NLMSG_DONE.
 fn dump(ty: u16, hdr: &[u8]) -> io::Result<Vec<(u16, Vec<u8>)>> {
-    let mut sock = Socket::new(NETLINK_ROUTE)?;
-    sock.bind_auto()?;
     let mut buf = Vec::with_capacity(64);
     let start = push_nlmsghdr(&mut buf, ty, NLM_F_REQUEST | NLM_F_DUMP, 1);
     buf.extend_from_slice(hdr);
     finish(&mut buf, start);
-    sock.send(&buf, 0)?;
-    let mut out = Vec::new();
-    let mut rbuf: Vec<u8> = Vec::with_capacity(64 * 1024);
-    loop {
-        rbuf.clear();
-        sock.recv(&mut rbuf, 0)?;
-        let mut off = 0;
-        while off + 16 <= rbuf.len() {
-            let len = u32::from_ne_bytes(rbuf[off..off + 4].try_into().expect("4 bytes")) as usize;
-            let t = u16::from_ne_bytes(rbuf[off + 4..off + 6].try_into().expect("2 bytes"));
-            if len < 16 || off + len > rbuf.len() {
-                return Err(io::Error::other("malformed rtnetlink reply"));
-            }
-            let body = &rbuf[off + 16..off + len];
-            match t {
-                NLMSG_DONE => return Ok(out),
-                NLMSG_ERROR => {
-                    let code = body
-                        .get(..4)
-                        .map_or(0, |b| i32::from_ne_bytes(b.try_into().expect("4 bytes")));
-                    if code != 0 {
-                        return Err(io::Error::from_raw_os_error(-code));
-                    }
-                    return Ok(out);
-                }
-                _ => out.push((t, body.to_vec())),
-            }
-            off += (len + 3) & !3;
-        }
-    }
+    transact(NETLINK_ROUTE, &buf)
 }
 
 /// Every interface of this namespace with its addresses.

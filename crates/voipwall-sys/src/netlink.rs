@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use netlink_sys::{Socket, constants::NETLINK_NETFILTER};
 
 const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_CREATE: u16 = 0x400;
@@ -187,28 +188,11 @@ impl SetElements {
         extra_flags: u16,
     ) -> Result<(), NetlinkError> {
         for batch in elems.chunks(ELEMS_PER_MSG * MSGS_PER_BATCH) {
-            self.buf.clear();
-            let first_seq = self.seq;
-            let seq = self.next_seq();
-            push_batch_marker(&mut self.buf, NFNL_MSG_BATCH_BEGIN, seq);
-            let mut msgs = 0;
-            for chunk in batch.chunks(ELEMS_PER_MSG) {
-                let seq = self.next_seq();
-                push_setelem_msg(
-                    &mut self.buf,
-                    msg,
-                    extra_flags,
-                    seq,
-                    &self.table,
-                    set,
-                    chunk,
-                );
-                msgs += 1;
-            }
-            let seq = self.next_seq();
-            push_batch_marker(&mut self.buf, NFNL_MSG_BATCH_END, seq);
-            self.sock.send(&self.buf, 0)?;
-            self.read_acks(set, msgs, first_seq)?;
+            let raw: Vec<_> = batch
+                .iter()
+                .map(|e| (e.addr, e.timeout_ms, false))
+                .collect();
+            self.raw_op(set, &raw, msg, extra_flags)?;
         }
         Ok(())
     }
@@ -272,6 +256,45 @@ impl SetElements {
             });
         }
         Ok(())
+    }
+}
+
+/// Sends one request on a new socket of `protocol` and returns every reply
+/// message, (type, body), until the end of a dump or the acknowledgement. A
+/// kernel error comes back as an `io::Error` (ENOENT: no such object).
+pub(crate) fn transact(protocol: isize, request: &[u8]) -> io::Result<Vec<(u16, Vec<u8>)>> {
+    let mut sock = Socket::new(protocol)?;
+    sock.bind_auto()?;
+    sock.send(request, 0)?;
+    let mut out = Vec::new();
+    let mut rbuf: Vec<u8> = Vec::with_capacity(256 * 1024);
+    loop {
+        rbuf.clear();
+        sock.recv(&mut rbuf, 0)?;
+        let mut off = 0;
+        while off + 16 <= rbuf.len() {
+            let len = u32::from_ne_bytes(rbuf[off..off + 4].try_into().expect("4 bytes")) as usize;
+            let ty = u16::from_ne_bytes(rbuf[off + 4..off + 6].try_into().expect("2 bytes"));
+            if len < 16 || off + len > rbuf.len() {
+                return Err(io::Error::other("malformed netlink reply"));
+            }
+            let body = &rbuf[off + 16..off + len];
+            match ty {
+                NLMSG_DONE => return Ok(out),
+                NLMSG_ERROR => {
+                    let code = body
+                        .get(..4)
+                        .map_or(0, |b| i32::from_ne_bytes(b.try_into().expect("4 bytes")));
+                    return if code == 0 {
+                        Ok(out)
+                    } else {
+                        Err(io::Error::from_raw_os_error(-code))
+                    };
+                }
+                _ => out.push((ty, body.to_vec())),
+            }
+            off += (len + 3) & !3;
+        }
     }
 }
 
@@ -352,6 +375,7 @@ fn cstr(s: &str) -> Vec<u8> {
     v
 }
 
+#[cfg(test)]
 fn push_setelem_msg(
     buf: &mut Vec<u8>,
     msg: u16,

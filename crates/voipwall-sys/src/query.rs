@@ -9,13 +9,11 @@
 
 use std::io;
 
-use netlink_sys::{Socket, constants::NETLINK_NETFILTER};
+use netlink_sys::constants::NETLINK_NETFILTER;
 use voipwall_nft::foreign::ForeignChain;
 
-use crate::netlink::{attr, attr_list as attrs, finish, push_nfgenmsg, push_nlmsghdr};
+use crate::netlink::{attr, attr_list as attrs, finish, push_nfgenmsg, push_nlmsghdr, transact};
 
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_DUMP: u16 = 0x300;
@@ -111,48 +109,13 @@ fn text(b: &[u8]) -> String {
 /// (type, family, payload after the nfgenmsg header). A kernel error is
 /// returned as an `io::Error` (ENOENT when the object does not exist).
 fn ask(build: impl FnOnce(&mut Vec<u8>)) -> io::Result<Vec<(u16, u8, Vec<u8>)>> {
-    let mut sock = Socket::new(NETLINK_NETFILTER)?;
-    sock.bind_auto()?;
     let mut buf = Vec::with_capacity(256);
     build(&mut buf);
-    sock.send(&buf, 0)?;
-    let mut out = Vec::new();
-    let mut rbuf: Vec<u8> = Vec::with_capacity(256 * 1024);
-    loop {
-        rbuf.clear();
-        sock.recv(&mut rbuf, 0)?;
-        let mut off = 0;
-        while off + 16 <= rbuf.len() {
-            let len = u32::from_ne_bytes(rbuf[off..off + 4].try_into().expect("4 bytes")) as usize;
-            let ty = u16::from_ne_bytes(rbuf[off + 4..off + 6].try_into().expect("2 bytes"));
-            if len < 16 || off + len > rbuf.len() {
-                return Err(io::Error::other("malformed netlink reply"));
-            }
-            let body = &rbuf[off + 16..off + len];
-            match ty {
-                NLMSG_DONE => return Ok(out),
-                NLMSG_ERROR => {
-                    let code = i32::from_ne_bytes(
-                        body.get(..4)
-                            .ok_or_else(|| io::Error::other("short netlink error"))?
-                            .try_into()
-                            .expect("4 bytes"),
-                    );
-                    return if code == 0 {
-                        Ok(out)
-                    } else {
-                        Err(io::Error::from_raw_os_error(-code))
-                    };
-                }
-                _ => {
-                    if body.len() >= 4 {
-                        out.push((ty & 0xff, body[0], body[4..].to_vec()));
-                    }
-                }
-            }
-            off += (len + 3) & !3;
-        }
-    }
+    Ok(transact(NETLINK_NETFILTER, &buf)?
+        .into_iter()
+        .filter(|(_, body)| body.len() >= 4)
+        .map(|(ty, body)| (ty & 0xff, body[0], body[4..].to_vec()))
+        .collect())
 }
 
 /// Whether table `inet <name>` exists in this network namespace.
