@@ -667,18 +667,7 @@ impl Daemon {
             }
         }
         if !reassert.is_empty() && !self.observe {
-            let t = now();
-            let prefixes = self.prefixes();
-            let entries: Vec<_> = reassert
-                .iter()
-                .map(|b| {
-                    (
-                        crate::plane::place_record(b.target, prefixes),
-                        Some(b.until.since(t)),
-                    )
-                })
-                .collect();
-            self.kernel_add(&entries);
+            self.kernel_add_bans(&reassert);
             self.counters.reasserted += reassert.len() as u64;
             for b in &reassert {
                 tracing::warn!(
@@ -695,23 +684,12 @@ impl Daemon {
         if bans.is_empty() && known.is_empty() && demote.is_empty() {
             return;
         }
-        let t = now();
         let mut live_at: Option<u64> = None;
         if !bans.is_empty() {
             if self.observe {
                 self.counters.bans_observed += bans.len() as u64;
             } else {
-                let prefixes = self.prefixes();
-                let entries: Vec<_> = bans
-                    .iter()
-                    .map(|b| {
-                        (
-                            crate::plane::place_record(b.target, prefixes),
-                            Some(b.until.since(t)),
-                        )
-                    })
-                    .collect();
-                self.kernel_add(&entries);
+                self.kernel_add_bans(&bans);
                 let live = now_us();
                 live_at = Some(live);
                 if let Some(p) = pkt_us {
@@ -776,6 +754,23 @@ impl Daemon {
                 let _ = s.delete(&place(Entry::Known(addr), prefixes));
             }
         }
+    }
+
+    /// The engine's bans into the kernel, each placed as the plane places
+    /// it, with the time it has left.
+    fn kernel_add_bans(&mut self, bans: &[voipwall_detect::Ban]) {
+        let t = now();
+        let prefixes = self.prefixes();
+        let entries: Vec<_> = bans
+            .iter()
+            .map(|b| {
+                (
+                    crate::plane::place_record(b.target, prefixes),
+                    Some(b.until.since(t)),
+                )
+            })
+            .collect();
+        self.kernel_add(&entries);
     }
 
     fn kernel_add(&mut self, entries: &[(voipwall_nft::sets::Placement, Option<u64>)]) {
