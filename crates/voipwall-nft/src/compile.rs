@@ -47,6 +47,8 @@ pub mod counters {
     pub const NFLOG_OUT: &str = "vw_nflog_out";
     /// Responsive mode: unknown sources banned by the tight per-source rate.
     pub const UNKNOWN_BANNED: &str = "vw_unknown_banned";
+    /// SIP from unregistered sources dropped by the aggregate guard.
+    pub const AGGREGATE_DROPPED: &str = "vw_aggregate_dropped";
 }
 
 /// Chain name of a zone.
@@ -602,6 +604,66 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
                 ));
             }
         }
+        if policy.sip.aggregate_pps > 0 {
+            // Those the aggregate guard never limits: registered endpoints
+            // (served first under a flood), and the networks the policy
+            // names as its own or its peers (management and allow entries
+            // were accepted above).
+            for f in [Family::V4, Family::V6] {
+                let s = fam_suffix(f);
+                pre.push(rule(
+                    vec![
+                        Match::ToLocal,
+                        Match::Dport(Proto::Udp, sip_udp.clone()),
+                        Match::SaddrIn {
+                            family: f,
+                            set: format!("vw_known_{s}"),
+                            negate: false,
+                        },
+                    ],
+                    Action::Accept,
+                    "registered endpoints skip the aggregate SIP guard",
+                ));
+                let nets: Vec<IpNet> = IpNet::aggregate(
+                    &policy
+                        .networks
+                        .iter()
+                        .filter(|n| matches!(n.zone, Zone::Trusted | Zone::Local | Zone::Other))
+                        .filter_map(|n| match &n.net {
+                            NetSpec::Net(net) => Some(*net),
+                            _ => None,
+                        })
+                        .chain(policy.peers.iter().filter_map(|p| match &p.net {
+                            NetSpec::Net(net) => Some(*net),
+                            _ => None,
+                        }))
+                        .filter(|n| (f == Family::V4) == matches!(n, IpNet::V4(_)))
+                        .collect(),
+                );
+                if !nets.is_empty() {
+                    pre.push(rule(
+                        vec![
+                            Match::ToLocal,
+                            Match::Dport(Proto::Udp, sip_udp.clone()),
+                            Match::SaddrNets { family: f, nets },
+                        ],
+                        Action::Accept,
+                        "trusted, local and other networks and peers skip the aggregate SIP guard",
+                    ));
+                }
+            }
+            pre.push(counted(
+                rule(
+                    vec![Match::ToLocal, Match::Dport(Proto::Udp, sip_udp.clone())],
+                    Action::LimitOverDrop(policy.sip.aggregate_pps),
+                    format!(
+                        "aggregate SIP guard: over {} pps from unregistered sources in all, the excess is dropped / {origin}",
+                        policy.sip.aggregate_pps
+                    ),
+                ),
+                counters::AGGREGATE_DROPPED,
+            ));
+        }
     }
 
     // input: essentials, NFLOG copies, SIP excluded from the established shortcut, zones.
@@ -812,6 +874,9 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
     ];
     if policy.sip.responsive {
         used_counters.push(counters::UNKNOWN_BANNED.to_string());
+    }
+    if policy.sip.aggregate_pps > 0 {
+        used_counters.push(counters::AGGREGATE_DROPPED.to_string());
     }
     let rtp = rtp_ranges(policy, &mut notes);
     for zone in Zone::ALL {

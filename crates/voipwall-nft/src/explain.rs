@@ -157,7 +157,9 @@ fn eval_chain(
                 continue;
             }
             // Meters: assumed under their rate.
-            Action::MeterDrop { .. } | Action::MeterBan { .. } => continue,
+            Action::MeterDrop { .. } | Action::MeterBan { .. } | Action::LimitOverDrop(_) => {
+                continue;
+            }
             Action::SaddrVmap(f, map) => {
                 if Family::of(&p.src) != *f {
                     continue;

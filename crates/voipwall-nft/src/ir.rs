@@ -189,6 +189,9 @@ pub enum Action {
     },
     /// `limit rate N/second accept`.
     LimitAccept(u32),
+    /// `limit rate over N/second burst N packets drop`: one budget for every
+    /// packet the rule matches.
+    LimitOverDrop(u32),
     /// `update @meter { ip saddr limit rate over N/second } drop`.
     MeterDrop {
         /// Family.

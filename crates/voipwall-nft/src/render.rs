@@ -238,6 +238,11 @@ pub fn rule_text(r: &Rule) -> String {
             push_counter(&mut parts);
             parts.push("drop".into());
         }
+        Action::LimitOverDrop(pps) => {
+            parts.push(format!("limit rate over {pps}/second burst {pps} packets"));
+            push_counter(&mut parts);
+            parts.push("drop".into());
+        }
         Action::MeterBan {
             family,
             meter,
@@ -285,7 +290,9 @@ fn action_text(a: &Action) -> String {
         Action::LimitAccept(n) => format!("limit rate {n}/second accept"),
         // Meters are printed by rule_text, which places the counter between
         // the meter and its verdict; only the verdict is left here.
-        Action::MeterDrop { .. } | Action::MeterBan { .. } => "drop".into(),
+        Action::MeterDrop { .. } | Action::MeterBan { .. } | Action::LimitOverDrop(_) => {
+            "drop".into()
+        }
     }
 }
 

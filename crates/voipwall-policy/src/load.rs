@@ -99,6 +99,7 @@ struct Raw {
     flood_ban: Option<u64>,
     responsive: Option<bool>,
     unknown_pps: Option<At<u32>>,
+    aggregate_pps: Option<u32>,
     sip_at: Option<(FileId, Range<usize>)>,
     default_ttl: Option<u64>,
     ipv4_prefix: Option<u8>,
@@ -432,9 +433,15 @@ fn read_file(
                         "flood_ban",
                         "responsive",
                         "unknown_pps",
+                        "aggregate_pps",
                     ],
                     "[sip]",
                 );
+                if let Some(v) = get(s, "aggregate_pps") {
+                    raw.aggregate_pps = w
+                        .int(v, "aggregate_pps", 0, 1_000_000)
+                        .map(|n| u32::try_from(n).expect("range checked"));
+                }
                 if let Some(v) = get(s, "responsive") {
                     raw.responsive = w.bool(v, "responsive");
                 }
@@ -985,6 +992,7 @@ fn resolve(
         flood_ban: raw.flood_ban.unwrap_or(3600),
         responsive: raw.responsive.unwrap_or(false),
         unknown_pps: raw.unknown_pps.as_ref().map_or(20, |a| a.v),
+        aggregate_pps: raw.aggregate_pps.unwrap_or(2000),
         origin: raw
             .sip_at
             .as_ref()

@@ -513,6 +513,12 @@ pub struct SipSettings {
     /// Responsive mode: packets per second per unknown source above which
     /// the source is banned from the kernel (for `flood_ban`).
     pub unknown_pps: u32,
+    /// UDP SIP packets per second, all sources together, that are not from
+    /// a registered endpoint, a management network, an allow entry, a
+    /// peer or a trusted/local/other network; beyond it the excess is
+    /// dropped, so a flood from many spoofed sources (each under the
+    /// per-source limits) cannot starve the phones. 0: no aggregate limit.
+    pub aggregate_pps: u32,
     /// Where the settings came from.
     pub origin: Provenance,
 }
