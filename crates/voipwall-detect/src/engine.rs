@@ -260,6 +260,7 @@ enum What {
     Toll,
     Flood,
     Requests,
+    Undecodable,
 }
 
 #[derive(Clone)]
@@ -285,6 +286,7 @@ impl Ev {
             What::Toll => format!("unauthenticated call to {user} refused"),
             What::Flood => "the PBX's rate limiter flagged it".to_string(),
             What::Requests => format!("request {user}"),
+            What::Undecodable => "undecodable request the PBX answered".to_string(),
         };
         Evidence {
             at: self.at,
@@ -350,6 +352,9 @@ struct Group {
 }
 
 const MAX_TXNS: usize = 16;
+/// How soon after an undecodable request the PBX's answer must follow to
+/// count it (ms).
+const UNDECODABLE_ANSWER: u64 = 2_000;
 /// How long an issued challenge nonce verifies credentials (ms).
 const NONCE_TTL: u64 = 5 * 60_000;
 /// The longest ban unverified evidence can make (ms), and it never
@@ -387,6 +392,8 @@ pub struct Engine {
     nonces: LruCache<u64, (IpAddr, Timestamp, bool), FixedState>,
     /// When each ban was last asked back into the kernel.
     reasserted: LruCache<IpNet, Timestamp, FixedState>,
+    /// Sources whose last request could not be decoded, and when.
+    undecodable: LruCache<IpAddr, Timestamp, FixedState>,
     timers: BinaryHeap<Reverse<Timer>>,
     actions: VecDeque<Action>,
     hasher: FixedState,
@@ -429,6 +436,7 @@ impl Engine {
             known: LruCache::with_hasher(cap(cfg.max_known), hasher.clone()),
             bans: LruCache::with_hasher(cap(cfg.max_bans), hasher.clone()),
             reasserted: LruCache::with_hasher(1024, hasher.clone()),
+            undecodable: LruCache::with_hasher(4096, hasher.clone()),
             nonces: LruCache::with_hasher(cap(cfg.max_sources.min(65_536)), hasher.clone()),
             timers: BinaryHeap::new(),
             actions: VecDeque::new(),
@@ -549,6 +557,10 @@ impl Engine {
                 }
             }
             EventKind::Agent { agent } => self.check_agent(now, src, agent, ev.origin),
+            // Evidence only once the PBX answers it (see on_response).
+            EventKind::Undecodable => {
+                self.undecodable.insert(src, now);
+            }
         }
     }
 
@@ -858,18 +870,32 @@ impl Engine {
         let call = self.hasher.hash_one(r.call_id);
         let method = self.hasher.hash_one(r.method);
         let key = self.group_of(dst);
-        let Some(g) = self.groups.get_mut(&key) else {
+        let matched = self.groups.get_mut(&key).and_then(|g| {
+            g.txns.iter().position(|t| {
+                t.src == dst && t.call == call && t.cseq == r.cseq && t.method == method
+            })
+        });
+        let Some(i) = matched else {
             self.stats.unmatched_responses += 1;
+            // A final answer to a request we could not read: the PBX read
+            // it. Evidence like a failure (unverified: UDP sources forge).
+            if let Some(at) = self.undecodable.remove(&dst)
+                && now.since(at) <= UNDECODABLE_ANSWER
+            {
+                self.count_kind(
+                    now,
+                    dst,
+                    RuleKind::Undecodable,
+                    What::Undecodable,
+                    None,
+                    origin,
+                    None,
+                    false,
+                );
+            }
             return;
         };
-        let Some(i) = g
-            .txns
-            .iter()
-            .position(|t| t.src == dst && t.call == call && t.cseq == r.cseq && t.method == method)
-        else {
-            self.stats.unmatched_responses += 1;
-            return;
-        };
+        let g = self.groups.get_mut(&key).expect("matched above");
         let t = g.txns.swap_remove(i);
         if g.txns.is_empty() {
             g.txns = Vec::new();
@@ -1242,7 +1268,7 @@ impl Engine {
         // Failed authentications prove a guesser only when they answer a
         // nonce the host issued to that source; the other rules count
         // what the host saw and answered, as before.
-        let verified = rule.kind != RuleKind::AuthFailure
+        let verified = !matches!(rule.kind, RuleKind::AuthFailure | RuleKind::Undecodable)
             || thresholds
                 .iter()
                 .any(|t| in_window_verified(&c.times, now, t.within) >= t.count);

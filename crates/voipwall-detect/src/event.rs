@@ -69,6 +69,8 @@ pub enum EventKind<'a> {
         /// User-Agent value.
         agent: &'a [u8],
     },
+    /// A request from the client that could not be decoded (packet copies).
+    Undecodable,
 }
 
 /// The fields of a received request the rules look at.

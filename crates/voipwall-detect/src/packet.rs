@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use voipwall_sip::{Message, Peeled, SipError, peel};
 
-use crate::event::Event;
+use crate::event::{Event, EventKind};
 
 /// A decoded SIP packet.
 #[derive(Debug, Clone)]
@@ -56,4 +56,17 @@ pub fn decode(ip: &[u8]) -> Result<Decoded<'_>, SipError> {
     let peeled = peel(ip)?;
     let msg = Message::parse_captured(peeled.payload)?;
     Ok(Decoded { peeled, msg })
+}
+
+/// The event for a captured packet that does not decode as SIP: when it is
+/// an inbound request (its payload does not start like a response), one
+/// [`EventKind::Undecodable`] from its IP source. Detection counts it only
+/// if the PBX answers that source (see the `undecodable` rule).
+pub fn undecodable<'a>(ip: &[u8], origin: &'a str) -> Option<Event<'a>> {
+    let p = peel(ip).ok()?;
+    (!p.payload.starts_with(b"SIP/")).then_some(Event {
+        src: p.src,
+        kind: EventKind::Undecodable,
+        origin,
+    })
 }

@@ -27,17 +27,21 @@ pub enum RuleKind {
     /// Requests per source above a rate (for what the kernel meters do not
     /// see, e.g. SIP over TCP), or the PBX's own rate limiter firing.
     RequestFlood,
+    /// Requests voipwall could not decode that the PBX answered anyway:
+    /// a message shaped to hide from detection.
+    Undecodable,
 }
 
 impl RuleKind {
     /// Every kind, in a stable order.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::AuthFailure,
         Self::UnansweredChallenge,
         Self::Scanner,
         Self::Enumeration,
         Self::TollFraud,
         Self::RequestFlood,
+        Self::Undecodable,
     ];
 
     /// The name used in rule files.
@@ -49,6 +53,7 @@ impl RuleKind {
             Self::Enumeration => "enumeration",
             Self::TollFraud => "toll-fraud",
             Self::RequestFlood => "request-flood",
+            Self::Undecodable => "undecodable",
         }
     }
 

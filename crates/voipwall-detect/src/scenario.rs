@@ -11,7 +11,7 @@
 //! | --- | --- |
 //! | `auth-failed`, `auth-ok`, `unknown-user`, `challenge`, `call-rejected` | `user` |
 //! | `registered` | `user`, `expires` (s) |
-//! | `flooding` | – |
+//! | `flooding`, `undecodable` | – |
 //! | `agent` | `ua` |
 //! | `request` `<METHOD>` | `user`, `call`, `cseq`, `auth` (digest username), `nonce` (the one the credentials answer; default `n`), `ua`, `expires` |
 //! | `response` `<code>` | `call`, `cseq`, `method`, `expires`, `nonce` (issued by a 401/407; default `n`) |
@@ -67,6 +67,7 @@ impl ScriptedEvent {
                 expires: self.expires,
             },
             "flooding" => EventKind::Flooding,
+            "undecodable" => EventKind::Undecodable,
             "agent" => EventKind::Agent {
                 agent: self.ua.as_deref().unwrap_or_default().as_bytes(),
             },
@@ -150,6 +151,7 @@ pub fn parse_events(line: &str) -> Result<Vec<ScriptedEvent>, String> {
         "call-rejected",
         "registered",
         "flooding",
+        "undecodable",
         "agent",
         "request",
         "response",

@@ -214,6 +214,9 @@ pub(crate) fn replay(cli: &Cli, a: &ReplayArgs) -> anyhow::Result<()> {
                 sum.packets += 1;
                 let Ok(d) = voipwall_detect::packet::decode(p.ip) else {
                     sum.undecodable += 1;
+                    if let Some(ev) = voipwall_detect::packet::undecodable(p.ip, "pcap") {
+                        feed(&mut engine, &mut sum, &mut out, Timestamp(p.at_ms), &ev)?;
+                    }
                     continue;
                 };
                 sum.sip_messages += 1;

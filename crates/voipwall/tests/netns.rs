@@ -1578,3 +1578,56 @@ fn a_distributed_flood_is_capped_and_registered_endpoints_are_served_first() {
         "flood: {sent_n} packets from 100 forged sources (at most 6 s); the aggregate guard dropped {dropped}; a registered endpoint passed 4 of 4 probes"
     );
 }
+
+/// Issue 12: requests detection cannot read but the PBX answers (the
+/// stand-in PBX answers anything; kamailio, tested in e2e.rs, answers no
+/// shape voipwall cannot decode) are evidence: after 10 such answered
+/// requests the sender is banned by the `undecodable` rule, for 10 minutes
+/// (unverified), shown by traffic.
+#[test]
+fn answered_requests_detection_cannot_read_ban_their_sender() {
+    let mut lab = Lab::new();
+    let pbx = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/pbx.py");
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &lab.fw, "python3", pbx, FW_V4])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("pbx.py");
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().expect("stdout"))
+        .read_line(&mut line)
+        .expect("pbx output");
+    assert_eq!(line.trim(), "ready");
+    lab.listener = Some(child);
+    lab.apply(TRUTH);
+    lab.start_daemon(TRUTH);
+    let script = format!(
+        "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('203.0.113.7',5070))\ns.settimeout(0.5)\nn=0\nfor i in range(20):\n  s.sendto(('REGISTER sip:pbx SIP/2.0\\r\\nVia: SIP/2.0/UDP 203.0.113.7:5070;branch=z9hG4bKu%d\\r\\nFrom: <sip:1002@pbx>;tag=%d\\r\\nTo: <sip:1002@pbx>\\r\\nCall-ID: u%d\\r\\nCSeq: 1 REGISTER\\r\\nX-Broken header without a colon\\r\\nContent-Length: 0\\r\\n\\r\\n' % (i,i,i)).encode(),('{FW_V4}',5060))\n  try:\n    s.recv(4096); n+=1\n  except Exception:\n    pass\n  time.sleep(0.02)\nprint(n)\n"
+    );
+    let out = lab.exec(&lab.peer, &["python3", "-c", &script]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let answered: u32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    std::thread::sleep(Duration::from_millis(300));
+    let bans: serde_json::Value =
+        serde_json::from_slice(&lab.voipwall(TRUTH, &["--json", "bans"]).stdout).expect("bans");
+    let ban = bans
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|b| b["target"] == "203.0.113.7/32")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        ban["rule"], "undecodable",
+        "answered {answered}; bans {bans:#}"
+    );
+    assert!(
+        (10..20).contains(&answered),
+        "the PBX answered {answered} of 20 before the ban"
+    );
+    assert_eq!(lab.probe(&[("203.0.113.7", "udp/5060")]), vec!["drop"]);
+    eprintln!("the stand-in PBX answered {answered} of 20 undecodable requests before the ban");
+}

@@ -549,11 +549,21 @@ impl Daemon {
                 let res = n.drain(|p| {
                     let Ok(d) = voipwall_detect::packet::decode(p.payload) else {
                         undecodable += 1;
+                        if let Some(ev) = voipwall_detect::packet::undecodable(p.payload, "nflog") {
+                            engine.handle_packet(at, &ev);
+                        }
                         return;
                     };
                     if let Some(ev) = d.event("nflog") {
                         engine.handle_packet(at, &ev);
                         pkt_at.push(p.timestamp_us.unwrap_or(0));
+                    } else if d.is_request() {
+                        // Decoded, but without the Call-ID or CSeq that
+                        // matching needs: as good as undecodable.
+                        undecodable += 1;
+                        if let Some(ev) = voipwall_detect::packet::undecodable(p.payload, "nflog") {
+                            engine.handle_packet(at, &ev);
+                        }
                     }
                 });
                 match res {
