@@ -1631,3 +1631,57 @@ fn answered_requests_detection_cannot_read_ban_their_sender() {
     assert_eq!(lab.probe(&[("203.0.113.7", "udp/5060")]), vec!["drop"]);
     eprintln!("the stand-in PBX answered {answered} of 20 undecodable requests before the ban");
 }
+
+/// Issue 12: a reload whose names cannot be resolved (the resolver does
+/// not answer) takes seconds; detection does not wait for it. A scanner
+/// packet sent while the reload runs is banned within a second, before the
+/// reload answers.
+#[test]
+fn detection_keeps_banning_while_a_slow_reload_runs() {
+    let mut lab = Lab::new();
+    lab.listen();
+    lab.apply(TRUTH);
+    lab.start_daemon(TRUTH);
+    // 203.0.113.53 is on the link but nobody answers there: every query
+    // waits for its timeout.
+    let slow = TRUTH.replace(
+        "[networks]\n",
+        "[networks]\n\"trunk1.example.net\" = \"other\"\n\"trunk2.example.net\" = \"other\"\n",
+    ) + "\n[dns]\nservers = [\"203.0.113.53\"]\n";
+    let path = lab.dir.join("policy.toml");
+    std::fs::write(&path, &slow).expect("write");
+    let started = Instant::now();
+    let mut reload = Command::new("ip")
+        .args(["netns", "exec", &lab.fw, env!("CARGO_BIN_EXE_voipwall")])
+        .env("VOIPWALL_SOCKET", lab.dir.join("sock"))
+        .arg("-c")
+        .arg(&path)
+        .arg("reload")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("reload");
+    std::thread::sleep(Duration::from_millis(300));
+    let script = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('198.51.100.2',5070))\ns.sendto(b'OPTIONS sip:100@198.51.100.1 SIP/2.0\\r\\nVia: SIP/2.0/UDP 198.51.100.2:5070;branch=z9hG4bKr\\r\\nFrom: <sip:100@198.51.100.2>;tag=1\\r\\nTo: <sip:100@198.51.100.1>\\r\\nCall-ID: during-reload\\r\\nCSeq: 1 OPTIONS\\r\\nUser-Agent: friendly-scanner\\r\\nContent-Length: 0\\r\\n\\r\\n',('198.51.100.1',5060))\n";
+    let out = lab.exec(&lab.peer, &["python3", "-c", script]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let banned_at = loop {
+        let set = lab.nft(&["list", "set", "inet", "voipwall", "vw_ban_v4"]);
+        if set.contains("198.51.100.2") {
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the scanner was not banned during the reload"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let reload_running = reload.try_wait().expect("wait").is_none();
+    let _ = reload.wait();
+    let reload_took = started.elapsed();
+    assert!(
+        reload_running,
+        "the reload finished before the ban ({banned_at:?}); the test did not make it slow"
+    );
+    eprintln!("banned {banned_at:?} after the reload started; the reload took {reload_took:?}");
+}

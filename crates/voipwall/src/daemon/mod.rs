@@ -87,6 +87,18 @@ pub(crate) enum Input {
         add: Vec<IpAddr>,
         remove: Vec<IpAddr>,
     },
+    /// A reload prepared off the engine thread (policy applied, engine
+    /// configured), or why it was refused; where to answer, if anyone asked.
+    Reloaded(Box<Result<Prepared, String>>, Option<Sender<Reply>>),
+}
+
+/// What a reload hands the engine thread: the applied policy and the new
+/// engine's configuration. Everything slow (reading and compiling the
+/// policy, resolving names, the nft transaction, the store) happened on the
+/// reload thread, so packets kept flowing.
+pub(crate) struct Prepared {
+    applied: crate::safety::Applied,
+    config: voipwall_detect::Config,
 }
 
 /// Lines read by a tailer, by outcome.
@@ -206,6 +218,10 @@ struct Daemon {
     pending: Vec<EventRecord>,
     shutdown: Arc<AtomicBool>,
     reload: Arc<AtomicBool>,
+    /// Where reload threads send their result.
+    inputs: Option<(Sender<Input>, Waker)>,
+    /// A reload thread is running.
+    reloading: bool,
     started: Instant,
     opened: Opened,
     restored: usize,
@@ -330,6 +346,8 @@ pub(crate) fn run(cli: &Cli, a: &DaemonArgs) -> anyhow::Result<()> {
         pending: Vec::new(),
         shutdown: Arc::new(AtomicBool::new(false)),
         reload: Arc::new(AtomicBool::new(false)),
+        inputs: None,
+        reloading: false,
         started: Instant::now(),
         opened,
         restored: 0,
@@ -361,6 +379,7 @@ pub(crate) fn run(cli: &Cli, a: &DaemonArgs) -> anyhow::Result<()> {
     wake_tx.set_nonblocking(true)?;
     let waker = Waker(Arc::new(wake_tx));
     let (tx, rx) = mpsc::channel::<Input>();
+    d.inputs = Some((tx.clone(), waker.clone()));
     if let Some(n) = &d.names {
         n.connect(tx.clone(), waker.clone());
         for a in n.addresses() {
@@ -512,8 +531,8 @@ impl Daemon {
                 window_packets = 0;
             }
             if self.reload.swap(false, Ordering::Relaxed) {
-                let r = self.reload();
-                tracing::info!(result = %r, "SIGHUP: reload.");
+                tracing::info!("SIGHUP: reload.");
+                self.start_reload(None);
             }
             if std::mem::take(&mut self.nflog_rebind) {
                 // The old group's copies stop with the old ruleset: bind
@@ -609,6 +628,19 @@ impl Daemon {
 
     fn handle_input(&mut self, input: Input) {
         match input {
+            Input::Control(Request::Reload, reply) => self.start_reload(Some(reply)),
+            Input::Reloaded(result, reply) => {
+                self.reloading = false;
+                let msg = match *result {
+                    Ok(p) => self.finish_reload(p),
+                    Err(e) => e,
+                };
+                tracing::info!(result = %msg, "Reload.");
+                if let Some(reply) = reply {
+                    let ok = msg.starts_with("policy applied");
+                    let _ = reply.send(Reply::One(json!({"ok": ok, "result": msg})));
+                }
+            }
             Input::TableGone => self.reassert_table(),
             Input::PeerMoved { add, remove } => {
                 for a in remove {
@@ -961,40 +993,50 @@ impl Daemon {
     /// a recorded generation), then a new engine, and every stored ban put
     /// back into the kernel under the new policy's placement (a changed ban
     /// prefix re-keys them).
-    fn reload(&mut self) -> String {
-        let applied = match crate::safety::apply_path(&crate::safety::ApplyRequest {
-            config: &self.cli_config,
-            catalog_dirs: &self.catalog_dirs,
-            state_dir: &self.state_dir,
-            confirm: None,
-            force: false,
-            actor: "reload",
-        }) {
-            Ok(a) => a,
-            Err(e) => return format!("policy refused, nothing changed: {e:#}"),
+    /// Starts a reload on its own thread; its result comes back as
+    /// `Input::Reloaded`. One at a time: a second request while one runs is
+    /// told so.
+    fn start_reload(&mut self, reply: Option<Sender<Reply>>) {
+        let Some((tx, waker)) = self.inputs.clone() else {
+            return;
         };
-        let policy = applied.loaded.policy;
-        if let Some(n) = &self.names {
-            n.update(&policy, &applied.ruleset);
+        if self.reloading {
+            if let Some(reply) = reply {
+                let _ = reply.send(Reply::One(
+                    json!({"ok": false, "result": "a reload is already running"}),
+                ));
+            }
+            return;
         }
-        let rules = match crate::detection::rules(&self.catalog_dirs) {
-            Ok(r) => r,
-            Err(e) => return format!("rules refused: {e:#}"),
-        };
-        let facts = crate::context::host_facts();
+        self.reloading = true;
+        let (config, catalog_dirs, state_dir) = (
+            self.cli_config.clone(),
+            self.catalog_dirs.clone(),
+            self.state_dir.clone(),
+        );
+        let spawned = std::thread::Builder::new()
+            .name("reload".into())
+            .spawn(move || {
+                let result = prepare_reload(&config, &catalog_dirs, &state_dir);
+                let _ = tx.send(Input::Reloaded(Box::new(result), reply));
+                waker.wake();
+            });
+        if spawned.is_err() {
+            self.reloading = false;
+            tracing::error!("Could not start the reload thread.");
+        }
+    }
+
+    /// The engine-thread half of a reload: swap in the new engine, remember
+    /// and re-assert the stored bans, rebind NFLOG if its group changed.
+    fn finish_reload(&mut self, p: Prepared) -> String {
+        let policy = p.applied.loaded.policy;
+        if let Some(n) = &self.names {
+            n.update(&policy, &p.applied.ruleset);
+        }
         // A new engine with the new settings; what it remembers of bans
         // (recidive, suppression) comes back from the store.
-        let mut cfg = crate::detection::engine_config(
-            &policy,
-            rules,
-            &voipwall_nft::protect::HostProtection {
-                own: facts.addresses.clone(),
-                infrastructure: crate::host::infrastructure(Some(&policy)),
-                ..Default::default()
-            },
-        );
-        cfg.hash_seed = crate::detection::random_seed();
-        self.engine = Engine::new(cfg);
+        self.engine = Engine::new(p.config);
         self.observe = policy.detect.mode == DetectMode::Observe;
         if policy.sip.nflog_group != self.nflog_group {
             self.nflog_group = policy.sip.nflog_group;
@@ -1012,7 +1054,7 @@ impl Daemon {
         }
         let msg = format!(
             "policy applied as generation {}; {restored} bans re-asserted in the kernel",
-            applied.generation
+            p.applied.generation
         );
         self.event("reload", None, msg.clone());
         msg
@@ -1200,12 +1242,47 @@ impl Daemon {
                 }
             }
             Request::Reload => {
-                let r = self.reload();
-                let ok = r.starts_with("policy applied");
-                Reply::One(json!({"ok": ok, "result": r}))
+                // Answered by handle_input (the reload runs on its own thread).
+                Reply::One(json!({"ok": false, "error": "internal: reload is asynchronous"}))
             }
         }
     }
+}
+
+/// `reload` and SIGHUP, off the engine thread: the one apply path
+/// (validation, anti-lockout, generation, one transaction), then the new
+/// engine's configuration.
+fn prepare_reload(
+    config: &std::path::Path,
+    catalog_dirs: &[PathBuf],
+    state_dir: &std::path::Path,
+) -> Result<Prepared, String> {
+    let applied = crate::safety::apply_path(&crate::safety::ApplyRequest {
+        config,
+        catalog_dirs,
+        state_dir,
+        confirm: None,
+        force: false,
+        actor: "reload",
+    })
+    .map_err(|e| format!("policy refused, nothing changed: {e:#}"))?;
+    let rules =
+        crate::detection::rules(catalog_dirs).map_err(|e| format!("rules refused: {e:#}"))?;
+    let facts = crate::context::host_facts();
+    let mut cfg = crate::detection::engine_config(
+        &applied.loaded.policy,
+        rules,
+        &voipwall_nft::protect::HostProtection {
+            own: facts.addresses.clone(),
+            infrastructure: crate::host::infrastructure(Some(&applied.loaded.policy)),
+            ..Default::default()
+        },
+    );
+    cfg.hash_seed = crate::detection::random_seed();
+    Ok(Prepared {
+        applied,
+        config: cfg,
+    })
 }
 
 /// Resident memory of this process, from /proc.
