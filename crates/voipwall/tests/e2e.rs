@@ -632,7 +632,17 @@ fn lab_attacks_are_banned_phones_are_not_and_bans_survive_the_daemon() {
     }
     std::fs::write(&db, &bytes).unwrap();
     lab.start_daemon();
-    let st = lab.json(&["status"]);
+    // The import runs beside the packet path, after start: wait for it.
+    let until = Instant::now() + Duration::from_secs(10);
+    let st = loop {
+        let st = lab.json(&["status"]);
+        if st["imported_from_kernel"].as_u64().unwrap_or(0) >= bans.len() as u64
+            || Instant::now() > until
+        {
+            break st;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert_eq!(st["store"]["state"], "recovered", "{st}");
     assert!(
         st["imported_from_kernel"].as_u64().unwrap_or(0) >= bans.len() as u64,

@@ -90,6 +90,8 @@ pub(crate) enum Input {
     /// A reload prepared off the engine thread (policy applied, engine
     /// configured), or why it was refused; where to answer, if anyone asked.
     Reloaded(Box<Result<Prepared, String>>, Option<Sender<Reply>>),
+    /// What the reconcile thread found in the kernel and not in the store.
+    Imported(Vec<BanRecord>),
 }
 
 /// What a reload hands the engine thread: the applied policy and the new
@@ -220,6 +222,9 @@ struct Daemon {
     reload: Arc<AtomicBool>,
     /// Where reload threads send their result.
     inputs: Option<(Sender<Input>, Waker)>,
+    /// The targets restored from the store at start, for the reconcile
+    /// thread.
+    known_at_start: std::collections::HashSet<IpNet>,
     /// A reload thread is running.
     reloading: bool,
     started: Instant,
@@ -347,6 +352,7 @@ pub(crate) fn run(cli: &Cli, a: &DaemonArgs) -> anyhow::Result<()> {
         shutdown: Arc::new(AtomicBool::new(false)),
         reload: Arc::new(AtomicBool::new(false)),
         inputs: None,
+        known_at_start: std::collections::HashSet::new(),
         reloading: false,
         started: Instant::now(),
         opened,
@@ -380,6 +386,19 @@ pub(crate) fn run(cli: &Cli, a: &DaemonArgs) -> anyhow::Result<()> {
     let waker = Waker(Arc::new(wake_tx));
     let (tx, rx) = mpsc::channel::<Input>();
     d.inputs = Some((tx.clone(), waker.clone()));
+    if !a.no_apply {
+        let known = std::mem::take(&mut d.known_at_start);
+        let prefixes = d.prefixes();
+        let (tx, waker) = (tx.clone(), waker.clone());
+        std::thread::Builder::new()
+            .name("reconcile".into())
+            .spawn(move || {
+                let imported = reconcile(&known, prefixes, now());
+                if tx.send(Input::Imported(imported)).is_ok() {
+                    waker.wake();
+                }
+            })?;
+    }
     if let Some(n) = &d.names {
         n.connect(tx.clone(), waker.clone());
         for a in n.addresses() {
@@ -641,6 +660,7 @@ impl Daemon {
                     let _ = reply.send(Reply::One(json!({"ok": ok, "result": msg})));
                 }
             }
+            Input::Imported(imported) => self.import(imported),
             Input::TableGone => self.reassert_table(),
             Input::PeerMoved { add, remove } => {
                 for a in remove {
@@ -912,34 +932,18 @@ impl Daemon {
             bans = self.restored,
             "Restored bans from the store with their remaining time."
         );
-        // Reconcile: what the kernel holds and the store does not.
-        let known: std::collections::HashSet<IpNet> = active.iter().map(|b| b.target).collect();
-        let mut imported = Vec::new();
-        let prefixes = self.prefixes();
-        for (role, set) in crate::plane::ban_sets() {
-            let Ok(entries) = voipwall_sys::nft::list_set(set, role.interval()) else {
-                continue;
-            };
-            for e in entries {
-                let target = voipwall_nft::sets::covered_by(role, e.net, prefixes);
-                if known.contains(&target) {
-                    continue;
-                }
-                let left = e.expires.map_or(3_600_000, |s| s.saturating_mul(1000));
-                let mut r = BanRecord::manual(
-                    target,
-                    "found in the kernel at start (kernel flood guard or a lost store)",
-                    t,
-                    left,
-                );
-                r.rule = "kernel".into();
-                r.origin = "kernel".into();
-                if e.expires.is_none() {
-                    r.end = BanRecord::PERMANENT;
-                }
-                self.engine.restore_ban(r.to_ban());
-                imported.push(r);
-            }
+        // Reconcile (what the kernel holds and the store does not) on its
+        // own thread: dumping a set of 500,000 bans takes the kernel
+        // seconds, and the daemon must be ready before that.
+        self.known_at_start = active.iter().map(|b| b.target).collect();
+    }
+
+    /// Bans the kernel held that the store did not (kernel flood guards, a
+    /// lost store), found by the reconcile thread: into the engine's memory
+    /// and the store.
+    fn import(&mut self, imported: Vec<BanRecord>) {
+        for r in &imported {
+            self.engine.restore_ban(r.to_ban());
         }
         self.reconciled = imported.len();
         if !imported.is_empty() {
@@ -1247,6 +1251,41 @@ impl Daemon {
             }
         }
     }
+}
+
+/// The kernel's ban sets against the targets the store restored: every
+/// element the store did not know, as a record to import.
+fn reconcile(
+    known: &std::collections::HashSet<IpNet>,
+    prefixes: Prefixes,
+    t: Timestamp,
+) -> Vec<BanRecord> {
+    let mut imported = Vec::new();
+    for (role, set) in crate::plane::ban_sets() {
+        let Ok(entries) = voipwall_sys::nft::list_set(set, role.interval()) else {
+            continue;
+        };
+        for e in entries {
+            let target = voipwall_nft::sets::covered_by(role, e.net, prefixes);
+            if known.contains(&target) {
+                continue;
+            }
+            let left = e.expires.map_or(3_600_000, |s| s.saturating_mul(1000));
+            let mut r = BanRecord::manual(
+                target,
+                "found in the kernel at start (kernel flood guard or a lost store)",
+                t,
+                left,
+            );
+            r.rule = "kernel".into();
+            r.origin = "kernel".into();
+            if e.expires.is_none() {
+                r.end = BanRecord::PERMANENT;
+            }
+            imported.push(r);
+        }
+    }
+    imported
 }
 
 /// `reload` and SIGHUP, off the engine thread: the one apply path
