@@ -493,6 +493,11 @@ impl Engine {
             EventKind::Response(ref r) => self.on_response(now, src, r, ev.origin),
             EventKind::AuthFailed { user } => {
                 self.answer_log_challenge(now, src);
+                // A log line carries no nonce the engine can check: against
+                // a registered endpoint it is unverified (a forger's UDP
+                // REGISTERs produce the same line), against anyone else it
+                // counts as before.
+                let verified = !self.is_known(src, now);
                 self.count_kind(
                     now,
                     src,
@@ -501,7 +506,7 @@ impl Engine {
                     user,
                     ev.origin,
                     None,
-                    true,
+                    verified,
                 );
             }
             EventKind::AuthSucceeded { .. } => {
