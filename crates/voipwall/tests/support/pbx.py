@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """A stand-in PBX for the demo: answers SIP over UDP the way a registrar with
 digest auth does, without checking anything. OPTIONS get 200; a REGISTER
-without credentials gets a 401 challenge; one with credentials gets 403
-(every password is wrong here). Listens until killed.
+without credentials gets a 401 challenge with a fresh random nonce (as
+FreeSWITCH issues them); one with credentials gets 403 (every password is
+wrong here). Listens until killed.
 
 Usage: pbx.py ADDR [ADDR ...]   (port 5060 on each)
 """
+import os
 import re
 import selectors
 import socket
@@ -35,7 +37,7 @@ while True:
         if method == b"OPTIONS":
             status = b"200 OK"
         elif method == b"REGISTER" and not header(msg, b"Authorization"):
-            status = b"401 Unauthorized\r\nWWW-Authenticate: Digest realm=\"demo\", nonce=\"abc\""
+            status = b"401 Unauthorized\r\nWWW-Authenticate: Digest realm=\"demo\", nonce=\"%s\"" % os.urandom(8).hex().encode()
         else:
             status = b"403 Forbidden"
         reply = b"SIP/2.0 " + status + b"\r\n"
