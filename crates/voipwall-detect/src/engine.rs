@@ -352,6 +352,18 @@ struct Group {
 }
 
 const MAX_TXNS: usize = 16;
+/// A failed authentication seen in packets and in a log within this long of
+/// each other, from the same source, is one failure (ms).
+pub(crate) const SAME_FAILURE: u64 = 2_000;
+
+/// Recent failed authentications of one source not yet paired with their
+/// other sighting: by packet, by log.
+#[derive(Default)]
+struct Sightings {
+    packet: VecDeque<Timestamp>,
+    log: VecDeque<Timestamp>,
+}
+
 /// How soon after an undecodable request the PBX's answer must follow to
 /// count it (ms).
 const UNDECODABLE_ANSWER: u64 = 2_000;
@@ -394,6 +406,8 @@ pub struct Engine {
     reasserted: LruCache<IpNet, Timestamp, FixedState>,
     /// Sources whose last request could not be decoded, and when.
     undecodable: LruCache<IpAddr, Timestamp, FixedState>,
+    /// Failed authentications per source, to count one seen twice once.
+    sightings: LruCache<IpAddr, Sightings, FixedState>,
     timers: BinaryHeap<Reverse<Timer>>,
     actions: VecDeque<Action>,
     hasher: FixedState,
@@ -437,6 +451,7 @@ impl Engine {
             bans: LruCache::with_hasher(cap(cfg.max_bans), hasher.clone()),
             reasserted: LruCache::with_hasher(1024, hasher.clone()),
             undecodable: LruCache::with_hasher(4096, hasher.clone()),
+            sightings: LruCache::with_hasher(4096, hasher.clone()),
             nonces: LruCache::with_hasher(cap(cfg.max_sources.min(65_536)), hasher.clone()),
             timers: BinaryHeap::new(),
             actions: VecDeque::new(),
@@ -498,6 +513,9 @@ impl Engine {
                 // REGISTERs produce the same line), against anyone else it
                 // counts as before.
                 let verified = !self.is_known(src, now);
+                if !self.first_sighting(now, src, false) {
+                    return;
+                }
                 self.count_kind(
                     now,
                     src,
@@ -936,6 +954,9 @@ impl Engine {
             }
             // A refused retry that carried credentials: a failed authentication.
             401 | 403 | 407 if t.has_auth => {
+                if !self.first_sighting(now, dst, true) {
+                    return;
+                }
                 self.count_kind(
                     now,
                     dst,
@@ -1031,6 +1052,30 @@ impl Engine {
 
     /// A log line showing an authentication attempt answers the oldest
     /// challenge the logs reported for that source.
+    /// Whether a failed authentication of `src` is new, or the other
+    /// sighting (packet vs log) of one counted within [`SAME_FAILURE`].
+    /// With NFLOG and the PBX's log both on, each failure arrives twice.
+    fn first_sighting(&mut self, now: Timestamp, src: IpAddr, by_packet: bool) -> bool {
+        if !self.sightings.contains_key(&src) {
+            self.sightings.insert(src, Sightings::default());
+        }
+        let s = self.sightings.get_mut(&src).expect("inserted");
+        let (mine, other) = if by_packet {
+            (&mut s.packet, &mut s.log)
+        } else {
+            (&mut s.log, &mut s.packet)
+        };
+        other.retain(|t| now.since(*t) <= SAME_FAILURE);
+        if other.pop_front().is_some() {
+            return false;
+        }
+        if mine.len() >= 8 {
+            mine.pop_front();
+        }
+        mine.push_back(now);
+        true
+    }
+
     fn answer_log_challenge(&mut self, now: Timestamp, src: IpAddr) {
         let key = self.group_of(src);
         if let Some(g) = self.groups.peek_mut(&key)

@@ -205,6 +205,10 @@ impl Lab {
     }
 
     fn start_daemon_with(&mut self, policy_text: &str) {
+        self.start_daemon_args(policy_text, &[]);
+    }
+
+    fn start_daemon_args(&mut self, policy_text: &str, extra: &[&str]) {
         let policy = self.dir.join("policy.toml");
         std::fs::write(&policy, policy_text).unwrap();
         let _ = std::fs::remove_file(self.socket());
@@ -225,7 +229,10 @@ impl Lab {
                     self.dir.join("state").to_str().unwrap(),
                     "--socket",
                     self.socket().to_str().unwrap(),
-                ],
+                ]
+                .into_iter()
+                .chain(extra.iter().copied())
+                .collect::<Vec<_>>(),
             )
             .stdout(Stdio::null())
             .stderr(log)
@@ -1022,4 +1029,38 @@ fn forged_failures_with_a_phones_address_do_not_ban_the_phone() {
         "the phone's REGISTERs no longer reach kamailio\n{report}"
     );
     eprintln!("{forged} forged failures reached kamailio; the phone was not banned");
+}
+
+/// Issue 13 (each failure counts once): with packet copies AND kamailio's
+/// log followed, every wrong password arrives twice; the guesser is still
+/// banned at the 5th, not the 3rd.
+#[test]
+fn packets_and_the_log_together_count_each_failure_once() {
+    let mut lab = Lab::new();
+    lab.start_kamailio();
+    let log = lab.dir.join("kamailio.log");
+    let spec = format!("kamailio:{}", log.display());
+    lab.start_daemon_args(
+        "[interfaces]\nv0 = \"internet\"\n\n[zones.internet]\nservices = [\"sip\"]\n\n[sip]\nnflog_group = 7\n",
+        &["--log", &spec],
+    );
+    lab.sipp("att", "bruteforce.xml", "203.0.113.66", "5062", 12, 5, &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    let reached = lab.kamailio_events("auth-failed", "203.0.113.66");
+    let report = format!("bans {:?}\n{}", lab.bans(), lab.daemon_log());
+    assert!(
+        lab.bans()
+            .iter()
+            .any(|(t, r)| t == "203.0.113.66/32" && r == "auth-bruteforce"),
+        "{report}"
+    );
+    assert_eq!(
+        reached, 5,
+        "wrong passwords that reached kamailio (threshold 5)\n{report}"
+    );
+    let st = lab.json(&["status"]);
+    assert!(
+        st["counters"]["log_events"].as_u64().unwrap_or(0) >= 4,
+        "the log was not read: {st}"
+    );
 }
