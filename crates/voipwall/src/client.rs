@@ -174,7 +174,7 @@ pub(crate) fn events(cli: &Cli, follow: bool, limit: usize) -> anyhow::Result<()
         show(&e)?;
     }
     if follow {
-        while let Some(v) = c.next()? {
+        while let Some(v) = c.next_value()? {
             show(&v)?;
         }
     }

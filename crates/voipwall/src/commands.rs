@@ -115,7 +115,14 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
         Cmd::Reload => crate::client::reload(cli),
         Cmd::Catalog => catalog(cli),
         Cmd::Replay(a) => crate::replay::replay(cli, a),
-        Cmd::Daemon(a) => crate::daemon::run(cli, a),
+        Cmd::Daemon(a) => crate::daemon::run(
+            &crate::daemon::Paths {
+                config: cli.config.clone(),
+                catalog_dirs: cli.catalog_dirs.clone(),
+                state_dir: cli.state_dir.clone(),
+            },
+            a,
+        ),
     }
 }
 

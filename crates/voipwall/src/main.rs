@@ -8,41 +8,13 @@ use clap::{Parser, Subcommand};
 
 mod client;
 mod commands;
-mod context;
-mod daemon;
-mod detection;
-mod host;
-mod human;
 mod init;
-mod owned;
-mod plane;
 mod replay;
-mod safety;
 
-/// Invalid input: exit code 1. The message is already rendered for humans.
-#[derive(Debug)]
-pub(crate) struct Invalid(pub(crate) String);
-
-impl std::fmt::Display for Invalid {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0.trim_end())
-    }
-}
-
-impl std::error::Error for Invalid {}
-
-/// Ends the process with this exit code, the output already written
-/// (`audit`'s severity codes).
-#[derive(Debug)]
-pub(crate) struct ExitWith(pub(crate) u8);
-
-impl std::fmt::Display for ExitWith {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit {}", self.0)
-    }
-}
-
-impl std::error::Error for ExitWith {}
+// The driver library's modules, under the names the CLI has always used.
+use voipwall_core::{ExitWith, Invalid};
+#[allow(unused_imports)]
+pub(crate) use voipwall_core::{context, daemon, detection, host, human, owned, plane, safety};
 
 /// VoIP-aware host firewall: one nftables table, default-deny, IPv4 and IPv6.
 #[derive(Parser)]

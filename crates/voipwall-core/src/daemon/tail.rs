@@ -46,14 +46,14 @@ fn batch<'l>(
 }
 
 /// What to follow.
-pub(crate) struct TailSpec {
-    pub(crate) path: PathBuf,
-    pub(crate) format: Format,
-    pub(crate) from_start: bool,
+pub struct TailSpec {
+    pub path: PathBuf,
+    pub format: Format,
+    pub from_start: bool,
 }
 
 /// Follows `spec` until `stop` is set; sends parsed events to the engine.
-pub(crate) fn follow(
+pub fn follow(
     spec: TailSpec,
     tx: std::sync::mpsc::Sender<Input>,
     waker: Waker,
@@ -157,7 +157,7 @@ fn local_utc_offset() -> i64 {
 /// new entries; `unit` narrows it to one service), parsing each line with
 /// `format`. Ends when journalctl does or `stop` is set. Not exercised by the
 /// test suite: the lab machines have no journald.
-pub(crate) fn follow_journal(
+pub fn follow_journal(
     unit: Option<String>,
     format: Format,
     tx: std::sync::mpsc::Sender<Input>,

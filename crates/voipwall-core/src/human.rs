@@ -2,7 +2,7 @@
 //! "1h 2m" rather than "3725s".
 
 /// The two largest units of a duration: `1h 2m`, `3d 4h`, `45s`.
-pub(crate) fn remaining(secs: u64) -> String {
+pub fn remaining(secs: u64) -> String {
     let units = [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)];
     let i = units.iter().position(|(_, n)| secs >= *n).unwrap_or(3);
     let (u, n) = units[i];
@@ -18,7 +18,7 @@ pub(crate) fn remaining(secs: u64) -> String {
 
 /// `2026-11-27 07:12:05 CET (06:12:05Z)`: the host's local time (the
 /// system zone, `TZ` honoured) and UTC. Milliseconds since the epoch.
-pub(crate) fn local_and_utc(ms: u64) -> String {
+pub fn local_and_utc(ms: u64) -> String {
     let Ok(ts) = jiff::Timestamp::from_millisecond(i64::try_from(ms).unwrap_or(i64::MAX)) else {
         return voipwall_detect::Timestamp(ms).to_string();
     };
@@ -37,7 +37,7 @@ pub(crate) fn local_and_utc(ms: u64) -> String {
 
 /// When a ban ends, for the `bans` listings: `permanent`, or
 /// `in 1h 2m, 2026-11-27 07:12:05 CET (06:12:05Z)`.
-pub(crate) fn until(end_ms: u64, now_ms: u64) -> String {
+pub fn until(end_ms: u64, now_ms: u64) -> String {
     if end_ms >= voipwall_store::BanRecord::PERMANENT.0 {
         return "permanent".into();
     }

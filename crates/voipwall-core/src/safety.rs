@@ -24,14 +24,14 @@ use crate::Invalid;
 const LOCK_FILE: &str = "/etc/voipwall/locked";
 
 /// Generations kept in the store.
-pub(crate) const KEEP_GENERATIONS: u32 = 20;
+pub const KEEP_GENERATIONS: u32 = 20;
 
-pub(crate) fn lock_file() -> PathBuf {
+pub fn lock_file() -> PathBuf {
     std::env::var_os("VOIPWALL_LOCK_FILE").map_or_else(|| PathBuf::from(LOCK_FILE), PathBuf::from)
 }
 
 /// `disable` refuses while the lock file exists; its text is the reason.
-pub(crate) fn refuse_if_locked() -> anyhow::Result<()> {
+pub fn refuse_if_locked() -> anyhow::Result<()> {
     let p = lock_file();
     if let Ok(reason) = std::fs::read_to_string(&p) {
         let reason = reason.trim();
@@ -46,7 +46,7 @@ pub(crate) fn refuse_if_locked() -> anyhow::Result<()> {
 }
 
 /// Established TCP sessions to `ports`, from the kernel's socket tables.
-pub(crate) fn sessions(ports: &[u16]) -> Vec<voipwall_host::lockout::Session> {
+pub fn sessions(ports: &[u16]) -> Vec<voipwall_host::lockout::Session> {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
     voipwall_host::lockout::sessions(&read("/proc/net/tcp"), &read("/proc/net/tcp6"), ports)
 }
@@ -64,7 +64,7 @@ fn interfaces_by_address() -> std::collections::HashMap<IpAddr, String> {
 }
 
 /// The anti-lockout check on this host's live sessions.
-pub(crate) fn lockout_problems(policy: &Policy, rs: &Ruleset, sshd: &[u16]) -> Vec<String> {
+pub fn lockout_problems(policy: &Policy, rs: &Ruleset, sshd: &[u16]) -> Vec<String> {
     let ports = voipwall_host::lockout::management_ports(policy, sshd);
     let sessions = sessions(&ports);
     let ifaces = if sessions.is_empty() {
@@ -76,7 +76,7 @@ pub(crate) fn lockout_problems(policy: &Policy, rs: &Ruleset, sshd: &[u16]) -> V
 }
 
 /// The sources of live management sessions (a ban of one is refused).
-pub(crate) fn session_sources(policy: Option<&Policy>, sshd: &[u16]) -> Vec<IpAddr> {
+pub fn session_sources(policy: Option<&Policy>, sshd: &[u16]) -> Vec<IpAddr> {
     let ports = match policy {
         Some(p) => voipwall_host::lockout::management_ports(p, sshd),
         None => sshd.to_vec(),
@@ -91,7 +91,7 @@ pub(crate) fn session_sources(policy: Option<&Policy>, sshd: &[u16]) -> Vec<IpAd
     v
 }
 
-pub(crate) fn state_store(state_dir: &Path) -> anyhow::Result<Store> {
+pub fn state_store(state_dir: &Path) -> anyhow::Result<Store> {
     let db = state_dir.join("state.db");
     let (s, opened) =
         Store::open(&db).with_context(|| format!("opening the store {}", db.display()))?;
@@ -106,7 +106,7 @@ pub(crate) fn state_store(state_dir: &Path) -> anyhow::Result<Store> {
 }
 
 /// Wall-clock milliseconds.
-pub(crate) fn now() -> Timestamp {
+pub fn now() -> Timestamp {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -143,7 +143,7 @@ fn ensure_baseline(store: &mut Store) -> anyhow::Result<()> {
 /// detached timer that rolls back unless `voipwall confirm` comes in time.
 /// The timer starts before the apply, so no moment exists in which the new
 /// ruleset is in place and nothing will take it back. Returns the generation.
-pub(crate) fn begin_apply(
+pub fn begin_apply(
     state_dir: &Path,
     script: &str,
     policy: &str,
@@ -202,7 +202,7 @@ pub(crate) fn begin_apply(
 }
 
 /// After the apply: a failed one is marked so its timer stands down.
-pub(crate) fn finish_apply(state_dir: &Path, generation: i64, ok: bool) -> anyhow::Result<()> {
+pub fn finish_apply(state_dir: &Path, generation: i64, ok: bool) -> anyhow::Result<()> {
     if !ok {
         state_store(state_dir)?.set_generation_status(generation, "failed")?;
     }
@@ -211,11 +211,7 @@ pub(crate) fn finish_apply(state_dir: &Path, generation: i64, ok: bool) -> anyho
 
 /// The detached timer: waits for the deadline; if the generation is still
 /// pending, applies the one before it.
-pub(crate) fn rollback_timer(
-    state_dir: &Path,
-    generation: i64,
-    deadline_ms: u64,
-) -> anyhow::Result<()> {
+pub fn rollback_timer(state_dir: &Path, generation: i64, deadline_ms: u64) -> anyhow::Result<()> {
     // One connection for the whole wait: opening runs an integrity check.
     let mut store = state_store(state_dir)?;
     loop {
@@ -264,7 +260,7 @@ fn roll_back_from(store: &mut Store, from: i64, status: &str, actor: &str) -> an
 /// or confirmed (a generation still pending, e.g. the box rebooted inside
 /// its confirm window, counts as not confirmed and is marked rolled back).
 /// `None` when there is none: the daemon compiles the policy instead.
-pub(crate) fn boot_generation(store: &mut Store) -> anyhow::Result<Option<(i64, String)>> {
+pub fn boot_generation(store: &mut Store) -> anyhow::Result<Option<(i64, String)>> {
     let gens = store.generations(KEEP_GENERATIONS as usize)?;
     for g in &gens {
         match g.status.as_str() {
@@ -287,7 +283,7 @@ pub(crate) fn boot_generation(store: &mut Store) -> anyhow::Result<Option<(i64, 
 
 /// The generation in force now: the newest applied, confirmed or pending
 /// one (a pending one is running until its timer rolls it back).
-pub(crate) fn running_generation(store: &Store) -> Option<(i64, String)> {
+pub fn running_generation(store: &Store) -> Option<(i64, String)> {
     let gens = store.generations(KEEP_GENERATIONS as usize).ok()?;
     gens.into_iter()
         .find(|g| matches!(g.status.as_str(), "applied" | "confirmed" | "pending"))
@@ -306,7 +302,7 @@ fn running_ruleset(state_dir: &Path) -> Option<Ruleset> {
 /// Whether the policy file compiles to the script of the generation in
 /// force: `Some((generation, same))`, `None` when none is recorded. The
 /// file's own errors are returned as errors.
-pub(crate) fn file_vs_running(
+pub fn file_vs_running(
     config: &Path,
     catalog_dirs: &[PathBuf],
     state_dir: &Path,
@@ -323,7 +319,7 @@ pub(crate) fn file_vs_running(
 }
 
 /// `voipwall confirm`: keeps the pending generation.
-pub(crate) fn confirm(state_dir: &Path) -> anyhow::Result<String> {
+pub fn confirm(state_dir: &Path) -> anyhow::Result<String> {
     let mut store = state_store(state_dir)?;
     let Some(g) = store
         .generations(KEEP_GENERATIONS as usize)?
@@ -345,7 +341,7 @@ pub(crate) fn confirm(state_dir: &Path) -> anyhow::Result<String> {
 }
 
 /// `voipwall rollback`: back one generation now.
-pub(crate) fn rollback(state_dir: &Path) -> anyhow::Result<String> {
+pub fn rollback(state_dir: &Path) -> anyhow::Result<String> {
     let mut store = state_store(state_dir)?;
     let Some(cur) = store
         .generations(KEEP_GENERATIONS as usize)?
@@ -363,7 +359,7 @@ pub(crate) fn rollback(state_dir: &Path) -> anyhow::Result<String> {
 
 /// Lines only in `old` and lines only in `new` (scripts are sorted and
 /// deterministic, so a line set comparison reads well), in script order.
-pub(crate) fn line_diff<'a>(old: &'a str, new: &'a str) -> (Vec<&'a str>, Vec<&'a str>) {
+pub fn line_diff<'a>(old: &'a str, new: &'a str) -> (Vec<&'a str>, Vec<&'a str>) {
     let o: std::collections::HashSet<&str> = old.lines().collect();
     let n: std::collections::HashSet<&str> = new.lines().collect();
     (
@@ -377,7 +373,7 @@ type BootRecord = (String, u64);
 
 /// Safe mode's decision, from the boot records (oldest first, the current
 /// boot last) and the current uptime: how long to hold the policy back.
-pub(crate) fn safe_mode_decision(
+pub fn safe_mode_decision(
     sm: &voipwall_policy::SafeMode,
     boots: &[BootRecord],
     uptime_s: u64,
@@ -394,7 +390,7 @@ pub(crate) fn safe_mode_decision(
 /// long safe mode holds the policy back, if it does. The boot id and uptime
 /// come from /proc, or from `VOIPWALL_BOOT_ID_FILE` / `VOIPWALL_UPTIME_FILE`
 /// (tests simulate boots with them).
-pub(crate) fn safe_mode_hold(
+pub fn safe_mode_hold(
     state_dir: &Path,
     sm: &voipwall_policy::SafeMode,
 ) -> anyhow::Result<Option<u64>> {
@@ -432,33 +428,33 @@ pub(crate) fn safe_mode_hold(
 }
 
 /// What one pass through the apply path did.
-pub(crate) struct Applied {
-    pub(crate) loaded: crate::context::Loaded,
-    pub(crate) ruleset: Ruleset,
-    pub(crate) generation: i64,
-    pub(crate) took: Duration,
+pub struct Applied {
+    pub loaded: crate::context::Loaded,
+    pub ruleset: Ruleset,
+    pub generation: i64,
+    pub took: Duration,
     /// Lockout problems overridden by `force`.
-    pub(crate) forced: Vec<String>,
+    pub forced: Vec<String>,
 }
 
 /// How an apply was asked for.
-pub(crate) struct ApplyRequest<'a> {
-    pub(crate) config: &'a Path,
-    pub(crate) catalog_dirs: &'a [PathBuf],
-    pub(crate) state_dir: &'a Path,
+pub struct ApplyRequest<'a> {
+    pub config: &'a Path,
+    pub catalog_dirs: &'a [PathBuf],
+    pub state_dir: &'a Path,
     /// Roll back unless confirmed in time.
-    pub(crate) confirm: Option<Duration>,
+    pub confirm: Option<Duration>,
     /// Apply despite lockout problems.
-    pub(crate) force: bool,
+    pub force: bool,
     /// `cli`, `daemon`, `reload`: for the generation's audit line.
-    pub(crate) actor: &'static str,
+    pub actor: &'static str,
 }
 
 /// The one apply path (`apply`, daemon start, `reload`, SIGHUP): load and
 /// validate, refuse unknown interfaces, compile, the anti-lockout check,
 /// record the generation, apply in one transaction. Nothing is applied
 /// unless every step before it passed.
-pub(crate) fn apply_path(r: &ApplyRequest<'_>) -> anyhow::Result<Applied> {
+pub fn apply_path(r: &ApplyRequest<'_>) -> anyhow::Result<Applied> {
     let facts = crate::context::host_facts();
     let loaded = crate::context::load_policy(r.config, r.catalog_dirs, &facts)?;
     let have = nft::interface_names();

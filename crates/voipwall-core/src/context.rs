@@ -15,10 +15,10 @@ use voipwall_policy::{
 use crate::Invalid;
 
 /// Catalog layers beyond the built-in one, in override order.
-pub(crate) const LAYERS: &[&str] = &["/usr/share/voipwall", "/etc/voipwall"];
+pub const LAYERS: &[&str] = &["/usr/share/voipwall", "/etc/voipwall"];
 
 /// The `*.toml` files of a directory, sorted; none when it does not exist.
-pub(crate) fn toml_files(dir: &Path) -> Vec<PathBuf> {
+pub fn toml_files(dir: &Path) -> Vec<PathBuf> {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -37,7 +37,7 @@ const MAX_POLICY_FILE: u64 = 16 << 20;
 /// Reads a policy or catalog file: only a regular file of at most 16 MiB.
 /// An include naming a FIFO, a device (/dev/zero) or a directory is an
 /// error at once, never a hang or a read without end.
-pub(crate) fn read_policy_file(p: &Path) -> Result<String, String> {
+pub fn read_policy_file(p: &Path) -> Result<String, String> {
     use std::io::Read as _;
     let meta = std::fs::metadata(p).map_err(|e| e.to_string())?;
     if !meta.is_file() {
@@ -74,7 +74,7 @@ fn layer_files(dir: &Path) -> Vec<DataFile> {
 }
 
 /// The loaded catalog plus the sources its diagnostics refer to.
-pub(crate) fn catalog(extra: &[PathBuf]) -> anyhow::Result<(Catalog, SourceMap)> {
+pub fn catalog(extra: &[PathBuf]) -> anyhow::Result<(Catalog, SourceMap)> {
     let mut files = DataFile::builtin();
     for l in LAYERS
         .iter()
@@ -104,7 +104,7 @@ pub(crate) fn catalog(extra: &[PathBuf]) -> anyhow::Result<(Catalog, SourceMap)>
 }
 
 /// Facts about this host (in the current network namespace).
-pub(crate) fn host_facts() -> HostFacts {
+pub fn host_facts() -> HostFacts {
     let sshd = std::fs::read_to_string("/etc/ssh/sshd_config")
         .ok()
         .map(|t| sshd_ports(&t))
@@ -116,19 +116,19 @@ pub(crate) fn host_facts() -> HostFacts {
 }
 
 /// Everything a command needs about the policy.
-pub(crate) struct Loaded {
-    pub(crate) policy: Policy,
-    pub(crate) warnings: Vec<Diagnostic>,
-    pub(crate) sources: SourceMap,
+pub struct Loaded {
+    pub policy: Policy,
+    pub warnings: Vec<Diagnostic>,
+    pub sources: SourceMap,
     /// What reading the PBX changed or noticed (`[discover]`).
-    pub(crate) discovery: Vec<String>,
+    pub discovery: Vec<String>,
     /// What was read from the PBX (empty when `[discover]` is off).
-    pub(crate) found: voipwall_discover::Discovery,
+    pub found: voipwall_discover::Discovery,
 }
 
 /// Loads and validates the policy; invalid policy is an [`Invalid`] error
 /// carrying every diagnostic, rendered.
-pub(crate) fn load_policy(
+pub fn load_policy(
     path: &Path,
     extra_catalog: &[PathBuf],
     facts: &HostFacts,
@@ -154,7 +154,7 @@ pub(crate) fn load_policy(
 /// Reads the PBX configuration the policy points at and folds trunks,
 /// peers, ports and the RTP range into it. Returns what changed and what
 /// the readers noticed.
-pub(crate) fn discover_into(policy: &mut Policy) -> (Vec<String>, voipwall_discover::Discovery) {
+pub fn discover_into(policy: &mut Policy) -> (Vec<String>, voipwall_discover::Discovery) {
     if !policy.discover.enabled {
         return Default::default();
     }
@@ -166,7 +166,7 @@ pub(crate) fn discover_into(policy: &mut Policy) -> (Vec<String>, voipwall_disco
 }
 
 /// Unix seconds now.
-pub(crate) fn now() -> i64 {
+pub fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -174,7 +174,7 @@ pub(crate) fn now() -> i64 {
 
 /// The DNS client a policy asks for: its `[dns] servers`, else the
 /// name servers of /etc/resolv.conf.
-pub(crate) fn dns_client(policy: &Policy) -> voipwall_dns::Client {
+pub fn dns_client(policy: &Policy) -> voipwall_dns::Client {
     let servers = if policy.dns.servers.is_empty() {
         std::fs::read_to_string("/etc/resolv.conf")
             .map(|t| voipwall_dns::resolv_conf_servers(&t))
@@ -195,7 +195,7 @@ pub(crate) fn dns_client(policy: &Policy) -> voipwall_dns::Client {
 
 /// Resolves the policy's hostnames: A and AAAA, and SIP SRV targets for
 /// peers that ask for them.
-pub(crate) fn resolve_names(policy: &Policy) -> BTreeMap<String, Vec<IpAddr>> {
+pub fn resolve_names(policy: &Policy) -> BTreeMap<String, Vec<IpAddr>> {
     let names = policy.hostnames();
     let mut resolved = BTreeMap::new();
     if names.is_empty() {
@@ -225,7 +225,7 @@ pub(crate) fn resolve_names(policy: &Policy) -> BTreeMap<String, Vec<IpAddr>> {
 }
 
 /// Resolves the policy's hostnames and compiles.
-pub(crate) fn compile_policy(policy: &Policy) -> Ruleset {
+pub fn compile_policy(policy: &Policy) -> Ruleset {
     compile(
         policy,
         &CompileInput {

@@ -10,9 +10,9 @@
 //! socket (one thread per client) sends requests the same way. The engine is
 //! the only writer of bans, so there are no locks around it.
 
-mod control;
-mod names;
-mod tail;
+pub mod control;
+pub mod names;
+pub mod tail;
 
 use std::collections::VecDeque;
 use std::io::{Read as _, Write as _};
@@ -35,41 +35,51 @@ use voipwall_store::{BanFilter, BanRecord, EventRecord, Opened, Store};
 use voipwall_sys::nflog::{NflogConfig, NflogReader, wait_readable};
 
 use control::Reply;
-pub(crate) use control::{Client, Request, default_socket};
+pub use control::{Client, Request, default_socket};
 
-pub(crate) use crate::owned::Parsed;
-use crate::{Cli, Invalid};
+use crate::Invalid;
+pub use crate::owned::Parsed;
+
+/// Where the daemon's policy, catalog layers and state are.
+pub struct Paths {
+    /// Policy file.
+    pub config: PathBuf,
+    /// Extra catalog directories.
+    pub catalog_dirs: Vec<PathBuf>,
+    /// State directory (the store, boots).
+    pub state_dir: PathBuf,
+}
 
 /// Arguments of `voipwall daemon`.
 #[derive(clap::Args)]
-pub(crate) struct DaemonArgs {
+pub struct DaemonArgs {
     /// Control socket.
     #[arg(
         long,
         env = "VOIPWALL_SOCKET",
         default_value = "/run/voipwall/control.sock"
     )]
-    pub(crate) socket: PathBuf,
+    pub socket: PathBuf,
     /// A log file to follow, as FORMAT:PATH (e.g. asterisk:/var/log/asterisk/full); repeatable.
     #[arg(long = "log")]
-    pub(crate) logs: Vec<String>,
+    pub logs: Vec<String>,
     /// Follow the systemd journal as FORMAT[:UNIT] (e.g. sshd:ssh.service); repeatable.
     #[arg(long = "journal")]
-    pub(crate) journals: Vec<String>,
+    pub journals: Vec<String>,
     /// Read followed logs from their start instead of their end.
     #[arg(long)]
-    pub(crate) from_start: bool,
+    pub from_start: bool,
     /// Do not apply the policy at start (the ruleset is already in place).
     #[arg(long)]
-    pub(crate) no_apply: bool,
+    pub no_apply: bool,
     /// Demo mode: refuse to run in the host's own network namespace (so the
     /// host firewall is never touched), and remove the table on exit.
     #[arg(long)]
-    pub(crate) sandbox: bool,
+    pub sandbox: bool,
 }
 
 /// Sent to the engine thread.
-pub(crate) enum Input {
+pub enum Input {
     /// Parsed lines of a followed log.
     Log {
         origin: Arc<str>,
@@ -98,17 +108,17 @@ pub(crate) enum Input {
 /// engine's configuration. Everything slow (reading and compiling the
 /// policy, resolving names, the nft transaction, the store) happened on the
 /// reload thread, so packets kept flowing.
-pub(crate) struct Prepared {
+pub struct Prepared {
     applied: crate::safety::Applied,
     config: voipwall_detect::Config,
 }
 
 /// Lines read by a tailer, by outcome.
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
-pub(crate) struct LineCounts {
-    pub(crate) lines: u64,
-    pub(crate) ambiguous: u64,
-    pub(crate) malformed: u64,
+pub struct LineCounts {
+    pub lines: u64,
+    pub ambiguous: u64,
+    pub malformed: u64,
 }
 
 /// A write for the store thread: SQLite commits (and WAL checkpoints, which
@@ -149,10 +159,10 @@ fn store_writer(
 
 /// Wakes the engine thread out of `poll`.
 #[derive(Clone)]
-pub(crate) struct Waker(Arc<UnixStream>);
+pub struct Waker(Arc<UnixStream>);
 
 impl Waker {
-    pub(crate) fn wake(&self) {
+    pub fn wake(&self) {
         let _ = (&*self.0).write(&[1]);
     }
 }
@@ -172,7 +182,7 @@ fn now_us() -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-pub(crate) fn now_ms_civil_year() -> i64 {
+pub fn now_ms_civil_year() -> i64 {
     now().to_civil().0
 }
 
@@ -239,7 +249,7 @@ struct Daemon {
 }
 
 /// Runs the daemon until SIGTERM/SIGINT.
-pub(crate) fn run(cli: &Cli, a: &DaemonArgs) -> anyhow::Result<()> {
+pub fn run(cli: &Paths, a: &DaemonArgs) -> anyhow::Result<()> {
     init_logging();
     if a.sandbox && in_host_namespace() {
         return Err(Invalid(

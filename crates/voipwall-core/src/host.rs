@@ -4,7 +4,7 @@
 use voipwall_host::audit::Listening;
 
 /// Sockets in the listening state, from /proc/net/{tcp,tcp6,udp,udp6}.
-pub(crate) fn listening() -> Vec<Listening> {
+pub fn listening() -> Vec<Listening> {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
     voipwall_host::audit::listening(
         &read("/proc/net/tcp"),
@@ -17,9 +17,7 @@ pub(crate) fn listening() -> Vec<Listening> {
 /// What this host depends on, with what it is: its resolvers (`[dns]
 /// servers`, else /etc/resolv.conf), default gateways and NTP servers
 /// given by address (chrony, ntpd, systemd-timesyncd).
-pub(crate) fn infrastructure(
-    policy: Option<&voipwall_policy::Policy>,
-) -> Vec<(std::net::IpAddr, String)> {
+pub fn infrastructure(policy: Option<&voipwall_policy::Policy>) -> Vec<(std::net::IpAddr, String)> {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
     let mut out: Vec<(std::net::IpAddr, String)> = Vec::new();
     let resolvers: Vec<std::net::IpAddr> = match policy.map(|p| &p.dns.servers) {

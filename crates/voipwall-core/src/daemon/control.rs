@@ -18,7 +18,7 @@ use super::{Input, Waker};
 /// A request from the CLI.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
-pub(crate) enum Request {
+pub enum Request {
     /// Daemon state and counters.
     Status,
     /// Bans from the store.
@@ -60,19 +60,19 @@ pub(crate) enum Request {
 /// The longest request line (a `ban --file` of ~3 million addresses fits);
 /// a longer one is refused and the connection closed, never read into
 /// memory whole.
-pub(crate) const MAX_REQUEST: u64 = 64 << 20;
+pub const MAX_REQUEST: u64 = 64 << 20;
 /// Connections served at once; more are told so and closed.
-pub(crate) const MAX_CONNECTIONS: usize = 64;
+pub const MAX_CONNECTIONS: usize = 64;
 /// A connection that sends no request for this long is closed (the CLI
 /// sends its request at once).
-pub(crate) const IDLE: Duration = Duration::from_secs(5);
+pub const IDLE: Duration = Duration::from_secs(5);
 /// `events --follow` streams at once, and the events each may have queued
 /// before it is dropped for not reading.
-pub(crate) const MAX_FOLLOWERS: usize = 16;
-pub(crate) const FOLLOW_QUEUE: usize = 4096;
+pub const MAX_FOLLOWERS: usize = 16;
+pub const FOLLOW_QUEUE: usize = 4096;
 
 /// What the engine thread answers: one value, or a stream.
-pub(crate) enum Reply {
+pub enum Reply {
     /// One JSON value.
     One(Value),
     /// JSON lines until the receiver is dropped.
@@ -80,7 +80,7 @@ pub(crate) enum Reply {
 }
 
 /// Listens on `path`; forwards requests to the engine thread.
-pub(crate) fn serve(
+pub fn serve(
     path: &Path,
     tx: Sender<Input>,
     waker: Waker,
@@ -225,7 +225,7 @@ fn group_id(name: &str) -> Option<u32> {
 }
 
 /// The default socket path.
-pub(crate) fn default_socket() -> PathBuf {
+pub fn default_socket() -> PathBuf {
     std::env::var_os("VOIPWALL_SOCKET").map_or_else(
         || PathBuf::from("/run/voipwall/control.sock"),
         PathBuf::from,
@@ -233,14 +233,14 @@ pub(crate) fn default_socket() -> PathBuf {
 }
 
 /// A connection to a running daemon, if one answers at `path`.
-pub(crate) struct Client {
+pub struct Client {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
 }
 
 impl Client {
     /// Connects, or `None` when no daemon listens.
-    pub(crate) fn connect(path: &Path) -> Option<Self> {
+    pub fn connect(path: &Path) -> Option<Self> {
         let s = UnixStream::connect(path).ok()?;
         let r = s.try_clone().ok()?;
         Some(Self {
@@ -250,14 +250,14 @@ impl Client {
     }
 
     /// Sends one request and reads one response line.
-    pub(crate) fn call(&mut self, req: &Request) -> anyhow::Result<Value> {
+    pub fn call(&mut self, req: &Request) -> anyhow::Result<Value> {
         writeln!(self.writer, "{}", serde_json::to_string(req)?)?;
-        self.next()?
+        self.next_value()?
             .ok_or_else(|| anyhow::anyhow!("the daemon closed the connection"))
     }
 
     /// The next line of a stream.
-    pub(crate) fn next(&mut self) -> anyhow::Result<Option<Value>> {
+    pub fn next_value(&mut self) -> anyhow::Result<Option<Value>> {
         let mut line = String::new();
         if self.reader.read_line(&mut line)? == 0 {
             return Ok(None);

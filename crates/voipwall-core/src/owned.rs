@@ -5,8 +5,8 @@ use voipwall_detect::{Event, Timestamp};
 
 /// A matched line, owned, so that parsing can run on other threads than
 /// the engine. User and user agent are kept inline (truncated).
-pub(crate) struct Parsed {
-    pub(crate) at: Option<Timestamp>,
+pub struct Parsed {
+    pub at: Option<Timestamp>,
     src: IpAddr,
     kind: voipwall_logfmt::EventType,
     user: Inline<48>,
@@ -37,7 +37,7 @@ impl<const N: usize> Inline<N> {
 }
 
 impl Parsed {
-    pub(crate) fn from_line(l: &voipwall_logfmt::LogLine<'_>) -> Self {
+    pub fn from_line(l: &voipwall_logfmt::LogLine<'_>) -> Self {
         use voipwall_detect::EventKind as K;
         use voipwall_logfmt::EventType as T;
         let (kind, user, ua, expires) = match l.event.kind {
@@ -66,7 +66,7 @@ impl Parsed {
         }
     }
 
-    pub(crate) fn event<'a>(&'a self, origin: &'a str) -> Event<'a> {
+    pub fn event<'a>(&'a self, origin: &'a str) -> Event<'a> {
         use voipwall_detect::EventKind as K;
         use voipwall_logfmt::EventType as T;
         let user = (self.user.len > 0).then(|| self.user.get());

@@ -28,7 +28,7 @@ struct Shared {
 }
 
 /// Handle kept by the engine thread.
-pub(crate) struct Names {
+pub struct Names {
     shared: Arc<Mutex<Shared>>,
     started: Instant,
 }
@@ -43,7 +43,7 @@ fn settings(p: &Policy) -> Settings {
 
 impl Names {
     /// Starts the thread. It runs until `stop`.
-    pub(crate) fn start(stop: Arc<AtomicBool>) -> std::io::Result<Self> {
+    pub fn start(stop: Arc<AtomicBool>) -> std::io::Result<Self> {
         let shared = Arc::new(Mutex::new(Shared {
             tracker: Tracker::new(Settings::default()),
             names: BTreeMap::new(),
@@ -64,7 +64,7 @@ impl Names {
 
     /// After an apply: the names of `rs`, each starting from the addresses
     /// the apply put in its sets, all due at once.
-    pub(crate) fn update(&self, policy: &Policy, rs: &Ruleset) {
+    pub fn update(&self, policy: &Policy, rs: &Ruleset) {
         let now = ms(self.started);
         let elements = |set: &str| -> BTreeSet<IpAddr> {
             rs.set(set)
@@ -93,12 +93,12 @@ impl Names {
 
     /// Tells the engine thread (through its input channel) when a name's
     /// addresses move, so detection never bans a peer's new address.
-    pub(crate) fn connect(&self, tx: std::sync::mpsc::Sender<super::Input>, waker: super::Waker) {
+    pub fn connect(&self, tx: std::sync::mpsc::Sender<super::Input>, waker: super::Waker) {
         self.shared.lock().expect("names lock").notify = Some((tx, waker));
     }
 
     /// Every address the names hold now.
-    pub(crate) fn addresses(&self) -> Vec<IpAddr> {
+    pub fn addresses(&self) -> Vec<IpAddr> {
         let g = self.shared.lock().expect("names lock");
         g.tracker
             .states()
@@ -107,7 +107,7 @@ impl Names {
     }
 
     /// For `status`.
-    pub(crate) fn status(&self) -> Value {
+    pub fn status(&self) -> Value {
         let now = ms(self.started);
         let g = self.shared.lock().expect("names lock");
         let names: Vec<Value> = g

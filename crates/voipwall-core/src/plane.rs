@@ -19,7 +19,7 @@ use voipwall_sys::bans::Bans;
 /// A runtime verb.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum Verb {
+pub enum Verb {
     Ban,
     Unban,
     Block,
@@ -44,33 +44,33 @@ impl Verb {
 /// One runtime operation: the control protocol's request and the CLI's
 /// direct path take the same value.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Op {
-    pub(crate) verb: Verb,
+pub struct Op {
+    pub verb: Verb,
     /// Addresses or networks, as typed (`file:line` labels in `labels`).
-    pub(crate) targets: Vec<String>,
+    pub targets: Vec<String>,
     /// Where each target came from, for errors (`abusers.txt:4`); empty for
     /// the command line.
     #[serde(default)]
-    pub(crate) labels: Vec<String>,
+    pub labels: Vec<String>,
     /// Seconds; `None` is permanent.
-    pub(crate) seconds: Option<u64>,
+    pub seconds: Option<u64>,
     /// Use the running policy's `[bans] default_ttl` instead of `seconds`
     /// (whoever executes the op knows the policy in force).
     #[serde(default)]
-    pub(crate) default_ttl: bool,
+    pub default_ttl: bool,
     #[serde(default)]
-    pub(crate) reason: String,
+    pub reason: String,
     /// IPv6 bans: the address alone, not its prefix.
     #[serde(default)]
-    pub(crate) exact: bool,
+    pub exact: bool,
     /// Override an overridable protection (allow entry, trusted network, peer).
     #[serde(default)]
-    pub(crate) force: bool,
+    pub force: bool,
 }
 
 impl Op {
     /// One target from the command line.
-    pub(crate) fn simple(verb: Verb, target: &str, seconds: Option<u64>) -> Self {
+    pub fn simple(verb: Verb, target: &str, seconds: Option<u64>) -> Self {
         Self {
             verb,
             targets: vec![target.to_string()],
@@ -86,39 +86,39 @@ impl Op {
 
 /// What one target became.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Done {
+pub struct Done {
     /// Exactly what the kernel matches.
-    pub(crate) covers: String,
-    pub(crate) set: String,
+    pub covers: String,
+    pub set: String,
     /// Registered endpoints inside it keep access (prefix bans).
-    pub(crate) spares_known: bool,
+    pub spares_known: bool,
     /// For unban: whether anything was lifted.
-    pub(crate) changed: bool,
+    pub changed: bool,
 }
 
 /// The reply of the control protocol for an [`Op`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Outcome {
-    pub(crate) ok: bool,
-    pub(crate) verb: Verb,
-    pub(crate) done: Vec<Done>,
-    pub(crate) seconds: Option<u64>,
+pub struct Outcome {
+    pub ok: bool,
+    pub verb: Verb,
+    pub done: Vec<Done>,
+    pub seconds: Option<u64>,
     /// Set when `ok` is false: every problem, nothing was changed.
     #[serde(default)]
-    pub(crate) error: Option<String>,
+    pub error: Option<String>,
 }
 
 /// What the caller records after the kernel took the operation.
 #[derive(Default)]
-pub(crate) struct Effects {
-    pub(crate) bans: Vec<BanRecord>,
-    pub(crate) lifted: Vec<IpNet>,
-    pub(crate) allowed: Vec<(IpNet, Option<Timestamp>)>,
-    pub(crate) disallowed: Vec<IpNet>,
+pub struct Effects {
+    pub bans: Vec<BanRecord>,
+    pub lifted: Vec<IpNet>,
+    pub allowed: Vec<(IpNet, Option<Timestamp>)>,
+    pub disallowed: Vec<IpNet>,
 }
 
 /// The prefixes the running policy masks prefix bans with.
-pub(crate) fn prefixes(policy: Option<&Policy>) -> Prefixes {
+pub fn prefixes(policy: Option<&Policy>) -> Prefixes {
     policy.map_or_else(Prefixes::default, |p| Prefixes {
         v4: p.bans.ipv4_prefix,
         v6: p.bans.ipv6_prefix,
@@ -128,7 +128,7 @@ pub(crate) fn prefixes(policy: Option<&Policy>) -> Prefixes {
 /// What is protected right now: the policy, the host's addresses, live
 /// management sessions, runtime allow entries, and the current addresses
 /// of names the policy trusts.
-pub(crate) fn protected(policy: Option<&Policy>, named: Vec<(IpAddr, String)>) -> Protected {
+pub fn protected(policy: Option<&Policy>, named: Vec<(IpAddr, String)>) -> Protected {
     let sshd = crate::context::host_facts()
         .sshd_ports
         .unwrap_or_else(|| vec![22]);
@@ -154,7 +154,7 @@ fn refuse(verb: Verb, errors: &[String]) -> Outcome {
 
 /// Checks, places and applies `op`. All targets are checked first; one
 /// refusal changes nothing.
-pub(crate) fn execute(
+pub fn execute(
     op: &Op,
     policy: Option<&Policy>,
     guard: &Protected,
@@ -349,7 +349,7 @@ pub(crate) fn execute(
 }
 
 /// Where a ban the engine or the store holds goes in the kernel.
-pub(crate) fn place_record(target: IpNet, prefixes: Prefixes) -> Placement {
+pub fn place_record(target: IpNet, prefixes: Prefixes) -> Placement {
     place(
         Entry::Ban {
             target,
@@ -360,7 +360,7 @@ pub(crate) fn place_record(target: IpNet, prefixes: Prefixes) -> Placement {
 }
 
 /// The ban sets, with the role each holds (for listing and import).
-pub(crate) fn ban_sets() -> impl Iterator<Item = (Role, &'static str)> {
+pub fn ban_sets() -> impl Iterator<Item = (Role, &'static str)> {
     Role::BANS.into_iter().flat_map(|r| {
         [voipwall_nft::Family::V4, voipwall_nft::Family::V6]
             .into_iter()
@@ -369,7 +369,7 @@ pub(crate) fn ban_sets() -> impl Iterator<Item = (Role, &'static str)> {
 }
 
 /// Prints an outcome for the operator (both paths).
-pub(crate) fn render(o: &Outcome, reason: &str) -> String {
+pub fn render(o: &Outcome, reason: &str) -> String {
     let dur = o.seconds.map_or_else(
         || "permanently".to_string(),
         |s| format!("for {}", voipwall_policy::format_duration(s)),

@@ -14,7 +14,7 @@ use crate::Invalid;
 
 /// Built-in rules, then `rules/*.toml` of each layer and catalog directory
 /// (a file with the same rule id replaces the earlier one).
-pub(crate) fn rules(extra: &[PathBuf]) -> anyhow::Result<RuleSet> {
+pub fn rules(extra: &[PathBuf]) -> anyhow::Result<RuleSet> {
     let mut texts: Vec<(String, String)> = voipwall_detect::rules::BUILTIN_RULES
         .iter()
         .map(|(n, t)| (format!("builtin:{n}"), (*t).to_string()))
@@ -35,7 +35,7 @@ pub(crate) fn rules(extra: &[PathBuf]) -> anyhow::Result<RuleSet> {
 }
 
 /// The engine configuration a policy asks for.
-pub(crate) fn engine_config(
+pub fn engine_config(
     policy: &Policy,
     mut rules: RuleSet,
     host: &voipwall_nft::protect::HostProtection,
@@ -92,7 +92,7 @@ pub(crate) fn engine_config(
 }
 
 /// The policy's own log formats.
-pub(crate) fn user_formats(policy: &Policy) -> anyhow::Result<Vec<Format>> {
+pub fn user_formats(policy: &Policy) -> anyhow::Result<Vec<Format>> {
     policy
         .detect
         .logformats
@@ -106,7 +106,7 @@ pub(crate) fn user_formats(policy: &Policy) -> anyhow::Result<Vec<Format>> {
 }
 
 /// Whether `path` names the default policy location (absent is fine there).
-pub(crate) fn is_default_policy(path: &Path) -> bool {
+pub fn is_default_policy(path: &Path) -> bool {
     path == Path::new("/etc/voipwall/voipwall.toml")
 }
 
@@ -115,7 +115,7 @@ pub(crate) fn is_default_policy(path: &Path) -> bool {
 /// per-source tables (replay keeps the fixed one: same input, same output).
 /// Eight bytes from the kernel's random source (the clock and pid as a
 /// last resort, which still differ per start).
-pub(crate) fn random_seed() -> u64 {
+pub fn random_seed() -> u64 {
     use std::io::Read as _;
     let mut b = [0u8; 8];
     if std::fs::File::open("/dev/urandom")
