@@ -1,0 +1,202 @@
+//! The control socket's requests, answered on the engine thread: status,
+//! bans, runtime verbs (through the one ban plane), explain, events.
+
+use super::*;
+
+impl Daemon {
+    /// A runtime verb from the control socket: the CLI's plane, then the
+    /// store, the engine and the audit log.
+    pub(super) fn runtime(&mut self, op: &crate::plane::Op, t: Timestamp) -> Reply {
+        let named = self
+            .names
+            .as_ref()
+            .map(|n| {
+                n.addresses()
+                    .into_iter()
+                    .map(|a| (a, "a trunk, peer or allow name".to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let guard = crate::plane::protected(Some(&self.policy), named);
+        let prefixes = self.prefixes();
+        let policy = &self.policy;
+        let Some(bans) = self.bans.as_mut() else {
+            return Reply::One(
+                json!({"ok": false, "verb": op.verb, "done": [], "seconds": null,
+                "error": "the daemon has no netlink socket: nothing was changed"}),
+            );
+        };
+        let (mut outcome, fx) = crate::plane::execute(op, Some(policy), &guard, bans, t);
+        if outcome.ok {
+            // Stored bans inside or around a lifted target go too (a /24
+            // unban lifts the detected /32s in it).
+            for net in &fx.lifted {
+                let covering: Vec<BanRecord> = self
+                    .store
+                    .active_bans(t)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|b| b.target.contains(&net.addr()) || net.contains(&b.target.addr()))
+                    .collect();
+                for b in covering {
+                    let p = crate::plane::place_record(b.target, prefixes);
+                    if let Some(s) = self.bans.as_mut()
+                        && s.delete(&p).unwrap_or(false)
+                        && let Some(d) = outcome.done.first_mut()
+                    {
+                        d.changed = true;
+                    }
+                    self.engine.forget_ban(&b.target);
+                    let _ = self.writer.send(StoreOp::Lift(b.target, t));
+                }
+                self.engine.forget_ban(net);
+                let _ = self.writer.send(StoreOp::Lift(*net, t));
+            }
+            for r in &fx.bans {
+                self.engine.restore_ban(r.to_ban());
+            }
+            for (net, until) in &fx.allowed {
+                self.engine.allow(*net, *until);
+            }
+            for net in &fx.disallowed {
+                self.engine.disallow(net);
+            }
+            if !fx.bans.is_empty() {
+                let _ = self.writer.send(StoreOp::Bans(fx.bans));
+            }
+            let verb = format!("{:?}", op.verb).to_lowercase();
+            let detail = op.targets.join(" ");
+            let _ = self.writer.send(StoreOp::Audit(
+                t,
+                "cli",
+                "runtime",
+                format!("{verb} {detail}"),
+            ));
+            self.event(
+                &verb,
+                op.targets.first().cloned(),
+                format!("{verb} {detail} ({})", op.reason),
+            );
+        }
+        Reply::One(
+            serde_json::to_value(&outcome)
+                .unwrap_or_else(|e| json!({"ok": false, "error": e.to_string()})),
+        )
+    }
+
+    pub(super) fn control(&mut self, req: Request) -> Reply {
+        self.flush_events();
+        self.sync_store();
+        let t = now();
+        let err = |m: String| Reply::One(json!({"ok": false, "error": m}));
+        match req {
+            Request::Status => {
+                let mut prom: Vec<u64> =
+                    self.counters.promotion_latency_us.iter().copied().collect();
+                prom.sort_unstable();
+                let mut lat: Vec<u64> = self.counters.ban_latency_us.iter().copied().collect();
+                lat.sort_unstable();
+                let pct = |p: f64| {
+                    lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
+                        .copied()
+                };
+                Reply::One(json!({
+                    "ok": true,
+                    "pid": std::process::id(),
+                    "uptime_s": self.started.elapsed().as_secs(),
+                    "mode": if self.observe { "observe" } else { "enforce" },
+                    "policy": self.cli_config.display().to_string(),
+                    "state_dir": self.state_dir.display().to_string(),
+                    "store": self.opened,
+                    "restored_bans": self.restored,
+                    "safe_mode": {"holding": false, "held_at_start_s": self.safe_mode_held},
+                    "imported_from_kernel": self.reconciled,
+                    "dns": self.names.as_ref().map(names::Names::status),
+                    "nflog_group": self.nflog_group,
+                    "counters": self.counters,
+                    "store_errors": self.store_errors.load(Ordering::Relaxed),
+                    "engine": self.engine.stats(),
+                    "active_bans": self.store.active_count(t).unwrap_or(0),
+                    "ban_latency_us": {"samples": lat.len(), "p50": pct(0.5), "p99": pct(0.99), "max": lat.last()},
+                    "promotion_latency_us": {"samples": prom.len(), "p50": prom.get(prom.len().saturating_sub(1) / 2), "max": prom.last()},
+                    "rss_kb": rss_kb(),
+                    "cpu_ms": cpu_ms(),
+                }))
+            }
+            Request::Bans {
+                all,
+                rule,
+                net,
+                limit,
+            } => {
+                let net = match net.as_deref().map(voipwall_policy::parse_net).transpose() {
+                    Ok(n) => n,
+                    Err(e) => return err(e),
+                };
+                let f = BanFilter {
+                    active_at: (!all).then_some(t),
+                    rule,
+                    net,
+                    limit,
+                };
+                match self.store.bans(&f) {
+                    Ok(v) => Reply::One(json!({"ok": true, "bans": v})),
+                    Err(e) => err(e.to_string()),
+                }
+            }
+            Request::Runtime(op) => self.runtime(&op, t),
+            Request::Explain { addr } => {
+                let Ok(a) = addr.parse::<IpAddr>() else {
+                    return err(format!("`{addr}` is not an IP address"));
+                };
+                let x = self.engine.explain(a, t);
+                let stored = self
+                    .store
+                    .bans(&BanFilter {
+                        net: Some(IpNet::from(a)),
+                        limit: Some(20),
+                        ..BanFilter::default()
+                    })
+                    .unwrap_or_default();
+                Reply::One(json!({"ok": true, "engine": x, "stored_bans": stored}))
+            }
+            Request::Events { follow, limit } => {
+                let n = limit.unwrap_or(50);
+                let past: Vec<Value> = self.recent.iter().rev().take(n).rev().cloned().collect();
+                let first = json!({"ok": true, "events": past});
+                if follow {
+                    let (tx, rx) = mpsc::sync_channel(control::FOLLOW_QUEUE);
+                    if self.followers.len() >= control::MAX_FOLLOWERS {
+                        return Reply::One(
+                            json!({"ok": false, "error": format!("{} followers already; try again later", control::MAX_FOLLOWERS)}),
+                        );
+                    }
+                    self.followers.push(tx);
+                    Reply::Stream(first, rx)
+                } else {
+                    Reply::One(first)
+                }
+            }
+            Request::Reload => {
+                // Answered by handle_input (the reload runs on its own thread).
+                Reply::One(json!({"ok": false, "error": "internal: reload is asynchronous"}))
+            }
+        }
+    }
+}
+
+/// Resident memory of this process, from /proc.
+pub(super) fn rss_kb() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let l = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    l.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// CPU time used by this process (user + system), ms.
+pub(super) fn cpu_ms() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks * 10)
+}
