@@ -166,7 +166,7 @@ pub struct Evidence {
 }
 
 /// Counters for metrics and tests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Stats {
     /// Events handled.
     pub events: u64,

@@ -69,7 +69,7 @@ pub enum StoreError {
 }
 
 /// How [`Store::open`] found the database.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Opened {
     /// No database existed; a new one was created.

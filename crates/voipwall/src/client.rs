@@ -45,71 +45,101 @@ fn print(s: &str) -> anyhow::Result<()> {
 
 /// `voipwall status`.
 pub(crate) fn status(cli: &Cli) -> anyhow::Result<()> {
-    let mut v = checked(must()?.call(&Request::Status)?)?;
+    use crate::daemon::control::{PolicyFile, StatusAnswer};
+    let v = checked(must()?.call(&Request::Status)?)?;
+    let mut r = match serde_json::from_value::<StatusAnswer>(v)
+        .context("the daemon's status answer does not match this voipwall")?
+    {
+        StatusAnswer::Running(r) => r,
+        StatusAnswer::Holding(h) => {
+            return if cli.json {
+                print(&serde_json::to_string(&h)?)
+            } else {
+                print(&format!(
+                    "voipwall daemon pid {}: SAFE MODE, the policy is held back ({} s left)",
+                    h.pid, h.safe_mode["apply_in_s"]
+                ))
+            };
+        }
+    };
     // Compared here, not in the daemon: compiling must not hold up the
     // packet path.
-    let config = v["policy"].as_str().map(std::path::PathBuf::from);
-    let state = v["state_dir"].as_str().map(std::path::PathBuf::from);
-    let file = match (config, state) {
-        (Some(c), Some(s)) => match crate::safety::file_vs_running(&c, &cli.catalog_dirs, &s) {
-            Ok(Some((g, same))) => serde_json::json!({"generation": g, "matches_running": same}),
-            Ok(None) => serde_json::json!({"generation": null, "matches_running": null}),
-            Err(e) => serde_json::json!({"error": e.to_string().lines().next().unwrap_or("")}),
+    r.policy_file = Some(
+        match crate::safety::file_vs_running(
+            std::path::Path::new(&r.policy),
+            &cli.catalog_dirs,
+            std::path::Path::new(&r.state_dir),
+        ) {
+            Ok(Some((g, same))) => PolicyFile {
+                generation: Some(g),
+                matches_running: Some(same),
+                error: None,
+            },
+            Ok(None) => PolicyFile::default(),
+            Err(e) => PolicyFile {
+                error: Some(e.to_string().lines().next().unwrap_or("").to_string()),
+                ..PolicyFile::default()
+            },
         },
-        _ => Value::Null,
-    };
-    v["policy_file"] = file;
+    );
     if cli.json {
-        return print(&v.to_string());
+        return print(&serde_json::to_string(&r)?);
     }
-    let c = &v["counters"];
-    let e = &v["engine"];
-    let l = &v["ban_latency_us"];
+    let (c, e, l) = (&r.counters, &r.engine, &r.ban_latency_us);
+    let opt = |v: Option<u64>| v.map_or("-".to_string(), |x| x.to_string());
     print(&format!(
         "voipwall daemon pid {} up {} s, mode {}\n  policy {}\n  store {} ({} active bans; {} restored at start, {} imported from the kernel)\n  nflog group {}: {} packets, {} overflows, {} undecodable\n  logs: {} lines, {} events, {} ambiguous refused\n  engine: {} events, {} sources tracked ({} evicted), {} suppressed\n  bans {} (observed {}), alerts {}, promotions {}; kernel errors {}, bans put back {}, store errors {}\n  packet → ban live: p50 {} µs, p99 {} µs over {} bans",
-        v["pid"],
-        v["uptime_s"],
-        v["mode"].as_str().unwrap_or("?"),
-        v["policy"].as_str().unwrap_or("?"),
-        v["store"]["state"].as_str().unwrap_or("?"),
-        v["active_bans"],
-        v["restored_bans"],
-        v["imported_from_kernel"],
-        v["nflog_group"],
-        c["nflog_packets"],
-        c["nflog_enobufs"],
-        c["sip_undecodable"],
-        c["log_lines"],
-        c["log_events"],
-        c["log_ambiguous"],
-        e["events"],
-        e["tracked_sources"],
-        e["evicted_sources"],
-        e["suppressed"],
-        c["bans"],
-        c["bans_observed"],
-        c["alerts"],
-        c["promotions"],
-        c["kernel_errors"],
-        c["reasserted"],
-        v["store_errors"],
-        l["p50"],
-        l["p99"],
-        l["samples"],
+        r.pid,
+        r.uptime_s,
+        r.mode,
+        r.policy,
+        serde_json::to_value(&r.store)?["state"]
+            .as_str()
+            .unwrap_or("?"),
+        r.active_bans,
+        r.restored_bans,
+        r.imported_from_kernel,
+        r.nflog_group.map_or("none".to_string(), |g| g.to_string()),
+        c.nflog_packets,
+        c.nflog_enobufs,
+        c.sip_undecodable,
+        c.log_lines,
+        c.log_events,
+        c.log_ambiguous,
+        e.events,
+        e.tracked_sources,
+        e.evicted_sources,
+        e.suppressed,
+        c.bans,
+        c.bans_observed,
+        c.alerts,
+        c.promotions,
+        c.kernel_errors,
+        c.reasserted,
+        r.store_errors,
+        opt(l.p50),
+        opt(l.p99),
+        l.samples,
     ))?;
-    let f = &v["policy_file"];
-    match (f["matches_running"].as_bool(), f["error"].as_str()) {
-        (Some(true), _) => print(&format!(
-            "  policy file: same as generation {} in force",
-            f["generation"]
+    match r.policy_file.as_ref() {
+        Some(PolicyFile {
+            generation: Some(g),
+            matches_running: Some(true),
+            ..
+        }) => print(&format!("  policy file: same as generation {g} in force"))?,
+        Some(PolicyFile {
+            generation: Some(g),
+            matches_running: Some(false),
+            ..
+        }) => print(&format!(
+            "  policy file: DIFFERS from generation {g} in force (the file was edited since: `voipwall reload` applies it)"
         ))?,
-        (Some(false), _) => print(&format!(
-            "  policy file: DIFFERS from generation {} in force (the file was edited since: `voipwall reload` applies it)",
-            f["generation"]
-        ))?,
-        (None, Some(e)) => print(&format!("  policy file: does not load ({e})"))?,
+        Some(PolicyFile { error: Some(e), .. }) => {
+            print(&format!("  policy file: does not load ({e})"))?;
+        }
         _ => {}
     }
+    let v = serde_json::json!({"dns": r.dns});
     // Trunk and peer names: what they resolve to, and trouble.
     for n in v["dns"]["names"].as_array().into_iter().flatten() {
         let addrs: Vec<&str> = n["addresses"]

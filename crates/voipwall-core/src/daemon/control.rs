@@ -57,6 +57,112 @@ pub enum Request {
     Reload,
 }
 
+/// Packet → kernel latency, microseconds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Latency {
+    /// How many were measured.
+    pub samples: usize,
+    /// Median.
+    pub p50: Option<u64>,
+    /// 99th percentile.
+    #[serde(default)]
+    pub p99: Option<u64>,
+    /// Worst.
+    pub max: Option<u64>,
+}
+
+/// Safe mode as the running daemon saw it at start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SafeModeState {
+    /// Whether the policy is held back now (never, once running).
+    pub holding: bool,
+    /// Seconds it was held back at start.
+    pub held_at_start_s: Option<u64>,
+}
+
+/// The policy file against the generation in force (the CLI adds it:
+/// compiling must not hold up the daemon's packet path).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PolicyFile {
+    /// The generation in force.
+    pub generation: Option<i64>,
+    /// Whether the file compiles to its script.
+    pub matches_running: Option<bool>,
+    /// Why the file does not load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The answer to `status` from a running daemon. The CLI reads it through
+/// this type, so the daemon and the CLI cannot disagree about a field.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusReply {
+    /// Always true.
+    pub ok: bool,
+    /// Process id.
+    pub pid: u32,
+    /// Seconds since start.
+    pub uptime_s: u64,
+    /// `enforce` or `observe`.
+    pub mode: String,
+    /// The policy file it runs.
+    pub policy: String,
+    /// Its state directory.
+    pub state_dir: String,
+    /// How the store was found at start.
+    pub store: voipwall_store::Opened,
+    /// Bans restored from the store at start.
+    pub restored_bans: usize,
+    /// Safe mode at start.
+    pub safe_mode: SafeModeState,
+    /// Bans the kernel held that the store did not.
+    pub imported_from_kernel: usize,
+    /// Trunk and peer names: what they resolve to.
+    pub dns: Option<Value>,
+    /// NFLOG group read.
+    pub nflog_group: Option<u16>,
+    /// Counters.
+    pub counters: super::Counters,
+    /// Store writes that failed.
+    pub store_errors: u64,
+    /// The engine's counters.
+    pub engine: voipwall_detect::Stats,
+    /// Targets with a ban in force.
+    pub active_bans: u64,
+    /// Packet arrival → ban in the kernel.
+    pub ban_latency_us: Latency,
+    /// Packet arrival → known-set element in the kernel.
+    pub promotion_latency_us: Latency,
+    /// Resident memory, kB.
+    pub rss_kb: Option<u64>,
+    /// CPU time used, ms.
+    pub cpu_ms: Option<u64>,
+    /// Added by the CLI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_file: Option<PolicyFile>,
+}
+
+/// The answer to `status` while safe mode holds the policy back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HoldingReply {
+    /// Always true.
+    pub ok: bool,
+    /// `holding` and `apply_in_s`.
+    pub safe_mode: Value,
+    /// Process id.
+    pub pid: u32,
+}
+
+/// Either answer to `status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StatusAnswer {
+    /// Running.
+    Running(Box<StatusReply>),
+    /// Holding back (safe mode).
+    Holding(HoldingReply),
+}
+
 /// The longest request line (a `ban --file` of ~3 million addresses fits);
 /// a longer one is refused and the connection closed, never read into
 /// memory whole.

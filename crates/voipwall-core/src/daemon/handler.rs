@@ -1,6 +1,7 @@
 //! The control socket's requests, answered on the engine thread: status,
 //! bans, runtime verbs (through the one ban plane), explain, events.
 
+use super::control::{Latency, SafeModeState, StatusReply};
 use super::*;
 
 impl Daemon {
@@ -96,32 +97,44 @@ impl Daemon {
                 prom.sort_unstable();
                 let mut lat: Vec<u64> = self.counters.ban_latency_us.iter().copied().collect();
                 lat.sort_unstable();
-                let pct = |p: f64| {
-                    lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
-                        .copied()
+                let latency = |v: &[u64], p99: bool| Latency {
+                    samples: v.len(),
+                    p50: v.get(v.len().saturating_sub(1) / 2).copied(),
+                    p99: if p99 {
+                        v.get(((v.len() as f64 - 1.0) * 0.99).round() as usize)
+                            .copied()
+                    } else {
+                        None
+                    },
+                    max: v.last().copied(),
                 };
-                Reply::One(json!({
-                    "ok": true,
-                    "pid": std::process::id(),
-                    "uptime_s": self.started.elapsed().as_secs(),
-                    "mode": if self.observe { "observe" } else { "enforce" },
-                    "policy": self.cli_config.display().to_string(),
-                    "state_dir": self.state_dir.display().to_string(),
-                    "store": self.opened,
-                    "restored_bans": self.restored,
-                    "safe_mode": {"holding": false, "held_at_start_s": self.safe_mode_held},
-                    "imported_from_kernel": self.reconciled,
-                    "dns": self.names.as_ref().map(names::Names::status),
-                    "nflog_group": self.nflog_group,
-                    "counters": self.counters,
-                    "store_errors": self.store_errors.load(Ordering::Relaxed),
-                    "engine": self.engine.stats(),
-                    "active_bans": self.store.active_count(t).unwrap_or(0),
-                    "ban_latency_us": {"samples": lat.len(), "p50": pct(0.5), "p99": pct(0.99), "max": lat.last()},
-                    "promotion_latency_us": {"samples": prom.len(), "p50": prom.get(prom.len().saturating_sub(1) / 2), "max": prom.last()},
-                    "rss_kb": rss_kb(),
-                    "cpu_ms": cpu_ms(),
-                }))
+                let r = StatusReply {
+                    ok: true,
+                    pid: std::process::id(),
+                    uptime_s: self.started.elapsed().as_secs(),
+                    mode: if self.observe { "observe" } else { "enforce" }.into(),
+                    policy: self.cli_config.display().to_string(),
+                    state_dir: self.state_dir.display().to_string(),
+                    store: self.opened.clone(),
+                    restored_bans: self.restored,
+                    safe_mode: SafeModeState {
+                        holding: false,
+                        held_at_start_s: self.safe_mode_held,
+                    },
+                    imported_from_kernel: self.reconciled,
+                    dns: self.names.as_ref().map(names::Names::status),
+                    nflog_group: self.nflog_group,
+                    counters: self.counters.clone(),
+                    store_errors: self.store_errors.load(Ordering::Relaxed),
+                    engine: self.engine.stats(),
+                    active_bans: self.store.active_count(t).unwrap_or(0),
+                    ban_latency_us: latency(&lat, true),
+                    promotion_latency_us: latency(&prom, false),
+                    rss_kb: rss_kb(),
+                    cpu_ms: cpu_ms(),
+                    policy_file: None,
+                };
+                Reply::One(serde_json::to_value(r).unwrap_or_default())
             }
             Request::Bans {
                 all,

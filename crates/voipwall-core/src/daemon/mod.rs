@@ -189,21 +189,34 @@ pub fn now_ms_civil_year() -> i64 {
     now().to_civil().0
 }
 
-#[derive(Default, serde::Serialize)]
-struct Counters {
-    nflog_packets: u64,
-    nflog_enobufs: u64,
-    sip_undecodable: u64,
-    log_lines: u64,
-    log_events: u64,
-    log_ambiguous: u64,
-    bans: u64,
-    bans_observed: u64,
-    alerts: u64,
-    promotions: u64,
-    kernel_errors: u64,
+/// The daemon's counters, as `status` reports them.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Counters {
+    /// Packet copies read from NFLOG.
+    pub nflog_packets: u64,
+    /// Receive-buffer overflows (copies lost).
+    pub nflog_enobufs: u64,
+    /// Copies that did not decode as SIP.
+    pub sip_undecodable: u64,
+    /// Log lines read.
+    pub log_lines: u64,
+    /// Events found in them.
+    pub log_events: u64,
+    /// Lines refused as ambiguous (attacker text imitating the server's).
+    pub log_ambiguous: u64,
+    /// Bans made.
+    pub bans: u64,
+    /// Bans observe mode would have made.
+    pub bans_observed: u64,
+    /// Alerts (a rule fired against a protected source).
+    pub alerts: u64,
+    /// Promotions to registered endpoint.
+    pub promotions: u64,
+    /// Kernel refusals.
+    pub kernel_errors: u64,
     /// Bans the kernel had lost (a banned source's packet got through), put back.
-    reasserted: u64,
+    pub reasserted: u64,
     /// Microseconds from a packet's arrival to its ban being live, last 4096 bans.
     #[serde(skip)]
     ban_latency_us: VecDeque<u64>,
