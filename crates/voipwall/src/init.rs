@@ -100,7 +100,7 @@ pub(crate) fn run(cli: &crate::Cli, a: &InitArgs) -> anyhow::Result<()> {
         .into());
     }
     if a.dry_run {
-        return crate::commands::out(&text);
+        return crate::cmd::out(&text);
     }
     if cli.config.exists() && !a.force {
         return Err(Invalid(format!(

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod client;
-mod commands;
+mod cmd;
 mod init;
 mod replay;
 
@@ -223,7 +223,7 @@ pub(crate) enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match commands::run(&cli) {
+    match cmd::run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if let Some(ExitWith(code)) = e.downcast_ref::<ExitWith>() {

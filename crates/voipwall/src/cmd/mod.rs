@@ -1,0 +1,190 @@
+//! One function per subcommand, grouped by what they touch.
+
+mod apply;
+mod bans;
+mod explain;
+mod policy;
+
+use apply::*;
+use bans::*;
+use explain::*;
+use policy::*;
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::IpAddr;
+
+use anyhow::{Context as _, bail};
+use serde_json::json;
+use voipwall_nft::{DynamicSets, NoDynamic, Packet, explain, render};
+use voipwall_policy::{
+    Policy, Severity, display_net, parse_ban_duration, parse_duration, parse_port_specs,
+};
+use voipwall_sys::nft;
+
+use crate::context::{compile_policy, host_facts, load_policy};
+use crate::plane::{Op, Verb};
+use crate::{Cli, Cmd, Invalid};
+
+/// Dispatches a parsed command line.
+pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
+    match &cli.cmd {
+        Cmd::Check { kernel } => check(cli, *kernel),
+        Cmd::Compile => compile_cmd(cli),
+        Cmd::Audit => audit_cmd(cli),
+        Cmd::Discover => discover_cmd(cli),
+        Cmd::Init(a) => crate::init::run(cli, a),
+        Cmd::Export { target } => export_cmd(cli, target),
+        Cmd::Apply { confirm, force } => apply(cli, confirm.as_deref(), *force),
+        Cmd::Confirm => out(&crate::safety::confirm(&cli.state_dir)?),
+        Cmd::Rollback => out(&crate::safety::rollback(&cli.state_dir)?),
+        Cmd::Generations { diff } => generations(cli, *diff),
+        Cmd::RollbackTimer {
+            generation,
+            deadline_ms,
+        } => crate::safety::rollback_timer(&cli.state_dir, *generation, *deadline_ms),
+        Cmd::Disable => disable(cli),
+        Cmd::Explain {
+            addr,
+            to,
+            iface,
+            established,
+            offline,
+            policy,
+        } => match to {
+            Some(to) => explain_cmd(
+                cli,
+                *addr,
+                to,
+                iface,
+                *established,
+                *offline,
+                policy.as_deref(),
+            ),
+            None => crate::client::explain_detection(cli, *addr),
+        },
+        Cmd::Ban {
+            target,
+            file,
+            duration,
+            reason,
+            exact,
+            force,
+        } => {
+            let (targets, labels) = match (target, file) {
+                (_, Some(f)) => read_targets(f)?,
+                (Some(t), None) => (vec![t.clone()], Vec::new()),
+                (None, None) => {
+                    return Err(Invalid("error: give an address or --file".into()).into());
+                }
+            };
+            let seconds = duration.as_deref().map(for_duration).transpose()?;
+            runtime(
+                cli,
+                Op {
+                    verb: Verb::Ban,
+                    targets,
+                    labels,
+                    seconds: seconds.flatten(),
+                    default_ttl: seconds.is_none(),
+                    reason: reason.clone(),
+                    exact: *exact,
+                    force: *force,
+                },
+            )
+        }
+        Cmd::Unban { target } => runtime(cli, Op::simple(Verb::Unban, target, None)),
+        Cmd::Allow {
+            target,
+            duration,
+            delete,
+        } => {
+            let verb = if *delete { Verb::Disallow } else { Verb::Allow };
+            let secs = duration.as_deref().map(for_duration).transpose()?.flatten();
+            runtime(cli, Op::simple(verb, target, secs))
+        }
+        Cmd::Block {
+            target,
+            duration,
+            delete,
+            force,
+        } => {
+            let verb = if *delete { Verb::Unblock } else { Verb::Block };
+            let secs = duration.as_deref().map(for_duration).transpose()?.flatten();
+            let mut op = Op::simple(verb, target, secs);
+            op.force = *force;
+            op.reason = "block".into();
+            runtime(cli, op)
+        }
+        Cmd::Bans { all, rule, kernel } => match crate::client::daemon().filter(|_| !kernel) {
+            Some(mut c) => crate::client::bans(cli, &mut c, *all, rule.clone()),
+            None => bans(cli),
+        },
+        Cmd::Status => crate::client::status(cli),
+        Cmd::Events { follow, limit } => crate::client::events(cli, *follow, *limit),
+        Cmd::Reload => crate::client::reload(cli),
+        Cmd::Catalog => catalog(cli),
+        Cmd::Replay(a) => crate::replay::replay(cli, a),
+        Cmd::Daemon(a) => crate::daemon::run(
+            &crate::daemon::Paths {
+                config: cli.config.clone(),
+                catalog_dirs: cli.catalog_dirs.clone(),
+                state_dir: cli.state_dir.clone(),
+            },
+            a,
+        ),
+    }
+}
+
+pub(crate) fn out(s: &str) -> anyhow::Result<()> {
+    let mut o = std::io::stdout().lock();
+    o.write_all(s.as_bytes())?;
+    if !s.ends_with('\n') {
+        o.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// Other firewalls on the same hooks (nft tables, iptables-legacy), one
+/// line each: `apply` and `check --kernel` print them.
+fn foreign_warnings() -> Vec<String> {
+    let mut w = voipwall_nft::foreign::warnings(&nft::foreign_chains().unwrap_or_default());
+    let legacy = nft::legacy_iptables();
+    if !legacy.is_empty() {
+        w.push(format!(
+            "iptables-legacy tables are loaded ({}): they filter the same packets and voipwall cannot inspect them",
+            legacy.join(", ")
+        ));
+    }
+    w
+}
+
+/// What `explain` evaluates: the generation in force, or a policy file.
+struct ExplainSource {
+    ruleset: voipwall_nft::Ruleset,
+    /// For humans: where the rules came from.
+    from: String,
+    /// The generation in force, when that is what is explained.
+    generation: Option<i64>,
+}
+
+/// Policy for runtime commands; a missing or broken policy falls back to defaults.
+fn policy_or_default(cli: &Cli) -> Option<Policy> {
+    match load_policy(&cli.config, &cli.catalog_dirs, &host_facts()) {
+        Ok(l) => Some(l.policy),
+        Err(e) => {
+            eprintln!(
+                "warning: policy not loaded ({}); using defaults",
+                e.to_string().lines().next().unwrap_or("")
+            );
+            None
+        }
+    }
+}
+
+fn require_table() -> anyhow::Result<()> {
+    if !nft::table_exists()? {
+        bail!("voipwall is not applied here (no table inet voipwall): run `voipwall apply` first");
+    }
+    Ok(())
+}
