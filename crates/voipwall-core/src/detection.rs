@@ -81,6 +81,8 @@ pub fn engine_config(
     let mut cfg = Config::new(rules);
     cfg.group_v4 = d.group_v4;
     cfg.group_v6 = d.group_v6;
+    cfg.v6_escalate_after = d.ipv6_escalate_after;
+    cfg.v6_escalate_within = d.ipv6_escalate_within * 1000;
     cfg.max_sources = d.max_sources;
     // The one protection list (the CLI and the control socket refuse the
     // same addresses the engine never bans).

@@ -35,6 +35,12 @@ pub struct Config {
     pub group_v4: u8,
     /// IPv6 sources are counted and banned per prefix of this length (64 by default).
     pub group_v6: u8,
+    /// IPv6 bans cover the offending address alone until this many distinct
+    /// addresses of one `group_v6` prefix were banned within
+    /// `v6_escalate_within` (ms); then the prefix. 1: the prefix at once.
+    pub v6_escalate_after: u32,
+    /// See `v6_escalate_after`, ms.
+    pub v6_escalate_within: u64,
     /// Never banned: own addresses, loopback, allow list, trusted networks,
     /// management networks, trunks. A would-be ban becomes an alert.
     pub never_ban: Vec<IpNet>,
@@ -63,6 +69,8 @@ impl Config {
             rules,
             group_v4: 32,
             group_v6: 64,
+            v6_escalate_after: 3,
+            v6_escalate_within: 600_000,
             never_ban: ["127.0.0.0/8", "::1/128"]
                 .iter()
                 .map(|s| s.parse().expect("literal network"))
@@ -408,6 +416,8 @@ pub struct Engine {
     undecodable: LruCache<IpAddr, Timestamp, FixedState>,
     /// Failed authentications per source, to count one seen twice once.
     sightings: LruCache<IpAddr, Sightings, FixedState>,
+    /// IPv6: the addresses of each prefix banned recently (escalation).
+    offenders: LruCache<IpNet, Vec<(IpAddr, Timestamp)>, FixedState>,
     timers: BinaryHeap<Reverse<Timer>>,
     actions: VecDeque<Action>,
     hasher: FixedState,
@@ -452,6 +462,7 @@ impl Engine {
             reasserted: LruCache::with_hasher(1024, hasher.clone()),
             undecodable: LruCache::with_hasher(4096, hasher.clone()),
             sightings: LruCache::with_hasher(4096, hasher.clone()),
+            offenders: LruCache::with_hasher(4096, hasher.clone()),
             nonces: LruCache::with_hasher(cap(cfg.max_sources.min(65_536)), hasher.clone()),
             timers: BinaryHeap::new(),
             actions: VecDeque::new(),
@@ -1323,10 +1334,15 @@ impl Engine {
                 .iter()
                 .any(|t| in_window_verified(&c.times, now, t.within) >= t.count);
         let evidence: Vec<Evidence> = c.evidence.iter().map(|e| e.render(origins)).collect();
-        if self.decide(now, src, i, ttl, evidence, verified) {
+        // Banned by address only (IPv6 before escalation, or narrowed around
+        // a never-ban network): the rest of the group starts over, so a
+        // neighbour's first failure is not the attacker's sixth. Alerted
+        // instead of banned: re-arm so the next alert needs as many events.
+        if self.decide(now, src, i, ttl, evidence, verified)
+            && (self.bans.peek(&key).is_some() || key == IpNet::from(src))
+        {
             return;
         }
-        // Alerted instead of banned: re-arm so the next alert needs as many events.
         if let Some(g) = self.groups.peek_mut(&key)
             && let Some(c) = g.counters.iter_mut().find(|c| c.rule == rule_no)
         {
@@ -1381,6 +1397,34 @@ impl Engine {
         }
         let mut target = self.group_of(src);
         let mut note = String::new();
+        // IPv6: the address alone first; its prefix once enough of the
+        // prefix's addresses misbehaved (a phone that shares the /64 of an
+        // attacker is not locked out by one ban).
+        if src.is_ipv6() && target != IpNet::from(src) && self.cfg.v6_escalate_after > 1 {
+            let within = self.cfg.v6_escalate_within;
+            if !self.offenders.contains_key(&target) {
+                self.offenders.insert(target, Vec::new());
+            }
+            let list = self.offenders.get_mut(&target).expect("inserted");
+            list.retain(|&(a, t)| now.since(t) <= within && a != src);
+            list.push((src, now));
+            if list.len() > 16 {
+                list.remove(0);
+            }
+            let distinct = list.len();
+            if distinct >= self.cfg.v6_escalate_after as usize {
+                note = format!(
+                    " (escalated: {distinct} addresses of {target} within {})",
+                    format_duration(within)
+                );
+            } else {
+                note = format!(
+                    " (this address only; {target} after {} of its addresses)",
+                    self.cfg.v6_escalate_after
+                );
+                target = IpNet::from(src);
+            }
+        }
         if target != IpNet::from(src)
             && self
                 .cfg

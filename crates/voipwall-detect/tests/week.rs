@@ -68,8 +68,10 @@ fn response<'a>(dst: IpAddr, code: u16, method: &'a [u8], call: &'a [u8], cseq: 
 /// The phone registers every 30 s (challenge, authenticated retry, 200 OK)
 /// for seven simulated days. Attackers in its IPv4 /24 and its IPv6 /64
 /// guess passwords, ignore challenges, scan and flood throughout. With both
-/// families grouped by prefix, the attackers' prefixes are banned again and
-/// again; the phones are never banned at any instant.
+/// families counted by prefix, the IPv4 attacker's /24 is banned again and
+/// again; the IPv6 attacker, one address, is banned by its address (its /64
+/// would follow only after three of its addresses); the phones are never
+/// banned at any instant.
 #[test]
 fn phones_registering_for_a_week_are_never_banned_while_their_prefix_is() {
     let mut cfg = Config::new(RuleSet::builtin());
@@ -193,11 +195,17 @@ fn phones_registering_for_a_week_are_never_banned_while_their_prefix_is() {
         .collect();
     let v6: Vec<_> = bans
         .iter()
-        .filter(|b| b.target.to_string() == "2001:db8:a:1::/64")
+        .filter(|b| b.target.to_string() == "2001:db8:a:1::66/128")
         .collect();
     assert!(
+        !bans
+            .iter()
+            .any(|b| b.target.to_string() == "2001:db8:a:1::/64"),
+        "one IPv6 address escalated to its /64"
+    );
+    assert!(
         !v4.is_empty() && !v6.is_empty(),
-        "attackers' prefixes banned: {} v4, {} v6",
+        "attackers banned: {} v4 prefix, {} v6 address",
         v4.len(),
         v6.len()
     );

@@ -78,6 +78,12 @@ pub struct DetectSettings {
     pub group_v4: u8,
     /// IPv6 sources counted and banned per prefix of this length.
     pub group_v6: u8,
+    /// IPv6: a rule ban first covers the offending address alone; once this
+    /// many distinct addresses of one `group_v6` prefix were banned within
+    /// `ipv6_escalate_within`, the prefix is banned. 1: the prefix at once.
+    pub ipv6_escalate_after: u32,
+    /// The window of `ipv6_escalate_after`, seconds.
+    pub ipv6_escalate_within: u64,
     /// Most sources tracked at once.
     pub max_sources: usize,
     /// Networks never banned, beyond own addresses, management, allow list
@@ -99,6 +105,8 @@ impl Default for DetectSettings {
             mode: DetectMode::Enforce,
             group_v4: 32,
             group_v6: 64,
+            ipv6_escalate_after: 3,
+            ipv6_escalate_within: 600,
             max_sources: 100_000,
             never_ban: Vec::new(),
             rules: BTreeMap::new(),
@@ -152,6 +160,8 @@ pub(crate) fn walk(w: &mut Walker<'_>, t: &Table<'_>, sources: &SourceMap, raw: 
             "mode",
             "group_v4",
             "group_v6",
+            "ipv6_escalate_after",
+            "ipv6_escalate_within",
             "max_sources",
             "never_ban",
             "rules",
@@ -184,6 +194,16 @@ pub(crate) fn walk(w: &mut Walker<'_>, t: &Table<'_>, sources: &SourceMap, raw: 
     {
         s.group_v6 = u8::try_from(n).expect("range checked");
         raw.group_at[1] = Some((w.file, v.span()));
+    }
+    if let Some(v) = get(t, "ipv6_escalate_after")
+        && let Some(n) = w.int(v, "ipv6_escalate_after", 1, 1000)
+    {
+        s.ipv6_escalate_after = u32::try_from(n).expect("range checked");
+    }
+    if let Some(v) = get(t, "ipv6_escalate_within")
+        && let Some(n) = secs(w, v, "ipv6_escalate_within")
+    {
+        s.ipv6_escalate_within = n;
     }
     if let Some(v) = get(t, "max_sources")
         && let Some(n) = w.int(v, "max_sources", 1000, 100_000_000)
