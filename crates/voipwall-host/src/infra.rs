@@ -6,32 +6,41 @@
 
 use std::net::IpAddr;
 
-/// The next hops of the default routes in `/proc/net/route` and
-/// `/proc/net/ipv6_route` text.
-pub fn gateways(route_v4: &str, route_v6: &str) -> Vec<IpAddr> {
+/// The default routes in `/proc/net/route` and `/proc/net/ipv6_route`
+/// text: (interface, next hop if any). Loopback entries (the kernel's
+/// unreachable default in `ipv6_route`) are left out.
+pub fn default_routes(route_v4: &str, route_v6: &str) -> Vec<(String, Option<IpAddr>)> {
     let mut out = Vec::new();
     for l in route_v4.lines().skip(1) {
         let f: Vec<&str> = l.split_whitespace().collect();
         if f.len() > 7 && f[1] == "00000000" && f[7] == "00000000" {
             // The file prints the network-order bytes as a host integer.
-            if let Ok(g) = u32::from_str_radix(f[2], 16)
-                && g != 0
-            {
-                out.push(IpAddr::from(g.to_ne_bytes()));
-            }
+            let gw = u32::from_str_radix(f[2], 16)
+                .ok()
+                .filter(|&g| g != 0)
+                .map(|g| IpAddr::from(g.to_ne_bytes()));
+            out.push((f[0].to_string(), gw));
         }
     }
     for l in route_v6.lines() {
         let f: Vec<&str> = l.split_whitespace().collect();
-        if f.len() == 10
-            && f[0].bytes().all(|b| b == b'0')
-            && f[1] == "00"
-            && let Ok(g) = u128::from_str_radix(f[4], 16)
-            && g != 0
-        {
-            out.push(IpAddr::from(g.to_be_bytes()));
+        if f.len() == 10 && f[0].bytes().all(|b| b == b'0') && f[1] == "00" && f[9] != "lo" {
+            let gw = u128::from_str_radix(f[4], 16)
+                .ok()
+                .filter(|&g| g != 0)
+                .map(|g| IpAddr::from(g.to_be_bytes()));
+            out.push((f[9].to_string(), gw));
         }
     }
+    out
+}
+
+/// The next hops of the default routes.
+pub fn gateways(route_v4: &str, route_v6: &str) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = default_routes(route_v4, route_v6)
+        .into_iter()
+        .filter_map(|(_, g)| g)
+        .collect();
     out.sort();
     out.dedup();
     out

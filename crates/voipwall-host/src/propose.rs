@@ -273,18 +273,9 @@ fn toml_key(s: &str) -> String {
 /// (`/proc/net/route`: destination and mask 0; `/proc/net/ipv6_route`:
 /// destination ::/0).
 pub fn default_route_interfaces(v4: &str, v6: &str) -> Vec<String> {
-    let mut out: Vec<String> = v4
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() > 7 && f[1] == "00000000" && f[7] == "00000000").then(|| f[0].to_string())
-        })
-        .chain(v6.lines().filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() == 10 && f[0].bytes().all(|b| b == b'0') && f[1] == "00" && f[9] != "lo")
-                .then(|| f[9].to_string())
-        }))
+    let mut out: Vec<String> = crate::infra::default_routes(v4, v6)
+        .into_iter()
+        .map(|(i, _)| i)
         .collect();
     out.sort();
     out.dedup();
