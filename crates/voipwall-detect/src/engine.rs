@@ -586,7 +586,7 @@ impl Engine {
                         .max();
                     if let Some(ttl) = ban {
                         let evidence = vec![e.render(&self.origins)];
-                        self.decide(now, src, i, ttl, evidence, true);
+                        self.decide(now, src, i, ttl, evidence, (false, true));
                     }
                 }
             }
@@ -1080,7 +1080,7 @@ impl Engine {
         if other.pop_front().is_some() {
             return false;
         }
-        if mine.len() >= 8 {
+        if mine.len() >= 64 {
             mine.pop_front();
         }
         mine.push_back(now);
@@ -1329,17 +1329,32 @@ impl Engine {
         // Failed authentications prove a guesser only when they answer a
         // nonce the host issued to that source; the other rules count
         // what the host saw and answered, as before.
-        let verified = !matches!(rule.kind, RuleKind::AuthFailure | RuleKind::Undecodable)
-            || thresholds
-                .iter()
-                .any(|t| in_window_verified(&c.times, now, t.within) >= t.count);
+        // Failed authentications prove a guesser only when they answer a
+        // nonce the host issued to that source. A registered endpoint needs
+        // a full threshold of such proof; another source, one proven
+        // failure among them (a forger cannot produce one for an address it
+        // does not receive at, and mixing in unproven ones must not dodge
+        // recidive). The other rules count what the host saw and answered.
+        let proven = |need_all: bool| {
+            thresholds.iter().any(|t| {
+                let v = in_window_verified(&c.times, now, t.within);
+                if need_all { v >= t.count } else { v >= 1 }
+            })
+        };
+        let verified = match rule.kind {
+            RuleKind::AuthFailure | RuleKind::Undecodable => {
+                let strict = proven(true);
+                (strict, strict || proven(false))
+            }
+            _ => (false, true),
+        };
         let evidence: Vec<Evidence> = c.evidence.iter().map(|e| e.render(origins)).collect();
         // Banned by address only (IPv6 before escalation, or narrowed around
         // a never-ban network): the rest of the group starts over, so a
         // neighbour's first failure is not the attacker's sixth. Alerted
         // instead of banned: re-arm so the next alert needs as many events.
         if self.decide(now, src, i, ttl, evidence, verified)
-            && (self.bans.peek(&key).is_some() || key == IpNet::from(src))
+            && (self.bans.peek(&key).is_some_and(|b| b.until > now) || key == IpNet::from(src))
         {
             return;
         }
@@ -1359,7 +1374,7 @@ impl Engine {
         i: usize,
         ttl: u64,
         evidence: Vec<Evidence>,
-        verified: bool,
+        (proven_for_known, verified): (bool, bool),
     ) -> bool {
         let rule = &self.cfg.rules.rules[i];
         let rule_id = rule.id.clone();
@@ -1377,12 +1392,16 @@ impl Engine {
             );
             return false;
         }
-        if !verified && self.is_known(src, now) {
+        // A registered endpoint has proven it receives at its address; UDP
+        // evidence against it can be forged (a spoofed REGISTER gets a 401
+        // nobody answers, a spoofed INVITE a 404): only a full threshold of
+        // proven failed authentications bans it.
+        if !proven_for_known && self.is_known(src, now) {
             self.alert(
                 now,
                 src,
                 rule_id,
-                "the failures answer no nonce this host issued to the source (forgeable): a registered endpoint is not banned on them".into(),
+                "the evidence does not prove the source sent it (no nonce this host issued to it alone was answered): a registered endpoint is not banned on it".into(),
             );
             return false;
         }
@@ -1401,13 +1420,17 @@ impl Engine {
         // prefix's addresses misbehaved (a phone that shares the /64 of an
         // attacker is not locked out by one ban).
         if src.is_ipv6() && target != IpNet::from(src) && self.cfg.v6_escalate_after > 1 {
+            // Only verified bans move a prefix towards its ban (a forger
+            // must not get a /64 of not-yet-registered devices banned).
             let within = self.cfg.v6_escalate_within;
             if !self.offenders.contains_key(&target) {
                 self.offenders.insert(target, Vec::new());
             }
             let list = self.offenders.get_mut(&target).expect("inserted");
             list.retain(|&(a, t)| now.since(t) <= within && a != src);
-            list.push((src, now));
+            if verified {
+                list.push((src, now));
+            }
             if list.len() > 16 {
                 list.remove(0);
             }

@@ -172,6 +172,8 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// A connection that sends no request for this long is closed (the CLI
 /// sends its request at once).
 pub const IDLE: Duration = Duration::from_secs(5);
+/// How long a reply may wait for the client to read it.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// `events --follow` streams at once, and the events each may have queued
 /// before it is dropped for not reading.
 pub const MAX_FOLLOWERS: usize = 16;
@@ -255,6 +257,9 @@ fn handle(conn: UnixStream, tx: &Sender<Input>, waker: &Waker) {
         return;
     };
     let _ = read_half.set_read_timeout(Some(IDLE));
+    // A client that stops reading (a long `bans`, a follower) is dropped
+    // after this long instead of holding its thread and slot forever.
+    let _ = conn.set_write_timeout(Some(WRITE_TIMEOUT));
     let mut reader = BufReader::new(read_half);
     let mut w = conn;
     let mut line = String::new();
