@@ -134,7 +134,7 @@ pub enum Action {
 }
 
 /// A ban decision, with everything `explain` and the store need.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Ban {
     /// Address (full-length prefix) or prefix banned.
     pub target: IpNet,
@@ -157,7 +157,12 @@ pub struct Ban {
     /// Whether the evidence proves the source receives at its address (a
     /// failed authentication answering a nonce issued to it). An unverified
     /// ban is short and never escalates recidive.
+    #[serde(default = "yes")]
     pub verified: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One event kept as evidence.
@@ -202,7 +207,7 @@ pub struct Stats {
 }
 
 /// What the engine knows about an address, for `explain`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Explanation {
     /// The address asked about.
     pub addr: IpAddr,
@@ -221,7 +226,7 @@ pub struct Explanation {
 }
 
 /// A rule's progress for one group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct CounterView {
     /// Rule id.
     pub rule: String,

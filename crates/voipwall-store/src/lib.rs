@@ -86,7 +86,7 @@ pub enum Opened {
 }
 
 /// A ban as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct BanRecord {
     /// Row id (None before it is stored).
     pub id: Option<i64>,

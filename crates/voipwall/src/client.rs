@@ -234,26 +234,24 @@ pub(crate) fn bans(
         net: None,
         limit: None,
     })?)?;
+    let r: crate::daemon::control::BansReply = serde_json::from_value(v)
+        .context("the daemon's bans answer does not match this voipwall")?;
     if cli.json {
-        return print(&v["bans"].to_string());
+        return print(&serde_json::to_string(&r.bans)?);
     }
-    let rows = v["bans"].as_array().cloned().unwrap_or_default();
+    let rows = r.bans;
     let now = crate::safety::now().0;
     let mut s = format!(
         "{:<24} {:<22} {:<46} {}\n",
         "TARGET", "RULE", "ENDS", "REASON"
     );
     for b in &rows {
-        let until = b["end"]
-            .as_u64()
-            .map(|ms| crate::human::until(ms, now))
-            .unwrap_or_default();
         s.push_str(&format!(
             "{:<24} {:<22} {:<46} {}\n",
-            b["target"].as_str().unwrap_or(""),
-            b["rule"].as_str().unwrap_or(""),
-            until,
-            b["reason"].as_str().unwrap_or("")
+            b.target.to_string(),
+            b.rule,
+            crate::human::until(b.end.0, now),
+            b.reason
         ));
     }
     s.push_str(&format!(

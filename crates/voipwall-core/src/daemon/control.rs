@@ -142,6 +142,15 @@ pub struct StatusReply {
     pub policy_file: Option<PolicyFile>,
 }
 
+/// The answer to `bans` (from the store).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BansReply {
+    /// Always true.
+    pub ok: bool,
+    /// Newest first.
+    pub bans: Vec<voipwall_store::BanRecord>,
+}
+
 /// The answer to `status` while safe mode holds the policy back.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HoldingReply {

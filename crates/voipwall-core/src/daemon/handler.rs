@@ -1,7 +1,7 @@
 //! The control socket's requests, answered on the engine thread: status,
 //! bans, runtime verbs (through the one ban plane), explain, events.
 
-use super::control::{Latency, SafeModeState, StatusReply};
+use super::control::{BansReply, Latency, SafeModeState, StatusReply};
 use super::*;
 
 impl Daemon {
@@ -153,7 +153,9 @@ impl Daemon {
                     limit,
                 };
                 match self.store.bans(&f) {
-                    Ok(v) => Reply::One(json!({"ok": true, "bans": v})),
+                    Ok(bans) => Reply::One(
+                        serde_json::to_value(BansReply { ok: true, bans }).unwrap_or_default(),
+                    ),
                     Err(e) => err(e.to_string()),
                 }
             }
