@@ -267,74 +267,50 @@ pub(crate) fn explain_detection(cli: &Cli, addr: IpAddr) -> anyhow::Result<()> {
     let v = checked(must()?.call(&Request::Explain {
         addr: addr.to_string(),
     })?)?;
+    let r: crate::daemon::control::ExplainReply = serde_json::from_value(v)
+        .context("the daemon's explain answer does not match this voipwall")?;
     if cli.json {
-        return print(&v.to_string());
+        return print(&serde_json::to_string(&r)?);
     }
-    let e = &v["engine"];
-    let mut s = format!(
-        "{addr} (counted as {})\n",
-        e["group"].as_str().unwrap_or("?")
-    );
-    if e["protected"].as_bool() == Some(true) {
+    let e = &r.engine;
+    let mut s = format!("{addr} (counted as {})\n", e.group);
+    if e.protected {
         s.push_str("  never banned: own address, management, allow list, trusted or never_ban\n");
     }
-    if let Some(k) = e["known_until"].as_u64() {
-        s.push_str(&format!(
-            "  registered endpoint until {}\n",
-            voipwall_detect::Timestamp(k)
-        ));
+    if let Some(k) = e.known_until {
+        s.push_str(&format!("  registered endpoint until {k}\n"));
     }
-    match e.get("banned").filter(|b| !b.is_null()) {
+    match &e.banned {
         Some(b) => {
             s.push_str(&format!(
                 "  BANNED {} by {} until {}\n  why: {}\n  evidence:\n",
-                b["target"].as_str().unwrap_or(""),
-                b["rule"].as_str().unwrap_or(""),
-                b["until"]
-                    .as_u64()
-                    .map(|ms| voipwall_detect::Timestamp(ms).to_string())
-                    .unwrap_or_default(),
-                b["reason"].as_str().unwrap_or("")
+                b.target, b.rule, b.until, b.reason
             ));
-            for ev in b["evidence"].as_array().cloned().unwrap_or_default() {
+            for ev in &b.evidence {
                 s.push_str(&format!(
                     "    {}  {}  {} ({})\n",
-                    ev["at"]
-                        .as_u64()
-                        .map(|ms| voipwall_detect::Timestamp(ms).to_string())
-                        .unwrap_or_default(),
-                    ev["src"].as_str().unwrap_or(""),
-                    ev["what"].as_str().unwrap_or(""),
-                    ev["origin"].as_str().unwrap_or("")
+                    ev.at, ev.src, ev.what, ev.origin
                 ));
             }
         }
         None => s.push_str("  not banned\n"),
     }
-    for c in e["counters"].as_array().cloned().unwrap_or_default() {
-        let prog: Vec<String> = c["progress"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
+    for c in &e.counters {
+        let prog: Vec<String> = c
+            .progress
             .iter()
-            .map(|p| {
+            .map(|(n, of, within)| {
                 format!(
-                    "{}/{} in {}",
-                    p[0],
-                    p[1],
-                    voipwall_detect::time::format_duration(p[2].as_u64().unwrap_or(0))
+                    "{n}/{of} in {}",
+                    voipwall_detect::time::format_duration(*within)
                 )
             })
             .collect();
-        s.push_str(&format!(
-            "  {}: {}\n",
-            c["rule"].as_str().unwrap_or(""),
-            prog.join(", ")
-        ));
+        s.push_str(&format!("  {}: {}\n", c.rule, prog.join(", ")));
     }
-    let stored = v["stored_bans"].as_array().map_or(0, Vec::len);
     s.push_str(&format!(
-        "  {stored} ban(s) of it in the store (voipwall bans --all)\n"
+        "  {} ban(s) of it in the store (voipwall bans --all)\n",
+        r.stored_bans.len()
     ));
     print(&s).context("writing")
 }

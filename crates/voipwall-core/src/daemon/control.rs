@@ -151,6 +151,17 @@ pub struct BansReply {
     pub bans: Vec<voipwall_store::BanRecord>,
 }
 
+/// The answer to `explain ADDR` (what detection knows).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExplainReply {
+    /// Always true.
+    pub ok: bool,
+    /// The engine's view.
+    pub engine: voipwall_detect::Explanation,
+    /// Its bans in the store, newest first (at most 20).
+    pub stored_bans: Vec<voipwall_store::BanRecord>,
+}
+
 /// The answer to `status` while safe mode holds the policy back.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HoldingReply {

@@ -1,7 +1,7 @@
 //! The control socket's requests, answered on the engine thread: status,
 //! bans, runtime verbs (through the one ban plane), explain, events.
 
-use super::control::{BansReply, Latency, SafeModeState, StatusReply};
+use super::control::{BansReply, ExplainReply, Latency, SafeModeState, StatusReply};
 use super::*;
 
 impl Daemon {
@@ -173,7 +173,14 @@ impl Daemon {
                         ..BanFilter::default()
                     })
                     .unwrap_or_default();
-                Reply::One(json!({"ok": true, "engine": x, "stored_bans": stored}))
+                Reply::One(
+                    serde_json::to_value(ExplainReply {
+                        ok: true,
+                        engine: x,
+                        stored_bans: stored,
+                    })
+                    .unwrap_or_default(),
+                )
             }
             Request::Events { follow, limit } => {
                 let n = limit.unwrap_or(50);
