@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use serde_json::Value;
 
 use crate::daemon::{Client, Request, default_socket};
-use crate::{Cli, Invalid};
+use crate::{Globals, Invalid};
 
 /// A client when a daemon answers on the socket.
 pub(crate) fn daemon() -> Option<Client> {
@@ -44,7 +44,7 @@ fn print(s: &str) -> anyhow::Result<()> {
 }
 
 /// `voipwall status`.
-pub(crate) fn status(cli: &Cli) -> anyhow::Result<()> {
+pub(crate) fn status(cli: &Globals) -> anyhow::Result<()> {
     use crate::daemon::control::{PolicyFile, StatusAnswer};
     let v = checked(must()?.call(&Request::Status)?)?;
     let mut r = match serde_json::from_value::<StatusAnswer>(v)
@@ -172,7 +172,7 @@ pub(crate) fn status(cli: &Cli) -> anyhow::Result<()> {
 }
 
 /// `voipwall events [--follow]`.
-pub(crate) fn events(cli: &Cli, follow: bool, limit: usize) -> anyhow::Result<()> {
+pub(crate) fn events(cli: &Globals, follow: bool, limit: usize) -> anyhow::Result<()> {
     let mut c = must()?;
     let first = checked(c.call(&Request::Events {
         follow,
@@ -212,7 +212,7 @@ pub(crate) fn events(cli: &Cli, follow: bool, limit: usize) -> anyhow::Result<()
 }
 
 /// `voipwall reload`.
-pub(crate) fn reload(cli: &Cli) -> anyhow::Result<()> {
+pub(crate) fn reload(cli: &Globals) -> anyhow::Result<()> {
     let v = must()?.call(&Request::Reload)?;
     let r = v["result"].as_str().unwrap_or("").to_string();
     if v["ok"].as_bool() != Some(true) {
@@ -223,7 +223,7 @@ pub(crate) fn reload(cli: &Cli) -> anyhow::Result<()> {
 
 /// `voipwall bans` through the daemon: the store's view, with reasons.
 pub(crate) fn bans(
-    cli: &Cli,
+    cli: &Globals,
     c: &mut Client,
     all: bool,
     rule: Option<String>,
@@ -263,7 +263,7 @@ pub(crate) fn bans(
 }
 
 /// `voipwall explain <addr>`: what detection knows (rule, events, ban end).
-pub(crate) fn explain_detection(cli: &Cli, addr: IpAddr) -> anyhow::Result<()> {
+pub(crate) fn explain_detection(cli: &Globals, addr: IpAddr) -> anyhow::Result<()> {
     let v = checked(must()?.call(&Request::Explain {
         addr: addr.to_string(),
     })?)?;

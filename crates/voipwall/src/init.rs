@@ -51,7 +51,7 @@ pub(crate) struct InitArgs {
     force: bool,
 }
 
-pub(crate) fn run(cli: &crate::Cli, a: &InitArgs) -> anyhow::Result<()> {
+pub(crate) fn run(cli: &crate::Globals, a: &InitArgs) -> anyhow::Result<()> {
     let (catalog, _) = crate::context::catalog(&cli.catalog_dirs)?;
     let facts = crate::context::host_facts();
     let sshd = facts.sshd_ports.clone().unwrap_or_else(|| vec![22]);

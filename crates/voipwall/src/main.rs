@@ -20,6 +20,16 @@ pub(crate) use voipwall_core::{context, daemon, detection, host, human, owned, p
 #[derive(Parser)]
 #[command(name = "voipwall", version, about, long_about = None)]
 pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) g: Globals,
+    #[command(subcommand)]
+    pub(crate) cmd: Cmd,
+}
+
+/// The flags every verb takes: the only part of the command line the
+/// verbs see besides their own arguments.
+#[derive(clap::Args)]
+pub(crate) struct Globals {
     /// Policy file.
     #[arg(
         short,
@@ -43,8 +53,6 @@ pub(crate) struct Cli {
         default_value = "/var/lib/voipwall"
     )]
     pub(crate) state_dir: PathBuf,
-    #[command(subcommand)]
-    pub(crate) cmd: Cmd,
 }
 
 #[derive(Subcommand)]

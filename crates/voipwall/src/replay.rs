@@ -14,7 +14,7 @@ use voipwall_logfmt::prefix::Context;
 use voipwall_logfmt::{Format, LineError};
 
 use crate::owned::Parsed;
-use crate::{Cli, Invalid};
+use crate::{Globals, Invalid};
 
 /// Arguments of `voipwall replay`.
 #[derive(clap::Args)]
@@ -88,7 +88,7 @@ struct Summary {
     seconds: f64,
 }
 
-pub(crate) fn replay(cli: &Cli, a: &ReplayArgs) -> anyhow::Result<()> {
+pub(crate) fn replay(cli: &Globals, a: &ReplayArgs) -> anyhow::Result<()> {
     let mut rule_texts = Vec::new();
     for p in &a.rules {
         let t = std::fs::read_to_string(p)

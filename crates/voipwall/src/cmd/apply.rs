@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub(super) fn apply(cli: &Cli, confirm: Option<&str>, force: bool) -> anyhow::Result<()> {
+pub(super) fn apply(cli: &Globals, confirm: Option<&str>, force: bool) -> anyhow::Result<()> {
     let confirm = confirm
         .map(|c| parse_duration(c).map_err(|e| Invalid(format!("error: --confirm {c}: {e}"))))
         .transpose()?
@@ -53,7 +53,7 @@ pub(super) fn apply(cli: &Cli, confirm: Option<&str>, force: bool) -> anyhow::Re
     }
 }
 
-pub(super) fn generations(cli: &Cli, diff: Option<i64>) -> anyhow::Result<()> {
+pub(super) fn generations(cli: &Globals, diff: Option<i64>) -> anyhow::Result<()> {
     let store = crate::safety::state_store(&cli.state_dir)?;
     let gens = store.generations(50)?;
     if let Some(id) = diff {
@@ -106,7 +106,7 @@ pub(super) fn generations(cli: &Cli, diff: Option<i64>) -> anyhow::Result<()> {
     out(&s)
 }
 
-pub(super) fn disable(cli: &Cli) -> anyhow::Result<()> {
+pub(super) fn disable(cli: &Globals) -> anyhow::Result<()> {
     crate::safety::refuse_if_locked()?;
     let existed = nft::delete_table().context("removing table inet voipwall")?;
     if cli.json {

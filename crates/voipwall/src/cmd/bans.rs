@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub(super) fn bans(cli: &Cli) -> anyhow::Result<()> {
+pub(super) fn bans(cli: &Globals) -> anyhow::Result<()> {
     require_table()?;
     let prefixes = crate::plane::prefixes(policy_or_default(cli).as_ref());
     let mut rows = Vec::new();
@@ -53,7 +53,7 @@ pub(super) fn read_targets(path: &std::path::Path) -> anyhow::Result<(Vec<String
 /// Every runtime verb: through the daemon when one runs (so its store,
 /// engine and audit log see it), else the same plane directly, recorded
 /// in the same store.
-pub(super) fn runtime(cli: &Cli, op: Op) -> anyhow::Result<()> {
+pub(super) fn runtime(cli: &Globals, op: Op) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let outcome = match crate::client::daemon() {
         Some(mut c) => {

@@ -28,7 +28,7 @@ impl DynamicSets for KernelSets {
 /// ruleset at apply), falling back to the file, said so, when voipwall is not
 /// applied or the generation predates the record.
 pub(super) fn explain_source(
-    cli: &Cli,
+    cli: &Globals,
     policy_file: Option<&std::path::Path>,
     applied: bool,
 ) -> anyhow::Result<ExplainSource> {
@@ -90,7 +90,7 @@ pub(super) fn explain_source(
 
 #[allow(clippy::too_many_arguments)]
 pub(super) fn explain_cmd(
-    cli: &Cli,
+    cli: &Globals,
     addr: IpAddr,
     to: &str,
     iface: &str,

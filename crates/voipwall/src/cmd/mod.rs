@@ -24,26 +24,27 @@ use voipwall_sys::nft;
 
 use crate::context::{compile_policy, host_facts, load_policy};
 use crate::plane::{Op, Verb};
-use crate::{Cli, Cmd, Invalid};
+use crate::{Cli, Cmd, Globals, Invalid};
 
 /// Dispatches a parsed command line.
 pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
-    match &cli.cmd {
-        Cmd::Check { kernel } => check(cli, *kernel),
-        Cmd::Compile => compile_cmd(cli),
-        Cmd::Audit => audit_cmd(cli),
-        Cmd::Discover => discover_cmd(cli),
-        Cmd::Init(a) => crate::init::run(cli, a),
-        Cmd::Export { target } => export_cmd(cli, target),
-        Cmd::Apply { confirm, force } => apply(cli, confirm.as_deref(), *force),
-        Cmd::Confirm => out(&crate::safety::confirm(&cli.state_dir)?),
-        Cmd::Rollback => out(&crate::safety::rollback(&cli.state_dir)?),
-        Cmd::Generations { diff } => generations(cli, *diff),
+    let (g, cmd) = (&cli.g, &cli.cmd);
+    match cmd {
+        Cmd::Check { kernel } => check(g, *kernel),
+        Cmd::Compile => compile_cmd(g),
+        Cmd::Audit => audit_cmd(g),
+        Cmd::Discover => discover_cmd(g),
+        Cmd::Init(a) => crate::init::run(g, a),
+        Cmd::Export { target } => export_cmd(g, target),
+        Cmd::Apply { confirm, force } => apply(g, confirm.as_deref(), *force),
+        Cmd::Confirm => out(&crate::safety::confirm(&g.state_dir)?),
+        Cmd::Rollback => out(&crate::safety::rollback(&g.state_dir)?),
+        Cmd::Generations { diff } => generations(g, *diff),
         Cmd::RollbackTimer {
             generation,
             deadline_ms,
-        } => crate::safety::rollback_timer(&cli.state_dir, *generation, *deadline_ms),
-        Cmd::Disable => disable(cli),
+        } => crate::safety::rollback_timer(&g.state_dir, *generation, *deadline_ms),
+        Cmd::Disable => disable(g),
         Cmd::Explain {
             addr,
             to,
@@ -53,7 +54,7 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
             policy,
         } => match to {
             Some(to) => explain_cmd(
-                cli,
+                g,
                 *addr,
                 to,
                 iface,
@@ -61,7 +62,7 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
                 *offline,
                 policy.as_deref(),
             ),
-            None => crate::client::explain_detection(cli, *addr),
+            None => crate::client::explain_detection(g, *addr),
         },
         Cmd::Ban {
             target,
@@ -80,7 +81,7 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
             };
             let seconds = duration.as_deref().map(for_duration).transpose()?;
             runtime(
-                cli,
+                g,
                 Op {
                     verb: Verb::Ban,
                     targets,
@@ -93,7 +94,7 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
                 },
             )
         }
-        Cmd::Unban { target } => runtime(cli, Op::simple(Verb::Unban, target, None)),
+        Cmd::Unban { target } => runtime(g, Op::simple(Verb::Unban, target, None)),
         Cmd::Allow {
             target,
             duration,
@@ -101,7 +102,7 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
         } => {
             let verb = if *delete { Verb::Disallow } else { Verb::Allow };
             let secs = duration.as_deref().map(for_duration).transpose()?.flatten();
-            runtime(cli, Op::simple(verb, target, secs))
+            runtime(g, Op::simple(verb, target, secs))
         }
         Cmd::Block {
             target,
@@ -114,22 +115,22 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
             let mut op = Op::simple(verb, target, secs);
             op.force = *force;
             op.reason = "block".into();
-            runtime(cli, op)
+            runtime(g, op)
         }
         Cmd::Bans { all, rule, kernel } => match crate::client::daemon().filter(|_| !kernel) {
-            Some(mut c) => crate::client::bans(cli, &mut c, *all, rule.clone()),
-            None => bans(cli),
+            Some(mut c) => crate::client::bans(g, &mut c, *all, rule.clone()),
+            None => bans(g),
         },
-        Cmd::Status => crate::client::status(cli),
-        Cmd::Events { follow, limit } => crate::client::events(cli, *follow, *limit),
-        Cmd::Reload => crate::client::reload(cli),
-        Cmd::Catalog => catalog(cli),
-        Cmd::Replay(a) => crate::replay::replay(cli, a),
+        Cmd::Status => crate::client::status(g),
+        Cmd::Events { follow, limit } => crate::client::events(g, *follow, *limit),
+        Cmd::Reload => crate::client::reload(g),
+        Cmd::Catalog => catalog(g),
+        Cmd::Replay(a) => crate::replay::replay(g, a),
         Cmd::Daemon(a) => crate::daemon::run(
             &crate::daemon::Paths {
-                config: cli.config.clone(),
-                catalog_dirs: cli.catalog_dirs.clone(),
-                state_dir: cli.state_dir.clone(),
+                config: g.config.clone(),
+                catalog_dirs: g.catalog_dirs.clone(),
+                state_dir: g.state_dir.clone(),
             },
             a,
         ),
@@ -169,7 +170,7 @@ struct ExplainSource {
 }
 
 /// Policy for runtime commands; a missing or broken policy falls back to defaults.
-fn policy_or_default(cli: &Cli) -> Option<Policy> {
+fn policy_or_default(cli: &Globals) -> Option<Policy> {
     match load_policy(&cli.config, &cli.catalog_dirs, &host_facts()) {
         Ok(l) => Some(l.policy),
         Err(e) => {

@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub(super) fn check(cli: &Cli, kernel: bool) -> anyhow::Result<()> {
+pub(super) fn check(cli: &Globals, kernel: bool) -> anyhow::Result<()> {
     let facts = host_facts();
     match load_policy(&cli.config, &cli.catalog_dirs, &facts) {
         Ok(l) => {
@@ -79,7 +79,7 @@ pub(super) fn check(cli: &Cli, kernel: bool) -> anyhow::Result<()> {
     }
 }
 
-pub(super) fn compile_cmd(cli: &Cli) -> anyhow::Result<()> {
+pub(super) fn compile_cmd(cli: &Globals) -> anyhow::Result<()> {
     let l = load_policy(&cli.config, &cli.catalog_dirs, &host_facts())?;
     let rs = compile_policy(&l.policy);
     if cli.json {
@@ -89,7 +89,7 @@ pub(super) fn compile_cmd(cli: &Cli) -> anyhow::Result<()> {
     }
 }
 
-pub(super) fn audit_cmd(cli: &Cli) -> anyhow::Result<()> {
+pub(super) fn audit_cmd(cli: &Globals) -> anyhow::Result<()> {
     let facts = host_facts();
     let l = load_policy(&cli.config, &cli.catalog_dirs, &facts)?;
     let rs = compile_policy(&l.policy);
@@ -130,7 +130,7 @@ pub(super) fn audit_cmd(cli: &Cli) -> anyhow::Result<()> {
     }
 }
 
-pub(super) fn export_cmd(cli: &Cli, target: &str) -> anyhow::Result<()> {
+pub(super) fn export_cmd(cli: &Globals, target: &str) -> anyhow::Result<()> {
     use voipwall_nft::export::{Target, intent, render};
     let t = Target::parse(target).ok_or_else(|| {
         Invalid(format!(
@@ -151,7 +151,7 @@ pub(super) fn export_cmd(cli: &Cli, target: &str) -> anyhow::Result<()> {
     out(&e.body)
 }
 
-pub(super) fn discover_cmd(cli: &Cli) -> anyhow::Result<()> {
+pub(super) fn discover_cmd(cli: &Globals) -> anyhow::Result<()> {
     let l = load_policy(&cli.config, &cli.catalog_dirs, &host_facts())?;
     let d = &l.found;
     if cli.json {
@@ -207,7 +207,7 @@ pub(super) fn discover_cmd(cli: &Cli) -> anyhow::Result<()> {
     out(&o)
 }
 
-pub(super) fn catalog(cli: &Cli) -> anyhow::Result<()> {
+pub(super) fn catalog(cli: &Globals) -> anyhow::Result<()> {
     let (cat, _) = crate::context::catalog(&cli.catalog_dirs)?;
     if cli.json {
         return out(&serde_json::to_string_pretty(
