@@ -610,16 +610,11 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
             // names as its own or its peers (management and allow entries
             // were accepted above).
             for f in [Family::V4, Family::V6] {
-                let s = fam_suffix(f);
                 pre.push(rule(
                     vec![
                         Match::ToLocal,
                         Match::Dport(Proto::Udp, sip_udp.clone()),
-                        Match::SaddrIn {
-                            family: f,
-                            set: format!("vw_known_{s}"),
-                            negate: false,
-                        },
+                        in_set(f, "known"),
                     ],
                     Action::Accept,
                     "registered endpoints skip the aggregate SIP guard",

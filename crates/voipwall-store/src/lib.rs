@@ -518,11 +518,7 @@ impl Store {
         for r in st.query_map([], row_to_ban)? {
             match r {
                 Ok(_) => {}
-                Err(
-                    rusqlite::Error::FromSqlConversionFailure(..)
-                    | rusqlite::Error::InvalidColumnType(..)
-                    | rusqlite::Error::IntegralValueOutOfRange(..),
-                ) => bad += 1,
+                Err(e) if unreadable_row(&e) => bad += 1,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -736,15 +732,21 @@ fn readable(
     for r in rows {
         match r {
             Ok(b) => out.push(b),
-            Err(
-                rusqlite::Error::FromSqlConversionFailure(..)
-                | rusqlite::Error::InvalidColumnType(..)
-                | rusqlite::Error::IntegralValueOutOfRange(..),
-            ) => {}
+            Err(e) if unreadable_row(&e) => {}
             Err(e) => return Err(e.into()),
         }
     }
     Ok(out)
+}
+
+/// A row that does not read as a ban (as opposed to the file failing).
+fn unreadable_row(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+    )
 }
 
 fn row_to_ban(r: &rusqlite::Row<'_>) -> rusqlite::Result<BanRecord> {

@@ -355,21 +355,21 @@ pub(crate) fn attr(buf: &mut Vec<u8>, ty: u16, payload: &[u8]) {
     pad(buf);
 }
 
-fn nest_start(buf: &mut Vec<u8>, ty: u16) -> usize {
+pub(crate) fn nest_start(buf: &mut Vec<u8>, ty: u16) -> usize {
     let start = buf.len();
     buf.extend_from_slice(&0u16.to_ne_bytes());
     buf.extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
     start
 }
 
-fn nest_end(buf: &mut [u8], start: usize) {
+pub(crate) fn nest_end(buf: &mut [u8], start: usize) {
     // The elements list of one message can exceed 64 KiB only if
     // ELEMS_PER_MSG grows past ~1500; the length saturates rather than wraps.
     let len = u16::try_from(buf.len() - start).unwrap_or(u16::MAX);
     buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
 }
 
-fn cstr(s: &str) -> Vec<u8> {
+pub(crate) fn cstr(s: &str) -> Vec<u8> {
     let mut v = s.as_bytes().to_vec();
     v.push(0);
     v

@@ -12,7 +12,10 @@ use std::io;
 use netlink_sys::constants::NETLINK_NETFILTER;
 use voipwall_nft::foreign::ForeignChain;
 
-use crate::netlink::{attr, attr_list as attrs, finish, push_nfgenmsg, push_nlmsghdr, transact};
+use crate::netlink::{
+    attr, attr_list as attrs, cstr, finish, nest_end, nest_start, push_nfgenmsg, push_nlmsghdr,
+    transact,
+};
 
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
@@ -89,12 +92,6 @@ fn hook_name(family: u8, n: u32) -> String {
         (_, 5) => "ingress".into(),
         (_, n) => format!("hook{n}"),
     }
-}
-
-fn cstr(name: &str) -> Vec<u8> {
-    let mut v = name.as_bytes().to_vec();
-    v.push(0);
-    v
 }
 
 fn be32(b: &[u8]) -> Option<u32> {
@@ -292,16 +289,16 @@ pub fn has_key(table: &str, set: &str, key: std::net::IpAddr) -> io::Result<bool
         push_nfgenmsg(buf, NFPROTO_INET, 0);
         attr(buf, NFTA_SET_ELEM_LIST_TABLE, &cstr(table));
         attr(buf, NFTA_SET_ELEM_LIST_SET, &cstr(set));
-        let mut elem = Vec::new();
-        let mut k = Vec::new();
+        let list = nest_start(buf, NFTA_SET_ELEM_LIST_ELEMENTS);
+        let elem = nest_start(buf, 1); // NFTA_LIST_ELEM
+        let k = nest_start(buf, NFTA_SET_ELEM_KEY);
         match key {
-            std::net::IpAddr::V4(a) => attr(&mut k, NFTA_DATA_VALUE, &a.octets()),
-            std::net::IpAddr::V6(a) => attr(&mut k, NFTA_DATA_VALUE, &a.octets()),
+            std::net::IpAddr::V4(a) => attr(buf, NFTA_DATA_VALUE, &a.octets()),
+            std::net::IpAddr::V6(a) => attr(buf, NFTA_DATA_VALUE, &a.octets()),
         }
-        nested(&mut elem, NFTA_SET_ELEM_KEY, &k);
-        let mut list = Vec::new();
-        nested(&mut list, 1, &elem); // NFTA_LIST_ELEM
-        nested(buf, NFTA_SET_ELEM_LIST_ELEMENTS, &list);
+        nest_end(buf, k);
+        nest_end(buf, elem);
+        nest_end(buf, list);
         finish(buf, start);
     });
     match r {
@@ -309,11 +306,6 @@ pub fn has_key(table: &str, set: &str, key: std::net::IpAddr) -> io::Result<bool
         Err(e) if e.raw_os_error() == Some(2) => Ok(false),
         Err(e) => Err(e),
     }
-}
-
-/// A nested attribute holding `inner` (already encoded attributes).
-fn nested(buf: &mut Vec<u8>, ty: u16, inner: &[u8]) {
-    attr(buf, ty | 0x8000, inner);
 }
 
 /// Rules in one chain (a dump filtered by table and chain).
