@@ -2,11 +2,13 @@
 //! transport headers, decode the SIP message, and take the remote party —
 //! the source of a request the host received, the destination of a
 //! response it sent. The daemon (NFLOG), `replay --pcap` and the benches
-//! all use it, so they cannot disagree about what a packet means.
+//! all use it, so they cannot disagree about what a packet means. SIP over
+//! TCP goes through [`Capture`], which reassembles each flow first.
 
 use std::net::IpAddr;
 
-use voipwall_sip::{Message, Peeled, SipError, peel};
+use voipwall_sip::tcp::{FlowKey, Piece, Reassembler, TcpLimits, TcpStats};
+use voipwall_sip::{Message, Peeled, SipError, Transport, peel};
 
 use crate::event::{Event, EventKind};
 
@@ -69,4 +71,91 @@ pub fn undecodable<'a>(ip: &[u8], origin: &'a str) -> Option<Event<'a>> {
         kind: EventKind::Undecodable,
         origin,
     })
+}
+
+/// What one captured packet yields.
+#[derive(Debug)]
+pub enum Seen<'a> {
+    /// A SIP message.
+    Sip(Decoded<'a>),
+    /// Something sent to a SIP port that does not decode; the event is
+    /// there when it reads as a request from its source (see
+    /// [`undecodable`]).
+    Undecodable(Option<Event<'a>>),
+}
+
+/// The capture path with state: UDP datagrams decode one by one, TCP
+/// segments are reassembled per flow ([`voipwall_sip::tcp`]) and each
+/// message framed from the stream decodes as a datagram would, with the
+/// flow's addresses.
+#[derive(Debug)]
+pub struct Capture {
+    tcp: Reassembler,
+}
+
+impl Capture {
+    /// A capture path; `seed` keys the flow table's hash (pass a random one).
+    pub fn new(limits: TcpLimits, seed: u64) -> Self {
+        Self {
+            tcp: Reassembler::new(limits, seed),
+        }
+    }
+
+    /// Takes one captured IP packet at `now_ms` and passes what it yields
+    /// to `f`: for UDP one message (or one undecodable), for TCP every
+    /// message the segment completes (often none).
+    pub fn packet(&mut self, now_ms: u64, ip: &[u8], origin: &str, f: &mut dyn FnMut(Seen<'_>)) {
+        let Ok(p) = peel(ip) else {
+            return f(Seen::Undecodable(None));
+        };
+        match p.transport {
+            Transport::Udp => match Message::parse_captured(p.payload) {
+                Ok(msg) => f(Seen::Sip(Decoded { peeled: p, msg })),
+                Err(_) => f(Seen::Undecodable(undecodable(ip, origin))),
+            },
+            Transport::Tcp => {
+                let key = FlowKey {
+                    src: p.src,
+                    sport: p.sport,
+                    dst: p.dst,
+                    dport: p.dport,
+                };
+                self.tcp.segment(
+                    now_ms,
+                    key,
+                    p.seq,
+                    p.flags,
+                    p.payload,
+                    &mut |piece| match piece {
+                        Piece::Message(m) => {
+                            let peeled = Peeled { payload: m, ..p };
+                            match Message::parse_captured(m) {
+                                Ok(msg) => f(Seen::Sip(Decoded { peeled, msg })),
+                                Err(_) => f(Seen::Undecodable(Some(Event {
+                                    src: p.src,
+                                    kind: EventKind::Undecodable,
+                                    origin,
+                                }))),
+                            }
+                        }
+                        Piece::Garbage => f(Seen::Undecodable(Some(Event {
+                            src: p.src,
+                            kind: EventKind::Undecodable,
+                            origin,
+                        }))),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Forgets idle TCP flows.
+    pub fn expire(&mut self, now_ms: u64) {
+        self.tcp.expire(now_ms);
+    }
+
+    /// The TCP reassembler's counters.
+    pub fn tcp_stats(&self) -> TcpStats {
+        self.tcp.stats()
+    }
 }

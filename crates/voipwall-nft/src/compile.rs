@@ -45,6 +45,10 @@ pub mod counters {
     pub const NFLOG_IN: &str = "vw_nflog_in";
     /// Outbound SIP responses copied to NFLOG.
     pub const NFLOG_OUT: &str = "vw_nflog_out";
+    /// Inbound SIP over TCP segments copied to NFLOG.
+    pub const NFLOG_IN_TCP: &str = "vw_nflog_in_tcp";
+    /// Outbound SIP over TCP segments copied to NFLOG.
+    pub const NFLOG_OUT_TCP: &str = "vw_nflog_out_tcp";
     /// Responsive mode: unknown sources banned by the tight per-source rate.
     pub const UNKNOWN_BANNED: &str = "vw_unknown_banned";
     /// SIP from unregistered sources dropped by the aggregate guard.
@@ -423,6 +427,18 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
         .copied()
         .filter(|p| p.proto == Proto::Tcp)
         .collect();
+    // What packet copies can read (not TLS, not WebSocket).
+    let readable = policy.sip_readable_ports();
+    let read_udp: Vec<PortSpec> = readable
+        .iter()
+        .copied()
+        .filter(|p| p.proto == Proto::Udp)
+        .collect();
+    let read_tcp: Vec<PortSpec> = readable
+        .iter()
+        .copied()
+        .filter(|p| p.proto == Proto::Tcp)
+        .collect();
 
     // prerouting, priority raw: allow, block, bans, flood guards before conntrack.
     let in_set = |f: Family, stem: &str| Match::SaddrIn {
@@ -706,11 +722,11 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
             "conntrack invalid",
         ),
     ];
-    if let (Some(group), false) = (policy.sip.nflog_group, sip_udp.is_empty()) {
+    if let (Some(group), false) = (policy.sip.nflog_group, read_udp.is_empty()) {
         input.push(counted(
             rule(
                 vec![
-                    Match::Dport(Proto::Udp, sip_udp.clone()),
+                    Match::Dport(Proto::Udp, read_udp.clone()),
                     Match::SipResponse(false),
                 ],
                 Action::Nflog {
@@ -720,6 +736,21 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
                 format!("copy inbound SIP requests to NFLOG group {group}"),
             ),
             counters::NFLOG_IN,
+        ));
+    }
+    if let (Some(group), false) = (policy.sip.nflog_group, read_tcp.is_empty()) {
+        // Every segment of the stream (SYNs tell where it starts; the
+        // daemon reassembles and frames the messages).
+        input.push(counted(
+            rule(
+                vec![Match::Dport(Proto::Tcp, read_tcp.clone())],
+                Action::Nflog {
+                    group,
+                    snaplen: NFLOG_SNAPLEN,
+                },
+                format!("copy inbound SIP over TCP to NFLOG group {group}"),
+            ),
+            counters::NFLOG_IN_TCP,
         ));
     }
     input.push(rule(
@@ -820,11 +851,11 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
         },
     ];
     let mut output = Vec::new();
-    if let (Some(group), false) = (policy.sip.nflog_group, sip_udp.is_empty()) {
+    if let (Some(group), false) = (policy.sip.nflog_group, read_udp.is_empty()) {
         output.push(counted(
             rule(
                 vec![
-                    Match::Sport(Proto::Udp, sip_udp.clone()),
+                    Match::Sport(Proto::Udp, read_udp.clone()),
                     Match::SipResponse(true),
                 ],
                 Action::Nflog {
@@ -834,6 +865,19 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
                 format!("copy outbound SIP responses to NFLOG group {group}"),
             ),
             counters::NFLOG_OUT,
+        ));
+    }
+    if let (Some(group), false) = (policy.sip.nflog_group, read_tcp.is_empty()) {
+        output.push(counted(
+            rule(
+                vec![Match::Sport(Proto::Tcp, read_tcp.clone())],
+                Action::Nflog {
+                    group,
+                    snaplen: NFLOG_SNAPLEN,
+                },
+                format!("copy outbound SIP over TCP to NFLOG group {group}"),
+            ),
+            counters::NFLOG_OUT_TCP,
         ));
     }
     chains.push(Chain {
@@ -867,6 +911,28 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
         counters::NFLOG_IN.to_string(),
         counters::NFLOG_OUT.to_string(),
     ];
+    if policy.sip.nflog_group.is_some() && !read_tcp.is_empty() {
+        used_counters.push(counters::NFLOG_IN_TCP.to_string());
+        used_counters.push(counters::NFLOG_OUT_TCP.to_string());
+    }
+    // SIP that packet copies cannot read: say so, since detection there
+    // depends on a source the ruleset does not provide.
+    for (port, service, transport) in policy.sip_unreadable_ports() {
+        notes.push(format!(
+            "SIP on {port} ({service}) is {}: packet copies cannot read it; detection there needs HEP or the PBX's log",
+            match transport {
+                voipwall_policy::SipTransport::Tls => "TLS",
+                voipwall_policy::SipTransport::Wss => "secure WebSocket",
+                _ => "WebSocket",
+            }
+        ));
+    }
+    if policy.sip.nflog_group.is_none() && !readable.is_empty() {
+        notes.push(
+            "[sip] nflog_group = false: no SIP packet is copied to detection; it depends on logs or HEP"
+                .to_string(),
+        );
+    }
     if policy.sip.responsive {
         used_counters.push(counters::UNKNOWN_BANNED.to_string());
     }

@@ -11,7 +11,8 @@ use toml::de::DeTable;
 
 use crate::diag::{Diagnostic, SourceMap};
 use crate::model::{
-    PortSource, PortSpec, Proto, Provenance, Service, Zone, parse_port_range, parse_port_specs,
+    PortSource, PortSpec, Proto, Provenance, Service, SipTransport, Zone, parse_port_range,
+    parse_port_specs,
 };
 use crate::walk::{Table, Walker, get};
 
@@ -187,6 +188,7 @@ const SERVICE_KEYS: &[&str] = &[
     "description",
     "ports",
     "sip",
+    "sip_transport",
     "port_from",
     "example",
 ];
@@ -248,6 +250,58 @@ pub(crate) fn service_from(
     let sip = get(t, "sip")
         .and_then(|v| w.bool(v, "sip"))
         .unwrap_or(false);
+    // `sip_transport = "tls"` for every port, or a table naming the ports
+    // that are not plain: `sip_transport = { "tcp/5061" = "tls" }`.
+    let mut sip_transport = SipTransport::Plain;
+    let mut sip_transport_of = Vec::new();
+    if let Some(v) = get(t, "sip_transport") {
+        let one = |w: &mut Walker<'_>, v: &toml::Spanned<toml::de::DeValue<'_>>| match v
+            .get_ref()
+            .as_str()
+        {
+            Some("plain") => Some(SipTransport::Plain),
+            Some("ws") => Some(SipTransport::Ws),
+            Some("tls") => Some(SipTransport::Tls),
+            Some("wss") => Some(SipTransport::Wss),
+            other => {
+                w.error(
+                    v.span(),
+                    match other {
+                        Some(o) => format!("unknown SIP transport `{o}`"),
+                        None => "a SIP transport must be a string".to_string(),
+                    },
+                    "expected `plain`, `ws`, `tls` or `wss`",
+                );
+                None
+            }
+        };
+        if let Some(table) = v.get_ref().as_table() {
+            for (k, tv) in table {
+                let Some(tr) = one(w, tv) else { continue };
+                match parse_port_specs(k.get_ref()) {
+                    Ok(specs) => {
+                        for p in specs {
+                            if !ports.contains(&p) {
+                                w.error(
+                                    k.span(),
+                                    format!("`{}` is not one of this service's ports", k.get_ref()),
+                                    "name a port listed in `ports`",
+                                );
+                            }
+                            sip_transport_of.push((p, tr));
+                        }
+                    }
+                    Err(e) => w.error(
+                        k.span(),
+                        format!("invalid port `{}`: {e}", k.get_ref()),
+                        "expected e.g. tcp/5061",
+                    ),
+                }
+            }
+        } else if let Some(tr) = one(w, v) {
+            sip_transport = tr;
+        }
+    }
     let port_from = match get(t, "port_from") {
         Some(v) => match w.str(v, "port_from") {
             Some("sshd_config") => Some(PortSource::SshdConfig),
@@ -269,6 +323,8 @@ pub(crate) fn service_from(
         description,
         ports,
         sip,
+        sip_transport,
+        sip_transport_of,
         port_from,
         origin: origin.clone(),
     })

@@ -333,6 +333,34 @@ pub fn format_duration(secs: u64) -> String {
     format!("{secs}s")
 }
 
+/// How SIP travels on a service's ports, which says whether voipwall can
+/// read it from packet copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SipTransport {
+    /// SIP text in UDP datagrams or a TCP stream: read from packet copies.
+    #[default]
+    Plain,
+    /// SIP over plain WebSocket (RFC 7118): not read from packets yet.
+    Ws,
+    /// SIP over TLS: encrypted; detection needs HEP or a PBX log.
+    Tls,
+    /// SIP over secure WebSocket: encrypted, as TLS.
+    Wss,
+}
+
+impl SipTransport {
+    /// The name used in service files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Plain => "plain",
+            Self::Ws => "ws",
+            Self::Tls => "tls",
+            Self::Wss => "wss",
+        }
+    }
+}
+
 /// Where a service's port comes from when the host says otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -355,10 +383,24 @@ pub struct Service {
     /// SIP signalling: gets flood guards and NFLOG copies, never the
     /// `ct state established` shortcut.
     pub sip: bool,
+    /// How SIP travels on its ports (`plain` unless the file says).
+    pub sip_transport: SipTransport,
+    /// Ports whose transport differs from `sip_transport`.
+    pub sip_transport_of: Vec<(PortSpec, SipTransport)>,
     /// The host may override the ports (the SSH port from sshd_config).
     pub port_from: Option<PortSource>,
     /// Where it was defined.
     pub origin: Provenance,
+}
+
+impl Service {
+    /// How SIP travels on `port` of this service.
+    pub fn transport_of(&self, port: &PortSpec) -> SipTransport {
+        self.sip_transport_of
+            .iter()
+            .find(|(p, _)| p == port)
+            .map_or(self.sip_transport, |(_, t)| *t)
+    }
 }
 
 /// A service granted to a zone.
@@ -628,13 +670,44 @@ impl Policy {
 
     /// All SIP signalling ports granted in any zone.
     pub fn sip_ports(&self) -> Vec<PortSpec> {
-        let mut out: Vec<PortSpec> = self
-            .grants
+        self.sip_ports_where(|_| true)
+    }
+
+    /// The SIP ports whose packets voipwall can read (transport `plain`).
+    pub fn sip_readable_ports(&self) -> Vec<PortSpec> {
+        self.sip_ports_where(|t| t == SipTransport::Plain)
+    }
+
+    /// Granted SIP ports that packet copies cannot read (TLS, WebSocket),
+    /// each with its service and transport: detection sees them only
+    /// through HEP or a PBX log.
+    pub fn sip_unreadable_ports(&self) -> Vec<(PortSpec, &str, SipTransport)> {
+        let mut out: Vec<(PortSpec, &str, SipTransport)> = self
+            .granted_sip()
+            .flat_map(|s| {
+                s.ports
+                    .iter()
+                    .map(move |p| (*p, s.name.as_str(), s.transport_of(p)))
+            })
+            .filter(|(_, _, t)| *t != SipTransport::Plain)
+            .collect();
+        out.sort_by_key(|(p, n, _)| (*p, n.to_string()));
+        out.dedup_by(|a, b| a.0 == b.0);
+        out
+    }
+
+    fn granted_sip(&self) -> impl Iterator<Item = &Service> {
+        self.grants
             .values()
             .flatten()
             .filter_map(|g| self.services.get(&g.service))
             .filter(|s| s.sip)
-            .flat_map(|s| s.ports.iter().copied())
+    }
+
+    fn sip_ports_where(&self, keep: impl Fn(SipTransport) -> bool) -> Vec<PortSpec> {
+        let mut out: Vec<PortSpec> = self
+            .granted_sip()
+            .flat_map(|s| s.ports.iter().filter(|p| keep(s.transport_of(p))).copied())
             .collect();
         out.sort();
         out.dedup();

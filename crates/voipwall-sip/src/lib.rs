@@ -22,6 +22,7 @@ mod frame;
 mod message;
 pub mod pcap;
 mod peel;
+pub mod tcp;
 
 pub use frame::frame;
 pub use message::{MAX_HEAD, Message, StartLine, addr_user, trim, uri_user};

@@ -27,6 +27,10 @@ pub struct Peeled<'a> {
     pub dport: u16,
     /// UDP or TCP.
     pub transport: Transport,
+    /// TCP sequence number of the payload's first byte (0 for UDP).
+    pub seq: u32,
+    /// TCP flags (FIN 0x01, SYN 0x02, RST 0x04, ...; 0 for UDP).
+    pub flags: u8,
     /// Transport payload.
     pub payload: &'a [u8],
 }
@@ -112,15 +116,27 @@ pub fn peel(pkt: &[u8]) -> Result<Peeled<'_>, SipError> {
         }
         _ => return Err(SipError::NotUdpOrTcp),
     };
-    if hdr < 8 || l4.len() < hdr {
+    if hdr < 8 || (transport == Transport::Tcp && hdr < 20) {
+        return Err(SipError::BadPacket);
+    }
+    if l4.len() < hdr {
         return Err(SipError::Truncated);
     }
+    let (seq, flags) = match transport {
+        Transport::Udp => (0, 0),
+        Transport::Tcp => (
+            u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]]),
+            *l4.get(13).ok_or(SipError::Truncated)?,
+        ),
+    };
     Ok(Peeled {
         src,
         dst,
         sport: be16(l4, 0)?,
         dport: be16(l4, 2)?,
         transport,
+        seq,
+        flags,
         payload: &l4[hdr..],
     })
 }

@@ -102,3 +102,100 @@ proptest! {
         prop_assert_eq!(frame(s.as_bytes()).unwrap(), Some((0, s.len())));
     }
 }
+
+mod tcp {
+    use proptest::prelude::*;
+    use voipwall_sip::tcp::{FlowKey, Piece, Reassembler, TcpLimits};
+
+    fn key() -> FlowKey {
+        FlowKey {
+            src: "2001:db8::7".parse().unwrap(),
+            sport: 40000,
+            dst: "2001:db8::1".parse().unwrap(),
+            dport: 5060,
+        }
+    }
+
+    fn message(i: usize, body: usize, crlf: bool) -> Vec<u8> {
+        let lead = if crlf { "\r\n\r\n" } else { "" };
+        format!(
+            "{lead}OPTIONS sip:{i}@pbx SIP/2.0\r\nCall-ID: {i}\r\nCSeq: {i} OPTIONS\r\nContent-Length: {body}\r\n\r\n{}",
+            "b".repeat(body)
+        )
+        .into_bytes()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// Messages cut at random points, with random retransmissions of
+        /// earlier pieces and neighbours swapped (the first data segment
+        /// too: the SYN says where the stream starts), come out whole, in
+        /// order.
+        #[test]
+        fn any_segmentation_yields_the_messages(
+            bodies in prop::collection::vec((0usize..300, any::<bool>()), 1..8),
+            cuts in prop::collection::vec(1usize..200, 1..40),
+            swaps in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+            repeats in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+            isn in any::<u32>(),
+        ) {
+            let msgs: Vec<Vec<u8>> = bodies.iter().enumerate().map(|(i, &(b, c))| message(i, b, c)).collect();
+            let stream = msgs.concat();
+            let mut segs = Vec::new();
+            let (mut at, mut k) = (0usize, 0usize);
+            while at < stream.len() {
+                let n = cuts[k % cuts.len()].min(stream.len() - at);
+                segs.push((isn.wrapping_add(at as u32), stream[at..at + n].to_vec()));
+                at += n;
+                k += 1;
+            }
+            for r in &repeats {
+                let s = segs[r.index(segs.len())].clone();
+                let to = (r.index(segs.len()) + 2).min(segs.len());
+                segs.insert(to, s);
+            }
+            for s in &swaps {
+                let i = s.index(segs.len());
+                if i + 1 < segs.len() {
+                    segs.swap(i, i + 1);
+                }
+            }
+            let mut r = Reassembler::new(TcpLimits::default(), 1);
+            let mut got = Vec::new();
+            r.segment(0, key(), isn.wrapping_sub(1), voipwall_sip::tcp::SYN, &[], &mut |_| {});
+            for (seq, d) in &segs {
+                r.segment(0, key(), *seq, 0, d, &mut |p| {
+                    if let Piece::Message(m) = p {
+                        got.push(m.to_vec());
+                    }
+                });
+            }
+            let want: Vec<Vec<u8>> = msgs.iter().map(|m| {
+                let s = m.iter().position(|&b| b != b'\r' && b != b'\n').unwrap();
+                m[s..].to_vec()
+            }).collect();
+            prop_assert_eq!(got, want);
+            prop_assert_eq!(r.stats().bytes, 0);
+        }
+
+        /// Random segments on random flows never panic and never hold more
+        /// than the limits allow.
+        #[test]
+        fn arbitrary_segments_stay_within_bounds(
+            segs in prop::collection::vec((0u16..40, any::<u32>(), any::<u8>(), prop::collection::vec(any::<u8>(), 0..300)), 0..200),
+        ) {
+            let limits = TcpLimits { max_flows: 16, flow_bytes: 1024, total_bytes: 4096, max_out_of_order: 4, idle_ms: 1000, max_syns: 8 };
+            let mut r = Reassembler::new(limits, 9);
+            for (i, (port, seq, flags, data)) in segs.iter().enumerate() {
+                let k = FlowKey { sport: *port, ..key() };
+                r.segment(i as u64, k, *seq % 4096, *flags, data, &mut |_| {});
+                let s = r.stats();
+                prop_assert!(s.flows <= 16);
+                prop_assert!(s.bytes <= 4096, "{:?}", s);
+            }
+            r.expire(u64::MAX);
+            prop_assert_eq!(r.stats().bytes, 0);
+        }
+    }
+}

@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use ipnet::IpNet;
 use serde_json::json;
+use voipwall_detect::packet::Seen;
 use voipwall_detect::{Action, Config, Engine, Event, RuleSet, Timestamp};
 use voipwall_logfmt::prefix::Context;
 use voipwall_logfmt::{Format, LineError};
@@ -205,6 +206,10 @@ pub(crate) fn replay(cli: &Globals, a: &ReplayArgs) -> anyhow::Result<()> {
         if a.files.is_empty() {
             return Err(Invalid("error: --pcap needs a capture file".into()).into());
         }
+        let mut capture = voipwall_detect::packet::Capture::new(
+            voipwall_sip::tcp::TcpLimits::default(),
+            crate::detection::random_seed(),
+        );
         for f in &a.files {
             let data = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
             let cap = voipwall_sip::pcap::read(&data)
@@ -212,22 +217,34 @@ pub(crate) fn replay(cli: &Globals, a: &ReplayArgs) -> anyhow::Result<()> {
             sum.undecodable += cap.skipped;
             for p in cap.packets {
                 sum.packets += 1;
-                let Ok(d) = voipwall_detect::packet::decode(p.ip) else {
-                    sum.undecodable += 1;
-                    if let Some(ev) = voipwall_detect::packet::undecodable(p.ip, "pcap") {
-                        feed(&mut engine, &mut sum, &mut out, Timestamp(p.at_ms), &ev)?;
+                let at = Timestamp(p.at_ms);
+                let mut res = Ok(());
+                capture.packet(p.at_ms, p.ip, "pcap", &mut |seen| {
+                    if res.is_err() {
+                        return;
                     }
-                    continue;
-                };
-                sum.sip_messages += 1;
-                // With --pbx: only traffic to or from the PBX, seen from its side.
-                if !a.pbx.is_empty() && (a.pbx.contains(&d.remote()) || !a.pbx.contains(&d.local()))
-                {
-                    continue;
-                }
-                if let Some(ev) = d.event("pcap") {
-                    feed(&mut engine, &mut sum, &mut out, Timestamp(p.at_ms), &ev)?;
-                }
+                    let ev = match seen {
+                        Seen::Undecodable(ev) => {
+                            sum.undecodable += 1;
+                            ev
+                        }
+                        Seen::Sip(d) => {
+                            sum.sip_messages += 1;
+                            // With --pbx: only traffic to or from the PBX,
+                            // seen from its side.
+                            if !a.pbx.is_empty()
+                                && (a.pbx.contains(&d.remote()) || !a.pbx.contains(&d.local()))
+                            {
+                                return;
+                            }
+                            d.event("pcap")
+                        }
+                    };
+                    if let Some(ev) = ev {
+                        res = feed(&mut engine, &mut sum, &mut out, at, &ev);
+                    }
+                });
+                res?;
             }
         }
     } else {

@@ -98,6 +98,9 @@ impl Lab {
                     "203.0.113.68/24",
                     "203.0.113.69/24",
                     "203.0.113.70/24",
+                    "203.0.113.71/24",
+                    "203.0.113.72/24",
+                    "203.0.113.73/24",
                 ],
             ),
             ("att6", &["2001:db8:0:66::66/48", "2001:db8:0:66::67/48"]),
@@ -848,6 +851,153 @@ fn shaped_password_guessing_is_banned_like_plain_guessing() {
     for l in lab.daemon_log().lines().filter(|l| l.contains("→ ban")) {
         eprintln!("{l}");
     }
+}
+
+/// Issue 13: SIP over TCP is read from packet copies. Before, the compiler
+/// copied only UDP and a brute force over TCP went unseen (299 of 299 wrong
+/// passwords answered). Now sipp guessing over one TCP connection at 20/s
+/// and 200/s, and a guesser that writes every message one byte per segment,
+/// are each banned after the threshold: at most 5 wrong passwords reach
+/// kamailio.
+#[test]
+fn password_guessing_over_tcp_is_banned_at_the_threshold() {
+    let mut lab = Lab::new();
+    lab.start_kamailio();
+    lab.start_daemon();
+    let segments = |lab: &Lab| -> u64 {
+        let out = lab
+            .exec(
+                "pbx",
+                &[
+                    "nft",
+                    "-j",
+                    "list",
+                    "counter",
+                    "inet",
+                    "voipwall",
+                    "vw_nflog_in_tcp",
+                ],
+            )
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["nftables"][1]["counter"]["packets"].as_u64().unwrap_or(0)
+    };
+    for (src, port, rate) in [("203.0.113.71", "5071", 20), ("203.0.113.72", "5072", 200)] {
+        let out = lab.sipp("att", "bruteforce.xml", src, port, 30, rate, &["-t", "t1"]);
+        eprintln!(
+            "sipp over TCP at {rate}/s: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+    }
+    let before = segments(&lab);
+    let helper = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/tcp_guess.py");
+    let out = lab
+        .exec(
+            "att",
+            &["python3", helper, "203.0.113.73", PBX4, "20", "bytewise"],
+        )
+        .output()
+        .expect("tcp_guess.py");
+    let answered = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let split = segments(&lab) - before;
+    std::thread::sleep(Duration::from_millis(300));
+    let bans = lab.bans();
+    let status = lab.json(&["status"]);
+    let report = format!(
+        "bans {bans:?}\nbytewise answered {answered:?}, {split} segments copied\ntcp {}\n{}",
+        status["tcp"],
+        lab.daemon_log()
+    );
+    for src in ["203.0.113.71", "203.0.113.72", "203.0.113.73"] {
+        let target = format!("{src}/32");
+        assert!(
+            bans.iter()
+                .any(|(t, r)| *t == target && r == "auth-bruteforce"),
+            "{src} not banned for auth-bruteforce\n{report}"
+        );
+        let reached = lab.kamailio_events("auth-failed", src);
+        assert!(
+            (1..=5).contains(&reached),
+            "{src}: {reached} wrong passwords reached kamailio (threshold 5)\n{report}"
+        );
+    }
+    // The byte-by-byte guesser really was split: one segment per byte of
+    // its REGISTERs (about 400 bytes each), not one per message.
+    assert!(split > 1000, "{report}");
+    assert!(
+        status["tcp"]["messages"].as_u64().unwrap_or(0) >= 20,
+        "{report}"
+    );
+    eprintln!("{report}");
+}
+
+/// Issue 13: the TCP flow table stays bounded under 10,000 half-open
+/// connections (SYNs only: no flow is made, the SYN memo is capped) and
+/// under 10,000 slow-loris flows (a head that never ends: held within the
+/// flow and byte limits), and a guesser over TCP is still banned after.
+#[test]
+fn the_tcp_flow_table_stays_bounded_under_half_open_connections() {
+    let mut lab = Lab::new();
+    lab.start_kamailio();
+    lab.start_daemon();
+    let helper = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/half_open.py");
+    let rss0 = lab.json(&["status"])["rss_kb"].as_u64().unwrap_or(0);
+    let mut seen = Vec::new();
+    for mode in ["syn", "loris"] {
+        let out = lab
+            .exec("att", &["python3", helper, PBX4, "10000", mode])
+            .output()
+            .expect("half_open.py");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        let st = lab.json(&["status"]);
+        seen.push((
+            mode,
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            st["tcp"].clone(),
+            st["rss_kb"].as_u64().unwrap_or(0),
+            st["counters"].clone(),
+        ));
+    }
+    let report = format!("rss at start {rss0} kB; {seen:?}\n{}", lab.daemon_log());
+    let (syn, loris) = (&seen[0].2, &seen[1].2);
+    assert_eq!(syn["flows"].as_u64(), Some(0), "{report}");
+    assert!(syn["syns"].as_u64().unwrap_or(0) <= 65_536, "{report}");
+    assert!(loris["flows"].as_u64().unwrap_or(0) <= 16_384, "{report}");
+    assert!(
+        loris["bytes"].as_u64().unwrap_or(u64::MAX) <= 64 << 20,
+        "{report}"
+    );
+    assert!(
+        loris["opened"].as_u64().unwrap_or(0) >= 1_000,
+        "the slow-loris flows were copied\n{report}"
+    );
+    // Memory: the daemon grew by less than 64 MiB.
+    assert!(seen[1].3 < rss0 + 65_536, "{report}");
+    let guesser = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/tcp_guess.py");
+    let out = lab
+        .exec(
+            "att",
+            &["python3", guesser, "203.0.113.71", PBX4, "20", "whole"],
+        )
+        .output()
+        .expect("tcp_guess.py");
+    std::thread::sleep(Duration::from_millis(300));
+    let reached = lab.kamailio_events("auth-failed", "203.0.113.71");
+    assert!(
+        (1..=5).contains(&reached),
+        "{reached} wrong passwords reached kamailio; guesser says {}\n{report}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    eprintln!("{report}");
 }
 
 /// The differential corpus (issue 12): every request shape kamailio

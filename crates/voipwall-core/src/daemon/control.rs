@@ -127,6 +127,9 @@ pub struct StatusReply {
     pub store_errors: u64,
     /// The engine's counters.
     pub engine: voipwall_detect::Stats,
+    /// SIP over TCP: flows reassembled from packet copies.
+    #[serde(default)]
+    pub tcp: voipwall_sip::tcp::TcpStats,
     /// Targets with a ban in force.
     pub active_bans: u64,
     /// Packet arrival → ban in the kernel.

@@ -127,6 +127,7 @@ impl Daemon {
                     counters: self.counters.clone(),
                     store_errors: self.store_errors.load(Ordering::Relaxed),
                     engine: self.engine.stats(),
+                    tcp: self.capture.tcp_stats(),
                     active_bans: self.store.active_count(t).unwrap_or(0),
                     ban_latency_us: latency(&lat, true),
                     promotion_latency_us: latency(&prom, false),

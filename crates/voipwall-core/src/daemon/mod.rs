@@ -31,6 +31,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use ipnet::IpNet;
 use serde_json::{Value, json};
+use voipwall_detect::packet::Seen;
 use voipwall_detect::{Action, Engine, Timestamp};
 use voipwall_nft::sets::{Entry, Prefixes, place};
 use voipwall_policy::{DetectMode, Policy};
@@ -228,6 +229,8 @@ pub struct Counters {
 
 struct Daemon {
     engine: Engine,
+    /// Packet copies to messages (TCP flows reassembled).
+    capture: voipwall_detect::packet::Capture,
     /// Reads (the store thread has its own connection for writes).
     store: Store,
     writer: Sender<StoreOp>,
@@ -360,6 +363,10 @@ pub fn run(cli: &Paths, a: &DaemonArgs) -> anyhow::Result<()> {
     let store_errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut d = Daemon {
         engine: Engine::new(cfg),
+        capture: voipwall_detect::packet::Capture::new(
+            voipwall_sip::tcp::TcpLimits::default(),
+            crate::detection::random_seed(),
+        ),
         store,
         writer,
         store_errors: store_errors.clone(),
@@ -608,27 +615,36 @@ impl Daemon {
                 let at = now();
                 let read_us = now_us();
                 let engine = &mut self.engine;
+                let capture = &mut self.capture;
                 let mut undecodable = 0;
                 pkt_at.clear();
                 let res = n.drain(|p| {
-                    let Ok(d) = voipwall_detect::packet::decode(p.payload) else {
-                        undecodable += 1;
-                        if let Some(ev) = voipwall_detect::packet::undecodable(p.payload, "nflog") {
-                            engine.handle_packet(at, &ev);
+                    capture.packet(at.0, p.payload, "nflog", &mut |seen| match seen {
+                        Seen::Sip(d) => {
+                            if let Some(ev) = d.event("nflog") {
+                                engine.handle_packet(at, &ev);
+                                pkt_at.push(p.timestamp_us.unwrap_or(0));
+                            } else if d.is_request() {
+                                // Decoded, but without the Call-ID or CSeq
+                                // that matching needs: as good as undecodable.
+                                undecodable += 1;
+                                engine.handle_packet(
+                                    at,
+                                    &voipwall_detect::Event {
+                                        src: d.peeled.src,
+                                        kind: voipwall_detect::EventKind::Undecodable,
+                                        origin: "nflog",
+                                    },
+                                );
+                            }
                         }
-                        return;
-                    };
-                    if let Some(ev) = d.event("nflog") {
-                        engine.handle_packet(at, &ev);
-                        pkt_at.push(p.timestamp_us.unwrap_or(0));
-                    } else if d.is_request() {
-                        // Decoded, but without the Call-ID or CSeq that
-                        // matching needs: as good as undecodable.
-                        undecodable += 1;
-                        if let Some(ev) = voipwall_detect::packet::undecodable(p.payload, "nflog") {
-                            engine.handle_packet(at, &ev);
+                        Seen::Undecodable(ev) => {
+                            undecodable += 1;
+                            if let Some(ev) = ev {
+                                engine.handle_packet(at, &ev);
+                            }
                         }
-                    }
+                    });
                 });
                 match res {
                     Ok(got) if got > 0 => {
@@ -664,6 +680,7 @@ impl Daemon {
             self.apply_actions(None, None);
             if last_housekeeping.elapsed().as_secs() >= 10 {
                 last_housekeeping = Instant::now();
+                self.capture.expire(now().0);
                 self.flush_events();
                 let _ = self.writer.send(StoreOp::Prune(now()));
             }

@@ -1,0 +1,580 @@
+//! SIP over TCP from packet copies: per-flow reassembly of the byte stream
+//! and message framing (Content-Length, RFC 3261 section 18.3).
+//!
+//! Each direction of a connection is its own flow. Segments may arrive
+//! retransmitted, overlapping, out of order or split anywhere (inside a
+//! header line, inside the body); a segment may carry several messages.
+//! What a flow holds is bounded ([`TcpLimits::flow_bytes`]), the table is
+//! an LRU ([`TcpLimits::max_flows`]) and every flow shares one byte budget
+//! ([`TcpLimits::total_bytes`]): the least recently used flows go first,
+//! counted. A SYN is remembered apart, in a small LRU of its own (key and
+//! initial sequence number), so that the stream's first byte is known even
+//! when the first data segments arrive out of order; a SYN flood only
+//! cycles that table and never evicts a flow that carries data. Without a
+//! SYN (its memo evicted, or the daemon started mid-connection) a flow
+//! starts at its first data segment and finds the next start line. Pure:
+//! the caller passes the time (milliseconds, any epoch) and a hash seed.
+
+use std::hash::Hash;
+use std::net::IpAddr;
+
+use foldhash::fast::FixedState;
+use hashlink::LruCache;
+
+use crate::{MAX_HEAD, Message, SipError};
+
+/// TCP FIN flag.
+pub const FIN: u8 = 0x01;
+/// TCP SYN flag.
+pub const SYN: u8 = 0x02;
+/// TCP RST flag.
+pub const RST: u8 = 0x04;
+
+/// One direction of a TCP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Sender's address.
+    pub src: IpAddr,
+    /// Sender's port.
+    pub sport: u16,
+    /// Receiver's address.
+    pub dst: IpAddr,
+    /// Receiver's port.
+    pub dport: u16,
+}
+
+/// Bounds of the reassembler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpLimits {
+    /// Flows tracked at once (least recently used evicted beyond).
+    pub max_flows: usize,
+    /// Bytes one flow may hold: its unframed stream plus out-of-order
+    /// segments. A message longer than this is delivered as far as it fits
+    /// (the head always does: [`MAX_HEAD`] is smaller) and the rest skipped.
+    pub flow_bytes: usize,
+    /// Bytes all flows may hold together.
+    pub total_bytes: usize,
+    /// Out-of-order segments one flow keeps.
+    pub max_out_of_order: usize,
+    /// A flow silent this long (ms) is forgotten.
+    pub idle_ms: u64,
+    /// SYNs remembered (connections opened but without data yet).
+    pub max_syns: usize,
+}
+
+impl Default for TcpLimits {
+    fn default() -> Self {
+        Self {
+            max_flows: 16_384,
+            flow_bytes: MAX_HEAD + 32 * 1024,
+            total_bytes: 64 * 1024 * 1024,
+            max_out_of_order: 32,
+            idle_ms: 120_000,
+            max_syns: 65_536,
+        }
+    }
+}
+
+/// What the reassembler has done, for `status` and the benches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TcpStats {
+    /// Flows tracked now.
+    pub flows: usize,
+    /// Bytes held now (streams and out-of-order segments).
+    pub bytes: usize,
+    /// SYNs remembered now (connections without data yet).
+    pub syns: usize,
+    /// Flows created (first segment with payload).
+    pub opened: u64,
+    /// Flows created without their SYN (started at the first data seen).
+    pub without_syn: u64,
+    /// Flows closed by FIN or RST.
+    pub closed: u64,
+    /// Flows forgotten after `idle_ms`.
+    pub idle: u64,
+    /// Flows evicted for the flow limit or the byte budget.
+    pub evicted: u64,
+    /// Messages delivered.
+    pub messages: u64,
+    /// Messages longer than a flow may hold (delivered cut, rest skipped).
+    pub oversize: u64,
+    /// Segments dropped: out of order beyond what a flow keeps.
+    pub dropped_segments: u64,
+    /// Bytes skipped because they did not start a SIP message (a stream
+    /// picked up in the middle, or not SIP).
+    pub skipped_bytes: u64,
+}
+
+/// A piece of a stream handed to the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece<'a> {
+    /// One SIP message (head and as much of the body as was kept).
+    Message(&'a [u8]),
+    /// Bytes that do not start a SIP message, on a flow seen from its SYN
+    /// or that already carried a message (so the stream is known to be in
+    /// step): the peer sends something that is not SIP. Once per run.
+    Garbage,
+}
+
+#[derive(Debug, Default)]
+struct Flow {
+    /// Sequence number of the next byte expected.
+    next: u32,
+    /// In-order bytes not yet framed.
+    buf: Vec<u8>,
+    /// Segments beyond `next`: (sequence number, bytes), unsorted.
+    ooo: Vec<(u32, Vec<u8>)>,
+    ooo_bytes: usize,
+    /// Body bytes still to discard from an oversize message.
+    skip: usize,
+    /// Started at its SYN, or a message was framed: the stream is in step
+    /// with message boundaries.
+    synced: bool,
+    /// Garbage already reported since the last message.
+    garbage_told: bool,
+    last_ms: u64,
+}
+
+impl Flow {
+    fn held(&self) -> usize {
+        self.buf.len() + self.ooo_bytes
+    }
+}
+
+/// The flow table.
+pub struct Reassembler {
+    flows: LruCache<FlowKey, Flow, FixedState>,
+    /// Connections seen opening, by the sequence number of their first byte.
+    syns: LruCache<FlowKey, u32, FixedState>,
+    limits: TcpLimits,
+    held: usize,
+    stats: TcpStats,
+}
+
+impl std::fmt::Debug for Reassembler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reassembler")
+            .field("limits", &self.limits)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Signed distance from `b` to `a` in sequence space.
+fn seq_diff(a: u32, b: u32) -> i64 {
+    i64::from(a.wrapping_sub(b) as i32)
+}
+
+impl Reassembler {
+    /// An empty table; `seed` keys its hash (pass a random one).
+    pub fn new(limits: TcpLimits, seed: u64) -> Self {
+        Self {
+            flows: LruCache::with_hasher(limits.max_flows.max(1), FixedState::with_seed(seed)),
+            syns: LruCache::with_hasher(limits.max_syns.max(1), FixedState::with_seed(seed ^ 1)),
+            limits,
+            held: 0,
+            stats: TcpStats::default(),
+        }
+    }
+
+    /// Counters, with the current flow count and bytes held.
+    pub fn stats(&self) -> TcpStats {
+        TcpStats {
+            flows: self.flows.len(),
+            bytes: self.held,
+            syns: self.syns.len(),
+            ..self.stats
+        }
+    }
+
+    /// Takes one segment of `key`'s direction: `seq` is the sequence number
+    /// of its first byte (of the SYN when `flags` has [`SYN`]). Every
+    /// message it completes is passed to `out`, in stream order.
+    pub fn segment(
+        &mut self,
+        now_ms: u64,
+        key: FlowKey,
+        seq: u32,
+        flags: u8,
+        payload: &[u8],
+        out: &mut dyn FnMut(Piece<'_>),
+    ) {
+        if flags & RST != 0 {
+            self.remove(&key, true);
+            return;
+        }
+        let start = if flags & SYN != 0 {
+            seq.wrapping_add(1)
+        } else {
+            seq
+        };
+        if flags & SYN != 0 {
+            // A new connection on this 4-tuple: whatever was held is stale.
+            self.remove(&key, false);
+            if payload.is_empty() {
+                self.syns.insert(key, start);
+                return;
+            }
+        }
+        if !self.flows.contains_key(&key) {
+            if payload.is_empty() {
+                return;
+            }
+            if self.flows.len() >= self.limits.max_flows.max(1)
+                && let Some((_, f)) = self.flows.remove_lru()
+            {
+                self.held -= f.held();
+                self.stats.evicted += 1;
+            }
+            let first = if flags & SYN != 0 {
+                Some(start)
+            } else {
+                self.syns.remove(&key)
+            };
+            if first.is_none() {
+                self.stats.without_syn += 1;
+            }
+            self.flows.insert(
+                key,
+                Flow {
+                    next: first.unwrap_or(start),
+                    synced: first.is_some(),
+                    ..Flow::default()
+                },
+            );
+            self.stats.opened += 1;
+        }
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return;
+        };
+        flow.last_ms = now_ms;
+        let before = flow.held();
+        accept(flow, &self.limits, &mut self.stats, start, payload);
+        deliver(flow, &self.limits, &mut self.stats, out);
+        let after = flow.held();
+        self.held = self.held + after - before;
+        if flags & FIN != 0 {
+            self.remove(&key, true);
+        }
+        // The shared budget: drop the least recently used flows.
+        while self.held > self.limits.total_bytes {
+            let Some((_, f)) = self.flows.remove_lru() else {
+                break;
+            };
+            self.held -= f.held();
+            self.stats.evicted += 1;
+        }
+    }
+
+    /// Forgets flows silent for longer than `idle_ms`.
+    pub fn expire(&mut self, now_ms: u64) {
+        while let Some((_, f)) = self.flows.iter().next() {
+            if now_ms.saturating_sub(f.last_ms) < self.limits.idle_ms {
+                break;
+            }
+            if let Some((_, f)) = self.flows.remove_lru() {
+                self.held -= f.held();
+                self.stats.idle += 1;
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &FlowKey, closed: bool) {
+        self.syns.remove(key);
+        if let Some(f) = self.flows.remove(key) {
+            self.held -= f.held();
+            if closed {
+                self.stats.closed += 1;
+            }
+        }
+    }
+}
+
+/// Adds a segment's bytes: in order to the stream, ahead of it to the
+/// out-of-order list, behind it (a retransmission) trimmed to what is new.
+fn accept(flow: &mut Flow, limits: &TcpLimits, stats: &mut TcpStats, start: u32, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    let rel = seq_diff(start, flow.next);
+    if rel > 0 {
+        let far = rel as usize > limits.flow_bytes;
+        if far
+            || flow.ooo.len() >= limits.max_out_of_order
+            || flow.held() + data.len() > limits.flow_bytes
+        {
+            stats.dropped_segments += 1;
+            return;
+        }
+        flow.ooo.push((start, data.to_vec()));
+        flow.ooo_bytes += data.len();
+        return;
+    }
+    append(flow, start, data);
+    // Whatever the gap was waiting for may now fit.
+    loop {
+        let next = flow.next;
+        let Some(i) = flow.ooo.iter().position(|(s, _)| seq_diff(*s, next) <= 0) else {
+            break;
+        };
+        let (s, d) = flow.ooo.swap_remove(i);
+        flow.ooo_bytes -= d.len();
+        append(flow, s, &d);
+    }
+}
+
+/// Appends the part of `data` (starting at `start`, not after `next`) that
+/// is new. The stream may exceed `flow_bytes` by one segment until
+/// [`deliver`] cuts what cannot fit.
+fn append(flow: &mut Flow, start: u32, data: &[u8]) {
+    let old = (-seq_diff(start, flow.next)) as usize;
+    if old >= data.len() {
+        return;
+    }
+    let mut new = &data[old..];
+    flow.next = flow.next.wrapping_add(new.len() as u32);
+    if flow.skip > 0 {
+        let n = flow.skip.min(new.len());
+        flow.skip -= n;
+        new = &new[n..];
+    }
+    flow.buf.extend_from_slice(new);
+}
+
+/// Frames and hands out every complete message at the front of the stream.
+fn deliver(
+    flow: &mut Flow,
+    limits: &TcpLimits,
+    stats: &mut TcpStats,
+    out: &mut dyn FnMut(Piece<'_>),
+) {
+    let mut pos = 0;
+    loop {
+        let s = &flow.buf[pos..];
+        let lead = s
+            .iter()
+            .position(|&b| b != b'\r' && b != b'\n')
+            .unwrap_or(s.len());
+        let m = &s[lead..];
+        if m.is_empty() {
+            pos += lead;
+            break;
+        }
+        match Message::parse(m) {
+            Ok(msg) => {
+                let body = msg.content_len().unwrap_or(0);
+                let total = msg.head_len.saturating_add(body);
+                if m.len() >= total {
+                    out(Piece::Message(&m[..total]));
+                    stats.messages += 1;
+                    flow.synced = true;
+                    flow.garbage_told = false;
+                    pos += lead + total;
+                    continue;
+                }
+                if total > limits.flow_bytes {
+                    // It will never fit: hand out what is here (the head
+                    // and the start of the body), skip the rest.
+                    out(Piece::Message(m));
+                    stats.messages += 1;
+                    stats.oversize += 1;
+                    flow.skip = total - m.len();
+                    pos += lead + m.len();
+                    flow.garbage_told = false;
+                }
+                break;
+            }
+            Err(SipError::Truncated) => break,
+            Err(_) => {
+                // Not the start of a message: skip to the next line and
+                // look again (a stream picked up mid-message finds the
+                // next start line this way).
+                let line = m
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(m.len(), |i| i + 1);
+                if flow.synced && !flow.garbage_told {
+                    out(Piece::Garbage);
+                    flow.garbage_told = true;
+                }
+                stats.skipped_bytes += (lead + line) as u64;
+                pos += lead + line;
+                if line == m.len() && m.last() != Some(&b'\n') {
+                    break;
+                }
+            }
+        }
+    }
+    flow.buf.drain(..pos);
+    if flow.buf.capacity() > 4096 && flow.buf.capacity() > 4 * flow.buf.len() {
+        flow.buf.shrink_to(flow.buf.len().max(1024));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(port: u16) -> FlowKey {
+        FlowKey {
+            src: "203.0.113.7".parse().unwrap(),
+            sport: port,
+            dst: "198.51.100.1".parse().unwrap(),
+            dport: 5060,
+        }
+    }
+
+    fn msg(n: u32, body: &str) -> Vec<u8> {
+        format!(
+            "REGISTER sip:pbx SIP/2.0\r\nVia: SIP/2.0/TCP 203.0.113.7;branch=z9hG4bK{n}\r\nCall-ID: c{n}\r\nCSeq: {n} REGISTER\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+
+    /// Feeds segments, collecting what comes out.
+    fn run(r: &mut Reassembler, segs: &[(u32, u8, &[u8])]) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        for &(seq, flags, data) in segs {
+            r.segment(0, key(40000), seq, flags, data, &mut |p| {
+                if let Piece::Message(m) = p {
+                    got.push(m.to_vec());
+                }
+            });
+        }
+        got
+    }
+
+    #[test]
+    fn byte_by_byte_retransmitted_and_reordered() {
+        let a = msg(1, "");
+        let b = msg(2, "v=0\r\n");
+        let stream = [a.clone(), b.clone()].concat();
+        let isn = u32::MAX - 10; // the stream wraps the sequence space
+        let mut r = Reassembler::new(TcpLimits::default(), 7);
+        let mut segs: Vec<(u32, u8, &[u8])> = vec![(isn, SYN, &[])];
+        for (i, byte) in stream.chunks(1).enumerate() {
+            segs.push((isn.wrapping_add(1 + i as u32), 0, byte));
+        }
+        // Swap two neighbours and repeat one: reordering and retransmission.
+        segs.swap(30, 31);
+        let again = segs[50];
+        segs.insert(70, again);
+        assert_eq!(run(&mut r, &segs), vec![a, b]);
+        assert_eq!(r.stats().flows, 1);
+    }
+
+    #[test]
+    fn overlapping_segments_and_two_messages_in_one() {
+        let a = msg(1, "");
+        let b = msg(2, "");
+        let s = [a.clone(), b.clone()].concat();
+        let mut r = Reassembler::new(TcpLimits::default(), 7);
+        let got = run(
+            &mut r,
+            &[(100, 0, &s[..40]), (120, 0, &s[20..]), (100, 0, &s)],
+        );
+        assert_eq!(got, vec![a, b]);
+    }
+
+    #[test]
+    fn a_syn_flood_holds_nothing_and_fin_rst_close() {
+        let mut r = Reassembler::new(TcpLimits::default(), 7);
+        for p in 0..10_000u16 {
+            r.segment(0, key(p), 1, SYN, &[], &mut |_| {});
+        }
+        assert_eq!(r.stats().flows, 0);
+        let m = msg(1, "");
+        r.segment(0, key(1), 1, 0, &m[..10], &mut |_| {});
+        assert_eq!(r.stats().flows, 1);
+        r.segment(0, key(1), 11, FIN, &m[10..], &mut |_| {});
+        assert_eq!(
+            (r.stats().flows, r.stats().messages, r.stats().closed),
+            (0, 1, 1)
+        );
+        r.segment(0, key(2), 1, 0, &m[..10], &mut |_| {});
+        r.segment(0, key(2), 11, RST, &[], &mut |_| {});
+        assert_eq!((r.stats().flows, r.stats().bytes), (0, 0));
+    }
+
+    #[test]
+    fn mid_stream_pickup_finds_the_next_message() {
+        let a = msg(1, "");
+        let b = msg(2, "");
+        let s = [a.clone(), b.clone()].concat();
+        let mut r = Reassembler::new(TcpLimits::default(), 7);
+        // The copy starts in the middle of the first message's Via line.
+        let mut pieces = Vec::new();
+        r.segment(0, key(1), 1, 0, &s[30..], &mut |p| {
+            pieces.push(match p {
+                Piece::Message(m) => m.to_vec(),
+                Piece::Garbage => b"garbage".to_vec(),
+            })
+        });
+        assert_eq!(pieces, vec![b]);
+        assert!(r.stats().skipped_bytes > 0);
+    }
+
+    #[test]
+    fn an_oversize_body_is_cut_and_the_next_message_still_found() {
+        let limits = TcpLimits {
+            flow_bytes: 1024,
+            ..TcpLimits::default()
+        };
+        let big = msg(1, &"x".repeat(5000));
+        let next = msg(2, "");
+        let s = [big.clone(), next.clone()].concat();
+        let mut r = Reassembler::new(limits, 7);
+        let segs: Vec<(u32, u8, &[u8])> = s
+            .chunks(700)
+            .enumerate()
+            .map(|(i, c)| (1 + 700 * i as u32, 0, c))
+            .collect();
+        let got = run(&mut r, &segs);
+        assert_eq!(got.len(), 2, "{:?}", r.stats());
+        assert!(big.starts_with(&got[0]));
+        assert_eq!(got[1], next);
+        assert_eq!(r.stats().oversize, 1);
+    }
+
+    #[test]
+    fn the_byte_budget_and_idle_timeout_bound_memory() {
+        let limits = TcpLimits {
+            total_bytes: 100_000,
+            max_flows: 1000,
+            ..TcpLimits::default()
+        };
+        let mut r = Reassembler::new(limits, 7);
+        // Slow-loris: each flow sends a head that never ends.
+        let partial = b"REGISTER sip:pbx SIP/2.0\r\nX-Pad: ";
+        for p in 0..5000u16 {
+            r.segment(u64::from(p), key(p), 1, 0, partial, &mut |_| {});
+            let pad = vec![b'a'; 500];
+            r.segment(
+                u64::from(p),
+                key(p),
+                1 + partial.len() as u32,
+                0,
+                &pad,
+                &mut |_| {},
+            );
+            let s = r.stats();
+            assert!(s.bytes <= 100_000 && s.flows <= 1000, "{s:?}");
+        }
+        assert!(r.stats().evicted > 0);
+        r.expire(5000 + 120_000);
+        assert_eq!((r.stats().flows, r.stats().bytes), (0, 0));
+    }
+
+    #[test]
+    fn garbage_after_a_message_is_reported_once() {
+        let a = msg(1, "");
+        let s = [a.clone(), b"\x16\x03\x01 not sip\r\nstill not\r\n".to_vec()].concat();
+        let mut r = Reassembler::new(TcpLimits::default(), 7);
+        let mut garbage = 0;
+        r.segment(0, key(1), 1, 0, &s, &mut |p| {
+            garbage += usize::from(p == Piece::Garbage)
+        });
+        assert_eq!(garbage, 1);
+    }
+}

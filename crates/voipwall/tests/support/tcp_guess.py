@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""A password guesser over SIP/TCP (issue 13): on one connection, each
+attempt is a REGISTER, the 401 challenge, then a REGISTER with a wrong
+digest answer (403).
+
+  tcp_guess.py SRC DST ATTEMPTS MODE
+
+MODE: whole (each message in one write) or bytewise (each message written
+one byte at a time with Nagle off, so every byte is its own TCP segment and
+messages split inside the request line, inside headers, anywhere). Prints
+how many attempts the PBX answered with 403. Bounded: ATTEMPTS at most 30,
+1 s per answer, 60 s in all; only to DST.
+"""
+import re
+import socket
+import sys
+import time
+
+src, dst, attempts, mode = sys.argv[1], sys.argv[2], min(int(sys.argv[3]), 30), sys.argv[4]
+fam = socket.AF_INET6 if ":" in dst else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_STREAM)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+s.bind((src, 0))
+s.settimeout(3.0)
+s.connect((dst, 5060))
+s.settimeout(1.0)
+port = s.getsockname()[1]
+buf = b""
+
+
+def response():
+    """One response from the stream (framed by Content-Length)."""
+    global buf
+    while True:
+        head_end = buf.find(b"\r\n\r\n")
+        if head_end >= 0:
+            m = re.search(rb"(?im)^(?:content-length|l)\s*:\s*(\d+)", buf[:head_end])
+            total = head_end + 4 + (int(m.group(1)) if m else 0)
+            if len(buf) >= total:
+                msg, buf = buf[:total], buf[total:]
+                return msg.decode(errors="replace")
+        try:
+            chunk = s.recv(65535)
+        except (socket.timeout, OSError):
+            return ""
+        if not chunk:
+            return ""
+        buf += chunk
+
+
+def register(n, cseq, auth=""):
+    msg = (
+        f"REGISTER sip:pbx.test SIP/2.0\r\nVia: SIP/2.0/TCP {src}:{port};branch=z9hG4bKtcp{n}x{cseq}\r\n"
+        f"From: <sip:1002@pbx.test>;tag={n}\r\nTo: <sip:1002@pbx.test>\r\n"
+        f"Call-ID: tcp-{mode}-{n}@{src}\r\nCSeq: {cseq} REGISTER\r\n"
+        f"Contact: <sip:1002@{src}:{port};transport=tcp>\r\nMax-Forwards: 70\r\nExpires: 60\r\n{auth}"
+        f"User-Agent: Z 5.2.28 rv2.10.5.4\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    try:
+        if mode == "bytewise":
+            for i in range(len(msg)):
+                s.send(msg[i : i + 1])
+                time.sleep(0.0002)
+        else:
+            s.sendall(msg)
+    except OSError:
+        return ""
+    return response()
+
+
+failed = 0
+deadline = time.time() + 60
+for n in range(attempts):
+    if time.time() > deadline:
+        break
+    ans = register(n, 1)
+    m = re.search(r'nonce="([^"]+)"', ans)
+    if not ans.startswith("SIP/2.0 401") or not m:
+        break  # unanswered: banned (the stream is dropped from here on)
+    auth = (
+        f'Authorization: Digest username="1002", realm="pbx.test", nonce="{m.group(1)}", '
+        f'uri="sip:pbx.test", response="00000000000000000000000000000000", algorithm=MD5\r\n'
+    )
+    if not register(n, 2, auth).startswith("SIP/2.0 403"):
+        break
+    failed += 1
+    # 50 attempts a second, like the sipp guessers (unpaced, the next
+    # attempt can beat the ban into the kernel by a fraction of a ms).
+    time.sleep(0.02)
+print(failed)
