@@ -60,6 +60,31 @@ pub fn decode(ip: &[u8]) -> Result<Decoded<'_>, SipError> {
     Ok(Decoded { peeled, msg })
 }
 
+/// The SIP message a HEP packet carries, with the addresses and ports HEP
+/// gives for the original packet (the daemon's HEP listener and
+/// `replay --hep`). HEP's IP protocol 17 is UDP; anything else (TCP, and
+/// the numbers senders use for TLS and WebSocket) is a stream transport.
+pub fn from_hep<'a>(h: &voipwall_sip::hep::Hep<'a>) -> Result<Decoded<'a>, SipError> {
+    let msg = Message::parse_captured(h.payload)?;
+    Ok(Decoded {
+        peeled: Peeled {
+            src: h.src,
+            dst: h.dst,
+            sport: h.sport,
+            dport: h.dport,
+            transport: if h.ip_proto == 17 {
+                Transport::Udp
+            } else {
+                Transport::Tcp
+            },
+            seq: 0,
+            flags: 0,
+            payload: h.payload,
+        },
+        msg,
+    })
+}
+
 /// The event for a captured packet that does not decode as SIP: when it is
 /// an inbound request (its payload does not start like a response), one
 /// [`EventKind::Undecodable`] from its IP source. Detection counts it only

@@ -60,6 +60,7 @@ const TOP_KEYS: &[&str] = &[
     "safe_mode",
     "discover",
     "dns",
+    "hep",
 ];
 
 /// How deep includes may nest, and how many files one policy may have.
@@ -110,6 +111,7 @@ struct Raw {
     safe_mode: SafeMode,
     discover: DiscoverSettings,
     dns: DnsSettings,
+    hep: HepSettings,
     /// Once-only sections already seen, for duplicate detection across includes.
     seen: BTreeMap<&'static str, (FileId, Range<usize>)>,
 }
@@ -554,6 +556,46 @@ fn read_file(
                         );
                     }
                     raw.dns.max_refresh = d;
+                }
+            }
+            "hep" => {
+                let Some(t) = w.table(v, "[hep]") else {
+                    continue;
+                };
+                if !once(w, raw, "hep", k.span(), sources) {
+                    continue;
+                }
+                w.check_keys(t, &["listen", "senders"], "[hep]");
+                if let Some(v) = get(t, "listen") {
+                    for (sv, span) in w.str_list(v, "listen") {
+                        match sv.parse::<std::net::SocketAddr>() {
+                            Ok(a) => raw.hep.listen.push(a),
+                            Err(_) => w.error(
+                                span,
+                                format!("`{sv}` is not an address and port"),
+                                "expected e.g. 127.0.0.1:9060 or [::1]:9060",
+                            ),
+                        }
+                    }
+                }
+                if let Some(v) = get(t, "senders") {
+                    for (sv, span) in w.str_list(v, "senders") {
+                        match parse_net_spec(&sv) {
+                            Ok(NetSpec::Net(n)) => raw.hep.senders.push(n),
+                            _ => w.error(
+                                span,
+                                format!("`{sv}` is not an address or network"),
+                                "HEP senders are addresses or networks",
+                            ),
+                        }
+                    }
+                }
+                if !raw.hep.listen.is_empty() && raw.hep.senders.is_empty() {
+                    w.error(
+                        k.span(),
+                        "[hep] listens but names no `senders`",
+                        "HEP says whose SIP it carries: list the PBX addresses allowed to send it",
+                    );
                 }
             }
             "discover" => {
@@ -1174,6 +1216,7 @@ fn resolve(
         discover: raw.discover.clone(),
         peers: Vec::new(),
         dns: raw.dns.clone(),
+        hep: raw.hep.clone(),
     })
 }
 

@@ -502,6 +502,18 @@ impl Default for DnsSettings {
     }
 }
 
+/// HEP input (`[hep]`): SIP copies a PBX sends after decrypting TLS or
+/// WebSocket (Kamailio siptrace, Asterisk res_hep, FreeSWITCH
+/// capture-server, OpenSIPS proto_hep).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct HepSettings {
+    /// Where to listen, UDP and TCP on each; empty: no HEP input.
+    pub listen: Vec<std::net::SocketAddr>,
+    /// Who may send: HEP names the source of the SIP it carries, so a
+    /// sender not listed could forge evidence against anyone.
+    pub senders: Vec<IpNet>,
+}
+
 /// Where discovery reads the PBX configuration (`[discover]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DiscoverSettings {
@@ -645,6 +657,8 @@ pub struct Policy {
     pub peers: Vec<Peer>,
     /// Name resolution (`[dns]`).
     pub dns: DnsSettings,
+    /// HEP input (`[hep]`).
+    pub hep: HepSettings,
 }
 
 impl Policy {

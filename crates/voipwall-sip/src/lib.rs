@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 mod frame;
+pub mod hep;
 mod message;
 pub mod pcap;
 mod peel;

@@ -29,6 +29,11 @@ pub(crate) struct ReplayArgs {
     /// The files are packet captures (pcap or pcapng) of SIP.
     #[arg(long)]
     pub(crate) pcap: bool,
+    /// The files are packet captures of HEP (what a PBX sends a capture
+    /// server): the SIP inside each HEP packet is replayed with the
+    /// addresses HEP gives. Implies --pcap.
+    #[arg(long)]
+    pub(crate) hep: bool,
     /// The PBX's own addresses in a capture: requests from them and responses
     /// to them are not the clients'. Never banned.
     #[arg(long = "pbx")]
@@ -202,7 +207,7 @@ pub(crate) fn replay(cli: &Globals, a: &ReplayArgs) -> anyhow::Result<()> {
         engine.handle_event(at, ev);
         emit(engine, sum, out)
     };
-    if a.pcap {
+    if a.pcap || a.hep {
         if a.files.is_empty() {
             return Err(Invalid("error: --pcap needs a capture file".into()).into());
         }
@@ -219,6 +224,43 @@ pub(crate) fn replay(cli: &Globals, a: &ReplayArgs) -> anyhow::Result<()> {
                 sum.packets += 1;
                 let at = Timestamp(p.at_ms);
                 let mut res = Ok(());
+                if a.hep {
+                    // HEP over UDP is one packet per datagram; over TCP,
+                    // whole HEP packets within each segment are read.
+                    let Ok(pl) = voipwall_sip::peel(p.ip) else {
+                        sum.undecodable += 1;
+                        continue;
+                    };
+                    let mut rest = pl.payload;
+                    let mut one = |data: &[u8], sum: &mut Summary| -> std::io::Result<()> {
+                        let Ok(d) = voipwall_sip::hep::decode(data)
+                            .map_err(|_| ())
+                            .and_then(|h| voipwall_detect::packet::from_hep(&h).map_err(|_| ()))
+                        else {
+                            sum.undecodable += 1;
+                            return Ok(());
+                        };
+                        sum.sip_messages += 1;
+                        if !a.pbx.is_empty()
+                            && (a.pbx.contains(&d.remote()) || !a.pbx.contains(&d.local()))
+                        {
+                            return Ok(());
+                        }
+                        match d.event("hep") {
+                            Some(ev) => feed(&mut engine, sum, &mut out, at, &ev),
+                            None => Ok(()),
+                        }
+                    };
+                    if pl.transport == voipwall_sip::Transport::Udp {
+                        one(rest, &mut sum)?;
+                    } else {
+                        while let Ok(Some(n)) = voipwall_sip::hep::frame(rest) {
+                            one(&rest[..n], &mut sum)?;
+                            rest = &rest[n..];
+                        }
+                    }
+                    continue;
+                }
                 capture.packet(p.at_ms, p.ip, "pcap", &mut |seen| {
                     if res.is_err() {
                         return;

@@ -101,6 +101,7 @@ impl Lab {
                     "203.0.113.71/24",
                     "203.0.113.72/24",
                     "203.0.113.73/24",
+                    "203.0.113.74/24",
                 ],
             ),
             ("att6", &["2001:db8:0:66::66/48", "2001:db8:0:66::67/48"]),
@@ -125,8 +126,15 @@ impl Lab {
     }
 
     fn start_kamailio(&mut self) {
+        self.start_kamailio_with("");
+    }
+
+    /// kamailio with `extra` configuration lines (modules, listeners)
+    /// before the routing logic.
+    fn start_kamailio_with(&mut self, extra: &str) {
         let cfg = std::fs::read_to_string(data("kamailio.cfg"))
             .unwrap()
+            .replace("request_route {", &format!("{extra}\nrequest_route {{"))
             .replace("LAB_V4", PBX4)
             .replace("LAB_V6", PBX6)
             .replace("LAB_DIR", self.dir.to_str().unwrap());
@@ -996,6 +1004,161 @@ fn the_tcp_flow_table_stays_bounded_under_half_open_connections() {
         (1..=5).contains(&reached),
         "{reached} wrong passwords reached kamailio; guesser says {}\n{report}",
         String::from_utf8_lossy(&out.stdout)
+    );
+    eprintln!("{report}");
+}
+
+/// Issue 13: SIP over TLS, which packet copies cannot read, reaches
+/// detection through HEP. kamailio terminates TLS (a self-signed
+/// certificate made here) and its siptrace module mirrors every message as
+/// HEP version 3 to the daemon's `[hep]` listener; a password guesser over
+/// TLS is banned at the threshold. HEP from a sender not listed is ignored
+/// and counted, however damning its content.
+#[test]
+fn password_guessing_over_tls_is_banned_through_hep() {
+    let mut lab = Lab::new();
+    let cert = lab.dir.join("cert.pem");
+    let key = lab.dir.join("key.pem");
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=pbx.test",
+        ])
+        .args([
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            cert.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lab.start_kamailio_with(&format!(
+        r#"enable_tls=yes
+listen=tls:LAB_V4:5061
+loadmodule "tls.so"
+modparam("tls", "certificate", "{cert}")
+modparam("tls", "private_key", "{key}")
+modparam("tls", "verify_certificate", 0)
+modparam("tls", "require_certificate", 0)
+modparam("tls", "tls_method", "TLSv1.2+")
+loadmodule "siptrace.so"
+modparam("siptrace", "duplicate_uri", "sip:LAB_V4:9060")
+modparam("siptrace", "trace_to_database", 0)
+modparam("siptrace", "hep_mode_on", 1)
+modparam("siptrace", "hep_version", 3)
+modparam("siptrace", "trace_on", 1)
+modparam("siptrace", "trace_mode", 1)
+"#,
+        cert = cert.display(),
+        key = key.display()
+    ));
+    lab.start_daemon_with(&format!(
+        "[interfaces]\nv0 = \"internet\"\n\n[zones.internet]\nservices = [\"sip\", \"sip-tls\", \"hep\"]\n\n[sip]\nnflog_group = 7\n\n[hep]\nlisten = [\"{PBX4}:9060\"]\nsenders = [\"{PBX4}\"]\n"
+    ));
+    let helper = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/tcp_guess.py");
+    let out = lab
+        .exec(
+            "att",
+            &["python3", helper, "203.0.113.74", PBX4, "20", "tls"],
+        )
+        .output()
+        .expect("tcp_guess.py");
+    let answered = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    // Over UDP both NFLOG and HEP see each message: a guesser there is
+    // still banned after 5 failures, not 3 (the HEP copies of what NFLOG
+    // reads are left to NFLOG).
+    let shaped = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/shaped.py");
+    let udp = lab
+        .exec(
+            "att",
+            &["python3", shaped, "203.0.113.70", PBX4, "plain", "20"],
+        )
+        .output()
+        .expect("shaped.py");
+    let udp_answered = String::from_utf8_lossy(&udp.stdout).trim().to_string();
+    // A forger outside the sender list (the HEP port is open to the
+    // internet zone here, as a careless policy would leave it): HEP
+    // claiming failures of a phone.
+    let forge = format!(
+        "import socket,struct\n\
+def c(t,v): return struct.pack('!HHH',0,t,len(v)+6)+v\n\
+sip=b'SIP/2.0 403 Forbidden\\r\\nCall-ID: x\\r\\nCSeq: 2 REGISTER\\r\\nContent-Length: 0\\r\\n\\r\\n'\n\
+b=c(1,b'\\x02')+c(2,b'\\x11')+c(3,socket.inet_aton('{PBX4}'))+c(4,socket.inet_aton('{PHONE4}'))+c(7,struct.pack('!H',5060))+c(8,struct.pack('!H',5060))+c(11,b'\\x01')+c(15,sip)\n\
+p=b'HEP3'+struct.pack('!H',len(b)+6)+b\n\
+s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+for _ in range(20): s.sendto(p,('{PBX4}',9060))\n"
+    );
+    let out_forge = lab
+        .exec("att", &["python3", "-c", &forge])
+        .output()
+        .unwrap();
+    assert!(
+        out_forge.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out_forge.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let bans = lab.bans();
+    let status = lab.json(&["status"]);
+    let report = format!(
+        "bans {bans:?}\nTLS guesser answered {answered:?} ({})\ncounters {}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        status["counters"],
+        lab.daemon_log(),
+        lab.kamailio_log()
+            .lines()
+            .filter(|l| l.contains("ERROR") || l.contains("tls"))
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        bans.iter()
+            .any(|(t, r)| t == "203.0.113.74/32" && r == "auth-bruteforce"),
+        "the TLS guesser is not banned\n{report}"
+    );
+    let reached = lab.kamailio_events("auth-failed", "203.0.113.74");
+    assert!(
+        (1..=5).contains(&reached),
+        "{reached} wrong passwords reached kamailio\n{report}"
+    );
+    assert!(
+        bans.iter()
+            .any(|(t, r)| t == "203.0.113.70/32" && r == "auth-bruteforce"),
+        "the UDP guesser is not banned\n{report}"
+    );
+    assert_eq!(
+        udp_answered, "5",
+        "the UDP guesser, seen by NFLOG and HEP, was stopped after {udp_answered} failures, not 5\n{report}"
+    );
+    assert!(
+        status["counters"]["hep_duplicates"].as_u64().unwrap_or(0) >= 10,
+        "{report}"
+    );
+    assert!(
+        status["counters"]["hep_packets"].as_u64().unwrap_or(0) >= 10,
+        "{report}"
+    );
+    assert_eq!(
+        status["counters"]["hep_refused"].as_u64(),
+        Some(20),
+        "{report}"
+    );
+    assert!(
+        !bans.iter().any(|(t, _)| t.starts_with(PHONE4)),
+        "an unlisted HEP sender got a phone banned\n{report}"
     );
     eprintln!("{report}");
 }

@@ -146,6 +146,123 @@ fn pcap_replay_matches_responses_to_requests() {
     assert!(summary.contains("\"sip_messages\":10"), "{summary}");
 }
 
+fn tcp_packet(
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    payload: &[u8],
+) -> Vec<u8> {
+    let total = 20 + 20 + payload.len();
+    let mut p = vec![0x45, 0];
+    p.extend_from_slice(&u16::try_from(total).unwrap().to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0x40, 0, 64, 6, 0, 0]);
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&dst);
+    p.extend_from_slice(&sport.to_be_bytes());
+    p.extend_from_slice(&dport.to_be_bytes());
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+    p.extend_from_slice(payload);
+    p
+}
+
+fn pcap_file(name: &str, packets: &[Vec<u8>]) -> std::path::PathBuf {
+    let mut f = vec![
+        0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 101, 0, 0, 0,
+    ];
+    for (i, p) in packets.iter().enumerate() {
+        let t = 1_795_400_000u32 + u32::try_from(i / 4).unwrap();
+        f.extend_from_slice(&t.to_le_bytes());
+        f.extend_from_slice(&0u32.to_le_bytes());
+        f.extend_from_slice(&u32::try_from(p.len()).unwrap().to_le_bytes());
+        f.extend_from_slice(&u32::try_from(p.len()).unwrap().to_le_bytes());
+        f.extend_from_slice(p);
+    }
+    let path = std::env::temp_dir().join(format!(
+        "voipwall-replay-{name}-{}.pcap",
+        std::process::id()
+    ));
+    std::fs::write(&path, &f).unwrap();
+    path
+}
+
+/// Five wrong-password attempts, each a REGISTER with credentials and the
+/// PBX's 401, as (request, response) text.
+fn attempts() -> Vec<(String, String)> {
+    (0..5)
+        .map(|i| {
+            (
+                format!("REGISTER sip:pbx SIP/2.0\r\nVia: SIP/2.0/TCP 203.0.113.9;branch=z9hG4bK{i}\r\nFrom: <sip:1001@pbx>;tag=1\r\nTo: <sip:1001@pbx>\r\nCall-ID: c{i}\r\nCSeq: 2 REGISTER\r\nAuthorization: Digest username=\"1001\", realm=\"pbx\", nonce=\"n\", uri=\"sip:pbx\", response=\"r\"\r\nContent-Length: 0\r\n\r\n"),
+                format!("SIP/2.0 401 Unauthorized\r\nVia: SIP/2.0/TCP 203.0.113.9;branch=z9hG4bK{i}\r\nFrom: <sip:1001@pbx>;tag=1\r\nTo: <sip:1001@pbx>;tag=2\r\nCall-ID: c{i}\r\nCSeq: 2 REGISTER\r\nContent-Length: 0\r\n\r\n"),
+            )
+        })
+        .collect()
+}
+
+/// Issue 13: `replay --pcap` reassembles SIP over TCP (each message split
+/// in two segments mid-header), and `replay --hep` reads the SIP inside
+/// HEP packets with the addresses HEP gives; both ban the guesser at the
+/// fifth failure, as the daemon would.
+#[test]
+fn pcap_replay_reassembles_tcp_and_reads_hep() {
+    let (att, pbx, collector) = ([203, 0, 113, 9], [198, 51, 100, 1], [198, 51, 100, 50]);
+    let mut tcp = Vec::new();
+    let mut hep = Vec::new();
+    let (mut up, mut down) = (1000u32, 5000u32);
+    for (req, resp) in attempts() {
+        let (a, b) = req.as_bytes().split_at(40);
+        tcp.push(tcp_packet(att, pbx, 40000, 5060, up, a));
+        tcp.push(tcp_packet(att, pbx, 40000, 5060, up + 40, b));
+        up += u32::try_from(req.len()).unwrap();
+        tcp.push(tcp_packet(pbx, att, 5060, 40000, down, resp.as_bytes()));
+        down += u32::try_from(resp.len()).unwrap();
+        for (m, (src, dst, sport, dport)) in [
+            (&req, (att, pbx, 40000, 5061)),
+            (&resp, (pbx, att, 5061, 40000)),
+        ] {
+            let h = voipwall_sip::hep::Hep {
+                version: 3,
+                src: std::net::IpAddr::from(src),
+                dst: std::net::IpAddr::from(dst),
+                sport,
+                dport,
+                ip_proto: 22,
+                payload_type: Some(1),
+                capture_id: Some(1),
+                time: None,
+                payload: m.as_bytes(),
+            };
+            hep.push(udp_packet(
+                pbx,
+                collector,
+                &voipwall_sip::hep::encode_v3(&h),
+            ));
+        }
+    }
+    for (flag, packets) in [("--pcap", tcp), ("--hep", hep)] {
+        let path = pcap_file(&flag[2..], &packets);
+        let out = replay(
+            &[
+                "--json",
+                flag,
+                "--pbx",
+                "198.51.100.1",
+                path.to_str().unwrap(),
+            ],
+            b"",
+        );
+        std::fs::remove_file(&path).ok();
+        let b = bans(&out);
+        let summary = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(b.len(), 1, "{flag}: {b:?} {summary}");
+        assert_eq!(b[0]["addr"], "203.0.113.9/32", "{flag}");
+        assert_eq!(b[0]["rule"], "auth-bruteforce", "{flag}");
+        assert!(summary.contains("\"sip_messages\":10"), "{flag}: {summary}");
+    }
+}
+
 #[test]
 fn the_policys_detect_section_tunes_replay() {
     let dir = std::env::temp_dir().join(format!("voipwall-replay-policy-{}", std::process::id()));

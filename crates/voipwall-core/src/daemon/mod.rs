@@ -12,6 +12,7 @@
 
 pub mod control;
 mod handler;
+pub mod hep;
 pub mod names;
 mod restore;
 use restore::{reconcile, watch_table};
@@ -106,6 +107,8 @@ pub enum Input {
     Reloaded(Box<Result<Prepared, String>>, Option<Sender<Reply>>),
     /// What the reconcile thread found in the kernel and not in the store.
     Imported(Vec<BanRecord>),
+    /// SIP copies from the HEP listener, and what it refused.
+    Hep(Vec<hep::HepPacket>, hep::HepCounts),
 }
 
 /// What a reload hands the engine thread: the applied policy and the new
@@ -218,6 +221,15 @@ pub struct Counters {
     pub kernel_errors: u64,
     /// Bans the kernel had lost (a banned source's packet got through), put back.
     pub reasserted: u64,
+    /// SIP messages received over HEP.
+    pub hep_packets: u64,
+    /// HEP packets or connections from senders not listed in `[hep] senders`.
+    pub hep_refused: u64,
+    /// HEP packets that did not decode, or carried something other than SIP.
+    pub hep_malformed: u64,
+    /// HEP copies of SIP that NFLOG copies too (the same port and
+    /// transport): left to NFLOG, so each message counts once.
+    pub hep_duplicates: u64,
     /// Microseconds from a packet's arrival to its ban being live, last 4096 bans.
     #[serde(skip)]
     ban_latency_us: VecDeque<u64>,
@@ -445,6 +457,20 @@ pub fn run(cli: &Paths, a: &DaemonArgs) -> anyhow::Result<()> {
     let _control = control::serve(&a.socket, tx.clone(), waker.clone())
         .with_context(|| format!("listening on {}", a.socket.display()))?;
     tracing::info!(socket = %a.socket.display(), "Control socket ready.");
+    if !d.policy.hep.listen.is_empty() {
+        hep::serve(
+            &d.policy.hep.listen,
+            d.policy.hep.senders.clone(),
+            tx.clone(),
+            waker.clone(),
+            stop.clone(),
+        )?;
+        tracing::info!(
+            listen = ?d.policy.hep.listen,
+            senders = ?d.policy.hep.senders,
+            "Reading SIP copies over HEP."
+        );
+    }
     let mut tailers = Vec::new();
     let pick_format = |fmt: &str, what: &str| -> anyhow::Result<voipwall_logfmt::Format> {
         let mut formats = voipwall_logfmt::Format::all_builtin();
@@ -704,6 +730,7 @@ impl Daemon {
                 }
             }
             Input::Imported(imported) => self.import(imported),
+            Input::Hep(packets, counts) => self.hep(&packets, counts),
             Input::TableGone => self.reassert_table(),
             Input::PeerMoved { add, remove } => {
                 for a in remove {
@@ -734,6 +761,56 @@ impl Daemon {
                 let _ = reply.send(r);
             }
         }
+    }
+
+    /// SIP from HEP, into the engine like a packet copy. A message NFLOG
+    /// also copies (its port and transport are read from packets) is left
+    /// to NFLOG: each message counts once.
+    fn hep(&mut self, packets: &[hep::HepPacket], counts: hep::HepCounts) {
+        self.counters.hep_refused += counts.refused;
+        self.counters.hep_malformed += counts.malformed;
+        let copied = if self.nflog_group.is_some() {
+            self.policy.sip_readable_ports()
+        } else {
+            Vec::new()
+        };
+        let at = now();
+        for p in packets {
+            let h = voipwall_sip::hep::Hep {
+                version: 3,
+                src: p.src,
+                dst: p.dst,
+                sport: p.sport,
+                dport: p.dport,
+                ip_proto: p.ip_proto,
+                payload_type: None,
+                capture_id: None,
+                time: None,
+                payload: &p.payload,
+            };
+            let Ok(d) = voipwall_detect::packet::from_hep(&h) else {
+                self.counters.hep_malformed += 1;
+                continue;
+            };
+            let local_port = if d.is_request() { p.dport } else { p.sport };
+            let proto = match p.ip_proto {
+                17 => Some(voipwall_policy::Proto::Udp),
+                6 => Some(voipwall_policy::Proto::Tcp),
+                _ => None,
+            };
+            if copied
+                .iter()
+                .any(|s| Some(s.proto) == proto && (s.lo..=s.hi).contains(&local_port))
+            {
+                self.counters.hep_duplicates += 1;
+                continue;
+            }
+            self.counters.hep_packets += 1;
+            if let Some(ev) = d.event("hep") {
+                self.engine.handle_packet(at, &ev);
+            }
+        }
+        self.apply_actions(None, None);
     }
 
     /// Drains the engine's actions into the kernel (batched per set), the

@@ -5,14 +5,17 @@ digest answer (403).
 
   tcp_guess.py SRC DST ATTEMPTS MODE
 
-MODE: whole (each message in one write) or bytewise (each message written
+MODE: whole (each message in one write), bytewise (each message written
 one byte at a time with Nagle off, so every byte is its own TCP segment and
-messages split inside the request line, inside headers, anywhere). Prints
+messages split inside the request line, inside headers, anywhere) or tls
+(SIP over TLS to port 5061, the certificate not checked: a lab PBX with a
+self-signed one). Prints
 how many attempts the PBX answered with 403. Bounded: ATTEMPTS at most 30,
 1 s per answer, 60 s in all; only to DST.
 """
 import re
 import socket
+import ssl
 import sys
 import time
 
@@ -22,9 +25,15 @@ s = socket.socket(fam, socket.SOCK_STREAM)
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 s.bind((src, 0))
 s.settimeout(3.0)
-s.connect((dst, 5060))
+s.connect((dst, 5061 if mode == "tls" else 5060))
+if mode == "tls":
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    s = ctx.wrap_socket(s)
 s.settimeout(1.0)
 port = s.getsockname()[1]
+via = "TLS" if mode == "tls" else "TCP"
 buf = b""
 
 
@@ -50,10 +59,10 @@ def response():
 
 def register(n, cseq, auth=""):
     msg = (
-        f"REGISTER sip:pbx.test SIP/2.0\r\nVia: SIP/2.0/TCP {src}:{port};branch=z9hG4bKtcp{n}x{cseq}\r\n"
+        f"REGISTER sip:pbx.test SIP/2.0\r\nVia: SIP/2.0/{via} {src}:{port};branch=z9hG4bKtcp{n}x{cseq}\r\n"
         f"From: <sip:1002@pbx.test>;tag={n}\r\nTo: <sip:1002@pbx.test>\r\n"
         f"Call-ID: tcp-{mode}-{n}@{src}\r\nCSeq: {cseq} REGISTER\r\n"
-        f"Contact: <sip:1002@{src}:{port};transport=tcp>\r\nMax-Forwards: 70\r\nExpires: 60\r\n{auth}"
+        f"Contact: <sip:1002@{src}:{port};transport={via.lower()}>\r\nMax-Forwards: 70\r\nExpires: 60\r\n{auth}"
         f"User-Agent: Z 5.2.28 rv2.10.5.4\r\nContent-Length: 0\r\n\r\n"
     ).encode()
     try:
