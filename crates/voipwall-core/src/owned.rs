@@ -48,6 +48,7 @@ impl Parsed {
             K::Registered { user, expires } => (T::Registered, user, None, expires),
             K::CallRejected { user } => (T::CallRejected, user, None, None),
             K::Agent { agent } => (T::Agent, None, Some(agent), None),
+            K::Malformed => (T::Malformed, None, None, None),
             _ => (T::Flooding, None, None, None),
         };
         Self {
@@ -84,6 +85,7 @@ impl Parsed {
                 agent: self.ua.get(),
             },
             T::Flooding => K::Flooding,
+            T::Malformed => K::Malformed,
         };
         Event {
             src: self.src,

@@ -274,6 +274,7 @@ enum What {
     Flood,
     Requests,
     Undecodable,
+    Malformed,
 }
 
 #[derive(Clone)]
@@ -300,6 +301,7 @@ impl Ev {
             What::Flood => "the PBX's rate limiter flagged it".to_string(),
             What::Requests => format!("request {user}"),
             What::Undecodable => "undecodable request the PBX answered".to_string(),
+            What::Malformed => "the PBX dropped a malformed request".to_string(),
         };
         Evidence {
             at: self.at,
@@ -600,6 +602,18 @@ impl Engine {
             EventKind::Undecodable => {
                 self.undecodable.insert(src, now);
             }
+            // Unverified like an undecodable packet: the PBX logs the UDP
+            // source, which can be forged.
+            EventKind::Malformed => self.count_kind(
+                now,
+                src,
+                RuleKind::Undecodable,
+                What::Malformed,
+                None,
+                ev.origin,
+                None,
+                false,
+            ),
         }
     }
 

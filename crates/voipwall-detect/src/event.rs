@@ -71,6 +71,10 @@ pub enum EventKind<'a> {
     },
     /// A request from the client that could not be decoded (packet copies).
     Undecodable,
+    /// The server's log says it dropped a request from the client as
+    /// malformed (Kamailio's sanity check): counted by the `undecodable`
+    /// rule at once, since the PBX itself read and refused it.
+    Malformed,
 }
 
 /// The fields of a received request the rules look at.

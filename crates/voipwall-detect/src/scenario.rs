@@ -68,6 +68,7 @@ impl ScriptedEvent {
             },
             "flooding" => EventKind::Flooding,
             "undecodable" => EventKind::Undecodable,
+            "malformed" => EventKind::Malformed,
             "agent" => EventKind::Agent {
                 agent: self.ua.as_deref().unwrap_or_default().as_bytes(),
             },
@@ -152,6 +153,7 @@ pub fn parse_events(line: &str) -> Result<Vec<ScriptedEvent>, String> {
         "registered",
         "flooding",
         "undecodable",
+        "malformed",
         "agent",
         "request",
         "response",

@@ -56,6 +56,8 @@ pub enum EventType {
     CallRejected,
     /// The server's rate limiter flagged the client.
     Flooding,
+    /// The server dropped a request from the client as malformed.
+    Malformed,
     /// The line shows the client's user agent.
     Agent,
 }
@@ -70,6 +72,7 @@ impl EventType {
             "registered" => Self::Registered,
             "call-rejected" => Self::CallRejected,
             "flooding" => Self::Flooding,
+            "malformed" => Self::Malformed,
             "agent" => Self::Agent,
             _ => return None,
         })
@@ -85,6 +88,7 @@ impl EventType {
             Self::Registered => "registered",
             Self::CallRejected => "call-rejected",
             Self::Flooding => "flooding",
+            Self::Malformed => "malformed",
             Self::Agent => "agent",
         }
     }
@@ -475,6 +479,7 @@ pub fn describe(k: &EventKind<'_>) -> (&'static str, Option<String>, Option<Stri
         EventKind::Registered { user, .. } => ("registered", s(user), None),
         EventKind::CallRejected { user } => ("call-rejected", s(user), None),
         EventKind::Flooding => ("flooding", None, None),
+        EventKind::Malformed => ("malformed", None, None),
         EventKind::Agent { agent } => ("agent", None, s(Some(agent))),
         _ => ("sip", None, None),
     }
@@ -497,6 +502,7 @@ fn build<'a>(ev: EventType, c: Captures<'a>, origin: &'a str) -> Result<Event<'a
         },
         EventType::CallRejected => EventKind::CallRejected { user },
         EventType::Flooding => EventKind::Flooding,
+        EventType::Malformed => EventKind::Malformed,
         EventType::Agent => EventKind::Agent {
             agent: c.ua.unwrap_or_default(),
         },

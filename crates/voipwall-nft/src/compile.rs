@@ -915,9 +915,14 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
         used_counters.push(counters::NFLOG_IN_TCP.to_string());
         used_counters.push(counters::NFLOG_OUT_TCP.to_string());
     }
-    // SIP that packet copies cannot read: say so, since detection there
-    // depends on a source the ruleset does not provide.
-    for (port, service, transport) in policy.sip_unreadable_ports() {
+    // SIP that packet copies cannot read: say so, unless HEP brings it,
+    // since detection there depends on a source the ruleset does not provide.
+    let unread = if policy.hep.listen.is_empty() {
+        policy.sip_unreadable_ports()
+    } else {
+        Vec::new()
+    };
+    for (port, service, transport) in unread {
         notes.push(format!(
             "SIP on {port} ({service}) is {}: packet copies cannot read it; detection there needs HEP or the PBX's log",
             match transport {

@@ -88,7 +88,7 @@ pub(crate) fn status(cli: &Globals) -> anyhow::Result<()> {
     let (c, e, l) = (&r.counters, &r.engine, &r.ban_latency_us);
     let opt = |v: Option<u64>| v.map_or("-".to_string(), |x| x.to_string());
     print(&format!(
-        "voipwall daemon pid {} up {} s, mode {}\n  policy {}\n  store {} ({} active bans; {} restored at start, {} imported from the kernel)\n  nflog group {}: {} packets, {} overflows, {} undecodable\n  logs: {} lines, {} events, {} ambiguous refused\n  engine: {} events, {} sources tracked ({} evicted), {} suppressed\n  bans {} (observed {}), alerts {}, promotions {}; kernel errors {}, bans put back {}, store errors {}\n  packet → ban live: p50 {} µs, p99 {} µs over {} bans",
+        "voipwall daemon pid {} up {} s, mode {}\n  policy {}\n  store {} ({} active bans; {} restored at start, {} imported from the kernel)\n  nflog group {}: {} packets, {} overflows, {} undecodable\n  logs: {} lines, {} events, {} ambiguous refused\n  engine: {} events, {} sources tracked ({} evicted), {} suppressed\n  bans {} (observed {}), alerts {}, promotions {}; kernel errors {}, bans put back {}, store errors {}\n  evidence → ban live: p50 {} µs, p99 {} µs over {} bans",
         r.pid,
         r.uptime_s,
         r.mode,
@@ -121,6 +121,33 @@ pub(crate) fn status(cli: &Globals) -> anyhow::Result<()> {
         opt(l.p99),
         l.samples,
     ))?;
+    for (rule, l) in &r.ban_latency_by_rule_us {
+        print(&format!(
+            "    {rule}: p50 {} µs, p99 {} µs, max {} µs over {}",
+            opt(l.p50),
+            opt(l.p99),
+            opt(l.max),
+            l.samples
+        ))?;
+    }
+    if c.hep_packets + c.hep_refused + c.hep_malformed > 0 {
+        print(&format!(
+            "  hep: {} SIP messages, {} left to NFLOG, {} from senders not listed, {} malformed",
+            c.hep_packets, c.hep_duplicates, c.hep_refused, c.hep_malformed
+        ))?;
+    }
+    if r.tcp.opened > 0 {
+        let t = &r.tcp;
+        print(&format!(
+            "  sip over tcp: {} flows now ({} kB held), {} opened, {} messages, {} evicted, {} idle-closed",
+            t.flows,
+            t.bytes / 1024,
+            t.opened,
+            t.messages,
+            t.evicted,
+            t.idle
+        ))?;
+    }
     match r.policy_file.as_ref() {
         Some(PolicyFile {
             generation: Some(g),

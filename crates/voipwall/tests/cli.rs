@@ -37,6 +37,29 @@ fn check_exit_codes_and_locations() {
     assert!(err.contains("2 errors; nothing was applied"), "{err}");
 }
 
+/// Issue 13: SIP open on a transport that packet copies cannot read (TLS
+/// here) is pointed out by `check`, until HEP brings it.
+#[test]
+fn check_says_when_sip_is_open_where_no_copy_reads_it() {
+    let tls =
+        "[interfaces]\neth0 = \"internet\"\n[zones.internet]\nservices = [\"sip\", \"sip-tls\"]\n";
+    let out = run(tls, &["check"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("SIP on tcp/5061 (sip-tls) is TLS") && text.contains("needs HEP"),
+        "{text}"
+    );
+    let json = run(tls, &["--json", "check"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert!(v["notes"].to_string().contains("tcp/5061"), "{v}");
+    let with_hep =
+        format!("{tls}[hep]\nlisten = [\"127.0.0.1:9060\"]\nsenders = [\"127.0.0.1\"]\n");
+    let out = run(&with_hep, &["check"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("is TLS"));
+}
+
 #[test]
 fn check_json_lists_every_diagnostic() {
     let bad = run(BAD, &["--json", "check"]);

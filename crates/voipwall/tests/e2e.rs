@@ -140,29 +140,47 @@ impl Lab {
             .replace("LAB_DIR", self.dir.to_str().unwrap());
         let path = self.dir.join("kamailio.cfg");
         std::fs::write(&path, cfg).unwrap();
+        self.run_kamailio(&path, &[]);
+    }
+
+    /// Debian's stock /etc/kamailio/kamailio.cfg, listening on the PBX's
+    /// lab address, with `defines` (-A) such as WITH_ANTIFLOOD.
+    fn start_stock_kamailio(&mut self, defines: &[&str]) {
+        let path = self.dir.join("stock-kamailio.cfg");
+        std::fs::copy("/etc/kamailio/kamailio.cfg", &path).expect("Debian's kamailio.cfg");
+        let listen = format!("udp:{PBX4}:5060");
+        let mut args = vec!["-l", listen.as_str()];
+        for d in defines {
+            args.extend(["-A", d]);
+        }
+        self.run_kamailio(&path, &args);
+    }
+
+    fn run_kamailio(&mut self, path: &Path, extra: &[&str]) {
         let log = std::fs::File::create(self.dir.join("kamailio.log")).unwrap();
+        let mut args = vec![
+            "kamailio",
+            "-DD",
+            "-E",
+            "-f",
+            path.to_str().unwrap(),
+            "-Y",
+            self.dir.to_str().unwrap(),
+            "-P",
+        ];
+        let pid = self.dir.join("kam.pid");
+        args.push(pid.to_str().unwrap());
+        args.extend_from_slice(extra);
         let child = self
-            .exec(
-                "pbx",
-                &[
-                    "kamailio",
-                    "-DD",
-                    "-E",
-                    "-f",
-                    path.to_str().unwrap(),
-                    "-Y",
-                    self.dir.to_str().unwrap(),
-                    "-P",
-                    self.dir.join("kam.pid").to_str().unwrap(),
-                ],
-            )
+            .exec("pbx", &args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("kamailio (apt-get install kamailio)");
         self.kamailio = Some(child);
-        // Ready when it answers an OPTIONS.
-        let script = "import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(1)\ns.bind(('203.0.113.20',5095))\nm=b'OPTIONS sip:ping@203.0.113.1 SIP/2.0\\r\\nVia: SIP/2.0/UDP 203.0.113.20:5095;branch=z9hG4bKp\\r\\nFrom: <sip:ping@x>;tag=1\\r\\nTo: <sip:ping@203.0.113.1>\\r\\nCall-ID: ping\\r\\nCSeq: 1 OPTIONS\\r\\nContent-Length: 0\\r\\n\\r\\n'\ns.sendto(m,('203.0.113.1',5060))\ntry:\n  d=s.recv(2048); sys.exit(0 if d.startswith(b'SIP/2.0 200') else 1)\nexcept Exception:\n  sys.exit(1)\n";
+        // Ready when it answers an OPTIONS (any answer: the stock
+        // configuration has its own opinion of this one).
+        let script = "import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(1)\ns.bind(('203.0.113.20',5095))\nm=b'OPTIONS sip:ping@203.0.113.1 SIP/2.0\\r\\nVia: SIP/2.0/UDP 203.0.113.20:5095;branch=z9hG4bKp\\r\\nFrom: <sip:ping@x>;tag=1\\r\\nTo: <sip:ping@203.0.113.1>\\r\\nCall-ID: ping\\r\\nCSeq: 1 OPTIONS\\r\\nContent-Length: 0\\r\\n\\r\\n'\ns.sendto(m,('203.0.113.1',5060))\ntry:\n  d=s.recv(2048); sys.exit(0 if d.startswith(b'SIP/2.0 ') else 1)\nexcept Exception:\n  sys.exit(1)\n";
         let until = Instant::now() + Duration::from_secs(15);
         loop {
             let ok = self
@@ -568,6 +586,31 @@ fn lab_attacks_are_banned_phones_are_not_and_bans_survive_the_daemon() {
         "IPv6 brute force: {} failures reached kamailio",
         lab.kamailio_events("auth-failed", ATT6)
     );
+    // Every ban has a latency sample, whatever its evidence (issue 13:
+    // bans on responses, which carry no kernel timestamp, had none).
+    let status = lab.json(&["status"]);
+    let per_rule = &status["ban_latency_by_rule_us"];
+    for rule in [
+        "auth-bruteforce",
+        "unanswered-challenge",
+        "scanner",
+        "enumeration",
+        "request-flood",
+    ] {
+        assert!(
+            per_rule[rule]["samples"].as_u64().unwrap_or(0) >= 1,
+            "no latency sample for {rule}: {per_rule}"
+        );
+    }
+    let histogram: u64 = status["ban_latency_histogram"]
+        .as_array()
+        .map_or(0, |a| a.iter().map(|b| b[1].as_u64().unwrap_or(0)).sum());
+    assert_eq!(
+        Some(histogram),
+        status["counters"]["bans"].as_u64(),
+        "every ban is in the histogram: {status}"
+    );
+    eprintln!("evidence → ban live, per rule (µs): {per_rule}");
     eprintln!(
         "reached kamailio before the ban: brute force {} failures, ignorer {}, scanner {}, enumeration {} unknown users, flood {}, IPv6 brute force {} failures",
         lab.kamailio_events("auth-failed", "203.0.113.66"),
@@ -1161,6 +1204,78 @@ for _ in range(20): s.sendto(p,('{PBX4}',9060))\n"
         "an unlisted HEP sender got a phone banned\n{report}"
     );
     eprintln!("{report}");
+}
+
+/// Issue 13: the built-in `kamailio` format reads what Debian's stock
+/// kamailio.cfg logs (run here as shipped, with WITH_ANTIFLOOD): a flood
+/// is banned from the pike lines and a run of malformed requests from the
+/// sanity check's lines, with detection fed by the log alone (no packet
+/// copies). Before, the format matched only a voipwall-specific xlog line
+/// and a stock log gave 0 events.
+#[test]
+fn a_stock_kamailio_log_alone_bans_floods_and_malformed_requests() {
+    let mut lab = Lab::new();
+    lab.start_stock_kamailio(&["WITH_ANTIFLOOD"]);
+    let log = format!("kamailio:{}", lab.dir.join("kamailio.log").display());
+    lab.start_daemon_args(
+        "[interfaces]\nv0 = \"internet\"\n\n[zones.internet]\nservices = [\"sip\"]\n\n[sip]\nnflog_group = false\n",
+        &["--log", &log],
+    );
+    let send = |src: &str, count: u32, cseq: &str| {
+        let script = format!(
+            "import socket,time\n\
+s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+s.bind(('{src}',5070))\n\
+for i in range({count}): s.sendto(('OPTIONS sip:100@{PBX4} SIP/2.0\\r\\nVia: SIP/2.0/UDP {src}:5070;branch=z9hG4bK%d\\r\\nFrom: <sip:x@{src}>;tag=%d\\r\\nTo: <sip:100@{PBX4}>\\r\\nCall-ID: c%d\\r\\nCSeq: {cseq} OPTIONS\\r\\nMax-Forwards: 70\\r\\nContent-Length: 0\\r\\n\\r\\n' % (i, i, i)).encode(), ('{PBX4}', 5060)); time.sleep(0.01)\n"
+        );
+        let out = lab
+            .exec("att", &["python3", "-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // A flood: pike (16 requests per 2 s in the stock config) blocks it.
+    send("203.0.113.66", 60, "1");
+    // Malformed requests (a CSeq that is no number): the sanity check
+    // drops each one and says so; 10 within a minute ban.
+    send("203.0.113.67", 10, "abc");
+    std::thread::sleep(Duration::from_millis(800));
+    let bans = lab.bans();
+    let kam = lab.kamailio_log();
+    let report = format!(
+        "bans {bans:?}\nkamailio:\n{}\n{}",
+        kam.lines()
+            .filter(|l| l.contains("pike") || l.contains("Malformed"))
+            .take(12)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        lab.daemon_log()
+    );
+    assert!(kam.contains("pike blocking"), "{report}");
+    assert!(
+        bans.iter()
+            .any(|(t, r)| t == "203.0.113.66/32" && r == "request-flood"),
+        "{report}"
+    );
+    assert!(
+        bans.iter()
+            .any(|(t, r)| t == "203.0.113.67/32" && r == "undecodable"),
+        "{report}"
+    );
+    let status = lab.json(&["status"]);
+    assert!(
+        status["counters"]["log_events"].as_u64().unwrap_or(0) >= 11,
+        "{report}"
+    );
+    assert_eq!(
+        status["counters"]["nflog_packets"].as_u64(),
+        Some(0),
+        "{report}"
+    );
 }
 
 /// The differential corpus (issue 12): every request shape kamailio

@@ -130,10 +130,18 @@ pub struct StatusReply {
     /// SIP over TCP: flows reassembled from packet copies.
     #[serde(default)]
     pub tcp: voipwall_sip::tcp::TcpStats,
-    /// Targets with a ban in force.
+    /// Targets with a ban in force (counted by the store thread every
+    /// 10 s, plus the bans made since: never counted on the packet path).
     pub active_bans: u64,
-    /// Packet arrival → ban in the kernel.
+    /// Evidence arrival → ban in the kernel, all rules.
     pub ban_latency_us: Latency,
+    /// The same per rule.
+    #[serde(default)]
+    pub ban_latency_by_rule_us: std::collections::BTreeMap<String, Latency>,
+    /// Every ban since start by latency: `(upper bound µs, count)`, the
+    /// last bucket unbounded (`None`).
+    #[serde(default)]
+    pub ban_latency_histogram: Vec<(Option<u64>, u64)>,
     /// Packet arrival → known-set element in the kernel.
     pub promotion_latency_us: Latency,
     /// Resident memory, kB.

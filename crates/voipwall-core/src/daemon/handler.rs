@@ -128,8 +128,24 @@ impl Daemon {
                     store_errors: self.store_errors.load(Ordering::Relaxed),
                     engine: self.engine.stats(),
                     tcp: self.capture.tcp_stats(),
-                    active_bans: self.store.active_count(t).unwrap_or(0),
+                    active_bans: self.active.get(self.bans_made()),
                     ban_latency_us: latency(&lat, true),
+                    ban_latency_by_rule_us: self
+                        .counters
+                        .ban_latency_by_rule
+                        .iter()
+                        .map(|(rule, v)| {
+                            let mut v: Vec<u64> = v.iter().copied().collect();
+                            v.sort_unstable();
+                            (rule.clone(), latency(&v, true))
+                        })
+                        .collect(),
+                    ban_latency_histogram: LATENCY_BUCKETS_US
+                        .iter()
+                        .map(|&u| Some(u))
+                        .chain([None])
+                        .zip(self.counters.ban_latency_histogram)
+                        .collect(),
                     promotion_latency_us: latency(&prom, false),
                     rss_kb: rss_kb(),
                     cpu_ms: cpu_ms(),

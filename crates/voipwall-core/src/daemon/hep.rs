@@ -123,6 +123,7 @@ fn run(
         fds.extend(tcp.iter().map(|s| s.as_fd()));
         fds.extend(conns.iter().map(|c| c.stream.as_fd()));
         let ready = wait_readable(&fds, 200).unwrap_or_default();
+        let read_us = super::now_us();
         let mut packets = Vec::new();
         let mut counts = HepCounts::default();
         for (i, s) in udp.iter().enumerate() {
@@ -204,7 +205,7 @@ fn run(
         let mut k = keep.into_iter();
         conns.retain(|_| k.next().unwrap_or(false));
         if (!packets.is_empty() || counts.refused + counts.malformed > 0)
-            && tx.send(Input::Hep(packets, counts)).is_ok()
+            && tx.send(Input::Hep(packets, counts, read_us)).is_ok()
         {
             waker.wake();
         }

@@ -90,6 +90,9 @@ pub enum Input {
         origin: Arc<str>,
         events: Vec<Parsed>,
         counts: LineCounts,
+        /// When the tailer read them (µs since the epoch): the arrival of
+        /// this evidence, for the ban latency.
+        read_us: u64,
     },
     /// A control request and where to answer.
     Control(Request, Sender<Reply>),
@@ -107,8 +110,9 @@ pub enum Input {
     Reloaded(Box<Result<Prepared, String>>, Option<Sender<Reply>>),
     /// What the reconcile thread found in the kernel and not in the store.
     Imported(Vec<BanRecord>),
-    /// SIP copies from the HEP listener, and what it refused.
-    Hep(Vec<hep::HepPacket>, hep::HepCounts),
+    /// SIP copies from the HEP listener, what it refused, and when it
+    /// received the first of them (µs since the epoch).
+    Hep(Vec<hep::HepPacket>, hep::HepCounts, u64),
 }
 
 /// What a reload hands the engine thread: the applied policy and the new
@@ -135,15 +139,38 @@ enum StoreOp {
     Events(Vec<EventRecord>),
     Lift(IpNet, Timestamp),
     Audit(Timestamp, &'static str, &'static str, String),
-    Prune(Timestamp),
+    /// Prunes old rows, then counts the active bans: `(now, bans made so
+    /// far)`, the second handed back with the count so the engine thread
+    /// knows which of its bans the count includes.
+    Prune(Timestamp, u64),
     /// Answered once everything sent before it is committed.
     Flush(Sender<()>),
+}
+
+/// Active bans as the store thread last counted them, and how many bans
+/// the engine thread had made when it asked (`StoreOp::Prune`): `status`
+/// adds the bans made since, so it never counts on the packet path.
+#[derive(Default)]
+pub(crate) struct ActiveCount {
+    counted: std::sync::atomic::AtomicU64,
+    made_then: std::sync::atomic::AtomicU64,
+}
+
+impl ActiveCount {
+    /// Active bans now, give or take those that ended since the last count
+    /// (at most 10 s ago).
+    pub(crate) fn get(&self, made_now: u64) -> u64 {
+        let counted = self.counted.load(Ordering::Acquire);
+        let then = self.made_then.load(Ordering::Acquire);
+        counted + made_now.saturating_sub(then)
+    }
 }
 
 fn store_writer(
     mut store: Store,
     rx: Receiver<StoreOp>,
     errors: Arc<std::sync::atomic::AtomicU64>,
+    active: Arc<ActiveCount>,
 ) {
     for op in rx {
         let r = match op {
@@ -151,7 +178,12 @@ fn store_writer(
             StoreOp::Events(e) => store.record_events(&e),
             StoreOp::Lift(t, at) => store.lift(&t, at).map(|_| ()),
             StoreOp::Audit(at, actor, action, detail) => store.audit(at, actor, action, &detail),
-            StoreOp::Prune(at) => store.prune(at, 100_000, 30 * 86_400_000),
+            StoreOp::Prune(at, made) => store.prune(at, 100_000, 30 * 86_400_000).map(|()| {
+                if let Ok(n) = store.active_count(at) {
+                    active.made_then.store(made, Ordering::Release);
+                    active.counted.store(n, Ordering::Release);
+                }
+            }),
             StoreOp::Flush(done) => {
                 let _ = done.send(());
                 Ok(())
@@ -193,6 +225,11 @@ pub fn now_ms_civil_year() -> i64 {
     now().to_civil().0
 }
 
+/// Upper bounds (µs) of the ban-latency histogram's buckets.
+pub const LATENCY_BUCKETS_US: [u64; 10] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, 250_000,
+];
+
 /// The daemon's counters, as `status` reports them.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
@@ -230,9 +267,19 @@ pub struct Counters {
     /// HEP copies of SIP that NFLOG copies too (the same port and
     /// transport): left to NFLOG, so each message counts once.
     pub hep_duplicates: u64,
-    /// Microseconds from a packet's arrival to its ban being live, last 4096 bans.
+    /// Microseconds from the arrival of the evidence that crossed the
+    /// threshold (the kernel's timestamp of the packet, else when the
+    /// daemon read it: a response, a log line, a HEP packet) to the ban
+    /// being live in the kernel, last 4096 bans.
     #[serde(skip)]
     ban_latency_us: VecDeque<u64>,
+    /// The same, the last 1024 per rule.
+    #[serde(skip)]
+    ban_latency_by_rule: std::collections::BTreeMap<String, VecDeque<u64>>,
+    /// Every ban since start, by latency: counts per bucket of
+    /// [`LATENCY_BUCKETS_US`] (the last counts what is above them all).
+    #[serde(skip)]
+    ban_latency_histogram: [u64; LATENCY_BUCKETS_US.len() + 1],
     /// Packet arrival (or NFLOG read, for responses without a kernel
     /// timestamp) → known-set element in the kernel, per promotion.
     #[serde(skip)]
@@ -241,6 +288,8 @@ pub struct Counters {
 
 struct Daemon {
     engine: Engine,
+    /// Active bans, counted by the store thread.
+    active: Arc<ActiveCount>,
     /// Packet copies to messages (TCP flows reassembled).
     capture: voipwall_detect::packet::Capture,
     /// Reads (the store thread has its own connection for writes).
@@ -375,6 +424,7 @@ pub fn run(cli: &Paths, a: &DaemonArgs) -> anyhow::Result<()> {
     let store_errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut d = Daemon {
         engine: Engine::new(cfg),
+        active: Arc::new(ActiveCount::default()),
         capture: voipwall_detect::packet::Capture::new(
             voipwall_sip::tcp::TcpLimits::default(),
             crate::detection::random_seed(),
@@ -409,9 +459,12 @@ pub fn run(cli: &Paths, a: &DaemonArgs) -> anyhow::Result<()> {
     d.restore();
     let (write_store, _) =
         Store::open(&db).with_context(|| format!("opening the store {}", db.display()))?;
-    let writer_thread = std::thread::Builder::new()
-        .name("store".into())
-        .spawn(move || store_writer(write_store, writer_rx, store_errors))?;
+    let writer_thread = std::thread::Builder::new().name("store".into()).spawn({
+        let active = d.active.clone();
+        move || store_writer(write_store, writer_rx, store_errors, active)
+    })?;
+    // The first count of the active bans (restored ones included).
+    let _ = d.writer.send(StoreOp::Prune(now(), d.bans_made()));
     let nflog = match d.nflog_group {
         Some(g) => match NflogReader::open(&NflogConfig::new(g)) {
             Ok(r) => {
@@ -708,7 +761,7 @@ impl Daemon {
                 last_housekeeping = Instant::now();
                 self.capture.expire(now().0);
                 self.flush_events();
-                let _ = self.writer.send(StoreOp::Prune(now()));
+                let _ = self.writer.send(StoreOp::Prune(now(), self.bans_made()));
             }
         }
         self.flush_events();
@@ -730,7 +783,7 @@ impl Daemon {
                 }
             }
             Input::Imported(imported) => self.import(imported),
-            Input::Hep(packets, counts) => self.hep(&packets, counts),
+            Input::Hep(packets, counts, read_us) => self.hep(&packets, counts, read_us),
             Input::TableGone => self.reassert_table(),
             Input::PeerMoved { add, remove } => {
                 for a in remove {
@@ -744,6 +797,7 @@ impl Daemon {
                 origin,
                 events,
                 counts,
+                read_us,
             } => {
                 self.counters.log_lines += counts.lines;
                 self.counters.log_ambiguous += counts.ambiguous;
@@ -754,7 +808,7 @@ impl Daemon {
                     // with a wrong clock must not stretch or shrink windows).
                     self.engine.handle_event(at, &p.event(&origin));
                 }
-                self.apply_actions(None, None);
+                self.apply_actions(None, Some(read_us));
             }
             Input::Control(req, reply) => {
                 let r = self.control(req);
@@ -763,10 +817,15 @@ impl Daemon {
         }
     }
 
+    /// Bans this daemon has put in the kernel and the store so far.
+    fn bans_made(&self) -> u64 {
+        self.counters.bans
+    }
+
     /// SIP from HEP, into the engine like a packet copy. A message NFLOG
     /// also copies (its port and transport are read from packets) is left
     /// to NFLOG: each message counts once.
-    fn hep(&mut self, packets: &[hep::HepPacket], counts: hep::HepCounts) {
+    fn hep(&mut self, packets: &[hep::HepPacket], counts: hep::HepCounts, read_us: u64) {
         self.counters.hep_refused += counts.refused;
         self.counters.hep_malformed += counts.malformed;
         let copied = if self.nflog_group.is_some() {
@@ -810,7 +869,7 @@ impl Daemon {
                 self.engine.handle_packet(at, &ev);
             }
         }
-        self.apply_actions(None, None);
+        self.apply_actions(None, Some(read_us));
     }
 
     /// Drains the engine's actions into the kernel (batched per set), the
@@ -874,13 +933,29 @@ impl Daemon {
                 self.kernel_add_bans(&bans);
                 let live = now_us();
                 live_at = Some(live);
-                if let Some(p) = pkt_us {
-                    let l = live.saturating_sub(p);
-                    for _ in &bans {
-                        if self.counters.ban_latency_us.len() >= 4096 {
-                            self.counters.ban_latency_us.pop_front();
+                // From the evidence's arrival: the kernel's timestamp of
+                // the batch's first packet, else when it was read; a ban a
+                // timer decided (a challenge left unanswered) from the
+                // decision itself (its millisecond, so up to 1 ms more).
+                {
+                    let c = &mut self.counters;
+                    for b in &bans {
+                        let from = pkt_us.or(read_us).unwrap_or(b.at.0.saturating_mul(1000));
+                        let l = live.saturating_sub(from);
+                        if c.ban_latency_us.len() >= 4096 {
+                            c.ban_latency_us.pop_front();
                         }
-                        self.counters.ban_latency_us.push_back(l);
+                        c.ban_latency_us.push_back(l);
+                        let per = c.ban_latency_by_rule.entry(b.rule.clone()).or_default();
+                        if per.len() >= 1024 {
+                            per.pop_front();
+                        }
+                        per.push_back(l);
+                        let i = LATENCY_BUCKETS_US
+                            .iter()
+                            .position(|&u| l <= u)
+                            .unwrap_or(LATENCY_BUCKETS_US.len());
+                        c.ban_latency_histogram[i] += 1;
                     }
                 }
                 self.counters.bans += bans.len() as u64;

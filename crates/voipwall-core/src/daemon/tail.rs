@@ -42,6 +42,7 @@ fn batch<'l>(
         origin: origin.clone(),
         events,
         counts,
+        read_us: super::now_us(),
     }
 }
 

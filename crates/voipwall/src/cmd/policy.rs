@@ -33,12 +33,17 @@ pub(super) fn check(cli: &Globals, kernel: bool) -> anyhow::Result<()> {
                     .map(|d| json!({"severity": d.severity, "location": d.location(&l.sources), "message": d.message, "label": d.label, "help": d.help}))
                     .collect();
                 out(
-                    &json!({"ok": true, "diagnostics": warnings, "discovery": l.discovery})
+                    &json!({"ok": true, "diagnostics": warnings, "discovery": l.discovery, "notes": rs.notes})
                         .to_string(),
                 )
             } else {
                 for d in &l.discovery {
                     out(&format!("discovery: {d}"))?;
+                }
+                // What the compiler noticed: SIP that no packet copy reads,
+                // expired list entries, carved-out port ranges.
+                for n in &rs.notes {
+                    out(&format!("note: {n}"))?;
                 }
                 let grants: usize = l.policy.grants.values().map(Vec::len).sum();
                 out(&format!(
