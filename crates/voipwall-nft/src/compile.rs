@@ -303,6 +303,11 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
             f,
             "registered endpoints (refreshed on each success)",
         ));
+        sets.push(dynamic_set(
+            &format!("vw_remembered_{s}"),
+            f,
+            "endpoints that registered lately ([detect] remember_endpoints): prefix bans spare them",
+        ));
         if policy.sip.responsive {
             let mut m = dynamic_set(
                 &format!("vw_unknown_{s}"),
@@ -546,6 +551,11 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
                         set: format!("vw_known_{s}"),
                         negate: true,
                     },
+                    Match::SaddrIn {
+                        family: f,
+                        set: format!("vw_remembered_{s}"),
+                        negate: true,
+                    },
                     Match::SaddrPrefixIn {
                         family: f,
                         prefix,
@@ -553,7 +563,7 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
                     },
                 ],
                 Action::Drop,
-                format!("banned /{prefix} prefix, known endpoints spared"),
+                format!("banned /{prefix} prefix, known and remembered endpoints spared"),
             ),
             counters::BANNED,
         ));

@@ -26,16 +26,20 @@ pub enum Role {
     AllowRt,
     /// Registered endpoints (hash, timeout refreshed on each success).
     Known,
+    /// Endpoints that registered within `[detect] remember_endpoints`
+    /// (hash, timeout the rest of that time): prefix bans spare them.
+    Remembered,
 }
 
 impl Role {
     /// Every role, in the order `bans` lists them.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Ban,
         Self::BanPrefix,
         Self::BanNet,
         Self::AllowRt,
         Self::Known,
+        Self::Remembered,
     ];
 
     /// The roles that hold bans.
@@ -54,6 +58,8 @@ impl Role {
             (Self::AllowRt, Family::V6) => "vw_allowrt_v6",
             (Self::Known, Family::V4) => "vw_known_v4",
             (Self::Known, Family::V6) => "vw_known_v6",
+            (Self::Remembered, Family::V4) => "vw_remembered_v4",
+            (Self::Remembered, Family::V6) => "vw_remembered_v6",
         }
     }
 
@@ -161,6 +167,8 @@ pub enum Entry {
     Allow(IpNet),
     /// A registered endpoint (known set, exact address).
     Known(IpAddr),
+    /// A remembered endpoint (remembered set, exact address).
+    Remembered(IpAddr),
 }
 
 /// The one placement function.
@@ -174,10 +182,14 @@ pub fn place(entry: Entry, prefixes: Prefixes) -> Placement {
     match entry {
         Entry::Block(n) => interval(Role::BanNet, n),
         Entry::Allow(n) => interval(Role::AllowRt, n),
-        Entry::Known(addr) => {
+        Entry::Known(addr) | Entry::Remembered(addr) => {
             let covers = IpNet::from(addr);
             Placement {
-                role: Role::Known,
+                role: if matches!(entry, Entry::Known(_)) {
+                    Role::Known
+                } else {
+                    Role::Remembered
+                },
                 family: family_of(&covers),
                 key: Key::Addr(addr),
                 covers,

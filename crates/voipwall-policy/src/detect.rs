@@ -84,6 +84,11 @@ pub struct DetectSettings {
     pub ipv6_escalate_after: u32,
     /// The window of `ipv6_escalate_after`, seconds.
     pub ipv6_escalate_within: u64,
+    /// Endpoints that registered successfully within this long (seconds)
+    /// are remembered (in the store, across restarts) and spared by prefix
+    /// bans even when not registered at the moment; exact bans still hit
+    /// them. 0: not remembered.
+    pub remember_endpoints: u64,
     /// Most sources tracked at once.
     pub max_sources: usize,
     /// Networks never banned, beyond own addresses, management, allow list
@@ -107,6 +112,7 @@ impl Default for DetectSettings {
             group_v6: 64,
             ipv6_escalate_after: 3,
             ipv6_escalate_within: 600,
+            remember_endpoints: 30 * 86_400,
             max_sources: 100_000,
             never_ban: Vec::new(),
             rules: BTreeMap::new(),
@@ -162,6 +168,7 @@ pub(crate) fn walk(w: &mut Walker<'_>, t: &Table<'_>, sources: &SourceMap, raw: 
             "group_v6",
             "ipv6_escalate_after",
             "ipv6_escalate_within",
+            "remember_endpoints",
             "max_sources",
             "never_ban",
             "rules",
@@ -204,6 +211,13 @@ pub(crate) fn walk(w: &mut Walker<'_>, t: &Table<'_>, sources: &SourceMap, raw: 
         && let Some(n) = secs(w, v, "ipv6_escalate_within")
     {
         s.ipv6_escalate_within = n;
+    }
+    if let Some(v) = get(t, "remember_endpoints") {
+        if v.get_ref().as_bool() == Some(false) {
+            s.remember_endpoints = 0;
+        } else if let Some(n) = secs(w, v, "remember_endpoints") {
+            s.remember_endpoints = n;
+        }
     }
     if let Some(v) = get(t, "max_sources")
         && let Some(n) = w.int(v, "max_sources", 1000, 100_000_000)

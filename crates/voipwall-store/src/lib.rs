@@ -33,7 +33,7 @@ use voipwall_detect::{Ban, Evidence, Timestamp};
 pub const KEEP_IR: i64 = 3;
 
 /// Schema version kept in `PRAGMA user_version`.
-const SCHEMA: i64 = 2;
+const SCHEMA: i64 = 3;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -399,6 +399,10 @@ impl Store {
                 deadline_ms INTEGER,
                 ir TEXT
              );
+             CREATE TABLE IF NOT EXISTS endpoints (
+                addr TEXT PRIMARY KEY,
+                last_ms INTEGER NOT NULL
+             );
              CREATE TABLE IF NOT EXISTS audit (
                 id INTEGER PRIMARY KEY,
                 at_ms INTEGER NOT NULL,
@@ -417,6 +421,50 @@ impl Store {
         }
         conn.pragma_update(None, "user_version", SCHEMA)?;
         Ok(Self { conn })
+    }
+
+    /// Remembers endpoints that registered successfully, at `at` (schema 3:
+    /// prefix bans spare them for `[detect] remember_endpoints` after).
+    pub fn remember_endpoints(
+        &mut self,
+        addrs: &[IpAddr],
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO endpoints (addr, last_ms) VALUES (?1, ?2)
+                 ON CONFLICT (addr) DO UPDATE SET last_ms = MAX(last_ms, excluded.last_ms)",
+            )?;
+            for a in addrs {
+                st.execute(rusqlite::params![a.to_string(), ms(at)])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Endpoints that registered at or after `since`, with when they last
+    /// did; rows that do not parse are skipped. Rows older than `since`
+    /// are deleted.
+    pub fn remembered_endpoints(
+        &mut self,
+        since: Timestamp,
+    ) -> Result<Vec<(IpAddr, Timestamp)>, StoreError> {
+        self.conn
+            .execute("DELETE FROM endpoints WHERE last_ms < ?1", [ms(since)])?;
+        let mut st = self
+            .conn
+            .prepare("SELECT addr, last_ms FROM endpoints ORDER BY addr")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (a, t) = row?;
+            if let (Ok(a), Ok(t)) = (a.parse(), u64::try_from(t)) {
+                out.push((a, Timestamp(t)));
+            }
+        }
+        Ok(out)
     }
 
     /// Stores bans in one transaction; a ban already stored (same target

@@ -104,7 +104,15 @@ impl Lab {
                     "203.0.113.74/24",
                 ],
             ),
-            ("att6", &["2001:db8:0:66::66/48", "2001:db8:0:66::67/48"]),
+            (
+                "att6",
+                &[
+                    "2001:db8:0:66::66/48",
+                    "2001:db8:0:66::67/48",
+                    "2001:db8:0:66::68/48",
+                    "2001:db8:0:66::69/48",
+                ],
+            ),
         ];
         for (role, list) in addrs {
             let n = lab.name(role);
@@ -1275,6 +1283,99 @@ for i in range({count}): s.sendto(('OPTIONS sip:100@{PBX4} SIP/2.0\\r\\nVia: SIP
         status["counters"]["nflog_packets"].as_u64(),
         Some(0),
         "{report}"
+    );
+}
+
+/// Issue 13: IPv6 without lockouts. Three attacker addresses of one /64
+/// guess passwords: each is banned alone, the third escalates the ban to
+/// the /64. A phone of that /64 that registered yesterday (a store row
+/// written before the daemon starts) and not since is remembered: it
+/// registers during the prefix ban, while a fourth attacker address of the
+/// /64, never banned alone, is dropped.
+#[test]
+fn a_prefix_ban_spares_a_phone_that_registered_yesterday() {
+    let mut lab = Lab::new();
+    lab.start_kamailio();
+    lab.start_daemon();
+    lab.kill_daemon("-TERM");
+    // The fixture: PHONE6 registered successfully a day ago.
+    let db = lab.dir.join("state").join("state.db");
+    let fixture = format!(
+        "import sqlite3,time\nc=sqlite3.connect('{}')\nc.execute('INSERT INTO endpoints (addr, last_ms) VALUES (?, ?)', ('{PHONE6}', int(time.time()*1000) - 86400000))\nc.commit()\n",
+        db.display()
+    );
+    let out = Command::new("python3")
+        .args(["-c", &fixture])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lab.start_daemon();
+    assert!(
+        set_has(&lab, "vw_remembered_v6", PHONE6),
+        "the remembered phone is not in the kernel"
+    );
+    assert!(
+        !set_has(&lab, "vw_known_v6", PHONE6),
+        "the phone is not registered now"
+    );
+    for (i, a) in [
+        "2001:db8:0:66::66",
+        "2001:db8:0:66::67",
+        "2001:db8:0:66::68",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let port = format!("{}", 5062 + i);
+        lab.sipp("att6", "bruteforce.xml", a, &port, 12, 5, &[]);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let bans = lab.bans();
+    let report = format!("bans {bans:?}\n{}", lab.daemon_log());
+    assert!(
+        bans.iter().any(|(t, _)| t == "2001:db8:0:66::/64"),
+        "no escalation to the /64\n{report}"
+    );
+    // The remembered phone registers during the prefix ban.
+    let csv = lab.dir.join("phone6.csv");
+    std::fs::write(
+        &csv,
+        "SEQUENTIAL\n1001;[authentication username=1001 password=secret1001]\n",
+    )
+    .unwrap();
+    let out = lab.sipp(
+        "phone",
+        "phone.xml",
+        PHONE6,
+        "5061",
+        1,
+        1,
+        &["-inf", csv.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "the remembered phone could not register during the /64 ban: {}\n{report}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Another attacker address of the /64 is dropped.
+    let before = lab.requests_from("2001:db8:0:66::69");
+    lab.sipp(
+        "att6",
+        "scanner.xml",
+        "2001:db8:0:66::69",
+        "5070",
+        3,
+        10,
+        &[],
+    );
+    assert_eq!(
+        lab.requests_from("2001:db8:0:66::69"),
+        before,
+        "an address of the banned /64 reached kamailio\n{report}"
     );
 }
 

@@ -143,6 +143,8 @@ enum StoreOp {
     /// far)`, the second handed back with the count so the engine thread
     /// knows which of its bans the count includes.
     Prune(Timestamp, u64),
+    /// Endpoints that registered, and when.
+    Remember(Vec<IpAddr>, Timestamp),
     /// Answered once everything sent before it is committed.
     Flush(Sender<()>),
 }
@@ -178,6 +180,7 @@ fn store_writer(
             StoreOp::Events(e) => store.record_events(&e),
             StoreOp::Lift(t, at) => store.lift(&t, at).map(|_| ()),
             StoreOp::Audit(at, actor, action, detail) => store.audit(at, actor, action, &detail),
+            StoreOp::Remember(addrs, at) => store.remember_endpoints(&addrs, at),
             StoreOp::Prune(at, made) => store.prune(at, 100_000, 30 * 86_400_000).map(|()| {
                 if let Ok(n) = store.active_count(at) {
                     active.made_then.store(made, Ordering::Release);
@@ -990,10 +993,25 @@ impl Daemon {
             }
         }
         if !known.is_empty() && !self.observe {
-            let entries: Vec<_> = known
+            let mut entries: Vec<_> = known
                 .iter()
                 .map(|(addr, ttl)| (place(Entry::Known(*addr), self.prefixes()), Some(*ttl)))
                 .collect();
+            // Remembered for `[detect] remember_endpoints` after: a prefix
+            // ban spares them when their registration has lapsed.
+            let remember_ms = self.policy.detect.remember_endpoints.saturating_mul(1000);
+            if remember_ms > 0 {
+                entries.extend(known.iter().map(|(addr, _)| {
+                    (
+                        place(Entry::Remembered(*addr), self.prefixes()),
+                        Some(remember_ms),
+                    )
+                }));
+                let _ = self.writer.send(StoreOp::Remember(
+                    known.iter().map(|(a, _)| *a).collect(),
+                    now(),
+                ));
+            }
             self.kernel_add(&entries);
             if let Some(p) = pkt_us.or(read_us) {
                 let l = now_us().saturating_sub(p);

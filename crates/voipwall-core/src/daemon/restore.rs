@@ -54,6 +54,7 @@ impl Daemon {
         }
         self.remember(&active);
         self.restored = self.restore_kernel(&active);
+        self.restore_remembered(t);
         tracing::info!(
             bans = self.restored,
             "Restored bans from the store with their remaining time."
@@ -62,6 +63,40 @@ impl Daemon {
         // own thread: dumping a set of 500,000 bans takes the kernel
         // seconds, and the daemon must be ready before that.
         self.known_at_start = active.iter().map(|b| b.target).collect();
+    }
+
+    /// Endpoints that registered within `[detect] remember_endpoints` go
+    /// back into the kernel's remembered set for the rest of that time, so
+    /// prefix bans spare a phone that rebooted or let its registration
+    /// lapse while the daemon was down.
+    pub(super) fn restore_remembered(&mut self, t: Timestamp) {
+        let keep = self.policy.detect.remember_endpoints.saturating_mul(1000);
+        if keep == 0 {
+            return;
+        }
+        let since = Timestamp(t.0.saturating_sub(keep));
+        let list = match self.store.remembered_endpoints(since) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "Could not read remembered endpoints from the store.");
+                return;
+            }
+        };
+        let prefixes = self.prefixes();
+        let entries: Vec<_> = list
+            .iter()
+            .map(|(a, last)| {
+                let left = (last.0 + keep).saturating_sub(t.0).max(1000);
+                (place(Entry::Remembered(*a), prefixes), Some(left))
+            })
+            .collect();
+        self.kernel_add(&entries);
+        if !entries.is_empty() {
+            tracing::info!(
+                endpoints = entries.len(),
+                "Remembered endpoints back in the kernel: prefix bans spare them."
+            );
+        }
     }
 
     /// Bans the kernel held that the store did not (kernel flood guards, a
@@ -108,6 +143,7 @@ impl Daemon {
         }
         let active = self.store.active_bans(now()).unwrap_or_default();
         let n = self.restore_kernel(&active);
+        self.restore_remembered(now());
         let msg = format!(
             "table inet voipwall vanished from the kernel (another tool flushed it?); restored {} and {n} bans",
             running.map_or_else(
