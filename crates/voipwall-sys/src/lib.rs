@@ -13,5 +13,6 @@ pub mod link;
 pub mod netlink;
 pub mod nflog;
 pub mod nft;
+pub mod notify;
 pub mod query;
 pub mod route;

@@ -15,6 +15,8 @@ struct Ns {
     name: String,
     dir: PathBuf,
     daemon: Option<Child>,
+    /// Extra environment for the daemon.
+    env: Vec<(String, String)>,
 }
 
 impl Ns {
@@ -32,6 +34,7 @@ impl Ns {
             name,
             dir,
             daemon: None,
+            env: Vec::new(),
         }
     }
 
@@ -61,6 +64,7 @@ impl Ns {
             .open(self.dir.join("daemon.log"))
             .unwrap();
         let child = Command::new("ip")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("VOIPWALL_BOOT_ID_FILE", self.dir.join("boot_id"))
             .env("VOIPWALL_UPTIME_FILE", self.dir.join("uptime"))
             .args([
@@ -669,4 +673,139 @@ fn the_control_socket_cannot_be_used_to_lock_the_operator_out_or_grow_the_daemon
     let grown = rss_kb(pid).saturating_sub(base_rss);
     assert!(grown < 60_000, "the daemon grew by {grown} kB");
     assert_eq!(ns.cli(&["status"]).status.code(), Some(0), "{}", ns.log());
+}
+
+/// Issue 14: under systemd (Type=notify, WatchdogSec=) the daemon says
+/// READY only once the ruleset is in the kernel, pings the watchdog from
+/// the packet loop (so a stalled loop stops the pings and systemd restarts
+/// it), brackets a reload with RELOADING and READY, and reports STATUS. A
+/// fake NOTIFY_SOCKET listener stands in for systemd.
+#[test]
+fn systemd_hears_ready_after_the_ruleset_and_watchdog_pings_stop_when_the_loop_stalls() {
+    use std::os::unix::net::UnixDatagram;
+    let mut ns = Ns::new("notify");
+    ns.policy("");
+    let sock = ns.dir.join("notify");
+    let listener = UnixDatagram::bind(&sock).unwrap();
+    listener
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    ns.env = vec![
+        ("NOTIFY_SOCKET".into(), sock.display().to_string()),
+        ("WATCHDOG_USEC".into(), "1000000".into()),
+        ("VOIPWALL_TEST_HOOKS".into(), "1".into()),
+    ];
+    let table_exists = |ns: &Ns| {
+        Command::new("ip")
+            .args([
+                "netns", "exec", &ns.name, "nft", "list", "table", "inet", "voipwall",
+            ])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(!table_exists(&ns), "a table before the daemon started");
+    ns.spawn(&[]);
+    // Every message with its arrival time, for the rest of the test.
+    let mut got: Vec<(Instant, String)> = Vec::new();
+    let recv = |got: &mut Vec<(Instant, String)>, until: Instant| {
+        let mut buf = [0u8; 4096];
+        while Instant::now() < until {
+            if let Ok(n) = listener.recv(&mut buf) {
+                got.push((
+                    Instant::now(),
+                    String::from_utf8_lossy(&buf[..n]).into_owned(),
+                ));
+            }
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 4096];
+    let mut ready_with_table = None;
+    while ready_with_table.is_none() && Instant::now() < deadline {
+        if let Ok(n) = listener.recv(&mut buf) {
+            let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if m.contains("READY=1") {
+                // Checked the moment READY arrives.
+                ready_with_table = Some(table_exists(&ns));
+            }
+            got.push((Instant::now(), m));
+        }
+    }
+    assert_eq!(
+        ready_with_table,
+        Some(true),
+        "READY before the ruleset, or never: {got:?}\n{}",
+        ns.log()
+    );
+    assert!(
+        got.iter().any(|(_, m)| m.contains("STATUS=enforce")),
+        "no STATUS line: {got:?}"
+    );
+    // Watchdog pings every half period while the loop turns.
+    recv(&mut got, Instant::now() + Duration::from_secs(2));
+    let pings = |got: &[(Instant, String)]| -> Vec<Instant> {
+        got.iter()
+            .filter(|(_, m)| m == "WATCHDOG=1")
+            .map(|(t, _)| *t)
+            .collect()
+    };
+    let before = pings(&got);
+    assert!(before.len() >= 3, "too few watchdog pings: {got:?}");
+    let gap = |p: &[Instant]| p.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
+    assert!(
+        gap(&before) < Duration::from_millis(900),
+        "pings too far apart: {:?}",
+        gap(&before)
+    );
+    // Stall the packet loop for 2.5 s (the test hook): no ping for longer
+    // than the 1 s watchdog period, which is when systemd restarts it.
+    let stall_started = Instant::now();
+    let stall = std::thread::spawn({
+        let sock = ns.dir.join("sock");
+        move || {
+            let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+            s.write_all(b"{\"cmd\":\"test_stall\",\"ms\":2500}\n")
+                .unwrap();
+            let mut r = String::new();
+            let _ = std::io::Read::read_to_string(&mut s, &mut r);
+            r
+        }
+    });
+    recv(&mut got, Instant::now() + Duration::from_secs(4));
+    let answer = stall.join().unwrap();
+    assert!(answer.contains("stalled_ms"), "{answer}");
+    let during: Vec<Instant> = pings(&got)
+        .into_iter()
+        .filter(|t| *t >= stall_started - Duration::from_millis(600))
+        .collect();
+    assert!(
+        gap(&during) > Duration::from_secs(2),
+        "the watchdog kept being pinged while the loop stalled: {:?}",
+        gap(&during)
+    );
+    // And it resumes.
+    assert!(
+        during
+            .last()
+            .is_some_and(|t| *t > stall_started + Duration::from_millis(2500)),
+        "no ping after the stall"
+    );
+    // A reload: RELOADING, then READY again.
+    let n = got.len();
+    let pid = ns.daemon.as_ref().unwrap().id().to_string();
+    must(&["kill", "-HUP", &pid]);
+    recv(&mut got, Instant::now() + Duration::from_secs(3));
+    let after: Vec<&String> = got[n..].iter().map(|(_, m)| m).collect();
+    let reloading = after.iter().position(|m| m.contains("RELOADING=1"));
+    let ready = after.iter().rposition(|m| m.contains("READY=1"));
+    assert!(
+        matches!((reloading, ready), (Some(a), Some(b)) if a < b),
+        "no RELOADING then READY around the reload: {after:?}"
+    );
+    assert!(
+        after.iter().any(|m| m.contains("MONOTONIC_USEC=")),
+        "{after:?}"
+    );
 }

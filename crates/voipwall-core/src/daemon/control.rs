@@ -55,6 +55,13 @@ pub enum Request {
     },
     /// Re-read the policy and apply it; bans stay.
     Reload,
+    /// Test hook: hold the engine thread this long (only when the daemon
+    /// was started with `VOIPWALL_TEST_HOOKS=1`; refused otherwise). Shows
+    /// that a stalled packet path stops the systemd watchdog pings.
+    TestStall {
+        /// Milliseconds.
+        ms: u64,
+    },
 }
 
 /// Packet → kernel latency, microseconds.

@@ -216,6 +216,13 @@ impl Daemon {
                     Reply::One(first)
                 }
             }
+            Request::TestStall { ms } => {
+                if std::env::var_os("VOIPWALL_TEST_HOOKS").is_none_or(|v| v != "1") {
+                    return err("test hooks are off".into());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(ms.min(60_000)));
+                Reply::One(json!({"ok": true, "stalled_ms": ms}))
+            }
             Request::Reload => {
                 // Answered by handle_input (the reload runs on its own thread).
                 Reply::One(json!({"ok": false, "error": "internal: reload is asynchronous"}))

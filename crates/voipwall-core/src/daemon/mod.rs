@@ -291,6 +291,8 @@ pub struct Counters {
 
 struct Daemon {
     engine: Engine,
+    /// systemd notifications (READY, WATCHDOG, STATUS, RELOADING).
+    notify: voipwall_sys::notify::Notifier,
     /// Active bans, counted by the store thread.
     active: Arc<ActiveCount>,
     /// Packet copies to messages (TCP flows reassembled).
@@ -427,6 +429,7 @@ pub fn run(cli: &Paths, a: &DaemonArgs) -> anyhow::Result<()> {
     let store_errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut d = Daemon {
         engine: Engine::new(cfg),
+        notify: voipwall_sys::notify::Notifier::from_env(),
         active: Arc::new(ActiveCount::default()),
         capture: voipwall_detect::packet::Capture::new(
             voipwall_sip::tcp::TcpLimits::default(),
@@ -586,6 +589,9 @@ pub fn run(cli: &Paths, a: &DaemonArgs) -> anyhow::Result<()> {
         None,
         format!("daemon started ({} bans restored)", d.restored),
     );
+    // Ready: the ruleset is in the kernel, stored bans are back, packets
+    // and the control socket are read.
+    d.notify_state("READY=1\n");
     d.run_loop(nflog, &wake_rx, &rx);
     stop.store(true, Ordering::Relaxed);
     let (done, wait) = mpsc::channel();
@@ -638,7 +644,17 @@ impl Daemon {
         let mut window_start = Instant::now();
         let mut window_packets = 0u64;
         let mut batched = false;
+        // The systemd watchdog is pinged from this loop only: a packet path
+        // that stops turning stops the pings, and systemd restarts it.
+        let watchdog = self.notify.watchdog();
+        let mut last_ping = Instant::now();
         while !self.shutdown.load(Ordering::Relaxed) {
+            if let Some(w) = watchdog
+                && last_ping.elapsed() >= w / 2
+            {
+                last_ping = Instant::now();
+                let _ = self.notify.send("WATCHDOG=1");
+            }
             if window_start.elapsed().as_millis() >= 100 {
                 if let Some(n) = nflog.as_mut() {
                     let want = if batched {
@@ -680,10 +696,15 @@ impl Daemon {
                 batched = false;
             }
             let t = now();
+            let longest = watchdog.map_or(1000, |w| {
+                u64::try_from(w.as_millis() / 4)
+                    .unwrap_or(1000)
+                    .clamp(1, 1000)
+            });
             let timeout = self
                 .engine
                 .poll_timeout()
-                .map_or(1000, |d| d.since(t).min(1000))
+                .map_or(longest, |d| d.since(t).min(longest))
                 .max(1);
             let mut fds = vec![wake.as_fd()];
             if let Some(n) = nflog.as_ref() {
@@ -762,6 +783,7 @@ impl Daemon {
             self.apply_actions(None, None);
             if last_housekeeping.elapsed().as_secs() >= 10 {
                 last_housekeeping = Instant::now();
+                self.notify_state("");
                 self.capture.expire(now().0);
                 self.flush_events();
                 let _ = self.writer.send(StoreOp::Prune(now(), self.bans_made()));
@@ -780,6 +802,9 @@ impl Daemon {
                     Err(e) => e,
                 };
                 tracing::info!(result = %msg, "Reload.");
+                // Whatever the outcome, the daemon runs (a refused reload
+                // keeps the policy in force).
+                self.notify_state("READY=1\n");
                 if let Some(reply) = reply {
                     let ok = msg.starts_with("policy applied");
                     let _ = reply.send(Reply::One(json!({"ok": ok, "result": msg})));
@@ -817,6 +842,23 @@ impl Daemon {
                 let r = self.control(req);
                 let _ = reply.send(r);
             }
+        }
+    }
+
+    /// Sends `extra` (e.g. `READY=1\n`) and a STATUS line to systemd.
+    fn notify_state(&self, extra: &str) {
+        if !self.notify.enabled() {
+            return;
+        }
+        let msg = format!(
+            "{extra}STATUS={}: {} active bans, {} bans made, {} packet copies read",
+            if self.observe { "observe" } else { "enforce" },
+            self.active.get(self.bans_made()),
+            self.bans_made(),
+            self.counters.nflog_packets
+        );
+        if let Err(e) = self.notify.send(&msg) {
+            tracing::warn!(error = %e, "Could not notify systemd.");
         }
     }
 

@@ -175,6 +175,10 @@ impl Daemon {
             return;
         }
         self.reloading = true;
+        let _ = self.notify.send(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading the policy",
+            voipwall_sys::notify::monotonic_usec()
+        ));
         let (config, catalog_dirs, state_dir) = (
             self.cli_config.clone(),
             self.catalog_dirs.clone(),
