@@ -112,6 +112,10 @@ pub fn host_facts() -> HostFacts {
     HostFacts {
         addresses: voipwall_sys::nft::host_addresses(),
         sshd_ports: sshd,
+        log_formats: voipwall_logfmt::Format::all_builtin()
+            .into_iter()
+            .map(|f| f.id)
+            .collect(),
     }
 }
 

@@ -37,7 +37,25 @@ pub struct HostView {
     pub discovery: voipwall_discover::Discovery,
     /// The host's name.
     pub hostname: String,
+    /// Which of [`KNOWN_LOGS`] (and of the chosen preset's sources) exist
+    /// on this host, by path.
+    pub existing_logs: Vec<String>,
 }
+
+/// Log files PBXs and the hosts around them usually write, with their
+/// format: `init` writes a `[[source]]` for each one it finds that the
+/// preset does not already follow.
+pub const KNOWN_LOGS: &[(&str, &str)] = &[
+    ("asterisk-security", "/var/log/asterisk/security"),
+    ("asterisk", "/var/log/asterisk/full"),
+    ("asterisk", "/var/log/asterisk/messages"),
+    ("freepbx-gui", "/var/log/asterisk/freepbx_security.log"),
+    ("freeswitch", "/var/log/freeswitch/freeswitch.log"),
+    ("kamailio", "/var/log/kamailio.log"),
+    ("opensips", "/var/log/opensips.log"),
+    ("sshd", "/var/log/auth.log"),
+    ("sshd", "/var/log/secure"),
+];
 
 /// Private, shared or link-local: the LAN side. Everything else (documentation
 /// prefixes included, which the lab uses for "public") is internet.
@@ -252,6 +270,44 @@ pub fn render(view: &HostView, preset: Option<(&Preset, String)>, sshd_ports: &[
                 .join(", ")
         );
     }
+    // Log sources: what the preset follows, whether it is here yet, and a
+    // [[source]] for every other known log found on this host.
+    let preset_sources = preset_ref.map(|p| p.sources.as_slice()).unwrap_or_default();
+    if !preset_sources.is_empty() {
+        o.push_str(
+            "# Logs the preset follows (a file not here yet is followed once it appears):\n",
+        );
+        for s in preset_sources {
+            let (place, here) = match (&s.path, &s.journal) {
+                (Some(p), _) => (
+                    p.clone(),
+                    if view.existing_logs.contains(p) {
+                        "found"
+                    } else {
+                        "not on this host yet"
+                    },
+                ),
+                (None, Some(u)) => (format!("journal {u}"), "journal"),
+                (None, None) => continue,
+            };
+            let _ = writeln!(o, "#   {} {place} ({here})", s.format);
+        }
+        o.push('\n');
+    }
+    let mut wrote = false;
+    for (format, path) in KNOWN_LOGS {
+        let followed = preset_sources
+            .iter()
+            .any(|s| s.path.as_deref() == Some(*path));
+        if followed || !view.existing_logs.iter().any(|p| p == path) {
+            continue;
+        }
+        if !wrote {
+            o.push_str("# Found on this host: followed for detection.\n");
+            wrote = true;
+        }
+        let _ = writeln!(o, "[[source]]\nformat = \"{format}\"\npath = \"{path}\"\n");
+    }
     o.push_str("[discover]\n# Trunks, peers, SIP ports and the RTP range are read from the PBX at every apply.\n");
     o.push_str("# Point these elsewhere, or set one to false to skip it.\n");
     o.push_str("asterisk = \"/etc/asterisk\"\nfreeswitch = \"/etc/freeswitch\"\nkamailio = \"/etc/kamailio\"\n\n");
@@ -285,6 +341,42 @@ pub fn default_route_interfaces(v4: &str, v6: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `init` (issue 14): the preset's sources are listed with whether they
+    /// are here, and a known log found on the host that the preset does not
+    /// follow becomes a `[[source]]` the policy loads.
+    #[test]
+    fn init_lists_the_presets_sources_and_adds_the_logs_it_finds() {
+        let mut sm = voipwall_policy::SourceMap::default();
+        let (cat, _) =
+            voipwall_policy::Catalog::load(&voipwall_policy::DataFile::builtin(), &mut sm);
+        let preset = cat.presets.get("freepbx").unwrap();
+        let view = HostView {
+            interfaces: Vec::new(),
+            listening: Vec::new(),
+            sessions: Vec::new(),
+            discovery: voipwall_discover::Discovery::default(),
+            hostname: "pbx".into(),
+            existing_logs: vec!["/var/log/asterisk/full".into(), "/var/log/auth.log".into()],
+        };
+        let text = render(&view, Some((preset, "test".into())), &[22]);
+        assert!(
+            text.contains("#   asterisk /var/log/asterisk/full (found)"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "#   asterisk-security /var/log/asterisk/security (not on this host yet)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("[[source]]\nformat = \"sshd\"\npath = \"/var/log/auth.log\""),
+            "{text}"
+        );
+        // Only the one the preset does not follow is written out.
+        assert_eq!(text.matches("[[source]]").count(), 1, "{text}");
+    }
 
     #[test]
     fn private_or_public() {

@@ -11,8 +11,8 @@ use toml::de::DeTable;
 
 use crate::diag::{Diagnostic, SourceMap};
 use crate::model::{
-    PortSource, PortSpec, Proto, Provenance, Service, SipTransport, Zone, parse_port_range,
-    parse_port_specs,
+    LogSource, PortSource, PortSpec, Proto, Provenance, Service, SipTransport, Zone,
+    parse_port_range, parse_port_specs,
 };
 use crate::walk::{Table, Walker, get};
 
@@ -62,8 +62,88 @@ pub struct Preset {
     pub zone_origins: BTreeMap<Zone, Provenance>,
     /// Services the preset defines itself.
     pub services: BTreeMap<String, Service>,
+    /// The logs this software usually writes (`[[source]]`).
+    pub sources: Vec<LogSource>,
     /// Where it was defined.
     pub origin: Provenance,
+}
+
+/// Reads one `[[source]]` table; `None` (with an error) when it names no
+/// format or not exactly one of `path` and `journal`. The second value is
+/// `enabled` (a policy turns a preset's source off with `false`).
+pub(crate) fn source_from(
+    w: &mut Walker<'_>,
+    t: &Table<'_>,
+    span: std::ops::Range<usize>,
+    origin: &Provenance,
+) -> Option<(LogSource, bool)> {
+    w.check_keys(
+        t,
+        &["format", "path", "journal", "transports", "enabled"],
+        "a [[source]] entry",
+    );
+    let format = match get(t, "format") {
+        Some(v) => w.str(v, "format")?.to_string(),
+        None => {
+            w.error(
+                span,
+                "[[source]] has no `format`",
+                "e.g. format = \"asterisk-security\"",
+            );
+            return None;
+        }
+    };
+    let path = get(t, "path")
+        .and_then(|v| w.str(v, "path"))
+        .map(str::to_string);
+    let journal = get(t, "journal")
+        .and_then(|v| w.str(v, "journal"))
+        .map(str::to_string);
+    if path.is_some() == journal.is_some() {
+        w.error(
+            span,
+            "[[source]] needs exactly one of `path` and `journal`",
+            "path = \"/var/log/...\" or journal = \"unit.service\"",
+        );
+        return None;
+    }
+    if let Some(p) = &path
+        && !p.starts_with('/')
+    {
+        w.error(
+            span,
+            format!("source path `{p}` is not absolute"),
+            "an absolute path",
+        );
+        return None;
+    }
+    let mut transports = Vec::new();
+    if let Some(v) = get(t, "transports") {
+        for (tr, sp) in w.str_list(v, "transports") {
+            if ["udp", "tcp", "tls", "ws", "wss"].contains(&tr.as_str()) {
+                transports.push(tr);
+            } else {
+                w.error(
+                    sp,
+                    format!("unknown transport `{tr}`"),
+                    "udp, tcp, tls, ws or wss",
+                );
+            }
+        }
+    }
+    let enabled = get(t, "enabled")
+        .and_then(|v| w.bool(v, "enabled"))
+        .unwrap_or(true);
+    Some((
+        LogSource {
+            format,
+            path,
+            journal,
+            transports,
+            origin: origin.clone(),
+        },
+        enabled,
+    ))
 }
 
 /// An example a data file carries: a policy and what must happen to traffic.
@@ -337,6 +417,7 @@ const PRESET_KEYS: &[&str] = &[
     "rtp",
     "zones",
     "services",
+    "source",
     "example",
 ];
 
@@ -370,6 +451,16 @@ fn preset_from(
         }
         if let Some(v) = get(d, "paths") {
             detect_paths = w.str_list(v, "paths").into_iter().map(|x| x.0).collect();
+        }
+    }
+    let mut log_sources = Vec::new();
+    if let Some(v) = get(t, "source") {
+        for e in w.array(v, "source") {
+            if let Some(et) = w.table(e, "source")
+                && let Some((s, _)) = source_from(w, et, e.span(), origin)
+            {
+                log_sources.push(s);
+            }
         }
     }
     let rtp = get(t, "rtp").map(|v| rtp_ranges(w, v)).unwrap_or_default();
@@ -425,6 +516,7 @@ fn preset_from(
         zones,
         zone_origins,
         services,
+        sources: log_sources,
         origin: origin.clone(),
     })
 }

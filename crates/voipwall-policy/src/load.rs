@@ -8,7 +8,7 @@ use std::ops::Range;
 use ipnet::IpNet;
 use toml::de::DeTable;
 
-use crate::catalog::{Catalog, rtp_ranges, service_from};
+use crate::catalog::{Catalog, rtp_ranges, service_from, source_from};
 use crate::diag::{Diagnostic, FileId, Severity, SourceMap, did_you_mean};
 use crate::model::*;
 use crate::walk::{Table, Walker, get};
@@ -18,6 +18,10 @@ use crate::walk::{Table, Walker, get};
 pub struct HostFacts {
     /// Addresses configured on the host's interfaces (never blocked).
     pub addresses: Vec<IpAddr>,
+    /// Log format ids the driver knows (built-in formats); a `[[source]]`
+    /// naming another one (and no `[[detect.logformat]]` of the policy) is
+    /// an error. Empty: not checked.
+    pub log_formats: Vec<String>,
     /// Ports sshd listens on, from sshd_config (`None` when unknown).
     pub sshd_ports: Option<Vec<u16>>,
 }
@@ -61,6 +65,7 @@ const TOP_KEYS: &[&str] = &[
     "discover",
     "dns",
     "hep",
+    "source",
 ];
 
 /// How deep includes may nest, and how many files one policy may have.
@@ -112,6 +117,8 @@ struct Raw {
     discover: DiscoverSettings,
     dns: DnsSettings,
     hep: HepSettings,
+    /// `[[source]]` entries: the source, whether enabled, where written.
+    sources: Vec<(LogSource, bool, At<()>)>,
     /// Once-only sections already seen, for duplicate detection across includes.
     seen: BTreeMap<&'static str, (FileId, Range<usize>)>,
 }
@@ -556,6 +563,22 @@ fn read_file(
                         );
                     }
                     raw.dns.max_refresh = d;
+                }
+            }
+            "source" => {
+                for e in w.array(v, "source") {
+                    let Some(et) = w.table(e, "source") else {
+                        continue;
+                    };
+                    let origin = prov(sources, w.file, &e.span());
+                    if let Some((s, enabled)) = source_from(w, et, e.span(), &origin) {
+                        let here = At {
+                            v: (),
+                            file: w.file,
+                            span: get(et, "format").map_or(e.span(), |f| f.span()),
+                        };
+                        raw.sources.push((s, enabled, here));
+                    }
                 }
             }
             "hep" => {
@@ -1193,6 +1216,34 @@ fn resolve(
             }
         }
     }
+    // Log sources: the preset's, then the policy's (same format and place:
+    // the policy's entry wins; `enabled = false` drops it).
+    let mut log_sources: Vec<LogSource> = preset.map(|p| p.sources.clone()).unwrap_or_default();
+    for (s, enabled, here) in &raw.sources {
+        let user = detect.logformats.iter().any(|f| f.id == s.format);
+        if !facts.log_formats.is_empty() && !user && !facts.log_formats.contains(&s.format) {
+            let mut d = Diagnostic::error(
+                here.file,
+                here.span.clone(),
+                format!("unknown log format `{}`", s.format),
+            )
+            .label("not a log format");
+            let known = facts
+                .log_formats
+                .iter()
+                .map(String::as_str)
+                .chain(detect.logformats.iter().map(|f| f.id.as_str()));
+            d = match did_you_mean(&s.format, known.clone()) {
+                Some(m) => d.help(format!("did you mean `{m}`?")),
+                None => d.help(format!("formats: {}", known.collect::<Vec<_>>().join(", "))),
+            };
+            diags.push(d);
+        }
+        log_sources.retain(|x| x.key() != s.key());
+        if *enabled {
+            log_sources.push(s.clone());
+        }
+    }
     Some(Policy {
         preset: raw.preset.as_ref().map(|p| p.v.clone()),
         default_zone,
@@ -1217,6 +1268,7 @@ fn resolve(
         peers: Vec::new(),
         dns: raw.dns.clone(),
         hep: raw.hep.clone(),
+        sources: log_sources,
     })
 }
 

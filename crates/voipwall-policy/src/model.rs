@@ -502,6 +502,30 @@ impl Default for DnsSettings {
     }
 }
 
+/// A log the daemon follows for detection (`[[source]]`, or a preset's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogSource {
+    /// Log format id (`asterisk`, `asterisk-security`, `kamailio`, ... or
+    /// one of the policy's `[[detect.logformat]]`).
+    pub format: String,
+    /// A file to follow (waited for when it does not exist yet).
+    pub path: Option<String>,
+    /// Or a journald unit (`ssh.service`); `""` for the whole journal.
+    pub journal: Option<String>,
+    /// SIP transports whose failures it reports (`udp`, `tcp`, `tls`,
+    /// `ws`, `wss`): a hint for the coverage check.
+    pub transports: Vec<String>,
+    /// Where it was written.
+    pub origin: Provenance,
+}
+
+impl LogSource {
+    /// What makes two entries the same source: the format and where.
+    pub fn key(&self) -> (String, Option<String>, Option<String>) {
+        (self.format.clone(), self.path.clone(), self.journal.clone())
+    }
+}
+
 /// HEP input (`[hep]`): SIP copies a PBX sends after decrypting TLS or
 /// WebSocket (Kamailio siptrace, Asterisk res_hep, FreeSWITCH
 /// capture-server, OpenSIPS proto_hep).
@@ -659,6 +683,10 @@ pub struct Policy {
     pub dns: DnsSettings,
     /// HEP input (`[hep]`).
     pub hep: HepSettings,
+    /// Logs the daemon follows: the preset's, then the policy's
+    /// `[[source]]` (same format and place: the policy's wins;
+    /// `enabled = false` drops one).
+    pub sources: Vec<LogSource>,
 }
 
 impl Policy {

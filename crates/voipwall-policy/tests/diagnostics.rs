@@ -20,6 +20,10 @@ fn broken_policies_render_every_error() {
     let facts = HostFacts {
         addresses: vec!["203.0.113.1".parse().unwrap()],
         sshd_ports: None,
+        // The driver fills these from the built-in log formats.
+        log_formats: ["asterisk", "asterisk-security", "kamailio", "sshd"]
+            .map(String::from)
+            .to_vec(),
     };
     insta::glob!("errors/*.toml", |path| {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();

@@ -59,7 +59,7 @@ pub(crate) fn run(cli: &crate::Globals, a: &InitArgs) -> anyhow::Result<()> {
         &voipwall_discover::Disk,
         &voipwall_discover::Roots::default(),
     );
-    let view = HostView {
+    let mut view = HostView {
         interfaces: interfaces(),
         listening: crate::host::listening(),
         sessions: crate::safety::sessions(&sshd),
@@ -67,6 +67,7 @@ pub(crate) fn run(cli: &crate::Globals, a: &InitArgs) -> anyhow::Result<()> {
         hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|s| s.trim().to_string())
             .unwrap_or_default(),
+        existing_logs: Vec::new(),
     };
     let preset = match &a.preset {
         Some(name) => match catalog.presets.get(name) {
@@ -82,6 +83,16 @@ pub(crate) fn run(cli: &crate::Globals, a: &InitArgs) -> anyhow::Result<()> {
         None => pick_preset(catalog.presets.values(), &|p| Path::new(p).exists())
             .map(|(p, hits)| (p, format!("detected: {} exists", hits.join(", ")))),
     };
+    view.existing_logs = voipwall_host::propose::KNOWN_LOGS
+        .iter()
+        .map(|(_, p)| (*p).to_string())
+        .chain(
+            preset
+                .iter()
+                .flat_map(|(p, _)| p.sources.iter().filter_map(|s| s.path.clone())),
+        )
+        .filter(|p| Path::new(p).exists())
+        .collect();
     let text = render(&view, preset, &sshd);
 
     // The generated policy must load, and must keep every live session.

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod assets;
 mod client;
 mod cmd;
 mod init;
@@ -227,6 +228,13 @@ pub(crate) enum Cmd {
     /// The service: applies the policy, restores bans, reads NFLOG and logs,
     /// bans within milliseconds, serves the control socket.
     Daemon(daemon::DaemonArgs),
+    /// Write the man pages (voipwall.8 and one per verb) and the bash, zsh
+    /// and fish completions into DIR/man8 and DIR/completions (packaging).
+    #[command(hide = true)]
+    Assets {
+        /// Output directory.
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {

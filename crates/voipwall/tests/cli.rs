@@ -60,6 +60,49 @@ fn check_says_when_sip_is_open_where_no_copy_reads_it() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("is TLS"));
 }
 
+/// Issue 14: a preset names its usual log sources; `check` lists them and
+/// warns about a file that is not there yet (followed once it appears).
+#[test]
+fn check_lists_the_presets_sources_and_warns_about_missing_files() {
+    let p = "preset = \"freepbx\"\n[interfaces]\neth0 = \"internet\"\n[[source]]\nformat = \"asterisk\"\npath = \"/var/log/asterisk/full\"\nenabled = false\n[[source]]\nformat = \"sshd\"\npath = \"/nonexistent/voipwall-test/auth.log\"\n";
+    let out = run(p, &["--json", "check"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let paths: Vec<&str> = v["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["path"].as_str())
+        .collect();
+    assert!(paths.contains(&"/var/log/asterisk/security"), "{paths:?}");
+    assert!(
+        !paths.contains(&"/var/log/asterisk/full"),
+        "enabled = false kept it: {paths:?}"
+    );
+    assert!(
+        paths.contains(&"/nonexistent/voipwall-test/auth.log"),
+        "{paths:?}"
+    );
+    assert!(
+        v["missing_sources"]
+            .to_string()
+            .contains("/nonexistent/voipwall-test/auth.log"),
+        "{v}"
+    );
+    let human = run(p, &["check"]);
+    assert!(
+        String::from_utf8_lossy(&human.stderr)
+            .contains("warning: source sshd /nonexistent/voipwall-test/auth.log"),
+        "{}",
+        String::from_utf8_lossy(&human.stderr)
+    );
+}
+
 #[test]
 fn check_json_lists_every_diagnostic() {
     let bad = run(BAD, &["--json", "check"]);

@@ -1218,17 +1218,18 @@ for _ in range(20): s.sendto(p,('{PBX4}',9060))\n"
 /// kamailio.cfg logs (run here as shipped, with WITH_ANTIFLOOD): a flood
 /// is banned from the pike lines and a run of malformed requests from the
 /// sanity check's lines, with detection fed by the log alone (no packet
-/// copies). Before, the format matched only a voipwall-specific xlog line
-/// and a stock log gave 0 events.
+/// copies), named by a `[[source]]` of the policy (no --log flag). Before,
+/// the format matched only a voipwall-specific xlog line and a stock log
+/// gave 0 events.
 #[test]
 fn a_stock_kamailio_log_alone_bans_floods_and_malformed_requests() {
     let mut lab = Lab::new();
     lab.start_stock_kamailio(&["WITH_ANTIFLOOD"]);
-    let log = format!("kamailio:{}", lab.dir.join("kamailio.log").display());
-    lab.start_daemon_args(
-        "[interfaces]\nv0 = \"internet\"\n\n[zones.internet]\nservices = [\"sip\"]\n\n[sip]\nnflog_group = false\n",
-        &["--log", &log],
-    );
+    // The log source is in the policy (issue 14): no --log flag.
+    lab.start_daemon_with(&format!(
+        "[interfaces]\nv0 = \"internet\"\n\n[zones.internet]\nservices = [\"sip\"]\n\n[sip]\nnflog_group = false\n\n[[source]]\nformat = \"kamailio\"\npath = \"{}\"\n",
+        lab.dir.join("kamailio.log").display()
+    ));
     let send = |src: &str, count: u32, cseq: &str| {
         let script = format!(
             "import socket,time\n\

@@ -542,13 +542,43 @@ pub fn run(cli: &Paths, a: &DaemonArgs) -> anyhow::Result<()> {
             .find(|f| f.id == fmt)
             .ok_or_else(|| Invalid(format!("error: {what}: unknown format `{fmt}`")))?)
     };
+    // Files: the policy's sources (its [[source]] entries and its
+    // preset's), then --log flags; the same file and format once.
+    let mut files: Vec<(String, String, String)> = Vec::new();
+    let mut journals: Vec<(String, Option<String>, String)> = Vec::new();
+    for s in &d.policy.sources {
+        let what = format!("source {} ({})", s.format, s.origin);
+        if let Some(p) = &s.path {
+            files.push((s.format.clone(), p.clone(), what));
+        } else if let Some(u) = &s.journal {
+            journals.push((
+                s.format.clone(),
+                Some(u.clone()).filter(|u| !u.is_empty()),
+                what,
+            ));
+        }
+    }
     for spec in &a.logs {
         let (fmt, path) = spec
             .split_once(':')
             .ok_or_else(|| Invalid(format!("error: --log {spec}: expected FORMAT:PATH")))?;
+        files.push((fmt.to_string(), path.to_string(), format!("--log {spec}")));
+    }
+    for spec in &a.journals {
+        let (fmt, unit) = match spec.split_once(':') {
+            Some((f, u)) => (f, Some(u.to_string())),
+            None => (spec.as_str(), None),
+        };
+        journals.push((fmt.to_string(), unit, format!("--journal {spec}")));
+    }
+    files.sort_by(|x, y| (&x.0, &x.1).cmp(&(&y.0, &y.1)));
+    files.dedup_by(|x, y| x.0 == y.0 && x.1 == y.1);
+    journals.sort_by(|x, y| (&x.0, &x.1).cmp(&(&y.0, &y.1)));
+    journals.dedup_by(|x, y| x.0 == y.0 && x.1 == y.1);
+    for (fmt, path, what) in files {
         let spec = tail::TailSpec {
-            path: PathBuf::from(path),
-            format: pick_format(fmt, &format!("--log {spec}"))?,
+            path: PathBuf::from(&path),
+            format: pick_format(&fmt, &what)?,
             from_start: a.from_start,
         };
         let (tx, waker, stop) = (tx.clone(), waker.clone(), stop.clone());
@@ -558,12 +588,8 @@ pub fn run(cli: &Paths, a: &DaemonArgs) -> anyhow::Result<()> {
                 .spawn(move || tail::follow(spec, tx, waker, stop))?,
         );
     }
-    for spec in &a.journals {
-        let (fmt, unit) = match spec.split_once(':') {
-            Some((f, u)) => (f, Some(u.to_string())),
-            None => (spec.as_str(), None),
-        };
-        let format = pick_format(fmt, &format!("--journal {spec}"))?;
+    for (fmt, unit, what) in journals {
+        let format = pick_format(&fmt, &what)?;
         let (tx, waker, stop) = (tx.clone(), waker.clone(), stop.clone());
         tailers.push(
             std::thread::Builder::new()
@@ -594,6 +620,7 @@ pub fn run(cli: &Paths, a: &DaemonArgs) -> anyhow::Result<()> {
     d.notify_state("READY=1\n");
     d.run_loop(nflog, &wake_rx, &rx);
     stop.store(true, Ordering::Relaxed);
+    tail::stop_journals();
     let (done, wait) = mpsc::channel();
     let _ = d.writer.send(StoreOp::Flush(done));
     let _ = wait.recv_timeout(std::time::Duration::from_secs(10));

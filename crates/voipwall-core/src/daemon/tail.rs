@@ -158,6 +158,21 @@ fn local_utc_offset() -> i64 {
 /// new entries; `unit` narrows it to one service), parsing each line with
 /// `format`. Ends when journalctl does or `stop` is set. Not exercised by the
 /// test suite: the lab machines have no journald.
+/// The journalctl processes journal sources run, stopped with the daemon
+/// (they would otherwise wait for the next journal line to notice).
+static JOURNAL_CHILDREN: std::sync::Mutex<Vec<std::process::Child>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Stops every journalctl a journal source started.
+pub fn stop_journals() {
+    if let Ok(mut v) = JOURNAL_CHILDREN.lock() {
+        for mut c in v.drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 pub fn follow_journal(
     unit: Option<String>,
     format: Format,
@@ -185,6 +200,9 @@ pub fn follow_journal(
     let Some(out) = child.stdout.take() else {
         return;
     };
+    if let Ok(mut v) = JOURNAL_CHILDREN.lock() {
+        v.push(child);
+    }
     let origin: Arc<str> = Arc::from(format!("journal:{}", format.id));
     let ctx = Context {
         year: super::now_ms_civil_year(),
@@ -204,6 +222,4 @@ pub fn follow_journal(
         }
         waker.wake();
     }
-    let _ = child.kill();
-    let _ = child.wait();
 }

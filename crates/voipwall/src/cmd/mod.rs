@@ -125,6 +125,7 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
         Cmd::Events { follow, limit } => crate::client::events(g, *follow, *limit),
         Cmd::Reload => crate::client::reload(g),
         Cmd::Catalog => catalog(g),
+        Cmd::Assets { dir } => crate::assets::write(dir),
         Cmd::Replay(a) => crate::replay::replay(g, a),
         Cmd::Daemon(a) => crate::daemon::run(
             &crate::daemon::Paths {

@@ -26,6 +26,22 @@ pub(super) fn check(cli: &Globals, kernel: bool) -> anyhow::Result<()> {
                     eprintln!("warning: {w}");
                 }
             }
+            // Log sources: a file not there yet is followed once it appears,
+            // so it is a warning, not an error.
+            let missing: Vec<String> = l
+                .policy
+                .sources
+                .iter()
+                .filter_map(|s| {
+                    let p = s.path.as_deref()?;
+                    (!std::path::Path::new(p).exists()).then(|| {
+                        format!(
+                            "source {} {p} ({}): no such file yet; the daemon follows it once it appears",
+                            s.format, s.origin
+                        )
+                    })
+                })
+                .collect();
             if cli.json {
                 let warnings: Vec<_> = l
                     .warnings
@@ -33,7 +49,8 @@ pub(super) fn check(cli: &Globals, kernel: bool) -> anyhow::Result<()> {
                     .map(|d| json!({"severity": d.severity, "location": d.location(&l.sources), "message": d.message, "label": d.label, "help": d.help}))
                     .collect();
                 out(
-                    &json!({"ok": true, "diagnostics": warnings, "discovery": l.discovery, "notes": rs.notes})
+                    &json!({"ok": true, "diagnostics": warnings, "discovery": l.discovery, "notes": rs.notes,
+                            "sources": l.policy.sources, "missing_sources": missing})
                         .to_string(),
                 )
             } else {
@@ -44,6 +61,9 @@ pub(super) fn check(cli: &Globals, kernel: bool) -> anyhow::Result<()> {
                 // expired list entries, carved-out port ranges.
                 for n in &rs.notes {
                     out(&format!("note: {n}"))?;
+                }
+                for m in &missing {
+                    eprintln!("warning: {m}");
                 }
                 let grants: usize = l.policy.grants.values().map(Vec::len).sum();
                 out(&format!(
