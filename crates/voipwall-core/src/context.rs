@@ -137,6 +137,16 @@ pub fn load_policy(
     extra_catalog: &[PathBuf],
     facts: &HostFacts,
 ) -> anyhow::Result<Loaded> {
+    if !path.exists() {
+        // A fresh install: say what to do, not just what is missing.
+        return Err(Invalid(format!(
+            "error: no policy at {p}: `voipwall init` writes one from this host that keeps \
+             your SSH session (a commented example: /etc/voipwall/voipwall.toml.example); \
+             then `voipwall check` and `voipwall apply --confirm 2m`",
+            p = path.display()
+        ))
+        .into());
+    }
     let (catalog, _) = catalog(extra_catalog)?;
     let main = path.display().to_string();
     let mut read = |p: &str| read_policy_file(Path::new(p));
