@@ -678,7 +678,8 @@ fn the_control_socket_cannot_be_used_to_lock_the_operator_out_or_grow_the_daemon
 /// Issue 14: under systemd (Type=notify, WatchdogSec=) the daemon says
 /// READY only once the ruleset is in the kernel, pings the watchdog from
 /// the packet loop (so a stalled loop stops the pings and systemd restarts
-/// it), brackets a reload with RELOADING and READY, and reports STATUS. A
+/// it), brackets a reload with RELOADING and READY, reports STATUS, and
+/// writes log lines with journald priorities when stderr is the journal. A
 /// fake NOTIFY_SOCKET listener stands in for systemd.
 #[test]
 fn systemd_hears_ready_after_the_ruleset_and_watchdog_pings_stop_when_the_loop_stalls() {
@@ -690,10 +691,20 @@ fn systemd_hears_ready_after_the_ruleset_and_watchdog_pings_stop_when_the_loop_s
     listener
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
+    // stderr is the daemon's log file; JOURNAL_STREAM names it as systemd
+    // names the journal's stream, so lines carry syslog priorities.
+    let errlog = ns.dir.join("daemon.log");
+    std::fs::write(&errlog, "").unwrap();
+    let meta = std::fs::metadata(&errlog).unwrap();
+    let stream = {
+        use std::os::unix::fs::MetadataExt as _;
+        format!("{}:{}", meta.dev(), meta.ino())
+    };
     ns.env = vec![
         ("NOTIFY_SOCKET".into(), sock.display().to_string()),
         ("WATCHDOG_USEC".into(), "1000000".into()),
         ("VOIPWALL_TEST_HOOKS".into(), "1".into()),
+        ("JOURNAL_STREAM".into(), stream),
     ];
     let table_exists = |ns: &Ns| {
         Command::new("ip")
@@ -807,5 +818,18 @@ fn systemd_hears_ready_after_the_ruleset_and_watchdog_pings_stop_when_the_loop_s
     assert!(
         after.iter().any(|m| m.contains("MONOTONIC_USEC=")),
         "{after:?}"
+    );
+    // journald priorities: every line starts with one, info is <6>.
+    let log = ns.log();
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("<6>") && l.contains("voipwall daemon started")),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .filter(|l| !l.is_empty())
+            .all(|l| l.starts_with('<')),
+        "{log}"
     );
 }
