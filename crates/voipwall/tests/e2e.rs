@@ -235,6 +235,23 @@ impl Lab {
         self.dir.join("control.sock")
     }
 
+    /// A password guesser from `src` was stopped at the threshold: banned
+    /// for auth-bruteforce, and at most 5 of its wrong passwords reached
+    /// kamailio (at least one: it did guess).
+    fn assert_stopped_at_threshold(&self, bans: &[(String, String)], src: &str, report: &str) {
+        let target = format!("{src}/{}", if src.contains(':') { 128 } else { 32 });
+        assert!(
+            bans.iter()
+                .any(|(t, r)| *t == target && r == "auth-bruteforce"),
+            "{src} not banned for auth-bruteforce\n{report}"
+        );
+        let reached = self.kamailio_events("auth-failed", src);
+        assert!(
+            (1..=5).contains(&reached),
+            "{src}: {reached} wrong passwords reached kamailio (threshold 5)\n{report}"
+        );
+    }
+
     fn start_daemon(&mut self) {
         self.start_daemon_with(
             "[interfaces]\nv0 = \"internet\"\n\n[zones.internet]\nservices = [\"sip\"]\n\n[sip]\nnflog_group = 7\n",
@@ -894,17 +911,7 @@ fn shaped_password_guessing_is_banned_like_plain_guessing() {
     let bans = lab.bans();
     let report = format!("bans {bans:?}\nanswered {answered:?}\n{}", lab.daemon_log());
     for (shape, src) in shapes {
-        let target = format!("{src}/32");
-        assert!(
-            bans.iter()
-                .any(|(t, r)| *t == target && r == "auth-bruteforce"),
-            "{shape}: {src} not banned for auth-bruteforce\n{report}"
-        );
-        let reached = lab.kamailio_events("auth-failed", src);
-        assert!(
-            (1..=5).contains(&reached),
-            "{shape}: {reached} wrong passwords reached kamailio (threshold 5)\n{report}"
-        );
+        lab.assert_stopped_at_threshold(&bans, src, &format!("shape {shape}\n{report}"));
     }
     eprintln!("wrong passwords answered by kamailio per shape (of 20 tried): {answered:?}");
     for l in lab.daemon_log().lines().filter(|l| l.contains("→ ban")) {
@@ -972,17 +979,7 @@ fn password_guessing_over_tcp_is_banned_at_the_threshold() {
         lab.daemon_log()
     );
     for src in ["203.0.113.71", "203.0.113.72", "203.0.113.73"] {
-        let target = format!("{src}/32");
-        assert!(
-            bans.iter()
-                .any(|(t, r)| *t == target && r == "auth-bruteforce"),
-            "{src} not banned for auth-bruteforce\n{report}"
-        );
-        let reached = lab.kamailio_events("auth-failed", src);
-        assert!(
-            (1..=5).contains(&reached),
-            "{src}: {reached} wrong passwords reached kamailio (threshold 5)\n{report}"
-        );
+        lab.assert_stopped_at_threshold(&bans, src, &report);
     }
     // The byte-by-byte guesser really was split: one segment per byte of
     // its REGISTERs (about 400 bytes each), not one per message.
@@ -1050,11 +1047,13 @@ fn the_tcp_flow_table_stays_bounded_under_half_open_connections() {
         .output()
         .expect("tcp_guess.py");
     std::thread::sleep(Duration::from_millis(300));
-    let reached = lab.kamailio_events("auth-failed", "203.0.113.71");
-    assert!(
-        (1..=5).contains(&reached),
-        "{reached} wrong passwords reached kamailio; guesser says {}\n{report}",
-        String::from_utf8_lossy(&out.stdout)
+    lab.assert_stopped_at_threshold(
+        &lab.bans(),
+        "203.0.113.71",
+        &format!(
+            "guesser says {}\n{report}",
+            String::from_utf8_lossy(&out.stdout)
+        ),
     );
     eprintln!("{report}");
 }
@@ -1175,16 +1174,7 @@ for _ in range(20): s.sendto(p,('{PBX4}',9060))\n"
             .collect::<Vec<_>>()
             .join("\n")
     );
-    assert!(
-        bans.iter()
-            .any(|(t, r)| t == "203.0.113.74/32" && r == "auth-bruteforce"),
-        "the TLS guesser is not banned\n{report}"
-    );
-    let reached = lab.kamailio_events("auth-failed", "203.0.113.74");
-    assert!(
-        (1..=5).contains(&reached),
-        "{reached} wrong passwords reached kamailio\n{report}"
-    );
+    lab.assert_stopped_at_threshold(&bans, "203.0.113.74", &format!("over TLS\n{report}"));
     assert!(
         bans.iter()
             .any(|(t, r)| t == "203.0.113.70/32" && r == "auth-bruteforce"),
