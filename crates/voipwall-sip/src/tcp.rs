@@ -103,6 +103,8 @@ pub struct TcpStats {
     /// Bytes skipped because they did not start a SIP message (a stream
     /// picked up in the middle, or not SIP).
     pub skipped_bytes: u64,
+    /// Message parses attempted (a few per message, however it is cut).
+    pub parses: u64,
 }
 
 /// A piece of a stream handed to the caller.
@@ -132,7 +134,33 @@ struct Flow {
     synced: bool,
     /// Garbage already reported since the last message.
     garbage_told: bool,
+    /// The message at the front: bytes of it already searched for the
+    /// blank line that ends its head, whether its first line was judged,
+    /// and its whole length once its head is read (0: not yet). Each new
+    /// segment is scanned once, so a message sent a byte at a time costs
+    /// a few parses, not one per byte.
+    scanned: usize,
+    first_judged: bool,
+    need: usize,
     last_ms: u64,
+}
+
+impl Flow {
+    /// The message at the front changed: start judging it afresh.
+    fn next_message(&mut self) {
+        self.scanned = 0;
+        self.first_judged = false;
+        self.need = 0;
+    }
+}
+
+/// Whether `m[from..]`, looked at with a 2-byte overlap, holds the blank
+/// line that ends a head (`\n\n` or `\n\r\n`).
+fn blank_line_after(m: &[u8], from: usize) -> bool {
+    let w = &m[from.saturating_sub(2).min(m.len())..];
+    w.windows(2).enumerate().any(|(i, p)| {
+        p[0] == b'\n' && (p[1] == b'\n' || (p[1] == b'\r' && w.get(i + 2) == Some(&b'\n')))
+    })
 }
 
 impl Flow {
@@ -360,6 +388,22 @@ fn deliver(
             pos += lead;
             break;
         }
+        // Parse only when it can tell something new: the body it waits for
+        // is here; the head's blank line arrived; the first line ended and
+        // was not judged yet (garbage is skipped promptly); the head is
+        // past what any PBX reads (the parse says so).
+        let ready = if flow.need > 0 {
+            m.len() >= flow.need || flow.need > limits.flow_bytes
+        } else {
+            blank_line_after(m, flow.scanned)
+                || m.len() >= MAX_HEAD
+                || (!flow.first_judged && m.contains(&b'\n'))
+        };
+        if !ready {
+            flow.scanned = m.len();
+            break;
+        }
+        stats.parses += 1;
         match Message::parse(m) {
             Ok(msg) => {
                 let body = msg.content_len().unwrap_or(0);
@@ -369,6 +413,7 @@ fn deliver(
                     stats.messages += 1;
                     flow.synced = true;
                     flow.garbage_told = false;
+                    flow.next_message();
                     pos += lead + total;
                     continue;
                 }
@@ -381,10 +426,18 @@ fn deliver(
                     flow.skip = total - m.len();
                     pos += lead + m.len();
                     flow.garbage_told = false;
+                    flow.next_message();
+                } else {
+                    flow.need = total;
                 }
                 break;
             }
-            Err(SipError::Truncated) => break,
+            Err(SipError::Truncated) => {
+                // The first line is a start line; the head goes on.
+                flow.first_judged = true;
+                flow.scanned = m.len();
+                break;
+            }
             Err(_) => {
                 // Not the start of a message: skip to the next line and
                 // look again (a stream picked up mid-message finds the
@@ -399,7 +452,9 @@ fn deliver(
                 }
                 stats.skipped_bytes += (lead + line) as u64;
                 pos += lead + line;
-                if line == m.len() && m.last() != Some(&b'\n') {
+                let partial = line == m.len() && m.last() != Some(&b'\n');
+                flow.next_message();
+                if partial {
                     break;
                 }
             }
@@ -462,6 +517,25 @@ mod tests {
         segs.insert(70, again);
         assert_eq!(run(&mut r, &segs), vec![a, b]);
         assert_eq!(r.stats().flows, 1);
+    }
+
+    /// A head sent one byte per segment is parsed a few times, not once
+    /// per byte (which would make a 60 KB head cost gigabytes of scanning).
+    #[test]
+    fn a_message_cut_into_bytes_is_parsed_a_few_times() {
+        let pad = "X-Pad: a\r\n".repeat(6000);
+        let m = format!(
+            "REGISTER sip:pbx SIP/2.0\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\n{pad}Content-Length: 4\r\n\r\nbody"
+        );
+        let mut r = Reassembler::new(TcpLimits::default(), 7);
+        let mut got = 0;
+        for (i, b) in m.as_bytes().chunks(1).enumerate() {
+            r.segment(0, key(1), 1 + i as u32, 0, b, &mut |p| {
+                got += usize::from(matches!(p, Piece::Message(_)))
+            });
+        }
+        assert_eq!(got, 1);
+        assert!(r.stats().parses <= 4, "{:?}", r.stats());
     }
 
     #[test]
