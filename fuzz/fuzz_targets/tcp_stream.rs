@@ -16,6 +16,8 @@ fuzz_target!(|data: &[u8]| {
         max_syns: 4,
     };
     let mut r = Reassembler::new(limits, 1);
+    // Flows from ports 3 to 5 are SIP over WebSocket.
+    r.set_websocket_ports(vec![(3, 5)]);
     let mut rest = data;
     let mut now = 0u64;
     // Each segment: port (1 byte), seq (2), flags (1), length (1), payload.

@@ -174,6 +174,12 @@ impl Capture {
         }
     }
 
+    /// Port ranges (inclusive) where SIP travels over plain WebSocket, for
+    /// TCP flows created from now on.
+    pub fn set_websocket_ports(&mut self, ports: Vec<(u16, u16)>) {
+        self.tcp.set_websocket_ports(ports);
+    }
+
     /// Forgets idle TCP flows.
     pub fn expire(&mut self, now_ms: u64) {
         self.tcp.expire(now_ms);

@@ -935,10 +935,10 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
     for (port, service, transport) in unread {
         notes.push(format!(
             "SIP on {port} ({service}) is {}: packet copies cannot read it; detection there needs HEP or the PBX's log",
-            match transport {
-                voipwall_policy::SipTransport::Tls => "TLS",
-                voipwall_policy::SipTransport::Wss => "secure WebSocket",
-                _ => "WebSocket",
+            if transport == voipwall_policy::SipTransport::Tls {
+                "TLS"
+            } else {
+                "secure WebSocket"
             }
         ));
     }

@@ -341,7 +341,8 @@ pub enum SipTransport {
     /// SIP text in UDP datagrams or a TCP stream: read from packet copies.
     #[default]
     Plain,
-    /// SIP over plain WebSocket (RFC 7118): not read from packets yet.
+    /// SIP over plain WebSocket (RFC 7118): read from packet copies
+    /// (the HTTP upgrade, then frames).
     Ws,
     /// SIP over TLS: encrypted; detection needs HEP or a PBX log.
     Tls,
@@ -715,12 +716,18 @@ impl Policy {
         self.sip_ports_where(|_| true)
     }
 
-    /// The SIP ports whose packets voipwall can read (transport `plain`).
+    /// The SIP ports whose packets voipwall can read (transports `plain`
+    /// and `ws`).
     pub fn sip_readable_ports(&self) -> Vec<PortSpec> {
-        self.sip_ports_where(|t| t == SipTransport::Plain)
+        self.sip_ports_where(|t| matches!(t, SipTransport::Plain | SipTransport::Ws))
     }
 
-    /// Granted SIP ports that packet copies cannot read (TLS, WebSocket),
+    /// The SIP ports where SIP travels over plain WebSocket.
+    pub fn sip_websocket_ports(&self) -> Vec<PortSpec> {
+        self.sip_ports_where(|t| t == SipTransport::Ws)
+    }
+
+    /// Granted SIP ports that packet copies cannot read (TLS, secure WebSocket),
     /// each with its service and transport: detection sees them only
     /// through HEP or a PBX log.
     pub fn sip_unreadable_ports(&self) -> Vec<(PortSpec, &str, SipTransport)> {
@@ -731,7 +738,7 @@ impl Policy {
                     .iter()
                     .map(move |p| (*p, s.name.as_str(), s.transport_of(p)))
             })
-            .filter(|(_, _, t)| *t != SipTransport::Plain)
+            .filter(|(_, _, t)| matches!(t, SipTransport::Tls | SipTransport::Wss))
             .collect();
         out.sort_by_key(|(p, n, _)| (*p, n.to_string()));
         out.dedup_by(|a, b| a.0 == b.0);

@@ -24,6 +24,7 @@ mod message;
 pub mod pcap;
 mod peel;
 pub mod tcp;
+pub mod ws;
 
 pub use frame::frame;
 pub use message::{MAX_HEAD, Message, StartLine, addr_user, trim, uri_user};

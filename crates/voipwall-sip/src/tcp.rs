@@ -21,7 +21,20 @@ use std::net::IpAddr;
 use foldhash::fast::FixedState;
 use hashlink::LruCache;
 
+use crate::ws;
 use crate::{MAX_HEAD, Message, SipError};
+
+/// How a flow's bytes carry SIP.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// SIP text, framed by Content-Length.
+    #[default]
+    Sip,
+    /// SIP over WebSocket, before the HTTP upgrade's blank line.
+    WsHandshake,
+    /// SIP over WebSocket: frames.
+    WsFrames,
+}
 
 /// TCP FIN flag.
 pub const FIN: u8 = 0x01;
@@ -142,6 +155,10 @@ struct Flow {
     scanned: usize,
     first_judged: bool,
     need: usize,
+    /// SIP text or WebSocket.
+    framing: Framing,
+    /// A WebSocket message being assembled from its frames, unmasked.
+    msg: Vec<u8>,
     last_ms: u64,
 }
 
@@ -165,7 +182,7 @@ fn blank_line_after(m: &[u8], from: usize) -> bool {
 
 impl Flow {
     fn held(&self) -> usize {
-        self.buf.len() + self.ooo_bytes
+        self.buf.len() + self.ooo_bytes + self.msg.len()
     }
 }
 
@@ -177,6 +194,8 @@ pub struct Reassembler {
     limits: TcpLimits,
     held: usize,
     stats: TcpStats,
+    /// Port ranges where SIP travels over WebSocket (either end).
+    ws_ports: Vec<(u16, u16)>,
 }
 
 impl std::fmt::Debug for Reassembler {
@@ -202,7 +221,16 @@ impl Reassembler {
             limits,
             held: 0,
             stats: TcpStats::default(),
+            ws_ports: Vec::new(),
         }
+    }
+
+    /// Port ranges (inclusive) where SIP travels over plain WebSocket
+    /// (RFC 7118): flows to or from them are read as an HTTP upgrade, then
+    /// frames, each SIP message one WebSocket message. Applies to flows
+    /// created after the call.
+    pub fn set_websocket_ports(&mut self, ports: Vec<(u16, u16)>) {
+        self.ws_ports = ports;
     }
 
     /// Counters, with the current flow count and bytes held.
@@ -262,11 +290,26 @@ impl Reassembler {
             if first.is_none() {
                 self.stats.without_syn += 1;
             }
+            let ws = self
+                .ws_ports
+                .iter()
+                .any(|&(lo, hi)| (lo..=hi).contains(&key.dport) || (lo..=hi).contains(&key.sport));
+            // A WebSocket flow seen from its start begins with the HTTP
+            // upgrade; one picked up later is assumed to be at a frame.
+            let framing = match (
+                ws,
+                first.is_some() || payload.starts_with(b"GET ") || payload.starts_with(b"HTTP/"),
+            ) {
+                (false, _) => Framing::Sip,
+                (true, true) => Framing::WsHandshake,
+                (true, false) => Framing::WsFrames,
+            };
             self.flows.insert(
                 key,
                 Flow {
                     next: first.unwrap_or(start),
                     synced: first.is_some(),
+                    framing,
                     ..Flow::default()
                 },
             );
@@ -278,7 +321,11 @@ impl Reassembler {
         flow.last_ms = now_ms;
         let before = flow.held();
         accept(flow, &self.limits, &mut self.stats, start, payload);
-        deliver(flow, &self.limits, &mut self.stats, out);
+        if flow.framing == Framing::Sip {
+            deliver(flow, &self.limits, &mut self.stats, out);
+        } else {
+            deliver_ws(flow, &self.limits, &mut self.stats, out);
+        }
         let after = flow.held();
         self.held = self.held + after - before;
         if flags & FIN != 0 {
@@ -466,6 +513,85 @@ fn deliver(
     }
 }
 
+/// The WebSocket side of [`deliver`]: skip the HTTP upgrade, then take
+/// whole frames, unmask data frames into the flow's message and hand the
+/// message out at its last frame. A frame or message longer than the flow
+/// may hold is skipped (counted); bytes that are not a frame put the flow
+/// out of step: they are dropped (counted) and the flow waits for its end.
+fn deliver_ws(
+    flow: &mut Flow,
+    limits: &TcpLimits,
+    stats: &mut TcpStats,
+    out: &mut dyn FnMut(Piece<'_>),
+) {
+    loop {
+        if flow.framing == Framing::WsHandshake {
+            let Some(end) = flow.buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                if flow.buf.len() > MAX_HEAD {
+                    stats.skipped_bytes += flow.buf.len() as u64;
+                    flow.buf.clear();
+                    flow.framing = Framing::WsFrames;
+                }
+                return;
+            };
+            flow.buf.drain(..end + 4);
+            flow.framing = Framing::WsFrames;
+            continue;
+        }
+        let f = match ws::frame(&flow.buf) {
+            Ok(Some(f)) => f,
+            Ok(None) => return,
+            Err(_) => {
+                if flow.synced && !flow.garbage_told {
+                    out(Piece::Garbage);
+                    flow.garbage_told = true;
+                }
+                stats.skipped_bytes += flow.buf.len() as u64;
+                flow.buf.clear();
+                flow.msg.clear();
+                return;
+            }
+        };
+        let total = (f.header as u64).saturating_add(f.len);
+        if f.len > limits.flow_bytes as u64 {
+            // Never held whole: skip it (and the message it belongs to).
+            stats.oversize += 1;
+            let here = flow.buf.len() as u64;
+            flow.skip = usize::try_from(total.saturating_sub(here)).unwrap_or(usize::MAX);
+            let take = usize::try_from(total.min(here)).unwrap_or(flow.buf.len());
+            flow.buf.drain(..take);
+            flow.msg.clear();
+            continue;
+        }
+        let Ok(total) = usize::try_from(total) else {
+            return;
+        };
+        if flow.buf.len() < total {
+            return;
+        }
+        if f.is_data() {
+            if f.opcode != 0 {
+                flow.msg.clear();
+            }
+            ws::unmask_into(&mut flow.msg, &flow.buf[f.header..total], f.mask, 0);
+            if flow.msg.len() > limits.flow_bytes {
+                stats.oversize += 1;
+                flow.msg.clear();
+            } else if f.fin {
+                out(Piece::Message(&flow.msg));
+                stats.messages += 1;
+                flow.synced = true;
+                flow.garbage_told = false;
+                flow.msg.clear();
+            }
+            if flow.msg.is_empty() && flow.msg.capacity() > 8192 {
+                flow.msg = Vec::new();
+            }
+        }
+        flow.buf.drain(..total);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -517,6 +643,65 @@ mod tests {
         segs.insert(70, again);
         assert_eq!(run(&mut r, &segs), vec![a, b]);
         assert_eq!(r.stats().flows, 1);
+    }
+
+    /// SIP over WebSocket: the HTTP upgrade is skipped, a message split in
+    /// a text frame and a continuation (a ping between them), masked and
+    /// cut into 7-byte segments, comes out whole; so does the server's
+    /// unmasked answer on the other direction.
+    #[test]
+    fn websocket_frames_carry_whole_messages() {
+        let mut r = Reassembler::new(TcpLimits::default(), 7);
+        r.set_websocket_ports(vec![(5066, 5066)]);
+        let ws_key = |sport, dport| FlowKey {
+            src: "203.0.113.7".parse().unwrap(),
+            sport,
+            dst: "198.51.100.1".parse().unwrap(),
+            dport,
+        };
+        let m = msg(1, "");
+        let (a, b) = m.split_at(50);
+        let k = Some([0x11, 0x22, 0x33, 0x44]);
+        let mut stream = b"GET / HTTP/1.1\r\nHost: pbx\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Protocol: sip\r\n\r\n".to_vec();
+        stream.extend(ws::encode(1, false, k, a));
+        stream.extend(ws::encode(9, true, k, b"ping"));
+        stream.extend(ws::encode(0, true, k, b));
+        let mut got = Vec::new();
+        r.segment(0, ws_key(40000, 5066), 99, SYN, &[], &mut |_| {});
+        for (i, c) in stream.chunks(7).enumerate() {
+            r.segment(0, ws_key(40000, 5066), 100 + 7 * i as u32, 0, c, &mut |p| {
+                if let Piece::Message(x) = p {
+                    got.push(x.to_vec());
+                }
+            });
+        }
+        assert_eq!(got, vec![m.clone()]);
+        // The answer, unmasked, picked up mid-stream at a frame.
+        let resp = b"SIP/2.0 401 Unauthorized\r\nCall-ID: c1\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n";
+        let mut back = Vec::new();
+        r.segment(
+            0,
+            ws_key(5066, 40000),
+            500,
+            0,
+            &ws::encode(1, true, None, resp),
+            &mut |p| {
+                if let Piece::Message(x) = p {
+                    back.push(x.to_vec());
+                }
+            },
+        );
+        assert_eq!(back, vec![resp.to_vec()]);
+        // Not a frame: dropped and counted, no panic.
+        r.segment(
+            0,
+            ws_key(40000, 5066),
+            100 + stream.len() as u32,
+            0,
+            b"\x83\x00junk",
+            &mut |_| {},
+        );
+        assert!(r.stats().skipped_bytes >= 6);
     }
 
     /// A head sent one byte per segment is parsed a few times, not once

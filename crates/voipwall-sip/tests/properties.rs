@@ -116,6 +116,13 @@ mod tcp {
         }
     }
 
+    fn key_ws() -> FlowKey {
+        FlowKey {
+            sport: 40001,
+            ..key()
+        }
+    }
+
     fn message(i: usize, body: usize, crlf: bool) -> Vec<u8> {
         let lead = if crlf { "\r\n\r\n" } else { "" };
         format!(
@@ -176,6 +183,56 @@ mod tcp {
                 m[s..].to_vec()
             }).collect();
             prop_assert_eq!(got, want);
+            prop_assert_eq!(r.stats().bytes, 0);
+        }
+
+        /// SIP over WebSocket: messages cut into frames at random points
+        /// (continuations, pings between, masked or not) and the stream cut
+        /// into random segments come out whole, in order.
+        #[test]
+        fn any_websocket_framing_yields_the_messages(
+            bodies in prop::collection::vec((0usize..200, any::<bool>()), 1..6),
+            frame_cuts in prop::collection::vec(1usize..120, 1..10),
+            seg_cuts in prop::collection::vec(1usize..90, 1..20),
+            pings in prop::collection::vec(any::<bool>(), 1..10),
+            key in proptest::option::of(any::<[u8; 4]>()),
+        ) {
+            use voipwall_sip::ws;
+            let msgs: Vec<Vec<u8>> = bodies.iter().enumerate().map(|(i, &(b, _))| message(i, b, false)).collect();
+            let mut stream = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n".to_vec();
+            let mut k = 0;
+            for m in &msgs {
+                let mut at = 0;
+                let mut first = true;
+                while at < m.len() {
+                    let n = frame_cuts[k % frame_cuts.len()].min(m.len() - at);
+                    let fin = at + n == m.len();
+                    stream.extend(ws::encode(if first { 1 } else { 0 }, fin, key, &m[at..at + n]));
+                    if pings[k % pings.len()] && !fin {
+                        stream.extend(ws::encode(9, true, key, b"p"));
+                    }
+                    first = false;
+                    at += n;
+                    k += 1;
+                }
+            }
+            let mut r = Reassembler::new(TcpLimits::default(), 1);
+            r.set_websocket_ports(vec![(5066, 5066)]);
+            let wkey = FlowKey { dport: 5066, ..key_ws() };
+            r.segment(0, wkey, 99, voipwall_sip::tcp::SYN, &[], &mut |_| {});
+            let mut got = Vec::new();
+            let (mut at, mut i) = (0usize, 0usize);
+            while at < stream.len() {
+                let n = seg_cuts[i % seg_cuts.len()].min(stream.len() - at);
+                r.segment(0, wkey, 100 + at as u32, 0, &stream[at..at + n], &mut |p| {
+                    if let Piece::Message(m) = p {
+                        got.push(m.to_vec());
+                    }
+                });
+                at += n;
+                i += 1;
+            }
+            prop_assert_eq!(got, msgs);
             prop_assert_eq!(r.stats().bytes, 0);
         }
 

@@ -102,6 +102,7 @@ impl Lab {
                     "203.0.113.72/24",
                     "203.0.113.73/24",
                     "203.0.113.74/24",
+                    "203.0.113.75/24",
                 ],
             ),
             (
@@ -1056,6 +1057,62 @@ fn the_tcp_flow_table_stays_bounded_under_half_open_connections() {
         ),
     );
     eprintln!("{report}");
+}
+
+/// Issue 13: SIP over plain WebSocket (RFC 7118) is read from packet
+/// copies: the HTTP upgrade, then masked frames, reassembled from 20-byte
+/// TCP segments. kamailio's websocket module terminates it; a guesser there
+/// is stopped at the threshold like one over UDP.
+#[test]
+fn password_guessing_over_websocket_is_banned_at_the_threshold() {
+    let mut lab = Lab::new();
+    lab.start_kamailio_with(
+        r#"listen=tcp:LAB_V4:5066
+tcp_accept_no_cl=yes
+loadmodule "xhttp.so"
+loadmodule "websocket.so"
+event_route[xhttp:request] {
+    if ($hdr(Upgrade) =~ "websocket" && $hdr(Connection) =~ "Upgrade" && $rm =~ "GET") {
+        if (ws_handle_handshake()) {
+            exit;
+        }
+    }
+    xhttp_reply("404", "Not Found", "", "");
+}
+"#,
+    );
+    lab.start_daemon_with(
+        "[interfaces]\nv0 = \"internet\"\n\n[zones.internet]\nservices = [\"sip\", \"sip-ws\"]\n\n[sip]\nnflog_group = 7\n",
+    );
+    let helper = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/tcp_guess.py");
+    let out = lab
+        .exec(
+            "att",
+            &["python3", helper, "203.0.113.75", PBX4, "20", "ws"],
+        )
+        .output()
+        .expect("tcp_guess.py");
+    std::thread::sleep(Duration::from_millis(300));
+    let status = lab.json(&["status"]);
+    let report = format!(
+        "guesser: {} {}\ntcp {}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        status["tcp"],
+        lab.daemon_log(),
+        lab.kamailio_log()
+            .lines()
+            .filter(|l| l.contains("ERROR") || l.contains("websocket"))
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).trim() == "5",
+        "the WebSocket guesser got {} wrong passwords answered, not 5\n{report}",
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
+    lab.assert_stopped_at_threshold(&lab.bans(), "203.0.113.75", &report);
 }
 
 /// Issue 13: SIP over TLS, which packet copies cannot read, reaches

@@ -427,14 +427,16 @@ pub fn run(cli: &Paths, a: &DaemonArgs) -> anyhow::Result<()> {
     cfg.hash_seed = crate::detection::random_seed();
     let (writer, writer_rx) = mpsc::channel();
     let store_errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut capture = voipwall_detect::packet::Capture::new(
+        voipwall_sip::tcp::TcpLimits::default(),
+        crate::detection::random_seed(),
+    );
+    capture.set_websocket_ports(websocket_ports(&policy));
     let mut d = Daemon {
         engine: Engine::new(cfg),
         notify: voipwall_sys::notify::Notifier::from_env(),
         active: Arc::new(ActiveCount::default()),
-        capture: voipwall_detect::packet::Capture::new(
-            voipwall_sip::tcp::TcpLimits::default(),
-            crate::detection::random_seed(),
-        ),
+        capture,
         store,
         writer,
         store_errors: store_errors.clone(),
@@ -1218,6 +1220,16 @@ fn hold_back(secs: u64, socket: &std::path::Path) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(socket);
     tracing::warn!("Safe mode hold over: applying the policy.");
     Ok(())
+}
+
+/// The TCP port ranges where the policy says SIP travels over WebSocket.
+pub(crate) fn websocket_ports(policy: &Policy) -> Vec<(u16, u16)> {
+    policy
+        .sip_websocket_ports()
+        .iter()
+        .filter(|p| p.proto == voipwall_policy::Proto::Tcp)
+        .map(|p| (p.lo, p.hi))
+        .collect()
 }
 
 fn init_logging() {

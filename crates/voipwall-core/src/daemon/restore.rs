@@ -204,6 +204,7 @@ impl Daemon {
         if let Some(n) = &self.names {
             n.update(&policy, &p.applied.ruleset);
         }
+        self.capture.set_websocket_ports(websocket_ports(&policy));
         // A new engine with the new settings; what it remembers of bans
         // (recidive, suppression) comes back from the store.
         self.engine = Engine::new(p.config);

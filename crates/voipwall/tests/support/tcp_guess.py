@@ -9,13 +9,18 @@ MODE: whole (each message in one write), bytewise (each message written
 one byte at a time with Nagle off, so every byte is its own TCP segment and
 messages split inside the request line, inside headers, anywhere) or tls
 (SIP over TLS to port 5061, the certificate not checked: a lab PBX with a
-self-signed one). Prints
+self-signed one) or ws (SIP over WebSocket to port 5066: the HTTP upgrade,
+then each message in one masked frame, written 20 bytes per TCP segment).
+Prints
 how many attempts the PBX answered with 403. Bounded: ATTEMPTS at most 30,
 1 s per answer, 60 s in all; only to DST.
 """
+import base64
+import os
 import re
 import socket
 import ssl
+import struct
 import sys
 import time
 
@@ -25,7 +30,7 @@ s = socket.socket(fam, socket.SOCK_STREAM)
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 s.bind((src, 0))
 s.settimeout(3.0)
-s.connect((dst, 5061 if mode == "tls" else 5060))
+s.connect((dst, {"tls": 5061, "ws": 5066}.get(mode, 5060)))
 if mode == "tls":
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
@@ -33,7 +38,49 @@ if mode == "tls":
     s = ctx.wrap_socket(s)
 s.settimeout(1.0)
 port = s.getsockname()[1]
-via = "TLS" if mode == "tls" else "TCP"
+via = {"tls": "TLS", "ws": "WS"}.get(mode, "TCP")
+if mode == "ws":
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall(
+        f"GET / HTTP/1.1\r\nHost: pbx.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: sip\r\n\r\n".encode()
+    )
+    hs = b""
+    while b"\r\n\r\n" not in hs:
+        chunk = s.recv(4096)
+        if not chunk:
+            sys.exit("websocket handshake refused")
+        hs += chunk
+    if not hs.startswith(b"HTTP/1.1 101"):
+        sys.exit(f"websocket handshake refused: {hs[:60]!r}")
+    wsbuf = hs[hs.index(b"\r\n\r\n") + 4 :]
+
+
+def ws_frame(payload):
+    mask = os.urandom(4)
+    n = len(payload)
+    head = bytes([0x81]) + (bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + struct.pack("!H", n))
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def ws_message():
+    """One SIP message from the server's (unmasked) frames."""
+    global wsbuf
+    while True:
+        if len(wsbuf) >= 2:
+            n, at = wsbuf[1] & 0x7F, 2
+            if n == 126 and len(wsbuf) >= 4:
+                n, at = struct.unpack("!H", wsbuf[2:4])[0], 4
+            if n != 126 and len(wsbuf) >= at + n:
+                payload, wsbuf = wsbuf[at : at + n], wsbuf[at + n :]
+                return payload.decode(errors="replace")
+        try:
+            chunk = s.recv(65535)
+        except (socket.timeout, OSError):
+            return ""
+        if not chunk:
+            return ""
+        wsbuf += chunk
 buf = b""
 
 
@@ -65,6 +112,15 @@ def register(n, cseq, auth=""):
         f"Contact: <sip:1002@{src}:{port};transport={via.lower()}>\r\nMax-Forwards: 70\r\nExpires: 60\r\n{auth}"
         f"User-Agent: Z 5.2.28 rv2.10.5.4\r\nContent-Length: 0\r\n\r\n"
     ).encode()
+    if mode == "ws":
+        frame = ws_frame(msg)
+        try:
+            for i in range(0, len(frame), 20):
+                s.send(frame[i : i + 20])
+                time.sleep(0.0002)
+        except OSError:
+            return ""
+        return ws_message()
     try:
         if mode == "bytewise":
             for i in range(len(msg)):
