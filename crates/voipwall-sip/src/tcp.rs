@@ -67,7 +67,8 @@ pub struct TcpLimits {
     pub flow_bytes: usize,
     /// Bytes all flows may hold together.
     pub total_bytes: usize,
-    /// Out-of-order segments one flow keeps.
+    /// Out-of-order segments one flow keeps (each also counts 64 bytes
+    /// against `flow_bytes`).
     pub max_out_of_order: usize,
     /// A flow silent this long (ms) is forgotten.
     pub idle_ms: u64,
@@ -81,7 +82,7 @@ impl Default for TcpLimits {
             max_flows: 16_384,
             flow_bytes: MAX_HEAD + 32 * 1024,
             total_bytes: 64 * 1024 * 1024,
-            max_out_of_order: 32,
+            max_out_of_order: 1024,
             idle_ms: 120_000,
             max_syns: 65_536,
         }
@@ -111,8 +112,17 @@ pub struct TcpStats {
     pub messages: u64,
     /// Messages longer than a flow may hold (delivered cut, rest skipped).
     pub oversize: u64,
-    /// Segments dropped: out of order beyond what a flow keeps.
+    /// Holes given up: out-of-order data beyond what a flow keeps; the
+    /// stream resumes after the hole, out of step (reported as evasion).
     pub dropped_segments: u64,
+    /// Retransmitted or overlapping bytes that differ from what the flow
+    /// already holds (a way to show the PBX other bytes than detection;
+    /// reported as evasion).
+    pub conflicts: u64,
+    /// Flows not created because the table was full and the segment came
+    /// without a remembered SYN (so spoofed mid-stream segments cannot
+    /// push out flows that are in step).
+    pub refused: u64,
     /// Bytes skipped because they did not start a SIP message (a stream
     /// picked up in the middle, or not SIP).
     pub skipped_bytes: u64,
@@ -157,6 +167,10 @@ struct Flow {
     need: usize,
     /// SIP text or WebSocket.
     framing: Framing,
+    /// Where the stream ends (a FIN seen, maybe ahead of holes).
+    fin_at: Option<u32>,
+    /// How far the WebSocket upgrade was searched for its blank line.
+    ws_scanned: usize,
     /// A WebSocket message being assembled from its frames, unmasked.
     msg: Vec<u8>,
     last_ms: u64,
@@ -183,6 +197,19 @@ fn blank_line_after(m: &[u8], from: usize) -> bool {
 impl Flow {
     fn held(&self) -> usize {
         self.buf.len() + self.ooo_bytes + self.msg.len()
+    }
+
+    /// Gives up the stream before `at`: what is buffered goes, the flow
+    /// resumes at `at` out of step (the next start line re-synchronises).
+    fn resume_at(&mut self, at: u32, stats: &mut TcpStats) {
+        stats.skipped_bytes += self.buf.len() as u64;
+        self.buf = Vec::new();
+        self.msg = Vec::new();
+        self.next = at;
+        self.skip = 0;
+        self.synced = false;
+        self.ws_scanned = 0;
+        self.next_message();
     }
 }
 
@@ -255,38 +282,58 @@ impl Reassembler {
         payload: &[u8],
         out: &mut dyn FnMut(Piece<'_>),
     ) {
-        if flags & RST != 0 {
-            self.remove(&key, true);
-            return;
-        }
         let start = if flags & SYN != 0 {
             seq.wrapping_add(1)
         } else {
             seq
         };
         if flags & SYN != 0 {
-            // A new connection on this 4-tuple: whatever was held is stale.
-            self.remove(&key, false);
-            if payload.is_empty() {
-                self.syns.insert(key, start);
-                return;
+            // Remembered apart, whatever flow exists: a SYN inside a live
+            // connection is answered with a challenge ACK and ignored by
+            // the kernel (RFC 5961), so it must not reset the flow. The
+            // flow is replaced only when data follows this SYN rather than
+            // the flow (below). Data on a SYN (TCP Fast Open) is not read.
+            self.syns.insert(key, start);
+            return;
+        }
+        if flags & RST != 0 {
+            // Only a reset at the exact next byte ends the connection; the
+            // kernel challenges and ignores any other (RFC 5961).
+            if self.flows.peek(&key).is_some_and(|f| f.next == seq) {
+                self.remove(&key, true);
+            } else if self.syns.peek(&key) == Some(&seq) {
+                self.syns.remove(&key);
             }
+            return;
+        }
+        // A new connection on this 4-tuple: data that continues the
+        // remembered SYN and not the flow.
+        if let (Some(&isn), Some(f)) = (self.syns.peek(&key), self.flows.peek(&key))
+            && start == isn
+            && f.next != isn
+            && let Some(f) = self.flows.remove(&key)
+        {
+            self.held -= f.held();
+            self.stats.closed += 1;
         }
         if !self.flows.contains_key(&key) {
             if payload.is_empty() {
                 return;
             }
-            if self.flows.len() >= self.limits.max_flows.max(1)
-                && let Some((_, f)) = self.flows.remove_lru()
-            {
-                self.held -= f.held();
-                self.stats.evicted += 1;
+            let first = self.syns.remove(&key);
+            if self.flows.len() >= self.limits.max_flows.max(1) {
+                // A flow without its SYN starts out of step; it never
+                // pushes out one that is in step (spoofed mid-stream
+                // segments would otherwise flush the table).
+                if first.is_none() {
+                    self.stats.refused += 1;
+                    return;
+                }
+                if let Some((_, f)) = self.flows.remove_lru() {
+                    self.held -= f.held();
+                    self.stats.evicted += 1;
+                }
             }
-            let first = if flags & SYN != 0 {
-                Some(start)
-            } else {
-                self.syns.remove(&key)
-            };
             if first.is_none() {
                 self.stats.without_syn += 1;
             }
@@ -320,15 +367,24 @@ impl Reassembler {
         };
         flow.last_ms = now_ms;
         let before = flow.held();
-        accept(flow, &self.limits, &mut self.stats, start, payload);
+        if accept(flow, &self.limits, &mut self.stats, start, payload) {
+            // Bytes that differ from what was already read, or a hole that
+            // will not be filled: the PBX may read what detection did not.
+            out(Piece::Garbage);
+        }
+        if flags & FIN != 0 {
+            flow.fin_at = Some(start.wrapping_add(payload.len() as u32));
+        }
         if flow.framing == Framing::Sip {
             deliver(flow, &self.limits, &mut self.stats, out);
         } else {
             deliver_ws(flow, &self.limits, &mut self.stats, out);
         }
         let after = flow.held();
+        let ended = flow.fin_at == Some(flow.next);
         self.held = self.held + after - before;
-        if flags & FIN != 0 {
+        if ended {
+            // The stream reached its FIN (one ahead of a hole waits).
             self.remove(&key, true);
         }
         // The shared budget: drop the least recently used flows.
@@ -365,46 +421,113 @@ impl Reassembler {
     }
 }
 
+/// Bytes an out-of-order segment costs besides its data.
+const OOO_OVERHEAD: usize = 64;
+
 /// Adds a segment's bytes: in order to the stream, ahead of it to the
-/// out-of-order list, behind it (a retransmission) trimmed to what is new.
-fn accept(flow: &mut Flow, limits: &TcpLimits, stats: &mut TcpStats, start: u32, data: &[u8]) {
+/// out-of-order list (kept sorted), behind it (a retransmission) trimmed to
+/// what is new. Returns whether it saw evasion: bytes that differ from
+/// those already held for the same sequence numbers, or a hole given up
+/// because the flow cannot hold what lies beyond it.
+fn accept(
+    flow: &mut Flow,
+    limits: &TcpLimits,
+    stats: &mut TcpStats,
+    start: u32,
+    data: &[u8],
+) -> bool {
     if data.is_empty() {
-        return;
+        return false;
     }
+    let mut evasion = false;
     let rel = seq_diff(start, flow.next);
     if rel > 0 {
-        let far = rel as usize > limits.flow_bytes;
-        if far
-            || flow.ooo.len() >= limits.max_out_of_order
-            || flow.held() + data.len() > limits.flow_bytes
-        {
-            stats.dropped_segments += 1;
-            return;
-        }
-        flow.ooo.push((start, data.to_vec()));
-        flow.ooo_bytes += data.len();
-        return;
-    }
-    append(flow, start, data);
-    // Whatever the gap was waiting for may now fit.
-    loop {
+        // Compare with queued segments it overlaps; the later one wins (as
+        // Linux's out-of-order queue lets a covering segment replace).
+        let end = rel + data.len() as i64;
         let next = flow.next;
-        let Some(i) = flow.ooo.iter().position(|(s, _)| seq_diff(*s, next) <= 0) else {
-            break;
-        };
-        let (s, d) = flow.ooo.swap_remove(i);
-        flow.ooo_bytes -= d.len();
-        append(flow, s, &d);
+        let mut i = 0;
+        while i < flow.ooo.len() {
+            let (s, d) = &flow.ooo[i];
+            let (a, b) = (seq_diff(*s, next), seq_diff(*s, next) + d.len() as i64);
+            let (lo, hi) = (a.max(rel), b.min(end));
+            if lo < hi {
+                let mine = &data[(lo - rel) as usize..(hi - rel) as usize];
+                let theirs = &d[(lo - a) as usize..(hi - a) as usize];
+                if mine != theirs {
+                    evasion = true;
+                    stats.conflicts += 1;
+                }
+                if a >= rel && b <= end {
+                    let (_, d) = flow.ooo.remove(i);
+                    flow.ooo_bytes -= d.len() + OOO_OVERHEAD;
+                    continue;
+                }
+            }
+            i += 1;
+        }
+        let fits = rel as usize <= limits.flow_bytes
+            && flow.ooo.len() < limits.max_out_of_order
+            && flow.held() + data.len() + OOO_OVERHEAD <= limits.flow_bytes;
+        let at = flow
+            .ooo
+            .iter()
+            .position(|(s, _)| seq_diff(*s, next) > rel)
+            .unwrap_or(flow.ooo.len());
+        flow.ooo.insert(at, (start, data.to_vec()));
+        flow.ooo_bytes += data.len() + OOO_OVERHEAD;
+        if fits {
+            return evasion;
+        }
+        // The hole will not be filled within bounds: give it up and
+        // resume at the first segment held, out of step.
+        stats.dropped_segments += 1;
+        let lowest = flow.ooo[0].0;
+        flow.resume_at(lowest, stats);
+        evasion = true;
+    } else {
+        evasion |= append(flow, start, data, stats);
     }
+    // Whatever the gap was waiting for may now fit.
+    while let Some((s, _)) = flow.ooo.first() {
+        if seq_diff(*s, flow.next) > 0 {
+            break;
+        }
+        let (s, d) = flow.ooo.remove(0);
+        flow.ooo_bytes -= d.len() + OOO_OVERHEAD;
+        evasion |= append(flow, s, &d, stats);
+    }
+    // Everything left is ahead of `next`. After giving up a hole the
+    // queue may still hold more than the flow may: the farthest goes.
+    while flow.held() > limits.flow_bytes || flow.ooo.len() > limits.max_out_of_order {
+        let Some((_, d)) = flow.ooo.pop() else { break };
+        flow.ooo_bytes -= d.len() + OOO_OVERHEAD;
+        stats.dropped_segments += 1;
+        evasion = true;
+    }
+    evasion
 }
 
 /// Appends the part of `data` (starting at `start`, not after `next`) that
-/// is new. The stream may exceed `flow_bytes` by one segment until
-/// [`deliver`] cuts what cannot fit.
-fn append(flow: &mut Flow, start: u32, data: &[u8]) {
+/// is new, comparing the part already held with what `buf` has for it.
+/// Returns whether they differ. The stream may exceed `flow_bytes` by one
+/// segment until [`deliver`] handles it.
+fn append(flow: &mut Flow, start: u32, data: &[u8], stats: &mut TcpStats) -> bool {
     let old = (-seq_diff(start, flow.next)) as usize;
+    // The retransmitted part still in `buf`: `buf` always ends at `next`
+    // (bytes are drained from its front), so data[j] is buf[len - old + j].
+    let held = flow.buf.len();
+    let (d_lo, d_hi) = (old.saturating_sub(held), old.min(data.len()));
+    let mut differs = false;
+    if d_lo < d_hi {
+        let b_lo = held - (old - d_lo);
+        if flow.buf[b_lo..b_lo + (d_hi - d_lo)] != data[d_lo..d_hi] {
+            differs = true;
+            stats.conflicts += 1;
+        }
+    }
     if old >= data.len() {
-        return;
+        return differs;
     }
     let mut new = &data[old..];
     flow.next = flow.next.wrapping_add(new.len() as u32);
@@ -414,6 +537,7 @@ fn append(flow: &mut Flow, start: u32, data: &[u8]) {
         new = &new[n..];
     }
     flow.buf.extend_from_slice(new);
+    differs
 }
 
 /// Frames and hands out every complete message at the front of the stream.
@@ -439,12 +563,26 @@ fn deliver(
         // is here; the head's blank line arrived; the first line ended and
         // was not judged yet (garbage is skipped promptly); the head is
         // past what any PBX reads (the parse says so).
+        if flow.need == 0 && m.len() >= MAX_HEAD && !blank_line_after(&m[..MAX_HEAD], 0) {
+            // A head longer than any PBX reads, or no SIP at all: skip it
+            // and find the next start line (some PBXs drop such a buffer
+            // and read on).
+            if flow.synced && !flow.garbage_told {
+                out(Piece::Garbage);
+                flow.garbage_told = true;
+            }
+            stats.skipped_bytes += (lead + m.len()) as u64;
+            pos += lead + m.len();
+            flow.synced = false;
+            flow.next_message();
+            break;
+        }
         let ready = if flow.need > 0 {
             m.len() >= flow.need || flow.need > limits.flow_bytes
         } else {
             blank_line_after(m, flow.scanned)
                 || m.len() >= MAX_HEAD
-                || (!flow.first_judged && m.contains(&b'\n'))
+                || (!flow.first_judged && m[flow.scanned.min(m.len())..].contains(&b'\n'))
         };
         if !ready {
             flow.scanned = m.len();
@@ -470,9 +608,13 @@ fn deliver(
                     out(Piece::Message(m));
                     stats.messages += 1;
                     stats.oversize += 1;
-                    flow.skip = total - m.len();
+                    // Skipped only as far as a flow may hold: a declared
+                    // length is the sender's word; past it the flow
+                    // looks for the next start line.
+                    flow.skip = (total - m.len()).min(limits.flow_bytes);
                     pos += lead + m.len();
                     flow.garbage_told = false;
+                    flow.synced = false;
                     flow.next_message();
                 } else {
                     flow.need = total;
@@ -508,7 +650,9 @@ fn deliver(
         }
     }
     flow.buf.drain(..pos);
-    if flow.buf.capacity() > 4096 && flow.buf.capacity() > 4 * flow.buf.len() {
+    if flow.buf.is_empty() && flow.buf.capacity() > 4096 {
+        flow.buf = Vec::new();
+    } else if flow.buf.capacity() > 4096 && flow.buf.capacity() > 4 * flow.buf.len() {
         flow.buf.shrink_to(flow.buf.len().max(1024));
     }
 }
@@ -526,15 +670,20 @@ fn deliver_ws(
 ) {
     loop {
         if flow.framing == Framing::WsHandshake {
-            let Some(end) = flow.buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            // Searched once per byte: from where the last look stopped.
+            let from = flow.ws_scanned.saturating_sub(3).min(flow.buf.len());
+            let Some(end) = flow.buf[from..].windows(4).position(|w| w == b"\r\n\r\n") else {
+                flow.ws_scanned = flow.buf.len();
                 if flow.buf.len() > MAX_HEAD {
                     stats.skipped_bytes += flow.buf.len() as u64;
-                    flow.buf.clear();
+                    flow.buf = Vec::new();
+                    flow.ws_scanned = 0;
                     flow.framing = Framing::WsFrames;
                 }
                 return;
             };
-            flow.buf.drain(..end + 4);
+            flow.buf.drain(..from + end + 4);
+            flow.ws_scanned = 0;
             flow.framing = Framing::WsFrames;
             continue;
         }
@@ -780,7 +929,7 @@ mod tests {
             flow_bytes: 1024,
             ..TcpLimits::default()
         };
-        let big = msg(1, &"x".repeat(5000));
+        let big = msg(1, &"x".repeat(1500));
         let next = msg(2, "");
         let s = [big.clone(), next.clone()].concat();
         let mut r = Reassembler::new(limits, 7);
@@ -794,6 +943,193 @@ mod tests {
         assert!(big.starts_with(&got[0]));
         assert_eq!(got[1], next);
         assert_eq!(r.stats().oversize, 1);
+    }
+
+    fn collect(
+        r: &mut Reassembler,
+        k: FlowKey,
+        segs: &[(u32, u8, &[u8])],
+    ) -> (Vec<Vec<u8>>, usize) {
+        let (mut got, mut garbage) = (Vec::new(), 0);
+        for &(seq, flags, data) in segs {
+            r.segment(0, k, seq, flags, data, &mut |p| match p {
+                Piece::Message(m) => got.push(m.to_vec()),
+                Piece::Garbage => garbage += 1,
+            });
+        }
+        (got, garbage)
+    }
+
+    /// Tricks the kernel ignores must not blind the reassembler: a SYN
+    /// inside the connection, a reset off the next byte, a FIN ahead of a
+    /// hole (the review of issue 13's change found each one).
+    #[test]
+    fn a_stray_syn_rst_or_early_fin_does_not_blind_a_flow() {
+        let (a, b) = (msg(1, ""), msg(2, ""));
+        let mut r = Reassembler::new(TcpLimits::default(), 7);
+        let k = key(1);
+        let n = a.len() as u32;
+        let (got, _) = collect(
+            &mut r,
+            k,
+            &[
+                (99, SYN, &[]),
+                (100, 0, &a[..10]),
+                (777_777, SYN, &[]),    // a SYN inside the connection
+                (100 + 5, RST, &[]),    // a reset off the next byte
+                (100 + n, FIN, &b[..]), // the FIN, ahead of the hole
+                (110, 0, &a[10..]),     // the hole filled
+            ],
+        );
+        assert_eq!(got, vec![a.clone(), b.clone()]);
+        assert_eq!(r.stats().flows, 0, "closed at its FIN");
+    }
+
+    /// Reordering far beyond what a stack does: a message sent as one-byte
+    /// segments in reverse order is still read (each segment costs 64
+    /// bytes besides its data, within the flow's bound).
+    #[test]
+    fn a_message_in_reversed_one_byte_segments_is_read() {
+        let a = msg(1, "");
+        let mut r = Reassembler::new(TcpLimits::default(), 7);
+        let mut segs: Vec<(u32, u8, &[u8])> = vec![(99, SYN, &[])];
+        segs.extend(
+            a.chunks(1)
+                .enumerate()
+                .rev()
+                .map(|(i, c)| (100 + i as u32, 0, c)),
+        );
+        let (got, garbage) = collect(&mut r, key(1), &segs);
+        assert_eq!((got, garbage), (vec![a], 0));
+    }
+
+    /// A hole the flow cannot hold what lies beyond is given up and
+    /// reported as evasion; so are retransmitted or overlapping bytes that
+    /// differ from what was read.
+    #[test]
+    fn holes_given_up_and_conflicting_bytes_are_reported() {
+        let limits = TcpLimits {
+            max_out_of_order: 8,
+            ..TcpLimits::default()
+        };
+        let a = msg(1, "");
+        let mut r = Reassembler::new(limits, 7);
+        let mut segs: Vec<(u32, u8, &[u8])> = vec![(99, SYN, &[])];
+        segs.extend(
+            a.chunks(1)
+                .enumerate()
+                .skip(1)
+                .rev()
+                .map(|(i, c)| (100 + i as u32, 0, c)),
+        );
+        let (_, garbage) = collect(&mut r, key(1), &segs);
+        assert!(
+            garbage >= 1 && r.stats().dropped_segments >= 1,
+            "{:?}",
+            r.stats()
+        );
+
+        let mut r = Reassembler::new(TcpLimits::default(), 7);
+        let mut forged = a.clone();
+        forged[5] = b'X';
+        let (got, garbage) = collect(
+            &mut r,
+            key(2),
+            &[
+                (99, SYN, &[]),
+                (100, 0, &a[..20]),
+                (100, 0, &forged[..20]),
+                (120, 0, &a[20..]),
+            ],
+        );
+        assert_eq!((got, garbage, r.stats().conflicts), (vec![a.clone()], 1, 1));
+        // Out of order: junk queued first, the real bytes later at the
+        // same place: the later wins, and it is reported.
+        let mut r = Reassembler::new(TcpLimits::default(), 7);
+        let junk = vec![b'z'; a.len() - 10];
+        let (got, garbage) = collect(
+            &mut r,
+            key(3),
+            &[
+                (99, SYN, &[]),
+                (110, 0, &junk),
+                (110, 0, &a[10..]),
+                (100, 0, &a[..10]),
+            ],
+        );
+        assert_eq!((got, garbage), (vec![a], 1));
+    }
+
+    /// A line that never ends (or a head past what any PBX reads) is
+    /// skipped, not held: the flow stays within its bound and is parsed a
+    /// handful of times.
+    #[test]
+    fn an_endless_line_stays_within_the_flow_bound() {
+        let mut r = Reassembler::new(TcpLimits::default(), 7);
+        let k = key(1);
+        r.segment(0, k, 99, SYN, &[], &mut |_| {});
+        let chunk = vec![b'A'; 1000];
+        let mut seq = 100u32;
+        let first = b"REGISTER sip:pbx SIP/2.0\r\nX: ";
+        r.segment(0, k, seq, 0, first, &mut |_| {});
+        seq += first.len() as u32;
+        for _ in 0..200 {
+            r.segment(0, k, seq, 0, &chunk, &mut |_| {});
+            seq += 1000;
+            assert!(
+                r.stats().bytes <= TcpLimits::default().flow_bytes,
+                "{:?}",
+                r.stats()
+            );
+        }
+        assert!(r.stats().parses <= 10, "{:?}", r.stats());
+        assert!(r.stats().skipped_bytes >= 100_000);
+    }
+
+    /// With the table full, a segment without a remembered SYN does not
+    /// push out a flow that is in step.
+    #[test]
+    fn spoofed_mid_stream_segments_do_not_flush_the_table() {
+        let limits = TcpLimits {
+            max_flows: 4,
+            ..TcpLimits::default()
+        };
+        let mut r = Reassembler::new(limits, 7);
+        let a = msg(1, "");
+        for p in 0..4 {
+            r.segment(0, key(p), 99, SYN, &[], &mut |_| {});
+            r.segment(0, key(p), 100, 0, &a[..10], &mut |_| {});
+        }
+        for p in 100..1100 {
+            r.segment(0, key(p), 5, 0, b"xx", &mut |_| {});
+        }
+        assert_eq!((r.stats().flows, r.stats().refused), (4, 1000));
+        let (got, _) = collect(&mut r, key(0), &[(110, 0, &a[10..])]);
+        assert_eq!(got, vec![a]);
+    }
+
+    /// A Content-Length far beyond what a flow holds is the sender's word:
+    /// the skip stops at what a flow holds, and the messages after it are
+    /// found again by their start lines.
+    #[test]
+    fn an_absurd_content_length_does_not_hide_what_follows() {
+        let limits = TcpLimits {
+            flow_bytes: 1024,
+            ..TcpLimits::default()
+        };
+        let liar = b"REGISTER sip:pbx SIP/2.0\r\nCall-ID: l\r\nCSeq: 1 REGISTER\r\nContent-Length: 999999999\r\n\r\n".to_vec();
+        let filler = b"junk\r\n".repeat(300);
+        let next = msg(2, "");
+        let s = [liar, filler, next.clone(), msg(3, "")].concat();
+        let mut r = Reassembler::new(limits, 7);
+        let segs: Vec<(u32, u8, &[u8])> = s
+            .chunks(500)
+            .enumerate()
+            .map(|(i, c)| (1 + 500 * i as u32, 0, c))
+            .collect();
+        let got = run(&mut r, &segs);
+        assert!(got.contains(&next), "{:?}", r.stats());
+        assert!(r.stats().bytes <= 1024 + 500);
     }
 
     #[test]

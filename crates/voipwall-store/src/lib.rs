@@ -666,6 +666,13 @@ impl Store {
             "DELETE FROM bans WHERE end_ms < ?1",
             [ms(Timestamp(now.0.saturating_sub(keep_bans_ms)))],
         )?;
+        // Remembered endpoints: the daemon forgets those past
+        // `[detect] remember_endpoints` when it reads them; rows older than
+        // a year go here whatever it is set to.
+        self.conn.execute(
+            "DELETE FROM endpoints WHERE last_ms < ?1",
+            [ms(Timestamp(now.0.saturating_sub(366 * 86_400_000)))],
+        )?;
         Ok(())
     }
 

@@ -1118,7 +1118,8 @@ event_route[xhttp:request] {
 /// Issue 13: SIP over TLS, which packet copies cannot read, reaches
 /// detection through HEP. kamailio terminates TLS (a self-signed
 /// certificate made here) and its siptrace module mirrors every message as
-/// HEP version 3 to the daemon's `[hep]` listener; a password guesser over
+/// HEP version 3 over TCP (as the README advises for HEP) to the daemon's
+/// `[hep]` listener; a password guesser over
 /// TLS is banned at the threshold. HEP from a sender not listed is ignored
 /// and counted, however damning its content.
 #[test]
@@ -1161,7 +1162,7 @@ modparam("tls", "verify_certificate", 0)
 modparam("tls", "require_certificate", 0)
 modparam("tls", "tls_method", "TLSv1.2+")
 loadmodule "siptrace.so"
-modparam("siptrace", "duplicate_uri", "sip:LAB_V4:9060")
+modparam("siptrace", "duplicate_uri", "sip:LAB_V4:9060;transport=tcp")
 modparam("siptrace", "trace_to_database", 0)
 modparam("siptrace", "hep_mode_on", 1)
 modparam("siptrace", "hep_version", 3)

@@ -8,7 +8,14 @@
 //!
 //! Bounded: at most 32 TCP connections (more are closed at once), 256 KiB
 //! buffered per connection (a HEP packet is at most 64 KiB), a connection
-//! silent for 5 minutes is closed, at most 512 packets per batch.
+//! silent for 5 minutes is closed, at most 512 packets per batch and 64
+//! batches waiting for the engine thread (beyond, packets are dropped and
+//! counted). An address that cannot be bound yet (the network comes up
+//! after the firewall) is retried every 5 s.
+//!
+//! Over UDP, a sender is recognised by its source address only, which an
+//! attacker who can forge that address can imitate: for a PBX on another
+//! host, prefer HEP over TCP (or keep the HEP port to the PBX's zone).
 
 use std::io::Read as _;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -28,6 +35,7 @@ const MAX_CONNS: usize = 32;
 const MAX_BUFFER: usize = 256 * 1024;
 const IDLE: Duration = Duration::from_secs(300);
 const BATCH: usize = 512;
+const PENDING: usize = 64;
 
 /// One HEP packet's SIP, owned, for the engine thread.
 #[derive(Debug, Clone)]
@@ -53,6 +61,8 @@ pub struct HepCounts {
     pub refused: u64,
     /// Packets that did not decode as HEP, or carried no SIP.
     pub malformed: u64,
+    /// Packets dropped because the engine thread was behind.
+    pub dropped: u64,
 }
 
 struct Conn {
@@ -61,27 +71,47 @@ struct Conn {
     last: Instant,
 }
 
-/// Binds every listen address (UDP and TCP) and starts the thread.
+fn bind(a: &SocketAddr) -> anyhow::Result<(UdpSocket, TcpListener)> {
+    let u = UdpSocket::bind(a).with_context(|| format!("HEP: binding udp {a}"))?;
+    u.set_nonblocking(true)?;
+    let t = TcpListener::bind(a).with_context(|| format!("HEP: binding tcp {a}"))?;
+    t.set_nonblocking(true)?;
+    Ok((u, t))
+}
+
+/// Starts the listener thread: it binds every listen address (UDP and
+/// TCP), retrying those that cannot be bound yet, then serves.
 pub fn serve(
-    listen: &[SocketAddr],
+    listen: Vec<SocketAddr>,
     senders: Vec<IpNet>,
     tx: Sender<Input>,
     waker: Waker,
     stop: Arc<AtomicBool>,
+    pending: Arc<std::sync::atomic::AtomicUsize>,
 ) -> anyhow::Result<()> {
-    let mut udp = Vec::new();
-    let mut tcp = Vec::new();
-    for a in listen {
-        let u = UdpSocket::bind(a).with_context(|| format!("HEP: binding udp {a}"))?;
-        u.set_nonblocking(true)?;
-        udp.push(u);
-        let t = TcpListener::bind(a).with_context(|| format!("HEP: binding tcp {a}"))?;
-        t.set_nonblocking(true)?;
-        tcp.push(t);
-    }
-    std::thread::Builder::new()
-        .name("hep".into())
-        .spawn(move || run(&udp, &tcp, &senders, &tx, &waker, &stop))?;
+    std::thread::Builder::new().name("hep".into()).spawn(move || {
+        let mut udp = Vec::new();
+        let mut tcp = Vec::new();
+        let mut todo = listen;
+        while !todo.is_empty() && !stop.load(Ordering::Relaxed) {
+            todo.retain(|a| match bind(a) {
+                Ok((u, t)) => {
+                    tracing::info!(listen = %a, "HEP listener bound.");
+                    udp.push(u);
+                    tcp.push(t);
+                    false
+                }
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "HEP listener not bound yet; retrying every 5 s.");
+                    true
+                }
+            });
+            if !todo.is_empty() {
+                std::thread::sleep(Duration::from_secs(5));
+            }
+        }
+        run(&udp, &tcp, &senders, &tx, &waker, &stop, &pending);
+    })?;
     Ok(())
 }
 
@@ -96,8 +126,9 @@ fn allowed(senders: &[IpNet], a: IpAddr) -> bool {
 fn take(data: &[u8], out: &mut Vec<HepPacket>, counts: &mut HepCounts) {
     match voipwall_sip::hep::decode(data) {
         Ok(h) if h.is_sip() => out.push(HepPacket {
-            src: h.src,
-            dst: h.dst,
+            // A dual-stack sender writes IPv4 peers as ::ffff:a.b.c.d.
+            src: h.src.to_canonical(),
+            dst: h.dst.to_canonical(),
             sport: h.sport,
             dport: h.dport,
             ip_proto: h.ip_proto,
@@ -114,6 +145,7 @@ fn run(
     tx: &Sender<Input>,
     waker: &Waker,
     stop: &AtomicBool,
+    pending: &std::sync::atomic::AtomicUsize,
 ) {
     let mut conns: Vec<Conn> = Vec::new();
     let mut buf = vec![0u8; 65_536];
@@ -204,10 +236,16 @@ fn run(
         }
         let mut k = keep.into_iter();
         conns.retain(|_| k.next().unwrap_or(false));
-        if (!packets.is_empty() || counts.refused + counts.malformed > 0)
-            && tx.send(Input::Hep(packets, counts, read_us)).is_ok()
-        {
-            waker.wake();
+        if !packets.is_empty() && pending.load(Ordering::Relaxed) >= PENDING {
+            // The engine thread is behind: drop rather than queue without end.
+            counts.dropped += packets.len() as u64;
+            packets.clear();
+        }
+        if !packets.is_empty() || counts.refused + counts.malformed + counts.dropped > 0 {
+            pending.fetch_add(1, Ordering::Relaxed);
+            if tx.send(Input::Hep(packets, counts, read_us)).is_ok() {
+                waker.wake();
+            }
         }
     }
 }

@@ -267,6 +267,8 @@ pub struct Counters {
     pub hep_refused: u64,
     /// HEP packets that did not decode, or carried something other than SIP.
     pub hep_malformed: u64,
+    /// HEP packets dropped because the engine thread was behind.
+    pub hep_dropped: u64,
     /// HEP copies of SIP that NFLOG copies too (the same port and
     /// transport): left to NFLOG, so each message counts once.
     pub hep_duplicates: u64,
@@ -293,6 +295,14 @@ struct Daemon {
     engine: Engine,
     /// systemd notifications (READY, WATCHDOG, STATUS, RELOADING).
     notify: voipwall_sys::notify::Notifier,
+    /// This host's addresses (a HEP copy is NFLOG's too only when it was
+    /// to or from one of them).
+    own: Vec<IpAddr>,
+    /// Whether the NFLOG socket is bound (the loop keeps it current).
+    nflog_open: bool,
+    /// HEP batches sent to this thread and not yet handled (the listener
+    /// drops what would exceed its bound).
+    hep_pending: Arc<std::sync::atomic::AtomicUsize>,
     /// Active bans, counted by the store thread.
     active: Arc<ActiveCount>,
     /// Packet copies to messages (TCP flows reassembled).
@@ -435,6 +445,9 @@ pub fn run(cli: &Paths, a: &DaemonArgs) -> anyhow::Result<()> {
     let mut d = Daemon {
         engine: Engine::new(cfg),
         notify: voipwall_sys::notify::Notifier::from_env(),
+        own: facts.addresses.clone(),
+        nflog_open: false,
+        hep_pending: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         active: Arc::new(ActiveCount::default()),
         capture,
         store,
@@ -520,11 +533,12 @@ pub fn run(cli: &Paths, a: &DaemonArgs) -> anyhow::Result<()> {
     tracing::info!(socket = %a.socket.display(), "Control socket ready.");
     if !d.policy.hep.listen.is_empty() {
         hep::serve(
-            &d.policy.hep.listen,
+            d.policy.hep.listen.clone(),
             d.policy.hep.senders.clone(),
             tx.clone(),
             waker.clone(),
             stop.clone(),
+            d.hep_pending.clone(),
         )?;
         tracing::info!(
             listen = ?d.policy.hep.listen,
@@ -730,6 +744,7 @@ impl Daemon {
                 });
                 batched = 1;
             }
+            self.nflog_open = nflog.is_some();
             let t = now();
             let longest = watchdog.map_or(1000, |w| {
                 u64::try_from(w.as_millis() / 4)
@@ -908,7 +923,11 @@ impl Daemon {
     fn hep(&mut self, packets: &[hep::HepPacket], counts: hep::HepCounts, read_us: u64) {
         self.counters.hep_refused += counts.refused;
         self.counters.hep_malformed += counts.malformed;
-        let copied = if self.nflog_group.is_some() {
+        self.counters.hep_dropped += counts.dropped;
+        self.hep_pending.fetch_sub(1, Ordering::Relaxed);
+        // NFLOG saw it too only if NFLOG is read and the message was to or
+        // from this host (a PBX on another host sends HEP of its own SIP).
+        let copied = if self.nflog_open {
             self.policy.sip_readable_ports()
         } else {
             Vec::new()
@@ -932,14 +951,16 @@ impl Daemon {
                 continue;
             };
             let local_port = if d.is_request() { p.dport } else { p.sport };
+            let ours = self.own.contains(&d.local());
             let proto = match p.ip_proto {
                 17 => Some(voipwall_policy::Proto::Udp),
                 6 => Some(voipwall_policy::Proto::Tcp),
                 _ => None,
             };
-            if copied
-                .iter()
-                .any(|s| Some(s.proto) == proto && (s.lo..=s.hi).contains(&local_port))
+            if ours
+                && copied
+                    .iter()
+                    .any(|s| Some(s.proto) == proto && (s.lo..=s.hi).contains(&local_port))
             {
                 self.counters.hep_duplicates += 1;
                 continue;
@@ -1191,8 +1212,17 @@ fn hold_back(secs: u64, socket: &std::path::Path) -> anyhow::Result<()> {
     let waker = Waker(Arc::new(wake_tx));
     let (tx, rx) = mpsc::channel::<Input>();
     let server = control::serve(socket, tx, waker)?;
+    // Started, as far as systemd is concerned: the hold is deliberate and
+    // outlasts the start timeout; the watchdog is pinged meanwhile.
+    let notify = voipwall_sys::notify::Notifier::from_env();
+    let _ = notify.send(&format!(
+        "READY=1\nSTATUS=SAFE MODE: policy held back for {secs} s (two boots within the window)"
+    ));
     let mut last_warning = Instant::now();
     while Instant::now() < until {
+        if notify.watchdog().is_some() {
+            let _ = notify.send("WATCHDOG=1");
+        }
         if let Ok(Input::Control(req, reply)) =
             rx.recv_timeout(std::time::Duration::from_millis(200))
         {

@@ -213,6 +213,16 @@ impl Daemon {
             self.nflog_group = policy.sip.nflog_group;
             self.nflog_rebind = true;
         }
+        // The HEP listener and the log followers were started with the
+        // daemon: their changes need a restart (said, not hidden).
+        let restart = if policy.hep != self.policy.hep || policy.sources != self.policy.sources {
+            tracing::warn!(
+                "[hep] or the log sources changed: they take effect when the daemon restarts."
+            );
+            "; [hep] or log sources changed: restart the daemon for them"
+        } else {
+            ""
+        };
         self.policy = policy;
         let active = self.store.active_bans(now()).unwrap_or_default();
         self.remember(&active);
@@ -224,7 +234,7 @@ impl Daemon {
             }
         }
         let msg = format!(
-            "policy applied as generation {}; {restored} bans re-asserted in the kernel",
+            "policy applied as generation {}; {restored} bans re-asserted in the kernel{restart}",
             p.applied.generation
         );
         self.event("reload", None, msg.clone());
