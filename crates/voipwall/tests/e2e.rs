@@ -236,6 +236,15 @@ impl Lab {
         self.dir.join("control.sock")
     }
 
+    /// tests/support/tcp_guess.py from `src` in the attacker namespace:
+    /// 20 attempts over TCP in `mode` (whole, bytewise, tls, ws).
+    fn tcp_guess(&self, src: &str, mode: &str) -> Output {
+        let helper = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/tcp_guess.py");
+        self.exec("att", &["python3", helper, src, PBX4, "20", mode])
+            .output()
+            .expect("tcp_guess.py")
+    }
+
     /// A password guesser from `src` was stopped at the threshold: banned
     /// for auth-bruteforce, and at most 5 of its wrong passwords reached
     /// kamailio (at least one: it did guess).
@@ -961,14 +970,7 @@ fn password_guessing_over_tcp_is_banned_at_the_threshold() {
         );
     }
     let before = segments(&lab);
-    let helper = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/tcp_guess.py");
-    let out = lab
-        .exec(
-            "att",
-            &["python3", helper, "203.0.113.73", PBX4, "20", "bytewise"],
-        )
-        .output()
-        .expect("tcp_guess.py");
+    let out = lab.tcp_guess("203.0.113.73", "bytewise");
     let answered = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let split = segments(&lab) - before;
     std::thread::sleep(Duration::from_millis(300));
@@ -1039,14 +1041,7 @@ fn the_tcp_flow_table_stays_bounded_under_half_open_connections() {
     );
     // Memory: the daemon grew by less than 64 MiB.
     assert!(seen[1].3 < rss0 + 65_536, "{report}");
-    let guesser = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/tcp_guess.py");
-    let out = lab
-        .exec(
-            "att",
-            &["python3", guesser, "203.0.113.71", PBX4, "20", "whole"],
-        )
-        .output()
-        .expect("tcp_guess.py");
+    let out = lab.tcp_guess("203.0.113.71", "whole");
     std::thread::sleep(Duration::from_millis(300));
     lab.assert_stopped_at_threshold(
         &lab.bans(),
@@ -1084,14 +1079,7 @@ event_route[xhttp:request] {
     lab.start_daemon_with(
         "[interfaces]\nv0 = \"internet\"\n\n[zones.internet]\nservices = [\"sip\", \"sip-ws\"]\n\n[sip]\nnflog_group = 7\n",
     );
-    let helper = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/tcp_guess.py");
-    let out = lab
-        .exec(
-            "att",
-            &["python3", helper, "203.0.113.75", PBX4, "20", "ws"],
-        )
-        .output()
-        .expect("tcp_guess.py");
+    let out = lab.tcp_guess("203.0.113.75", "ws");
     std::thread::sleep(Duration::from_millis(300));
     let status = lab.json(&["status"]);
     let report = format!(
@@ -1175,14 +1163,7 @@ modparam("siptrace", "trace_mode", 1)
     lab.start_daemon_with(&format!(
         "[interfaces]\nv0 = \"internet\"\n\n[zones.internet]\nservices = [\"sip\", \"sip-tls\", \"hep\"]\n\n[sip]\nnflog_group = 7\n\n[hep]\nlisten = [\"{PBX4}:9060\"]\nsenders = [\"{PBX4}\"]\n"
     ));
-    let helper = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/tcp_guess.py");
-    let out = lab
-        .exec(
-            "att",
-            &["python3", helper, "203.0.113.74", PBX4, "20", "tls"],
-        )
-        .output()
-        .expect("tcp_guess.py");
+    let out = lab.tcp_guess("203.0.113.74", "tls");
     let answered = String::from_utf8_lossy(&out.stdout).trim().to_string();
     // Over UDP both NFLOG and HEP see each message: a guesser there is
     // still banned after 5 failures, not 3 (the HEP copies of what NFLOG
