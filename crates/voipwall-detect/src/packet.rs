@@ -180,6 +180,12 @@ impl Capture {
         self.tcp.set_websocket_ports(ports);
     }
 
+    /// The capture lost copies (NFLOG overflow): TCP flows skip the gap
+    /// they find next instead of waiting for it.
+    pub fn copies_lost(&mut self) {
+        self.tcp.copies_lost();
+    }
+
     /// Forgets idle TCP flows.
     pub fn expire(&mut self, now_ms: u64) {
         self.tcp.expire(now_ms);

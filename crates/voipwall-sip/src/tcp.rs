@@ -119,6 +119,8 @@ pub struct TcpStats {
     /// already holds (a way to show the PBX other bytes than detection;
     /// reported as evasion).
     pub conflicts: u64,
+    /// Gaps skipped quietly after the capture lost copies.
+    pub loss_resyncs: u64,
     /// Flows not created because the table was full and the segment came
     /// without a remembered SYN (so spoofed mid-stream segments cannot
     /// push out flows that are in step).
@@ -169,6 +171,8 @@ struct Flow {
     framing: Framing,
     /// Where the stream ends (a FIN seen, maybe ahead of holes).
     fin_at: Option<u32>,
+    /// The copy-loss epoch this flow has caught up with.
+    epoch: u32,
     /// How far the WebSocket upgrade was searched for its blank line.
     ws_scanned: usize,
     /// A WebSocket message being assembled from its frames, unmasked.
@@ -223,6 +227,8 @@ pub struct Reassembler {
     stats: TcpStats,
     /// Port ranges where SIP travels over WebSocket (either end).
     ws_ports: Vec<(u16, u16)>,
+    /// Bumped when the capture lost copies (NFLOG overflow).
+    loss_epoch: u32,
 }
 
 impl std::fmt::Debug for Reassembler {
@@ -249,7 +255,16 @@ impl Reassembler {
             held: 0,
             stats: TcpStats::default(),
             ws_ports: Vec::new(),
+            loss_epoch: 0,
         }
+    }
+
+    /// The capture lost packet copies (the NFLOG socket overflowed): a flow
+    /// whose next segment leaves a gap skips it quietly, out of step,
+    /// instead of waiting for bytes that will never come (and reporting
+    /// the gap as evasion).
+    pub fn copies_lost(&mut self) {
+        self.loss_epoch = self.loss_epoch.wrapping_add(1);
     }
 
     /// Port ranges (inclusive) where SIP travels over plain WebSocket
@@ -357,6 +372,7 @@ impl Reassembler {
                     next: first.unwrap_or(start),
                     synced: first.is_some(),
                     framing,
+                    epoch: self.loss_epoch,
                     ..Flow::default()
                 },
             );
@@ -367,6 +383,15 @@ impl Reassembler {
         };
         flow.last_ms = now_ms;
         let before = flow.held();
+        if flow.epoch != self.loss_epoch {
+            flow.epoch = self.loss_epoch;
+            if !payload.is_empty() && seq_diff(start, flow.next) > 0 {
+                self.stats.loss_resyncs += 1;
+                flow.ooo.clear();
+                flow.ooo_bytes = 0;
+                flow.resume_at(start, &mut self.stats);
+            }
+        }
         if accept(flow, &self.limits, &mut self.stats, start, payload) {
             // Bytes that differ from what was already read, or a hole that
             // will not be filled: the PBX may read what detection did not.
@@ -983,6 +1008,22 @@ mod tests {
         );
         assert_eq!(got, vec![a.clone(), b.clone()]);
         assert_eq!(r.stats().flows, 0, "closed at its FIN");
+    }
+
+    /// After the capture lost copies, a flow skips the gap it finds next
+    /// quietly (no evasion report, nothing held waiting for it).
+    #[test]
+    fn a_gap_after_lost_copies_is_skipped_quietly() {
+        let (a, b) = (msg(1, ""), msg(2, ""));
+        let mut r = Reassembler::new(TcpLimits::default(), 7);
+        let k = key(1);
+        let n = a.len() as u32;
+        let (got, _) = collect(&mut r, k, &[(99, SYN, &[]), (100, 0, &a[..10])]);
+        assert!(got.is_empty());
+        r.copies_lost();
+        let (got, garbage) = collect(&mut r, k, &[(100 + n, 0, &b)]);
+        assert_eq!((got, garbage), (vec![b], 0));
+        assert_eq!((r.stats().loss_resyncs, r.stats().dropped_segments), (1, 0));
     }
 
     /// Reordering far beyond what a stack does: a message sent as one-byte

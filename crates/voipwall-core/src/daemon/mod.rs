@@ -809,6 +809,7 @@ impl Daemon {
                 }
                 self.counters.nflog_packets = n.stats.packets;
                 if n.stats.enobufs > self.counters.nflog_enobufs {
+                    self.capture.copies_lost();
                     tracing::warn!(
                         lost_batches = n.stats.enobufs - self.counters.nflog_enobufs,
                         "NFLOG receive buffer overflowed: packets were lost."
