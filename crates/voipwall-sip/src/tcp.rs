@@ -660,7 +660,11 @@ fn deliver(
                     .iter()
                     .position(|&b| b == b'\n')
                     .map_or(m.len(), |i| i + 1);
-                if flow.synced && !flow.garbage_told {
+                // A request line the decoder refused (or whose headers it
+                // refused) is reported every time: the PBX may read each
+                // one. Other bytes once per run, on a flow in step.
+                let request_like = crate::trim(&m[..line]).ends_with(b"SIP/2.0");
+                if request_like || (flow.synced && !flow.garbage_told) {
                     out(Piece::Garbage);
                     flow.garbage_told = true;
                 }
@@ -1200,6 +1204,21 @@ mod tests {
         assert!(r.stats().evicted > 0);
         r.expire(5000 + 120_000);
         assert_eq!((r.stats().flows, r.stats().bytes), (0, 0));
+    }
+
+    /// Each request the decoder refuses is reported (the PBX may answer
+    /// every one; the `undecodable` rule counts them), not once per run.
+    #[test]
+    fn every_refused_request_line_is_reported() {
+        let bad = b"REGISTER sip:pbx SIP/2.0\r\nVia SIP/2.0/TCP no-colon\r\n\r\n";
+        let s = bad.repeat(5);
+        let mut r = Reassembler::new(TcpLimits::default(), 7);
+        let mut garbage = 0;
+        r.segment(0, key(1), 99, SYN, &[], &mut |_| {});
+        r.segment(0, key(1), 100, 0, &s, &mut |p| {
+            garbage += usize::from(p == Piece::Garbage)
+        });
+        assert_eq!(garbage, 5);
     }
 
     #[test]
