@@ -215,6 +215,10 @@ pub(crate) fn replay(cli: &Globals, a: &ReplayArgs) -> anyhow::Result<()> {
             voipwall_sip::tcp::TcpLimits::default(),
             crate::detection::random_seed(),
         );
+        // The policy's WebSocket ports are read as the daemon reads them.
+        if let Some(p) = &policy {
+            capture.set_websocket_ports(crate::daemon::websocket_ports(p));
+        }
         for f in &a.files {
             let data = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
             let cap = voipwall_sip::pcap::read(&data)

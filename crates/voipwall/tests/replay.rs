@@ -202,9 +202,10 @@ fn attempts() -> Vec<(String, String)> {
 }
 
 /// Issue 13: `replay --pcap` reassembles SIP over TCP (each message split
-/// in two segments mid-header), and `replay --hep` reads the SIP inside
-/// HEP packets with the addresses HEP gives; both ban the guesser at the
-/// fifth failure, as the daemon would.
+/// in two segments mid-header) and over WebSocket (on the policy's ws
+/// port), and `replay --hep` reads the SIP inside HEP packets with the
+/// addresses HEP gives; each bans the guesser at the fifth failure, as the
+/// daemon would.
 #[test]
 fn pcap_replay_reassembles_tcp_and_reads_hep() {
     let (att, pbx, collector) = ([203, 0, 113, 9], [198, 51, 100, 1], [198, 51, 100, 50]);
@@ -241,10 +242,37 @@ fn pcap_replay_reassembles_tcp_and_reads_hep() {
             ));
         }
     }
-    for (flag, packets) in [("--pcap", tcp), ("--hep", hep)] {
+    // SIP over WebSocket on the port the policy's sip-ws service names:
+    // the upgrade, then masked frames, each request cut across segments.
+    let mut ws = Vec::new();
+    let (mut up, mut down) = (1000u32, 5000u32);
+    let upgrade = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+    ws.push(tcp_packet(att, pbx, 40001, 5066, up, upgrade));
+    up += u32::try_from(upgrade.len()).unwrap();
+    for (req, resp) in attempts() {
+        let f = voipwall_sip::ws::encode(1, true, Some([7, 7, 7, 7]), req.as_bytes());
+        let (a, b) = f.split_at(30);
+        ws.push(tcp_packet(att, pbx, 40001, 5066, up, a));
+        ws.push(tcp_packet(att, pbx, 40001, 5066, up + 30, b));
+        up += u32::try_from(f.len()).unwrap();
+        let r = voipwall_sip::ws::encode(1, true, None, resp.as_bytes());
+        ws.push(tcp_packet(pbx, att, 5066, 40001, down, &r));
+        down += u32::try_from(r.len()).unwrap();
+    }
+    let dir = std::env::temp_dir().join(format!("voipwall-replay-ws-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[interfaces]\neth0 = \"internet\"\n[zones.internet]\nservices = [\"sip\", \"sip-ws\"]\n[discover]\nasterisk = false\nfreeswitch = false\nkamailio = false\n",
+    )
+    .unwrap();
+    for (flag, packets) in [("--pcap", tcp), ("--hep", hep), ("--pcap", ws)] {
         let path = pcap_file(&flag[2..], &packets);
         let out = replay(
             &[
+                "-c",
+                policy.to_str().unwrap(),
                 "--json",
                 flag,
                 "--pbx",

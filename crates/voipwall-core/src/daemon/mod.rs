@@ -1254,7 +1254,7 @@ fn hold_back(secs: u64, socket: &std::path::Path) -> anyhow::Result<()> {
 }
 
 /// The TCP port ranges where the policy says SIP travels over WebSocket.
-pub(crate) fn websocket_ports(policy: &Policy) -> Vec<(u16, u16)> {
+pub fn websocket_ports(policy: &Policy) -> Vec<(u16, u16)> {
     policy
         .sip_websocket_ports()
         .iter()
