@@ -39,6 +39,16 @@ pub fn apply(policy: &mut Policy, d: &Discovery) -> Vec<String> {
                         svc.ports = ports;
                         svc.origin = origin;
                     }
+                    // Ports the PBX serves with TLS inside a plain service:
+                    // said per port, so they are not copied as SIP text.
+                    if svc.sip_transport == voipwall_policy::SipTransport::Plain {
+                        svc.sip_transport_of = svc
+                            .ports
+                            .iter()
+                            .filter(|p| d.tls_ports.contains(p))
+                            .map(|p| (*p, voipwall_policy::SipTransport::Tls))
+                            .collect();
+                    }
                 }
                 Some(_) => {}
                 // Management ports (AMI, event socket) are the audit's business.

@@ -503,6 +503,7 @@ fn chan_sip(secs: &[Section], pjsip_listens: bool, d: &mut Discovery) {
                 port: port(Proto::Tcp, tls),
                 origin: at("tlsenable"),
             });
+            d.tls_ports.push(port(Proto::Tcp, tls));
         }
         if let Some(v) = s.get("srvlookup") {
             srvlookup = yes(Some(v));

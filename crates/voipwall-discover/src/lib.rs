@@ -216,6 +216,11 @@ pub struct Discovery {
     pub found: Vec<Pbx>,
     /// Bound ports.
     pub listeners: Vec<Listener>,
+    /// Listener ports that speak TLS inside a service that is otherwise
+    /// plain (chan_sip's TLS port beside pjsip, in service `chan-sip`):
+    /// packet copies cannot read them.
+    #[serde(default)]
+    pub tls_ports: Vec<PortSpec>,
     /// Trunks and peers.
     pub peers: Vec<Peer>,
     /// RTP range (`rtp.conf`, `switch.conf.xml`).

@@ -143,3 +143,54 @@ fn service_ports_feed_the_catalog_services() {
     assert_eq!(show("chan-sip"), "udp/5160");
     assert_eq!(show("iax2"), "udp/4569");
 }
+
+/// chan_sip's TLS port beside pjsip lands in service `chan-sip`, which is
+/// otherwise plain SIP: applied to a policy, that port is marked TLS, so
+/// packet copies skip it and `check` says it needs HEP or a log (found in
+/// the review of issue 13's change).
+#[test]
+fn chan_sip_tls_beside_pjsip_is_marked_tls() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/configs/freepbx");
+    let mut files = BTreeMap::new();
+    load(&root, &root, &mut files);
+    let general = "/etc/asterisk/sip_general_additional.conf";
+    let text = files[general].replace("tlsenable=no", "tlsenable=yes\ntlsbindaddr=0.0.0.0:5161");
+    files.insert(general.to_string(), text);
+    let d = discover(&files, &Roots::default());
+    assert_eq!(
+        d.tls_ports
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["tcp/5161"]
+    );
+    let mut sm = voipwall_policy::SourceMap::default();
+    let (catalog, _) =
+        voipwall_policy::Catalog::load(&voipwall_policy::DataFile::builtin(), &mut sm);
+    let text = "preset = \"freepbx\"\n[interfaces]\neth0 = \"internet\"\n[zones.internet]\nservices = [\"chan-sip\"]\n";
+    let loaded = voipwall_policy::load(
+        "policy.toml",
+        &mut |_| Ok(text.to_string()),
+        &catalog,
+        &voipwall_policy::HostFacts::default(),
+    );
+    let mut policy = loaded.policy.expect("loads");
+    voipwall_discover::apply(&mut policy, &d);
+    let unread: Vec<String> = policy
+        .sip_unreadable_ports()
+        .iter()
+        .map(|(p, s, _)| format!("{p} {s}"))
+        .collect();
+    assert!(
+        unread.contains(&"tcp/5161 chan-sip".to_string()),
+        "{unread:?}"
+    );
+    assert!(
+        !policy
+            .sip_readable_ports()
+            .iter()
+            .any(|p| p.to_string() == "tcp/5161"),
+        "{:?}",
+        policy.sip_readable_ports()
+    );
+}
