@@ -176,6 +176,11 @@ pub struct Evidence {
     pub what: String,
     /// Which source reported it (`nflog`, `asterisk-security`).
     pub origin: String,
+    /// For failed authentications and undecodable requests: whether the
+    /// event proves the source receives at its address (its credentials
+    /// answered a nonce issued to it). `None` where that does not apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<bool>,
 }
 
 /// Counters for metrics and tests.
@@ -285,6 +290,8 @@ struct Ev {
     user: Short,
     /// Index into `Engine::origins`.
     origin: u8,
+    /// Verified or not, where the rule weighs it.
+    proof: Option<bool>,
 }
 
 impl Ev {
@@ -311,6 +318,7 @@ impl Ev {
                 .get(usize::from(self.origin))
                 .cloned()
                 .unwrap_or_else(|| "other".into()),
+            verified: self.proof,
         }
     }
 }
@@ -1226,10 +1234,10 @@ impl Engine {
             what,
             user: Short::new(user),
             origin: u8::try_from(origin).expect("at most 255"),
+            proof: None,
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     #[allow(clippy::too_many_arguments)]
     fn count_kind(
         &mut self,
@@ -1260,10 +1268,16 @@ impl Engine {
         distinct: Option<u64>,
         verified: bool,
     ) {
-        let e = self.ev(now, src, what, user, origin);
+        let mut e = self.ev(now, src, what, user, origin);
         let key = self.group_of(src);
         if !self.groups.contains_key(&key) {
             self.group_mut(key);
+        }
+        if matches!(
+            self.cfg.rules.rules[i].kind,
+            RuleKind::AuthFailure | RuleKind::Undecodable
+        ) {
+            e.proof = Some(verified);
         }
         // Disjoint field borrows: the rule (config), the group map, the origin names.
         let rule = &self.cfg.rules.rules[i];
@@ -1345,9 +1359,6 @@ impl Engine {
             }
         }
         let Some(ttl) = fired else { return };
-        // Failed authentications prove a guesser only when they answer a
-        // nonce the host issued to that source; the other rules count
-        // what the host saw and answered, as before.
         // Failed authentications prove a guesser only when they answer a
         // nonce the host issued to that source. A registered endpoint needs
         // a full threshold of such proof; another source, one proven

@@ -314,10 +314,7 @@ pub(crate) fn explain_detection(cli: &Globals, addr: IpAddr) -> anyhow::Result<(
                 b.target, b.rule, b.until, b.reason
             ));
             for ev in &b.evidence {
-                s.push_str(&format!(
-                    "    {}  {}  {} ({})\n",
-                    ev.at, ev.src, ev.what, ev.origin
-                ));
+                s.push_str(&format!("    {}\n", evidence_line(ev)));
             }
         }
         None => s.push_str("  not banned\n"),
@@ -334,10 +331,25 @@ pub(crate) fn explain_detection(cli: &Globals, addr: IpAddr) -> anyhow::Result<(
             })
             .collect();
         s.push_str(&format!("  {}: {}\n", c.rule, prog.join(", ")));
+        for ev in &c.evidence {
+            s.push_str(&format!("    {}\n", evidence_line(ev)));
+        }
     }
     s.push_str(&format!(
         "  {} ban(s) of it in the store (voipwall bans --all)\n",
         r.stored_bans.len()
     ));
     print(&s).context("writing")
+}
+
+/// One evidence line: when, from where, what, which source, and for
+/// authentication failures whether the source proved it receives at its
+/// address (a forged UDP source cannot).
+fn evidence_line(ev: &voipwall_detect::Evidence) -> String {
+    let proof = match ev.verified {
+        Some(true) => "  [verified: answered a nonce issued to it]",
+        Some(false) => "  [unverified: no nonce issued to this source]",
+        None => "",
+    };
+    format!("{}  {}  {} ({}){proof}", ev.at, ev.src, ev.what, ev.origin)
 }

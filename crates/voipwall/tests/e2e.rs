@@ -984,6 +984,19 @@ fn password_guessing_over_tcp_is_banned_at_the_threshold() {
     for src in ["203.0.113.71", "203.0.113.72", "203.0.113.73"] {
         lab.assert_stopped_at_threshold(&bans, src, &report);
     }
+    // The PBX's challenges came back over TCP too: the failures answered
+    // nonces issued to the guesser, so explain shows them verified.
+    let x = lab.json(&["explain", "203.0.113.73"]);
+    let marks: Vec<Option<bool>> = x["engine"]["banned"]["evidence"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e["verified"].as_bool())
+        .collect();
+    assert!(
+        marks.contains(&Some(true)),
+        "no verified evidence in the ban: {x}"
+    );
     // The byte-by-byte guesser really was split: one segment per byte of
     // its REGISTERs (about 400 bytes each), not one per message.
     assert!(split > 1000, "{report}");
@@ -1589,6 +1602,27 @@ fn forged_failures_with_a_phones_address_do_not_ban_the_phone() {
         lab.daemon_log()
             .contains("does not prove the source sent it"),
         "no alert explains the refusal\n{report}"
+    );
+    // explain shows the forged failures as unverified evidence (issue 12).
+    let x = lab.json(&["explain", PHONE4]);
+    let marks: Vec<Option<bool>> = x["engine"]["counters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["rule"] == "auth-bruteforce")
+        .flat_map(|c| c["evidence"].as_array().cloned().unwrap_or_default())
+        .map(|e| e["verified"].as_bool())
+        .collect();
+    assert!(
+        !marks.is_empty() && marks.iter().all(|m| *m == Some(false)),
+        "explain does not show the forged failures as unverified: {x}"
+    );
+    let human = lab.cli(&["explain", PHONE4]);
+    assert!(
+        String::from_utf8_lossy(&human.stdout)
+            .contains("[unverified: no nonce issued to this source]"),
+        "{}",
+        String::from_utf8_lossy(&human.stdout)
     );
     // The phone still registers: its next REGISTERs get answers.
     let before = lab.requests_from(PHONE4);
