@@ -675,6 +675,62 @@ fn the_control_socket_cannot_be_used_to_lock_the_operator_out_or_grow_the_daemon
     assert_eq!(ns.cli(&["status"]).status.code(), Some(0), "{}", ns.log());
 }
 
+/// Issue 12: clients that trickle a byte every 2 s (never finishing a
+/// request, never idle long enough for the per-read timeout) cannot hold
+/// every connection slot: each request line has 10 s to arrive, then the
+/// connection is closed and the operator gets in.
+#[test]
+fn trickling_clients_cannot_hold_the_control_socket() {
+    use std::io::Write as _;
+    use std::os::unix::net::UnixStream;
+    let mut ns = Ns::new("trickle");
+    ns.policy("");
+    ns.spawn(&[]);
+    ns.wait_ready();
+    let sock = ns.dir.join("sock");
+    let mut conns: Vec<UnixStream> = (0..80)
+        .filter_map(|_| UnixStream::connect(&sock).ok())
+        .collect();
+    let started = Instant::now();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trickler = std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            // Bounded: at most 12 rounds (24 s).
+            for _ in 0..12 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                for c in &mut conns {
+                    let _ = c.write_all(b" ");
+                }
+                std::thread::sleep(Duration::from_secs(2));
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    // Locked out at first: every slot trickles.
+    let first = ns.cli(&["status"]);
+    let locked = first.status.code() != Some(0)
+        && String::from_utf8_lossy(&first.stderr).contains("control connections already open");
+    let mut got_in = None;
+    while started.elapsed() < Duration::from_secs(20) {
+        if ns.cli(&["status"]).status.code() == Some(0) {
+            got_in = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    trickler.join().unwrap();
+    assert!(
+        locked,
+        "the slots were not full to begin with (the test proves nothing)"
+    );
+    let t = got_in.expect("status refused for 20 s while clients trickled");
+    assert!(t < Duration::from_secs(16), "the operator waited {t:?}");
+}
+
 /// Issue 14: under systemd (Type=notify, WatchdogSec=) the daemon says
 /// READY only once the ruleset is in the kernel, pings the watchdog from
 /// the packet loop (so a stalled loop stops the pings and systemd restarts

@@ -210,6 +210,10 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// A connection that sends no request for this long is closed (the CLI
 /// sends its request at once).
 pub const IDLE: Duration = Duration::from_secs(5);
+/// How long one request line may take to arrive, however it trickles in
+/// (each read also has `IDLE`): a client sending a byte every few seconds
+/// cannot hold a connection slot for ever.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 /// How long a reply may wait for the client to read it.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// `events --follow` streams at once, and the events each may have queued
@@ -290,6 +294,24 @@ pub fn serve(
         })
 }
 
+/// A reader that refuses to read once a deadline has passed.
+struct Deadline<R> {
+    inner: R,
+    since: std::time::Instant,
+}
+
+impl<R: std::io::Read> std::io::Read for Deadline<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.since.elapsed() > REQUEST_DEADLINE {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "request line took too long",
+            ));
+        }
+        self.inner.read(buf)
+    }
+}
+
 fn handle(conn: UnixStream, tx: &Sender<Input>, waker: &Waker) {
     let Ok(read_half) = conn.try_clone() else {
         return;
@@ -298,11 +320,15 @@ fn handle(conn: UnixStream, tx: &Sender<Input>, waker: &Waker) {
     // A client that stops reading (a long `bans`, a follower) is dropped
     // after this long instead of holding its thread and slot forever.
     let _ = conn.set_write_timeout(Some(WRITE_TIMEOUT));
-    let mut reader = BufReader::new(read_half);
+    let mut reader = BufReader::new(Deadline {
+        inner: read_half,
+        since: std::time::Instant::now(),
+    });
     let mut w = conn;
     let mut line = String::new();
     loop {
         line.clear();
+        reader.get_mut().since = std::time::Instant::now();
         match (&mut reader).take(MAX_REQUEST + 1).read_line(&mut line) {
             Ok(0) | Err(_) => return,
             Ok(n) if n as u64 > MAX_REQUEST => {
@@ -400,9 +426,21 @@ impl Client {
 
     /// Sends one request and reads one response line.
     pub fn call(&mut self, req: &Request) -> anyhow::Result<Value> {
-        writeln!(self.writer, "{}", serde_json::to_string(req)?)?;
-        self.next_value()?
-            .ok_or_else(|| anyhow::anyhow!("the daemon closed the connection"))
+        if let Err(e) = writeln!(self.writer, "{}", serde_json::to_string(req)?) {
+            // A daemon that refuses the connection (all slots taken) says
+            // why and closes before the request is written: read that.
+            // Never pass the socket's broken pipe on as an io::Error: the
+            // CLI treats a broken pipe as its own stdout closing, silently.
+            return match self.next_value() {
+                Ok(Some(v)) => Ok(v),
+                _ => Err(anyhow::anyhow!("control socket: {e}")),
+            };
+        }
+        match self.next_value() {
+            Ok(Some(v)) => Ok(v),
+            Ok(None) => Err(anyhow::anyhow!("the daemon closed the connection")),
+            Err(e) => Err(anyhow::anyhow!("control socket: {e:#}")),
+        }
     }
 
     /// The next line of a stream.
