@@ -123,6 +123,16 @@ pub struct Response<'a> {
 }
 
 impl<'a> Event<'a> {
+    /// A request from `src` that detection could not read (see the
+    /// `undecodable` rule: it counts once the PBX answers that source).
+    pub fn undecodable(src: IpAddr, origin: &'a str) -> Self {
+        Self {
+            src,
+            kind: EventKind::Undecodable,
+            origin,
+        }
+    }
+
     /// The event for a decoded message seen on the wire. Requests are those
     /// the host received (`remote` is the packet's source); responses are
     /// those it sent (`remote` is the packet's destination). `None` when the

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use voipwall_sip::tcp::{FlowKey, Piece, Reassembler, TcpLimits, TcpStats};
 use voipwall_sip::{Message, Peeled, SipError, Transport, peel};
 
-use crate::event::{Event, EventKind};
+use crate::event::Event;
 
 /// A decoded SIP packet.
 #[derive(Debug, Clone)]
@@ -87,15 +87,11 @@ pub fn from_hep<'a>(h: &voipwall_sip::hep::Hep<'a>) -> Result<Decoded<'a>, SipEr
 
 /// The event for a captured packet that does not decode as SIP: when it is
 /// an inbound request (its payload does not start like a response), one
-/// [`EventKind::Undecodable`] from its IP source. Detection counts it only
+/// [`crate::EventKind::Undecodable`] from its IP source. Detection counts it only
 /// if the PBX answers that source (see the `undecodable` rule).
 pub fn undecodable<'a>(ip: &[u8], origin: &'a str) -> Option<Event<'a>> {
     let p = peel(ip).ok()?;
-    (!p.payload.starts_with(b"SIP/")).then_some(Event {
-        src: p.src,
-        kind: EventKind::Undecodable,
-        origin,
-    })
+    (!p.payload.starts_with(b"SIP/")).then_some(Event::undecodable(p.src, origin))
 }
 
 /// What one captured packet yields.
@@ -145,31 +141,22 @@ impl Capture {
                     dst: p.dst,
                     dport: p.dport,
                 };
-                self.tcp.segment(
-                    now_ms,
-                    key,
-                    p.seq,
-                    p.flags,
-                    p.payload,
-                    &mut |piece| match piece {
-                        Piece::Message(m) => {
-                            let peeled = Peeled { payload: m, ..p };
-                            match Message::parse_captured(m) {
-                                Ok(msg) => f(Seen::Sip(Decoded { peeled, msg })),
-                                Err(_) => f(Seen::Undecodable(Some(Event {
-                                    src: p.src,
-                                    kind: EventKind::Undecodable,
-                                    origin,
-                                }))),
+                self.tcp
+                    .segment(now_ms, key, p.seq, p.flags, p.payload, &mut |piece| {
+                        let msg = match piece {
+                            Piece::Message(m) => {
+                                Message::parse_captured(m).ok().map(|msg| (m, msg))
                             }
+                            Piece::Garbage => None,
+                        };
+                        match msg {
+                            Some((m, msg)) => f(Seen::Sip(Decoded {
+                                peeled: Peeled { payload: m, ..p },
+                                msg,
+                            })),
+                            None => f(Seen::Undecodable(Some(Event::undecodable(p.src, origin)))),
                         }
-                        Piece::Garbage => f(Seen::Undecodable(Some(Event {
-                            src: p.src,
-                            kind: EventKind::Undecodable,
-                            origin,
-                        }))),
-                    },
-                );
+                    });
             }
         }
     }

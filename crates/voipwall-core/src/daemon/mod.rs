@@ -783,11 +783,7 @@ impl Daemon {
                                 undecodable += 1;
                                 engine.handle_packet(
                                     at,
-                                    &voipwall_detect::Event {
-                                        src: d.peeled.src,
-                                        kind: voipwall_detect::EventKind::Undecodable,
-                                        origin: "nflog",
-                                    },
+                                    &voipwall_detect::Event::undecodable(d.peeled.src, "nflog"),
                                 );
                             }
                         }
