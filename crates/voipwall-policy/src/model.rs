@@ -722,9 +722,14 @@ impl Policy {
         self.sip_ports_where(|t| matches!(t, SipTransport::Plain | SipTransport::Ws))
     }
 
-    /// The SIP ports where SIP travels over plain WebSocket.
-    pub fn sip_websocket_ports(&self) -> Vec<PortSpec> {
+    /// The TCP port ranges (inclusive) where SIP travels over plain
+    /// WebSocket: what the packet path reads as WebSocket.
+    pub fn sip_websocket_ports(&self) -> Vec<(u16, u16)> {
         self.sip_ports_where(|t| t == SipTransport::Ws)
+            .iter()
+            .filter(|p| p.proto == Proto::Tcp)
+            .map(|p| (p.lo, p.hi))
+            .collect()
     }
 
     /// Granted SIP ports that packet copies cannot read (TLS, secure WebSocket),

@@ -217,7 +217,7 @@ pub(crate) fn replay(cli: &Globals, a: &ReplayArgs) -> anyhow::Result<()> {
         );
         // The policy's WebSocket ports are read as the daemon reads them.
         if let Some(p) = &policy {
-            capture.set_websocket_ports(crate::daemon::websocket_ports(p));
+            capture.set_websocket_ports(p.sip_websocket_ports());
         }
         for f in &a.files {
             let data = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;

@@ -54,6 +54,24 @@ pub struct HepPacket {
     pub payload: Vec<u8>,
 }
 
+impl HepPacket {
+    /// A view of it as a decoded HEP packet, for the SIP decoder.
+    pub fn hep(&self) -> voipwall_sip::hep::Hep<'_> {
+        voipwall_sip::hep::Hep {
+            version: 3,
+            src: self.src,
+            dst: self.dst,
+            sport: self.sport,
+            dport: self.dport,
+            ip_proto: self.ip_proto,
+            payload_type: None,
+            capture_id: None,
+            time: None,
+            payload: &self.payload,
+        }
+    }
+}
+
 /// What the listener counted besides packets.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HepCounts {

@@ -441,7 +441,7 @@ pub fn run(cli: &Paths, a: &DaemonArgs) -> anyhow::Result<()> {
         voipwall_sip::tcp::TcpLimits::default(),
         crate::detection::random_seed(),
     );
-    capture.set_websocket_ports(websocket_ports(&policy));
+    capture.set_websocket_ports(policy.sip_websocket_ports());
     let mut d = Daemon {
         engine: Engine::new(cfg),
         notify: voipwall_sys::notify::Notifier::from_env(),
@@ -931,19 +931,7 @@ impl Daemon {
         };
         let at = now();
         for p in packets {
-            let h = voipwall_sip::hep::Hep {
-                version: 3,
-                src: p.src,
-                dst: p.dst,
-                sport: p.sport,
-                dport: p.dport,
-                ip_proto: p.ip_proto,
-                payload_type: None,
-                capture_id: None,
-                time: None,
-                payload: &p.payload,
-            };
-            let Ok(d) = voipwall_detect::packet::from_hep(&h) else {
+            let Ok(d) = voipwall_detect::packet::from_hep(&p.hep()) else {
                 self.counters.hep_malformed += 1;
                 continue;
             };
@@ -1247,16 +1235,6 @@ fn hold_back(secs: u64, socket: &std::path::Path) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(socket);
     tracing::warn!("Safe mode hold over: applying the policy.");
     Ok(())
-}
-
-/// The TCP port ranges where the policy says SIP travels over WebSocket.
-pub fn websocket_ports(policy: &Policy) -> Vec<(u16, u16)> {
-    policy
-        .sip_websocket_ports()
-        .iter()
-        .filter(|p| p.proto == voipwall_policy::Proto::Tcp)
-        .map(|p| (p.lo, p.hi))
-        .collect()
 }
 
 fn init_logging() {

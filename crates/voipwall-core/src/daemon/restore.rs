@@ -204,7 +204,8 @@ impl Daemon {
         if let Some(n) = &self.names {
             n.update(&policy, &p.applied.ruleset);
         }
-        self.capture.set_websocket_ports(websocket_ports(&policy));
+        self.capture
+            .set_websocket_ports(policy.sip_websocket_ports());
         // A new engine with the new settings; what it remembers of bans
         // (recidive, suppression) comes back from the store.
         self.engine = Engine::new(p.config);
