@@ -446,6 +446,17 @@ impl Reassembler {
     }
 }
 
+/// Bytes that are not SIP: reported once per run on a flow in step (one
+/// picked up mid-stream skips to its first start line silently), or every
+/// time when `always` (a refused request line the PBX may answer). Takes
+/// the two flags, not the flow, so callers may hold a slice of its buffer.
+fn report_garbage(synced: bool, told: &mut bool, always: bool, out: &mut dyn FnMut(Piece<'_>)) {
+    if always || (synced && !*told) {
+        out(Piece::Garbage);
+        *told = true;
+    }
+}
+
 /// Bytes an out-of-order segment costs besides its data.
 const OOO_OVERHEAD: usize = 64;
 
@@ -592,10 +603,7 @@ fn deliver(
             // A head longer than any PBX reads, or no SIP at all: skip it
             // and find the next start line (some PBXs drop such a buffer
             // and read on).
-            if flow.synced && !flow.garbage_told {
-                out(Piece::Garbage);
-                flow.garbage_told = true;
-            }
+            report_garbage(flow.synced, &mut flow.garbage_told, false, out);
             stats.skipped_bytes += (lead + m.len()) as u64;
             pos += lead + m.len();
             flow.synced = false;
@@ -664,10 +672,7 @@ fn deliver(
                 // refused) is reported every time: the PBX may read each
                 // one. Other bytes once per run, on a flow in step.
                 let request_like = crate::trim(&m[..line]).ends_with(b"SIP/2.0");
-                if request_like || (flow.synced && !flow.garbage_told) {
-                    out(Piece::Garbage);
-                    flow.garbage_told = true;
-                }
+                report_garbage(flow.synced, &mut flow.garbage_told, request_like, out);
                 stats.skipped_bytes += (lead + line) as u64;
                 pos += lead + line;
                 let partial = line == m.len() && m.last() != Some(&b'\n');
@@ -720,10 +725,7 @@ fn deliver_ws(
             Ok(Some(f)) => f,
             Ok(None) => return,
             Err(_) => {
-                if flow.synced && !flow.garbage_told {
-                    out(Piece::Garbage);
-                    flow.garbage_told = true;
-                }
+                report_garbage(flow.synced, &mut flow.garbage_told, false, out);
                 stats.skipped_bytes += flow.buf.len() as u64;
                 flow.buf.clear();
                 flow.msg.clear();
