@@ -219,20 +219,22 @@ fn addr(b: &[u8]) -> Option<std::net::IpAddr> {
     }
 }
 
+/// The head of a GETSETELEM request for set `set` of `inet <table>`;
+/// returns where the message starts, for [`finish`].
+fn setelem_request(buf: &mut Vec<u8>, flags: u16, table: &str, set: &str) -> usize {
+    let start = push_nlmsghdr(buf, msg_type(NFT_MSG_GETSETELEM), NLM_F_REQUEST | flags, 1);
+    push_nfgenmsg(buf, NFPROTO_INET, 0);
+    attr(buf, NFTA_SET_ELEM_LIST_TABLE, &cstr(table));
+    attr(buf, NFTA_SET_ELEM_LIST_SET, &cstr(set));
+    start
+}
+
 /// Every element of set `set` in table `inet <table>` (`NFT_MSG_GETSETELEM`
 /// dump): what `nft list set` prints, without building nft's cache of the
 /// whole ruleset.
 pub fn set_elements(table: &str, set: &str) -> io::Result<Vec<KernelElem>> {
     let replies = ask(|buf| {
-        let start = push_nlmsghdr(
-            buf,
-            msg_type(NFT_MSG_GETSETELEM),
-            NLM_F_REQUEST | NLM_F_DUMP,
-            1,
-        );
-        push_nfgenmsg(buf, NFPROTO_INET, 0);
-        attr(buf, NFTA_SET_ELEM_LIST_TABLE, &cstr(table));
-        attr(buf, NFTA_SET_ELEM_LIST_SET, &cstr(set));
+        let start = setelem_request(buf, NLM_F_DUMP, table, set);
         finish(buf, start);
     })?;
     let mut out = Vec::new();
@@ -280,15 +282,7 @@ pub fn set_elements(table: &str, set: &str) -> io::Result<Vec<KernelElem>> {
 /// kernel looks it up, nothing is dumped).
 pub fn has_key(table: &str, set: &str, key: std::net::IpAddr) -> io::Result<bool> {
     let r = ask(|buf| {
-        let start = push_nlmsghdr(
-            buf,
-            msg_type(NFT_MSG_GETSETELEM),
-            NLM_F_REQUEST | NLM_F_ACK,
-            1,
-        );
-        push_nfgenmsg(buf, NFPROTO_INET, 0);
-        attr(buf, NFTA_SET_ELEM_LIST_TABLE, &cstr(table));
-        attr(buf, NFTA_SET_ELEM_LIST_SET, &cstr(set));
+        let start = setelem_request(buf, NLM_F_ACK, table, set);
         let list = nest_start(buf, NFTA_SET_ELEM_LIST_ELEMENTS);
         let elem = nest_start(buf, 1); // NFTA_LIST_ELEM
         let k = nest_start(buf, NFTA_SET_ELEM_KEY);
