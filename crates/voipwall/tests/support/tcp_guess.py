@@ -39,6 +39,7 @@ if mode == "tls":
 s.settimeout(1.0)
 port = s.getsockname()[1]
 via = {"tls": "TLS", "ws": "WS"}.get(mode, "TCP")
+inbuf = b""
 if mode == "ws":
     key = base64.b64encode(os.urandom(16)).decode()
     s.sendall(
@@ -53,7 +54,7 @@ if mode == "ws":
         hs += chunk
     if not hs.startswith(b"HTTP/1.1 101"):
         sys.exit(f"websocket handshake refused: {hs[:60]!r}")
-    wsbuf = hs[hs.index(b"\r\n\r\n") + 4 :]
+    inbuf = hs[hs.index(b"\r\n\r\n") + 4 :]
 
 
 def ws_frame(payload):
@@ -63,45 +64,43 @@ def ws_frame(payload):
     return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
-def ws_message():
-    """One SIP message from the server's (unmasked) frames."""
-    global wsbuf
+def ws_split(b):
+    """The first whole server frame's payload (unmasked), and the rest."""
+    if len(b) < 2:
+        return None
+    n, at = b[1] & 0x7F, 2
+    if n == 126:
+        if len(b) < 4:
+            return None
+        n, at = struct.unpack("!H", b[2:4])[0], 4
+    return (b[at : at + n], b[at + n :]) if len(b) >= at + n else None
+
+
+def sip_split(b):
+    """The first whole SIP message (framed by Content-Length), and the rest."""
+    head_end = b.find(b"\r\n\r\n")
+    if head_end < 0:
+        return None
+    m = re.search(rb"(?im)^(?:content-length|l)\s*:\s*(\d+)", b[:head_end])
+    total = head_end + 4 + (int(m.group(1)) if m else 0)
+    return (b[:total], b[total:]) if len(b) >= total else None
+
+
+def read_message(split):
+    """One message from the stream; "" when the PBX stops answering."""
+    global inbuf
     while True:
-        if len(wsbuf) >= 2:
-            n, at = wsbuf[1] & 0x7F, 2
-            if n == 126 and len(wsbuf) >= 4:
-                n, at = struct.unpack("!H", wsbuf[2:4])[0], 4
-            if n != 126 and len(wsbuf) >= at + n:
-                payload, wsbuf = wsbuf[at : at + n], wsbuf[at + n :]
-                return payload.decode(errors="replace")
+        cut = split(inbuf)
+        if cut:
+            msg, inbuf = cut
+            return msg.decode(errors="replace")
         try:
             chunk = s.recv(65535)
         except (socket.timeout, OSError):
             return ""
         if not chunk:
             return ""
-        wsbuf += chunk
-buf = b""
-
-
-def response():
-    """One response from the stream (framed by Content-Length)."""
-    global buf
-    while True:
-        head_end = buf.find(b"\r\n\r\n")
-        if head_end >= 0:
-            m = re.search(rb"(?im)^(?:content-length|l)\s*:\s*(\d+)", buf[:head_end])
-            total = head_end + 4 + (int(m.group(1)) if m else 0)
-            if len(buf) >= total:
-                msg, buf = buf[:total], buf[total:]
-                return msg.decode(errors="replace")
-        try:
-            chunk = s.recv(65535)
-        except (socket.timeout, OSError):
-            return ""
-        if not chunk:
-            return ""
-        buf += chunk
+        inbuf += chunk
 
 
 def register(n, cseq, auth=""):
@@ -120,7 +119,7 @@ def register(n, cseq, auth=""):
                 time.sleep(0.0002)
         except OSError:
             return ""
-        return ws_message()
+        return read_message(ws_split)
     try:
         if mode == "bytewise":
             for i in range(len(msg)):
@@ -130,7 +129,7 @@ def register(n, cseq, auth=""):
             s.sendall(msg)
     except OSError:
         return ""
-    return response()
+    return read_message(sip_split)
 
 
 failed = 0
