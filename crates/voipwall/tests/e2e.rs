@@ -214,6 +214,16 @@ impl Lab {
         std::fs::read_to_string(self.dir.join("kamailio.log")).unwrap_or_default()
     }
 
+    /// The first 20 kamailio log lines holding either word, for reports.
+    fn kamailio_lines(&self, a: &str, b: &str) -> String {
+        self.kamailio_log()
+            .lines()
+            .filter(|l| l.contains(a) || l.contains(b))
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Requests kamailio received from `src` (its own log line per request).
     fn requests_from(&self, src: &str) -> usize {
         let needle = format!("vwlab: req src={src} ");
@@ -1101,12 +1111,7 @@ event_route[xhttp:request] {
         String::from_utf8_lossy(&out.stderr),
         status["tcp"],
         lab.daemon_log(),
-        lab.kamailio_log()
-            .lines()
-            .filter(|l| l.contains("ERROR") || l.contains("websocket"))
-            .take(20)
-            .collect::<Vec<_>>()
-            .join("\n")
+        lab.kamailio_lines("ERROR", "websocket")
     );
     assert!(
         String::from_utf8_lossy(&out.stdout).trim() == "5",
@@ -1219,12 +1224,7 @@ for _ in range(20): s.sendto(p,('{PBX4}',9060))\n"
         String::from_utf8_lossy(&out.stderr),
         status["counters"],
         lab.daemon_log(),
-        lab.kamailio_log()
-            .lines()
-            .filter(|l| l.contains("ERROR") || l.contains("tls"))
-            .take(20)
-            .collect::<Vec<_>>()
-            .join("\n")
+        lab.kamailio_lines("ERROR", "tls")
     );
     lab.assert_stopped_at_threshold(&bans, "203.0.113.74", &format!("over TLS\n{report}"));
     assert!(
@@ -1299,11 +1299,7 @@ for i in range({count}): s.sendto(('OPTIONS sip:100@{PBX4} SIP/2.0\\r\\nVia: SIP
     let kam = lab.kamailio_log();
     let report = format!(
         "bans {bans:?}\nkamailio:\n{}\n{}",
-        kam.lines()
-            .filter(|l| l.contains("pike") || l.contains("Malformed"))
-            .take(12)
-            .collect::<Vec<_>>()
-            .join("\n"),
+        lab.kamailio_lines("pike", "Malformed"),
         lab.daemon_log()
     );
     assert!(kam.contains("pike blocking"), "{report}");
