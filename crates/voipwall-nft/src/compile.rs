@@ -472,6 +472,45 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
             ));
         }
     }
+    // HEP senders reach the HEP listener past every ban, block and flood
+    // guard: a ban of a sender (by an operator's --force, or a kernel flood
+    // guard) must not blind detection through it.
+    let mut hep_ports: Vec<u16> = policy.hep.listen.iter().map(|a| a.port()).collect();
+    hep_ports.sort_unstable();
+    hep_ports.dedup();
+    for family in [Family::V4, Family::V6] {
+        let nets: Vec<IpNet> = IpNet::aggregate(
+            &policy
+                .hep
+                .senders
+                .iter()
+                .copied()
+                .filter(|n| (family == Family::V4) == matches!(n, IpNet::V4(_)))
+                .collect(),
+        );
+        if nets.is_empty() || hep_ports.is_empty() {
+            continue;
+        }
+        for proto in [Proto::Udp, Proto::Tcp] {
+            pre.push(rule(
+                vec![
+                    Match::SaddrNets {
+                        family,
+                        nets: nets.clone(),
+                    },
+                    Match::Dport(
+                        proto,
+                        hep_ports
+                            .iter()
+                            .map(|&p| PortSpec { proto, lo: p, hi: p })
+                            .collect(),
+                    ),
+                ],
+                Action::Accept,
+                "HEP senders reach the HEP listener past bans, blocks and flood guards ([hep] senders)",
+            ));
+        }
+    }
     for f in [Family::V4, Family::V6] {
         for (stem, comment) in [
             ("allow", "allow list skips ban lookups"),

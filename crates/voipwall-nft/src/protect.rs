@@ -112,6 +112,12 @@ impl Protected {
                     );
                 }
             }
+            // A HEP sender names other sources as the senders of the SIP it
+            // copies; banned, its copies would be dropped and detection
+            // through it would go blind.
+            for n in &policy.hep.senders {
+                push(*n, format!("HEP sender {n} ([hep] senders)"), true);
+            }
             for n in &policy.detect.never_ban {
                 push(*n, format!("[detect] never_ban entry {n}"), true);
             }

@@ -1685,3 +1685,123 @@ fn detection_keeps_banning_while_a_slow_reload_runs() {
     );
     eprintln!("banned {banned_at:?} after the reload started; the reload took {reload_took:?}");
 }
+
+impl Lab {
+    /// The targets of the bans the store lists.
+    fn banned(&self, policy: &str) -> Vec<String> {
+        let out = self.voipwall(policy, &["--json", "bans"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|b| b["target"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// One forged OPTIONS with a scanner's User-Agent from `src` (an
+    /// address of the peer namespace) to udp/5060 of the firewall.
+    fn scanner_packet(&self, src: &str, tag: &str) {
+        let dst = if src.contains(':') {
+            FW_V6
+        } else if src.starts_with("198.51.100.") {
+            "198.51.100.1"
+        } else {
+            FW_V4
+        };
+        let (fam, host) = if src.contains(':') {
+            ("AF_INET6", format!("[{src}]"))
+        } else {
+            ("AF_INET", src.to_string())
+        };
+        let script = format!(
+            "import socket\ns=socket.socket(socket.{fam},socket.SOCK_DGRAM)\ns.bind(('{src}',5070))\ns.sendto(b'OPTIONS sip:100@x SIP/2.0\\r\\nVia: SIP/2.0/UDP {host}:5070;branch=z9hG4bK{tag}\\r\\nFrom: <sip:100@x>;tag=1\\r\\nTo: <sip:100@x>\\r\\nCall-ID: {tag}@x\\r\\nCSeq: 1 OPTIONS\\r\\nUser-Agent: friendly-scanner\\r\\nContent-Length: 0\\r\\n\\r\\n',('{dst}',5060))\n"
+        );
+        let out = self.exec(&self.peer, &["python3", "-c", &script]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+
+    /// `count` HEP v3 packets over UDP from `sender` (an address of the
+    /// peer namespace) to `to:9060`, each carrying a scanner's OPTIONS
+    /// whose source HEP gives as `sip_src`, to a PBX on another host
+    /// (192.0.2.10: NFLOG here cannot have seen it, so it is not a duplicate).
+    fn hep_scanner(&self, sender: &str, to: &str, sip_src: &str, count: u32) {
+        let script = format!(
+            "import socket,struct\n\
+def c(t,v): return struct.pack('!HHH',0,t,len(v)+6)+v\n\
+s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+s.bind(('{sender}',0))\n\
+for i in range({count}):\n\x20 sip=('OPTIONS sip:100@x SIP/2.0\\r\\nVia: SIP/2.0/UDP {sip_src}:5070;branch=z9hG4bKh%d\\r\\nFrom: <sip:100@x>;tag=1\\r\\nTo: <sip:100@x>\\r\\nCall-ID: hep%d-{sip_src}@x\\r\\nCSeq: 1 OPTIONS\\r\\nUser-Agent: friendly-scanner\\r\\nContent-Length: 0\\r\\n\\r\\n' % (i,i)).encode()\n\x20 b=c(1,b'\\x02')+c(2,b'\\x11')+c(3,socket.inet_aton('{sip_src}'))+c(4,socket.inet_aton('192.0.2.10'))+c(7,struct.pack('!H',5070))+c(8,struct.pack('!H',5060))+c(11,b'\\x01')+c(15,sip)\n\x20 s.sendto(b'HEP3'+struct.pack('!H',len(b)+6)+b,('{to}',9060))\n"
+        );
+        let out = self.exec(&self.peer, &["python3", "-c", &script]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+
+    /// The CLI against the running daemon (its socket), without a policy.
+    fn voipwall_ctl(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_voipwall"))
+            .env("VOIPWALL_SOCKET", self.dir.join("sock"))
+            .env("VOIPWALL_STATE_DIR", self.dir.join("state"))
+            .args(args)
+            .output()
+            .expect("run voipwall")
+    }
+
+    /// Waits (bounded) until `what` holds.
+    fn until(&self, what: &str, mut f: impl FnMut() -> bool) {
+        let until = Instant::now() + Duration::from_secs(15);
+        while !f() {
+            assert!(
+                Instant::now() < until,
+                "timed out waiting for {what}\n{}\n{}",
+                std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default(),
+                String::from_utf8_lossy(&self.voipwall_ctl(&["--json", "status"]).stdout)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Issue 19: a listed HEP sender is protected infrastructure. HEP (and a
+/// spoofed UDP HEP packet) naming the sender itself as a scanner gets it
+/// an alert, not a ban; its later HEP still reaches the daemon, so the
+/// scanner behind it is banned; even a ban forced by the operator leaves
+/// its HEP port open, while its SIP is dropped.
+#[test]
+fn a_hep_sender_is_never_banned_and_its_hep_port_is_never_behind_a_ban() {
+    let mut lab = Lab::new();
+    lab.listen();
+    let policy = format!(
+        "{TRUTH}\n[zones.internet]\nservices = [\"sip\", \"hep\"]\n[hep]\nlisten = [\"198.51.100.1:9060\"]\nsenders = [\"198.51.100.2\"]\n"
+    )
+    .replace("[zones.internet]\nservices = [\"sip\"]\n", "");
+    lab.apply(&policy);
+    lab.start_daemon(&policy);
+    // The sender named as the scanner in its own HEP.
+    lab.hep_scanner("198.51.100.2", "198.51.100.1", "198.51.100.2", 3);
+    // A spoofed UDP packet with the sender's address (the kernel cannot
+    // tell them apart).
+    lab.scanner_packet("198.51.100.2", "spoof");
+    std::thread::sleep(Duration::from_millis(500));
+    let banned = lab.banned(&policy);
+    assert!(
+        !banned.iter().any(|t| t.starts_with("198.51.100.2/")),
+        "the HEP sender was banned: {banned:?}"
+    );
+    let why = lab.voipwall(&policy, &["ban", "198.51.100.2"]);
+    assert_eq!(why.status.code(), Some(1), "{}", stderr(&why));
+    assert!(stderr(&why).contains("HEP sender"), "{}", stderr(&why));
+    // Detection through it keeps working.
+    lab.hep_scanner("198.51.100.2", "198.51.100.1", "203.0.113.50", 1);
+    lab.until("the scanner behind the sender to be banned", || {
+        lab.banned(&policy).contains(&"203.0.113.50/32".to_string())
+    });
+    // Forced by the operator: its SIP is dropped, its HEP still arrives.
+    let forced = lab.voipwall(&policy, &["ban", "198.51.100.2", "--force"]);
+    assert!(forced.status.success(), "{}", stderr(&forced));
+    assert_eq!(lab.probe(&[("198.51.100.2", "udp/5060")]), vec!["drop"]);
+    lab.hep_scanner("198.51.100.2", "198.51.100.1", "203.0.113.51", 1);
+    lab.until(
+        "the next scanner behind the banned sender to be banned",
+        || lab.banned(&policy).contains(&"203.0.113.51/32".to_string()),
+    );
+}
