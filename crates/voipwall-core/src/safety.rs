@@ -532,6 +532,12 @@ pub fn apply_path(r: &ApplyRequest<'_>) -> anyhow::Result<Applied> {
     result.context(
         "applying ruleset to table inet voipwall; the previous ruleset is still in place",
     )?;
+    if let Some(old) = running.as_ref().map(Ruleset::ban_prefixes) {
+        let new = ruleset.ban_prefixes();
+        if old != new {
+            rekey_bans(r.state_dir, old, new);
+        }
+    }
     Ok(Applied {
         loaded,
         ruleset,
@@ -539,6 +545,70 @@ pub fn apply_path(r: &ApplyRequest<'_>) -> anyhow::Result<Applied> {
         took: started.elapsed(),
         forced: lockout,
     })
+}
+
+/// The ban prefix changed (`[bans] ipv4_prefix` / `ipv6_prefix`): every
+/// stored ban whose placement moves goes to its new place, and the element
+/// it leaves is deleted. A prefix-set element keyed by the old mask would
+/// otherwise be read with the new one, and a wider prefix would widen the
+/// ban (2001:db8:200::/64 masked to /48 is 2001:db8:200::/48).
+fn rekey_bans(
+    state_dir: &Path,
+    old: voipwall_nft::sets::Prefixes,
+    new: voipwall_nft::sets::Prefixes,
+) {
+    let t = now();
+    let active = match state_store(state_dir).and_then(|s| Ok(s.active_bans(t)?)) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "The ban prefix changed but the stored bans could not be read to re-key them.");
+            return;
+        }
+    };
+    let mut add = Vec::new();
+    let mut moved = Vec::new();
+    for b in active.iter().filter(|b| b.origin != "observe") {
+        let (from, to) = (
+            crate::plane::place_record(b.target, old),
+            crate::plane::place_record(b.target, new),
+        );
+        if from != to {
+            moved.push(from);
+            add.push((to, (!b.is_permanent()).then(|| b.end.since(t))));
+        }
+    }
+    if moved.is_empty() {
+        return;
+    }
+    let keep: std::collections::HashSet<voipwall_nft::sets::Placement> = active
+        .iter()
+        .map(|b| crate::plane::place_record(b.target, new))
+        .collect();
+    let mut bans = match voipwall_sys::bans::Bans::open() {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "The ban prefix changed but netlink could not be opened to re-key the bans.");
+            return;
+        }
+    };
+    if let Err(e) = bans.add_many(&add) {
+        tracing::error!(error = %e, "Re-keyed bans were refused by the kernel.");
+    }
+    let mut deleted = 0;
+    for p in moved.iter().filter(|p| !keep.contains(p)) {
+        match bans.delete(p) {
+            Ok(true) => deleted += 1,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, set = p.set(), "A ban's old element could not be deleted.")
+            }
+        }
+    }
+    tracing::info!(
+        moved = add.len(),
+        deleted,
+        "The ban prefix changed: stored bans were re-keyed and their old elements deleted."
+    );
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use voipwall_policy::{PortSpec, Proto};
 
 /// Address family of a set or match.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Family {
     /// IPv4.
     V4,
@@ -280,6 +280,32 @@ impl Ruleset {
     /// A set by name.
     pub fn set(&self, name: &str) -> Option<&Set> {
         self.sets.iter().find(|s| s.name == name)
+    }
+
+    /// The prefix lengths its `vw_banpfx_*` rules mask with: what an element
+    /// of those sets covers while this ruleset is in force.
+    pub fn ban_prefixes(&self) -> crate::sets::Prefixes {
+        let mut p = crate::sets::Prefixes::default();
+        for m in self
+            .chains
+            .iter()
+            .flat_map(|c| &c.rules)
+            .flat_map(|r| &r.matches)
+        {
+            if let Match::SaddrPrefixIn {
+                family,
+                prefix,
+                set,
+            } = m
+                && set.starts_with("vw_banpfx_")
+            {
+                match family {
+                    Family::V4 => p.v4 = *prefix,
+                    Family::V6 => p.v6 = *prefix,
+                }
+            }
+        }
+        p
     }
 }
 

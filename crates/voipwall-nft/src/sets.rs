@@ -115,7 +115,7 @@ impl Prefixes {
 }
 
 /// What the kernel is given.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Key {
     /// One key of a hash set (an address, or a masked network address).
     Addr(IpAddr),
@@ -124,7 +124,7 @@ pub enum Key {
 }
 
 /// Where an entry goes and what it covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Placement {
     /// The set's role.
     pub role: Role,

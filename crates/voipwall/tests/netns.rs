@@ -1805,3 +1805,51 @@ fn a_hep_sender_is_never_banned_and_its_hep_port_is_never_behind_a_ban() {
         || lab.banned(&policy).contains(&"203.0.113.51/32".to_string()),
     );
 }
+
+/// Issue 19: changing `[bans] ipv6_prefix` by reload never widens a ban.
+/// 2001:db8:200::5 is banned as its /64; with the prefix changed to 48 the
+/// /64 stays a /64 (an interval now), 2001:db8:200:1::5 outside it passes,
+/// and explain agrees with the kernel.
+#[test]
+fn a_changed_ipv6_ban_prefix_never_widens_an_existing_ban() {
+    let mut lab = Lab::new();
+    lab.listen();
+    for a in ["2001:db8:200::5/128", "2001:db8:200:1::5/128"] {
+        lab.exec(&lab.peer, &["ip", "addr", "add", a, "dev", "vp0", "nodad"]);
+    }
+    lab.exec(
+        &lab.fw,
+        &[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "2001:db8:200::/48",
+            "dev",
+            "vw0",
+        ],
+    );
+    let both = [
+        ("2001:db8:200::5", "udp/5060"),
+        ("2001:db8:200:1::5", "udp/5060"),
+    ];
+    // Warm the neighbour caches (the first solicitation may go unanswered).
+    let _ = lab.probe(&both);
+    lab.apply(TRUTH);
+    lab.start_daemon(TRUTH);
+    let out = lab.voipwall(TRUTH, &["ban", "2001:db8:200::5", "--for", "1h"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(lab.probe(&both), vec!["drop", "pass"]);
+    let wider = format!("{TRUTH}\n[bans]\nipv6_prefix = 48\n");
+    let out = lab.voipwall(&wider, &["reload"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    lab.assert_traffic(
+        &wider,
+        &[
+            ("2001:db8:200::5", "udp/5060", "drop"),
+            ("2001:db8:200:1::5", "udp/5060", "pass"),
+        ],
+    );
+    let banned = lab.banned(&wider);
+    assert_eq!(banned, vec!["2001:db8:200::/64".to_string()]);
+}
