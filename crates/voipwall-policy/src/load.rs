@@ -853,6 +853,7 @@ fn resolve(
     // Networks.
     let mut networks = Vec::new();
     let mut seen_net = BTreeMap::new();
+    let mut trusted_parts: Vec<(IpNet, &At<String>)> = Vec::new();
     for (net, zone) in &raw.networks {
         let z = zone_of(zone, diags);
         let spec = match parse_net_spec(&net.v) {
@@ -886,6 +887,9 @@ fn resolve(
             );
             continue;
         }
+        if let (NetSpec::Net(n), Some(Zone::Trusted)) = (&spec, z) {
+            trusted_parts.push((*n, net));
+        }
         if let Some(z) = z {
             networks.push(NetworkZone {
                 net: spec,
@@ -893,6 +897,15 @@ fn resolve(
                 origin: prov(sources, net.file, &net.span),
             });
         }
+    }
+
+    if !raw.everyone {
+        every_address_in_pieces(
+            &trusted_parts,
+            "trusted networks",
+            "switch the firewall off for every source",
+            diags,
+        );
     }
 
     // Services: policy-defined beat preset-defined beat catalog.
@@ -1164,6 +1177,22 @@ fn resolve(
             }
         }
     }
+    if !raw.everyone {
+        let parts: Vec<(IpNet, &At<String>)> = raw
+            .allow
+            .iter()
+            .filter_map(|(a, _, _)| match parse_net_spec(&a.v) {
+                Ok(NetSpec::Net(n)) => Some((n, a)),
+                _ => None,
+            })
+            .collect();
+        every_address_in_pieces(
+            &parts,
+            "allow entries",
+            "skip every ban for every source",
+            diags,
+        );
+    }
     let block = list(&raw.block, "block", diags);
 
     // Grouped counting bans the group, and prefix bans use the kernel's
@@ -1324,5 +1353,43 @@ mod tests {
         );
         assert_eq!(resolve_path("p.toml", "a/b.toml"), "a/b.toml");
         assert_eq!(resolve_path("x/p.toml", "/abs.toml"), "/abs.toml");
+    }
+}
+
+/// "Every address" spelled in pieces (`0.0.0.0/1` + `128.0.0.0/1`): the
+/// union of `parts` is judged per family, not each entry. A single /0 is
+/// refused where it is written; this catches the rest, at the entry that
+/// completes the cover, naming the others.
+fn every_address_in_pieces(
+    parts: &[(IpNet, &At<String>)],
+    what: &str,
+    effect: &str,
+    diags: &mut Vec<Diagnostic>,
+) {
+    for (family, v4) in [("IPv4", true), ("IPv6", false)] {
+        let mine: Vec<&(IpNet, &At<String>)> = parts
+            .iter()
+            .filter(|(n, _)| matches!(n, IpNet::V4(_)) == v4 && n.prefix_len() > 0)
+            .collect();
+        let nets: Vec<IpNet> = mine.iter().map(|(n, _)| *n).collect();
+        if !IpNet::aggregate(&nets).iter().any(|n| n.prefix_len() == 0) {
+            continue;
+        }
+        let Some((_, last)) = mine.last() else {
+            continue;
+        };
+        let listed: Vec<String> = mine.iter().map(|(n, _)| format!("`{n}`")).collect();
+        diags.push(
+            Diagnostic::error(
+                last.file,
+                last.span.clone(),
+                format!(
+                    "{what} {} together cover every {family} address: they {effect}",
+                    listed.join(" + ")
+                ),
+            )
+            .label(format!("completes every {family} address"))
+            .help("if that is really meant, set `[host] firewall_off_for_everyone = true`"),
+        );
     }
 }
