@@ -1332,30 +1332,6 @@ pub fn covers_any(net: &IpNet, addrs: &[IpAddr]) -> Option<IpAddr> {
     addrs.iter().copied().find(|a| net.contains(a))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sshd() {
-        assert_eq!(
-            sshd_ports("# Port 99\nPort 2222\n  port 22\nListenAddress 0.0.0.0\n"),
-            vec![22, 2222]
-        );
-        assert!(sshd_ports("").is_empty());
-    }
-
-    #[test]
-    fn include_paths() {
-        assert_eq!(
-            resolve_path("/etc/voipwall/voipwall.toml", "nets.toml"),
-            "/etc/voipwall/nets.toml"
-        );
-        assert_eq!(resolve_path("p.toml", "a/b.toml"), "a/b.toml");
-        assert_eq!(resolve_path("x/p.toml", "/abs.toml"), "/abs.toml");
-    }
-}
-
 /// "Every address" spelled in pieces (`0.0.0.0/1` + `128.0.0.0/1`): the
 /// union of `parts` is judged per family, not each entry. A single /0 is
 /// refused where it is written; this catches the rest, at the entry that
@@ -1391,5 +1367,29 @@ fn every_address_in_pieces(
             .label(format!("completes every {family} address"))
             .help("if that is really meant, set `[host] firewall_off_for_everyone = true`"),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sshd() {
+        assert_eq!(
+            sshd_ports("# Port 99\nPort 2222\n  port 22\nListenAddress 0.0.0.0\n"),
+            vec![22, 2222]
+        );
+        assert!(sshd_ports("").is_empty());
+    }
+
+    #[test]
+    fn include_paths() {
+        assert_eq!(
+            resolve_path("/etc/voipwall/voipwall.toml", "nets.toml"),
+            "/etc/voipwall/nets.toml"
+        );
+        assert_eq!(resolve_path("p.toml", "a/b.toml"), "a/b.toml");
+        assert_eq!(resolve_path("x/p.toml", "/abs.toml"), "/abs.toml");
     }
 }
