@@ -53,10 +53,12 @@ pub enum StoreError {
         supported: i64,
     },
     /// Another process held the database locked for longer than the wait.
-    #[error("the store is locked by another process (waited {waited_ms} ms); it is left untouched")]
+    #[error("the store is locked by {} (waited {waited_ms} ms); it is left untouched", holder.as_deref().unwrap_or("another process"))]
     Locked {
         /// How long was waited.
         waited_ms: u64,
+        /// Who holds the lock (`pid 123 (python3)`), when /proc/locks says.
+        holder: Option<String>,
     },
     /// The file could not be moved aside or created.
     #[error("store file {path}: {source}")]
@@ -257,6 +259,33 @@ pub struct Counts {
 /// How long opening waits for a store another process holds.
 const LOCK_WAIT_MS: u64 = 30_000;
 
+/// Who holds a POSIX lock on the database or its WAL index, from
+/// /proc/locks (`pid 123 (python3)`); `None` when it cannot tell.
+fn lock_holder(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let inodes: Vec<u64> = ["", "-shm", "-wal"]
+        .iter()
+        .filter_map(|ext| std::fs::metadata(format!("{}{ext}", path.display())).ok())
+        .map(|m| m.ino())
+        .collect();
+    let me = std::process::id();
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|l| {
+        // `1: POSIX  ADVISORY  WRITE 4242 08:01:1234567 0 EOF`; waiters
+        // (`1: -> POSIX ...`) are not holders.
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.get(1) == Some(&"->") {
+            return None;
+        }
+        let pid: u32 = f.get(4)?.parse().ok()?;
+        let ino: u64 = f.get(5)?.rsplit(':').next()?.parse().ok()?;
+        (pid != me && inodes.contains(&ino)).then(|| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            format!("pid {pid} ({})", comm.trim())
+        })
+    })
+}
+
 /// The store.
 pub struct Store {
     conn: Connection,
@@ -266,8 +295,17 @@ impl Store {
     /// Opens (or creates) the database at `path`. A database that cannot be
     /// used is moved to `<path>.corrupt-<n>` and a fresh one is created.
     pub fn open(path: &Path) -> Result<(Self, Opened), StoreError> {
+        Self::open_waiting(path, std::time::Duration::from_millis(LOCK_WAIT_MS))
+    }
+
+    /// [`Store::open`], waiting at most `wait` for a lock another process
+    /// holds.
+    pub fn open_waiting(
+        path: &Path,
+        wait: std::time::Duration,
+    ) -> Result<(Self, Opened), StoreError> {
         let existed = path.exists();
-        match Self::try_open(path) {
+        match Self::try_open(path, wait) {
             Ok(s) => Ok((
                 s,
                 if existed {
@@ -297,7 +335,7 @@ impl Store {
                         let _ = std::fs::rename(&side, format!("{}{ext}", moved_to.display()));
                     }
                 }
-                let s = Self::try_open(path)?;
+                let s = Self::try_open(path, wait)?;
                 Ok((s, Opened::Recovered { moved_to, reason }))
             }
             Err(e) => Err(e),
@@ -310,7 +348,7 @@ impl Store {
         Self::init(conn)
     }
 
-    fn try_open(path: &Path) -> Result<Self, StoreError> {
+    fn try_open(path: &Path, wait: std::time::Duration) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
                 path: path.to_path_buf(),
@@ -318,18 +356,16 @@ impl Store {
             })?;
         }
         let conn = Connection::open(path)?;
-        // Only root reads bans, evidence and the audit log.
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-        }
         // A store another process holds (a CLI mid-write, a backup) is
-        // waited for, never taken for corrupt.
-        conn.busy_timeout(std::time::Duration::from_millis(LOCK_WAIT_MS))?;
+        // waited for, never taken for corrupt: up to LOCK_WAIT_MS for the
+        // whole of opening, and what was really waited is what is said.
+        let started = std::time::Instant::now();
+        conn.busy_timeout(wait)?;
         let busy = |e: rusqlite::Error| match e.sqlite_error_code() {
             Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
                 StoreError::Locked {
-                    waited_ms: LOCK_WAIT_MS,
+                    waited_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    holder: lock_holder(path),
                 }
             }
             _ => StoreError::Sql(e),
@@ -352,10 +388,22 @@ impl Store {
                 supported: SCHEMA,
             });
         }
-        Self::init(conn).map_err(|e| match e {
+        // Only root reads bans, evidence and the audit log (set once the
+        // file is known to be ours to change: a newer schema's file is left
+        // exactly as it was).
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
+        let store = Self::init(conn).map_err(|e| match e {
             StoreError::Sql(se) => busy(se),
             o => o,
-        })
+        })?;
+        // Once open, a write waits at most 5 s for a lock.
+        store
+            .conn
+            .busy_timeout(std::time::Duration::from_millis(5000))?;
+        Ok(store)
     }
 
     fn init(conn: Connection) -> Result<Self, StoreError> {
@@ -365,7 +413,6 @@ impl Store {
         // kernel holds the bans meanwhile.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "busy_timeout", 5000)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS bans (
                 id INTEGER PRIMARY KEY,

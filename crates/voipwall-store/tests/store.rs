@@ -220,10 +220,64 @@ fn a_schema_1_store_is_upgraded_in_place_and_a_newer_one_refused() {
     let c = rusqlite::Connection::open(&p).unwrap();
     c.pragma_update(None, "user_version", 99).unwrap();
     drop(c);
+    // Issue 19: "left untouched" includes the file's mode.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
     let before = std::fs::read(&p).unwrap();
     assert!(matches!(
         Store::open(&p),
         Err(voipwall_store::StoreError::NewerSchema { found: 99, .. })
     ));
     assert_eq!(std::fs::read(&p).unwrap(), before, "left untouched");
+    assert_eq!(
+        std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+        0o640,
+        "its mode left untouched"
+    );
+}
+
+/// Issue 19: a store locked longer than the wait is refused after the wait
+/// it names (not a shorter one), naming the process that holds the lock.
+#[test]
+fn a_lock_held_too_long_is_waited_for_as_long_as_said_and_its_holder_named() {
+    let p = tmp("locked");
+    drop(Store::open(&p).unwrap());
+    let locker = r#"
+import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("BEGIN EXCLUSIVE")
+c.execute("INSERT INTO audit (at_ms, actor, action, detail) VALUES (1, 'x', 'x', 'x')")
+print("locked", flush=True)
+time.sleep(8)
+"#;
+    let mut hold = std::process::Command::new("python3")
+        .args(["-c", locker])
+        .arg(&p)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(hold.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "locked");
+    let started = std::time::Instant::now();
+    let r = Store::open_waiting(&p, std::time::Duration::from_millis(2500));
+    let took = started.elapsed();
+    let _ = hold.kill();
+    let _ = hold.wait();
+    let Err(e @ voipwall_store::StoreError::Locked { waited_ms, .. }) = r else {
+        panic!("not refused as locked after {took:?}");
+    };
+    let msg = e.to_string();
+    assert!(
+        (2500..4500).contains(&waited_ms) && took.as_millis() >= 2500,
+        "waited {waited_ms} ms by its own account, {took:?} in fact: {msg}"
+    );
+    assert!(
+        msg.contains(&format!("pid {}", hold.id())) && msg.contains("python3"),
+        "{msg}"
+    );
 }

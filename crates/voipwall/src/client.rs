@@ -130,10 +130,10 @@ pub(crate) fn status(cli: &Globals) -> anyhow::Result<()> {
             l.samples
         ))?;
     }
-    if c.hep_packets + c.hep_refused + c.hep_malformed > 0 {
+    if c.hep_packets + c.hep_refused + c.hep_malformed + c.hep_over_cap > 0 {
         print(&format!(
-            "  hep: {} SIP messages, {} left to NFLOG, {} from senders not listed, {} malformed",
-            c.hep_packets, c.hep_duplicates, c.hep_refused, c.hep_malformed
+            "  hep: {} SIP messages, {} left to NFLOG, {} from senders not listed, {} malformed, {} connections over the cap of 32",
+            c.hep_packets, c.hep_duplicates, c.hep_refused, c.hep_malformed, c.hep_over_cap
         ))?;
     }
     if r.tcp.opened > 0 {

@@ -1804,6 +1804,19 @@ fn a_hep_sender_is_never_banned_and_its_hep_port_is_never_behind_a_ban() {
         "the next scanner behind the banned sender to be banned",
         || lab.banned(&policy).contains(&"203.0.113.51/32".to_string()),
     );
+    // 40 TCP connections from the listed sender: those over the cap of 32
+    // are counted as such, not as senders not listed.
+    let conns = "import socket,time\ncs=[]\nfor i in range(40):\n  s=socket.socket(); s.bind(('198.51.100.2',0)); s.connect(('198.51.100.1',9060)); cs.append(s)\ntime.sleep(1.5)\n";
+    let out = lab.exec(&lab.peer, &["python3", "-c", conns]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let st: serde_json::Value =
+        serde_json::from_slice(&lab.voipwall_ctl(&["--json", "status"]).stdout).expect("status");
+    assert_eq!(st["counters"]["hep_refused"], 0, "{}", st["counters"]);
+    assert!(
+        st["counters"]["hep_over_cap"].as_u64() >= Some(8),
+        "{}",
+        st["counters"]
+    );
 }
 
 /// Issue 19: changing `[bans] ipv6_prefix` by reload never widens a ban.

@@ -77,6 +77,8 @@ impl HepPacket {
 pub struct HepCounts {
     /// Packets (or connections) from senders not listed.
     pub refused: u64,
+    /// Connections from listed senders closed because MAX_CONNS were open.
+    pub over_cap: u64,
     /// Packets that did not decode as HEP, or carried no SIP.
     pub malformed: u64,
     /// Packets dropped because the engine thread was behind.
@@ -196,8 +198,12 @@ fn run(
                 continue;
             }
             while let Ok((stream, from)) = l.accept() {
-                if !allowed(senders, from.ip()) || conns.len() >= MAX_CONNS {
+                if !allowed(senders, from.ip()) {
                     counts.refused += 1;
+                    continue;
+                }
+                if conns.len() >= MAX_CONNS {
+                    counts.over_cap += 1;
                     continue;
                 }
                 if stream.set_nonblocking(true).is_ok() {
@@ -259,7 +265,9 @@ fn run(
             counts.dropped += packets.len() as u64;
             packets.clear();
         }
-        if !packets.is_empty() || counts.refused + counts.malformed + counts.dropped > 0 {
+        if !packets.is_empty()
+            || counts.refused + counts.over_cap + counts.malformed + counts.dropped > 0
+        {
             pending.fetch_add(1, Ordering::Relaxed);
             if tx.send(Input::Hep(packets, counts, read_us)).is_ok() {
                 waker.wake();

@@ -265,6 +265,8 @@ pub struct Counters {
     pub hep_packets: u64,
     /// HEP packets or connections from senders not listed in `[hep] senders`.
     pub hep_refused: u64,
+    /// HEP connections from listed senders closed because 32 were open.
+    pub hep_over_cap: u64,
     /// HEP packets that did not decode, or carried something other than SIP.
     pub hep_malformed: u64,
     /// HEP packets dropped because the engine thread was behind.
@@ -919,6 +921,7 @@ impl Daemon {
     /// to NFLOG: each message counts once.
     fn hep(&mut self, packets: &[hep::HepPacket], counts: hep::HepCounts, read_us: u64) {
         self.counters.hep_refused += counts.refused;
+        self.counters.hep_over_cap += counts.over_cap;
         self.counters.hep_malformed += counts.malformed;
         self.counters.hep_dropped += counts.dropped;
         self.hep_pending.fetch_sub(1, Ordering::Relaxed);
