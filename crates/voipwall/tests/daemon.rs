@@ -889,3 +889,44 @@ fn systemd_hears_ready_after_the_ruleset_and_watchdog_pings_stop_when_the_loop_s
         "{log}"
     );
 }
+
+/// Issue 19: a second daemon in the same network namespace, with its own
+/// state directory and socket, refuses to start (it would run without
+/// NFLOG and, sandboxed, remove the first one's table when it stops); the
+/// first keeps its table and answers; a daemon in another namespace is
+/// unaffected.
+#[test]
+fn a_second_daemon_in_the_same_namespace_refuses_to_start() {
+    let mut ns = Ns::new("twice");
+    ns.policy("");
+    let log = ns.dir.join("pbx.log");
+    ns.start(&log);
+    let second = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            env!("CARGO_BIN_EXE_voipwall"),
+            "-c",
+        ])
+        .arg(ns.dir.join("policy.toml"))
+        .args(["daemon", "--sandbox", "--state-dir"])
+        .arg(ns.dir.join("state2"))
+        .arg("--socket")
+        .arg(ns.dir.join("sock2"))
+        .env("VOIPWALL_BOOT_ID_FILE", ns.dir.join("boot_id"))
+        .env("VOIPWALL_UPTIME_FILE", ns.dir.join("uptime"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{err}");
+    assert!(err.contains("another voipwall daemon"), "{err}");
+    must(&[
+        "ip", "netns", "exec", &ns.name, "nft", "list", "table", "inet", "voipwall",
+    ]);
+    assert_eq!(ns.json(&["status"])["ok"], true);
+    let mut other = Ns::new("twice-b");
+    other.policy("");
+    other.start(&other.dir.join("pbx.log"));
+    assert_eq!(other.json(&["status"])["ok"], true);
+}

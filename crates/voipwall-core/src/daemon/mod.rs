@@ -199,6 +199,26 @@ fn store_writer(
     }
 }
 
+/// Claims this network namespace for one daemon: an abstract Unix socket
+/// (abstract names belong to the network namespace, not the file system, and
+/// vanish with the process however it ends). A second daemon here, whatever
+/// its state directory, would run without NFLOG (the group is taken) and,
+/// with `--sandbox`, remove the first one's table when it stops.
+fn one_per_namespace() -> anyhow::Result<std::os::unix::net::UnixListener> {
+    use std::os::linux::net::SocketAddrExt as _;
+    let name = format!("voipwall-daemon/{}", voipwall_nft::Ruleset::TABLE);
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+    match std::os::unix::net::UnixListener::bind_addr(&addr) {
+        Ok(l) => Ok(l),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(Invalid(format!(
+            "error: another voipwall daemon already runs in this network namespace (it owns table inet {} and the NFLOG group); refusing to start a second one (stop it first, or run this one in another namespace)",
+            voipwall_nft::Ruleset::TABLE
+        ))
+        .into()),
+        Err(e) => Err(anyhow::Error::from(e).context("claiming this network namespace for the daemon")),
+    }
+}
+
 /// Wakes the engine thread out of `poll`.
 #[derive(Clone)]
 pub struct Waker(Arc<UnixStream>);
@@ -354,6 +374,9 @@ pub fn run(cli: &Paths, a: &DaemonArgs) -> anyhow::Result<()> {
         )
         .into());
     }
+    // One daemon per network namespace (one table, one NFLOG group): held
+    // until the process ends, whatever its state directory.
+    let _one = one_per_namespace()?;
     let facts = crate::context::host_facts();
     let mut policy = crate::context::load_policy(&cli.config, &cli.catalog_dirs, &facts)?.policy;
     let db = cli.state_dir.join("state.db");
