@@ -207,13 +207,29 @@ pub fn dns_client(policy: &Policy) -> voipwall_dns::Client {
     }
 }
 
+/// What resolving a policy's hostnames gave.
+#[derive(Debug, Default)]
+pub struct Resolution {
+    /// Each name's addresses: a real answer, else its last good one.
+    pub resolved: BTreeMap<String, Vec<IpAddr>>,
+    /// The real answers (non-empty), to record as the last good.
+    pub fresh: Vec<(String, Vec<IpAddr>)>,
+    /// Names that did not resolve and kept their last good answer.
+    pub kept: Vec<String>,
+}
+
 /// Resolves the policy's hostnames: A and AAAA, and SIP SRV targets for
-/// peers that ask for them.
-pub fn resolve_names(policy: &Policy) -> BTreeMap<String, Vec<IpAddr>> {
+/// peers that ask for them. A name that does not resolve (the resolver is
+/// unreachable, as at every boot before the network is up) keeps its entry
+/// in `last_good`: an outage never empties a name's sets.
+pub fn resolve_names_keeping(
+    policy: &Policy,
+    last_good: &BTreeMap<String, Vec<IpAddr>>,
+) -> Resolution {
     let names = policy.hostnames();
-    let mut resolved = BTreeMap::new();
+    let mut out = Resolution::default();
     if names.is_empty() {
-        return resolved;
+        return out;
     }
     let client = dns_client(policy);
     for h in names {
@@ -233,9 +249,37 @@ pub fn resolve_names(policy: &Policy) -> BTreeMap<String, Vec<IpAddr>> {
                 .map(|r| r.addrs.into_iter().collect())
                 .unwrap_or_default()
         };
-        resolved.insert(h, addrs);
+        if !addrs.is_empty() {
+            out.fresh.push((h.clone(), addrs.clone()));
+            out.resolved.insert(h, addrs);
+        } else if let Some(kept) = last_good.get(&h).filter(|a| !a.is_empty()) {
+            out.kept.push(h.clone());
+            out.resolved.insert(h, kept.clone());
+        } else {
+            out.resolved.insert(h, addrs);
+        }
     }
-    resolved
+    out
+}
+
+/// Resolves the policy's hostnames, with no last good answers to fall
+/// back on (`compile`, `init`: nothing is applied from them).
+pub fn resolve_names(policy: &Policy) -> BTreeMap<String, Vec<IpAddr>> {
+    resolve_names_keeping(policy, &BTreeMap::new()).resolved
+}
+
+/// The last good answers the store of `state_dir` recorded (none when
+/// there is no store yet or it cannot be read).
+pub fn last_good_names(state_dir: &Path) -> BTreeMap<String, Vec<IpAddr>> {
+    let db = state_dir.join("state.db");
+    if !db.exists() {
+        return BTreeMap::new();
+    }
+    voipwall_store::Store::open(&db)
+        .ok()
+        .and_then(|(s, _)| s.name_answers().ok())
+        .map(|m| m.into_iter().map(|(h, (a, _))| (h, a)).collect())
+        .unwrap_or_default()
 }
 
 /// Resolves the policy's hostnames and compiles.

@@ -260,7 +260,7 @@ fn roll_back_from(store: &mut Store, from: i64, status: &str, actor: &str) -> an
 /// or confirmed (a generation still pending, e.g. the box rebooted inside
 /// its confirm window, counts as not confirmed and is marked rolled back).
 /// `None` when there is none: the daemon compiles the policy instead.
-pub fn boot_generation(store: &mut Store) -> anyhow::Result<Option<(i64, String)>> {
+pub fn boot_generation(store: &mut Store) -> anyhow::Result<Option<(i64, String, Option<String>)>> {
     let gens = store.generations(KEEP_GENERATIONS as usize)?;
     for g in &gens {
         match g.status.as_str() {
@@ -273,7 +273,7 @@ pub fn boot_generation(store: &mut Store) -> anyhow::Result<Option<(i64, String)
                     &format!("generation {} was pending at start", g.id),
                 )?;
             }
-            "applied" | "confirmed" => return Ok(Some((g.id, g.script.clone()))),
+            "applied" | "confirmed" => return Ok(Some((g.id, g.script.clone(), g.ir.clone()))),
             "snapshot" => return Ok(None),
             _ => {}
         }
@@ -314,7 +314,17 @@ pub fn file_vs_running(
         return Ok(None);
     };
     let l = crate::context::load_policy(config, catalog_dirs, &crate::context::host_facts())?;
-    let ours = voipwall_nft::render(&crate::context::compile_policy(&l.policy));
+    let names = crate::context::resolve_names_keeping(
+        &l.policy,
+        &crate::context::last_good_names(state_dir),
+    );
+    let ours = voipwall_nft::render(&voipwall_nft::compile(
+        &l.policy,
+        &voipwall_nft::CompileInput {
+            resolved: names.resolved,
+            now: crate::context::now(),
+        },
+    ));
     Ok(Some((id, ours == script)))
 }
 
@@ -477,7 +487,27 @@ pub fn apply_path(r: &ApplyRequest<'_>) -> anyhow::Result<Applied> {
         ))
         .into());
     }
-    let ruleset = crate::context::compile_policy(&loaded.policy);
+    // Names that do not resolve now keep their last good answer (the
+    // resolver is unreachable at every boot before the network is up):
+    // protection follows what the kernel held, never an empty set.
+    let names = crate::context::resolve_names_keeping(
+        &loaded.policy,
+        &crate::context::last_good_names(r.state_dir),
+    );
+    let mut ruleset = voipwall_nft::compile(
+        &loaded.policy,
+        &voipwall_nft::CompileInput {
+            resolved: names.resolved.clone(),
+            now: crate::context::now(),
+        },
+    );
+    for h in &names.kept {
+        let n = names.resolved.get(h).map_or(0, Vec::len);
+        tracing::warn!(host = %h, addresses = n, "Name lookup failed; its last good answer is applied.");
+        ruleset.notes.push(format!(
+            "`{h}` did not resolve now; its last good answer ({n} address(es), from the store) is applied"
+        ));
+    }
     let sshd = facts.sshd_ports.clone().unwrap_or_else(|| vec![22]);
     let lockout = lockout_problems(&loaded.policy, &ruleset, &sshd);
     if !lockout.is_empty() && !r.force {
@@ -532,6 +562,12 @@ pub fn apply_path(r: &ApplyRequest<'_>) -> anyhow::Result<Applied> {
     result.context(
         "applying ruleset to table inet voipwall; the previous ruleset is still in place",
     )?;
+    if !names.fresh.is_empty()
+        && let Err(e) = state_store(r.state_dir)
+            .and_then(|mut s| Ok(s.record_name_answers(&names.fresh, now())?))
+    {
+        tracing::error!(error = %format!("{e:#}"), "Could not record the names' answers in the store.");
+    }
     if let Some(old) = running.as_ref().map(Ruleset::ban_prefixes) {
         let new = ruleset.ban_prefixes();
         if old != new {

@@ -118,6 +118,25 @@ impl Tracker {
         self.names = next;
     }
 
+    /// Sets a tracked name's addresses without a lookup (at start, the
+    /// last good answer a store recorded), keeping its schedule. Returns the
+    /// set change when they differ; `None` for an unknown name or an empty
+    /// answer (an empty answer never replaces addresses).
+    pub fn seed(&mut self, host: &str, addrs: BTreeSet<IpAddr>) -> Option<Change> {
+        let n = self.names.get_mut(host)?;
+        if addrs.is_empty() || addrs == n.current {
+            return None;
+        }
+        let add: Vec<IpAddr> = addrs.difference(&n.current).copied().collect();
+        let remove: Vec<IpAddr> = n.current.difference(&addrs).copied().collect();
+        n.current = addrs;
+        Some(Change {
+            host: host.to_string(),
+            add,
+            remove,
+        })
+    }
+
     /// Names due now: `(host, srv)`.
     pub fn due(&self, now_ms: u64) -> Vec<(String, bool)> {
         self.names
@@ -252,5 +271,18 @@ mod tests {
         assert_eq!(t.states().next().unwrap().failures, 2);
         assert_eq!(t.due(40_000), vec![("trunk".to_string(), true)]);
         assert_eq!(t.record(40_000, "unknown", Err("x".into())), None);
+    }
+
+    #[test]
+    fn a_seed_sets_the_addresses_but_never_empties_them_or_moves_the_schedule() {
+        let mut t = Tracker::new(Settings::default());
+        t.set_names(5, vec![("trunk".into(), false, set(&["203.0.113.7"]))]);
+        assert_eq!(t.seed("trunk", set(&[])), None, "empty never replaces");
+        assert_eq!(t.seed("trunk", set(&["203.0.113.7"])), None, "same");
+        let c = t.seed("trunk", set(&["203.0.113.8"])).unwrap();
+        assert_eq!(c.add, vec!["203.0.113.8".parse::<IpAddr>().unwrap()]);
+        assert_eq!(c.remove, vec!["203.0.113.7".parse::<IpAddr>().unwrap()]);
+        assert_eq!(t.due(5), vec![("trunk".to_string(), false)], "still due");
+        assert_eq!(t.seed("other", set(&["192.0.2.1"])), None);
     }
 }

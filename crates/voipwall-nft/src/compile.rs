@@ -817,10 +817,12 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
     // Networks given by name: their own sets, before the map (a name's
     // addresses are single hosts, the most specific prefix there is).
     for (h, zone, origin) in &zone_hosts {
+        // The same zones protect a network given by address
+        // (`protect::Protected`): the policy's own side and its peers.
         let ns = names.get(
             h,
             false,
-            *zone == Zone::Trusted,
+            matches!(zone, Zone::Trusted | Zone::Local | Zone::Other),
             &mut sets,
             &mut notes,
             &format!("network {origin}"),
@@ -1251,7 +1253,8 @@ mod tests {
 
     /// Every use of a hostname shares one set pair; allow names skip ban
     /// lookups, block names drop, network names go to their zone before the
-    /// map; only allow, trusted and peer names are protected from detection.
+    /// map; allow, peer and trusted/local/other network names are protected
+    /// from detection (as those networks are when given by address).
     #[test]
     fn hostnames_get_one_set_pair_each_with_the_right_rules() {
         let text = "[interfaces]\neth0 = \"internet\"\n\
@@ -1281,7 +1284,7 @@ mod tests {
                 ("noc.example", true),
                 ("home.dyn.example", true),
                 ("bad.example", false),
-                ("branch.dyn.example", false)
+                ("branch.dyn.example", true)
             ]
         );
         let script = crate::render(&rs);

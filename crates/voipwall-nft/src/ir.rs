@@ -260,7 +260,8 @@ pub struct NameSet {
     /// Also follow its SIP SRV records.
     pub srv: bool,
     /// Detection must never ban its addresses (a peer, an allow-list entry,
-    /// a trusted network); false for block-list names and other zones.
+    /// a trusted, local or other network); false for block-list names and
+    /// the internet and reject zones.
     pub protect: bool,
     /// The IPv4 set.
     pub v4: String,

@@ -450,6 +450,11 @@ impl Store {
                 addr TEXT PRIMARY KEY,
                 last_ms INTEGER NOT NULL
              );
+             CREATE TABLE IF NOT EXISTS names (
+                host TEXT PRIMARY KEY,
+                addrs TEXT NOT NULL,
+                at_ms INTEGER NOT NULL
+             );
              CREATE TABLE IF NOT EXISTS audit (
                 id INTEGER PRIMARY KEY,
                 at_ms INTEGER NOT NULL,
@@ -489,6 +494,53 @@ impl Store {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Records the last good answer for each name (a non-empty address
+    /// list from a real lookup): used at start and apply while the resolver
+    /// cannot be reached, so an outage never empties a name's sets.
+    pub fn record_name_answers(
+        &mut self,
+        answers: &[(String, Vec<IpAddr>)],
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO names (host, addrs, at_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (host) DO UPDATE SET addrs = excluded.addrs, at_ms = excluded.at_ms",
+            )?;
+            for (host, addrs) in answers.iter().filter(|(_, a)| !a.is_empty()) {
+                let list: Vec<String> = addrs.iter().map(IpAddr::to_string).collect();
+                st.execute(rusqlite::params![host, list.join(" "), ms(at)])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The last good answer of every name recorded, with when it came;
+    /// addresses that do not parse are skipped.
+    pub fn name_answers(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, (Vec<IpAddr>, Timestamp)>, StoreError> {
+        let mut st = self.conn.prepare("SELECT host, addrs, at_ms FROM names")?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        let mut out = std::collections::BTreeMap::new();
+        for row in rows {
+            let (host, addrs, at) = row?;
+            let addrs: Vec<IpAddr> = addrs.split(' ').filter_map(|a| a.parse().ok()).collect();
+            if !addrs.is_empty() {
+                out.insert(host, (addrs, Timestamp(u64::try_from(at).unwrap_or(0))));
+            }
+        }
+        Ok(out)
     }
 
     /// Endpoints that registered at or after `since`, with when they last

@@ -1866,3 +1866,139 @@ fn a_changed_ipv6_ban_prefix_never_widens_an_existing_ban() {
     let banned = lab.banned(&wider);
     assert_eq!(banned, vec!["2001:db8:200::/64".to_string()]);
 }
+
+/// dnsmasq in the firewall's namespace on 127.0.0.1, serving `hosts`;
+/// killed on drop.
+struct Dnsmasq {
+    pid: PathBuf,
+}
+
+impl Dnsmasq {
+    fn start(lab: &Lab, hosts: &str) -> Self {
+        let file = lab.dir.join("hosts");
+        std::fs::write(&file, hosts).expect("hosts");
+        let pid = lab.dir.join("dnsmasq.pid");
+        let out = lab.exec(
+            &lab.fw,
+            &[
+                "dnsmasq",
+                "--listen-address=127.0.0.1",
+                "--bind-interfaces",
+                "--port=53",
+                "--no-resolv",
+                "--no-hosts",
+                "--user=root",
+                "--local-ttl=1",
+                &format!("--addn-hosts={}", file.display()),
+                &format!("--pid-file={}", pid.display()),
+            ],
+        );
+        assert!(out.status.success(), "dnsmasq: {}", stderr(&out));
+        Self { pid }
+    }
+
+    fn stop(&mut self) {
+        if let Ok(p) = std::fs::read_to_string(&self.pid) {
+            let _ = run(&["kill", p.trim()]);
+            let _ = std::fs::remove_file(&self.pid);
+        }
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Issue 19: a resolver outage never forgets a name's addresses. A trunk
+/// named by hostname (an `other` network); its resolver is taken down, then
+/// the policy is reloaded and later the daemon restarted during the outage:
+/// the name's set keeps the last good address, explain keeps it in zone
+/// `other`, and a scanner packet from the trunk's address is an alert, never
+/// a ban, while the same packet from an ordinary address is banned.
+#[test]
+fn a_resolver_outage_never_forgets_a_trunks_address() {
+    let mut lab = Lab::new();
+    lab.listen();
+    let mut dns = Dnsmasq::start(&lab, "203.0.113.100 trunk.lab.example\n");
+    let policy = TRUTH.replace(
+        "[networks]\n",
+        "[networks]\n\"trunk.lab.example\" = \"other\"\n",
+    ) + "\n[zones.other]\nservices = [\"sip\"]\n\n[dns]\nservers = [\"127.0.0.1\"]\nmin_refresh = \"1s\"\nmax_refresh = \"5s\"\n";
+    lab.apply(&policy);
+    lab.start_daemon(&policy);
+    let name_set = |lab: &Lab| lab.nft(&["list", "set", "inet", "voipwall", "vw_name0_v4"]);
+    assert!(
+        name_set(&lab).contains("203.0.113.100"),
+        "{}",
+        name_set(&lab)
+    );
+    let zone = |lab: &Lab| {
+        let out = lab.voipwall(
+            &policy,
+            &[
+                "--json",
+                "explain",
+                "203.0.113.100",
+                "udp/5060",
+                "--iface",
+                "vw0",
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(zone(&lab).contains("zone other"), "{}", zone(&lab));
+
+    dns.stop();
+    let out = lab.voipwall(&policy, &["reload"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        name_set(&lab).contains("203.0.113.100"),
+        "the reload during the outage emptied the name's set: {}",
+        name_set(&lab)
+    );
+    assert!(zone(&lab).contains("zone other"), "{}", zone(&lab));
+    lab.scanner_packet("203.0.113.100", "after-reload");
+    lab.scanner_packet("198.51.100.2", "control");
+    lab.until("the control scanner to be banned", || {
+        lab.banned(&policy).contains(&"198.51.100.2/32".to_string())
+    });
+    let banned = lab.banned(&policy);
+    assert!(
+        !banned.iter().any(|t| t.starts_with("203.0.113.100/")),
+        "the trunk was banned after a reload during the outage: {banned:?}"
+    );
+
+    lab.stop_daemon();
+    let started = Instant::now();
+    lab.start_daemon(&policy);
+    eprintln!(
+        "the daemon answered {:?} after its start during the outage",
+        started.elapsed()
+    );
+    assert!(
+        name_set(&lab).contains("203.0.113.100"),
+        "the restart during the outage emptied the name's set: {}",
+        name_set(&lab)
+    );
+    lab.until("the failed lookup to keep the last good address", || {
+        let st: serde_json::Value =
+            serde_json::from_slice(&lab.voipwall_ctl(&["--json", "status"]).stdout)
+                .unwrap_or_default();
+        st["dns"]["names"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("keeping the last good 1"))
+    });
+    lab.scanner_packet("203.0.113.100", "after-restart");
+    lab.scanner_packet("203.0.113.7", "control2");
+    lab.until("the second control scanner to be banned", || {
+        lab.banned(&policy).contains(&"203.0.113.7/32".to_string())
+    });
+    let banned = lab.banned(&policy);
+    assert!(
+        !banned.iter().any(|t| t.starts_with("203.0.113.100/")),
+        "the trunk was banned after a restart during the outage: {banned:?}"
+    );
+    assert!(zone(&lab).contains("zone other"), "{}", zone(&lab));
+}

@@ -134,7 +134,7 @@ pub struct LineCounts {
 
 /// A write for the store thread: SQLite commits (and WAL checkpoints, which
 /// fsync) never stall the packet path.
-enum StoreOp {
+pub(crate) enum StoreOp {
     Bans(Vec<BanRecord>),
     Events(Vec<EventRecord>),
     Lift(IpNet, Timestamp),
@@ -145,6 +145,8 @@ enum StoreOp {
     Prune(Timestamp, u64),
     /// Endpoints that registered, and when.
     Remember(Vec<IpAddr>, Timestamp),
+    /// Names' real answers: their last good addresses.
+    NameAnswers(Vec<(String, Vec<IpAddr>)>, Timestamp),
     /// Answered once everything sent before it is committed.
     Flush(Sender<()>),
 }
@@ -181,6 +183,7 @@ fn store_writer(
             StoreOp::Lift(t, at) => store.lift(&t, at).map(|_| ()),
             StoreOp::Audit(at, actor, action, detail) => store.audit(at, actor, action, &detail),
             StoreOp::Remember(addrs, at) => store.remember_endpoints(&addrs, at),
+            StoreOp::NameAnswers(answers, at) => store.record_name_answers(&answers, at),
             StoreOp::Prune(at, made) => store.prune(at, 100_000, 30 * 86_400_000).map(|()| {
                 if let Ok(n) = store.active_count(at) {
                     active.made_then.store(made, Ordering::Release);
@@ -404,13 +407,16 @@ pub fn run(cli: &Paths, a: &DaemonArgs) -> anyhow::Result<()> {
         // policy file is only compiled when there is none (a policy edited
         // but never applied does not go live at boot).
         match crate::safety::boot_generation(&mut store)? {
-            Some((id, script)) => {
+            Some((id, script, ir)) => {
                 voipwall_sys::nft::apply_script(&script)
                     .context("applying the last confirmed generation")?;
                 tracing::info!(
                     generation = id,
                     "Applied the last confirmed generation (bans and known endpoints kept)."
                 );
+                // What the generation put in the name sets is what the
+                // kernel holds now: the resolver starts from it.
+                applied = ir.and_then(|j| serde_json::from_str::<voipwall_nft::Ruleset>(&j).ok());
             }
             None => {
                 // The one apply path: validated, lockout-checked, recorded
@@ -437,9 +443,24 @@ pub fn run(cli: &Paths, a: &DaemonArgs) -> anyhow::Result<()> {
         None
     } else {
         let n = names::Names::start(stop.clone()).context("starting the resolver thread")?;
-        // What the compiler resolved is what the sets hold now.
-        let rs = applied.unwrap_or_else(|| crate::context::compile_policy(&policy));
+        // What the compiler resolved is what the sets hold now. Without a
+        // recorded ruleset, the store's last good answers stand in (no
+        // lookup here: at boot the resolver is often not reachable yet, and
+        // the resolver thread asks at once anyway).
+        let last_good = crate::context::last_good_names(&cli.state_dir);
+        let rs = applied.unwrap_or_else(|| {
+            voipwall_nft::compile(
+                &policy,
+                &voipwall_nft::CompileInput {
+                    resolved: last_good.clone(),
+                    now: crate::context::now(),
+                },
+            )
+        });
         n.update(&policy, &rs);
+        // Answers recorded after that generation (a trunk that moved) go
+        // into the kernel now, before any lookup.
+        n.seed(&last_good);
         Some(n)
     };
     let bans = match voipwall_sys::bans::Bans::open() {
@@ -544,7 +565,7 @@ pub fn run(cli: &Paths, a: &DaemonArgs) -> anyhow::Result<()> {
             })?;
     }
     if let Some(n) = &d.names {
-        n.connect(tx.clone(), waker.clone());
+        n.connect(tx.clone(), waker.clone(), d.writer.clone());
         for a in n.addresses() {
             d.engine.allow(IpNet::from(a), None);
         }

@@ -25,6 +25,10 @@ struct Shared {
     updates: u64,
     /// Where to tell the engine that a peer's addresses moved.
     notify: Option<(std::sync::mpsc::Sender<super::Input>, super::Waker)>,
+    /// Where real answers go, as each name's last good one.
+    store: Option<std::sync::mpsc::Sender<super::StoreOp>>,
+    /// The answers recorded, so an unchanged answer is not written again.
+    recorded: BTreeMap<String, BTreeSet<IpAddr>>,
 }
 
 /// Handle kept by the engine thread.
@@ -53,6 +57,8 @@ impl Names {
             },
             updates: 0,
             notify: None,
+            store: None,
+            recorded: BTreeMap::new(),
         }));
         let started = Instant::now();
         let s = shared.clone();
@@ -92,16 +98,51 @@ impl Names {
     }
 
     /// Tells the engine thread (through its input channel) when a name's
-    /// addresses move, so detection never bans a peer's new address.
-    pub fn connect(&self, tx: std::sync::mpsc::Sender<super::Input>, waker: super::Waker) {
-        self.shared.lock().expect("names lock").notify = Some((tx, waker));
+    /// addresses move, so detection never bans a peer's new address; real
+    /// answers go to the store as the names' last good ones.
+    pub(crate) fn connect(
+        &self,
+        tx: std::sync::mpsc::Sender<super::Input>,
+        waker: super::Waker,
+        store: std::sync::mpsc::Sender<super::StoreOp>,
+    ) {
+        let mut g = self.shared.lock().expect("names lock");
+        g.notify = Some((tx, waker));
+        g.store = Some(store);
     }
 
-    /// Every address the names hold now.
+    /// At start: a name whose last good answer (from the store) differs
+    /// from what the applied generation put in its sets gets that answer
+    /// into the kernel now, before any lookup.
+    pub fn seed(&self, last_good: &BTreeMap<String, Vec<IpAddr>>) {
+        let mut g = self.shared.lock().expect("names lock");
+        let mut changes = Vec::new();
+        for (host, addrs) in last_good {
+            let addrs: BTreeSet<IpAddr> = addrs.iter().copied().collect();
+            if let Some(c) = g.tracker.seed(host, addrs.clone()) {
+                g.recorded.insert(host.clone(), addrs);
+                changes.push(c);
+            }
+        }
+        if changes.is_empty() {
+            return;
+        }
+        let mut nl = None;
+        for c in changes {
+            if let Some(ns) = g.names.get(&c.host).cloned() {
+                apply_change(&mut nl, &ns, &c);
+                tracing::info!(host = %c.host, added = ?c.add, removed = ?c.remove, "Name sets set to the last good answer the store recorded.");
+            }
+        }
+    }
+
+    /// Every address the protected names (peers, allow entries, trusted,
+    /// local and other networks) hold now; block-list names are not.
     pub fn addresses(&self) -> Vec<IpAddr> {
         let g = self.shared.lock().expect("names lock");
         g.tracker
             .states()
+            .filter(|n| g.names.get(&n.host).is_some_and(|ns| ns.protect))
             .flat_map(|n| n.current.iter().copied())
             .collect()
     }
@@ -133,6 +174,38 @@ fn ms(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
+/// One name's set change, element by element over netlink.
+fn apply_change(nl: &mut Option<SetElements>, ns: &NameSet, c: &voipwall_dns::Change) {
+    if nl.is_none() {
+        *nl = SetElements::open("voipwall")
+            .map_err(|e| tracing::error!(error = %e, "Cannot open netlink for name sets."))
+            .ok();
+    }
+    let Some(sock) = nl.as_mut() else { return };
+    let set_of = |a: &IpAddr| {
+        if Family::of(a) == Family::V4 {
+            &ns.v4
+        } else {
+            &ns.v6
+        }
+    };
+    for a in &c.add {
+        if let Err(e) = sock.add(
+            set_of(a),
+            &[Elem {
+                addr: *a,
+                timeout_ms: None,
+            }],
+        ) {
+            tracing::error!(host = %c.host, addr = %a, error = %e, "Could not add a resolved address.");
+        }
+    }
+    for a in &c.remove {
+        // Absent already (another apply refilled the set): fine.
+        let _ = sock.delete(set_of(a), &[*a]);
+    }
+}
+
 fn run(shared: &Arc<Mutex<Shared>>, started: Instant, stop: &AtomicBool) {
     let mut nl: Option<SetElements> = None;
     while !stop.load(Ordering::Relaxed) {
@@ -148,40 +221,29 @@ fn run(shared: &Arc<Mutex<Shared>>, started: Instant, stop: &AtomicBool) {
             }
             let (change, name) = {
                 let mut g = shared.lock().expect("names lock");
+                let good: Option<BTreeSet<IpAddr>> = outcome
+                    .as_ref()
+                    .ok()
+                    .filter(|r| !r.addrs.is_empty())
+                    .map(|r| r.addrs.clone());
                 let c = g.tracker.record(ms(started), &host, outcome);
+                if let Some(good) = good
+                    && g.recorded.get(&host) != Some(&good)
+                {
+                    if let Some(store) = &g.store {
+                        let _ = store.send(super::StoreOp::NameAnswers(
+                            vec![(host.clone(), good.iter().copied().collect())],
+                            super::now(),
+                        ));
+                    }
+                    g.recorded.insert(host.clone(), good);
+                }
                 (c, g.names.get(&host).cloned())
             };
             let (Some(c), Some(ns)) = (change, name) else {
                 continue;
             };
-            if nl.is_none() {
-                nl = SetElements::open("voipwall")
-                    .map_err(|e| tracing::error!(error = %e, "Cannot open netlink for name sets."))
-                    .ok();
-            }
-            let Some(sock) = nl.as_mut() else { continue };
-            let set_of = |a: &IpAddr| {
-                if Family::of(a) == Family::V4 {
-                    &ns.v4
-                } else {
-                    &ns.v6
-                }
-            };
-            for a in &c.add {
-                if let Err(e) = sock.add(
-                    set_of(a),
-                    &[Elem {
-                        addr: *a,
-                        timeout_ms: None,
-                    }],
-                ) {
-                    tracing::error!(host = %host, addr = %a, error = %e, "Could not add a resolved address.");
-                }
-            }
-            for a in &c.remove {
-                // Absent already (another apply refilled the set): fine.
-                let _ = sock.delete(set_of(a), &[*a]);
-            }
+            apply_change(&mut nl, &ns, &c);
             {
                 let mut g = shared.lock().expect("names lock");
                 g.updates += 1;
