@@ -930,3 +930,66 @@ fn a_second_daemon_in_the_same_namespace_refuses_to_start() {
     other.start(&other.dir.join("pbx.log"));
     assert_eq!(other.json(&["status"])["ok"], true);
 }
+
+/// Issue 19: the control socket is bounded in aggregate and root keeps a
+/// way in. 40 unprivileged clients (uid 65534; the socket opened to them
+/// here as the `voipwall` group would be) each send 2 MiB without a
+/// newline: together they may hold 32 MiB, the rest are refused at once
+/// naming why. Meanwhile root's `status` answers and a 48 MiB request from
+/// root succeeds; 80 members holding connections leave root's slots free.
+#[test]
+fn the_control_socket_is_bounded_in_aggregate_and_root_keeps_a_way_in() {
+    let mut ns = Ns::new("ctlmem");
+    ns.policy("");
+    ns.start(&ns.dir.join("pbx.log"));
+    let sock = ns.dir.join("sock");
+    must(&["chmod", "0666", &sock.display().to_string()]);
+    let flood = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/control_flood.py");
+    let clients = |mode: &str, n: &str, bytes: &str, secs: &str| {
+        Command::new("python3")
+            .arg(&flood)
+            .args([mode])
+            .arg(&sock)
+            .args([n, bytes, secs])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let summary = |c: Child| -> serde_json::Value {
+        let out = c.wait_with_output().unwrap();
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    };
+    let holders = clients("hold", "40", &(2 << 20).to_string(), "4");
+    std::thread::sleep(Duration::from_millis(1500));
+    let st = ns.json(&["status"]);
+    assert_eq!(st["ok"], true);
+    let big = Command::new("python3")
+        .arg(&flood)
+        .arg("big")
+        .arg(&sock)
+        .arg((48 << 20).to_string())
+        .output()
+        .unwrap();
+    let big: serde_json::Value = serde_json::from_slice(&big.stdout).unwrap();
+    assert_eq!(big["ok"], true, "root's 48 MiB request: {big}");
+    let rss_mb = ns.json(&["status"])["rss_kb"].as_u64().unwrap() / 1024;
+    let held = summary(holders);
+    eprintln!("40 members × 2 MiB: {held}; root's 48 MiB request {big}; daemon RSS {rss_mb} MB");
+    assert!(
+        held["refused: request memory"].as_u64().unwrap_or(0) >= 20,
+        "{held}"
+    );
+    assert!(
+        held["held to the end"].as_u64().unwrap_or(0) >= 10,
+        "{held}"
+    );
+    assert!(rss_mb < 150, "daemon RSS {rss_mb} MB");
+
+    // 80 members hold connections open: 64 get slots, root still gets in.
+    let holders = clients("hold", "80", "1", "3");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(ns.json(&["status"])["ok"], true);
+    let held = summary(holders);
+    assert_eq!(held["refused: connections"].as_u64(), Some(16), "{held}");
+}

@@ -3,7 +3,7 @@
 //! mode 0660 (root and the socket's group); the CLI uses it when a daemon
 //! runs, so bans made by hand reach the store too.
 
-use std::io::{BufRead, BufReader, Read as _, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -205,8 +205,18 @@ pub enum StatusAnswer {
 /// a longer one is refused and the connection closed, never read into
 /// memory whole.
 pub const MAX_REQUEST: u64 = 64 << 20;
-/// Connections served at once; more are told so and closed.
+/// Connections from group members served at once; more are told so and
+/// closed.
 pub const MAX_CONNECTIONS: usize = 64;
+/// Connections kept for root (and the daemon's own user) beyond those:
+/// members reconnecting as fast as they are closed cannot keep the
+/// operator out.
+pub const ROOT_CONNECTIONS: usize = 16;
+/// Request bytes all members' connections may hold together: what one
+/// connection reads counts until its request is answered. A connection
+/// that would go beyond is refused at once (never waits: waiting for
+/// memory that other connections hold could wait for ever).
+pub const MEMBER_BYTES: u64 = 32 << 20;
 /// A connection that sends no request for this long is closed (the CLI
 /// sends its request at once).
 pub const IDLE: Duration = Duration::from_secs(5);
@@ -261,37 +271,250 @@ pub fn serve(
     if let Some(gid) = group_id("voipwall") {
         std::os::unix::fs::chown(path, None, Some(gid))?;
     }
-    let live = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let lanes = Lanes {
+        member: Lane::new(MAX_CONNECTIONS, MEMBER_BYTES, true),
+        root: Lane::new(ROOT_CONNECTIONS, MAX_REQUEST + 1, false),
+    };
+    let me = rustix::process::geteuid().as_raw();
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
-            use std::sync::atomic::Ordering;
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { continue };
-                if live.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+                // Root and the daemon's own user get their own slots and
+                // request memory; everyone else the socket lets in (the
+                // `voipwall` group) shares the members' lane.
+                let privileged = rustix::net::sockopt::socket_peercred(&conn)
+                    .is_ok_and(|c| c.uid.is_root() || c.uid.as_raw() == me);
+                let lane = if privileged {
+                    lanes.root.clone()
+                } else {
+                    lanes.member.clone()
+                };
+                if !lane.enter() {
                     let _ = writeln!(
                         conn,
                         "{}",
-                        serde_json::json!({"ok": false, "error": format!("{MAX_CONNECTIONS} control connections already open; try again")})
+                        serde_json::json!({"ok": false, "error": format!("{} control connections already open; try again", lane.slots)})
                     );
                     continue;
                 }
-                live.fetch_add(1, Ordering::Relaxed);
                 let tx = tx.clone();
                 let waker = waker.clone();
-                let mine = live.clone();
+                let mine = lane.clone();
                 let spawned = std::thread::Builder::new()
                     .name("control-conn".into())
                     .spawn(move || {
-                        handle(conn, &tx, &waker);
-                        mine.fetch_sub(1, Ordering::Relaxed);
+                        handle(conn, &tx, &waker, &mine);
+                        mine.leave();
                     });
                 if spawned.is_err() {
-                    // The thread (and its decrement) never ran.
-                    live.fetch_sub(1, Ordering::Relaxed);
+                    // The thread (and its `leave`) never ran.
+                    lane.leave();
                 }
             }
         })
+}
+
+/// The connections and request memory one kind of peer may hold.
+///
+/// Request memory is a set of fixed 64 KiB chunks, allocated the first
+/// time they are needed and then only ever lent and given back, never
+/// freed: the lane's memory is bounded by its size however many
+/// connections come and go (buffers that grow and are freed by thousands
+/// of short-lived connection threads fragment the allocator's per-thread
+/// arenas: a first version that did so peaked at 244 MB for 64 MiB of
+/// budget).
+struct Lane {
+    slots: usize,
+    live: std::sync::atomic::AtomicUsize,
+    bytes: u64,
+    /// Keep chunks given back for the next request (members: the memory a
+    /// hostile member can make the daemon hold stays this lane's size for
+    /// good), or hold each line in one buffer of its own, freed after
+    /// (root: a rare big `ban --file` gives its memory back to the system,
+    /// and is parsed without a second copy; `bytes` is then not shared
+    /// across root's connections, only `MAX_REQUEST` per line).
+    retain: bool,
+    chunks: std::sync::Mutex<Chunks>,
+}
+
+#[derive(Default)]
+struct Chunks {
+    free: Vec<Box<[u8]>>,
+    made: u64,
+}
+
+#[derive(Clone)]
+struct Lanes {
+    member: std::sync::Arc<Lane>,
+    root: std::sync::Arc<Lane>,
+}
+
+/// The size of one chunk of request memory.
+const CHUNK: usize = 64 << 10;
+
+impl Lane {
+    fn new(slots: usize, bytes: u64, retain: bool) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            slots,
+            live: std::sync::atomic::AtomicUsize::new(0),
+            bytes,
+            retain,
+            chunks: std::sync::Mutex::new(Chunks::default()),
+        })
+    }
+
+    fn enter(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.slots).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn leave(&self) {
+        self.live.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Lends a chunk, if the lane has one free (or may make one).
+    fn lend(&self) -> Option<Box<[u8]>> {
+        let mut c = self
+            .chunks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(b) = c.free.pop() {
+            return Some(b);
+        }
+        if (c.made + 1) * CHUNK as u64 > self.bytes {
+            return None;
+        }
+        c.made += 1;
+        Some(vec![0u8; CHUNK].into_boxed_slice())
+    }
+
+    fn give_back(&self, chunks: impl Iterator<Item = Box<[u8]>>) {
+        let mut c = self
+            .chunks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.retain {
+            c.free.extend(chunks);
+        } else {
+            c.made -= chunks.count() as u64;
+        }
+    }
+}
+
+/// One request line, held in chunks lent by a lane; given back when
+/// dropped.
+struct Held<'a> {
+    lane: &'a Lane,
+    chunks: Vec<Box<[u8]>>,
+    /// Bytes used in the last chunk.
+    last: usize,
+    /// A lane that does not retain (root) holds its line in one buffer:
+    /// parsed where it is, with no second copy of a 60 MiB `ban --file`.
+    whole: Vec<u8>,
+}
+
+impl Held<'_> {
+    fn len(&self) -> u64 {
+        if !self.lane.retain {
+            return self.whole.len() as u64;
+        }
+        (self.chunks.len().saturating_sub(1) * CHUNK + self.last) as u64
+    }
+
+    /// Appends `bytes`, borrowing chunks as needed; false when the lane
+    /// has none left.
+    fn push(&mut self, mut bytes: &[u8]) -> bool {
+        if !self.lane.retain {
+            self.whole.extend_from_slice(bytes);
+            return true;
+        }
+        while !bytes.is_empty() {
+            if self.chunks.is_empty() || self.last == CHUNK {
+                let Some(c) = self.lane.lend() else {
+                    return false;
+                };
+                self.chunks.push(c);
+                self.last = 0;
+            }
+            let Some(c) = self.chunks.last_mut() else {
+                return false;
+            };
+            let n = bytes.len().min(CHUNK - self.last);
+            c[self.last..self.last + n].copy_from_slice(&bytes[..n]);
+            self.last += n;
+            bytes = &bytes[n..];
+        }
+        true
+    }
+
+    /// Parses the line: straight from the chunk when it fits in one (almost
+    /// every request), else from one copy of the chunks (serde_json reads a
+    /// `Read` byte by byte, ~20 MB/s: a 48 MiB line took seconds).
+    fn parse<T: serde::de::DeserializeOwned>(&self) -> serde_json::Result<T> {
+        if !self.lane.retain {
+            return serde_json::from_slice(&self.whole);
+        }
+        match self.chunks.as_slice() {
+            [] => serde_json::from_slice(b""),
+            [one] => serde_json::from_slice(&one[..self.last]),
+            many => {
+                let n = many.len();
+                let mut whole = Vec::with_capacity(self.len() as usize);
+                for (i, c) in many.iter().enumerate() {
+                    whole.extend_from_slice(if i + 1 == n { &c[..self.last] } else { c });
+                }
+                serde_json::from_slice(&whole)
+            }
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.lane.give_back(self.chunks.drain(..));
+    }
+}
+
+/// How reading one request line ended.
+enum Line {
+    /// A whole line is in the buffer.
+    Whole,
+    /// The peer closed (or timed out) before a whole line.
+    Closed,
+    /// Longer than `MAX_REQUEST`.
+    TooLong,
+    /// The lane's request memory is held by other connections.
+    NoMemory,
+}
+
+/// Reads one line into `req`, never holding more than its lane lends.
+fn read_line<R: BufRead>(r: &mut R, req: &mut Held<'_>) -> Line {
+    loop {
+        let avail = match r.fill_buf() {
+            Ok([]) | Err(_) => return Line::Closed,
+            Ok(a) => a,
+        };
+        let (take, done) = match memchr::memchr(b'\n', avail) {
+            Some(i) => (i + 1, true),
+            None => (avail.len(), false),
+        };
+        if req.len() + take as u64 > MAX_REQUEST + 1 {
+            return Line::TooLong;
+        }
+        if !req.push(&avail[..take]) {
+            return Line::NoMemory;
+        }
+        r.consume(take);
+        if done {
+            return Line::Whole;
+        }
+    }
 }
 
 /// A reader that refuses to read once a deadline has passed.
@@ -312,7 +535,7 @@ impl<R: std::io::Read> std::io::Read for Deadline<R> {
     }
 }
 
-fn handle(conn: UnixStream, tx: &Sender<Input>, waker: &Waker) {
+fn handle(conn: UnixStream, tx: &Sender<Input>, waker: &Waker, lane: &Lane) {
     let Ok(read_half) = conn.try_clone() else {
         return;
     };
@@ -320,28 +543,46 @@ fn handle(conn: UnixStream, tx: &Sender<Input>, waker: &Waker) {
     // A client that stops reading (a long `bans`, a follower) is dropped
     // after this long instead of holding its thread and slot forever.
     let _ = conn.set_write_timeout(Some(WRITE_TIMEOUT));
-    let mut reader = BufReader::new(Deadline {
-        inner: read_half,
-        since: std::time::Instant::now(),
-    });
+    let mut reader = BufReader::with_capacity(
+        64 << 10,
+        Deadline {
+            inner: read_half,
+            since: std::time::Instant::now(),
+        },
+    );
     let mut w = conn;
-    let mut line = String::new();
     loop {
-        line.clear();
         reader.get_mut().since = std::time::Instant::now();
-        match (&mut reader).take(MAX_REQUEST + 1).read_line(&mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(n) if n as u64 > MAX_REQUEST => {
-                let _ = writeln!(
-                    w,
-                    "{}",
-                    serde_json::json!({"ok": false, "error": format!("request longer than {} MiB; refused", MAX_REQUEST >> 20)})
-                );
-                return;
+        // One request's memory at a time: given back once it is parsed.
+        let parsed = {
+            let mut line = Held {
+                lane,
+                chunks: Vec::new(),
+                last: 0,
+                whole: Vec::new(),
+            };
+            match read_line(&mut reader, &mut line) {
+                Line::Closed => return,
+                Line::TooLong => {
+                    let _ = writeln!(
+                        w,
+                        "{}",
+                        serde_json::json!({"ok": false, "error": format!("request longer than {} MiB; refused", MAX_REQUEST >> 20)})
+                    );
+                    return;
+                }
+                Line::NoMemory => {
+                    let _ = writeln!(
+                        w,
+                        "{}",
+                        serde_json::json!({"ok": false, "error": format!("the control socket's request memory ({} MiB for this kind of client) is held by other connections; refused, try again", lane.bytes >> 20)})
+                    );
+                    return;
+                }
+                Line::Whole => line.parse::<Request>(),
             }
-            Ok(_) => {}
-        }
-        let req: Request = match serde_json::from_str(line.trim()) {
+        };
+        let req: Request = match parsed {
             Ok(r) => r,
             Err(e) => {
                 let _ = writeln!(
@@ -349,11 +590,9 @@ fn handle(conn: UnixStream, tx: &Sender<Input>, waker: &Waker) {
                     "{}",
                     serde_json::json!({"ok": false, "error": format!("bad request: {e}")})
                 );
-                line.clear();
                 continue;
             }
         };
-        line.clear();
         let (rtx, rrx) = mpsc::channel();
         if tx.send(Input::Control(req, rtx)).is_err() {
             return;
@@ -450,5 +689,63 @@ impl Client {
             return Ok(None);
         }
         Ok(Some(serde_json::from_str(&line)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines cut at any place, in a lane that retains chunks and one that
+    /// does not, read back as the same requests; a lane's memory is lent,
+    /// refused beyond its size and given back when a request is done.
+    #[test]
+    fn lines_in_chunks_read_back_whole_and_memory_is_bounded_and_returned() {
+        let pad = " ".repeat(3 * CHUNK + 17);
+        let text = format!(
+            "{{\"cmd\":\"status\"}}\n{{\"cmd\":\"explain\",{pad}\"addr\":\"192.0.2.1\"}}\n"
+        );
+        for retain in [true, false] {
+            let lane = Lane::new(4, (8 * CHUNK) as u64, retain);
+            for cut in [1, 7, 4096, CHUNK - 1, CHUNK, CHUNK + 3] {
+                let mut r = BufReader::with_capacity(cut, text.as_bytes());
+                let mut got = Vec::new();
+                loop {
+                    let mut h = Held {
+                        lane: &lane,
+                        chunks: Vec::new(),
+                        last: 0,
+                        whole: Vec::new(),
+                    };
+                    match read_line(&mut r, &mut h) {
+                        Line::Whole => got.push(h.parse::<Request>().expect("parses")),
+                        Line::Closed => break,
+                        Line::TooLong | Line::NoMemory => panic!("refused"),
+                    }
+                }
+                assert!(
+                    matches!(got.as_slice(), [Request::Status, Request::Explain { addr }] if addr == "192.0.2.1")
+                );
+            }
+            if retain {
+                let c = lane.chunks.lock().unwrap();
+                assert_eq!(c.free.len() as u64, c.made, "every chunk given back");
+            }
+        }
+        let lane = Lane::new(4, (2 * CHUNK) as u64, true);
+        let long = "x".repeat(3 * CHUNK);
+        let mut h = Held {
+            lane: &lane,
+            chunks: Vec::new(),
+            last: 0,
+            whole: Vec::new(),
+        };
+        assert!(matches!(
+            read_line(&mut long.as_bytes(), &mut h),
+            Line::NoMemory
+        ));
+        assert!(lane.lend().is_none(), "the lane is spent while held");
+        drop(h);
+        assert!(lane.lend().is_some(), "given back");
     }
 }
