@@ -130,6 +130,11 @@ pub enum Action {
         at: Timestamp,
         /// Why no ban was made.
         message: String,
+        /// Alerts of the same source and rule folded into this one: 0 for
+        /// the first of a window; at the window's end, one alert reports
+        /// how many more there were (so a forged flood from a protected
+        /// address is two log lines a minute, not one per packet).
+        repeats: u64,
     },
 }
 
@@ -196,6 +201,10 @@ pub struct Stats {
     pub bans: u64,
     /// Alerts issued.
     pub alerts: u64,
+    /// Alerts folded into an earlier one of the same source and rule
+    /// (reported once per window, with their count).
+    #[serde(default)]
+    pub alerts_folded: u64,
     /// Promotions to known.
     pub promotions: u64,
     /// Sources evicted to respect `max_sources`.
@@ -374,6 +383,21 @@ struct Group {
     first_request: Option<Timestamp>,
 }
 
+/// Alerts of one source and rule within this long (ms) are one alert and a
+/// count.
+pub(crate) const ALERT_WINDOW: u64 = 60_000;
+/// Alert windows open at once; the oldest is closed (and reported) early
+/// beyond this.
+const MAX_ALERT_WINDOWS: usize = 4096;
+
+/// One open alert window.
+#[derive(Debug, Clone)]
+struct AlertWindow {
+    end: Timestamp,
+    message: String,
+    folded: u64,
+}
+
 const MAX_TXNS: usize = 16;
 /// A failed authentication seen in packets and in a log within this long of
 /// each other, from the same source, is one failure (ms).
@@ -443,6 +467,9 @@ pub struct Engine {
     /// Event origins seen (`nflog`, `asterisk-security`), interned so that
     /// evidence holds one byte per item instead of a string.
     origins: Vec<String>,
+    /// Open alert windows per (source, rule), and their ends in order.
+    alert_windows: LruCache<(IpAddr, String), AlertWindow, FixedState>,
+    alert_ends: VecDeque<(Timestamp, IpAddr, String)>,
     stats: Stats,
 }
 
@@ -481,10 +508,12 @@ impl Engine {
             nonces: LruCache::with_hasher(cap(cfg.max_sources.min(65_536)), hasher.clone()),
             timers: BinaryHeap::new(),
             actions: VecDeque::new(),
+            alert_windows: LruCache::with_hasher(MAX_ALERT_WINDOWS, hasher.clone()),
             hasher,
             log_challenge_id: 0,
             allowed: Vec::new(),
             origins: Vec::new(),
+            alert_ends: VecDeque::new(),
             stats: Stats::default(),
             cfg,
         }
@@ -629,6 +658,18 @@ impl Engine {
     pub fn handle_timeout(&mut self, now: Timestamp) {
         self.allowed
             .retain(|(_, until)| until.is_none_or(|u| u > now));
+        while let Some((end, _, _)) = self.alert_ends.front()
+            && *end <= now
+        {
+            let Some((end, addr, rule)) = self.alert_ends.pop_front() else {
+                break;
+            };
+            let key = (addr, rule);
+            // A window closed early (or replaced) has another end, or none.
+            if self.alert_windows.peek(&key).is_some_and(|w| w.end == end) {
+                self.close_alert_window(&key);
+            }
+        }
         while let Some(&Reverse((due, src, call, early))) = self.timers.peek() {
             if due > now {
                 break;
@@ -713,7 +754,12 @@ impl Engine {
 
     /// When [`Engine::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.timers.peek().map(|Reverse((t, _, _, _))| *t)
+        let timer = self.timers.peek().map(|Reverse((t, _, _, _))| *t);
+        let alert = self.alert_ends.front().map(|(t, _, _)| *t);
+        match (timer, alert) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Counters.
@@ -1537,13 +1583,66 @@ impl Engine {
     }
 
     fn alert(&mut self, now: Timestamp, addr: IpAddr, rule: String, message: String) {
+        let key = (addr, rule);
+        if let Some(w) = self.alert_windows.get_mut(&key) {
+            if now < w.end {
+                w.folded += 1;
+                self.stats.alerts_folded += 1;
+                return;
+            }
+            self.close_alert_window(&key);
+        }
+        if self.alert_windows.len() >= MAX_ALERT_WINDOWS
+            && let Some((k, _)) = self
+                .alert_windows
+                .iter()
+                .next()
+                .map(|(k, w)| (k.clone(), w.end))
+        {
+            // The least recently used window, closed early.
+            self.close_alert_window(&k);
+        }
+        let end = now.plus(ALERT_WINDOW);
+        self.alert_windows.insert(
+            key.clone(),
+            AlertWindow {
+                end,
+                message: message.clone(),
+                folded: 0,
+            },
+        );
+        self.alert_ends.push_back((end, key.0, key.1.clone()));
         self.stats.alerts += 1;
         self.actions.push_back(Action::Alert {
-            addr,
-            rule,
+            addr: key.0,
+            rule: key.1,
             at: now,
             message,
+            repeats: 0,
         });
+    }
+
+    /// Ends an alert window: when alerts were folded into it, one alert
+    /// says how many.
+    fn close_alert_window(&mut self, key: &(IpAddr, String)) {
+        let Some(w) = self.alert_windows.remove(key) else {
+            return;
+        };
+        if w.folded > 0 {
+            self.stats.alerts += 1;
+            self.actions.push_back(Action::Alert {
+                addr: key.0,
+                rule: key.1.clone(),
+                at: w.end,
+                message: format!(
+                    "{} more like this within {}: {}",
+                    w.folded,
+                    format_duration(ALERT_WINDOW),
+                    w.message
+                ),
+                repeats: w.folded,
+            });
+        }
     }
 
     fn protected(&self, addr: IpAddr) -> bool {

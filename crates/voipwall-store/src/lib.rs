@@ -437,6 +437,7 @@ impl Store {
                 addr TEXT,
                 detail TEXT NOT NULL
              );
+             CREATE INDEX IF NOT EXISTS events_kind ON events (kind, id);
              CREATE TABLE IF NOT EXISTS generations (
                 id INTEGER PRIMARY KEY,
                 at_ms INTEGER NOT NULL,
@@ -757,10 +758,23 @@ impl Store {
         keep_events: u64,
         keep_bans_ms: u64,
     ) -> Result<(), StoreError> {
-        self.conn.execute(
-            "DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?1",
-            [i64::try_from(keep_events).unwrap_or(i64::MAX)],
-        )?;
+        // Each kind has its own share, so a flood of one (alerts about a
+        // forged source) cannot flush the others (the bans): alerts 40 %,
+        // bans 40 %, everything else (operator verbs, reloads, restores)
+        // 20 %.
+        for (filter, share) in [
+            ("kind = 'alert'", 40),
+            ("kind IN ('ban', 'would-ban')", 40),
+            ("kind NOT IN ('alert', 'ban', 'would-ban')", 20),
+        ] {
+            let keep = i64::try_from(keep_events.saturating_mul(share) / 100).unwrap_or(i64::MAX);
+            self.conn.execute(
+                &format!(
+                    "DELETE FROM events WHERE {filter} AND id < (SELECT id FROM events WHERE {filter} ORDER BY id DESC LIMIT 1 OFFSET ?1)"
+                ),
+                [keep.max(1) - 1],
+            )?;
+        }
         self.conn.execute(
             "DELETE FROM bans WHERE end_ms < ?1",
             [ms(Timestamp(now.0.saturating_sub(keep_bans_ms)))],

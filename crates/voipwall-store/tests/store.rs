@@ -74,22 +74,31 @@ fn active_listing_keeps_the_longest_ban_per_target_and_lift_ends_it() {
     assert_eq!(s.counts().unwrap().bans, 0);
 }
 
+/// Events are bounded, and each kind has its own share (issue 19): a flood
+/// of alerts recorded after the bans cannot flush the bans.
 #[test]
-fn events_and_audit_are_bounded_and_ordered() {
+fn events_and_audit_are_bounded_and_ordered_and_one_kind_cannot_flush_another() {
     let mut s = Store::in_memory().unwrap();
-    let evs: Vec<_> = (0..50)
-        .map(|i| EventRecord {
-            at: Timestamp(i),
-            kind: "ban".into(),
-            addr: None,
-            detail: format!("e{i}"),
-        })
-        .collect();
+    let ev = |i: u64, kind: &str| EventRecord {
+        at: Timestamp(i),
+        kind: kind.into(),
+        addr: None,
+        detail: format!("{kind}{i}"),
+    };
+    let mut evs: Vec<_> = (0..50).map(|i| ev(i, "ban")).collect();
+    evs.extend((0..5).map(|i| ev(50 + i, "reload")));
+    evs.extend((0..2000).map(|i| ev(100 + i, "alert")));
     s.record_events(&evs).unwrap();
-    s.prune(Timestamp(0), 20, u64::MAX).unwrap();
-    let kept = s.events(100).unwrap();
-    assert_eq!(kept.len(), 20);
-    assert_eq!(kept[0].detail, "e30");
+    s.prune(Timestamp(0), 100, u64::MAX).unwrap();
+    let kept = s.events(1000).unwrap();
+    let of = |k: &str| kept.iter().filter(|e| e.kind == k).count();
+    assert_eq!((of("ban"), of("alert"), of("reload")), (40, 40, 5));
+    let bans: Vec<&str> = kept
+        .iter()
+        .filter(|e| e.kind == "ban")
+        .map(|e| e.detail.as_str())
+        .collect();
+    assert!(bans.contains(&"ban49") && bans.contains(&"ban10") && !bans.contains(&"ban9"));
     s.audit(Timestamp(5), "cli", "ban", "203.0.113.9").unwrap();
     assert_eq!(s.audit_log(10).unwrap()[0].2, "ban");
 }

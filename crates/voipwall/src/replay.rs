@@ -526,13 +526,14 @@ fn print_action(
             rule,
             at,
             message,
+            repeats,
         } => {
             sum.alerts += 1;
             if json {
                 writeln!(
                     out,
                     "{}",
-                    json!({"alert": true, "addr": addr, "rule": rule, "at": at.to_string(), "message": message})
+                    json!({"alert": true, "addr": addr, "rule": rule, "at": at.to_string(), "message": message, "repeats": repeats})
                 )
             } else {
                 writeln!(out, "{at}  alert {addr:<20} {rule:<22} {message}")

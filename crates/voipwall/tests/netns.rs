@@ -2002,3 +2002,52 @@ fn a_resolver_outage_never_forgets_a_trunks_address() {
     );
     assert!(zone(&lab).contains("zone other"), "{}", zone(&lab));
 }
+
+/// Issue 19: alerts cannot be amplified. 3,000 forged scanner packets with
+/// a management address (never banned, so each would be an alert) are one
+/// alert per rule in the log and the event history, the rest counted; the
+/// history keeps its earlier ban.
+#[test]
+fn forged_packets_from_a_protected_address_cannot_amplify_alerts() {
+    let mut lab = Lab::new();
+    lab.listen();
+    lab.apply(TRUTH);
+    lab.start_daemon(TRUTH);
+    lab.scanner_packet("198.51.100.2", "before");
+    lab.until("the control scanner to be banned", || {
+        lab.banned(TRUTH).contains(&"198.51.100.2/32".to_string())
+    });
+    let script = "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('198.51.100.7',5070))\nfor i in range(3000):\n  s.sendto(b'OPTIONS sip:100@x SIP/2.0\\r\\nVia: SIP/2.0/UDP 198.51.100.7:5070;branch=z9hG4bK%d\\r\\nFrom: <sip:100@x>;tag=1\\r\\nTo: <sip:100@x>\\r\\nCall-ID: f%d@x\\r\\nCSeq: 1 OPTIONS\\r\\nUser-Agent: friendly-scanner\\r\\nContent-Length: 0\\r\\n\\r\\n' % (i, i),('198.51.100.1',5060))\n  if i % 100 == 99: time.sleep(0.01)\n";
+    let out = lab.exec(&lab.peer, &["python3", "-c", script]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status = || -> serde_json::Value {
+        serde_json::from_slice(&lab.voipwall_ctl(&["--json", "status"]).stdout).unwrap_or_default()
+    };
+    lab.until("the forged packets to reach detection", || {
+        status()["engine"]["events"].as_u64().unwrap_or(0) >= 2_500
+    });
+    let st = status();
+    let folded = st["engine"]["alerts_folded"].as_u64().unwrap_or(0);
+    let log = std::fs::read_to_string(lab.dir.join("daemon.log")).unwrap_or_default();
+    let warn_lines = log
+        .lines()
+        .filter(|l| l.contains("Alert") && l.contains("198.51.100.7"))
+        .count();
+    let events = lab.voipwall_ctl(&["--json", "events", "--limit", "10000"]);
+    let events = String::from_utf8_lossy(&events.stdout);
+    let alert_rows = events
+        .lines()
+        .filter(|l| l.contains("\"alert\"") && l.contains("198.51.100.7"))
+        .count();
+    eprintln!(
+        "3,000 forged packets: {warn_lines} alert lines, {alert_rows} alert events, {folded} folded; counters {}",
+        st["engine"]
+    );
+    assert!(warn_lines <= 3, "{warn_lines} alert lines");
+    assert!(alert_rows <= 3, "{alert_rows} alert events");
+    assert!(folded >= 2_400, "{folded} folded");
+    assert!(
+        events.contains("198.51.100.2"),
+        "the earlier ban's event was flushed"
+    );
+}

@@ -1028,10 +1028,11 @@ impl Daemon {
                     addr,
                     rule,
                     message,
+                    repeats,
                     ..
                 } => {
                     self.counters.alerts += 1;
-                    tracing::warn!(src_ip = %addr, rule_id = %rule, "Alert: {message}");
+                    tracing::warn!(src_ip = %addr, rule_id = %rule, repeats, "Alert: {message}");
                     self.event(
                         "alert",
                         Some(addr.to_string()),
