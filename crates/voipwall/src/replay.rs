@@ -35,7 +35,9 @@ pub(crate) struct ReplayArgs {
     #[arg(long)]
     pub(crate) hep: bool,
     /// The PBX's own addresses in a capture: requests from them and responses
-    /// to them are not the clients'. Never banned.
+    /// to them are not the clients'. Never banned. Repeat it for each of the
+    /// PBX's addresses, IPv4 and IPv6: SIP of a family no --pbx names is
+    /// left out (and said so).
     #[arg(long = "pbx")]
     pub(crate) pbx: Vec<IpAddr>,
     /// A user-defined format: a regex with named captures (addr, user, ua, expires).
@@ -89,6 +91,9 @@ struct Summary {
     bans: u64,
     alerts: u64,
     promotions: u64,
+    /// SIP messages `--pbx` left out because no `--pbx` is of their
+    /// family: `[IPv4, IPv6]`.
+    skipped_family: [u64; 2],
     first: Option<Timestamp>,
     last: Option<Timestamp>,
     seconds: f64,
@@ -245,9 +250,7 @@ pub(crate) fn replay(cli: &Globals, a: &ReplayArgs) -> anyhow::Result<()> {
                             return Ok(());
                         };
                         sum.sip_messages += 1;
-                        if !a.pbx.is_empty()
-                            && (a.pbx.contains(&d.remote()) || !a.pbx.contains(&d.local()))
-                        {
+                        if skip_for_pbx(&a.pbx, d.local(), d.remote(), sum) {
                             return Ok(());
                         }
                         match d.event("hep") {
@@ -278,9 +281,7 @@ pub(crate) fn replay(cli: &Globals, a: &ReplayArgs) -> anyhow::Result<()> {
                             sum.sip_messages += 1;
                             // With --pbx: only traffic to or from the PBX,
                             // seen from its side.
-                            if !a.pbx.is_empty()
-                                && (a.pbx.contains(&d.remote()) || !a.pbx.contains(&d.local()))
-                            {
+                            if skip_for_pbx(&a.pbx, d.local(), d.remote(), &mut sum) {
                                 return;
                             }
                             d.event("pcap")
@@ -336,6 +337,13 @@ pub(crate) fn replay(cli: &Globals, a: &ReplayArgs) -> anyhow::Result<()> {
     sum.seconds = started.elapsed().as_secs_f64();
     out.flush()?;
     drop(out);
+    for (n, family) in sum.skipped_family.iter().zip(["IPv4", "IPv6"]) {
+        if *n > 0 {
+            eprintln!(
+                "warning: {n} SIP messages over {family} were left out: no --pbx names an {family} address of the PBX (--pbx repeats: name each of its addresses)"
+            );
+        }
+    }
     let st = engine.stats();
     if cli.json {
         eprintln!("{}", json!({"summary": sum, "engine": st}));
@@ -366,6 +374,21 @@ pub(crate) fn replay(cli: &Globals, a: &ReplayArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// With `--pbx`: whether a message is left out (not to or from the PBX,
+/// seen from its side). A message left out because no `--pbx` is of its
+/// family is counted, so the run can say so instead of silently skipping
+/// a whole family.
+fn skip_for_pbx(pbx: &[IpAddr], local: IpAddr, remote: IpAddr, sum: &mut Summary) -> bool {
+    if pbx.is_empty() {
+        return false;
+    }
+    let skip = pbx.contains(&remote) || !pbx.contains(&local);
+    if skip && !pbx.iter().any(|p| p.is_ipv4() == local.is_ipv4()) {
+        sum.skipped_family[usize::from(local.is_ipv6())] += 1;
+    }
+    skip
 }
 
 /// What one chunk of lines gave.

@@ -136,7 +136,39 @@ fn pcap_replay_matches_responses_to_requests() {
         ],
         b"",
     );
+    // Issue 19: a family no --pbx names is not skipped silently.
+    let other_family = replay(
+        &[
+            "--json",
+            "--pcap",
+            "--pbx",
+            "2001:db8::1",
+            path.to_str().unwrap(),
+        ],
+        b"",
+    );
+    let both = replay(
+        &[
+            "--json",
+            "--pcap",
+            "--pbx",
+            "198.51.100.1",
+            "--pbx",
+            "2001:db8::1",
+            path.to_str().unwrap(),
+        ],
+        b"",
+    );
     std::fs::remove_file(&path).ok();
+    let warned = String::from_utf8_lossy(&other_family.stderr);
+    assert!(
+        warned.contains("warning: 10 SIP messages over IPv4 were left out"),
+        "{warned}"
+    );
+    assert!(bans(&other_family).is_empty());
+    let quiet = String::from_utf8_lossy(&both.stderr);
+    assert!(!quiet.contains("warning"), "{quiet}");
+    assert_eq!(bans(&both).len(), 1);
     let b = bans(&out);
     assert_eq!(b.len(), 1, "{b:?}");
     assert_eq!(b[0]["addr"], "203.0.113.9/32");
