@@ -6,8 +6,9 @@
 //! Usage:
 //!   sip_send <dst-ip> <kind> <messages> <rate-per-s> <sources> <first-source-ip>
 //!
-//! kind: `register` (a REGISTER, as a phone sends, no user agent of note) or
-//! `scanner` (OPTIONS with User-Agent friendly-scanner). Sources are taken
+//! kind: `register` (a REGISTER, as a phone sends, no user agent of note),
+//! `scanner` (OPTIONS with User-Agent friendly-scanner) or `options` (an
+//! OPTIONS as a device's keep-alive, nothing a rule bans at once). Sources are taken
 //! round-robin from `sources` consecutive addresses starting at
 //! `first-source-ip`. For each message it prints nothing; at the end, one
 //! JSON line: sent, seconds, rate. With `VOIPWALL_SEND_LOG=<file>` it writes
@@ -52,7 +53,7 @@ fn main() {
     let a: Vec<String> = std::env::args().collect();
     if a.len() != 7 {
         eprintln!(
-            "usage: sip_send <dst-ip> <register|scanner> <messages> <rate-per-s> <sources> <first-source-ip>"
+            "usage: sip_send <dst-ip> <register|scanner|options> <messages> <rate-per-s> <sources> <first-source-ip>"
         );
         std::process::exit(2);
     }
@@ -75,6 +76,9 @@ fn main() {
         .map(|i| {
             let src = Ipv4Addr::from(first.wrapping_add(i));
             let payload = match kind {
+                "options" => format!(
+                    "OPTIONS sip:100@{dst} SIP/2.0\r\nVia: SIP/2.0/UDP {src}:5070;branch=z9hG4bK{i}\r\nFrom: <sip:100@{src}>;tag=1\r\nTo: <sip:100@{dst}>\r\nCall-ID: c{i}@{src}\r\nCSeq: 1 OPTIONS\r\nUser-Agent: Grandstream HT801 1.0.33.4\r\nContent-Length: 0\r\n\r\n"
+                ),
                 "scanner" => format!(
                     "OPTIONS sip:100@{dst} SIP/2.0\r\nVia: SIP/2.0/UDP {src}:5070;branch=z9hG4bK{i}\r\nFrom: <sip:100@{src}>;tag=1\r\nTo: <sip:100@{dst}>\r\nCall-ID: c{i}@{src}\r\nCSeq: 1 OPTIONS\r\nUser-Agent: friendly-scanner\r\nContent-Length: 0\r\n\r\n"
                 ),
