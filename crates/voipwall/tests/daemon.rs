@@ -899,7 +899,32 @@ fn systemd_hears_ready_after_the_ruleset_and_watchdog_pings_stop_when_the_loop_s
 fn a_second_daemon_in_the_same_namespace_refuses_to_start() {
     let mut ns = Ns::new("twice");
     ns.policy("");
+    // An unprivileged user holding the daemon's per-namespace name first
+    // does not keep the firewall from starting.
+    let mut squatter = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "python3", "-c"])
+        .arg("import os,socket,time\nos.setgid(65534); os.setuid(65534)\ns=socket.socket(socket.AF_UNIX)\ns.bind('\\0voipwall-daemon/voipwall'); s.listen(1)\nprint('bound', flush=True)\ntime.sleep(30)\n")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(squatter.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "bound");
     let log = ns.dir.join("pbx.log");
+    ns.start(&log);
+    let _ = squatter.kill();
+    let _ = squatter.wait();
+    assert!(ns.log().contains("not root holds"), "{}", ns.log());
+    // The daemon itself runs on: a second one is refused once it holds the
+    // name. (With the squatter's name, it could not claim it: restart it.)
+    if let Some(mut c) = ns.daemon.take() {
+        let _ = Command::new("kill").arg(c.id().to_string()).status();
+        let _ = c.wait();
+    }
     ns.start(&log);
     let second = Command::new("ip")
         .args([

@@ -203,22 +203,46 @@ fn store_writer(
 }
 
 /// Claims this network namespace for one daemon: an abstract Unix socket
-/// (abstract names belong to the network namespace, not the file system, and
-/// vanish with the process however it ends). A second daemon here, whatever
-/// its state directory, would run without NFLOG (the group is taken) and,
-/// with `--sandbox`, remove the first one's table when it stops.
-fn one_per_namespace() -> anyhow::Result<std::os::unix::net::UnixListener> {
+/// (abstract names belong to the network namespace, not the file system,
+/// and vanish with the process however it ends: no stale lock file). A
+/// second daemon here, whatever its state directory, would run without
+/// NFLOG (the group is taken) and, with `--sandbox`, remove the first one's
+/// table when it stops. Abstract names carry no permissions, so a local
+/// user could bind the name first to keep the firewall from starting at
+/// boot: the name's holder is asked who it is (`SO_PEERCRED`), and only one
+/// running as root or as this daemon's user counts; a squatter is logged
+/// and ignored.
+fn one_per_namespace() -> anyhow::Result<Option<std::os::unix::net::UnixListener>> {
     use std::os::linux::net::SocketAddrExt as _;
     let name = format!("voipwall-daemon/{}", voipwall_nft::Ruleset::TABLE);
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
     match std::os::unix::net::UnixListener::bind_addr(&addr) {
-        Ok(l) => Ok(l),
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(Invalid(format!(
-            "error: another voipwall daemon already runs in this network namespace (it owns table inet {} and the NFLOG group); refusing to start a second one (stop it first, or run this one in another namespace)",
-            voipwall_nft::Ruleset::TABLE
-        ))
-        .into()),
-        Err(e) => Err(anyhow::Error::from(e).context("claiming this network namespace for the daemon")),
+        Ok(l) => Ok(Some(l)),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            let me = rustix::process::geteuid();
+            let holder = UnixStream::connect_addr(&addr)
+                .ok()
+                .and_then(|c| rustix::net::sockopt::socket_peercred(&c).ok());
+            match holder {
+                Some(h) if !(h.uid.is_root() || h.uid == me) => {
+                    tracing::warn!(
+                        pid = h.pid.as_raw_nonzero().get(),
+                        uid = h.uid.as_raw(),
+                        "A process that is not root holds voipwall's per-namespace name; ignored (starting anyway)."
+                    );
+                    Ok(None)
+                }
+                _ => Err(Invalid(format!(
+                    "error: another voipwall daemon already runs in this network namespace{} (it owns table inet {} and the NFLOG group); refusing to start a second one (stop it first, or run this one in another namespace)",
+                    holder.map_or_else(String::new, |h| format!(" (pid {})", h.pid.as_raw_nonzero())),
+                    voipwall_nft::Ruleset::TABLE
+                ))
+                .into()),
+            }
+        }
+        Err(e) => {
+            Err(anyhow::Error::from(e).context("claiming this network namespace for the daemon"))
+        }
     }
 }
 
