@@ -359,6 +359,71 @@ pub fn place_record(target: IpNet, prefixes: Prefixes) -> Placement {
     )
 }
 
+/// What re-keying the stored bans for a changed ban prefix does.
+#[derive(Debug, Default)]
+pub struct Rekey {
+    /// Each moved ban at its new place, with its remaining time.
+    pub add: Vec<(Placement, Option<u64>)>,
+    /// The elements the moved bans leave that no active ban still needs.
+    pub stale: Vec<Placement>,
+}
+
+/// The ban prefix changed (`[bans] ipv4_prefix` / `ipv6_prefix`): every
+/// active ban whose placement moves goes to its new place, and the element
+/// it leaves is deleted unless another ban's new placement is the same
+/// element (same set, same key: `2001:db8:200::/48` under a /48 prefix is
+/// the element `2001:db8:200::` that `2001:db8:200::/64` had under /64). A
+/// prefix-set element keyed by the old mask would otherwise be read with the
+/// new one: a wider prefix would widen the ban.
+pub fn rekey(active: &[BanRecord], old: Prefixes, new: Prefixes, t: Timestamp) -> Rekey {
+    let live: Vec<&BanRecord> = active.iter().filter(|b| b.origin != "observe").collect();
+    let keep: std::collections::HashSet<(&'static str, voipwall_nft::sets::Key)> = live
+        .iter()
+        .map(|b| {
+            let p = place_record(b.target, new);
+            (p.set(), p.key)
+        })
+        .collect();
+    let mut r = Rekey::default();
+    for b in live {
+        let (from, to) = (place_record(b.target, old), place_record(b.target, new));
+        if from != to {
+            r.add
+                .push((to, (!b.is_permanent()).then(|| b.end.since(t))));
+            if !keep.contains(&(from.set(), from.key)) {
+                r.stale.push(from);
+            }
+        }
+    }
+    r
+}
+
+/// Carries out a [`Rekey`]: the new elements first; the stale ones only
+/// when the kernel took the new ones (a ban is never lifted by a failed
+/// re-key). Returns how many stale elements were deleted.
+pub fn apply_rekey(bans: &mut Bans, r: &Rekey) -> usize {
+    if let Err(e) = bans.add_many(&r.add) {
+        tracing::error!(error = %e, "Re-keyed bans were refused by the kernel; their old elements stay.");
+        return 0;
+    }
+    let mut deleted = 0;
+    for p in &r.stale {
+        match bans.delete(p) {
+            Ok(true) => deleted += 1,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, set = p.set(), "A ban's old element could not be deleted.");
+            }
+        }
+    }
+    tracing::info!(
+        moved = r.add.len(),
+        deleted,
+        "The ban prefix changed: stored bans were re-keyed and their old elements deleted."
+    );
+    deleted
+}
+
 /// The ban sets, with the role each holds (for listing and import).
 pub fn ban_sets() -> impl Iterator<Item = (Role, &'static str)> {
     Role::BANS.into_iter().flat_map(|r| {
@@ -431,4 +496,52 @@ pub fn render(o: &Outcome, reason: &str) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 19 (review): a /64 and a /48 of the same addresses, the prefix
+    /// changed from 64 to 48. The /64 leaves the prefix set for an interval
+    /// of exactly itself; its old element is the /48's new one, so it is
+    /// kept; the /48 leaves its interval, which is deleted.
+    #[test]
+    fn a_rekey_never_deletes_an_element_another_ban_now_holds() {
+        let t = Timestamp(1_000_000);
+        let ban = |n: &str| BanRecord::manual(n.parse().unwrap(), "test", t, 3_600_000);
+        let active = [
+            ban("2001:db8:200::/64"),
+            ban("2001:db8:200::/48"),
+            ban("203.0.113.9/32"),
+        ];
+        let r = rekey(
+            &active,
+            Prefixes { v4: 24, v6: 64 },
+            Prefixes { v4: 24, v6: 48 },
+            t,
+        );
+        let added: Vec<(Role, String)> = r
+            .add
+            .iter()
+            .map(|(p, _)| (p.role, p.covers.to_string()))
+            .collect();
+        assert_eq!(
+            added,
+            [
+                (Role::BanNet, "2001:db8:200::/64".to_string()),
+                (Role::BanPrefix, "2001:db8:200::/48".to_string())
+            ]
+        );
+        assert!(r.add.iter().all(|(_, ttl)| *ttl == Some(3_600_000)));
+        let stale: Vec<(Role, String)> = r
+            .stale
+            .iter()
+            .map(|p| (p.role, p.covers.to_string()))
+            .collect();
+        assert_eq!(stale, [(Role::BanNet, "2001:db8:200::/48".to_string())]);
+        // Nothing moves when the prefix does not change.
+        let same = rekey(&active, Prefixes::default(), Prefixes::default(), t);
+        assert!(same.add.is_empty() && same.stale.is_empty());
+    }
 }

@@ -240,6 +240,21 @@ fn roll_back_from(store: &mut Store, from: i64, status: &str, actor: &str) -> an
         return Err(Invalid("error: no earlier generation to roll back to".into()).into());
     };
     nft::apply_script(&prev.script).context("applying the previous generation")?;
+    // The ban prefix the rolled-back generation had (a changed
+    // `ipv6_prefix` under `apply --confirm` that was not confirmed): the
+    // stored bans go back to the previous generation's placement.
+    let prefixes = |g: &voipwall_store::Generation| {
+        g.ir.as_deref()
+            .and_then(|j| serde_json::from_str::<Ruleset>(j).ok())
+            .map(|rs| rs.ban_prefixes())
+    };
+    if let (Some(old), Some(new)) = (
+        gens.iter().find(|g| g.id == from).and_then(prefixes),
+        prefixes(prev),
+    ) && old != new
+    {
+        rekey_bans(store, old, new);
+    }
     store.set_generation_status(from, status)?;
     let new_status = if prev.status == "snapshot" {
         "snapshot"
@@ -571,7 +586,12 @@ pub fn apply_path(r: &ApplyRequest<'_>) -> anyhow::Result<Applied> {
     if let Some(old) = running.as_ref().map(Ruleset::ban_prefixes) {
         let new = ruleset.ban_prefixes();
         if old != new {
-            rekey_bans(r.state_dir, old, new);
+            match state_store(r.state_dir) {
+                Ok(store) => rekey_bans(&store, old, new),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "The ban prefix changed but the store could not be opened to re-key the bans.")
+                }
+            }
         }
     }
     Ok(Applied {
@@ -583,68 +603,28 @@ pub fn apply_path(r: &ApplyRequest<'_>) -> anyhow::Result<Applied> {
     })
 }
 
-/// The ban prefix changed (`[bans] ipv4_prefix` / `ipv6_prefix`): every
-/// stored ban whose placement moves goes to its new place, and the element
-/// it leaves is deleted. A prefix-set element keyed by the old mask would
-/// otherwise be read with the new one, and a wider prefix would widen the
-/// ban (2001:db8:200::/64 masked to /48 is 2001:db8:200::/48).
-fn rekey_bans(
-    state_dir: &Path,
-    old: voipwall_nft::sets::Prefixes,
-    new: voipwall_nft::sets::Prefixes,
-) {
+/// The ban prefix changed: re-key the stored bans (see `plane::rekey`).
+fn rekey_bans(store: &Store, old: voipwall_nft::sets::Prefixes, new: voipwall_nft::sets::Prefixes) {
     let t = now();
-    let active = match state_store(state_dir).and_then(|s| Ok(s.active_bans(t)?)) {
+    let active = match store.active_bans(t) {
         Ok(a) => a,
         Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "The ban prefix changed but the stored bans could not be read to re-key them.");
+            tracing::error!(error = %e, "The ban prefix changed but the stored bans could not be read to re-key them.");
             return;
         }
     };
-    let mut add = Vec::new();
-    let mut moved = Vec::new();
-    for b in active.iter().filter(|b| b.origin != "observe") {
-        let (from, to) = (
-            crate::plane::place_record(b.target, old),
-            crate::plane::place_record(b.target, new),
-        );
-        if from != to {
-            moved.push(from);
-            add.push((to, (!b.is_permanent()).then(|| b.end.since(t))));
-        }
-    }
-    if moved.is_empty() {
+    let r = crate::plane::rekey(&active, old, new, t);
+    if r.add.is_empty() {
         return;
     }
-    let keep: std::collections::HashSet<voipwall_nft::sets::Placement> = active
-        .iter()
-        .map(|b| crate::plane::place_record(b.target, new))
-        .collect();
-    let mut bans = match voipwall_sys::bans::Bans::open() {
-        Ok(b) => b,
+    match voipwall_sys::bans::Bans::open() {
+        Ok(mut bans) => {
+            crate::plane::apply_rekey(&mut bans, &r);
+        }
         Err(e) => {
             tracing::error!(error = %e, "The ban prefix changed but netlink could not be opened to re-key the bans.");
-            return;
-        }
-    };
-    if let Err(e) = bans.add_many(&add) {
-        tracing::error!(error = %e, "Re-keyed bans were refused by the kernel.");
-    }
-    let mut deleted = 0;
-    for p in moved.iter().filter(|p| !keep.contains(p)) {
-        match bans.delete(p) {
-            Ok(true) => deleted += 1,
-            Ok(false) => {}
-            Err(e) => {
-                tracing::error!(error = %e, set = p.set(), "A ban's old element could not be deleted.")
-            }
         }
     }
-    tracing::info!(
-        moved = add.len(),
-        deleted,
-        "The ban prefix changed: stored bans were re-keyed and their old elements deleted."
-    );
 }
 
 #[cfg(test)]

@@ -224,9 +224,25 @@ impl Daemon {
         } else {
             ""
         };
+        let old_prefixes = self.prefixes();
         self.policy = policy;
+        let new_prefixes = self.prefixes();
+        if old_prefixes != new_prefixes {
+            // Bans made while the reload ran were placed under the old
+            // prefix, after the apply path re-keyed what the store held:
+            // every one must be committed before the stored bans are read.
+            self.sync_store();
+        }
         let active = self.store.active_bans(now()).unwrap_or_default();
         self.remember(&active);
+        if old_prefixes != new_prefixes
+            && let Some(bans) = self.bans.as_mut()
+        {
+            let r = crate::plane::rekey(&active, old_prefixes, new_prefixes, now());
+            if !r.add.is_empty() {
+                crate::plane::apply_rekey(bans, &r);
+            }
+        }
         let restored = self.restore_kernel(&active);
         // Trunks and peers known by name are never banned either.
         if let Some(n) = &self.names {
