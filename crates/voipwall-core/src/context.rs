@@ -268,18 +268,38 @@ pub fn resolve_names(policy: &Policy) -> BTreeMap<String, Vec<IpAddr>> {
     resolve_names_keeping(policy, &BTreeMap::new()).resolved
 }
 
-/// The last good answers the store of `state_dir` recorded (none when
-/// there is no store yet or it cannot be read).
+/// How old a recorded answer may be and still stand in for a name that
+/// does not resolve: long enough for any outage, short enough that a name
+/// whose record is gone for good stops protecting its old address.
+pub const NAME_ANSWER_MAX_AGE_S: i64 = 30 * 86_400;
+
+/// The last good answers the store of `state_dir` recorded within
+/// [`NAME_ANSWER_MAX_AGE_S`] (none when there is no store yet; a store that
+/// cannot be read is said so, since names that do not resolve then get
+/// empty sets).
 pub fn last_good_names(state_dir: &Path) -> BTreeMap<String, Vec<IpAddr>> {
     let db = state_dir.join("state.db");
     if !db.exists() {
         return BTreeMap::new();
     }
-    voipwall_store::Store::open(&db)
-        .ok()
-        .and_then(|(s, _)| s.name_answers().ok())
-        .map(|m| m.into_iter().map(|(h, (a, _))| (h, a)).collect())
-        .unwrap_or_default()
+    let answers = voipwall_store::Store::open(&db)
+        .map_err(|e| e.to_string())
+        .and_then(|(s, _)| s.name_answers().map_err(|e| e.to_string()));
+    match answers {
+        Ok(m) => {
+            let oldest = u64::try_from(now().saturating_sub(NAME_ANSWER_MAX_AGE_S))
+                .unwrap_or(0)
+                .saturating_mul(1000);
+            m.into_iter()
+                .filter(|(_, (_, at))| at.0 >= oldest)
+                .map(|(h, (a, _))| (h, a))
+                .collect()
+        }
+        Err(e) => {
+            tracing::warn!(store = %db.display(), error = %e, "The names' last good answers cannot be read: a name that does not resolve now gets an empty set.");
+            BTreeMap::new()
+        }
+    }
 }
 
 /// Resolves the policy's hostnames and compiles.

@@ -577,10 +577,11 @@ pub fn apply_path(r: &ApplyRequest<'_>) -> anyhow::Result<Applied> {
     result.context(
         "applying ruleset to table inet voipwall; the previous ruleset is still in place",
     )?;
-    if !names.fresh.is_empty()
-        && let Err(e) = state_store(r.state_dir)
-            .and_then(|mut s| Ok(s.record_name_answers(&names.fresh, now())?))
-    {
+    if let Err(e) = state_store(r.state_dir).and_then(|mut s| {
+        s.record_name_answers(&names.fresh, now())?;
+        s.keep_names(&loaded.policy.hostnames())?;
+        Ok(())
+    }) {
         tracing::error!(error = %format!("{e:#}"), "Could not record the names' answers in the store.");
     }
     if let Some(old) = running.as_ref().map(Ruleset::ban_prefixes) {

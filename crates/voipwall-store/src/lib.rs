@@ -520,6 +520,25 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets the answers of names not in `hosts` (a name the policy no
+    /// longer has must not come back with an old address).
+    pub fn keep_names(&mut self, hosts: &[String]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut rows = tx.prepare("SELECT host FROM names")?;
+            let all: Vec<String> = rows
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<_, _>>()?;
+            drop(rows);
+            let mut del = tx.prepare_cached("DELETE FROM names WHERE host = ?1")?;
+            for h in all.iter().filter(|h| !hosts.contains(h)) {
+                del.execute([h])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// The last good answer of every name recorded, with when it came;
     /// addresses that do not parse are skipped.
     pub fn name_answers(

@@ -514,6 +514,29 @@ fn trunk_names_follow_dns_without_a_reload() {
         "no apply: the peer rules are the same objects"
     );
     assert!(ns.log().contains("Name moved"), "{}", ns.log());
+    // The table vanishes (another tool): the generation comes back with the
+    // answers it was applied with, then the resolver's newer ones.
+    must(&[
+        "ip", "netns", "exec", &ns.name, "nft", "delete", "table", "inet", "voipwall",
+    ]);
+    ns.until("the table and the moved addresses to come back", || {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.name,
+                "nft",
+                "list",
+                "set",
+                "inet",
+                "voipwall",
+                "vw_name0_v4",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.contains("203.0.113.8") && !text.contains("203.0.113.7")
+    });
 
     // The server goes away: the last good addresses stay, status says why.
     must(&["kill", &dnsmasq_pid()]);

@@ -111,6 +111,36 @@ impl Names {
         g.store = Some(store);
     }
 
+    /// After the generation's script went back into the kernel (the table
+    /// vanished and was restored): its name sets hold what that generation
+    /// resolved, the resolver knows better. Every name's current addresses
+    /// go back in, element by element, and what the generation had that
+    /// they lack goes out.
+    pub fn reassert(&self, rs: Option<&Ruleset>) {
+        let g = self.shared.lock().expect("names lock");
+        let mut nl = None;
+        for st in g.tracker.states() {
+            let Some(ns) = g.names.get(&st.host) else {
+                continue;
+            };
+            let had: BTreeSet<IpAddr> = rs
+                .map(|rs| {
+                    [&ns.v4, &ns.v6]
+                        .iter()
+                        .filter_map(|set| rs.set(set))
+                        .flat_map(|s| s.elements.iter().map(|e| e.lo))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let c = voipwall_dns::Change {
+                host: st.host.clone(),
+                add: st.current.iter().copied().collect(),
+                remove: had.difference(&st.current).copied().collect(),
+            };
+            apply_change(&mut nl, ns, &c);
+        }
+    }
+
     /// At start: a name whose last good answer (from the store) differs
     /// from what the applied generation put in its sets gets that answer
     /// into the kernel now, before any lookup.
@@ -227,15 +257,20 @@ fn run(shared: &Arc<Mutex<Shared>>, started: Instant, stop: &AtomicBool) {
                     .filter(|r| !r.addrs.is_empty())
                     .map(|r| r.addrs.clone());
                 let c = g.tracker.record(ms(started), &host, outcome);
+                // Recorded only once it reached the store thread: an answer
+                // that came before the store was connected is written with
+                // the next one.
                 if let Some(good) = good
                     && g.recorded.get(&host) != Some(&good)
+                    && g.store.as_ref().is_some_and(|store| {
+                        store
+                            .send(super::StoreOp::NameAnswers(
+                                vec![(host.clone(), good.iter().copied().collect())],
+                                super::now(),
+                            ))
+                            .is_ok()
+                    })
                 {
-                    if let Some(store) = &g.store {
-                        let _ = store.send(super::StoreOp::NameAnswers(
-                            vec![(host.clone(), good.iter().copied().collect())],
-                            super::now(),
-                        ));
-                    }
                     g.recorded.insert(host.clone(), good);
                 }
                 (c, g.names.get(&host).cloned())

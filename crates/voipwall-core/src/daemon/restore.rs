@@ -141,6 +141,17 @@ impl Daemon {
             tracing::error!(error = %format!("{e:#}"), "Table inet voipwall vanished and could not be restored.");
             return;
         }
+        // The script put the generation's name answers back; the resolver's
+        // are newer.
+        if let Some(n) = &self.names {
+            let ir = self
+                .store
+                .running_ir()
+                .ok()
+                .flatten()
+                .and_then(|(_, ir)| serde_json::from_str::<voipwall_nft::Ruleset>(&ir).ok());
+            n.reassert(ir.as_ref());
+        }
         let active = self.store.active_bans(now()).unwrap_or_default();
         let n = self.restore_kernel(&active);
         self.restore_remembered(now());
