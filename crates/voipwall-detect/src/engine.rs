@@ -469,7 +469,9 @@ pub struct Engine {
     origins: Vec<String>,
     /// Open alert windows per (source, rule), and their ends in order.
     alert_windows: LruCache<(IpAddr, String), AlertWindow, FixedState>,
-    alert_ends: VecDeque<(Timestamp, IpAddr, String)>,
+    /// Window ends, earliest first (a heap: the driver's clock may step
+    /// back); entries of windows closed early stay until compacted.
+    alert_ends: BinaryHeap<Reverse<(Timestamp, IpAddr, String)>>,
     stats: Stats,
 }
 
@@ -513,7 +515,7 @@ impl Engine {
             log_challenge_id: 0,
             allowed: Vec::new(),
             origins: Vec::new(),
-            alert_ends: VecDeque::new(),
+            alert_ends: BinaryHeap::new(),
             stats: Stats::default(),
             cfg,
         }
@@ -658,16 +660,16 @@ impl Engine {
     pub fn handle_timeout(&mut self, now: Timestamp) {
         self.allowed
             .retain(|(_, until)| until.is_none_or(|u| u > now));
-        while let Some((end, _, _)) = self.alert_ends.front()
+        while let Some(Reverse((end, _, _))) = self.alert_ends.peek()
             && *end <= now
         {
-            let Some((end, addr, rule)) = self.alert_ends.pop_front() else {
+            let Some(Reverse((end, addr, rule))) = self.alert_ends.pop() else {
                 break;
             };
             let key = (addr, rule);
             // A window closed early (or replaced) has another end, or none.
             if self.alert_windows.peek(&key).is_some_and(|w| w.end == end) {
-                self.close_alert_window(&key);
+                self.close_alert_window(&key, end);
             }
         }
         while let Some(&Reverse((due, src, call, early))) = self.timers.peek() {
@@ -755,7 +757,7 @@ impl Engine {
     /// When [`Engine::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         let timer = self.timers.peek().map(|Reverse((t, _, _, _))| *t);
-        let alert = self.alert_ends.front().map(|(t, _, _)| *t);
+        let alert = self.alert_ends.peek().map(|Reverse((t, _, _))| *t);
         match (timer, alert) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -1590,17 +1592,22 @@ impl Engine {
                 self.stats.alerts_folded += 1;
                 return;
             }
-            self.close_alert_window(&key);
+            let end = w.end;
+            self.close_alert_window(&key, end);
         }
         if self.alert_windows.len() >= MAX_ALERT_WINDOWS
-            && let Some((k, _)) = self
+            && let Some(k) = self.alert_windows.iter().next().map(|(k, _)| k.clone())
+        {
+            // The least recently used window, closed early, now.
+            self.close_alert_window(&k, now);
+        }
+        if self.alert_ends.len() > 2 * MAX_ALERT_WINDOWS {
+            // Ends of windows closed early: rebuilt from the open ones.
+            self.alert_ends = self
                 .alert_windows
                 .iter()
-                .next()
-                .map(|(k, w)| (k.clone(), w.end))
-        {
-            // The least recently used window, closed early.
-            self.close_alert_window(&k);
+                .map(|(k, w)| Reverse((w.end, k.0, k.1.clone())))
+                .collect();
         }
         let end = now.plus(ALERT_WINDOW);
         self.alert_windows.insert(
@@ -1611,7 +1618,7 @@ impl Engine {
                 folded: 0,
             },
         );
-        self.alert_ends.push_back((end, key.0, key.1.clone()));
+        self.alert_ends.push(Reverse((end, key.0, key.1.clone())));
         self.stats.alerts += 1;
         self.actions.push_back(Action::Alert {
             addr: key.0,
@@ -1622,9 +1629,9 @@ impl Engine {
         });
     }
 
-    /// Ends an alert window: when alerts were folded into it, one alert
-    /// says how many.
-    fn close_alert_window(&mut self, key: &(IpAddr, String)) {
+    /// Ends an alert window at `at`: when alerts were folded into it, one
+    /// alert says how many.
+    fn close_alert_window(&mut self, key: &(IpAddr, String), at: Timestamp) {
         let Some(w) = self.alert_windows.remove(key) else {
             return;
         };
@@ -1633,7 +1640,7 @@ impl Engine {
             self.actions.push_back(Action::Alert {
                 addr: key.0,
                 rule: key.1.clone(),
-                at: w.end,
+                at,
                 message: format!(
                     "{} more like this within {}: {}",
                     w.folded,

@@ -131,3 +131,21 @@ fn open_windows_are_bounded_and_closed_early_ones_report_their_count() {
         10_000
     );
 }
+
+/// The driver's clock may step back: a window opened after the step ends
+/// on time even though one opened before it ends later.
+#[test]
+fn a_clock_stepping_back_does_not_hold_windows_open() {
+    let mut cfg = Config::new(RuleSet::builtin());
+    cfg.never_ban.push("192.0.2.0/24".parse().unwrap());
+    let mut e = Engine::new(cfg);
+    let (a, b): (IpAddr, IpAddr) = ("192.0.2.10".parse().unwrap(), "192.0.2.11".parse().unwrap());
+    e.handle_event(BASE.plus(100_000), &scanner(a, 0).1);
+    // The clock steps back 100 s.
+    e.handle_event(BASE, &scanner(b, 0).1);
+    e.handle_event(BASE.plus(10), &scanner(b, 1).1);
+    let _ = alerts(&mut e);
+    assert_eq!(e.poll_timeout(), Some(BASE.plus(60_000)));
+    e.handle_timeout(BASE.plus(60_000));
+    assert_eq!(alerts(&mut e), [("192.0.2.11".to_string(), 1)]);
+}

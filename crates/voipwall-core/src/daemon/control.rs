@@ -504,7 +504,7 @@ fn read_line<R: BufRead>(r: &mut R, req: &mut Held<'_>) -> Line {
             Some(i) => (i + 1, true),
             None => (avail.len(), false),
         };
-        if req.len() + take as u64 > MAX_REQUEST + 1 {
+        if req.len() + take as u64 > MAX_REQUEST {
             return Line::TooLong;
         }
         if !req.push(&avail[..take]) {
@@ -554,13 +554,16 @@ fn handle(conn: UnixStream, tx: &Sender<Input>, waker: &Waker, lane: &Lane) {
     loop {
         reader.get_mut().since = std::time::Instant::now();
         // One request's memory at a time: given back once it is parsed.
+        // The line's memory stays lent until the request is answered: what
+        // it parses into (a `ban --file`'s targets) lives that long too, so
+        // the lane's bound is on requests in flight, not only on reading.
+        let mut line = Held {
+            lane,
+            chunks: Vec::new(),
+            last: 0,
+            whole: Vec::new(),
+        };
         let parsed = {
-            let mut line = Held {
-                lane,
-                chunks: Vec::new(),
-                last: 0,
-                whole: Vec::new(),
-            };
             match read_line(&mut reader, &mut line) {
                 Line::Closed => return,
                 Line::TooLong => {
