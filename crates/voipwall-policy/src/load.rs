@@ -117,6 +117,8 @@ struct Raw {
     discover: DiscoverSettings,
     dns: DnsSettings,
     hep: HepSettings,
+    /// Where each `[hep] senders` entry was written.
+    hep_sender_at: Vec<(IpNet, At<String>)>,
     /// `[[source]]` entries: the source, whether enabled, where written.
     sources: Vec<(LogSource, bool, At<()>)>,
     /// Once-only sections already seen, for duplicate detection across includes.
@@ -604,7 +606,17 @@ fn read_file(
                 if let Some(v) = get(t, "senders") {
                     for (sv, span) in w.str_list(v, "senders") {
                         match parse_net_spec(&sv) {
-                            Ok(NetSpec::Net(n)) => raw.hep.senders.push(n),
+                            Ok(NetSpec::Net(n)) => {
+                                raw.hep.senders.push(n);
+                                raw.hep_sender_at.push((
+                                    n,
+                                    At {
+                                        v: sv.to_string(),
+                                        file: w.file,
+                                        span,
+                                    },
+                                ));
+                            }
                             _ => w.error(
                                 span,
                                 format!("`{sv}` is not an address or network"),
@@ -904,6 +916,18 @@ fn resolve(
             &trusted_parts,
             "trusted networks",
             "switch the firewall off for every source",
+            false,
+            diags,
+        );
+        // A HEP sender is never banned and reaches the HEP port past every
+        // ban: "every address" there is the firewall off for detection.
+        let senders: Vec<(IpNet, &At<String>)> =
+            raw.hep_sender_at.iter().map(|(n, a)| (*n, a)).collect();
+        every_address_in_pieces(
+            &senders,
+            "[hep] senders",
+            "would never be banned and would pass every ban to the HEP port",
+            true,
             diags,
         );
     }
@@ -1190,6 +1214,7 @@ fn resolve(
             &parts,
             "allow entries",
             "skip every ban for every source",
+            false,
             diags,
         );
     }
@@ -1335,17 +1360,19 @@ pub fn covers_any(net: &IpNet, addrs: &[IpAddr]) -> Option<IpAddr> {
 /// "Every address" spelled in pieces (`0.0.0.0/1` + `128.0.0.0/1`): the
 /// union of `parts` is judged per family, not each entry. A single /0 is
 /// refused where it is written; this catches the rest, at the entry that
-/// completes the cover, naming the others.
+/// completes the cover, naming the others. With `whole_too`, a single /0 is
+/// judged here as well.
 fn every_address_in_pieces(
     parts: &[(IpNet, &At<String>)],
     what: &str,
     effect: &str,
+    whole_too: bool,
     diags: &mut Vec<Diagnostic>,
 ) {
     for (family, v4) in [("IPv4", true), ("IPv6", false)] {
         let mine: Vec<&(IpNet, &At<String>)> = parts
             .iter()
-            .filter(|(n, _)| matches!(n, IpNet::V4(_)) == v4 && n.prefix_len() > 0)
+            .filter(|(n, _)| matches!(n, IpNet::V4(_)) == v4 && (whole_too || n.prefix_len() > 0))
             .collect();
         let nets: Vec<IpNet> = mine.iter().map(|(n, _)| *n).collect();
         if !IpNet::aggregate(&nets).iter().any(|n| n.prefix_len() == 0) {
@@ -1360,8 +1387,14 @@ fn every_address_in_pieces(
                 last.file,
                 last.span.clone(),
                 format!(
-                    "{what} {} together cover every {family} address: they {effect}",
-                    listed.join(" + ")
+                    "{what} {} {} every {family} address: {} {effect}",
+                    listed.join(" + "),
+                    if listed.len() == 1 {
+                        "covers"
+                    } else {
+                        "together cover"
+                    },
+                    if listed.len() == 1 { "it" } else { "they" },
                 ),
             )
             .label(format!("completes every {family} address"))

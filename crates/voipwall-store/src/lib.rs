@@ -263,10 +263,16 @@ const LOCK_WAIT_MS: u64 = 30_000;
 /// /proc/locks (`pid 123 (python3)`); `None` when it cannot tell.
 fn lock_holder(path: &Path) -> Option<String> {
     use std::os::unix::fs::MetadataExt as _;
-    let inodes: Vec<u64> = ["", "-shm", "-wal"]
+    // /proc/locks names a file `MAJOR:MINOR:INODE` (device numbers in hex).
+    let files: Vec<String> = ["", "-shm", "-wal"]
         .iter()
         .filter_map(|ext| std::fs::metadata(format!("{}{ext}", path.display())).ok())
-        .map(|m| m.ino())
+        .map(|m| {
+            let dev = m.dev();
+            let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+            let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+            format!("{major:02x}:{minor:02x}:{}", m.ino())
+        })
         .collect();
     let me = std::process::id();
     let locks = std::fs::read_to_string("/proc/locks").ok()?;
@@ -278,8 +284,8 @@ fn lock_holder(path: &Path) -> Option<String> {
             return None;
         }
         let pid: u32 = f.get(4)?.parse().ok()?;
-        let ino: u64 = f.get(5)?.rsplit(':').next()?.parse().ok()?;
-        (pid != me && inodes.contains(&ino)).then(|| {
+        let file = f.get(5)?;
+        (pid != me && files.iter().any(|x| x == file)).then(|| {
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
             format!("pid {pid} ({})", comm.trim())
         })
@@ -370,9 +376,13 @@ impl Store {
             }
             _ => StoreError::Sql(e),
         };
+        // Each step waits only what is left of `wait` (SQLite's busy
+        // timeout counts per statement).
+        let left = || wait.saturating_sub(started.elapsed());
         let check: String = conn
             .query_row("PRAGMA quick_check", [], |r| r.get(0))
             .map_err(busy)?;
+        conn.busy_timeout(left())?;
         if check != "ok" {
             return Err(StoreError::Sql(rusqlite::Error::SqliteFailure(
                 rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
@@ -382,6 +392,7 @@ impl Store {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(busy)?;
+        conn.busy_timeout(left())?;
         if version > SCHEMA {
             return Err(StoreError::NewerSchema {
                 found: version,
