@@ -113,6 +113,17 @@ fn icmp(types: &[&'static str]) -> Vec<std::borrow::Cow<'static, str>> {
         .collect()
 }
 
+/// The networks of one family, overlaps merged.
+fn of_family(nets: &[IpNet], family: Family) -> Vec<IpNet> {
+    IpNet::aggregate(
+        &nets
+            .iter()
+            .copied()
+            .filter(|n| (family == Family::V4) == matches!(n, IpNet::V4(_)))
+            .collect(),
+    )
+}
+
 fn rule(matches: Vec<Match>, action: Action, comment: impl Into<String>) -> Rule {
     Rule {
         matches,
@@ -455,15 +466,7 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
     // Management is never banned, flood-limited or rate-limited: it skips
     // every ban, block and meter here (zones still decide what it reaches).
     for family in [Family::V4, Family::V6] {
-        let nets: Vec<IpNet> = IpNet::aggregate(
-            &policy
-                .host
-                .management
-                .iter()
-                .copied()
-                .filter(|n| (family == Family::V4) == matches!(n, IpNet::V4(_)))
-                .collect(),
-        );
+        let nets = of_family(&policy.host.management, family);
         if !nets.is_empty() {
             pre.push(rule(
                 vec![Match::SaddrNets { family, nets }],
@@ -479,15 +482,7 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
     hep_ports.sort_unstable();
     hep_ports.dedup();
     for family in [Family::V4, Family::V6] {
-        let nets: Vec<IpNet> = IpNet::aggregate(
-            &policy
-                .hep
-                .senders
-                .iter()
-                .copied()
-                .filter(|n| (family == Family::V4) == matches!(n, IpNet::V4(_)))
-                .collect(),
-        );
+        let nets = of_family(&policy.hep.senders, family);
         if nets.is_empty() || hep_ports.is_empty() {
             continue;
         }

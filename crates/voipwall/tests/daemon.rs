@@ -63,8 +63,21 @@ impl Ns {
             .append(true)
             .open(self.dir.join("daemon.log"))
             .unwrap();
-        let child = Command::new("ip")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
+        let child = self
+            .daemon_command("state", "sock")
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(errlog)
+            .spawn()
+            .unwrap();
+        self.daemon = Some(child);
+    }
+
+    /// The sandboxed daemon in this namespace on its policy, with the
+    /// state directory and socket named (inside the namespace's dir).
+    fn daemon_command(&self, state: &str, sock: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("VOIPWALL_BOOT_ID_FILE", self.dir.join("boot_id"))
             .env("VOIPWALL_UPTIME_FILE", self.dir.join("uptime"))
             .args([
@@ -76,15 +89,10 @@ impl Ns {
             ])
             .arg(self.dir.join("policy.toml"))
             .args(["daemon", "--sandbox", "--state-dir"])
-            .arg(self.dir.join("state"))
+            .arg(self.dir.join(state))
             .arg("--socket")
-            .arg(self.dir.join("sock"))
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(errlog)
-            .spawn()
-            .unwrap();
-        self.daemon = Some(child);
+            .arg(self.dir.join(sock));
+        c
     }
 
     /// Waits until the daemon answers `status` (fails if it exits first).
@@ -385,41 +393,12 @@ fn two_boots_within_the_window_hold_the_policy_back_then_apply_it() {
 #[test]
 fn trunk_names_follow_dns_without_a_reload() {
     let mut ns = Ns::new("dns");
-    let hosts = ns.dir.join("hosts");
-    std::fs::write(
-        &hosts,
-        "203.0.113.7 trunk.lab.example\n2001:db8::7 trunk.lab.example\n203.0.113.20 pbx-b.lab.example\n203.0.113.30 remote.lab.example\n",
-    )
-    .unwrap();
-    let pid = ns.dir.join("dnsmasq.pid");
-    must(&[
-        "ip",
-        "netns",
-        "exec",
+    let mut dns = common::Dnsmasq::start(
         &ns.name,
-        "dnsmasq",
-        "--listen-address=127.0.0.1",
-        "--bind-interfaces",
-        "--port=53",
-        "--no-resolv",
-        "--no-hosts",
-        "--user=root",
-        "--local-ttl=1",
-        &format!("--addn-hosts={}", hosts.display()),
-        "--srv-host=_sip._udp.srv.lab.example,pbx-b.lab.example,5060",
-        &format!("--pid-file={}", pid.display()),
-    ]);
-    /// dnsmasq forks into the background: kill it whatever happens.
-    struct Reap(PathBuf);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            if let Ok(p) = std::fs::read_to_string(&self.0) {
-                let _ = Command::new("kill").arg(p.trim()).status();
-            }
-        }
-    }
-    let _reap = Reap(pid.clone());
-    let dnsmasq_pid = || std::fs::read_to_string(&pid).unwrap().trim().to_string();
+        &ns.dir,
+        "203.0.113.7 trunk.lab.example\n2001:db8::7 trunk.lab.example\n203.0.113.20 pbx-b.lab.example\n203.0.113.30 remote.lab.example\n",
+        &["--srv-host=_sip._udp.srv.lab.example,pbx-b.lab.example,5060"],
+    );
     let ast = ns.dir.join("asterisk");
     std::fs::create_dir_all(&ast).unwrap();
     std::fs::write(
@@ -479,12 +458,9 @@ fn trunk_names_follow_dns_without_a_reload() {
     assert!(!protected("203.0.113.8"));
 
     // The record moves.
-    std::fs::write(
-        &hosts,
+    dns.serve(
         "203.0.113.8 trunk.lab.example\n2001:db8::8 trunk.lab.example\n203.0.113.20 pbx-b.lab.example\n203.0.113.31 remote.lab.example\n",
-    )
-    .unwrap();
-    must(&["kill", "-HUP", &dnsmasq_pid()]);
+    );
     let t0 = Instant::now();
     ns.until("the set to follow the new record", || {
         let all = format!(
@@ -539,9 +515,7 @@ fn trunk_names_follow_dns_without_a_reload() {
     });
 
     // The server goes away: the last good addresses stay, status says why.
-    must(&["kill", &dnsmasq_pid()]);
-    // Killed: nothing for the guard to kill (the pid may be reused).
-    let _ = std::fs::remove_file(&pid);
+    dns.stop();
     ns.until("a failed lookup to be reported", || {
         let st = ns.json(&["status"]);
         st["dns"]["names"].as_array().is_some_and(|n| {
@@ -949,23 +923,7 @@ fn a_second_daemon_in_the_same_namespace_refuses_to_start() {
         let _ = c.wait();
     }
     ns.start(&log);
-    let second = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.name,
-            env!("CARGO_BIN_EXE_voipwall"),
-            "-c",
-        ])
-        .arg(ns.dir.join("policy.toml"))
-        .args(["daemon", "--sandbox", "--state-dir"])
-        .arg(ns.dir.join("state2"))
-        .arg("--socket")
-        .arg(ns.dir.join("sock2"))
-        .env("VOIPWALL_BOOT_ID_FILE", ns.dir.join("boot_id"))
-        .env("VOIPWALL_UPTIME_FILE", ns.dir.join("uptime"))
-        .output()
-        .unwrap();
+    let second = ns.daemon_command("state2", "sock2").output().unwrap();
     let err = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(1), "{err}");
     assert!(err.contains("another voipwall daemon"), "{err}");

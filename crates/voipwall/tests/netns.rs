@@ -236,11 +236,7 @@ impl Lab {
     /// `count` UDP SIP datagrams to udp/5060 from `src`, as fast as the
     /// helper can send (bounded in count and time).
     fn flood(&self, src: &str, count: u32) {
-        let dst = if src.starts_with("198.51.100.") {
-            "198.51.100.1"
-        } else {
-            FW_V4
-        };
+        let dst = fw_for(src);
         let n = count.to_string();
         let out = self.exec(
             &self.peer,
@@ -305,15 +301,7 @@ impl Lab {
     fn probe(&self, cases: &[(&str, &str)]) -> Vec<String> {
         let mut args = vec!["python3".to_string(), helper(), "probe".to_string()];
         for (src, to) in cases {
-            // The firewall's address in the source's own subnet: the UDP
-            // listener answers from the address routing picks for the source.
-            let dst = if src.contains(':') {
-                FW_V6
-            } else if src.starts_with("198.51.100.") {
-                "198.51.100.1"
-            } else {
-                FW_V4
-            };
+            let dst = fw_for(src);
             args.extend([src.to_string(), to.to_string(), dst.to_string()]);
         }
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -400,6 +388,18 @@ impl Drop for Lab {
         let _ = run(&["ip", "netns", "del", &self.fw]);
         let _ = run(&["ip", "netns", "del", &self.peer]);
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The firewall's address in the source's own subnet: the UDP listener
+/// answers from the address routing picks for the source.
+fn fw_for(src: &str) -> &'static str {
+    if src.contains(':') {
+        FW_V6
+    } else if src.starts_with("198.51.100.") {
+        "198.51.100.1"
+    } else {
+        FW_V4
     }
 }
 
@@ -1455,11 +1455,7 @@ fn forged_scanner_packets_do_not_ban_the_resolver_or_a_declared_trunk() {
     lab.apply(&policy);
     lab.start_daemon(&policy);
     let scanner = |src: &str| {
-        let dst = if src.starts_with("198.51.100.") {
-            "198.51.100.1"
-        } else {
-            FW_V4
-        };
+        let dst = fw_for(src);
         let script = format!(
             "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('{src}',5070))\ns.sendto(b'OPTIONS sip:100@{dst} SIP/2.0\\r\\nVia: SIP/2.0/UDP {src}:5070;branch=z9hG4bKf\\r\\nFrom: <sip:100@{src}>;tag=1\\r\\nTo: <sip:100@{dst}>\\r\\nCall-ID: forged@{src}\\r\\nCSeq: 1 OPTIONS\\r\\nUser-Agent: friendly-scanner\\r\\nContent-Length: 0\\r\\n\\r\\n',('{dst}',5060))\n"
         );
@@ -1701,13 +1697,7 @@ impl Lab {
     /// One forged OPTIONS with a scanner's User-Agent from `src` (an
     /// address of the peer namespace) to udp/5060 of the firewall.
     fn scanner_packet(&self, src: &str, tag: &str) {
-        let dst = if src.contains(':') {
-            FW_V6
-        } else if src.starts_with("198.51.100.") {
-            "198.51.100.1"
-        } else {
-            FW_V4
-        };
+        let dst = fw_for(src);
         let (fam, host) = if src.contains(':') {
             ("AF_INET6", format!("[{src}]"))
         } else {
@@ -1867,48 +1857,19 @@ fn a_changed_ipv6_ban_prefix_never_widens_an_existing_ban() {
     assert_eq!(banned, vec!["2001:db8:200::/64".to_string()]);
 }
 
-/// dnsmasq in the firewall's namespace on 127.0.0.1, serving `hosts`;
-/// killed on drop.
-struct Dnsmasq {
-    pid: PathBuf,
-}
-
-impl Dnsmasq {
-    fn start(lab: &Lab, hosts: &str) -> Self {
-        let file = lab.dir.join("hosts");
-        std::fs::write(&file, hosts).expect("hosts");
-        let pid = lab.dir.join("dnsmasq.pid");
-        let out = lab.exec(
-            &lab.fw,
-            &[
-                "dnsmasq",
-                "--listen-address=127.0.0.1",
-                "--bind-interfaces",
-                "--port=53",
-                "--no-resolv",
-                "--no-hosts",
-                "--user=root",
-                "--local-ttl=1",
-                &format!("--addn-hosts={}", file.display()),
-                &format!("--pid-file={}", pid.display()),
-            ],
-        );
-        assert!(out.status.success(), "dnsmasq: {}", stderr(&out));
-        Self { pid }
-    }
-
-    fn stop(&mut self) {
-        if let Ok(p) = std::fs::read_to_string(&self.pid) {
-            let _ = run(&["kill", p.trim()]);
-            let _ = std::fs::remove_file(&self.pid);
-        }
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        self.stop();
-    }
+/// A scanner packet from the trunk (203.0.113.100) and one from `control`:
+/// the control is banned, the trunk is not.
+fn spared_while_control_banned(lab: &Lab, policy: &str, tag: &str, control: &str) {
+    lab.scanner_packet("203.0.113.100", tag);
+    lab.scanner_packet(control, &format!("control-{tag}"));
+    lab.until("the control scanner to be banned", || {
+        lab.banned(policy).contains(&format!("{control}/32"))
+    });
+    let banned = lab.banned(policy);
+    assert!(
+        !banned.iter().any(|t| t.starts_with("203.0.113.100/")),
+        "the trunk was banned ({tag}, during the outage): {banned:?}"
+    );
 }
 
 /// Issue 19: a resolver outage never forgets a name's addresses. A trunk
@@ -1921,7 +1882,8 @@ impl Drop for Dnsmasq {
 fn a_resolver_outage_never_forgets_a_trunks_address() {
     let mut lab = Lab::new();
     lab.listen();
-    let mut dns = Dnsmasq::start(&lab, "203.0.113.100 trunk.lab.example\n");
+    let mut dns =
+        common::Dnsmasq::start(&lab.fw, &lab.dir, "203.0.113.100 trunk.lab.example\n", &[]);
     let policy = TRUTH.replace(
         "[networks]\n",
         "[networks]\n\"trunk.lab.example\" = \"other\"\n",
@@ -1959,16 +1921,7 @@ fn a_resolver_outage_never_forgets_a_trunks_address() {
         name_set(&lab)
     );
     assert!(zone(&lab).contains("zone other"), "{}", zone(&lab));
-    lab.scanner_packet("203.0.113.100", "after-reload");
-    lab.scanner_packet("198.51.100.2", "control");
-    lab.until("the control scanner to be banned", || {
-        lab.banned(&policy).contains(&"198.51.100.2/32".to_string())
-    });
-    let banned = lab.banned(&policy);
-    assert!(
-        !banned.iter().any(|t| t.starts_with("203.0.113.100/")),
-        "the trunk was banned after a reload during the outage: {banned:?}"
-    );
+    spared_while_control_banned(&lab, &policy, "after-reload", "198.51.100.2");
 
     lab.stop_daemon();
     let started = Instant::now();
@@ -1990,16 +1943,7 @@ fn a_resolver_outage_never_forgets_a_trunks_address() {
             .as_str()
             .is_some_and(|e| e.contains("keeping the last good 1"))
     });
-    lab.scanner_packet("203.0.113.100", "after-restart");
-    lab.scanner_packet("203.0.113.7", "control2");
-    lab.until("the second control scanner to be banned", || {
-        lab.banned(&policy).contains(&"203.0.113.7/32".to_string())
-    });
-    let banned = lab.banned(&policy);
-    assert!(
-        !banned.iter().any(|t| t.starts_with("203.0.113.100/")),
-        "the trunk was banned after a restart during the outage: {banned:?}"
-    );
+    spared_while_control_banned(&lab, &policy, "after-restart", "203.0.113.7");
     assert!(zone(&lab).contains("zone other"), "{}", zone(&lab));
 }
 
