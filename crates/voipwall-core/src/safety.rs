@@ -243,11 +243,8 @@ fn roll_back_from(store: &mut Store, from: i64, status: &str, actor: &str) -> an
     // The ban prefix the rolled-back generation had (a changed
     // `ipv6_prefix` under `apply --confirm` that was not confirmed): the
     // stored bans go back to the previous generation's placement.
-    let prefixes = |g: &voipwall_store::Generation| {
-        g.ir.as_deref()
-            .and_then(|j| serde_json::from_str::<Ruleset>(j).ok())
-            .map(|rs| rs.ban_prefixes())
-    };
+    let prefixes =
+        |g: &voipwall_store::Generation| generation_ruleset(g).map(|rs| rs.ban_prefixes());
     if let (Some(old), Some(new)) = (
         gens.iter().find(|g| g.id == from).and_then(prefixes),
         prefixes(prev),
@@ -275,9 +272,10 @@ fn roll_back_from(store: &mut Store, from: i64, status: &str, actor: &str) -> an
 /// or confirmed (a generation still pending, e.g. the box rebooted inside
 /// its confirm window, counts as not confirmed and is marked rolled back).
 /// `None` when there is none: the daemon compiles the policy instead.
-pub fn boot_generation(store: &mut Store) -> anyhow::Result<Option<(i64, String, Option<String>)>> {
-    let gens = store.generations(KEEP_GENERATIONS as usize)?;
-    for g in &gens {
+pub fn boot_generation(store: &mut Store) -> anyhow::Result<Option<voipwall_store::Generation>> {
+    // The generation in force, once every pending one before it was
+    // marked rolled back (a pending generation is newest when it exists).
+    while let Some(g) = store.in_force()? {
         match g.status.as_str() {
             "pending" => {
                 store.set_generation_status(g.id, "rolled-back")?;
@@ -288,21 +286,21 @@ pub fn boot_generation(store: &mut Store) -> anyhow::Result<Option<(i64, String,
                     &format!("generation {} was pending at start", g.id),
                 )?;
             }
-            "applied" | "confirmed" => return Ok(Some((g.id, g.script.clone(), g.ir.clone()))),
-            "snapshot" => return Ok(None),
-            _ => {}
+            "applied" | "confirmed" => return Ok(Some(g)),
+            _ => return Ok(None),
         }
     }
     Ok(None)
 }
 
-/// The generation in force now: the newest applied, confirmed or pending
-/// one (a pending one is running until its timer rolls it back).
-pub fn running_generation(store: &Store) -> Option<(i64, String)> {
-    let gens = store.generations(KEEP_GENERATIONS as usize).ok()?;
-    gens.into_iter()
-        .find(|g| matches!(g.status.as_str(), "applied" | "confirmed" | "pending"))
-        .map(|g| (g.id, g.script))
+/// The generation in force now (`Store::in_force`, the one reader).
+pub fn running_generation(store: &Store) -> Option<voipwall_store::Generation> {
+    store.in_force().ok().flatten()
+}
+
+/// The compiled ruleset a generation recorded, if it did.
+pub fn generation_ruleset(g: &voipwall_store::Generation) -> Option<Ruleset> {
+    serde_json::from_str(g.ir.as_deref()?).ok()
 }
 
 /// The compiled ruleset of the generation in force, when it was recorded.
@@ -310,8 +308,7 @@ fn running_ruleset(state_dir: &Path) -> Option<Ruleset> {
     if !state_dir.join("state.db").exists() {
         return None;
     }
-    let (_, ir) = state_store(state_dir).ok()?.running_ir().ok()??;
-    serde_json::from_str(&ir).ok()
+    generation_ruleset(&running_generation(&state_store(state_dir).ok()?)?)
 }
 
 /// Whether the policy file compiles to the script of the generation in
@@ -325,9 +322,10 @@ pub fn file_vs_running(
     if !state_dir.join("state.db").exists() {
         return Ok(None);
     }
-    let Some((id, script)) = running_generation(&state_store(state_dir)?) else {
+    let Some(g) = running_generation(&state_store(state_dir)?) else {
         return Ok(None);
     };
+    let (id, script) = (g.id, g.script);
     let l = crate::context::load_policy(config, catalog_dirs, &crate::context::host_facts())?;
     let names = crate::context::resolve_names_keeping(
         &l.policy,

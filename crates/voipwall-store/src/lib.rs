@@ -292,6 +292,19 @@ fn lock_holder(path: &Path) -> Option<String> {
     })
 }
 
+fn generation_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Generation> {
+    let ts = |v: i64| Timestamp(u64::try_from(v).unwrap_or(0));
+    Ok(Generation {
+        id: r.get(0)?,
+        at: ts(r.get(1)?),
+        script: r.get(2)?,
+        policy: r.get(3)?,
+        status: r.get(4)?,
+        deadline: r.get::<_, Option<i64>>(5)?.map(ts),
+        ir: r.get(6)?,
+    })
+}
+
 /// The store.
 pub struct Store {
     conn: Connection,
@@ -869,36 +882,26 @@ impl Store {
         let mut st = self.conn.prepare_cached(
             "SELECT id, at_ms, script, policy, status, deadline_ms, ir FROM generations ORDER BY id DESC LIMIT ?1",
         )?;
-        let rows = st.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
-            let ts = |v: i64| Timestamp(u64::try_from(v).unwrap_or(0));
-            Ok(Generation {
-                id: r.get(0)?,
-                at: ts(r.get(1)?),
-                script: r.get(2)?,
-                policy: r.get(3)?,
-                status: r.get(4)?,
-                deadline: r.get::<_, Option<i64>>(5)?.map(ts),
-                ir: r.get(6)?,
-            })
-        })?;
+        let rows = st.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], generation_row)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(Into::into)
     }
 
-    /// The generation in force (the newest applied, confirmed, pending or
-    /// snapshot one) with its compiled ruleset, if it kept one: one row
-    /// read, not the history.
-    pub fn running_ir(&self) -> Result<Option<(i64, String)>, StoreError> {
+    /// The generation in force: the newest applied, confirmed, pending (it
+    /// runs until its timer rolls it back) or snapshot (what was there
+    /// before voipwall's first generation, after a rollback to it) one.
+    /// The one reader of "what runs now": restore, status, explain, apply
+    /// and the re-key of bans all ask this.
+    pub fn in_force(&self) -> Result<Option<Generation>, StoreError> {
         Ok(self
             .conn
             .query_row(
-                "SELECT id, ir FROM generations
+                "SELECT id, at_ms, script, policy, status, deadline_ms, ir FROM generations
                  WHERE status IN ('applied', 'confirmed', 'pending', 'snapshot')
                  ORDER BY id DESC LIMIT 1",
                 [],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?)),
+                generation_row,
             )
-            .optional()?
-            .and_then(|(id, ir)| ir.map(|ir| (id, ir))))
+            .optional()?)
     }
 
     /// The last ban recorded for `target`, if any.

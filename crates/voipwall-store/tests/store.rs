@@ -290,3 +290,38 @@ time.sleep(8)
         "{msg}"
     );
 }
+
+/// Issue 20 (foundation): one reader of the generation in force. A snapshot
+/// counts (after a rollback to what was there before voipwall), a pending
+/// one counts while it waits for its confirm, rolled-back and failed ones
+/// never do.
+#[test]
+fn the_generation_in_force_is_one_query_and_counts_snapshots_and_pending_ones() {
+    let mut s = Store::in_memory().unwrap();
+    assert!(s.in_force().unwrap().is_none());
+    let add = |s: &mut Store, status: &str| {
+        s.add_generation(
+            &voipwall_store::NewGeneration {
+                at: Timestamp(1),
+                script: status,
+                policy: "p",
+                status,
+                deadline: None,
+                ir: None,
+            },
+            10,
+        )
+        .unwrap()
+    };
+    add(&mut s, "snapshot");
+    assert_eq!(s.in_force().unwrap().unwrap().status, "snapshot");
+    let applied = add(&mut s, "applied");
+    add(&mut s, "failed");
+    add(&mut s, "rolled-back");
+    assert_eq!(s.in_force().unwrap().unwrap().id, applied);
+    let pending = add(&mut s, "pending");
+    assert_eq!(s.in_force().unwrap().unwrap().id, pending);
+    s.set_generation_status(pending, "rolled-back").unwrap();
+    s.set_generation_status(applied, "rolled-back").unwrap();
+    assert_eq!(s.in_force().unwrap().unwrap().status, "snapshot");
+}

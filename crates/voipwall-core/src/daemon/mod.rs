@@ -431,16 +431,16 @@ pub fn run(cli: &Paths, a: &DaemonArgs) -> anyhow::Result<()> {
         // policy file is only compiled when there is none (a policy edited
         // but never applied does not go live at boot).
         match crate::safety::boot_generation(&mut store)? {
-            Some((id, script, ir)) => {
-                voipwall_sys::nft::apply_script(&script)
+            Some(g) => {
+                voipwall_sys::nft::apply_script(&g.script)
                     .context("applying the last confirmed generation")?;
                 tracing::info!(
-                    generation = id,
+                    generation = g.id,
                     "Applied the last confirmed generation (bans and known endpoints kept)."
                 );
                 // What the generation put in the name sets is what the
                 // kernel holds now: the resolver starts from it.
-                applied = ir.and_then(|j| serde_json::from_str::<voipwall_nft::Ruleset>(&j).ok());
+                applied = crate::safety::generation_ruleset(&g);
             }
             None => {
                 // The one apply path: validated, lockout-checked, recorded

@@ -123,9 +123,7 @@ impl Daemon {
     pub(super) fn reassert_table(&mut self) {
         let running = crate::safety::running_generation(&self.store);
         let applied = match &running {
-            Some((_, script)) => {
-                voipwall_sys::nft::apply_script(script).map_err(anyhow::Error::from)
-            }
+            Some(g) => voipwall_sys::nft::apply_script(&g.script).map_err(anyhow::Error::from),
             None => crate::safety::apply_path(&crate::safety::ApplyRequest {
                 config: &self.cli_config,
                 catalog_dirs: &self.catalog_dirs,
@@ -144,12 +142,7 @@ impl Daemon {
         // The script put the generation's name answers back; the resolver's
         // are newer.
         if let Some(n) = &self.names {
-            let ir = self
-                .store
-                .running_ir()
-                .ok()
-                .flatten()
-                .and_then(|(_, ir)| serde_json::from_str::<voipwall_nft::Ruleset>(&ir).ok());
+            let ir = running.as_ref().and_then(crate::safety::generation_ruleset);
             n.reassert(ir.as_ref());
         }
         let active = self.store.active_bans(now()).unwrap_or_default();
@@ -159,7 +152,7 @@ impl Daemon {
             "table inet voipwall vanished from the kernel (another tool flushed it?); restored {} and {n} bans",
             running.map_or_else(
                 || "the policy".to_string(),
-                |(id, _)| format!("generation {id}")
+                |g| format!("generation {}", g.id)
             )
         );
         tracing::error!("{msg}");

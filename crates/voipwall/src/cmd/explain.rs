@@ -51,15 +51,7 @@ pub(super) fn explain_source(
     }
     let db = cli.state_dir.join("state.db");
     let running = if db.exists() {
-        crate::safety::state_store(&cli.state_dir)?
-            .generations(crate::safety::KEEP_GENERATIONS as usize)?
-            .into_iter()
-            .find(|g| {
-                matches!(
-                    g.status.as_str(),
-                    "applied" | "confirmed" | "pending" | "snapshot"
-                )
-            })
+        crate::safety::running_generation(&crate::safety::state_store(&cli.state_dir)?)
     } else {
         None
     };
