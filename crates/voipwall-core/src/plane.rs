@@ -26,6 +26,9 @@ pub enum Verb {
     Unblock,
     Allow,
     Disallow,
+    /// Sets the remaining time of the active bans covering the target to
+    /// the duration given, never shortening one.
+    Extend,
 }
 
 impl Verb {
@@ -37,6 +40,7 @@ impl Verb {
             Self::Unblock => "unblock",
             Self::Allow => "allow",
             Self::Disallow => "disallow",
+            Self::Extend => "extend",
         }
     }
 }
@@ -66,6 +70,13 @@ pub struct Op {
     /// Override an overridable protection (allow entry, trusted network, peer).
     #[serde(default)]
     pub force: bool,
+    /// Who asks, for the audit log: `cli`, later `api:<token name>`.
+    #[serde(default = "cli")]
+    pub actor: String,
+}
+
+fn cli() -> String {
+    "cli".into()
 }
 
 impl Op {
@@ -80,6 +91,7 @@ impl Op {
             exact: false,
             force: false,
             default_ttl: false,
+            actor: cli(),
         }
     }
 }
@@ -112,9 +124,252 @@ pub struct Outcome {
 #[derive(Default)]
 pub struct Effects {
     pub bans: Vec<BanRecord>,
+    /// Stored bans with their new end (`extend`).
+    pub extended: Vec<BanRecord>,
     pub lifted: Vec<IpNet>,
     pub allowed: Vec<(IpNet, Option<Timestamp>)>,
     pub disallowed: Vec<IpNet>,
+}
+
+/// Where a runtime verb's effects are recorded: the store itself (the CLI
+/// without a daemon) or the daemon (its store thread, its engine, its event
+/// stream). [`run`] decides what is recorded; a ledger only writes it, so
+/// the same verb leaves the same store and audit state whichever way it
+/// came.
+pub trait Ledger {
+    /// Bans in force at `now` (lifting and extending look them up).
+    fn active_bans(&mut self, now: Timestamp) -> Vec<BanRecord>;
+    /// New bans (and blocks).
+    fn record_bans(&mut self, bans: &[BanRecord]);
+    /// A target's stored bans end now.
+    fn lift(&mut self, target: &IpNet, now: Timestamp);
+    /// A stored ban's end moved (`ban` as stored, with its new end).
+    fn extend(&mut self, ban: &BanRecord);
+    /// A runtime allow (the engine must not ban inside it).
+    fn allowed(&mut self, _net: IpNet, _until: Option<Timestamp>) {}
+    /// A runtime allow removed.
+    fn disallowed(&mut self, _net: &IpNet) {}
+    /// One audit line.
+    fn audit(&mut self, now: Timestamp, actor: &str, action: &str, detail: &str);
+    /// One event (history, followers).
+    fn event(&mut self, now: Timestamp, kind: &str, addr: Option<String>, detail: String);
+}
+
+/// The CLI's side of a runtime verb without a daemon: the store itself.
+/// A write that fails is kept and reported by [`StoreLedger::finish`] (the
+/// kernel already has the change).
+pub struct StoreLedger {
+    store: voipwall_store::Store,
+    error: Option<voipwall_store::StoreError>,
+}
+
+impl StoreLedger {
+    pub fn new(store: voipwall_store::Store) -> Self {
+        Self { store, error: None }
+    }
+
+    /// The first store write that failed, if one did.
+    pub fn finish(self) -> Result<(), voipwall_store::StoreError> {
+        self.error.map_or(Ok(()), Err)
+    }
+
+    fn keep<T>(&mut self, r: Result<T, voipwall_store::StoreError>) {
+        if let Err(e) = r
+            && self.error.is_none()
+        {
+            self.error = Some(e);
+        }
+    }
+}
+
+impl Ledger for StoreLedger {
+    fn active_bans(&mut self, now: Timestamp) -> Vec<BanRecord> {
+        let r = self.store.active_bans(now);
+        match r {
+            Ok(v) => v,
+            Err(e) => {
+                self.keep::<()>(Err(e));
+                Vec::new()
+            }
+        }
+    }
+
+    fn record_bans(&mut self, bans: &[BanRecord]) {
+        let r = self.store.record_bans(bans);
+        self.keep(r);
+    }
+
+    fn lift(&mut self, target: &IpNet, now: Timestamp) {
+        let r = self.store.lift(target, now);
+        self.keep(r);
+    }
+
+    fn extend(&mut self, ban: &BanRecord) {
+        let r = self.store.set_ban_end(&ban.target, ban.start, ban.end);
+        self.keep(r);
+    }
+
+    fn audit(&mut self, now: Timestamp, actor: &str, action: &str, detail: &str) {
+        let r = self.store.audit(now, actor, action, detail);
+        self.keep(r);
+    }
+
+    fn event(&mut self, now: Timestamp, kind: &str, addr: Option<String>, detail: String) {
+        let r = self.store.record_events(&[voipwall_store::EventRecord {
+            at: now,
+            kind: kind.into(),
+            addr,
+            detail,
+        }]);
+        self.keep(r);
+    }
+}
+
+/// A runtime verb, whoever asks: checked, placed and applied by
+/// [`execute`]; then stored bans inside or around an unbanned target are
+/// lifted too, `extend` moves the ends of the bans covering its target, and
+/// everything is recorded in `ledger` with one audit line and one event.
+pub fn run(
+    op: &Op,
+    policy: Option<&Policy>,
+    guard: &Protected,
+    bans: &mut Bans,
+    ledger: &mut dyn Ledger,
+    now: Timestamp,
+) -> Outcome {
+    let (mut outcome, fx) = if op.verb == Verb::Extend {
+        extend_bans(op, policy, bans, ledger, now)
+    } else {
+        execute(op, policy, guard, bans, now)
+    };
+    if !outcome.ok {
+        return outcome;
+    }
+    let prefixes = prefixes(policy);
+    for net in &fx.lifted {
+        // Stored bans inside or around a lifted target go too (a /24
+        // unban lifts the detected /32s in it), in the kernel and the store.
+        let covering: Vec<BanRecord> = ledger
+            .active_bans(now)
+            .into_iter()
+            .filter(|b| b.target.contains(&net.addr()) || net.contains(&b.target.addr()))
+            .collect();
+        for b in covering {
+            if bans
+                .delete(&place_record(b.target, prefixes))
+                .unwrap_or(false)
+                && let Some(d) = outcome.done.first_mut()
+            {
+                d.changed = true;
+            }
+            ledger.lift(&b.target, now);
+        }
+        ledger.lift(net, now);
+    }
+    if !fx.bans.is_empty() {
+        ledger.record_bans(&fx.bans);
+    }
+    for b in &fx.extended {
+        ledger.extend(b);
+    }
+    for (net, until) in &fx.allowed {
+        ledger.allowed(*net, *until);
+    }
+    for net in &fx.disallowed {
+        ledger.disallowed(net);
+    }
+    let word = op.verb.word();
+    let detail = op.targets.join(" ");
+    ledger.audit(now, &op.actor, word, &detail);
+    let why = if op.reason.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", op.reason)
+    };
+    ledger.event(
+        now,
+        word,
+        op.targets.first().cloned(),
+        format!("{word} {detail}{why}"),
+    );
+    outcome
+}
+
+/// `extend TARGET --for D`: every active ban covering the target (its
+/// address, or the network as typed) ends no sooner than `now + D`; a
+/// longer one, or a permanent one, is left as it is.
+fn extend_bans(
+    op: &Op,
+    policy: Option<&Policy>,
+    bans: &mut Bans,
+    ledger: &mut dyn Ledger,
+    now: Timestamp,
+) -> (Outcome, Effects) {
+    let prefixes = prefixes(policy);
+    let Some(secs) = op.seconds else {
+        return (
+            refuse(op.verb, &["extend needs a duration (--for)".into()]),
+            Effects::default(),
+        );
+    };
+    let until = now.plus(secs.saturating_mul(1000));
+    let active = ledger.active_bans(now);
+    let mut errors = Vec::new();
+    let mut fx = Effects::default();
+    let mut done = Vec::new();
+    let mut kernel = Vec::new();
+    for t in &op.targets {
+        let net = match parse_net(t) {
+            Ok(n) => n,
+            Err(e) => {
+                errors.push(format!("`{t}`: {e}"));
+                continue;
+            }
+        };
+        let covering: Vec<&BanRecord> = active
+            .iter()
+            .filter(|b| b.target.contains(&net.addr()) && b.target.prefix_len() <= net.prefix_len())
+            .collect();
+        if covering.is_empty() {
+            errors.push(format!("no ban in force covers {}", display_net(&net)));
+            continue;
+        }
+        for b in covering {
+            let p = place_record(b.target, prefixes);
+            let longer = b.is_permanent() || b.end >= until;
+            if !longer {
+                let mut nb = b.clone();
+                nb.end = until;
+                kernel.push((p, Some(secs.saturating_mul(1000))));
+                fx.extended.push(nb);
+            }
+            done.push(Done {
+                covers: display_net(&b.target),
+                set: p.set().into(),
+                spares_known: p.spares_known(),
+                changed: !longer,
+            });
+        }
+    }
+    if !errors.is_empty() {
+        return (refuse(op.verb, &errors), Effects::default());
+    }
+    if let Err(e) = bans.add_many(&kernel) {
+        return (
+            refuse(op.verb, &[format!("the kernel refused: {e}")]),
+            Effects::default(),
+        );
+    }
+    (
+        Outcome {
+            ok: true,
+            verb: op.verb,
+            done,
+            seconds: Some(secs),
+            error: None,
+        },
+        fx,
+    )
 }
 
 /// The prefixes the running policy masks prefix bans with.
@@ -191,7 +446,7 @@ pub fn execute(
             },
             Verb::Block | Verb::Unblock => Entry::Block(net),
             Verb::Allow | Verb::Disallow => Entry::Allow(net),
-            Verb::Unban => {
+            Verb::Unban | Verb::Extend => {
                 unbans.push(net);
                 continue;
             }
@@ -269,6 +524,8 @@ pub fn execute(
                 }
             })
         }
+        // Extend goes through `run` (it needs the stored bans).
+        Verb::Extend => Ok(()),
         Verb::Unban => {
             let mut r = Ok(());
             for net in &unbans {
@@ -470,6 +727,21 @@ pub fn render(o: &Outcome, reason: &str) -> String {
                         ""
                     }
                 ));
+            }
+        }
+        Verb::Extend => {
+            for d in &o.done {
+                if d.changed {
+                    s.push_str(&format!(
+                        "extended the ban of {} to end {dur} from now\n",
+                        d.covers
+                    ));
+                } else {
+                    s.push_str(&format!(
+                        "the ban of {} already lasts longer; left as it is\n",
+                        d.covers
+                    ));
+                }
             }
         }
         Verb::Unban => {

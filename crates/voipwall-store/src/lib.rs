@@ -724,6 +724,20 @@ impl Store {
         )?)
     }
 
+    /// Moves the end of the active ban of `target` that started at `start`
+    /// to `end` (`extend`); returns how many rows changed.
+    pub fn set_ban_end(
+        &mut self,
+        target: &IpNet,
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Result<usize, StoreError> {
+        Ok(self.conn.execute(
+            "UPDATE bans SET end_ms = ?3 WHERE target = ?1 AND start_ms = ?2 AND lifted_ms IS NULL",
+            params![target.to_string(), ms(start), ms(end)],
+        )?)
+    }
+
     /// Appends events in one transaction.
     pub fn record_events(&mut self, evs: &[EventRecord]) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;

@@ -149,6 +149,16 @@ pub(crate) enum Cmd {
         /// Address or CIDR.
         target: String,
     },
+    /// Set the remaining time of the bans in force covering an address or
+    /// network to a duration; a ban that already lasts longer (or is
+    /// permanent) is left as it is.
+    Extend {
+        /// Address or CIDR (the bans covering it).
+        target: String,
+        /// Duration from now, e.g. 1h, 7d.
+        #[arg(long = "for")]
+        duration: String,
+    },
     /// Allow an address or network at runtime (skips ban lookups).
     Allow {
         /// Address or CIDR.

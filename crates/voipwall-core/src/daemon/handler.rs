@@ -5,8 +5,9 @@ use super::control::{BansReply, ExplainReply, Latency, SafeModeState, StatusRepl
 use super::*;
 
 impl Daemon {
-    /// A runtime verb from the control socket: the CLI's plane, then the
-    /// store, the engine and the audit log.
+    /// A runtime verb from the control socket: the one ban plane
+    /// (`plane::run`), recorded through the daemon's store thread, engine
+    /// and event stream.
     pub(super) fn runtime(&mut self, op: &crate::plane::Op, t: Timestamp) -> Reply {
         let named = self
             .names
@@ -19,65 +20,23 @@ impl Daemon {
             })
             .unwrap_or_default();
         let guard = crate::plane::protected(Some(&self.policy), named);
-        let prefixes = self.prefixes();
-        let policy = &self.policy;
-        let Some(bans) = self.bans.as_mut() else {
+        let Some(mut bans) = self.bans.take() else {
             return Reply::One(
                 json!({"ok": false, "verb": op.verb, "done": [], "seconds": null,
                 "error": "the daemon has no netlink socket: nothing was changed"}),
             );
         };
-        let (mut outcome, fx) = crate::plane::execute(op, Some(policy), &guard, bans, t);
-        if outcome.ok {
-            // Stored bans inside or around a lifted target go too (a /24
-            // unban lifts the detected /32s in it).
-            for net in &fx.lifted {
-                let covering: Vec<BanRecord> = self
-                    .store
-                    .active_bans(t)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|b| b.target.contains(&net.addr()) || net.contains(&b.target.addr()))
-                    .collect();
-                for b in covering {
-                    let p = crate::plane::place_record(b.target, prefixes);
-                    if let Some(s) = self.bans.as_mut()
-                        && s.delete(&p).unwrap_or(false)
-                        && let Some(d) = outcome.done.first_mut()
-                    {
-                        d.changed = true;
-                    }
-                    self.engine.forget_ban(&b.target);
-                    let _ = self.writer.send(StoreOp::Lift(b.target, t));
-                }
-                self.engine.forget_ban(net);
-                let _ = self.writer.send(StoreOp::Lift(*net, t));
-            }
-            for r in &fx.bans {
-                self.engine.restore_ban(r.to_ban());
-            }
-            for (net, until) in &fx.allowed {
-                self.engine.allow(*net, *until);
-            }
-            for net in &fx.disallowed {
-                self.engine.disallow(net);
-            }
-            if !fx.bans.is_empty() {
-                let _ = self.writer.send(StoreOp::Bans(fx.bans));
-            }
-            let verb = format!("{:?}", op.verb).to_lowercase();
-            let detail = op.targets.join(" ");
-            let _ = self.writer.send(StoreOp::Audit(
-                t,
-                "cli",
-                "runtime",
-                format!("{verb} {detail}"),
-            ));
-            self.event(
-                &verb,
-                op.targets.first().cloned(),
-                format!("{verb} {detail} ({})", op.reason),
-            );
+        let mut ledger = DaemonLedger {
+            engine: &mut self.engine,
+            writer: &self.writer,
+            store: &self.store,
+            events: Vec::new(),
+        };
+        let outcome = crate::plane::run(op, Some(&self.policy), &guard, &mut bans, &mut ledger, t);
+        let events = std::mem::take(&mut ledger.events);
+        self.bans = Some(bans);
+        for (kind, addr, detail) in events {
+            self.event(&kind, addr, detail);
         }
         Reply::One(
             serde_json::to_value(&outcome)
@@ -245,4 +204,59 @@ pub(super) fn cpu_ms() -> Option<u64> {
     let f: Vec<&str> = after.split_whitespace().collect();
     let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
     Some(ticks * 10)
+}
+
+/// The daemon's side of a runtime verb: the store thread writes, the engine
+/// learns (bans it must remember, allows it must honour), events are
+/// published after.
+struct DaemonLedger<'a> {
+    engine: &'a mut Engine,
+    writer: &'a Sender<StoreOp>,
+    store: &'a Store,
+    events: Vec<(String, Option<String>, String)>,
+}
+
+impl crate::plane::Ledger for DaemonLedger<'_> {
+    fn active_bans(&mut self, now: Timestamp) -> Vec<BanRecord> {
+        // `control` waited for the store thread before this request.
+        self.store.active_bans(now).unwrap_or_default()
+    }
+
+    fn record_bans(&mut self, bans: &[BanRecord]) {
+        for r in bans {
+            self.engine.restore_ban(r.to_ban());
+        }
+        let _ = self.writer.send(StoreOp::Bans(bans.to_vec()));
+    }
+
+    fn lift(&mut self, target: &IpNet, now: Timestamp) {
+        self.engine.forget_ban(target);
+        let _ = self.writer.send(StoreOp::Lift(*target, now));
+    }
+
+    fn extend(&mut self, ban: &BanRecord) {
+        self.engine.restore_ban(ban.to_ban());
+        let _ = self.writer.send(StoreOp::Extend(ban.clone()));
+    }
+
+    fn allowed(&mut self, net: IpNet, until: Option<Timestamp>) {
+        self.engine.allow(net, until);
+    }
+
+    fn disallowed(&mut self, net: &IpNet) {
+        self.engine.disallow(net);
+    }
+
+    fn audit(&mut self, now: Timestamp, actor: &str, action: &str, detail: &str) {
+        let _ = self.writer.send(StoreOp::Audit(
+            now,
+            actor.to_string(),
+            action.to_string(),
+            detail.to_string(),
+        ));
+    }
+
+    fn event(&mut self, _now: Timestamp, kind: &str, addr: Option<String>, detail: String) {
+        self.events.push((kind.to_string(), addr, detail));
+    }
 }

@@ -138,13 +138,15 @@ pub(crate) enum StoreOp {
     Bans(Vec<BanRecord>),
     Events(Vec<EventRecord>),
     Lift(IpNet, Timestamp),
-    Audit(Timestamp, &'static str, &'static str, String),
+    Audit(Timestamp, String, String, String),
     /// Prunes old rows, then counts the active bans: `(now, bans made so
     /// far)`, the second handed back with the count so the engine thread
     /// knows which of its bans the count includes.
     Prune(Timestamp, u64),
     /// Endpoints that registered, and when.
     Remember(Vec<IpAddr>, Timestamp),
+    /// A stored ban with its new end (`extend`).
+    Extend(BanRecord),
     /// Names' real answers: their last good addresses.
     NameAnswers(Vec<(String, Vec<IpAddr>)>, Timestamp),
     /// Answered once everything sent before it is committed.
@@ -181,7 +183,8 @@ fn store_writer(
             StoreOp::Bans(b) => store.record_bans(&b).map(|_| ()),
             StoreOp::Events(e) => store.record_events(&e),
             StoreOp::Lift(t, at) => store.lift(&t, at).map(|_| ()),
-            StoreOp::Audit(at, actor, action, detail) => store.audit(at, actor, action, &detail),
+            StoreOp::Audit(at, actor, action, detail) => store.audit(at, &actor, &action, &detail),
+            StoreOp::Extend(b) => store.set_ban_end(&b.target, b.start, b.end).map(drop),
             StoreOp::Remember(addrs, at) => store.remember_endpoints(&addrs, at),
             StoreOp::NameAnswers(answers, at) => store.record_name_answers(&answers, at),
             StoreOp::Prune(at, made) => store.prune(at, 100_000, 30 * 86_400_000).map(|()| {

@@ -67,20 +67,10 @@ pub(super) fn runtime(cli: &Globals, op: Op) -> anyhow::Result<()> {
             let guard = crate::plane::protected(policy.as_ref(), Vec::new());
             let mut bans = voipwall_sys::bans::Bans::open()?;
             let now = crate::safety::now();
-            let (o, fx) = crate::plane::execute(&op, policy.as_ref(), &guard, &mut bans, now);
-            if o.ok {
-                let mut store = crate::safety::state_store(&cli.state_dir)?;
-                store.record_bans(&fx.bans)?;
-                for n in &fx.lifted {
-                    store.lift(n, now)?;
-                }
-                store.audit(
-                    now,
-                    "cli",
-                    &format!("{:?}", op.verb).to_lowercase(),
-                    &op.targets.join(" "),
-                )?;
-            }
+            let mut ledger =
+                crate::plane::StoreLedger::new(crate::safety::state_store(&cli.state_dir)?);
+            let o = crate::plane::run(&op, policy.as_ref(), &guard, &mut bans, &mut ledger, now);
+            ledger.finish()?;
             o
         }
     };

@@ -91,10 +91,20 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
                     reason: reason.clone(),
                     exact: *exact,
                     force: *force,
+                    actor: "cli".into(),
                 },
             )
         }
         Cmd::Unban { target } => runtime(g, Op::simple(Verb::Unban, target, None)),
+        Cmd::Extend { target, duration } => {
+            let Some(secs) = for_duration(duration)? else {
+                return Err(Invalid(
+                    "error: extend takes a duration from now; `ban --for permanent` makes a ban permanent".into(),
+                )
+                .into());
+            };
+            runtime(g, Op::simple(Verb::Extend, target, Some(secs)))
+        }
         Cmd::Allow {
             target,
             duration,
