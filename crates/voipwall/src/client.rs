@@ -24,18 +24,6 @@ fn must() -> anyhow::Result<Client> {
     })
 }
 
-fn checked(v: Value) -> anyhow::Result<Value> {
-    if v.get("ok").and_then(Value::as_bool) == Some(true) {
-        Ok(v)
-    } else {
-        let e = v
-            .get("error")
-            .and_then(Value::as_str)
-            .unwrap_or("the daemon refused");
-        Err(Invalid(format!("error: {e}")).into())
-    }
-}
-
 fn print(s: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
     let mut o = std::io::stdout().lock();
@@ -46,10 +34,7 @@ fn print(s: &str) -> anyhow::Result<()> {
 /// `voipwall status`.
 pub(crate) fn status(cli: &Globals) -> anyhow::Result<()> {
     use crate::daemon::control::{PolicyFile, StatusAnswer};
-    let v = checked(must()?.call(&Request::Status)?)?;
-    let mut r = match serde_json::from_value::<StatusAnswer>(v)
-        .context("the daemon's status answer does not match this voipwall")?
-    {
+    let mut r = match must()?.call_as::<StatusAnswer>(&Request::Status)? {
         StatusAnswer::Running(r) => r,
         StatusAnswer::Holding(h) => {
             return if cli.json {
@@ -57,7 +42,7 @@ pub(crate) fn status(cli: &Globals) -> anyhow::Result<()> {
             } else {
                 print(&format!(
                     "voipwall daemon pid {}: SAFE MODE, the policy is held back ({} s left)",
-                    h.pid, h.safe_mode["apply_in_s"]
+                    h.pid, h.safe_mode.apply_in_s
                 ))
             };
         }
@@ -166,31 +151,21 @@ pub(crate) fn status(cli: &Globals) -> anyhow::Result<()> {
         }
         _ => {}
     }
-    let v = serde_json::json!({"dns": r.dns});
     // Trunk and peer names: what they resolve to, and trouble.
-    for n in v["dns"]["names"].as_array().into_iter().flatten() {
-        let addrs: Vec<&str> = n["addresses"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
+    for n in r.dns.iter().flat_map(|d| &d.names) {
+        let addrs: Vec<String> = n.addresses.iter().map(ToString::to_string).collect();
         print(&format!(
             "  name {}{}: {} (next lookup in {} s){}",
-            n["host"].as_str().unwrap_or("?"),
-            if n["srv"].as_bool() == Some(true) {
-                " +SRV"
-            } else {
-                ""
-            },
+            n.host,
+            if n.srv { " +SRV" } else { "" },
             if addrs.is_empty() {
                 "no address".to_string()
             } else {
                 addrs.join(", ")
             },
-            n["next_in_ms"].as_u64().unwrap_or(0) / 1000,
-            n["error"]
-                .as_str()
+            n.next_in_ms / 1000,
+            n.error
+                .as_deref()
                 .map(|e| format!("; ERROR {e}"))
                 .unwrap_or_default()
         ))?;
@@ -201,10 +176,10 @@ pub(crate) fn status(cli: &Globals) -> anyhow::Result<()> {
 /// `voipwall events [--follow]`.
 pub(crate) fn events(cli: &Globals, follow: bool, limit: usize) -> anyhow::Result<()> {
     let mut c = must()?;
-    let first = checked(c.call(&Request::Events {
+    let first: crate::daemon::control::EventsReply = c.call_as(&Request::Events {
         follow,
         limit: Some(limit),
-    })?)?;
+    })?;
     let show = |v: &Value| -> anyhow::Result<()> {
         if cli.json {
             print(&v.to_string())
@@ -227,8 +202,8 @@ pub(crate) fn events(cli: &Globals, follow: bool, limit: usize) -> anyhow::Resul
             ))
         }
     };
-    for e in first["events"].as_array().cloned().unwrap_or_default() {
-        show(&e)?;
+    for e in &first.events {
+        show(e)?;
     }
     if follow {
         while let Some(v) = c.next_value()? {
@@ -240,12 +215,26 @@ pub(crate) fn events(cli: &Globals, follow: bool, limit: usize) -> anyhow::Resul
 
 /// `voipwall reload`.
 pub(crate) fn reload(cli: &Globals) -> anyhow::Result<()> {
+    // A refused reload answers in the same shape, `ok` false.
     let v = must()?.call(&Request::Reload)?;
-    let r = v["result"].as_str().unwrap_or("").to_string();
-    if v["ok"].as_bool() != Some(true) {
-        return Err(Invalid(format!("error: {r}")).into());
+    let r: crate::daemon::control::ReloadReply = match serde_json::from_value(v.clone()) {
+        Ok(r) => r,
+        Err(_) => {
+            let e = v
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("the daemon refused");
+            return Err(Invalid(format!("error: {e}")).into());
+        }
+    };
+    if !r.ok {
+        return Err(Invalid(format!("error: {}", r.result)).into());
     }
-    print(&if cli.json { v.to_string() } else { r })
+    print(&if cli.json {
+        serde_json::to_string(&r)?
+    } else {
+        r.result
+    })
 }
 
 /// `voipwall bans` through the daemon: the store's view, with reasons.
@@ -255,14 +244,12 @@ pub(crate) fn bans(
     all: bool,
     rule: Option<String>,
 ) -> anyhow::Result<()> {
-    let v = checked(c.call(&Request::Bans {
+    let r: crate::daemon::control::BansReply = c.call_as(&Request::Bans {
         all,
         rule,
         net: None,
         limit: None,
-    })?)?;
-    let r: crate::daemon::control::BansReply = serde_json::from_value(v)
-        .context("the daemon's bans answer does not match this voipwall")?;
+    })?;
     if cli.json {
         return print(&serde_json::to_string(&r.bans)?);
     }
@@ -291,11 +278,9 @@ pub(crate) fn bans(
 
 /// `voipwall explain <addr>`: what detection knows (rule, events, ban end).
 pub(crate) fn explain_detection(cli: &Globals, addr: IpAddr) -> anyhow::Result<()> {
-    let v = checked(must()?.call(&Request::Explain {
+    let r: crate::daemon::control::ExplainReply = must()?.call_as(&Request::Explain {
         addr: addr.to_string(),
-    })?)?;
-    let r: crate::daemon::control::ExplainReply = serde_json::from_value(v)
-        .context("the daemon's explain answer does not match this voipwall")?;
+    })?;
     if cli.json {
         return print(&serde_json::to_string(&r)?);
     }

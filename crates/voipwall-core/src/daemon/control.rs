@@ -125,7 +125,7 @@ pub struct StatusReply {
     /// Bans the kernel held that the store did not.
     pub imported_from_kernel: usize,
     /// Trunk and peer names: what they resolve to.
-    pub dns: Option<Value>,
+    pub dns: Option<DnsStatus>,
     /// NFLOG group read.
     pub nflog_group: Option<u16>,
     /// Counters.
@@ -180,15 +180,141 @@ pub struct ExplainReply {
     pub stored_bans: Vec<voipwall_store::BanRecord>,
 }
 
+/// Safe mode while it holds the policy back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HoldingState {
+    /// Always true.
+    pub holding: bool,
+    /// Seconds until the policy is applied.
+    pub apply_in_s: u64,
+}
+
 /// The answer to `status` while safe mode holds the policy back.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HoldingReply {
     /// Always true.
     pub ok: bool,
-    /// `holding` and `apply_in_s`.
-    pub safe_mode: Value,
+    /// How long it still holds.
+    pub safe_mode: HoldingState,
     /// Process id.
     pub pid: u32,
+}
+
+/// A refusal or a failure: every answer whose `ok` is false but a runtime
+/// verb's (an [`crate::plane::Outcome`] says what it refused).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// Always false.
+    pub ok: bool,
+    /// What went wrong, for the operator.
+    pub error: String,
+}
+
+impl ErrorReply {
+    /// A refusal saying `error`.
+    pub fn new(error: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            error: error.into(),
+        }
+    }
+}
+
+/// The answer to `events`: the recent ones, oldest first (an event's own
+/// fields stay free-form: detection, verbs and the daemon add their own).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventsReply {
+    /// Always true.
+    pub ok: bool,
+    /// The events.
+    pub events: Vec<Value>,
+}
+
+/// The answer to `reload`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReloadReply {
+    /// Whether the policy was applied.
+    pub ok: bool,
+    /// What happened, for the operator.
+    pub result: String,
+}
+
+/// The answer to the test hook `TestStall`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StalledReply {
+    /// Always true.
+    pub ok: bool,
+    /// How long the engine thread was held.
+    pub stalled_ms: u64,
+}
+
+/// One trunk or peer name, for `status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NameStatus {
+    /// The name.
+    pub host: String,
+    /// Also follows SIP SRV records.
+    pub srv: bool,
+    /// The addresses its sets hold.
+    pub addresses: Vec<std::net::IpAddr>,
+    /// TTL of the last good answer, seconds.
+    pub ttl_s: Option<u32>,
+    /// The last failure, while it lasts.
+    pub error: Option<String>,
+    /// Failures in a row.
+    pub failures: u32,
+    /// When it is asked next.
+    pub next_in_ms: u64,
+}
+
+/// The resolver thread's view, for `status`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DnsStatus {
+    /// Every name.
+    pub names: Vec<NameStatus>,
+    /// Set changes made.
+    pub set_updates: u64,
+    /// The servers asked.
+    pub servers: Vec<std::net::SocketAddr>,
+}
+
+/// Every answer of the control socket, as the daemon builds it; the CLI
+/// (and the HTTP API) read and serialize these same types.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Answer {
+    /// `status`, running.
+    Status(Box<StatusReply>),
+    /// `status`, safe mode holding.
+    Holding(HoldingReply),
+    /// `bans`.
+    Bans(BansReply),
+    /// A runtime verb.
+    Runtime(crate::plane::Outcome),
+    /// `explain ADDR`.
+    Explain(Box<ExplainReply>),
+    /// `events`.
+    Events(EventsReply),
+    /// `reload`.
+    Reload(ReloadReply),
+    /// The test hook.
+    Stalled(StalledReply),
+    /// A refusal.
+    Error(ErrorReply),
+}
+
+impl Answer {
+    /// A refusal saying `error`.
+    pub fn error(error: impl Into<String>) -> Self {
+        Self::Error(ErrorReply::new(error))
+    }
+
+    /// The line sent for it.
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| {
+            serde_json::to_string(&ErrorReply::new(format!("internal: {e}"))).unwrap_or_default()
+        })
+    }
 }
 
 /// Either answer to `status`.
@@ -231,12 +357,13 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_FOLLOWERS: usize = 16;
 pub const FOLLOW_QUEUE: usize = 4096;
 
-/// What the engine thread answers: one value, or a stream.
+/// What the engine thread answers: one answer, or a first answer and a
+/// stream of events.
 pub enum Reply {
-    /// One JSON value.
-    One(Value),
-    /// JSON lines until the receiver is dropped.
-    Stream(Value, mpsc::Receiver<Value>),
+    /// One answer.
+    One(Answer),
+    /// An answer, then event lines until the receiver is dropped.
+    Stream(Answer, mpsc::Receiver<Value>),
 }
 
 /// Listens on `path`; forwards requests to the engine thread.
@@ -295,7 +422,11 @@ pub fn serve(
                     let _ = writeln!(
                         conn,
                         "{}",
-                        serde_json::json!({"ok": false, "error": format!("{} control connections already open; try again", lane.slots)})
+                        Answer::error(format!(
+                            "{} control connections already open; try again",
+                            lane.slots
+                        ))
+                        .to_line()
                     );
                     continue;
                 }
@@ -570,7 +701,11 @@ fn handle(conn: UnixStream, tx: &Sender<Input>, waker: &Waker, lane: &Lane) {
                     let _ = writeln!(
                         w,
                         "{}",
-                        serde_json::json!({"ok": false, "error": format!("request longer than {} MiB; refused", MAX_REQUEST >> 20)})
+                        Answer::error(format!(
+                            "request longer than {} MiB; refused",
+                            MAX_REQUEST >> 20
+                        ))
+                        .to_line()
                     );
                     return;
                 }
@@ -578,7 +713,7 @@ fn handle(conn: UnixStream, tx: &Sender<Input>, waker: &Waker, lane: &Lane) {
                     let _ = writeln!(
                         w,
                         "{}",
-                        serde_json::json!({"ok": false, "error": format!("the control socket's request memory ({} MiB for this kind of client) is held by other connections; refused, try again", lane.bytes >> 20)})
+                        Answer::error(format!("the control socket's request memory ({} MiB for this kind of client) is held by other connections; refused, try again", lane.bytes >> 20)).to_line()
                     );
                     return;
                 }
@@ -591,7 +726,7 @@ fn handle(conn: UnixStream, tx: &Sender<Input>, waker: &Waker, lane: &Lane) {
                 let _ = writeln!(
                     w,
                     "{}",
-                    serde_json::json!({"ok": false, "error": format!("bad request: {e}")})
+                    Answer::error(format!("bad request: {e}")).to_line()
                 );
                 continue;
             }
@@ -602,13 +737,13 @@ fn handle(conn: UnixStream, tx: &Sender<Input>, waker: &Waker, lane: &Lane) {
         }
         waker.wake();
         match rrx.recv_timeout(Duration::from_secs(60)) {
-            Ok(Reply::One(v)) => {
-                if writeln!(w, "{v}").is_err() {
+            Ok(Reply::One(a)) => {
+                if writeln!(w, "{}", a.to_line()).is_err() {
                     return;
                 }
             }
             Ok(Reply::Stream(first, rx)) => {
-                if writeln!(w, "{first}").is_err() {
+                if writeln!(w, "{}", first.to_line()).is_err() {
                     return;
                 }
                 for v in rx {
@@ -622,7 +757,7 @@ fn handle(conn: UnixStream, tx: &Sender<Input>, waker: &Waker, lane: &Lane) {
                 let _ = writeln!(
                     w,
                     "{}",
-                    serde_json::json!({"ok": false, "error": "the daemon did not answer"})
+                    Answer::error("the daemon did not answer").to_line()
                 );
                 return;
             }
@@ -664,6 +799,19 @@ impl Client {
             reader: BufReader::new(r),
             writer: s,
         })
+    }
+
+    /// Sends one request and reads its answer as `T`; a refusal (`ok`
+    /// false, an [`ErrorReply`]) is an error saying why.
+    pub fn call_as<T: serde::de::DeserializeOwned>(&mut self, req: &Request) -> anyhow::Result<T> {
+        let v = self.call(req)?;
+        if v.get("ok").and_then(Value::as_bool) != Some(true)
+            && let Ok(e) = serde_json::from_value::<ErrorReply>(v.clone())
+        {
+            return Err(crate::Invalid(format!("error: {}", e.error)).into());
+        }
+        serde_json::from_value(v)
+            .map_err(|e| anyhow::anyhow!("the daemon's answer does not match this voipwall ({e})"))
     }
 
     /// Sends one request and reads one response line.

@@ -1,7 +1,9 @@
 //! The control socket's requests, answered on the engine thread: status,
 //! bans, runtime verbs (through the one ban plane), explain, events.
 
-use super::control::{BansReply, ExplainReply, Latency, SafeModeState, StatusReply};
+use super::control::{
+    Answer, BansReply, EventsReply, ExplainReply, Latency, SafeModeState, StalledReply, StatusReply,
+};
 use super::*;
 
 impl Daemon {
@@ -21,10 +23,13 @@ impl Daemon {
             .unwrap_or_default();
         let guard = crate::plane::protected(Some(&self.policy), named);
         let Some(mut bans) = self.bans.take() else {
-            return Reply::One(
-                json!({"ok": false, "verb": op.verb, "done": [], "seconds": null,
-                "error": "the daemon has no netlink socket: nothing was changed"}),
-            );
+            return Reply::One(Answer::Runtime(crate::plane::Outcome {
+                ok: false,
+                verb: op.verb,
+                done: Vec::new(),
+                seconds: None,
+                error: Some("the daemon has no netlink socket: nothing was changed".into()),
+            }));
         };
         let mut ledger = DaemonLedger {
             engine: &mut self.engine,
@@ -38,17 +43,14 @@ impl Daemon {
         for (kind, addr, detail) in events {
             self.event(&kind, addr, detail);
         }
-        Reply::One(
-            serde_json::to_value(&outcome)
-                .unwrap_or_else(|e| json!({"ok": false, "error": e.to_string()})),
-        )
+        Reply::One(Answer::Runtime(outcome))
     }
 
     pub(super) fn control(&mut self, req: Request) -> Reply {
         self.flush_events();
         self.sync_store();
         let t = now();
-        let err = |m: String| Reply::One(json!({"ok": false, "error": m}));
+        let err = |m: String| Reply::One(Answer::error(m));
         match req {
             Request::Status => {
                 let mut prom: Vec<u64> =
@@ -110,7 +112,7 @@ impl Daemon {
                     cpu_ms: cpu_ms(),
                     policy_file: None,
                 };
-                Reply::One(serde_json::to_value(r).unwrap_or_default())
+                Reply::One(Answer::Status(Box::new(r)))
             }
             Request::Bans {
                 all,
@@ -129,9 +131,7 @@ impl Daemon {
                     limit,
                 };
                 match self.store.bans(&f) {
-                    Ok(bans) => Reply::One(
-                        serde_json::to_value(BansReply { ok: true, bans }).unwrap_or_default(),
-                    ),
+                    Ok(bans) => Reply::One(Answer::Bans(BansReply { ok: true, bans })),
                     Err(e) => err(e.to_string()),
                 }
             }
@@ -149,25 +149,26 @@ impl Daemon {
                         ..BanFilter::default()
                     })
                     .unwrap_or_default();
-                Reply::One(
-                    serde_json::to_value(ExplainReply {
-                        ok: true,
-                        engine: x,
-                        stored_bans: stored,
-                    })
-                    .unwrap_or_default(),
-                )
+                Reply::One(Answer::Explain(Box::new(ExplainReply {
+                    ok: true,
+                    engine: x,
+                    stored_bans: stored,
+                })))
             }
             Request::Events { follow, limit } => {
                 let n = limit.unwrap_or(50);
                 let past: Vec<Value> = self.recent.iter().rev().take(n).rev().cloned().collect();
-                let first = json!({"ok": true, "events": past});
+                let first = Answer::Events(EventsReply {
+                    ok: true,
+                    events: past,
+                });
                 if follow {
                     let (tx, rx) = mpsc::sync_channel(control::FOLLOW_QUEUE);
                     if self.followers.len() >= control::MAX_FOLLOWERS {
-                        return Reply::One(
-                            json!({"ok": false, "error": format!("{} followers already; try again later", control::MAX_FOLLOWERS)}),
-                        );
+                        return err(format!(
+                            "{} followers already; try again later",
+                            control::MAX_FOLLOWERS
+                        ));
                     }
                     self.followers.push(tx);
                     Reply::Stream(first, rx)
@@ -180,11 +181,14 @@ impl Daemon {
                     return err("test hooks are off".into());
                 }
                 std::thread::sleep(std::time::Duration::from_millis(ms.min(60_000)));
-                Reply::One(json!({"ok": true, "stalled_ms": ms}))
+                Reply::One(Answer::Stalled(StalledReply {
+                    ok: true,
+                    stalled_ms: ms,
+                }))
             }
             Request::Reload => {
                 // Answered by handle_input (the reload runs on its own thread).
-                Reply::One(json!({"ok": false, "error": "internal: reload is asynchronous"}))
+                err("internal: reload is asynchronous".into())
             }
         }
     }

@@ -927,7 +927,10 @@ impl Daemon {
                 self.notify_state("READY=1\n");
                 if let Some(reply) = reply {
                     let ok = msg.starts_with("policy applied");
-                    let _ = reply.send(Reply::One(json!({"ok": ok, "result": msg})));
+                    let _ = reply.send(Reply::One(control::Answer::Reload(control::ReloadReply {
+                        ok,
+                        result: msg,
+                    })));
                 }
             }
             Input::Imported(imported) => self.import(imported),
@@ -1288,12 +1291,17 @@ fn hold_back(secs: u64, socket: &std::path::Path) -> anyhow::Result<()> {
         {
             let left = until.saturating_duration_since(Instant::now()).as_secs();
             let v = match req {
-                Request::Status => {
-                    json!({"ok": true, "safe_mode": {"holding": true, "apply_in_s": left}, "pid": std::process::id()})
-                }
-                _ => {
-                    json!({"ok": false, "error": format!("safe mode: the policy is held back for {left} s more; only status answers")})
-                }
+                Request::Status => control::Answer::Holding(control::HoldingReply {
+                    ok: true,
+                    safe_mode: control::HoldingState {
+                        holding: true,
+                        apply_in_s: left,
+                    },
+                    pid: std::process::id(),
+                }),
+                _ => control::Answer::error(format!(
+                    "safe mode: the policy is held back for {left} s more; only status answers"
+                )),
             };
             let _ = reply.send(Reply::One(v));
         }

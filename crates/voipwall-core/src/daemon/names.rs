@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
 use voipwall_dns::{Client, Settings, Tracker};
 use voipwall_nft::{Family, NameSet, Ruleset};
 use voipwall_policy::Policy;
@@ -178,25 +177,26 @@ impl Names {
     }
 
     /// For `status`.
-    pub fn status(&self) -> Value {
+    pub fn status(&self) -> super::control::DnsStatus {
         let now = ms(self.started);
         let g = self.shared.lock().expect("names lock");
-        let names: Vec<Value> = g
-            .tracker
-            .states()
-            .map(|n| {
-                json!({
-                    "host": n.host,
-                    "srv": n.srv,
-                    "addresses": n.current,
-                    "ttl_s": n.ttl_s,
-                    "error": n.error,
-                    "failures": n.failures,
-                    "next_in_ms": n.due_ms.saturating_sub(now),
+        super::control::DnsStatus {
+            names: g
+                .tracker
+                .states()
+                .map(|n| super::control::NameStatus {
+                    host: n.host.clone(),
+                    srv: n.srv,
+                    addresses: n.current.iter().copied().collect(),
+                    ttl_s: n.ttl_s,
+                    error: n.error.clone(),
+                    failures: n.failures,
+                    next_in_ms: n.due_ms.saturating_sub(now),
                 })
-            })
-            .collect();
-        json!({"names": names, "set_updates": g.updates, "servers": g.client.servers})
+                .collect(),
+            set_updates: g.updates,
+            servers: g.client.servers.clone(),
+        }
     }
 }
 

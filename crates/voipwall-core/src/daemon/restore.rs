@@ -172,9 +172,10 @@ impl Daemon {
         };
         if self.reloading {
             if let Some(reply) = reply {
-                let _ = reply.send(Reply::One(
-                    json!({"ok": false, "result": "a reload is already running"}),
-                ));
+                let _ = reply.send(Reply::One(control::Answer::Reload(control::ReloadReply {
+                    ok: false,
+                    result: "a reload is already running".into(),
+                })));
             }
             return;
         }
