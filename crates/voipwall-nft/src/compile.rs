@@ -8,6 +8,7 @@ use voipwall_policy::{ListEntry, NetSpec, Policy, PortSpec, Proto, Zone};
 
 use crate::flatten::{flatten, to_addr};
 use crate::ir::*;
+use crate::sets::{Fixed, Role};
 
 /// What the driver resolved or observed, passed in so compilation stays pure.
 #[derive(Debug, Clone, Default)]
@@ -95,13 +96,6 @@ fn static_set(name: &str, family: Family, comment: &str, elements: Vec<Element>)
         recreate: false,
         elements,
         comment: comment.into(),
-    }
-}
-
-fn fam_suffix(f: Family) -> &'static str {
-    match f {
-        Family::V4 => "v4",
-        Family::V6 => "v6",
     }
 }
 
@@ -268,19 +262,195 @@ fn host_set(name: &str, family: Family, comment: &str, elements: Vec<Element>) -
 
 /// Compiles a policy into the ruleset IR. Pure and deterministic.
 pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
-    let mut notes = Vec::new();
-    let mut sets = Vec::new();
+    let mut b = Build {
+        policy,
+        names: Names {
+            input,
+            list: Vec::new(),
+        },
+        sets: runtime_sets(policy),
+        notes: Vec::new(),
+    };
+    let lists = b.policy_sets(input);
+    let ports = SipPorts::of(policy);
+    // The order of the parts is the order of the names' sets: prerouting
+    // (allow, peer and block names) before input (network names).
+    let (pre, peer_chain) = b.prerouting(&ports, &lists);
+    let input_rules = b.input(&ports, &lists.zone_hosts, !peer_chain.is_empty());
+    let mut chains = vec![
+        base_chain("vw_pre", "prerouting", "raw", "accept", pre),
+        base_chain("vw_input", "input", "filter", "drop", input_rules),
+        base_chain(
+            "vw_output",
+            "output",
+            "filter",
+            "accept",
+            output_rules(policy, &ports),
+        ),
+        Chain {
+            name: "vw_established".into(),
+            hook: None,
+            rules: established_rules(&ports),
+        },
+    ];
+    if !peer_chain.is_empty() {
+        chains.push(Chain {
+            name: "vw_peers".into(),
+            hook: None,
+            rules: peer_chain,
+        });
+    }
+    b.notes_on_unread(&ports);
+    let mut used_counters = used_counters(policy, &ports);
+    chains.extend(b.zone_chains(&mut used_counters));
+    Ruleset {
+        sets: b.sets,
+        counters: used_counters,
+        chains,
+        notes: b.notes,
+        names: b.names.list,
+    }
+}
 
-    // Dynamic sets: created once, never flushed, so bans survive every apply.
+/// What compiling one policy gathers as the parts are built.
+struct Build<'a> {
+    policy: &'a Policy,
+    names: Names<'a>,
+    sets: Vec<Set>,
+    notes: Vec<String>,
+}
+
+/// The policy's list and network entries given by hostname, for the rules
+/// that match their name sets.
+struct Lists<'a> {
+    allow_hosts: Vec<&'a ListEntry>,
+    block_hosts: Vec<&'a ListEntry>,
+    zone_hosts: Vec<(&'a str, Zone, String)>,
+}
+
+/// The SIP ports the rules match: every SIP port (flood guards, the
+/// established shortcut) and those packet copies can read (not TLS, not
+/// secure WebSocket), per protocol.
+struct SipPorts {
+    udp: Vec<PortSpec>,
+    tcp: Vec<PortSpec>,
+    read_udp: Vec<PortSpec>,
+    read_tcp: Vec<PortSpec>,
+    /// Some SIP port is readable at all.
+    readable: bool,
+}
+
+impl SipPorts {
+    fn of(policy: &Policy) -> Self {
+        let by = |v: &[PortSpec], proto: Proto| -> Vec<PortSpec> {
+            v.iter().copied().filter(|p| p.proto == proto).collect()
+        };
+        let all = policy.sip_ports();
+        let readable = policy.sip_readable_ports();
+        Self {
+            udp: by(&all, Proto::Udp),
+            tcp: by(&all, Proto::Tcp),
+            read_udp: by(&readable, Proto::Udp),
+            read_tcp: by(&readable, Proto::Tcp),
+            readable: !readable.is_empty(),
+        }
+    }
+}
+
+/// `Match::SaddrIn` of a named set.
+fn in_set(family: Family, set: &str) -> Match {
+    Match::SaddrIn {
+        family,
+        set: set.into(),
+        negate: false,
+    }
+}
+
+fn base_chain(
+    name: &str,
+    hook: &'static str,
+    priority: &'static str,
+    policy: &'static str,
+    rules: Vec<Rule>,
+) -> Chain {
+    Chain {
+        name: name.into(),
+        hook: Some(Hook {
+            hook: hook.into(),
+            priority: priority.into(),
+            policy: policy.into(),
+        }),
+        rules,
+    }
+}
+
+/// Which way a packet copy goes to NFLOG.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Copy {
+    /// Inbound SIP: requests over UDP, every segment over TCP.
+    In,
+    /// Outbound SIP: responses over UDP, every segment over TCP.
+    Out,
+}
+
+/// The one NFLOG rule builder: a copy of SIP on `ports` of `proto` in one
+/// direction to the policy's NFLOG group, counted; `None` when there is no
+/// group or no such port.
+fn nflog_copy(policy: &Policy, dir: Copy, proto: Proto, ports: &[PortSpec]) -> Option<Rule> {
+    let group = policy.sip.nflog_group?;
+    if ports.is_empty() {
+        return None;
+    }
+    let ports = ports.to_vec();
+    let (matches, what, counter) = match (dir, proto) {
+        (Copy::In, Proto::Udp) => (
+            vec![Match::Dport(proto, ports), Match::SipResponse(false)],
+            "inbound SIP requests",
+            counters::NFLOG_IN,
+        ),
+        // Every segment of the stream (SYNs tell where it starts; the
+        // daemon reassembles and frames the messages).
+        (Copy::In, Proto::Tcp) => (
+            vec![Match::Dport(proto, ports)],
+            "inbound SIP over TCP",
+            counters::NFLOG_IN_TCP,
+        ),
+        (Copy::Out, Proto::Udp) => (
+            vec![Match::Sport(proto, ports), Match::SipResponse(true)],
+            "outbound SIP responses",
+            counters::NFLOG_OUT,
+        ),
+        (Copy::Out, Proto::Tcp) => (
+            vec![Match::Sport(proto, ports)],
+            "outbound SIP over TCP",
+            counters::NFLOG_OUT_TCP,
+        ),
+    };
+    Some(counted(
+        rule(
+            matches,
+            Action::Nflog {
+                group,
+                snaplen: NFLOG_SNAPLEN,
+            },
+            format!("copy {what} to NFLOG group {group}"),
+        ),
+        counter,
+    ))
+}
+
+/// The runtime sets (bans, runtime allows, endpoints, meters): created
+/// once, never flushed, so bans survive every apply.
+fn runtime_sets(policy: &Policy) -> Vec<Set> {
+    let mut sets = Vec::new();
     for f in [Family::V4, Family::V6] {
-        let s = fam_suffix(f);
         sets.push(dynamic_set(
-            &format!("vw_ban_{s}"),
+            Role::Ban.set(f),
             f,
             "bans of single addresses (timeouts per element)",
         ));
         sets.push(dynamic_set(
-            &format!("vw_banpfx_{s}"),
+            Role::BanPrefix.set(f),
             f,
             &format!(
                 "prefix bans keyed by the /{} network; known endpoints skip them",
@@ -291,439 +461,522 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
                 }
             ),
         ));
-        let mut bannet = dynamic_set(
-            &format!("vw_bannet_{s}"),
-            f,
-            "manual bans and blocks of networks",
-        );
-        bannet.interval = true;
-        bannet.dynamic = false;
-        bannet.size = None;
-        sets.push(bannet);
-        let mut allowrt = dynamic_set(
-            &format!("vw_allowrt_{s}"),
-            f,
-            "runtime allow entries (voipwall allow)",
-        );
-        allowrt.interval = true;
-        allowrt.dynamic = false;
-        allowrt.size = None;
-        sets.push(allowrt);
+        for (role, comment) in [
+            (Role::BanNet, "manual bans and blocks of networks"),
+            (Role::AllowRt, "runtime allow entries (voipwall allow)"),
+        ] {
+            let mut interval = dynamic_set(role.set(f), f, comment);
+            interval.interval = true;
+            interval.dynamic = false;
+            interval.size = None;
+            sets.push(interval);
+        }
         sets.push(dynamic_set(
-            &format!("vw_known_{s}"),
+            Role::Known.set(f),
             f,
             "registered endpoints (refreshed on each success)",
         ));
         sets.push(dynamic_set(
-            &format!("vw_remembered_{s}"),
+            Role::Remembered.set(f),
             f,
             "endpoints that registered lately ([detect] remember_endpoints): prefix bans spare them",
         ));
+        let meter = |fixed: Fixed, comment: &str| {
+            let mut m = dynamic_set(fixed.set(f), f, comment);
+            m.default_timeout = Some(60);
+            m.size = Some(METER_SIZE);
+            m
+        };
         if policy.sip.responsive {
-            let mut m = dynamic_set(
-                &format!("vw_unknown_{s}"),
-                f,
+            sets.push(meter(
+                Fixed::Unknown,
                 "responsive mode: rate meter of unknown SIP sources",
-            );
-            m.default_timeout = Some(60);
-            m.size = Some(METER_SIZE);
-            sets.push(m);
+            ));
         }
-        for lvl in [1, 2] {
-            let mut m = dynamic_set(
-                &format!("vw_flood{lvl}_{s}"),
-                f,
-                &format!("SIP flood meter, level {lvl}"),
-            );
-            m.default_timeout = Some(60);
-            m.size = Some(METER_SIZE);
-            sets.push(m);
+        sets.push(meter(Fixed::Flood1, "SIP flood meter, level 1"));
+        sets.push(meter(Fixed::Flood2, "SIP flood meter, level 2"));
+    }
+    sets
+}
+
+/// The counters the ruleset names, but the zones' drop counters.
+fn used_counters(policy: &Policy, ports: &SipPorts) -> Vec<String> {
+    let mut used = vec![
+        counters::BLOCKED.to_string(),
+        counters::BANNED.to_string(),
+        counters::FLOOD_DROPPED.to_string(),
+        counters::FLOOD_BANNED.to_string(),
+        counters::NFLOG_IN.to_string(),
+        counters::NFLOG_OUT.to_string(),
+    ];
+    if policy.sip.nflog_group.is_some() && !ports.read_tcp.is_empty() {
+        used.push(counters::NFLOG_IN_TCP.to_string());
+        used.push(counters::NFLOG_OUT_TCP.to_string());
+    }
+    if policy.sip.responsive {
+        used.push(counters::UNKNOWN_BANNED.to_string());
+    }
+    if policy.sip.aggregate_pps > 0 {
+        used.push(counters::AGGREGATE_DROPPED.to_string());
+    }
+    used
+}
+
+/// `vw_output`: copies of outbound SIP for detection.
+fn output_rules(policy: &Policy, ports: &SipPorts) -> Vec<Rule> {
+    [
+        nflog_copy(policy, Copy::Out, Proto::Udp, &ports.read_udp),
+        nflog_copy(policy, Copy::Out, Proto::Tcp, &ports.read_tcp),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// `vw_established`: established flows are accepted, but SIP goes back to
+/// be classified by zone (UDP conntrack makes an attacker "established"
+/// after the PBX's first reply).
+fn established_rules(ports: &SipPorts) -> Vec<Rule> {
+    let mut established = Vec::new();
+    for (proto, p) in [(Proto::Udp, &ports.udp), (Proto::Tcp, &ports.tcp)] {
+        if !p.is_empty() {
+            established.push(rule(
+                vec![Match::Dport(proto, p.clone())],
+                Action::Return,
+                "SIP is classified by zone even when established",
+            ));
         }
     }
+    established.push(rule(vec![], Action::Accept, "established, related"));
+    established
+}
 
-    let mut names = Names {
-        input,
-        list: Vec::new(),
-    };
-    let mut allow_hosts: Vec<&ListEntry> = Vec::new();
-    let mut block_hosts: Vec<&ListEntry> = Vec::new();
-    let mut zone_hosts: Vec<(&str, Zone, String)> = Vec::new();
-    // Policy sets: allow, block, zone maps.
-    let [allowh4, allowh6, allow4, allow6] =
-        list_elements(&policy.allow, input, &mut notes, "allow", &mut allow_hosts);
-    let [blockh4, blockh6, block4, block6] =
-        list_elements(&policy.block, input, &mut notes, "block", &mut block_hosts);
-    sets.push(host_set(
-        "vw_allowhost_v4",
-        Family::V4,
-        "allow list addresses (policy)",
-        allowh4,
-    ));
-    sets.push(host_set(
-        "vw_allowhost_v6",
-        Family::V6,
-        "allow list addresses (policy)",
-        allowh6,
-    ));
-    sets.push(static_set(
-        "vw_allow_v4",
-        Family::V4,
-        "allow list networks (policy)",
-        allow4,
-    ));
-    sets.push(static_set(
-        "vw_allow_v6",
-        Family::V6,
-        "allow list networks (policy)",
-        allow6,
-    ));
-    sets.push(host_set(
-        "vw_blockhost_v4",
-        Family::V4,
-        "block list addresses (policy)",
-        blockh4,
-    ));
-    sets.push(host_set(
-        "vw_blockhost_v6",
-        Family::V6,
-        "block list addresses (policy)",
-        blockh6,
-    ));
-    sets.push(static_set(
-        "vw_block_v4",
-        Family::V4,
-        "block list networks (policy)",
-        block4,
-    ));
-    sets.push(static_set(
-        "vw_block_v6",
-        Family::V6,
-        "block list networks (policy)",
-        block6,
-    ));
-
-    let mut zone_nets: [Vec<(IpNet, Zone)>; 2] = [Vec::new(), Vec::new()];
-    for n in &policy.networks {
-        match &n.net {
-            NetSpec::Net(net) => {
-                let idx = usize::from(!matches!(net, IpNet::V4(_)));
-                zone_nets[idx].push((*net, n.zone));
-            }
-            NetSpec::Host(h) => zone_hosts.push((h, n.zone, n.origin.to_string())),
-        }
-    }
-    for (idx, f) in [Family::V4, Family::V6].into_iter().enumerate() {
-        let v4 = f == Family::V4;
-        let elements = flatten(&zone_nets[idx])
-            .into_iter()
-            .map(|i| Element {
-                lo: to_addr(i.lo, v4),
-                hi: to_addr(i.hi, v4),
-                goto: Some(zone_chain(i.label)),
-            })
-            .collect();
-        let mut m = static_set(
-            &format!("vw_zone_{}", fam_suffix(f)),
-            f,
-            "zone by source network, most specific prefix wins",
-            elements,
+impl<'a> Build<'a> {
+    /// The policy plane's sets: allow and block lists (hosts and
+    /// networks) and the zone maps; entries given by name come back for
+    /// their rules.
+    fn policy_sets(&mut self, input: &CompileInput) -> Lists<'a> {
+        let policy = self.policy;
+        let mut lists = Lists {
+            allow_hosts: Vec::new(),
+            block_hosts: Vec::new(),
+            zone_hosts: Vec::new(),
+        };
+        let [allowh4, allowh6, allow4, allow6] = list_elements(
+            &policy.allow,
+            input,
+            &mut self.notes,
+            "allow",
+            &mut lists.allow_hosts,
         );
-        m.verdict_map = true;
-        sets.push(m);
-    }
-
-    let sip_ports = policy.sip_ports();
-    let sip_udp: Vec<PortSpec> = sip_ports
-        .iter()
-        .copied()
-        .filter(|p| p.proto == Proto::Udp)
-        .collect();
-    let sip_tcp: Vec<PortSpec> = sip_ports
-        .iter()
-        .copied()
-        .filter(|p| p.proto == Proto::Tcp)
-        .collect();
-    // What packet copies can read (not TLS, not WebSocket).
-    let readable = policy.sip_readable_ports();
-    let read_udp: Vec<PortSpec> = readable
-        .iter()
-        .copied()
-        .filter(|p| p.proto == Proto::Udp)
-        .collect();
-    let read_tcp: Vec<PortSpec> = readable
-        .iter()
-        .copied()
-        .filter(|p| p.proto == Proto::Tcp)
-        .collect();
-
-    // prerouting, priority raw: allow, block, bans, flood guards before conntrack.
-    let in_set = |f: Family, stem: &str| Match::SaddrIn {
-        family: f,
-        set: format!("vw_{stem}_{}", fam_suffix(f)),
-        negate: false,
-    };
-    let mut pre = vec![rule(vec![Match::Loopback], Action::Accept, "loopback")];
-    // Management is never banned, flood-limited or rate-limited: it skips
-    // every ban, block and meter here (zones still decide what it reaches).
-    for family in [Family::V4, Family::V6] {
-        let nets = of_family(&policy.host.management, family);
-        if !nets.is_empty() {
-            pre.push(rule(
-                vec![Match::SaddrNets { family, nets }],
-                Action::Accept,
-                "management networks skip bans, blocks and flood guards ([host] management)",
-            ));
-        }
-    }
-    // HEP senders reach the HEP listener past every ban, block and flood
-    // guard: a ban of a sender (by an operator's --force, or a kernel flood
-    // guard) must not blind detection through it.
-    let mut hep_ports: Vec<u16> = policy.hep.listen.iter().map(|a| a.port()).collect();
-    hep_ports.sort_unstable();
-    hep_ports.dedup();
-    for family in [Family::V4, Family::V6] {
-        let nets = of_family(&policy.hep.senders, family);
-        if nets.is_empty() || hep_ports.is_empty() {
-            continue;
-        }
-        for proto in [Proto::Udp, Proto::Tcp] {
-            pre.push(rule(
-                vec![
-                    Match::SaddrNets {
-                        family,
-                        nets: nets.clone(),
-                    },
-                    Match::Dport(
-                        proto,
-                        hep_ports
-                            .iter()
-                            .map(|&p| PortSpec { proto, lo: p, hi: p })
-                            .collect(),
-                    ),
-                ],
-                Action::Accept,
-                "HEP senders reach the HEP listener past bans, blocks and flood guards ([hep] senders)",
-            ));
-        }
-    }
-    for f in [Family::V4, Family::V6] {
-        for (stem, comment) in [
-            ("allow", "allow list skips ban lookups"),
-            ("allowhost", "allow list skips ban lookups"),
-            ("allowrt", "runtime allow skips ban lookups"),
+        let [blockh4, blockh6, block4, block6] = list_elements(
+            &policy.block,
+            input,
+            &mut self.notes,
+            "block",
+            &mut lists.block_hosts,
+        );
+        for (host, net, what, h4, h6, n4, n6) in [
+            (
+                Fixed::AllowHost,
+                Fixed::Allow,
+                "allow",
+                allowh4,
+                allowh6,
+                allow4,
+                allow6,
+            ),
+            (
+                Fixed::BlockHost,
+                Fixed::Block,
+                "block",
+                blockh4,
+                blockh6,
+                block4,
+                block6,
+            ),
         ] {
-            pre.push(rule(vec![in_set(f, stem)], Action::Accept, comment));
+            let hosts = format!("{what} list addresses (policy)");
+            let nets = format!("{what} list networks (policy)");
+            self.sets
+                .push(host_set(host.set(Family::V4), Family::V4, &hosts, h4));
+            self.sets
+                .push(host_set(host.set(Family::V6), Family::V6, &hosts, h6));
+            self.sets
+                .push(static_set(net.set(Family::V4), Family::V4, &nets, n4));
+            self.sets
+                .push(static_set(net.set(Family::V6), Family::V6, &nets, n6));
         }
-    }
-    for e in &allow_hosts {
-        let NetSpec::Host(h) = &e.net else { continue };
-        let ns = names.get(
-            h,
-            false,
-            true,
-            &mut sets,
-            &mut notes,
-            &format!("allow {}", e.origin),
-        );
-        for m in name_matches(&ns) {
-            pre.push(rule(
-                vec![m],
-                Action::Accept,
-                format!("allow list {h} skips ban lookups / {}", e.origin),
-            ));
+        let mut zone_nets: [Vec<(IpNet, Zone)>; 2] = [Vec::new(), Vec::new()];
+        for n in &policy.networks {
+            match &n.net {
+                NetSpec::Net(net) => {
+                    let idx = usize::from(!matches!(net, IpNet::V4(_)));
+                    zone_nets[idx].push((*net, n.zone));
+                }
+                NetSpec::Host(h) => lists.zone_hosts.push((h, n.zone, n.origin.to_string())),
+            }
         }
-    }
-    let (peer_chain, peer_skip) = peers(policy, &mut names, &mut notes, &mut sets);
-    pre.extend(peer_skip);
-    for f in [Family::V4, Family::V6] {
-        for stem in ["blockhost", "block"] {
-            pre.push(counted(
-                rule(vec![in_set(f, stem)], Action::Drop, "block list"),
-                counters::BLOCKED,
-            ));
+        for (idx, f) in [Family::V4, Family::V6].into_iter().enumerate() {
+            let v4 = f == Family::V4;
+            let elements = flatten(&zone_nets[idx])
+                .into_iter()
+                .map(|i| Element {
+                    lo: to_addr(i.lo, v4),
+                    hi: to_addr(i.hi, v4),
+                    goto: Some(zone_chain(i.label)),
+                })
+                .collect();
+            let mut m = static_set(
+                Fixed::ZoneMap.set(f),
+                f,
+                "zone by source network, most specific prefix wins",
+                elements,
+            );
+            m.verdict_map = true;
+            self.sets.push(m);
         }
+        lists
     }
-    for e in &block_hosts {
-        let NetSpec::Host(h) = &e.net else { continue };
-        let ns = names.get(
-            h,
-            false,
-            false,
-            &mut sets,
-            &mut notes,
-            &format!("block {}", e.origin),
-        );
-        for m in name_matches(&ns) {
+
+    /// `vw_pre` (prerouting, priority raw: before conntrack): loopback,
+    /// management, HEP senders, allow lists, peers, block lists, bans,
+    /// flood guards, the aggregate guard. Returns it and `vw_peers`.
+    fn prerouting(&mut self, ports: &SipPorts, lists: &Lists<'_>) -> (Vec<Rule>, Vec<Rule>) {
+        let policy = self.policy;
+        let mut pre = vec![rule(vec![Match::Loopback], Action::Accept, "loopback")];
+        // Management is never banned, flood-limited or rate-limited: it skips
+        // every ban, block and meter here (zones still decide what it reaches).
+        for family in [Family::V4, Family::V6] {
+            let nets = of_family(&policy.host.management, family);
+            if !nets.is_empty() {
+                pre.push(rule(
+                    vec![Match::SaddrNets { family, nets }],
+                    Action::Accept,
+                    "management networks skip bans, blocks and flood guards ([host] management)",
+                ));
+            }
+        }
+        // HEP senders reach the HEP listener past every ban, block and flood
+        // guard: a ban of a sender (by an operator's --force, or a kernel flood
+        // guard) must not blind detection through it.
+        let mut hep_ports: Vec<u16> = policy.hep.listen.iter().map(|a| a.port()).collect();
+        hep_ports.sort_unstable();
+        hep_ports.dedup();
+        for family in [Family::V4, Family::V6] {
+            let nets = of_family(&policy.hep.senders, family);
+            if nets.is_empty() || hep_ports.is_empty() {
+                continue;
+            }
+            for proto in [Proto::Udp, Proto::Tcp] {
+                pre.push(rule(
+                    vec![
+                        Match::SaddrNets {
+                            family,
+                            nets: nets.clone(),
+                        },
+                        Match::Dport(
+                            proto,
+                            hep_ports
+                                .iter()
+                                .map(|&p| PortSpec { proto, lo: p, hi: p })
+                                .collect(),
+                        ),
+                    ],
+                    Action::Accept,
+                    "HEP senders reach the HEP listener past bans, blocks and flood guards ([hep] senders)",
+                ));
+            }
+        }
+        for f in [Family::V4, Family::V6] {
+            for (set, comment) in [
+                (Fixed::Allow.set(f), "allow list skips ban lookups"),
+                (Fixed::AllowHost.set(f), "allow list skips ban lookups"),
+                (Role::AllowRt.set(f), "runtime allow skips ban lookups"),
+            ] {
+                pre.push(rule(vec![in_set(f, set)], Action::Accept, comment));
+            }
+        }
+        for e in &lists.allow_hosts {
+            let NetSpec::Host(h) = &e.net else { continue };
+            let ns = self.names.get(
+                h,
+                false,
+                true,
+                &mut self.sets,
+                &mut self.notes,
+                &format!("allow {}", e.origin),
+            );
+            for m in name_matches(&ns) {
+                pre.push(rule(
+                    vec![m],
+                    Action::Accept,
+                    format!("allow list {h} skips ban lookups / {}", e.origin),
+                ));
+            }
+        }
+        let (peer_chain, peer_skip) =
+            peers(policy, &mut self.names, &mut self.notes, &mut self.sets);
+        pre.extend(peer_skip);
+        for f in [Family::V4, Family::V6] {
+            for set in [Fixed::BlockHost.set(f), Fixed::Block.set(f)] {
+                pre.push(counted(
+                    rule(vec![in_set(f, set)], Action::Drop, "block list"),
+                    counters::BLOCKED,
+                ));
+            }
+        }
+        for e in &lists.block_hosts {
+            let NetSpec::Host(h) = &e.net else { continue };
+            let ns = self.names.get(
+                h,
+                false,
+                false,
+                &mut self.sets,
+                &mut self.notes,
+                &format!("block {}", e.origin),
+            );
+            for m in name_matches(&ns) {
+                pre.push(counted(
+                    rule(
+                        vec![m],
+                        Action::Drop,
+                        format!("block list {h} / {}", e.origin),
+                    ),
+                    counters::BLOCKED,
+                ));
+            }
+        }
+        for f in [Family::V4, Family::V6] {
+            for (set, comment) in [
+                (Role::Ban.set(f), "banned address"),
+                (Role::BanNet.set(f), "banned network"),
+            ] {
+                pre.push(counted(
+                    rule(vec![in_set(f, set)], Action::Drop, comment),
+                    counters::BANNED,
+                ));
+            }
+            let prefix = if f == Family::V4 {
+                policy.bans.ipv4_prefix
+            } else {
+                policy.bans.ipv6_prefix
+            };
             pre.push(counted(
                 rule(
-                    vec![m],
+                    vec![
+                        Match::SaddrIn {
+                            family: f,
+                            set: Role::Known.set(f).into(),
+                            negate: true,
+                        },
+                        Match::SaddrIn {
+                            family: f,
+                            set: Role::Remembered.set(f).into(),
+                            negate: true,
+                        },
+                        Match::SaddrPrefixIn {
+                            family: f,
+                            prefix,
+                            set: Role::BanPrefix.set(f).into(),
+                        },
+                    ],
                     Action::Drop,
-                    format!("block list {h} / {}", e.origin),
+                    format!("banned /{prefix} prefix, known and remembered endpoints spared"),
                 ),
-                counters::BLOCKED,
-            ));
-        }
-    }
-    for f in [Family::V4, Family::V6] {
-        let s = fam_suffix(f);
-        for (stem, comment) in [("ban", "banned address"), ("bannet", "banned network")] {
-            pre.push(counted(
-                rule(vec![in_set(f, stem)], Action::Drop, comment),
                 counters::BANNED,
             ));
         }
-        let prefix = if f == Family::V4 {
-            policy.bans.ipv4_prefix
-        } else {
-            policy.bans.ipv6_prefix
-        };
-        pre.push(counted(
-            rule(
-                vec![
-                    Match::SaddrIn {
-                        family: f,
-                        set: format!("vw_known_{s}"),
-                        negate: true,
-                    },
-                    Match::SaddrIn {
-                        family: f,
-                        set: format!("vw_remembered_{s}"),
-                        negate: true,
-                    },
-                    Match::SaddrPrefixIn {
-                        family: f,
-                        prefix,
-                        set: format!("vw_banpfx_{s}"),
-                    },
-                ],
-                Action::Drop,
-                format!("banned /{prefix} prefix, known and remembered endpoints spared"),
-            ),
-            counters::BANNED,
-        ));
+        if !ports.udp.is_empty() {
+            pre.extend(flood_guards(policy, &ports.udp));
+        }
+        (pre, peer_chain)
     }
-    if !sip_udp.is_empty() {
-        let origin = if policy.sip.origin.file.is_empty() {
-            "defaults".to_string()
-        } else {
-            policy.sip.origin.to_string()
-        };
-        for f in [Family::V4, Family::V6] {
-            let s = fam_suffix(f);
-            pre.push(counted(
-                rule(
-                    vec![Match::ToLocal, Match::Dport(Proto::Udp, sip_udp.clone())],
-                    Action::MeterBan {
-                        family: f,
-                        meter: format!("vw_flood2_{s}"),
-                        pps: policy.sip.flood_level2_pps,
-                        ban_set: format!("vw_ban_{s}"),
-                        timeout: policy.sip.flood_ban,
-                    },
-                    format!("SIP flood level 2: ban / {origin}"),
-                ),
-                counters::FLOOD_BANNED,
+
+    /// `vw_input`: the fixed prologue, NFLOG copies, the established
+    /// shortcut (SIP excluded), peers, networks by name, the zone maps, the
+    /// interfaces, the default zone.
+    fn input(
+        &mut self,
+        ports: &SipPorts,
+        zone_hosts: &[(&str, Zone, String)],
+        peers: bool,
+    ) -> Vec<Rule> {
+        let policy = self.policy;
+        let mut input = prologue();
+        input.extend(nflog_copy(policy, Copy::In, Proto::Udp, &ports.read_udp));
+        input.extend(nflog_copy(policy, Copy::In, Proto::Tcp, &ports.read_tcp));
+        input.push(rule(
+            vec![Match::Ct(CtMatch::EstablishedRelated)],
+            Action::Jump("vw_established".into()),
+            "established flows, except SIP ports",
+        ));
+        if peers {
+            input.push(rule(
+                vec![],
+                Action::Jump("vw_peers".into()),
+                "trunks and peers from the PBX: their own ports only",
             ));
-            pre.push(counted(
-                rule(
-                    vec![Match::ToLocal, Match::Dport(Proto::Udp, sip_udp.clone())],
-                    Action::MeterDrop {
-                        family: f,
-                        meter: format!("vw_flood1_{s}"),
-                        pps: policy.sip.flood_level1_pps,
-                    },
-                    format!("SIP flood level 1: drop excess / {origin}"),
-                ),
-                counters::FLOOD_DROPPED,
-            ));
-            if policy.sip.responsive {
-                pre.push(counted(
-                    rule(
-                        vec![
-                            Match::ToLocal,
-                            Match::Dport(Proto::Udp, sip_udp.clone()),
-                            Match::SaddrIn {
-                                family: f,
-                                set: format!("vw_known_{s}"),
-                                negate: true,
-                            },
-                        ],
-                        Action::MeterBan {
-                            family: f,
-                            meter: format!("vw_unknown_{s}"),
-                            pps: policy.sip.unknown_pps,
-                            ban_set: format!("vw_ban_{s}"),
-                            timeout: policy.sip.flood_ban,
-                        },
-                        format!(
-                            "responsive: unknown source over {} pps banned, registered endpoints exempt / {origin}",
-                            policy.sip.unknown_pps
-                        ),
-                    ),
-                    counters::UNKNOWN_BANNED,
+        }
+        // Networks given by name: their own sets, before the map (a name's
+        // addresses are single hosts, the most specific prefix there is).
+        for (h, zone, origin) in zone_hosts {
+            // The same zones protect a network given by address
+            // (`protect::Protected`): the policy's own side and its peers.
+            let ns = self.names.get(
+                h,
+                false,
+                matches!(zone, Zone::Trusted | Zone::Local | Zone::Other),
+                &mut self.sets,
+                &mut self.notes,
+                &format!("network {origin}"),
+            );
+            for m in name_matches(&ns) {
+                input.push(rule(
+                    vec![m],
+                    Action::Goto(zone_chain(*zone)),
+                    format!("network {h} = {zone} / {origin}"),
                 ));
             }
         }
-        if policy.sip.aggregate_pps > 0 {
-            // Those the aggregate guard never limits: registered endpoints
-            // (served first under a flood), and the networks the policy
-            // names as its own or its peers (management and allow entries
-            // were accepted above).
-            for f in [Family::V4, Family::V6] {
-                pre.push(rule(
-                    vec![
-                        Match::ToLocal,
-                        Match::Dport(Proto::Udp, sip_udp.clone()),
-                        in_set(f, "known"),
-                    ],
-                    Action::Accept,
-                    "registered endpoints skip the aggregate SIP guard",
-                ));
-                let nets: Vec<IpNet> = IpNet::aggregate(
-                    &policy
-                        .networks
-                        .iter()
-                        .filter(|n| matches!(n.zone, Zone::Trusted | Zone::Local | Zone::Other))
-                        .filter_map(|n| match &n.net {
-                            NetSpec::Net(net) => Some(*net),
-                            _ => None,
-                        })
-                        .chain(policy.peers.iter().filter_map(|p| match &p.net {
-                            NetSpec::Net(net) => Some(*net),
-                            _ => None,
-                        }))
-                        .filter(|n| (f == Family::V4) == matches!(n, IpNet::V4(_)))
-                        .collect(),
-                );
-                if !nets.is_empty() {
-                    pre.push(rule(
-                        vec![
-                            Match::ToLocal,
-                            Match::Dport(Proto::Udp, sip_udp.clone()),
-                            Match::SaddrNets { family: f, nets },
-                        ],
-                        Action::Accept,
-                        "trusted, local and other networks and peers skip the aggregate SIP guard",
-                    ));
-                }
-            }
-            pre.push(counted(
-                rule(
-                    vec![Match::ToLocal, Match::Dport(Proto::Udp, sip_udp.clone())],
-                    Action::LimitOverDrop(policy.sip.aggregate_pps),
-                    format!(
-                        "aggregate SIP guard: over {} pps from unregistered sources in all, the excess is dropped / {origin}",
-                        policy.sip.aggregate_pps
-                    ),
-                ),
-                counters::AGGREGATE_DROPPED,
+        for (f, what) in [(Family::V4, "IPv4"), (Family::V6, "IPv6")] {
+            input.push(rule(
+                vec![],
+                Action::SaddrVmap(f, Fixed::ZoneMap.set(f).into()),
+                format!("zone by source network ({what})"),
             ));
+        }
+        if !policy.interfaces.is_empty() {
+            input.push(rule(
+                vec![],
+                Action::IifVmap(
+                    policy
+                        .interfaces
+                        .iter()
+                        .map(|i| (i.name.clone(), zone_chain(i.zone)))
+                        .collect(),
+                ),
+                "zone by interface",
+            ));
+        }
+        input.push(rule(
+            vec![],
+            Action::Goto(zone_chain(policy.default_zone)),
+            format!("default zone {}", policy.default_zone),
+        ));
+        input
+    }
+
+    /// SIP that packet copies cannot read: say so, unless HEP brings it,
+    /// since detection there depends on a source the ruleset does not
+    /// provide; and say when no SIP is copied at all.
+    fn notes_on_unread(&mut self, ports: &SipPorts) {
+        let policy = self.policy;
+        let unread = if policy.hep.listen.is_empty() {
+            policy.sip_unreadable_ports()
+        } else {
+            Vec::new()
+        };
+        for (port, service, transport) in unread {
+            self.notes.push(format!(
+                "SIP on {port} ({service}) is {}: packet copies cannot read it; detection there needs HEP or the PBX's log",
+                if transport == voipwall_policy::SipTransport::Tls {
+                    "TLS"
+                } else {
+                    "secure WebSocket"
+                }
+            ));
+        }
+        if policy.sip.nflog_group.is_none() && ports.readable {
+            self.notes.push(
+                "[sip] nflog_group = false: no SIP packet is copied to detection; it depends on logs or HEP"
+                    .to_string(),
+            );
         }
     }
 
-    // input: essentials, NFLOG copies, SIP excluded from the established shortcut, zones.
-    // The fixed prologue: loopback, ICMP essentials, conntrack invalid.
-    let mut input = vec![
+    /// One chain per zone: a rule per granted service and protocol, RTP,
+    /// then a counted drop (`reject` for the reject zone); `trusted`
+    /// accepts. The drop counters join `used`.
+    fn zone_chains(&mut self, used: &mut Vec<String>) -> Vec<Chain> {
+        let policy = self.policy;
+        let rtp = rtp_ranges(policy, &mut self.notes);
+        let mut chains = Vec::new();
+        for zone in Zone::ALL {
+            let mut rules = Vec::new();
+            if zone == Zone::Trusted {
+                rules.push(counted(
+                    rule(vec![], Action::Accept, "zone trusted accepts everything"),
+                    "",
+                ));
+                chains.push(Chain {
+                    name: zone_chain(zone),
+                    hook: None,
+                    rules,
+                });
+                continue;
+            }
+            if zone != Zone::Reject {
+                for g in policy.grants.get(&zone).into_iter().flatten() {
+                    let Some(svc) = policy.services.get(&g.service) else {
+                        continue;
+                    };
+                    for proto in [Proto::Udp, Proto::Tcp] {
+                        let ports: Vec<PortSpec> = svc
+                            .ports
+                            .iter()
+                            .copied()
+                            .filter(|p| p.proto == proto)
+                            .collect();
+                        if ports.is_empty() {
+                            continue;
+                        }
+                        rules.push(counted(
+                            rule(
+                                vec![Match::Dport(proto, ports)],
+                                Action::Accept,
+                                format!("zone {zone} / service {} / {}", g.service, g.origin),
+                            ),
+                            "",
+                        ));
+                    }
+                }
+            }
+            if policy.rtp.zones.contains(&zone) && !rtp.is_empty() {
+                rules.push(counted(
+                    rule(
+                        vec![Match::Dport(Proto::Udp, rtp.clone())],
+                        Action::Accept,
+                        format!("zone {zone} / rtp / {}", policy.rtp.origin),
+                    ),
+                    "",
+                ));
+            }
+            let c = zone_drop_counter(zone);
+            let last = if zone == Zone::Reject {
+                Action::Reject
+            } else {
+                Action::Drop
+            };
+            rules.push(counted(
+                rule(vec![], last, format!("zone {zone}: everything else")),
+                &c,
+            ));
+            used.push(c);
+            chains.push(Chain {
+                name: zone_chain(zone),
+                hook: None,
+                rules,
+            });
+        }
+        chains
+    }
+}
+
+/// `vw_input`'s fixed prologue: loopback, ICMP essentials, conntrack
+/// invalid.
+fn prologue() -> Vec<Rule> {
+    vec![
         rule(vec![Match::Loopback], Action::Accept, "loopback"),
         rule(
             vec![Match::Icmpv6(icmp(&[
@@ -765,307 +1018,121 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
             Action::Drop,
             "conntrack invalid",
         ),
-    ];
-    if let (Some(group), false) = (policy.sip.nflog_group, read_udp.is_empty()) {
-        input.push(counted(
+    ]
+}
+
+/// The kernel's guards on UDP SIP in `vw_pre`: per-source flood levels 2
+/// (ban) and 1 (drop the excess), responsive mode's meter of unknown
+/// sources, and the aggregate guard with those it never limits.
+fn flood_guards(policy: &Policy, sip_udp: &[PortSpec]) -> Vec<Rule> {
+    let mut pre = Vec::new();
+    let origin = if policy.sip.origin.file.is_empty() {
+        "defaults".to_string()
+    } else {
+        policy.sip.origin.to_string()
+    };
+    let sip = || Match::Dport(Proto::Udp, sip_udp.to_vec());
+    for f in [Family::V4, Family::V6] {
+        pre.push(counted(
             rule(
-                vec![
-                    Match::Dport(Proto::Udp, read_udp.clone()),
-                    Match::SipResponse(false),
-                ],
-                Action::Nflog {
-                    group,
-                    snaplen: NFLOG_SNAPLEN,
+                vec![Match::ToLocal, sip()],
+                Action::MeterBan {
+                    family: f,
+                    meter: Fixed::Flood2.set(f).into(),
+                    pps: policy.sip.flood_level2_pps,
+                    ban_set: Role::Ban.set(f).into(),
+                    timeout: policy.sip.flood_ban,
                 },
-                format!("copy inbound SIP requests to NFLOG group {group}"),
+                format!("SIP flood level 2: ban / {origin}"),
             ),
-            counters::NFLOG_IN,
+            counters::FLOOD_BANNED,
         ));
-    }
-    if let (Some(group), false) = (policy.sip.nflog_group, read_tcp.is_empty()) {
-        // Every segment of the stream (SYNs tell where it starts; the
-        // daemon reassembles and frames the messages).
-        input.push(counted(
+        pre.push(counted(
             rule(
-                vec![Match::Dport(Proto::Tcp, read_tcp.clone())],
-                Action::Nflog {
-                    group,
-                    snaplen: NFLOG_SNAPLEN,
+                vec![Match::ToLocal, sip()],
+                Action::MeterDrop {
+                    family: f,
+                    meter: Fixed::Flood1.set(f).into(),
+                    pps: policy.sip.flood_level1_pps,
                 },
-                format!("copy inbound SIP over TCP to NFLOG group {group}"),
+                format!("SIP flood level 1: drop excess / {origin}"),
             ),
-            counters::NFLOG_IN_TCP,
+            counters::FLOOD_DROPPED,
         ));
-    }
-    input.push(rule(
-        vec![Match::Ct(CtMatch::EstablishedRelated)],
-        Action::Jump("vw_established".into()),
-        "established flows, except SIP ports",
-    ));
-    if !peer_chain.is_empty() {
-        input.push(rule(
-            vec![],
-            Action::Jump("vw_peers".into()),
-            "trunks and peers from the PBX: their own ports only",
-        ));
-    }
-    // Networks given by name: their own sets, before the map (a name's
-    // addresses are single hosts, the most specific prefix there is).
-    for (h, zone, origin) in &zone_hosts {
-        // The same zones protect a network given by address
-        // (`protect::Protected`): the policy's own side and its peers.
-        let ns = names.get(
-            h,
-            false,
-            matches!(zone, Zone::Trusted | Zone::Local | Zone::Other),
-            &mut sets,
-            &mut notes,
-            &format!("network {origin}"),
-        );
-        for m in name_matches(&ns) {
-            input.push(rule(
-                vec![m],
-                Action::Goto(zone_chain(*zone)),
-                format!("network {h} = {zone} / {origin}"),
+        if policy.sip.responsive {
+            pre.push(counted(
+                rule(
+                    vec![
+                        Match::ToLocal,
+                        sip(),
+                        Match::SaddrIn {
+                            family: f,
+                            set: Role::Known.set(f).into(),
+                            negate: true,
+                        },
+                    ],
+                    Action::MeterBan {
+                        family: f,
+                        meter: Fixed::Unknown.set(f).into(),
+                        pps: policy.sip.unknown_pps,
+                        ban_set: Role::Ban.set(f).into(),
+                        timeout: policy.sip.flood_ban,
+                    },
+                    format!(
+                        "responsive: unknown source over {} pps banned, registered endpoints exempt / {origin}",
+                        policy.sip.unknown_pps
+                    ),
+                ),
+                counters::UNKNOWN_BANNED,
             ));
         }
-    }
-    input.push(rule(
-        vec![],
-        Action::SaddrVmap(Family::V4, "vw_zone_v4".into()),
-        "zone by source network (IPv4)",
-    ));
-    input.push(rule(
-        vec![],
-        Action::SaddrVmap(Family::V6, "vw_zone_v6".into()),
-        "zone by source network (IPv6)",
-    ));
-    if !policy.interfaces.is_empty() {
-        input.push(rule(
-            vec![],
-            Action::IifVmap(
-                policy
-                    .interfaces
-                    .iter()
-                    .map(|i| (i.name.clone(), zone_chain(i.zone)))
-                    .collect(),
-            ),
-            "zone by interface",
-        ));
-    }
-    input.push(rule(
-        vec![],
-        Action::Goto(zone_chain(policy.default_zone)),
-        format!("default zone {}", policy.default_zone),
-    ));
-
-    let mut established = Vec::new();
-    if !sip_udp.is_empty() {
-        established.push(rule(
-            vec![Match::Dport(Proto::Udp, sip_udp.clone())],
-            Action::Return,
-            "SIP is classified by zone even when established",
-        ));
-    }
-    if !sip_tcp.is_empty() {
-        established.push(rule(
-            vec![Match::Dport(Proto::Tcp, sip_tcp.clone())],
-            Action::Return,
-            "SIP is classified by zone even when established",
-        ));
-    }
-    established.push(rule(vec![], Action::Accept, "established, related"));
-
-    let mut chains = vec![
-        Chain {
-            name: "vw_pre".into(),
-            hook: Some(Hook {
-                hook: "prerouting".into(),
-                priority: "raw".into(),
-                policy: "accept".into(),
-            }),
-            rules: pre,
-        },
-        Chain {
-            name: "vw_input".into(),
-            hook: Some(Hook {
-                hook: "input".into(),
-                priority: "filter".into(),
-                policy: "drop".into(),
-            }),
-            rules: input,
-        },
-    ];
-    let mut output = Vec::new();
-    if let (Some(group), false) = (policy.sip.nflog_group, read_udp.is_empty()) {
-        output.push(counted(
-            rule(
-                vec![
-                    Match::Sport(Proto::Udp, read_udp.clone()),
-                    Match::SipResponse(true),
-                ],
-                Action::Nflog {
-                    group,
-                    snaplen: NFLOG_SNAPLEN,
-                },
-                format!("copy outbound SIP responses to NFLOG group {group}"),
-            ),
-            counters::NFLOG_OUT,
-        ));
-    }
-    if let (Some(group), false) = (policy.sip.nflog_group, read_tcp.is_empty()) {
-        output.push(counted(
-            rule(
-                vec![Match::Sport(Proto::Tcp, read_tcp.clone())],
-                Action::Nflog {
-                    group,
-                    snaplen: NFLOG_SNAPLEN,
-                },
-                format!("copy outbound SIP over TCP to NFLOG group {group}"),
-            ),
-            counters::NFLOG_OUT_TCP,
-        ));
-    }
-    chains.push(Chain {
-        name: "vw_output".into(),
-        hook: Some(Hook {
-            hook: "output".into(),
-            priority: "filter".into(),
-            policy: "accept".into(),
-        }),
-        rules: output,
-    });
-    chains.push(Chain {
-        name: "vw_established".into(),
-        hook: None,
-        rules: established,
-    });
-    if !peer_chain.is_empty() {
-        chains.push(Chain {
-            name: "vw_peers".into(),
-            hook: None,
-            rules: peer_chain,
-        });
-    }
-
-    // Zone chains.
-    let mut used_counters = vec![
-        counters::BLOCKED.to_string(),
-        counters::BANNED.to_string(),
-        counters::FLOOD_DROPPED.to_string(),
-        counters::FLOOD_BANNED.to_string(),
-        counters::NFLOG_IN.to_string(),
-        counters::NFLOG_OUT.to_string(),
-    ];
-    if policy.sip.nflog_group.is_some() && !read_tcp.is_empty() {
-        used_counters.push(counters::NFLOG_IN_TCP.to_string());
-        used_counters.push(counters::NFLOG_OUT_TCP.to_string());
-    }
-    // SIP that packet copies cannot read: say so, unless HEP brings it,
-    // since detection there depends on a source the ruleset does not provide.
-    let unread = if policy.hep.listen.is_empty() {
-        policy.sip_unreadable_ports()
-    } else {
-        Vec::new()
-    };
-    for (port, service, transport) in unread {
-        notes.push(format!(
-            "SIP on {port} ({service}) is {}: packet copies cannot read it; detection there needs HEP or the PBX's log",
-            if transport == voipwall_policy::SipTransport::Tls {
-                "TLS"
-            } else {
-                "secure WebSocket"
-            }
-        ));
-    }
-    if policy.sip.nflog_group.is_none() && !readable.is_empty() {
-        notes.push(
-            "[sip] nflog_group = false: no SIP packet is copied to detection; it depends on logs or HEP"
-                .to_string(),
-        );
-    }
-    if policy.sip.responsive {
-        used_counters.push(counters::UNKNOWN_BANNED.to_string());
     }
     if policy.sip.aggregate_pps > 0 {
-        used_counters.push(counters::AGGREGATE_DROPPED.to_string());
-    }
-    let rtp = rtp_ranges(policy, &mut notes);
-    for zone in Zone::ALL {
-        let mut rules = Vec::new();
-        if zone == Zone::Trusted {
-            rules.push(counted(
-                rule(vec![], Action::Accept, "zone trusted accepts everything"),
-                "",
+        // Those the aggregate guard never limits: registered endpoints
+        // (served first under a flood), and the networks the policy
+        // names as its own or its peers (management and allow entries
+        // were accepted above).
+        for f in [Family::V4, Family::V6] {
+            pre.push(rule(
+                vec![Match::ToLocal, sip(), in_set(f, Role::Known.set(f))],
+                Action::Accept,
+                "registered endpoints skip the aggregate SIP guard",
             ));
-            chains.push(Chain {
-                name: zone_chain(zone),
-                hook: None,
-                rules,
-            });
-            continue;
-        }
-        if zone != Zone::Reject {
-            for g in policy.grants.get(&zone).into_iter().flatten() {
-                let Some(svc) = policy.services.get(&g.service) else {
-                    continue;
-                };
-                for proto in [Proto::Udp, Proto::Tcp] {
-                    let ports: Vec<PortSpec> = svc
-                        .ports
-                        .iter()
-                        .copied()
-                        .filter(|p| p.proto == proto)
-                        .collect();
-                    if ports.is_empty() {
-                        continue;
-                    }
-                    rules.push(counted(
-                        rule(
-                            vec![Match::Dport(proto, ports)],
-                            Action::Accept,
-                            format!("zone {zone} / service {} / {}", g.service, g.origin),
-                        ),
-                        "",
-                    ));
-                }
+            let own: Vec<IpNet> = policy
+                .networks
+                .iter()
+                .filter(|n| matches!(n.zone, Zone::Trusted | Zone::Local | Zone::Other))
+                .filter_map(|n| match &n.net {
+                    NetSpec::Net(net) => Some(*net),
+                    _ => None,
+                })
+                .chain(policy.peers.iter().filter_map(|p| match &p.net {
+                    NetSpec::Net(net) => Some(*net),
+                    _ => None,
+                }))
+                .collect();
+            let nets = of_family(&own, f);
+            if !nets.is_empty() {
+                pre.push(rule(
+                    vec![Match::ToLocal, sip(), Match::SaddrNets { family: f, nets }],
+                    Action::Accept,
+                    "trusted, local and other networks and peers skip the aggregate SIP guard",
+                ));
             }
         }
-        if policy.rtp.zones.contains(&zone) && !rtp.is_empty() {
-            rules.push(counted(
-                rule(
-                    vec![Match::Dport(Proto::Udp, rtp.clone())],
-                    Action::Accept,
-                    format!("zone {zone} / rtp / {}", policy.rtp.origin),
+        pre.push(counted(
+            rule(
+                vec![Match::ToLocal, sip()],
+                Action::LimitOverDrop(policy.sip.aggregate_pps),
+                format!(
+                    "aggregate SIP guard: over {} pps from unregistered sources in all, the excess is dropped / {origin}",
+                    policy.sip.aggregate_pps
                 ),
-                "",
-            ));
-        }
-        let c = zone_drop_counter(zone);
-        let last = if zone == Zone::Reject {
-            Action::Reject
-        } else {
-            Action::Drop
-        };
-        rules.push(counted(
-            rule(vec![], last, format!("zone {zone}: everything else")),
-            &c,
+            ),
+            counters::AGGREGATE_DROPPED,
         ));
-        used_counters.push(c);
-        chains.push(Chain {
-            name: zone_chain(zone),
-            hook: None,
-            rules,
-        });
     }
-
-    Ruleset {
-        sets,
-        counters: used_counters,
-        chains,
-        notes,
-        names: names.list,
-    }
+    pre
 }
 
 /// The RTP ranges with every UDP port of a granted service carved out: a

@@ -80,6 +80,53 @@ impl Role {
     }
 }
 
+/// The policy plane's sets (refilled by every apply from the policy) and
+/// the kernel's per-source rate meters: their names live here too, so no
+/// set name is spelled twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fixed {
+    /// The allow list's networks (interval).
+    Allow,
+    /// The allow list's single addresses (hash).
+    AllowHost,
+    /// The block list's networks (interval).
+    Block,
+    /// The block list's single addresses (hash).
+    BlockHost,
+    /// Zone by source network (interval verdict map).
+    ZoneMap,
+    /// SIP flood meter, level 1.
+    Flood1,
+    /// SIP flood meter, level 2.
+    Flood2,
+    /// Responsive mode's meter of unknown sources.
+    Unknown,
+}
+
+impl Fixed {
+    /// The kernel set's name for a family.
+    pub const fn set(self, f: Family) -> &'static str {
+        match (self, f) {
+            (Self::Allow, Family::V4) => "vw_allow_v4",
+            (Self::Allow, Family::V6) => "vw_allow_v6",
+            (Self::AllowHost, Family::V4) => "vw_allowhost_v4",
+            (Self::AllowHost, Family::V6) => "vw_allowhost_v6",
+            (Self::Block, Family::V4) => "vw_block_v4",
+            (Self::Block, Family::V6) => "vw_block_v6",
+            (Self::BlockHost, Family::V4) => "vw_blockhost_v4",
+            (Self::BlockHost, Family::V6) => "vw_blockhost_v6",
+            (Self::ZoneMap, Family::V4) => "vw_zone_v4",
+            (Self::ZoneMap, Family::V6) => "vw_zone_v6",
+            (Self::Flood1, Family::V4) => "vw_flood1_v4",
+            (Self::Flood1, Family::V6) => "vw_flood1_v6",
+            (Self::Flood2, Family::V4) => "vw_flood2_v4",
+            (Self::Flood2, Family::V6) => "vw_flood2_v6",
+            (Self::Unknown, Family::V4) => "vw_unknown_v4",
+            (Self::Unknown, Family::V6) => "vw_unknown_v6",
+        }
+    }
+}
+
 /// The family of an address or network.
 pub fn family_of(net: &IpNet) -> Family {
     match net {
