@@ -14,6 +14,7 @@ pub mod human;
 pub mod owned;
 pub mod plane;
 pub mod safety;
+pub mod tokens;
 
 /// Invalid input: exit code 1. The message is already rendered for humans.
 #[derive(Debug)]

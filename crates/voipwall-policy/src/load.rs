@@ -65,6 +65,7 @@ const TOP_KEYS: &[&str] = &[
     "discover",
     "dns",
     "hep",
+    "api",
     "source",
 ];
 
@@ -117,6 +118,7 @@ struct Raw {
     discover: DiscoverSettings,
     dns: DnsSettings,
     hep: HepSettings,
+    api: ApiSettings,
     /// Where each `[hep] senders` entry was written.
     hep_sender_at: Vec<(IpNet, At<String>)>,
     /// `[[source]]` entries: the source, whether enabled, where written.
@@ -580,6 +582,47 @@ fn read_file(
                             span: get(et, "format").map_or(e.span(), |f| f.span()),
                         };
                         raw.sources.push((s, enabled, here));
+                    }
+                }
+            }
+            "api" => {
+                let Some(t) = w.table(v, "[api]") else {
+                    continue;
+                };
+                if !once(w, raw, "api", k.span(), sources) {
+                    continue;
+                }
+                w.check_keys(t, &["listen", "insecure_http"], "[api]");
+                if let Some(v) = get(t, "insecure_http")
+                    && let Some(b) = w.bool(v, "insecure_http")
+                {
+                    raw.api.insecure_http = b;
+                }
+                let mut open: Vec<(String, Range<usize>)> = Vec::new();
+                if let Some(v) = get(t, "listen") {
+                    for (sv, span) in w.str_list(v, "listen") {
+                        match sv.parse::<std::net::SocketAddr>() {
+                            Ok(a) => {
+                                if !a.ip().is_loopback() {
+                                    open.push((sv.to_string(), span));
+                                }
+                                raw.api.listen.push(a);
+                            }
+                            Err(_) => w.error(
+                                span,
+                                format!("`{sv}` is not an address and port"),
+                                "expected e.g. 127.0.0.1:8787 or [::1]:8787",
+                            ),
+                        }
+                    }
+                }
+                if !raw.api.insecure_http {
+                    for (sv, span) in open {
+                        w.error(
+                            span,
+                            format!("the API on `{sv}` would take tokens in plain HTTP from the network"),
+                            "this build serves the API over plain HTTP only: listen on loopback (behind your TLS proxy), or set `insecure_http = true`",
+                        );
                     }
                 }
             }
@@ -1322,6 +1365,7 @@ fn resolve(
         peers: Vec::new(),
         dns: raw.dns.clone(),
         hep: raw.hep.clone(),
+        api: raw.api.clone(),
         sources: log_sources,
     })
 }

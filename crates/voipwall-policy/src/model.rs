@@ -539,6 +539,15 @@ pub struct HepSettings {
     pub senders: Vec<IpNet>,
 }
 
+/// The HTTP API (`[api]`): off unless it names where to listen.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ApiSettings {
+    /// Addresses and ports; empty: no API.
+    pub listen: Vec<std::net::SocketAddr>,
+    /// Plain HTTP on a non-loopback address, spelled out.
+    pub insecure_http: bool,
+}
+
 /// Where discovery reads the PBX configuration (`[discover]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DiscoverSettings {
@@ -684,6 +693,8 @@ pub struct Policy {
     pub dns: DnsSettings,
     /// HEP input (`[hep]`).
     pub hep: HepSettings,
+    /// The HTTP API (`[api]`).
+    pub api: ApiSettings,
     /// Logs the daemon follows: the preset's, then the policy's
     /// `[[source]]` (same format and place: the policy's wins;
     /// `enabled = false` drops one).

@@ -245,6 +245,19 @@ pub struct Generation {
     pub ir: Option<String>,
 }
 
+/// An API token as stored (its hash is not shown).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenRow {
+    /// Its name (the audit log's actor is `api:<name>`).
+    pub name: String,
+    /// `admin`, `read` or `bouncer`.
+    pub role: String,
+    /// When it was created.
+    pub created: Timestamp,
+    /// When it was revoked.
+    pub revoked: Option<Timestamp>,
+}
+
 /// Row counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {
@@ -475,6 +488,13 @@ impl Store {
                 addr TEXT PRIMARY KEY,
                 last_ms INTEGER NOT NULL
              );
+             CREATE TABLE IF NOT EXISTS tokens (
+                name TEXT PRIMARY KEY,
+                role TEXT NOT NULL,
+                hash TEXT NOT NULL UNIQUE,
+                created_ms INTEGER NOT NULL,
+                revoked_ms INTEGER
+             );
              CREATE TABLE IF NOT EXISTS names (
                 host TEXT PRIMARY KEY,
                 addrs TEXT NOT NULL,
@@ -542,6 +562,59 @@ impl Store {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Stores an API token's hash (never the token) under `name`. A name
+    /// in use (even revoked) is refused: names are what the audit log
+    /// shows.
+    pub fn add_token(
+        &mut self,
+        name: &str,
+        role: &str,
+        hash: &str,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        Ok(self.conn.execute(
+            "INSERT OR IGNORE INTO tokens (name, role, hash, created_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![name, role, hash, ms(at)],
+        )? == 1)
+    }
+
+    /// Every token: name, role, created, revoked.
+    pub fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT name, role, created_ms, revoked_ms FROM tokens ORDER BY name")?;
+        let rows = st.query_map([], |r| {
+            let ts = |v: i64| Timestamp(u64::try_from(v).unwrap_or(0));
+            Ok(TokenRow {
+                name: r.get(0)?,
+                role: r.get(1)?,
+                created: ts(r.get(2)?),
+                revoked: r.get::<_, Option<i64>>(3)?.map(ts),
+            })
+        })?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(Into::into)
+    }
+
+    /// Revokes the token `name`; returns whether one was in force.
+    pub fn revoke_token(&mut self, name: &str, at: Timestamp) -> Result<bool, StoreError> {
+        Ok(self.conn.execute(
+            "UPDATE tokens SET revoked_ms = ?2 WHERE name = ?1 AND revoked_ms IS NULL",
+            params![name, ms(at)],
+        )? == 1)
+    }
+
+    /// The token in force with this hash: `(name, role)`.
+    pub fn token_by_hash(&self, hash: &str) -> Result<Option<(String, String)>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT name, role FROM tokens WHERE hash = ?1 AND revoked_ms IS NULL",
+                [hash],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
     }
 
     /// Forgets the answers of names not in `hosts` (a name the policy no

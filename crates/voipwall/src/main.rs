@@ -210,6 +210,9 @@ pub(crate) enum Cmd {
     },
     /// Have the daemon re-read and apply the policy (bans stay).
     Reload,
+    /// HTTP API tokens: create (shown once, stored hashed), list, revoke.
+    #[command(subcommand)]
+    Token(TokenCmd),
     /// List the services and presets of the catalog.
     Catalog,
     /// Judge the host's exposure: listening sockets against the policy,
@@ -244,6 +247,27 @@ pub(crate) enum Cmd {
     Assets {
         /// Output directory.
         dir: PathBuf,
+    },
+}
+
+/// `voipwall token ...`.
+#[derive(clap::Subcommand, Debug)]
+pub(crate) enum TokenCmd {
+    /// Create a token and print it once.
+    Create {
+        /// admin (read and change), read, or bouncer (the decisions stream only).
+        #[arg(long)]
+        role: String,
+        /// A name for the audit log (`api:<name>`).
+        #[arg(long)]
+        name: String,
+    },
+    /// The tokens, without their secrets.
+    List,
+    /// Revoke a token: it stops working at once.
+    Revoke {
+        /// Its name.
+        name: String,
     },
 }
 

@@ -2093,3 +2093,162 @@ fn every_runtime_verb_leaves_the_same_state_with_or_without_a_daemon() {
     assert!(text.contains("audit cli extend 203.0.113.7"), "{text}");
     assert!(text.contains("event unban 203.0.113.96/28"), "{text}");
 }
+
+/// Issue 20: the HTTP API, with traffic. No token → 401; a read token may
+/// read, not change (403); an admin token's ban is dropped by the kernel,
+/// audited as `api:<name>` and offered to a CrowdSec bouncer on the
+/// decisions stream, and its unban is the stream's `deleted`; a revoked
+/// token stops working at once.
+#[test]
+fn the_http_api_bans_through_the_one_plane_with_tokens_by_role() {
+    let mut lab = Lab::new();
+    lab.listen();
+    let policy = format!("{TRUTH}\n[api]\nlisten = [\"127.0.0.1:8787\"]\n");
+    lab.apply(&policy);
+    let token = |role: &str, name: &str| -> String {
+        let out = lab.voipwall(
+            &policy,
+            &["--json", "token", "create", "--role", role, "--name", name],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("token json");
+        v["token"].as_str().expect("token").to_string()
+    };
+    let (admin, read, bouncer) = (
+        token("admin", "ops"),
+        token("read", "grafana"),
+        token("bouncer", "edge"),
+    );
+    lab.start_daemon(&policy);
+    // (code, body) of one request from inside the firewall's namespace.
+    let http = |method: &str, path: &str, auth: Option<(&str, &str)>, body: Option<&str>| {
+        let url = format!("http://127.0.0.1:8787{path}");
+        let mut args = vec![
+            "curl",
+            "-s",
+            "-m",
+            "10",
+            "-X",
+            method,
+            "-w",
+            "\n%{http_code}",
+        ];
+        let h;
+        if let Some((k, v)) = auth {
+            h = format!("{k}: {v}");
+            args.extend(["-H", h.as_str()]);
+        }
+        if let Some(b) = body {
+            args.extend(["-H", "Content-Type: application/json", "-d", b]);
+        }
+        args.push(&url);
+        let out = lab.exec(&lab.fw, &args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+        (code.to_string(), body.to_string())
+    };
+    let bearer = |t: &str| format!("Bearer {t}");
+    let (admin_h, read_h) = (bearer(&admin), bearer(&read));
+    assert_eq!(http("GET", "/api/v1/status", None, None).0, "401");
+    let (code, body) = http(
+        "GET",
+        "/api/v1/status",
+        Some(("Authorization", &read_h)),
+        None,
+    );
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("\"mode\":\"enforce\""), "{body}");
+    let ban = r#"{"target":"203.0.113.7","duration":"1h","reason":"from the api"}"#;
+    let (code, body) = http(
+        "POST",
+        "/api/v1/bans",
+        Some(("Authorization", &read_h)),
+        Some(ban),
+    );
+    assert_eq!(code, "403", "{body}");
+    assert!(
+        body.contains("application/problem+json") || body.contains("\"status\":403"),
+        "{body}"
+    );
+    assert_eq!(lab.probe(&[("203.0.113.7", "udp/5060")]), vec!["pass"]);
+    let (code, body) = http(
+        "POST",
+        "/api/v1/bans",
+        Some(("Authorization", &admin_h)),
+        Some(ban),
+    );
+    assert_eq!(code, "200", "{body}");
+    assert_eq!(lab.probe(&[("203.0.113.7", "udp/5060")]), vec!["drop"]);
+    // A protected address is refused (the same plane as the CLI).
+    let (code, body) = http(
+        "POST",
+        "/api/v1/bans",
+        Some(("Authorization", &admin_h)),
+        Some(r#"{"target":"198.51.100.7"}"#),
+    );
+    assert_eq!(code, "422", "{body}");
+    assert!(body.contains("management"), "{body}");
+    let (code, body) = http(
+        "GET",
+        "/v1/decisions/stream?startup=true",
+        Some(("X-Api-Key", &bouncer)),
+        None,
+    );
+    assert_eq!(code, "200", "{body}");
+    assert!(
+        body.contains("\"value\":\"203.0.113.7\"") && body.contains("\"scope\":\"Ip\""),
+        "{body}"
+    );
+    assert_eq!(
+        http(
+            "GET",
+            "/api/v1/status",
+            Some(("Authorization", &bearer(&bouncer))),
+            None
+        )
+        .0,
+        "403",
+        "a bouncer token reads the decisions only"
+    );
+    let (code, body) = http(
+        "DELETE",
+        "/api/v1/bans/203.0.113.7",
+        Some(("Authorization", &admin_h)),
+        None,
+    );
+    assert_eq!(code, "200", "{body}");
+    assert_eq!(lab.probe(&[("203.0.113.7", "udp/5060")]), vec!["pass"]);
+    let (_, body) = http(
+        "GET",
+        "/v1/decisions/stream",
+        Some(("X-Api-Key", &bouncer)),
+        None,
+    );
+    assert!(
+        body.contains("\"deleted\":[") && body.contains("203.0.113.7"),
+        "{body}"
+    );
+    let db = lab.dir.join("state").join("state.db");
+    let q = "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\nfor r in c.execute(\"SELECT actor, action, detail FROM audit ORDER BY id\"): print(*r)\n";
+    let audit = String::from_utf8_lossy(&run(&["python3", "-c", q, db.to_str().unwrap()]).stdout)
+        .into_owned();
+    assert!(
+        audit.contains("api:ops ban 203.0.113.7") && audit.contains("api:ops unban 203.0.113.7"),
+        "{audit}"
+    );
+    let (code, body) = http("GET", "/metrics", Some(("Authorization", &read_h)), None);
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("voipwall_active_bans "), "{body}");
+    let out = lab.voipwall(&policy, &["token", "revoke", "ops"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        http(
+            "GET",
+            "/api/v1/status",
+            Some(("Authorization", &admin_h)),
+            None
+        )
+        .0,
+        "401"
+    );
+}

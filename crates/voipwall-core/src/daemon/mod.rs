@@ -395,8 +395,45 @@ struct Daemon {
     names: Option<names::Names>,
 }
 
+/// What the HTTP API (its own crate, its own async runtime thread) gets
+/// from the daemon: where to listen, the store, and the control channel.
+pub struct ApiContext {
+    /// `[api]` of the policy in force at start.
+    pub settings: voipwall_policy::ApiSettings,
+    /// The state directory (tokens are looked up in its store).
+    pub state_dir: PathBuf,
+    /// The engine thread, asked as a control-socket client would.
+    pub control: ControlHandle,
+    /// Set when the daemon stops.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Starts the HTTP API (the binary passes `voipwall-api`'s).
+pub type ApiStarter = fn(ApiContext) -> anyhow::Result<()>;
+
+/// The engine thread's control channel, for the HTTP API: the same
+/// requests and typed answers as the control socket, no second path.
+#[derive(Clone)]
+pub struct ControlHandle {
+    tx: Sender<Input>,
+    waker: Waker,
+}
+
+impl ControlHandle {
+    /// Asks the engine thread; `None` when it did not answer within
+    /// `timeout` (or the daemon is stopping). A stream's first answer only.
+    pub fn call(&self, req: Request, timeout: std::time::Duration) -> Option<control::Answer> {
+        let (rtx, rrx) = mpsc::channel();
+        self.tx.send(Input::Control(req, rtx)).ok()?;
+        self.waker.wake();
+        match rrx.recv_timeout(timeout).ok()? {
+            Reply::One(a) | Reply::Stream(a, _) => Some(a),
+        }
+    }
+}
+
 /// Runs the daemon until SIGTERM/SIGINT.
-pub fn run(cli: &Paths, a: &DaemonArgs) -> anyhow::Result<()> {
+pub fn run(cli: &Paths, a: &DaemonArgs, api: Option<ApiStarter>) -> anyhow::Result<()> {
     init_logging();
     if a.sandbox && in_host_namespace() {
         return Err(Invalid(
@@ -604,6 +641,24 @@ pub fn run(cli: &Paths, a: &DaemonArgs) -> anyhow::Result<()> {
     let _control = control::serve(&a.socket, tx.clone(), waker.clone())
         .with_context(|| format!("listening on {}", a.socket.display()))?;
     tracing::info!(socket = %a.socket.display(), "Control socket ready.");
+    if !d.policy.api.listen.is_empty() {
+        match api {
+            Some(start) => {
+                if let Err(e) = start(ApiContext {
+                    settings: d.policy.api.clone(),
+                    state_dir: cli.state_dir.clone(),
+                    control: ControlHandle {
+                        tx: tx.clone(),
+                        waker: waker.clone(),
+                    },
+                    stop: stop.clone(),
+                }) {
+                    tracing::error!(error = %format!("{e:#}"), "The HTTP API could not start; everything else runs.");
+                }
+            }
+            None => tracing::warn!("[api] is set but this build has no HTTP API."),
+        }
+    }
     if !d.policy.hep.listen.is_empty() {
         hep::serve(
             d.policy.hep.listen.clone(),

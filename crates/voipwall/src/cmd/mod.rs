@@ -144,7 +144,57 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
                 state_dir: g.state_dir.clone(),
             },
             a,
+            Some(voipwall_api::start),
         ),
+        Cmd::Token(t) => token(g, t),
+    }
+}
+
+/// `voipwall token create|list|revoke`: API tokens in the store, hashed.
+fn token(g: &Globals, t: &crate::TokenCmd) -> anyhow::Result<()> {
+    use crate::TokenCmd;
+    let mut store = crate::safety::state_store(&g.state_dir)?;
+    match t {
+        TokenCmd::Create { role, name } => {
+            let role = voipwall_core::tokens::Role::parse(role)
+                .ok_or_else(|| Invalid(format!("error: --role {role}: admin, read or bouncer")))?;
+            let token = voipwall_core::tokens::create(&mut store, name, role)?;
+            if g.json {
+                out(&json!({"name": name, "role": role.name(), "token": token}).to_string())
+            } else {
+                out(&format!(
+                    "{token}\n(the {} token `{name}`; shown once, stored hashed: keep it now)",
+                    role.name()
+                ))
+            }
+        }
+        TokenCmd::List => {
+            let rows = store.tokens()?;
+            if g.json {
+                return out(&serde_json::to_string(&rows)?);
+            }
+            let mut s = format!("{:<24} {:<8} {}\n", "NAME", "ROLE", "STATE");
+            for r in &rows {
+                s.push_str(&format!(
+                    "{:<24} {:<8} {}\n",
+                    r.name,
+                    r.role,
+                    r.revoked.map_or_else(
+                        || format!("created {}", r.created),
+                        |t| format!("revoked {t}")
+                    )
+                ));
+            }
+            out(&s)
+        }
+        TokenCmd::Revoke { name } => {
+            let at = crate::safety::now();
+            if !store.revoke_token(name, at)? {
+                return Err(Invalid(format!("error: no token named `{name}` is in force")).into());
+            }
+            store.audit(at, "cli", "token-revoke", name)?;
+            out(&format!("revoked the token `{name}`"))
+        }
     }
 }
 

@@ -1,0 +1,552 @@
+//! The HTTP API: a client of the daemon's control channel (the same
+//! requests and typed answers as the control socket, the same ban plane
+//! behind them), on its own thread with its own small async runtime. It
+//! never touches the kernel or the engine itself, and the engine loop never
+//! waits for it.
+//!
+//! Resources (all JSON; errors are `application/problem+json`):
+//! - `GET /api/v1/status` (read)
+//! - `GET /api/v1/bans?all=&rule=&net=&limit=` (read)
+//! - `POST /api/v1/bans` `{"target", "duration", "reason", "exact", "force"}` (admin)
+//! - `DELETE /api/v1/bans/{target}` (admin; a network as `203.0.113.0%2F24`)
+//! - `POST /api/v1/bans/{target}/extend` `{"duration"}` (admin)
+//! - `GET /v1/decisions/stream?startup=` (bouncer, `X-Api-Key`): CrowdSec's
+//!   decision stream, so a CrowdSec bouncer can follow voipwall
+//! - `GET /metrics` (read): Prometheus text
+//!
+//! Tokens: `Authorization: Bearer <token>` (bouncers: `X-Api-Key`); no
+//! token or an unknown one → 401, a token whose role may not → 403.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::TcpListener;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use voipwall_core::daemon::control::{Answer, StatusReply};
+use voipwall_core::daemon::{ApiContext, ControlHandle, Request};
+use voipwall_core::plane::{Op, Verb};
+use voipwall_core::tokens::Role;
+use voipwall_store::Store;
+
+/// How long a request waits for the engine thread.
+const ANSWER_WITHIN: Duration = Duration::from_secs(30);
+
+struct Api {
+    control: ControlHandle,
+    /// Tokens are looked up here for every request (a revoked token stops
+    /// working at once).
+    store: Mutex<Store>,
+    /// Each bouncer's last view of the decisions (value → decision), for
+    /// the stream's deltas.
+    bouncers: Mutex<HashMap<String, BTreeMap<String, Decision>>>,
+}
+
+/// Starts the API on its own thread. Binds first, so an address that
+/// cannot be bound is reported to the daemon now.
+pub fn start(ctx: ApiContext) -> anyhow::Result<()> {
+    let db = ctx.state_dir.join("state.db");
+    let (store, _) = Store::open(&db)?;
+    let mut listeners = Vec::new();
+    for a in &ctx.settings.listen {
+        let l = TcpListener::bind(a).map_err(|e| anyhow::anyhow!("binding the API on {a}: {e}"))?;
+        l.set_nonblocking(true)?;
+        listeners.push((*a, l));
+    }
+    let api = Arc::new(Api {
+        control: ctx.control,
+        store: Mutex::new(store),
+        bouncers: Mutex::new(HashMap::new()),
+    });
+    let stop = ctx.stop;
+    std::thread::Builder::new()
+        .name("api".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .enable_time()
+                .max_blocking_threads(8)
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "The HTTP API's runtime could not start.");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let app = router(api);
+                let mut tasks = Vec::new();
+                for (addr, l) in listeners {
+                    let Ok(l) = tokio::net::TcpListener::from_std(l) else {
+                        continue;
+                    };
+                    tracing::info!(listen = %addr, "HTTP API listening.");
+                    let app = app.clone();
+                    let stop = stop.clone();
+                    tasks.push(tokio::spawn(async move {
+                        let shutdown = async move {
+                            while !stop.load(Ordering::Relaxed) {
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                            }
+                        };
+                        if let Err(e) = axum::serve(l, app).with_graceful_shutdown(shutdown).await {
+                            tracing::error!(listen = %addr, error = %e, "The HTTP API listener failed.");
+                        }
+                    }));
+                }
+                for t in tasks {
+                    let _ = t.await;
+                }
+            });
+        })?;
+    Ok(())
+}
+
+fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/bans", get(bans).post(ban))
+        .route("/api/v1/bans/{target}", axum::routing::delete(unban))
+        .route("/api/v1/bans/{target}/extend", post(extend))
+        .route("/v1/decisions/stream", get(decisions_stream))
+        .route("/metrics", get(metrics))
+        .with_state(api)
+}
+
+/// An RFC 9457 problem.
+struct Problem(StatusCode, String);
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "type": "about:blank",
+            "title": self.0.canonical_reason().unwrap_or(""),
+            "status": self.0.as_u16(),
+            "detail": self.1,
+        });
+        (
+            self.0,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            body.to_string(),
+        )
+            .into_response()
+    }
+}
+
+/// The caller's token: its name and role, if the role is one of `may`.
+fn auth(api: &Api, headers: &HeaderMap, may: &[Role]) -> Result<(String, Role), Problem> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim);
+    let Some(token) = presented.filter(|t| !t.is_empty() && t.len() <= 256) else {
+        return Err(Problem(
+            StatusCode::UNAUTHORIZED,
+            "a token is needed: `Authorization: Bearer <token>` (`voipwall token create`)".into(),
+        ));
+    };
+    let found = {
+        let store = api
+            .store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        voipwall_core::tokens::check(&store, token)
+    };
+    let Some((name, role)) = found else {
+        return Err(Problem(
+            StatusCode::UNAUTHORIZED,
+            "unknown or revoked token".into(),
+        ));
+    };
+    if !may.contains(&role) {
+        return Err(Problem(
+            StatusCode::FORBIDDEN,
+            format!("a {} token may not do this", role.name()),
+        ));
+    }
+    Ok((name, role))
+}
+
+/// Asks the engine thread, off the async runtime's thread.
+async fn ask(api: &Arc<Api>, req: Request) -> Result<Answer, Problem> {
+    let api = api.clone();
+    tokio::task::spawn_blocking(move || api.control.call(req, ANSWER_WITHIN))
+        .await
+        .ok()
+        .flatten()
+        .ok_or_else(|| {
+            Problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the daemon did not answer".into(),
+            )
+        })
+}
+
+/// An answer as HTTP: a refusal is 422 (a runtime verb) or 400.
+fn respond(a: Answer) -> Response {
+    match a {
+        Answer::Error(e) => Problem(StatusCode::BAD_REQUEST, e.error).into_response(),
+        Answer::Runtime(o) if !o.ok => Problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            o.error.unwrap_or_else(|| "refused".into()),
+        )
+        .into_response(),
+        a => Json(a).into_response(),
+    }
+}
+
+async fn status(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
+    if let Err(p) = auth(&api, &headers, &[Role::Admin, Role::Read]) {
+        return p.into_response();
+    }
+    match ask(&api, Request::Status).await {
+        Ok(a) => respond(a),
+        Err(p) => p.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct BansQuery {
+    #[serde(default)]
+    all: bool,
+    rule: Option<String>,
+    net: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn bans(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Query(q): Query<BansQuery>,
+) -> Response {
+    if let Err(p) = auth(&api, &headers, &[Role::Admin, Role::Read]) {
+        return p.into_response();
+    }
+    let req = Request::Bans {
+        all: q.all,
+        rule: q.rule,
+        net: q.net,
+        limit: Some(q.limit.unwrap_or(1000).min(100_000)),
+    };
+    match ask(&api, req).await {
+        Ok(a) => respond(a),
+        Err(p) => p.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BanBody {
+    target: String,
+    /// `30m`, `7d`, `permanent`; absent: `[bans] default_ttl`.
+    duration: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    exact: bool,
+    #[serde(default)]
+    force: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExtendBody {
+    duration: String,
+}
+
+/// Runs a runtime verb for the token `who`.
+async fn verb(api: &Arc<Api>, who: &str, mut op: Op) -> Response {
+    op.actor = format!("api:{who}");
+    match ask(api, Request::Runtime(op)).await {
+        Ok(a) => respond(a),
+        Err(p) => p.into_response(),
+    }
+}
+
+fn bad(detail: String) -> Response {
+    Problem(StatusCode::BAD_REQUEST, detail).into_response()
+}
+
+async fn ban(State(api): State<Arc<Api>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let (who, _) = match auth(&api, &headers, &[Role::Admin]) {
+        Ok(x) => x,
+        Err(p) => return p.into_response(),
+    };
+    let b: BanBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return bad(format!("body: {e}")),
+    };
+    let seconds = match b
+        .duration
+        .as_deref()
+        .map(voipwall_policy::parse_ban_duration)
+    {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => return bad(format!("duration: {e}")),
+    };
+    let mut op = Op::simple(Verb::Ban, &b.target, seconds.flatten());
+    op.default_ttl = seconds.is_none();
+    op.reason = b.reason.unwrap_or_else(|| "api".into());
+    op.exact = b.exact;
+    op.force = b.force;
+    verb(&api, &who, op).await
+}
+
+async fn unban(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(target): Path<String>,
+) -> Response {
+    let (who, _) = match auth(&api, &headers, &[Role::Admin]) {
+        Ok(x) => x,
+        Err(p) => return p.into_response(),
+    };
+    verb(&api, &who, Op::simple(Verb::Unban, &target, None)).await
+}
+
+async fn extend(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(target): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let (who, _) = match auth(&api, &headers, &[Role::Admin]) {
+        Ok(x) => x,
+        Err(p) => return p.into_response(),
+    };
+    let b: ExtendBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return bad(format!("body: {e}")),
+    };
+    let secs = match voipwall_policy::parse_ban_duration(&b.duration) {
+        Ok(Some(s)) => s,
+        Ok(None) => return bad("extend takes a duration from now".into()),
+        Err(e) => return bad(format!("duration: {e}")),
+    };
+    verb(&api, &who, Op::simple(Verb::Extend, &target, Some(secs))).await
+}
+
+/// One decision, as CrowdSec's Local API gives it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct Decision {
+    id: i64,
+    origin: String,
+    #[serde(rename = "type")]
+    kind: String,
+    scope: String,
+    value: String,
+    duration: String,
+    scenario: String,
+}
+
+#[derive(Deserialize)]
+struct StreamQuery {
+    #[serde(default)]
+    startup: bool,
+}
+
+/// The bans in force as decisions (the bans voipwall made: detection, the
+/// CLI and the API; not those it only observed).
+async fn current_decisions(api: &Arc<Api>) -> Result<BTreeMap<String, Decision>, Problem> {
+    let req = Request::Bans {
+        all: false,
+        rule: None,
+        net: None,
+        limit: None,
+    };
+    let Answer::Bans(r) = ask(api, req).await? else {
+        return Err(Problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon's answer was not a ban list".into(),
+        ));
+    };
+    let now = voipwall_core::safety::now();
+    let mut out = BTreeMap::new();
+    for b in r.bans.iter().filter(|b| b.origin != "observe") {
+        let (scope, value) = if b.target.prefix_len() == b.target.max_prefix_len() {
+            ("Ip", b.target.addr().to_string())
+        } else {
+            ("Range", b.target.to_string())
+        };
+        let secs = if b.is_permanent() {
+            // CrowdSec has no permanent decision: ten years.
+            87_600 * 3600
+        } else {
+            b.end.since(now) / 1000
+        };
+        out.insert(
+            value.clone(),
+            Decision {
+                id: b.id.unwrap_or(0),
+                origin: "voipwall".into(),
+                kind: "ban".into(),
+                scope: scope.into(),
+                value,
+                duration: format!("{secs}s"),
+                scenario: format!("voipwall/{}", b.rule),
+            },
+        );
+    }
+    Ok(out)
+}
+
+async fn decisions_stream(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Query(q): Query<StreamQuery>,
+) -> Response {
+    let (who, _) = match auth(&api, &headers, &[Role::Bouncer, Role::Admin]) {
+        Ok(x) => x,
+        Err(p) => return p.into_response(),
+    };
+    let now = match current_decisions(&api).await {
+        Ok(d) => d,
+        Err(p) => return p.into_response(),
+    };
+    let mut all = api
+        .bouncers
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let before = if q.startup {
+        BTreeMap::new()
+    } else {
+        all.get(&who).cloned().unwrap_or_default()
+    };
+    let new: Vec<&Decision> = now
+        .iter()
+        .filter(|(k, d)| before.get(*k).is_none_or(|b| b.id != d.id))
+        .map(|(_, d)| d)
+        .collect();
+    let deleted: Vec<&Decision> = before
+        .iter()
+        .filter(|(k, _)| !now.contains_key(*k))
+        .map(|(_, d)| d)
+        .collect();
+    // CrowdSec's Local API says `null` for an empty list.
+    let body = serde_json::json!({
+        "new": if new.is_empty() { serde_json::Value::Null } else { serde_json::json!(new) },
+        "deleted": if deleted.is_empty() { serde_json::Value::Null } else { serde_json::json!(deleted) },
+    });
+    all.insert(who, now);
+    Json(body).into_response()
+}
+
+async fn metrics(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
+    if let Err(p) = auth(&api, &headers, &[Role::Admin, Role::Read]) {
+        return p.into_response();
+    }
+    match ask(&api, Request::Status).await {
+        Ok(Answer::Status(s)) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            exposition(&s),
+        )
+            .into_response(),
+        Ok(a) => respond(a),
+        Err(p) => p.into_response(),
+    }
+}
+
+/// Prometheus text from a status answer: no address is ever a label.
+fn exposition(s: &StatusReply) -> String {
+    let c = &s.counters;
+    let mut out = String::new();
+    let mut one = |name: &str, kind: &str, help: &str, v: u64| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+        ));
+    };
+    one(
+        "voipwall_bans_total",
+        "counter",
+        "Bans detection made since the daemon started.",
+        c.bans,
+    );
+    one(
+        "voipwall_alerts_total",
+        "counter",
+        "Alerts (would-be bans of protected sources) since start.",
+        c.alerts,
+    );
+    one(
+        "voipwall_active_bans",
+        "gauge",
+        "Targets with a ban in force.",
+        s.active_bans,
+    );
+    one(
+        "voipwall_nflog_packets_total",
+        "counter",
+        "SIP packet copies read from NFLOG.",
+        c.nflog_packets,
+    );
+    one(
+        "voipwall_nflog_overflows_total",
+        "counter",
+        "NFLOG receive-buffer overflows.",
+        c.nflog_enobufs,
+    );
+    one(
+        "voipwall_sip_undecodable_total",
+        "counter",
+        "SIP requests that could not be decoded.",
+        c.sip_undecodable,
+    );
+    one(
+        "voipwall_hep_packets_total",
+        "counter",
+        "SIP messages received over HEP.",
+        c.hep_packets,
+    );
+    one(
+        "voipwall_hep_refused_total",
+        "counter",
+        "HEP packets or connections from senders not listed.",
+        c.hep_refused,
+    );
+    one(
+        "voipwall_log_lines_total",
+        "counter",
+        "Log lines read.",
+        c.log_lines,
+    );
+    one(
+        "voipwall_engine_sources_tracked",
+        "gauge",
+        "Sources the engine tracks now.",
+        s.engine.tracked_sources,
+    );
+    one(
+        "voipwall_engine_sources_evicted_total",
+        "counter",
+        "Sources evicted to bound memory.",
+        s.engine.evicted_sources,
+    );
+    one(
+        "voipwall_kernel_errors_total",
+        "counter",
+        "Set operations the kernel refused.",
+        c.kernel_errors,
+    );
+    out.push_str("# HELP voipwall_ban_latency_seconds Evidence arrival to ban live in the kernel.\n# TYPE voipwall_ban_latency_seconds histogram\n");
+    let mut sum_count = 0u64;
+    for (bound, n) in &s.ban_latency_histogram {
+        sum_count += n;
+        let le = bound.map_or_else(|| "+Inf".to_string(), |us| format!("{}", us as f64 / 1e6));
+        out.push_str(&format!(
+            "voipwall_ban_latency_seconds_bucket{{le=\"{le}\"}} {sum_count}\n"
+        ));
+    }
+    out.push_str(&format!("voipwall_ban_latency_seconds_count {sum_count}\n"));
+    out
+}
