@@ -2252,3 +2252,209 @@ fn the_http_api_bans_through_the_one_plane_with_tokens_by_role() {
         "401"
     );
 }
+
+/// Issue 20: Debian's crowdsec-firewall-bouncer in the peer namespace,
+/// pointed at voipwall's decisions stream (no CrowdSec installed): a ban
+/// made on voipwall is in the bouncer's nft set within its update interval,
+/// and gone after the unban.
+#[test]
+fn a_crowdsec_firewall_bouncer_enforces_voipwalls_bans() {
+    let mut lab = Lab::new();
+    lab.listen();
+    let policy = TRUTH.replace(
+        "services = [\"sip\"]",
+        "services = [\"sip\", \"voipwall-api\"]",
+    ) + "\n[api]\nlisten = [\"198.51.100.1:8787\"]\ninsecure_http = true\n";
+    lab.apply(&policy);
+    let out = lab.voipwall(
+        &policy,
+        &[
+            "--json", "token", "create", "--role", "bouncer", "--name", "edge",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("token json");
+    let key = v["token"].as_str().expect("token").to_string();
+    lab.start_daemon(&policy);
+    let cfg = lab.dir.join("bouncer.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "mode: nftables\nupdate_frequency: 1s\ndaemonize: false\nlog_mode: stdout\nlog_level: info\napi_url: http://198.51.100.1:8787/\napi_key: {key}\ninsecure_skip_verify: false\ndisable_ipv6: true\ndeny_action: DROP\ndeny_log: false\nsupported_decisions_types:\n  - ban\nblacklists_ipv4: crowdsec-blacklists\nblacklists_ipv6: crowdsec6-blacklists\nnftables:\n  ipv4:\n    enabled: true\n    set-only: false\n    table: crowdsec\n    chain: crowdsec-chain\n  ipv6:\n    enabled: false\n    set-only: false\n    table: crowdsec6\n    chain: crowdsec6-chain\n"
+        ),
+    )
+    .expect("bouncer config");
+    let log = std::fs::File::create(lab.dir.join("bouncer.log")).expect("log");
+    let mut bouncer = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.peer,
+            "crowdsec-firewall-bouncer",
+            "-c",
+        ])
+        .arg(&cfg)
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("crowdsec-firewall-bouncer (apt-get install crowdsec-firewall-bouncer)");
+    struct Stop(Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _ = bouncer.try_wait();
+    let _stop = Stop(bouncer);
+    let held = || {
+        let out = lab.exec(
+            &lab.peer,
+            &[
+                "nft",
+                "list",
+                "set",
+                "ip",
+                "crowdsec",
+                "crowdsec-blacklists",
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let bouncer_log = || std::fs::read_to_string(lab.dir.join("bouncer.log")).unwrap_or_default();
+    // Its first (startup) pull done, and one more: the ban arrives as a delta.
+    let until = Instant::now() + Duration::from_secs(20);
+    while !lab
+        .exec(&lab.peer, &["nft", "list", "table", "ip", "crowdsec"])
+        .status
+        .success()
+    {
+        assert!(
+            Instant::now() < until,
+            "the bouncer did not start\n{}",
+            bouncer_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = lab.voipwall(&policy, &["ban", "203.0.113.77", "--for", "1h"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let t0 = Instant::now();
+    let until = t0 + Duration::from_secs(20);
+    while !held().contains("203.0.113.77") {
+        assert!(
+            Instant::now() < until,
+            "the bouncer never held the ban\n{}",
+            bouncer_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("in the bouncer's set {:?} after the ban", t0.elapsed());
+    let out = lab.voipwall(&policy, &["unban", "203.0.113.77"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let t1 = Instant::now();
+    let until = t1 + Duration::from_secs(20);
+    while held().contains("203.0.113.77") {
+        assert!(
+            Instant::now() < until,
+            "the bouncer kept the lifted ban\n{}",
+            bouncer_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "gone from the bouncer's set {:?} after the unban",
+        t1.elapsed()
+    );
+}
+
+/// Issue 20: a real Prometheus (Debian's) scrapes `/metrics` with a read
+/// token; a PromQL query through its HTTP API shows the ban counter rising
+/// with an attack in the lab.
+#[test]
+fn prometheus_scrapes_the_ban_counter_rising_with_an_attack() {
+    let mut lab = Lab::new();
+    lab.listen();
+    let policy = format!("{TRUTH}\n[api]\nlisten = [\"127.0.0.1:8787\"]\n");
+    lab.apply(&policy);
+    let out = lab.voipwall(
+        &policy,
+        &[
+            "--json",
+            "token",
+            "create",
+            "--role",
+            "read",
+            "--name",
+            "prometheus",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("token json");
+    let token = v["token"].as_str().expect("token").to_string();
+    lab.start_daemon(&policy);
+    let cfg = lab.dir.join("prometheus.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: voipwall\n    authorization:\n      type: Bearer\n      credentials: {token}\n    static_configs:\n      - targets: ['127.0.0.1:8787']\n"
+        ),
+    )
+    .expect("prometheus config");
+    let log = std::fs::File::create(lab.dir.join("prometheus.log")).expect("log");
+    let tsdb = lab.dir.join("tsdb");
+    let prom = Command::new("ip")
+        .args(["netns", "exec", &lab.fw, "prometheus"])
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!("--storage.tsdb.path={}", tsdb.display()))
+        .args(["--web.listen-address=127.0.0.1:9090"])
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("prometheus (apt-get install prometheus)");
+    struct Stop(Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _stop = Stop(prom);
+    let query = |q: &str| -> Option<f64> {
+        let url = format!("http://127.0.0.1:9090/api/v1/query?query={q}");
+        let out = lab.exec(&lab.fw, &["curl", "-s", "-m", "5", &url]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    };
+    let prom_log = || std::fs::read_to_string(lab.dir.join("prometheus.log")).unwrap_or_default();
+    let until = Instant::now() + Duration::from_secs(30);
+    let before = loop {
+        if let Some(v) = query("voipwall_bans_total") {
+            break v;
+        }
+        assert!(
+            Instant::now() < until,
+            "prometheus never scraped voipwall\n{}",
+            prom_log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    for (i, src) in ["203.0.113.7", "198.51.100.2"].iter().enumerate() {
+        lab.scanner_packet(src, &format!("prom{i}"));
+    }
+    let until = Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        let v = query("voipwall_bans_total").unwrap_or(before);
+        if v >= before + 2.0 {
+            break v;
+        }
+        assert!(
+            Instant::now() < until,
+            "the scraped counter stayed at {v}\n{}",
+            prom_log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    eprintln!("voipwall_bans_total through PromQL: {before} → {after}");
+    assert_eq!(query("up"), Some(1.0), "the scrape is healthy");
+}
