@@ -18,14 +18,14 @@
 //! token or an unknown one → 401, a token whose role may not → 403.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -97,7 +97,8 @@ pub fn start(ctx: ApiContext) -> anyhow::Result<()> {
                                 tokio::time::sleep(Duration::from_millis(500)).await;
                             }
                         };
-                        if let Err(e) = axum::serve(l, app).with_graceful_shutdown(shutdown).await {
+                        let svc = app.into_make_service_with_connect_info::<SocketAddr>();
+                        if let Err(e) = axum::serve(l, svc).with_graceful_shutdown(shutdown).await {
                             tracing::error!(listen = %addr, error = %e, "The HTTP API listener failed.");
                         }
                     }));
@@ -141,8 +142,15 @@ impl IntoResponse for Problem {
     }
 }
 
-/// The caller's token: its name and role, if the role is one of `may`.
-fn auth(api: &Api, headers: &HeaderMap, may: &[Role]) -> Result<(String, Role), Problem> {
+/// The caller's token: its name and role, if the role is one of `may`. A
+/// token presented that is not one is a failed authentication: reported to
+/// the engine as the peer's (rule `api-auth`).
+fn auth(
+    api: &Api,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    may: &[Role],
+) -> Result<(String, Role), Problem> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -163,6 +171,7 @@ fn auth(api: &Api, headers: &HeaderMap, may: &[Role]) -> Result<(String, Role), 
         voipwall_core::tokens::check(&store, token)
     };
     let Some((name, role)) = found else {
+        api.control.api_auth_failed(peer.ip());
         return Err(Problem(
             StatusCode::UNAUTHORIZED,
             "unknown or revoked token".into(),
@@ -205,8 +214,12 @@ fn respond(a: Answer) -> Response {
     }
 }
 
-async fn status(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
-    if let Err(p) = auth(&api, &headers, &[Role::Admin, Role::Read]) {
+async fn status(
+    State(api): State<Arc<Api>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(p) = auth(&api, peer, &headers, &[Role::Admin, Role::Read]) {
         return p.into_response();
     }
     match ask(&api, Request::Status).await {
@@ -226,10 +239,11 @@ struct BansQuery {
 
 async fn bans(
     State(api): State<Arc<Api>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Query(q): Query<BansQuery>,
 ) -> Response {
-    if let Err(p) = auth(&api, &headers, &[Role::Admin, Role::Read]) {
+    if let Err(p) = auth(&api, peer, &headers, &[Role::Admin, Role::Read]) {
         return p.into_response();
     }
     let req = Request::Bans {
@@ -277,8 +291,13 @@ fn bad(detail: String) -> Response {
     Problem(StatusCode::BAD_REQUEST, detail).into_response()
 }
 
-async fn ban(State(api): State<Arc<Api>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    let (who, _) = match auth(&api, &headers, &[Role::Admin]) {
+async fn ban(
+    State(api): State<Arc<Api>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let (who, _) = match auth(&api, peer, &headers, &[Role::Admin]) {
         Ok(x) => x,
         Err(p) => return p.into_response(),
     };
@@ -305,10 +324,11 @@ async fn ban(State(api): State<Arc<Api>>, headers: HeaderMap, body: axum::body::
 
 async fn unban(
     State(api): State<Arc<Api>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(target): Path<String>,
 ) -> Response {
-    let (who, _) = match auth(&api, &headers, &[Role::Admin]) {
+    let (who, _) = match auth(&api, peer, &headers, &[Role::Admin]) {
         Ok(x) => x,
         Err(p) => return p.into_response(),
     };
@@ -317,11 +337,12 @@ async fn unban(
 
 async fn extend(
     State(api): State<Arc<Api>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(target): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let (who, _) = match auth(&api, &headers, &[Role::Admin]) {
+    let (who, _) = match auth(&api, peer, &headers, &[Role::Admin]) {
         Ok(x) => x,
         Err(p) => return p.into_response(),
     };
@@ -403,10 +424,11 @@ async fn current_decisions(api: &Arc<Api>) -> Result<BTreeMap<String, Decision>,
 
 async fn decisions_stream(
     State(api): State<Arc<Api>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Query(q): Query<StreamQuery>,
 ) -> Response {
-    let (who, _) = match auth(&api, &headers, &[Role::Bouncer, Role::Admin]) {
+    let (who, _) = match auth(&api, peer, &headers, &[Role::Bouncer, Role::Admin]) {
         Ok(x) => x,
         Err(p) => return p.into_response(),
     };
@@ -442,8 +464,12 @@ async fn decisions_stream(
     Json(body).into_response()
 }
 
-async fn metrics(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
-    if let Err(p) = auth(&api, &headers, &[Role::Admin, Role::Read]) {
+async fn metrics(
+    State(api): State<Arc<Api>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(p) = auth(&api, peer, &headers, &[Role::Admin, Role::Read]) {
         return p.into_response();
     }
     match ask(&api, Request::Status).await {

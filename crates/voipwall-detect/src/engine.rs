@@ -289,6 +289,7 @@ enum What {
     Requests,
     Undecodable,
     Malformed,
+    ApiToken,
 }
 
 #[derive(Clone)]
@@ -318,6 +319,7 @@ impl Ev {
             What::Requests => format!("request {user}"),
             What::Undecodable => "undecodable request the PBX answered".to_string(),
             What::Malformed => "the PBX dropped a malformed request".to_string(),
+            What::ApiToken => "a wrong token to voipwall's HTTP API".to_string(),
         };
         Evidence {
             at: self.at,
@@ -637,6 +639,18 @@ impl Engine {
                 }
             }
             EventKind::Agent { agent } => self.check_agent(now, src, agent, ev.origin),
+            // voipwall saw it itself, over a TCP connection: the source is
+            // the connection's, not a forgeable claim.
+            EventKind::ApiAuthFailed => self.count_kind(
+                now,
+                src,
+                RuleKind::ApiAuth,
+                What::ApiToken,
+                None,
+                ev.origin,
+                None,
+                true,
+            ),
             // Evidence only once the PBX answers it (see on_response).
             EventKind::Undecodable => {
                 self.undecodable.insert(src, now);

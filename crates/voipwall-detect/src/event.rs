@@ -71,6 +71,9 @@ pub enum EventKind<'a> {
     },
     /// A request from the client that could not be decoded (packet copies).
     Undecodable,
+    /// A request to voipwall's own HTTP API presented a token that is not
+    /// one (unknown or revoked): someone guessing tokens.
+    ApiAuthFailed,
     /// The server's log says it dropped a request from the client as
     /// malformed (Kamailio's sanity check): counted by the `undecodable`
     /// rule at once, since the PBX itself read and refused it.

@@ -30,11 +30,13 @@ pub enum RuleKind {
     /// Requests voipwall could not decode that the PBX answered anyway:
     /// a message shaped to hide from detection.
     Undecodable,
+    /// Wrong tokens presented to voipwall's own HTTP API.
+    ApiAuth,
 }
 
 impl RuleKind {
     /// Every kind, in a stable order.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::AuthFailure,
         Self::UnansweredChallenge,
         Self::Scanner,
@@ -42,6 +44,7 @@ impl RuleKind {
         Self::TollFraud,
         Self::RequestFlood,
         Self::Undecodable,
+        Self::ApiAuth,
     ];
 
     /// The name used in rule files.
@@ -54,6 +57,7 @@ impl RuleKind {
             Self::TollFraud => "toll-fraud",
             Self::RequestFlood => "request-flood",
             Self::Undecodable => "undecodable",
+            Self::ApiAuth => "api-auth",
         }
     }
 

@@ -68,6 +68,7 @@ impl ScriptedEvent {
             },
             "flooding" => EventKind::Flooding,
             "undecodable" => EventKind::Undecodable,
+            "api-auth-failed" => EventKind::ApiAuthFailed,
             "malformed" => EventKind::Malformed,
             "agent" => EventKind::Agent {
                 agent: self.ua.as_deref().unwrap_or_default().as_bytes(),
@@ -153,6 +154,7 @@ pub fn parse_events(line: &str) -> Result<Vec<ScriptedEvent>, String> {
         "registered",
         "flooding",
         "undecodable",
+        "api-auth-failed",
         "malformed",
         "agent",
         "request",

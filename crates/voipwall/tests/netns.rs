@@ -2458,3 +2458,64 @@ fn prometheus_scrapes_the_ban_counter_rising_with_an_attack() {
     eprintln!("voipwall_bans_total through PromQL: {before} → {after}");
     assert_eq!(query("up"), Some(1.0), "the scrape is healthy");
 }
+
+/// Issue 20: a source guessing API tokens is banned by voipwall itself
+/// (rule `api-auth`, at the tenth wrong token within a minute); its
+/// traffic is then dropped by the kernel. A missing token is not a guess.
+#[test]
+fn a_source_guessing_api_tokens_is_banned() {
+    let mut lab = Lab::new();
+    lab.listen();
+    let policy = TRUTH.replace(
+        "services = [\"sip\"]",
+        "services = [\"sip\", \"voipwall-api\"]",
+    ) + "\n[api]\nlisten = [\"198.51.100.1:8787\"]\ninsecure_http = true\n";
+    lab.apply(&policy);
+    lab.start_daemon(&policy);
+    let get = |auth: Option<&str>| -> String {
+        let mut args = vec![
+            "curl",
+            "-s",
+            "-m",
+            "3",
+            "--interface",
+            "198.51.100.2",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ];
+        let h;
+        if let Some(t) = auth {
+            h = format!("Authorization: Bearer {t}");
+            args.extend(["-H", h.as_str()]);
+        }
+        args.push("http://198.51.100.1:8787/api/v1/status");
+        String::from_utf8_lossy(&lab.exec(&lab.peer, &args).stdout).into_owned()
+    };
+    for _ in 0..12 {
+        assert_eq!(get(None), "401");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !lab.banned(&policy)
+            .iter()
+            .any(|t| t.starts_with("198.51.100.2/")),
+        "requests without a token are not guesses"
+    );
+    let mut codes = Vec::new();
+    for i in 0..12 {
+        codes.push(get(Some(&format!("vwt_guess{i}"))));
+    }
+    lab.until("the token guesser to be banned", || {
+        lab.banned(&policy).contains(&"198.51.100.2/32".to_string())
+    });
+    let bans = lab.voipwall(&policy, &["--json", "bans"]);
+    assert!(String::from_utf8_lossy(&bans.stdout).contains("api-auth"));
+    assert!(
+        codes.iter().filter(|c| *c == "401").count() >= 10,
+        "{codes:?}"
+    );
+    assert_eq!(lab.probe(&[("198.51.100.2", "udp/5060")]), vec!["drop"]);
+    eprintln!("answers to the 12 guesses: {codes:?}");
+}

@@ -113,6 +113,8 @@ pub enum Input {
     /// SIP copies from the HEP listener, what it refused, and when it
     /// received the first of them (µs since the epoch).
     Hep(Vec<hep::HepPacket>, hep::HepCounts, u64),
+    /// A wrong token presented to the HTTP API, from this source.
+    ApiAuthFailed(IpAddr),
 }
 
 /// What a reload hands the engine thread: the applied policy and the new
@@ -420,6 +422,16 @@ pub struct ControlHandle {
 }
 
 impl ControlHandle {
+    /// A wrong token was presented to the HTTP API from `src`: an engine
+    /// event (rule `api-auth`), so a source guessing tokens is banned by
+    /// voipwall itself. Not a control-socket request: nobody else can
+    /// report failures in someone's name.
+    pub fn api_auth_failed(&self, src: IpAddr) {
+        if self.tx.send(Input::ApiAuthFailed(src)).is_ok() {
+            self.waker.wake();
+        }
+    }
+
     /// Asks the engine thread; `None` when it did not answer within
     /// `timeout` (or the daemon is stopping). A stream's first answer only.
     pub fn call(&self, req: Request, timeout: std::time::Duration) -> Option<control::Answer> {
@@ -991,6 +1003,15 @@ impl Daemon {
             Input::Imported(imported) => self.import(imported),
             Input::Hep(packets, counts, read_us) => self.hep(&packets, counts, read_us),
             Input::TableGone => self.reassert_table(),
+            Input::ApiAuthFailed(src) => {
+                let ev = voipwall_detect::Event {
+                    src,
+                    kind: voipwall_detect::EventKind::ApiAuthFailed,
+                    origin: "api",
+                };
+                self.engine.handle_event(now(), &ev);
+                self.apply_actions(None, Some(now_us()));
+            }
             Input::PeerMoved { add, remove } => {
                 for a in remove {
                     self.engine.disallow(&IpNet::from(a));
