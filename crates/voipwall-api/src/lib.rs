@@ -36,6 +36,9 @@ use voipwall_core::plane::{Op, Verb};
 use voipwall_core::tokens::Role;
 use voipwall_store::Store;
 
+/// The largest request body taken (larger ones are answered 413).
+const BODY_LIMIT: usize = 64 << 10;
+
 /// How long a request waits for the engine thread.
 const ANSWER_WITHIN: Duration = Duration::from_secs(30);
 
@@ -119,6 +122,8 @@ fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/bans/{target}/extend", post(extend))
         .route("/v1/decisions/stream", get(decisions_stream))
         .route("/metrics", get(metrics))
+        // Request bodies are a ban or an extend: a few hundred bytes.
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(api)
 }
 

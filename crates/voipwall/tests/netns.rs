@@ -2171,6 +2171,17 @@ fn the_http_api_bans_through_the_one_plane_with_tokens_by_role() {
         "{body}"
     );
     assert_eq!(lab.probe(&[("203.0.113.7", "udp/5060")]), vec!["pass"]);
+    let huge = format!(
+        "{{\"target\":\"203.0.113.7\",\"reason\":\"{}\"}}",
+        "x".repeat(80_000)
+    );
+    let (code, _) = http(
+        "POST",
+        "/api/v1/bans",
+        Some(("Authorization", &admin_h)),
+        Some(&huge),
+    );
+    assert_eq!(code, "413", "a body over 64 KiB is refused");
     let (code, body) = http(
         "POST",
         "/api/v1/bans",
