@@ -10,6 +10,9 @@
 //! - `POST /api/v1/bans` `{"target", "duration", "reason", "exact", "force"}` (admin)
 //! - `DELETE /api/v1/bans/{target}` (admin; a network as `203.0.113.0%2F24`)
 //! - `POST /api/v1/bans/{target}/extend` `{"duration"}` (admin)
+//! - `POST /api/v1/allow`, `POST /api/v1/block` `{"target", "duration", "force"}`
+//!   and `DELETE /api/v1/allow/{target}`, `DELETE /api/v1/block/{target}` (admin)
+//! - `GET /api/v1/explain/{addr}` (read): what detection knows, stored bans
 //! - `GET /v1/decisions/stream?startup=` (bouncer, `X-Api-Key`): CrowdSec's
 //!   decision stream, so a CrowdSec bouncer can follow voipwall
 //! - `GET /metrics` (read): Prometheus text
@@ -120,6 +123,11 @@ fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/bans", get(bans).post(ban))
         .route("/api/v1/bans/{target}", axum::routing::delete(unban))
         .route("/api/v1/bans/{target}/extend", post(extend))
+        .route("/api/v1/allow", post(allow))
+        .route("/api/v1/allow/{target}", axum::routing::delete(disallow))
+        .route("/api/v1/block", post(block))
+        .route("/api/v1/block/{target}", axum::routing::delete(unblock))
+        .route("/api/v1/explain/{addr}", get(explain))
         .route("/v1/decisions/stream", get(decisions_stream))
         .route("/metrics", get(metrics))
         // Request bodies are a ban or an extend: a few hundred bytes.
@@ -361,6 +369,119 @@ async fn extend(
         Err(e) => return bad(format!("duration: {e}")),
     };
     verb(&api, &who, Op::simple(Verb::Extend, &target, Some(secs))).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListBody {
+    target: String,
+    /// Absent: permanent.
+    duration: Option<String>,
+    #[serde(default)]
+    force: bool,
+}
+
+/// `allow` and `block`: a runtime list entry, permanent unless a duration
+/// says otherwise.
+async fn list_entry(
+    api: Arc<Api>,
+    peer: SocketAddr,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+    v: Verb,
+) -> Response {
+    let (who, _) = match auth(&api, peer, &headers, &[Role::Admin]) {
+        Ok(x) => x,
+        Err(p) => return p.into_response(),
+    };
+    let b: ListBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return bad(format!("body: {e}")),
+    };
+    let seconds = match b
+        .duration
+        .as_deref()
+        .map(voipwall_policy::parse_ban_duration)
+    {
+        None => None,
+        Some(Ok(s)) => s,
+        Some(Err(e)) => return bad(format!("duration: {e}")),
+    };
+    let mut op = Op::simple(v, &b.target, seconds);
+    op.force = b.force;
+    if v == Verb::Block {
+        op.reason = "block".into();
+    }
+    verb(&api, &who, op).await
+}
+
+async fn list_delete(
+    api: Arc<Api>,
+    peer: SocketAddr,
+    headers: HeaderMap,
+    target: String,
+    v: Verb,
+) -> Response {
+    let (who, _) = match auth(&api, peer, &headers, &[Role::Admin]) {
+        Ok(x) => x,
+        Err(p) => return p.into_response(),
+    };
+    let mut op = Op::simple(v, &target, None);
+    if v == Verb::Unblock {
+        op.reason = "block".into();
+    }
+    verb(&api, &who, op).await
+}
+
+async fn allow(
+    State(api): State<Arc<Api>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    list_entry(api, peer, headers, body, Verb::Allow).await
+}
+
+async fn block(
+    State(api): State<Arc<Api>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    list_entry(api, peer, headers, body, Verb::Block).await
+}
+
+async fn disallow(
+    State(api): State<Arc<Api>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(target): Path<String>,
+) -> Response {
+    list_delete(api, peer, headers, target, Verb::Disallow).await
+}
+
+async fn unblock(
+    State(api): State<Arc<Api>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(target): Path<String>,
+) -> Response {
+    list_delete(api, peer, headers, target, Verb::Unblock).await
+}
+
+async fn explain(
+    State(api): State<Arc<Api>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(addr): Path<String>,
+) -> Response {
+    if let Err(p) = auth(&api, peer, &headers, &[Role::Admin, Role::Read]) {
+        return p.into_response();
+    }
+    match ask(&api, Request::Explain { addr }).await {
+        Ok(a) => respond(a),
+        Err(p) => p.into_response(),
+    }
 }
 
 /// One decision, as CrowdSec's Local API gives it.

@@ -2250,6 +2250,34 @@ fn the_http_api_bans_through_the_one_plane_with_tokens_by_role() {
     let (code, body) = http("GET", "/metrics", Some(("Authorization", &read_h)), None);
     assert_eq!(code, "200", "{body}");
     assert!(body.contains("voipwall_active_bans "), "{body}");
+    // Runtime block and explain, through the same plane.
+    let (code, body) = http(
+        "POST",
+        "/api/v1/block",
+        Some(("Authorization", &admin_h)),
+        Some(r#"{"target":"203.0.113.100","duration":"1h"}"#),
+    );
+    assert_eq!(code, "200", "{body}");
+    assert_eq!(lab.probe(&[("203.0.113.100", "udp/5060")]), vec!["drop"]);
+    let (code, body) = http(
+        "DELETE",
+        "/api/v1/block/203.0.113.100",
+        Some(("Authorization", &admin_h)),
+        None,
+    );
+    assert_eq!(code, "200", "{body}");
+    assert_eq!(lab.probe(&[("203.0.113.100", "udp/5060")]), vec!["pass"]);
+    let (code, body) = http(
+        "GET",
+        "/api/v1/explain/203.0.113.7",
+        Some(("Authorization", &read_h)),
+        None,
+    );
+    assert_eq!(code, "200", "{body}");
+    assert!(
+        body.contains("\"stored_bans\"") && body.contains("from the api"),
+        "the stored ban with its reason: {body}"
+    );
     let out = lab.voipwall(&policy, &["token", "revoke", "ops"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
