@@ -2027,8 +2027,9 @@ fn every_runtime_verb_leaves_the_same_state_with_or_without_a_daemon() {
             assert!(out.status.success(), "{v:?}: {}", stderr(&out));
         }
         if daemon {
-            // Answered after the store thread committed what came before.
-            let _ = lab.voipwall(TRUTH, &["status"]);
+            // `bans` is answered once the store thread committed what came
+            // before.
+            let _ = lab.voipwall(TRUTH, &["bans"]);
         }
         let mut rows = Vec::new();
         for set in [

@@ -48,11 +48,25 @@ impl Daemon {
 
     pub(super) fn control(&mut self, req: Request) -> Reply {
         self.flush_events();
-        self.sync_store();
+        // Answers read from the store wait for the store thread to commit
+        // what came before (`ban` then `bans` is consistent); `status` reads
+        // nothing from it, so a scraper polling it never holds the packet
+        // path for a commit (bench/api).
+        if matches!(
+            req,
+            Request::Bans { .. } | Request::Explain { .. } | Request::Runtime(_)
+        ) {
+            self.sync_store();
+        }
         let t = now();
         let err = |m: String| Reply::One(Answer::error(m));
         match req {
             Request::Status => {
+                if let Some((at, r)) = &self.status_cache
+                    && at.elapsed() < STATUS_FRESH
+                {
+                    return Reply::One(Answer::Status(r.clone()));
+                }
                 let mut prom: Vec<u64> =
                     self.counters.promotion_latency_us.iter().copied().collect();
                 prom.sort_unstable();
@@ -112,7 +126,9 @@ impl Daemon {
                     cpu_ms: cpu_ms(),
                     policy_file: None,
                 };
-                Reply::One(Answer::Status(Box::new(r)))
+                let r = Box::new(r);
+                self.status_cache = Some((std::time::Instant::now(), r.clone()));
+                Reply::One(Answer::Status(r))
             }
             Request::Bans {
                 all,

@@ -395,7 +395,15 @@ struct Daemon {
     safe_mode_held: Option<u64>,
     /// The resolver thread for trunk and peer hostnames.
     names: Option<names::Names>,
+    /// The last `status` answer and when it was built: scrapers asking
+    /// many times a second get it again for up to `STATUS_FRESH`.
+    status_cache: Option<(Instant, Box<control::StatusReply>)>,
 }
+
+/// How long a built `status` answer is served again (bench/api: the
+/// engine thread builds it at most ten times a second however often it is
+/// asked).
+const STATUS_FRESH: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What the HTTP API (its own crate, its own async runtime thread) gets
 /// from the daemon: where to listen, the store, and the control channel.
@@ -598,6 +606,7 @@ pub fn run(cli: &Paths, a: &DaemonArgs, api: Option<ApiStarter>) -> anyhow::Resu
         reconciled: 0,
         safe_mode_held: hold,
         names,
+        status_cache: None,
     };
     d.restore();
     let (write_store, _) =
