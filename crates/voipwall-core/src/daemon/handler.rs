@@ -127,7 +127,7 @@ impl Daemon {
                     policy_file: None,
                 };
                 let r = Box::new(r);
-                self.status_cache = Some((std::time::Instant::now(), r.clone()));
+                self.status_cache = Some((Instant::now(), r.clone()));
                 Reply::One(Answer::Status(r))
             }
             Request::Bans {
