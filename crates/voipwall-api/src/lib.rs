@@ -39,6 +39,10 @@ use voipwall_core::plane::{Op, Verb};
 use voipwall_core::tokens::Role;
 use voipwall_store::Store;
 
+/// Connections served at once on each listener; more wait in the
+/// kernel's accept queue until one closes.
+const MAX_CONNECTIONS: usize = 128;
+
 /// The largest request body taken (larger ones are answered 413).
 const BODY_LIMIT: usize = 64 << 10;
 
@@ -94,6 +98,10 @@ pub fn start(ctx: ApiContext) -> anyhow::Result<()> {
                     let Ok(l) = tokio::net::TcpListener::from_std(l) else {
                         continue;
                     };
+                    let l = Capped {
+                        inner: l,
+                        permits: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
+                    };
                     tracing::info!(listen = %addr, "HTTP API listening.");
                     let app = app.clone();
                     let stop = stop.clone();
@@ -103,7 +111,7 @@ pub fn start(ctx: ApiContext) -> anyhow::Result<()> {
                                 tokio::time::sleep(Duration::from_millis(500)).await;
                             }
                         };
-                        let svc = app.into_make_service_with_connect_info::<SocketAddr>();
+                        let svc = app.into_make_service_with_connect_info::<Peer>();
                         if let Err(e) = axum::serve(l, svc).with_graceful_shutdown(shutdown).await {
                             tracing::error!(listen = %addr, error = %e, "The HTTP API listener failed.");
                         }
@@ -115,6 +123,120 @@ pub fn start(ctx: ApiContext) -> anyhow::Result<()> {
             });
         })?;
     Ok(())
+}
+
+/// A listener that serves at most `MAX_CONNECTIONS` connections at once: a
+/// connection holds a permit until it closes; beyond, accepting waits (the
+/// kernel's queue holds the rest).
+struct Capped {
+    inner: tokio::net::TcpListener,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+/// An accepted connection and its permit. A connection that sends
+/// nothing for `IDLE` is closed (a read fails), so idle or trickling
+/// clients cannot hold the slots (hyper's own header timeout needs a timer
+/// axum does not give it).
+struct CappedIo {
+    stream: tokio::net::TcpStream,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    idle: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+/// How long a connection may send nothing.
+const IDLE: Duration = Duration::from_secs(15);
+
+impl axum::serve::Listener for Capped {
+    type Io = CappedIo;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok(permit) = self.permits.clone().acquire_owned().await else {
+                // Never closed: the semaphore lives as long as the listener.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            match self.inner.accept().await {
+                Ok((stream, addr)) => {
+                    return (
+                        CappedIo {
+                            stream,
+                            _permit: permit,
+                            idle: Box::pin(tokio::time::sleep(IDLE)),
+                        },
+                        addr,
+                    );
+                }
+                // Out of descriptors and the like: wait, as axum does.
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+impl tokio::io::AsyncRead for CappedIo {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        match std::pin::Pin::new(&mut self.stream).poll_read(cx, buf) {
+            std::task::Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    let next = tokio::time::Instant::now() + IDLE;
+                    self.idle.as_mut().reset(next);
+                }
+                std::task::Poll::Ready(r)
+            }
+            std::task::Poll::Pending => match self.idle.as_mut().poll(cx) {
+                std::task::Poll::Ready(()) => std::task::Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client sent nothing for too long",
+                ))),
+                std::task::Poll::Pending => std::task::Poll::Pending,
+            },
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for CappedIo {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// The peer of a connection, for handlers (`ConnectInfo<Peer>`).
+#[derive(Clone, Copy, Debug)]
+struct Peer(SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Capped>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Capped>) -> Self {
+        Self(*stream.remote_addr())
+    }
 }
 
 fn router(api: Arc<Api>) -> Router {
@@ -229,7 +351,7 @@ fn respond(a: Answer) -> Response {
 
 async fn status(
     State(api): State<Arc<Api>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
 ) -> Response {
     if let Err(p) = auth(&api, peer, &headers, &[Role::Admin, Role::Read]) {
@@ -252,7 +374,7 @@ struct BansQuery {
 
 async fn bans(
     State(api): State<Arc<Api>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
     Query(q): Query<BansQuery>,
 ) -> Response {
@@ -306,7 +428,7 @@ fn bad(detail: String) -> Response {
 
 async fn ban(
     State(api): State<Arc<Api>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
@@ -337,7 +459,7 @@ async fn ban(
 
 async fn unban(
     State(api): State<Arc<Api>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
     Path(target): Path<String>,
 ) -> Response {
@@ -350,7 +472,7 @@ async fn unban(
 
 async fn extend(
     State(api): State<Arc<Api>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
     Path(target): Path<String>,
     body: axum::body::Bytes,
@@ -435,7 +557,7 @@ async fn list_delete(
 
 async fn allow(
     State(api): State<Arc<Api>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
@@ -444,7 +566,7 @@ async fn allow(
 
 async fn block(
     State(api): State<Arc<Api>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
@@ -453,7 +575,7 @@ async fn block(
 
 async fn disallow(
     State(api): State<Arc<Api>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
     Path(target): Path<String>,
 ) -> Response {
@@ -462,7 +584,7 @@ async fn disallow(
 
 async fn unblock(
     State(api): State<Arc<Api>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
     Path(target): Path<String>,
 ) -> Response {
@@ -471,7 +593,7 @@ async fn unblock(
 
 async fn explain(
     State(api): State<Arc<Api>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
     Path(addr): Path<String>,
 ) -> Response {
@@ -550,7 +672,7 @@ async fn current_decisions(api: &Arc<Api>) -> Result<BTreeMap<String, Decision>,
 
 async fn decisions_stream(
     State(api): State<Arc<Api>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
     Query(q): Query<StreamQuery>,
 ) -> Response {
@@ -592,7 +714,7 @@ async fn decisions_stream(
 
 async fn metrics(
     State(api): State<Arc<Api>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
 ) -> Response {
     if let Err(p) = auth(&api, peer, &headers, &[Role::Admin, Role::Read]) {

@@ -2279,6 +2279,39 @@ fn the_http_api_bans_through_the_one_plane_with_tokens_by_role() {
         body.contains("\"stored_bans\"") && body.contains("from the api"),
         "the stored ban with its reason: {body}"
     );
+    // 140 idle connections (over the cap of 128) cannot keep a reader
+    // out: idle ones are closed after 15 s.
+    let mut idle = Command::new("ip")
+        .args(["netns", "exec", &lab.fw, "python3", "-c"])
+        .arg("import socket,time\ncs=[socket.create_connection(('127.0.0.1',8787)) for _ in range(140)]\nprint('open',flush=True)\ntime.sleep(25)\n")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("idle clients");
+    let mut line = String::new();
+    BufReader::new(idle.stdout.as_mut().expect("stdout"))
+        .read_line(&mut line)
+        .expect("idle clients");
+    assert_eq!(line.trim(), "open");
+    let t = Instant::now();
+    let mut args = vec![
+        "curl",
+        "-s",
+        "-m",
+        "40",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-H",
+    ];
+    let h = format!("Authorization: {read_h}");
+    args.push(&h);
+    args.push("http://127.0.0.1:8787/api/v1/status");
+    let code = String::from_utf8_lossy(&lab.exec(&lab.fw, &args).stdout).into_owned();
+    let _ = idle.kill();
+    let _ = idle.wait();
+    assert_eq!(code, "200", "a reader behind 140 idle connections");
+    eprintln!("answered {:?} behind 140 idle connections", t.elapsed());
     let out = lab.voipwall(&policy, &["token", "revoke", "ops"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
