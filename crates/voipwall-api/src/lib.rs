@@ -46,8 +46,10 @@ const MAX_CONNECTIONS: usize = 128;
 /// The largest request body taken (larger ones are answered 413).
 const BODY_LIMIT: usize = 64 << 10;
 
-/// How long a request waits for the engine thread.
-const ANSWER_WITHIN: Duration = Duration::from_secs(30);
+/// How long a request waits for the engine thread: shorter than `IDLE`, so
+/// an answer (or the 503 that says there is none) is written before the
+/// connection could be taken for idle.
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
 struct Api {
     control: ControlHandle,
@@ -211,7 +213,13 @@ impl tokio::io::AsyncWrite for CappedIo {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+        let r = std::pin::Pin::new(&mut self.stream).poll_write(cx, buf);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            // A long answer being read by the client is not idleness.
+            let next = tokio::time::Instant::now() + IDLE;
+            self.idle.as_mut().reset(next);
+        }
+        r
     }
 
     fn poll_flush(
@@ -305,8 +313,18 @@ fn auth(
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         voipwall_core::tokens::check(&store, token)
     };
+    let found = found.map_err(|e| {
+        // Never a guess: the store could not say (a valid token must not
+        // get its holder banned).
+        Problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("tokens cannot be checked now: {e}"),
+        )
+    })?;
     let Some((name, role)) = found else {
-        api.control.api_auth_failed(peer.ip());
+        // An IPv4 client of an IPv6 listener is `::ffff:a.b.c.d`: banned
+        // as the IPv4 address it is.
+        api.control.api_auth_failed(peer.ip().to_canonical());
         return Err(Problem(
             StatusCode::UNAUTHORIZED,
             "unknown or revoked token".into(),
@@ -617,6 +635,10 @@ struct Decision {
     value: String,
     duration: String,
     scenario: String,
+    /// When it ends (ms): a ban extended since the bouncer's last pull is
+    /// offered again with its new duration.
+    #[serde(skip)]
+    end: u64,
 }
 
 #[derive(Deserialize)]
@@ -664,6 +686,7 @@ async fn current_decisions(api: &Arc<Api>) -> Result<BTreeMap<String, Decision>,
                 value,
                 duration: format!("{secs}s"),
                 scenario: format!("voipwall/{}", b.rule),
+                end: b.end.0,
             },
         );
     }
@@ -695,7 +718,11 @@ async fn decisions_stream(
     };
     let new: Vec<&Decision> = now
         .iter()
-        .filter(|(k, d)| before.get(*k).is_none_or(|b| b.id != d.id))
+        .filter(|(k, d)| {
+            before
+                .get(*k)
+                .is_none_or(|b| b.id != d.id || b.end != d.end)
+        })
         .map(|(_, d)| d)
         .collect();
     let deleted: Vec<&Decision> = before

@@ -238,7 +238,7 @@ pub fn run(
     now: Timestamp,
 ) -> Outcome {
     let (mut outcome, fx) = if op.verb == Verb::Extend {
-        extend_bans(op, policy, bans, ledger, now)
+        extend_bans(op, policy, guard, bans, ledger, now)
     } else {
         execute(op, policy, guard, bans, now)
     };
@@ -246,14 +246,21 @@ pub fn run(
         return outcome;
     }
     let prefixes = prefixes(policy);
+    // `unban`: stored bans inside or around a lifted target go too (a /24
+    // unban lifts the detected /32s in it), in the kernel and the store;
+    // runtime blocks are not bans (`block --delete` lifts those). `unblock`
+    // lifts the block alone.
+    let active = if op.verb == Verb::Unban && !fx.lifted.is_empty() {
+        ledger.active_bans(now)
+    } else {
+        Vec::new()
+    };
     for net in &fx.lifted {
-        // Stored bans inside or around a lifted target go too (a /24
-        // unban lifts the detected /32s in it), in the kernel and the store.
-        let covering: Vec<BanRecord> = ledger
-            .active_bans(now)
-            .into_iter()
-            .filter(|b| b.target.contains(&net.addr()) || net.contains(&b.target.addr()))
-            .collect();
+        let covering = active.iter().filter(|b| {
+            b.rule != "block"
+                && b.target != *net
+                && (b.target.contains(&net.addr()) || net.contains(&b.target.addr()))
+        });
         for b in covering {
             if bans
                 .delete(&place_record(b.target, prefixes))
@@ -301,6 +308,7 @@ pub fn run(
 fn extend_bans(
     op: &Op,
     policy: Option<&Policy>,
+    guard: &Protected,
     bans: &mut Bans,
     ledger: &mut dyn Ledger,
     now: Timestamp,
@@ -326,9 +334,15 @@ fn extend_bans(
                 continue;
             }
         };
+        // Observed bans (observe mode) were never in the kernel: extending
+        // one must not make it real.
         let covering: Vec<&BanRecord> = active
             .iter()
-            .filter(|b| b.target.contains(&net.addr()) && b.target.prefix_len() <= net.prefix_len())
+            .filter(|b| {
+                b.origin != "observe"
+                    && b.target.contains(&net.addr())
+                    && b.target.prefix_len() <= net.prefix_len()
+            })
             .collect();
         if covering.is_empty() {
             errors.push(format!("no ban in force covers {}", display_net(&net)));
@@ -336,6 +350,18 @@ fn extend_bans(
         }
         for b in covering {
             let p = place_record(b.target, prefixes);
+            // What is protected now (a trunk since the ban, an allow) is
+            // not banned longer, as it would not be banned anew.
+            if let Some(hit) = guard.hit(&p.covers)
+                && !(op.force && hit.overridable)
+            {
+                errors.push(format!(
+                    "refusing to extend the ban of {}: it covers {}",
+                    display_net(&b.target),
+                    hit.why
+                ));
+                continue;
+            }
             let longer = b.is_permanent() || b.end >= until;
             if !longer {
                 let mut nb = b.clone();

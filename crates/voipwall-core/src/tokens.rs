@@ -87,10 +87,15 @@ pub fn create(store: &mut Store, name: &str, role: Role) -> anyhow::Result<Strin
     Ok(token)
 }
 
-/// The token in force presented as `token`: its name and role.
-pub fn check(store: &Store, token: &str) -> Option<(String, Role)> {
-    let (name, role) = store.token_by_hash(&hash(token)).ok()??;
-    Some((name, Role::parse(&role)?))
+/// The token in force presented as `token`: its name and role; `None`
+/// when it is not one; an error when the store cannot say.
+pub fn check(
+    store: &Store,
+    token: &str,
+) -> Result<Option<(String, Role)>, voipwall_store::StoreError> {
+    Ok(store
+        .token_by_hash(&hash(token))?
+        .and_then(|(name, role)| Some((name, Role::parse(&role)?))))
 }
 
 #[cfg(test)]
@@ -102,8 +107,8 @@ mod tests {
         let mut s = Store::in_memory().unwrap();
         let t = create(&mut s, "ops", Role::Admin).unwrap();
         assert!(t.starts_with("vwt_") && t.len() == 68);
-        assert_eq!(check(&s, &t), Some(("ops".into(), Role::Admin)));
-        assert_eq!(check(&s, "vwt_00"), None);
+        assert_eq!(check(&s, &t).unwrap(), Some(("ops".into(), Role::Admin)));
+        assert_eq!(check(&s, "vwt_00").unwrap(), None);
         assert!(
             create(&mut s, "ops", Role::Read).is_err(),
             "names are unique"
@@ -112,8 +117,11 @@ mod tests {
         let other = create(&mut s, "grafana", Role::Read).unwrap();
         assert_ne!(t, other);
         assert!(s.revoke_token("ops", crate::safety::now()).unwrap());
-        assert_eq!(check(&s, &t), None, "revoked");
-        assert_eq!(check(&s, &other), Some(("grafana".into(), Role::Read)));
+        assert_eq!(check(&s, &t).unwrap(), None, "revoked");
+        assert_eq!(
+            check(&s, &other).unwrap(),
+            Some(("grafana".into(), Role::Read))
+        );
         // Only the hash is stored.
         assert!(
             s.tokens()

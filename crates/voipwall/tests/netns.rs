@@ -2279,6 +2279,28 @@ fn the_http_api_bans_through_the_one_plane_with_tokens_by_role() {
         body.contains("\"stored_bans\"") && body.contains("from the api"),
         "the stored ban with its reason: {body}"
     );
+    // The control socket says who asks, never the request: a forged actor
+    // is audited as the CLI.
+    let forge = format!(
+        "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\ns.sendall(b'{{\"cmd\":\"runtime\",\"verb\":\"ban\",\"targets\":[\"203.0.113.2\"],\"seconds\":60,\"actor\":\"api:forged\",\"force\":true}}\\n')\nprint(s.recv(4096).decode())\n"
+    );
+    let out = run(&[
+        "python3",
+        "-c",
+        &forge,
+        lab.dir.join("sock").to_str().unwrap(),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("\"ok\":true"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let audit = String::from_utf8_lossy(&run(&["python3", "-c", q, db.to_str().unwrap()]).stdout)
+        .into_owned();
+    assert!(
+        audit.contains("cli ban 203.0.113.2") && !audit.contains("api:forged"),
+        "{audit}"
+    );
     // 140 idle connections (over the cap of 128) cannot keep a reader
     // out: idle ones are closed after 15 s.
     let mut idle = Command::new("ip")

@@ -720,7 +720,7 @@ fn handle(conn: UnixStream, tx: &Sender<Input>, waker: &Waker, lane: &Lane) {
                 Line::Whole => line.parse::<Request>(),
             }
         };
-        let req: Request = match parsed {
+        let mut req: Request = match parsed {
             Ok(r) => r,
             Err(e) => {
                 let _ = writeln!(
@@ -731,6 +731,11 @@ fn handle(conn: UnixStream, tx: &Sender<Input>, waker: &Waker, lane: &Lane) {
                 continue;
             }
         };
+        // Who asks is the socket's to say, never the request's: only the
+        // HTTP API (through `ControlHandle`) acts as `api:<token>`.
+        if let Request::Runtime(op) = &mut req {
+            op.actor = "cli".into();
+        }
         let (rtx, rrx) = mpsc::channel();
         if tx.send(Input::Control(req, rtx)).is_err() {
             return;

@@ -40,6 +40,8 @@ impl Daemon {
         let outcome = crate::plane::run(op, Some(&self.policy), &guard, &mut bans, &mut ledger, t);
         let events = std::mem::take(&mut ledger.events);
         self.bans = Some(bans);
+        // What an operator just did shows in the next status.
+        self.status_cache = None;
         for (kind, addr, detail) in events {
             self.event(&kind, addr, detail);
         }

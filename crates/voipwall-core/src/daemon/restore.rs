@@ -231,6 +231,7 @@ impl Daemon {
         };
         let old_prefixes = self.prefixes();
         self.policy = policy;
+        self.status_cache = None;
         let new_prefixes = self.prefixes();
         if old_prefixes != new_prefixes {
             // Bans made while the reload ran were placed under the old
