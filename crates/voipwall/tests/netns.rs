@@ -2281,13 +2281,11 @@ fn the_http_api_bans_through_the_one_plane_with_tokens_by_role() {
     );
     // The control socket says who asks, never the request: a forged actor
     // is audited as the CLI.
-    let forge = format!(
-        "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\ns.sendall(b'{{\"cmd\":\"runtime\",\"verb\":\"ban\",\"targets\":[\"203.0.113.2\"],\"seconds\":60,\"actor\":\"api:forged\",\"force\":true}}\\n')\nprint(s.recv(4096).decode())\n"
-    );
+    let forge = "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\ns.sendall(b'{\"cmd\":\"runtime\",\"verb\":\"ban\",\"targets\":[\"203.0.113.2\"],\"seconds\":60,\"actor\":\"api:forged\",\"force\":true}\\n')\nprint(s.recv(4096).decode())\n";
     let out = run(&[
         "python3",
         "-c",
-        &forge,
+        forge,
         lab.dir.join("sock").to_str().unwrap(),
     ]);
     assert!(
