@@ -13,6 +13,8 @@
 //! - `POST /api/v1/allow`, `POST /api/v1/block` `{"target", "duration", "force"}`
 //!   and `DELETE /api/v1/allow/{target}`, `DELETE /api/v1/block/{target}` (admin)
 //! - `GET /api/v1/explain/{addr}` (read): what detection knows, stored bans
+//! - `GET /api/v1/generations` (read): the recorded rulesets, newest first,
+//!   and which one is in force
 //! - `GET /v1/decisions/stream?startup=` (bouncer, `X-Api-Key`): CrowdSec's
 //!   decision stream, so a CrowdSec bouncer can follow voipwall
 //! - `GET /metrics` (read): Prometheus text
@@ -258,6 +260,7 @@ fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/block", post(block))
         .route("/api/v1/block/{target}", axum::routing::delete(unblock))
         .route("/api/v1/explain/{addr}", get(explain))
+        .route("/api/v1/generations", get(generations))
         .route("/v1/decisions/stream", get(decisions_stream))
         .route("/metrics", get(metrics))
         // Request bodies are a ban or an extend: a few hundred bytes.
@@ -621,6 +624,50 @@ async fn explain(
     match ask(&api, Request::Explain { addr }).await {
         Ok(a) => respond(a),
         Err(p) => p.into_response(),
+    }
+}
+
+/// One recorded ruleset, without its script.
+#[derive(Serialize)]
+struct GenerationRow {
+    id: i64,
+    at: String,
+    status: String,
+    policy: String,
+    deadline: Option<String>,
+    in_force: bool,
+}
+
+async fn generations(
+    State(api): State<Arc<Api>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(p) = auth(&api, peer, &headers, &[Role::Admin, Role::Read]) {
+        return p.into_response();
+    }
+    let rows = {
+        let store = api
+            .store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let in_force = store.in_force().ok().flatten().map(|g| g.id);
+        store.generations(100).map(|gs| {
+            gs.into_iter()
+                .map(|g| GenerationRow {
+                    in_force: Some(g.id) == in_force,
+                    id: g.id,
+                    at: g.at.to_string(),
+                    status: g.status,
+                    policy: g.policy,
+                    deadline: g.deadline.map(|d| d.to_string()),
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    match rows {
+        Ok(rows) => Json(serde_json::json!({"ok": true, "generations": rows})).into_response(),
+        Err(e) => Problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     }
 }
 

@@ -2248,6 +2248,14 @@ fn the_http_api_bans_through_the_one_plane_with_tokens_by_role() {
         audit.contains("api:ops ban 203.0.113.7") && audit.contains("api:ops unban 203.0.113.7"),
         "{audit}"
     );
+    let (code, body) = http(
+        "GET",
+        "/api/v1/generations",
+        Some(("Authorization", &read_h)),
+        None,
+    );
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("\"in_force\":true"), "{body}");
     let (code, body) = http("GET", "/metrics", Some(("Authorization", &read_h)), None);
     assert_eq!(code, "200", "{body}");
     assert!(body.contains("voipwall_active_bans "), "{body}");
