@@ -304,11 +304,22 @@ pub fn last_good_names(state_dir: &Path) -> BTreeMap<String, Vec<IpAddr>> {
 
 /// Resolves the policy's hostnames and compiles.
 pub fn compile_policy(policy: &Policy) -> Ruleset {
+    compile_resolved(policy, resolve_names(policy))
+}
+
+/// Compiles with these answers for the policy's names, now.
+pub fn compile_resolved(policy: &Policy, resolved: BTreeMap<String, Vec<IpAddr>>) -> Ruleset {
     compile(
         policy,
         &CompileInput {
-            resolved: resolve_names(policy),
+            resolved,
             now: now(),
         },
     )
+}
+
+/// Resolves the policy's hostnames, falling back on the last good answers
+/// the store of `state_dir` recorded (what the apply path compiles with).
+pub fn resolve_names_or_last_good(policy: &Policy, state_dir: &Path) -> Resolution {
+    resolve_names_keeping(policy, &last_good_names(state_dir))
 }

@@ -327,17 +327,8 @@ pub fn file_vs_running(
     };
     let (id, script) = (g.id, g.script);
     let l = crate::context::load_policy(config, catalog_dirs, &crate::context::host_facts())?;
-    let names = crate::context::resolve_names_keeping(
-        &l.policy,
-        &crate::context::last_good_names(state_dir),
-    );
-    let ours = voipwall_nft::render(&voipwall_nft::compile(
-        &l.policy,
-        &voipwall_nft::CompileInput {
-            resolved: names.resolved,
-            now: crate::context::now(),
-        },
-    ));
+    let names = crate::context::resolve_names_or_last_good(&l.policy, state_dir);
+    let ours = voipwall_nft::render(&crate::context::compile_resolved(&l.policy, names.resolved));
     Ok(Some((id, ours == script)))
 }
 
@@ -503,17 +494,8 @@ pub fn apply_path(r: &ApplyRequest<'_>) -> anyhow::Result<Applied> {
     // Names that do not resolve now keep their last good answer (the
     // resolver is unreachable at every boot before the network is up):
     // protection follows what the kernel held, never an empty set.
-    let names = crate::context::resolve_names_keeping(
-        &loaded.policy,
-        &crate::context::last_good_names(r.state_dir),
-    );
-    let mut ruleset = voipwall_nft::compile(
-        &loaded.policy,
-        &voipwall_nft::CompileInput {
-            resolved: names.resolved.clone(),
-            now: crate::context::now(),
-        },
-    );
+    let names = crate::context::resolve_names_or_last_good(&loaded.policy, r.state_dir);
+    let mut ruleset = crate::context::compile_resolved(&loaded.policy, names.resolved.clone());
     for h in &names.kept {
         let n = names.resolved.get(h).map_or(0, Vec::len);
         tracing::warn!(host = %h, addresses = n, "Name lookup failed; its last good answer is applied.");

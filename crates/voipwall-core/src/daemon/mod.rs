@@ -532,15 +532,8 @@ pub fn run(cli: &Paths, a: &DaemonArgs, api: Option<ApiStarter>) -> anyhow::Resu
         // lookup here: at boot the resolver is often not reachable yet, and
         // the resolver thread asks at once anyway).
         let last_good = crate::context::last_good_names(&cli.state_dir);
-        let rs = applied.unwrap_or_else(|| {
-            voipwall_nft::compile(
-                &policy,
-                &voipwall_nft::CompileInput {
-                    resolved: last_good.clone(),
-                    now: crate::context::now(),
-                },
-            )
-        });
+        let rs =
+            applied.unwrap_or_else(|| crate::context::compile_resolved(&policy, last_good.clone()));
         n.update(&policy, &rs);
         // Answers recorded after that generation (a trunk that moved) go
         // into the kernel now, before any lookup.
