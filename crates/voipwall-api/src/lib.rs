@@ -33,7 +33,7 @@ use axum::Router;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use serde::{Deserialize, Serialize};
 use voipwall_core::daemon::control::{Answer, StatusReply};
 use voipwall_core::daemon::{ApiContext, ControlHandle, Request};
@@ -249,16 +249,36 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Capp
     }
 }
 
+/// The route adding a runtime list entry with verb `v`.
+fn list_add(v: Verb) -> axum::routing::MethodRouter<Arc<Api>> {
+    post(
+        move |State(api): State<Arc<Api>>,
+              ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+              headers: HeaderMap,
+              bytes: axum::body::Bytes| list_entry(api, peer, headers, bytes, v),
+    )
+}
+
+/// The route removing a runtime list entry with verb `v`.
+fn list_remove(v: Verb) -> axum::routing::MethodRouter<Arc<Api>> {
+    delete(
+        move |State(api): State<Arc<Api>>,
+              ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+              headers: HeaderMap,
+              Path(target): Path<String>| list_delete(api, peer, headers, target, v),
+    )
+}
+
 fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route("/api/v1/status", get(status))
         .route("/api/v1/bans", get(bans).post(ban))
-        .route("/api/v1/bans/{target}", axum::routing::delete(unban))
+        .route("/api/v1/bans/{target}", delete(unban))
         .route("/api/v1/bans/{target}/extend", post(extend))
-        .route("/api/v1/allow", post(allow))
-        .route("/api/v1/allow/{target}", axum::routing::delete(disallow))
-        .route("/api/v1/block", post(block))
-        .route("/api/v1/block/{target}", axum::routing::delete(unblock))
+        .route("/api/v1/allow", list_add(Verb::Allow))
+        .route("/api/v1/allow/{target}", list_remove(Verb::Disallow))
+        .route("/api/v1/block", list_add(Verb::Block))
+        .route("/api/v1/block/{target}", list_remove(Verb::Unblock))
         .route("/api/v1/explain/{addr}", get(explain))
         .route("/api/v1/generations", get(generations))
         .route("/v1/decisions/stream", get(decisions_stream))
@@ -357,6 +377,24 @@ async fn ask(api: &Arc<Api>, req: Request) -> Result<Answer, Problem> {
         })
 }
 
+/// Asks the engine thread and answers as HTTP.
+async fn asked(api: &Arc<Api>, req: Request) -> Response {
+    match ask(api, req).await {
+        Ok(a) => respond(a),
+        Err(p) => p.into_response(),
+    }
+}
+
+/// A JSON request body, or a 400 saying what is wrong with it.
+fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Response> {
+    serde_json::from_slice(bytes).map_err(|e| bad(format!("body: {e}")))
+}
+
+/// A duration as the CLI's `--for` takes it (`None`: permanent), or a 400.
+fn duration(d: &str) -> Result<Option<u64>, Response> {
+    voipwall_policy::parse_ban_duration(d).map_err(|e| bad(format!("duration: {e}")))
+}
+
 /// An answer as HTTP: a refusal is 422 (a runtime verb) or 400.
 fn respond(a: Answer) -> Response {
     match a {
@@ -378,10 +416,7 @@ async fn status(
     if let Err(p) = auth(&api, peer, &headers, &[Role::Admin, Role::Read]) {
         return p.into_response();
     }
-    match ask(&api, Request::Status).await {
-        Ok(a) => respond(a),
-        Err(p) => p.into_response(),
-    }
+    asked(&api, Request::Status).await
 }
 
 #[derive(Deserialize)]
@@ -408,10 +443,7 @@ async fn bans(
         net: q.net,
         limit: Some(q.limit.unwrap_or(1000).min(100_000)),
     };
-    match ask(&api, req).await {
-        Ok(a) => respond(a),
-        Err(p) => p.into_response(),
-    }
+    asked(&api, req).await
 }
 
 #[derive(Deserialize)]
@@ -437,10 +469,7 @@ struct ExtendBody {
 /// Runs a runtime verb for the token `who`.
 async fn verb(api: &Arc<Api>, who: &str, mut op: Op) -> Response {
     op.actor = format!("api:{who}");
-    match ask(api, Request::Runtime(op)).await {
-        Ok(a) => respond(a),
-        Err(p) => p.into_response(),
-    }
+    asked(api, Request::Runtime(op)).await
 }
 
 fn bad(detail: String) -> Response {
@@ -451,24 +480,19 @@ async fn ban(
     State(api): State<Arc<Api>>,
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    bytes: axum::body::Bytes,
 ) -> Response {
     let (who, _) = match auth(&api, peer, &headers, &[Role::Admin]) {
         Ok(x) => x,
         Err(p) => return p.into_response(),
     };
-    let b: BanBody = match serde_json::from_slice(&body) {
+    let b: BanBody = match body(&bytes) {
         Ok(b) => b,
-        Err(e) => return bad(format!("body: {e}")),
+        Err(r) => return r,
     };
-    let seconds = match b
-        .duration
-        .as_deref()
-        .map(voipwall_policy::parse_ban_duration)
-    {
-        None => None,
-        Some(Ok(s)) => Some(s),
-        Some(Err(e)) => return bad(format!("duration: {e}")),
+    let seconds = match b.duration.as_deref().map(duration).transpose() {
+        Ok(s) => s,
+        Err(r) => return r,
     };
     let mut op = Op::simple(Verb::Ban, &b.target, seconds.flatten());
     op.default_ttl = seconds.is_none();
@@ -496,20 +520,20 @@ async fn extend(
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
     Path(target): Path<String>,
-    body: axum::body::Bytes,
+    bytes: axum::body::Bytes,
 ) -> Response {
     let (who, _) = match auth(&api, peer, &headers, &[Role::Admin]) {
         Ok(x) => x,
         Err(p) => return p.into_response(),
     };
-    let b: ExtendBody = match serde_json::from_slice(&body) {
+    let b: ExtendBody = match body(&bytes) {
         Ok(b) => b,
-        Err(e) => return bad(format!("body: {e}")),
+        Err(r) => return r,
     };
-    let secs = match voipwall_policy::parse_ban_duration(&b.duration) {
+    let secs = match duration(&b.duration) {
         Ok(Some(s)) => s,
         Ok(None) => return bad("extend takes a duration from now".into()),
-        Err(e) => return bad(format!("duration: {e}")),
+        Err(r) => return r,
     };
     verb(&api, &who, Op::simple(Verb::Extend, &target, Some(secs))).await
 }
@@ -530,25 +554,20 @@ async fn list_entry(
     api: Arc<Api>,
     peer: SocketAddr,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    bytes: axum::body::Bytes,
     v: Verb,
 ) -> Response {
     let (who, _) = match auth(&api, peer, &headers, &[Role::Admin]) {
         Ok(x) => x,
         Err(p) => return p.into_response(),
     };
-    let b: ListBody = match serde_json::from_slice(&body) {
+    let b: ListBody = match body(&bytes) {
         Ok(b) => b,
-        Err(e) => return bad(format!("body: {e}")),
+        Err(r) => return r,
     };
-    let seconds = match b
-        .duration
-        .as_deref()
-        .map(voipwall_policy::parse_ban_duration)
-    {
-        None => None,
-        Some(Ok(s)) => s,
-        Some(Err(e)) => return bad(format!("duration: {e}")),
+    let seconds = match b.duration.as_deref().map(duration).transpose() {
+        Ok(s) => s.flatten(),
+        Err(r) => return r,
     };
     let mut op = Op::simple(v, &b.target, seconds);
     op.force = b.force;
@@ -576,42 +595,6 @@ async fn list_delete(
     verb(&api, &who, op).await
 }
 
-async fn allow(
-    State(api): State<Arc<Api>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    list_entry(api, peer, headers, body, Verb::Allow).await
-}
-
-async fn block(
-    State(api): State<Arc<Api>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    list_entry(api, peer, headers, body, Verb::Block).await
-}
-
-async fn disallow(
-    State(api): State<Arc<Api>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    Path(target): Path<String>,
-) -> Response {
-    list_delete(api, peer, headers, target, Verb::Disallow).await
-}
-
-async fn unblock(
-    State(api): State<Arc<Api>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    Path(target): Path<String>,
-) -> Response {
-    list_delete(api, peer, headers, target, Verb::Unblock).await
-}
-
 async fn explain(
     State(api): State<Arc<Api>>,
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
@@ -621,10 +604,7 @@ async fn explain(
     if let Err(p) = auth(&api, peer, &headers, &[Role::Admin, Role::Read]) {
         return p.into_response();
     }
-    match ask(&api, Request::Explain { addr }).await {
-        Ok(a) => respond(a),
-        Err(p) => p.into_response(),
-    }
+    asked(&api, Request::Explain { addr }).await
 }
 
 /// One recorded ruleset, without its script.
