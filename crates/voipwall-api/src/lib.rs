@@ -30,7 +30,8 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -40,6 +41,8 @@ use voipwall_core::daemon::{ApiContext, ControlHandle, Request};
 use voipwall_core::plane::{Op, Verb};
 use voipwall_core::tokens::Role;
 use voipwall_store::Store;
+
+mod openapi;
 
 /// Connections served at once on each listener; more wait in the
 /// kernel's accept queue until one closes.
@@ -61,6 +64,8 @@ struct Api {
     /// Each bouncer's last view of the decisions (value → decision), for
     /// the stream's deltas.
     bouncers: Mutex<HashMap<String, BTreeMap<String, Decision>>>,
+    /// Event streams open (`MAX_STREAMS`).
+    streams: Arc<tokio::sync::Semaphore>,
 }
 
 /// Starts the API on its own thread. Binds first, so an address that
@@ -78,6 +83,7 @@ pub fn start(ctx: ApiContext) -> anyhow::Result<()> {
         control: ctx.control,
         store: Mutex::new(store),
         bouncers: Mutex::new(HashMap::new()),
+        streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
     });
     let stop = ctx.stop;
     std::thread::Builder::new()
@@ -255,7 +261,7 @@ fn list_add(v: Verb) -> axum::routing::MethodRouter<Arc<Api>> {
         move |State(api): State<Arc<Api>>,
               ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
               headers: HeaderMap,
-              bytes: axum::body::Bytes| list_entry(api, peer, headers, bytes, v),
+              Body(bytes): Body| list_entry(api, peer, headers, bytes, v),
     )
 }
 
@@ -281,11 +287,59 @@ fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/block/{target}", list_remove(Verb::Unblock))
         .route("/api/v1/explain/{addr}", get(explain))
         .route("/api/v1/generations", get(generations))
+        .route("/api/v1/events", get(events))
+        .route("/api/v1/events/stream", get(events_stream))
         .route("/v1/decisions/stream", get(decisions_stream))
         .route("/metrics", get(metrics))
+        .route("/api/openapi.json", get(openapi_document))
+        .fallback(not_found)
         // Request bodies are a ban or an extend: a few hundred bytes.
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(api)
+}
+
+/// A query string, or a 400 problem saying what is wrong with it.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(Problem))]
+struct Query<T>(T);
+
+/// A path parameter, or a problem.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(Problem))]
+struct Path<T>(T);
+
+/// A request body (at most `BODY_LIMIT` bytes: a 413 problem beyond).
+struct Body(axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = Problem;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Problem> {
+        Ok(Self(axum::body::Bytes::from_request(req, state).await?))
+    }
+}
+
+impl From<QueryRejection> for Problem {
+    fn from(r: QueryRejection) -> Self {
+        Self(r.status(), r.body_text())
+    }
+}
+
+impl From<PathRejection> for Problem {
+    fn from(r: PathRejection) -> Self {
+        Self(r.status(), r.body_text())
+    }
+}
+
+impl From<BytesRejection> for Problem {
+    fn from(r: BytesRejection) -> Self {
+        Self(r.status(), r.body_text())
+    }
+}
+
+/// Any other path: a 404 problem.
+async fn not_found() -> Response {
+    Problem(StatusCode::NOT_FOUND, "no such resource".into()).into_response()
 }
 
 /// An RFC 9457 problem.
@@ -317,41 +371,62 @@ fn auth(
     headers: &HeaderMap,
     may: &[Role],
 ) -> Result<(String, Role), Problem> {
-    let presented = headers
+    // Both headers may carry a token: every one presented must be known,
+    // and they must be the same token (a valid bearer token must not hide
+    // a guessed key from `api-auth`).
+    let bearer = headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
-        .map(str::trim);
-    let Some(token) = presented.filter(|t| !t.is_empty() && t.len() <= 256) else {
+        .map(|v| v.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")));
+    let key = headers.get("x-api-key").map(|v| v.to_str().ok());
+    let presented: Vec<&str> = [bearer, key]
+        .into_iter()
+        .flatten()
+        .map(|t| t.map(str::trim).unwrap_or(""))
+        .collect();
+    if presented.is_empty() {
         return Err(Problem(
             StatusCode::UNAUTHORIZED,
             "a token is needed: `Authorization: Bearer <token>` (`voipwall token create`)".into(),
         ));
-    };
-    let found = {
-        let store = api
-            .store
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        voipwall_core::tokens::check(&store, token)
-    };
-    let found = found.map_err(|e| {
-        // Never a guess: the store could not say (a valid token must not
-        // get its holder banned).
-        Problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("tokens cannot be checked now: {e}"),
-        )
-    })?;
-    let Some((name, role)) = found else {
-        // An IPv4 client of an IPv6 listener is `::ffff:a.b.c.d`: banned
-        // as the IPv4 address it is.
-        api.control.api_auth_failed(peer.ip().to_canonical());
-        return Err(Problem(
-            StatusCode::UNAUTHORIZED,
-            "unknown or revoked token".into(),
-        ));
+    }
+    let mut who: Option<(String, Role)> = None;
+    for token in presented {
+        let found = if token.is_empty() || token.len() > 256 {
+            Ok(None)
+        } else {
+            let store = api
+                .store
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            voipwall_core::tokens::check(&store, token)
+        };
+        let found = found.map_err(|e| {
+            // Never a guess: the store could not say (a valid token must
+            // not get its holder banned).
+            Problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("tokens cannot be checked now: {e}"),
+            )
+        })?;
+        let Some(found) = found else {
+            // An IPv4 client of an IPv6 listener is `::ffff:a.b.c.d`:
+            // banned as the IPv4 address it is.
+            api.control.api_auth_failed(peer.ip().to_canonical());
+            return Err(Problem(
+                StatusCode::UNAUTHORIZED,
+                "unknown or revoked token".into(),
+            ));
+        };
+        if who.as_ref().is_some_and(|w| w.0 != found.0) {
+            return Err(Problem(
+                StatusCode::UNAUTHORIZED,
+                "two different tokens: send one".into(),
+            ));
+        }
+        who = Some(found);
+    }
+    let Some((name, role)) = who else {
+        return Err(Problem(StatusCode::UNAUTHORIZED, "no token".into()));
     };
     if !may.contains(&role) {
         return Err(Problem(
@@ -400,7 +475,11 @@ fn respond(a: Answer) -> Response {
     match a {
         Answer::Error(e) => Problem(StatusCode::BAD_REQUEST, e.error).into_response(),
         Answer::Runtime(o) if !o.ok => Problem(
-            StatusCode::UNPROCESSABLE_ENTITY,
+            if o.absent {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            },
             o.error.unwrap_or_else(|| "refused".into()),
         )
         .into_response(),
@@ -419,12 +498,17 @@ async fn status(
     asked(&api, Request::Status).await
 }
 
-#[derive(Deserialize)]
-struct BansQuery {
+/// `GET /api/v1/bans`'s search.
+#[derive(Deserialize, schemars::JsonSchema)]
+pub(crate) struct BansQuery {
+    /// Include ended and lifted bans.
     #[serde(default)]
     all: bool,
+    /// Only this rule.
     rule: Option<String>,
+    /// Only bans touching this address or network.
     net: Option<String>,
+    /// At most this many (default 1000, at most 100000).
     limit: Option<usize>,
 }
 
@@ -446,23 +530,33 @@ async fn bans(
     asked(&api, req).await
 }
 
-#[derive(Deserialize)]
+/// `POST /api/v1/bans`.
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct BanBody {
+pub(crate) struct BanBody {
+    /// An address or network.
+    #[schemars(regex(pattern = crate::openapi::TARGET))]
     target: String,
     /// `30m`, `7d`, `permanent`; absent: `[bans] default_ttl`.
+    #[schemars(regex(pattern = crate::openapi::DURATION))]
     duration: Option<String>,
+    /// For the audit log and `explain`.
     #[serde(default)]
     reason: Option<String>,
+    /// Ban exactly this target (no widening to the rule's prefix).
     #[serde(default)]
     exact: bool,
+    /// Ban even where anti-lockout refuses (management, trunks).
     #[serde(default)]
     force: bool,
 }
 
-#[derive(Deserialize)]
+/// `POST /api/v1/bans/{target}/extend`.
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ExtendBody {
+pub(crate) struct ExtendBody {
+    /// The remaining time wanted (`2h`, `7d`); a longer one is kept.
+    #[schemars(regex(pattern = crate::openapi::DURATION))]
     duration: String,
 }
 
@@ -480,7 +574,7 @@ async fn ban(
     State(api): State<Arc<Api>>,
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
-    bytes: axum::body::Bytes,
+    Body(bytes): Body,
 ) -> Response {
     let (who, _) = match auth(&api, peer, &headers, &[Role::Admin]) {
         Ok(x) => x,
@@ -520,7 +614,7 @@ async fn extend(
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
     Path(target): Path<String>,
-    bytes: axum::body::Bytes,
+    Body(bytes): Body,
 ) -> Response {
     let (who, _) = match auth(&api, peer, &headers, &[Role::Admin]) {
         Ok(x) => x,
@@ -538,12 +632,17 @@ async fn extend(
     verb(&api, &who, Op::simple(Verb::Extend, &target, Some(secs))).await
 }
 
-#[derive(Deserialize)]
+/// `POST /api/v1/allow` and `POST /api/v1/block`.
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ListBody {
+pub(crate) struct ListBody {
+    /// An address or network.
+    #[schemars(regex(pattern = crate::openapi::TARGET))]
     target: String,
     /// Absent: permanent.
+    #[schemars(regex(pattern = crate::openapi::DURATION))]
     duration: Option<String>,
+    /// Even where anti-lockout refuses.
     #[serde(default)]
     force: bool,
 }
@@ -608,14 +707,29 @@ async fn explain(
 }
 
 /// One recorded ruleset, without its script.
-#[derive(Serialize)]
-struct GenerationRow {
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
+pub(crate) struct GenerationRow {
+    /// Its number (`voipwall rollback --to N`).
     id: i64,
+    /// When it was recorded (ms since the epoch).
     at: String,
+    /// `applied`, `confirmed`, `pending`, `rolled_back`, `snapshot`, ...
     status: String,
+    /// The policy file it was compiled from.
     policy: String,
+    /// A pending apply's confirmation deadline (ms since the epoch).
     deadline: Option<String>,
+    /// Whether the kernel runs it now.
     in_force: bool,
+}
+
+/// `GET /api/v1/generations`.
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
+pub(crate) struct GenerationsReply {
+    /// Always true.
+    ok: bool,
+    /// Newest first (at most 100).
+    generations: Vec<GenerationRow>,
 }
 
 async fn generations(
@@ -646,21 +760,32 @@ async fn generations(
         })
     };
     match rows {
-        Ok(rows) => Json(serde_json::json!({"ok": true, "generations": rows})).into_response(),
+        Ok(generations) => Json(GenerationsReply {
+            ok: true,
+            generations,
+        })
+        .into_response(),
         Err(e) => Problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     }
 }
 
 /// One decision, as CrowdSec's Local API gives it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-struct Decision {
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
+pub(crate) struct Decision {
+    /// The stored ban's row id.
     id: i64,
+    /// Always `voipwall`.
     origin: String,
+    /// Always `ban`.
     #[serde(rename = "type")]
     kind: String,
+    /// `Ip` or `Range`.
     scope: String,
+    /// The address or network.
     value: String,
+    /// Time left (`3599s`).
     duration: String,
+    /// `voipwall/<rule>`.
     scenario: String,
     /// When it ends (ms): a ban extended since the bouncer's last pull is
     /// offered again with its new duration.
@@ -668,10 +793,22 @@ struct Decision {
     end: u64,
 }
 
-#[derive(Deserialize)]
-struct StreamQuery {
+/// `GET /v1/decisions/stream`'s query.
+#[derive(Deserialize, schemars::JsonSchema)]
+pub(crate) struct StreamQuery {
+    /// Everything in force (a bouncer starting), not only what changed.
     #[serde(default)]
     startup: bool,
+}
+
+/// The stream's answer: `null` for an empty list, as CrowdSec's Local API
+/// says it.
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
+pub(crate) struct StreamReply {
+    /// Decisions new (or extended) since the last pull.
+    new: Option<Vec<Decision>>,
+    /// Decisions ended or lifted since the last pull.
+    deleted: Option<Vec<Decision>>,
 }
 
 /// The bans in force as decisions (the bans voipwall made: detection, the
@@ -743,27 +880,152 @@ async fn decisions_stream(
     } else {
         all.get(&who).cloned().unwrap_or_default()
     };
-    let new: Vec<&Decision> = now
+    let new: Vec<Decision> = now
         .iter()
         .filter(|(k, d)| {
             before
                 .get(*k)
                 .is_none_or(|b| b.id != d.id || b.end != d.end)
         })
-        .map(|(_, d)| d)
+        .map(|(_, d)| d.clone())
         .collect();
-    let deleted: Vec<&Decision> = before
+    let deleted: Vec<Decision> = before
         .iter()
         .filter(|(k, _)| !now.contains_key(*k))
-        .map(|(_, d)| d)
+        .map(|(_, d)| d.clone())
         .collect();
-    // CrowdSec's Local API says `null` for an empty list.
-    let body = serde_json::json!({
-        "new": if new.is_empty() { serde_json::Value::Null } else { serde_json::json!(new) },
-        "deleted": if deleted.is_empty() { serde_json::Value::Null } else { serde_json::json!(deleted) },
-    });
+    let body = StreamReply {
+        new: Some(new).filter(|v| !v.is_empty()),
+        deleted: Some(deleted).filter(|v| !v.is_empty()),
+    };
     all.insert(who, now);
     Json(body).into_response()
+}
+
+/// `GET /api/v1/events`'s query.
+#[derive(Deserialize, schemars::JsonSchema)]
+pub(crate) struct EventsQuery {
+    /// How many recent events (default 50).
+    limit: Option<usize>,
+}
+
+/// Recent events, oldest first (bans, alerts, verbs, daemon notes; an
+/// event's own fields are free-form).
+async fn events(
+    State(api): State<Arc<Api>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    Query(q): Query<EventsQuery>,
+) -> Response {
+    if let Err(p) = auth(&api, peer, &headers, &[Role::Admin, Role::Read]) {
+        return p.into_response();
+    }
+    let req = Request::Events {
+        follow: false,
+        limit: Some(q.limit.unwrap_or(50).min(10_000)),
+    };
+    asked(&api, req).await
+}
+
+/// Event streams served at once (each is one of the engine's followers,
+/// which the control socket's `events --follow` shares).
+const MAX_STREAMS: usize = 8;
+
+/// Events as Server-Sent Events: the recent ones, then each as it
+/// happens (`data:` is the event's JSON; `event:` its kind when it has
+/// one). A client that stops reading is dropped by the engine, never
+/// waited for.
+async fn events_stream(
+    State(api): State<Arc<Api>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    Query(q): Query<EventsQuery>,
+) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    if let Err(p) = auth(&api, peer, &headers, &[Role::Admin, Role::Read]) {
+        return p.into_response();
+    }
+    let Ok(permit) = api.streams.clone().try_acquire_owned() else {
+        return Problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{MAX_STREAMS} event streams already"),
+        )
+        .into_response();
+    };
+    let req = Request::Events {
+        follow: true,
+        limit: Some(q.limit.unwrap_or(50).min(10_000)),
+    };
+    let a = api.clone();
+    let got = tokio::task::spawn_blocking(move || a.control.follow(req, ANSWER_WITHIN))
+        .await
+        .ok()
+        .flatten();
+    let (past, rx) = match got {
+        Some((Answer::Events(e), Some(rx))) => (e.events, rx),
+        Some((a, _)) => return respond_unavailable(a),
+        None => {
+            return Problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the daemon did not answer".into(),
+            )
+            .into_response();
+        }
+    };
+    fn event(v: &serde_json::Value) -> Result<Event, std::convert::Infallible> {
+        let e = Event::default().data(v.to_string());
+        Ok(
+            match v
+                .get("kind")
+                .or_else(|| v.get("event"))
+                .and_then(|k| k.as_str())
+            {
+                Some(k) if !k.is_empty() && !k.contains(['\n', '\r']) => e.event(k),
+                _ => e,
+            },
+        )
+    }
+    let past: std::collections::VecDeque<serde_json::Value> = past.into();
+    let stream =
+        futures_util::stream::unfold((past, rx, permit), |(mut past, rx, permit)| async move {
+            if let Some(v) = past.pop_front() {
+                return Some((event(&v), (past, rx, permit)));
+            }
+            loop {
+                match rx.try_recv() {
+                    Ok(v) => return Some((event(&v), (past, rx, permit))),
+                    Err(std::sync::mpsc::TryRecvError::Empty) => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => return None,
+                }
+            }
+        });
+    // A comment every 10 s: proxies keep the stream, and the connection's
+    // idle timer sees it written.
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
+        .into_response()
+}
+
+/// An answer that is not the one asked for: the daemon refused (too many
+/// followers) or is in a state that cannot answer.
+fn respond_unavailable(a: Answer) -> Response {
+    match a {
+        Answer::Error(e) => Problem(StatusCode::SERVICE_UNAVAILABLE, e.error).into_response(),
+        _ => Problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon cannot stream events now".into(),
+        )
+        .into_response(),
+    }
+}
+
+/// The OpenAPI document (built once).
+async fn openapi_document() -> Response {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let doc = DOC.get_or_init(|| openapi::document().to_string());
+    ([(header::CONTENT_TYPE, "application/json")], doc.as_str()).into_response()
 }
 
 async fn metrics(

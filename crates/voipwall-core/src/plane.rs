@@ -17,7 +17,7 @@ use voipwall_store::BanRecord;
 use voipwall_sys::bans::Bans;
 
 /// A runtime verb.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Verb {
     Ban,
@@ -97,7 +97,7 @@ impl Op {
 }
 
 /// What one target became.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Done {
     /// Exactly what the kernel matches.
     pub covers: String,
@@ -109,7 +109,7 @@ pub struct Done {
 }
 
 /// The reply of the control protocol for an [`Op`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Outcome {
     pub ok: bool,
     pub verb: Verb,
@@ -118,6 +118,10 @@ pub struct Outcome {
     /// Set when `ok` is false: every problem, nothing was changed.
     #[serde(default)]
     pub error: Option<String>,
+    /// Refused only because the target is not there (no ban to extend, no
+    /// such list entry): the API answers 404.
+    #[serde(default)]
+    pub absent: bool,
 }
 
 /// What the caller records after the kernel took the operation.
@@ -326,6 +330,7 @@ fn extend_bans(
     let mut fx = Effects::default();
     let mut done = Vec::new();
     let mut kernel = Vec::new();
+    let mut missing = 0;
     for t in &op.targets {
         let net = match parse_net(t) {
             Ok(n) => n,
@@ -346,6 +351,7 @@ fn extend_bans(
             .collect();
         if covering.is_empty() {
             errors.push(format!("no ban in force covers {}", display_net(&net)));
+            missing += 1;
             continue;
         }
         for b in covering {
@@ -378,7 +384,9 @@ fn extend_bans(
         }
     }
     if !errors.is_empty() {
-        return (refuse(op.verb, &errors), Effects::default());
+        let mut o = refuse(op.verb, &errors);
+        o.absent = missing == errors.len();
+        return (o, Effects::default());
     }
     if let Err(e) = bans.add_many(&kernel) {
         return (
@@ -393,6 +401,7 @@ fn extend_bans(
             done,
             seconds: Some(secs),
             error: None,
+            absent: false,
         },
         fx,
     )
@@ -430,6 +439,7 @@ fn refuse(verb: Verb, errors: &[String]) -> Outcome {
         done: Vec::new(),
         seconds: None,
         error: Some(format!("{}\nnothing was changed", errors.join("\n"))),
+        absent: false,
     }
 }
 
@@ -608,16 +618,15 @@ pub fn execute(
         } else {
             "runtime block"
         };
-        return (
-            refuse(
-                op.verb,
-                &[format!(
-                    "{} is not in the {list} list",
-                    op.targets.join(", ")
-                )],
-            ),
-            Effects::default(),
+        let mut o = refuse(
+            op.verb,
+            &[format!(
+                "{} is not in the {list} list",
+                op.targets.join(", ")
+            )],
         );
+        o.absent = true;
+        return (o, Effects::default());
     }
     (
         Outcome {
@@ -626,6 +635,7 @@ pub fn execute(
             done,
             seconds,
             error: None,
+            absent: false,
         },
         effects,
     )

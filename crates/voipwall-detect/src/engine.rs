@@ -139,9 +139,10 @@ pub enum Action {
 }
 
 /// A ban decision, with everything `explain` and the store need.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Ban {
     /// Address (full-length prefix) or prefix banned.
+    #[schemars(with = "String")]
     pub target: IpNet,
     /// The address whose event crossed the threshold.
     pub offender: IpAddr,
@@ -171,7 +172,7 @@ fn yes() -> bool {
 }
 
 /// One event kept as evidence.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Evidence {
     /// When.
     pub at: Timestamp,
@@ -189,7 +190,9 @@ pub struct Evidence {
 }
 
 /// Counters for metrics and tests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct Stats {
     /// Events handled.
     pub events: u64,
@@ -221,11 +224,12 @@ pub struct Stats {
 }
 
 /// What the engine knows about an address, for `explain`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Explanation {
     /// The address asked about.
     pub addr: IpAddr,
     /// The group it is counted in.
+    #[schemars(with = "String")]
     pub group: IpNet,
     /// The ban that applies to it now, if any.
     pub banned: Option<Ban>,
@@ -240,7 +244,7 @@ pub struct Explanation {
 }
 
 /// A rule's progress for one group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct CounterView {
     /// Rule id.
     pub rule: String,

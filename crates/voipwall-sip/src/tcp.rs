@@ -90,7 +90,17 @@ impl Default for TcpLimits {
 }
 
 /// What the reassembler has done, for `status` and the benches.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 pub struct TcpStats {
     /// Flows tracked now.
     pub flows: usize,

@@ -71,7 +71,7 @@ pub enum StoreError {
 }
 
 /// How [`Store::open`] found the database.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Opened {
     /// No database existed; a new one was created.
@@ -88,11 +88,12 @@ pub enum Opened {
 }
 
 /// A ban as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct BanRecord {
     /// Row id (None before it is stored).
     pub id: Option<i64>,
     /// Address or prefix.
+    #[schemars(with = "String")]
     pub target: IpNet,
     /// The address whose event crossed the threshold, when a rule banned.
     pub offender: Option<IpAddr>,

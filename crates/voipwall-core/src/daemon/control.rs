@@ -65,7 +65,7 @@ pub enum Request {
 }
 
 /// Packet → kernel latency, microseconds.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Latency {
     /// How many were measured.
     pub samples: usize,
@@ -79,7 +79,7 @@ pub struct Latency {
 }
 
 /// Safe mode as the running daemon saw it at start.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SafeModeState {
     /// Whether the policy is held back now (never, once running).
     pub holding: bool,
@@ -89,7 +89,7 @@ pub struct SafeModeState {
 
 /// The policy file against the generation in force (the CLI adds it:
 /// compiling must not hold up the daemon's packet path).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PolicyFile {
     /// The generation in force.
     pub generation: Option<i64>,
@@ -102,7 +102,7 @@ pub struct PolicyFile {
 
 /// The answer to `status` from a running daemon. The CLI reads it through
 /// this type, so the daemon and the CLI cannot disagree about a field.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StatusReply {
     /// Always true.
     pub ok: bool,
@@ -148,6 +148,7 @@ pub struct StatusReply {
     /// Every ban since start by latency: `(upper bound µs, count)`, the
     /// last bucket unbounded (`None`).
     #[serde(default)]
+    #[schemars(with = "Vec<Vec<Option<u64>>>")]
     pub ban_latency_histogram: Vec<(Option<u64>, u64)>,
     /// Packet arrival → known-set element in the kernel.
     pub promotion_latency_us: Latency,
@@ -161,7 +162,7 @@ pub struct StatusReply {
 }
 
 /// The answer to `bans` (from the store).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BansReply {
     /// Always true.
     pub ok: bool,
@@ -170,7 +171,7 @@ pub struct BansReply {
 }
 
 /// The answer to `explain ADDR` (what detection knows).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ExplainReply {
     /// Always true.
     pub ok: bool,
@@ -181,7 +182,7 @@ pub struct ExplainReply {
 }
 
 /// Safe mode while it holds the policy back.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HoldingState {
     /// Always true.
     pub holding: bool,
@@ -190,7 +191,7 @@ pub struct HoldingState {
 }
 
 /// The answer to `status` while safe mode holds the policy back.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HoldingReply {
     /// Always true.
     pub ok: bool,
@@ -202,7 +203,7 @@ pub struct HoldingReply {
 
 /// A refusal or a failure: every answer whose `ok` is false but a runtime
 /// verb's (an [`crate::plane::Outcome`] says what it refused).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ErrorReply {
     /// Always false.
     pub ok: bool,
@@ -222,7 +223,7 @@ impl ErrorReply {
 
 /// The answer to `events`: the recent ones, oldest first (an event's own
 /// fields stay free-form: detection, verbs and the daemon add their own).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EventsReply {
     /// Always true.
     pub ok: bool,
@@ -231,7 +232,7 @@ pub struct EventsReply {
 }
 
 /// The answer to `reload`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ReloadReply {
     /// Whether the policy was applied.
     pub ok: bool,
@@ -249,7 +250,7 @@ pub struct StalledReply {
 }
 
 /// One trunk or peer name, for `status`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NameStatus {
     /// The name.
     pub host: String,
@@ -268,7 +269,7 @@ pub struct NameStatus {
 }
 
 /// The resolver thread's view, for `status`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DnsStatus {
     /// Every name.
     pub names: Vec<NameStatus>,
@@ -318,7 +319,7 @@ impl Answer {
 }
 
 /// Either answer to `status`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum StatusAnswer {
     /// Running.

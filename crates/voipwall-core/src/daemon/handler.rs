@@ -29,6 +29,7 @@ impl Daemon {
                 done: Vec::new(),
                 seconds: None,
                 error: Some("the daemon has no netlink socket: nothing was changed".into()),
+                absent: false,
             }));
         };
         let mut ledger = DaemonLedger {

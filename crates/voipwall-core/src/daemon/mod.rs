@@ -286,7 +286,7 @@ pub const LATENCY_BUCKETS_US: [u64; 10] = [
 ];
 
 /// The daemon's counters, as `status` reports them.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct Counters {
     /// Packet copies read from NFLOG.
@@ -448,6 +448,23 @@ impl ControlHandle {
         self.waker.wake();
         match rrx.recv_timeout(timeout).ok()? {
             Reply::One(a) | Reply::Stream(a, _) => Some(a),
+        }
+    }
+
+    /// Asks for a stream (`events` with `follow`): the first answer and
+    /// the events after it, until the receiver is dropped. A refusal comes
+    /// with no stream.
+    pub fn follow(
+        &self,
+        req: Request,
+        timeout: std::time::Duration,
+    ) -> Option<(control::Answer, Option<Receiver<Value>>)> {
+        let (rtx, rrx) = mpsc::channel();
+        self.tx.send(Input::Control(req, rtx)).ok()?;
+        self.waker.wake();
+        match rrx.recv_timeout(timeout).ok()? {
+            Reply::One(a) => Some((a, None)),
+            Reply::Stream(a, rx) => Some((a, Some(rx))),
         }
     }
 }
