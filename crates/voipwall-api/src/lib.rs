@@ -58,6 +58,8 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
 struct Api {
     control: ControlHandle,
+    state_dir: std::path::PathBuf,
+    catalog_dirs: Vec<std::path::PathBuf>,
     /// Tokens are looked up here for every request (a revoked token stops
     /// working at once).
     store: Mutex<Store>,
@@ -81,10 +83,16 @@ pub fn start(ctx: ApiContext) -> anyhow::Result<()> {
     }
     let api = Arc::new(Api {
         control: ctx.control,
+        state_dir: ctx.state_dir.clone(),
+        catalog_dirs: ctx.catalog_dirs.clone(),
         store: Mutex::new(store),
         bouncers: Mutex::new(HashMap::new()),
         streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
     });
+    let tls = match (&ctx.settings.tls_cert, &ctx.settings.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+        _ => None,
+    };
     let stop = ctx.stop;
     std::thread::Builder::new()
         .name("api".into())
@@ -108,11 +116,8 @@ pub fn start(ctx: ApiContext) -> anyhow::Result<()> {
                     let Ok(l) = tokio::net::TcpListener::from_std(l) else {
                         continue;
                     };
-                    let l = Capped {
-                        inner: l,
-                        permits: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
-                    };
-                    tracing::info!(listen = %addr, "HTTP API listening.");
+                    let l = Capped::new(l, tls.clone());
+                    tracing::info!(listen = %addr, tls = tls.is_some(), "HTTP API listening.");
                     let app = app.clone();
                     let stop = stop.clone();
                     tasks.push(tokio::spawn(async move {
@@ -135,12 +140,95 @@ pub fn start(ctx: ApiContext) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The TLS server of `[api] tls_cert` and `tls_key` (PEM files, read once
+/// at start; ring's primitives, TLS 1.2 and 1.3, HTTP/1.1).
+fn tls_acceptor(cert: &str, key: &str) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("reading the API's certificate {cert}: {e}"))?;
+    if certs.is_empty() {
+        anyhow::bail!("the API's certificate file {cert} holds no certificate");
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow::anyhow!("reading the API's private key {key}: {e}"))?;
+    // ring, as the project's one TLS stack (aws-lc-rs would add a C and
+    // cmake build). rustls 0.23.48 marks it deprecated for want of
+    // post-quantum key exchange; classical X25519/P-256 remain.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| anyhow::anyhow!("the API's certificate and key: {e}"))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+/// How long a TLS handshake may take.
+const HANDSHAKE_WITHIN: Duration = Duration::from_secs(10);
+
 /// A listener that serves at most `MAX_CONNECTIONS` connections at once: a
-/// connection holds a permit until it closes; beyond, accepting waits (the
-/// kernel's queue holds the rest).
+/// connection holds a permit from before it is accepted until it closes;
+/// beyond, accepting waits (the kernel's queue holds the rest). A task
+/// accepts; under TLS each handshake runs in a task of its own (bounded by
+/// `HANDSHAKE_WITHIN`), so a slow client never holds up the others.
 struct Capped {
-    inner: tokio::net::TcpListener,
-    permits: Arc<tokio::sync::Semaphore>,
+    local: SocketAddr,
+    ready: tokio::sync::mpsc::Receiver<(CappedIo, SocketAddr)>,
+}
+
+impl Capped {
+    fn new(l: tokio::net::TcpListener, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
+        let local = l
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let (tx, ready) = tokio::sync::mpsc::channel(16);
+        let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        tokio::spawn(async move {
+            loop {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                // Out of descriptors and the like: wait, as axum does.
+                let Ok((stream, addr)) = l.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let io = |conn| CappedIo {
+                    conn,
+                    _permit: permit,
+                    idle: Box::pin(tokio::time::sleep(IDLE)),
+                };
+                match &tls {
+                    None => {
+                        if tx.send((io(Conn::Plain(stream)), addr)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(acceptor) => {
+                        let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                        tokio::spawn(async move {
+                            let hs =
+                                tokio::time::timeout(HANDSHAKE_WITHIN, acceptor.accept(stream));
+                            if let Ok(Ok(s)) = hs.await {
+                                let _ = tx.send((io(Conn::Tls(Box::new(s))), addr)).await;
+                            }
+                        });
+                    }
+                }
+            }
+        });
+        Self { local, ready }
+    }
+}
+
+/// A connection, plain or TLS.
+enum Conn {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
 }
 
 /// An accepted connection and its permit. A connection that sends
@@ -148,7 +236,7 @@ struct Capped {
 /// clients cannot hold the slots (hyper's own header timeout needs a timer
 /// axum does not give it).
 struct CappedIo {
-    stream: tokio::net::TcpStream,
+    conn: Conn,
     _permit: tokio::sync::OwnedSemaphorePermit,
     idle: std::pin::Pin<Box<tokio::time::Sleep>>,
 }
@@ -161,31 +249,61 @@ impl axum::serve::Listener for Capped {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let Ok(permit) = self.permits.clone().acquire_owned().await else {
-                // Never closed: the semaphore lives as long as the listener.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            };
-            match self.inner.accept().await {
-                Ok((stream, addr)) => {
-                    return (
-                        CappedIo {
-                            stream,
-                            _permit: permit,
-                            idle: Box::pin(tokio::time::sleep(IDLE)),
-                        },
-                        addr,
-                    );
-                }
-                // Out of descriptors and the like: wait, as axum does.
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
+        match self.ready.recv().await {
+            Some(x) => x,
+            // The accepting task ended (the runtime is stopping).
+            None => std::future::pending().await,
         }
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.inner.local_addr()
+        Ok(self.local)
+    }
+}
+
+impl tokio::io::AsyncRead for Conn {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Conn {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
     }
 }
 
@@ -196,7 +314,7 @@ impl tokio::io::AsyncRead for CappedIo {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         let before = buf.filled().len();
-        match std::pin::Pin::new(&mut self.stream).poll_read(cx, buf) {
+        match std::pin::Pin::new(&mut self.conn).poll_read(cx, buf) {
             std::task::Poll::Ready(r) => {
                 if buf.filled().len() > before {
                     let next = tokio::time::Instant::now() + IDLE;
@@ -221,7 +339,7 @@ impl tokio::io::AsyncWrite for CappedIo {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        let r = std::pin::Pin::new(&mut self.stream).poll_write(cx, buf);
+        let r = std::pin::Pin::new(&mut self.conn).poll_write(cx, buf);
         if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
             // A long answer being read by the client is not idleness.
             let next = tokio::time::Instant::now() + IDLE;
@@ -234,14 +352,14 @@ impl tokio::io::AsyncWrite for CappedIo {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+        std::pin::Pin::new(&mut self.conn).poll_flush(cx)
     }
 
     fn poll_shutdown(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+        std::pin::Pin::new(&mut self.conn).poll_shutdown(cx)
     }
 }
 
@@ -287,6 +405,10 @@ fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/block/{target}", list_remove(Verb::Unblock))
         .route("/api/v1/explain/{addr}", get(explain))
         .route("/api/v1/generations", get(generations))
+        .route("/api/v1/generations/{id}/diff", get(generation_diff))
+        .route("/api/v1/generations/confirm", post(confirm))
+        .route("/api/v1/generations/rollback", post(rollback))
+        .route("/api/v1/policy/check", post(policy_check))
         .route("/api/v1/events", get(events))
         .route("/api/v1/events/stream", get(events_stream))
         .route("/v1/decisions/stream", get(decisions_stream))
@@ -900,6 +1022,132 @@ async fn decisions_stream(
     };
     all.insert(who, now);
     Json(body).into_response()
+}
+
+/// Runs `f` off the runtime's thread: the CLI's own functions (the store,
+/// the kernel), not a copy of them. An operator's error is `status`.
+async fn blocking<T: Serialize + Send + 'static>(
+    status: StatusCode,
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> Response {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err(e)) => {
+            let text = format!("{e:#}");
+            let text = text.strip_prefix("error: ").unwrap_or(&text).to_string();
+            let code = if e.downcast_ref::<voipwall_core::Invalid>().is_some() {
+                status
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            Problem(code, text).into_response()
+        }
+        Err(_) => {
+            Problem(StatusCode::SERVICE_UNAVAILABLE, "the task failed".into()).into_response()
+        }
+    }
+}
+
+/// A generation's number in a path.
+async fn generation_diff(
+    State(api): State<Arc<Api>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Response {
+    if let Err(p) = auth(&api, peer, &headers, &[Role::Admin, Role::Read]) {
+        return p.into_response();
+    }
+    let dir = api.state_dir.clone();
+    blocking(StatusCode::NOT_FOUND, move || {
+        let store = voipwall_core::safety::state_store(&dir)?;
+        voipwall_core::safety::generation_diff(&store, id)
+    })
+    .await
+}
+
+/// What `confirm` and `rollback` did.
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
+pub(crate) struct GenerationReply {
+    /// Always true.
+    ok: bool,
+    /// What happened, for the operator.
+    result: String,
+}
+
+/// `POST /api/v1/generations/rollback`.
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RollbackBody {
+    /// The generation to apply; absent: the one before the generation in
+    /// force.
+    to: Option<i64>,
+}
+
+async fn confirm(
+    State(api): State<Arc<Api>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    headers: HeaderMap,
+) -> Response {
+    let (who, _) = match auth(&api, peer, &headers, &[Role::Admin]) {
+        Ok(x) => x,
+        Err(p) => return p.into_response(),
+    };
+    let dir = api.state_dir.clone();
+    blocking(StatusCode::CONFLICT, move || {
+        let result = voipwall_core::safety::confirm_as(&dir, &format!("api:{who}"))?;
+        Ok(GenerationReply { ok: true, result })
+    })
+    .await
+}
+
+async fn rollback(
+    State(api): State<Arc<Api>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    Body(bytes): Body,
+) -> Response {
+    let (who, _) = match auth(&api, peer, &headers, &[Role::Admin]) {
+        Ok(x) => x,
+        Err(p) => return p.into_response(),
+    };
+    let b: RollbackBody = match if bytes.is_empty() {
+        Ok(RollbackBody { to: None })
+    } else {
+        body(&bytes)
+    } {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let dir = api.state_dir.clone();
+    blocking(StatusCode::CONFLICT, move || {
+        let result = voipwall_core::safety::rollback(&dir, b.to, &format!("api:{who}"))?;
+        Ok(GenerationReply { ok: true, result })
+    })
+    .await
+}
+
+/// `POST /api/v1/policy/check`: the body is a policy file's text; every
+/// diagnostic comes back at once (`policy.toml:line:col`). Nothing is
+/// applied.
+async fn policy_check(
+    State(api): State<Arc<Api>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    Body(bytes): Body,
+) -> Response {
+    if let Err(p) = auth(&api, peer, &headers, &[Role::Admin, Role::Read]) {
+        return p.into_response();
+    }
+    let Ok(text) = String::from_utf8(bytes.to_vec()) else {
+        return bad("the policy is not UTF-8".into());
+    };
+    let dirs = api.catalog_dirs.clone();
+    blocking(StatusCode::BAD_REQUEST, move || {
+        let facts = voipwall_core::context::host_facts();
+        voipwall_core::context::check_text("policy.toml", &text, &dirs, &facts)
+    })
+    .await
 }
 
 /// `GET /api/v1/events`'s query.

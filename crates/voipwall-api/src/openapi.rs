@@ -43,7 +43,8 @@ struct Operation {
     query: Option<Schema>,
     /// Path parameters.
     path_params: &'static [(&'static str, &'static str)],
-    body: Option<Schema>,
+    /// Media type and schema of the request body.
+    body: Option<(&'static str, Schema)>,
     /// Status and the schema of its JSON body (`None`: a problem).
     ok: (u16, Option<(&'static str, Schema)>),
     /// Statuses besides the common ones that answer with a problem.
@@ -89,7 +90,7 @@ pub(crate) fn document() -> Value {
             who: Who::Admin,
             query: None,
             path_params: &[],
-            body: Some(g.subschema_for::<BanBody>()),
+            body: json_body(g.subschema_for::<BanBody>()),
             ok: (200, json_body(g.subschema_for::<Outcome>())),
             problems: &[400, 413, 422],
         },
@@ -113,7 +114,7 @@ pub(crate) fn document() -> Value {
             who: Who::Admin,
             query: None,
             path_params: &[("target", "An address or network.")],
-            body: Some(g.subschema_for::<ExtendBody>()),
+            body: json_body(g.subschema_for::<ExtendBody>()),
             ok: (200, json_body(g.subschema_for::<Outcome>())),
             problems: &[400, 404, 413, 422],
         },
@@ -125,7 +126,7 @@ pub(crate) fn document() -> Value {
             who: Who::Admin,
             query: None,
             path_params: &[],
-            body: Some(g.subschema_for::<ListBody>()),
+            body: json_body(g.subschema_for::<ListBody>()),
             ok: (200, json_body(g.subschema_for::<Outcome>())),
             problems: &[400, 413, 422],
         },
@@ -149,7 +150,7 @@ pub(crate) fn document() -> Value {
             who: Who::Admin,
             query: None,
             path_params: &[],
-            body: Some(g.subschema_for::<ListBody>()),
+            body: json_body(g.subschema_for::<ListBody>()),
             ok: (200, json_body(g.subschema_for::<Outcome>())),
             problems: &[400, 413, 422],
         },
@@ -188,6 +189,60 @@ pub(crate) fn document() -> Value {
             body: None,
             ok: (200, json_body(g.subschema_for::<GenerationsReply>())),
             problems: &[],
+        },
+        Operation {
+            method: "get",
+            path: "/api/v1/generations/{id}/diff",
+            id: "generationDiff",
+            summary: "What generation `id` changed against the one recorded before it (nft script lines).",
+            who: Who::Read,
+            query: None,
+            path_params: &[("id", "A generation's number.")],
+            body: None,
+            ok: (
+                200,
+                json_body(g.subschema_for::<voipwall_core::safety::GenerationDiff>()),
+            ),
+            problems: &[400, 404],
+        },
+        Operation {
+            method: "post",
+            path: "/api/v1/generations/confirm",
+            id: "confirm",
+            summary: "Keep the generation an `apply --confirm` is waiting on (409: nothing waits).",
+            who: Who::Admin,
+            query: None,
+            path_params: &[],
+            body: None,
+            ok: (200, json_body(g.subschema_for::<crate::GenerationReply>())),
+            problems: &[409],
+        },
+        Operation {
+            method: "post",
+            path: "/api/v1/generations/rollback",
+            id: "rollback",
+            summary: "Apply the generation before the one in force, or generation `to` (409: there is none).",
+            who: Who::Admin,
+            query: None,
+            path_params: &[],
+            body: json_body(g.subschema_for::<crate::RollbackBody>()),
+            ok: (200, json_body(g.subschema_for::<crate::GenerationReply>())),
+            problems: &[400, 409, 413],
+        },
+        Operation {
+            method: "post",
+            path: "/api/v1/policy/check",
+            id: "policyCheck",
+            summary: "Check a policy file's text: every diagnostic at once, with line and column. Nothing is applied; `include` is not followed.",
+            who: Who::Read,
+            query: None,
+            path_params: &[],
+            body: Some(("text/plain", g.subschema_for::<String>())),
+            ok: (
+                200,
+                json_body(g.subschema_for::<voipwall_core::context::CheckReply>()),
+            ),
+            problems: &[400, 413],
         },
         Operation {
             method: "get",
@@ -316,9 +371,14 @@ fn problem_schema() -> Value {
 fn operation(op: &Operation, g: &mut SchemaGenerator) -> Value {
     let mut params = Vec::new();
     for (name, description) in op.path_params {
+        let schema = if *name == "id" {
+            json!({"type": "integer", "format": "int64"})
+        } else {
+            json!({"type": "string", "minLength": 1, "pattern": TARGET})
+        };
         params.push(json!({
             "name": name, "in": "path", "required": true, "description": description,
-            "schema": {"type": "string", "minLength": 1, "pattern": TARGET},
+            "schema": schema,
         }));
     }
     if let Some(q) = &op.query {
@@ -346,6 +406,9 @@ fn operation(op: &Operation, g: &mut SchemaGenerator) -> Value {
                 match c {
                     400 => "The request is malformed.",
                     404 => "No such resource.",
+                    409 => {
+                        "Not possible in the present state (nothing to confirm or roll back to)."
+                    }
                     413 => "The body is larger than 64 KiB.",
                     422 => "Refused (nothing was changed): the reason is in `detail`.",
                     _ => "A problem.",
@@ -380,10 +443,10 @@ fn operation(op: &Operation, g: &mut SchemaGenerator) -> Value {
     if let Who::Admin = op.who {
         o["description"] = json!("Needs an admin token; lands in the audit log with its name.");
     }
-    if let Some(b) = &op.body {
+    if let Some((media, b)) = &op.body {
         o["requestBody"] = json!({
             "required": true,
-            "content": {"application/json": {"schema": b}},
+            "content": {*media: {"schema": b}},
         });
     }
     o

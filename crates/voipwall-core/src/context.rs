@@ -119,6 +119,69 @@ pub fn host_facts() -> HostFacts {
     }
 }
 
+/// One diagnostic, as `check --json` and the API give it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct DiagnosticView {
+    /// `error` or `warning`.
+    pub severity: String,
+    /// `file:line:col`.
+    pub location: String,
+    /// What is wrong.
+    pub message: String,
+    /// Short text under the caret.
+    pub label: String,
+    /// A suggestion.
+    pub help: Option<String>,
+}
+
+/// A policy text checked: every diagnostic at once.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct CheckReply {
+    /// No errors: the policy would load.
+    pub ok: bool,
+    /// Errors and warnings, in file order.
+    pub diagnostics: Vec<DiagnosticView>,
+}
+
+/// Checks a policy given as text (the API's `policy/check`): the same
+/// loader and catalog as `voipwall check`, named `name` in locations.
+/// `include`s are not followed (a posted text must not read the host's
+/// files): each is an error saying so. Nothing is compiled or applied.
+pub fn check_text(
+    name: &str,
+    text: &str,
+    extra_catalog: &[PathBuf],
+    facts: &HostFacts,
+) -> anyhow::Result<CheckReply> {
+    let (catalog, _) = catalog(extra_catalog)?;
+    let mut read = |p: &str| {
+        if p == name {
+            Ok(text.to_string())
+        } else {
+            Err("a policy checked through the API cannot include files".to_string())
+        }
+    };
+    let loaded = load(name, &mut read, &catalog, facts);
+    let diagnostics = loaded
+        .diagnostics
+        .iter()
+        .map(|d| DiagnosticView {
+            severity: match d.severity {
+                voipwall_policy::Severity::Error => "error".into(),
+                voipwall_policy::Severity::Warning => "warning".into(),
+            },
+            location: d.location(&loaded.sources),
+            message: d.message.clone(),
+            label: d.label.clone(),
+            help: d.help.clone(),
+        })
+        .collect();
+    Ok(CheckReply {
+        ok: !loaded.has_errors(),
+        diagnostics,
+    })
+}
+
 /// Everything a command needs about the policy.
 pub struct Loaded {
     pub policy: Policy,

@@ -223,7 +223,8 @@ pub fn rollback_timer(state_dir: &Path, generation: i64, deadline_ms: u64) -> an
             return Ok(());
         }
         if now().0 >= deadline_ms {
-            return roll_back_from(&mut store, generation, "rolled-back", "timer");
+            return roll_back_from(&mut store, generation, None, "rolled-back", "timer")
+                .map(|_| ());
         }
         std::thread::sleep(Duration::from_millis(100).min(Duration::from_millis(
             deadline_ms.saturating_sub(now().0).max(1),
@@ -231,13 +232,42 @@ pub fn rollback_timer(state_dir: &Path, generation: i64, deadline_ms: u64) -> an
     }
 }
 
-/// Applies the generation before `from` and marks `from` with `status`.
-fn roll_back_from(store: &mut Store, from: i64, status: &str, actor: &str) -> anyhow::Result<()> {
+/// Applies the generation before `from` (or generation `to`) and marks
+/// `from` with `status`.
+fn roll_back_from(
+    store: &mut Store,
+    from: i64,
+    to: Option<i64>,
+    status: &str,
+    actor: &str,
+) -> anyhow::Result<i64> {
     let gens = store.generations(KEEP_GENERATIONS as usize)?;
-    let Some(prev) = gens.iter().find(|g| {
-        g.id < from && !matches!(g.status.as_str(), "rolled-back" | "pending" | "failed")
-    }) else {
-        return Err(Invalid("error: no earlier generation to roll back to".into()).into());
+    let prev = match to {
+        Some(to) => {
+            let Some(g) = gens.iter().find(|g| g.id == to) else {
+                return Err(Invalid(format!(
+                    "error: no generation {to} is recorded (voipwall generations lists them)"
+                ))
+                .into());
+            };
+            if to == from {
+                return Err(Invalid(format!("error: generation {to} is the one in force")).into());
+            }
+            if g.status == "failed" {
+                return Err(
+                    Invalid(format!("error: generation {to} failed to apply; not again")).into(),
+                );
+            }
+            g
+        }
+        None => {
+            let Some(g) = gens.iter().find(|g| {
+                g.id < from && !matches!(g.status.as_str(), "rolled-back" | "pending" | "failed")
+            }) else {
+                return Err(Invalid("error: no earlier generation to roll back to".into()).into());
+            };
+            g
+        }
     };
     nft::apply_script(&prev.script).context("applying the previous generation")?;
     // The ban prefix the rolled-back generation had (a changed
@@ -265,7 +295,7 @@ fn roll_back_from(store: &mut Store, from: i64, status: &str, actor: &str) -> an
         "rollback",
         &format!("generation {from} {status}; generation {} back", prev.id),
     )?;
-    Ok(())
+    Ok(prev.id)
 }
 
 /// What the daemon applies at start: the newest generation that was applied
@@ -334,6 +364,11 @@ pub fn file_vs_running(
 
 /// `voipwall confirm`: keeps the pending generation.
 pub fn confirm(state_dir: &Path) -> anyhow::Result<String> {
+    confirm_as(state_dir, "cli")
+}
+
+/// `confirm` for `actor` (the audit log's name: `cli`, `api:NAME`).
+pub fn confirm_as(state_dir: &Path, actor: &str) -> anyhow::Result<String> {
     let mut store = state_store(state_dir)?;
     let Some(g) = store
         .generations(KEEP_GENERATIONS as usize)?
@@ -350,25 +385,55 @@ pub fn confirm(state_dir: &Path) -> anyhow::Result<String> {
         .into());
     }
     store.set_generation_status(g.id, "confirmed")?;
-    store.audit(now(), "cli", "confirm", &format!("generation {}", g.id))?;
+    store.audit(now(), actor, "confirm", &format!("generation {}", g.id))?;
     Ok(format!("confirmed generation {}; it stays", g.id))
 }
 
-/// `voipwall rollback`: back one generation now.
-pub fn rollback(state_dir: &Path) -> anyhow::Result<String> {
+/// `voipwall rollback`: back one generation now, or to generation `to`
+/// (`--to N`), for `actor`.
+pub fn rollback(state_dir: &Path, to: Option<i64>, actor: &str) -> anyhow::Result<String> {
     let mut store = state_store(state_dir)?;
-    let Some(cur) = store
-        .generations(KEEP_GENERATIONS as usize)?
-        .into_iter()
-        .find(|g| !matches!(g.status.as_str(), "rolled-back" | "failed"))
-    else {
+    let Some(cur) = store.in_force()? else {
         return Err(Invalid("error: no generation recorded".into()).into());
     };
-    roll_back_from(&mut store, cur.id, "rolled-back", "cli")?;
+    let back = roll_back_from(&mut store, cur.id, to, "rolled-back", actor)?;
     Ok(format!(
-        "rolled back generation {}; the one before it is applied",
+        "rolled back generation {}; generation {back} is applied",
         cur.id
     ))
+}
+
+/// What generation `id` changed against the one recorded before it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct GenerationDiff {
+    /// The generation.
+    pub generation: i64,
+    /// The one it is compared with (none: the first recorded).
+    pub against: Option<i64>,
+    /// Lines of the nft script only in `against`.
+    pub removed: Vec<String>,
+    /// Lines only in `generation`.
+    pub added: Vec<String>,
+}
+
+/// [`GenerationDiff`] of generation `id` (the CLI's `generations --diff`
+/// and the API's).
+pub fn generation_diff(store: &Store, id: i64) -> anyhow::Result<GenerationDiff> {
+    let gens = store.generations(KEEP_GENERATIONS as usize)?;
+    let Some(i) = gens.iter().position(|g| g.id == id) else {
+        return Err(Invalid(format!(
+            "error: no generation {id} (voipwall generations lists them)"
+        ))
+        .into());
+    };
+    let before = gens.get(i + 1);
+    let (removed, added) = line_diff(before.map_or("", |g| g.script.as_str()), &gens[i].script);
+    Ok(GenerationDiff {
+        generation: id,
+        against: before.map(|g| g.id),
+        removed: removed.into_iter().map(str::to_string).collect(),
+        added: added.into_iter().map(str::to_string).collect(),
+    })
 }
 
 /// Lines only in `old` and lines only in `new` (scripts are sorted and

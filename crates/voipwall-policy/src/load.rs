@@ -87,6 +87,9 @@ struct At<T> {
 /// Everything read from all files, before resolution.
 #[derive(Default)]
 struct Raw {
+    /// `[api] listen` entries not on loopback (where no zone grants the
+    /// `voipwall-api` service, nobody can reach them).
+    api_open: Vec<At<String>>,
     preset: Option<At<String>>,
     default_zone: Option<At<String>>,
     host_addresses: Vec<At<String>>,
@@ -592,11 +595,45 @@ fn read_file(
                 if !once(w, raw, "api", k.span(), sources) {
                     continue;
                 }
-                w.check_keys(t, &["listen", "insecure_http"], "[api]");
+                w.check_keys(
+                    t,
+                    &["listen", "insecure_http", "tls_cert", "tls_key"],
+                    "[api]",
+                );
                 if let Some(v) = get(t, "insecure_http")
                     && let Some(b) = w.bool(v, "insecure_http")
                 {
                     raw.api.insecure_http = b;
+                }
+                let mut tls_span = None;
+                for key in ["tls_cert", "tls_key"] {
+                    if let Some(v) = get(t, key)
+                        && let Some(p) = w.str(v, key)
+                    {
+                        let span = v.span();
+                        if !p.starts_with('/') {
+                            w.error(
+                                span.clone(),
+                                format!("`{p}` is not an absolute path"),
+                                "the daemon's working directory is `/`: give the full path of the PEM file",
+                            );
+                        }
+                        if key == "tls_cert" {
+                            raw.api.tls_cert = Some(p.to_string());
+                        } else {
+                            raw.api.tls_key = Some(p.to_string());
+                        }
+                        tls_span = Some(span);
+                    }
+                }
+                if let Some(span) = tls_span
+                    && (raw.api.tls_cert.is_none() || raw.api.tls_key.is_none())
+                {
+                    w.error(
+                        span,
+                        "TLS needs both `tls_cert` and `tls_key`",
+                        "give the certificate chain and its private key (PEM files)",
+                    );
                 }
                 let mut open: Vec<(String, Range<usize>)> = Vec::new();
                 if let Some(v) = get(t, "listen") {
@@ -604,6 +641,7 @@ fn read_file(
                         match sv.parse::<std::net::SocketAddr>() {
                             Ok(a) => {
                                 if !a.ip().is_loopback() {
+                                    raw.api_open.push(at(w, sv.to_string(), span.clone()));
                                     open.push((sv.to_string(), span));
                                 }
                                 raw.api.listen.push(a);
@@ -616,12 +654,12 @@ fn read_file(
                         }
                     }
                 }
-                if !raw.api.insecure_http {
+                if !raw.api.insecure_http && raw.api.tls_cert.is_none() {
                     for (sv, span) in open {
                         w.error(
                             span,
                             format!("the API on `{sv}` would take tokens in plain HTTP from the network"),
-                            "this build serves the API over plain HTTP only: listen on loopback (behind your TLS proxy), or set `insecure_http = true`",
+                            "give `tls_cert` and `tls_key` (PEM files), listen on loopback behind your TLS proxy, or set `insecure_http = true`",
                         );
                     }
                 }
@@ -1311,6 +1349,28 @@ fn resolve(
                 );
                 diags.push(d);
             }
+        }
+    }
+    // An API listener on the network with no zone granting its service:
+    // the firewall drops every client (listening opens no port by itself).
+    let granted = grants
+        .values()
+        .flatten()
+        .any(|g| g.service == "voipwall-api");
+    if !granted {
+        for a in &raw.api_open {
+            diags.push(
+                Diagnostic::warning(
+                    a.file,
+                    a.span.clone(),
+                    format!(
+                        "the API listens on `{}` but no zone grants the `voipwall-api` service",
+                        a.v
+                    ),
+                )
+                .label("unreachable through the firewall")
+                .help("add \"voipwall-api\" to the services of the zone its clients are in"),
+            );
         }
     }
     // Log sources: the preset's, then the policy's (same format and place:

@@ -546,6 +546,10 @@ pub struct ApiSettings {
     pub listen: Vec<std::net::SocketAddr>,
     /// Plain HTTP on a non-loopback address, spelled out.
     pub insecure_http: bool,
+    /// HTTPS: the certificate chain (PEM file); every listener serves TLS.
+    pub tls_cert: Option<String>,
+    /// Its private key (PEM file, read once at start).
+    pub tls_key: Option<String>,
 }
 
 /// Where discovery reads the PBX configuration (`[discover]`).

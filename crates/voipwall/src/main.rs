@@ -79,8 +79,13 @@ pub(crate) enum Cmd {
     },
     /// Keep the generation a `apply --confirm` is waiting on.
     Confirm,
-    /// Go back one generation now (the ruleset applied before the current one).
-    Rollback,
+    /// Go back one generation now (the ruleset applied before the current
+    /// one), or to any recorded generation with `--to N`.
+    Rollback {
+        /// The generation to apply (`voipwall generations` lists them).
+        #[arg(long, value_name = "N")]
+        to: Option<i64>,
+    },
     /// List the recorded generations (newest first).
     Generations {
         /// Show what generation N changed against the one before it (lines

@@ -2452,6 +2452,178 @@ fn the_http_api_bans_through_the_one_plane_with_tokens_by_role() {
     );
 }
 
+/// Issue 20: the API on the network serves HTTPS with the operator's
+/// certificate (`tls_cert`, `tls_key`): a client in the peer namespace that
+/// trusts it gets answers; plain HTTP gets nothing. Through it, a posted
+/// policy is checked (every error with its line and column, nothing
+/// applied), a generation's diff is read, the ruleset is rolled back to a
+/// chosen generation (`rollback --to N`: the kernel runs it again) and a
+/// confirm with nothing pending is a 409.
+#[test]
+fn the_api_serves_https_checks_policies_and_rolls_back_generations() {
+    let mut lab = Lab::new();
+    lab.listen();
+    let (cert, key) = (lab.dir.join("api.crt"), lab.dir.join("api.key"));
+    let out = run(&[
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=voipwall-test",
+        "-addext",
+        "subjectAltName=IP:198.51.100.1",
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        cert.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let api = format!(
+        "\n[api]\nlisten = [\"198.51.100.1:8787\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let granted = TRUTH.replace(
+        "services = [\"sip\"]",
+        "services = [\"sip\", \"voipwall-api\"]",
+    );
+    // Generation 1 without SSH for the internet, generation 2 with it.
+    let first = granted.clone() + &api;
+    lab.apply(&first);
+    let policy = granted.replace(
+        "services = [\"sip\", \"voipwall-api\"]",
+        "services = [\"sip\", \"voipwall-api\", \"ssh\"]",
+    ) + &api;
+    lab.apply(&policy);
+    let out = lab.voipwall(
+        &policy,
+        &[
+            "--json", "token", "create", "--role", "admin", "--name", "ops",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("token json");
+    let auth = format!(
+        "Authorization: Bearer {}",
+        v["token"].as_str().expect("token")
+    );
+    lab.start_daemon(&policy);
+    let https = |method: &str, path: &str, body: Option<&str>| -> (String, String) {
+        let url = format!("https://198.51.100.1:8787{path}");
+        let mut args = vec![
+            "curl",
+            "-s",
+            "-m",
+            "10",
+            "--cacert",
+            cert.to_str().unwrap(),
+            "-X",
+            method,
+            "-H",
+            &auth,
+            "-w",
+            "\n%{http_code}",
+        ];
+        if let Some(b) = body {
+            args.extend(["--data-binary", b]);
+        }
+        args.push(&url);
+        let out = lab.exec(&lab.peer, &args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+        (code.to_string(), body.to_string())
+    };
+    let (code, body) = https("GET", "/api/v1/status", None);
+    assert_eq!(code, "200", "{body}");
+    // Plain HTTP on the same port: no answer.
+    let out = lab.exec(
+        &lab.peer,
+        &[
+            "curl",
+            "-s",
+            "-m",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "http://198.51.100.1:8787/api/v1/status",
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "000");
+    // A policy with two errors: both, located.
+    let (code, body) = https(
+        "POST",
+        "/api/v1/policy/check",
+        Some("[zones.internet]\nservices = [\"sipp\"]\n[bans]\ndefault_ttl = \"soon\"\n"),
+    );
+    assert_eq!(code, "200", "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["ok"], false, "{body}");
+    let locations: Vec<&str> = v["diagnostics"]
+        .as_array()
+        .expect("diagnostics")
+        .iter()
+        .filter(|d| d["severity"] == "error")
+        .filter_map(|d| d["location"].as_str())
+        .collect();
+    assert!(
+        locations.contains(&"policy.toml:2:13")
+            && locations.iter().any(|l| l.starts_with("policy.toml:4:")),
+        "{body}"
+    );
+    // The newest generation's diff is the SSH grant.
+    let out = lab.voipwall(&policy, &["--json", "generations"]);
+    let gens: serde_json::Value = serde_json::from_slice(&out.stdout).expect("generations");
+    let (new, old) = (
+        gens[0]["id"].as_i64().expect("id"),
+        gens[1]["id"].as_i64().expect("id"),
+    );
+    let (code, body) = https("GET", &format!("/api/v1/generations/{new}/diff"), None);
+    assert_eq!(code, "200", "{body}");
+    let d: serde_json::Value = serde_json::from_str(&body).expect("diff");
+    assert_eq!(d["against"], old, "{body}");
+    assert!(
+        d["added"].to_string().contains("tcp dport { 22 }"),
+        "{body}"
+    );
+    let ssh = || lab.probe(&[("203.0.113.7", "tcp/22")]);
+    assert_eq!(ssh(), vec!["pass"], "the newest generation grants SSH");
+    let (code, body) = https(
+        "POST",
+        "/api/v1/generations/rollback",
+        Some(&format!("{{\"to\":{old}}}")),
+    );
+    assert_eq!(code, "200", "{body}");
+    assert!(
+        body.contains(&format!("generation {old} is applied")),
+        "{body}"
+    );
+    assert_eq!(ssh(), vec!["drop"], "the older generation runs again");
+    let (code, body) = https("POST", "/api/v1/generations/rollback", Some(r#"{"to":99}"#));
+    assert_eq!(code, "409", "{body}");
+    let (code, body) = https("POST", "/api/v1/generations/confirm", None);
+    assert_eq!(code, "409", "{body}");
+    let out = lab.voipwall(&policy, &["--json", "generations"]);
+    let gens = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(gens.contains("\"rolled-back\""), "{gens}");
+    let db = lab.dir.join("state").join("state.db");
+    let q = "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\nfor r in c.execute(\"SELECT actor, action, detail FROM audit ORDER BY id\"): print(*r)\n";
+    let audit = String::from_utf8_lossy(&run(&["python3", "-c", q, db.to_str().unwrap()]).stdout)
+        .into_owned();
+    assert!(
+        audit.contains(&format!("api:ops rollback generation {new}")),
+        "{audit}"
+    );
+}
+
 /// Issue 20: Debian's crowdsec-firewall-bouncer in the peer namespace,
 /// pointed at voipwall's decisions stream (no CrowdSec installed): a ban
 /// made on voipwall is in the bouncer's nft set within its update interval,

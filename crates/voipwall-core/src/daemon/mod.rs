@@ -412,6 +412,8 @@ pub struct ApiContext {
     pub settings: voipwall_policy::ApiSettings,
     /// The state directory (tokens are looked up in its store).
     pub state_dir: PathBuf,
+    /// Extra catalog directories (`policy/check` loads as `check` does).
+    pub catalog_dirs: Vec<PathBuf>,
     /// The engine thread, asked as a control-socket client would.
     pub control: ControlHandle,
     /// Set when the daemon stops.
@@ -678,6 +680,7 @@ pub fn run(cli: &Paths, a: &DaemonArgs, api: Option<ApiStarter>) -> anyhow::Resu
                 if let Err(e) = start(ApiContext {
                     settings: d.policy.api.clone(),
                     state_dir: cli.state_dir.clone(),
+                    catalog_dirs: cli.catalog_dirs.clone(),
                     control: ControlHandle {
                         tx: tx.clone(),
                         waker: waker.clone(),

@@ -57,29 +57,23 @@ pub(super) fn generations(cli: &Globals, diff: Option<i64>) -> anyhow::Result<()
     let store = crate::safety::state_store(&cli.state_dir)?;
     let gens = store.generations(50)?;
     if let Some(id) = diff {
-        let Some(i) = gens.iter().position(|g| g.id == id) else {
-            return Err(Invalid(format!(
-                "error: no generation {id} (voipwall generations lists them)"
-            ))
-            .into());
-        };
-        let new = &gens[i].script;
-        let old = gens.get(i + 1).map_or("", |g| g.script.as_str());
-        let (removed, added) = crate::safety::line_diff(old, new);
+        let d = crate::safety::generation_diff(&store, id)?;
         if cli.json {
-            return out(&json!({"generation": id, "removed": removed, "added": added}).to_string());
+            return out(
+                &json!({"generation": id, "removed": d.removed, "added": d.added}).to_string(),
+            );
         }
         let mut s = String::new();
-        for l in &removed {
+        for l in &d.removed {
             s.push_str(&format!("- {l}\n"));
         }
-        for l in &added {
+        for l in &d.added {
             s.push_str(&format!("+ {l}\n"));
         }
         s.push_str(&format!(
             "generation {id}: {} lines removed, {} added\n",
-            removed.len(),
-            added.len()
+            d.removed.len(),
+            d.added.len()
         ));
         return out(&s);
     }

@@ -38,7 +38,7 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
         Cmd::Export { target } => export_cmd(g, target),
         Cmd::Apply { confirm, force } => apply(g, confirm.as_deref(), *force),
         Cmd::Confirm => out(&crate::safety::confirm(&g.state_dir)?),
-        Cmd::Rollback => out(&crate::safety::rollback(&g.state_dir)?),
+        Cmd::Rollback { to } => out(&crate::safety::rollback(&g.state_dir, *to, "cli")?),
         Cmd::Generations { diff } => generations(g, *diff),
         Cmd::RollbackTimer {
             generation,
