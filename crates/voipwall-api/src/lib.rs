@@ -36,12 +36,13 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde::{Deserialize, Serialize};
-use voipwall_core::daemon::control::{Answer, StatusReply};
+use voipwall_core::daemon::control::Answer;
 use voipwall_core::daemon::{ApiContext, ControlHandle, Request};
 use voipwall_core::plane::{Op, Verb};
 use voipwall_core::tokens::Role;
 use voipwall_store::Store;
 
+mod metrics;
 mod openapi;
 
 /// Connections served at once on each listener; more wait in the
@@ -68,7 +69,14 @@ struct Api {
     bouncers: Mutex<HashMap<String, BTreeMap<String, Decision>>>,
     /// Event streams open (`MAX_STREAMS`).
     streams: Arc<tokio::sync::Semaphore>,
+    /// The table's named counters (name, packets, bytes), read every
+    /// `KERNEL_EVERY` off the runtime's thread: a scrape never waits for
+    /// `nft`.
+    kernel: Mutex<Vec<(String, u64, u64)>>,
 }
+
+/// How often the kernel's counters are read for `/metrics`.
+const KERNEL_EVERY: Duration = Duration::from_secs(5);
 
 /// Starts the API on its own thread. Binds first, so an address that
 /// cannot be bound is reported to the daemon now.
@@ -88,6 +96,7 @@ pub fn start(ctx: ApiContext) -> anyhow::Result<()> {
         store: Mutex::new(store),
         bouncers: Mutex::new(HashMap::new()),
         streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
+        kernel: Mutex::new(Vec::new()),
     });
     let tls = match (&ctx.settings.tls_cert, &ctx.settings.tls_key) {
         (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
@@ -110,6 +119,18 @@ pub fn start(ctx: ApiContext) -> anyhow::Result<()> {
                 }
             };
             rt.block_on(async move {
+                let reader = api.clone();
+                tokio::spawn(async move {
+                    loop {
+                        if let Ok(Ok(c)) = tokio::task::spawn_blocking(voipwall_sys::nft::counters).await {
+                            *reader
+                                .kernel
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner) = c;
+                        }
+                        tokio::time::sleep(KERNEL_EVERY).await;
+                    }
+                });
                 let app = router(api);
                 let mut tasks = Vec::new();
                 for (addr, l) in listeners {
@@ -1284,107 +1305,31 @@ async fn metrics(
     if let Err(p) = auth(&api, peer, &headers, &[Role::Admin, Role::Read]) {
         return p.into_response();
     }
-    match ask(&api, Request::Status).await {
-        Ok(Answer::Status(s)) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            exposition(&s),
+    let status = match ask(&api, Request::Status).await {
+        Ok(a) => a,
+        Err(p) => return p.into_response(),
+    };
+    let generation = {
+        let store = api
+            .store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        store.in_force().ok().flatten().map(|g| g.id)
+    };
+    let kernel = api
+        .kernel
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    match metrics::exposition(&status, generation, &kernel) {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
         )
             .into_response(),
-        Ok(a) => respond(a),
-        Err(p) => p.into_response(),
+        Err(e) => Problem(StatusCode::SERVICE_UNAVAILABLE, e).into_response(),
     }
-}
-
-/// Prometheus text from a status answer: no address is ever a label.
-fn exposition(s: &StatusReply) -> String {
-    let c = &s.counters;
-    let mut out = String::new();
-    let mut one = |name: &str, kind: &str, help: &str, v: u64| {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
-        ));
-    };
-    one(
-        "voipwall_bans_total",
-        "counter",
-        "Bans detection made since the daemon started.",
-        c.bans,
-    );
-    one(
-        "voipwall_alerts_total",
-        "counter",
-        "Alerts (would-be bans of protected sources) since start.",
-        c.alerts,
-    );
-    one(
-        "voipwall_active_bans",
-        "gauge",
-        "Targets with a ban in force.",
-        s.active_bans,
-    );
-    one(
-        "voipwall_nflog_packets_total",
-        "counter",
-        "SIP packet copies read from NFLOG.",
-        c.nflog_packets,
-    );
-    one(
-        "voipwall_nflog_overflows_total",
-        "counter",
-        "NFLOG receive-buffer overflows.",
-        c.nflog_enobufs,
-    );
-    one(
-        "voipwall_sip_undecodable_total",
-        "counter",
-        "SIP requests that could not be decoded.",
-        c.sip_undecodable,
-    );
-    one(
-        "voipwall_hep_packets_total",
-        "counter",
-        "SIP messages received over HEP.",
-        c.hep_packets,
-    );
-    one(
-        "voipwall_hep_refused_total",
-        "counter",
-        "HEP packets or connections from senders not listed.",
-        c.hep_refused,
-    );
-    one(
-        "voipwall_log_lines_total",
-        "counter",
-        "Log lines read.",
-        c.log_lines,
-    );
-    one(
-        "voipwall_engine_sources_tracked",
-        "gauge",
-        "Sources the engine tracks now.",
-        s.engine.tracked_sources,
-    );
-    one(
-        "voipwall_engine_sources_evicted_total",
-        "counter",
-        "Sources evicted to bound memory.",
-        s.engine.evicted_sources,
-    );
-    one(
-        "voipwall_kernel_errors_total",
-        "counter",
-        "Set operations the kernel refused.",
-        c.kernel_errors,
-    );
-    out.push_str("# HELP voipwall_ban_latency_seconds Evidence arrival to ban live in the kernel.\n# TYPE voipwall_ban_latency_seconds histogram\n");
-    let mut sum_count = 0u64;
-    for (bound, n) in &s.ban_latency_histogram {
-        sum_count += n;
-        let le = bound.map_or_else(|| "+Inf".to_string(), |us| format!("{}", us as f64 / 1e6));
-        out.push_str(&format!(
-            "voipwall_ban_latency_seconds_bucket{{le=\"{le}\"}} {sum_count}\n"
-        ));
-    }
-    out.push_str(&format!("voipwall_ban_latency_seconds_count {sum_count}\n"));
-    out
 }

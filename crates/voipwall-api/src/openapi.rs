@@ -284,12 +284,15 @@ pub(crate) fn document() -> Value {
             method: "get",
             path: "/metrics",
             id: "metrics",
-            summary: "Prometheus metrics (text exposition format).",
+            summary: "Prometheus metrics (OpenMetrics text).",
             who: Who::Read,
             query: None,
             path_params: &[],
             body: None,
-            ok: (200, Some(("text/plain", g.subschema_for::<String>()))),
+            ok: (
+                200,
+                Some(("application/openmetrics-text", g.subschema_for::<String>())),
+            ),
             problems: &[],
         },
         Operation {

@@ -2792,8 +2792,20 @@ fn prometheus_scrapes_the_ban_counter_rising_with_an_attack() {
     }
     let _stop = Stop(prom);
     let query = |q: &str| -> Option<f64> {
-        let url = format!("http://127.0.0.1:9090/api/v1/query?query={q}");
-        let out = lab.exec(&lab.fw, &["curl", "-s", "-m", "5", &url]);
+        let q = format!("query={q}");
+        let out = lab.exec(
+            &lab.fw,
+            &[
+                "curl",
+                "-s",
+                "-m",
+                "5",
+                "-G",
+                "--data-urlencode",
+                &q,
+                "http://127.0.0.1:9090/api/v1/query",
+            ],
+        );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
         v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
     };
@@ -2828,6 +2840,26 @@ fn prometheus_scrapes_the_ban_counter_rising_with_an_attack() {
     };
     eprintln!("voipwall_bans_total through PromQL: {before} → {after}");
     assert_eq!(query("up"), Some(1.0), "the scrape is healthy");
+    // By rule and origin; and the banned source's next packet is counted
+    // by the kernel as a drop for a ban.
+    assert!(
+        query(r#"sum(voipwall_bans_issued_total{origin="detect"})"#).unwrap_or(0.0) >= 2.0,
+        "bans by rule and origin"
+    );
+    lab.scanner_packet("203.0.113.7", "prom-again");
+    let until = Instant::now() + Duration::from_secs(40);
+    loop {
+        let v = query(r#"voipwall_kernel_dropped_packets_total{reason="banned"}"#).unwrap_or(0.0);
+        if v >= 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the kernel's drop counter never showed the banned packet ({v})\n{}",
+            prom_log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// Issue 20: a source guessing API tokens is banned by voipwall itself

@@ -34,6 +34,7 @@ impl Daemon {
         };
         let mut ledger = DaemonLedger {
             engine: &mut self.engine,
+            counters: &mut self.counters,
             writer: &self.writer,
             store: &self.store,
             events: Vec::new(),
@@ -234,6 +235,7 @@ pub(super) fn cpu_ms() -> Option<u64> {
 /// published after.
 struct DaemonLedger<'a> {
     engine: &'a mut Engine,
+    counters: &'a mut Counters,
     writer: &'a Sender<StoreOp>,
     store: &'a Store,
     events: Vec<(String, Option<String>, String)>,
@@ -249,6 +251,7 @@ impl crate::plane::Ledger for DaemonLedger<'_> {
         for r in bans {
             self.engine.restore_ban(r.to_ban());
         }
+        count_bans(self.counters, bans);
         let _ = self.writer.send(StoreOp::Bans(bans.to_vec()));
     }
 

@@ -285,10 +285,27 @@ pub const LATENCY_BUCKETS_US: [u64; 10] = [
     50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, 250_000,
 ];
 
+/// Counts `recs` in `bans_by` (by rule and origin; an `api:NAME` or
+/// `fleet:NODE` origin by its kind, so labels stay few).
+pub(crate) fn count_bans(c: &mut Counters, recs: &[BanRecord]) {
+    for r in recs {
+        let origin = r.origin.split(':').next().unwrap_or("");
+        *c.bans_by
+            .entry(r.rule.clone())
+            .or_default()
+            .entry(origin.to_string())
+            .or_default() += 1;
+    }
+}
+
 /// The daemon's counters, as `status` reports them.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct Counters {
+    /// Bans put in the kernel since start: rule → origin (`detect`, `cli`,
+    /// `api:NAME` is counted as `api`) → count. Rules and origins are few
+    /// (never an address).
+    pub bans_by: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
     /// Packet copies read from NFLOG.
     pub nflog_packets: u64,
     /// Receive-buffer overflows (copies lost).
@@ -1227,6 +1244,7 @@ impl Daemon {
                 .iter()
                 .map(|b| BanRecord::from_ban(b, origin))
                 .collect();
+            count_bans(&mut self.counters, &recs);
             let _ = self.writer.send(StoreOp::Bans(recs));
             let live_us = live_at.unwrap_or_else(now_us);
             if bans.len() > 20 {
