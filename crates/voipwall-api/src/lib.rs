@@ -433,6 +433,8 @@ fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/events", get(events))
         .route("/api/v1/events/stream", get(events_stream))
         .route("/v1/decisions/stream", get(decisions_stream))
+        .route("/v1/decisions", get(decisions))
+        .route("/v1/banlist.txt", get(banlist))
         .route("/metrics", get(metrics))
         .route("/api/openapi.json", get(openapi_document))
         .fallback(not_found)
@@ -942,6 +944,89 @@ pub(crate) struct StreamQuery {
     /// Everything in force (a bouncer starting), not only what changed.
     #[serde(default)]
     startup: bool,
+    /// Origins to offer, comma-separated (`detect,cli,api,fleet`);
+    /// default: voipwall's own (detection, CLI, API), never what a fleet,
+    /// CrowdSec or a feed brought.
+    origins: Option<String>,
+}
+
+/// `GET /v1/decisions`'s query.
+#[derive(Deserialize, schemars::JsonSchema)]
+pub(crate) struct DecisionsQuery {
+    /// Only decisions covering this address.
+    ip: Option<String>,
+    /// As for the stream.
+    origins: Option<String>,
+}
+
+/// `GET /v1/decisions?ip=`: the decisions in force (covering `ip`), as
+/// CrowdSec's Local API answers a live-mode bouncer (`null` for none).
+async fn decisions(
+    State(api): State<Arc<Api>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    Query(q): Query<DecisionsQuery>,
+) -> Response {
+    if let Err(p) = auth(
+        &api,
+        peer,
+        &headers,
+        &[Role::Bouncer, Role::Admin, Role::Read],
+    ) {
+        return p.into_response();
+    }
+    let ip = match q
+        .ip
+        .as_deref()
+        .map(str::parse::<std::net::IpAddr>)
+        .transpose()
+    {
+        Ok(ip) => ip.map(|a| a.to_canonical()),
+        Err(_) => return bad("ip: not an IP address".into()),
+    };
+    let all = match current_decisions(&api, q.origins.as_deref()).await {
+        Ok(d) => d,
+        Err(p) => return p.into_response(),
+    };
+    let list: Vec<Decision> = all
+        .into_values()
+        .filter(|d| {
+            ip.is_none_or(|ip| {
+                d.value
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| d.value.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .is_ok_and(|n| n.contains(&ip))
+            })
+        })
+        .collect();
+    Json(Some(list).filter(|l| !l.is_empty())).into_response()
+}
+
+/// `GET /v1/banlist.txt`: one address or network per line, for scripts.
+async fn banlist(
+    State(api): State<Arc<Api>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(p) = auth(
+        &api,
+        peer,
+        &headers,
+        &[Role::Bouncer, Role::Admin, Role::Read],
+    ) {
+        return p.into_response();
+    }
+    match current_decisions(&api, None).await {
+        Ok(d) => {
+            let mut text = String::new();
+            for v in d.keys() {
+                text.push_str(v);
+                text.push('\n');
+            }
+            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+        }
+        Err(p) => p.into_response(),
+    }
 }
 
 /// The stream's answer: `null` for an empty list, as CrowdSec's Local API
@@ -956,7 +1041,33 @@ pub(crate) struct StreamReply {
 
 /// The bans in force as decisions (the bans voipwall made: detection, the
 /// CLI and the API; not those it only observed).
-async fn current_decisions(api: &Arc<Api>) -> Result<BTreeMap<String, Decision>, Problem> {
+/// An origin's kind: `api:ops` → `api`, `detect-unverified` → `detect`.
+fn origin_kind(origin: &str) -> &str {
+    let kind = origin.split(':').next().unwrap_or(origin);
+    kind.strip_suffix("-unverified").unwrap_or(kind)
+}
+
+/// Origins that came from outside (a fleet, CrowdSec, feeds) and so are
+/// not offered back unless `?origins=` names them; `observe` never is
+/// (those bans were never in the kernel).
+const FOREIGN: &[&str] = &["fleet", "crowdsec", "cscli", "CAPI", "lists", "feed"];
+
+/// Whether a ban of `origin` is offered, given `?origins=`.
+fn offered(origin: &str, asked: Option<&str>) -> bool {
+    let kind = origin_kind(origin);
+    if kind == "observe" {
+        return false;
+    }
+    match asked {
+        Some(list) => list.split(',').any(|o| o.trim() == kind),
+        None => !FOREIGN.contains(&kind),
+    }
+}
+
+async fn current_decisions(
+    api: &Arc<Api>,
+    origins: Option<&str>,
+) -> Result<BTreeMap<String, Decision>, Problem> {
     let req = Request::Bans {
         all: false,
         rule: None,
@@ -971,7 +1082,7 @@ async fn current_decisions(api: &Arc<Api>) -> Result<BTreeMap<String, Decision>,
     };
     let now = voipwall_core::safety::now();
     let mut out = BTreeMap::new();
-    for b in r.bans.iter().filter(|b| b.origin != "observe") {
+    for b in r.bans.iter().filter(|b| offered(&b.origin, origins)) {
         let (scope, value) = if b.target.prefix_len() == b.target.max_prefix_len() {
             ("Ip", b.target.addr().to_string())
         } else {
@@ -1010,7 +1121,7 @@ async fn decisions_stream(
         Ok(x) => x,
         Err(p) => return p.into_response(),
     };
-    let now = match current_decisions(&api).await {
+    let now = match current_decisions(&api, q.origins.as_deref()).await {
         Ok(d) => d,
         Err(p) => return p.into_response(),
     };

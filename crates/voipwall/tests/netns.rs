@@ -2309,6 +2309,30 @@ fn the_http_api_bans_through_the_one_plane_with_tokens_by_role() {
         body.contains("\"value\":\"203.0.113.7\"") && body.contains("\"scope\":\"Ip\""),
         "{body}"
     );
+    // Live mode and the plain list.
+    let (code, body) = http(
+        "GET",
+        "/v1/decisions?ip=203.0.113.7",
+        Some(("X-Api-Key", &bouncer)),
+        None,
+    );
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("\"value\":\"203.0.113.7\""), "{body}");
+    let (code, body) = http(
+        "GET",
+        "/v1/decisions?ip=203.0.113.9",
+        Some(("X-Api-Key", &bouncer)),
+        None,
+    );
+    assert_eq!((code.as_str(), body.as_str()), ("200", "null"));
+    let (code, body) = http(
+        "GET",
+        "/v1/banlist.txt",
+        Some(("X-Api-Key", &bouncer)),
+        None,
+    );
+    assert_eq!(code, "200", "{body}");
+    assert!(body.lines().any(|l| l == "203.0.113.7"), "{body}");
     assert_eq!(
         http(
             "GET",
