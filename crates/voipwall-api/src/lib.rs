@@ -83,11 +83,27 @@ const KERNEL_EVERY: Duration = Duration::from_secs(5);
 pub fn start(ctx: ApiContext) -> anyhow::Result<()> {
     let db = ctx.state_dir.join("state.db");
     let (store, _) = Store::open(&db)?;
+    let tls = match (&ctx.settings.tls_cert, &ctx.settings.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+        _ => None,
+    };
+    // Bound now where possible; an address that cannot be (the unit starts
+    // before the network) is tried again every `BIND_EVERY` and shows as
+    // `retrying` in `status` meanwhile.
+    let board = ctx.listeners.clone();
     let mut listeners = Vec::new();
     for a in &ctx.settings.listen {
-        let l = TcpListener::bind(a).map_err(|e| anyhow::anyhow!("binding the API on {a}: {e}"))?;
-        l.set_nonblocking(true)?;
-        listeners.push((*a, l));
+        let r = bind(*a);
+        if let Err(e) = &r {
+            tracing::warn!(listen = %a, error = %e, "The HTTP API cannot listen here yet; trying again every few seconds.");
+        }
+        report(
+            &board,
+            *a,
+            tls.is_some(),
+            r.as_ref().err().map(ToString::to_string),
+        );
+        listeners.push((*a, r.ok()));
     }
     let api = Arc::new(Api {
         control: ctx.control,
@@ -98,10 +114,6 @@ pub fn start(ctx: ApiContext) -> anyhow::Result<()> {
         streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
         kernel: Mutex::new(Vec::new()),
     });
-    let tls = match (&ctx.settings.tls_cert, &ctx.settings.tls_key) {
-        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
-        _ => None,
-    };
     let stop = ctx.stop;
     std::thread::Builder::new()
         .name("api".into())
@@ -133,15 +145,35 @@ pub fn start(ctx: ApiContext) -> anyhow::Result<()> {
                 });
                 let app = router(api);
                 let mut tasks = Vec::new();
-                for (addr, l) in listeners {
-                    let Ok(l) = tokio::net::TcpListener::from_std(l) else {
-                        continue;
-                    };
-                    let l = Capped::new(l, tls.clone());
-                    tracing::info!(listen = %addr, tls = tls.is_some(), "HTTP API listening.");
+                for (addr, bound) in listeners {
                     let app = app.clone();
                     let stop = stop.clone();
+                    let tls = tls.clone();
+                    let board = board.clone();
                     tasks.push(tokio::spawn(async move {
+                        let mut bound = bound;
+                        let l = loop {
+                            if let Some(l) = bound.take() {
+                                break l;
+                            }
+                            if stop.load(Ordering::Relaxed) {
+                                return;
+                            }
+                            tokio::time::sleep(BIND_EVERY).await;
+                            match bind(addr) {
+                                Ok(l) => {
+                                    tracing::info!(listen = %addr, "The HTTP API could bind at last.");
+                                    report(&board, addr, tls.is_some(), None);
+                                    bound = Some(l);
+                                }
+                                Err(e) => report(&board, addr, tls.is_some(), Some(e.to_string())),
+                            }
+                        };
+                        let Ok(l) = tokio::net::TcpListener::from_std(l) else {
+                            return;
+                        };
+                        let l = Capped::new(l, tls.clone());
+                        tracing::info!(listen = %addr, tls = tls.is_some(), "HTTP API listening.");
                         let shutdown = async move {
                             while !stop.load(Ordering::Relaxed) {
                                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -159,6 +191,48 @@ pub fn start(ctx: ApiContext) -> anyhow::Result<()> {
             });
         })?;
     Ok(())
+}
+
+/// How often an address that could not be bound is tried again.
+const BIND_EVERY: Duration = Duration::from_secs(2);
+
+/// A non-blocking listener on `a`.
+fn bind(a: SocketAddr) -> std::io::Result<TcpListener> {
+    let l = TcpListener::bind(a)?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+/// Records how the listener on `a` is doing, for `status`.
+fn report(
+    board: &Mutex<Vec<voipwall_core::daemon::control::ApiListener>>,
+    a: SocketAddr,
+    tls: bool,
+    error: Option<String>,
+) {
+    let mut b = board
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let listen = a.to_string();
+    let attempts = b
+        .iter()
+        .find(|l| l.listen == listen)
+        .map_or(0, |l| l.attempts)
+        + 1;
+    b.retain(|l| l.listen != listen);
+    b.push(voipwall_core::daemon::control::ApiListener {
+        listen,
+        state: if error.is_some() {
+            "retrying"
+        } else {
+            "listening"
+        }
+        .into(),
+        tls,
+        error,
+        attempts,
+    });
+    b.sort_by(|x, y| x.listen.cmp(&y.listen));
 }
 
 /// The TLS server of `[api] tls_cert` and `tls_key` (PEM files, read once

@@ -170,6 +170,19 @@ pub(crate) fn status(cli: &Globals) -> anyhow::Result<()> {
                 .unwrap_or_default()
         ))?;
     }
+    // The HTTP API's listeners; one that cannot bind yet is retried.
+    for l in &r.api {
+        print(&format!(
+            "  api {}{}: {}{}",
+            l.listen,
+            if l.tls { " (https)" } else { "" },
+            l.state,
+            l.error
+                .as_deref()
+                .map(|e| format!(" ({e}; {} tries)", l.attempts))
+                .unwrap_or_default()
+        ))?;
+    }
     Ok(())
 }
 

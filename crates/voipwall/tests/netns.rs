@@ -2886,6 +2886,81 @@ fn prometheus_scrapes_the_ban_counter_rising_with_an_attack() {
     }
 }
 
+/// Issue 20: an API address the host does not have yet (the unit starts
+/// before the network) does not stop the daemon: `status` shows it
+/// retrying, and once the address appears the API answers on it.
+#[test]
+fn an_api_address_that_cannot_be_bound_yet_is_retried_and_shown_in_status() {
+    let mut lab = Lab::new();
+    lab.listen();
+    let policy = TRUTH.replace(
+        "services = [\"sip\"]",
+        "services = [\"sip\", \"voipwall-api\"]",
+    ) + "\n[api]\nlisten = [\"127.0.0.1:8787\", \"192.0.2.1:8787\"]\ninsecure_http = true\n";
+    lab.apply(&policy);
+    let out = lab.voipwall(
+        &policy,
+        &[
+            "--json", "token", "create", "--role", "read", "--name", "grafana",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("token json");
+    let auth = format!(
+        "Authorization: Bearer {}",
+        v["token"].as_str().expect("token")
+    );
+    lab.start_daemon(&policy);
+    let listener = |state: &str| -> bool {
+        let out = lab.voipwall(&policy, &["--json", "status"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["api"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|l| l["listen"] == "192.0.2.1:8787" && l["state"] == state)
+    };
+    assert!(listener("retrying"), "192.0.2.1 is not on the host yet");
+    let out = lab.voipwall(&policy, &["status"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("api 192.0.2.1:8787: retrying"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let get = |url: &str| -> String {
+        let out = lab.exec(
+            &lab.fw,
+            &[
+                "curl",
+                "-s",
+                "-m",
+                "5",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-H",
+                &auth,
+                url,
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(
+        get("http://127.0.0.1:8787/api/v1/status"),
+        "200",
+        "the other listener serves meanwhile"
+    );
+    let out = lab.exec(&lab.fw, &["ip", "addr", "add", "192.0.2.1/32", "dev", "lo"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let until = Instant::now() + Duration::from_secs(15);
+    while !listener("listening") {
+        assert!(Instant::now() < until, "the address was never bound");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(get("http://192.0.2.1:8787/api/v1/status"), "200");
+}
+
 /// Issue 20: a source guessing API tokens is banned by voipwall itself
 /// (rule `api-auth`, at the tenth wrong token within a minute); its
 /// traffic is then dropped by the kernel. A missing token is not a guess.

@@ -156,9 +156,29 @@ pub struct StatusReply {
     pub rss_kb: Option<u64>,
     /// CPU time used, ms.
     pub cpu_ms: Option<u64>,
+    /// The HTTP API's listeners (`[api] listen`).
+    #[serde(default)]
+    pub api: Vec<ApiListener>,
     /// Added by the CLI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_file: Option<PolicyFile>,
+}
+
+/// One `[api] listen` address and how it is doing. An address that cannot
+/// be bound at start (the unit starts before the network is up) is tried
+/// again every few seconds until it can.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ApiListener {
+    /// The address and port.
+    pub listen: String,
+    /// `listening`, or `retrying` while it cannot be bound.
+    pub state: String,
+    /// HTTPS.
+    pub tls: bool,
+    /// Why the last bind failed (while retrying).
+    pub error: Option<String>,
+    /// Binds tried.
+    pub attempts: u32,
 }
 
 /// The answer to `bans` (from the store).

@@ -128,6 +128,11 @@ impl Daemon {
                     promotion_latency_us: latency(&prom, false),
                     rss_kb: rss_kb(),
                     cpu_ms: cpu_ms(),
+                    api: self
+                        .api_listeners
+                        .lock()
+                        .map(|l| l.clone())
+                        .unwrap_or_default(),
                     policy_file: None,
                 };
                 let r = Box::new(r);

@@ -392,6 +392,8 @@ struct Daemon {
     observe: bool,
     counters: Counters,
     followers: Vec<mpsc::SyncSender<Value>>,
+    /// The HTTP API's listeners, as its thread reports them.
+    api_listeners: Arc<std::sync::Mutex<Vec<control::ApiListener>>>,
     recent: VecDeque<Value>,
     pending: Vec<EventRecord>,
     shutdown: Arc<AtomicBool>,
@@ -435,6 +437,8 @@ pub struct ApiContext {
     pub control: ControlHandle,
     /// Set when the daemon stops.
     pub stop: Arc<AtomicBool>,
+    /// Where the API says how its listeners are doing (`status`).
+    pub listeners: Arc<std::sync::Mutex<Vec<control::ApiListener>>>,
 }
 
 /// Starts the HTTP API (the binary passes `voipwall-api`'s).
@@ -622,6 +626,7 @@ pub fn run(cli: &Paths, a: &DaemonArgs, api: Option<ApiStarter>) -> anyhow::Resu
         nflog_rebind: false,
         counters: Counters::default(),
         followers: Vec::new(),
+        api_listeners: Arc::default(),
         recent: VecDeque::new(),
         pending: Vec::new(),
         shutdown: Arc::new(AtomicBool::new(false)),
@@ -703,6 +708,7 @@ pub fn run(cli: &Paths, a: &DaemonArgs, api: Option<ApiStarter>) -> anyhow::Resu
                         waker: waker.clone(),
                     },
                     stop: stop.clone(),
+                    listeners: d.api_listeners.clone(),
                 }) {
                     tracing::error!(error = %format!("{e:#}"), "The HTTP API could not start; everything else runs.");
                 }
