@@ -11,7 +11,7 @@ mod common;
 use common::{must, run};
 
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -2884,6 +2884,60 @@ fn prometheus_scrapes_the_ban_counter_rising_with_an_attack() {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+    // The Grafana dashboard (contrib/grafana): every query parses in this
+    // Prometheus and every metric it names is scraped.
+    let dash = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib/grafana/voipwall.json"),
+    )
+    .expect("the dashboard");
+    let dash: serde_json::Value = serde_json::from_str(&dash).expect("dashboard JSON");
+    let series = |m: &str| -> bool {
+        let q = format!("match[]={m}");
+        let out = lab.exec(
+            &lab.fw,
+            &[
+                "curl",
+                "-s",
+                "-m",
+                "5",
+                "-G",
+                "--data-urlencode",
+                &q,
+                "http://127.0.0.1:9090/api/v1/series",
+            ],
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["data"].as_array().is_some_and(|a| !a.is_empty())
+    };
+    let mut exprs = 0;
+    for panel in dash["panels"].as_array().expect("panels") {
+        for t in panel["targets"].as_array().expect("targets") {
+            let e = t["expr"].as_str().expect("expr").replace("$instance", ".*");
+            let q = format!("query={e}");
+            let out = lab.exec(
+                &lab.fw,
+                &[
+                    "curl",
+                    "-s",
+                    "-m",
+                    "5",
+                    "-G",
+                    "--data-urlencode",
+                    &q,
+                    "http://127.0.0.1:9090/api/v1/query",
+                ],
+            );
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            assert_eq!(v["status"], "success", "{e}: {v}");
+            for m in e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if m.starts_with("voipwall_") {
+                    assert!(series(m), "the dashboard's {m} is not scraped");
+                }
+            }
+            exprs += 1;
+        }
+    }
+    assert!(exprs >= 10);
 }
 
 /// Issue 20: an API address the host does not have yet (the unit starts
