@@ -471,10 +471,9 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Capp
 /// The route adding a runtime list entry with verb `v`.
 fn list_add(v: Verb) -> axum::routing::MethodRouter<Arc<Api>> {
     post(
-        move |State(api): State<Arc<Api>>,
-              ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-              headers: HeaderMap,
-              Body(bytes): Body| list_entry(api, peer, headers, bytes, v),
+        move |State(api): State<Arc<Api>>, Token(who, _): Token<Admin>, Body(bytes): Body| {
+            list_entry(api, who, bytes, v)
+        },
     )
 }
 
@@ -482,9 +481,8 @@ fn list_add(v: Verb) -> axum::routing::MethodRouter<Arc<Api>> {
 fn list_remove(v: Verb) -> axum::routing::MethodRouter<Arc<Api>> {
     delete(
         move |State(api): State<Arc<Api>>,
-              ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-              headers: HeaderMap,
-              Path(target): Path<String>| list_delete(api, peer, headers, target, v),
+              Token(who, _): Token<Admin>,
+              Path(target): Path<String>| { list_delete(api, who, target, v) },
     )
 }
 
@@ -656,6 +654,55 @@ fn auth(
     Ok((name, role))
 }
 
+/// Which roles a [`Token`] extractor admits.
+trait Roles {
+    const MAY: &'static [Role];
+}
+
+/// Admin and read tokens.
+struct Read;
+/// Admin tokens.
+struct Admin;
+/// Bouncer and admin tokens.
+struct Bouncer;
+/// Any token.
+struct AnyRole;
+
+impl Roles for Read {
+    const MAY: &'static [Role] = &[Role::Admin, Role::Read];
+}
+impl Roles for Admin {
+    const MAY: &'static [Role] = &[Role::Admin];
+}
+impl Roles for Bouncer {
+    const MAY: &'static [Role] = &[Role::Bouncer, Role::Admin];
+}
+impl Roles for AnyRole {
+    const MAY: &'static [Role] = &[Role::Bouncer, Role::Admin, Role::Read];
+}
+
+/// The caller's token name, its role one of `R`'s: the first extractor of
+/// every handler, so no request reaches a handler unauthenticated (401,
+/// 403 otherwise, and a wrong token reported to `api-auth`).
+struct Token<R>(String, std::marker::PhantomData<R>);
+
+impl<R: Roles> FromRequestParts<Arc<Api>> for Token<R> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        api: &Arc<Api>,
+    ) -> Result<Self, Problem> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<Peer>>()
+            .map(|c| c.0.0)
+            .ok_or_else(|| Problem(StatusCode::INTERNAL_SERVER_ERROR, "no peer address".into()))?;
+        let (name, _) = auth(api, peer, &parts.headers, R::MAY)?;
+        Ok(Self(name, std::marker::PhantomData))
+    }
+}
+
 /// Asks the engine thread, off the async runtime's thread.
 async fn ask(api: &Arc<Api>, req: Request) -> Result<Answer, Problem> {
     let api = api.clone();
@@ -706,14 +753,7 @@ fn respond(a: Answer) -> Response {
     }
 }
 
-async fn status(
-    State(api): State<Arc<Api>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(p) = auth(&api, peer, &headers, &[Role::Admin, Role::Read]) {
-        return p.into_response();
-    }
+async fn status(State(api): State<Arc<Api>>, _: Token<Read>) -> Response {
     asked(&api, Request::Status).await
 }
 
@@ -731,15 +771,7 @@ pub(crate) struct BansQuery {
     limit: Option<usize>,
 }
 
-async fn bans(
-    State(api): State<Arc<Api>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    Query(q): Query<BansQuery>,
-) -> Response {
-    if let Err(p) = auth(&api, peer, &headers, &[Role::Admin, Role::Read]) {
-        return p.into_response();
-    }
+async fn bans(State(api): State<Arc<Api>>, _: Token<Read>, Query(q): Query<BansQuery>) -> Response {
     let req = Request::Bans {
         all: q.all,
         rule: q.rule,
@@ -791,14 +823,9 @@ fn bad(detail: String) -> Response {
 
 async fn ban(
     State(api): State<Arc<Api>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    headers: HeaderMap,
+    Token(who, _): Token<Admin>,
     Body(bytes): Body,
 ) -> Response {
-    let (who, _) = match auth(&api, peer, &headers, &[Role::Admin]) {
-        Ok(x) => x,
-        Err(p) => return p.into_response(),
-    };
     let b: BanBody = match body(&bytes) {
         Ok(b) => b,
         Err(r) => return r,
@@ -817,28 +844,18 @@ async fn ban(
 
 async fn unban(
     State(api): State<Arc<Api>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    headers: HeaderMap,
+    Token(who, _): Token<Admin>,
     Path(target): Path<String>,
 ) -> Response {
-    let (who, _) = match auth(&api, peer, &headers, &[Role::Admin]) {
-        Ok(x) => x,
-        Err(p) => return p.into_response(),
-    };
     verb(&api, &who, Op::simple(Verb::Unban, &target, None)).await
 }
 
 async fn extend(
     State(api): State<Arc<Api>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    headers: HeaderMap,
+    Token(who, _): Token<Admin>,
     Path(target): Path<String>,
     Body(bytes): Body,
 ) -> Response {
-    let (who, _) = match auth(&api, peer, &headers, &[Role::Admin]) {
-        Ok(x) => x,
-        Err(p) => return p.into_response(),
-    };
     let b: ExtendBody = match body(&bytes) {
         Ok(b) => b,
         Err(r) => return r,
@@ -868,17 +885,7 @@ pub(crate) struct ListBody {
 
 /// `allow` and `block`: a runtime list entry, permanent unless a duration
 /// says otherwise.
-async fn list_entry(
-    api: Arc<Api>,
-    peer: SocketAddr,
-    headers: HeaderMap,
-    bytes: axum::body::Bytes,
-    v: Verb,
-) -> Response {
-    let (who, _) = match auth(&api, peer, &headers, &[Role::Admin]) {
-        Ok(x) => x,
-        Err(p) => return p.into_response(),
-    };
+async fn list_entry(api: Arc<Api>, who: String, bytes: axum::body::Bytes, v: Verb) -> Response {
     let b: ListBody = match body(&bytes) {
         Ok(b) => b,
         Err(r) => return r,
@@ -895,17 +902,7 @@ async fn list_entry(
     verb(&api, &who, op).await
 }
 
-async fn list_delete(
-    api: Arc<Api>,
-    peer: SocketAddr,
-    headers: HeaderMap,
-    target: String,
-    v: Verb,
-) -> Response {
-    let (who, _) = match auth(&api, peer, &headers, &[Role::Admin]) {
-        Ok(x) => x,
-        Err(p) => return p.into_response(),
-    };
+async fn list_delete(api: Arc<Api>, who: String, target: String, v: Verb) -> Response {
     let mut op = Op::simple(v, &target, None);
     if v == Verb::Unblock {
         op.reason = "block".into();
@@ -915,13 +912,9 @@ async fn list_delete(
 
 async fn explain(
     State(api): State<Arc<Api>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    headers: HeaderMap,
+    _: Token<Read>,
     Path(addr): Path<String>,
 ) -> Response {
-    if let Err(p) = auth(&api, peer, &headers, &[Role::Admin, Role::Read]) {
-        return p.into_response();
-    }
     asked(&api, Request::Explain { addr }).await
 }
 
@@ -951,14 +944,7 @@ pub(crate) struct GenerationsReply {
     generations: Vec<GenerationRow>,
 }
 
-async fn generations(
-    State(api): State<Arc<Api>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(p) = auth(&api, peer, &headers, &[Role::Admin, Role::Read]) {
-        return p.into_response();
-    }
+async fn generations(State(api): State<Arc<Api>>, _: Token<Read>) -> Response {
     let rows = {
         let store = api
             .store
@@ -1037,18 +1023,9 @@ pub(crate) struct DecisionsQuery {
 /// CrowdSec's Local API answers a live-mode bouncer (`null` for none).
 async fn decisions(
     State(api): State<Arc<Api>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    headers: HeaderMap,
+    _: Token<AnyRole>,
     Query(q): Query<DecisionsQuery>,
 ) -> Response {
-    if let Err(p) = auth(
-        &api,
-        peer,
-        &headers,
-        &[Role::Bouncer, Role::Admin, Role::Read],
-    ) {
-        return p.into_response();
-    }
     let ip = match q
         .ip
         .as_deref()
@@ -1077,19 +1054,7 @@ async fn decisions(
 }
 
 /// `GET /v1/banlist.txt`: one address or network per line, for scripts.
-async fn banlist(
-    State(api): State<Arc<Api>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(p) = auth(
-        &api,
-        peer,
-        &headers,
-        &[Role::Bouncer, Role::Admin, Role::Read],
-    ) {
-        return p.into_response();
-    }
+async fn banlist(State(api): State<Arc<Api>>, _: Token<AnyRole>) -> Response {
     match current_decisions(&api, None).await {
         Ok(d) => {
             let mut text = String::new();
@@ -1187,14 +1152,9 @@ async fn current_decisions(
 
 async fn decisions_stream(
     State(api): State<Arc<Api>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    headers: HeaderMap,
+    Token(who, _): Token<Bouncer>,
     Query(q): Query<StreamQuery>,
 ) -> Response {
-    let (who, _) = match auth(&api, peer, &headers, &[Role::Bouncer, Role::Admin]) {
-        Ok(x) => x,
-        Err(p) => return p.into_response(),
-    };
     let now = match current_decisions(&api, q.origins.as_deref()).await {
         Ok(d) => d,
         Err(p) => return p.into_response(),
@@ -1257,13 +1217,9 @@ async fn blocking<T: Serialize + Send + 'static>(
 /// A generation's number in a path.
 async fn generation_diff(
     State(api): State<Arc<Api>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    headers: HeaderMap,
+    _: Token<Read>,
     Path(id): Path<i64>,
 ) -> Response {
-    if let Err(p) = auth(&api, peer, &headers, &[Role::Admin, Role::Read]) {
-        return p.into_response();
-    }
     let dir = api.state_dir.clone();
     blocking(StatusCode::NOT_FOUND, move || {
         let store = voipwall_core::safety::state_store(&dir)?;
@@ -1290,15 +1246,7 @@ pub(crate) struct RollbackBody {
     to: Option<i64>,
 }
 
-async fn confirm(
-    State(api): State<Arc<Api>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    headers: HeaderMap,
-) -> Response {
-    let (who, _) = match auth(&api, peer, &headers, &[Role::Admin]) {
-        Ok(x) => x,
-        Err(p) => return p.into_response(),
-    };
+async fn confirm(State(api): State<Arc<Api>>, Token(who, _): Token<Admin>) -> Response {
     let dir = api.state_dir.clone();
     blocking(StatusCode::CONFLICT, move || {
         let result = voipwall_core::safety::confirm_as(&dir, &format!("api:{who}"))?;
@@ -1309,14 +1257,9 @@ async fn confirm(
 
 async fn rollback(
     State(api): State<Arc<Api>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    headers: HeaderMap,
+    Token(who, _): Token<Admin>,
     Body(bytes): Body,
 ) -> Response {
-    let (who, _) = match auth(&api, peer, &headers, &[Role::Admin]) {
-        Ok(x) => x,
-        Err(p) => return p.into_response(),
-    };
     let b: RollbackBody = match if bytes.is_empty() {
         Ok(RollbackBody { to: None })
     } else {
@@ -1336,15 +1279,7 @@ async fn rollback(
 /// `POST /api/v1/policy/check`: the body is a policy file's text; every
 /// diagnostic comes back at once (`policy.toml:line:col`). Nothing is
 /// applied.
-async fn policy_check(
-    State(api): State<Arc<Api>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    Body(bytes): Body,
-) -> Response {
-    if let Err(p) = auth(&api, peer, &headers, &[Role::Admin, Role::Read]) {
-        return p.into_response();
-    }
+async fn policy_check(State(api): State<Arc<Api>>, _: Token<Read>, Body(bytes): Body) -> Response {
     let Ok(text) = String::from_utf8(bytes.to_vec()) else {
         return bad("the policy is not UTF-8".into());
     };
@@ -1367,13 +1302,9 @@ pub(crate) struct EventsQuery {
 /// event's own fields are free-form).
 async fn events(
     State(api): State<Arc<Api>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    headers: HeaderMap,
+    _: Token<Read>,
     Query(q): Query<EventsQuery>,
 ) -> Response {
-    if let Err(p) = auth(&api, peer, &headers, &[Role::Admin, Role::Read]) {
-        return p.into_response();
-    }
     let req = Request::Events {
         follow: false,
         limit: Some(q.limit.unwrap_or(50).min(10_000)),
@@ -1391,14 +1322,10 @@ const MAX_STREAMS: usize = 8;
 /// waited for.
 async fn events_stream(
     State(api): State<Arc<Api>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    headers: HeaderMap,
+    _: Token<Read>,
     Query(q): Query<EventsQuery>,
 ) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
-    if let Err(p) = auth(&api, peer, &headers, &[Role::Admin, Role::Read]) {
-        return p.into_response();
-    }
     let Ok(permit) = api.streams.clone().try_acquire_owned() else {
         return Problem(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -1482,14 +1409,7 @@ async fn openapi_document() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], doc.as_str()).into_response()
 }
 
-async fn metrics(
-    State(api): State<Arc<Api>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(p) = auth(&api, peer, &headers, &[Role::Admin, Role::Read]) {
-        return p.into_response();
-    }
+async fn metrics(State(api): State<Arc<Api>>, _: Token<Read>) -> Response {
     let status = match ask(&api, Request::Status).await {
         Ok(a) => a,
         Err(p) => return p.into_response(),

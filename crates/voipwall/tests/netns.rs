@@ -182,6 +182,17 @@ impl Lab {
             .expect("run voipwall")
     }
 
+    /// A new API token of `role` named `name` (`voipwall token create`).
+    fn api_token(&self, policy: &str, role: &str, name: &str) -> String {
+        let out = self.voipwall(
+            policy,
+            &["--json", "token", "create", "--role", role, "--name", name],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("token json");
+        v["token"].as_str().expect("token").to_string()
+    }
+
     /// Starts the daemon on the firewall with `policy` (the lab's state
     /// directory and socket) and waits until it answers.
     fn start_daemon(&mut self, policy: &str) {
@@ -2111,15 +2122,7 @@ fn schemathesis_finds_no_answer_the_openapi_document_does_not_declare() {
     lab.listen();
     let policy = format!("{TRUTH}\n[api]\nlisten = [\"127.0.0.1:8787\"]\n");
     lab.apply(&policy);
-    let token = |role: &str, name: &str| -> String {
-        let out = lab.voipwall(
-            &policy,
-            &["--json", "token", "create", "--role", role, "--name", name],
-        );
-        assert!(out.status.success(), "{}", stderr(&out));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("token json");
-        v["token"].as_str().expect("token").to_string()
-    };
+    let token = |role: &str, name: &str| lab.api_token(&policy, role, name);
     let (admin, read) = (token("admin", "fuzz-admin"), token("read", "fuzz-read"));
     lab.start_daemon(&policy);
     for (role, t) in [("admin", &admin), ("read", &read)] {
@@ -2188,15 +2191,7 @@ fn the_http_api_bans_through_the_one_plane_with_tokens_by_role() {
     lab.listen();
     let policy = format!("{TRUTH}\n[api]\nlisten = [\"127.0.0.1:8787\"]\n");
     lab.apply(&policy);
-    let token = |role: &str, name: &str| -> String {
-        let out = lab.voipwall(
-            &policy,
-            &["--json", "token", "create", "--role", role, "--name", name],
-        );
-        assert!(out.status.success(), "{}", stderr(&out));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("token json");
-        v["token"].as_str().expect("token").to_string()
-    };
+    let token = |role: &str, name: &str| lab.api_token(&policy, role, name);
     let (admin, read, bouncer) = (
         token("admin", "ops"),
         token("read", "grafana"),
@@ -2526,17 +2521,9 @@ fn the_api_serves_https_checks_policies_and_rolls_back_generations() {
         "services = [\"sip\", \"voipwall-api\", \"ssh\"]",
     ) + &api;
     lab.apply(&policy);
-    let out = lab.voipwall(
-        &policy,
-        &[
-            "--json", "token", "create", "--role", "admin", "--name", "ops",
-        ],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("token json");
     let auth = format!(
         "Authorization: Bearer {}",
-        v["token"].as_str().expect("token")
+        lab.api_token(&policy, "admin", "ops")
     );
     lab.start_daemon(&policy);
     let https = |method: &str, path: &str, body: Option<&str>| -> (String, String) {
@@ -2661,15 +2648,7 @@ fn a_crowdsec_firewall_bouncer_enforces_voipwalls_bans() {
         "services = [\"sip\", \"voipwall-api\"]",
     ) + "\n[api]\nlisten = [\"198.51.100.1:8787\"]\ninsecure_http = true\n";
     lab.apply(&policy);
-    let out = lab.voipwall(
-        &policy,
-        &[
-            "--json", "token", "create", "--role", "bouncer", "--name", "edge",
-        ],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("token json");
-    let key = v["token"].as_str().expect("token").to_string();
+    let key = lab.api_token(&policy, "bouncer", "edge");
     lab.start_daemon(&policy);
     let cfg = lab.dir.join("bouncer.yaml");
     std::fs::write(
@@ -2952,17 +2931,9 @@ fn an_api_address_that_cannot_be_bound_yet_is_retried_and_shown_in_status() {
         "services = [\"sip\", \"voipwall-api\"]",
     ) + "\n[api]\nlisten = [\"127.0.0.1:8787\", \"192.0.2.1:8787\"]\ninsecure_http = true\n";
     lab.apply(&policy);
-    let out = lab.voipwall(
-        &policy,
-        &[
-            "--json", "token", "create", "--role", "read", "--name", "grafana",
-        ],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("token json");
     let auth = format!(
         "Authorization: Bearer {}",
-        v["token"].as_str().expect("token")
+        lab.api_token(&policy, "read", "grafana")
     );
     lab.start_daemon(&policy);
     let listener = |state: &str| -> bool {
