@@ -73,6 +73,8 @@ struct Api {
     /// `KERNEL_EVERY` off the runtime's thread: a scrape never waits for
     /// `nft`.
     kernel: Mutex<Vec<(String, u64, u64)>>,
+    /// The last status answer and when it came (`STATUS_FOR`).
+    status: Mutex<Option<(std::time::Instant, Answer)>>,
 }
 
 /// How often the kernel's counters are read for `/metrics`.
@@ -113,11 +115,19 @@ pub fn start(ctx: ApiContext) -> anyhow::Result<()> {
         bouncers: Mutex::new(HashMap::new()),
         streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
         kernel: Mutex::new(Vec::new()),
+        status: Mutex::new(None),
     });
     let stop = ctx.stop;
     std::thread::Builder::new()
         .name("api".into())
         .spawn(move || {
+            // The packet path first: on a busy box the engine thread wins
+            // the CPU over API clients (Linux nice values are per thread;
+            // the runtime's blocking threads, made from this one, inherit
+            // it).
+            if let Err(e) = rustix::process::nice(API_NICE) {
+                tracing::debug!(error = %e, "The API thread keeps its priority.");
+            }
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_io()
                 .enable_time()
@@ -192,6 +202,9 @@ pub fn start(ctx: ApiContext) -> anyhow::Result<()> {
         })?;
     Ok(())
 }
+
+/// How much lower the API's threads run than the engine's.
+const API_NICE: i32 = 5;
 
 /// How often an address that could not be bound is tried again.
 const BIND_EVERY: Duration = Duration::from_secs(2);
@@ -754,7 +767,10 @@ fn respond(a: Answer) -> Response {
 }
 
 async fn status(State(api): State<Arc<Api>>, _: Token<Read>) -> Response {
-    asked(&api, Request::Status).await
+    match status_answer(&api).await {
+        Ok(a) => respond(a),
+        Err(p) => p.into_response(),
+    }
 }
 
 /// `GET /api/v1/bans`'s search.
@@ -814,7 +830,36 @@ pub(crate) struct ExtendBody {
 /// Runs a runtime verb for the token `who`.
 async fn verb(api: &Arc<Api>, who: &str, mut op: Op) -> Response {
     op.actor = format!("api:{who}");
-    asked(api, Request::Runtime(op)).await
+    let r = asked(api, Request::Runtime(op)).await;
+    // What a caller just did shows in its next status.
+    *api.status
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    r
+}
+
+/// How long a status answer is served again: scrapers and dashboards
+/// polling many times a second wake the engine thread ten times a second
+/// at most (the daemon keeps its own answer as long).
+const STATUS_FOR: Duration = Duration::from_millis(100);
+
+/// The daemon's status, asked at most every `STATUS_FOR`.
+async fn status_answer(api: &Arc<Api>) -> Result<Answer, Problem> {
+    if let Some((at, a)) = api
+        .status
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .as_ref()
+        && at.elapsed() < STATUS_FOR
+    {
+        return Ok(a.clone());
+    }
+    let a = ask(api, Request::Status).await?;
+    *api.status
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+        Some((std::time::Instant::now(), a.clone()));
+    Ok(a)
 }
 
 fn bad(detail: String) -> Response {
@@ -1410,7 +1455,7 @@ async fn openapi_document() -> Response {
 }
 
 async fn metrics(State(api): State<Arc<Api>>, _: Token<Read>) -> Response {
-    let status = match ask(&api, Request::Status).await {
+    let status = match status_answer(&api).await {
         Ok(a) => a,
         Err(p) => return p.into_response(),
     };
