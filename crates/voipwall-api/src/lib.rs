@@ -1464,7 +1464,7 @@ async fn metrics(State(api): State<Arc<Api>>, _: Token<Read>) -> Response {
             .store
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        store.in_force().ok().flatten().map(|g| g.id)
+        store.in_force_summary().ok().flatten()
     };
     let kernel = api
         .kernel

@@ -63,7 +63,7 @@ fn drop_reason(name: &str) -> Option<(&'static str, String)> {
 /// gives only the safe-mode and build families).
 pub(crate) fn exposition(
     status: &Answer,
-    generation: Option<i64>,
+    generation: Option<(i64, Option<u64>)>,
     kernel: &[(String, u64, u64)],
 ) -> Result<String, String> {
     let mut r = Registry::with_prefix("voipwall");
@@ -98,7 +98,7 @@ pub(crate) fn exposition(
 fn running(
     r: &mut Registry,
     s: &StatusReply,
-    generation: Option<i64>,
+    generation: Option<(i64, Option<u64>)>,
     kernel: &[(String, u64, u64)],
 ) {
     let c = &s.counters;
@@ -139,8 +139,18 @@ fn running(
         r,
         "generation",
         "The generation (recorded ruleset) in force",
-        generation.and_then(|g| u64::try_from(g).ok()).unwrap_or(0),
+        generation
+            .and_then(|(g, _)| u64::try_from(g).ok())
+            .unwrap_or(0),
     );
+    if let Some(ms) = generation.and_then(|(_, took)| took) {
+        r.register_with_unit(
+            "apply_duration",
+            "How long the apply of the generation in force took (read, validate, compile, load)",
+            Unit::Seconds,
+            ConstGauge::new(ms as f64 / 1000.0),
+        );
+    }
     counter(
         r,
         "nflog_packets",

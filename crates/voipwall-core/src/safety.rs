@@ -202,9 +202,20 @@ pub fn begin_apply(
 }
 
 /// After the apply: a failed one is marked so its timer stands down.
-pub fn finish_apply(state_dir: &Path, generation: i64, ok: bool) -> anyhow::Result<()> {
-    if !ok {
-        state_store(state_dir)?.set_generation_status(generation, "failed")?;
+pub fn finish_apply(
+    state_dir: &Path,
+    generation: i64,
+    ok: bool,
+    took: Duration,
+) -> anyhow::Result<()> {
+    let mut store = state_store(state_dir)?;
+    if ok {
+        store.set_generation_took(
+            generation,
+            u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+        )?;
+    } else {
+        store.set_generation_status(generation, "failed")?;
     }
     Ok(())
 }
@@ -618,7 +629,7 @@ pub fn apply_path(r: &ApplyRequest<'_>) -> anyhow::Result<Applied> {
         Some(changes) => nft::apply_script(&changes).or_else(|_| nft::apply_script(&script)),
         None => nft::apply_script(&script),
     };
-    finish_apply(r.state_dir, generation, result.is_ok())?;
+    finish_apply(r.state_dir, generation, result.is_ok(), started.elapsed())?;
     result.context(
         "applying ruleset to table inet voipwall; the previous ruleset is still in place",
     )?;

@@ -517,6 +517,14 @@ impl Store {
         if !has_ir {
             conn.execute_batch("ALTER TABLE generations ADD COLUMN ir TEXT")?;
         }
+        // How long each apply took (read, validate, compile, load), for
+        // the metrics.
+        let has_took: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('generations') WHERE name = 'took_ms'")?
+            .exists([])?;
+        if !has_took {
+            conn.execute_batch("ALTER TABLE generations ADD COLUMN took_ms INTEGER")?;
+        }
         conn.pragma_update(None, "user_version", SCHEMA)?;
         Ok(Self { conn })
     }
@@ -963,6 +971,36 @@ impl Store {
             params![status, id],
         )?;
         Ok(())
+    }
+
+    /// Records how long generation `id`'s apply took.
+    pub fn set_generation_took(&mut self, id: i64, took_ms: u64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE generations SET took_ms = ?2 WHERE id = ?1",
+            params![id, i64::try_from(took_ms).unwrap_or(i64::MAX)],
+        )?;
+        Ok(())
+    }
+
+    /// The generation in force without its script: its number and how
+    /// long its apply took (for metrics: cheap whatever the policy's size).
+    pub fn in_force_summary(&self) -> Result<Option<(i64, Option<u64>)>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id, took_ms FROM generations
+                 WHERE status IN ('applied', 'confirmed', 'pending', 'snapshot')
+                 ORDER BY id DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, Option<i64>>(1)?
+                            .and_then(|t| u64::try_from(t).ok()),
+                    ))
+                },
+            )
+            .optional()?)
     }
 
     /// Generations, newest first.

@@ -2849,6 +2849,9 @@ fn prometheus_scrapes_the_ban_counter_rising_with_an_attack() {
         query(r#"sum(voipwall_bans_issued_total{origin="detect"})"#).unwrap_or(0.0) >= 2.0,
         "bans by rule and origin"
     );
+    // The apply the lab made (CLI) is timed in the store.
+    let took = query("voipwall_apply_duration_seconds").unwrap_or(0.0);
+    assert!(took > 0.0 && took < 30.0, "apply duration {took}");
     lab.scanner_packet("203.0.113.7", "prom-again");
     let until = Instant::now() + Duration::from_secs(40);
     loop {
