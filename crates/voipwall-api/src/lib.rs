@@ -339,17 +339,19 @@ enum Conn {
     Tls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
 }
 
-/// An accepted connection and its permit. A connection that sends
-/// nothing for `IDLE` is closed (a read fails), so idle or trickling
-/// clients cannot hold the slots (hyper's own header timeout needs a timer
-/// axum does not give it).
+/// An accepted connection and its permit. A connection that gets no
+/// answer written for `IDLE` (since it was accepted or since the last
+/// answer's bytes) is closed at its next read: idle clients, and clients
+/// trickling a request a byte at a time, cannot hold the slots (hyper's
+/// own header timeout needs a timer axum does not give it). A long answer
+/// being read, or an event stream's keep-alives, count as answers.
 struct CappedIo {
     conn: Conn,
     _permit: tokio::sync::OwnedSemaphorePermit,
     idle: std::pin::Pin<Box<tokio::time::Sleep>>,
 }
 
-/// How long a connection may send nothing.
+/// How long a connection may go without an answer written.
 const IDLE: Duration = Duration::from_secs(15);
 
 impl axum::serve::Listener for Capped {
@@ -421,19 +423,12 @@ impl tokio::io::AsyncRead for CappedIo {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
         match std::pin::Pin::new(&mut self.conn).poll_read(cx, buf) {
-            std::task::Poll::Ready(r) => {
-                if buf.filled().len() > before {
-                    let next = tokio::time::Instant::now() + IDLE;
-                    self.idle.as_mut().reset(next);
-                }
-                std::task::Poll::Ready(r)
-            }
+            std::task::Poll::Ready(r) => std::task::Poll::Ready(r),
             std::task::Poll::Pending => match self.idle.as_mut().poll(cx) {
                 std::task::Poll::Ready(()) => std::task::Poll::Ready(Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
-                    "the client sent nothing for too long",
+                    "no request completed in time",
                 ))),
                 std::task::Poll::Pending => std::task::Poll::Pending,
             },
