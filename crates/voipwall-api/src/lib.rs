@@ -1,8 +1,9 @@
 //! The HTTP API: a client of the daemon's control channel (the same
 //! requests and typed answers as the control socket, the same ban plane
 //! behind them), on its own thread with its own small async runtime. It
-//! never touches the kernel or the engine itself, and the engine loop never
-//! waits for it.
+//! never touches the engine itself, and the engine loop never waits for
+//! it; the kernel only through the CLI's own functions (rollback, the
+//! table's counters), off the runtime's thread.
 //!
 //! Resources (all JSON; errors are `application/problem+json`):
 //! - `GET /api/v1/status` (read)
@@ -73,8 +74,11 @@ struct Api {
     /// `KERNEL_EVERY` off the runtime's thread: a scrape never waits for
     /// `nft`.
     kernel: Mutex<Vec<(String, u64, u64)>>,
-    /// The last status answer and when it came (`STATUS_FOR`).
-    status: Mutex<Option<(std::time::Instant, Answer)>>,
+    /// The last status answer, when it came and the `epoch` it was asked
+    /// in (`STATUS_FOR`).
+    status: tokio::sync::Mutex<Option<(std::time::Instant, u64, Answer)>>,
+    /// Bumped by every verb through this API.
+    epoch: std::sync::atomic::AtomicU64,
 }
 
 /// How often the kernel's counters are read for `/metrics`.
@@ -115,7 +119,8 @@ pub fn start(ctx: ApiContext) -> anyhow::Result<()> {
         bouncers: Mutex::new(HashMap::new()),
         streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
         kernel: Mutex::new(Vec::new()),
-        status: Mutex::new(None),
+        status: tokio::sync::Mutex::new(None),
+        epoch: std::sync::atomic::AtomicU64::new(0),
     });
     let stop = ctx.stop;
     std::thread::Builder::new()
@@ -300,6 +305,10 @@ impl Capped {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
                 };
+                // Serving stopped (the daemon is stopping): stop accepting.
+                if tx.is_closed() {
+                    return;
+                }
                 // Out of descriptors and the like: wait, as axum does.
                 let Ok((stream, addr)) = l.accept().await else {
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -307,6 +316,7 @@ impl Capped {
                 };
                 let io = |conn| CappedIo {
                     conn,
+                    busy: Arc::default(),
                     _permit: permit,
                     idle: Box::pin(tokio::time::sleep(IDLE)),
                 };
@@ -347,6 +357,8 @@ enum Conn {
 /// being read, or an event stream's keep-alives, count as answers.
 struct CappedIo {
     conn: Conn,
+    /// Set while a request of this connection is being handled.
+    busy: Arc<std::sync::atomic::AtomicBool>,
     _permit: tokio::sync::OwnedSemaphorePermit,
     idle: std::pin::Pin<Box<tokio::time::Sleep>>,
 }
@@ -425,6 +437,10 @@ impl tokio::io::AsyncRead for CappedIo {
     ) -> std::task::Poll<std::io::Result<()>> {
         match std::pin::Pin::new(&mut self.conn).poll_read(cx, buf) {
             std::task::Poll::Ready(r) => std::task::Poll::Ready(r),
+            // A request being handled: its answer resets the timer.
+            std::task::Poll::Pending if self.busy.load(Ordering::Acquire) => {
+                std::task::Poll::Pending
+            }
             std::task::Poll::Pending => match self.idle.as_mut().poll(cx) {
                 std::task::Poll::Ready(()) => std::task::Poll::Ready(Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
@@ -467,13 +483,31 @@ impl tokio::io::AsyncWrite for CappedIo {
 }
 
 /// The peer of a connection, for handlers (`ConnectInfo<Peer>`).
-#[derive(Clone, Copy, Debug)]
-struct Peer(SocketAddr);
+#[derive(Clone, Debug)]
+struct Peer(SocketAddr, Arc<std::sync::atomic::AtomicBool>);
 
 impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Capped>> for Peer {
     fn connect_info(stream: axum::serve::IncomingStream<'_, Capped>) -> Self {
-        Self(*stream.remote_addr())
+        Self(*stream.remote_addr(), stream.io().busy.clone())
     }
+}
+
+/// Marks the connection busy while a request is handled: its idle timer
+/// does not run out under a slow request (a rollback, a policy check).
+async fn track_busy(
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    struct Done(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Done {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::Release);
+        }
+    }
+    peer.1.store(true, Ordering::Release);
+    let _done = Done(peer.1.clone());
+    next.run(req).await
 }
 
 /// The route adding a runtime list entry with verb `v`.
@@ -518,6 +552,8 @@ fn router(api: Arc<Api>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/openapi.json", get(openapi_document))
         .fallback(not_found)
+        .method_not_allowed_fallback(not_allowed)
+        .layer(axum::middleware::from_fn(track_busy))
         // Request bodies are a ban or an extend: a few hundred bytes.
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(api)
@@ -562,6 +598,15 @@ impl From<BytesRejection> for Problem {
     }
 }
 
+/// A method the path does not take: a 405 problem.
+async fn not_allowed() -> Response {
+    Problem(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this path does not take that method".into(),
+    )
+    .into_response()
+}
+
 /// Any other path: a 404 problem.
 async fn not_found() -> Response {
     Problem(StatusCode::NOT_FOUND, "no such resource".into()).into_response()
@@ -599,9 +644,13 @@ fn auth(
     // Both headers may carry a token: every one presented must be known,
     // and they must be the same token (a valid bearer token must not hide
     // a guessed key from `api-auth`).
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .map(|v| v.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")));
+    // `Authorization` counts when its scheme is Bearer (any case); another
+    // scheme (a proxy's Basic) is not a token.
+    let bearer = headers.get(header::AUTHORIZATION).and_then(|v| {
+        let v = v.to_str().ok()?;
+        let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
+        scheme.eq_ignore_ascii_case("bearer").then_some(Some(rest))
+    });
     let key = headers.get("x-api-key").map(|v| v.to_str().ok());
     let presented: Vec<&str> = [bearer, key]
         .into_iter()
@@ -827,9 +876,7 @@ async fn verb(api: &Arc<Api>, who: &str, mut op: Op) -> Response {
     op.actor = format!("api:{who}");
     let r = asked(api, Request::Runtime(op)).await;
     // What a caller just did shows in its next status.
-    *api.status
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    api.epoch.fetch_add(1, Ordering::AcqRel);
     r
 }
 
@@ -838,22 +885,21 @@ async fn verb(api: &Arc<Api>, who: &str, mut op: Op) -> Response {
 /// at most (the daemon keeps its own answer as long).
 const STATUS_FOR: Duration = Duration::from_millis(100);
 
-/// The daemon's status, asked at most every `STATUS_FOR`.
+/// The daemon's status, asked at most every `STATUS_FOR`: one request
+/// asks while the others wait for its answer (the lock is held across the
+/// ask), and an answer asked before a verb of this API is never kept after
+/// it (`epoch`).
 async fn status_answer(api: &Arc<Api>) -> Result<Answer, Problem> {
-    if let Some((at, a)) = api
-        .status
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .as_ref()
+    let mut cached = api.status.lock().await;
+    if let Some((at, epoch, a)) = cached.as_ref()
         && at.elapsed() < STATUS_FOR
+        && *epoch == api.epoch.load(Ordering::Acquire)
     {
         return Ok(a.clone());
     }
+    let epoch = api.epoch.load(Ordering::Acquire);
     let a = ask(api, Request::Status).await?;
-    *api.status
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) =
-        Some((std::time::Instant::now(), a.clone()));
+    *cached = Some((std::time::Instant::now(), epoch, a.clone()));
     Ok(a)
 }
 
@@ -990,8 +1036,8 @@ async fn generations(State(api): State<Arc<Api>>, _: Token<Read>) -> Response {
             .store
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let in_force = store.in_force().ok().flatten().map(|g| g.id);
-        store.generations(100).map(|gs| {
+        let in_force = store.in_force_summary().ok().flatten().map(|(id, _)| id);
+        store.generation_list(100).map(|gs| {
             gs.into_iter()
                 .map(|g| GenerationRow {
                     in_force: Some(g.id) == in_force,
@@ -1044,9 +1090,10 @@ pub(crate) struct StreamQuery {
     /// Everything in force (a bouncer starting), not only what changed.
     #[serde(default)]
     startup: bool,
-    /// Origins to offer, comma-separated (`detect,cli,api,fleet`);
-    /// default: voipwall's own (detection, CLI, API), never what a fleet,
-    /// CrowdSec or a feed brought.
+    /// Origins to offer, comma-separated (`detect,manual,kernel,fleet`);
+    /// default: voipwall's own (`detect`, `manual` for the CLI and the API,
+    /// `kernel` for flood bans), never what a fleet, CrowdSec or a feed
+    /// brought.
     origins: Option<String>,
 }
 
@@ -1126,10 +1173,12 @@ fn origin_kind(origin: &str) -> &str {
     kind.strip_suffix("-unverified").unwrap_or(kind)
 }
 
-/// Origins that came from outside (a fleet, CrowdSec, feeds) and so are
-/// not offered back unless `?origins=` names them; `observe` never is
-/// (those bans were never in the kernel).
-const FOREIGN: &[&str] = &["fleet", "crowdsec", "cscli", "CAPI", "lists", "feed"];
+/// The origins of voipwall's own bans: detection (`detect`, and
+/// `detect-unverified`), the CLI and the API (`manual`), and bans the
+/// kernel's flood guard made (`kernel`). Anything else (a fleet, CrowdSec,
+/// a feed, whatever name it comes under) is offered only when `?origins=`
+/// names it; `observe` never is (those bans were never in the kernel).
+const OWN: &[&str] = &["detect", "manual", "kernel"];
 
 /// Whether a ban of `origin` is offered, given `?origins=`.
 fn offered(origin: &str, asked: Option<&str>) -> bool {
@@ -1139,7 +1188,7 @@ fn offered(origin: &str, asked: Option<&str>) -> bool {
     }
     match asked {
         Some(list) => list.split(',').any(|o| o.trim() == kind),
-        None => !FOREIGN.contains(&kind),
+        None => OWN.contains(&kind),
     }
 }
 

@@ -114,7 +114,7 @@ fn running(
     }
     r.register(
         "bans_issued",
-        "Bans put in the kernel since the daemon started, by rule and origin (detect, cli, api, ...)",
+        "Bans made since the daemon started, by rule and origin (detect; manual: the CLI and the API; observe: detection in observe mode, never in the kernel)",
         issued,
     );
     counter(

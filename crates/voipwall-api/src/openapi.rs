@@ -28,6 +28,8 @@ enum Who {
     Admin,
     /// Bouncer and admin tokens (`X-Api-Key` or `Authorization: Bearer`).
     Bouncer,
+    /// Any token (bouncer, read, admin).
+    AnyToken,
     /// Nobody needs a token.
     Anyone,
 }
@@ -285,7 +287,7 @@ pub(crate) fn document() -> Value {
             path: "/v1/decisions",
             id: "decisions",
             summary: "CrowdSec's live-mode query: the decisions in force covering `ip` (null: none).",
-            who: Who::Bouncer,
+            who: Who::AnyToken,
             query: Some(g.subschema_for::<crate::DecisionsQuery>()),
             path_params: &[],
             body: None,
@@ -297,7 +299,7 @@ pub(crate) fn document() -> Value {
             path: "/v1/banlist.txt",
             id: "banlist",
             summary: "The bans in force, one address or network per line.",
-            who: Who::Bouncer,
+            who: Who::AnyToken,
             query: None,
             path_params: &[],
             body: None,
@@ -464,7 +466,7 @@ fn operation(op: &Operation, g: &mut SchemaGenerator) -> Value {
     });
     o["security"] = match op.who {
         Who::Anyone => json!([]),
-        Who::Bouncer => json!([{"apiKey": []}, {"bearer": []}]),
+        Who::Bouncer | Who::AnyToken => json!([{"apiKey": []}, {"bearer": []}]),
         Who::Read | Who::Admin => json!([{"bearer": []}]),
     };
     if let Who::Admin = op.who {
@@ -472,7 +474,8 @@ fn operation(op: &Operation, g: &mut SchemaGenerator) -> Value {
     }
     if let Some((media, b)) = &op.body {
         o["requestBody"] = json!({
-            "required": true,
+            // An empty rollback body means "the generation before".
+            "required": op.id != "rollback",
             "content": {*media: {"schema": b}},
         });
     }

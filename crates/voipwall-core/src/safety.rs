@@ -294,6 +294,19 @@ fn roll_back_from(
         rekey_bans(store, old, new);
     }
     store.set_generation_status(from, status)?;
+    // Every generation between the one applied now and `from` is no longer
+    // in force either (`--to N` over several): the store's reader of the
+    // generation in force must name the one the kernel runs.
+    for g in gens.iter().filter(|g| {
+        g.id > prev.id
+            && g.id < from
+            && matches!(
+                g.status.as_str(),
+                "applied" | "confirmed" | "pending" | "snapshot"
+            )
+    }) {
+        store.set_generation_status(g.id, status)?;
+    }
     let new_status = if prev.status == "snapshot" {
         "snapshot"
     } else {

@@ -1003,6 +1003,17 @@ impl Store {
             .optional()?)
     }
 
+    /// Generations, newest first, without their scripts and compiled
+    /// rulesets (`script` empty, `ir` none): a listing stays cheap whatever
+    /// the policy's size.
+    pub fn generation_list(&self, limit: usize) -> Result<Vec<Generation>, StoreError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, at_ms, '', policy, status, deadline_ms, NULL FROM generations ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = st.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], generation_row)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(Into::into)
+    }
+
     /// Generations, newest first.
     pub fn generations(&self, limit: usize) -> Result<Vec<Generation>, StoreError> {
         let mut st = self.conn.prepare_cached(

@@ -2637,6 +2637,37 @@ fn the_api_serves_https_checks_policies_and_rolls_back_generations() {
         audit.contains(&format!("api:ops rollback generation {new}")),
         "{audit}"
     );
+    // Two generations on (SSH again, then SSH and HTTP), back to `old` in
+    // one step: the kernel runs it and the store says so (the generation
+    // in force is `old`, the two newer ones are rolled back).
+    lab.apply(&policy);
+    let third = policy.replace("\"ssh\"]", "\"ssh\", \"http\"]");
+    assert_ne!(third, policy);
+    lab.apply(&third);
+    assert_eq!(ssh(), vec!["pass"]);
+    let (code, body) = https(
+        "POST",
+        "/api/v1/generations/rollback",
+        Some(&format!("{{\"to\":{old}}}")),
+    );
+    assert_eq!(code, "200", "{body}");
+    assert_eq!(ssh(), vec!["drop"], "two steps back");
+    let (code, body) = https("GET", "/api/v1/generations", None);
+    assert_eq!(code, "200", "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("generations");
+    let rows = v["generations"].as_array().expect("rows");
+    let in_force: Vec<i64> = rows
+        .iter()
+        .filter(|g| g["in_force"] == true)
+        .filter_map(|g| g["id"].as_i64())
+        .collect();
+    assert_eq!(in_force, vec![old], "{body}");
+    assert!(
+        rows.iter()
+            .filter(|g| g["id"].as_i64() > Some(old))
+            .all(|g| g["status"] != "applied" && g["status"] != "confirmed"),
+        "{body}"
+    );
 }
 
 /// Issue 20: Debian's crowdsec-firewall-bouncer in the peer namespace,

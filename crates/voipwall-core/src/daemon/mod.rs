@@ -285,11 +285,12 @@ pub const LATENCY_BUCKETS_US: [u64; 10] = [
     50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, 250_000,
 ];
 
-/// Counts `recs` in `bans_by` (by rule and origin; an `api:NAME` or
-/// `fleet:NODE` origin by its kind, so labels stay few).
+/// Counts `recs` in `bans_by` (by rule and origin kind: `fleet:NODE` as
+/// `fleet`, `detect-unverified` as `detect`, so labels stay few).
 pub(crate) fn count_bans(c: &mut Counters, recs: &[BanRecord]) {
     for r in recs {
         let origin = r.origin.split(':').next().unwrap_or("");
+        let origin = origin.strip_suffix("-unverified").unwrap_or(origin);
         *c.bans_by
             .entry(r.rule.clone())
             .or_default()
@@ -302,9 +303,9 @@ pub(crate) fn count_bans(c: &mut Counters, recs: &[BanRecord]) {
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct Counters {
-    /// Bans put in the kernel since start: rule → origin (`detect`, `cli`,
-    /// `api:NAME` is counted as `api`) → count. Rules and origins are few
-    /// (never an address).
+    /// Bans made since start: rule → origin (`detect`, `manual` for the
+    /// CLI and the API, `observe` for detection in observe mode, never in
+    /// the kernel) → count. Rules and origins are few (never an address).
     pub bans_by: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
     /// Packet copies read from NFLOG.
     pub nflog_packets: u64,
