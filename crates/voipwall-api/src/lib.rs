@@ -1167,12 +1167,6 @@ pub(crate) struct StreamReply {
 
 /// The bans in force as decisions (the bans voipwall made: detection, the
 /// CLI and the API; not those it only observed).
-/// An origin's kind: `api:ops` → `api`, `detect-unverified` → `detect`.
-fn origin_kind(origin: &str) -> &str {
-    let kind = origin.split(':').next().unwrap_or(origin);
-    kind.strip_suffix("-unverified").unwrap_or(kind)
-}
-
 /// The origins of voipwall's own bans: detection (`detect`, and
 /// `detect-unverified`), the CLI and the API (`manual`), and bans the
 /// kernel's flood guard made (`kernel`). Anything else (a fleet, CrowdSec,
@@ -1180,9 +1174,9 @@ fn origin_kind(origin: &str) -> &str {
 /// names it; `observe` never is (those bans were never in the kernel).
 const OWN: &[&str] = &["detect", "manual", "kernel"];
 
-/// Whether a ban of `origin` is offered, given `?origins=`.
-fn offered(origin: &str, asked: Option<&str>) -> bool {
-    let kind = origin_kind(origin);
+/// Whether `ban` is offered, given `?origins=`.
+fn offered(ban: &voipwall_store::BanRecord, asked: Option<&str>) -> bool {
+    let kind = ban.origin_kind();
     if kind == "observe" {
         return false;
     }
@@ -1210,7 +1204,7 @@ async fn current_decisions(
     };
     let now = voipwall_core::safety::now();
     let mut out = BTreeMap::new();
-    for b in r.bans.iter().filter(|b| offered(&b.origin, origins)) {
+    for b in r.bans.iter().filter(|b| offered(b, origins)) {
         let (scope, value) = if b.target.prefix_len() == b.target.max_prefix_len() {
             ("Ip", b.target.addr().to_string())
         } else {
@@ -1387,6 +1381,14 @@ pub(crate) struct EventsQuery {
     limit: Option<usize>,
 }
 
+impl EventsQuery {
+    /// How many recent events: 50 unless asked, at most the daemon's
+    /// 10,000.
+    fn limit(&self) -> usize {
+        self.limit.unwrap_or(50).min(10_000)
+    }
+}
+
 /// Recent events, oldest first (bans, alerts, verbs, daemon notes; an
 /// event's own fields are free-form).
 async fn events(
@@ -1396,7 +1398,7 @@ async fn events(
 ) -> Response {
     let req = Request::Events {
         follow: false,
-        limit: Some(q.limit.unwrap_or(50).min(10_000)),
+        limit: Some(q.limit()),
     };
     asked(&api, req).await
 }
@@ -1424,7 +1426,7 @@ async fn events_stream(
     };
     let req = Request::Events {
         follow: true,
-        limit: Some(q.limit.unwrap_or(50).min(10_000)),
+        limit: Some(q.limit()),
     };
     let a = api.clone();
     let got = tokio::task::spawn_blocking(move || a.control.follow(req, ANSWER_WITHIN))

@@ -124,6 +124,14 @@ impl BanRecord {
         self.end >= Self::PERMANENT
     }
 
+    /// What kind of origin made it: `fleet:NODE` → `fleet`,
+    /// `detect-unverified` → `detect` (metrics labels, the decision
+    /// stream's origin filter).
+    pub fn origin_kind(&self) -> &str {
+        let kind = self.origin.split(':').next().unwrap_or(&self.origin);
+        kind.strip_suffix("-unverified").unwrap_or(kind)
+    }
+
     /// The record of a detection engine ban.
     pub fn from_ban(b: &Ban, origin: &str) -> Self {
         Self {

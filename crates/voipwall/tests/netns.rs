@@ -182,6 +182,38 @@ impl Lab {
             .expect("run voipwall")
     }
 
+    /// One HTTP request with curl in namespace `ns`: `(status, body)`
+    /// (status `000` when nothing answered). `opts` are more curl
+    /// arguments (headers, `--cacert`; a later `-m` overrides the 10 s).
+    fn curl(
+        &self,
+        ns: &str,
+        method: &str,
+        url: &str,
+        opts: &[&str],
+        body: Option<&str>,
+    ) -> (String, String) {
+        let mut args = vec![
+            "curl",
+            "-s",
+            "-m",
+            "10",
+            "-X",
+            method,
+            "-w",
+            "\n%{http_code}",
+        ];
+        args.extend_from_slice(opts);
+        if let Some(b) = body {
+            args.extend(["--data-binary", b]);
+        }
+        args.push(url);
+        let out = self.exec(ns, &args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+        (code.to_string(), body.to_string())
+    }
+
     /// A new API token of `role` named `name` (`voipwall token create`).
     fn api_token(&self, policy: &str, role: &str, name: &str) -> String {
         let out = self.voipwall(
@@ -2200,30 +2232,10 @@ fn the_http_api_bans_through_the_one_plane_with_tokens_by_role() {
     lab.start_daemon(&policy);
     // (code, body) of one request from inside the firewall's namespace.
     let http = |method: &str, path: &str, auth: Option<(&str, &str)>, body: Option<&str>| {
+        let h = auth.map(|(k, v)| format!("{k}: {v}"));
+        let opts: Vec<&str> = h.iter().flat_map(|h| ["-H", h.as_str()]).collect();
         let url = format!("http://127.0.0.1:8787{path}");
-        let mut args = vec![
-            "curl",
-            "-s",
-            "-m",
-            "10",
-            "-X",
-            method,
-            "-w",
-            "\n%{http_code}",
-        ];
-        let h;
-        if let Some((k, v)) = auth {
-            h = format!("{k}: {v}");
-            args.extend(["-H", h.as_str()]);
-        }
-        if let Some(b) = body {
-            args.extend(["-H", "Content-Type: application/json", "-d", b]);
-        }
-        args.push(&url);
-        let out = lab.exec(&lab.fw, &args);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
-        (code.to_string(), body.to_string())
+        lab.curl(&lab.fw, method, &url, &opts, body)
     };
     let bearer = |t: &str| format!("Bearer {t}");
     let (admin_h, read_h) = (bearer(&admin), bearer(&read));
@@ -2532,28 +2544,8 @@ fn the_api_serves_https_checks_policies_and_rolls_back_generations() {
     lab.start_daemon(&policy);
     let https = |method: &str, path: &str, body: Option<&str>| -> (String, String) {
         let url = format!("https://198.51.100.1:8787{path}");
-        let mut args = vec![
-            "curl",
-            "-s",
-            "-m",
-            "10",
-            "--cacert",
-            cert.to_str().unwrap(),
-            "-X",
-            method,
-            "-H",
-            &auth,
-            "-w",
-            "\n%{http_code}",
-        ];
-        if let Some(b) = body {
-            args.extend(["--data-binary", b]);
-        }
-        args.push(&url);
-        let out = lab.exec(&lab.peer, &args);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
-        (code.to_string(), body.to_string())
+        let opts = ["--cacert", cert.to_str().unwrap(), "-H", &auth];
+        lab.curl(&lab.peer, method, &url, &opts, body)
     };
     let (code, body) = https("GET", "/api/v1/status", None);
     assert_eq!(code, "200", "{body}");
@@ -2991,23 +2983,8 @@ fn an_api_address_that_cannot_be_bound_yet_is_retried_and_shown_in_status() {
         String::from_utf8_lossy(&out.stdout)
     );
     let get = |url: &str| -> String {
-        let out = lab.exec(
-            &lab.fw,
-            &[
-                "curl",
-                "-s",
-                "-m",
-                "5",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "-H",
-                &auth,
-                url,
-            ],
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        lab.curl(&lab.fw, "GET", url, &["-m", "5", "-H", &auth], None)
+            .0
     };
     assert_eq!(
         get("http://127.0.0.1:8787/api/v1/status"),
@@ -3038,25 +3015,11 @@ fn a_source_guessing_api_tokens_is_banned() {
     lab.apply(&policy);
     lab.start_daemon(&policy);
     let get = |auth: Option<&str>| -> String {
-        let mut args = vec![
-            "curl",
-            "-s",
-            "-m",
-            "3",
-            "--interface",
-            "198.51.100.2",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-        ];
-        let h;
-        if let Some(t) = auth {
-            h = format!("Authorization: Bearer {t}");
-            args.extend(["-H", h.as_str()]);
-        }
-        args.push("http://198.51.100.1:8787/api/v1/status");
-        String::from_utf8_lossy(&lab.exec(&lab.peer, &args).stdout).into_owned()
+        let h = auth.map(|t| format!("Authorization: Bearer {t}"));
+        let mut opts = vec!["-m", "3", "--interface", "198.51.100.2"];
+        opts.extend(h.iter().flat_map(|h| ["-H", h.as_str()]));
+        let url = "http://198.51.100.1:8787/api/v1/status";
+        lab.curl(&lab.peer, "GET", url, &opts, None).0
     };
     for _ in 0..12 {
         assert_eq!(get(None), "401");

@@ -289,12 +289,10 @@ pub const LATENCY_BUCKETS_US: [u64; 10] = [
 /// `fleet`, `detect-unverified` as `detect`, so labels stay few).
 pub(crate) fn count_bans(c: &mut Counters, recs: &[BanRecord]) {
     for r in recs {
-        let origin = r.origin.split(':').next().unwrap_or("");
-        let origin = origin.strip_suffix("-unverified").unwrap_or(origin);
         *c.bans_by
             .entry(r.rule.clone())
             .or_default()
-            .entry(origin.to_string())
+            .entry(r.origin_kind().to_string())
             .or_default() += 1;
     }
 }
