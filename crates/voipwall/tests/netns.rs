@@ -2660,6 +2660,19 @@ fn the_api_serves_https_checks_policies_and_rolls_back_generations() {
             .all(|g| g["status"] != "applied" && g["status"] != "confirmed"),
         "{body}"
     );
+    // Listening opens no port: a generation whose zone does not grant
+    // `voipwall-api` drops the same client.
+    let closed = policy.replace("\"voipwall-api\", ", "");
+    assert_ne!(closed, policy);
+    lab.apply(&closed);
+    let (code, _) = lab.curl(
+        &lab.peer,
+        "GET",
+        "https://198.51.100.1:8787/api/v1/status",
+        &["-m", "3", "--cacert", cert.to_str().unwrap(), "-H", &auth],
+        None,
+    );
+    assert_eq!(code, "000", "no zone grants voipwall-api");
 }
 
 /// Issue 20: Debian's crowdsec-firewall-bouncer in the peer namespace,
