@@ -8,7 +8,6 @@ use std::process::{Command, Stdio};
 
 use ipnet::IpNet;
 use serde::Serialize;
-use serde_json::Value;
 
 /// Our table, as nft names it.
 pub const TABLE: &str = "inet voipwall";
@@ -202,31 +201,14 @@ fn range_net(lo: IpAddr, hi: IpAddr) -> IpNet {
 }
 
 /// Named counters of our table: (name, packets, bytes).
+///
+/// Over netlink, one dump of the table's counter objects: `nft list
+/// counters` builds its cache from the whole table, and while a ban storm
+/// changes the sets every few milliseconds its dump is interrupted and
+/// restarted again and again (a `bench/api` run caught one `nft` process
+/// with seconds of CPU on a two-core box, beside the packet path).
 pub fn counters() -> Result<Vec<(String, u64, u64)>, NftError> {
-    let out = nft(
-        &["-j", "list", "counters", "table", "inet", "voipwall"],
-        None,
-        "listing counters",
-    )?;
-    let v: Value = serde_json::from_str(&out).map_err(|e| NftError::Output(e.to_string()))?;
-    let mut res = Vec::new();
-    for item in v
-        .get("nftables")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if let Some(c) = item.get("counter") {
-            let name = c
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let packets = c.get("packets").and_then(Value::as_u64).unwrap_or(0);
-            let bytes = c.get("bytes").and_then(Value::as_u64).unwrap_or(0);
-            res.push((name, packets, bytes));
-        }
-    }
+    let mut res = crate::query::counters("voipwall").map_err(NftError::Netlink)?;
     res.sort();
     Ok(res)
 }

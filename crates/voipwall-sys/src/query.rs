@@ -49,6 +49,15 @@ const NFTA_DATA_VALUE: u16 = 1;
 const NFTA_DATA_VERDICT: u16 = 2;
 const NFTA_VERDICT_CHAIN: u16 = 2;
 const NFT_SET_ELEM_INTERVAL_END: u32 = 1;
+const NFT_MSG_NEWOBJ: u16 = 18;
+const NFT_MSG_GETOBJ: u16 = 19;
+const NFTA_OBJ_TABLE: u16 = 1;
+const NFTA_OBJ_NAME: u16 = 2;
+const NFTA_OBJ_TYPE: u16 = 3;
+const NFTA_OBJ_DATA: u16 = 4;
+const NFT_OBJECT_COUNTER: u32 = 1;
+const NFTA_COUNTER_BYTES: u16 = 1;
+const NFTA_COUNTER_PACKETS: u16 = 2;
 const NFPROTO_UNSPEC: u8 = 0;
 const NFPROTO_INET: u8 = 1;
 
@@ -133,6 +142,46 @@ pub fn table_exists(name: &str) -> io::Result<bool> {
         Err(e) if e.raw_os_error() == Some(2) => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// The named counters of table `inet <name>`: (name, packets, bytes), in
+/// the kernel's order. One dump of counter objects, filtered by the kernel
+/// to this table: no rules, sets or elements cross.
+pub fn counters(name: &str) -> io::Result<Vec<(String, u64, u64)>> {
+    let replies = ask(|buf| {
+        let start = push_nlmsghdr(
+            buf,
+            msg_type(NFT_MSG_GETOBJ),
+            NLM_F_REQUEST | NLM_F_DUMP,
+            1,
+        );
+        push_nfgenmsg(buf, NFPROTO_INET, 0);
+        attr(buf, NFTA_OBJ_TABLE, &cstr(name));
+        attr(buf, NFTA_OBJ_TYPE, &NFT_OBJECT_COUNTER.to_be_bytes());
+        finish(buf, start);
+    })?;
+    let be64 = |b: &[u8]| b.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+    let mut out = Vec::new();
+    for (ty, family, payload) in replies {
+        if ty != NFT_MSG_NEWOBJ || family != NFPROTO_INET {
+            continue;
+        }
+        let a = attrs(&payload);
+        let get = |t: u16| a.iter().find(|(x, _)| *x == t).map(|(_, v)| *v);
+        if get(NFTA_OBJ_TABLE).map(text).as_deref() != Some(name)
+            || get(NFTA_OBJ_TYPE).and_then(be32) != Some(NFT_OBJECT_COUNTER)
+        {
+            continue;
+        }
+        let data = get(NFTA_OBJ_DATA).map(attrs).unwrap_or_default();
+        let dget = |t: u16| data.iter().find(|(x, _)| *x == t).and_then(|(_, v)| be64(v));
+        out.push((
+            get(NFTA_OBJ_NAME).map(text).unwrap_or_default(),
+            dget(NFTA_COUNTER_PACKETS).unwrap_or(0),
+            dget(NFTA_COUNTER_BYTES).unwrap_or(0),
+        ));
+    }
+    Ok(out)
 }
 
 /// Every base chain of every table but `inet <ours>`, with its rules
