@@ -545,6 +545,7 @@ fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/generations/rollback", post(rollback))
         .route("/api/v1/policy/check", post(policy_check))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/drops", get(drops))
         .route("/api/v1/events/stream", get(events_stream))
         .route("/v1/decisions/stream", get(decisions_stream))
         .route("/v1/decisions", get(decisions))
@@ -1403,6 +1404,32 @@ async fn events(
     asked(&api, req).await
 }
 
+/// `GET /api/v1/drops`'s query.
+#[derive(Deserialize, schemars::JsonSchema)]
+pub(crate) struct DropsQuery {
+    /// The window, minutes (1-60, default 60).
+    minutes: Option<u64>,
+    /// How many sources and ports (default 20, at most 1000).
+    top: Option<usize>,
+    /// Samples after this sequence number (the report's `next`).
+    since: Option<u64>,
+}
+
+/// The drop log: top refused sources, ports and zones over the window
+/// (what `voipwall drops` shows).
+async fn drops(
+    State(api): State<Arc<Api>>,
+    _: Token<Read>,
+    Query(q): Query<DropsQuery>,
+) -> Response {
+    let req = Request::Drops {
+        minutes: q.minutes,
+        top: q.top,
+        since: q.since,
+    };
+    asked(&api, req).await
+}
+
 /// Event streams served at once (each is one of the engine's followers,
 /// which the control socket's `events --follow` shares).
 const MAX_STREAMS: usize = 8;
@@ -1517,7 +1544,21 @@ async fn metrics(State(api): State<Arc<Api>>, _: Token<Read>) -> Response {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
-    match metrics::exposition(&status, generation, &kernel) {
+    // The drop log's totals (a small answer: no sources, no samples).
+    let drops = match ask(
+        &api,
+        Request::Drops {
+            minutes: Some(1),
+            top: Some(0),
+            since: None,
+        },
+    )
+    .await
+    {
+        Ok(Answer::Drops(d)) => d.totals,
+        _ => Vec::new(),
+    };
+    match metrics::exposition(&status, generation, &kernel, &drops) {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,

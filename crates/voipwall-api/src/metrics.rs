@@ -65,6 +65,7 @@ pub(crate) fn exposition(
     status: &Answer,
     generation: Option<(i64, Option<u64>)>,
     kernel: &[(String, u64, u64)],
+    drops: &[voipwall_detect::drops::DropTotal],
 ) -> Result<String, String> {
     let mut r = Registry::with_prefix("voipwall");
     r.register(
@@ -73,7 +74,10 @@ pub(crate) fn exposition(
         Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
     );
     match status {
-        Answer::Status(s) => running(&mut r, s, generation, kernel),
+        Answer::Status(s) => {
+            running(&mut r, s, generation, kernel);
+            drop_log(&mut r, drops);
+        }
         Answer::Holding(h) => {
             gauge(
                 &mut r,
@@ -93,6 +97,28 @@ pub(crate) fn exposition(
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &r).map_err(|e| e.to_string())?;
     Ok(out)
+}
+
+/// The drop log's samples since start, by zone or set and service (the
+/// services are the policy's, `other` for the rest: no port numbers, no
+/// addresses).
+fn drop_log(r: &mut Registry, drops: &[voipwall_detect::drops::DropTotal]) {
+    let samples: Family<Vec<(&'static str, String)>, prometheus_client::metrics::counter::Counter> =
+        Family::default();
+    for t in drops {
+        samples
+            .get_or_create(&vec![
+                ("kind", t.kind.as_str().to_string()),
+                ("name", t.name.clone()),
+                ("service", t.service.clone()),
+            ])
+            .inc_by(t.samples);
+    }
+    r.register(
+        "drop_log_samples",
+        "Refused packets the kernel sampled into the drop log ([drops] rate a second per zone and set), by kind (zone, ban, block), zone or set, and service",
+        samples,
+    );
 }
 
 fn running(

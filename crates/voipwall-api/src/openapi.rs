@@ -260,6 +260,21 @@ pub(crate) fn document() -> Value {
         },
         Operation {
             method: "get",
+            path: "/api/v1/drops",
+            id: "drops",
+            summary: "The drop log: what the firewall refused (sampled by the kernel), top sources, ports and zones.",
+            who: Who::Read,
+            query: Some(g.subschema_for::<crate::DropsQuery>()),
+            path_params: &[],
+            body: None,
+            ok: (
+                200,
+                json_body(g.subschema_for::<voipwall_detect::drops::DropsReport>()),
+            ),
+            problems: &[400],
+        },
+        Operation {
+            method: "get",
             path: "/api/v1/events/stream",
             id: "eventsStream",
             summary: "Server-Sent Events: the recent events, then each as it happens (endless).",

@@ -118,6 +118,30 @@ fn of_family(nets: &[IpNet], family: Family) -> Vec<IpNet> {
     )
 }
 
+/// Bytes of a dropped packet copied to the drop log: the IP header (with
+/// IPv6 extension headers) and the ports.
+pub(crate) const DROP_SNAPLEN: u32 = 128;
+
+/// The NFLOG prefix of the drop log's samples: `vw:<kind>:<name>`.
+fn drop_prefix(kind: &str, name: &str) -> String {
+    format!("vw:{kind}:{name}")
+}
+
+/// A sampling rule before a drop rule with the same matches, when the drop
+/// log is on.
+fn sample(policy: &Policy, matches: Vec<Match>, kind: &str, name: &str) -> Option<Rule> {
+    let group = policy.drops.group()?;
+    Some(rule(
+        matches,
+        Action::Sample {
+            group,
+            rate: policy.drops.rate,
+            prefix: drop_prefix(kind, name),
+        },
+        format!("drop log: sample {kind} {name}"),
+    ))
+}
+
 fn rule(matches: Vec<Match>, action: Action, comment: impl Into<String>) -> Rule {
     Rule {
         matches,
@@ -720,6 +744,7 @@ impl<'a> Build<'a> {
         pre.extend(peer_skip);
         for f in [Family::V4, Family::V6] {
             for set in [Fixed::BlockHost.set(f), Fixed::Block.set(f)] {
+                pre.extend(sample(policy, vec![in_set(f, set)], "block", set));
                 pre.push(counted(
                     rule(vec![in_set(f, set)], Action::Drop, "block list"),
                     counters::BLOCKED,
@@ -737,6 +762,7 @@ impl<'a> Build<'a> {
                 &format!("block {}", e.origin),
             );
             for m in name_matches(&ns) {
+                pre.extend(sample(policy, vec![m.clone()], "block", h));
                 pre.push(counted(
                     rule(
                         vec![m],
@@ -752,6 +778,7 @@ impl<'a> Build<'a> {
                 (Role::Ban.set(f), "banned address"),
                 (Role::BanNet.set(f), "banned network"),
             ] {
+                pre.extend(sample(policy, vec![in_set(f, set)], "ban", set));
                 pre.push(counted(
                     rule(vec![in_set(f, set)], Action::Drop, comment),
                     counters::BANNED,
@@ -762,25 +789,32 @@ impl<'a> Build<'a> {
             } else {
                 policy.bans.ipv6_prefix
             };
+            let spared = vec![
+                Match::SaddrIn {
+                    family: f,
+                    set: Role::Known.set(f).into(),
+                    negate: true,
+                },
+                Match::SaddrIn {
+                    family: f,
+                    set: Role::Remembered.set(f).into(),
+                    negate: true,
+                },
+                Match::SaddrPrefixIn {
+                    family: f,
+                    prefix,
+                    set: Role::BanPrefix.set(f).into(),
+                },
+            ];
+            pre.extend(sample(
+                policy,
+                spared.clone(),
+                "ban",
+                Role::BanPrefix.set(f),
+            ));
             pre.push(counted(
                 rule(
-                    vec![
-                        Match::SaddrIn {
-                            family: f,
-                            set: Role::Known.set(f).into(),
-                            negate: true,
-                        },
-                        Match::SaddrIn {
-                            family: f,
-                            set: Role::Remembered.set(f).into(),
-                            negate: true,
-                        },
-                        Match::SaddrPrefixIn {
-                            family: f,
-                            prefix,
-                            set: Role::BanPrefix.set(f).into(),
-                        },
-                    ],
+                    spared,
                     Action::Drop,
                     format!("banned /{prefix} prefix, known and remembered endpoints spared"),
                 ),
@@ -953,6 +987,7 @@ impl<'a> Build<'a> {
                 ));
             }
             let c = zone_drop_counter(zone);
+            rules.extend(sample(policy, vec![], "zone", &zone.to_string()));
             let last = if zone == Zone::Reject {
                 Action::Reject
             } else {

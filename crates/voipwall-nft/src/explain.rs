@@ -152,7 +152,7 @@ fn eval_chain(
             comment: r.comment.clone(),
         };
         let target = match &r.action {
-            Action::Nflog { .. } => {
+            Action::Nflog { .. } | Action::Sample { .. } => {
                 ex.trace.push(step);
                 continue;
             }

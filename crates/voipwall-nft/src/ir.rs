@@ -187,6 +187,18 @@ pub enum Action {
         /// Bytes copied per packet.
         snaplen: u32,
     },
+    /// `limit rate N/second burst N packets log prefix "P" group G snaplen
+    /// S` (non-terminal): a sample of what the next rule drops, for the
+    /// drop log; over the rate the rule does not match and nothing is
+    /// copied.
+    Sample {
+        /// NFLOG group.
+        group: u16,
+        /// Samples per second (and burst).
+        rate: u32,
+        /// What the drop is (`vw:zone:internet`, `vw:ban:vw_ban_v4`).
+        prefix: String,
+    },
     /// `limit rate N/second accept`.
     LimitAccept(u32),
     /// `limit rate over N/second burst N packets drop`: one budget for every
@@ -219,7 +231,7 @@ pub enum Action {
 impl Action {
     /// Whether evaluation stops at this rule (inside the current chain).
     pub fn is_terminal(&self) -> bool {
-        !matches!(self, Self::Nflog { .. })
+        !matches!(self, Self::Nflog { .. } | Self::Sample { .. })
     }
 }
 

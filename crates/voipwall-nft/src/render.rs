@@ -287,6 +287,14 @@ fn action_text(a: &Action) -> String {
             format!("iifname vmap {{ {} }}", e.join(", "))
         }
         Action::Nflog { group, snaplen } => format!("log group {group} snaplen {snaplen}"),
+        Action::Sample {
+            group,
+            rate,
+            prefix,
+        } => format!(
+            "limit rate {rate}/second burst {rate} packets log prefix \"{prefix}\" group {group} snaplen {}",
+            crate::compile::DROP_SNAPLEN
+        ),
         Action::LimitAccept(n) => format!("limit rate {n}/second accept"),
         // Meters are printed by rule_text, which places the counter between
         // the meter and its verdict; only the verdict is left here.

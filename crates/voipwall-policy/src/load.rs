@@ -66,6 +66,7 @@ const TOP_KEYS: &[&str] = &[
     "dns",
     "hep",
     "api",
+    "drops",
     "source",
 ];
 
@@ -122,6 +123,8 @@ struct Raw {
     dns: DnsSettings,
     hep: HepSettings,
     api: ApiSettings,
+    drops: DropLogSettings,
+    drops_group_at: Option<At<u16>>,
     /// Where each `[hep] senders` entry was written.
     hep_sender_at: Vec<(IpNet, At<String>)>,
     /// `[[source]]` entries: the source, whether enabled, where written.
@@ -664,6 +667,32 @@ fn read_file(
                     }
                 }
             }
+            "drops" => {
+                let Some(t) = w.table(v, "[drops]") else {
+                    continue;
+                };
+                if !once(w, raw, "drops", k.span(), sources) {
+                    continue;
+                }
+                w.check_keys(t, &["log", "rate", "nflog_group"], "[drops]");
+                if let Some(v) = get(t, "log")
+                    && let Some(b) = w.bool(v, "log")
+                {
+                    raw.drops.log = b;
+                }
+                if let Some(v) = get(t, "rate")
+                    && let Some(n) = w.int(v, "rate", 1, 10_000)
+                {
+                    raw.drops.rate = u32::try_from(n).expect("range checked");
+                }
+                if let Some(v) = get(t, "nflog_group")
+                    && let Some(n) = w.int(v, "nflog_group", 0, 65535)
+                {
+                    let g = u16::try_from(n).expect("range checked");
+                    raw.drops.nflog_group = g;
+                    raw.drops_group_at = Some(at(w, g, v.span()));
+                }
+            }
             "hep" => {
                 let Some(t) = w.table(v, "[hep]") else {
                     continue;
@@ -1168,8 +1197,28 @@ fn resolve(
             "the tight limit for unknown sources",
         );
     }
+    let sip_group = raw.nflog_group.unwrap_or(Some(5));
+    let mut drops = raw.drops;
+    if raw.drops_group_at.is_none() && sip_group == Some(drops.nflog_group) {
+        // [sip] took the drop log's default group: the next one.
+        drops.nflog_group = drops.nflog_group.wrapping_add(1);
+    }
+    if raw.drops.log
+        && sip_group == Some(raw.drops.nflog_group)
+        && let Some(a) = &raw.drops_group_at
+    {
+        err(
+            diags,
+            a,
+            format!(
+                "NFLOG group {} is [sip]'s: drop samples would be read as SIP",
+                a.v
+            ),
+            "give the drop log a group of its own (the default is 6)",
+        );
+    }
     let sip = SipSettings {
-        nflog_group: raw.nflog_group.unwrap_or(Some(5)),
+        nflog_group: sip_group,
         flood_level1_pps: l1,
         flood_level2_pps: l2,
         flood_ban: raw.flood_ban.unwrap_or(3600),
@@ -1426,6 +1475,7 @@ fn resolve(
         dns: raw.dns.clone(),
         hep: raw.hep.clone(),
         api: raw.api.clone(),
+        drops,
         sources: log_sources,
     })
 }

@@ -539,6 +539,36 @@ pub struct HepSettings {
     pub senders: Vec<IpNet>,
 }
 
+/// The drop log (`[drops]`): samples of what the firewall refused, taken
+/// in the kernel (a token bucket per zone and per ban/block set) and copied
+/// to the daemon over NFLOG.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DropLogSettings {
+    /// On (the default) or off.
+    pub log: bool,
+    /// Samples per second per zone and per ban/block set.
+    pub rate: u32,
+    /// The NFLOG group the samples go to (not the SIP copies' group).
+    pub nflog_group: u16,
+}
+
+impl Default for DropLogSettings {
+    fn default() -> Self {
+        Self {
+            log: true,
+            rate: 20,
+            nflog_group: 6,
+        }
+    }
+}
+
+impl DropLogSettings {
+    /// The group samples go to, when the drop log is on.
+    pub fn group(&self) -> Option<u16> {
+        self.log.then_some(self.nflog_group)
+    }
+}
+
 /// The HTTP API (`[api]`): off unless it names where to listen.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ApiSettings {
@@ -699,6 +729,8 @@ pub struct Policy {
     pub hep: HepSettings,
     /// The HTTP API (`[api]`).
     pub api: ApiSettings,
+    /// The drop log (`[drops]`).
+    pub drops: DropLogSettings,
     /// Logs the daemon follows: the preset's, then the policy's
     /// `[[source]]` (same format and place: the policy's wins;
     /// `enabled = false` drops one).

@@ -28,6 +28,7 @@ const NFULNL_CFG_CMD_UNBIND: u8 = 2;
 const NFULNL_COPY_PACKET: u8 = 2;
 const NFULA_PAYLOAD: u16 = 9;
 const NFULA_TIMESTAMP: u16 = 3;
+const NFULA_PREFIX: u16 = 10;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 0x1;
@@ -74,6 +75,8 @@ pub struct NflogPacket<'a> {
     pub payload: &'a [u8],
     /// Kernel timestamp (µs since the epoch), when the packet carried one.
     pub timestamp_us: Option<u64>,
+    /// The rule's `log prefix`, when it has one.
+    pub prefix: Option<&'a [u8]>,
 }
 
 /// Counters of a reader.
@@ -231,6 +234,7 @@ impl NflogReader {
                 };
                 let mut payload = None;
                 let mut ts = None;
+                let mut prefix = None;
                 let mut a = 0;
                 while a + 4 <= attrs.len() {
                     let len = usize::from(u16::from_ne_bytes([attrs[a], attrs[a + 1]]));
@@ -241,6 +245,7 @@ impl NflogReader {
                     let v = &attrs[a + 4..a + len];
                     match aty {
                         NFULA_PAYLOAD => payload = Some(v),
+                        NFULA_PREFIX => prefix = Some(v),
                         NFULA_TIMESTAMP if v.len() >= 16 => {
                             let sec = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
                             let usec = u64::from_be_bytes(v[8..16].try_into().expect("8 bytes"));
@@ -257,6 +262,7 @@ impl NflogReader {
                         f(NflogPacket {
                             payload: p,
                             timestamp_us: ts,
+                            prefix,
                         });
                     }
                     None => self.stats.malformed += 1,

@@ -149,18 +149,17 @@ pub fn table_exists(name: &str) -> io::Result<bool> {
 /// to this table: no rules, sets or elements cross.
 pub fn counters(name: &str) -> io::Result<Vec<(String, u64, u64)>> {
     let replies = ask(|buf| {
-        let start = push_nlmsghdr(
-            buf,
-            msg_type(NFT_MSG_GETOBJ),
-            NLM_F_REQUEST | NLM_F_DUMP,
-            1,
-        );
+        let start = push_nlmsghdr(buf, msg_type(NFT_MSG_GETOBJ), NLM_F_REQUEST | NLM_F_DUMP, 1);
         push_nfgenmsg(buf, NFPROTO_INET, 0);
         attr(buf, NFTA_OBJ_TABLE, &cstr(name));
         attr(buf, NFTA_OBJ_TYPE, &NFT_OBJECT_COUNTER.to_be_bytes());
         finish(buf, start);
     })?;
-    let be64 = |b: &[u8]| b.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+    let be64 = |b: &[u8]| {
+        b.get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes)
+    };
     let mut out = Vec::new();
     for (ty, family, payload) in replies {
         if ty != NFT_MSG_NEWOBJ || family != NFPROTO_INET {
@@ -174,7 +173,11 @@ pub fn counters(name: &str) -> io::Result<Vec<(String, u64, u64)>> {
             continue;
         }
         let data = get(NFTA_OBJ_DATA).map(attrs).unwrap_or_default();
-        let dget = |t: u16| data.iter().find(|(x, _)| *x == t).and_then(|(_, v)| be64(v));
+        let dget = |t: u16| {
+            data.iter()
+                .find(|(x, _)| *x == t)
+                .and_then(|(_, v)| be64(v))
+        };
         out.push((
             get(NFTA_OBJ_NAME).map(text).unwrap_or_default(),
             dget(NFTA_COUNTER_PACKETS).unwrap_or(0),

@@ -226,6 +226,111 @@ pub(crate) fn events(cli: &Globals, follow: bool, limit: usize) -> anyhow::Resul
     Ok(())
 }
 
+/// `voipwall drops [--follow]`.
+pub(crate) fn drops(cli: &Globals, minutes: u64, top: usize, follow: bool) -> anyhow::Result<()> {
+    use voipwall_detect::drops::{DropSample, DropsReport};
+    let mut c = must()?;
+    let ask = |c: &mut Client, since: Option<u64>| -> anyhow::Result<DropsReport> {
+        c.call_as(&Request::Drops {
+            minutes: Some(minutes),
+            top: Some(top),
+            since,
+        })
+    };
+    let port = |proto: &str, port: Option<u16>| match port {
+        Some(p) => format!("{proto}/{p}"),
+        None => proto.to_string(),
+    };
+    let r = ask(&mut c, None)?;
+    if !r.enabled {
+        return Err(Invalid(
+            "error: the drop log is off ([drops] log = false in the policy)".into(),
+        )
+        .into());
+    }
+    if !follow {
+        if cli.json {
+            return print(&serde_json::to_string(&r)?);
+        }
+        let now = voipwall_detect::Timestamp(
+            u64::try_from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis(),
+            )
+            .unwrap_or(0),
+        );
+        let mut out = format!(
+            "Refused in the last {} min: {} samples (the kernel samples {} a second per zone and per ban/block set){}\n",
+            r.minutes,
+            r.samples,
+            r.rate,
+            if r.others > 0 {
+                format!("; {} from sources beyond the tracked ones", r.others)
+            } else {
+                String::new()
+            }
+        );
+        if r.sources.is_empty() {
+            out.push_str("Nothing refused was sampled.\n");
+        } else {
+            out.push_str(&format!(
+                "\n{:<40} {:>8}  {:<24} {:<11} LAST SEEN\n",
+                "SOURCE", "SAMPLES", "REFUSED BY", "LAST PORT"
+            ));
+            for s in &r.sources {
+                out.push_str(&format!(
+                    "{:<40} {:>8}  {:<24} {:<11} {}s ago\n",
+                    s.src,
+                    s.samples,
+                    format!("{} {}", s.kind.as_str(), s.name),
+                    port(&s.last_proto, s.last_port),
+                    now.0.saturating_sub(s.last_ms) / 1000
+                ));
+            }
+            out.push_str("\nPORTS  ");
+            let ports: Vec<String> = r
+                .ports
+                .iter()
+                .map(|p| format!("{} {}", port(&p.proto, p.port), p.samples))
+                .collect();
+            out.push_str(&ports.join(", "));
+            out.push_str("\nBY     ");
+            let by: Vec<String> = r
+                .reasons
+                .iter()
+                .map(|z| format!("{} {} {}", z.kind.as_str(), z.name, z.samples))
+                .collect();
+            out.push_str(&by.join(", "));
+        }
+        return print(&out);
+    }
+    let show = |s: &DropSample| -> anyhow::Result<()> {
+        if cli.json {
+            print(&serde_json::to_string(s)?)
+        } else {
+            print(&format!(
+                "{}  {:<40} {:<11} refused by {} {}",
+                voipwall_detect::Timestamp(s.at_ms),
+                s.src,
+                port(&s.proto, s.port),
+                s.kind.as_str(),
+                s.name
+            ))
+        }
+    };
+    let mut next = r.next;
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let r = ask(&mut c, Some(next))?;
+        for (_, s) in &r.recent {
+            show(s)?;
+        }
+        next = r.next;
+    }
+}
+
 /// `voipwall reload`.
 pub(crate) fn reload(cli: &Globals) -> anyhow::Result<()> {
     // A refused reload answers in the same shape, `ok` false.

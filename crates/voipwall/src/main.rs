@@ -213,6 +213,20 @@ pub(crate) enum Cmd {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    /// What the firewall refused: sampled drops (the kernel keeps `[drops]
+    /// rate` per second per zone and per ban/block set), top sources, ports
+    /// and zones over the last hour; --follow streams new samples.
+    Drops {
+        /// The window, minutes (1-60).
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=60))]
+        minutes: u64,
+        /// How many sources and ports.
+        #[arg(long, default_value_t = 20)]
+        top: usize,
+        /// Keep printing new samples (Ctrl-C ends).
+        #[arg(long, short)]
+        follow: bool,
+    },
     /// Have the daemon re-read and apply the policy (bans stay).
     Reload,
     /// HTTP API tokens: create (shown once, stored hashed), list, revoke.

@@ -55,6 +55,18 @@ pub enum Request {
     },
     /// Re-read the policy and apply it; bans stay.
     Reload,
+    /// The drop log: what the firewall refused, sampled.
+    Drops {
+        /// The window, minutes (1–60; default 60).
+        #[serde(default)]
+        minutes: Option<u64>,
+        /// How many sources and ports (default 20, at most 1000).
+        #[serde(default)]
+        top: Option<usize>,
+        /// Samples after this sequence number (0: the latest ones).
+        #[serde(default)]
+        since: Option<u64>,
+    },
     /// Test hook: hold the engine thread this long (only when the daemon
     /// was started with `VOIPWALL_TEST_HOOKS=1`; refused otherwise). Shows
     /// that a stalled packet path stops the systemd watchdog pings.
@@ -318,6 +330,8 @@ pub enum Answer {
     Events(EventsReply),
     /// `reload`.
     Reload(ReloadReply),
+    /// `drops`.
+    Drops(Box<voipwall_detect::drops::DropsReport>),
     /// The test hook.
     Stalled(StalledReply),
     /// A refusal.

@@ -201,6 +201,16 @@ impl Daemon {
                     Reply::One(first)
                 }
             }
+            Request::Drops {
+                minutes,
+                top,
+                since,
+            } => Reply::One(Answer::Drops(Box::new(self.drop_log.report(
+                t.0,
+                minutes.unwrap_or(voipwall_detect::drops::WINDOW_MINUTES),
+                top.unwrap_or(20).min(1000),
+                since.unwrap_or(u64::MAX),
+            )))),
             Request::TestStall { ms } => {
                 if std::env::var_os("VOIPWALL_TEST_HOOKS").is_none_or(|v| v != "1") {
                     return err("test hooks are off".into());

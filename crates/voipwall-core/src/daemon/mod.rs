@@ -11,6 +11,7 @@
 //! the only writer of bans, so there are no locks around it.
 
 pub mod control;
+mod drops;
 mod handler;
 pub mod hep;
 pub mod names;
@@ -393,6 +394,8 @@ struct Daemon {
     followers: Vec<mpsc::SyncSender<Value>>,
     /// The HTTP API's listeners, as its thread reports them.
     api_listeners: Arc<std::sync::Mutex<Vec<control::ApiListener>>>,
+    /// The drop log (its reader thread fills the window).
+    drop_log: Arc<drops::DropLog>,
     recent: VecDeque<Value>,
     pending: Vec<EventRecord>,
     shutdown: Arc<AtomicBool>,
@@ -626,6 +629,7 @@ pub fn run(cli: &Paths, a: &DaemonArgs, api: Option<ApiStarter>) -> anyhow::Resu
         counters: Counters::default(),
         followers: Vec::new(),
         api_listeners: Arc::default(),
+        drop_log: Arc::default(),
         recent: VecDeque::new(),
         pending: Vec::new(),
         shutdown: Arc::new(AtomicBool::new(false)),
@@ -690,6 +694,10 @@ pub fn run(cli: &Paths, a: &DaemonArgs, api: Option<ApiStarter>) -> anyhow::Resu
     }
     if !a.no_apply {
         watch_table(tx.clone(), waker.clone(), stop.clone())?;
+    }
+    if !a.no_apply {
+        d.drop_log.configure(&d.policy);
+        drops::start(d.drop_log.clone(), stop.clone())?;
     }
     install_signal_handlers(&d.shutdown, &d.reload);
     let _control = control::serve(&a.socket, tx.clone(), waker.clone())

@@ -231,6 +231,7 @@ impl Daemon {
         };
         let old_prefixes = self.prefixes();
         self.policy = policy;
+        self.drop_log.configure(&self.policy);
         self.status_cache = None;
         let new_prefixes = self.prefixes();
         if old_prefixes != new_prefixes {

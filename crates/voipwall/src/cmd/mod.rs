@@ -133,6 +133,11 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
         },
         Cmd::Status => crate::client::status(g),
         Cmd::Events { follow, limit } => crate::client::events(g, *follow, *limit),
+        Cmd::Drops {
+            minutes,
+            top,
+            follow,
+        } => crate::client::drops(g, *minutes, *top, *follow),
         Cmd::Reload => crate::client::reload(g),
         Cmd::Catalog => catalog(g),
         Cmd::Assets { dir } => crate::assets::write(dir),
