@@ -44,6 +44,7 @@ use voipwall_core::tokens::Role;
 use voipwall_store::Store;
 
 mod metrics;
+mod notify;
 mod openapi;
 
 /// Connections served at once on each listener; more wait in the
@@ -87,6 +88,17 @@ const KERNEL_EVERY: Duration = Duration::from_secs(5);
 /// Starts the API on its own thread. Binds first, so an address that
 /// cannot be bound is reported to the daemon now.
 pub fn start(ctx: ApiContext) -> anyhow::Result<()> {
+    if !ctx.notify.is_empty() {
+        notify::start(
+            &ctx.notify,
+            ctx.control.clone(),
+            ctx.state_dir.clone(),
+            ctx.stop.clone(),
+        )?;
+    }
+    if ctx.settings.listen.is_empty() {
+        return Ok(());
+    }
     let db = ctx.state_dir.join("state.db");
     let (store, _) = Store::open(&db)?;
     let tls = match (&ctx.settings.tls_cert, &ctx.settings.tls_key) {

@@ -67,6 +67,7 @@ const TOP_KEYS: &[&str] = &[
     "hep",
     "api",
     "drops",
+    "notify",
     "source",
 ];
 
@@ -124,6 +125,7 @@ struct Raw {
     hep: HepSettings,
     api: ApiSettings,
     drops: DropLogSettings,
+    notify: Vec<NotifySettings>,
     drops_group_at: Option<At<u16>>,
     /// Where each `[hep] senders` entry was written.
     hep_sender_at: Vec<(IpNet, At<String>)>,
@@ -664,6 +666,17 @@ fn read_file(
                             format!("the API on `{sv}` would take tokens in plain HTTP from the network"),
                             "give `tls_cert` and `tls_key` (PEM files), listen on loopback behind your TLS proxy, or set `insecure_http = true`",
                         );
+                    }
+                }
+            }
+            "notify" => {
+                for e in w.array(v, "notify") {
+                    let Some(et) = w.table(e, "[[notify]]") else {
+                        continue;
+                    };
+                    let origin = prov(sources, w.file, &e.span());
+                    if let Some(n) = notify_from(w, et, e.span(), origin) {
+                        raw.notify.push(n);
                     }
                 }
             }
@@ -1476,7 +1489,174 @@ fn resolve(
         hep: raw.hep.clone(),
         api: raw.api.clone(),
         drops,
+        notify: raw.notify.clone(),
         sources: log_sources,
+    })
+}
+
+/// An absolute path from `key`, or an error at it.
+fn abs_path(w: &mut Walker<'_>, t: &Table<'_>, key: &str) -> Option<String> {
+    let v = get(t, key)?;
+    let p = w.str(v, key)?;
+    if !p.starts_with('/') {
+        w.error(
+            v.span(),
+            format!("`{p}` is not an absolute path"),
+            "the daemon's working directory is `/`: give the full path",
+        );
+        return None;
+    }
+    Some(p.to_string())
+}
+
+/// One `[[notify]]` entry.
+fn notify_from(
+    w: &mut Walker<'_>,
+    t: &Table<'_>,
+    span: Range<usize>,
+    origin: Provenance,
+) -> Option<NotifySettings> {
+    w.check_keys(
+        t,
+        &[
+            "kind",
+            "url",
+            "secret_file",
+            "server",
+            "tls",
+            "from",
+            "to",
+            "username",
+            "password_file",
+            "events",
+            "ban_storm",
+        ],
+        "[[notify]]",
+    );
+    let mut events: Vec<String> = NOTIFY_EVENTS.iter().map(|e| (*e).to_string()).collect();
+    if let Some(v) = get(t, "events") {
+        events.clear();
+        for (e, sp) in w.str_list(v, "events") {
+            if NOTIFY_EVENTS.contains(&e.as_str()) {
+                events.push(e);
+            } else {
+                w.error(
+                    sp,
+                    format!("`{e}` is not a notification event"),
+                    &format!("one of {}", NOTIFY_EVENTS.join(", ")),
+                );
+            }
+        }
+    }
+    let ban_storm = match get(t, "ban_storm") {
+        Some(v) => u32::try_from(w.int(v, "ban_storm", 1, 1_000_000)?).ok()?,
+        None => 100,
+    };
+    let need = |w: &mut Walker<'_>, key: &str, what: &str| -> Option<String> {
+        match get(t, key) {
+            Some(v) => w.str(v, key).map(str::to_string),
+            None => {
+                w.error(
+                    span.clone(),
+                    format!("this [[notify]] entry has no `{key}`"),
+                    what,
+                );
+                None
+            }
+        }
+    };
+    let kind = need(w, "kind", "`kind = \"webhook\"` or `kind = \"email\"`")?;
+    let target = match kind.as_str() {
+        "webhook" => {
+            let url = need(w, "url", "the URL the JSON is POSTed to")?;
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                let sp = get(t, "url").map_or(span.clone(), |v| v.span());
+                w.error(
+                    sp,
+                    format!("`{url}` is not an http:// or https:// URL"),
+                    "e.g. https://hooks.example.org/voipwall",
+                );
+                return None;
+            }
+            if get(t, "secret_file").is_none() {
+                w.error(
+                    span,
+                    "a webhook needs `secret_file`",
+                    "the key that signs every notification (HMAC-SHA256), in a file only root reads",
+                );
+                return None;
+            }
+            NotifyTarget::Webhook {
+                url,
+                secret_file: abs_path(w, t, "secret_file")?,
+            }
+        }
+        "email" => {
+            let server = need(w, "server", "the SMTP server as host:port")?;
+            if server
+                .rsplit_once(':')
+                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+            {
+                let sp = get(t, "server").map_or(span.clone(), |v| v.span());
+                w.error(
+                    sp,
+                    format!("`{server}` is not host:port"),
+                    "e.g. mail.example.org:587",
+                );
+                return None;
+            }
+            let tls = match get(t, "tls") {
+                Some(v) => {
+                    let s = w.str(v, "tls")?.to_string();
+                    if !["starttls", "tls", "none"].contains(&s.as_str()) {
+                        w.error(
+                            v.span(),
+                            format!("`{s}` is not a TLS mode"),
+                            "starttls, tls or none",
+                        );
+                        return None;
+                    }
+                    s
+                }
+                None => "starttls".into(),
+            };
+            let from = need(w, "from", "the sender address")?;
+            let to: Vec<String> = match get(t, "to") {
+                Some(v) => w.str_list(v, "to").into_iter().map(|(s, _)| s).collect(),
+                None => Vec::new(),
+            };
+            if to.is_empty() {
+                w.error(span, "an e-mail entry needs `to`", "one or more recipients");
+                return None;
+            }
+            let username = match get(t, "username") {
+                Some(v) => Some(w.str(v, "username")?.to_string()),
+                None => None,
+            };
+            NotifyTarget::Email {
+                server,
+                tls,
+                from,
+                to,
+                username,
+                password_file: abs_path(w, t, "password_file"),
+            }
+        }
+        other => {
+            let sp = get(t, "kind").map_or(span, |v| v.span());
+            w.error(
+                sp,
+                format!("`{other}` is not a notification kind"),
+                "webhook or email",
+            );
+            return None;
+        }
+    };
+    Some(NotifySettings {
+        target,
+        events,
+        ban_storm,
+        origin,
     })
 }
 

@@ -569,6 +569,50 @@ impl DropLogSettings {
     }
 }
 
+/// What a notification is about.
+pub const NOTIFY_EVENTS: [&str; 5] = ["ban_storm", "protected", "apply", "safe_mode", "started"];
+
+/// Where a `[[notify]]` entry sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum NotifyTarget {
+    /// A JSON POST signed with HMAC-SHA256.
+    Webhook {
+        /// `http://` or `https://` URL.
+        url: String,
+        /// The signing key's file (absolute path).
+        secret_file: String,
+    },
+    /// E-mail over SMTP.
+    Email {
+        /// `host:port` of the SMTP server.
+        server: String,
+        /// `starttls` (default), `tls` or `none`.
+        tls: String,
+        /// Sender address.
+        from: String,
+        /// Recipients.
+        to: Vec<String>,
+        /// SMTP user, when the server wants a login.
+        username: Option<String>,
+        /// Its password's file (absolute path).
+        password_file: Option<String>,
+    },
+}
+
+/// One `[[notify]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NotifySettings {
+    /// Where it goes.
+    pub target: NotifyTarget,
+    /// Which of [`NOTIFY_EVENTS`] it gets (all unless the entry says).
+    pub events: Vec<String>,
+    /// Bans per minute that make a ban storm.
+    pub ban_storm: u32,
+    /// Where it was written.
+    pub origin: Provenance,
+}
+
 /// The HTTP API (`[api]`): off unless it names where to listen.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ApiSettings {
@@ -731,6 +775,8 @@ pub struct Policy {
     pub api: ApiSettings,
     /// The drop log (`[drops]`).
     pub drops: DropLogSettings,
+    /// Notifications (`[[notify]]`).
+    pub notify: Vec<NotifySettings>,
     /// Logs the daemon follows: the preset's, then the policy's
     /// `[[source]]` (same format and place: the policy's wins;
     /// `enabled = false` drops one).

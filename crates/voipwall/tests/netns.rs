@@ -3216,3 +3216,108 @@ listen = ["127.0.0.1:8787"]
         "{before} -> {after}"
     );
 }
+
+/// Issue 21: notifications. A webhook receiver and an SMTP sink in the
+/// peer namespace; three scanners banned within a minute make a ban storm
+/// (`ban_storm = 3`): the receiver gets it signed (HMAC-SHA256 over
+/// "<timestamp>.<body>" with the key from the file, checked by the
+/// receiver), the sink gets the e-mail; both were told the daemon started.
+#[test]
+fn a_ban_storm_reaches_a_signed_webhook_and_an_email() {
+    let mut lab = Lab::new();
+    let key = lab.dir.join("hook.key");
+    std::fs::write(&key, "lab-secret-not-a-default\n").expect("key");
+    let out_dir = lab.dir.join("sink");
+    std::fs::create_dir_all(&out_dir).expect("sink dir");
+    let policy = format!(
+        r#"
+[interfaces]
+vw0 = "internet"
+
+[zones.internet]
+services = ["sip"]
+
+[[notify]]
+kind = "webhook"
+url = "http://203.0.113.2:8099/voipwall"
+secret_file = "{}"
+ban_storm = 3
+
+[[notify]]
+kind = "email"
+server = "203.0.113.2:2525"
+tls = "none"
+from = "voipwall@pbx.example.org"
+to = ["ops@example.org"]
+events = ["ban_storm"]
+ban_storm = 3
+"#,
+        key.display()
+    );
+    let sink = Command::new("ip")
+        .args(["netns", "exec", &lab.peer, "python3"])
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/notify_sink.py"))
+        .args(["203.0.113.2", "8099", "2525"])
+        .arg(&key)
+        .arg(&out_dir)
+        .spawn()
+        .expect("notify sink");
+    struct Stop(Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _stop = Stop(sink);
+    lab.until("the sink is ready", || out_dir.join("ready").exists());
+    lab.apply(&policy);
+    lab.start_daemon(&policy);
+    let hooks = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(out_dir.join("webhook.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    lab.until("the webhook is told the daemon started", || {
+        hooks().iter().any(|h| h["body"]["event"] == "started")
+    });
+    for (i, src) in ["203.0.113.7", "203.0.113.100", "198.18.5.5"]
+        .iter()
+        .enumerate()
+    {
+        lab.scanner_packet(src, &format!("storm{i}"));
+    }
+    lab.until("the webhook gets the ban storm", || {
+        hooks().iter().any(|h| h["body"]["event"] == "ban_storm")
+    });
+    for h in hooks() {
+        assert_eq!(
+            h["verified"], true,
+            "a notification failed its signature: {h}"
+        );
+    }
+    let storm = hooks()
+        .into_iter()
+        .find(|h| h["body"]["event"] == "ban_storm")
+        .unwrap();
+    assert!(
+        storm["body"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("ban storm"),
+        "{storm}"
+    );
+    lab.until("the SMTP sink gets the e-mail", || {
+        out_dir.join("mail-1.txt").exists()
+    });
+    let mail = std::fs::read_to_string(out_dir.join("mail-1.txt")).unwrap();
+    assert!(
+        mail.contains("Subject: [voipwall] ban storm") && mail.contains("ops@example.org"),
+        "{mail}"
+    );
+    // The e-mail entry asked for storms only: one e-mail, not the start.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!out_dir.join("mail-2.txt").exists());
+}

@@ -70,10 +70,6 @@ impl DropLog {
     }
 }
 
-fn now_ms() -> u64 {
-    super::now().0
-}
-
 /// Starts the reader thread. It binds the configured group, rebinds when
 /// a reload changes it, and stops with the daemon.
 pub(crate) fn start(log: Arc<DropLog>, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
@@ -122,7 +118,7 @@ pub(crate) fn start(log: Arc<DropLog>, stop: Arc<AtomicBool>) -> anyhow::Result<
                     }
                 }
                 let read = reader.drain(|p| {
-                    let at = p.timestamp_us.map_or_else(now_ms, |us| us / 1000);
+                    let at = p.timestamp_us.map_or_else(super::now_ms, |us| us / 1000);
                     if let Some(s) = p.prefix.and_then(|pre| parse_sample(pre, p.payload, at)) {
                         batch.push(s);
                     }

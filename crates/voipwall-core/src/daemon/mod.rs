@@ -270,6 +270,12 @@ fn now() -> Timestamp {
     Timestamp(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// Wall-clock milliseconds since the epoch (the daemon's clock, for its
+/// threads and the API's).
+pub fn now_ms() -> u64 {
+    now().0
+}
+
 fn now_us() -> u64 {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -441,6 +447,8 @@ pub struct ApiContext {
     pub stop: Arc<AtomicBool>,
     /// Where the API says how its listeners are doing (`status`).
     pub listeners: Arc<std::sync::Mutex<Vec<control::ApiListener>>>,
+    /// `[[notify]]` of the policy in force at start.
+    pub notify: Vec<voipwall_policy::NotifySettings>,
 }
 
 /// Starts the HTTP API (the binary passes `voipwall-api`'s).
@@ -703,7 +711,7 @@ pub fn run(cli: &Paths, a: &DaemonArgs, api: Option<ApiStarter>) -> anyhow::Resu
     let _control = control::serve(&a.socket, tx.clone(), waker.clone())
         .with_context(|| format!("listening on {}", a.socket.display()))?;
     tracing::info!(socket = %a.socket.display(), "Control socket ready.");
-    if !d.policy.api.listen.is_empty() {
+    if !d.policy.api.listen.is_empty() || !d.policy.notify.is_empty() {
         match api {
             Some(start) => {
                 if let Err(e) = start(ApiContext {
@@ -716,6 +724,7 @@ pub fn run(cli: &Paths, a: &DaemonArgs, api: Option<ApiStarter>) -> anyhow::Resu
                     },
                     stop: stop.clone(),
                     listeners: d.api_listeners.clone(),
+                    notify: d.policy.notify.clone(),
                 }) {
                     tracing::error!(error = %format!("{e:#}"), "The HTTP API could not start; everything else runs.");
                 }
