@@ -43,6 +43,7 @@ use voipwall_core::plane::{Op, Verb};
 use voipwall_core::tokens::Role;
 use voipwall_store::Store;
 
+mod dashboard;
 mod metrics;
 mod notify;
 mod openapi;
@@ -80,6 +81,10 @@ struct Api {
     status: tokio::sync::Mutex<Option<(std::time::Instant, u64, Answer)>>,
     /// Bumped by every verb through this API.
     epoch: std::sync::atomic::AtomicU64,
+    /// The dashboard's sessions.
+    sessions: dashboard::Sessions,
+    /// The listeners serve TLS (session cookies are `Secure`).
+    tls: bool,
 }
 
 /// How often the kernel's counters are read for `/metrics`.
@@ -133,6 +138,8 @@ pub fn start(ctx: ApiContext) -> anyhow::Result<()> {
         kernel: Mutex::new(Vec::new()),
         status: tokio::sync::Mutex::new(None),
         epoch: std::sync::atomic::AtomicU64::new(0),
+        sessions: dashboard::Sessions::default(),
+        tls: tls.is_some(),
     });
     let stop = ctx.stop;
     std::thread::Builder::new()
@@ -564,6 +571,7 @@ fn router(api: Arc<Api>) -> Router {
         .route("/v1/banlist.txt", get(banlist))
         .route("/metrics", get(metrics))
         .route("/api/openapi.json", get(openapi_document))
+        .merge(dashboard::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(not_allowed)
         .layer(axum::middleware::from_fn(track_busy))
@@ -1043,14 +1051,17 @@ pub(crate) struct GenerationsReply {
     generations: Vec<GenerationRow>,
 }
 
-async fn generations(State(api): State<Arc<Api>>, _: Token<Read>) -> Response {
-    let rows = {
-        let store = api
-            .store
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let in_force = store.in_force_summary().ok().flatten().map(|(id, _)| id);
-        store.generation_list(100).map(|gs| {
+/// The recorded generations, newest first (at most 100), for the API and
+/// the dashboard.
+fn generation_rows(api: &Api) -> Result<Vec<GenerationRow>, String> {
+    let store = api
+        .store
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let in_force = store.in_force_summary().ok().flatten().map(|(id, _)| id);
+    store
+        .generation_list(100)
+        .map(|gs| {
             gs.into_iter()
                 .map(|g| GenerationRow {
                     in_force: Some(g.id) == in_force,
@@ -1060,16 +1071,19 @@ async fn generations(State(api): State<Arc<Api>>, _: Token<Read>) -> Response {
                     policy: g.policy,
                     deadline: g.deadline.map(|d| d.to_string()),
                 })
-                .collect::<Vec<_>>()
+                .collect()
         })
-    };
-    match rows {
+        .map_err(|e| e.to_string())
+}
+
+async fn generations(State(api): State<Arc<Api>>, _: Token<Read>) -> Response {
+    match generation_rows(&api) {
         Ok(generations) => Json(GenerationsReply {
             ok: true,
             generations,
         })
         .into_response(),
-        Err(e) => Problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+        Err(e) => Problem(StatusCode::SERVICE_UNAVAILABLE, e).into_response(),
     }
 }
 

@@ -737,6 +737,28 @@ impl Store {
         })
     }
 
+    /// Bans started since `since`, counted per `bucket_ms` and rule:
+    /// (bucket start, rule, count), oldest first (the dashboard's chart).
+    pub fn ban_counts(
+        &self,
+        since: Timestamp,
+        bucket_ms: u64,
+    ) -> Result<Vec<(Timestamp, String, u64)>, StoreError> {
+        let bucket = i64::try_from(bucket_ms.max(1)).unwrap_or(i64::MAX);
+        let mut st = self.conn.prepare_cached(
+            "SELECT start_ms / ?2, rule, COUNT(*) FROM bans WHERE start_ms >= ?1
+             GROUP BY start_ms / ?2, rule ORDER BY 1, 2",
+        )?;
+        let rows = st.query_map(params![ms(since), bucket], |r| {
+            Ok((
+                Timestamp(u64::try_from(r.get::<_, i64>(0)?.saturating_mul(bucket)).unwrap_or(0)),
+                r.get::<_, String>(1)?,
+                u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+            ))
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
     /// Bans matching `f`, newest first. With `active_at`, one per target:
     /// the one that ends last (an escalated ban may have started earlier).
     pub fn bans(&self, f: &BanFilter) -> Result<Vec<BanRecord>, StoreError> {

@@ -3321,3 +3321,334 @@ ban_storm = 3
     std::thread::sleep(Duration::from_millis(500));
     assert!(!out_dir.join("mail-2.txt").exists());
 }
+
+/// A WebDriver session in Debian's headless Chromium (through Debian's
+/// chromedriver), both in namespace `ns`; every call is plain WebDriver
+/// HTTP with curl. Quits and stops the driver when dropped.
+struct Browser<'a> {
+    lab: &'a Lab,
+    driver: Child,
+    session: String,
+    shots: PathBuf,
+}
+
+const WEB_ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+impl<'a> Browser<'a> {
+    fn start(lab: &'a Lab) -> Self {
+        let driver = Command::new("ip")
+            .args(["netns", "exec", &lab.fw, "chromedriver", "--port=9515"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (apt-get install chromium-driver)");
+        let mut b = Self {
+            lab,
+            driver,
+            session: String::new(),
+            shots: Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots"),
+        };
+        let until = Instant::now() + Duration::from_secs(20);
+        while b.call("GET", "/status", None)["value"]["ready"] != true {
+            assert!(Instant::now() < until, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let profile = lab.dir.join("chromium");
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--window-size=1280,1000", format!("--user-data-dir={}", profile.display())]
+            }
+        }}});
+        let v = b.call("POST", "/session", Some(&caps));
+        b.session = v["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {v}"))
+            .to_string();
+        std::fs::create_dir_all(&b.shots).expect("screenshots dir");
+        b
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> serde_json::Value {
+        let text = body.map(ToString::to_string);
+        let (code, out) = self.lab.curl(
+            &self.lab.fw,
+            method,
+            &format!("http://127.0.0.1:9515{path}"),
+            &["-H", "Content-Type: application/json", "-m", "60"],
+            text.as_deref(),
+        );
+        serde_json::from_str(&out).unwrap_or_else(|_| serde_json::json!({"http": code, "raw": out}))
+    }
+
+    fn s(&self, path: &str) -> String {
+        format!("/session/{}{path}", self.session)
+    }
+
+    fn go(&self, url: &str) {
+        let v = self.call(
+            "POST",
+            &self.s("/url"),
+            Some(&serde_json::json!({ "url": url })),
+        );
+        assert!(v["value"].is_null(), "navigating to {url}: {v}");
+    }
+
+    fn source(&self) -> String {
+        self.call("GET", &self.s("/source"), None)["value"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    fn url(&self) -> String {
+        self.call("GET", &self.s("/url"), None)["value"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    fn find(&self, css: &str) -> String {
+        let v = self.call(
+            "POST",
+            &self.s("/element"),
+            Some(&serde_json::json!({"using": "css selector", "value": css})),
+        );
+        v["value"][WEB_ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element `{css}` on the page: {v}\n{}", self.source()))
+            .to_string()
+    }
+
+    fn click(&self, css: &str) {
+        let e = self.find(css);
+        let v = self.call(
+            "POST",
+            &self.s(&format!("/element/{e}/click")),
+            Some(&serde_json::json!({})),
+        );
+        assert!(v["value"].is_null(), "clicking {css}: {v}");
+    }
+
+    fn type_in(&self, css: &str, text: &str) {
+        let e = self.find(css);
+        let v = self.call(
+            "POST",
+            &self.s(&format!("/element/{e}/value")),
+            Some(&serde_json::json!({ "text": text })),
+        );
+        assert!(v["value"].is_null(), "typing into {css}: {v}");
+    }
+
+    fn cookie(&self, name: &str) -> String {
+        self.call("GET", &self.s(&format!("/cookie/{name}")), None)["value"]["value"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    /// Keeps the page as `target/screenshots/<name>.png`.
+    fn shot(&self, name: &str) {
+        let v = self.call("GET", &self.s("/screenshot"), None);
+        let b64 = v["value"].as_str().expect("screenshot");
+        let tmp = self.lab.dir.join(format!("{name}.b64"));
+        std::fs::write(&tmp, b64).expect("b64");
+        let png = self.shots.join(format!("{name}.png"));
+        let out = Command::new("base64")
+            .arg("-d")
+            .arg(&tmp)
+            .output()
+            .expect("base64");
+        std::fs::write(&png, out.stdout).expect("png");
+    }
+}
+
+impl Drop for Browser<'_> {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = self.call("DELETE", &format!("/session/{}", self.session), None);
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// Issue 21: the dashboard, in Chromium. Log in with an admin token, see
+/// the ban a real attack just caused, unban it from the page (the kernel
+/// lets the address through again), roll back a generation from the page
+/// (the port it granted is closed again), and a change without the CSRF
+/// token is refused; a read session sees no change buttons, a bouncer token
+/// cannot log in, and a logged-out session is gone.
+#[test]
+fn the_dashboard_in_chromium_unbans_and_rolls_back_with_csrf() {
+    let base = r#"
+[interfaces]
+vw0 = "internet"
+
+[zones.internet]
+services = ["sip"]
+
+[api]
+listen = ["127.0.0.1:8787"]
+"#;
+    let with_ssh = base.replace("services = [\"sip\"]", "services = [\"sip\", \"ssh\"]");
+    let mut lab = Lab::new();
+    lab.listen();
+    lab.apply(base);
+    lab.apply(&with_ssh);
+    let ssh = |lab: &Lab| lab.probe(&[("203.0.113.2", "tcp/22")]);
+    assert_eq!(ssh(&lab), vec!["pass"], "the newest generation grants SSH");
+    lab.start_daemon(&with_ssh);
+    let admin = lab.api_token(&with_ssh, "admin", "ops");
+    let read = lab.api_token(&with_ssh, "read", "viewer");
+    let bouncer = lab.api_token(&with_ssh, "bouncer", "edge");
+    let ui = "http://127.0.0.1:8787/ui";
+    let b = Browser::start(&lab);
+    // Nothing but the login page without a session.
+    b.go(&format!("{ui}/bans"));
+    assert!(b.url().ends_with("/ui/login"), "{}", b.url());
+    b.type_in("input[name=token]", &admin);
+    b.click("button[type=submit]");
+    assert!(b.url().ends_with("/ui/"), "{}", b.url());
+    assert!(b.source().contains("Bans now"), "{}", b.source());
+    b.shot("dashboard-overview");
+    // A real attack: a scanner's OPTIONS; the page shows its ban.
+    lab.scanner_packet("203.0.113.7", "ui-scan");
+    lab.until("the page shows the ban", || {
+        b.go(&format!("{ui}/bans"));
+        b.source().contains("203.0.113.7/32")
+    });
+    assert_eq!(lab.probe(&[("203.0.113.7", "udp/5060")]), vec!["drop"]);
+    b.shot("dashboard-bans");
+    b.go(&format!("{ui}/"));
+    assert!(b.source().contains("scanner"), "the overview's top rules");
+    b.shot("dashboard-overview-after-attack");
+    // A change without the CSRF token, with the browser's own session.
+    let cookie = format!("Cookie: vw_session={}", b.cookie("vw_session"));
+    assert_eq!(cookie.len(), "Cookie: vw_session=".len() + 64, "{cookie}");
+    let (code, _) = lab.curl(
+        &lab.fw,
+        "POST",
+        &format!("{ui}/bans/unban"),
+        &["-H", &cookie],
+        Some("target=203.0.113.7%2F32"),
+    );
+    assert_eq!(code, "403", "an unban without the CSRF token");
+    let (code, _) = lab.curl(
+        &lab.fw,
+        "POST",
+        &format!("{ui}/bans/unban"),
+        &["-H", &cookie],
+        Some("target=203.0.113.7%2F32&csrf=00"),
+    );
+    assert_eq!(code, "403", "an unban with a wrong CSRF token");
+    assert_eq!(
+        lab.probe(&[("203.0.113.7", "udp/5060")]),
+        vec!["drop"],
+        "still banned"
+    );
+    // Unban from the page: the kernel lets it through.
+    b.go(&format!("{ui}/bans"));
+    b.click("tr[data-target=\"203.0.113.7/32\"] form.unban button");
+    assert!(b.source().contains("Done."), "{}", b.source());
+    assert_eq!(
+        lab.probe(&[("203.0.113.7", "udp/5060")]),
+        vec!["pass"],
+        "unbanned from the page"
+    );
+    // The address page: explain and the timeline.
+    b.go(&format!("{ui}/address/203.0.113.7"));
+    let page = b.source();
+    assert!(
+        page.contains("scanner") && page.contains("Timeline"),
+        "{page}"
+    );
+    b.shot("dashboard-address");
+    // The zones × services matrix names the policy line.
+    b.go(&format!("{ui}/zones"));
+    assert!(b.source().contains("policy.toml:"), "{}", b.source());
+    b.shot("dashboard-zones");
+    // Roll back from the page to the generation before: SSH closes.
+    b.go(&format!("{ui}/generations"));
+    b.shot("dashboard-generations");
+    let rows: Vec<i64> = b
+        .source()
+        .match_indices("data-generation=\"")
+        .filter_map(|(i, m)| {
+            b.source()[i + m.len()..]
+                .split('"')
+                .next()
+                .and_then(|n| n.parse().ok())
+        })
+        .collect();
+    let newest = *rows.iter().max().expect("generations");
+    b.click(&format!(
+        "tr[data-generation=\"{}\"] form.rollback button",
+        newest - 1
+    ));
+    assert!(b.source().contains("back"), "{}", b.source());
+    assert_eq!(ssh(&lab), vec!["drop"], "rolled back from the page");
+    b.go(&format!("{ui}/drops"));
+    b.shot("dashboard-drops");
+    // A read session sees everything and changes nothing; a bouncer token
+    // cannot log in.
+    let login = |token: &str| {
+        let jar = lab.dir.join(format!("jar-{}", &token[..12]));
+        let (code, _) = lab.curl(
+            &lab.fw,
+            "POST",
+            &format!("{ui}/login"),
+            &["-c", jar.to_str().unwrap()],
+            Some(&format!("token={token}")),
+        );
+        (code, jar)
+    };
+    let out = lab.voipwall(&with_ssh, &["ban", "203.0.113.100", "--for", "1h"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (code, jar) = login(&read);
+    assert_eq!(code, "303");
+    let (code, body) = lab.curl(
+        &lab.fw,
+        "GET",
+        &format!("{ui}/bans"),
+        &["-b", jar.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(code, "200");
+    assert!(
+        body.contains("203.0.113.100") && !body.contains("Unban") && body.contains("viewer"),
+        "{body}"
+    );
+    let (code, admin_view) = lab.curl(
+        &lab.fw,
+        "GET",
+        &format!("{ui}/bans"),
+        &["-H", &cookie],
+        None,
+    );
+    assert_eq!(code, "200");
+    assert!(
+        admin_view.contains("Unban"),
+        "the admin's page has the button the read page lacks"
+    );
+    let (code, _) = login(&bouncer);
+    assert_eq!(code, "403", "a bouncer token may not log in");
+    // Logging out ends the session on the server.
+    b.click("header form button");
+    assert!(b.url().ends_with("/ui/login"), "{}", b.url());
+    let (code, _) = lab.curl(
+        &lab.fw,
+        "GET",
+        &format!("{ui}/bans"),
+        &["-H", &cookie],
+        None,
+    );
+    assert_eq!(code, "303", "the old cookie names no session");
+}
