@@ -259,6 +259,12 @@ pub struct DropsReport {
     pub recent: Vec<(u64, DropSample)>,
     /// The sequence number to ask `since` next time.
     pub next: u64,
+    /// Copies the daemon read from the kernel since it bound the group.
+    #[serde(default)]
+    pub copies: u64,
+    /// Times the receive buffer overflowed (copies lost).
+    #[serde(default)]
+    pub lost: u64,
 }
 
 fn add<K: std::hash::Hash + Eq>(m: &mut HashMap<K, u64>, k: K, n: u64) {
@@ -428,6 +434,8 @@ impl DropWindow {
                 .cloned()
                 .collect(),
             next: self.seq,
+            copies: 0,
+            lost: 0,
         }
     }
 

@@ -13,7 +13,8 @@
 //! `first-source-ip`. For each message it prints nothing; at the end, one
 //! JSON line: sent, seconds, rate. With `VOIPWALL_SEND_LOG=<file>` it writes
 //! `<source> <send time µs since epoch>` for the first message of each
-//! source (latency measurement).
+//! source (latency measurement). `VOIPWALL_SEND_DPORT=<port>` sends to
+//! another port than 5060 (a closed one, for the drop log's flood).
 
 use std::io::Write as _;
 use std::net::Ipv4Addr;
@@ -31,7 +32,7 @@ fn checksum(data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-fn packet(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+fn packet(src: Ipv4Addr, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
     let total = 20 + 8 + payload.len();
     let mut p = Vec::with_capacity(total);
     p.extend_from_slice(&[0x45, 0]);
@@ -42,7 +43,7 @@ fn packet(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
     let c = checksum(&p[..20]);
     p[10..12].copy_from_slice(&c.to_be_bytes());
     p.extend_from_slice(&5070u16.to_be_bytes());
-    p.extend_from_slice(&5060u16.to_be_bytes());
+    p.extend_from_slice(&dport.to_be_bytes());
     p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
     p.extend_from_slice(&[0, 0]); // no UDP checksum (allowed for IPv4)
     p.extend_from_slice(payload);
@@ -63,6 +64,10 @@ fn main() {
     let rate: u64 = a[4].parse().expect("rate");
     let sources: u32 = a[5].parse().expect("sources");
     let first = u32::from(a[6].parse::<Ipv4Addr>().expect("first source"));
+    let dport: u16 = std::env::var("VOIPWALL_SEND_DPORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(5060);
     let mut log = std::env::var_os("VOIPWALL_SEND_LOG")
         .map(|p| std::io::BufWriter::new(std::fs::File::create(p).expect("log file")));
     use rustix::net::{
@@ -86,7 +91,7 @@ fn main() {
                     "REGISTER sip:{dst} SIP/2.0\r\nVia: SIP/2.0/UDP {src}:5070;branch=z9hG4bK{i}\r\nFrom: <sip:1001@{dst}>;tag=1\r\nTo: <sip:1001@{dst}>\r\nCall-ID: c{i}@{src}\r\nCSeq: 1 REGISTER\r\nContact: <sip:1001@{src}:5070>\r\nExpires: 60\r\nUser-Agent: Yealink SIP-T46U 66.86.0.15\r\nContent-Length: 0\r\n\r\n"
                 ),
             };
-            packet(src, dst, payload.as_bytes())
+            packet(src, dst, dport, payload.as_bytes())
         })
         .collect();
     let start = Instant::now();

@@ -4,7 +4,7 @@
 //! rate-limits the samples, so this thread and the window stay small
 //! whatever the flood; the engine thread only reads the window when asked.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -23,6 +23,9 @@ pub(crate) struct DropLog {
     rate: AtomicU32,
     /// (protocol, first port, last port, service) from the policy.
     services: Mutex<Vec<(String, u16, u16, String)>>,
+    /// Copies read, and times the receive buffer overflowed.
+    copies: AtomicU64,
+    lost: AtomicU64,
 }
 
 impl DropLog {
@@ -56,6 +59,8 @@ impl DropLog {
             .report(now_ms, minutes, top, since);
         r.enabled = group != OFF;
         r.rate = self.rate.load(Ordering::Relaxed);
+        r.copies = self.copies.load(Ordering::Relaxed);
+        r.lost = self.lost.load(Ordering::Relaxed);
         r
     }
 
@@ -126,6 +131,8 @@ pub(crate) fn start(log: Arc<DropLog>, stop: Arc<AtomicBool>) -> anyhow::Result<
                 if let Err(e) = read {
                     tracing::warn!(error = %e, "Drop log: read failed.");
                 }
+                log.copies.store(reader.stats.packets, Ordering::Relaxed);
+                log.lost.store(reader.stats.enobufs, Ordering::Relaxed);
                 for s in &mut batch {
                     s.service = log.service(&s.proto, s.port);
                 }
