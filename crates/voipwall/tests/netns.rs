@@ -3186,6 +3186,26 @@ listen = ["127.0.0.1:8787"]
             })
         })
     });
+    // --follow prints each new sample as it comes.
+    let mut follow = Command::new(env!("CARGO_BIN_EXE_voipwall"))
+        .env("VOIPWALL_SOCKET", lab.dir.join("sock"))
+        .args(["--json", "drops", "--follow"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("drops --follow");
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(lab.probe(&[("203.0.113.7", "udp/4444")]), vec!["drop"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = follow.kill();
+    let out = follow.wait_with_output().expect("follow output");
+    let lines = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        lines
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|v| v["src"] == "203.0.113.7" && v["port"] == 4444),
+        "--follow did not print the new sample: {lines}"
+    );
     // The rate: 2,000 refused datagrams in well under a second.
     let before = report(&lab)["samples"].as_u64().unwrap();
     let t = Instant::now();
@@ -3320,6 +3340,16 @@ ban_storm = 3
     // The e-mail entry asked for storms only: one e-mail, not the start.
     std::thread::sleep(Duration::from_millis(500));
     assert!(!out_dir.join("mail-2.txt").exists());
+    // A rollback (the CLI, another process) is told too: the notifier
+    // reads the generations in the store.
+    lab.apply(&policy);
+    let out = lab.voipwall(&policy, &["rollback"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    lab.until("the webhook is told of the rollback", || {
+        hooks()
+            .iter()
+            .any(|h| h["body"]["event"] == "apply" && h["verified"] == true)
+    });
 }
 
 /// A WebDriver session in Debian's headless Chromium (through Debian's
@@ -3651,4 +3681,23 @@ listen = ["127.0.0.1:8787"]
         None,
     );
     assert_eq!(code, "303", "the old cookie names no session");
+    // Revoking a token ends its sessions at once.
+    let (code, _) = lab.curl(
+        &lab.fw,
+        "GET",
+        &format!("{ui}/bans"),
+        &["-b", jar.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(code, "200", "the read session is still alive");
+    let out = lab.voipwall(&with_ssh, &["token", "revoke", "viewer"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (code, _) = lab.curl(
+        &lab.fw,
+        "GET",
+        &format!("{ui}/bans"),
+        &["-b", jar.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(code, "303", "a revoked token's session is gone");
 }
