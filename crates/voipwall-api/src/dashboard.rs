@@ -149,16 +149,25 @@ fn session(api: &Api, headers: &HeaderMap) -> Option<(String, Session)> {
     let s = map.get(&key)?.clone();
     let now = Instant::now();
     let alive = now.duration_since(s.last) < IDLE && now.duration_since(s.created) < ABSOLUTE;
-    let in_force = alive && {
-        let store = api
-            .store
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        matches!(store.token_by_hash(&s.token_hash), Ok(Some((name, _))) if name == s.name)
-    };
-    if !in_force {
+    if !alive {
         map.remove(&key);
         return None;
+    }
+    let held = api
+        .store
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .token_by_hash(&s.token_hash);
+    match held {
+        Ok(Some((name, _))) if name == s.name => {}
+        // Revoked (or renamed): the session ends.
+        Ok(_) => {
+            map.remove(&key);
+            return None;
+        }
+        // The store could not say: this request is refused, the session
+        // stays (a busy store must not log everyone out).
+        Err(_) => return None,
     }
     if let Some(x) = map.get_mut(&key) {
         x.last = now;
@@ -266,6 +275,13 @@ fn html(code: StatusCode, title: &str, s: Option<&Session>, body: String) -> Res
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
+            // No script runs, no other origin frames or receives a form.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            ),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::REFERRER_POLICY, "no-referrer"),
         ],
         o,
     )
@@ -523,18 +539,16 @@ fn chart(counts: &[(voipwall_detect::Timestamp, String, u64)], now_ms: u64) -> S
 async fn overview(State(api): State<Arc<Api>>, Ui(s): Ui) -> Response {
     let status = status_answer(&api).await;
     let now = voipwall_core::daemon::now_ms();
-    let dir = api.state_dir.clone();
+    let a = api.clone();
     let (counts, generation) = tokio::task::spawn_blocking(move || {
-        let store = voipwall_core::safety::state_store(&dir).ok();
+        let store = a
+            .ui_store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let since = voipwall_detect::Timestamp(now.saturating_sub(24 * 3_600_000));
         (
-            store
-                .as_ref()
-                .and_then(|st| st.ban_counts(since, 3_600_000).ok())
-                .unwrap_or_default(),
-            store
-                .as_ref()
-                .and_then(|st| st.in_force_summary().ok().flatten()),
+            store.ban_counts(since, 3_600_000).unwrap_or_default(),
+            store.in_force_summary().ok().flatten(),
         )
     })
     .await
@@ -637,11 +651,14 @@ async fn bans_page(
     let now = voipwall_core::daemon::now_ms();
     // The store on the API's own connection: a page of 100 out of 100,000
     // never holds the engine thread.
-    let dir = api.state_dir.clone();
+    let a = api.clone();
     let (n, r) = (net.clone(), rule.clone());
     let got = tokio::task::spawn_blocking(
         move || -> anyhow::Result<(usize, Vec<voipwall_store::BanRecord>)> {
-            let store = voipwall_core::safety::state_store(&dir)?;
+            let store = a
+                .ui_store
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let net = n
                 .as_deref()
                 .map(voipwall_policy::parse_net)
@@ -968,21 +985,16 @@ async fn generation_page(State(api): State<Arc<Api>>, Ui(s): Ui, Path(id): Path<
     page("Generations", &s, o)
 }
 
-async fn rollback_form(State(api): State<Arc<Api>>, Ui(s): Ui, Body(bytes): Body) -> Response {
-    let f = form(&bytes);
-    if let Err(r) = may_change(&s, &f) {
-        return r;
-    }
-    let to = f.get("to").and_then(|t| t.parse::<i64>().ok());
-    let dir = api.state_dir.clone();
-    let who = format!("api:{}", s.name);
-    let r =
-        tokio::task::spawn_blocking(move || voipwall_core::safety::rollback(&dir, to, &who)).await;
+/// What a rollback or a confirm did, as a page.
+fn generation_outcome(
+    s: &Session,
+    r: Result<anyhow::Result<String>, tokio::task::JoinError>,
+) -> Response {
     match r {
         Ok(Ok(result)) => html(
             StatusCode::OK,
             "Generations",
-            Some(&s),
+            Some(s),
             format!(
                 "<p class=\"good\">{}</p><p><a href=\"/ui/generations\">Back</a></p>",
                 esc(&result)
@@ -991,11 +1003,35 @@ async fn rollback_form(State(api): State<Arc<Api>>, Ui(s): Ui, Body(bytes): Body
         Ok(Err(e)) => html(
             StatusCode::CONFLICT,
             "Generations",
-            Some(&s),
+            Some(s),
             format!("<p class=\"bad\">{}</p>", esc(&format!("{e:#}"))),
         ),
-        Err(e) => failed(&s, "Generations", &e.to_string()),
+        Err(e) => failed(s, "Generations", &e.to_string()),
     }
+}
+
+async fn rollback_form(State(api): State<Arc<Api>>, Ui(s): Ui, Body(bytes): Body) -> Response {
+    let f = form(&bytes);
+    if let Err(r) = may_change(&s, &f) {
+        return r;
+    }
+    let to = match f.get("to").map(|t| t.parse::<i64>()) {
+        None => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => {
+            return html(
+                StatusCode::BAD_REQUEST,
+                "Generations",
+                Some(&s),
+                "<p class=\"bad\">`to` is not a generation number.</p>".into(),
+            );
+        }
+    };
+    let dir = api.state_dir.clone();
+    let who = format!("api:{}", s.name);
+    let r =
+        tokio::task::spawn_blocking(move || voipwall_core::safety::rollback(&dir, to, &who)).await;
+    generation_outcome(&s, r)
 }
 
 async fn confirm_form(State(api): State<Arc<Api>>, Ui(s): Ui, Body(bytes): Body) -> Response {
@@ -1007,24 +1043,7 @@ async fn confirm_form(State(api): State<Arc<Api>>, Ui(s): Ui, Body(bytes): Body)
     let who = format!("api:{}", s.name);
     let r =
         tokio::task::spawn_blocking(move || voipwall_core::safety::confirm_as(&dir, &who)).await;
-    match r {
-        Ok(Ok(result)) => html(
-            StatusCode::OK,
-            "Generations",
-            Some(&s),
-            format!(
-                "<p class=\"good\">{}</p><p><a href=\"/ui/generations\">Back</a></p>",
-                esc(&result)
-            ),
-        ),
-        Ok(Err(e)) => html(
-            StatusCode::CONFLICT,
-            "Generations",
-            Some(&s),
-            format!("<p class=\"bad\">{}</p>", esc(&format!("{e:#}"))),
-        ),
-        Err(e) => failed(&s, "Generations", &e.to_string()),
-    }
+    generation_outcome(&s, r)
 }
 
 async fn drops_page(State(api): State<Arc<Api>>, Ui(s): Ui) -> Response {

@@ -83,6 +83,9 @@ struct Api {
     epoch: std::sync::atomic::AtomicU64,
     /// The dashboard's sessions.
     sessions: dashboard::Sessions,
+    /// The dashboard's reads (bans, the chart), on a connection of their
+    /// own, opened once: a long read never holds the token checks.
+    ui_store: Mutex<Store>,
     /// The listeners serve TLS (session cookies are `Secure`).
     tls: bool,
 }
@@ -106,6 +109,7 @@ pub fn start(ctx: ApiContext) -> anyhow::Result<()> {
     }
     let db = ctx.state_dir.join("state.db");
     let (store, _) = Store::open(&db)?;
+    let (ui_store, _) = Store::open(&db)?;
     let tls = match (&ctx.settings.tls_cert, &ctx.settings.tls_key) {
         (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
         _ => None,
@@ -139,6 +143,7 @@ pub fn start(ctx: ApiContext) -> anyhow::Result<()> {
         status: tokio::sync::Mutex::new(None),
         epoch: std::sync::atomic::AtomicU64::new(0),
         sessions: dashboard::Sessions::default(),
+        ui_store: Mutex::new(ui_store),
         tls: tls.is_some(),
     });
     let stop = ctx.stop;

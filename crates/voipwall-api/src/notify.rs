@@ -30,6 +30,10 @@ const ATTEMPTS: u32 = 6;
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the store is read for failed and rolled-back applies.
 const APPLY_EVERY: Duration = Duration::from_secs(2);
+/// At most one `protected` notification per entry in this long: alerts can
+/// be provoked from outside (forged packets in a protected address's
+/// name); the ones in between are counted in the next.
+const PROTECTED_EVERY: Duration = Duration::from_secs(60);
 
 /// One notification.
 #[derive(Debug, Clone)]
@@ -45,6 +49,9 @@ struct Sink {
     ready: Condvar,
     /// Ban times (ms) in the last minute, for the storm.
     bans: Mutex<(VecDeque<u64>, bool)>,
+    /// The last `protected` notification, and how many were held back
+    /// since.
+    protected: Mutex<(Option<std::time::Instant>, u64)>,
 }
 
 impl Sink {
@@ -52,9 +59,24 @@ impl Sink {
         self.settings.events.iter().any(|e| e == event)
     }
 
-    fn push(&self, n: Note) {
+    fn push(&self, mut n: Note) {
         if !self.wants(n.event) {
             return;
+        }
+        if n.event == "protected" {
+            let mut g = self
+                .protected
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let now = std::time::Instant::now();
+            if g.0.is_some_and(|t| now.duration_since(t) < PROTECTED_EVERY) {
+                g.1 += 1;
+                return;
+            }
+            if g.1 > 0 {
+                n.summary = format!("{} ({} more alerts in the last minute)", n.summary, g.1);
+            }
+            *g = (Some(now), 0);
         }
         let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         if q.len() >= QUEUE {
@@ -132,6 +154,7 @@ pub(crate) fn start(
             queue: Mutex::new(VecDeque::new()),
             ready: Condvar::new(),
             bans: Mutex::new((VecDeque::new(), false)),
+            protected: Mutex::new((None, 0)),
         });
         let (s, stop) = (sink.clone(), stop.clone());
         std::thread::Builder::new()
@@ -266,16 +289,17 @@ fn event(sinks: &[Arc<Sink>], v: &Value) {
 /// processes; the store is where they meet).
 fn applies(sinks: &[Arc<Sink>], state_dir: &std::path::Path, stop: &AtomicBool) {
     let mut seen: Option<std::collections::HashMap<i64, String>> = None;
-    let mut store = None;
-    while !stop.load(Ordering::Relaxed) {
-        if store.is_none() {
-            store = voipwall_store::Store::open(&state_dir.join("state.db"))
-                .ok()
-                .map(|(s, _)| s);
+    // Opened once (the daemon opened it before): the opener's recovery
+    // (a damaged file is moved aside) must not run every two seconds.
+    let store = match voipwall_store::Store::open(&state_dir.join("state.db")) {
+        Ok((s, _)) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "Notifications: the store cannot be read; failed and rolled-back applies are not told.");
+            return;
         }
-        if let Some(s) = &store
-            && let Ok(gens) = s.generation_list(50)
-        {
+    };
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok(gens) = store.generation_list(50) {
             let now: std::collections::HashMap<i64, String> =
                 gens.iter().map(|g| (g.id, g.status.clone())).collect();
             if let Some(before) = &seen {
@@ -588,6 +612,7 @@ mod tests {
             queue: Mutex::new(VecDeque::new()),
             ready: Condvar::new(),
             bans: Mutex::new((VecDeque::new(), false)),
+            protected: Mutex::new((None, 0)),
         };
         for i in 0..30 {
             s.ban(1_000_000 + i * 100);

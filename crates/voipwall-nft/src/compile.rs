@@ -122,10 +122,23 @@ fn of_family(nets: &[IpNet], family: Family) -> Vec<IpNet> {
 /// IPv6 extension headers) and the ports.
 pub(crate) const DROP_SNAPLEN: u32 = 128;
 
-/// The NFLOG prefix of the drop log's samples: `vw:<kind>:<name>`.
+/// The NFLOG prefix of the drop log's samples: `vw:<kind>:<name>`, cut to
+/// the kernel's 127 bytes (a blocked hostname may have 253: the whole
+/// ruleset would be refused).
 fn drop_prefix(kind: &str, name: &str) -> String {
-    format!("vw:{kind}:{name}")
+    let mut p = format!("vw:{kind}:{name}");
+    if p.len() > DROP_PREFIX_MAX {
+        let mut end = DROP_PREFIX_MAX;
+        while !p.is_char_boundary(end) {
+            end -= 1;
+        }
+        p.truncate(end);
+    }
+    p
 }
+
+/// The longest NFLOG prefix the kernel takes (128 with its NUL).
+const DROP_PREFIX_MAX: usize = 127;
 
 /// A sampling rule before a drop rule with the same matches, when the drop
 /// log is on.
@@ -1325,6 +1338,20 @@ fn peers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A blocked hostname may have 253 characters; the kernel takes a log
+    /// prefix of 127 bytes at most and would refuse the whole ruleset.
+    #[test]
+    fn drop_log_prefixes_fit_the_kernels_limit() {
+        let long = format!("{}.example.org", "a".repeat(240));
+        let p = drop_prefix("block", &long);
+        assert_eq!(p.len(), DROP_PREFIX_MAX);
+        assert!(p.starts_with("vw:block:aaaa"));
+        // Cut at a character, not inside one.
+        let p = drop_prefix("block", &"é".repeat(100));
+        assert!(p.len() <= DROP_PREFIX_MAX && p.ends_with('é'));
+        assert_eq!(drop_prefix("zone", "internet"), "vw:zone:internet");
+    }
 
     /// Asterisk's built-in RTP range covers udp/5060: it is carved out, so
     /// zones without SIP cannot reach it as "RTP".

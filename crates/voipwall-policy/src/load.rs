@@ -1566,17 +1566,27 @@ fn notify_from(
         }
     };
     let kind = need(w, "kind", "`kind = \"webhook\"` or `kind = \"email\"`")?;
+    // An entry's mistakes are all reported before it is dropped.
+    let mut ok = true;
     let target = match kind.as_str() {
         "webhook" => {
             let url = need(w, "url", "the URL the JSON is POSTed to")?;
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
+            let authority = url
+                .split_once("://")
+                .map_or("", |(_, r)| r.split('/').next().unwrap_or(""));
+            let bare_v6 = !authority.starts_with('[') && authority.matches(':').count() > 1;
+            if !(url.starts_with("http://") || url.starts_with("https://"))
+                || url.chars().any(|c| c.is_control() || c.is_whitespace())
+                || authority.is_empty()
+                || bare_v6
+            {
                 let sp = get(t, "url").map_or(span.clone(), |v| v.span());
                 w.error(
                     sp,
-                    format!("`{url}` is not an http:// or https:// URL"),
-                    "e.g. https://hooks.example.org/voipwall",
+                    format!("`{}` is not an http:// or https:// URL", url.escape_debug()),
+                    "e.g. https://hooks.example.org/voipwall (an IPv6 address in brackets: http://[2001:db8::1]:8080/)",
                 );
-                return None;
+                ok = false;
             }
             if get(t, "secret_file").is_none() {
                 w.error(
@@ -1586,9 +1596,10 @@ fn notify_from(
                 );
                 return None;
             }
+            let secret_file = abs_path(w, t, "secret_file");
             NotifyTarget::Webhook {
                 url,
-                secret_file: abs_path(w, t, "secret_file")?,
+                secret_file: secret_file.filter(|_| ok)?,
             }
         }
         "email" => {
@@ -1603,7 +1614,7 @@ fn notify_from(
                     format!("`{server}` is not host:port"),
                     "e.g. mail.example.org:587",
                 );
-                return None;
+                ok = false;
             }
             let tls = match get(t, "tls") {
                 Some(v) => {
@@ -1633,13 +1644,34 @@ fn notify_from(
                 Some(v) => Some(w.str(v, "username")?.to_string()),
                 None => None,
             };
+            if username.is_some() && get(t, "password_file").is_none() {
+                w.error(
+                    span,
+                    "`username` without `password_file`",
+                    "give the file holding the SMTP password",
+                );
+                return None;
+            }
+            if username.is_some() && tls == "none" {
+                let sp = get(t, "tls").map_or(span.clone(), |v| v.span());
+                w.error(
+                    sp,
+                    "a password would cross the network in plain text",
+                    "use tls = \"starttls\" or \"tls\" with a login, or no login",
+                );
+                return None;
+            }
+            let password_file = abs_path(w, t, "password_file");
+            if !ok {
+                return None;
+            }
             NotifyTarget::Email {
                 server,
                 tls,
                 from,
                 to,
                 username,
-                password_file: abs_path(w, t, "password_file"),
+                password_file,
             }
         }
         other => {

@@ -324,6 +324,13 @@ pub(crate) fn drops(cli: &Globals, minutes: u64, top: usize, follow: bool) -> an
     loop {
         std::thread::sleep(std::time::Duration::from_millis(500));
         let r = ask(&mut c, Some(next))?;
+        // The daemon keeps the latest 512 one by one: say so when more
+        // came between two looks.
+        if let Some((first, _)) = r.recent.first()
+            && *first > next + 1
+        {
+            eprintln!("({} samples came faster than shown)", first - next - 1);
+        }
         for (_, s) in &r.recent {
             show(s)?;
         }
