@@ -13,6 +13,7 @@
 mod catalog;
 mod detect;
 mod diag;
+pub mod feed;
 mod load;
 mod model;
 mod walk;
