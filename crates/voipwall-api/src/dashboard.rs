@@ -542,7 +542,7 @@ async fn overview(State(api): State<Arc<Api>>, Ui(s): Ui) -> Response {
     let a = api.clone();
     let (counts, generation) = tokio::task::spawn_blocking(move || {
         let store = a
-            .ui_store
+            .reads
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let since = voipwall_detect::Timestamp(now.saturating_sub(24 * 3_600_000));
@@ -656,7 +656,7 @@ async fn bans_page(
     let got = tokio::task::spawn_blocking(
         move || -> anyhow::Result<(usize, Vec<voipwall_store::BanRecord>)> {
             let store = a
-                .ui_store
+                .reads
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let net = n

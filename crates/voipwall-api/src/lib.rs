@@ -83,9 +83,11 @@ struct Api {
     epoch: std::sync::atomic::AtomicU64,
     /// The dashboard's sessions.
     sessions: dashboard::Sessions,
-    /// The dashboard's reads (bans, the chart), on a connection of their
-    /// own, opened once: a long read never holds the token checks.
-    ui_store: Mutex<Store>,
+    /// Reads that scan many rows (the dashboard's bans and chart, the
+    /// decisions stream's bans in force), on a connection of their own,
+    /// opened once, off the runtime's thread: they never hold the engine
+    /// thread nor the connection that checks tokens.
+    reads: Mutex<Store>,
     /// The listeners serve TLS (session cookies are `Secure`).
     tls: bool,
 }
@@ -109,7 +111,7 @@ pub fn start(ctx: ApiContext) -> anyhow::Result<()> {
     }
     let db = ctx.state_dir.join("state.db");
     let (store, _) = Store::open(&db)?;
-    let (ui_store, _) = Store::open(&db)?;
+    let (reads, _) = Store::open(&db)?;
     let tls = match (&ctx.settings.tls_cert, &ctx.settings.tls_key) {
         (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
         _ => None,
@@ -143,7 +145,7 @@ pub fn start(ctx: ApiContext) -> anyhow::Result<()> {
         status: tokio::sync::Mutex::new(None),
         epoch: std::sync::atomic::AtomicU64::new(0),
         sessions: dashboard::Sessions::default(),
-        ui_store: Mutex::new(ui_store),
+        reads: Mutex::new(reads),
         tls: tls.is_some(),
     });
     let stop = ctx.stop;
@@ -1222,21 +1224,22 @@ async fn current_decisions(
     api: &Arc<Api>,
     origins: Option<&str>,
 ) -> Result<BTreeMap<String, Decision>, Problem> {
-    let req = Request::Bans {
-        all: false,
-        rule: None,
-        net: None,
-        limit: None,
-    };
-    let Answer::Bans(r) = ask(api, req).await? else {
-        return Err(Problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the daemon's answer was not a ban list".into(),
-        ));
-    };
+    // Every ban in force, read on the API's own connection: a bouncer
+    // polling every second with 100,000 bans in force must not hold the
+    // engine thread (a ban committed a moment ago is in the next pull).
     let now = voipwall_core::safety::now();
+    let a = api.clone();
+    let bans = tokio::task::spawn_blocking(move || {
+        a.reads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .active_bans(now)
+    })
+    .await
+    .map_err(|e| Problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?
+    .map_err(|e| Problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     let mut out = BTreeMap::new();
-    for b in r.bans.iter().filter(|b| offered(b, origins)) {
+    for b in bans.iter().filter(|b| offered(b, origins)) {
         let (scope, value) = if b.target.prefix_len() == b.target.max_prefix_len() {
             ("Ip", b.target.addr().to_string())
         } else {
