@@ -664,8 +664,20 @@ async fn bans_page(
                 .map(voipwall_policy::parse_net)
                 .transpose()
                 .map_err(|e| anyhow::anyhow!(e))?;
+            let at = voipwall_detect::Timestamp(now);
+            if net.is_none() && r.is_none() {
+                // The first page and a count, both answered by SQLite
+                // without reading every ban.
+                let page = store.bans(&voipwall_store::BanFilter {
+                    active_at: Some(at),
+                    limit: Some(PAGE),
+                    ..voipwall_store::BanFilter::default()
+                })?;
+                let total = usize::try_from(store.active_count(at)?).unwrap_or(usize::MAX);
+                return Ok((total, page));
+            }
             let all = store.bans(&voipwall_store::BanFilter {
-                active_at: Some(voipwall_detect::Timestamp(now)),
+                active_at: Some(at),
                 rule: r,
                 net,
                 limit: None,

@@ -476,6 +476,7 @@ impl Store {
              );
              CREATE INDEX IF NOT EXISTS bans_end ON bans (end_ms);
              CREATE INDEX IF NOT EXISTS bans_target ON bans (target);
+             CREATE INDEX IF NOT EXISTS bans_start ON bans (start_ms);
              CREATE TABLE IF NOT EXISTS events (
                 id INTEGER PRIMARY KEY,
                 at_ms INTEGER NOT NULL,
@@ -762,6 +763,43 @@ impl Store {
     /// Bans matching `f`, newest first. With `active_at`, one per target:
     /// the one that ends last (an escalated ban may have started earlier).
     pub fn bans(&self, f: &BanFilter) -> Result<Vec<BanRecord>, StoreError> {
+        // The newest few bans in force, the common question (a page of
+        // the dashboard, `GET /api/v1/bans`, a bouncer's decisions): SQLite
+        // walks the start index newest first and stops at the limit,
+        // instead of every ban in force being read and sorted here (0.4 s
+        // with 100,000 of them).
+        if let (Some(now), None, Some(limit)) = (f.active_at, &f.net, f.limit) {
+            return self.newest_active(now, f.rule.as_deref(), limit);
+        }
+        self.bans_scanned(f)
+    }
+
+    /// [`Store::bans`] for the bans in force without a network, newest
+    /// first, at most `limit`: the same rows as reading them all (one per
+    /// target: the one that ends last, the lowest id among equal ends).
+    fn newest_active(
+        &self,
+        now: Timestamp,
+        rule: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<BanRecord>, StoreError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, target, offender, rule, reason, origin, level, start_ms, end_ms, evidence, lifted_ms
+             FROM bans b INDEXED BY bans_start
+             WHERE end_ms > ?1 AND lifted_ms IS NULL AND (?2 IS NULL OR rule = ?2)
+               AND NOT EXISTS (SELECT 1 FROM bans c INDEXED BY bans_target
+                               WHERE c.target = b.target AND c.lifted_ms IS NULL AND c.end_ms > ?1
+                                 AND (c.end_ms > b.end_ms OR (c.end_ms = b.end_ms AND c.id < b.id)))
+             ORDER BY start_ms DESC, id DESC LIMIT ?3",
+        )?;
+        readable(st.query_map(
+            params![ms(now), rule, i64::try_from(limit).unwrap_or(i64::MAX)],
+            row_to_ban,
+        )?)
+    }
+
+    /// [`Store::bans`] by reading every candidate row.
+    fn bans_scanned(&self, f: &BanFilter) -> Result<Vec<BanRecord>, StoreError> {
         let mut rows: Vec<BanRecord> = match f.active_at {
             Some(now) => {
                 let mut st = self.conn.prepare_cached(

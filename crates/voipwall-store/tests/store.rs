@@ -325,3 +325,67 @@ fn the_generation_in_force_is_one_query_and_counts_snapshots_and_pending_ones() 
     s.set_generation_status(applied, "rolled-back").unwrap();
     assert_eq!(s.in_force().unwrap().unwrap().status, "snapshot");
 }
+
+/// The newest bans in force with a limit (SQLite walks the start index and
+/// stops) are exactly the first rows of the full listing (every row read):
+/// one per target, the one that ends last, newest first; with and without
+/// a rule; over seeded random histories with repeats, escalations, equal
+/// ends and lifts.
+#[test]
+fn a_limited_listing_is_the_head_of_the_full_one() {
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    for round in 0..20 {
+        let p = tmp(&format!("limited-{round}"));
+        let (mut s, _) = Store::open(&p).unwrap();
+        let mut bans = Vec::new();
+        for i in 0..300 {
+            let target = format!("203.0.113.{}/32", next(40));
+            let start = 1_000_000 + next(30) * 1000 + i;
+            // Few distinct ends: equal ends of one target are common.
+            let end = [1_035_000, 1_060_000, 1_060_000, 1_200_000][next(4) as usize];
+            let ttl = end - start;
+            let mut b = ban(&target, start, ttl);
+            b.rule = ["scanner", "auth-bruteforce", "flood"][next(3) as usize].into();
+            bans.push(b);
+        }
+        s.record_bans(&bans).unwrap();
+        for _ in 0..5 {
+            let t: ipnet::IpNet = format!("203.0.113.{}/32", next(40)).parse().unwrap();
+            s.lift(&t, Timestamp(1_030_000)).unwrap();
+        }
+        let now = Timestamp(1_040_000);
+        for rule in [None, Some("scanner".to_string())] {
+            let all = s
+                .bans(&BanFilter {
+                    active_at: Some(now),
+                    rule: rule.clone(),
+                    ..BanFilter::default()
+                })
+                .unwrap();
+            if rule.is_none() {
+                // Non-trivial: many targets in force, some with several rows.
+                assert!(all.len() >= 10, "round {round}: {} in force", all.len());
+            }
+            for limit in [1, 5, 17, 1000] {
+                let head = s
+                    .bans(&BanFilter {
+                        active_at: Some(now),
+                        rule: rule.clone(),
+                        limit: Some(limit),
+                        ..BanFilter::default()
+                    })
+                    .unwrap();
+                let want: Vec<_> = all.iter().take(limit).cloned().collect();
+                assert_eq!(head, want, "round {round}, rule {rule:?}, limit {limit}");
+            }
+        }
+        drop(s);
+        let _ = std::fs::remove_dir_all(p.parent().unwrap());
+    }
+}
