@@ -90,6 +90,10 @@ struct Api {
     reads: Mutex<Store>,
     /// The listeners serve TLS (session cookies are `Secure`).
     tls: bool,
+    /// One decisions-stream pull at a time: two overlapping pulls of one
+    /// bouncer could store their views in the wrong order (and tell it a
+    /// ban in force was deleted).
+    stream_turn: tokio::sync::Mutex<()>,
 }
 
 /// How often the kernel's counters are read for `/metrics`.
@@ -147,6 +151,7 @@ pub fn start(ctx: ApiContext) -> anyhow::Result<()> {
         sessions: dashboard::Sessions::default(),
         reads: Mutex::new(reads),
         tls: tls.is_some(),
+        stream_turn: tokio::sync::Mutex::new(()),
     });
     let stop = ctx.stop;
     std::thread::Builder::new()
@@ -1273,6 +1278,7 @@ async fn decisions_stream(
     Token(who, _): Token<Bouncer>,
     Query(q): Query<StreamQuery>,
 ) -> Response {
+    let _turn = api.stream_turn.lock().await;
     let now = match current_decisions(&api, q.origins.as_deref()).await {
         Ok(d) => d,
         Err(p) => return p.into_response(),
