@@ -34,6 +34,26 @@ pub fn rules(extra: &[PathBuf]) -> anyhow::Result<RuleSet> {
         .map_err(|errs| Invalid(errs.iter().map(|e| format!("error: {e}\n")).collect()).into())
 }
 
+/// What the host adds to the engine's never-ban list, read now: its own
+/// addresses, the sources of live management sessions (SSH, the admin
+/// ports: an operator connected while the daemon starts or reloads is never
+/// banned for what their address also sends), and the protected
+/// infrastructure. The one builder for the daemon's start and its reloads.
+pub fn engine_host(
+    policy: &Policy,
+    own: &[std::net::IpAddr],
+) -> voipwall_nft::protect::HostProtection {
+    let sshd = crate::context::host_facts()
+        .sshd_ports
+        .unwrap_or_else(|| vec![22]);
+    voipwall_nft::protect::HostProtection {
+        own: own.to_vec(),
+        sessions: crate::safety::session_sources(Some(policy), &sshd),
+        infrastructure: crate::host::infrastructure(Some(policy)),
+        ..Default::default()
+    }
+}
+
 /// The engine configuration a policy asks for.
 pub fn engine_config(
     policy: &Policy,

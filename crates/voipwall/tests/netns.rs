@@ -3720,3 +3720,85 @@ listen = ["127.0.0.1:8787"]
     );
     assert_eq!(code, "303", "a revoked token's session is gone");
 }
+
+/// Issue 25 (item 6): the engine's never-ban list has one builder, and it
+/// includes the live management sessions, as `protect.rs` promises. An
+/// operator's SSH session from 203.0.113.7 is open when the daemon starts;
+/// a scanner packet from that address is an alert, not a ban (a ban would
+/// cut the operator off); the same packet from 203.0.113.100 is banned.
+#[test]
+fn an_operators_live_ssh_session_is_never_banned_by_detection() {
+    let policy = r#"
+[interfaces]
+vw0 = "internet"
+
+[zones.internet]
+services = ["sip", "ssh"]
+"#;
+    let mut lab = Lab::new();
+    // An "sshd" on the firewall that answers `ok` and keeps each
+    // connection open, as a login shell does.
+    let sshd = format!(
+        "import socket,time\nl=socket.socket()\nl.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\nl.bind(('{FW_V4}',22))\nl.listen(8)\nprint('ready',flush=True)\nkeep=[]\nl.settimeout(60)\nwhile True:\n  c,_=l.accept(); c.send(b'ok'); keep.append(c)\n"
+    );
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", &lab.fw, "python3", "-c", &sshd])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sshd stand-in");
+    let mut ready = String::new();
+    BufReader::new(server.stdout.as_mut().expect("stdout"))
+        .read_line(&mut ready)
+        .expect("sshd output");
+    assert_eq!(ready.trim(), "ready");
+    let _server = Reap(server);
+    lab.apply(policy);
+    // An SSH session from 203.0.113.7, held open for the test.
+    let script = format!(
+        "import socket,time\ns=socket.socket()\ns.bind(('203.0.113.7',0))\ns.connect(('{FW_V4}',22))\nprint('up',flush=True)\ntime.sleep(60)\n"
+    );
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &lab.peer, "python3", "-c", &script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("session");
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().expect("stdout"))
+        .read_line(&mut line)
+        .expect("session output");
+    assert_eq!(line.trim(), "up");
+    let _session = Reap(child);
+    lab.until("the firewall sees the session", || {
+        let out = lab.exec(&lab.fw, &["ss", "-Htn", "state", "established"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.contains(&format!("{FW_V4}:22")) && l.contains("203.0.113.7:"))
+    });
+    lab.start_daemon(policy);
+    lab.scanner_packet("203.0.113.100", "no-session");
+    lab.scanner_packet("203.0.113.7", "session");
+    lab.until("the control address is banned", || {
+        lab.banned(policy)
+            .iter()
+            .any(|t| t.starts_with("203.0.113.100"))
+    });
+    let events =
+        String::from_utf8_lossy(&lab.voipwall_ctl(&["--json", "events"]).stdout).into_owned();
+    lab.until("the session's address raises an alert", || {
+        String::from_utf8_lossy(&lab.voipwall_ctl(&["--json", "events"]).stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|v| v["kind"] == "alert" && v["addr"] == "203.0.113.7")
+    });
+    assert!(
+        !lab.banned(policy)
+            .iter()
+            .any(|t| t.starts_with("203.0.113.7/")),
+        "the operator's address was banned: {events}"
+    );
+    assert_eq!(
+        lab.probe(&[("203.0.113.7", "tcp/22")]),
+        vec!["pass"],
+        "the operator still reaches SSH"
+    );
+}

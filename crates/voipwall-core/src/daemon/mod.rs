@@ -601,11 +601,7 @@ pub fn run(cli: &Paths, a: &DaemonArgs, api: Option<ApiStarter>) -> anyhow::Resu
     let mut cfg = crate::detection::engine_config(
         &policy,
         rules,
-        &voipwall_nft::protect::HostProtection {
-            own: facts.addresses.clone(),
-            infrastructure: crate::host::infrastructure(Some(&policy)),
-            ..Default::default()
-        },
+        &crate::detection::engine_host(&policy, &facts.addresses),
     );
     cfg.hash_seed = crate::detection::random_seed();
     let (writer, writer_rx) = mpsc::channel();

@@ -324,11 +324,7 @@ pub(super) fn prepare_reload(
     let mut cfg = crate::detection::engine_config(
         &applied.loaded.policy,
         rules,
-        &voipwall_nft::protect::HostProtection {
-            own: facts.addresses.clone(),
-            infrastructure: crate::host::infrastructure(Some(&applied.loaded.policy)),
-            ..Default::default()
-        },
+        &crate::detection::engine_host(&applied.loaded.policy, &facts.addresses),
     );
     cfg.hash_seed = crate::detection::random_seed();
     Ok(Prepared {
