@@ -46,16 +46,6 @@ struct Session {
 #[derive(Default)]
 pub(crate) struct Sessions(Mutex<HashMap<String, Session>>);
 
-fn random_hex(n: usize) -> String {
-    use ring::rand::SecureRandom as _;
-    let mut b = vec![0u8; n];
-    // The OS's random source; without it there is no session at all.
-    if ring::rand::SystemRandom::new().fill(&mut b).is_err() {
-        return String::new();
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// HTML-escapes text for element content and quoted attributes.
 fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
@@ -85,41 +75,10 @@ fn enc(s: &str) -> String {
     o
 }
 
-/// An `application/x-www-form-urlencoded` body's fields.
+/// An `application/x-www-form-urlencoded` body's fields (the URL
+/// standard's parser; a repeated field keeps its last value).
 fn form(bytes: &[u8]) -> HashMap<String, String> {
-    fn dec(s: &str) -> String {
-        let b = s.as_bytes();
-        let mut out = Vec::with_capacity(b.len());
-        let mut i = 0;
-        while i < b.len() {
-            match b[i] {
-                b'+' => out.push(b' '),
-                b'%' if i + 2 < b.len() => {
-                    match u8::from_str_radix(
-                        std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"),
-                        16,
-                    ) {
-                        Ok(v) => {
-                            out.push(v);
-                            i += 2;
-                        }
-                        Err(_) => out.push(b'%'),
-                    }
-                }
-                c => out.push(c),
-            }
-            i += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
-    String::from_utf8_lossy(bytes)
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (dec(k), dec(v))
-        })
-        .collect()
+    form_urlencoded::parse(bytes).into_owned().collect()
 }
 
 fn cookie(headers: &HeaderMap) -> Option<String> {
@@ -367,16 +326,17 @@ async fn login(
             );
         }
     };
-    let id = random_hex(32);
-    let csrf = random_hex(32);
-    if id.is_empty() || csrf.is_empty() {
+    let (Ok(id), Ok(csrf)) = (
+        voipwall_core::tokens::random_hex(32),
+        voipwall_core::tokens::random_hex(32),
+    ) else {
         return html(
             StatusCode::SERVICE_UNAVAILABLE,
             "Log in",
             None,
             "<p class=\"bad\">No random source: no session.</p>".into(),
         );
-    }
+    };
     let now = Instant::now();
     {
         let mut map = api

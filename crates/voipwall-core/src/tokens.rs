@@ -46,15 +46,18 @@ pub fn hash(token: &str) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// `n` bytes from the kernel's random source, in hex: tokens, and the
+/// dashboard's session ids and CSRF tokens.
+pub fn random_hex(n: usize) -> anyhow::Result<String> {
+    use std::io::Read as _;
+    let mut b = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
 /// A new token: `vwt_` and 32 bytes from the kernel's random source.
 fn fresh() -> anyhow::Result<String> {
-    use std::io::Read as _;
-    let mut b = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
-    Ok(format!(
-        "vwt_{}",
-        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
-    ))
+    Ok(format!("vwt_{}", random_hex(32)?))
 }
 
 /// `voipwall token create`: stores the hash, returns the token (shown once).
