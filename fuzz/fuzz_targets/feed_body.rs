@@ -1,10 +1,10 @@
 //! Any bytes as a feed's body, in each format: parse, refuse what must not
-//! be applied, diff against the last list. Nothing may panic, and nothing
+//! be applied, the kernel's changes from the last list. Nothing may panic, and nothing
 //! taken may be wide, the host's own or protected.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use voipwall_policy::feed::{ApibanPage, FeedFormat, Guard, diff, parse_apiban, parse_list};
+use voipwall_policy::feed::{ApibanPage, FeedFormat, Guard, changes, collapse, parse_apiban, parse_list};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
@@ -18,8 +18,9 @@ fuzz_target!(|data: &[u8]| {
         for n in &p.nets {
             assert!(guard.refuse(n).is_none());
         }
-        let _ = diff(&last, &p.nets);
-        last = p.nets;
+        let content = collapse(p.nets.iter().map(|n| (*n, None)).collect());
+        let _ = changes(&last, &content);
+        last = content;
     }
     if let Ok(ApibanPage::Page { parsed, .. }) = parse_apiban(&text, &guard) {
         for n in &parsed.nets {

@@ -9,6 +9,7 @@
 pub mod context;
 pub mod daemon;
 pub mod detection;
+pub mod feeds;
 pub mod host;
 pub mod human;
 pub mod owned;

@@ -532,6 +532,17 @@ fn runtime_sets(policy: &Policy) -> Vec<Set> {
         }
         sets.push(meter(Fixed::Flood1, "SIP flood meter, level 1"));
         sets.push(meter(Fixed::Flood2, "SIP flood meter, level 2"));
+        for feed in &policy.feeds {
+            let mut s = dynamic_set(
+                &crate::sets::feed_set(&feed.name, f),
+                f,
+                &format!("feed {} ({})", feed.name, feed.origin),
+            );
+            s.interval = true;
+            s.dynamic = false;
+            s.size = None;
+            sets.push(s);
+        }
     }
     sets
 }
@@ -556,6 +567,12 @@ fn used_counters(policy: &Policy, ports: &SipPorts) -> Vec<String> {
     if policy.sip.aggregate_pps > 0 {
         used.push(counters::AGGREGATE_DROPPED.to_string());
     }
+    used.extend(
+        policy
+            .feeds
+            .iter()
+            .map(|f| crate::sets::feed_counter(&f.name)),
+    );
     used
 }
 
@@ -833,6 +850,22 @@ impl<'a> Build<'a> {
                 ),
                 counters::BANNED,
             ));
+        }
+        // Feeds after the bans, so a source both banned and listed counts
+        // as banned; after the allow list and peers like every ban.
+        for feed in &self.policy.feeds {
+            for f in [Family::V4, Family::V6] {
+                let set = crate::sets::feed_set(&feed.name, f);
+                pre.extend(sample(policy, vec![in_set(f, &set)], "feed", &feed.name));
+                pre.push(counted(
+                    rule(
+                        vec![in_set(f, &set)],
+                        Action::Drop,
+                        format!("listed by feed {} / {}", feed.name, feed.origin),
+                    ),
+                    &crate::sets::feed_counter(&feed.name),
+                ));
+            }
         }
         if !ports.udp.is_empty() {
             pre.extend(flood_guards(policy, &ports.udp));

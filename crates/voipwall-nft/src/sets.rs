@@ -127,6 +127,28 @@ impl Fixed {
     }
 }
 
+/// A feed's kernel set for a family (`[[feed]]`, its own origin):
+/// `vw_feed_<name>_v4` and `_v6`, interval sets with per-element timeouts,
+/// never flushed by an apply. Feed names are 1-16 of a-z, 0-9 and `-`.
+pub fn feed_set(name: &str, f: Family) -> String {
+    match f {
+        Family::V4 => format!("vw_feed_{name}_v4"),
+        Family::V6 => format!("vw_feed_{name}_v6"),
+    }
+}
+
+/// The feed a kernel set belongs to (`vw_feed_voipbl_v4` → `voipbl`).
+pub fn feed_of(set: &str) -> Option<&str> {
+    set.strip_prefix("vw_feed_")?
+        .strip_suffix("_v4")
+        .or_else(|| set.strip_prefix("vw_feed_")?.strip_suffix("_v6"))
+}
+
+/// The counter of packets a feed's sets dropped.
+pub fn feed_counter(name: &str) -> String {
+    format!("vw_feed_{name}")
+}
+
 /// The family of an address or network.
 pub fn family_of(net: &IpNet) -> Family {
     match net {

@@ -51,6 +51,9 @@ pub struct Refused {
     pub line: usize,
     /// Why.
     pub reason: String,
+    /// The entry makes the whole list suspect (wider than a feed may
+    /// list, or covering this host): nothing of that fetch is applied.
+    pub fatal: bool,
 }
 
 /// A parsed list: the networks to apply and what was left out.
@@ -62,6 +65,34 @@ pub struct Parsed {
     pub malformed: Vec<Refused>,
     /// Entries refused: too wide, the host's own, protected.
     pub refused: Vec<Refused>,
+}
+
+impl Parsed {
+    /// Why nothing of this list may be applied, if so: an entry that
+    /// makes it suspect (see [`Guard::fatal`]), or not one line that is an
+    /// address or network (an error page served as the list).
+    pub fn refusal(&self) -> Option<String> {
+        if let Some(r) = self.refused.iter().find(|r| r.fatal) {
+            return Some(format!(
+                "`{}`{}: {}; nothing of this list is applied",
+                r.entry,
+                if r.line > 0 {
+                    format!(" (line {})", r.line)
+                } else {
+                    String::new()
+                },
+                r.reason
+            ));
+        }
+        if self.nets.is_empty() && self.refused.is_empty() && !self.malformed.is_empty() {
+            let m = &self.malformed[0];
+            return Some(format!(
+                "no line is an address or network (line {}: `{}`); nothing of this list is applied",
+                m.line, m.entry
+            ));
+        }
+        None
+    }
 }
 
 /// What must never be taken from a feed.
@@ -100,6 +131,21 @@ impl Guard {
     }
 }
 
+impl Guard {
+    /// Whether listing `net` makes a whole list suspect: wider than a feed
+    /// may list, or covering this host's own address. A list that would
+    /// drop everyone or the host itself is broken or hostile; one that
+    /// lists a protected network (a trunk someone reported) only loses
+    /// that entry.
+    pub fn fatal(&self, net: &IpNet) -> bool {
+        let widest = match net {
+            IpNet::V4(_) => WIDEST_V4,
+            IpNet::V6(_) => WIDEST_V6,
+        };
+        net.prefix_len() < widest || self.own.iter().any(|a| net.contains(a))
+    }
+}
+
 fn cut(s: &str) -> String {
     s.chars().take(80).collect()
 }
@@ -135,6 +181,7 @@ fn take(out: &mut Parsed, guard: &Guard, raw: &str, line: usize) {
                 entry: cut(raw.trim()),
                 line,
                 reason,
+                fatal: guard.fatal(&net),
             }),
             None => out.nets.push(net),
         },
@@ -142,6 +189,7 @@ fn take(out: &mut Parsed, guard: &Guard, raw: &str, line: usize) {
             entry: cut(raw.trim()),
             line,
             reason,
+            fatal: false,
         }),
     }
 }
@@ -226,6 +274,7 @@ pub fn parse_apiban(body: &str, guard: &Guard) -> Result<ApibanPage, String> {
                         entry: cut(&a.to_string()),
                         line: 0,
                         reason: "not a string".into(),
+                        fatal: false,
                     }),
                 }
             }
@@ -238,30 +287,56 @@ pub fn parse_apiban(body: &str, guard: &Guard) -> Result<ApibanPage, String> {
     }
 }
 
-/// What changes in the kernel when a feed's list goes from `old` to `new`
-/// (both sorted): (to add, to remove). Only changed elements move.
-pub fn diff(old: &[IpNet], new: &[IpNet]) -> (Vec<IpNet>, Vec<IpNet>) {
+/// One element of a feed's kernel set: a network and when it expires (ms
+/// since the epoch; `None` stays until the feed drops it).
+pub type Entry = (IpNet, Option<u64>);
+
+/// A feed's content as its interval sets must hold it: sorted, each
+/// network once (the latest expiry wins, `None` above all), and every
+/// network another one covers left out (the kernel refuses overlapping
+/// intervals, and the wider one already drops it).
+pub fn collapse(mut entries: Vec<Entry>) -> Vec<Entry> {
+    entries.sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| b.1.unwrap_or(u64::MAX).cmp(&a.1.unwrap_or(u64::MAX)))
+    });
+    let mut out: Vec<Entry> = Vec::with_capacity(entries.len());
+    for e in entries {
+        // Sorted by network address, wider first: a network covered by an
+        // earlier one is covered by the last one kept (those are disjoint).
+        if out.last().is_some_and(|(k, _)| k.contains(&e.0)) {
+            continue;
+        }
+        out.push(e);
+    }
+    out
+}
+
+/// What moves in the kernel when a feed's content goes from `old` to
+/// `new` (both [`collapse`]d): the entries to add (new networks, and
+/// networks whose expiry changed: adding again sets the timeout) and the
+/// networks to remove, which go first.
+pub fn changes(old: &[Entry], new: &[Entry]) -> (Vec<Entry>, Vec<IpNet>) {
     let (mut add, mut remove) = (Vec::new(), Vec::new());
     let (mut i, mut j) = (0, 0);
-    while i < old.len() || j < new.len() {
+    loop {
         match (old.get(i), new.get(j)) {
-            (Some(a), Some(b)) if a == b => {
+            (Some(a), Some(b)) if a.0 == b.0 => {
+                if a.1 != b.1 {
+                    add.push(*b);
+                }
                 i += 1;
                 j += 1;
             }
-            (Some(a), Some(b)) if a < b => {
-                remove.push(*a);
+            (Some(a), Some(b)) if a.0 < b.0 => {
+                remove.push(a.0);
                 i += 1;
-            }
-            (Some(_), Some(b)) => {
-                add.push(*b);
-                j += 1;
             }
             (Some(a), None) => {
-                remove.push(*a);
+                remove.push(a.0);
                 i += 1;
             }
-            (None, Some(b)) => {
+            (_, Some(b)) => {
                 add.push(*b);
                 j += 1;
             }
@@ -368,16 +443,24 @@ mod tests {
     }
 
     #[test]
-    fn a_diff_moves_only_what_changed() {
+    fn collapse_keeps_the_widest_and_the_latest_expiry() {
         let n = |s: &str| s.parse::<IpNet>().unwrap();
-        let old = vec![n("192.0.2.1/32"), n("192.0.2.2/32"), n("192.0.2.3/32")];
-        let new = vec![n("192.0.2.2/32"), n("192.0.2.4/32")];
+        let got = collapse(vec![
+            (n("192.0.2.7/32"), Some(5)),
+            (n("192.0.2.0/24"), None),
+            (n("198.51.100.1/32"), Some(5)),
+            (n("198.51.100.1/32"), Some(9)),
+            (n("2001:db8::1/128"), None),
+            (n("2001:db8::1/128"), Some(3)),
+            (n("192.0.2.128/25"), Some(1)),
+        ]);
         assert_eq!(
-            diff(&old, &new),
-            (
-                vec![n("192.0.2.4/32")],
-                vec![n("192.0.2.1/32"), n("192.0.2.3/32")]
-            )
+            got,
+            [
+                (n("192.0.2.0/24"), None),
+                (n("198.51.100.1/32"), Some(9)),
+                (n("2001:db8::1/128"), None),
+            ]
         );
     }
 
@@ -393,19 +476,28 @@ mod tests {
         }
 
         #[test]
-        fn applying_a_diff_gives_the_new_list(a in proptest::collection::vec(any::<u32>(), 0..40),
-                                              b in proptest::collection::vec(any::<u32>(), 0..40)) {
-            let set = |v: &[u32]| {
-                let mut n: Vec<IpNet> = v.iter().map(|x| IpNet::from(IpAddr::from(x.to_be_bytes()))).collect();
-                n.sort_unstable();
-                n.dedup();
-                n
+        fn applied_changes_give_the_new_content(a in proptest::collection::vec((0u32..64, 28u8..=32, proptest::option::of(0u64..4)), 0..40),
+                                                 b in proptest::collection::vec((0u32..64, 28u8..=32, proptest::option::of(0u64..4)), 0..40)) {
+            let content = |v: &[(u32, u8, Option<u64>)]| {
+                collapse(v.iter().map(|(x, len, e)| {
+                    let net = IpNet::new(IpAddr::from((0xc000_0200 + x).to_be_bytes()), *len).unwrap().trunc();
+                    (net, *e)
+                }).collect())
             };
-            let (old, new) = (set(&a), set(&b));
-            let (add, remove) = diff(&old, &new);
-            let mut got: Vec<IpNet> = old.iter().filter(|x| !remove.contains(x)).copied().chain(add).collect();
+            let (old, new) = (content(&a), content(&b));
+            // Collapsed content never overlaps (the kernel's condition).
+            for w in new.windows(2) {
+                prop_assert!(!w[0].0.contains(&w[1].0.network()));
+            }
+            let (add, remove) = changes(&old, &new);
+            let mut got: Vec<Entry> = old.iter().filter(|x| !remove.contains(&x.0)).copied().collect();
+            for e in add {
+                got.retain(|x| x.0 != e.0);
+                got.push(e);
+            }
             got.sort_unstable();
             prop_assert_eq!(got, new);
         }
+
     }
 }

@@ -68,6 +68,7 @@ const TOP_KEYS: &[&str] = &[
     "api",
     "drops",
     "notify",
+    "feed",
     "source",
 ];
 
@@ -126,6 +127,9 @@ struct Raw {
     api: ApiSettings,
     drops: DropLogSettings,
     notify: Vec<NotifySettings>,
+    feeds: Vec<FeedSettings>,
+    /// Every `[[feed]] name` seen (also of feeds with errors).
+    feed_names: Vec<String>,
     drops_group_at: Option<At<u16>>,
     /// Where each `[hep] senders` entry was written.
     hep_sender_at: Vec<(IpNet, At<String>)>,
@@ -666,6 +670,32 @@ fn read_file(
                             format!("the API on `{sv}` would take tokens in plain HTTP from the network"),
                             "give `tls_cert` and `tls_key` (PEM files), listen on loopback behind your TLS proxy, or set `insecure_http = true`",
                         );
+                    }
+                }
+            }
+            "feed" => {
+                for e in w.array(v, "feed") {
+                    let Some(et) = w.table(e, "[[feed]]") else {
+                        continue;
+                    };
+                    let origin = prov(sources, w.file, &e.span());
+                    // A name written twice is an error even when either
+                    // feed has other errors.
+                    if let Some(v) = get(et, "name")
+                        && let Some(n) = v.get_ref().as_str()
+                    {
+                        if raw.feed_names.iter().any(|x| x == n) {
+                            w.error(
+                                v.span(),
+                                format!("a second feed named `{n}`"),
+                                "each feed has its own sets: give it another name",
+                            );
+                            continue;
+                        }
+                        raw.feed_names.push(n.to_string());
+                    }
+                    if let Some(f) = feed_from(w, et, e.span(), origin) {
+                        raw.feeds.push(f);
                     }
                 }
             }
@@ -1490,6 +1520,7 @@ fn resolve(
         api: raw.api.clone(),
         drops,
         notify: raw.notify.clone(),
+        feeds: raw.feeds.clone(),
         sources: log_sources,
     })
 }
@@ -1507,6 +1538,206 @@ fn abs_path(w: &mut Walker<'_>, t: &Table<'_>, key: &str) -> Option<String> {
         return None;
     }
     Some(p.to_string())
+}
+
+/// One `[[feed]]`.
+fn feed_from(
+    w: &mut Walker<'_>,
+    t: &Table<'_>,
+    span: Range<usize>,
+    origin: Provenance,
+) -> Option<FeedSettings> {
+    use crate::feed::FeedFormat;
+    w.check_keys(
+        t,
+        &[
+            "name", "format", "url", "path", "key_file", "interval", "timeout",
+        ],
+        "[[feed]]",
+    );
+    let mut ok = true;
+    let name = match get(t, "name") {
+        Some(v) => {
+            let n = w.str(v, "name")?.to_string();
+            if n.is_empty()
+                || n.len() > 16
+                || !n.starts_with(|c: char| c.is_ascii_lowercase())
+                || !n
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            {
+                w.error(
+                    v.span(),
+                    format!("`{n}` is not a feed name"),
+                    "1-16 of a-z, 0-9 and -, starting with a letter (it names kernel sets)",
+                );
+                ok = false;
+            }
+            n
+        }
+        None => {
+            w.error(
+                span.clone(),
+                "this [[feed]] has no `name`",
+                "e.g. name = \"voipbl\"",
+            );
+            return None;
+        }
+    };
+    let format = match get(t, "format") {
+        Some(v) => {
+            let f = w.str(v, "format")?;
+            match FeedFormat::parse(f) {
+                Some(x) => Some(x),
+                None => {
+                    let hint = did_you_mean(f, ["apiban", "voipbl", "plain"]).map_or_else(
+                        || "apiban, voipbl or plain".to_string(),
+                        |m| format!("did you mean `{m}`?"),
+                    );
+                    w.error(v.span(), format!("`{f}` is not a feed format"), &hint);
+                    None
+                }
+            }
+        }
+        None => {
+            w.error(
+                span.clone(),
+                "this [[feed]] has no `format`",
+                "apiban, voipbl or plain",
+            );
+            None
+        }
+    };
+    let url = match get(t, "url") {
+        Some(v) => {
+            let u = w.str(v, "url")?.to_string();
+            let authority = u
+                .split_once("://")
+                .map_or("", |(_, r)| r.split('/').next().unwrap_or(""));
+            if !(u.starts_with("http://") || u.starts_with("https://"))
+                || u.chars().any(|c| c.is_control() || c.is_whitespace())
+                || authority.is_empty()
+                || (!authority.starts_with('[') && authority.matches(':').count() > 1)
+            {
+                w.error(
+                    v.span(),
+                    format!("`{}` is not an http:// or https:// URL", u.escape_debug()),
+                    "e.g. https://apiban.org/api/get",
+                );
+                ok = false;
+            }
+            Some(u)
+        }
+        None => None,
+    };
+    let path = abs_path(w, t, "path");
+    let key_file = abs_path(w, t, "key_file");
+    let source = match (url, path, get(t, "path").is_some()) {
+        (Some(_), _, true) => {
+            w.error(
+                span.clone(),
+                "a feed has a `url` or a `path`, not both",
+                "keep one",
+            );
+            return None;
+        }
+        (Some(u), _, false) => FeedSource::Url(u),
+        (None, Some(p), _) => FeedSource::Path(p),
+        (None, None, true) => return None,
+        (None, None, false) => {
+            w.error(
+                span.clone(),
+                "this [[feed]] has no `url` or `path`",
+                "where the list comes from",
+            );
+            return None;
+        }
+    };
+    if format == Some(FeedFormat::Apiban) {
+        if get(t, "key_file").is_none() {
+            w.error(
+                span.clone(),
+                "an APIBAN feed needs `key_file`",
+                "the file holding your APIBAN key",
+            );
+            ok = false;
+        }
+        if matches!(source, FeedSource::Path(_)) {
+            w.error(
+                span.clone(),
+                "an APIBAN feed is fetched: give its `url`",
+                "https://apiban.org/api/get",
+            );
+            ok = false;
+        }
+    }
+    let min = if matches!(source, FeedSource::Url(_)) {
+        60
+    } else {
+        1
+    };
+    let interval = match get(t, "interval") {
+        Some(v) => {
+            let s = w.str(v, "interval")?;
+            match parse_duration(s) {
+                Ok(n) if n >= min => n,
+                Ok(_) => {
+                    w.error(
+                        v.span(),
+                        format!("`{s}` is too often"),
+                        &format!("at least {min} s (a feed's server must not be hammered)"),
+                    );
+                    ok = false;
+                    0
+                }
+                Err(e) => {
+                    w.error(v.span(), e, "e.g. 15m, 4h");
+                    ok = false;
+                    0
+                }
+            }
+        }
+        None => match format {
+            Some(FeedFormat::Apiban) => 15 * 60,
+            Some(FeedFormat::Voipbl) => 4 * 3600,
+            _ => 3600,
+        },
+    };
+    let timeout = match get(t, "timeout") {
+        Some(v) => {
+            let s = w.str(v, "timeout")?;
+            match parse_duration(s) {
+                Ok(n) if (1..=600).contains(&n) => n,
+                Ok(_) => {
+                    w.error(
+                        v.span(),
+                        format!("`{s}` is not a feed timeout"),
+                        "1s to 10m",
+                    );
+                    ok = false;
+                    0
+                }
+                Err(e) => {
+                    w.error(v.span(), e, "e.g. 30s");
+                    ok = false;
+                    0
+                }
+            }
+        }
+        None => 60,
+    };
+    if !ok {
+        return None;
+    }
+    Some(FeedSettings {
+        name,
+        format: format?,
+        source,
+        key_file,
+        interval,
+        timeout,
+        origin,
+    })
 }
 
 /// One `[[notify]]` entry.

@@ -569,6 +569,35 @@ impl DropLogSettings {
     }
 }
 
+/// Where a feed's list comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeedSource {
+    /// Fetched over HTTP(S).
+    Url(String),
+    /// Read from a file (absolute path).
+    Path(String),
+}
+
+/// One `[[feed]]`: a blocklist kept in its own kernel sets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FeedSettings {
+    /// Its name (`vw_feed_<name>_v4`, the origin `feed:<name>`).
+    pub name: String,
+    /// The body's format.
+    pub format: crate::feed::FeedFormat,
+    /// Where the list comes from.
+    pub source: FeedSource,
+    /// The API key's file (APIBAN).
+    pub key_file: Option<String>,
+    /// Seconds between refreshes.
+    pub interval: u64,
+    /// Seconds one fetch may take, connecting included (default 60).
+    pub timeout: u64,
+    /// Where it was written.
+    pub origin: Provenance,
+}
+
 /// What a notification is about.
 pub const NOTIFY_EVENTS: [&str; 5] = ["ban_storm", "protected", "apply", "safe_mode", "started"];
 
@@ -777,6 +806,8 @@ pub struct Policy {
     pub drops: DropLogSettings,
     /// Notifications (`[[notify]]`).
     pub notify: Vec<NotifySettings>,
+    /// Blocklist feeds (`[[feed]]`).
+    pub feeds: Vec<FeedSettings>,
     /// Logs the daemon follows: the preset's, then the policy's
     /// `[[source]]` (same format and place: the policy's wins;
     /// `enabled = false` drops one).

@@ -35,6 +35,19 @@ pub const KEEP_IR: i64 = 3;
 /// Schema version kept in `PRAGMA user_version`.
 const SCHEMA: i64 = 3;
 
+/// A feed's last good content (`[[feed]]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedRecord {
+    /// The feed's name.
+    pub name: String,
+    /// When the content was fetched.
+    pub fetched: Timestamp,
+    /// Where an incremental feed (APIBAN) asks from next.
+    pub cursor: Option<String>,
+    /// Networks, with when each expires (ms since the epoch).
+    pub entries: Vec<(IpNet, Option<u64>)>,
+}
+
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -514,6 +527,12 @@ impl Store {
                 addrs TEXT NOT NULL,
                 at_ms INTEGER NOT NULL
              );
+             CREATE TABLE IF NOT EXISTS feeds (
+                name TEXT PRIMARY KEY,
+                fetched_ms INTEGER NOT NULL,
+                cursor TEXT,
+                entries TEXT NOT NULL
+             );
              CREATE TABLE IF NOT EXISTS audit (
                 id INTEGER PRIMARY KEY,
                 at_ms INTEGER NOT NULL,
@@ -637,6 +656,79 @@ impl Store {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?)
+    }
+
+    /// Records a feed's last good content (replacing the one before):
+    /// the networks with when each expires (`None`: until the feed drops
+    /// it), and where an incremental feed goes on from.
+    pub fn save_feed(&mut self, feed: &FeedRecord) -> Result<(), StoreError> {
+        use std::fmt::Write as _;
+        let mut text = String::with_capacity(feed.entries.len() * 24);
+        for (net, exp) in &feed.entries {
+            let _ = match exp {
+                Some(t) => writeln!(text, "{net} {t}"),
+                None => writeln!(text, "{net}"),
+            };
+        }
+        self.conn.execute(
+            "INSERT INTO feeds (name, fetched_ms, cursor, entries) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (name) DO UPDATE SET fetched_ms = excluded.fetched_ms,
+                cursor = excluded.cursor, entries = excluded.entries",
+            params![feed.name, ms(feed.fetched), feed.cursor, text],
+        )?;
+        Ok(())
+    }
+
+    /// A feed's last good content; lines that do not parse are skipped.
+    pub fn feed(&self, name: &str) -> Result<Option<FeedRecord>, StoreError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT fetched_ms, cursor, entries FROM feeds WHERE name = ?1",
+                [name],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                },
+            )
+            .optional()?;
+        Ok(row.map(|(at, cursor, text)| FeedRecord {
+            name: name.to_string(),
+            fetched: Timestamp(u64::try_from(at).unwrap_or(0)),
+            cursor,
+            entries: text
+                .lines()
+                .filter_map(|l| {
+                    let mut it = l.split(' ');
+                    let net = it.next()?.parse().ok()?;
+                    let exp = match it.next() {
+                        Some(t) => Some(t.parse().ok()?),
+                        None => None,
+                    };
+                    Some((net, exp))
+                })
+                .collect(),
+        }))
+    }
+
+    /// Forgets the content of feeds not in `names` (a feed taken out of
+    /// the policy).
+    pub fn keep_feeds(&mut self, names: &[String]) -> Result<usize, StoreError> {
+        let all: Vec<String> = {
+            let mut st = self.conn.prepare("SELECT name FROM feeds")?;
+            st.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<_, _>>()?
+        };
+        let mut n = 0;
+        for f in all.iter().filter(|f| !names.contains(f)) {
+            n += self
+                .conn
+                .execute("DELETE FROM feeds WHERE name = ?1", [f])?;
+        }
+        Ok(n)
     }
 
     /// Forgets the answers of names not in `hosts` (a name the policy no

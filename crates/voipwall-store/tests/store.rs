@@ -391,3 +391,38 @@ fn a_limited_listing_is_the_head_of_the_full_one() {
         let _ = std::fs::remove_dir_all(p.parent().unwrap());
     }
 }
+
+#[test]
+fn a_feeds_last_good_content_survives_reopen_and_is_replaced_whole() {
+    use voipwall_store::FeedRecord;
+    let p = tmp("feeds");
+    let rec = |name: &str, entries: &[(&str, Option<u64>)], cursor: Option<&str>| FeedRecord {
+        name: name.into(),
+        fetched: Timestamp(5_000),
+        cursor: cursor.map(String::from),
+        entries: entries
+            .iter()
+            .map(|(n, e)| (n.parse().unwrap(), *e))
+            .collect(),
+    };
+    let a = rec(
+        "apiban",
+        &[("198.51.100.7/32", Some(9_000)), ("2001:db8::/48", None)],
+        Some("1733"),
+    );
+    let b = rec("voipbl", &[("203.0.113.0/24", None)], None);
+    {
+        let (mut s, _) = Store::open(&p).unwrap();
+        s.save_feed(&rec("apiban", &[("192.0.2.1/32", None)], None))
+            .unwrap();
+        s.save_feed(&a).unwrap();
+        s.save_feed(&b).unwrap();
+    }
+    let (mut s, _) = Store::open(&p).unwrap();
+    assert_eq!(s.feed("apiban").unwrap(), Some(a.clone()));
+    assert_eq!(s.feed("voipbl").unwrap(), Some(b));
+    assert_eq!(s.feed("nope").unwrap(), None);
+    assert_eq!(s.keep_feeds(&["apiban".into()]).unwrap(), 1);
+    assert_eq!(s.feed("voipbl").unwrap(), None);
+    assert_eq!(s.feed("apiban").unwrap(), Some(a));
+}

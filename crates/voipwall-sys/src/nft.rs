@@ -106,6 +106,30 @@ pub fn list_table() -> Result<String, NftError> {
     )
 }
 
+/// The names of our table's sets (`nft -t`: without their elements).
+pub fn set_names() -> Result<Vec<String>, NftError> {
+    let text = nft(
+        &["-t", "list", "sets", "table", "inet", "voipwall"],
+        None,
+        "listing the sets of table inet voipwall",
+    )?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("set ")?.strip_suffix(" {"))
+        .map(str::to_string)
+        .collect())
+}
+
+/// Deletes one set of our table (refused while a rule uses it).
+pub fn delete_set(name: &str) -> Result<(), NftError> {
+    nft(
+        &["delete", "set", "inet", "voipwall", name],
+        None,
+        &format!("deleting set {name}"),
+    )
+    .map(drop)
+}
+
 /// The whole ruleset (all tables), for before/after comparisons.
 pub fn list_ruleset() -> Result<String, NftError> {
     nft(&["list", "ruleset"], None, "listing the ruleset")
@@ -183,7 +207,7 @@ pub fn list_set(set: &str, interval: bool) -> Result<Vec<SetEntry>, NftError> {
 }
 
 /// The network a range is, or its first address alone when it is not one.
-fn range_net(lo: IpAddr, hi: IpAddr) -> IpNet {
+pub(crate) fn range_net(lo: IpAddr, hi: IpAddr) -> IpNet {
     let (l, h, bits) = match (lo, hi) {
         (IpAddr::V4(l), IpAddr::V4(h)) => (u128::from(u32::from(l)), u128::from(u32::from(h)), 32),
         (IpAddr::V6(l), IpAddr::V6(h)) => (u128::from(l), u128::from(h), 128),

@@ -330,6 +330,44 @@ pub fn set_elements(table: &str, set: &str) -> io::Result<Vec<KernelElem>> {
     Ok(out)
 }
 
+/// The networks interval set `set` of `inet <table>` holds, with the time
+/// each has left (ms), from one dump: each start element with the end
+/// element after it is one range (a range up to the last address has no
+/// end element); a range that is not one network is given by its first
+/// address.
+pub fn interval_entries(table: &str, set: &str) -> io::Result<Vec<(ipnet::IpNet, Option<u64>)>> {
+    let mut elems = set_elements(table, set)?;
+    // Ends sort before starts at the same key (one range ending where the
+    // next begins).
+    elems.sort_by(|a, b| a.key.cmp(&b.key).then(b.end.cmp(&a.end)));
+    let mut out = Vec::new();
+    for (i, e) in elems.iter().enumerate() {
+        if e.end {
+            continue;
+        }
+        let hi = match elems.get(i + 1) {
+            Some(n) if n.end => match n.key {
+                std::net::IpAddr::V4(a) => u32::from(a)
+                    .checked_sub(1)
+                    .map(|x| std::net::IpAddr::from(std::net::Ipv4Addr::from(x))),
+                std::net::IpAddr::V6(a) => u128::from(a)
+                    .checked_sub(1)
+                    .map(|x| std::net::IpAddr::from(std::net::Ipv6Addr::from(x))),
+            },
+            _ => Some(match e.key {
+                std::net::IpAddr::V4(_) => std::net::IpAddr::from(std::net::Ipv4Addr::BROADCAST),
+                std::net::IpAddr::V6(_) => {
+                    std::net::IpAddr::from(std::net::Ipv6Addr::from(u128::MAX))
+                }
+            }),
+        };
+        if let Some(hi) = hi {
+            out.push((crate::nft::range_net(e.key, hi), e.expires_ms));
+        }
+    }
+    Ok(out)
+}
+
 /// Whether hash set `set` holds `key` (a single-element GETSETELEM: the
 /// kernel looks it up, nothing is dumped).
 pub fn has_key(table: &str, set: &str, key: std::net::IpAddr) -> io::Result<bool> {

@@ -183,6 +183,30 @@ pub(crate) fn status(cli: &Globals) -> anyhow::Result<()> {
                 .unwrap_or_default()
         ))?;
     }
+    // Blocklist feeds: what is enforced, from when, and trouble.
+    let now = crate::daemon::now_ms();
+    for f in &r.feeds {
+        let age = f.fetched_ms.map_or_else(
+            || "never fetched".to_string(),
+            |t| format!("fetched {} s ago", now.saturating_sub(t) / 1000),
+        );
+        print(&format!(
+            "  feed {} ({}, {}): {} networks, {age}{}{}",
+            f.name,
+            f.format,
+            f.source,
+            f.entries,
+            if f.refused > 0 {
+                format!(", {} refused", f.refused)
+            } else {
+                String::new()
+            },
+            f.error
+                .as_deref()
+                .map(|e| format!("; ERROR {e} (the last good content stays)"))
+                .unwrap_or_default()
+        ))?;
+    }
     Ok(())
 }
 

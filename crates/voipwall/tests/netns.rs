@@ -3802,3 +3802,246 @@ services = ["sip", "ssh"]
         "the operator still reaches SSH"
     );
 }
+
+/// Issue 22: blocklist feeds from local HTTP servers in VoIPBL's and
+/// APIBAN's shapes and from a file, each in its own sets with its own
+/// counter; a protected entry is left out and said; a hostile list (the
+/// whole address space, the host's own address), an error page, a body
+/// that never ends or claims 2 GB and a server that never answers are
+/// refused with a clear error and nothing of them is applied; a file feed
+/// refreshed by difference; after a restart with the table gone and the
+/// server down, the last good content is enforced again.
+#[test]
+fn feeds_drop_what_they_list_refuse_hostile_lists_and_survive_restart() {
+    let mut lab = Lab::new();
+    lab.listen();
+    let srv = lab.dir.join("feeds");
+    std::fs::create_dir_all(&srv).unwrap();
+    let voipbl = include_str!("../../voipwall-policy/tests/feeds/voipbl-update.txt");
+    std::fs::write(srv.join("voipbl.txt"), format!("{voipbl}203.0.113.7/32\n")).unwrap();
+    std::fs::write(srv.join("apiban.key"), "k3y-for-tests\n").unwrap();
+    // Page 1 lists the peer's IPv6 address and the management address
+    // (protected: left out, counted); page 2, then the end of the list.
+    std::fs::write(
+        srv.join("apiban-100.json"),
+        r#"{"ipaddress":["203.0.113.41","2001:db8:1::7","198.51.100.7"],"ID":"1764000000"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        srv.join("apiban-1764000000.json"),
+        include_str!("../../voipwall-policy/tests/feeds/apiban-page2.json"),
+    )
+    .unwrap();
+    std::fs::write(srv.join("hostile.txt"), "0.0.0.0/0\n198.51.100.2\n").unwrap();
+    std::fs::write(srv.join("own.txt"), "203.0.113.1\n198.51.100.2\n").unwrap();
+    let local = lab.dir.join("local.txt");
+    std::fs::write(&local, "# a local list\n203.0.113.100\n").unwrap();
+    let server = Command::new("ip")
+        .args(["netns", "exec", &lab.peer, "python3"])
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/feed_server.py"))
+        .args(["203.0.113.2", "8098"])
+        .arg(&srv)
+        .spawn()
+        .expect("feed server");
+    let server = Reap(server);
+    lab.until("the feed server is ready", || srv.join("ready").exists());
+    let url = |p: &str| format!("http://203.0.113.2:8098/{p}");
+    let policy = format!(
+        r#"
+[interfaces]
+vw0 = "internet"
+
+[networks]
+"198.51.100.7" = "trusted"
+
+[host]
+management = ["198.51.100.7/32"]
+
+[zones.internet]
+services = ["sip"]
+
+[[feed]]
+name = "voipbl"
+format = "voipbl"
+url = "{}"
+
+[[feed]]
+name = "apiban"
+format = "apiban"
+url = "{}"
+key_file = "{}"
+
+[[feed]]
+name = "local"
+format = "plain"
+path = "{}"
+interval = "1s"
+
+[[feed]]
+name = "hostile"
+format = "plain"
+url = "{}"
+
+[[feed]]
+name = "own"
+format = "plain"
+url = "{}"
+
+[[feed]]
+name = "html"
+format = "plain"
+url = "{}"
+
+[[feed]]
+name = "huge"
+format = "plain"
+url = "{}"
+
+[[feed]]
+name = "endless"
+format = "plain"
+url = "{}"
+
+[[feed]]
+name = "hang"
+format = "plain"
+url = "{}"
+timeout = "2s"
+"#,
+        url("voipbl"),
+        url("apiban"),
+        srv.join("apiban.key").display(),
+        local.display(),
+        url("hostile"),
+        url("own"),
+        url("html"),
+        url("huge"),
+        url("endless"),
+        url("hang"),
+    );
+    lab.apply(&policy);
+    lab.start_daemon(&policy);
+    let feeds = |lab: &Lab| -> Vec<serde_json::Value> {
+        let out = lab.voipwall_ctl(&["--json", "status"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["feeds"].as_array().cloned().unwrap_or_default()
+    };
+    let feed = |all: &[serde_json::Value], name: &str| -> serde_json::Value {
+        all.iter()
+            .find(|f| f["name"] == name)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut all = Vec::new();
+    lab.until("every feed tried once", || {
+        all = feeds(&lab);
+        all.len() == 9 && all.iter().all(|f| f["tried_ms"].is_u64())
+    });
+    // What was applied.
+    assert_eq!(feed(&all, "voipbl")["entries"], 6, "{all:?}");
+    assert!(feed(&all, "voipbl")["error"].is_null(), "{all:?}");
+    let apiban = feed(&all, "apiban");
+    assert_eq!(apiban["entries"], 4, "{apiban}");
+    assert_eq!(apiban["refused"], 1, "{apiban}");
+    assert!(
+        apiban["refusals"][0]
+            .as_str()
+            .is_some_and(|r| r.contains("198.51.100.7") && r.contains("protected")),
+        "{apiban}"
+    );
+    assert_eq!(feed(&all, "local")["entries"], 1, "{all:?}");
+    // What was refused, each with its reason, and nothing of it applied.
+    for (name, says) in [
+        ("hostile", "0.0.0.0/0"),
+        ("own", "own address 203.0.113.1"),
+        ("html", "no line is an address"),
+        ("huge", "larger than"),
+        ("endless", "larger than"),
+        ("hang", "took longer than 2 s"),
+    ] {
+        let f = feed(&all, name);
+        assert!(
+            f["error"].as_str().is_some_and(|e| e.contains(says)),
+            "feed {name} should say `{says}`: {f}"
+        );
+        assert_eq!(f["entries"], 0, "{f}");
+        assert_eq!(lab.count_set(&format!("vw_feed_{name}_v4")), 0);
+    }
+    let text = lab.voipwall_ok(&policy, &["status"]);
+    assert!(
+        text.contains("feed voipbl (voipbl, http://203.0.113.2:8098/voipbl): 6 networks")
+            && text.contains("feed hostile")
+            && text.contains("ERROR"),
+        "{text}"
+    );
+    // Traffic: what the feeds list is dropped (and explain says so, from
+    // the kernel's sets); what the refused lists named passes.
+    lab.assert_traffic(
+        &policy,
+        &[
+            ("203.0.113.7", "udp/5060", "drop"),
+            ("2001:db8:1::7", "udp/5060", "drop"),
+            ("203.0.113.100", "udp/5060", "drop"),
+            ("198.51.100.2", "udp/5060", "pass"),
+            ("198.51.100.7", "udp/5060", "pass"),
+        ],
+    );
+    let why = lab.voipwall_ok(
+        &policy,
+        &["explain", "203.0.113.7", "udp/5060", "--iface", "vw0"],
+    );
+    assert!(why.contains("listed by feed voipbl"), "{why}");
+    let counter = lab.nft(&["list", "counter", "inet", "voipwall", "vw_feed_voipbl"]);
+    assert!(!counter.contains("packets 0 "), "{counter}");
+    // The file changes: only the difference moves.
+    std::fs::write(&local, "198.51.100.2\n").unwrap();
+    lab.until("the local feed moved", || {
+        let f = feed(&feeds(&lab), "local");
+        f["added"] == 1 && f["removed"] == 1
+    });
+    lab.assert_traffic(
+        &policy,
+        &[
+            ("203.0.113.100", "udp/5060", "pass"),
+            ("198.51.100.2", "udp/5060", "drop"),
+        ],
+    );
+    // Restart as after a reboot: the table gone, the servers down. The
+    // last good content is back in the kernel before any fetch succeeds.
+    lab.stop_daemon();
+    drop(server);
+    lab.nft(&["delete", "table", "inet", "voipwall"]);
+    lab.start_daemon(&policy);
+    lab.until("the stored feeds are back", || {
+        let all = feeds(&lab);
+        feed(&all, "voipbl")["entries"] == 6 && feed(&all, "apiban")["entries"] == 4
+    });
+    lab.assert_traffic(
+        &policy,
+        &[
+            ("203.0.113.7", "udp/5060", "drop"),
+            ("2001:db8:1::7", "udp/5060", "drop"),
+            ("198.51.100.2", "udp/5060", "drop"),
+            ("203.0.113.100", "udp/5060", "pass"),
+        ],
+    );
+    // A feed fetched within its interval waits for it; one never fetched
+    // tries at once, fails, and says so.
+    lab.until("the failed fetch is said", || {
+        feed(&feeds(&lab), "hostile")["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot connect to 203.0.113.2:8098"))
+    });
+    let v = feed(&feeds(&lab), "voipbl");
+    assert_eq!(v["entries"], 6, "the last good content stays: {v}");
+    // A feed taken out of the policy loses its sets at the reload.
+    let (kept, _) = policy.split_once("[[feed]]\nname = \"hang\"").unwrap();
+    std::fs::write(lab.dir.join("policy.toml"), kept).unwrap();
+    let out = lab.voipwall_ctl(&["reload"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    lab.until("the hang feed's sets are gone", || {
+        !lab.nft(&["-t", "list", "sets", "table", "inet", "voipwall"])
+            .contains("vw_feed_hang_v4")
+    });
+    assert_eq!(feeds(&lab).len(), 8);
+}

@@ -171,6 +171,9 @@ pub struct StatusReply {
     /// The HTTP API's listeners (`[api] listen`).
     #[serde(default)]
     pub api: Vec<ApiListener>,
+    /// Blocklist feeds (`[[feed]]`).
+    #[serde(default)]
+    pub feeds: Vec<crate::feeds::FeedStatus>,
     /// Added by the CLI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_file: Option<PolicyFile>,

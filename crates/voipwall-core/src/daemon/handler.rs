@@ -133,6 +133,7 @@ impl Daemon {
                         .lock()
                         .map(|l| l.clone())
                         .unwrap_or_default(),
+                    feeds: self.feeds.statuses(),
                     policy_file: None,
                 };
                 let r = Box::new(r);

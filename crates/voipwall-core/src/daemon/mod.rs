@@ -402,6 +402,8 @@ struct Daemon {
     api_listeners: Arc<std::sync::Mutex<Vec<control::ApiListener>>>,
     /// The drop log (its reader thread fills the window).
     drop_log: Arc<drops::DropLog>,
+    /// The fleet thread's configuration and the feeds' status.
+    feeds: Arc<crate::feeds::FeedLink>,
     recent: VecDeque<Value>,
     pending: Vec<EventRecord>,
     shutdown: Arc<AtomicBool>,
@@ -454,6 +456,30 @@ pub struct ApiContext {
 /// Starts the HTTP API (the binary passes `voipwall-api`'s).
 pub type ApiStarter = fn(ApiContext) -> anyhow::Result<()>;
 
+/// What the fleet thread (its own crate, its own async runtime) gets from
+/// the daemon: the feeds and what they must never list (replaced on each
+/// reload), where their status goes, the state directory.
+pub struct FleetContext {
+    /// The state directory (the feeds' last good content is in its store).
+    pub state_dir: PathBuf,
+    /// Configuration in, status out.
+    pub link: Arc<crate::feeds::FeedLink>,
+    /// Set when the daemon stops.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Starts the fleet thread (the binary passes `voipwall-fleet`'s).
+pub type FleetStarter = fn(FleetContext) -> anyhow::Result<()>;
+
+/// The threads the binary brings from crates the daemon does not depend on.
+#[derive(Default, Clone, Copy)]
+pub struct Starters {
+    /// The HTTP API.
+    pub api: Option<ApiStarter>,
+    /// The fleet: feeds (CrowdSec, Redis later).
+    pub fleet: Option<FleetStarter>,
+}
+
 /// The engine thread's control channel, for the HTTP API: the same
 /// requests and typed answers as the control socket, no second path.
 #[derive(Clone)]
@@ -503,7 +529,7 @@ impl ControlHandle {
 }
 
 /// Runs the daemon until SIGTERM/SIGINT.
-pub fn run(cli: &Paths, a: &DaemonArgs, api: Option<ApiStarter>) -> anyhow::Result<()> {
+pub fn run(cli: &Paths, a: &DaemonArgs, starters: Starters) -> anyhow::Result<()> {
     init_logging();
     if a.sandbox && in_host_namespace() {
         return Err(Invalid(
@@ -611,6 +637,8 @@ pub fn run(cli: &Paths, a: &DaemonArgs, api: Option<ApiStarter>) -> anyhow::Resu
         crate::detection::random_seed(),
     );
     capture.set_websocket_ports(policy.sip_websocket_ports());
+    let feeds =
+        crate::feeds::FeedLink::new(crate::feeds::FeedConfig::of(&policy, &facts.addresses));
     let mut d = Daemon {
         engine: Engine::new(cfg),
         notify: voipwall_sys::notify::Notifier::from_env(),
@@ -634,6 +662,7 @@ pub fn run(cli: &Paths, a: &DaemonArgs, api: Option<ApiStarter>) -> anyhow::Resu
         followers: Vec::new(),
         api_listeners: Arc::default(),
         drop_log: Arc::default(),
+        feeds,
         recent: VecDeque::new(),
         pending: Vec::new(),
         shutdown: Arc::new(AtomicBool::new(false)),
@@ -708,7 +737,7 @@ pub fn run(cli: &Paths, a: &DaemonArgs, api: Option<ApiStarter>) -> anyhow::Resu
         .with_context(|| format!("listening on {}", a.socket.display()))?;
     tracing::info!(socket = %a.socket.display(), "Control socket ready.");
     if !d.policy.api.listen.is_empty() || !d.policy.notify.is_empty() {
-        match api {
+        match starters.api {
             Some(start) => {
                 if let Err(e) = start(ApiContext {
                     settings: d.policy.api.clone(),
@@ -726,6 +755,24 @@ pub fn run(cli: &Paths, a: &DaemonArgs, api: Option<ApiStarter>) -> anyhow::Resu
                 }
             }
             None => tracing::warn!("[api] is set but this build has no HTTP API."),
+        }
+    }
+    if !a.no_apply {
+        // Always started: a reload may add the first feed.
+        match starters.fleet {
+            Some(start) => {
+                if let Err(e) = start(FleetContext {
+                    state_dir: cli.state_dir.clone(),
+                    link: d.feeds.clone(),
+                    stop: stop.clone(),
+                }) {
+                    tracing::error!(error = %format!("{e:#}"), "The fleet thread could not start; feeds are not refreshed.");
+                }
+            }
+            None if !d.policy.feeds.is_empty() => {
+                tracing::warn!("[[feed]] is set but this build has no fleet thread.");
+            }
+            None => {}
         }
     }
     if !d.policy.hep.listen.is_empty() {

@@ -232,6 +232,8 @@ impl Daemon {
         let old_prefixes = self.prefixes();
         self.policy = policy;
         self.drop_log.configure(&self.policy);
+        self.feeds
+            .set(crate::feeds::FeedConfig::of(&self.policy, &self.own));
         self.status_cache = None;
         let new_prefixes = self.prefixes();
         if old_prefixes != new_prefixes {

@@ -18,6 +18,9 @@ impl DynamicSets for KernelSets {
             // Few entries (network bans, runtime allows): read them all.
             nft::list_set(set, true).is_ok_and(|v| v.iter().any(|e| e.net.contains(addr)))
         } else {
+            // Hash sets, and the feeds' interval sets (up to a million
+            // networks, never dumped): a single-key GETSETELEM on an
+            // interval set answers with the interval holding the key.
             voipwall_sys::query::has_key("voipwall", set, *addr).unwrap_or(false)
         }
     }

@@ -149,7 +149,10 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
                 state_dir: g.state_dir.clone(),
             },
             a,
-            Some(voipwall_api::start),
+            crate::daemon::Starters {
+                api: Some(voipwall_api::start),
+                fleet: Some(voipwall_fleet::start),
+            },
         ),
         Cmd::Token(t) => token(g, t),
     }

@@ -1,0 +1,300 @@
+//! Blocklist feeds (`[[feed]]`), the kernel and store side: each feed's
+//! content lives in its own interval sets (`vw_feed_<name>_v4/_v6`, its own
+//! drop counter), is changed by difference (only networks that changed
+//! move), and is kept in the store as the last good content, which is put
+//! back at start before any fetch.
+//!
+//! A feed's content is not a ban: no store row, audit line or engine state
+//! per entry (a million of them would drown all three). It is written by
+//! the fleet thread through [`FeedSets`], its own netlink socket, so a
+//! refresh of a million networks never passes through the engine loop.
+//! What may never be listed (the host's own addresses, management, allow
+//! list, trunks and peers, live sessions, protected infrastructure) is the
+//! same [`voipwall_nft::protect::Protected`] list every ban is checked
+//! against: [`guard`].
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use voipwall_nft::Family;
+use voipwall_nft::sets::feed_set;
+use voipwall_policy::Policy;
+use voipwall_policy::feed::{Entry, Guard, changes, collapse};
+use voipwall_store::{FeedRecord, Store};
+use voipwall_sys::netlink::SetElements;
+
+/// How one feed is doing (`status`, metrics, `voipwall feeds`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct FeedStatus {
+    /// The feed's name.
+    pub name: String,
+    /// Where it comes from (URL or file).
+    pub source: String,
+    /// `apiban`, `voipbl` or `plain`.
+    pub format: String,
+    /// Networks in its kernel sets now.
+    pub entries: usize,
+    /// When the content in force was fetched (ms since the epoch).
+    pub fetched_ms: Option<u64>,
+    /// When the last attempt ended.
+    pub tried_ms: Option<u64>,
+    /// When the next attempt is due.
+    pub next_ms: Option<u64>,
+    /// Why the last attempt failed (the last good content stays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Entries the last good fetch refused (too wide, own, protected).
+    pub refused: usize,
+    /// Lines of the last good fetch that were not an address or network.
+    pub malformed: usize,
+    /// Up to five refusals of the last good fetch, with their reasons.
+    #[serde(default)]
+    pub refusals: Vec<String>,
+    /// What the last change added and removed in the kernel.
+    pub added: usize,
+    /// See `added`.
+    pub removed: usize,
+}
+
+/// What a feed must never list, from the policy and the host: the same
+/// protections a ban is checked against.
+pub fn guard(policy: &Policy, own: &[IpAddr]) -> Guard {
+    let host = crate::detection::engine_host(policy, own);
+    let p = voipwall_nft::protect::Protected::new(Some(policy), &host);
+    Guard {
+        own: own.to_vec(),
+        protected: p.networks(),
+    }
+}
+
+/// The feeds' kernel sets and their last good content in the store.
+pub struct FeedSets {
+    sock: SetElements,
+    store: Store,
+    /// What each feed's sets hold, as far as voipwall knows (read from the
+    /// kernel the first time, and again after a refused change).
+    held: HashMap<String, Vec<Entry>>,
+}
+
+impl FeedSets {
+    /// Opens the netlink socket (in the caller's network namespace) and
+    /// the store.
+    pub fn open(state_dir: &Path) -> anyhow::Result<Self> {
+        let db = state_dir.join("state.db");
+        let (store, _) =
+            Store::open(&db).with_context(|| format!("opening the store {}", db.display()))?;
+        Ok(Self {
+            sock: SetElements::open("voipwall").context("opening the netlink socket")?,
+            store,
+            held: HashMap::new(),
+        })
+    }
+
+    /// A feed's last good content, as stored.
+    pub fn last_good(&self, name: &str) -> Option<FeedRecord> {
+        self.store.feed(name).ok().flatten()
+    }
+
+    /// Records a feed's last good content.
+    pub fn save(&mut self, rec: &FeedRecord) -> anyhow::Result<()> {
+        self.store
+            .save_feed(rec)
+            .with_context(|| format!("storing feed {}", rec.name))
+    }
+
+    /// Makes feed `name`'s sets hold exactly `entries` (expired ones left
+    /// out), moving only what changed: removals first (a wider network may
+    /// replace narrower ones), then additions. Returns (added, removed).
+    /// When the kernel refuses a change (an element it had already timed
+    /// out, a set changed by hand), what it holds is read again and the
+    /// change made once more from there.
+    pub fn put(
+        &mut self,
+        name: &str,
+        entries: Vec<Entry>,
+        now_ms: u64,
+    ) -> anyhow::Result<(usize, usize)> {
+        // An element about to expire is not worth adding (and may be gone
+        // from the kernel before a removal reaches it).
+        let live = |e: &Entry| e.1.is_none_or(|t| t > now_ms + 1_000);
+        let new = collapse(entries.into_iter().filter(live).collect());
+        for attempt in 0..2 {
+            let old = match self.held.remove(name) {
+                Some(h) if attempt == 0 => h,
+                _ => self.read_kernel(name, now_ms)?,
+            };
+            let old: Vec<Entry> = old.into_iter().filter(live).collect();
+            let (add, remove) = changes(&old, &new);
+            match self.write(name, &add, &remove, now_ms) {
+                Ok(()) => {
+                    let n = (add.len(), remove.len());
+                    self.held.insert(name.to_string(), new);
+                    return Ok(n);
+                }
+                Err(e) if attempt == 0 => {
+                    tracing::warn!(feed = name, error = %format!("{e:#}"), "The kernel refused a feed change; reading its sets again.");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the second attempt returns")
+    }
+
+    fn read_kernel(&mut self, name: &str, now_ms: u64) -> anyhow::Result<Vec<Entry>> {
+        let mut out = Vec::new();
+        for f in [Family::V4, Family::V6] {
+            let set = feed_set(name, f);
+            let got =
+                voipwall_sys::query::interval_entries("voipwall", &set).with_context(|| {
+                    format!("reading {set} (is the policy with this feed applied?)")
+                })?;
+            out.extend(
+                got.into_iter()
+                    .map(|(net, left)| (net, left.map(|l| now_ms + l))),
+            );
+        }
+        Ok(collapse(out))
+    }
+
+    fn write(
+        &mut self,
+        name: &str,
+        add: &[Entry],
+        remove: &[IpNet],
+        now_ms: u64,
+    ) -> anyhow::Result<()> {
+        for f in [Family::V4, Family::V6] {
+            let set = feed_set(name, f);
+            let gone: Vec<IpNet> = remove
+                .iter()
+                .filter(|n| voipwall_nft::sets::family_of(n) == f)
+                .copied()
+                .collect();
+            if !gone.is_empty() {
+                self.sock
+                    .delete_intervals(&set, &gone)
+                    .with_context(|| format!("removing {} networks from {set}", gone.len()))?;
+            }
+        }
+        for f in [Family::V4, Family::V6] {
+            let set = feed_set(name, f);
+            let new: Vec<(IpNet, Option<u64>)> = add
+                .iter()
+                .filter(|(n, _)| voipwall_nft::sets::family_of(n) == f)
+                .map(|(n, exp)| {
+                    (
+                        *n,
+                        voipwall_sys::bans::clamp_timeout(exp.map(|t| t.saturating_sub(now_ms))),
+                    )
+                })
+                .collect();
+            if !new.is_empty() {
+                self.sock
+                    .add_intervals(&set, &new)
+                    .with_context(|| format!("adding {} networks to {set}", new.len()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets feeds the policy no longer has: their stored content, and
+    /// their kernel sets once no rule uses them (after the apply that took
+    /// the feed out). Returns the sets deleted.
+    pub fn forget_except(&mut self, names: &[String]) -> Vec<String> {
+        if let Err(e) = self.store.keep_feeds(names) {
+            tracing::warn!(error = %e, "Cannot forget old feeds in the store.");
+        }
+        self.held.retain(|k, _| names.contains(k));
+        let mut gone = Vec::new();
+        for set in voipwall_sys::nft::set_names().unwrap_or_default() {
+            let Some(feed) = voipwall_nft::sets::feed_of(&set) else {
+                continue;
+            };
+            if names.iter().any(|n| n == feed) {
+                continue;
+            }
+            if voipwall_sys::nft::delete_set(&set).is_ok() {
+                gone.push(set);
+            }
+        }
+        gone
+    }
+}
+
+/// What the fleet thread works from: the feeds of the policy in force and
+/// what they must never list.
+#[derive(Debug, Clone, Default)]
+pub struct FeedConfig {
+    /// `[[feed]]`.
+    pub feeds: Vec<voipwall_policy::FeedSettings>,
+    /// See [`guard`].
+    pub guard: Guard,
+}
+
+impl FeedConfig {
+    /// From a policy and the host's addresses.
+    pub fn of(policy: &Policy, own: &[IpAddr]) -> Self {
+        Self {
+            feeds: policy.feeds.clone(),
+            guard: guard(policy, own),
+        }
+    }
+}
+
+/// The engine thread's side of the fleet thread: the configuration it
+/// replaces on each reload (with a version the fleet thread watches) and
+/// the feeds' status it reads for `status`.
+#[derive(Debug, Default)]
+pub struct FeedLink {
+    config: Mutex<(u64, FeedConfig)>,
+    /// Every feed's status.
+    pub board: Mutex<Vec<FeedStatus>>,
+}
+
+impl FeedLink {
+    /// A link holding `config` (version 1).
+    pub fn new(config: FeedConfig) -> Arc<Self> {
+        Arc::new(Self {
+            config: Mutex::new((1, config)),
+            board: Mutex::default(),
+        })
+    }
+
+    /// Replaces the configuration (a reload).
+    pub fn set(&self, config: FeedConfig) {
+        let mut c = self
+            .config
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *c = (c.0 + 1, config);
+    }
+
+    /// The configuration and its version.
+    pub fn get(&self) -> (u64, FeedConfig) {
+        self.config
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The configuration's version only.
+    pub fn version(&self) -> u64 {
+        self.config
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0
+    }
+
+    /// Every feed's status now.
+    pub fn statuses(&self) -> Vec<FeedStatus> {
+        self.board
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
