@@ -1,6 +1,7 @@
 //! Blocklist feeds (`[[feed]]`), the kernel and store side: each feed's
-//! content lives in its own interval sets (`vw_feed_<name>_v4/_v6`, its own
-//! drop counter), is changed by difference (only networks that changed
+//! content lives in its own sets (single addresses in hash sets
+//! `vw_feed_<name>_v4/_v6`, networks in interval sets
+//! `vw_feed_<name>_net_v4/_v6`; one drop counter), is changed by difference (only networks that changed
 //! move), and is kept in the store as the last good content, which is put
 //! back at start before any fetch.
 //!
@@ -13,7 +14,7 @@
 //! same [`voipwall_nft::protect::Protected`] list every ban is checked
 //! against: [`guard`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -22,11 +23,16 @@ use anyhow::Context as _;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use voipwall_nft::Family;
-use voipwall_nft::sets::feed_set;
+use voipwall_nft::sets::{feed_net_set, feed_set, feed_set_of};
 use voipwall_policy::Policy;
 use voipwall_policy::feed::{Entry, Guard, changes, collapse};
 use voipwall_store::{FeedRecord, Store};
-use voipwall_sys::netlink::SetElements;
+use voipwall_sys::netlink::{Elem, SetElements};
+
+/// Whether a feed set holds single addresses (a hash set).
+fn is_host_set(set: &str) -> bool {
+    !set.contains("_net_v")
+}
 
 /// How one feed is doing (`status`, metrics, `voipwall feeds`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
@@ -59,6 +65,12 @@ pub struct FeedStatus {
     pub added: usize,
     /// See `added`.
     pub removed: usize,
+    /// How long the last good refresh took, fetch to kernel (ms).
+    #[serde(default)]
+    pub took_ms: u64,
+    /// Of that, changing the kernel's sets (ms).
+    #[serde(default)]
+    pub kernel_ms: u64,
 }
 
 /// What a feed must never list, from the policy and the host: the same
@@ -146,13 +158,19 @@ impl FeedSets {
     }
 
     fn read_kernel(&mut self, name: &str, now_ms: u64) -> anyhow::Result<Vec<Entry>> {
+        let hint = "(is the policy with this feed applied?)";
         let mut out = Vec::new();
         for f in [Family::V4, Family::V6] {
             let set = feed_set(name, f);
-            let got =
-                voipwall_sys::query::interval_entries("voipwall", &set).with_context(|| {
-                    format!("reading {set} (is the policy with this feed applied?)")
-                })?;
+            let got = voipwall_sys::query::set_elements("voipwall", &set)
+                .with_context(|| format!("reading {set} {hint}"))?;
+            out.extend(
+                got.into_iter()
+                    .map(|e| (IpNet::from(e.key), e.expires_ms.map(|l| now_ms + l))),
+            );
+            let set = feed_net_set(name, f);
+            let got = voipwall_sys::query::interval_entries("voipwall", &set)
+                .with_context(|| format!("reading {set} {hint}"))?;
             out.extend(
                 got.into_iter()
                     .map(|(net, left)| (net, left.map(|l| now_ms + l))),
@@ -168,36 +186,40 @@ impl FeedSets {
         remove: &[IpNet],
         now_ms: u64,
     ) -> anyhow::Result<()> {
-        for f in [Family::V4, Family::V6] {
-            let set = feed_set(name, f);
-            let gone: Vec<IpNet> = remove
-                .iter()
-                .filter(|n| voipwall_nft::sets::family_of(n) == f)
-                .copied()
-                .collect();
-            if !gone.is_empty() {
-                self.sock
-                    .delete_intervals(&set, &gone)
-                    .with_context(|| format!("removing {} networks from {set}", gone.len()))?;
-            }
+        // Per set, in the order the batches must go: removals everywhere
+        // first (a wider network may replace narrower ones).
+        let mut gone: BTreeMap<String, Vec<IpNet>> = BTreeMap::new();
+        for n in remove {
+            gone.entry(feed_set_of(name, n)).or_default().push(*n);
         }
-        for f in [Family::V4, Family::V6] {
-            let set = feed_set(name, f);
-            let new: Vec<(IpNet, Option<u64>)> = add
-                .iter()
-                .filter(|(n, _)| voipwall_nft::sets::family_of(n) == f)
-                .map(|(n, exp)| {
-                    (
-                        *n,
-                        voipwall_sys::bans::clamp_timeout(exp.map(|t| t.saturating_sub(now_ms))),
-                    )
-                })
-                .collect();
-            if !new.is_empty() {
-                self.sock
-                    .add_intervals(&set, &new)
-                    .with_context(|| format!("adding {} networks to {set}", new.len()))?;
-            }
+        for (set, nets) in &gone {
+            let r = if is_host_set(set) {
+                let addrs: Vec<IpAddr> = nets.iter().map(IpNet::addr).collect();
+                self.sock.delete(set, &addrs)
+            } else {
+                self.sock.delete_intervals(set, nets)
+            };
+            r.with_context(|| format!("removing {} entries from {set}", nets.len()))?;
+        }
+        let mut new: BTreeMap<String, Vec<(IpNet, Option<u64>)>> = BTreeMap::new();
+        for (n, exp) in add {
+            let t = voipwall_sys::bans::clamp_timeout(exp.map(|t| t.saturating_sub(now_ms)));
+            new.entry(feed_set_of(name, n)).or_default().push((*n, t));
+        }
+        for (set, nets) in &new {
+            let r = if is_host_set(set) {
+                let elems: Vec<Elem> = nets
+                    .iter()
+                    .map(|(n, t)| Elem {
+                        addr: n.addr(),
+                        timeout_ms: *t,
+                    })
+                    .collect();
+                self.sock.add(set, &elems)
+            } else {
+                self.sock.add_intervals(set, nets)
+            };
+            r.with_context(|| format!("adding {} entries to {set}", nets.len()))?;
         }
         Ok(())
     }

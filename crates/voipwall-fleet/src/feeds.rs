@@ -173,7 +173,10 @@ async fn configure(
 async fn put(f: &mut Feed, content: Vec<Entry>, sets: &Sets, now: u64) -> bool {
     let name = f.settings.name.clone();
     let c = content.clone();
-    match blocking(sets, move |s| s.put(&name, c, now)).await {
+    let t = std::time::Instant::now();
+    let r = blocking(sets, move |s| s.put(&name, c, now)).await;
+    f.status.kernel_ms = u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX);
+    match r {
         Ok((added, removed)) => {
             f.content = feed::collapse(
                 content
@@ -231,6 +234,7 @@ async fn refresh(f: &mut Feed, sets: &Sets, guard: &Guard) {
                     .partial
                     .then(|| "APIBAN's rate limit: the rest comes with the next refresh".into());
                 f.status.fetched_ms = Some(now);
+                f.status.took_ms = voipwall_core::daemon::now_ms().saturating_sub(started);
                 f.status.refused = g.refused.len();
                 f.status.malformed = g.malformed;
                 f.status.refusals = g

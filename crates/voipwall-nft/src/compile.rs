@@ -533,15 +533,22 @@ fn runtime_sets(policy: &Policy) -> Vec<Set> {
         sets.push(meter(Fixed::Flood1, "SIP flood meter, level 1"));
         sets.push(meter(Fixed::Flood2, "SIP flood meter, level 2"));
         for feed in &policy.feeds {
-            let mut s = dynamic_set(
+            let mut hosts = dynamic_set(
                 &crate::sets::feed_set(&feed.name, f),
                 f,
-                &format!("feed {} ({})", feed.name, feed.origin),
+                &format!("feed {}: addresses ({})", feed.name, feed.origin),
             );
-            s.interval = true;
-            s.dynamic = false;
-            s.size = None;
-            sets.push(s);
+            hosts.dynamic = false;
+            sets.push(hosts);
+            let mut nets = dynamic_set(
+                &crate::sets::feed_net_set(&feed.name, f),
+                f,
+                &format!("feed {}: networks ({})", feed.name, feed.origin),
+            );
+            nets.interval = true;
+            nets.dynamic = false;
+            nets.size = None;
+            sets.push(nets);
         }
     }
     sets
@@ -855,16 +862,20 @@ impl<'a> Build<'a> {
         // as banned; after the allow list and peers like every ban.
         for feed in &self.policy.feeds {
             for f in [Family::V4, Family::V6] {
-                let set = crate::sets::feed_set(&feed.name, f);
-                pre.extend(sample(policy, vec![in_set(f, &set)], "feed", &feed.name));
-                pre.push(counted(
-                    rule(
-                        vec![in_set(f, &set)],
-                        Action::Drop,
-                        format!("listed by feed {} / {}", feed.name, feed.origin),
-                    ),
-                    &crate::sets::feed_counter(&feed.name),
-                ));
+                for set in [
+                    crate::sets::feed_set(&feed.name, f),
+                    crate::sets::feed_net_set(&feed.name, f),
+                ] {
+                    pre.extend(sample(policy, vec![in_set(f, &set)], "feed", &feed.name));
+                    pre.push(counted(
+                        rule(
+                            vec![in_set(f, &set)],
+                            Action::Drop,
+                            format!("listed by feed {} / {}", feed.name, feed.origin),
+                        ),
+                        &crate::sets::feed_counter(&feed.name),
+                    ));
+                }
             }
         }
         if !ports.udp.is_empty() {

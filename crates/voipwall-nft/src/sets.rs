@@ -127,9 +127,12 @@ impl Fixed {
     }
 }
 
-/// A feed's kernel set for a family (`[[feed]]`, its own origin):
-/// `vw_feed_<name>_v4` and `_v6`, interval sets with per-element timeouts,
-/// never flushed by an apply. Feed names are 1-16 of a-z, 0-9 and `-`.
+/// A feed's kernel set of single addresses for a family (`[[feed]]`, its
+/// own origin): `vw_feed_<name>_v4` and `_v6`, hash sets with per-element
+/// timeouts. Most of a feed is single addresses (all of APIBAN, most of
+/// VoIPBL), and the kernel's interval sets take a million of them in tens
+/// of seconds where a hash set takes one (bench/feeds). Feed names are
+/// 1-16 of a-z, 0-9 and `-`.
 pub fn feed_set(name: &str, f: Family) -> String {
     match f {
         Family::V4 => format!("vw_feed_{name}_v4"),
@@ -137,11 +140,33 @@ pub fn feed_set(name: &str, f: Family) -> String {
     }
 }
 
-/// The feed a kernel set belongs to (`vw_feed_voipbl_v4` → `voipbl`).
+/// A feed's kernel set of networks for a family: `vw_feed_<name>_net_v4`
+/// and `_net_v6`, interval sets (never overlapping, see
+/// `voipwall_policy::feed::collapse`).
+pub fn feed_net_set(name: &str, f: Family) -> String {
+    match f {
+        Family::V4 => format!("vw_feed_{name}_net_v4"),
+        Family::V6 => format!("vw_feed_{name}_net_v6"),
+    }
+}
+
+/// The set a feed's entry goes to: single addresses to the hash set,
+/// networks to the interval set.
+pub fn feed_set_of(name: &str, net: &IpNet) -> String {
+    if net.prefix_len() == net.max_prefix_len() {
+        feed_set(name, family_of(net))
+    } else {
+        feed_net_set(name, family_of(net))
+    }
+}
+
+/// The feed a kernel set belongs to (`vw_feed_voipbl_net_v4` → `voipbl`).
 pub fn feed_of(set: &str) -> Option<&str> {
-    set.strip_prefix("vw_feed_")?
+    let rest = set.strip_prefix("vw_feed_")?;
+    let name = rest
         .strip_suffix("_v4")
-        .or_else(|| set.strip_prefix("vw_feed_")?.strip_suffix("_v6"))
+        .or_else(|| rest.strip_suffix("_v6"))?;
+    Some(name.strip_suffix("_net").unwrap_or(name))
 }
 
 /// The counter of packets a feed's sets dropped.
@@ -341,6 +366,21 @@ pub fn lift_candidates(net: IpNet, prefixes: Prefixes) -> Vec<Placement> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn feed_sets_name_their_feed() {
+        for name in ["voipbl", "net", "a-net", "v4"] {
+            for f in [Family::V4, Family::V6] {
+                assert_eq!(feed_of(&feed_set(name, f)), Some(name));
+                assert_eq!(feed_of(&feed_net_set(name, f)), Some(name));
+            }
+        }
+        assert_eq!(feed_of("vw_ban_v4"), None);
+        let n = |s: &str| s.parse::<IpNet>().unwrap();
+        assert_eq!(feed_set_of("x", &n("192.0.2.1/32")), "vw_feed_x_v4");
+        assert_eq!(feed_set_of("x", &n("192.0.2.0/24")), "vw_feed_x_net_v4");
+        assert_eq!(feed_set_of("x", &n("2001:db8::/48")), "vw_feed_x_net_v6");
+    }
 
     fn n(s: &str) -> IpNet {
         voipwall_policy::parse_net(s).unwrap()
