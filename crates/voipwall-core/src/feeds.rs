@@ -1,7 +1,7 @@
 //! Blocklist feeds (`[[feed]]`), the kernel and store side: each feed's
 //! content lives in its own sets (single addresses in hash sets
 //! `vw_feed_<name>_v4/_v6`, networks in interval sets
-//! `vw_feed_<name>_net_v4/_v6`; one drop counter), is changed by difference (only networks that changed
+//! `vw_feed_<name>_net4/_net6`; one drop counter), is changed by difference (only networks that changed
 //! move), and is kept in the store as the last good content, which is put
 //! back at start before any fetch.
 //!
@@ -23,16 +23,11 @@ use anyhow::Context as _;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use voipwall_nft::Family;
-use voipwall_nft::sets::{feed_net_set, feed_set, feed_set_of};
+use voipwall_nft::sets::{origin_host_set, origin_net_set, origin_set, origin_set_of};
 use voipwall_policy::Policy;
 use voipwall_policy::feed::{Entry, Guard, changes, collapse};
 use voipwall_store::{FeedRecord, Store};
 use voipwall_sys::netlink::{Elem, SetElements};
-
-/// Whether a feed set holds single addresses (a hash set).
-fn is_host_set(set: &str) -> bool {
-    !set.contains("_net_v")
-}
 
 /// How one feed is doing (`status`, metrics, `voipwall feeds`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
@@ -107,19 +102,20 @@ impl FeedSets {
         })
     }
 
-    /// A feed's last good content, as stored.
-    pub fn last_good(&self, name: &str) -> Option<FeedRecord> {
-        self.store.feed(name).ok().flatten()
+    /// An origin's last good content, as stored (keyed by its stem,
+    /// `voipwall_nft::sets::feed_stem`).
+    pub fn last_good(&self, stem: &str) -> Option<FeedRecord> {
+        self.store.feed(stem).ok().flatten()
     }
 
-    /// Records a feed's last good content.
+    /// Records an origin's last good content (`rec.name` is its stem).
     pub fn save(&mut self, rec: &FeedRecord) -> anyhow::Result<()> {
         self.store
             .save_feed(rec)
             .with_context(|| format!("storing feed {}", rec.name))
     }
 
-    /// Makes feed `name`'s sets hold exactly `entries` (expired ones left
+    /// Makes the sets of origin `stem` hold exactly `entries` (expired ones left
     /// out), moving only what changed: removals first (a wider network may
     /// replace narrower ones), then additions. Returns (added, removed).
     /// When the kernel refuses a change (an element it had already timed
@@ -127,7 +123,7 @@ impl FeedSets {
     /// change made once more from there.
     pub fn put(
         &mut self,
-        name: &str,
+        stem: &str,
         entries: Vec<Entry>,
         now_ms: u64,
     ) -> anyhow::Result<(usize, usize)> {
@@ -136,20 +132,20 @@ impl FeedSets {
         let live = |e: &Entry| e.1.is_none_or(|t| t > now_ms + 1_000);
         let new = collapse(entries.into_iter().filter(live).collect());
         for attempt in 0..2 {
-            let old = match self.held.remove(name) {
+            let old = match self.held.remove(stem) {
                 Some(h) if attempt == 0 => h,
-                _ => self.read_kernel(name, now_ms)?,
+                _ => self.read_kernel(stem, now_ms)?,
             };
             let old: Vec<Entry> = old.into_iter().filter(live).collect();
             let (add, remove) = changes(&old, &new);
-            match self.write(name, &add, &remove, now_ms) {
+            match self.write(stem, &add, &remove, now_ms) {
                 Ok(()) => {
                     let n = (add.len(), remove.len());
-                    self.held.insert(name.to_string(), new);
+                    self.held.insert(stem.to_string(), new);
                     return Ok(n);
                 }
                 Err(e) if attempt == 0 => {
-                    tracing::warn!(feed = name, error = %format!("{e:#}"), "The kernel refused a feed change; reading its sets again.");
+                    tracing::warn!(origin = stem, error = %format!("{e:#}"), "The kernel refused a change of an origin's sets; reading them again.");
                 }
                 Err(e) => return Err(e),
             }
@@ -157,18 +153,18 @@ impl FeedSets {
         unreachable!("the second attempt returns")
     }
 
-    fn read_kernel(&mut self, name: &str, now_ms: u64) -> anyhow::Result<Vec<Entry>> {
-        let hint = "(is the policy with this feed applied?)";
+    fn read_kernel(&mut self, stem: &str, now_ms: u64) -> anyhow::Result<Vec<Entry>> {
+        let hint = "(is the policy with this feed or [crowdsec] applied?)";
         let mut out = Vec::new();
         for f in [Family::V4, Family::V6] {
-            let set = feed_set(name, f);
+            let set = origin_set(stem, f);
             let got = voipwall_sys::query::set_elements("voipwall", &set)
                 .with_context(|| format!("reading {set} {hint}"))?;
             out.extend(
                 got.into_iter()
                     .map(|e| (IpNet::from(e.key), e.expires_ms.map(|l| now_ms + l))),
             );
-            let set = feed_net_set(name, f);
+            let set = origin_net_set(stem, f);
             let got = voipwall_sys::query::interval_entries("voipwall", &set)
                 .with_context(|| format!("reading {set} {hint}"))?;
             out.extend(
@@ -181,7 +177,7 @@ impl FeedSets {
 
     fn write(
         &mut self,
-        name: &str,
+        stem: &str,
         add: &[Entry],
         remove: &[IpNet],
         now_ms: u64,
@@ -190,10 +186,10 @@ impl FeedSets {
         // first (a wider network may replace narrower ones).
         let mut gone: BTreeMap<String, Vec<IpNet>> = BTreeMap::new();
         for n in remove {
-            gone.entry(feed_set_of(name, n)).or_default().push(*n);
+            gone.entry(origin_set_of(stem, n)).or_default().push(*n);
         }
         for (set, nets) in &gone {
-            let r = if is_host_set(set) {
+            let r = if origin_host_set(set) {
                 let addrs: Vec<IpAddr> = nets.iter().map(IpNet::addr).collect();
                 self.sock.delete(set, &addrs)
             } else {
@@ -204,10 +200,10 @@ impl FeedSets {
         let mut new: BTreeMap<String, Vec<(IpNet, Option<u64>)>> = BTreeMap::new();
         for (n, exp) in add {
             let t = voipwall_sys::bans::clamp_timeout(exp.map(|t| t.saturating_sub(now_ms)));
-            new.entry(feed_set_of(name, n)).or_default().push((*n, t));
+            new.entry(origin_set_of(stem, n)).or_default().push((*n, t));
         }
         for (set, nets) in &new {
-            let r = if is_host_set(set) {
+            let r = if origin_host_set(set) {
                 let elems: Vec<Elem> = nets
                     .iter()
                     .map(|(n, t)| Elem {
@@ -224,20 +220,21 @@ impl FeedSets {
         Ok(())
     }
 
-    /// Forgets feeds the policy no longer has: their stored content, and
-    /// their kernel sets once no rule uses them (after the apply that took
-    /// the feed out). Returns the sets deleted.
-    pub fn forget_except(&mut self, names: &[String]) -> Vec<String> {
-        if let Err(e) = self.store.keep_feeds(names) {
-            tracing::warn!(error = %e, "Cannot forget old feeds in the store.");
+    /// Forgets origins the policy no longer has (`stems`: every feed and
+    /// CrowdSec origin in force): their stored content, and their kernel
+    /// sets once no rule uses them (after the apply that took them out).
+    /// Returns the sets deleted.
+    pub fn forget_except(&mut self, stems: &[String]) -> Vec<String> {
+        if let Err(e) = self.store.keep_feeds(stems) {
+            tracing::warn!(error = %e, "Cannot forget old origins in the store.");
         }
-        self.held.retain(|k, _| names.contains(k));
+        self.held.retain(|k, _| stems.contains(k));
         let mut gone = Vec::new();
         for set in voipwall_sys::nft::set_names().unwrap_or_default() {
-            let Some(feed) = voipwall_nft::sets::feed_of(&set) else {
+            let Some(stem) = voipwall_nft::sets::origin_of(&set) else {
                 continue;
             };
-            if names.iter().any(|n| n == feed) {
+            if stems.iter().any(|n| n == stem) {
                 continue;
             }
             if voipwall_sys::nft::delete_set(&set).is_ok() {

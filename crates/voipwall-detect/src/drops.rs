@@ -43,6 +43,9 @@ pub enum DropKind {
     Ban,
     /// A block set (the policy's block list or a blocked name).
     Block,
+    /// An origin from outside the host (a feed, CrowdSec's decisions),
+    /// named by its stem (`feed_voipbl`, `cs_cscli`).
+    Origin,
 }
 
 impl DropKind {
@@ -52,6 +55,7 @@ impl DropKind {
             Self::Zone => "zone",
             Self::Ban => "ban",
             Self::Block => "block",
+            Self::Origin => "origin",
         }
     }
 }
@@ -88,6 +92,7 @@ pub fn parse_sample(prefix: &[u8], ip: &[u8], at_ms: u64) -> Option<DropSample> 
         "zone" => DropKind::Zone,
         "ban" => DropKind::Ban,
         "block" => DropKind::Block,
+        "origin" => DropKind::Origin,
         _ => return None,
     };
     let name = parts.next()?.to_string();

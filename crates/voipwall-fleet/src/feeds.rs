@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use voipwall_core::feeds::{FeedLink, FeedSets, FeedStatus};
+use voipwall_nft::sets::feed_stem;
 use voipwall_policy::feed::{self, ApibanPage, Entry, FeedFormat, Guard};
 use voipwall_policy::{FeedSettings, FeedSource};
 use voipwall_store::FeedRecord;
@@ -115,8 +116,8 @@ async fn configure(
     sets: &Sets,
     guard: &Guard,
 ) -> Vec<Feed> {
-    let names: Vec<String> = settings.iter().map(|s| s.name.clone()).collect();
-    let gone = blocking(sets, move |s| s.forget_except(&names)).await;
+    let stems: Vec<String> = settings.iter().map(|s| feed_stem(&s.name)).collect();
+    let gone = blocking(sets, move |s| s.forget_except(&stems)).await;
     if !gone.is_empty() {
         tracing::info!(sets = ?gone, "Feeds taken out of the policy: their sets are deleted.");
     }
@@ -137,8 +138,8 @@ async fn configure(
                 (f.content, f.cursor, fetched)
             }
             None => {
-                let name = st.name.clone();
-                match blocking(sets, move |s| s.last_good(&name)).await {
+                let stem = feed_stem(&st.name);
+                match blocking(sets, move |s| s.last_good(&stem)).await {
                     Some(r) => (r.entries, r.cursor, Some(r.fetched.0)),
                     None => (Vec::new(), None, None),
                 }
@@ -171,10 +172,10 @@ async fn configure(
 /// Puts `content` into the feed's sets; on success it is the feed's
 /// content. Returns whether the kernel took it.
 async fn put(f: &mut Feed, content: Vec<Entry>, sets: &Sets, now: u64) -> bool {
-    let name = f.settings.name.clone();
+    let stem = feed_stem(&f.settings.name);
     let c = content.clone();
     let t = std::time::Instant::now();
-    let r = blocking(sets, move |s| s.put(&name, c, now)).await;
+    let r = blocking(sets, move |s| s.put(&stem, c, now)).await;
     f.status.kernel_ms = u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX);
     match r {
         Ok((added, removed)) => {
@@ -246,7 +247,7 @@ async fn refresh(f: &mut Feed, sets: &Sets, guard: &Guard) {
                 f.failures = 0;
                 f.next_ms = now + interval;
                 let rec = FeedRecord {
-                    name: f.settings.name.clone(),
+                    name: feed_stem(&f.settings.name),
                     fetched: voipwall_detect::Timestamp(now),
                     cursor: f.cursor.clone(),
                     entries: f.content.clone(),

@@ -532,18 +532,18 @@ fn runtime_sets(policy: &Policy) -> Vec<Set> {
         }
         sets.push(meter(Fixed::Flood1, "SIP flood meter, level 1"));
         sets.push(meter(Fixed::Flood2, "SIP flood meter, level 2"));
-        for feed in &policy.feeds {
+        for (stem, what) in origins(policy) {
             let mut hosts = dynamic_set(
-                &crate::sets::feed_set(&feed.name, f),
+                &crate::sets::origin_set(&stem, f),
                 f,
-                &format!("feed {}: addresses ({})", feed.name, feed.origin),
+                &format!("{what}: addresses"),
             );
             hosts.dynamic = false;
             sets.push(hosts);
             let mut nets = dynamic_set(
-                &crate::sets::feed_net_set(&feed.name, f),
+                &crate::sets::origin_net_set(&stem, f),
                 f,
-                &format!("feed {}: networks ({})", feed.name, feed.origin),
+                &format!("{what}: networks"),
             );
             nets.interval = true;
             nets.dynamic = false;
@@ -552,6 +552,34 @@ fn runtime_sets(policy: &Policy) -> Vec<Set> {
         }
     }
     sets
+}
+
+/// The origins from outside the host the policy has, each with its own
+/// sets and counter: `(stem, what it is)`.
+fn origins(policy: &Policy) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = policy
+        .feeds
+        .iter()
+        .map(|f| {
+            (
+                crate::sets::feed_stem(&f.name),
+                format!("feed {} / {}", f.name, f.origin),
+            )
+        })
+        .collect();
+    if let Some(cs) = policy
+        .crowdsec
+        .as_ref()
+        .filter(|c| c.bouncer_key_file.is_some())
+    {
+        v.extend(voipwall_policy::CROWDSEC_ORIGINS.iter().map(|o| {
+            (
+                crate::sets::crowdsec_stem(o),
+                format!("CrowdSec decisions of origin {o} / {}", cs.origin),
+            )
+        }));
+    }
+    v
 }
 
 /// The counters the ruleset names, but the zones' drop counters.
@@ -575,10 +603,9 @@ fn used_counters(policy: &Policy, ports: &SipPorts) -> Vec<String> {
         used.push(counters::AGGREGATE_DROPPED.to_string());
     }
     used.extend(
-        policy
-            .feeds
-            .iter()
-            .map(|f| crate::sets::feed_counter(&f.name)),
+        origins(policy)
+            .into_iter()
+            .map(|(stem, _)| crate::sets::origin_counter(&stem)),
     );
     used
 }
@@ -858,22 +885,23 @@ impl<'a> Build<'a> {
                 counters::BANNED,
             ));
         }
-        // Feeds after the bans, so a source both banned and listed counts
-        // as banned; after the allow list and peers like every ban.
-        for feed in &self.policy.feeds {
+        // Origins from outside (feeds, CrowdSec) after the bans, so a
+        // source both banned and listed counts as banned; after the allow
+        // list and peers like every ban.
+        for (stem, what) in origins(policy) {
             for f in [Family::V4, Family::V6] {
                 for set in [
-                    crate::sets::feed_set(&feed.name, f),
-                    crate::sets::feed_net_set(&feed.name, f),
+                    crate::sets::origin_set(&stem, f),
+                    crate::sets::origin_net_set(&stem, f),
                 ] {
-                    pre.extend(sample(policy, vec![in_set(f, &set)], "feed", &feed.name));
+                    pre.extend(sample(policy, vec![in_set(f, &set)], "origin", &stem));
                     pre.push(counted(
                         rule(
                             vec![in_set(f, &set)],
                             Action::Drop,
-                            format!("listed by feed {} / {}", feed.name, feed.origin),
+                            format!("listed by {what}"),
                         ),
-                        &crate::sets::feed_counter(&feed.name),
+                        &crate::sets::origin_counter(&stem),
                     ));
                 }
             }

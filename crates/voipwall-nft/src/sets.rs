@@ -127,51 +127,72 @@ impl Fixed {
     }
 }
 
-/// A feed's kernel set of single addresses for a family (`[[feed]]`, its
-/// own origin): `vw_feed_<name>_v4` and `_v6`, hash sets with per-element
-/// timeouts. Most of a feed is single addresses (all of APIBAN, most of
-/// VoIPBL), and the kernel's interval sets take a million of them in tens
-/// of seconds where a hash set takes one (bench/feeds). Feed names are
-/// 1-16 of a-z, 0-9 and `-`.
-pub fn feed_set(name: &str, f: Family) -> String {
+/// The sets of an origin from outside the host (a `[[feed]]`, a CrowdSec
+/// decision origin) are named by its stem: `feed_<name>` or `cs_<origin>`
+/// (feed names are 1-16 of a-z, 0-9 and `-`; CrowdSec origins are
+/// `voipwall_policy::CROWDSEC_ORIGINS`).
+pub fn feed_stem(name: &str) -> String {
+    format!("feed_{name}")
+}
+
+/// See [`feed_stem`].
+pub fn crowdsec_stem(origin: &str) -> String {
+    format!("cs_{origin}")
+}
+
+/// An origin's kernel set of single addresses for a family:
+/// `vw_<stem>_v4` and `_v6`, hash sets with per-element timeouts. Most
+/// entries are single addresses (all of APIBAN, most of VoIPBL and of
+/// CrowdSec), and the kernel's interval sets take a million of them in
+/// tens of seconds where a hash set takes one (bench/feeds).
+pub fn origin_set(stem: &str, f: Family) -> String {
     match f {
-        Family::V4 => format!("vw_feed_{name}_v4"),
-        Family::V6 => format!("vw_feed_{name}_v6"),
+        Family::V4 => format!("vw_{stem}_v4"),
+        Family::V6 => format!("vw_{stem}_v6"),
     }
 }
 
-/// A feed's kernel set of networks for a family: `vw_feed_<name>_net_v4`
-/// and `_net_v6`, interval sets (never overlapping, see
+/// An origin's kernel set of networks for a family: `vw_<stem>_net4`
+/// and `_net6`, interval sets (never overlapping, see
 /// `voipwall_policy::feed::collapse`).
-pub fn feed_net_set(name: &str, f: Family) -> String {
+pub fn origin_net_set(stem: &str, f: Family) -> String {
     match f {
-        Family::V4 => format!("vw_feed_{name}_net_v4"),
-        Family::V6 => format!("vw_feed_{name}_net_v6"),
+        Family::V4 => format!("vw_{stem}_net4"),
+        Family::V6 => format!("vw_{stem}_net6"),
     }
 }
 
-/// The set a feed's entry goes to: single addresses to the hash set,
+/// The set an origin's entry goes to: single addresses to the hash set,
 /// networks to the interval set.
-pub fn feed_set_of(name: &str, net: &IpNet) -> String {
+pub fn origin_set_of(stem: &str, net: &IpNet) -> String {
     if net.prefix_len() == net.max_prefix_len() {
-        feed_set(name, family_of(net))
+        origin_set(stem, family_of(net))
     } else {
-        feed_net_set(name, family_of(net))
+        origin_net_set(stem, family_of(net))
     }
 }
 
-/// The feed a kernel set belongs to (`vw_feed_voipbl_net_v4` → `voipbl`).
-pub fn feed_of(set: &str) -> Option<&str> {
-    let rest = set.strip_prefix("vw_feed_")?;
-    let name = rest
-        .strip_suffix("_v4")
-        .or_else(|| rest.strip_suffix("_v6"))?;
-    Some(name.strip_suffix("_net").unwrap_or(name))
+/// Whether an origin's set holds single addresses (a hash set).
+pub fn origin_host_set(set: &str) -> bool {
+    set.ends_with("_v4") || set.ends_with("_v6")
 }
 
-/// The counter of packets a feed's sets dropped.
-pub fn feed_counter(name: &str) -> String {
-    format!("vw_feed_{name}")
+/// The stem of an origin's kernel set (`vw_feed_voipbl_net4` →
+/// `feed_voipbl`), `None` for voipwall's other sets. Exactly one suffix
+/// is taken off, so a feed named `net4` is still told apart.
+pub fn origin_of(set: &str) -> Option<&str> {
+    let rest = set.strip_prefix("vw_")?;
+    if !(rest.starts_with("feed_") || rest.starts_with("cs_")) {
+        return None;
+    }
+    ["_net4", "_net6", "_v4", "_v6"]
+        .iter()
+        .find_map(|sfx| rest.strip_suffix(sfx))
+}
+
+/// The counter of packets an origin's sets dropped (`vw_<stem>`).
+pub fn origin_counter(stem: &str) -> String {
+    format!("vw_{stem}")
 }
 
 /// The family of an address or network.
@@ -368,18 +389,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn feed_sets_name_their_feed() {
-        for name in ["voipbl", "net", "a-net", "v4"] {
+    fn origin_sets_name_their_origin() {
+        for stem in [
+            feed_stem("voipbl"),
+            feed_stem("net"),
+            feed_stem("a-net"),
+            feed_stem("v4"),
+            feed_stem("net4"),
+            feed_stem("x-net4"),
+            crowdsec_stem("cscli"),
+        ] {
             for f in [Family::V4, Family::V6] {
-                assert_eq!(feed_of(&feed_set(name, f)), Some(name));
-                assert_eq!(feed_of(&feed_net_set(name, f)), Some(name));
+                assert_eq!(origin_of(&origin_set(&stem, f)), Some(stem.as_str()));
+                assert_eq!(origin_of(&origin_net_set(&stem, f)), Some(stem.as_str()));
+                assert!(origin_host_set(&origin_set(&stem, f)));
+                assert!(!origin_host_set(&origin_net_set(&stem, f)));
             }
         }
-        assert_eq!(feed_of("vw_ban_v4"), None);
+        assert_eq!(origin_of("vw_ban_v4"), None);
+        assert_eq!(origin_of("vw_bannet_v6"), None);
         let n = |s: &str| s.parse::<IpNet>().unwrap();
-        assert_eq!(feed_set_of("x", &n("192.0.2.1/32")), "vw_feed_x_v4");
-        assert_eq!(feed_set_of("x", &n("192.0.2.0/24")), "vw_feed_x_net_v4");
-        assert_eq!(feed_set_of("x", &n("2001:db8::/48")), "vw_feed_x_net_v6");
+        let x = feed_stem("x");
+        assert_eq!(origin_set_of(&x, &n("192.0.2.1/32")), "vw_feed_x_v4");
+        assert_eq!(origin_set_of(&x, &n("192.0.2.0/24")), "vw_feed_x_net4");
+        assert_eq!(origin_set_of(&x, &n("2001:db8::/48")), "vw_feed_x_net6");
     }
 
     fn n(s: &str) -> IpNet {

@@ -69,6 +69,7 @@ const TOP_KEYS: &[&str] = &[
     "drops",
     "notify",
     "feed",
+    "crowdsec",
     "source",
 ];
 
@@ -128,6 +129,7 @@ struct Raw {
     drops: DropLogSettings,
     notify: Vec<NotifySettings>,
     feeds: Vec<FeedSettings>,
+    crowdsec: Option<CrowdsecSettings>,
     /// Every `[[feed]] name` seen (also of feeds with errors).
     feed_names: Vec<String>,
     drops_group_at: Option<At<u16>>,
@@ -672,6 +674,16 @@ fn read_file(
                         );
                     }
                 }
+            }
+            "crowdsec" => {
+                let Some(t) = w.table(v, "[crowdsec]") else {
+                    continue;
+                };
+                if !once(w, raw, "crowdsec", k.span(), sources) {
+                    continue;
+                }
+                let origin = prov(sources, w.file, &k.span());
+                raw.crowdsec = crowdsec_from(w, t, k.span(), origin);
             }
             "feed" => {
                 for e in w.array(v, "feed") {
@@ -1521,6 +1533,7 @@ fn resolve(
         drops,
         notify: raw.notify.clone(),
         feeds: raw.feeds.clone(),
+        crowdsec: raw.crowdsec.clone(),
         sources: log_sources,
     })
 }
@@ -1538,6 +1551,139 @@ fn abs_path(w: &mut Walker<'_>, t: &Table<'_>, key: &str) -> Option<String> {
         return None;
     }
     Some(p.to_string())
+}
+
+/// A duration key of a section: seconds within `range`, or the default.
+fn seconds(
+    w: &mut Walker<'_>,
+    t: &Table<'_>,
+    key: &str,
+    range: std::ops::RangeInclusive<u64>,
+    default: u64,
+    hint: &str,
+) -> Option<u64> {
+    let Some(v) = get(t, key) else {
+        return Some(default);
+    };
+    let s = w.str(v, key)?;
+    match parse_duration(s) {
+        Ok(n) if range.contains(&n) => Some(n),
+        Ok(_) => {
+            w.error(v.span(), format!("`{s}` is out of range for `{key}`"), hint);
+            None
+        }
+        Err(e) => {
+            w.error(v.span(), e, hint);
+            None
+        }
+    }
+}
+
+/// `[crowdsec]`.
+fn crowdsec_from(
+    w: &mut Walker<'_>,
+    t: &Table<'_>,
+    span: Range<usize>,
+    origin: Provenance,
+) -> Option<CrowdsecSettings> {
+    w.check_keys(
+        t,
+        &[
+            "lapi_url",
+            "bouncer_key_file",
+            "update_frequency",
+            "resync",
+            "machine_id",
+            "machine_password_file",
+        ],
+        "[crowdsec]",
+    );
+    let mut ok = true;
+    let lapi_url = match get(t, "lapi_url") {
+        Some(v) => {
+            let u = w.str(v, "lapi_url")?.trim_end_matches('/').to_string();
+            if !http_url(&u) {
+                w.error(
+                    v.span(),
+                    format!("`{}` is not an http:// or https:// URL", u.escape_debug()),
+                    "e.g. http://127.0.0.1:8080 (the LAPI's listen_uri)",
+                );
+                ok = false;
+            }
+            u
+        }
+        None => {
+            w.error(
+                span.clone(),
+                "[crowdsec] has no `lapi_url`",
+                "e.g. lapi_url = \"http://127.0.0.1:8080\"",
+            );
+            return None;
+        }
+    };
+    let bouncer_key_file = abs_path(w, t, "bouncer_key_file");
+    let machine_password_file = abs_path(w, t, "machine_password_file");
+    let machine_id = match get(t, "machine_id") {
+        Some(v) => {
+            let m = w.str(v, "machine_id")?.to_string();
+            if m.is_empty()
+                || m.len() > 64
+                || m.chars().any(|c| c.is_control() || c.is_whitespace())
+            {
+                w.error(
+                    v.span(),
+                    format!("`{}` is not a machine id", m.escape_debug()),
+                    "the name given to `cscli machines add`",
+                );
+                ok = false;
+            }
+            Some(m)
+        }
+        None => None,
+    };
+    if machine_id.is_some() != (get(t, "machine_password_file").is_some()) {
+        w.error(
+            span.clone(),
+            "the watcher needs both `machine_id` and `machine_password_file`",
+            "give both (cscli machines add NAME --password ...), or neither",
+        );
+        ok = false;
+    }
+    if get(t, "bouncer_key_file").is_none() && machine_id.is_none() {
+        w.error(
+            span.clone(),
+            "[crowdsec] has neither a bouncer key nor a watcher",
+            "give `bouncer_key_file` (cscli bouncers add NAME -o raw) and/or `machine_id` with `machine_password_file`",
+        );
+        ok = false;
+    }
+    let update_frequency = seconds(w, t, "update_frequency", 1..=3600, 10, "1s to 1h, e.g. 10s");
+    let resync = seconds(w, t, "resync", 60..=86_400, 600, "1m to 24h, e.g. 10m");
+    if !ok {
+        return None;
+    }
+    Some(CrowdsecSettings {
+        lapi_url,
+        bouncer_key_file,
+        update_frequency: update_frequency?,
+        resync: resync?,
+        machine_id,
+        machine_password_file,
+        origin,
+    })
+}
+
+/// Whether `u` is an http:// or https:// URL with a host and nothing a
+/// request line or header could be broken with.
+fn http_url(u: &str) -> bool {
+    let authority = u
+        .split_once("://")
+        .map_or("", |(_, r)| r.split('/').next().unwrap_or(""));
+    (u.starts_with("http://") || u.starts_with("https://"))
+        && !u.chars().any(|c| c.is_control() || c.is_whitespace())
+        && !authority.is_empty()
+        && !authority.contains('@')
+        && (authority.starts_with('[') || authority.matches(':').count() <= 1)
 }
 
 /// One `[[feed]]`.
@@ -1611,14 +1757,7 @@ fn feed_from(
     let url = match get(t, "url") {
         Some(v) => {
             let u = w.str(v, "url")?.to_string();
-            let authority = u
-                .split_once("://")
-                .map_or("", |(_, r)| r.split('/').next().unwrap_or(""));
-            if !(u.starts_with("http://") || u.starts_with("https://"))
-                || u.chars().any(|c| c.is_control() || c.is_whitespace())
-                || authority.is_empty()
-                || (!authority.starts_with('[') && authority.matches(':').count() > 1)
-            {
+            if !http_url(&u) {
                 w.error(
                     v.span(),
                     format!("`{}` is not an http:// or https:// URL", u.escape_debug()),

@@ -569,6 +569,33 @@ impl DropLogSettings {
     }
 }
 
+/// CrowdSec's Local API (`[crowdsec]`): voipwall as a bouncer (its
+/// decisions into voipwall's kernel sets, one origin set per decision
+/// origin) and as a watcher (voipwall's own bans posted as alerts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CrowdsecSettings {
+    /// The LAPI's URL (`http://127.0.0.1:8080`).
+    pub lapi_url: String,
+    /// The bouncer's API key (a file): the bouncer runs when it is set.
+    pub bouncer_key_file: Option<String>,
+    /// Seconds between decision pulls (default 10).
+    pub update_frequency: u64,
+    /// Seconds between full resyncs (`startup=true`, every timeout
+    /// re-asserted; default 600).
+    pub resync: u64,
+    /// The watcher's machine id: the watcher runs when it and the
+    /// password file are set.
+    pub machine_id: Option<String>,
+    /// The watcher's password (a file).
+    pub machine_password_file: Option<String>,
+    /// Where it was written.
+    pub origin: Provenance,
+}
+
+/// The decision origins the bouncer keeps apart, each in its own sets
+/// (`vw_cs_<origin>_*`); any other origin goes to `other`.
+pub const CROWDSEC_ORIGINS: [&str; 5] = ["crowdsec", "cscli", "capi", "lists", "other"];
+
 /// Where a feed's list comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -808,6 +835,8 @@ pub struct Policy {
     pub notify: Vec<NotifySettings>,
     /// Blocklist feeds (`[[feed]]`).
     pub feeds: Vec<FeedSettings>,
+    /// CrowdSec's Local API (`[crowdsec]`).
+    pub crowdsec: Option<CrowdsecSettings>,
     /// Logs the daemon follows: the preset's, then the policy's
     /// `[[source]]` (same format and place: the policy's wins;
     /// `enabled = false` drops one).
