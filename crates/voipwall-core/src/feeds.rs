@@ -245,12 +245,14 @@ impl FeedSets {
     }
 }
 
-/// What the fleet thread works from: the feeds of the policy in force and
-/// what they must never list.
+/// What the fleet thread works from: the feeds and CrowdSec settings of
+/// the policy in force and what they must never list.
 #[derive(Debug, Clone, Default)]
 pub struct FeedConfig {
     /// `[[feed]]`.
     pub feeds: Vec<voipwall_policy::FeedSettings>,
+    /// `[crowdsec]`.
+    pub crowdsec: Option<voipwall_policy::CrowdsecSettings>,
     /// See [`guard`].
     pub guard: Guard,
 }
@@ -260,9 +262,60 @@ impl FeedConfig {
     pub fn of(policy: &Policy, own: &[IpAddr]) -> Self {
         Self {
             feeds: policy.feeds.clone(),
+            crowdsec: policy.crowdsec.clone(),
             guard: guard(policy, own),
         }
     }
+
+    /// The stems of every origin set this configuration has (the rest are
+    /// left over from an earlier policy).
+    pub fn stems(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .feeds
+            .iter()
+            .map(|f| voipwall_nft::sets::feed_stem(&f.name))
+            .collect();
+        if self
+            .crowdsec
+            .as_ref()
+            .is_some_and(|c| c.bouncer_key_file.is_some())
+        {
+            v.extend(
+                voipwall_policy::CROWDSEC_ORIGINS
+                    .iter()
+                    .map(|o| voipwall_nft::sets::crowdsec_stem(o)),
+            );
+        }
+        v
+    }
+}
+
+/// voipwall as CrowdSec's bouncer, for `status`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct BouncerStatus {
+    /// The LAPI's URL.
+    pub lapi_url: String,
+    /// The last pull succeeded.
+    pub connected: bool,
+    /// When the last pull succeeded (ms since the epoch).
+    pub last_pull_ms: Option<u64>,
+    /// When the last full resync succeeded (every timeout re-asserted).
+    pub last_full_ms: Option<u64>,
+    /// Decisions enforced, by origin set.
+    pub decisions: BTreeMap<String, usize>,
+    /// Decisions left out since start: not a ban, not an address or range.
+    pub skipped: u64,
+    /// Decisions refused since start because they would ban something
+    /// protected (management, allow list, trunks, this host...).
+    pub protected: u64,
+    /// The last few left out, with their reasons.
+    #[serde(default)]
+    pub skipped_examples: Vec<String>,
+    /// Why the last pull failed (what is in the kernel stays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Pulls failed in a row.
+    pub failures: u32,
 }
 
 /// The engine thread's side of the fleet thread: the configuration it
@@ -273,6 +326,8 @@ pub struct FeedLink {
     config: Mutex<(u64, FeedConfig)>,
     /// Every feed's status.
     pub board: Mutex<Vec<FeedStatus>>,
+    /// The CrowdSec bouncer's status.
+    pub bouncer: Mutex<Option<BouncerStatus>>,
 }
 
 impl FeedLink {
@@ -281,6 +336,7 @@ impl FeedLink {
         Arc::new(Self {
             config: Mutex::new((1, config)),
             board: Mutex::default(),
+            bouncer: Mutex::default(),
         })
     }
 

@@ -6,7 +6,7 @@
 //! says why, and the next try comes sooner (30 s, doubling, at most the
 //! interval).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -42,17 +42,11 @@ struct Feed {
     failures: u32,
 }
 
-type Sets = Arc<Mutex<FeedSets>>;
+/// The origins' kernel sets and store, shared by the feeds and the bouncer.
+pub(crate) type Sets = Arc<Mutex<FeedSets>>;
 
 /// Runs the feeds until `stop`.
-pub(crate) async fn run(link: Arc<FeedLink>, state_dir: PathBuf, stop: Arc<AtomicBool>) {
-    let sets: Sets = match FeedSets::open(&state_dir) {
-        Ok(s) => Arc::new(Mutex::new(s)),
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "The feeds cannot reach the kernel or the store; they are not refreshed.");
-            return;
-        }
-    };
+pub(crate) async fn run(link: Arc<FeedLink>, sets: Sets, stop: Arc<AtomicBool>) {
     let mut version = 0;
     let mut guard = Guard::default();
     let mut feeds: Vec<Feed> = Vec::new();
@@ -60,8 +54,9 @@ pub(crate) async fn run(link: Arc<FeedLink>, state_dir: PathBuf, stop: Arc<Atomi
         if link.version() != version {
             let (v, cfg) = link.get();
             version = v;
+            let stems = cfg.stems();
             guard = cfg.guard;
-            feeds = configure(std::mem::take(&mut feeds), cfg.feeds, &sets, &guard).await;
+            feeds = configure(std::mem::take(&mut feeds), cfg.feeds, stems, &sets, &guard).await;
             publish(&link, &feeds);
         }
         let now = voipwall_core::daemon::now_ms();
@@ -96,7 +91,7 @@ fn format_name(f: FeedFormat) -> &'static str {
 }
 
 /// Runs blocking work (the kernel, the store) off the runtime.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     sets: &Sets,
     f: impl FnOnce(&mut FeedSets) -> T + Send + 'static,
 ) -> T {
@@ -113,10 +108,10 @@ async fn blocking<T: Send + 'static>(
 async fn configure(
     mut old: Vec<Feed>,
     settings: Vec<FeedSettings>,
+    stems: Vec<String>,
     sets: &Sets,
     guard: &Guard,
 ) -> Vec<Feed> {
-    let stems: Vec<String> = settings.iter().map(|s| feed_stem(&s.name)).collect();
     let gone = blocking(sets, move |s| s.forget_except(&stems)).await;
     if !gone.is_empty() {
         tracing::info!(sets = ?gone, "Feeds taken out of the policy: their sets are deleted.");

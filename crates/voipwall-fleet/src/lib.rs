@@ -1,23 +1,39 @@
-//! voipwall beyond one host, on the fleet thread: blocklist feeds now
-//! (CrowdSec's Local API and a Redis Streams fleet are to come, on the same
-//! thread and HTTP client). Async code lives here and in the API only; the
-//! engine loop never waits on the network. What the fleet changes in the
-//! kernel goes through `voipwall-core` (its feed sets, its ban plane).
+//! voipwall beyond one host, on the fleet thread: blocklist feeds and
+//! CrowdSec's Local API as a bouncer (a Redis Streams fleet and the
+//! CrowdSec watcher are to come, on the same thread and HTTP client). Async
+//! code lives here and in the API only; the engine loop never waits on the
+//! network. What the fleet changes in the kernel goes through
+//! `voipwall-core` (`feeds::FeedSets`: the origins' own sets).
 
+pub mod crowdsec;
 pub mod feeds;
 pub mod http;
 
-use voipwall_core::daemon::FleetContext;
+use std::sync::{Arc, Mutex};
 
-/// Starts the fleet thread (its own single-threaded runtime).
+use voipwall_core::daemon::FleetContext;
+use voipwall_core::feeds::FeedSets;
+
+/// Starts the fleet thread (its own single-threaded runtime): the feeds'
+/// loop and the bouncer's, sharing one netlink socket and store
+/// connection.
 pub fn start(ctx: FleetContext) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let sets = Arc::new(Mutex::new(FeedSets::open(&ctx.state_dir)?));
     std::thread::Builder::new()
         .name("fleet".into())
         .spawn(move || {
-            rt.block_on(feeds::run(ctx.link, ctx.state_dir, ctx.stop));
+            rt.block_on(async move {
+                let bouncer = tokio::spawn(crowdsec::run(
+                    ctx.link.clone(),
+                    sets.clone(),
+                    ctx.stop.clone(),
+                ));
+                feeds::run(ctx.link, sets, ctx.stop).await;
+                let _ = bouncer.await;
+            });
         })?;
     Ok(())
 }

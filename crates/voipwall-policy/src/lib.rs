@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 mod catalog;
+pub mod crowdsec;
 mod detect;
 mod diag;
 pub mod feed;

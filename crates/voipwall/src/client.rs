@@ -183,6 +183,38 @@ pub(crate) fn status(cli: &Globals) -> anyhow::Result<()> {
                 .unwrap_or_default()
         ))?;
     }
+    // CrowdSec: the bouncer's pulls and what they hold.
+    if let Some(b) = &r.crowdsec_bouncer {
+        let held: Vec<String> = b
+            .decisions
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(o, n)| format!("{n} {o}"))
+            .collect();
+        print(&format!(
+            "  crowdsec bouncer {}: {}; decisions: {}{}{}",
+            b.lapi_url,
+            if b.connected {
+                "connected"
+            } else {
+                "NOT connected"
+            },
+            if held.is_empty() {
+                "none".to_string()
+            } else {
+                held.join(", ")
+            },
+            if b.protected > 0 {
+                format!("; {} refused (protected)", b.protected)
+            } else {
+                String::new()
+            },
+            b.error
+                .as_deref()
+                .map(|e| format!("; ERROR {e} (what the kernel holds stays)"))
+                .unwrap_or_default()
+        ))?;
+    }
     // Blocklist feeds: what is enforced, from when, and trouble.
     let now = crate::daemon::now_ms();
     for f in &r.feeds {

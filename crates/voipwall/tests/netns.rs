@@ -4045,3 +4045,299 @@ timeout = "2s"
             && feeds(&lab).len() == 8
     });
 }
+
+/// A real CrowdSec Local API (Debian's `crowdsec`, offline: no Central
+/// API) in the firewall's namespace on 127.0.0.1:8080, with its own
+/// configuration, database and logs in the lab's directory.
+struct Lapi {
+    ns: String,
+    dir: PathBuf,
+    child: Option<Reap>,
+}
+
+impl Lapi {
+    fn start(lab: &Lab) -> Self {
+        let dir = lab.dir.join("crowdsec");
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        std::fs::create_dir_all(dir.join("log")).unwrap();
+        let stock =
+            std::fs::read_to_string("/etc/crowdsec/config.yaml").expect("crowdsec installed");
+        let mut cfg = String::new();
+        let mut skip_indented = false;
+        for line in stock.lines() {
+            // No Central API: the `online_client` block goes.
+            if line.trim_start().starts_with("online_client:") {
+                skip_indented = true;
+                continue;
+            }
+            if skip_indented && line.starts_with("      ") {
+                continue;
+            }
+            skip_indented = false;
+            let d = dir.display();
+            let line = line
+                .replace("daemonize: true", "daemonize: false")
+                .replace(
+                    "/var/lib/crowdsec/data/crowdsec.db",
+                    &format!("{d}/data/crowdsec.db"),
+                )
+                .replace("log_dir: /var/log/", &format!("log_dir: {d}/log/"))
+                .replace(
+                    "/etc/crowdsec/local_api_credentials.yaml",
+                    &format!("{d}/local_api_credentials.yaml"),
+                );
+            cfg.push_str(&line);
+            cfg.push('\n');
+        }
+        // No metrics listener (port 6060 is nobody's business here).
+        let cfg = cfg.replace(
+            "prometheus:\n  enabled: true",
+            "prometheus:\n  enabled: false",
+        );
+        std::fs::write(dir.join("config.yaml"), cfg).unwrap();
+        std::fs::write(
+            dir.join("local_api_credentials.yaml"),
+            "url: http://127.0.0.1:8080\nlogin: vwlab\npassword: vwlab-password-for-tests\n",
+        )
+        .unwrap();
+        let mut l = Self {
+            ns: lab.fw.clone(),
+            dir,
+            child: None,
+        };
+        l.run();
+        l.cscli(&[
+            "machines",
+            "add",
+            "vwlab",
+            "--password",
+            "vwlab-password-for-tests",
+            "-f",
+            "/dev/null",
+        ]);
+        l
+    }
+
+    /// Starts (or restarts) the LAPI and waits for `/health`.
+    fn run(&mut self) {
+        let log = std::fs::File::create(self.dir.join("crowdsec.out")).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "crowdsec", "-c"])
+            .arg(self.dir.join("config.yaml"))
+            .arg("-no-cs")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("crowdsec");
+        self.child = Some(Reap(child));
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &self.ns,
+                    "curl",
+                    "-sf",
+                    "http://127.0.0.1:8080/health",
+                ])
+                .output()
+                .unwrap();
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "the LAPI did not come up: {}",
+                std::fs::read_to_string(self.dir.join("crowdsec.out")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn kill(&mut self) {
+        self.child = None;
+    }
+
+    fn cscli(&self, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "cscli", "-c"])
+            .arg(self.dir.join("config.yaml"))
+            .args(args)
+            .output()
+            .expect("cscli");
+        assert!(out.status.success(), "cscli {args:?}: {}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// Issue 22: voipwall as a bouncer of a real CrowdSec LAPI. A decision
+/// made with cscli is dropped by voipwall's kernel within an update
+/// interval (traffic), in the set of its origin with LAPI's timeout, and
+/// passes again once deleted; decisions against the management network or
+/// the host itself are counted and never applied; with LAPI killed the
+/// kernel keeps enforcing, a restart (table gone) puts the decisions back
+/// from the store, and the bouncer reconnects when LAPI returns.
+#[test]
+fn crowdsec_decisions_are_enforced_per_origin_and_survive_lapi_outages() {
+    let mut lab = Lab::new();
+    lab.listen();
+    let mut lapi = Lapi::start(&lab);
+    let key = lapi.cscli(&["bouncers", "add", "voipwall-fw", "-o", "raw"]);
+    let key_file = lab.dir.join("bouncer.key");
+    std::fs::write(&key_file, key.trim()).unwrap();
+    let policy = format!(
+        r#"
+[interfaces]
+vw0 = "internet"
+
+[networks]
+"198.51.100.7" = "trusted"
+
+[host]
+management = ["198.51.100.7/32"]
+
+[zones.internet]
+services = ["sip"]
+
+[crowdsec]
+lapi_url = "http://127.0.0.1:8080"
+bouncer_key_file = "{}"
+update_frequency = "1s"
+"#,
+        key_file.display()
+    );
+    lab.apply(&policy);
+    lab.start_daemon(&policy);
+    let bouncer = |lab: &Lab| -> serde_json::Value {
+        let out = lab.voipwall_ctl(&["--json", "status"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["crowdsec_bouncer"].clone()
+    };
+    lab.until("the bouncer is connected", || {
+        bouncer(&lab)["connected"] == true
+    });
+    let t = Instant::now();
+    lapi.cscli(&[
+        "decisions",
+        "add",
+        "--ip",
+        "203.0.113.7",
+        "--duration",
+        "10m",
+    ]);
+    lapi.cscli(&[
+        "decisions",
+        "add",
+        "--ip",
+        "198.51.100.7",
+        "--duration",
+        "10m",
+    ]);
+    lapi.cscli(&[
+        "decisions",
+        "add",
+        "--range",
+        "2001:db8:1::/64",
+        "--duration",
+        "10m",
+    ]);
+    lapi.cscli(&[
+        "decisions",
+        "add",
+        "--range",
+        "198.18.0.0/16",
+        "--duration",
+        "1h",
+    ]);
+    lab.until("the decisions are in the kernel", || {
+        lab.count_set("vw_cs_cscli_v4") == 1 && lab.count_set("vw_cs_cscli_net4") == 1
+    });
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "one update interval (1 s) plus the pull: took {took:?}"
+    );
+    // LAPI's timeout, not a default: about ten minutes left.
+    let set = lab.nft(&["list", "set", "inet", "voipwall", "vw_cs_cscli_v4"]);
+    assert!(
+        set.contains("203.0.113.7 timeout 10m") || set.contains("203.0.113.7 timeout 9m"),
+        "{set}"
+    );
+    let b = bouncer(&lab);
+    assert_eq!(b["decisions"]["cscli"], 2, "{b}");
+    assert_eq!(
+        b["protected"], 2,
+        "management and the host's own network: {b}"
+    );
+    lab.assert_traffic(
+        &policy,
+        &[
+            ("203.0.113.7", "udp/5060", "drop"),
+            ("198.18.5.5", "udp/5060", "drop"),
+            ("203.0.113.100", "udp/5060", "pass"),
+            ("198.51.100.7", "udp/5060", "pass"),
+            ("2001:db8:1::7", "udp/5060", "pass"),
+        ],
+    );
+    let why = lab.voipwall_ok(
+        &policy,
+        &["explain", "203.0.113.7", "udp/5060", "--iface", "vw0"],
+    );
+    assert!(why.contains("CrowdSec decisions of origin cscli"), "{why}");
+    // Deleted in LAPI: passes again.
+    lapi.cscli(&["decisions", "delete", "--ip", "203.0.113.7"]);
+    lab.until("the deletion reached the kernel", || {
+        lab.count_set("vw_cs_cscli_v4") == 0
+    });
+    lab.assert_traffic(&policy, &[("203.0.113.7", "udp/5060", "pass")]);
+    // LAPI down: what the kernel holds stays, and status says so.
+    lapi.cscli(&[
+        "decisions",
+        "add",
+        "--ip",
+        "203.0.113.100",
+        "--duration",
+        "10m",
+    ]);
+    lab.until("the new decision is in", || {
+        lab.count_set("vw_cs_cscli_v4") == 1
+    });
+    lapi.kill();
+    lab.until("the bouncer says LAPI is gone", || {
+        let b = bouncer(&lab);
+        b["connected"] == false
+            && b["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("cannot connect"))
+    });
+    lab.assert_traffic(
+        &policy,
+        &[
+            ("203.0.113.100", "udp/5060", "drop"),
+            ("198.18.5.5", "udp/5060", "drop"),
+        ],
+    );
+    let text = lab.voipwall_ok(&policy, &["status"]);
+    assert!(
+        text.contains("crowdsec bouncer http://127.0.0.1:8080: NOT connected"),
+        "{text}"
+    );
+    // A restart as after a reboot, LAPI still down: the store puts the
+    // decisions back before any pull.
+    lab.stop_daemon();
+    lab.nft(&["delete", "table", "inet", "voipwall"]);
+    lab.start_daemon(&policy);
+    lab.until("the stored decisions are back", || {
+        lab.count_set("vw_cs_cscli_v4") == 1 && lab.count_set("vw_cs_cscli_net4") == 1
+    });
+    lab.assert_traffic(&policy, &[("203.0.113.100", "udp/5060", "drop")]);
+    // LAPI back: connected again, and a decision deleted while it was
+    // away... is only learnt from the full pull that follows.
+    lapi.run();
+    lapi.cscli(&["decisions", "delete", "--ip", "203.0.113.100"]);
+    lab.until("reconnected and resynced", || {
+        bouncer(&lab)["connected"] == true && lab.count_set("vw_cs_cscli_v4") == 0
+    });
+    lab.assert_traffic(&policy, &[("203.0.113.100", "udp/5060", "pass")]);
+}

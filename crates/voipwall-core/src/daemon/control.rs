@@ -174,6 +174,9 @@ pub struct StatusReply {
     /// Blocklist feeds (`[[feed]]`).
     #[serde(default)]
     pub feeds: Vec<crate::feeds::FeedStatus>,
+    /// voipwall as CrowdSec's bouncer (`[crowdsec] bouncer_key_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crowdsec_bouncer: Option<crate::feeds::BouncerStatus>,
     /// Added by the CLI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_file: Option<PolicyFile>,

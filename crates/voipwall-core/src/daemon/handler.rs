@@ -134,6 +134,12 @@ impl Daemon {
                         .map(|l| l.clone())
                         .unwrap_or_default(),
                     feeds: self.feeds.statuses(),
+                    crowdsec_bouncer: self
+                        .feeds
+                        .bouncer
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .clone(),
                     policy_file: None,
                 };
                 let r = Box::new(r);
