@@ -318,6 +318,26 @@ pub struct BouncerStatus {
     pub failures: u32,
 }
 
+/// voipwall as CrowdSec's watcher, for `status`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct WatcherStatus {
+    /// The LAPI's URL.
+    pub lapi_url: String,
+    /// The machine id it logs in as.
+    pub machine_id: String,
+    /// Logged in, with a token in force.
+    pub logged_in: bool,
+    /// Alerts posted since start.
+    pub posted: u64,
+    /// Alerts waiting (in the store) for LAPI.
+    pub queued: usize,
+    /// Alerts dropped because the queue was full (oldest first).
+    pub dropped: u64,
+    /// Why the last login or post failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// The engine thread's side of the fleet thread: the configuration it
 /// replaces on each reload (with a version the fleet thread watches) and
 /// the feeds' status it reads for `status`.
@@ -328,6 +348,8 @@ pub struct FeedLink {
     pub board: Mutex<Vec<FeedStatus>>,
     /// The CrowdSec bouncer's status.
     pub bouncer: Mutex<Option<BouncerStatus>>,
+    /// The CrowdSec watcher's status.
+    pub watcher: Mutex<Option<WatcherStatus>>,
 }
 
 impl FeedLink {
@@ -337,6 +359,7 @@ impl FeedLink {
             config: Mutex::new((1, config)),
             board: Mutex::default(),
             bouncer: Mutex::default(),
+            watcher: Mutex::default(),
         })
     }
 

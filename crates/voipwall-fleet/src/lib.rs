@@ -1,6 +1,6 @@
 //! voipwall beyond one host, on the fleet thread: blocklist feeds and
-//! CrowdSec's Local API as a bouncer (a Redis Streams fleet and the
-//! CrowdSec watcher are to come, on the same thread and HTTP client). Async
+//! CrowdSec's Local API as a bouncer and a watcher (a Redis Streams fleet
+//! is to come, on the same thread). Async
 //! code lives here and in the API only; the engine loop never waits on the
 //! network. What the fleet changes in the kernel goes through
 //! `voipwall-core` (`feeds::FeedSets`: the origins' own sets).
@@ -8,6 +8,7 @@
 pub mod crowdsec;
 pub mod feeds;
 pub mod http;
+pub mod watcher;
 
 use std::sync::{Arc, Mutex};
 
@@ -31,8 +32,15 @@ pub fn start(ctx: FleetContext) -> anyhow::Result<()> {
                     sets.clone(),
                     ctx.stop.clone(),
                 ));
+                let watcher = tokio::spawn(watcher::run(
+                    ctx.link.clone(),
+                    ctx.control,
+                    ctx.state_dir,
+                    ctx.stop.clone(),
+                ));
                 feeds::run(ctx.link, sets, ctx.stop).await;
                 let _ = bouncer.await;
+                let _ = watcher.await;
             });
         })?;
     Ok(())

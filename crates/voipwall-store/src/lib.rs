@@ -527,6 +527,13 @@ impl Store {
                 addrs TEXT NOT NULL,
                 at_ms INTEGER NOT NULL
              );
+             CREATE TABLE IF NOT EXISTS outbox (
+                id INTEGER PRIMARY KEY,
+                kind TEXT NOT NULL,
+                at_ms INTEGER NOT NULL,
+                body TEXT NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS outbox_kind ON outbox (kind, id);
              CREATE TABLE IF NOT EXISTS feeds (
                 name TEXT PRIMARY KEY,
                 fetched_ms INTEGER NOT NULL,
@@ -656,6 +663,65 @@ impl Store {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?)
+    }
+
+    /// Queues a message of `kind` for a peer that may be down (CrowdSec
+    /// alerts while LAPI is away), keeping at most `cap` of that kind: the
+    /// oldest go first. Returns how many were dropped to make room.
+    pub fn outbox_push(
+        &mut self,
+        kind: &str,
+        body: &str,
+        at: Timestamp,
+        cap: usize,
+    ) -> Result<usize, StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO outbox (kind, at_ms, body) VALUES (?1, ?2, ?3)",
+            params![kind, ms(at), body],
+        )?;
+        let dropped = tx.execute(
+            "DELETE FROM outbox WHERE kind = ?1 AND id NOT IN
+               (SELECT id FROM outbox WHERE kind = ?1 ORDER BY id DESC LIMIT ?2)",
+            params![kind, i64::try_from(cap).unwrap_or(i64::MAX)],
+        )?;
+        tx.commit()?;
+        Ok(dropped)
+    }
+
+    /// The oldest `limit` queued messages of `kind`: (id, body).
+    pub fn outbox_peek(&self, kind: &str, limit: usize) -> Result<Vec<(i64, String)>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT id, body FROM outbox WHERE kind = ?1 ORDER BY id LIMIT ?2")?;
+        let rows = st.query_map(
+            params![kind, i64::try_from(limit).unwrap_or(i64::MAX)],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(Into::into)
+    }
+
+    /// Forgets delivered messages.
+    pub fn outbox_done(&mut self, ids: &[i64]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut st = tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
+            for id in ids {
+                st.execute([id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Messages of `kind` waiting.
+    pub fn outbox_len(&self, kind: &str) -> Result<usize, StoreError> {
+        let n: i64 =
+            self.conn
+                .query_row("SELECT COUNT(*) FROM outbox WHERE kind = ?1", [kind], |r| {
+                    r.get(0)
+                })?;
+        Ok(usize::try_from(n).unwrap_or(0))
     }
 
     /// Records a feed's last good content (replacing the one before):

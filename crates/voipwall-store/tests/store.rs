@@ -426,3 +426,33 @@ fn a_feeds_last_good_content_survives_reopen_and_is_replaced_whole() {
     assert_eq!(s.feed("voipbl").unwrap(), None);
     assert_eq!(s.feed("apiban").unwrap(), Some(a));
 }
+
+#[test]
+fn the_outbox_keeps_order_survives_reopen_and_drops_the_oldest_past_its_cap() {
+    let p = tmp("outbox");
+    {
+        let (mut s, _) = Store::open(&p).unwrap();
+        for i in 0..5 {
+            let dropped = s
+                .outbox_push("crowdsec-alert", &format!("a{i}"), Timestamp(i), 3)
+                .unwrap();
+            assert_eq!(dropped, usize::from(i >= 3));
+        }
+        s.outbox_push("other", "x", Timestamp(9), 3).unwrap();
+    }
+    let (mut s, _) = Store::open(&p).unwrap();
+    assert_eq!(s.outbox_len("crowdsec-alert").unwrap(), 3);
+    let got = s.outbox_peek("crowdsec-alert", 2).unwrap();
+    let bodies: Vec<&str> = got.iter().map(|(_, b)| b.as_str()).collect();
+    assert_eq!(bodies, ["a2", "a3"]);
+    s.outbox_done(&got.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+        .unwrap();
+    let rest: Vec<String> = s
+        .outbox_peek("crowdsec-alert", 10)
+        .unwrap()
+        .into_iter()
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(rest, ["a4"]);
+    assert_eq!(s.outbox_len("other").unwrap(), 1);
+}

@@ -4186,6 +4186,17 @@ fn crowdsec_decisions_are_enforced_per_origin_and_survive_lapi_outages() {
     let key = lapi.cscli(&["bouncers", "add", "voipwall-fw", "-o", "raw"]);
     let key_file = lab.dir.join("bouncer.key");
     std::fs::write(&key_file, key.trim()).unwrap();
+    let password_file = lab.dir.join("machine.pass");
+    std::fs::write(&password_file, "fw-watcher-password-for-tests\n").unwrap();
+    lapi.cscli(&[
+        "machines",
+        "add",
+        "voipwall-fw",
+        "--password",
+        "fw-watcher-password-for-tests",
+        "-f",
+        "/dev/null",
+    ]);
     let policy = format!(
         r#"
 [interfaces]
@@ -4204,8 +4215,11 @@ services = ["sip"]
 lapi_url = "http://127.0.0.1:8080"
 bouncer_key_file = "{}"
 update_frequency = "1s"
+machine_id = "voipwall-fw"
+machine_password_file = "{}"
 "#,
-        key_file.display()
+        key_file.display(),
+        password_file.display()
     );
     lab.apply(&policy);
     lab.start_daemon(&policy);
@@ -4285,6 +4299,23 @@ update_frequency = "1s"
         &["explain", "203.0.113.7", "udp/5060", "--iface", "vw0"],
     );
     assert!(why.contains("CrowdSec decisions of origin cscli"), "{why}");
+    // The watcher: a scanner voipwall bans is an alert with its decision
+    // in LAPI, for every other bouncer.
+    let in_lapi = |lapi: &Lapi, what: &str, value: &str| -> bool {
+        let out = lapi.cscli(&[what, "list", "-o", "json"]);
+        out.contains(value) && (what == "decisions" || out.contains("voipwall/scanner"))
+    };
+    lab.scanner_packet("203.0.113.2", "watch1");
+    lab.until("voipwall's ban is an alert in LAPI", || {
+        in_lapi(&lapi, "alerts", "203.0.113.2") && in_lapi(&lapi, "decisions", "203.0.113.2")
+    });
+    let w = lab.voipwall_ctl(&["--json", "status"]);
+    let w: serde_json::Value = serde_json::from_slice(&w.stdout).unwrap();
+    assert_eq!(
+        w["crowdsec_watcher"]["posted"], 1,
+        "{}",
+        w["crowdsec_watcher"]
+    );
     // Deleted in LAPI: passes again.
     lapi.cscli(&["decisions", "delete", "--ip", "203.0.113.7"]);
     lab.until("the deletion reached the kernel", || {
@@ -4323,6 +4354,13 @@ update_frequency = "1s"
         text.contains("crowdsec bouncer http://127.0.0.1:8080: NOT connected"),
         "{text}"
     );
+    // A ban made while LAPI is away waits in the store.
+    lab.scanner_packet("198.51.100.2", "watch2");
+    lab.until("the alert is queued", || {
+        let out = lab.voipwall_ctl(&["--json", "status"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["crowdsec_watcher"]["queued"] == 1 && v["crowdsec_watcher"]["error"].is_string()
+    });
     // A restart as after a reboot, LAPI still down: the store puts the
     // decisions back before any pull.
     lab.stop_daemon();
@@ -4340,4 +4378,8 @@ update_frequency = "1s"
         bouncer(&lab)["connected"] == true && lab.count_set("vw_cs_cscli_v4") == 0
     });
     lab.assert_traffic(&policy, &[("203.0.113.100", "udp/5060", "pass")]);
+    // The alert queued before the restart arrives now.
+    lab.until("the queued alert reached LAPI", || {
+        in_lapi(&lapi, "alerts", "198.51.100.2")
+    });
 }

@@ -177,6 +177,9 @@ pub struct StatusReply {
     /// voipwall as CrowdSec's bouncer (`[crowdsec] bouncer_key_file`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crowdsec_bouncer: Option<crate::feeds::BouncerStatus>,
+    /// voipwall as CrowdSec's watcher (`[crowdsec] machine_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crowdsec_watcher: Option<crate::feeds::WatcherStatus>,
     /// Added by the CLI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_file: Option<PolicyFile>,

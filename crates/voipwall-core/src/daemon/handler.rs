@@ -140,6 +140,12 @@ impl Daemon {
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .clone(),
+                    crowdsec_watcher: self
+                        .feeds
+                        .watcher
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .clone(),
                     policy_file: None,
                 };
                 let r = Box::new(r);

@@ -466,6 +466,8 @@ pub struct FleetContext {
     pub link: Arc<crate::feeds::FeedLink>,
     /// Set when the daemon stops.
     pub stop: Arc<AtomicBool>,
+    /// The engine thread, for the bans the CrowdSec watcher posts.
+    pub control: ControlHandle,
 }
 
 /// Starts the fleet thread (the binary passes `voipwall-fleet`'s).
@@ -765,6 +767,10 @@ pub fn run(cli: &Paths, a: &DaemonArgs, starters: Starters) -> anyhow::Result<()
                     state_dir: cli.state_dir.clone(),
                     link: d.feeds.clone(),
                     stop: stop.clone(),
+                    control: ControlHandle {
+                        tx: tx.clone(),
+                        waker: waker.clone(),
+                    },
                 }) {
                     tracing::error!(error = %format!("{e:#}"), "The fleet thread could not start; feeds are not refreshed.");
                 }
@@ -1324,7 +1330,8 @@ impl Daemon {
                 }
                 let kind = if self.observe { "would-ban" } else { "ban" };
                 let v = json!({"kind": kind, "at": b.at.to_string(), "target": b.target.to_string(), "offender": b.offender,
-                               "rule": b.rule, "until": b.until.to_string(), "reason": b.reason, "live_us": live_us});
+                               "rule": b.rule, "until": b.until.to_string(), "until_ms": b.until.0, "reason": b.reason,
+                               "events": b.evidence.len(), "live_us": live_us});
                 self.publish(v.clone());
                 self.pending.push(EventRecord {
                     at: b.at,
