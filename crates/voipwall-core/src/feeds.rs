@@ -253,6 +253,8 @@ pub struct FeedConfig {
     pub feeds: Vec<voipwall_policy::FeedSettings>,
     /// `[crowdsec]`.
     pub crowdsec: Option<voipwall_policy::CrowdsecSettings>,
+    /// `[fleet]`.
+    pub fleet: Option<voipwall_policy::FleetSettings>,
     /// See [`guard`].
     pub guard: Guard,
 }
@@ -263,6 +265,7 @@ impl FeedConfig {
         Self {
             feeds: policy.feeds.clone(),
             crowdsec: policy.crowdsec.clone(),
+            fleet: policy.fleet.clone(),
             guard: guard(policy, own),
         }
     }
@@ -285,6 +288,9 @@ impl FeedConfig {
                     .iter()
                     .map(|o| voipwall_nft::sets::crowdsec_stem(o)),
             );
+        }
+        if self.fleet.is_some() {
+            v.push(voipwall_nft::sets::FLEET_STEM.to_string());
         }
         v
     }
@@ -338,6 +344,53 @@ pub struct WatcherStatus {
     pub error: Option<String>,
 }
 
+/// One other node of a Redis Streams fleet, as this node sees it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct FleetNode {
+    /// The last record read from its stream.
+    pub last_id: String,
+    /// When it was read (ms since the epoch).
+    pub last_seen_ms: Option<u64>,
+    /// How far behind the record's own time the reading was (ms).
+    pub lag_ms: u64,
+    /// Records read since start.
+    pub records: u64,
+    /// Records not obeyed since start (protected, allow list, over a
+    /// bound, forged).
+    pub refused: u64,
+    /// Its bans this node holds.
+    pub held: usize,
+}
+
+/// The Redis Streams fleet, for `status` and `voipwall fleet status`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct FleetStatus {
+    /// Where Redis is.
+    pub redis: String,
+    /// This node's name.
+    pub node: String,
+    /// Redis answered the last call.
+    pub connected: bool,
+    /// Records this node added to its stream since start.
+    pub published: u64,
+    /// Records waiting (in the store) for Redis.
+    pub queued: usize,
+    /// Records dropped because the queue was full.
+    pub dropped: u64,
+    /// Entries of the central allow list.
+    pub allow: usize,
+    /// Bans from other nodes held in the kernel.
+    pub held: usize,
+    /// The other nodes.
+    pub nodes: BTreeMap<String, FleetNode>,
+    /// The last record not obeyed, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refusal: Option<String>,
+    /// Why the last call to Redis failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// The engine thread's side of the fleet thread: the configuration it
 /// replaces on each reload (with a version the fleet thread watches) and
 /// the feeds' status it reads for `status`.
@@ -350,6 +403,8 @@ pub struct FeedLink {
     pub bouncer: Mutex<Option<BouncerStatus>>,
     /// The CrowdSec watcher's status.
     pub watcher: Mutex<Option<WatcherStatus>>,
+    /// The Redis Streams fleet's status.
+    pub fleet: Mutex<Option<FleetStatus>>,
 }
 
 impl FeedLink {
@@ -360,6 +415,7 @@ impl FeedLink {
             board: Mutex::default(),
             bouncer: Mutex::default(),
             watcher: Mutex::default(),
+            fleet: Mutex::default(),
         })
     }
 

@@ -126,7 +126,8 @@ pub fn parse_url(url: &str) -> Result<Url, HttpError> {
     })
 }
 
-fn tls_config() -> Arc<rustls::ClientConfig> {
+/// The fleet's TLS client configuration: the system's roots, ring.
+pub(crate) fn tls_config() -> Arc<rustls::ClientConfig> {
     static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
     CONFIG
         .get_or_init(|| {

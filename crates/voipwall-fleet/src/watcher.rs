@@ -13,8 +13,6 @@ use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use voipwall_core::daemon::ControlHandle;
-use voipwall_core::daemon::control::{Answer, Request};
 use voipwall_core::feeds::{FeedLink, WatcherStatus};
 use voipwall_detect::Timestamp;
 use voipwall_policy::CrowdsecSettings;
@@ -103,23 +101,10 @@ struct Watcher {
 /// Runs the watcher until `stop`, following the configuration's changes.
 pub(crate) async fn run(
     link: Arc<FeedLink>,
-    control: ControlHandle,
+    mut bans: tokio::sync::broadcast::Receiver<Value>,
     state_dir: PathBuf,
     stop: Arc<AtomicBool>,
 ) {
-    // The engine's ban events, forwarded from its channel by a thread of
-    // their own (the channel blocks).
-    let (tx, mut bans) = tokio::sync::mpsc::unbounded_channel::<Value>();
-    {
-        let stop = stop.clone();
-        let spawned = std::thread::Builder::new()
-            .name("fleet-events".into())
-            .spawn(move || follow(&control, &tx, &stop));
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "The CrowdSec watcher cannot follow bans.");
-            return;
-        }
-    }
     let mut version = 0;
     let mut w: Option<Watcher> = None;
     while !stop.load(Ordering::Relaxed) {
@@ -155,7 +140,15 @@ pub(crate) async fn run(
         }
         // New bans into the queue (dropped when no watcher is configured).
         let mut got = false;
-        while let Ok(b) = bans.try_recv() {
+        loop {
+            let b = match bans.try_recv() {
+                Ok(b) => b,
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "The CrowdSec watcher missed bans.");
+                    continue;
+                }
+                Err(_) => break,
+            };
             if let (Some(w), Some(q)) = (w.as_mut(), queued(&b)) {
                 match w.store.outbox_push(
                     KIND,
@@ -185,40 +178,6 @@ pub(crate) async fn run(
 
 fn publish(link: &FeedLink, w: Option<&Watcher>) {
     *link.watcher.lock().unwrap_or_else(PoisonError::into_inner) = w.map(|w| w.status.clone());
-}
-
-/// Forwards the engine's events (a blocking channel) until `stop`.
-fn follow(
-    control: &ControlHandle,
-    tx: &tokio::sync::mpsc::UnboundedSender<Value>,
-    stop: &AtomicBool,
-) {
-    while !stop.load(Ordering::Relaxed) {
-        let req = Request::Events {
-            follow: true,
-            limit: Some(0),
-        };
-        let Some((Answer::Events(_), Some(rx))) = control.follow(req, Duration::from_secs(5))
-        else {
-            std::thread::sleep(Duration::from_secs(1));
-            continue;
-        };
-        loop {
-            match rx.recv_timeout(Duration::from_millis(500)) {
-                Ok(v) => {
-                    if v["kind"] == "ban" && tx.send(v).is_err() {
-                        return;
-                    }
-                }
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                }
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-            }
-        }
-    }
 }
 
 impl Watcher {

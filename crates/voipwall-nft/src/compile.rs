@@ -567,6 +567,12 @@ fn origins(policy: &Policy) -> Vec<(String, String)> {
             )
         })
         .collect();
+    if let Some(f) = &policy.fleet {
+        v.push((
+            crate::sets::FLEET_STEM.to_string(),
+            format!("the fleet's bans (other nodes' streams) / {}", f.origin),
+        ));
+    }
     if let Some(cs) = policy
         .crowdsec
         .as_ref()

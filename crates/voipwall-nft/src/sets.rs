@@ -140,6 +140,11 @@ pub fn crowdsec_stem(origin: &str) -> String {
     format!("cs_{origin}")
 }
 
+/// The stem of a Redis Streams fleet's sets (`vw_fleet_v4`...): the bans
+/// of every other node, one origin (a set pair per node would cost every
+/// packet a lookup per node).
+pub const FLEET_STEM: &str = "fleet";
+
 /// An origin's kernel set of single addresses for a family:
 /// `vw_<stem>_v4` and `_v6`, hash sets with per-element timeouts. Most
 /// entries are single addresses (all of APIBAN, most of VoIPBL and of
@@ -182,7 +187,7 @@ pub fn origin_host_set(set: &str) -> bool {
 /// is taken off, so a feed named `net4` is still told apart.
 pub fn origin_of(set: &str) -> Option<&str> {
     let rest = set.strip_prefix("vw_")?;
-    if !(rest.starts_with("feed_") || rest.starts_with("cs_")) {
+    if !(rest.starts_with("feed_") || rest.starts_with("cs_") || rest.starts_with("fleet_")) {
         return None;
     }
     ["_net4", "_net6", "_v4", "_v6"]
@@ -398,6 +403,7 @@ mod tests {
             feed_stem("net4"),
             feed_stem("x-net4"),
             crowdsec_stem("cscli"),
+            FLEET_STEM.to_string(),
         ] {
             for f in [Family::V4, Family::V6] {
                 assert_eq!(origin_of(&origin_set(&stem, f)), Some(stem.as_str()));

@@ -70,6 +70,7 @@ const TOP_KEYS: &[&str] = &[
     "notify",
     "feed",
     "crowdsec",
+    "fleet",
     "source",
 ];
 
@@ -130,6 +131,7 @@ struct Raw {
     notify: Vec<NotifySettings>,
     feeds: Vec<FeedSettings>,
     crowdsec: Option<CrowdsecSettings>,
+    fleet: Option<FleetSettings>,
     /// Every `[[feed]] name` seen (also of feeds with errors).
     feed_names: Vec<String>,
     drops_group_at: Option<At<u16>>,
@@ -684,6 +686,16 @@ fn read_file(
                 }
                 let origin = prov(sources, w.file, &k.span());
                 raw.crowdsec = crowdsec_from(w, t, k.span(), origin);
+            }
+            "fleet" => {
+                let Some(t) = w.table(v, "[fleet]") else {
+                    continue;
+                };
+                if !once(w, raw, "fleet", k.span(), sources) {
+                    continue;
+                }
+                let origin = prov(sources, w.file, &k.span());
+                raw.fleet = fleet_from(w, t, k.span(), origin);
             }
             "feed" => {
                 for e in w.array(v, "feed") {
@@ -1534,6 +1546,7 @@ fn resolve(
         notify: raw.notify.clone(),
         feeds: raw.feeds.clone(),
         crowdsec: raw.crowdsec.clone(),
+        fleet: raw.fleet.clone(),
         sources: log_sources,
     })
 }
@@ -1669,6 +1682,175 @@ fn crowdsec_from(
         resync: resync?,
         machine_id,
         machine_password_file,
+        origin,
+    })
+}
+
+/// A fleet node's name: 1-32 of a-z, 0-9 and `-` (it names a stream key
+/// and an ACL user).
+fn node_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 32
+        && n.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// `[fleet]`.
+fn fleet_from(
+    w: &mut Walker<'_>,
+    t: &Table<'_>,
+    span: Range<usize>,
+    origin: Provenance,
+) -> Option<FleetSettings> {
+    w.check_keys(
+        t,
+        &[
+            "redis",
+            "node",
+            "user",
+            "password_file",
+            "stream",
+            "nodes",
+            "trim",
+            "keep",
+            "max_per_minute",
+            "max_active",
+        ],
+        "[fleet]",
+    );
+    let mut ok = true;
+    let need = |w: &mut Walker<'_>, key: &str, hint: &str| -> Option<String> {
+        match get(t, key) {
+            Some(v) => w.str(v, key).map(str::to_string),
+            None => {
+                w.error(span.clone(), format!("[fleet] has no `{key}`"), hint);
+                None
+            }
+        }
+    };
+    let redis = need(w, "redis", "e.g. redis = \"redis://192.0.2.10:6379\"");
+    let node = need(w, "node", "this node's name, e.g. node = \"pbx1\"");
+    let password_file = abs_path(w, t, "password_file");
+    if get(t, "password_file").is_none() {
+        w.error(
+            span.clone(),
+            "[fleet] has no `password_file`",
+            "the file holding this node's Redis ACL password",
+        );
+        ok = false;
+    }
+    if let (Some(r), Some(v)) = (&redis, get(t, "redis")) {
+        let rest = r
+            .strip_prefix("redis://")
+            .or_else(|| r.strip_prefix("rediss://"));
+        let good = rest.is_some_and(|h| {
+            !h.is_empty()
+                && !h.contains('@')
+                && !h.contains('/')
+                && !h.chars().any(|c| c.is_control() || c.is_whitespace())
+        });
+        if !good {
+            w.error(
+                v.span(),
+                format!("`{}` is not a redis:// or rediss:// address", r.escape_debug()),
+                "redis://HOST:PORT (rediss:// for TLS); the user and password go in `user` and `password_file`",
+            );
+            ok = false;
+        }
+    }
+    if let (Some(n), Some(v)) = (&node, get(t, "node"))
+        && !node_name(n)
+    {
+        w.error(
+            v.span(),
+            format!("`{n}` is not a node name"),
+            "1-32 of a-z, 0-9 and -",
+        );
+        ok = false;
+    }
+    let user = match get(t, "user") {
+        Some(v) => w.str(v, "user").map(str::to_string),
+        None => node.clone(),
+    };
+    let stream = match get(t, "stream") {
+        Some(v) => {
+            let s = w.str(v, "stream")?.to_string();
+            if s.is_empty()
+                || s.len() > 64
+                || s.chars().any(|c| c.is_control() || c.is_whitespace())
+            {
+                w.error(
+                    v.span(),
+                    format!("`{}` is not a stream name", s.escape_debug()),
+                    "e.g. voipwall:bans",
+                );
+                ok = false;
+            }
+            s
+        }
+        None => "voipwall:bans".to_string(),
+    };
+    let mut nodes = Vec::new();
+    if let Some(v) = get(t, "nodes") {
+        for (n, sp) in w.str_list(v, "nodes") {
+            if !node_name(&n) {
+                w.error(
+                    sp,
+                    format!("`{n}` is not a node name"),
+                    "1-32 of a-z, 0-9 and -",
+                );
+                ok = false;
+            } else if Some(&n) == node.as_ref() {
+                w.error(
+                    sp,
+                    format!("`{n}` is this node"),
+                    "list the other nodes only",
+                );
+                ok = false;
+            } else if nodes.contains(&n) {
+                w.error(sp, format!("`{n}` is listed twice"), "list each node once");
+                ok = false;
+            } else {
+                nodes.push(n);
+            }
+        }
+    }
+    let trim = match get(t, "trim") {
+        Some(v) => w.bool(v, "trim")?,
+        None => false,
+    };
+    let keep = seconds(
+        w,
+        t,
+        "keep",
+        3600..=90 * 86_400,
+        7 * 86_400,
+        "1h to 90d, e.g. 7d",
+    );
+    let count = |w: &mut Walker<'_>, key: &str, default: u32, max: u32| -> Option<u32> {
+        match get(t, key) {
+            Some(v) => w
+                .int(v, key, 1, i64::from(max))
+                .and_then(|n| u32::try_from(n).ok()),
+            None => Some(default),
+        }
+    };
+    let max_per_minute = count(w, "max_per_minute", 600, 1_000_000);
+    let max_active = count(w, "max_active", 100_000, 10_000_000);
+    if !ok {
+        return None;
+    }
+    Some(FleetSettings {
+        redis: redis?,
+        node: node?,
+        user: user?,
+        password_file: password_file?,
+        stream,
+        nodes,
+        trim,
+        keep: keep?,
+        max_per_minute: max_per_minute?,
+        max_active: max_active?,
         origin,
     })
 }

@@ -592,6 +592,36 @@ pub struct CrowdsecSettings {
     pub origin: Provenance,
 }
 
+/// A Redis Streams fleet (`[fleet]`): each node adds its bans to its own
+/// stream and applies the other nodes' to its `fleet` sets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FleetSettings {
+    /// `redis://HOST:PORT` or `rediss://HOST:PORT` (TLS).
+    pub redis: String,
+    /// This node's name (its stream is `<stream>:<node>`).
+    pub node: String,
+    /// The Redis ACL user (default: the node's name).
+    pub user: String,
+    /// Its password (a file).
+    pub password_file: String,
+    /// The streams' prefix (default `voipwall:bans`); the central allow
+    /// list is the set `<stream>:allow`.
+    pub stream: String,
+    /// The other nodes, whose streams this node reads.
+    pub nodes: Vec<String>,
+    /// This node trims every stream (its ACL user may `XTRIM` them all).
+    pub trim: bool,
+    /// Records older than this are trimmed (seconds, default 7 days).
+    pub keep: u64,
+    /// The most bans one node may send in a minute; above it, its records
+    /// are reported, not obeyed (default 600).
+    pub max_per_minute: u32,
+    /// The most bans of one node held at once (default 100,000).
+    pub max_active: u32,
+    /// Where it was written.
+    pub origin: Provenance,
+}
+
 /// The decision origins the bouncer keeps apart, each in its own sets
 /// (`vw_cs_<origin>_*`); any other origin goes to `other`.
 pub const CROWDSEC_ORIGINS: [&str; 5] = ["crowdsec", "cscli", "capi", "lists", "other"];
@@ -837,6 +867,8 @@ pub struct Policy {
     pub feeds: Vec<FeedSettings>,
     /// CrowdSec's Local API (`[crowdsec]`).
     pub crowdsec: Option<CrowdsecSettings>,
+    /// A Redis Streams fleet (`[fleet]`).
+    pub fleet: Option<FleetSettings>,
     /// Logs the daemon follows: the preset's, then the policy's
     /// `[[source]]` (same format and place: the policy's wins;
     /// `enabled = false` drops one).

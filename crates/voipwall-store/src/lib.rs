@@ -527,6 +527,10 @@ impl Store {
                 addrs TEXT NOT NULL,
                 at_ms INTEGER NOT NULL
              );
+             CREATE TABLE IF NOT EXISTS kv (
+                key TEXT PRIMARY KEY,
+                value TEXT NOT NULL
+             );
              CREATE TABLE IF NOT EXISTS outbox (
                 id INTEGER PRIMARY KEY,
                 kind TEXT NOT NULL,
@@ -662,6 +666,25 @@ impl Store {
                 [hash],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
+            .optional()?)
+    }
+
+    /// Remembers a small value (the fleet's last stream ids, its central
+    /// allow list).
+    pub fn set_kv(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO kv (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    /// A value [`Store::set_kv`] remembered.
+    pub fn kv(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM kv WHERE key = ?1", [key], |r| r.get(0))
             .optional()?)
     }
 

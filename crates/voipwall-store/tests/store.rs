@@ -456,3 +456,16 @@ fn the_outbox_keeps_order_survives_reopen_and_drops_the_oldest_past_its_cap() {
     assert_eq!(rest, ["a4"]);
     assert_eq!(s.outbox_len("other").unwrap(), 1);
 }
+
+#[test]
+fn small_values_are_remembered_and_replaced() {
+    let p = tmp("kv");
+    {
+        let (mut s, _) = Store::open(&p).unwrap();
+        assert_eq!(s.kv("fleet:last:pbx2").unwrap(), None);
+        s.set_kv("fleet:last:pbx2", "1-0").unwrap();
+        s.set_kv("fleet:last:pbx2", "17-3").unwrap();
+    }
+    let (s, _) = Store::open(&p).unwrap();
+    assert_eq!(s.kv("fleet:last:pbx2").unwrap().as_deref(), Some("17-3"));
+}

@@ -215,6 +215,9 @@ pub(crate) fn status(cli: &Globals) -> anyhow::Result<()> {
                 .unwrap_or_default()
         ))?;
     }
+    if let Some(f) = &r.fleet {
+        print(&fleet_line(f))?;
+    }
     // Blocklist feeds: what is enforced, from when, and trouble.
     let now = crate::daemon::now_ms();
     for f in &r.feeds {
@@ -238,6 +241,69 @@ pub(crate) fn status(cli: &Globals) -> anyhow::Result<()> {
                 .map(|e| format!("; ERROR {e} (the last good content stays)"))
                 .unwrap_or_default()
         ))?;
+    }
+    Ok(())
+}
+
+fn fleet_line(f: &voipwall_core::feeds::FleetStatus) -> String {
+    format!(
+        "  fleet {} at {}: {}; {} bans of other nodes held, {} published, {} queued{}{}",
+        f.node,
+        f.redis,
+        if f.connected {
+            "connected"
+        } else {
+            "NOT connected"
+        },
+        f.held,
+        f.published,
+        f.queued,
+        if f.allow > 0 {
+            format!(", {} in the central allow list", f.allow)
+        } else {
+            String::new()
+        },
+        f.error
+            .as_deref()
+            .map(|e| format!("; ERROR {e} (the kernel keeps what it has)"))
+            .unwrap_or_default()
+    )
+}
+
+/// `voipwall fleet status`.
+pub(crate) fn fleet_status(cli: &Globals) -> anyhow::Result<()> {
+    use crate::daemon::control::StatusAnswer;
+    let StatusAnswer::Running(r) = must()?.call_as::<StatusAnswer>(&Request::Status)? else {
+        anyhow::bail!("the daemon is in safe mode: the fleet starts with the policy");
+    };
+    let Some(f) = r.fleet else {
+        return Err(Invalid("error: this daemon's policy has no [fleet] section".into()).into());
+    };
+    if cli.json {
+        return print(&serde_json::to_string(&f)?);
+    }
+    print(fleet_line(&f).trim_start())?;
+    let now = crate::daemon::now_ms();
+    for (name, n) in &f.nodes {
+        print(&format!(
+            "  node {name}: {} bans held, {} records read, {} refused, last {} ({}), lag {} ms",
+            n.held,
+            n.records,
+            n.refused,
+            if n.last_id.is_empty() {
+                "-"
+            } else {
+                &n.last_id
+            },
+            n.last_seen_ms.map_or_else(
+                || "never".to_string(),
+                |t| format!("{} s ago", now.saturating_sub(t) / 1000)
+            ),
+            n.lag_ms
+        ))?;
+    }
+    if let Some(r) = &f.last_refusal {
+        print(&format!("  last refused: {r}"))?;
     }
     Ok(())
 }

@@ -229,6 +229,10 @@ pub(crate) enum Cmd {
     },
     /// Have the daemon re-read and apply the policy (bans stay).
     Reload,
+    /// The Redis Streams fleet (`[fleet]`): `status` shows the nodes seen,
+    /// their lag, the bans held by node, what was published and refused.
+    #[command(subcommand)]
+    Fleet(FleetCmd),
     /// HTTP API tokens: create (shown once, stored hashed), list, revoke.
     #[command(subcommand)]
     Token(TokenCmd),
@@ -267,6 +271,13 @@ pub(crate) enum Cmd {
         /// Output directory.
         dir: PathBuf,
     },
+}
+
+/// `voipwall fleet ...`.
+#[derive(clap::Subcommand, Debug)]
+pub(crate) enum FleetCmd {
+    /// Nodes seen, lag, bans by node, Redis's state (`--json` for all of it).
+    Status,
 }
 
 /// `voipwall token ...`.

@@ -180,6 +180,9 @@ pub struct StatusReply {
     /// voipwall as CrowdSec's watcher (`[crowdsec] machine_id`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crowdsec_watcher: Option<crate::feeds::WatcherStatus>,
+    /// The Redis Streams fleet (`[fleet]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<crate::feeds::FleetStatus>,
     /// Added by the CLI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_file: Option<PolicyFile>,

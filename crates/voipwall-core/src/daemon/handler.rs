@@ -38,10 +38,15 @@ impl Daemon {
             writer: &self.writer,
             store: &self.store,
             events: Vec::new(),
+            shared: Vec::new(),
         };
         let outcome = crate::plane::run(op, Some(&self.policy), &guard, &mut bans, &mut ledger, t);
         let events = std::mem::take(&mut ledger.events);
+        let shared = std::mem::take(&mut ledger.shared);
         self.bans = Some(bans);
+        for v in shared {
+            self.publish(v);
+        }
         // What an operator just did shows in the next status.
         self.status_cache = None;
         for (kind, addr, detail) in events {
@@ -143,6 +148,12 @@ impl Daemon {
                     crowdsec_watcher: self
                         .feeds
                         .watcher
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .clone(),
+                    fleet: self
+                        .feeds
+                        .fleet
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .clone(),
@@ -267,6 +278,8 @@ struct DaemonLedger<'a> {
     writer: &'a Sender<StoreOp>,
     store: &'a Store,
     events: Vec<(String, Option<String>, String)>,
+    /// Structured `manual-ban` and `lift` events (the fleet shares them).
+    shared: Vec<Value>,
 }
 
 impl crate::plane::Ledger for DaemonLedger<'_> {
@@ -278,6 +291,11 @@ impl crate::plane::Ledger for DaemonLedger<'_> {
     fn record_bans(&mut self, bans: &[BanRecord]) {
         for r in bans {
             self.engine.restore_ban(r.to_ban());
+            // For the fleet: an operator's ban travels like a detected one.
+            self.shared.push(serde_json::json!({
+                "kind": "manual-ban", "target": r.target.to_string(), "rule": r.rule,
+                "until_ms": r.end.0, "reason": r.reason, "events": r.evidence.len(),
+            }));
         }
         count_bans(self.counters, bans);
         let _ = self.writer.send(StoreOp::Bans(bans.to_vec()));
@@ -285,6 +303,8 @@ impl crate::plane::Ledger for DaemonLedger<'_> {
 
     fn lift(&mut self, target: &IpNet, now: Timestamp) {
         self.engine.forget_ban(target);
+        self.shared
+            .push(serde_json::json!({"kind": "lift", "target": target.to_string()}));
         let _ = self.writer.send(StoreOp::Lift(*target, now));
     }
 

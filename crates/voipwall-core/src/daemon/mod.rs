@@ -106,6 +106,9 @@ pub enum Input {
         add: Vec<IpAddr>,
         remove: Vec<IpAddr>,
     },
+    /// The fleet's never-ban list changed (its central allow list and the
+    /// other nodes' addresses): local detection alerts instead of banning.
+    FleetAllow { add: Vec<IpNet>, remove: Vec<IpNet> },
     /// A reload prepared off the engine thread (policy applied, engine
     /// configured), or why it was refused; where to answer, if anyone asked.
     Reloaded(Box<Result<Prepared, String>>, Option<Sender<Reply>>),
@@ -404,6 +407,9 @@ struct Daemon {
     drop_log: Arc<drops::DropLog>,
     /// The fleet thread's configuration and the feeds' status.
     feeds: Arc<crate::feeds::FeedLink>,
+    /// What the fleet says is never banned (kept across reloads, which
+    /// build a new engine).
+    fleet_allowed: std::collections::BTreeSet<IpNet>,
     recent: VecDeque<Value>,
     pending: Vec<EventRecord>,
     shutdown: Arc<AtomicBool>,
@@ -497,6 +503,14 @@ impl ControlHandle {
     /// report failures in someone's name.
     pub fn api_auth_failed(&self, src: IpAddr) {
         if self.tx.send(Input::ApiAuthFailed(src)).is_ok() {
+            self.waker.wake();
+        }
+    }
+
+    /// The fleet's never-ban list changed: `add` is never banned by local
+    /// detection from now on (an alert instead), `remove` no longer.
+    pub fn fleet_allow(&self, add: Vec<IpNet>, remove: Vec<IpNet>) {
+        if self.tx.send(Input::FleetAllow { add, remove }).is_ok() {
             self.waker.wake();
         }
     }
@@ -665,6 +679,7 @@ pub fn run(cli: &Paths, a: &DaemonArgs, starters: Starters) -> anyhow::Result<()
         api_listeners: Arc::default(),
         drop_log: Arc::default(),
         feeds,
+        fleet_allowed: std::collections::BTreeSet::new(),
         recent: VecDeque::new(),
         pending: Vec::new(),
         shutdown: Arc::new(AtomicBool::new(false)),
@@ -1121,6 +1136,16 @@ impl Daemon {
                 };
                 self.engine.handle_event(now(), &ev);
                 self.apply_actions(None, Some(now_us()));
+            }
+            Input::FleetAllow { add, remove } => {
+                for n in &remove {
+                    self.engine.disallow(n);
+                    self.fleet_allowed.remove(n);
+                }
+                for n in add {
+                    self.engine.allow(n, None);
+                    self.fleet_allowed.insert(n);
+                }
             }
             Input::PeerMoved { add, remove } => {
                 for a in remove {

@@ -253,11 +253,15 @@ impl Daemon {
             }
         }
         let restored = self.restore_kernel(&active);
-        // Trunks and peers known by name are never banned either.
+        // Trunks and peers known by name are never banned either, nor what
+        // the fleet says is never banned.
         if let Some(n) = &self.names {
             for a in n.addresses() {
                 self.engine.allow(IpNet::from(a), None);
             }
+        }
+        for n in &self.fleet_allowed {
+            self.engine.allow(*n, None);
         }
         let msg = format!(
             "policy applied as generation {}; {restored} bans re-asserted in the kernel{restart}",

@@ -139,6 +139,7 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
             follow,
         } => crate::client::drops(g, *minutes, *top, *follow),
         Cmd::Reload => crate::client::reload(g),
+        Cmd::Fleet(crate::FleetCmd::Status) => crate::client::fleet_status(g),
         Cmd::Catalog => catalog(g),
         Cmd::Assets { dir } => crate::assets::write(dir),
         Cmd::Replay(a) => crate::replay::replay(g, a),
