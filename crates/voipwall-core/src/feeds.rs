@@ -383,6 +383,17 @@ pub struct FleetStatus {
     pub held: usize,
     /// The other nodes.
     pub nodes: BTreeMap<String, FleetNode>,
+    /// Propagation (a ban live on its node → in this node's kernel) over
+    /// the last 10,000 bans from other nodes: how many, p50 and p99 (µs;
+    /// across hosts, their clocks' difference is in it).
+    #[serde(default)]
+    pub propagation_samples: usize,
+    /// See `propagation_samples`.
+    #[serde(default)]
+    pub propagation_p50_us: Option<u64>,
+    /// See `propagation_samples`.
+    #[serde(default)]
+    pub propagation_p99_us: Option<u64>,
     /// The last record not obeyed, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_refusal: Option<String>,

@@ -85,6 +85,12 @@ pub fn record(ev: &Value, node: &str, own: &[IpAddr]) -> Option<Vec<(String, Str
         use sha2::Digest as _;
         let digest = sha2::Sha256::digest(format!("{rule}\n{target}\n{reason}").as_bytes());
         f.push(("until_ms".into(), until.to_string()));
+        // When the ban was live on this node (µs): the other nodes measure
+        // propagation from it (one clock in the lab; NTP's error between
+        // hosts).
+        if let Some(at) = ev["live_us"].as_u64() {
+            f.push(("at_us".into(), at.to_string()));
+        }
         f.push(("rule".into(), rule.chars().take(64).collect()));
         f.push(("reason".into(), reason.chars().take(200).collect()));
         f.push((
@@ -104,6 +110,8 @@ pub enum Read {
         target: IpNet,
         /// Until when (ms since the epoch).
         until_ms: u64,
+        /// When it was live on its node (µs since the epoch), if said.
+        at_us: Option<u64>,
         /// The node's own addresses.
         addrs: Vec<IpAddr>,
     },
@@ -143,6 +151,7 @@ pub fn read(fields: &[(String, String)], from: &str) -> Result<Read, String> {
             until_ms: get("until_ms")
                 .and_then(|u| u.parse().ok())
                 .ok_or("no until_ms")?,
+            at_us: get("at_us").and_then(|u| u.parse().ok()),
             addrs,
         }),
         Some("lift") => Ok(Read::Lift { target, addrs }),
@@ -206,19 +215,20 @@ pub(crate) async fn run(
                 }
             }
         }
-        // The engine's bans and lifts, to the writer (if any).
-        loop {
-            match events.try_recv() {
-                Ok(v) => {
-                    let _ = tx.send(v);
-                }
-                Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "The fleet missed bans (its queue was full).");
-                }
-                Err(_) => break,
+        // The engine's bans and lifts, to the writer (if any), as they
+        // come; the configuration is looked at again at least every 200 ms.
+        match tokio::time::timeout(Duration::from_millis(200), events.recv()).await {
+            Ok(Ok(v)) => {
+                let _ = tx.send(v);
             }
+            Ok(Err(broadcast::error::RecvError::Lagged(n))) => {
+                tracing::warn!(missed = n, "The fleet missed bans (its queue was full).");
+            }
+            Ok(Err(broadcast::error::RecvError::Closed)) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(_) => {}
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     if let Some((_, halt)) = running {
         halt.store(true, Ordering::Relaxed);
@@ -242,6 +252,10 @@ struct Node {
     told: BTreeSet<IpNet>,
     /// `held` changed since it was stored.
     dirty: bool,
+    /// When the bans of the batch being applied were live on their nodes.
+    arrived: Vec<u64>,
+    /// Propagation times (µs): their node's ban live → this node's kernel.
+    propagation: std::collections::VecDeque<u64>,
     /// `cursors` moved since they were stored.
     cursors_dirty: bool,
     persisted_ms: u64,
@@ -299,6 +313,8 @@ impl Node {
             rate: HashMap::new(),
             told: BTreeSet::new(),
             dirty: false,
+            arrived: Vec::new(),
+            propagation: std::collections::VecDeque::new(),
             cursors_dirty: false,
             persisted_ms: 0,
         };
@@ -371,7 +387,25 @@ impl Node {
             .map(|((_, t), u)| (*t, Some(*u)))
             .collect();
         match blocking(&self.sets, move |s| s.put(STEM, entries, now)).await {
-            Ok(_) => self.dirty = true,
+            Ok(_) => {
+                self.dirty = true;
+                let live = voipwall_core::daemon::now_us();
+                for at in self.arrived.drain(..) {
+                    if self.propagation.len() >= 10_000 {
+                        self.propagation.pop_front();
+                    }
+                    self.propagation.push_back(live.saturating_sub(at));
+                }
+                let mut v: Vec<u64> = self.propagation.iter().copied().collect();
+                v.sort_unstable();
+                let p = |q: f64| v.get(((v.len() - 1) as f64 * q).round() as usize).copied();
+                let mut st = lock(&self.state);
+                st.status.propagation_samples = v.len();
+                if !v.is_empty() {
+                    st.status.propagation_p50_us = p(0.5);
+                    st.status.propagation_p99_us = p(0.99);
+                }
+            }
             Err(e) => {
                 lock(&self.state).status.error = Some(format!("{e:#}"));
             }
@@ -442,7 +476,10 @@ impl Node {
                         Ok(true)
                     }
                     Read::Ban {
-                        target, until_ms, ..
+                        target,
+                        until_ms,
+                        at_us,
+                        ..
                     } => {
                         let count = self.held.keys().filter(|(n, _)| n == from).count();
                         let sent = {
@@ -469,6 +506,9 @@ impl Node {
                             Err(why)
                         } else {
                             self.held.insert((from.to_string(), target), until_ms);
+                            if let Some(at) = at_us {
+                                self.arrived.push(at);
+                            }
                             Ok(true)
                         }
                     }
@@ -674,11 +714,16 @@ async fn writer(
     let mut next_try = 0u64;
     let mut next_allow = 0u64;
     let mut next_trim = 0u64;
+    let mut pending: Option<Value> = None;
     while !halt.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
         // Every ban and lift goes to the store first.
         let mut got = false;
         loop {
-            match events.try_recv() {
+            let next = match pending.take() {
+                Some(v) => Ok(v),
+                None => events.try_recv(),
+            };
+            match next {
                 Ok(v) => {
                     if let Some(f) = record(&v, &s.node, &own) {
                         let body = json!(f).to_string();
@@ -756,7 +801,10 @@ async fn writer(
                 publish(&state, &link);
             }
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        // Until the next ban (or 50 ms: the retry and allow-list clocks).
+        if let Ok(Ok(v)) = tokio::time::timeout(Duration::from_millis(50), events.recv()).await {
+            pending = Some(v);
+        }
     }
 }
 
@@ -854,13 +902,14 @@ mod tests {
     fn records_travel_and_forged_ones_are_refused() {
         let own: Vec<IpAddr> = vec!["192.0.2.2".parse().unwrap()];
         let ban = json!({"kind": "ban", "target": "203.0.113.66/32", "rule": "scanner",
-                         "until_ms": 5_000u64, "reason": "friendly-scanner"});
+                         "until_ms": 5_000u64, "reason": "friendly-scanner", "live_us": 4_000_000u64});
         let f = record(&ban, "pbx1", &own).unwrap();
         assert_eq!(
             read(&f, "pbx1"),
             Ok(Read::Ban {
                 target: "203.0.113.66/32".parse().unwrap(),
                 until_ms: 5_000,
+                at_us: Some(4_000_000),
                 addrs: own.clone()
             })
         );

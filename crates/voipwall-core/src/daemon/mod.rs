@@ -279,7 +279,9 @@ pub fn now_ms() -> u64 {
     now().0
 }
 
-fn now_us() -> u64 {
+/// Wall-clock microseconds since the epoch (ban latencies, fleet
+/// propagation).
+pub fn now_us() -> u64 {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
