@@ -26,7 +26,7 @@ use voipwall_core::feeds::FeedSets;
 /// loop, the bouncer, the watcher and the Redis fleet, sharing one netlink
 /// socket and store connection for the kernel sets, and one follower of
 /// the engine's ban events.
-pub fn start(ctx: FleetContext) -> anyhow::Result<()> {
+pub fn start(ctx: FleetContext) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -38,7 +38,7 @@ pub fn start(ctx: FleetContext) -> anyhow::Result<()> {
             .name("fleet-events".into())
             .spawn(move || follow(&control, &events, &stop))?;
     }
-    std::thread::Builder::new()
+    let h = std::thread::Builder::new()
         .name("fleet".into())
         .spawn(move || {
             rt.block_on(async move {
@@ -62,12 +62,17 @@ pub fn start(ctx: FleetContext) -> anyhow::Result<()> {
                     ctx.stop.clone(),
                 ));
                 feeds::run(ctx.link, sets, ctx.stop).await;
-                let _ = bouncer.await;
-                let _ = watcher.await;
-                let _ = fleet.await;
+                // The others stop within their own waits; what is left
+                // (a pull, a request) is dropped with the runtime.
+                for t in [bouncer, watcher, fleet] {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
+                }
             });
+            // Blocking work (a kernel batch, a store write) gets 2 s; the
+            // store connections close when their tasks are dropped.
+            rt.shutdown_timeout(Duration::from_secs(2));
         })?;
-    Ok(())
+    Ok(h)
 }
 
 /// Forwards the engine's bans and lifts (a blocking channel) to the fleet's

@@ -478,8 +478,10 @@ pub struct FleetContext {
     pub control: ControlHandle,
 }
 
-/// Starts the fleet thread (the binary passes `voipwall-fleet`'s).
-pub type FleetStarter = fn(FleetContext) -> anyhow::Result<()>;
+/// Starts the fleet thread (the binary passes `voipwall-fleet`'s); the
+/// daemon waits for it (bounded) when it stops, so its store connections
+/// are closed before the process ends.
+pub type FleetStarter = fn(FleetContext) -> anyhow::Result<std::thread::JoinHandle<()>>;
 
 /// The threads the binary brings from crates the daemon does not depend on.
 #[derive(Default, Clone, Copy)]
@@ -776,22 +778,24 @@ pub fn run(cli: &Paths, a: &DaemonArgs, starters: Starters) -> anyhow::Result<()
             None => tracing::warn!("[api] is set but this build has no HTTP API."),
         }
     }
+    let mut fleet_thread = None;
     if !a.no_apply {
         // Always started: a reload may add the first feed.
         match starters.fleet {
-            Some(start) => {
-                if let Err(e) = start(FleetContext {
-                    state_dir: cli.state_dir.clone(),
-                    link: d.feeds.clone(),
-                    stop: stop.clone(),
-                    control: ControlHandle {
-                        tx: tx.clone(),
-                        waker: waker.clone(),
-                    },
-                }) {
+            Some(start) => match start(FleetContext {
+                state_dir: cli.state_dir.clone(),
+                link: d.feeds.clone(),
+                stop: stop.clone(),
+                control: ControlHandle {
+                    tx: tx.clone(),
+                    waker: waker.clone(),
+                },
+            }) {
+                Ok(h) => fleet_thread = Some(h),
+                Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "The fleet thread could not start; feeds are not refreshed.");
                 }
-            }
+            },
             None if !d.policy.feeds.is_empty() => {
                 tracing::warn!("[[feed]] is set but this build has no fleet thread.");
             }
@@ -909,6 +913,17 @@ pub fn run(cli: &Paths, a: &DaemonArgs, starters: Starters) -> anyhow::Result<()
     let _ = wait.recv_timeout(std::time::Duration::from_secs(10));
     drop(d);
     let _ = writer_thread.join();
+    // The fleet thread ends within its own bound (2 s for blocking work);
+    // waited for at most 3 s.
+    if let Some(h) = fleet_thread {
+        let until = Instant::now() + std::time::Duration::from_secs(3);
+        while !h.is_finished() && Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        if h.is_finished() {
+            let _ = h.join();
+        }
+    }
     let _ = std::fs::remove_file(&a.socket);
     if a.sandbox {
         let _ = voipwall_sys::nft::delete_table();
