@@ -68,14 +68,20 @@ pub struct FeedStatus {
     pub kernel_ms: u64,
 }
 
-/// What a feed must never list, from the policy and the host: the same
-/// protections a ban is checked against.
-pub fn guard(policy: &Policy, own: &[IpAddr]) -> Guard {
+/// What a feed, a CrowdSec decision or a fleet record must never list,
+/// from the policy and the host (the same protections a ban is checked
+/// against) and `extra` (the fleet's central allow list and the other
+/// nodes' addresses).
+pub fn guard(policy: &Policy, own: &[IpAddr], extra: &[IpNet]) -> Guard {
     let host = crate::detection::engine_host(policy, own);
     let p = voipwall_nft::protect::Protected::new(Some(policy), &host);
+    let mut protected = p.networks();
+    protected.extend_from_slice(extra);
+    protected.sort_unstable();
+    protected.dedup();
     Guard {
         own: own.to_vec(),
-        protected: p.networks(),
+        protected,
     }
 }
 
@@ -83,6 +89,9 @@ pub fn guard(policy: &Policy, own: &[IpAddr]) -> Guard {
 pub struct FeedSets {
     sock: SetElements,
     store: Store,
+    link: Arc<FeedLink>,
+    /// `link.resets()` when `held` was last known to be right.
+    seen_resets: u64,
     /// What each feed's sets hold, as far as voipwall knows (read from the
     /// kernel the first time, and again after a refused change).
     held: HashMap<String, Vec<Entry>>,
@@ -91,13 +100,15 @@ pub struct FeedSets {
 impl FeedSets {
     /// Opens the netlink socket (in the caller's network namespace) and
     /// the store.
-    pub fn open(state_dir: &Path) -> anyhow::Result<Self> {
+    pub fn open(state_dir: &Path, link: Arc<FeedLink>) -> anyhow::Result<Self> {
         let db = state_dir.join("state.db");
         let (store, _) =
             Store::open(&db).with_context(|| format!("opening the store {}", db.display()))?;
         Ok(Self {
             sock: SetElements::open("voipwall").context("opening the netlink socket")?,
             store,
+            seen_resets: link.resets(),
+            link,
             held: HashMap::new(),
         })
     }
@@ -131,6 +142,13 @@ impl FeedSets {
         // from the kernel before a removal reaches it).
         let live = |e: &Entry| e.1.is_none_or(|t| t > now_ms + 1_000);
         let new = collapse(entries.into_iter().filter(live).collect());
+        // The table came back empty since: nothing voipwall remembers of
+        // the sets is true any more.
+        let resets = self.link.resets();
+        if resets != self.seen_resets {
+            self.held.clear();
+            self.seen_resets = resets;
+        }
         for attempt in 0..2 {
             let old = match self.held.remove(stem) {
                 Some(h) if attempt == 0 => h,
@@ -260,13 +278,14 @@ pub struct FeedConfig {
 }
 
 impl FeedConfig {
-    /// From a policy and the host's addresses.
-    pub fn of(policy: &Policy, own: &[IpAddr]) -> Self {
+    /// From a policy, the host's addresses and what the fleet says is
+    /// never banned.
+    pub fn of(policy: &Policy, own: &[IpAddr], extra: &[IpNet]) -> Self {
         Self {
             feeds: policy.feeds.clone(),
             crowdsec: policy.crowdsec.clone(),
             fleet: policy.fleet.clone(),
-            guard: guard(policy, own),
+            guard: guard(policy, own, extra),
         }
     }
 
@@ -416,6 +435,8 @@ pub struct FeedLink {
     pub watcher: Mutex<Option<WatcherStatus>>,
     /// The Redis Streams fleet's status.
     pub fleet: Mutex<Option<FleetStatus>>,
+    /// Bumped when the table vanished and came back with empty sets.
+    resets: std::sync::atomic::AtomicU64,
 }
 
 impl FeedLink {
@@ -427,6 +448,7 @@ impl FeedLink {
             bouncer: Mutex::default(),
             watcher: Mutex::default(),
             fleet: Mutex::default(),
+            resets: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -453,6 +475,19 @@ impl FeedLink {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .0
+    }
+
+    /// The table vanished and was put back: every origin's sets are
+    /// empty, whatever voipwall remembers of them.
+    pub fn table_gone(&self) {
+        self.resets
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many times the table came back empty (tasks that hold content
+    /// put it back when this moves).
+    pub fn resets(&self) -> u64 {
+        self.resets.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Every feed's status now.

@@ -47,9 +47,20 @@ struct Bouncer {
 /// Runs the bouncer until `stop`, following the configuration's changes.
 pub(crate) async fn run(link: Arc<FeedLink>, sets: Sets, stop: Arc<AtomicBool>) {
     let mut version = 0;
+    let mut resets = link.resets();
     let mut guard = Guard::default();
     let mut bouncer: Option<Bouncer> = None;
     while !stop.load(Ordering::Relaxed) {
+        if link.resets() != resets {
+            // The table came back empty: what is held goes back now, and
+            // the next pull is a full one.
+            resets = link.resets();
+            if let Some(b) = bouncer.as_mut() {
+                b.full_due = true;
+                b.place(&sets, &guard, voipwall_core::daemon::now_ms(), false)
+                    .await;
+            }
+        }
         if link.version() != version {
             let (v, cfg) = link.get();
             version = v;
@@ -264,7 +275,7 @@ impl Bouncer {
                 body: None,
             },
             &http::Limits {
-                max_body: 256 << 20,
+                max_body: 64 << 20,
                 connect: wait.min(Duration::from_secs(10)),
                 total: wait.max(Duration::from_secs(30)),
             },

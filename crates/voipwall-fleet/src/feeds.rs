@@ -28,6 +28,10 @@ pub const APIBAN_KEEP_MS: u64 = 7 * 86_400_000;
 
 /// The most APIBAN pages one refresh asks for.
 const APIBAN_MAX_PAGES: usize = 1_000;
+/// The largest APIBAN page (its pages list 250 addresses).
+const APIBAN_MAX_PAGE: u64 = 4 << 20;
+/// The most entries one feed holds (the kernel's set holds 4,194,304).
+pub const MAX_ENTRIES: usize = 2_000_000;
 
 /// The first retry after a failure (doubling up to the interval).
 const RETRY_MS: u64 = 30_000;
@@ -48,9 +52,20 @@ pub(crate) type Sets = Arc<Mutex<FeedSets>>;
 /// Runs the feeds until `stop`.
 pub(crate) async fn run(link: Arc<FeedLink>, sets: Sets, stop: Arc<AtomicBool>) {
     let mut version = 0;
+    let mut resets = link.resets();
     let mut guard = Guard::default();
     let mut feeds: Vec<Feed> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
+        if link.resets() != resets {
+            // The table came back empty: every feed's content goes back.
+            resets = link.resets();
+            let now = voipwall_core::daemon::now_ms();
+            for f in &mut feeds {
+                let content = f.content.clone();
+                put(f, content, &sets, now).await;
+            }
+            publish(&link, &feeds);
+        }
         if link.version() != version {
             let (v, cfg) = link.get();
             version = v;
@@ -158,7 +173,12 @@ async fn configure(
             cursor,
             failures: 0,
         };
-        put(&mut f, content, sets, now).await;
+        if !put(&mut f, content.clone(), sets, now).await {
+            // Not in the kernel (yet): kept as the feed's content, so an
+            // incremental feed does not lose it, and tried again soon.
+            f.content = content;
+            f.next_ms = now + RETRY_MS.min(f.settings.interval * 1000);
+        }
         out.push(f);
     }
     out
@@ -331,6 +351,12 @@ async fn list(s: &FeedSettings, guard: &Guard) -> Result<Fetched, String> {
     if let Some(why) = parsed.refusal() {
         return Err(why);
     }
+    if parsed.nets.len() > MAX_ENTRIES {
+        return Err(format!(
+            "the list has {} entries, more than a feed may hold ({MAX_ENTRIES}); nothing of it is applied",
+            parsed.nets.len()
+        ));
+    }
     Ok(Fetched {
         entries: parsed.nets.iter().map(|n| (*n, None)).collect(),
         cursor: None,
@@ -394,7 +420,10 @@ async fn apiban(f: &Feed, guard: &Guard, now: u64) -> Result<Fetched, String> {
                 ],
                 body: Some(body.into_bytes()),
             },
-            &limits(s),
+            &Limits {
+                max_body: APIBAN_MAX_PAGE,
+                ..limits(s)
+            },
         )
         .await
         .map_err(|e| e.to_string())?;
@@ -409,8 +438,14 @@ async fn apiban(f: &Feed, guard: &Guard, now: u64) -> Result<Fetched, String> {
                 out.entries
                     .extend(parsed.nets.iter().map(|n| (*n, Some(now + APIBAN_KEEP_MS))));
                 out.malformed += parsed.malformed.len();
-                out.refused.extend(parsed.refused);
+                out.refused.extend(parsed.refused.into_iter().take(1_000));
                 cursor = next;
+                if out.entries.len() + f.content.len() > MAX_ENTRIES {
+                    // The rest waits: the feed is over what it may hold.
+                    out.partial = true;
+                    out.cursor = Some(cursor);
+                    return Ok(out);
+                }
             }
             ApibanPage::Done => {
                 out.cursor = Some(cursor);

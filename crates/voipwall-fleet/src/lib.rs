@@ -30,7 +30,10 @@ pub fn start(ctx: FleetContext) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let sets = Arc::new(Mutex::new(FeedSets::open(&ctx.state_dir)?));
+    let sets = Arc::new(Mutex::new(FeedSets::open(
+        &ctx.state_dir,
+        ctx.link.clone(),
+    )?));
     let (events, _) = broadcast::channel::<Value>(16_384);
     {
         let (control, events, stop) = (ctx.control.clone(), events.clone(), ctx.stop.clone());

@@ -50,6 +50,8 @@ impl Reply {
 /// The largest bulk string or array accepted (a reply bigger than this is
 /// a broken or hostile server).
 const MAX_LEN: usize = 64 << 20;
+/// The largest whole reply read (XREAD's 1,000 records are ~300 kB).
+const MAX_REPLY: usize = 32 << 20;
 /// How deep arrays may nest.
 const MAX_DEPTH: usize = 8;
 
@@ -278,6 +280,9 @@ impl Conn {
                 .map_err(|e| format!("reading from Redis: {e}"))?;
             if n == 0 {
                 return Err("Redis closed the connection".into());
+            }
+            if self.buf.len() + n > MAX_REPLY {
+                return Err(format!("a reply larger than {MAX_REPLY} bytes: refused"));
             }
             self.buf.extend_from_slice(&chunk[..n]);
         }

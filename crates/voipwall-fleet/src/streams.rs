@@ -143,7 +143,7 @@ pub fn read(fields: &[(String, String)], from: &str) -> Result<Read, String> {
         .unwrap_or("")
         .split(',')
         .filter_map(|a| a.parse().ok())
-        .take(64)
+        .take(MAX_NODE_ADDRS)
         .collect();
     match get("kind") {
         Some("ban") => Ok(Read::Ban {
@@ -169,22 +169,45 @@ pub(crate) async fn run(
     stop: Arc<AtomicBool>,
 ) {
     let mut version = 0;
-    let mut running: Option<(FleetSettings, Arc<AtomicBool>)> = None;
+    let mut resets = link.resets();
+    let mut running: Option<Running> = None;
     let (tx, _) = broadcast::channel::<Value>(4096);
     while !stop.load(Ordering::Relaxed) {
+        if link.resets() != resets {
+            // The table came back empty: the reader places what it holds.
+            resets = link.resets();
+            if let Some(r) = &running {
+                r.replace.store(true, Ordering::Relaxed);
+            }
+        }
         if link.version() != version {
             let (v, cfg) = link.get();
             version = v;
-            if running.as_ref().map(|r| &r.0) != cfg.fleet.as_ref() {
-                if let Some((_, halt)) = running.take() {
-                    halt.store(true, Ordering::Relaxed);
+            let same = match (&running, &cfg.fleet) {
+                (Some(r), Some(f)) => same_settings(&r.settings, f),
+                (None, None) => true,
+                _ => false,
+            };
+            if same {
+                // A reload that kept [fleet]: the guard may have changed;
+                // everything held is placed again against it.
+                if let Some(r) = &running {
+                    *r.guard.lock().unwrap_or_else(PoisonError::into_inner) = cfg.guard.clone();
+                    r.replace.store(true, Ordering::Relaxed);
+                }
+            } else {
+                if let Some(r) = running.take() {
+                    r.halt.store(true, Ordering::Relaxed);
                 }
                 if let Some(s) = cfg.fleet.clone() {
                     let halt = Arc::new(AtomicBool::new(false));
+                    let guard = Arc::new(Mutex::new(cfg.guard.clone()));
+                    let replace = Arc::new(AtomicBool::new(false));
                     match Node::start(
                         s.clone(),
                         &state_dir,
-                        cfg.guard.clone(),
+                        guard.clone(),
+                        replace.clone(),
                         &link,
                         &sets,
                         &control,
@@ -204,7 +227,12 @@ pub(crate) async fn run(
                                 stop.clone(),
                                 link.clone(),
                             ));
-                            running = Some((s, halt));
+                            running = Some(Running {
+                                settings: s,
+                                halt,
+                                guard,
+                                replace,
+                            });
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "The fleet cannot start.");
@@ -212,6 +240,8 @@ pub(crate) async fn run(
                     }
                 } else {
                     *link.fleet.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                    // No fleet: nothing of it is never-banned any more.
+                    control.fleet_allow_replace(Vec::new());
                 }
             }
         }
@@ -230,17 +260,53 @@ pub(crate) async fn run(
             Err(_) => {}
         }
     }
-    if let Some((_, halt)) = running {
-        halt.store(true, Ordering::Relaxed);
+    if let Some(r) = running {
+        r.halt.store(true, Ordering::Relaxed);
     }
 }
+
+/// A running fleet node: how it was configured and its handles.
+struct Running {
+    settings: FleetSettings,
+    halt: Arc<AtomicBool>,
+    guard: Arc<Mutex<Guard>>,
+    replace: Arc<AtomicBool>,
+}
+
+/// Whether two `[fleet]` sections ask for the same fleet (where they were
+/// written does not matter: an edit elsewhere in the file must not
+/// restart it).
+fn same_settings(a: &FleetSettings, b: &FleetSettings) -> bool {
+    let mut b = b.clone();
+    b.origin = a.origin.clone();
+    *a == b
+}
+
+/// The widest target a fleet record may ban: an IPv4 /16, an IPv6 /32
+/// (a node may ban networks by hand, but one record must not drop a whole
+/// provider on every node).
+fn too_wide(t: &IpNet) -> bool {
+    match t {
+        IpNet::V4(n) => n.prefix_len() < 16,
+        IpNet::V6(n) => n.prefix_len() < 32,
+    }
+}
+
+/// The most entries of the central allow list taken, and the most
+/// addresses a node's records may declare for it.
+const MAX_ALLOW: usize = 10_000;
+const MAX_NODE_ADDRS: usize = 16;
 
 /// The reader's side: what it holds and where it is.
 struct Node {
     s: FleetSettings,
     store: Store,
     sets: Sets,
-    guard: Guard,
+    guard: Arc<Mutex<Guard>>,
+    /// Set when the guard changed: place everything again.
+    replace: Arc<AtomicBool>,
+    /// Bans held per node (the `max_active` bound).
+    counts: HashMap<String, usize>,
     control: ControlHandle,
     state: State,
     /// (node, target) → until.
@@ -270,10 +336,12 @@ fn password(s: &FleetSettings) -> Result<String, String> {
 impl Node {
     /// Opens the store and puts back, before any network, what the fleet
     /// held and its central allow list.
+    #[allow(clippy::too_many_arguments)]
     async fn start(
         s: FleetSettings,
         state_dir: &std::path::Path,
-        guard: Guard,
+        guard: Arc<Mutex<Guard>>,
+        replace: Arc<AtomicBool>,
         link: &FeedLink,
         sets: &Sets,
         control: &ControlHandle,
@@ -285,6 +353,25 @@ impl Node {
             let mut st = lock(&state);
             st.status.redis = s.redis.clone();
             st.status.node = s.node.clone();
+            st.nodes = store
+                .kv(&format!("fleet:nodes:{}", s.stream))
+                .ok()
+                .flatten()
+                .map(|t| {
+                    t.lines()
+                        .filter_map(|l| {
+                            let (n, a) = l.split_once(' ')?;
+                            let addrs: Vec<IpAddr> = a
+                                .split(',')
+                                .filter_map(|x| x.parse().ok())
+                                .take(MAX_NODE_ADDRS)
+                                .collect();
+                            Some((n.to_string(), addrs))
+                        })
+                        .filter(|(n, _)| s.nodes.contains(n))
+                        .collect()
+                })
+                .unwrap_or_default();
             st.allow = store
                 .kv(&format!("fleet:allow:{}", s.stream))
                 .ok()
@@ -307,6 +394,8 @@ impl Node {
             store,
             sets: sets.clone(),
             guard,
+            replace,
+            counts: HashMap::new(),
             control: control.clone(),
             state,
             cursors,
@@ -332,6 +421,8 @@ impl Node {
             }
         }
         node.place(now).await;
+        // What detection was told by an earlier fleet is replaced whole.
+        node.control.fleet_allow_replace(Vec::new());
         node.tell_detection();
         *link.fleet.lock().unwrap_or_else(PoisonError::into_inner) =
             Some(lock(&node.state).status.clone());
@@ -358,7 +449,18 @@ impl Node {
 
     /// Why a ban from the stream is not obeyed, if it is not.
     fn refuse(&self, target: &IpNet) -> Option<String> {
-        if let Some(r) = self.guard.refuse(target) {
+        if too_wide(target) {
+            return Some(format!(
+                "/{} is wider than a fleet ban may be (IPv4 /16, IPv6 /32)",
+                target.prefix_len()
+            ));
+        }
+        if let Some(r) = self
+            .guard
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .refuse(target)
+        {
             return Some(r);
         }
         let st = lock(&self.state);
@@ -380,6 +482,10 @@ impl Node {
     /// Puts what the fleet holds into its sets and the store.
     async fn place(&mut self, now: u64) {
         self.held.retain(|_, u| *u > now);
+        self.counts.clear();
+        for (n, _) in self.held.keys() {
+            *self.counts.entry(n.clone()).or_default() += 1;
+        }
         let entries: Vec<Entry> = self
             .held
             .iter()
@@ -437,7 +543,17 @@ impl Node {
             let _ = writeln!(text, "{n} {t} {u}");
         }
         let key = self.held_key();
+        let nodes: String = lock(&self.state)
+            .nodes
+            .iter()
+            .map(|(n, a)| {
+                let a: Vec<String> = a.iter().map(ToString::to_string).collect();
+                format!("{n} {}\n", a.join(","))
+            })
+            .collect();
+        let nodes_key = format!("fleet:nodes:{}", self.s.stream);
         let r = self.store.set_kv(&key, &text).and_then(|()| {
+            self.store.set_kv(&nodes_key, &nodes)?;
             for (n, id) in &self.cursors {
                 self.store
                     .set_kv(&format!("fleet:last:{}:{n}", self.s.stream), id)?;
@@ -456,23 +572,34 @@ impl Node {
 
     /// Applies one batch of records; returns whether anything changed.
     fn apply(&mut self, from: &str, id: &str, fields: &[(String, String)], now: u64) -> bool {
-        let minute = now / 60_000;
         let id_ms: u64 = id
             .split('-')
             .next()
             .and_then(|m| m.parse().ok())
             .unwrap_or(0);
+        // The rate is counted in the records' own minutes (Redis's ids):
+        // a node read again after an outage is not over its rate for
+        // having been away.
+        let minute = id_ms / 60_000;
         let verdict = match read(fields, from) {
             Ok(rec) => {
                 let addrs = match &rec {
                     Read::Ban { addrs, .. } | Read::Lift { addrs, .. } => addrs.clone(),
                 };
                 if !addrs.is_empty() {
-                    lock(&self.state).nodes.insert(from.to_string(), addrs);
+                    let mut st = lock(&self.state);
+                    if st.nodes.get(from) != Some(&addrs) {
+                        st.nodes.insert(from.to_string(), addrs);
+                        self.dirty = true;
+                    }
                 }
                 match rec {
                     Read::Lift { target, .. } => {
-                        self.held.remove(&(from.to_string(), target));
+                        if self.held.remove(&(from.to_string(), target)).is_some()
+                            && let Some(c) = self.counts.get_mut(from)
+                        {
+                            *c = c.saturating_sub(1);
+                        }
                         Ok(true)
                     }
                     Read::Ban {
@@ -481,7 +608,12 @@ impl Node {
                         at_us,
                         ..
                     } => {
-                        let count = self.held.keys().filter(|(n, _)| n == from).count();
+                        if until_ms <= now {
+                            // Over already (a node read again after a
+                            // while): nothing to do, nothing counted.
+                            return self.note(from, id, id_ms, now, Ok(false));
+                        }
+                        let count = self.counts.get(from).copied().unwrap_or(0);
                         let sent = {
                             let r = self.rate.entry(from.to_string()).or_insert((minute, 0));
                             if r.0 != minute {
@@ -490,9 +622,7 @@ impl Node {
                             r.1 += 1;
                             r.1
                         };
-                        if until_ms <= now {
-                            Ok(false)
-                        } else if sent > self.s.max_per_minute {
+                        if sent > self.s.max_per_minute {
                             Err(format!(
                                 "node {from} sent more than {} bans this minute",
                                 self.s.max_per_minute
@@ -505,7 +635,13 @@ impl Node {
                         } else if let Some(why) = self.refuse(&target) {
                             Err(why)
                         } else {
-                            self.held.insert((from.to_string(), target), until_ms);
+                            if self
+                                .held
+                                .insert((from.to_string(), target), until_ms)
+                                .is_none()
+                            {
+                                *self.counts.entry(from.to_string()).or_default() += 1;
+                            }
                             if let Some(at) = at_us {
                                 self.arrived.push(at);
                             }
@@ -516,6 +652,19 @@ impl Node {
             }
             Err(e) => Err(e),
         };
+        self.note(from, id, id_ms, now, verdict)
+    }
+
+    /// Counts a record in its node's status; returns whether it changed
+    /// what the fleet holds.
+    fn note(
+        &mut self,
+        from: &str,
+        id: &str,
+        id_ms: u64,
+        now: u64,
+        verdict: Result<bool, String>,
+    ) -> bool {
         let mut st = lock(&self.state);
         let n = st.status.nodes.entry(from.to_string()).or_default();
         n.last_id = id.to_string();
@@ -572,6 +721,9 @@ async fn reader(mut node: Node, halt: Arc<AtomicBool>, stop: Arc<AtomicBool>, li
         }
         let Some(c) = conn.as_mut() else { continue };
         node.persist(voipwall_core::daemon::now_ms(), false);
+        if node.replace.swap(false, Ordering::Relaxed) {
+            node.place(voipwall_core::daemon::now_ms()).await;
+        }
         let mut args: Vec<Vec<u8>> = vec![
             b"XREAD".to_vec(),
             b"COUNT".to_vec(),
@@ -863,9 +1015,23 @@ async fn read_allow(
                 .or_else(|| t.parse::<IpAddr>().ok().map(IpNet::from))
         })
         .map(|n| n.trunc())
+        // The whole address space, or a provider's worth, is not an allow
+        // entry: the same widths a feed may not list.
+        .filter(|n| match n {
+            IpNet::V4(n) => n.prefix_len() >= 8,
+            IpNet::V6(n) => n.prefix_len() >= 16,
+        })
         .collect();
     nets.sort_unstable();
     nets.dedup();
+    if nets.len() > MAX_ALLOW {
+        tracing::warn!(
+            entries = nets.len(),
+            kept = MAX_ALLOW,
+            "The central allow list is longer than voipwall takes."
+        );
+        nets.truncate(MAX_ALLOW);
+    }
     let mut st = lock(state);
     if st.allow != nets {
         let text: Vec<String> = nets.iter().map(ToString::to_string).collect();

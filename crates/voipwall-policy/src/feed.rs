@@ -291,21 +291,33 @@ pub fn parse_apiban(body: &str, guard: &Guard) -> Result<ApibanPage, String> {
 /// since the epoch; `None` stays until the feed drops it).
 pub type Entry = (IpNet, Option<u64>);
 
-/// A feed's content as its interval sets must hold it: sorted, each
-/// network once (the latest expiry wins, `None` above all), and every
-/// network another one covers left out (the kernel refuses overlapping
-/// intervals, and the wider one already drops it).
+/// A feed's content as its sets must hold it: sorted, each network once
+/// (the latest expiry wins, `None` above all), and every network another
+/// network covers left out (the kernel refuses overlapping intervals, and
+/// the wider one already drops it). A single address covered by a network
+/// stays when it outlives the network (it is in the hash set, which never
+/// conflicts with the interval set): a week's ban inside an hour's /24
+/// must not end with the /24.
 pub fn collapse(mut entries: Vec<Entry>) -> Vec<Entry> {
-    entries.sort_unstable_by(|a, b| {
-        a.0.cmp(&b.0)
-            .then_with(|| b.1.unwrap_or(u64::MAX).cmp(&a.1.unwrap_or(u64::MAX)))
-    });
+    let end = |e: &Entry| e.1.unwrap_or(u64::MAX);
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| end(b).cmp(&end(a))));
     let mut out: Vec<Entry> = Vec::with_capacity(entries.len());
+    // The last network kept: sorted by network address, wider first, a
+    // network covered by an earlier one is covered by the last one kept
+    // (those are disjoint).
+    let mut cover: Option<Entry> = None;
     for e in entries {
-        // Sorted by network address, wider first: a network covered by an
-        // earlier one is covered by the last one kept (those are disjoint).
-        if out.last().is_some_and(|(k, _)| k.contains(&e.0)) {
+        if out.last().is_some_and(|k| k.0 == e.0) {
             continue;
+        }
+        let host = e.0.prefix_len() == e.0.max_prefix_len();
+        if let Some(c) = cover.filter(|c| c.0.contains(&e.0))
+            && (!host || end(&e) <= end(&c))
+        {
+            continue;
+        }
+        if !host {
+            cover = Some(e);
         }
         out.push(e);
     }
@@ -462,6 +474,17 @@ mod tests {
                 (n("2001:db8::1/128"), None),
             ]
         );
+        // A single address that outlives the network around it stays.
+        let got = collapse(vec![
+            (n("192.0.2.0/24"), Some(10)),
+            (n("192.0.2.7/32"), Some(50)),
+            (n("192.0.2.8/32"), Some(5)),
+            (n("192.0.2.128/25"), Some(99)),
+        ]);
+        assert_eq!(
+            got,
+            [(n("192.0.2.0/24"), Some(10)), (n("192.0.2.7/32"), Some(50))]
+        );
     }
 
     proptest! {
@@ -485,8 +508,10 @@ mod tests {
                 }).collect())
             };
             let (old, new) = (content(&a), content(&b));
-            // Collapsed content never overlaps (the kernel's condition).
-            for w in new.windows(2) {
+            // Collapsed networks never overlap (the interval set's
+            // condition); single addresses live in a hash set.
+            let nets: Vec<&Entry> = new.iter().filter(|e| e.0.prefix_len() < 32).collect();
+            for w in nets.windows(2) {
                 prop_assert!(!w[0].0.contains(&w[1].0.network()));
             }
             let (add, remove) = changes(&old, &new);

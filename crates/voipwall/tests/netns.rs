@@ -4006,6 +4006,35 @@ timeout = "2s"
             ("198.51.100.2", "udp/5060", "drop"),
         ],
     );
+    // Another tool deletes the table under the running daemon: the daemon
+    // puts it back, and the feeds' content with it (unchanged lists move
+    // nothing on their own, so this must not wait for a refresh).
+    lab.nft(&["delete", "table", "inet", "voipwall"]);
+    lab.until("the feeds are back in the kernel", || {
+        lab.exec(
+            &lab.fw,
+            &[
+                "nft",
+                "list",
+                "set",
+                "inet",
+                "voipwall",
+                "vw_feed_voipbl_v4",
+            ],
+        )
+        .status
+        .success()
+            && lab.count_set("vw_feed_voipbl_v4") == 3
+            && lab.count_set("vw_feed_voipbl_net4") == 3
+            && lab.count_set("vw_feed_apiban_v6") == 1
+    });
+    lab.assert_traffic(
+        &policy,
+        &[
+            ("203.0.113.7", "udp/5060", "drop"),
+            ("2001:db8:1::7", "udp/5060", "drop"),
+        ],
+    );
     // Restart as after a reboot: the table gone, the servers down. The
     // last good content is back in the kernel before any fetch succeeds.
     lab.stop_daemon();

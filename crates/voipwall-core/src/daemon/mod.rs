@@ -108,7 +108,12 @@ pub enum Input {
     },
     /// The fleet's never-ban list changed (its central allow list and the
     /// other nodes' addresses): local detection alerts instead of banning.
-    FleetAllow { add: Vec<IpNet>, remove: Vec<IpNet> },
+    FleetAllow {
+        add: Vec<IpNet>,
+        remove: Vec<IpNet>,
+        /// Everything the fleet said before is dropped first.
+        replace: bool,
+    },
     /// A reload prepared off the engine thread (policy applied, engine
     /// configured), or why it was refused; where to answer, if anyone asked.
     Reloaded(Box<Result<Prepared, String>>, Option<Sender<Reply>>),
@@ -514,7 +519,25 @@ impl ControlHandle {
     /// The fleet's never-ban list changed: `add` is never banned by local
     /// detection from now on (an alert instead), `remove` no longer.
     pub fn fleet_allow(&self, add: Vec<IpNet>, remove: Vec<IpNet>) {
-        if self.tx.send(Input::FleetAllow { add, remove }).is_ok() {
+        let msg = Input::FleetAllow {
+            add,
+            remove,
+            replace: false,
+        };
+        if self.tx.send(msg).is_ok() {
+            self.waker.wake();
+        }
+    }
+
+    /// The fleet's never-ban list is `nets`, whatever it said before (a
+    /// fleet node starting, or the fleet taken out of the policy).
+    pub fn fleet_allow_replace(&self, nets: Vec<IpNet>) {
+        let msg = Input::FleetAllow {
+            add: nets,
+            remove: Vec::new(),
+            replace: true,
+        };
+        if self.tx.send(msg).is_ok() {
             self.waker.wake();
         }
     }
@@ -658,7 +681,7 @@ pub fn run(cli: &Paths, a: &DaemonArgs, starters: Starters) -> anyhow::Result<()
     );
     capture.set_websocket_ports(policy.sip_websocket_ports());
     let feeds =
-        crate::feeds::FeedLink::new(crate::feeds::FeedConfig::of(&policy, &facts.addresses));
+        crate::feeds::FeedLink::new(crate::feeds::FeedConfig::of(&policy, &facts.addresses, &[]));
     let mut d = Daemon {
         engine: Engine::new(cfg),
         notify: voipwall_sys::notify::Notifier::from_env(),
@@ -1154,7 +1177,14 @@ impl Daemon {
                 self.engine.handle_event(now(), &ev);
                 self.apply_actions(None, Some(now_us()));
             }
-            Input::FleetAllow { add, remove } => {
+            Input::FleetAllow {
+                add,
+                mut remove,
+                replace,
+            } => {
+                if replace {
+                    remove.extend(self.fleet_allowed.iter().copied());
+                }
                 for n in &remove {
                     self.engine.disallow(n);
                     self.fleet_allowed.remove(n);
@@ -1163,6 +1193,13 @@ impl Daemon {
                     self.engine.allow(n, None);
                     self.fleet_allowed.insert(n);
                 }
+                // Feeds and CrowdSec's decisions never list them either.
+                let extra: Vec<IpNet> = self.fleet_allowed.iter().copied().collect();
+                self.feeds.set(crate::feeds::FeedConfig::of(
+                    &self.policy,
+                    &self.own,
+                    &extra,
+                ));
             }
             Input::PeerMoved { add, remove } => {
                 for a in remove {

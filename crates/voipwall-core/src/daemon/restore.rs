@@ -148,6 +148,9 @@ impl Daemon {
         let active = self.store.active_bans(now()).unwrap_or_default();
         let n = self.restore_kernel(&active);
         self.restore_remembered(now());
+        // The origins' sets came back empty: the fleet thread puts their
+        // content back (feeds, CrowdSec's decisions, the fleet's bans).
+        self.feeds.table_gone();
         let msg = format!(
             "table inet voipwall vanished from the kernel (another tool flushed it?); restored {} and {n} bans",
             running.map_or_else(
@@ -232,8 +235,12 @@ impl Daemon {
         let old_prefixes = self.prefixes();
         self.policy = policy;
         self.drop_log.configure(&self.policy);
-        self.feeds
-            .set(crate::feeds::FeedConfig::of(&self.policy, &self.own));
+        let extra: Vec<IpNet> = self.fleet_allowed.iter().copied().collect();
+        self.feeds.set(crate::feeds::FeedConfig::of(
+            &self.policy,
+            &self.own,
+            &extra,
+        ));
         self.status_cache = None;
         let new_prefixes = self.prefixes();
         if old_prefixes != new_prefixes {
