@@ -114,8 +114,8 @@ pub fn start(ctx: ApiContext) -> anyhow::Result<()> {
         return Ok(());
     }
     let db = ctx.state_dir.join("state.db");
-    let (store, _) = Store::open(&db)?;
-    let (reads, _) = Store::open(&db)?;
+    let store = Store::open_existing(&db)?;
+    let reads = Store::open_existing(&db)?;
     let tls = match (&ctx.settings.tls_cert, &ctx.settings.tls_key) {
         (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
         _ => None,

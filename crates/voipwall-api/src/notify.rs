@@ -295,8 +295,8 @@ fn applies(sinks: &[Arc<Sink>], state_dir: &std::path::Path, stop: &AtomicBool) 
     let mut seen: Option<std::collections::HashMap<i64, String>> = None;
     // Opened once (the daemon opened it before): the opener's recovery
     // (a damaged file is moved aside) must not run every two seconds.
-    let store = match voipwall_store::Store::open(&state_dir.join("state.db")) {
-        Ok((s, _)) => s,
+    let store = match voipwall_store::Store::open_existing(&state_dir.join("state.db")) {
+        Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "Notifications: the store cannot be read; failed and rolled-back applies are not told.");
             return;

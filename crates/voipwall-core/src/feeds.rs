@@ -102,8 +102,8 @@ impl FeedSets {
     /// the store.
     pub fn open(state_dir: &Path, link: Arc<FeedLink>) -> anyhow::Result<Self> {
         let db = state_dir.join("state.db");
-        let (store, _) =
-            Store::open(&db).with_context(|| format!("opening the store {}", db.display()))?;
+        let store = Store::open_existing(&db)
+            .with_context(|| format!("opening the store {}", db.display()))?;
         Ok(Self {
             sock: SetElements::open("voipwall").context("opening the netlink socket")?,
             store,

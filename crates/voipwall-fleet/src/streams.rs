@@ -346,7 +346,7 @@ impl Node {
         sets: &Sets,
         control: &ControlHandle,
     ) -> Result<Self, String> {
-        let (store, _) = Store::open(&state_dir.join("state.db")).map_err(|e| e.to_string())?;
+        let store = Store::open_existing(&state_dir.join("state.db")).map_err(|e| e.to_string())?;
         let now = voipwall_core::daemon::now_ms();
         let state: State = Arc::default();
         {
@@ -848,7 +848,7 @@ async fn writer(
     stop: Arc<AtomicBool>,
     link: Arc<FeedLink>,
 ) {
-    let Ok((mut store, _)) = Store::open(&state_dir.join("state.db")) else {
+    let Ok(mut store) = Store::open_existing(&state_dir.join("state.db")) else {
         tracing::error!("The fleet's writer cannot open the store.");
         return;
     };

@@ -114,8 +114,8 @@ pub(crate) async fn run(
             let want = cfg.crowdsec.filter(|c| c.machine_id.is_some());
             if w.as_ref().map(|w| &w.settings) != want.as_ref() {
                 w = match want {
-                    Some(s) => match Store::open(&state_dir.join("state.db")) {
-                        Ok((store, _)) => Some(Watcher {
+                    Some(s) => match Store::open_existing(&state_dir.join("state.db")) {
+                        Ok(store) => Some(Watcher {
                             status: WatcherStatus {
                                 lapi_url: s.lapi_url.clone(),
                                 machine_id: s.machine_id.clone().unwrap_or_default(),

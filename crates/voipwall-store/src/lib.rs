@@ -356,6 +356,22 @@ impl Store {
         Self::open_waiting(path, std::time::Duration::from_millis(LOCK_WAIT_MS))
     }
 
+    /// A second connection to a store another part of the process opened
+    /// (the fleet thread, the HTTP API): never creates one, never moves a
+    /// file aside. A store that cannot be read is an error here; deciding
+    /// that a file is corrupt is the daemon's first open's job alone, or a
+    /// passing error (no file descriptors left, a full disk) on a second
+    /// connection would move the live database away under the daemon.
+    pub fn open_existing(path: &Path) -> Result<Self, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        }
+        Self::try_open(path, std::time::Duration::from_millis(LOCK_WAIT_MS))
+    }
+
     /// [`Store::open`], waiting at most `wait` for a lock another process
     /// holds.
     pub fn open_waiting(
