@@ -354,6 +354,9 @@ pub struct WatcherStatus {
     pub logged_in: bool,
     /// Alerts posted since start.
     pub posted: u64,
+    /// Decisions deleted in LAPI since start (an operator's unban).
+    #[serde(default)]
+    pub lifted: u64,
     /// Alerts waiting (in the store) for LAPI.
     pub queued: usize,
     /// Alerts dropped because the queue was full (oldest first).

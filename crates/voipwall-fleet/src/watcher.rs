@@ -1,5 +1,6 @@
 //! voipwall as CrowdSec's watcher: each ban voipwall's detection makes is
-//! posted to the Local API as an alert with its decision (scenario
+//! posted to the Local API as an alert with its decision, and an
+//! operator's unban deletes the decisions it posted for that target (scenario
 //! `voipwall/<rule>`, the source, the number of events, the reason), so
 //! every bouncer of the fleet enforces it. Alerts are queued in the store
 //! first (bounded, oldest dropped and counted) and delivered in order;
@@ -30,6 +31,11 @@ const BATCH: usize = 100;
 /// What is queued for one ban: enough to build the alert when it goes out
 /// (the decision's duration is what is left of the ban then).
 fn queued(ban: &Value) -> Option<Value> {
+    // An operator's unban: the decisions this watcher posted for the
+    // target are deleted in LAPI too.
+    if ban["kind"] == "lift" {
+        return Some(json!({"lift": ban["target"].as_str()?}));
+    }
     if ban["kind"] != "ban" {
         return None;
     }
@@ -257,12 +263,31 @@ impl Watcher {
                 return;
             }
             let now = voipwall_core::daemon::now_ms();
-            let alerts: Vec<Value> = batch
+            let items: Vec<Value> = batch
                 .iter()
                 .filter_map(|(_, b)| serde_json::from_str(b).ok())
-                .filter_map(|q: Value| alert(&q, now))
                 .collect();
             let ids: Vec<i64> = batch.iter().map(|(id, _)| *id).collect();
+            // In order: alerts in batches, a lift after the alerts before it.
+            let mut alerts: Vec<Value> = Vec::new();
+            for q in &items {
+                if let Some(target) = q["lift"].as_str() {
+                    if !alerts.is_empty() {
+                        if let Err(e) = self.post(&alerts).await {
+                            self.fail(e);
+                            return;
+                        }
+                        self.status.posted += alerts.len() as u64;
+                        alerts.clear();
+                    }
+                    if let Err(e) = self.lift(target).await {
+                        self.fail(e);
+                        return;
+                    }
+                } else if let Some(a) = alert(q, now) {
+                    alerts.push(a);
+                }
+            }
             if !alerts.is_empty() {
                 if let Err(e) = self.post(&alerts).await {
                     self.fail(e);
@@ -279,6 +304,81 @@ impl Watcher {
             self.status.error = None;
             self.status.queued = self.store.outbox_len(KIND).unwrap_or(0);
         }
+    }
+
+    /// Deletes, in LAPI, the decisions this machine posted for `target`
+    /// (its alerts' `voipwall/` decisions only: an operator's `cscli`
+    /// decision or CAPI's on the same address stays).
+    async fn lift(&mut self, target: &str) -> Result<(), String> {
+        let net: ipnet::IpNet = target
+            .parse()
+            .map_err(|_| format!("`{target}` is not a target"))?;
+        let query = if net.prefix_len() == net.max_prefix_len() {
+            format!("ip={}", net.addr())
+        } else {
+            format!("range={net}")
+        };
+        let token = self.token().await?;
+        let url = format!("{}/v1/alerts?{query}", self.settings.lapi_url);
+        let r = http::fetch(
+            &http::Request {
+                method: "GET",
+                url: &url,
+                headers: vec![("authorization", format!("Bearer {token}"))],
+                body: None,
+            },
+            &http::Limits {
+                max_body: 8 << 20,
+                ..Self::limits()
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        if r.status != 200 {
+            return Err(format!(
+                "LAPI refused the alerts of {target} (HTTP {})",
+                r.status
+            ));
+        }
+        let alerts: Value = serde_json::from_slice(&r.body)
+            .map_err(|e| format!("LAPI's alerts of {target}: {e}"))?;
+        let machine = self.status.machine_id.clone();
+        let ids: Vec<i64> = alerts
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["machine_id"] == machine.as_str())
+            .flat_map(|a| a["decisions"].as_array().cloned().unwrap_or_default())
+            .filter(|d| {
+                d["scenario"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("voipwall/"))
+            })
+            .filter_map(|d| d["id"].as_i64())
+            .collect();
+        for id in ids {
+            let url = format!("{}/v1/decisions/{id}", self.settings.lapi_url);
+            let r = http::fetch(
+                &http::Request {
+                    method: "DELETE",
+                    url: &url,
+                    headers: vec![("authorization", format!("Bearer {token}"))],
+                    body: None,
+                },
+                &Self::limits(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            // Gone already (expired, deleted by hand) is as good.
+            if !matches!(r.status, 200 | 204 | 404) {
+                return Err(format!(
+                    "LAPI refused to delete decision {id} (HTTP {})",
+                    r.status
+                ));
+            }
+            self.status.lifted += 1;
+        }
+        Ok(())
     }
 
     async fn post(&mut self, alerts: &[Value]) -> Result<(), String> {

@@ -4246,9 +4246,14 @@ bouncer_key_file = "{}"
 update_frequency = "1s"
 machine_id = "voipwall-fw"
 machine_password_file = "{}"
+
+[[source]]
+format = "asterisk"
+path = "{}"
 "#,
         key_file.display(),
-        password_file.display()
+        password_file.display(),
+        lab.dir.join("full").display()
     );
     lab.apply(&policy);
     lab.start_daemon(&policy);
@@ -4328,13 +4333,27 @@ machine_password_file = "{}"
         &["explain", "203.0.113.7", "udp/5060", "--iface", "vw0"],
     );
     assert!(why.contains("CrowdSec decisions of origin cscli"), "{why}");
-    // The watcher: a scanner voipwall bans is an alert with its decision
-    // in LAPI, for every other bouncer.
+    // The watcher: a brute force voipwall bans (five wrong passwords in
+    // the PBX's log) is an alert with its decision in LAPI, for every
+    // other bouncer; the bouncer brings the decision back too.
     let in_lapi = |lapi: &Lapi, what: &str, value: &str| -> bool {
         let out = lapi.cscli(&[what, "list", "-o", "json"]);
-        out.contains(value) && (what == "decisions" || out.contains("voipwall/scanner"))
+        out.contains(value) && out.contains("voipwall/")
     };
-    lab.scanner_packet("203.0.113.2", "watch1");
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(lab.dir.join("full"))
+            .unwrap();
+        for i in 0..5 {
+            writeln!(
+                f,
+                "[2026-12-06 10:22:{i:02}] NOTICE[2284] chan_sip.c: Registration from '<sip:1001@pbx>' failed for '203.0.113.2:5060' - Wrong password"
+            )
+            .unwrap();
+        }
+    }
     lab.until("voipwall's ban is an alert in LAPI", || {
         in_lapi(&lapi, "alerts", "203.0.113.2") && in_lapi(&lapi, "decisions", "203.0.113.2")
     });
@@ -4345,6 +4364,17 @@ machine_password_file = "{}"
         "{}",
         w["crowdsec_watcher"]
     );
+    lab.until("the bouncer holds voipwall's own decision", || {
+        lab.count_set("vw_cs_crowdsec_v4") == 1
+    });
+    // An operator's unban lifts it in voipwall, in LAPI (the decisions this
+    // watcher posted; nobody else's) and so in the bouncer's sets.
+    let out = lab.voipwall_ctl(&["unban", "203.0.113.2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    lab.until("the decision is gone from LAPI and the kernel", || {
+        !in_lapi(&lapi, "decisions", "203.0.113.2") && lab.count_set("vw_cs_crowdsec_v4") == 0
+    });
+    lab.assert_traffic(&policy, &[("203.0.113.2", "udp/5060", "pass")]);
     // Deleted in LAPI: passes again.
     lapi.cscli(&["decisions", "delete", "--ip", "203.0.113.7"]);
     lab.until("the deletion reached the kernel", || {
