@@ -105,6 +105,21 @@ pub fn state_store(state_dir: &Path) -> anyhow::Result<Store> {
     Ok(s)
 }
 
+/// The store of `state_dir` for a verb that must not create one (reading
+/// generations, confirming, rolling back): when there is none, a clear
+/// error and nothing written.
+pub fn existing_store(state_dir: &Path) -> anyhow::Result<Store> {
+    let db = state_dir.join("state.db");
+    if !db.exists() {
+        return Err(Invalid(format!(
+            "error: there is no store at {}: nothing was applied with this state directory (give the --state-dir that `apply` used)",
+            db.display()
+        ))
+        .into());
+    }
+    state_store(state_dir)
+}
+
 /// Wall-clock milliseconds.
 pub fn now() -> Timestamp {
     let d = std::time::SystemTime::now()
@@ -393,7 +408,7 @@ pub fn confirm(state_dir: &Path) -> anyhow::Result<String> {
 
 /// `confirm` for `actor` (the audit log's name: `cli`, `api:NAME`).
 pub fn confirm_as(state_dir: &Path, actor: &str) -> anyhow::Result<String> {
-    let mut store = state_store(state_dir)?;
+    let mut store = existing_store(state_dir)?;
     let Some(g) = store
         .generations(KEEP_GENERATIONS as usize)?
         .into_iter()
@@ -416,7 +431,7 @@ pub fn confirm_as(state_dir: &Path, actor: &str) -> anyhow::Result<String> {
 /// `voipwall rollback`: back one generation now, or to generation `to`
 /// (`--to N`), for `actor`.
 pub fn rollback(state_dir: &Path, to: Option<i64>, actor: &str) -> anyhow::Result<String> {
-    let mut store = state_store(state_dir)?;
+    let mut store = existing_store(state_dir)?;
     let Some(cur) = store.in_force()? else {
         return Err(Invalid("error: no generation recorded".into()).into());
     };

@@ -126,10 +126,12 @@ pub(crate) fn run(cli: &crate::Globals, a: &InitArgs) -> anyhow::Result<()> {
     std::fs::write(&cli.config, &text)
         .with_context(|| format!("write {}", cli.config.display()))?;
     eprintln!(
-        "wrote {} ({} interfaces, preset {}); next: voipwall check && voipwall apply --confirm 60s",
+        "wrote {} ({} interfaces, preset {}); next: {} && {}",
         cli.config.display(),
         view.interfaces.iter().filter(|i| i.name != "lo").count(),
-        l.policy.preset.as_deref().unwrap_or("none")
+        l.policy.preset.as_deref().unwrap_or("none"),
+        cli.next("check"),
+        cli.next("apply --confirm 60s")
     );
     Ok(())
 }

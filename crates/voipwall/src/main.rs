@@ -36,7 +36,7 @@ pub(crate) struct Globals {
         short,
         long,
         global = true,
-        default_value = "/etc/voipwall/voipwall.toml",
+        default_value = DEFAULT_CONFIG,
         env = "VOIPWALL_CONFIG"
     )]
     pub(crate) config: PathBuf,
@@ -51,10 +51,40 @@ pub(crate) struct Globals {
         long,
         global = true,
         env = "VOIPWALL_STATE_DIR",
-        default_value = "/var/lib/voipwall"
+        default_value = DEFAULT_STATE_DIR
     )]
     pub(crate) state_dir: PathBuf,
 }
+
+impl Globals {
+    /// The command to run `verb` next with the same policy file and state
+    /// directory as this one (the "next:" hints): `-c` and `--state-dir`
+    /// only when they are not the defaults, so following a hint never
+    /// talks to another policy or store.
+    pub(crate) fn next(&self, verb: &str) -> String {
+        let quote = |p: &std::path::Path| {
+            let s = p.display().to_string();
+            if s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/._-+:@".contains(c))
+            {
+                s
+            } else {
+                format!("'{}'", s.replace('\'', "'\\''"))
+            }
+        };
+        let mut c = String::from("voipwall");
+        if self.config != std::path::Path::new(DEFAULT_CONFIG) {
+            c.push_str(&format!(" -c {}", quote(&self.config)));
+        }
+        if self.state_dir != std::path::Path::new(DEFAULT_STATE_DIR) {
+            c.push_str(&format!(" --state-dir {}", quote(&self.state_dir)));
+        }
+        format!("{c} {verb}")
+    }
+}
+
+const DEFAULT_CONFIG: &str = "/etc/voipwall/voipwall.toml";
+const DEFAULT_STATE_DIR: &str = "/var/lib/voipwall";
 
 #[derive(Subcommand)]
 pub(crate) enum Cmd {

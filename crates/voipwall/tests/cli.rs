@@ -265,3 +265,30 @@ fn an_include_of_a_fifo_or_a_device_is_refused_at_once() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Issue 25, item 10: a verb that only reads (or finds nothing to do) never
+/// creates the store: `confirm`, `rollback`, `generations` and `token list`
+/// against a state directory nothing was applied with say so and leave no
+/// file behind.
+#[test]
+fn verbs_that_read_never_create_the_store() {
+    let dir = std::env::temp_dir().join(format!("voipwall-cli-nostore-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for args in [
+        &["confirm"][..],
+        &["rollback"],
+        &["generations"],
+        &["token", "list"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_voipwall"))
+            .arg("--state-dir")
+            .arg(&dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("there is no store"), "{args:?}: {err}");
+        assert!(!dir.exists(), "{args:?} created {}", dir.display());
+    }
+}

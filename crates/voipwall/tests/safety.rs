@@ -401,16 +401,49 @@ fn init_writes_a_policy_that_keeps_the_operator_in() {
         "an existing policy is not overwritten"
     );
 
-    let out = lab.voipwall(p, &["check"]);
+    // Issue 25, item 10: the "next:" hints keep the -c and --state-dir the
+    // operator gave, so following them word for word works: init's check
+    // and apply --confirm, then apply's confirm.
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    let next = said
+        .split("next: ")
+        .nth(1)
+        .expect("a next: hint")
+        .trim()
+        .to_string();
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        next.contains(&format!("-c {p}")) && next.contains("--state-dir"),
+        "{next}"
     );
-    let out = lab.voipwall(p, &["apply"]);
+    let follow = |cmd: &str| -> Output {
+        let words: Vec<&str> = cmd.split_whitespace().collect();
+        assert_eq!(words[0], "voipwall", "{cmd}");
+        Command::new("ip")
+            .args(["netns", "exec", &lab.fw, env!("CARGO_BIN_EXE_voipwall")])
+            .args(&words[1..])
+            .env("VOIPWALL_LOCK_FILE", lab.dir.join("locked"))
+            .env("VOIPWALL_SOCKET", lab.dir.join("no-daemon.sock"))
+            .output()
+            .unwrap()
+    };
+    let mut confirm = String::new();
+    for cmd in next.split(" && ") {
+        let out = follow(cmd);
+        assert!(
+            out.status.success(),
+            "`{cmd}`: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        if let Some(c) = err.split('`').nth(1).filter(|c| c.ends_with("confirm")) {
+            confirm = c.to_string();
+        }
+    }
+    assert!(confirm.contains("--state-dir"), "apply's hint: {confirm}");
+    let out = follow(&confirm);
     assert!(
-        out.status.success(),
-        "apply without --force: {}",
+        String::from_utf8_lossy(&out.stdout).contains("confirmed generation"),
+        "`{confirm}`: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(

@@ -23,8 +23,9 @@ pub(super) fn apply(cli: &Globals, confirm: Option<&str>, force: bool) -> anyhow
     }
     if let Some(c) = confirm {
         eprintln!(
-            "generation {} applied; run `voipwall confirm` within {} or it is rolled back",
+            "generation {} applied; run `{}` within {} or it is rolled back",
             a.generation,
+            cli.next("confirm"),
             voipwall_policy::format_duration(c.as_secs())
         );
     }
@@ -54,7 +55,7 @@ pub(super) fn apply(cli: &Globals, confirm: Option<&str>, force: bool) -> anyhow
 }
 
 pub(super) fn generations(cli: &Globals, diff: Option<i64>) -> anyhow::Result<()> {
-    let store = crate::safety::state_store(&cli.state_dir)?;
+    let store = crate::safety::existing_store(&cli.state_dir)?;
     let gens = store.generations(50)?;
     if let Some(id) = diff {
         let d = crate::safety::generation_diff(&store, id)?;

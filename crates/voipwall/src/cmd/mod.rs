@@ -162,7 +162,12 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
 /// `voipwall token create|list|revoke`: API tokens in the store, hashed.
 fn token(g: &Globals, t: &crate::TokenCmd) -> anyhow::Result<()> {
     use crate::TokenCmd;
-    let mut store = crate::safety::state_store(&g.state_dir)?;
+    // Only `create` may start a store; listing and revoking read one.
+    let mut store = if matches!(t, TokenCmd::Create { .. }) {
+        crate::safety::state_store(&g.state_dir)?
+    } else {
+        crate::safety::existing_store(&g.state_dir)?
+    };
     match t {
         TokenCmd::Create { role, name } => {
             let role = voipwall_core::tokens::Role::parse(role)
