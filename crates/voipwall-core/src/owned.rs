@@ -37,21 +37,17 @@ impl<const N: usize> Inline<N> {
 }
 
 impl Parsed {
-    pub fn from_line(l: &voipwall_logfmt::LogLine<'_>) -> Self {
-        use voipwall_detect::EventKind as K;
-        use voipwall_logfmt::EventType as T;
-        let (kind, user, ua, expires) = match l.event.kind {
-            K::AuthFailed { user } => (T::AuthFailed, user, None, None),
-            K::AuthSucceeded { user } => (T::AuthOk, user, None, None),
-            K::UnknownUser { user } => (T::UnknownUser, user, None, None),
-            K::ChallengeSent { user } => (T::Challenge, user, None, None),
-            K::Registered { user, expires } => (T::Registered, user, None, expires),
-            K::CallRejected { user } => (T::CallRejected, user, None, None),
-            K::Agent { agent } => (T::Agent, None, Some(agent), None),
-            K::Malformed => (T::Malformed, None, None, None),
-            _ => (T::Flooding, None, None, None),
-        };
-        Self {
+    /// The owned form of a log line's event; `None` for a kind no log
+    /// line makes (the log formats never produce one).
+    pub fn from_line(l: &voipwall_logfmt::LogLine<'_>) -> Option<Self> {
+        let e = voipwall_logfmt::LogEvent::of(&l.event.kind)?;
+        let (kind, user, ua, expires) = (
+            e.kind,
+            e.user,
+            Some(e.agent).filter(|a| !a.is_empty()),
+            e.expires,
+        );
+        Some(Self {
             at: l.at,
             src: l.event.src,
             kind,
@@ -64,29 +60,17 @@ impl Parsed {
                 buf: [0; 96],
             }),
             expires,
-        }
+        })
     }
 
     pub fn event<'a>(&'a self, origin: &'a str) -> Event<'a> {
-        use voipwall_detect::EventKind as K;
-        use voipwall_logfmt::EventType as T;
-        let user = (self.user.len > 0).then(|| self.user.get());
-        let kind = match self.kind {
-            T::AuthFailed => K::AuthFailed { user },
-            T::AuthOk => K::AuthSucceeded { user },
-            T::UnknownUser => K::UnknownUser { user },
-            T::Challenge => K::ChallengeSent { user },
-            T::Registered => K::Registered {
-                user,
-                expires: self.expires,
-            },
-            T::CallRejected => K::CallRejected { user },
-            T::Agent => K::Agent {
-                agent: self.ua.get(),
-            },
-            T::Flooding => K::Flooding,
-            T::Malformed => K::Malformed,
-        };
+        let kind = voipwall_logfmt::LogEvent {
+            kind: self.kind,
+            user: (self.user.len > 0).then(|| self.user.get()),
+            agent: self.ua.get(),
+            expires: self.expires,
+        }
+        .kind();
         Event {
             src: self.src,
             kind,

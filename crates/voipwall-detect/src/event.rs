@@ -21,9 +21,10 @@ pub struct Event<'a> {
     pub origin: &'a str,
 }
 
-/// The kinds of observation.
+/// The kinds of observation. Not `non_exhaustive`: the workspace's
+/// conversions (`voipwall_logfmt::LogEvent`) match it exhaustively, so a
+/// new kind is a compile error there instead of a misreported event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum EventKind<'a> {
     /// A SIP request the host received from the client.
     Request(Request<'a>),

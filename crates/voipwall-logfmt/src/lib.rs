@@ -62,6 +62,76 @@ pub enum EventType {
     Agent,
 }
 
+/// A log event's parts, borrowed: what a log line says about a source.
+/// The one conversion between a log line's event and the engine's
+/// [`EventKind`] both ways, exhaustive: a new kind on either side is a
+/// compile error here, never a misreported event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogEvent<'a> {
+    /// What happened.
+    pub kind: EventType,
+    /// The user (extension, account), when the line names one.
+    pub user: Option<&'a [u8]>,
+    /// The user agent (`Agent` lines).
+    pub agent: &'a [u8],
+    /// Registration lifetime, seconds (`Registered` lines).
+    pub expires: Option<u32>,
+}
+
+impl<'a> LogEvent<'a> {
+    /// The engine's event kind.
+    pub fn kind(&self) -> EventKind<'a> {
+        let user = self.user;
+        match self.kind {
+            EventType::AuthFailed => EventKind::AuthFailed { user },
+            EventType::AuthOk => EventKind::AuthSucceeded { user },
+            EventType::UnknownUser => EventKind::UnknownUser { user },
+            EventType::Challenge => EventKind::ChallengeSent { user },
+            EventType::Registered => EventKind::Registered {
+                user,
+                expires: self.expires,
+            },
+            EventType::CallRejected => EventKind::CallRejected { user },
+            EventType::Flooding => EventKind::Flooding,
+            EventType::Malformed => EventKind::Malformed,
+            EventType::Agent => EventKind::Agent { agent: self.agent },
+        }
+    }
+
+    /// The log event an engine event kind is, if it is one (packet-only
+    /// kinds are not: requests, responses, undecodable packets, API token
+    /// guesses).
+    pub fn of(k: &EventKind<'a>) -> Option<Self> {
+        let e = |kind, user| Self {
+            kind,
+            user,
+            agent: &[],
+            expires: None,
+        };
+        Some(match *k {
+            EventKind::AuthFailed { user } => e(EventType::AuthFailed, user),
+            EventKind::AuthSucceeded { user } => e(EventType::AuthOk, user),
+            EventKind::UnknownUser { user } => e(EventType::UnknownUser, user),
+            EventKind::ChallengeSent { user } => e(EventType::Challenge, user),
+            EventKind::Registered { user, expires } => Self {
+                expires,
+                ..e(EventType::Registered, user)
+            },
+            EventKind::CallRejected { user } => e(EventType::CallRejected, user),
+            EventKind::Flooding => e(EventType::Flooding, None),
+            EventKind::Malformed => e(EventType::Malformed, None),
+            EventKind::Agent { agent } => Self {
+                agent,
+                ..e(EventType::Agent, None)
+            },
+            EventKind::Request(_)
+            | EventKind::Response(_)
+            | EventKind::Undecodable
+            | EventKind::ApiAuthFailed => return None,
+        })
+    }
+}
+
 impl EventType {
     fn parse(s: &str) -> Option<Self> {
         Some(match s {
@@ -488,25 +558,16 @@ pub fn describe(k: &EventKind<'_>) -> (&'static str, Option<String>, Option<Stri
 fn build<'a>(ev: EventType, c: Captures<'a>, origin: &'a str) -> Result<Event<'a>, LineError> {
     let src = parse_addr(c.addr.ok_or(LineError::BadAddress)?).ok_or(LineError::BadAddress)?;
     let user = c.user.map(normalise_user).filter(|u| !u.is_empty());
-    let kind = match ev {
-        EventType::AuthFailed => EventKind::AuthFailed { user },
-        EventType::AuthOk => EventKind::AuthSucceeded { user },
-        EventType::UnknownUser => EventKind::UnknownUser { user },
-        EventType::Challenge => EventKind::ChallengeSent { user },
-        EventType::Registered => EventKind::Registered {
-            user,
-            expires: c
-                .expires
-                .and_then(|e| std::str::from_utf8(e).ok())
-                .and_then(|e| e.parse().ok()),
-        },
-        EventType::CallRejected => EventKind::CallRejected { user },
-        EventType::Flooding => EventKind::Flooding,
-        EventType::Malformed => EventKind::Malformed,
-        EventType::Agent => EventKind::Agent {
-            agent: c.ua.unwrap_or_default(),
-        },
-    };
+    let kind = LogEvent {
+        kind: ev,
+        user,
+        agent: c.ua.unwrap_or_default(),
+        expires: c
+            .expires
+            .and_then(|e| std::str::from_utf8(e).ok())
+            .and_then(|e| e.parse().ok()),
+    }
+    .kind();
     Ok(Event { src, kind, origin })
 }
 
@@ -557,6 +618,36 @@ fn normalise_user(v: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_event_round_trips_through_the_engines_kind() {
+        for kind in [
+            EventType::AuthFailed,
+            EventType::AuthOk,
+            EventType::UnknownUser,
+            EventType::Challenge,
+            EventType::Registered,
+            EventType::CallRejected,
+            EventType::Flooding,
+            EventType::Malformed,
+            EventType::Agent,
+        ] {
+            let (user, agent, expires) = match kind {
+                EventType::Flooding | EventType::Malformed => (None, &b""[..], None),
+                EventType::Agent => (None, &b"friendly-scanner"[..], None),
+                EventType::Registered => (Some(&b"1001"[..]), &b""[..], Some(300)),
+                _ => (Some(&b"1001"[..]), &b""[..], None),
+            };
+            let e = LogEvent {
+                kind,
+                user,
+                agent,
+                expires,
+            };
+            assert_eq!(LogEvent::of(&e.kind()), Some(e), "{kind:?}");
+        }
+        assert_eq!(LogEvent::of(&EventKind::Undecodable), None);
+    }
 
     #[test]
     fn addresses() {

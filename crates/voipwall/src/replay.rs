@@ -407,7 +407,7 @@ fn parse_chunk(format: &Format, ctx: &Context, chunk: &[u8]) -> ChunkOut {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         out.lines += 1;
         match format.parse_line(line, ctx) {
-            Ok(l) => out.events.push(Parsed::from_line(&l)),
+            Ok(l) => out.events.extend(Parsed::from_line(&l)),
             Err(LineError::Ambiguous) => out.ambiguous += 1,
             Err(LineError::BadAddress) => out.bad_address += 1,
             Err(LineError::TooLong) => out.too_long += 1,

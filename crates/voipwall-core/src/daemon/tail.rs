@@ -32,7 +32,7 @@ fn batch<'l>(
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         counts.lines += 1;
         match format.parse_line(line, ctx) {
-            Ok(l) => events.push(Parsed::from_line(&l)),
+            Ok(l) => events.extend(Parsed::from_line(&l)),
             Err(voipwall_logfmt::LineError::Ambiguous) => counts.ambiguous += 1,
             Err(voipwall_logfmt::LineError::NoMatch) => {}
             Err(_) => counts.malformed += 1,
