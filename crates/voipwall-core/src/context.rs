@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use voipwall_nft::{CompileInput, Ruleset, compile};
@@ -243,11 +242,7 @@ pub fn discover_into(policy: &mut Policy) -> (Vec<String>, voipwall_discover::Di
 }
 
 /// Unix seconds now.
-pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
+pub use crate::clock::unix_secs as now;
 
 /// The DNS client a policy asks for: its `[dns] servers`, else the
 /// name servers of /etc/resolv.conf.
@@ -267,6 +262,7 @@ pub fn dns_client(policy: &Policy) -> voipwall_dns::Client {
     voipwall_dns::Client {
         servers,
         timeout: std::time::Duration::from_millis(700),
+        query_id: crate::random::query_id,
     }
 }
 

@@ -138,16 +138,5 @@ pub fn is_default_policy(path: &Path) -> bool {
 /// Eight bytes from the kernel's random source (the clock and pid as a
 /// last resort, which still differ per start).
 pub fn random_seed() -> u64 {
-    use std::io::Read as _;
-    let mut b = [0u8; 8];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .is_ok()
-    {
-        return u64::from_ne_bytes(b);
-    }
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    u64::try_from(t.as_nanos() & u128::from(u64::MAX)).unwrap_or(0) ^ u64::from(std::process::id())
+    crate::random::seed()
 }

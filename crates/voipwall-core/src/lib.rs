@@ -6,6 +6,7 @@
 //! ([`host`]). The CLI is a thin layer over it; the HTTP API, the fleet and
 //! the feeds call the same functions.
 
+pub mod clock;
 pub mod context;
 pub mod daemon;
 pub mod detection;
@@ -14,6 +15,7 @@ pub mod host;
 pub mod human;
 pub mod owned;
 pub mod plane;
+pub mod random;
 pub mod safety;
 pub mod tokens;
 

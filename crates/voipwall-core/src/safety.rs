@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use voipwall_detect::Timestamp;
 use voipwall_nft::Ruleset;
 use voipwall_policy::Policy;
 use voipwall_store::{NewGeneration, Store};
@@ -120,13 +119,7 @@ pub fn existing_store(state_dir: &Path) -> anyhow::Result<Store> {
     state_store(state_dir)
 }
 
-/// Wall-clock milliseconds.
-pub fn now() -> Timestamp {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub use crate::clock::now;
 
 /// Before the first generation, keep what the kernel has, so that a
 /// rollback can return to it: nothing (no table), or a snapshot.

@@ -49,10 +49,7 @@ pub fn hash(token: &str) -> String {
 /// `n` bytes from the kernel's random source, in hex: tokens, and the
 /// dashboard's session ids and CSRF tokens.
 pub fn random_hex(n: usize) -> anyhow::Result<String> {
-    use std::io::Read as _;
-    let mut b = vec![0u8; n];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    crate::random::hex(n)
 }
 
 /// A new token: `vwt_` and 32 bytes from the kernel's random source.

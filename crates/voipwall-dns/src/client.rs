@@ -14,6 +14,9 @@ pub struct Client {
     pub servers: Vec<SocketAddr>,
     /// Wait per attempt.
     pub timeout: Duration,
+    /// Where query ids come from: the caller's random source (the kernel's,
+    /// `voipwall_core::random::query_id`), never a counter.
+    pub query_id: fn() -> u16,
 }
 
 /// `nameserver` lines of a resolv.conf.
@@ -65,7 +68,7 @@ impl Client {
         let sock = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
         sock.connect(server).map_err(|e| e.to_string())?;
         let _ = attempt;
-        let id = random_id();
+        let id = (self.query_id)();
         let q = encode_query(id, name, qtype).map_err(|e| e.to_string())?;
         sock.send(&q).map_err(|e| e.to_string())?;
         let deadline = Instant::now() + self.timeout;
@@ -179,23 +182,6 @@ impl Client {
             ttl_s: if ttl == u32::MAX { 60 } else { ttl },
         })
     }
-}
-
-/// A query id from the kernel's random source.
-fn random_id() -> u16 {
-    use std::io::Read as _;
-    let mut b = [0u8; 2];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .is_ok()
-    {
-        return u16::from_ne_bytes(b);
-    }
-    // Without /dev/urandom: the clock's nanoseconds still differ per query.
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    (n ^ (n >> 16)) as u16
 }
 
 #[cfg(test)]

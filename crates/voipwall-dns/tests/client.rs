@@ -61,9 +61,19 @@ fn ids_are_random_and_truncated_answers_are_retried_over_tcp() {
             s.write_all(&out).unwrap();
         }
     });
+    // The caller's random source (voipwall-core gives the kernel's).
+    fn kernel_id() -> u16 {
+        let mut b = [0u8; 2];
+        std::fs::File::open("/dev/urandom")
+            .unwrap()
+            .read_exact(&mut b)
+            .unwrap();
+        u16::from_ne_bytes(b)
+    }
     let client = Client {
         servers: vec![SocketAddr::from((Ipv4Addr::LOCALHOST, port))],
         timeout: Duration::from_secs(2),
+        query_id: kernel_id,
     };
     let mut ids = Vec::new();
     for _ in 0..8 {

@@ -24,11 +24,9 @@ fn must() -> anyhow::Result<Client> {
     })
 }
 
+/// One line of output, through the CLI's one stdout writer.
 fn print(s: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let mut o = std::io::stdout().lock();
-    writeln!(o, "{}", s.trim_end())?;
-    Ok(())
+    crate::cmd::out(s.trim_end())
 }
 
 /// `voipwall status`.

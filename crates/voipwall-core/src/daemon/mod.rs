@@ -270,28 +270,10 @@ impl Waker {
     }
 }
 
-/// Wall-clock milliseconds: the daemon's one clock.
-fn now() -> Timestamp {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// Wall-clock milliseconds since the epoch (the daemon's clock, for its
-/// threads and the API's).
-pub fn now_ms() -> u64 {
-    now().0
-}
-
-/// Wall-clock microseconds since the epoch (ban latencies, fleet
-/// propagation).
-pub fn now_us() -> u64 {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
+// The one clock (`crate::clock`), under the names the daemon's threads,
+// the API and the fleet have always used.
+use crate::clock::now;
+pub use crate::clock::{now_ms, now_us};
 
 pub fn now_ms_civil_year() -> i64 {
     now().to_civil().0

@@ -53,6 +53,7 @@ impl Names {
             client: Client {
                 servers: Vec::new(),
                 timeout: Duration::from_millis(700),
+                query_id: crate::random::query_id,
             },
             updates: 0,
             notify: None,
