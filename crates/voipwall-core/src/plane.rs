@@ -1,9 +1,13 @@
 //! The one ban plane: every runtime verb (`ban`, `unban`, `block`,
 //! `allow`, and their `--file` and `--delete` forms), whoever asks (the CLI
-//! without a daemon, the daemon's control socket, later the HTTP API, the
-//! fleet and the feeds), goes protection check → placement → kernel here.
-//! The caller then records the returned outcome in the store (and, in the
-//! daemon, in the engine): the CLI and the daemon cannot disagree.
+//! without a daemon, the daemon's control socket, the HTTP API), goes
+//! protection check → placement → kernel here. The caller then records the
+//! returned outcome through a `Ledger` (the store, and in the daemon the
+//! engine too), so the CLI and the daemon take the same steps; the
+//! namespace test `every_runtime_verb_leaves_the_same_state_with_or_without_a_daemon`
+//! checks that they leave the same kernel, store and audit state. Feeds,
+//! CrowdSec's decisions and the fleet's bans are origins of their own
+//! (`crate::feeds`), not runtime verbs.
 
 use std::net::IpAddr;
 
