@@ -10,6 +10,7 @@ mod assets;
 mod client;
 mod cmd;
 mod init;
+mod logging;
 mod replay;
 
 // The driver library's modules, under the names the CLI has always used.
@@ -293,7 +294,7 @@ pub(crate) enum Cmd {
     Replay(replay::ReplayArgs),
     /// The service: applies the policy, restores bans, reads NFLOG and logs,
     /// bans within milliseconds, serves the control socket.
-    Daemon(daemon::DaemonArgs),
+    Daemon(DaemonCli),
     /// Write the man pages (voipwall.8 and one per verb) and the bash, zsh
     /// and fish completions into DIR/man8 and DIR/completions (packaging).
     #[command(hide = true)]
@@ -301,6 +302,47 @@ pub(crate) enum Cmd {
         /// Output directory.
         dir: PathBuf,
     },
+}
+
+/// Arguments of `voipwall daemon`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct DaemonCli {
+    /// Control socket.
+    #[arg(
+        long,
+        env = "VOIPWALL_SOCKET",
+        default_value = "/run/voipwall/control.sock"
+    )]
+    pub(crate) socket: PathBuf,
+    /// A log file to follow, as FORMAT:PATH (e.g. asterisk:/var/log/asterisk/full); repeatable.
+    #[arg(long = "log")]
+    pub(crate) logs: Vec<String>,
+    /// Follow the systemd journal as FORMAT[:UNIT] (e.g. sshd:ssh.service); repeatable.
+    #[arg(long = "journal")]
+    pub(crate) journals: Vec<String>,
+    /// Read followed logs from their start instead of their end.
+    #[arg(long)]
+    pub(crate) from_start: bool,
+    /// Do not apply the policy at start (the ruleset is already in place).
+    #[arg(long)]
+    pub(crate) no_apply: bool,
+    /// Demo mode: refuse to run in the host's own network namespace (so the
+    /// host firewall is never touched), and remove the table on exit.
+    #[arg(long)]
+    pub(crate) sandbox: bool,
+}
+
+impl DaemonCli {
+    pub(crate) fn args(&self) -> daemon::DaemonArgs {
+        daemon::DaemonArgs {
+            socket: self.socket.clone(),
+            logs: self.logs.clone(),
+            journals: self.journals.clone(),
+            from_start: self.from_start,
+            no_apply: self.no_apply,
+            sandbox: self.sandbox,
+        }
+    }
 }
 
 /// `voipwall fleet ...`.

@@ -56,31 +56,22 @@ pub struct Paths {
     pub state_dir: PathBuf,
 }
 
-/// Arguments of `voipwall daemon`.
-#[derive(clap::Args)]
+/// Arguments of `voipwall daemon` (the binary parses them; a library
+/// does not depend on a command-line parser).
+#[derive(Debug, Clone, Default)]
 pub struct DaemonArgs {
     /// Control socket.
-    #[arg(
-        long,
-        env = "VOIPWALL_SOCKET",
-        default_value = "/run/voipwall/control.sock"
-    )]
     pub socket: PathBuf,
-    /// A log file to follow, as FORMAT:PATH (e.g. asterisk:/var/log/asterisk/full); repeatable.
-    #[arg(long = "log")]
+    /// Log files to follow, as FORMAT:PATH.
     pub logs: Vec<String>,
-    /// Follow the systemd journal as FORMAT[:UNIT] (e.g. sshd:ssh.service); repeatable.
-    #[arg(long = "journal")]
+    /// Journals to follow, as FORMAT[:UNIT].
     pub journals: Vec<String>,
     /// Read followed logs from their start instead of their end.
-    #[arg(long)]
     pub from_start: bool,
     /// Do not apply the policy at start (the ruleset is already in place).
-    #[arg(long)]
     pub no_apply: bool,
-    /// Demo mode: refuse to run in the host's own network namespace (so the
-    /// host firewall is never touched), and remove the table on exit.
-    #[arg(long)]
+    /// Demo mode: refuse to run in the host's own network namespace, and
+    /// remove the table on exit.
     pub sandbox: bool,
 }
 
@@ -555,7 +546,6 @@ impl ControlHandle {
 
 /// Runs the daemon until SIGTERM/SIGINT.
 pub fn run(cli: &Paths, a: &DaemonArgs, starters: Starters) -> anyhow::Result<()> {
-    init_logging();
     if a.sandbox && in_host_namespace() {
         return Err(Invalid(
             "error: --sandbox runs only inside a network namespace other than the host's (ip netns exec ...)".into(),
@@ -1567,72 +1557,6 @@ fn hold_back(secs: u64, socket: &std::path::Path) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(socket);
     tracing::warn!("Safe mode hold over: applying the policy.");
     Ok(())
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VOIPWALL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    if stderr_is_journal() {
-        // journald keeps its own time and reads a `<N>` syslog priority
-        // at the start of each line.
-        let _ = builder
-            .with_ansi(false)
-            .event_format(Journald(
-                tracing_subscriber::fmt::format()
-                    .without_time()
-                    .with_target(false),
-            ))
-            .try_init();
-    } else {
-        let _ = builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .try_init();
-    }
-}
-
-/// Whether stderr is the journal: systemd sets `JOURNAL_STREAM` to the
-/// device and inode of the stream it connected (a redirected stderr no
-/// longer matches).
-fn stderr_is_journal() -> bool {
-    use std::os::unix::fs::MetadataExt as _;
-    let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
-        return false;
-    };
-    let Ok(m) = std::fs::metadata("/proc/self/fd/2") else {
-        return false;
-    };
-    v.to_str() == Some(&format!("{}:{}", m.dev(), m.ino()))
-}
-
-/// Log lines with a syslog priority prefix for journald: `<3>` errors,
-/// `<4>` warnings, `<6>` information, `<7>` debugging.
-struct Journald<F>(F);
-
-impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for Journald<F>
-where
-    F: tracing_subscriber::fmt::FormatEvent<S, N>,
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
-{
-    fn format_event(
-        &self,
-        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
-        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
-        event: &tracing::Event<'_>,
-    ) -> std::fmt::Result {
-        let p = match *event.metadata().level() {
-            tracing::Level::ERROR => 3,
-            tracing::Level::WARN => 4,
-            tracing::Level::INFO => 6,
-            _ => 7,
-        };
-        write!(writer, "<{p}>")?;
-        self.0.format_event(ctx, writer, event)
-    }
 }
 
 /// SIGTERM/SIGINT stop the loop (a signal interrupts `poll`); SIGHUP

@@ -143,18 +143,21 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
         Cmd::Catalog => catalog(g),
         Cmd::Assets { dir } => crate::assets::write(dir),
         Cmd::Replay(a) => crate::replay::replay(g, a),
-        Cmd::Daemon(a) => crate::daemon::run(
-            &crate::daemon::Paths {
-                config: g.config.clone(),
-                catalog_dirs: g.catalog_dirs.clone(),
-                state_dir: g.state_dir.clone(),
-            },
-            a,
-            crate::daemon::Starters {
-                api: Some(voipwall_api::start),
-                fleet: Some(voipwall_fleet::start),
-            },
-        ),
+        Cmd::Daemon(a) => {
+            crate::logging::init();
+            crate::daemon::run(
+                &crate::daemon::Paths {
+                    config: g.config.clone(),
+                    catalog_dirs: g.catalog_dirs.clone(),
+                    state_dir: g.state_dir.clone(),
+                },
+                &a.args(),
+                crate::daemon::Starters {
+                    api: Some(voipwall_api::start),
+                    fleet: Some(voipwall_fleet::start),
+                },
+            )
+        }
         Cmd::Token(t) => token(g, t),
     }
 }
