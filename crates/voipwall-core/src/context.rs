@@ -246,7 +246,7 @@ pub use crate::clock::unix_secs as now;
 
 /// The DNS client a policy asks for: its `[dns] servers`, else the
 /// name servers of /etc/resolv.conf.
-pub fn dns_client(policy: &Policy) -> voipwall_dns::Client {
+pub fn dns_client(policy: &Policy) -> voipwall_sys::dns::Client {
     let servers = if policy.dns.servers.is_empty() {
         std::fs::read_to_string("/etc/resolv.conf")
             .map(|t| voipwall_dns::resolv_conf_servers(&t))
@@ -259,7 +259,7 @@ pub fn dns_client(policy: &Policy) -> voipwall_dns::Client {
             .map(|a| std::net::SocketAddr::new(*a, 53))
             .collect()
     };
-    voipwall_dns::Client {
+    voipwall_sys::dns::Client {
         servers,
         timeout: std::time::Duration::from_millis(700),
         query_id: crate::random::query_id,

@@ -6,10 +6,10 @@
 //! [`codec`] and [`schedule`] are pure (tested, property-tested, fuzzed);
 //! [`client`] is a small blocking UDP client, the only I/O.
 
-pub mod client;
 pub mod codec;
+pub mod conf;
 pub mod schedule;
 
-pub use client::{Client, resolv_conf_servers};
 pub use codec::{DnsError, QType, Rdata, Record, Response, encode_query, parse_response};
+pub use conf::resolv_conf_servers;
 pub use schedule::{Change, NameState, Resolved, Settings, Tracker};

@@ -1,7 +1,7 @@
 //! Golden rulesets: every `tests/golden/<case>/policy.toml` compiles to the
 //! snapshot next to it. Review diffs with `cargo insta review`.
 // A test is a driver: it reads its golden files (the crate itself may not).
-#![allow(clippy::disallowed_methods)]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 mod common;
 
 use voipwall_nft::{CompileInput, compile, render};

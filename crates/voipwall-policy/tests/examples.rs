@@ -3,7 +3,7 @@
 //! a setting off).
 // A driver (test, example, benchmark): it may read files and the clock;
 // the crate's library code may not (clippy.toml).
-#![allow(clippy::disallowed_methods)]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 use voipwall_policy::{Catalog, DataFile, HostFacts, SourceMap, load, render_all};
 
 fn examples() -> Vec<(String, String)> {

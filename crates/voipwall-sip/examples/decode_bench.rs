@@ -6,7 +6,7 @@
 //! Usage: decode_bench [seconds-per-round] [rounds]; prints JSON.
 // A driver (test, example, benchmark): it may read files and the clock;
 // the crate's library code may not (clippy.toml).
-#![allow(clippy::disallowed_methods)]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 use std::hint::black_box;
 
 use rsip::message::HasHeaders as _;

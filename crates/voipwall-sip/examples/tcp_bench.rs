@@ -8,7 +8,7 @@
 //! Usage: tcp_bench [flows] [messages-per-flow] [segment-bytes]
 //!        (default 10000 20 100)
 // A bench, not the library: it reads the clock and /proc.
-#![allow(clippy::disallowed_methods)]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;

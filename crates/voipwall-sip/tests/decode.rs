@@ -1,6 +1,6 @@
 //! Decoding cases: compact forms, folding, several Vias, responses, framing, peeling.
 // A test is a driver: it may read its seed files (the crate itself may not).
-#![allow(clippy::disallowed_methods)]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 use std::net::IpAddr;
 
 use voipwall_sip::{Message, SipError, StartLine, Transport, frame, peel};

@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod bans;
+pub mod dns;
 pub mod link;
 pub mod netlink;
 pub mod nflog;

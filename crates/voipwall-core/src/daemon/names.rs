@@ -9,9 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use voipwall_dns::{Client, Settings, Tracker};
+use voipwall_dns::{Settings, Tracker};
 use voipwall_nft::{Family, NameSet, Ruleset};
 use voipwall_policy::Policy;
+use voipwall_sys::dns::Client;
 use voipwall_sys::netlink::{Elem, SetElements};
 
 struct Shared {

@@ -1,11 +1,14 @@
-//! The blocking UDP client: the only I/O of this crate.
+//! The blocking DNS client (UDP, TCP when an answer is truncated) over
+//! `voipwall-dns`'s pure codec: the I/O lives here, with the rest of the
+//! host I/O, so the codec and the schedule stay pure (their crate's
+//! clippy.toml).
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use crate::codec::{QType, Rdata, Response, encode_query, parse_response};
-use crate::schedule::Resolved;
+use voipwall_dns::codec::{QType, Rdata, Response, encode_query, parse_response};
+use voipwall_dns::schedule::Resolved;
 
 /// Asks `servers` in turn, each with one retry.
 #[derive(Debug, Clone)]
@@ -17,18 +20,6 @@ pub struct Client {
     /// Where query ids come from: the caller's random source (the kernel's,
     /// `voipwall_core::random::query_id`), never a counter.
     pub query_id: fn() -> u16,
-}
-
-/// `nameserver` lines of a resolv.conf.
-pub fn resolv_conf_servers(text: &str) -> Vec<SocketAddr> {
-    text.lines()
-        .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            (w.next()? == "nameserver").then_some(())?;
-            let a: IpAddr = w.next()?.split('%').next()?.parse().ok()?;
-            Some(SocketAddr::new(a, 53))
-        })
-        .collect()
 }
 
 impl Client {
@@ -127,6 +118,8 @@ impl Client {
         }
     }
 
+    /// A name's addresses (A and AAAA, following SRV targets when `srv`)
+    /// with the lowest TTL, as the schedule wants them.
     pub fn resolve(&self, host: &str, srv: bool) -> Result<Resolved, String> {
         let mut addrs = BTreeSet::new();
         let mut ttl = u32::MAX;
@@ -181,19 +174,5 @@ impl Client {
             addrs,
             ttl_s: if ttl == u32::MAX { 60 } else { ttl },
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resolv_conf() {
-        let s = resolv_conf_servers(
-            "# c\nnameserver 198.51.100.53\nnameserver fe80::1%eth0\nsearch x\nnameserver bad\n",
-        );
-        assert_eq!(s.len(), 2);
-        assert_eq!(s[0].to_string(), "198.51.100.53:53");
     }
 }

@@ -7,7 +7,8 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use voipwall_dns::{Client, QType, Rdata};
+use voipwall_dns::{QType, Rdata};
+use voipwall_sys::dns::Client;
 
 /// The question section's end (after the name, type and class).
 fn question_end(q: &[u8]) -> usize {
