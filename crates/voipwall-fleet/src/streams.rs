@@ -327,10 +327,13 @@ struct Node {
     persisted_ms: u64,
 }
 
-fn password(s: &FleetSettings) -> Result<String, String> {
-    std::fs::read_to_string(&s.password_file)
+/// A connection as this node's ACL user (its password read from its file
+/// each time: a rotated password needs no restart).
+async fn connect(s: &FleetSettings, addr: &crate::resp::Addr) -> Result<Conn, String> {
+    let password = std::fs::read_to_string(&s.password_file)
         .map(|p| p.trim_end_matches(['\n', '\r']).to_string())
-        .map_err(|e| format!("the Redis password {}: {e}", s.password_file))
+        .map_err(|e| format!("the Redis password {}: {e}", s.password_file))?;
+    Conn::open(addr, &s.user, &password, WAIT).await
 }
 
 impl Node {
@@ -702,11 +705,7 @@ async fn reader(mut node: Node, halt: Arc<AtomicBool>, stop: Arc<AtomicBool>, li
             continue;
         }
         if conn.is_none() {
-            let c = match password(&node.s) {
-                Ok(p) => Conn::open(&addr, &node.s.user, &p, WAIT).await,
-                Err(e) => Err(e),
-            };
-            match c {
+            match connect(&node.s, &addr).await {
                 Ok(c) => {
                     conn = Some(c);
                     failures = 0;
@@ -903,11 +902,7 @@ async fn writer(
         let due = got && failures == 0 || now >= next_try || now >= next_allow;
         if due {
             if conn.is_none() && now >= next_try {
-                let c = match password(&s) {
-                    Ok(p) => Conn::open(&addr, &s.user, &p, WAIT).await,
-                    Err(e) => Err(e),
-                };
-                match c {
+                match connect(&s, &addr).await {
                     Ok(c) => {
                         conn = Some(c);
                         failures = 0;
