@@ -10,7 +10,8 @@
 //! counted. A SYN is remembered apart, in a small LRU of its own (key and
 //! initial sequence number), so that the stream's first byte is known even
 //! when the first data segments arrive out of order; a SYN flood only
-//! cycles that table and never evicts a flow that carries data. Without a
+//! cycles that table, and with the flow table full a new flow (even with
+//! its SYN) only replaces one that never carried a whole message. Without a
 //! SYN (its memo evicted, or the daemon started mid-connection) a flow
 //! starts at its first data segment and finds the next start line. Pure:
 //! the caller passes the time (milliseconds, any epoch) and a hash seed.
@@ -23,6 +24,10 @@ use hashlink::LruCache;
 
 use crate::ws;
 use crate::{MAX_HEAD, Message, SipError};
+
+/// How many of the least recently used flows a full table looks through
+/// for one to give up.
+const EVICT_SCAN: usize = 64;
 
 /// How a flow's bytes carry SIP.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +190,10 @@ struct Flow {
     epoch: u32,
     /// How far the WebSocket upgrade was searched for its blank line.
     ws_scanned: usize,
+    /// A whole SIP message was framed on it: a real connection (a spoofer
+    /// cannot complete the handshake that carries one). A full table never
+    /// gives up a proven flow for a new one.
+    proven: bool,
     /// A WebSocket message being assembled from its frames, unmasked.
     msg: Vec<u8>,
     last_ms: u64,
@@ -354,7 +363,21 @@ impl Reassembler {
                     self.stats.refused += 1;
                     return;
                 }
-                if let Some((_, f)) = self.flows.remove_lru() {
+                // Even with its SYN, a new flow only replaces one that never
+                // carried a message (looked for among the least recently
+                // used, bounded): spoofed SYN+data pairs cycle the unproven
+                // flows, never the connections detection is reading.
+                let victim = self
+                    .flows
+                    .iter()
+                    .take(EVICT_SCAN)
+                    .find(|(_, f)| !f.proven)
+                    .map(|(k, _)| *k);
+                let Some(victim) = victim else {
+                    self.stats.refused += 1;
+                    return;
+                };
+                if let Some(f) = self.flows.remove(&victim) {
                     self.held -= f.held();
                     self.stats.evicted += 1;
                 }
@@ -410,10 +433,14 @@ impl Reassembler {
         if flags & FIN != 0 {
             flow.fin_at = Some(start.wrapping_add(payload.len() as u32));
         }
+        let framed = self.stats.messages;
         if flow.framing == Framing::Sip {
             deliver(flow, &self.limits, &mut self.stats, out);
         } else {
             deliver_ws(flow, &self.limits, &mut self.stats, out);
+        }
+        if self.stats.messages != framed {
+            flow.proven = true;
         }
         let after = flow.held();
         let ended = flow.fin_at == Some(flow.next);
@@ -1163,6 +1190,56 @@ mod tests {
         assert_eq!((r.stats().flows, r.stats().refused), (4, 1000));
         let (got, _) = collect(&mut r, key(0), &[(110, 0, &a[10..])]);
         assert_eq!(got, vec![a]);
+    }
+
+    /// With the table full of connections that carried messages, spoofed
+    /// SYN+data pairs (a SYN, then data continuing it, from addresses that
+    /// never completed a handshake) are refused and counted: none of the
+    /// real connections is pushed out.
+    #[test]
+    fn spoofed_syn_and_data_pairs_do_not_evict_connections_that_carried_messages() {
+        let limits = TcpLimits {
+            max_flows: 4,
+            ..TcpLimits::default()
+        };
+        let mut r = Reassembler::new(limits, 7);
+        let a = msg(1, "");
+        for p in 0..4 {
+            r.segment(0, key(p), 99, SYN, &[], &mut |_| {});
+            r.segment(0, key(p), 100, 0, &a, &mut |_| {});
+        }
+        assert_eq!(r.stats().messages, 4);
+        for p in 100..1100 {
+            r.segment(0, key(p), 9, SYN, &[], &mut |_| {});
+            r.segment(0, key(p), 10, 0, b"REGISTER sip:x SIP/2.0\r\n", &mut |_| {});
+        }
+        assert_eq!(
+            (r.stats().flows, r.stats().refused, r.stats().evicted),
+            (4, 1000, 0)
+        );
+        // Every real connection is still read, in step.
+        let b = msg(2, "");
+        for p in 0..4 {
+            let (got, _) = collect(&mut r, key(p), &[(100 + a.len() as u32, 0, &b[..])]);
+            assert_eq!(got, vec![b.clone()], "flow {p}");
+        }
+        // An unproven flow (a head that never ended) is still given up for
+        // a new connection with its SYN.
+        let mut r = Reassembler::new(limits, 7);
+        for p in 0..4 {
+            r.segment(0, key(p), 99, SYN, &[], &mut |_| {});
+            r.segment(
+                0,
+                key(p),
+                100,
+                0,
+                b"REGISTER sip:x SIP/2.0\r\n",
+                &mut |_| {},
+            );
+        }
+        r.segment(0, key(9), 99, SYN, &[], &mut |_| {});
+        r.segment(0, key(9), 100, 0, &a, &mut |_| {});
+        assert_eq!((r.stats().evicted, r.stats().refused), (1, 0));
     }
 
     /// A Content-Length far beyond what a flow holds is the sender's word:
