@@ -50,6 +50,19 @@ impl<'a> Decoded<'a> {
     pub fn event(&self, origin: &'a str) -> Option<Event<'a>> {
         Event::from_message(self.remote(), &self.msg, origin)
     }
+
+    /// What the engine gets for this message, the same for the daemon
+    /// (NFLOG, HEP) and `replay` (pcap, HEP): its event; for a request
+    /// without the Call-ID or CSeq that matching needs, an undecodable
+    /// event from its source (`Some((event, true))`: counted as
+    /// undecodable); for such a response, nothing.
+    pub fn engine_event(&self, origin: &'a str) -> Option<(Event<'a>, bool)> {
+        match self.event(origin) {
+            Some(ev) => Some((ev, false)),
+            None if self.is_request() => Some((Event::undecodable(self.peeled.src, origin), true)),
+            None => None,
+        }
+    }
 }
 
 /// Decodes one captured IP packet (IPv4 or IPv6, UDP or TCP) carrying one
@@ -181,5 +194,44 @@ impl Capture {
     /// The TCP reassembler's counters.
     pub fn tcp_stats(&self) -> TcpStats {
         self.tcp.stats()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn udp4(payload: &[u8]) -> Vec<u8> {
+        let total = u16::try_from(28 + payload.len()).unwrap();
+        let mut p = vec![0x45, 0];
+        p.extend_from_slice(&total.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 0, 64, 17, 0, 0, 198, 51, 100, 7, 203, 0, 113, 1]);
+        p.extend_from_slice(&[0x13, 0xba, 0x13, 0xc4]);
+        p.extend_from_slice(&u16::try_from(8 + payload.len()).unwrap().to_be_bytes());
+        p.extend_from_slice(&[0, 0]);
+        p.extend_from_slice(payload);
+        p
+    }
+
+    /// The daemon and `replay` take the engine's event from here: a
+    /// request without Call-ID or CSeq is an undecodable event from its
+    /// source, a response without them is nothing, a whole request is
+    /// itself.
+    #[test]
+    fn a_request_without_call_id_is_undecodable_for_everyone() {
+        let bare = udp4(b"OPTIONS sip:100@x SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060\r\nContent-Length: 0\r\n\r\n");
+        let d = decode(&bare).unwrap();
+        let (ev, undecodable) = d.engine_event("nflog").unwrap();
+        assert!(undecodable);
+        assert_eq!(ev.kind, crate::EventKind::Undecodable);
+        assert_eq!(ev.src, "198.51.100.7".parse::<IpAddr>().unwrap());
+        let resp = udp4(
+            b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 198.51.100.7:5060\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert!(decode(&resp).unwrap().engine_event("pcap").is_none());
+        let whole = udp4(b"OPTIONS sip:100@x SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060\r\nCall-ID: a@b\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n");
+        let (ev, undecodable) = decode(&whole).unwrap().engine_event("pcap").unwrap();
+        assert!(!undecodable);
+        assert!(matches!(ev.kind, crate::EventKind::Request(_)));
     }
 }

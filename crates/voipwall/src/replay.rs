@@ -253,8 +253,11 @@ pub(crate) fn replay(cli: &Globals, a: &ReplayArgs) -> anyhow::Result<()> {
                         if skip_for_pbx(&a.pbx, d.local(), d.remote(), sum) {
                             return Ok(());
                         }
-                        match d.event("hep") {
-                            Some(ev) => feed(&mut engine, sum, &mut out, at, &ev),
+                        match d.engine_event("hep") {
+                            Some((ev, undecodable)) => {
+                                sum.undecodable += u64::from(undecodable);
+                                feed(&mut engine, sum, &mut out, at, &ev)
+                            }
                             None => Ok(()),
                         }
                     };
@@ -284,7 +287,10 @@ pub(crate) fn replay(cli: &Globals, a: &ReplayArgs) -> anyhow::Result<()> {
                             if skip_for_pbx(&a.pbx, d.local(), d.remote(), &mut sum) {
                                 return;
                             }
-                            d.event("pcap")
+                            d.engine_event("pcap").map(|(ev, undecodable)| {
+                                sum.undecodable += u64::from(undecodable);
+                                ev
+                            })
                         }
                     };
                     if let Some(ev) = ev {

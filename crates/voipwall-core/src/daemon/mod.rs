@@ -1050,20 +1050,17 @@ impl Daemon {
                 pkt_at.clear();
                 let res = n.drain(|p| {
                     capture.packet(at.0, p.payload, "nflog", &mut |seen| match seen {
-                        Seen::Sip(d) => {
-                            if let Some(ev) = d.event("nflog") {
+                        Seen::Sip(d) => match d.engine_event("nflog") {
+                            Some((ev, false)) => {
                                 engine.handle_packet(at, &ev);
                                 pkt_at.push(p.timestamp_us.unwrap_or(0));
-                            } else if d.is_request() {
-                                // Decoded, but without the Call-ID or CSeq
-                                // that matching needs: as good as undecodable.
-                                undecodable += 1;
-                                engine.handle_packet(
-                                    at,
-                                    &voipwall_detect::Event::undecodable(d.peeled.src, "nflog"),
-                                );
                             }
-                        }
+                            Some((ev, true)) => {
+                                undecodable += 1;
+                                engine.handle_packet(at, &ev);
+                            }
+                            None => {}
+                        },
                         Seen::Undecodable(ev) => {
                             undecodable += 1;
                             if let Some(ev) = ev {
@@ -1265,7 +1262,8 @@ impl Daemon {
                 continue;
             }
             self.counters.hep_packets += 1;
-            if let Some(ev) = d.event("hep") {
+            if let Some((ev, undecodable)) = d.engine_event("hep") {
+                self.counters.sip_undecodable += u64::from(undecodable);
                 self.engine.handle_packet(at, &ev);
             }
         }
