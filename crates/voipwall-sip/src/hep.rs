@@ -115,6 +115,133 @@ pub fn frame(stream: &[u8]) -> Result<Option<usize>, HepError> {
     Ok((stream.len() >= len).then_some(len))
 }
 
+/// HEP over TCP from captured segments (`replay --hep`; the daemon's own
+/// listener reads real sockets): per connection, the bytes in sequence
+/// order, framed into whole HEP packets across segment boundaries.
+/// Retransmitted bytes are skipped; after a gap (a segment lost or out of
+/// order) the stream is searched for the next `HEP3` and read on from
+/// there. Bounded: at most [`HepStreams::MAX_FLOWS`] connections (the least
+/// recently used go) and [`HepStreams::MAX_BUF`] bytes waiting in each.
+pub struct HepStreams {
+    flows: hashlink::LruCache<(IpAddr, u16, IpAddr, u16), HepStream>,
+}
+
+#[derive(Default)]
+struct HepStream {
+    next: Option<u32>,
+    buf: Vec<u8>,
+}
+
+impl Default for HepStreams {
+    fn default() -> Self {
+        Self {
+            flows: hashlink::LruCache::new(Self::MAX_FLOWS),
+        }
+    }
+}
+
+impl HepStreams {
+    /// Connections followed at once.
+    pub const MAX_FLOWS: usize = 4096;
+    /// Bytes waiting for the rest of a packet, per connection (a HEP
+    /// packet is at most 64 kB).
+    pub const MAX_BUF: usize = 1 << 17;
+
+    /// One captured segment of the connection `key` (source, source port,
+    /// destination, destination port); each whole HEP packet it completes
+    /// goes to `out`, in stream order.
+    pub fn segment(
+        &mut self,
+        key: (IpAddr, u16, IpAddr, u16),
+        seq: u32,
+        syn: bool,
+        payload: &[u8],
+        out: &mut dyn FnMut(&[u8]),
+    ) {
+        if !self.flows.contains_key(&key) {
+            self.flows.insert(key, HepStream::default());
+        }
+        let Some(f) = self.flows.get_mut(&key) else {
+            return;
+        };
+        if syn {
+            f.next = Some(seq.wrapping_add(1));
+            f.buf.clear();
+            if payload.is_empty() {
+                return;
+            }
+        }
+        let start = if syn { seq.wrapping_add(1) } else { seq };
+        let next = *f.next.get_or_insert(start);
+        // How far this segment is ahead of (positive) or behind the next
+        // byte expected.
+        let ahead = start.wrapping_sub(next) as i32;
+        let fresh: &[u8] = if ahead > 0 {
+            // A gap: what waited cannot be finished; read on from here.
+            f.buf.clear();
+            payload
+        } else {
+            let old = ahead.unsigned_abs() as usize;
+            payload.get(old..).unwrap_or(&[])
+        };
+        if fresh.is_empty() {
+            return;
+        }
+        f.next = Some(
+            start
+                .wrapping_add(payload.len() as u32)
+                .max_by_seq(next.wrapping_add(fresh.len() as u32)),
+        );
+        f.buf.extend_from_slice(fresh);
+        loop {
+            // Not at a packet's start (picked up mid-stream, after a gap or
+            // junk): skip to the next "HEP3".
+            if !f.buf.is_empty() && !b"HEP3".starts_with(&f.buf[..f.buf.len().min(4)]) {
+                match f.buf.windows(4).position(|w| w == b"HEP3") {
+                    Some(i) => {
+                        f.buf.drain(..i);
+                    }
+                    None => {
+                        let keep = f.buf.len().min(3);
+                        let cut = f.buf.len() - keep;
+                        f.buf.drain(..cut);
+                        break;
+                    }
+                }
+            }
+            match frame(&f.buf) {
+                Ok(Some(n)) => {
+                    out(&f.buf[..n]);
+                    f.buf.drain(..n);
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    // A bad header at a "HEP3": skip its magic and look on.
+                    f.buf.drain(..f.buf.len().min(4));
+                }
+            }
+        }
+        if f.buf.len() > Self::MAX_BUF {
+            f.buf.clear();
+        }
+    }
+}
+
+/// Sequence-number arithmetic: the later of two positions.
+trait MaxBySeq {
+    fn max_by_seq(self, other: Self) -> Self;
+}
+
+impl MaxBySeq for u32 {
+    fn max_by_seq(self, other: Self) -> Self {
+        if (other.wrapping_sub(self) as i32) > 0 {
+            other
+        } else {
+            self
+        }
+    }
+}
+
 /// Decodes one HEP packet (a UDP datagram, or one framed from a stream).
 pub fn decode(buf: &[u8]) -> Result<Hep<'_>, HepError> {
     if buf.starts_with(b"HEP3") {
@@ -290,6 +417,79 @@ pub fn encode_v3(h: &Hep<'_>) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hep_of(payload: &[u8]) -> Vec<u8> {
+        encode_v3(&Hep {
+            version: 3,
+            src: "203.0.113.9".parse().unwrap(),
+            dst: "198.51.100.1".parse().unwrap(),
+            sport: 5060,
+            dport: 5060,
+            ip_proto: 17,
+            payload_type: Some(1),
+            capture_id: Some(1),
+            time: None,
+            payload,
+        })
+    }
+
+    proptest::proptest! {
+        /// Any segments, in any order and shape: no panic, and everything
+        /// handed out is one whole HEP packet by its own header.
+        #[test]
+        fn any_segments_give_only_whole_packets(
+            segs in proptest::collection::vec((0u32..400, proptest::bool::ANY, proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120)), 0..30),
+            salt in proptest::collection::vec(0usize..3, 0..30),
+        ) {
+            let good = hep_of(b"x");
+            let key: (IpAddr, u16, IpAddr, u16) = ("192.0.2.1".parse().unwrap(), 1, "192.0.2.2".parse().unwrap(), 2);
+            let mut r = HepStreams::default();
+            for (i, (seq, syn, mut bytes)) in segs.into_iter().enumerate() {
+                // Some segments carry real HEP, so framing is exercised.
+                if salt.get(i) == Some(&1) {
+                    bytes.extend_from_slice(&good);
+                }
+                r.segment(key, seq, syn, &bytes, &mut |p| {
+                    assert_eq!(frame(p), Ok(Some(p.len())));
+                });
+            }
+        }
+    }
+
+    #[test]
+    fn hep_over_tcp_is_framed_across_segments_retransmissions_and_gaps() {
+        let (a, b, c) = (hep_of(b"one"), hep_of(b"two"), hep_of(b"three"));
+        let stream = [a.clone(), b.clone(), c.clone()].concat();
+        let key: (IpAddr, u16, IpAddr, u16) = (
+            "198.51.100.1".parse().unwrap(),
+            40000,
+            "198.51.100.50".parse().unwrap(),
+            9060,
+        );
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        let mut r = HepStreams::default();
+        r.segment(key, 99, true, &[], &mut |p| got.push(p.to_vec()));
+        // Cut anywhere, one segment sent twice (a retransmission).
+        let cut = [0, 7, a.len() + 3, a.len() + b.len() + 1, stream.len()];
+        for w in cut.windows(2) {
+            let seq = 100 + u32::try_from(w[0]).unwrap();
+            r.segment(key, seq, false, &stream[w[0]..w[1]], &mut |p| {
+                got.push(p.to_vec())
+            });
+            r.segment(key, seq, false, &stream[w[0]..w[1]], &mut |p| {
+                got.push(p.to_vec())
+            });
+        }
+        assert_eq!(got, vec![a.clone(), b.clone(), c.clone()]);
+        // A gap: the half packet before it is lost, the next whole one is
+        // found again.
+        got.clear();
+        let mut r = HepStreams::default();
+        r.segment(key, 1, false, &a[..5], &mut |p| got.push(p.to_vec()));
+        let junk_then_b = [b"xx".to_vec(), b.clone()].concat();
+        r.segment(key, 500, false, &junk_then_b, &mut |p| got.push(p.to_vec()));
+        assert_eq!(got, vec![b]);
+    }
 
     fn sample() -> Hep<'static> {
         Hep {

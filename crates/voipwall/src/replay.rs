@@ -229,6 +229,7 @@ pub(crate) fn replay(cli: &Globals, a: &ReplayArgs) -> anyhow::Result<()> {
             let cap = voipwall_sip::pcap::read(&data)
                 .map_err(|e| Invalid(format!("error: {}: {e}", f.display())))?;
             sum.undecodable += cap.skipped;
+            let mut hep_streams = voipwall_sip::hep::HepStreams::default();
             for p in cap.packets {
                 sum.packets += 1;
                 let at = Timestamp(p.at_ms);
@@ -240,7 +241,7 @@ pub(crate) fn replay(cli: &Globals, a: &ReplayArgs) -> anyhow::Result<()> {
                         sum.undecodable += 1;
                         continue;
                     };
-                    let mut rest = pl.payload;
+                    let rest = pl.payload;
                     let mut one = |data: &[u8], sum: &mut Summary| -> std::io::Result<()> {
                         let Ok(d) = voipwall_sip::hep::decode(data)
                             .map_err(|_| ())
@@ -264,10 +265,21 @@ pub(crate) fn replay(cli: &Globals, a: &ReplayArgs) -> anyhow::Result<()> {
                     if pl.transport == voipwall_sip::Transport::Udp {
                         one(rest, &mut sum)?;
                     } else {
-                        while let Ok(Some(n)) = voipwall_sip::hep::frame(rest) {
-                            one(&rest[..n], &mut sum)?;
-                            rest = &rest[n..];
-                        }
+                        // Over TCP, a HEP packet may span segments: the
+                        // connection's bytes are put back together first.
+                        let mut res = Ok(());
+                        hep_streams.segment(
+                            (pl.src, pl.sport, pl.dst, pl.dport),
+                            pl.seq,
+                            pl.flags & 0x02 != 0,
+                            pl.payload,
+                            &mut |packet| {
+                                if res.is_ok() {
+                                    res = one(packet, &mut sum);
+                                }
+                            },
+                        );
+                        res?;
                     }
                     continue;
                 }

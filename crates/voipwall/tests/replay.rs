@@ -236,8 +236,9 @@ fn attempts() -> Vec<(String, String)> {
 /// Issue 13: `replay --pcap` reassembles SIP over TCP (each message split
 /// in two segments mid-header) and over WebSocket (on the policy's ws
 /// port), and `replay --hep` reads the SIP inside HEP packets with the
-/// addresses HEP gives; each bans the guesser at the fifth failure, as the
-/// daemon would.
+/// addresses HEP gives, over UDP and over TCP with each packet cut across
+/// segments (issue 25, item 8); each bans the guesser at the fifth
+/// failure, as the daemon would.
 #[test]
 fn pcap_replay_reassembles_tcp_and_reads_hep() {
     let (att, pbx, collector) = ([203, 0, 113, 9], [198, 51, 100, 1], [198, 51, 100, 50]);
@@ -274,6 +275,25 @@ fn pcap_replay_reassembles_tcp_and_reads_hep() {
             ));
         }
     }
+    // The same HEP packets over one TCP connection to the collector, each
+    // packet cut across two segments, one segment sent twice.
+    let mut hep_tcp = Vec::new();
+    let mut seq = 7000u32;
+    for p in &hep {
+        let payload = &p[28..];
+        let (a, b) = payload.split_at(payload.len() / 2);
+        hep_tcp.push(tcp_packet(pbx, collector, 41000, 9060, seq, a));
+        hep_tcp.push(tcp_packet(pbx, collector, 41000, 9060, seq, a));
+        hep_tcp.push(tcp_packet(
+            pbx,
+            collector,
+            41000,
+            9060,
+            seq + u32::try_from(a.len()).unwrap(),
+            b,
+        ));
+        seq += u32::try_from(payload.len()).unwrap();
+    }
     // SIP over WebSocket on the port the policy's sip-ws service names:
     // the upgrade, then masked frames, each request cut across segments.
     let mut ws = Vec::new();
@@ -299,7 +319,12 @@ fn pcap_replay_reassembles_tcp_and_reads_hep() {
         "[interfaces]\neth0 = \"internet\"\n[zones.internet]\nservices = [\"sip\", \"sip-ws\"]\n[discover]\nasterisk = false\nfreeswitch = false\nkamailio = false\n",
     )
     .unwrap();
-    for (flag, packets) in [("--pcap", tcp), ("--hep", hep), ("--pcap", ws)] {
+    for (flag, packets) in [
+        ("--pcap", tcp),
+        ("--hep", hep),
+        ("--hep", hep_tcp),
+        ("--pcap", ws),
+    ] {
         let path = pcap_file(&flag[2..], &packets);
         let out = replay(
             &[
