@@ -140,18 +140,23 @@ impl Bouncer {
     async fn place(&mut self, sets: &Sets, guard: &Guard, now: u64, store: bool) {
         self.held.retain(|_, h| h.until_ms > now);
         for origin in CROWDSEC_ORIGINS {
-            let entries: Vec<Entry> = self
-                .held
-                .values()
-                .filter(|h| h.origin == origin && guard.refuse(&h.net).is_none())
-                .map(|h| (h.net, Some(h.until_ms)))
-                .collect();
+            // Collapsed once here: the count, the store and the kernel
+            // take the same list (collapsing it again in `put` is a pass
+            // over sorted entries).
+            let entries: Vec<Entry> = voipwall_policy::feed::collapse(
+                self.held
+                    .values()
+                    .filter(|h| h.origin == origin && guard.refuse(&h.net).is_none())
+                    .map(|h| (h.net, Some(h.until_ms)))
+                    .collect(),
+            );
             let stem = crowdsec_stem(origin);
             let (s2, e2) = (stem.clone(), entries.clone());
             match blocking(sets, move |s| s.put(&s2, e2, now)).await {
                 Ok((added, removed)) => {
-                    let n = voipwall_policy::feed::collapse(entries.clone()).len();
-                    self.status.decisions.insert(origin.to_string(), n);
+                    self.status
+                        .decisions
+                        .insert(origin.to_string(), entries.len());
                     if store && (added > 0 || removed > 0) {
                         let rec = FeedRecord {
                             name: stem,

@@ -188,18 +188,21 @@ async fn configure(
 /// content. Returns whether the kernel took it.
 async fn put(f: &mut Feed, content: Vec<Entry>, sets: &Sets, now: u64) -> bool {
     let stem = feed_stem(&f.settings.name);
+    // Collapsed once here (the heavy sort of a million entries); `put`
+    // collapses again, a pass over entries already in order.
+    let content = feed::collapse(
+        content
+            .into_iter()
+            .filter(|e| e.1.is_none_or(|t| t > now + 1_000))
+            .collect(),
+    );
     let c = content.clone();
     let t = std::time::Instant::now();
     let r = blocking(sets, move |s| s.put(&stem, c, now)).await;
     f.status.kernel_ms = u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX);
     match r {
         Ok((added, removed)) => {
-            f.content = feed::collapse(
-                content
-                    .into_iter()
-                    .filter(|e| e.1.is_none_or(|t| t > now + 1_000))
-                    .collect(),
-            );
+            f.content = content;
             f.status.entries = f.content.len();
             f.status.added = added;
             f.status.removed = removed;

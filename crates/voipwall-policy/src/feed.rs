@@ -107,10 +107,7 @@ pub struct Guard {
 impl Guard {
     /// Why `net` must not be applied, if it must not.
     pub fn refuse(&self, net: &IpNet) -> Option<String> {
-        let widest = match net {
-            IpNet::V4(_) => WIDEST_V4,
-            IpNet::V6(_) => WIDEST_V6,
-        };
+        let widest = widest(net);
         if net.prefix_len() < widest {
             return Some(format!(
                 "/{} is wider than a feed may list (at most /{widest})",
@@ -138,11 +135,15 @@ impl Guard {
     /// lists a protected network (a trunk someone reported) only loses
     /// that entry.
     pub fn fatal(&self, net: &IpNet) -> bool {
-        let widest = match net {
-            IpNet::V4(_) => WIDEST_V4,
-            IpNet::V6(_) => WIDEST_V6,
-        };
-        net.prefix_len() < widest || self.own.iter().any(|a| net.contains(a))
+        net.prefix_len() < widest(net) || self.own.iter().any(|a| net.contains(a))
+    }
+}
+
+/// The widest prefix a feed may list for `net`'s family.
+fn widest(net: &IpNet) -> u8 {
+    match net {
+        IpNet::V4(_) => WIDEST_V4,
+        IpNet::V6(_) => WIDEST_V6,
     }
 }
 
