@@ -227,6 +227,30 @@ fn running(
         "Sources evicted to bound memory",
         s.engine.evicted_sources,
     );
+    gauge(
+        r,
+        "engine_accounts_tracked",
+        "Accounts whose failed authentications the engine counts now",
+        s.engine.tracked_accounts,
+    );
+    counter(
+        r,
+        "engine_accounts_evicted",
+        "Accounts evicted to bound memory",
+        s.engine.evicted_accounts,
+    );
+    counter(
+        r,
+        "account_shields",
+        "Account shields started (distributed guessing)",
+        s.engine.shields,
+    );
+    gauge(
+        r,
+        "account_shields_active",
+        "Accounts shielded now",
+        s.engine.shields_active,
+    );
     counter(
         r,
         "engine_events",

@@ -276,6 +276,14 @@ fn event(sinks: &[Arc<Sink>], v: &Value) {
                 details: v.clone(),
             },
         ),
+        "shield" | "shield-end" => to_all(
+            sinks,
+            &Note {
+                event: "shield",
+                summary: format!("{}: {}", hostname(), text("detail")),
+                details: v.clone(),
+            },
+        ),
         "start" => to_all(
             sinks,
             &Note {

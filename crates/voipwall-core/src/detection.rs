@@ -89,6 +89,12 @@ pub fn engine_config(
         if let Some(s) = o.answer_within {
             r.answer_within = s * 1000;
         }
+        if let Some(n) = o.sources {
+            r.sources = n;
+        }
+        if let Some(s) = o.shield {
+            r.shield = s * 1000;
+        }
     }
     if let Some(rec) = rules.recidive.as_mut() {
         if let Some(w) = d.recidive_within {
@@ -104,6 +110,11 @@ pub fn engine_config(
     cfg.v6_escalate_after = d.ipv6_escalate_after;
     cfg.v6_escalate_within = d.ipv6_escalate_within * 1000;
     cfg.max_sources = d.max_sources;
+    cfg.max_accounts = d.max_accounts;
+    cfg.remember_ms = d.remember_endpoints.saturating_mul(1000);
+    cfg.shield_v4 = d
+        .shield_v4_escalate_after
+        .map(|n| (policy.bans.ipv4_prefix, n));
     // The one protection list (the CLI and the control socket refuse the
     // same addresses the engine never bans).
     let guard = voipwall_nft::protect::Protected::new(Some(policy), host);

@@ -60,6 +60,17 @@ pub struct Config {
     /// Seed for hashing attacker-chosen values (Call-IDs, users). The driver
     /// passes a random one; tests a fixed one.
     pub hash_seed: u64,
+    /// Most accounts whose failed authentications are counted at once (the
+    /// least recently failed is evicted, counted).
+    pub max_accounts: usize,
+    /// How long an endpoint that registered is remembered after its
+    /// registration (ms): account shields alert instead of banning it.
+    pub remember_ms: u64,
+    /// IPv4 neighbourhoods (off: `None`): once this many addresses of one
+    /// prefix of this length were banned by account shields within the
+    /// rule's window, the prefix is banned (remembered endpoints spared
+    /// by the kernel, as for every prefix ban).
+    pub shield_v4: Option<(u8, u32)>,
 }
 
 impl Config {
@@ -82,6 +93,9 @@ impl Config {
             known_max_ttl: 86_400_000,
             transaction_timeout: 32_000,
             hash_seed: 0x5eed_f00d,
+            max_accounts: 65_536,
+            remember_ms: 0,
+            shield_v4: None,
         }
     }
 }
@@ -120,6 +134,11 @@ pub enum Action {
     /// the kernel does not hold the ban any more (another tool removed it).
     /// The driver puts it back; only [`Engine::handle_packet`] emits this.
     Reassert(Ban),
+    /// An account crossed the account-guessing threshold: it is shielded
+    /// until `until` (extended while failures continue).
+    Shield(ShieldView),
+    /// A shield ended (no failure on the account for the shield's length).
+    ShieldEnd(ShieldView),
     /// A rule fired against a source that must not be banned.
     Alert {
         /// The source.
@@ -158,6 +177,10 @@ pub struct Ban {
     pub level: u32,
     /// One sentence for humans.
     pub reason: String,
+    /// The shielded account whose failures led to the ban (account
+    /// guessing), `user@realm` or the user alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
     /// The events that led to it, oldest first.
     pub evidence: Vec<Evidence>,
     /// Whether the evidence proves the source receives at its address (a
@@ -221,6 +244,39 @@ pub struct Stats {
     /// Bans found missing from the kernel (a packet from a banned source
     /// arrived) and asked back.
     pub reasserted: u64,
+    /// Accounts whose failures are being counted now.
+    #[serde(default)]
+    pub tracked_accounts: u64,
+    /// Accounts evicted to respect `max_accounts`.
+    #[serde(default)]
+    pub evicted_accounts: u64,
+    /// Account shields started.
+    #[serde(default)]
+    pub shields: u64,
+    /// Account shields active now.
+    #[serde(default)]
+    pub shields_active: u64,
+}
+
+/// A shielded account, for `status`, events and notifications.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct ShieldView {
+    /// `user@realm`, or the user where the realm is unknown (log lines).
+    pub account: String,
+    /// When the shield started.
+    pub since: Timestamp,
+    /// When it ends unless failures continue.
+    pub until: Timestamp,
+    /// Failed authentications on the account since the threshold's window
+    /// began (those that started the shield, and every one since).
+    pub failures: u64,
+    /// Distinct sources among the failures that started it.
+    pub sources: u32,
+    /// Sources banned under it.
+    pub bans: u64,
+    /// Failures under it that only alerted (unverified, or from a source
+    /// that must not be banned).
+    pub alerts: u64,
 }
 
 /// What the engine knows about an address, for `explain`.
@@ -269,6 +325,22 @@ impl Short {
             let n = v.len().min(s.buf.len());
             s.buf[..n].copy_from_slice(&v[..n]);
             s.len = u8::try_from(n).expect("at most 30");
+        }
+        s
+    }
+
+    /// `user@realm` (the realm left out when unknown), truncated.
+    fn account(user: &[u8], realm: Option<&[u8]>) -> Self {
+        let mut s = Self::new(Some(user));
+        if let Some(realm) = realm.filter(|r| !r.is_empty()) {
+            for &b in std::iter::once(&b'@').chain(realm) {
+                let n = usize::from(s.len);
+                if n == s.buf.len() {
+                    break;
+                }
+                s.buf[n] = b;
+                s.len += 1;
+            }
         }
         s
     }
@@ -362,6 +434,10 @@ struct Txn {
     toll: bool,
     at: Timestamp,
     expires: Option<u32>,
+    /// The account the credentials name (hash of user and realm; 0: none)
+    /// and how it is shown.
+    account: u64,
+    account_name: Short,
 }
 
 /// A challenge waiting for the authenticated retry.
@@ -388,6 +464,31 @@ struct Group {
     /// The first request counted for request floods (see `count`).
     first_request: Option<Timestamp>,
 }
+
+/// One failed authentication for an account.
+#[derive(Clone, Copy)]
+struct Failure {
+    at: Timestamp,
+    src: IpAddr,
+    verified: bool,
+    origin: u8,
+}
+
+/// An account's recent failed authentications, across sources.
+struct Account {
+    name: Short,
+    failures: VecDeque<Failure>,
+}
+
+/// A shielded account.
+struct Shield {
+    view: ShieldView,
+    /// Ban length for a source failing on it.
+    ban: u64,
+}
+
+/// Most accounts shielded at once (the least recently failed is ended early).
+const MAX_SHIELDS: usize = 4096;
 
 /// Alerts of one source and rule within this long (ms) are one alert and a
 /// count.
@@ -478,6 +579,16 @@ pub struct Engine {
     /// Window ends, earliest first (a heap: the driver's clock may step
     /// back); entries of windows closed early stay until compacted.
     alert_ends: BinaryHeap<Reverse<(Timestamp, IpAddr, String)>>,
+    /// Failed authentications per account (keyed by a seeded hash of user
+    /// and realm), across sources: distributed guessing.
+    accounts: LruCache<u64, Account, FixedState>,
+    /// Shielded accounts.
+    shields: LruCache<u64, Shield, FixedState>,
+    /// Shield ends, earliest first; an extended shield's old end is
+    /// re-queued when it comes due.
+    shield_ends: BinaryHeap<Reverse<(Timestamp, u64)>>,
+    /// Endpoints that registered within `remember_ms`, with when that ends.
+    remembered: LruCache<IpAddr, Timestamp, FixedState>,
     stats: Stats,
 }
 
@@ -517,6 +628,10 @@ impl Engine {
             timers: BinaryHeap::new(),
             actions: VecDeque::new(),
             alert_windows: LruCache::with_hasher(MAX_ALERT_WINDOWS, hasher.clone()),
+            accounts: LruCache::with_hasher(cap(cfg.max_accounts), hasher.clone()),
+            shields: LruCache::with_hasher(MAX_SHIELDS, hasher.clone()),
+            shield_ends: BinaryHeap::new(),
+            remembered: LruCache::with_hasher(cap(cfg.max_known), hasher.clone()),
             hasher,
             log_challenge_id: 0,
             allowed: Vec::new(),
@@ -579,6 +694,16 @@ impl Engine {
                 if !self.first_sighting(now, src, false) {
                     return;
                 }
+                // For an account's shield a log line is never proof: it
+                // names no nonce, and one forged packet would frame its
+                // source address.
+                if let Some(u) = user.filter(|u| !u.is_empty()) {
+                    let key = self.account_key(u, None);
+                    let name = Short::account(u, None);
+                    if self.account_failure(now, src, key, name, false, ev.origin) {
+                        return;
+                    }
+                }
                 self.count_kind(
                     now,
                     src,
@@ -638,7 +763,7 @@ impl Engine {
                         .max();
                     if let Some(ttl) = ban {
                         let evidence = vec![e.render(&self.origins)];
-                        self.decide(now, src, i, ttl, evidence, (false, true));
+                        self.decide(now, src, i, ttl, evidence, (false, true), None);
                     }
                 }
             }
@@ -678,6 +803,21 @@ impl Engine {
     pub fn handle_timeout(&mut self, now: Timestamp) {
         self.allowed
             .retain(|(_, until)| until.is_none_or(|u| u > now));
+        while let Some(&Reverse((end, key))) = self.shield_ends.peek()
+            && end <= now
+        {
+            self.shield_ends.pop();
+            match self.shields.peek(&key).map(|s| s.view.until) {
+                // Extended since: due later (each shield has one entry).
+                Some(until) if until > now => self.shield_ends.push(Reverse((until, key))),
+                Some(_) => {
+                    if let Some(sh) = self.shields.remove(&key) {
+                        self.actions.push_back(Action::ShieldEnd(sh.view));
+                    }
+                }
+                None => {}
+            }
+        }
         while let Some(Reverse((end, _, _))) = self.alert_ends.peek()
             && *end <= now
         {
@@ -776,10 +916,8 @@ impl Engine {
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         let timer = self.timers.peek().map(|Reverse((t, _, _, _))| *t);
         let alert = self.alert_ends.peek().map(|Reverse((t, _, _))| *t);
-        match (timer, alert) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let shield = self.shield_ends.peek().map(|Reverse((t, _))| *t);
+        [timer, alert, shield].into_iter().flatten().min()
     }
 
     /// Counters.
@@ -787,6 +925,8 @@ impl Engine {
         Stats {
             tracked_sources: self.groups.len() as u64,
             timers: self.timers.len() as u64,
+            tracked_accounts: self.accounts.len() as u64,
+            shields_active: self.shields.len() as u64,
             ..self.stats
         }
     }
@@ -800,14 +940,52 @@ impl Engine {
             return Some(b);
         }
         let group = self.group_of(addr);
-        if group != exact && !self.is_known(addr, now) {
-            return self.bans.peek(&group).filter(|b| b.until > now);
+        if group != exact
+            && !self.is_known(addr, now)
+            && let Some(b) = self.bans.peek(&group).filter(|b| b.until > now)
+        {
+            return Some(b);
+        }
+        // An IPv4 neighbourhood banned by account shields (spares
+        // registered and remembered endpoints, like the kernel).
+        if let (Some((len, _)), IpAddr::V4(_)) = (self.cfg.shield_v4, addr)
+            && let Ok(net) = IpNet::new(addr, len).map(|n| n.trunc())
+            && net != group
+            && !self.is_known(addr, now)
+            && !self.is_remembered(addr, now)
+        {
+            return self.bans.peek(&net).filter(|b| b.until > now);
         }
         None
     }
 
     fn is_banned(&self, addr: IpAddr, now: Timestamp) -> bool {
         self.ban_for(addr, now).is_some()
+    }
+
+    /// The accounts shielded at `now`, longest-running first.
+    pub fn shields(&self, now: Timestamp) -> Vec<ShieldView> {
+        let mut v: Vec<ShieldView> = self
+            .shields
+            .iter()
+            .map(|(_, s)| s.view.clone())
+            .filter(|v| v.until > now)
+            .collect();
+        v.sort_by_key(|v| (v.since, v.account.clone()));
+        v
+    }
+
+    /// An endpoint that registered at `last` (restored from the store):
+    /// remembered until `last + remember_ms`.
+    pub fn remember_endpoint(&mut self, addr: IpAddr, last: Timestamp) {
+        let until = last.plus(self.cfg.remember_ms);
+        if self.remembered.peek(&addr).is_none_or(|&u| u < until) {
+            self.remembered.insert(addr, until);
+        }
+    }
+
+    fn is_remembered(&self, addr: IpAddr, now: Timestamp) -> bool {
+        self.remembered.peek(&addr).is_some_and(|&u| u > now)
     }
 
     /// Whether `addr` is a registered endpoint at `now`.
@@ -947,6 +1125,13 @@ impl Engine {
                 self.retract(key, call);
             }
         }
+        let (account, account_name) = match r.auth_user.or(user) {
+            Some(u) if r.has_auth && !u.is_empty() => (
+                self.account_key(u, r.auth_realm),
+                Short::account(u, r.auth_realm),
+            ),
+            _ => (0, Short::default()),
+        };
         let nonce = r.auth_nonce.map(|n| self.hasher.hash_one(n));
         let verified = nonce.is_some_and(|h| {
             self.nonces
@@ -986,6 +1171,8 @@ impl Engine {
                 toll,
                 at: now,
                 expires: r.expires,
+                account,
+                account_name,
             },
         );
     }
@@ -1061,6 +1248,13 @@ impl Engine {
                 if !self.first_sighting(now, dst, true) {
                     return;
                 }
+                // Proven by the nonce, or by the connection it came over.
+                let verified = t.verified || r.stream;
+                if t.account != 0
+                    && self.account_failure(now, dst, t.account, t.account_name, verified, origin)
+                {
+                    return;
+                }
                 self.count_kind(
                     now,
                     dst,
@@ -1069,7 +1263,7 @@ impl Engine {
                     user_bytes,
                     origin,
                     None,
-                    t.verified,
+                    verified,
                 );
             }
             401 | 407 => self.add_pending(now, dst, call, t.user, t.toll),
@@ -1235,6 +1429,9 @@ impl Engine {
             .min(self.cfg.known_max_ttl);
         let until = now.plus(ttl);
         self.known.insert(addr, until);
+        if self.cfg.remember_ms > 0 {
+            self.remember_endpoint(addr, now);
+        }
         self.stats.promotions += 1;
         self.actions.push_back(Action::Promote {
             addr,
@@ -1449,7 +1646,7 @@ impl Engine {
         // a never-ban network): the rest of the group starts over, so a
         // neighbour's first failure is not the attacker's sixth. Alerted
         // instead of banned: re-arm so the next alert needs as many events.
-        if self.decide(now, src, i, ttl, evidence, verified)
+        if self.decide(now, src, i, ttl, evidence, verified, None)
             && (self.bans.peek(&key).is_some_and(|b| b.until > now) || key == IpNet::from(src))
         {
             return;
@@ -1463,6 +1660,7 @@ impl Engine {
 
     /// Bans the group of `src` for `ttl` (escalated by recidive), or alerts
     /// when `src` is protected. Returns whether a ban was made.
+    #[allow(clippy::too_many_arguments)]
     fn decide(
         &mut self,
         now: Timestamp,
@@ -1471,12 +1669,25 @@ impl Engine {
         ttl: u64,
         evidence: Vec<Evidence>,
         (proven_for_known, verified): (bool, bool),
+        account: Option<&str>,
     ) -> bool {
         let rule = &self.cfg.rules.rules[i];
         let rule_id = rule.id.clone();
         let single_packet = rule.thresholds.iter().all(|t| t.count <= 1);
         if self.protected(src) {
             self.alert(now, src, rule_id, "the source is in a never-ban network (own address, allow list, trusted, management or trunk)".into());
+            return false;
+        }
+        if rule.kind == RuleKind::AccountGuessing
+            && !self.is_known(src, now)
+            && self.is_remembered(src, now)
+        {
+            self.alert(
+                now,
+                src,
+                rule_id,
+                "the source registered recently (a remembered endpoint); account shields do not ban those".into(),
+            );
             return false;
         }
         if rule.spare_known && self.is_known(src, now) {
@@ -1567,10 +1778,14 @@ impl Engine {
             );
             (ttl.min(UNVERIFIED_BAN_TTL), 0)
         };
+        let summary = match account {
+            Some(a) => format!("a failed authentication for the shielded account {a}"),
+            None => rule_summary(rule),
+        };
         let reason = format!(
             "{}: {} → ban {}{}{}",
             rule_id,
-            rule_summary(rule),
+            summary,
             format_duration(ttl),
             if level > 0 {
                 format!(" (repeat offence {level})")
@@ -1588,6 +1803,7 @@ impl Engine {
             ttl,
             level,
             reason,
+            account: account.map(str::to_string),
             evidence,
             verified,
         };
@@ -1599,6 +1815,273 @@ impl Engine {
             g.txns.clear();
             g.pending.clear();
         }
+        true
+    }
+
+    // ---- accounts: distributed guessing ------------------------------------------
+
+    /// The account key of a user and realm: a seeded hash (attackers
+    /// choose the names), never 0 (0 is "no account").
+    fn account_key(&self, user: &[u8], realm: Option<&[u8]>) -> u64 {
+        self.hasher
+            .hash_one((user, realm.unwrap_or_default()))
+            .max(1)
+    }
+
+    fn origin_index(&mut self, origin: &str) -> u8 {
+        match self.origins.iter().position(|o| o == origin) {
+            Some(i) => u8::try_from(i).unwrap_or(u8::MAX),
+            None if self.origins.len() < 255 => {
+                self.origins.push(origin.to_string());
+                u8::try_from(self.origins.len() - 1).unwrap_or(u8::MAX)
+            }
+            None => u8::MAX,
+        }
+    }
+
+    fn failure_evidence(&self, f: &Failure, name: &Short) -> Evidence {
+        Ev {
+            at: f.at,
+            src: f.src,
+            what: What::AuthFailed,
+            user: *name,
+            origin: f.origin,
+            proof: Some(f.verified),
+        }
+        .render(&self.origins)
+    }
+
+    /// A failed authentication for the account `key` from `src`. Counts it
+    /// across sources; starts the account's shield at the threshold (the
+    /// sources whose verified failures built it are banned); under a
+    /// shield, bans a source at its first verified failure. Returns whether
+    /// `src` was banned (its per-source counting is then moot).
+    fn account_failure(
+        &mut self,
+        now: Timestamp,
+        src: IpAddr,
+        key: u64,
+        name: Short,
+        verified: bool,
+        origin: &str,
+    ) -> bool {
+        let Some(i) = self.rule_index(RuleKind::AccountGuessing) else {
+            return false;
+        };
+        let origin = self.origin_index(origin);
+        let f = Failure {
+            at: now,
+            src,
+            verified,
+            origin,
+        };
+        let rule = &self.cfg.rules.rules[i];
+        let (shield_ms, min_sources) = (rule.shield, rule.sources as usize);
+        let max_within = rule.thresholds.iter().map(|t| t.within).max().unwrap_or(0);
+        let max_count = rule.thresholds.iter().map(|t| t.count).max().unwrap_or(1) as usize;
+        let rule_id = rule.id.clone();
+        if let Some(sh) = self.shields.get_mut(&key)
+            && sh.view.until > now
+        {
+            sh.view.until = sh.view.until.max(now.plus(shield_ms));
+            sh.view.failures += 1;
+            let (ttl, account) = (sh.ban, sh.view.account.clone());
+            if !verified {
+                sh.view.alerts += 1;
+                self.alert(
+                    now,
+                    src,
+                    rule_id,
+                    format!("a failed authentication for the shielded account {account} that no nonce issued to the source alone verifies (it could be forged): alert only"),
+                );
+                return false;
+            }
+            let evidence = vec![self.failure_evidence(&f, &name)];
+            let banned = self.shield_ban(now, src, i, ttl, evidence, &account);
+            if let Some(sh) = self.shields.peek_mut(&key) {
+                if banned {
+                    sh.view.bans += 1;
+                } else {
+                    sh.view.alerts += 1;
+                }
+            }
+            return banned;
+        }
+        if !self.accounts.contains_key(&key) {
+            if self.accounts.len() >= self.accounts.capacity() {
+                self.accounts.remove_lru();
+                self.stats.evicted_accounts += 1;
+            }
+            self.accounts.insert(
+                key,
+                Account {
+                    name,
+                    failures: VecDeque::with_capacity(1),
+                },
+            );
+        }
+        let acc = self.accounts.get_mut(&key).expect("inserted above");
+        let oldest_kept = now.0.saturating_sub(max_within);
+        while acc.failures.front().is_some_and(|f| f.at.0 < oldest_kept) {
+            acc.failures.pop_front();
+        }
+        acc.failures.push_back(f);
+        while acc.failures.len() > max_count {
+            acc.failures.pop_front();
+        }
+        // The threshold reached with enough distinct sources; the longest
+        // ban (and its window) among those reached.
+        let mut fired: Option<(u64, u64)> = None;
+        for t in &self.cfg.rules.rules[i].thresholds {
+            let from = now.0.saturating_sub(t.within);
+            let window: Vec<&Failure> = acc.failures.iter().filter(|f| f.at.0 >= from).collect();
+            if window.len() < t.count as usize {
+                continue;
+            }
+            let mut srcs: Vec<IpAddr> = window.iter().map(|f| f.src).collect();
+            srcs.sort_unstable();
+            srcs.dedup();
+            if srcs.len() >= min_sources && fired.is_none_or(|(b, _)| t.ban > b) {
+                fired = Some((t.ban, t.within));
+            }
+        }
+        let Some((ttl, within)) = fired else {
+            return false;
+        };
+        let acc = self.accounts.remove(&key).expect("present");
+        let from = now.0.saturating_sub(within);
+        let window: Vec<Failure> = acc
+            .failures
+            .into_iter()
+            .filter(|f| f.at.0 >= from)
+            .collect();
+        // Sources in the order of their first failure.
+        let mut sources: Vec<IpAddr> = Vec::new();
+        for f in &window {
+            if !sources.contains(&f.src) {
+                sources.push(f.src);
+            }
+        }
+        let account = acc.name.show();
+        let view = ShieldView {
+            account: account.clone(),
+            since: now,
+            until: now.plus(shield_ms),
+            failures: window.len() as u64,
+            sources: u32::try_from(sources.len()).unwrap_or(u32::MAX),
+            bans: 0,
+            alerts: 0,
+        };
+        if self.shields.len() >= MAX_SHIELDS
+            && let Some((_, old)) = self.shields.remove_lru()
+        {
+            self.actions.push_back(Action::ShieldEnd(old.view));
+        }
+        self.shields.insert(
+            key,
+            Shield {
+                view: view.clone(),
+                ban: ttl,
+            },
+        );
+        self.shield_ends.push(Reverse((view.until, key)));
+        self.stats.shields += 1;
+        self.actions.push_back(Action::Shield(view));
+        let mut src_banned = false;
+        let (mut bans, mut alerts) = (0, 0);
+        for s in sources {
+            let mine: Vec<&Failure> = window.iter().filter(|f| f.src == s).collect();
+            if mine.iter().any(|f| f.verified) {
+                let skip = mine.len().saturating_sub(MAX_EVIDENCE);
+                let evidence: Vec<Evidence> = mine
+                    .iter()
+                    .skip(skip)
+                    .map(|f| self.failure_evidence(f, &acc.name))
+                    .collect();
+                if self.shield_ban(now, s, i, ttl, evidence, &account) {
+                    bans += 1;
+                    src_banned |= s == src;
+                    continue;
+                }
+            } else {
+                self.alert(
+                    now,
+                    s,
+                    rule_id.clone(),
+                    format!("its failed authentications for the account {account}, now shielded, are unverified (no nonce issued to it alone was answered): alert only"),
+                );
+            }
+            alerts += 1;
+        }
+        if let Some(sh) = self.shields.peek_mut(&key) {
+            sh.view.bans += bans;
+            sh.view.alerts += alerts;
+        }
+        src_banned
+    }
+
+    /// Bans `src` for a verified failure on a shielded account, or alerts
+    /// when it must not be banned (`decide`); with IPv4 neighbourhoods on,
+    /// enough addresses of one prefix banned by shields ban the prefix.
+    fn shield_ban(
+        &mut self,
+        now: Timestamp,
+        src: IpAddr,
+        i: usize,
+        ttl: u64,
+        evidence: Vec<Evidence>,
+        account: &str,
+    ) -> bool {
+        if self.is_banned(src, now) {
+            return true;
+        }
+        if !self.decide(now, src, i, ttl, evidence, (true, true), Some(account)) {
+            return false;
+        }
+        let Some((len, after)) = self.cfg.shield_v4 else {
+            return true;
+        };
+        let IpAddr::V4(_) = src else { return true };
+        let Ok(net) = IpNet::new(src, len).map(|n| n.trunc()) else {
+            return true;
+        };
+        let within = self.cfg.rules.rules[i]
+            .thresholds
+            .iter()
+            .map(|t| t.within)
+            .max()
+            .unwrap_or(0);
+        if !self.offenders.contains_key(&net) {
+            self.offenders.insert(net, Vec::new());
+        }
+        let list = self.offenders.get_mut(&net).expect("inserted");
+        list.retain(|&(a, t)| now.since(t) <= within && a != src);
+        list.push((src, now));
+        if list.len() > 64 {
+            list.remove(0);
+        }
+        let n = list.len();
+        let protected = self
+            .cfg
+            .never_ban
+            .iter()
+            .chain(self.allowed.iter().map(|(n, _)| n))
+            .any(|p| p.contains(&net.network()) || net.contains(p));
+        if n < after as usize || protected || self.bans.peek(&net).is_some_and(|b| b.until > now) {
+            return true;
+        }
+        let Some(mut ban) = self.bans.peek(&IpNet::from(src)).cloned() else {
+            return true;
+        };
+        ban.target = net;
+        ban.reason = format!(
+            "{} (neighbourhood: {n} addresses of {net} banned by account shields within {}; registered and remembered endpoints spared)",
+            ban.reason,
+            format_duration(within)
+        );
+        self.bans.insert(net, ban.clone());
+        self.stats.bans += 1;
+        self.actions.push_back(Action::Ban(ban));
         true
     }
 

@@ -105,6 +105,9 @@ pub struct Request<'a> {
     /// The nonce the credentials answer, if any: a failure counts as a
     /// verified guess only when the host issued it to this source.
     pub auth_nonce: Option<&'a [u8]>,
+    /// The realm the credentials name: with the digest username, the
+    /// account (`user@realm`) distributed guessing is counted per.
+    pub auth_realm: Option<&'a [u8]>,
     /// Expires header.
     pub expires: Option<u32>,
 }
@@ -124,6 +127,11 @@ pub struct Response<'a> {
     pub expires: Option<u32>,
     /// The nonce a 401/407 challenge issues.
     pub nonce: Option<&'a [u8]>,
+    /// Sent over a connection (TCP, TLS, WebSocket): the PBX answers on a
+    /// connection only after the client completed a handshake from its
+    /// address, so the answer itself proves the client receives there (a
+    /// failure it reports is verified whatever the nonce).
+    pub stream: bool,
 }
 
 impl<'a> Event<'a> {
@@ -156,6 +164,7 @@ impl<'a> Event<'a> {
                 has_auth: msg.has_auth(),
                 auth_user: msg.auth_username(),
                 auth_nonce: msg.auth_nonce(),
+                auth_realm: msg.auth_realm(),
                 expires: msg.expires_secs(),
             }),
             StartLine::Response { code, .. } => EventKind::Response(Response {
@@ -165,6 +174,7 @@ impl<'a> Event<'a> {
                 method: cseq_method,
                 expires: msg.expires_secs().or_else(|| contact_expires(msg.contact?)),
                 nonce: msg.challenge_nonce(),
+                stream: false,
             }),
         };
         Some(Self {

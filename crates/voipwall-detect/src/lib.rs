@@ -30,7 +30,7 @@ pub mod time;
 
 pub use engine::{
     Action, Ban, Config, CounterView, Engine, Evidence, Explanation, REASSERT_EVERY,
-    REASSERT_GRACE, Stats, UNVERIFIED_BAN_TTL,
+    REASSERT_GRACE, ShieldView, Stats, UNVERIFIED_BAN_TTL,
 };
 pub use event::{Event, EventKind, Request, Response};
 pub use rules::{Recidive, Rule, RuleKind, RuleSet, Threshold};

@@ -48,7 +48,11 @@ impl<'a> Decoded<'a> {
     /// The event for the engine; `None` when the message lacks what
     /// matching needs (Call-ID, CSeq).
     pub fn event(&self, origin: &'a str) -> Option<Event<'a>> {
-        Event::from_message(self.remote(), &self.msg, origin)
+        let mut ev = Event::from_message(self.remote(), &self.msg, origin)?;
+        if let crate::event::EventKind::Response(r) = &mut ev.kind {
+            r.stream = self.peeled.transport != Transport::Udp;
+        }
+        Some(ev)
     }
 
     /// What the engine gets for this message, the same for the daemon

@@ -32,11 +32,15 @@ pub enum RuleKind {
     Undecodable,
     /// Wrong tokens presented to voipwall's own HTTP API.
     ApiAuth,
+    /// Failed authentications for one account from several sources
+    /// (distributed guessing): the account is shielded, and sources that
+    /// fail on it are banned at their first verified failure.
+    AccountGuessing,
 }
 
 impl RuleKind {
     /// Every kind, in a stable order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::AuthFailure,
         Self::UnansweredChallenge,
         Self::Scanner,
@@ -45,6 +49,7 @@ impl RuleKind {
         Self::RequestFlood,
         Self::Undecodable,
         Self::ApiAuth,
+        Self::AccountGuessing,
     ];
 
     /// The name used in rule files.
@@ -58,6 +63,7 @@ impl RuleKind {
             Self::RequestFlood => "request-flood",
             Self::Undecodable => "undecodable",
             Self::ApiAuth => "api-auth",
+            Self::AccountGuessing => "account-guessing",
         }
     }
 
@@ -105,6 +111,11 @@ pub struct Rule {
     pub answer_within: u64,
     /// Request flood: methods that count (empty: all).
     pub methods: Vec<String>,
+    /// Account guessing: distinct sources among a threshold's failures
+    /// that start a shield.
+    pub sources: u32,
+    /// Account guessing: how long a shield lasts after its last failure, ms.
+    pub shield: u64,
     /// Data file the rule came from.
     pub file: String,
     /// Scenarios from the data file.
@@ -155,6 +166,9 @@ pub struct ScenarioConfig {
     /// Networks never banned.
     #[serde(default)]
     pub never_ban: Vec<String>,
+    /// IPv4 neighbourhoods of account shields: this many shield-banned
+    /// addresses of one /24 ban the /24.
+    pub shield_v4_after: Option<u32>,
 }
 
 /// All rules plus recidive.
@@ -201,6 +215,10 @@ struct RuleFile {
     answer_within: Option<String>,
     #[serde(default)]
     methods: Vec<String>,
+    #[serde(default)]
+    sources: Option<u32>,
+    #[serde(default)]
+    shield: Option<String>,
     // Recidive only.
     #[serde(default)]
     within: Option<String>,
@@ -273,7 +291,7 @@ pub fn parse_rule(file: &str, text: &str) -> Result<RuleItem, RuleError> {
     }
     let kind = RuleKind::from_name(&raw.kind).ok_or_else(|| {
         err(format!(
-            "rule `{}`: unknown kind `{}` (expected auth-failure, unanswered-challenge, scanner, enumeration, toll-fraud, request-flood or recidive)",
+            "rule `{}`: unknown kind `{}` (expected auth-failure, unanswered-challenge, scanner, enumeration, toll-fraud, request-flood, undecodable, api-auth, account-guessing or recidive)",
             raw.id, raw.kind
         ))
     })?;
@@ -317,6 +335,15 @@ pub fn parse_rule(file: &str, text: &str) -> Result<RuleItem, RuleError> {
             raw.id
         )));
     }
+    let sources = raw.sources.unwrap_or(3);
+    if kind == RuleKind::AccountGuessing
+        && (sources < 2 || thresholds.iter().any(|t| t.count < sources))
+    {
+        return Err(err(format!(
+            "rule `{}`: `sources` must be at least 2 and at most each threshold's count (one source is the per-source rules' job)",
+            raw.id
+        )));
+    }
     let codes = if raw.codes.is_empty() {
         match kind {
             RuleKind::TollFraud => vec![401, 403, 404, 407, 484, 603],
@@ -341,6 +368,8 @@ pub fn parse_rule(file: &str, text: &str) -> Result<RuleItem, RuleError> {
             raw.answer_within.as_deref().unwrap_or("32s"),
         )?,
         methods: raw.methods,
+        sources,
+        shield: dur("shield", raw.shield.as_deref().unwrap_or("1h"))?,
         file: file.to_string(),
         tests: raw.test,
     }))

@@ -13,14 +13,15 @@
 //! | `registered` | `user`, `expires` (s) |
 //! | `flooding`, `undecodable` | – |
 //! | `agent` | `ua` |
-//! | `request` `<METHOD>` | `user`, `call`, `cseq`, `auth` (digest username), `nonce` (the one the credentials answer; default `n`), `ua`, `expires` |
-//! | `response` `<code>` | `call`, `cseq`, `method`, `expires`, `nonce` (issued by a 401/407; default `n`) |
+//! | `request` `<METHOD>` | `user`, `call`, `cseq`, `auth` (digest username), `realm` (its realm), `nonce` (the one the credentials answer; default `n`), `ua`, `expires` |
+//! | `response` `<code>` | `call`, `cseq`, `method`, `expires`, `nonce` (issued by a 401/407; default `n`), `transport` (`udp` by default; `tcp`: sent over a connection) |
 //!
-//! `call` may contain `{n}`, replaced by the index within a series, so one
-//! line can stand for many calls. Values with spaces are double-quoted.
+//! Any value (and the address) may contain `{n}`, replaced by the index
+//! within a series, so one line can stand for many calls or sources. Values with spaces are double-quoted.
 //!
 //! Action lines (`<at>` may be a series too): `<at> ban <net> <rule> <ttl>`, `<at> alert <addr> <rule>`,
-//! `<at> promote <addr> <ttl>`, `<at> demote <addr>`.
+//! `<at> promote <addr> <ttl>`, `<at> demote <addr>`, `<at> shield <account> <ttl>`,
+//! `<at> shield-end <account>`.
 
 use std::net::IpAddr;
 
@@ -50,6 +51,8 @@ pub struct ScriptedEvent {
     expires: Option<u32>,
     method: String,
     nonce: String,
+    realm: Option<String>,
+    transport: String,
 }
 
 impl ScriptedEvent {
@@ -84,6 +87,7 @@ impl ScriptedEvent {
                 has_auth: self.auth.is_some(),
                 auth_user: self.auth.as_deref().map(str::as_bytes),
                 auth_nonce: self.auth.is_some().then_some(self.nonce.as_bytes()),
+                auth_realm: self.realm.as_deref().map(str::as_bytes),
                 expires: self.expires,
             }),
             _ => EventKind::Response(Response {
@@ -93,6 +97,7 @@ impl ScriptedEvent {
                 method: self.method.as_bytes(),
                 expires: self.expires,
                 nonce: matches!(self.arg.as_str(), "401" | "407").then_some(self.nonce.as_bytes()),
+                stream: self.transport == "tcp",
             }),
         };
         Event {
@@ -139,6 +144,30 @@ fn words(line: &str) -> Result<Vec<String>, String> {
 pub fn parse_events(line: &str) -> Result<Vec<ScriptedEvent>, String> {
     let w = words(line)?;
     let bad = |why: &str| format!("event line `{line}`: {why}");
+    // `{n}` outside `call=` (an address, a user, a nonce): one line per
+    // event of the series, each with its own index.
+    if w.len() >= 3
+        && w[1..]
+            .iter()
+            .any(|x| x.contains("{n}") && !x.starts_with("call="))
+    {
+        let mut out = Vec::new();
+        for (n, at) in series(&w[0]).map_err(|e| bad(&e))?.into_iter().enumerate() {
+            let rest: Vec<String> = w[1..]
+                .iter()
+                .map(|x| {
+                    let x = x.replace("{n}", &n.to_string());
+                    if x.contains(char::is_whitespace) {
+                        format!("\"{x}\"")
+                    } else {
+                        x
+                    }
+                })
+                .collect();
+            out.extend(parse_events(&format!("{at}ms {}", rest.join(" ")))?);
+        }
+        return Ok(out);
+    }
     if w.len() < 3 {
         return Err(bad("expected `<at> <addr> <kind> [key=value ...]`"));
     }
@@ -185,6 +214,8 @@ pub fn parse_events(line: &str) -> Result<Vec<ScriptedEvent>, String> {
         expires: None,
         method: "REGISTER".into(),
         nonce: "n".into(),
+        realm: None,
+        transport: "udp".into(),
     };
     for kv in rest {
         let (k, v) = kv
@@ -200,6 +231,8 @@ pub fn parse_events(line: &str) -> Result<Vec<ScriptedEvent>, String> {
             "expires" => ev.expires = Some(v.parse().map_err(|_| bad("expires is not a number"))?),
             "method" => ev.method = v,
             "nonce" => ev.nonce = v,
+            "realm" => ev.realm = Some(v),
+            "transport" => ev.transport = v,
             _ => return Err(bad(&format!("unknown key `{k}`"))),
         }
     }
@@ -263,6 +296,13 @@ pub fn action_line(a: &Action) -> String {
             )
         }
         Action::Demote { addr, at } => format!("{} demote {addr}", off(*at)),
+        Action::Shield(v) => format!(
+            "{} shield {} {}",
+            off(v.since),
+            v.account,
+            format_duration(v.until.since(v.since))
+        ),
+        Action::ShieldEnd(v) => format!("{} shield-end {}", off(v.until), v.account),
     }
 }
 
@@ -289,7 +329,7 @@ fn normalise_expect(line: &str) -> Result<Vec<String>, String> {
 fn normalise_one(line: &str, w: &[String], at: &str) -> Result<String, String> {
     let bad = || {
         format!(
-            "expect line `{line}`: expected `<at> ban <net> <rule> <ttl>`, `<at> alert <addr> <rule>`, `<at> promote <addr> <ttl>` or `<at> demote <addr>`"
+            "expect line `{line}`: expected `<at> ban <net> <rule> <ttl>`, `<at> alert <addr> <rule>`, `<at> promote <addr> <ttl>`, `<at> demote <addr>`, `<at> shield <account> <ttl>` or `<at> shield-end <account>`"
         )
     };
     let net = |s: &str| -> Result<String, String> {
@@ -322,6 +362,12 @@ fn normalise_one(line: &str, w: &[String], at: &str) -> Result<String, String> {
             format_duration(parse_duration(&w[3])?)
         )),
         (Some("demote"), 3) => Ok(format!("{at} demote {}", addr(&w[2])?)),
+        (Some("shield"), 4) => Ok(format!(
+            "{at} shield {} {}",
+            w[2],
+            format_duration(parse_duration(&w[3])?)
+        )),
+        (Some("shield-end"), 3) => Ok(format!("{at} shield-end {}", w[2])),
         _ => Err(bad()),
     }
 }
@@ -352,6 +398,7 @@ pub fn scenario_engine(
     if let Some(p) = test.config.group_v6 {
         cfg.group_v6 = p;
     }
+    cfg.shield_v4 = test.config.shield_v4_after.map(|n| (24, n));
     for n in &test.config.never_ban {
         cfg.never_ban.push(
             n.parse::<ipnet::IpNet>()

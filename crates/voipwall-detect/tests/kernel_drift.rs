@@ -47,6 +47,7 @@ fn a_packet_from_a_banned_source_asks_the_ban_back() {
         ttl: 3_600_000,
         level: 0,
         reason: "test".into(),
+        account: None,
         evidence: Vec::new(),
         verified: true,
     });

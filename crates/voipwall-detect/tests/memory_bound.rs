@@ -78,6 +78,7 @@ fn a_million_spoofed_sources_stay_under_the_configured_bound() {
                     method: b"REGISTER",
                     expires: None,
                     nonce: Some(&call),
+                    stream: false,
                 }),
                 origin: "flood",
             },

@@ -44,6 +44,7 @@ fn request<'a>(
             has_auth: auth,
             auth_user: auth.then_some(user),
             auth_nonce: auth.then_some(b"n"),
+            auth_realm: None,
             expires: Some(60),
         }),
         origin: "test",
@@ -60,6 +61,7 @@ fn response<'a>(dst: IpAddr, code: u16, method: &'a [u8], call: &'a [u8], cseq: 
             method,
             expires: (code == 200).then_some(60),
             nonce: matches!(code, 401 | 407).then_some(b"n"),
+            stream: false,
         }),
         origin: "test",
     }

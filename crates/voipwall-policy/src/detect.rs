@@ -52,6 +52,11 @@ pub struct RuleOverride {
     pub spare_known: Option<bool>,
     /// Unanswered challenge: time allowed for the retry, seconds.
     pub answer_within: Option<u64>,
+    /// Account guessing: distinct sources that start a shield.
+    pub sources: Option<u32>,
+    /// Account guessing: how long a shield lasts after its last failure,
+    /// seconds.
+    pub shield: Option<u64>,
     /// Where it was written.
     pub origin: Provenance,
 }
@@ -91,6 +96,14 @@ pub struct DetectSettings {
     pub remember_endpoints: u64,
     /// Most sources tracked at once.
     pub max_sources: usize,
+    /// Most accounts whose failed authentications are counted at once
+    /// (distributed guessing).
+    pub max_accounts: usize,
+    /// IPv4 neighbourhoods (off: `None`): once this many addresses of one
+    /// `[bans] ipv4_prefix` network were banned by account shields within
+    /// the rule's window, the network is banned (registered and remembered
+    /// endpoints spared, as by every prefix ban).
+    pub shield_v4_escalate_after: Option<u32>,
     /// Networks never banned, beyond own addresses, management, allow list
     /// and trusted networks (which the driver adds).
     pub never_ban: Vec<IpNet>,
@@ -114,6 +127,8 @@ impl Default for DetectSettings {
             ipv6_escalate_within: 600,
             remember_endpoints: 30 * 86_400,
             max_sources: 100_000,
+            max_accounts: 65_536,
+            shield_v4_escalate_after: None,
             never_ban: Vec::new(),
             rules: BTreeMap::new(),
             recidive_within: None,
@@ -132,6 +147,8 @@ pub(crate) struct RawDetect {
     /// Where `group_v4` / `group_v6` were written (absent: they follow
     /// `[bans] ipv4_prefix` / `ipv6_prefix` for IPv6, /32 for IPv4).
     pub(crate) group_at: [Option<(FileId, Range<usize>)>; 2],
+    /// Where `shield_v4_escalate_after` was written.
+    pub(crate) shield_v4_at: Option<(FileId, Range<usize>)>,
 }
 
 const EVENTS: &[&str] = &[
@@ -170,6 +187,8 @@ pub(crate) fn walk(w: &mut Walker<'_>, t: &Table<'_>, sources: &SourceMap, raw: 
             "ipv6_escalate_within",
             "remember_endpoints",
             "max_sources",
+            "max_accounts",
+            "shield_v4_escalate_after",
             "never_ban",
             "rules",
             "recidive",
@@ -224,6 +243,17 @@ pub(crate) fn walk(w: &mut Walker<'_>, t: &Table<'_>, sources: &SourceMap, raw: 
     {
         s.max_sources = usize::try_from(n).expect("range checked");
     }
+    if let Some(v) = get(t, "max_accounts")
+        && let Some(n) = w.int(v, "max_accounts", 1000, 10_000_000)
+    {
+        s.max_accounts = usize::try_from(n).expect("range checked");
+    }
+    if let Some(v) = get(t, "shield_v4_escalate_after")
+        && let Some(n) = w.int(v, "shield_v4_escalate_after", 2, 256)
+    {
+        s.shield_v4_escalate_after = Some(u32::try_from(n).expect("range checked"));
+        raw.shield_v4_at = Some((w.file, v.span()));
+    }
     if let Some(v) = get(t, "never_ban") {
         for (n, span) in w.str_list(v, "never_ban") {
             match parse_net(&n) {
@@ -276,6 +306,8 @@ pub(crate) fn walk(w: &mut Walker<'_>, t: &Table<'_>, sources: &SourceMap, raw: 
                     "prefixes",
                     "spare_known",
                     "answer_within",
+                    "sources",
+                    "shield",
                 ],
                 &ctx,
             );
@@ -291,6 +323,14 @@ pub(crate) fn walk(w: &mut Walker<'_>, t: &Table<'_>, sources: &SourceMap, raw: 
             }
             if let Some(v) = get(r, "answer_within") {
                 o.answer_within = secs(w, v, "answer_within");
+            }
+            if let Some(v) = get(r, "sources") {
+                o.sources = w
+                    .int(v, "sources", 2, 1000)
+                    .map(|n| u32::try_from(n).expect("range checked"));
+            }
+            if let Some(v) = get(r, "shield") {
+                o.shield = secs(w, v, "shield");
             }
             if let Some(v) = get(r, "agents") {
                 o.agents = Some(strings(w, v, "agents"));

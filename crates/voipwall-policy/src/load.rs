@@ -1448,6 +1448,19 @@ fn resolve(
             );
         }
     }
+    if let Some((file, span)) = raw.detect.shield_v4_at.clone()
+        && bans.ipv4_prefix == 32
+    {
+        diags.push(
+            Diagnostic::error(
+                file,
+                span,
+                "[detect] shield_v4_escalate_after bans the [bans] ipv4_prefix network around shield-banned addresses, and [bans] ipv4_prefix is 32",
+            )
+            .label("no neighbourhood to escalate to")
+            .help("set [bans] ipv4_prefix = 24 (the default), or leave shield_v4_escalate_after out"),
+        );
+    }
     if !catalog.rule_ids.is_empty() {
         for (id, file, span) in &raw.detect.rule_keys {
             if !catalog.rule_ids.contains(id) {

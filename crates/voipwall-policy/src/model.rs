@@ -656,7 +656,14 @@ pub struct FeedSettings {
 }
 
 /// What a notification is about.
-pub const NOTIFY_EVENTS: [&str; 5] = ["ban_storm", "protected", "apply", "safe_mode", "started"];
+pub const NOTIFY_EVENTS: [&str; 6] = [
+    "ban_storm",
+    "protected",
+    "apply",
+    "safe_mode",
+    "started",
+    "shield",
+];
 
 /// Where a `[[notify]]` entry sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

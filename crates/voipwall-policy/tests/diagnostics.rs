@@ -14,9 +14,14 @@ fn broken_policies_render_every_error() {
     assert!(diags.is_empty());
     // The driver fills these from data/rules; the policy crate checks
     // `[detect.rules.<id>]` against them.
-    catalog.rule_ids = ["auth-bruteforce", "scanner", "enumeration"]
-        .map(String::from)
-        .to_vec();
+    catalog.rule_ids = [
+        "auth-bruteforce",
+        "scanner",
+        "enumeration",
+        "account-guessing",
+    ]
+    .map(String::from)
+    .to_vec();
     let facts = HostFacts {
         addresses: vec!["203.0.113.1".parse().unwrap()],
         sshd_ports: None,

@@ -359,6 +359,11 @@ impl<'a> Message<'a> {
         digest_param(self.authorization?, b"nonce")
     }
 
+    /// `realm` of the credentials (Authorization), without quotes.
+    pub fn auth_realm(&self) -> Option<&'a [u8]> {
+        digest_param(self.authorization?, b"realm")
+    }
+
     /// `nonce` of a challenge (WWW-Authenticate, Proxy-Authenticate).
     pub fn challenge_nonce(&self) -> Option<&'a [u8]> {
         digest_param(self.challenge?, b"nonce")

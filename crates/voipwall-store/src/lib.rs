@@ -196,6 +196,8 @@ impl BanRecord {
             ttl: self.end.since(self.start),
             level: self.level,
             reason: self.reason.clone(),
+            // The reason names it; the store keeps no column of its own.
+            account: None,
             evidence: self.evidence.clone(),
             verified: !self.origin.ends_with("-unverified"),
         }

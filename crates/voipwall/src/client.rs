@@ -168,6 +168,13 @@ pub(crate) fn status(cli: &Globals) -> anyhow::Result<()> {
                 .unwrap_or_default()
         ))?;
     }
+    // Accounts under attack from many addresses (distributed guessing).
+    for sh in &r.shields {
+        print(&format!(
+            "  shielded account {}: since {}, until {} (extended by every failure); {} failures, {} sources banned, {} alerts",
+            sh.account, sh.since, sh.until, sh.failures, sh.bans, sh.alerts
+        ))?;
+    }
     // The HTTP API's listeners; one that cannot bind yet is retried.
     for l in &r.api {
         print(&format!(

@@ -91,6 +91,8 @@ struct Summary {
     bans: u64,
     alerts: u64,
     promotions: u64,
+    /// Accounts shielded (distributed guessing).
+    shields: u64,
     /// SIP messages `--pbx` left out because no `--pbx` is of their
     /// family: `[IPv4, IPv6]`.
     skipped_family: [u64; 2],
@@ -372,7 +374,7 @@ pub(crate) fn replay(cli: &Globals, a: &ReplayArgs) -> anyhow::Result<()> {
             0
         };
         eprintln!(
-            "replayed {} lines{} in {:.2} s ({rate}/s): {} events, {} ambiguous lines refused, {} bans, {} alerts; time span {} .. {}",
+            "replayed {} lines{} in {:.2} s ({rate}/s): {} events, {} ambiguous lines refused, {} bans, {} alerts{}; time span {} .. {}",
             sum.lines,
             if a.pcap {
                 format!(
@@ -387,6 +389,11 @@ pub(crate) fn replay(cli: &Globals, a: &ReplayArgs) -> anyhow::Result<()> {
             sum.ambiguous,
             sum.bans,
             sum.alerts,
+            match sum.shields {
+                0 => String::new(),
+                1 => ", 1 account shielded".into(),
+                n => format!(", {n} accounts shielded"),
+            },
             sum.first.map_or("-".into(), |t| t.to_string()),
             sum.last.map_or("-".into(), |t| t.to_string()),
         );
@@ -594,6 +601,39 @@ fn print_action(
                 }
             }
             Ok(())
+        }
+        Action::Shield(v) => {
+            sum.shields += 1;
+            if json {
+                writeln!(
+                    out,
+                    "{}",
+                    json!({"shield": true, "account": v.account, "at": v.since.to_string(), "until": v.until.to_string(),
+                           "failures": v.failures, "sources": v.sources})
+                )
+            } else {
+                writeln!(
+                    out,
+                    "{}  shield {:<22} until {}  {} failed authentications from {} sources: each source failing on it is banned at its first verified failure",
+                    v.since, v.account, v.until, v.failures, v.sources
+                )
+            }
+        }
+        Action::ShieldEnd(v) => {
+            if json {
+                writeln!(
+                    out,
+                    "{}",
+                    json!({"shield_end": true, "account": v.account, "at": v.until.to_string(), "since": v.since.to_string(),
+                           "failures": v.failures, "bans": v.bans, "alerts": v.alerts})
+                )
+            } else {
+                writeln!(
+                    out,
+                    "{}  shield-end {:<18} {} failures, {} sources banned, {} alerts",
+                    v.until, v.account, v.failures, v.bans, v.alerts
+                )
+            }
         }
         // Replay has no kernel that could lose a ban (it feeds handle_event).
         Action::Demote { .. } | Action::Reassert(_) => Ok(()),

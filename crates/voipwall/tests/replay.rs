@@ -414,3 +414,106 @@ fn a_missing_explicit_policy_is_an_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
 }
+
+/// Issue 24: `replay` shows an account's shield and the bans it caused,
+/// with the capture's times. Twelve sources of one /24 each try one wrong
+/// password for 1001 (a challenge with a nonce of its own, then the
+/// refused retry), a second apart: the tenth shields the account and bans
+/// its ten sources, the eleventh and twelfth are banned at their first. A
+/// log (no nonce to check) shows the shield and alerts, no bans.
+#[test]
+fn replay_shows_account_shields_and_their_bans() {
+    let pbx = [198, 51, 100, 1];
+    let mut packets = Vec::new();
+    for i in 0..12u8 {
+        let src = [203, 0, 113, 10 + i];
+        let ip = format!("203.0.113.{}", 10 + i);
+        let head = |cseq: u32, auth: &str| {
+            format!(
+                "REGISTER sip:pbx SIP/2.0\r\nVia: SIP/2.0/UDP {ip};branch=z9hG4bK{i}{cseq}\r\nFrom: <sip:1001@pbx>;tag=1\r\nTo: <sip:1001@pbx>\r\nCall-ID: s{i}\r\nCSeq: {cseq} REGISTER\r\n{auth}Content-Length: 0\r\n\r\n"
+            )
+        };
+        let answer = |cseq: u32, code: &str, extra: &str| {
+            format!(
+                "SIP/2.0 {code}\r\nVia: SIP/2.0/UDP {ip};branch=z9hG4bK{i}{cseq}\r\nFrom: <sip:1001@pbx>;tag=1\r\nTo: <sip:1001@pbx>;tag=2\r\nCall-ID: s{i}\r\nCSeq: {cseq} REGISTER\r\n{extra}Content-Length: 0\r\n\r\n"
+            )
+        };
+        packets.push(udp_packet(src, pbx, head(1, "").as_bytes()));
+        packets.push(udp_packet(
+            pbx,
+            src,
+            answer(
+                1,
+                "401 Unauthorized",
+                &format!("WWW-Authenticate: Digest realm=\"pbx\", nonce=\"nonce{i}\"\r\n"),
+            )
+            .as_bytes(),
+        ));
+        packets.push(udp_packet(
+            src,
+            pbx,
+            head(
+                2,
+                &format!("Authorization: Digest username=\"1001\", realm=\"pbx\", nonce=\"nonce{i}\", uri=\"sip:pbx\", response=\"r\"\r\n"),
+            )
+            .as_bytes(),
+        ));
+        packets.push(udp_packet(
+            pbx,
+            src,
+            answer(2, "403 Forbidden", "").as_bytes(),
+        ));
+    }
+    let path = pcap_file("shield", &packets);
+    let out = replay(&["--json", "--pcap", path.to_str().unwrap()], b"");
+    std::fs::remove_file(&path).ok();
+    let lines = bans(&out);
+    let shield: Vec<_> = lines.iter().filter(|l| l["shield"] == true).collect();
+    assert_eq!(shield.len(), 1, "{lines:?}");
+    assert_eq!(shield[0]["account"], "1001@pbx");
+    assert_eq!(shield[0]["sources"], 10);
+    // The tenth failure's time in the capture (one attempt a second).
+    assert_eq!(shield[0]["at"], "2026-11-23T02:13:29.000Z");
+    let banned: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["rule"] == "account-guessing" && l["addr"].is_string())
+        .map(|l| l["addr"].as_str().unwrap())
+        .collect();
+    let want: Vec<String> = (10..22).map(|i| format!("203.0.113.{i}/32")).collect();
+    assert_eq!(banned, want, "{lines:?}");
+    let last = lines
+        .iter()
+        .find(|l| l["addr"] == "203.0.113.21/32")
+        .unwrap();
+    assert_eq!(last["at"], "2026-11-23T02:13:31.000Z");
+    assert!(
+        last["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("shielded account 1001@pbx")),
+        "{last}"
+    );
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(summary.contains("\"shields\":1"), "{summary}");
+
+    // From a log: the shield with the log's time, alerts, no bans.
+    let mut log = String::new();
+    for i in 0..10 {
+        log += &format!(
+            "[2026-11-23 10:22:{i:02}] NOTICE[1] chan_sip.c: Registration from '<sip:1001@x>' failed for '203.0.113.{}:5060' - Wrong password\n",
+            10 + i
+        );
+    }
+    let lines = bans(&replay(&["--json", "--format", "asterisk"], log.as_bytes()));
+    assert!(
+        lines.iter().any(|l| l["shield"] == true
+            && l["account"] == "1001"
+            && l["at"] == "2026-11-23T10:22:09.000Z"),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["addr"].is_null() || l["alert"] == true),
+        "{lines:?}"
+    );
+}

@@ -146,6 +146,9 @@ pub struct StatusReply {
     pub store_errors: u64,
     /// The engine's counters.
     pub engine: voipwall_detect::Stats,
+    /// Accounts shielded now (distributed guessing).
+    #[serde(default)]
+    pub shields: Vec<voipwall_detect::ShieldView>,
     /// SIP over TCP: flows reassembled from packet copies.
     #[serde(default)]
     pub tcp: voipwall_sip::tcp::TcpStats,

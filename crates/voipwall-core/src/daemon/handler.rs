@@ -111,6 +111,7 @@ impl Daemon {
                     counters: self.counters.clone(),
                     store_errors: self.store_errors.load(Ordering::Relaxed),
                     engine: self.engine.stats(),
+                    shields: self.engine.shields(now()),
                     tcp: self.capture.tcp_stats(),
                     active_bans: self.active.get(self.bans_made()),
                     ban_latency_us: latency(&lat, true),

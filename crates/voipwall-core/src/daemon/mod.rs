@@ -1289,6 +1289,35 @@ impl Daemon {
                     known.push((addr, until.since(at)));
                 }
                 Action::Demote { addr, .. } => demote.push(addr),
+                Action::Shield(v) => {
+                    tracing::warn!(
+                        account = %v.account, failures = v.failures, sources = v.sources,
+                        "Account shielded (distributed guessing): {} failed authentications from {} sources; until {}, any source failing on it is banned at its first verified failure.",
+                        v.failures, v.sources, v.until
+                    );
+                    self.event(
+                        "shield",
+                        None,
+                        format!(
+                            "account {} shielded until {}: {} failed authentications from {} sources within the window; sources failing on it are banned at their first verified failure",
+                            v.account, v.until, v.failures, v.sources
+                        ),
+                    );
+                }
+                Action::ShieldEnd(v) => {
+                    tracing::info!(
+                        account = %v.account, bans = v.bans, alerts = v.alerts, failures = v.failures,
+                        "Account shield ended: no failure on it for the shield's length."
+                    );
+                    self.event(
+                        "shield-end",
+                        None,
+                        format!(
+                            "account {} no longer shielded (since {}): {} failures, {} sources banned, {} alerts",
+                            v.account, v.since, v.failures, v.bans, v.alerts
+                        ),
+                    );
+                }
                 Action::Alert {
                     addr,
                     rule,

@@ -82,6 +82,11 @@ impl Daemon {
                 return;
             }
         };
+        // The engine remembers them too: account shields alert instead of
+        // banning an endpoint that registered recently.
+        for (a, last) in &list {
+            self.engine.remember_endpoint(*a, *last);
+        }
         let prefixes = self.prefixes();
         let entries: Vec<_> = list
             .iter()
@@ -251,6 +256,16 @@ impl Daemon {
         }
         let active = self.store.active_bans(now()).unwrap_or_default();
         self.remember(&active);
+        let keep = self.policy.detect.remember_endpoints.saturating_mul(1000);
+        if keep > 0
+            && let Ok(list) = self
+                .store
+                .remembered_endpoints(Timestamp(now().0.saturating_sub(keep)))
+        {
+            for (a, last) in list {
+                self.engine.remember_endpoint(a, last);
+            }
+        }
         if old_prefixes != new_prefixes
             && let Some(bans) = self.bans.as_mut()
         {

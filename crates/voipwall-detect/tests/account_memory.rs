@@ -1,0 +1,85 @@
+//! Issue 24: spraying account names cannot grow the engine without limit.
+//! One million distinct account names, each failing once, from 1,000
+//! sources: the per-account table holds at most `max_accounts` (the least
+//! recently failed evicted, counted), and the live heap (a counting
+//! allocator) stays under a bound set by `max_accounts`, not by the names.
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use voipwall_detect::scenario::BASE;
+use voipwall_detect::{Config, Engine, Event, EventKind, RuleSet};
+
+struct Counting;
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts bytes.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        let now = LIVE.fetch_add(l.size(), Ordering::Relaxed) + l.size();
+        PEAK.fetch_max(now, Ordering::Relaxed);
+        // SAFETY: same layout, passed through.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        // SAFETY: p was allocated by System.alloc with this layout.
+        unsafe { System.dealloc(p, l) }
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+#[test]
+fn a_million_account_names_from_a_thousand_sources_stay_under_the_bound() {
+    const NAMES: u32 = 1_000_000;
+    const SOURCES: u32 = 1_000;
+    let mut rules = RuleSet::builtin();
+    // Per-source rules would ban the 1,000 sources long before a million
+    // failures (and their events would stop counting): only the account
+    // table is under test here.
+    for r in &mut rules.rules {
+        r.enabled = r.id == "account-guessing";
+    }
+    let cfg = Config::new(rules);
+    let max = cfg.max_accounts;
+    let mut e = Engine::new(cfg);
+    let base_live = LIVE.load(Ordering::Relaxed);
+    PEAK.store(base_live, Ordering::Relaxed);
+    let mut name = Vec::with_capacity(24);
+    for i in 0..NAMES {
+        // 10,000 failures per second of simulated time: every name new.
+        let now = BASE.plus(u64::from(i) / 10);
+        let src = IpAddr::V4(Ipv4Addr::from(0xCB00_7100u32 + (i % SOURCES) * 7));
+        name.clear();
+        name.extend_from_slice(format!("spray{i:07}").as_bytes());
+        e.handle_event(
+            now,
+            &Event {
+                src,
+                kind: EventKind::AuthFailed { user: Some(&name) },
+                origin: "spray",
+            },
+        );
+        while e.poll_action().is_some() {}
+    }
+    let s = e.stats();
+    let peak = PEAK.load(Ordering::Relaxed) - base_live;
+    eprintln!(
+        "stats {s:?}, peak live heap {} KiB for {max} accounts ({} bytes per account)",
+        peak / 1024,
+        peak / max
+    );
+    assert_eq!(s.tracked_accounts, max as u64);
+    assert_eq!(s.evicted_accounts, u64::from(NAMES) - max as u64);
+    assert_eq!(s.shields, 0, "one failure per name shields nothing");
+    // The budget: 256 bytes per tracked account (LRU node, the name inline,
+    // one failure), plus the per-source state of 1,000 sources.
+    assert!(
+        peak < max * 256 + 1_000 * 1024,
+        "peak live heap {peak} bytes for {max} accounts"
+    );
+}
