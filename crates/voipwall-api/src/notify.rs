@@ -52,6 +52,8 @@ struct Sink {
     /// The last `protected` notification, and how many were held back
     /// since.
     protected: Mutex<(Option<std::time::Instant>, u64)>,
+    /// The same for `shield` (forged failures can start shields).
+    shield: Mutex<(Option<std::time::Instant>, u64)>,
 }
 
 impl Sink {
@@ -63,18 +65,29 @@ impl Sink {
         if !self.wants(n.event) {
             return;
         }
-        if n.event == "protected" {
-            let mut g = self
-                .protected
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+        if n.event == "protected" || n.event == "shield" {
+            let limiter = if n.event == "shield" {
+                &self.shield
+            } else {
+                &self.protected
+            };
+            let mut g = limiter.lock().unwrap_or_else(PoisonError::into_inner);
             let now = std::time::Instant::now();
             if g.0.is_some_and(|t| now.duration_since(t) < PROTECTED_EVERY) {
                 g.1 += 1;
                 return;
             }
             if g.1 > 0 {
-                n.summary = format!("{} ({} more alerts in the last minute)", n.summary, g.1);
+                n.summary = format!(
+                    "{} ({} more {} in the last minute)",
+                    n.summary,
+                    g.1,
+                    if n.event == "shield" {
+                        "shield notes"
+                    } else {
+                        "alerts"
+                    }
+                );
             }
             *g = (Some(now), 0);
         }
@@ -159,6 +172,7 @@ pub(crate) fn start(
             ready: Condvar::new(),
             bans: Mutex::new((VecDeque::new(), false)),
             protected: Mutex::new((None, 0)),
+            shield: Mutex::new((None, 0)),
         });
         let (s, stop) = (sink.clone(), stop.clone());
         std::thread::Builder::new()
@@ -625,6 +639,7 @@ mod tests {
             ready: Condvar::new(),
             bans: Mutex::new((VecDeque::new(), false)),
             protected: Mutex::new((None, 0)),
+            shield: Mutex::new((None, 0)),
         };
         for i in 0..30 {
             s.ban(1_000_000 + i * 100);

@@ -178,7 +178,7 @@ pub struct Ban {
     /// One sentence for humans.
     pub reason: String,
     /// The shielded account whose failures led to the ban (account
-    /// guessing), `user@realm` or the user alone.
+    /// guessing): the digest username.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
     /// The events that led to it, oldest first.
@@ -261,7 +261,8 @@ pub struct Stats {
 /// A shielded account, for `status`, events and notifications.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct ShieldView {
-    /// `user@realm`, or the user where the realm is unknown (log lines).
+    /// The digest username (the realm is the client's to write), or
+    /// `(several credentials)` for requests carrying more than one.
     pub account: String,
     /// When the shield started.
     pub since: Timestamp,
@@ -325,22 +326,6 @@ impl Short {
             let n = v.len().min(s.buf.len());
             s.buf[..n].copy_from_slice(&v[..n]);
             s.len = u8::try_from(n).expect("at most 30");
-        }
-        s
-    }
-
-    /// `user@realm` (the realm left out when unknown), truncated.
-    fn account(user: &[u8], realm: Option<&[u8]>) -> Self {
-        let mut s = Self::new(Some(user));
-        if let Some(realm) = realm.filter(|r| !r.is_empty()) {
-            for &b in std::iter::once(&b'@').chain(realm) {
-                let n = usize::from(s.len);
-                if n == s.buf.len() {
-                    break;
-                }
-                s.buf[n] = b;
-                s.len += 1;
-            }
         }
         s
     }
@@ -434,10 +419,12 @@ struct Txn {
     toll: bool,
     at: Timestamp,
     expires: Option<u32>,
-    /// The account the credentials name (hash of user and realm; 0: none)
-    /// and how it is shown.
+    /// The account the credentials name (a hash of the user; 0: none) and
+    /// how it is shown.
     account: u64,
     account_name: Short,
+    /// The request came over a connection (TCP, TLS, WebSocket).
+    stream: bool,
 }
 
 /// A challenge waiting for the authenticated retry.
@@ -487,8 +474,14 @@ struct Shield {
     ban: u64,
 }
 
-/// Most accounts shielded at once (the least recently failed is ended early).
+/// Most accounts shielded at once (one that banned nobody is ended early
+/// first).
 const MAX_SHIELDS: usize = 4096;
+/// Most accounts whose failures are all unverified, counted at once.
+const MAX_UNPROVEN_ACCOUNTS: usize = 4096;
+/// The pseudo-account of failures whose request carried several
+/// credentials headers.
+const SEVERAL_CREDENTIALS: &[u8] = b"(several credentials)";
 
 /// Alerts of one source and rule within this long (ms) are one alert and a
 /// count.
@@ -582,6 +575,8 @@ pub struct Engine {
     /// Failed authentications per account (keyed by a seeded hash of user
     /// and realm), across sources: distributed guessing.
     accounts: LruCache<u64, Account, FixedState>,
+    /// Accounts with unverified failures only (a small table of their own).
+    unproven: LruCache<u64, Account, FixedState>,
     /// Shielded accounts.
     shields: LruCache<u64, Shield, FixedState>,
     /// Shield ends, earliest first; an extended shield's old end is
@@ -629,6 +624,7 @@ impl Engine {
             actions: VecDeque::new(),
             alert_windows: LruCache::with_hasher(MAX_ALERT_WINDOWS, hasher.clone()),
             accounts: LruCache::with_hasher(cap(cfg.max_accounts), hasher.clone()),
+            unproven: LruCache::with_hasher(MAX_UNPROVEN_ACCOUNTS, hasher.clone()),
             shields: LruCache::with_hasher(MAX_SHIELDS, hasher.clone()),
             shield_ends: BinaryHeap::new(),
             remembered: LruCache::with_hasher(cap(cfg.max_known), hasher.clone()),
@@ -698,9 +694,8 @@ impl Engine {
                 // names no nonce, and one forged packet would frame its
                 // source address.
                 if let Some(u) = user.filter(|u| !u.is_empty()) {
-                    let key = self.account_key(u, None);
-                    let name = Short::account(u, None);
-                    if self.account_failure(now, src, key, name, false, ev.origin) {
+                    let key = self.account_key(u);
+                    if self.account_failure(now, src, key, Short::new(Some(u)), false, ev.origin) {
                         return;
                     }
                 }
@@ -925,7 +920,7 @@ impl Engine {
         Stats {
             tracked_sources: self.groups.len() as u64,
             timers: self.timers.len() as u64,
-            tracked_accounts: self.accounts.len() as u64,
+            tracked_accounts: (self.accounts.len() + self.unproven.len()) as u64,
             shields_active: self.shields.len() as u64,
             ..self.stats
         }
@@ -1125,12 +1120,10 @@ impl Engine {
                 self.retract(key, call);
             }
         }
-        let (account, account_name) = match r.auth_user.or(user) {
-            Some(u) if r.has_auth && !u.is_empty() => (
-                self.account_key(u, r.auth_realm),
-                Short::account(u, r.auth_realm),
-            ),
-            _ => (0, Short::default()),
+        let (account, account_name) = if r.has_auth {
+            self.request_account(r.auth_user.or(user), r.several_credentials)
+        } else {
+            (0, Short::default())
         };
         let nonce = r.auth_nonce.map(|n| self.hasher.hash_one(n));
         let verified = nonce.is_some_and(|h| {
@@ -1171,6 +1164,7 @@ impl Engine {
                 toll,
                 at: now,
                 expires: r.expires,
+                stream: r.stream,
                 account,
                 account_name,
             },
@@ -1245,11 +1239,17 @@ impl Engine {
             }
             // A refused retry that carried credentials: a failed authentication.
             401 | 403 | 407 if t.has_auth => {
+                // Proven by the nonce, or by the connection both the
+                // request and the answer travelled on.
+                let verified = t.verified || (t.stream && r.stream);
                 if !self.first_sighting(now, dst, true) {
+                    // Its log line came first (unverified there): under a
+                    // shield the proof still bans.
+                    if verified && t.account != 0 && self.shielded(t.account, now) {
+                        self.shielded_failure_seen_again(now, dst, t.account, origin);
+                    }
                     return;
                 }
-                // Proven by the nonce, or by the connection it came over.
-                let verified = t.verified || r.stream;
                 if t.account != 0
                     && self.account_failure(now, dst, t.account, t.account_name, verified, origin)
                 {
@@ -1820,12 +1820,27 @@ impl Engine {
 
     // ---- accounts: distributed guessing ------------------------------------------
 
-    /// The account key of a user and realm: a seeded hash (attackers
-    /// choose the names), never 0 (0 is "no account").
-    fn account_key(&self, user: &[u8], realm: Option<&[u8]>) -> u64 {
-        self.hasher
-            .hash_one((user, realm.unwrap_or_default()))
-            .max(1)
+    /// The account key of a user: a seeded hash (attackers choose the
+    /// names), never 0 (0 is "no account"). The realm is left out: it is
+    /// the client's to write, and a different spelling per guess must not
+    /// make a different account.
+    fn account_key(&self, user: &[u8]) -> u64 {
+        self.hasher.hash_one(user).max(1)
+    }
+
+    /// The account of a request's credentials: the digest username; with
+    /// several credentials headers (the PBX reads the one for its realm,
+    /// not necessarily the first), one pseudo-account for all such
+    /// failures, so decoy headers gather instead of scattering.
+    fn request_account(&self, user: Option<&[u8]>, several: bool) -> (u64, Short) {
+        match user {
+            _ if several => (
+                self.account_key(SEVERAL_CREDENTIALS),
+                Short::new(Some(SEVERAL_CREDENTIALS)),
+            ),
+            Some(u) if !u.is_empty() => (self.account_key(u), Short::new(Some(u))),
+            _ => (0, Short::default()),
+        }
     }
 
     fn origin_index(&mut self, origin: &str) -> u8 {
@@ -1849,6 +1864,42 @@ impl Engine {
             proof: Some(f.verified),
         }
         .render(&self.origins)
+    }
+
+    /// Whether the account `key` is shielded at `now`.
+    fn shielded(&self, key: u64, now: Timestamp) -> bool {
+        self.shields.peek(&key).is_some_and(|s| s.view.until > now)
+    }
+
+    /// A verified failure on a shielded account, already counted by its
+    /// other sighting (a log line read before the packet): the source is
+    /// banned as if the packet had come first.
+    fn shielded_failure_seen_again(&mut self, now: Timestamp, src: IpAddr, key: u64, origin: &str) {
+        let Some(i) = self.rule_index(RuleKind::AccountGuessing) else {
+            return;
+        };
+        let shield_ms = self.cfg.rules.rules[i].shield;
+        let Some(sh) = self.shields.peek_mut(&key).filter(|s| s.view.until > now) else {
+            return;
+        };
+        sh.view.until = sh.view.until.max(now.plus(shield_ms));
+        let (ttl, account) = (sh.ban, sh.view.account.clone());
+        let name = Short::new(Some(account.as_bytes()));
+        let origin = self.origin_index(origin);
+        let f = Failure {
+            at: now,
+            src,
+            verified: true,
+            origin,
+        };
+        let evidence = vec![self.failure_evidence(&f, &name)];
+        let banned = self.shield_ban(now, src, i, ttl, evidence, &account);
+        if let Some(sh) = self.shields.peek_mut(&key)
+            && banned
+        {
+            sh.view.bans += 1;
+            sh.view.alerts = sh.view.alerts.saturating_sub(1);
+        }
     }
 
     /// A failed authentication for the account `key` from `src`. Counts it
@@ -1880,22 +1931,28 @@ impl Engine {
         let max_within = rule.thresholds.iter().map(|t| t.within).max().unwrap_or(0);
         let max_count = rule.thresholds.iter().map(|t| t.count).max().unwrap_or(1) as usize;
         let rule_id = rule.id.clone();
-        if let Some(sh) = self.shields.get_mut(&key)
-            && sh.view.until > now
+        // A shield whose end passed before its timer ran ends now.
+        if self.shields.peek(&key).is_some_and(|s| s.view.until <= now)
+            && let Some(sh) = self.shields.remove(&key)
         {
-            sh.view.until = sh.view.until.max(now.plus(shield_ms));
+            self.actions.push_back(Action::ShieldEnd(sh.view));
+        }
+        if let Some(sh) = self.shields.get_mut(&key) {
             sh.view.failures += 1;
             let (ttl, account) = (sh.ban, sh.view.account.clone());
             if !verified {
+                // Forged packets neither ban anyone under a shield nor keep
+                // it up: only verified failures extend it.
                 sh.view.alerts += 1;
                 self.alert(
                     now,
                     src,
                     rule_id,
-                    format!("a failed authentication for the shielded account {account} that no nonce issued to the source alone verifies (it could be forged): alert only"),
+                    format!("a failed authentication for the shielded account {account} that nothing proves came from the source (no nonce issued to it alone, no connection): alert only"),
                 );
                 return false;
             }
+            sh.view.until = sh.view.until.max(now.plus(shield_ms));
             let evidence = vec![self.failure_evidence(&f, &name)];
             let banned = self.shield_ban(now, src, i, ttl, evidence, &account);
             if let Some(sh) = self.shields.peek_mut(&key) {
@@ -1907,20 +1964,43 @@ impl Engine {
             }
             return banned;
         }
-        if !self.accounts.contains_key(&key) {
+        // Accounts enter the big table only on a verified failure; forged
+        // (unverified) failures of accounts not there yet go to a small one
+        // of their own, so a forged spray of names cannot evict the
+        // accounts real guessers are working on.
+        let table = if self.accounts.contains_key(&key) {
+            &mut self.accounts
+        } else if verified {
+            let moved = self.unproven.remove(&key);
             if self.accounts.len() >= self.accounts.capacity() {
                 self.accounts.remove_lru();
                 self.stats.evicted_accounts += 1;
             }
             self.accounts.insert(
                 key,
-                Account {
+                moved.unwrap_or_else(|| Account {
                     name,
                     failures: VecDeque::with_capacity(1),
-                },
+                }),
             );
-        }
-        let acc = self.accounts.get_mut(&key).expect("inserted above");
+            &mut self.accounts
+        } else {
+            if !self.unproven.contains_key(&key) {
+                if self.unproven.len() >= self.unproven.capacity() {
+                    self.unproven.remove_lru();
+                    self.stats.evicted_accounts += 1;
+                }
+                self.unproven.insert(
+                    key,
+                    Account {
+                        name,
+                        failures: VecDeque::with_capacity(1),
+                    },
+                );
+            }
+            &mut self.unproven
+        };
+        let acc = table.get_mut(&key).expect("inserted above");
         let oldest_kept = now.0.saturating_sub(max_within);
         while acc.failures.front().is_some_and(|f| f.at.0 < oldest_kept) {
             acc.failures.pop_front();
@@ -1934,11 +2014,15 @@ impl Engine {
         let mut fired: Option<(u64, u64)> = None;
         for t in &self.cfg.rules.rules[i].thresholds {
             let from = now.0.saturating_sub(t.within);
-            let window: Vec<&Failure> = acc.failures.iter().filter(|f| f.at.0 >= from).collect();
-            if window.len() < t.count as usize {
+            let mut srcs: Vec<IpAddr> = acc
+                .failures
+                .iter()
+                .filter(|f| f.at.0 >= from)
+                .map(|f| f.src)
+                .collect();
+            if srcs.len() < t.count as usize {
                 continue;
             }
-            let mut srcs: Vec<IpAddr> = window.iter().map(|f| f.src).collect();
             srcs.sort_unstable();
             srcs.dedup();
             if srcs.len() >= min_sources && fired.is_none_or(|(b, _)| t.ban > b) {
@@ -1948,7 +2032,7 @@ impl Engine {
         let Some((ttl, within)) = fired else {
             return false;
         };
-        let acc = self.accounts.remove(&key).expect("present");
+        let acc = table.remove(&key).expect("present");
         let from = now.0.saturating_sub(within);
         let window: Vec<Failure> = acc
             .failures
@@ -1972,10 +2056,21 @@ impl Engine {
             bans: 0,
             alerts: 0,
         };
-        if self.shields.len() >= MAX_SHIELDS
-            && let Some((_, old)) = self.shields.remove_lru()
-        {
-            self.actions.push_back(Action::ShieldEnd(old.view));
+        if self.shields.len() >= MAX_SHIELDS {
+            // Room: the least recently failed shield that banned nobody
+            // (forged ones), else the least recently failed of all.
+            let victim = self
+                .shields
+                .iter()
+                .find(|(_, s)| s.view.bans == 0)
+                .map(|(k, _)| *k);
+            let old = match victim {
+                Some(k) => self.shields.remove(&k),
+                None => self.shields.remove_lru().map(|(_, s)| s),
+            };
+            if let Some(old) = old {
+                self.actions.push_back(Action::ShieldEnd(old.view));
+            }
         }
         self.shields.insert(
             key,
@@ -1984,7 +2079,16 @@ impl Engine {
                 ban: ttl,
             },
         );
-        self.shield_ends.push(Reverse((view.until, key)));
+        if self.shield_ends.len() > 2 * MAX_SHIELDS {
+            // Ends of shields ended early or replaced: rebuilt from the live ones.
+            self.shield_ends = self
+                .shields
+                .iter()
+                .map(|(k, s)| Reverse((s.view.until, *k)))
+                .collect();
+        } else {
+            self.shield_ends.push(Reverse((view.until, key)));
+        }
         self.stats.shields += 1;
         self.actions.push_back(Action::Shield(view));
         let mut src_banned = false;
@@ -2008,7 +2112,7 @@ impl Engine {
                     now,
                     s,
                     rule_id.clone(),
-                    format!("its failed authentications for the account {account}, now shielded, are unverified (no nonce issued to it alone was answered): alert only"),
+                    format!("its failed authentications for the account {account}, now shielded, are unverified (no nonce issued to it alone was answered, no connection): alert only"),
                 );
             }
             alerts += 1;
@@ -2021,8 +2125,10 @@ impl Engine {
     }
 
     /// Bans `src` for a verified failure on a shielded account, or alerts
-    /// when it must not be banned (`decide`); with IPv4 neighbourhoods on,
-    /// enough addresses of one prefix banned by shields ban the prefix.
+    /// when it must not be banned (`decide`: protected, registered,
+    /// remembered); with IPv4 neighbourhoods on, enough addresses of one
+    /// prefix banned by shields ban the prefix (the rule's own ban length,
+    /// no recidive: a neighbourhood is not a repeat offender).
     fn shield_ban(
         &mut self,
         now: Timestamp,
@@ -2035,7 +2141,9 @@ impl Engine {
         if self.is_banned(src, now) {
             return true;
         }
-        if !self.decide(now, src, i, ttl, evidence, (true, true), Some(account)) {
+        // One failure is never a full threshold: a registered endpoint is
+        // spared even where a policy turned `spare_known` off.
+        if !self.decide(now, src, i, ttl, evidence, (false, true), Some(account)) {
             return false;
         }
         let Some((len, after)) = self.cfg.shield_v4 else {
@@ -2057,8 +2165,9 @@ impl Engine {
         let list = self.offenders.get_mut(&net).expect("inserted");
         list.retain(|&(a, t)| now.since(t) <= within && a != src);
         list.push((src, now));
-        if list.len() > 64 {
-            list.remove(0);
+        let keep = (after as usize).max(1);
+        if list.len() > keep {
+            list.drain(..list.len() - keep);
         }
         let n = list.len();
         let protected = self
@@ -2074,9 +2183,13 @@ impl Engine {
             return true;
         };
         ban.target = net;
+        ban.ttl = ttl;
+        ban.until = now.plus(ttl);
+        ban.level = 0;
         ban.reason = format!(
-            "{} (neighbourhood: {n} addresses of {net} banned by account shields within {}; registered and remembered endpoints spared)",
-            ban.reason,
+            "{}: a failed authentication for the shielded account {account} → ban {} (neighbourhood: {n} addresses of {net} banned by account shields within {}; registered and remembered endpoints spared)",
+            ban.rule,
+            format_duration(ttl),
             format_duration(within)
         );
         self.bans.insert(net, ban.clone());

@@ -105,9 +105,11 @@ pub struct Request<'a> {
     /// The nonce the credentials answer, if any: a failure counts as a
     /// verified guess only when the host issued it to this source.
     pub auth_nonce: Option<&'a [u8]>,
-    /// The realm the credentials name: with the digest username, the
-    /// account (`user@realm`) distributed guessing is counted per.
-    pub auth_realm: Option<&'a [u8]>,
+    /// More than one credentials header: the PBX reads the one for its own
+    /// realm, so `auth_user` (the first's) need not be the account tried.
+    pub several_credentials: bool,
+    /// Received over a connection (TCP, TLS, WebSocket).
+    pub stream: bool,
     /// Expires header.
     pub expires: Option<u32>,
 }
@@ -164,7 +166,8 @@ impl<'a> Event<'a> {
                 has_auth: msg.has_auth(),
                 auth_user: msg.auth_username(),
                 auth_nonce: msg.auth_nonce(),
-                auth_realm: msg.auth_realm(),
+                several_credentials: msg.authorization_count > 1,
+                stream: false,
                 expires: msg.expires_secs(),
             }),
             StartLine::Response { code, .. } => EventKind::Response(Response {

@@ -49,8 +49,11 @@ impl<'a> Decoded<'a> {
     /// matching needs (Call-ID, CSeq).
     pub fn event(&self, origin: &'a str) -> Option<Event<'a>> {
         let mut ev = Event::from_message(self.remote(), &self.msg, origin)?;
-        if let crate::event::EventKind::Response(r) = &mut ev.kind {
-            r.stream = self.peeled.transport != Transport::Udp;
+        let stream = self.peeled.transport != Transport::Udp;
+        match &mut ev.kind {
+            crate::event::EventKind::Response(r) => r.stream = stream,
+            crate::event::EventKind::Request(r) => r.stream = stream,
+            _ => {}
         }
         Some(ev)
     }

@@ -13,8 +13,10 @@
 //! | `registered` | `user`, `expires` (s) |
 //! | `flooding`, `undecodable` | – |
 //! | `agent` | `ua` |
-//! | `request` `<METHOD>` | `user`, `call`, `cseq`, `auth` (digest username), `realm` (its realm), `nonce` (the one the credentials answer; default `n`), `ua`, `expires` |
+//! | `request` `<METHOD>` | `user`, `call`, `cseq`, `auth` (digest username), `credentials` (how many credentials headers; default 1), `nonce` (the one the credentials answer; default `n`), `ua`, `expires` |
 //! | `response` `<code>` | `call`, `cseq`, `method`, `expires`, `nonce` (issued by a 401/407; default `n`), `transport` (`udp` by default; `tcp`: sent over a connection) |
+//!
+//! Requests take `transport` too.
 //!
 //! Any value (and the address) may contain `{n}`, replaced by the index
 //! within a series, so one line can stand for many calls or sources. Values with spaces are double-quoted.
@@ -51,7 +53,7 @@ pub struct ScriptedEvent {
     expires: Option<u32>,
     method: String,
     nonce: String,
-    realm: Option<String>,
+    credentials: u32,
     transport: String,
 }
 
@@ -87,7 +89,8 @@ impl ScriptedEvent {
                 has_auth: self.auth.is_some(),
                 auth_user: self.auth.as_deref().map(str::as_bytes),
                 auth_nonce: self.auth.is_some().then_some(self.nonce.as_bytes()),
-                auth_realm: self.realm.as_deref().map(str::as_bytes),
+                several_credentials: self.credentials > 1,
+                stream: self.transport == "tcp",
                 expires: self.expires,
             }),
             _ => EventKind::Response(Response {
@@ -214,7 +217,7 @@ pub fn parse_events(line: &str) -> Result<Vec<ScriptedEvent>, String> {
         expires: None,
         method: "REGISTER".into(),
         nonce: "n".into(),
-        realm: None,
+        credentials: 1,
         transport: "udp".into(),
     };
     for kv in rest {
@@ -231,7 +234,9 @@ pub fn parse_events(line: &str) -> Result<Vec<ScriptedEvent>, String> {
             "expires" => ev.expires = Some(v.parse().map_err(|_| bad("expires is not a number"))?),
             "method" => ev.method = v,
             "nonce" => ev.nonce = v,
-            "realm" => ev.realm = Some(v),
+            "credentials" => {
+                ev.credentials = v.parse().map_err(|_| bad("credentials is not a number"))?;
+            }
             "transport" => ev.transport = v,
             _ => return Err(bad(&format!("unknown key `{k}`"))),
         }

@@ -249,7 +249,7 @@ pub(crate) fn walk(w: &mut Walker<'_>, t: &Table<'_>, sources: &SourceMap, raw: 
         s.max_accounts = usize::try_from(n).expect("range checked");
     }
     if let Some(v) = get(t, "shield_v4_escalate_after")
-        && let Some(n) = w.int(v, "shield_v4_escalate_after", 2, 256)
+        && let Some(n) = w.int(v, "shield_v4_escalate_after", 2, 64)
     {
         s.shield_v4_escalate_after = Some(u32::try_from(n).expect("range checked"));
         raw.shield_v4_at = Some((w.file, v.span()));

@@ -46,8 +46,12 @@ pub struct Message<'a> {
     pub user_agent: Option<&'a [u8]>,
     /// `Server`.
     pub server: Option<&'a [u8]>,
-    /// `Authorization` or `Proxy-Authorization`.
+    /// `Authorization` or `Proxy-Authorization` (the first).
     pub authorization: Option<&'a [u8]>,
+    /// How many `Authorization` and `Proxy-Authorization` headers there
+    /// were: the PBX reads the one whose realm is its own, so with several
+    /// the first one's user need not be the account tried.
+    pub authorization_count: usize,
     /// `WWW-Authenticate` or `Proxy-Authenticate` (a challenge).
     pub challenge: Option<&'a [u8]>,
     /// `Expires`.
@@ -178,6 +182,7 @@ impl<'a> Message<'a> {
             cseq: None,
             via: None,
             via_count: 0,
+            authorization_count: 0,
             contact: None,
             user_agent: None,
             server: None,
@@ -254,7 +259,10 @@ impl<'a> Message<'a> {
                     Slot::Contact => &mut m.contact,
                     Slot::UserAgent => &mut m.user_agent,
                     Slot::Server => &mut m.server,
-                    Slot::Authorization => &mut m.authorization,
+                    Slot::Authorization => {
+                        m.authorization_count += 1;
+                        &mut m.authorization
+                    }
                     Slot::Challenge => &mut m.challenge,
                     Slot::Expires => &mut m.expires,
                     Slot::ContentLength => &mut m.content_length,

@@ -257,7 +257,10 @@ impl Lab {
 
     /// A password guesser from `src` was stopped at the threshold: banned
     /// for auth-bruteforce, and at most 5 of its wrong passwords reached
-    /// kamailio (at least one: it did guess).
+    /// kamailio (at least one: it did guess). Tests of several guessers on
+    /// one account start the daemon with [`Lab::start_daemon_per_source`]:
+    /// with the account's shield on, the later guessers would be banned at
+    /// their first failure instead (issue 24's own test shows that).
     fn assert_stopped_at_threshold(&self, bans: &[(String, String)], src: &str, report: &str) {
         let target = format!("{src}/{}", if src.contains(':') { 128 } else { 32 });
         assert!(
@@ -275,6 +278,14 @@ impl Lab {
     fn start_daemon(&mut self) {
         self.start_daemon_with(
             "[interfaces]\nv0 = \"internet\"\n\n[zones.internet]\nservices = [\"sip\"]\n\n[sip]\nnflog_group = 7\n",
+        );
+    }
+
+    /// The default policy with the per-account rule off: for tests of the
+    /// per-source threshold that send several guessers at one account.
+    fn start_daemon_per_source(&mut self) {
+        self.start_daemon_with(
+            "[interfaces]\nv0 = \"internet\"\n\n[zones.internet]\nservices = [\"sip\"]\n\n[sip]\nnflog_group = 7\n\n[detect.rules.account-guessing]\nenabled = false\n",
         );
     }
 
@@ -902,7 +913,7 @@ fn responsive_mode_promotes_a_phone_fast_and_bans_the_unknown_flood() {
 fn shaped_password_guessing_is_banned_like_plain_guessing() {
     let mut lab = Lab::new();
     lab.start_kamailio();
-    lab.start_daemon();
+    lab.start_daemon_per_source();
     let helper = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/shaped.py");
     let shapes = [
         ("crlf", "203.0.113.66"),
@@ -949,7 +960,7 @@ fn shaped_password_guessing_is_banned_like_plain_guessing() {
 fn password_guessing_over_tcp_is_banned_at_the_threshold() {
     let mut lab = Lab::new();
     lab.start_kamailio();
-    lab.start_daemon();
+    lab.start_daemon_per_source();
     let segments = |lab: &Lab| -> u64 {
         let out = lab
             .exec(
@@ -1770,7 +1781,7 @@ fn distributed_guessing_shields_the_account_and_bans_every_source() {
             .as_array()
             .into_iter()
             .flatten()
-            .find(|s| s["account"] == format!("{user}@pbx.test"))
+            .find(|s| s["account"] == user)
             .cloned()
             .unwrap_or_else(|| panic!("no shield on {user} in status: {}", st["shields"]));
         assert_eq!(shield["bans"].as_u64(), Some(16), "{shield}");
@@ -1799,7 +1810,7 @@ fn distributed_guessing_shields_the_account_and_bans_every_source() {
     assert!(
         x["engine"]["banned"]["reason"]
             .as_str()
-            .is_some_and(|r| r.contains("shielded account 1001@pbx.test")),
+            .is_some_and(|r| r.contains("shielded account 1001")),
         "{x}"
     );
     // The phone registered throughout, never blocked.
