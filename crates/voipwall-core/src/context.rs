@@ -217,6 +217,16 @@ pub fn load_policy(
         return Err(Invalid(render_all(&loaded.diagnostics, &loaded.sources)).into());
     }
     let mut policy = loaded.policy.context("policy missing despite no errors")?;
+    for (db, wanted) in crate::geo::sources(&policy) {
+        if let Err(e) = maxminddb::Reader::open_readfile(&db) {
+            let names: Vec<String> = wanted.iter().map(ToString::to_string).collect();
+            return Err(Invalid(format!(
+                "error: [geo] {db}: not a readable mmdb database ({e}); the policy names {} from it",
+                names.join(", ")
+            ))
+            .into());
+        }
+    }
     let (discovery, found) = discover_into(&mut policy);
     Ok(Loaded {
         policy,
@@ -372,6 +382,12 @@ pub fn compile_resolved(policy: &Policy, resolved: BTreeMap<String, Vec<IpAddr>>
         policy,
         &CompileInput {
             resolved,
+            // A database that cannot be read was refused when the policy
+            // was loaded; one that broke since compiles empty, said.
+            geo: crate::geo::networks(policy).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "A [geo] database cannot be read: its countries and ASes match nothing.");
+                Default::default()
+            }),
             now: now(),
         },
     )

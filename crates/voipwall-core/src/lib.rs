@@ -11,6 +11,7 @@ pub mod context;
 pub mod daemon;
 pub mod detection;
 pub mod feeds;
+pub mod geo;
 pub mod host;
 pub mod human;
 pub mod owned;

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use voipwall_policy::{ListEntry, NetSpec, Policy, PortSpec, Proto, Zone};
+use voipwall_policy::{GeoSel, ListEntry, NetSpec, Policy, PortSpec, Proto, Zone};
 
 use crate::flatten::{flatten, to_addr};
 use crate::ir::*;
@@ -15,6 +15,8 @@ use crate::sets::{Fixed, Role};
 pub struct CompileInput {
     /// Hostname → addresses (A and AAAA).
     pub resolved: BTreeMap<String, Vec<IpAddr>>,
+    /// Country or AS → its networks, read from the `[geo]` databases.
+    pub geo: BTreeMap<GeoSel, Vec<IpNet>>,
     /// Unix seconds now, for allow/block expiry.
     pub now: i64,
 }
@@ -77,6 +79,7 @@ fn dynamic_set(name: &str, family: Family, comment: &str) -> Set {
         verdict_map: false,
         plane: Plane::Dynamic,
         recreate: false,
+        live: false,
         elements: Vec::new(),
         comment: comment.into(),
     }
@@ -96,6 +99,7 @@ fn static_set(name: &str, family: Family, comment: &str, elements: Vec<Element>)
         recreate: false,
         elements,
         comment: comment.into(),
+        live: false,
     }
 }
 
@@ -228,6 +232,72 @@ impl Names<'_> {
     }
 }
 
+/// The sets of the countries and ASes the policy names, one pair each.
+struct Geos<'a> {
+    input: &'a CompileInput,
+    list: Vec<GeoSet>,
+}
+
+impl Geos<'_> {
+    fn get(
+        &mut self,
+        g: &GeoSel,
+        sets: &mut Vec<Set>,
+        notes: &mut Vec<String>,
+        what: &str,
+    ) -> GeoSet {
+        let selector = g.to_string();
+        if let Some(gs) = self.list.iter().find(|x| x.selector == selector) {
+            return gs.clone();
+        }
+        let i = self.list.len();
+        let gs = GeoSet {
+            selector: selector.clone(),
+            v4: format!("vw_geo{i}_v4"),
+            v6: format!("vw_geo{i}_v6"),
+        };
+        let nets = self.input.geo.get(g).cloned().unwrap_or_default();
+        if nets.is_empty() {
+            notes.push(format!(
+                "{what}: the [geo] database lists no network for `{selector}`; its sets stay empty until it does"
+            ));
+        }
+        let agg = IpNet::aggregate(&nets);
+        for (family, set) in [(Family::V4, &gs.v4), (Family::V6, &gs.v6)] {
+            let elements = agg
+                .iter()
+                .filter(|n| Family::of(&n.addr()) == family)
+                .map(|n| Element {
+                    lo: n.network(),
+                    hi: n.broadcast(),
+                    goto: None,
+                })
+                .collect();
+            let mut s = static_set(set, family, &format!("networks of {selector}"), elements);
+            s.live = true;
+            sets.push(s);
+        }
+        self.list.push(gs.clone());
+        gs
+    }
+}
+
+/// `ip saddr @geoN_v4` and `ip6 saddr @geoN_v6`.
+fn geo_matches(gs: &GeoSet) -> [Match; 2] {
+    [
+        Match::SaddrIn {
+            family: Family::V4,
+            set: gs.v4.clone(),
+            negate: false,
+        },
+        Match::SaddrIn {
+            family: Family::V6,
+            set: gs.v6.clone(),
+            negate: false,
+        },
+    ]
+}
+
 /// `ip saddr @name_v4` and `ip6 saddr @name_v6`.
 fn name_matches(ns: &NameSet) -> [Match; 2] {
     [
@@ -266,8 +336,9 @@ fn list_elements<'p>(
         }
         match &e.net {
             NetSpec::Net(n) => nets.push(*n),
-            // Names get their own sets (kept current by the daemon).
-            NetSpec::Host(_) => hosts.push(e),
+            // Names, countries and ASes get their own sets (kept current
+            // by the daemon).
+            NetSpec::Host(_) | NetSpec::Geo(_) => hosts.push(e),
         }
     }
     let agg = IpNet::aggregate(&nets);
@@ -305,6 +376,10 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
             input,
             list: Vec::new(),
         },
+        geos: Geos {
+            input,
+            list: Vec::new(),
+        },
         sets: runtime_sets(policy),
         notes: Vec::new(),
     };
@@ -313,7 +388,7 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
     // The order of the parts is the order of the names' sets: prerouting
     // (allow, peer and block names) before input (network names).
     let (pre, peer_chain) = b.prerouting(&ports, &lists);
-    let input_rules = b.input(&ports, &lists.zone_hosts, !peer_chain.is_empty());
+    let input_rules = b.input(&ports, &lists, !peer_chain.is_empty());
     let mut chains = vec![
         base_chain("vw_pre", "prerouting", "raw", "accept", pre),
         base_chain("vw_input", "input", "filter", "drop", input_rules),
@@ -346,6 +421,7 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
         chains,
         notes: b.notes,
         names: b.names.list,
+        geo: b.geos.list,
     }
 }
 
@@ -353,6 +429,7 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
 struct Build<'a> {
     policy: &'a Policy,
     names: Names<'a>,
+    geos: Geos<'a>,
     sets: Vec<Set>,
     notes: Vec<String>,
 }
@@ -363,6 +440,7 @@ struct Lists<'a> {
     allow_hosts: Vec<&'a ListEntry>,
     block_hosts: Vec<&'a ListEntry>,
     zone_hosts: Vec<(&'a str, Zone, String)>,
+    zone_geos: Vec<(&'a GeoSel, Zone, String)>,
 }
 
 /// The SIP ports the rules match: every SIP port (flood guards, the
@@ -655,6 +733,7 @@ impl<'a> Build<'a> {
             allow_hosts: Vec::new(),
             block_hosts: Vec::new(),
             zone_hosts: Vec::new(),
+            zone_geos: Vec::new(),
         };
         let [allowh4, allowh6, allow4, allow6] = list_elements(
             &policy.allow,
@@ -709,6 +788,7 @@ impl<'a> Build<'a> {
                     zone_nets[idx].push((*net, n.zone));
                 }
                 NetSpec::Host(h) => lists.zone_hosts.push((h, n.zone, n.origin.to_string())),
+                NetSpec::Geo(g) => lists.zone_geos.push((g, n.zone, n.origin.to_string())),
             }
         }
         for (idx, f) in [Family::V4, Family::V6].into_iter().enumerate() {
@@ -809,6 +889,22 @@ impl<'a> Build<'a> {
                 ));
             }
         }
+        for e in &lists.allow_hosts {
+            let NetSpec::Geo(g) = &e.net else { continue };
+            let gs = self.geos.get(
+                g,
+                &mut self.sets,
+                &mut self.notes,
+                &format!("allow {}", e.origin),
+            );
+            for m in geo_matches(&gs) {
+                pre.push(rule(
+                    vec![m],
+                    Action::Accept,
+                    format!("allow list {g} skips ban lookups / {}", e.origin),
+                ));
+            }
+        }
         let (peer_chain, peer_skip) =
             peers(policy, &mut self.names, &mut self.notes, &mut self.sets);
         pre.extend(peer_skip);
@@ -838,6 +934,27 @@ impl<'a> Build<'a> {
                         vec![m],
                         Action::Drop,
                         format!("block list {h} / {}", e.origin),
+                    ),
+                    counters::BLOCKED,
+                ));
+            }
+        }
+        for e in &lists.block_hosts {
+            let NetSpec::Geo(g) = &e.net else { continue };
+            let gs = self.geos.get(
+                g,
+                &mut self.sets,
+                &mut self.notes,
+                &format!("block {}", e.origin),
+            );
+            let what = g.to_string();
+            for m in geo_matches(&gs) {
+                pre.extend(sample(policy, vec![m.clone()], "block", &what));
+                pre.push(counted(
+                    rule(
+                        vec![m],
+                        Action::Drop,
+                        format!("block list {g} / {}", e.origin),
                     ),
                     counters::BLOCKED,
                 ));
@@ -921,12 +1038,8 @@ impl<'a> Build<'a> {
     /// `vw_input`: the fixed prologue, NFLOG copies, the established
     /// shortcut (SIP excluded), peers, networks by name, the zone maps, the
     /// interfaces, the default zone.
-    fn input(
-        &mut self,
-        ports: &SipPorts,
-        zone_hosts: &[(&str, Zone, String)],
-        peers: bool,
-    ) -> Vec<Rule> {
+    fn input(&mut self, ports: &SipPorts, lists: &Lists<'_>, peers: bool) -> Vec<Rule> {
+        let zone_hosts = &lists.zone_hosts;
         let policy = self.policy;
         let mut input = prologue();
         input.extend(nflog_copy(policy, Copy::In, Proto::Udp, &ports.read_udp));
@@ -970,6 +1083,24 @@ impl<'a> Build<'a> {
                 Action::SaddrVmap(f, Fixed::ZoneMap.set(f).into()),
                 format!("zone by source network ({what})"),
             ));
+        }
+        // Countries and ASes: after the networks given by address (more
+        // specific: a network in [networks] wins over its country), before
+        // the interfaces.
+        for (g, zone, origin) in &lists.zone_geos {
+            let gs = self.geos.get(
+                g,
+                &mut self.sets,
+                &mut self.notes,
+                &format!("network {origin}"),
+            );
+            for m in geo_matches(&gs) {
+                input.push(rule(
+                    vec![m],
+                    Action::Goto(zone_chain(*zone)),
+                    format!("network {g} = {zone} / {origin}"),
+                ));
+            }
         }
         if !policy.interfaces.is_empty() {
             input.push(rule(
@@ -1368,6 +1499,14 @@ fn peers(
                 }
                 name_matches(&ns).to_vec()
             }
+            // Peers come from the PBX's configuration: addresses and names.
+            NetSpec::Geo(g) => {
+                notes.push(format!(
+                    "peer {} ({}): `{g}` is not an address; left out",
+                    p.name, p.origin
+                ));
+                continue;
+            }
         };
         for src in sources {
             for proto in [Proto::Udp, Proto::Tcp] {
@@ -1474,7 +1613,14 @@ mod tests {
             "home.dyn.example".to_string(),
             vec!["2001:db8::10".parse().unwrap()],
         );
-        let rs = compile(&policy, &CompileInput { resolved, now: 0 });
+        let rs = compile(
+            &policy,
+            &CompileInput {
+                resolved,
+                geo: Default::default(),
+                now: 0,
+            },
+        );
         let hosts: Vec<(&str, bool)> = rs
             .names
             .iter()

@@ -214,7 +214,8 @@ fn lookup_vmap(rs: &Ruleset, map: &str, addr: &IpAddr) -> Option<String> {
 
 fn in_set(rs: &Ruleset, set: &str, addr: &IpAddr, d: &dyn DynamicSets) -> bool {
     match rs.set(set) {
-        Some(s) if s.plane == Plane::Policy => {
+        // Sets the daemon keeps current after the apply are asked live.
+        Some(s) if s.plane == Plane::Policy && !s.live => {
             let a = addr_int(addr);
             s.elements
                 .iter()

@@ -98,6 +98,12 @@ fn nets(
 ) -> Vec<IpNet> {
     match spec {
         NetSpec::Net(n) => vec![*n],
+        NetSpec::Geo(g) => {
+            notes.push(format!(
+                "`{g}` left out: exports are static lists of addresses (a country's networks change with its database)"
+            ));
+            Vec::new()
+        }
         NetSpec::Host(h) => {
             match resolved.get(h) {
                 Some(a) if !a.is_empty() => a.iter().map(|x| IpNet::from(*x)).collect(),

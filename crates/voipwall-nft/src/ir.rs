@@ -82,6 +82,10 @@ pub struct Set {
     pub elements: Vec<Element>,
     /// Human purpose.
     pub comment: String,
+    /// Kept current by the daemon after the apply (a `[geo]` database that
+    /// changed): `explain` asks the kernel, not the recorded elements.
+    #[serde(default)]
+    pub live: bool,
 }
 
 /// A base chain's hook.
@@ -262,6 +266,21 @@ pub struct Ruleset {
     /// Sets that hold the addresses of one hostname: the resolver updates
     /// them element by element when the name's records change.
     pub names: Vec<NameSet>,
+    /// Sets that hold the networks of one country or AS: the daemon
+    /// replaces their content when the `[geo]` database file changes.
+    #[serde(default)]
+    pub geo: Vec<GeoSet>,
+}
+
+/// A country or AS whose networks live in their own pair of interval sets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GeoSet {
+    /// `country:ZZ`, `asn:64500`.
+    pub selector: String,
+    /// The IPv4 set.
+    pub v4: String,
+    /// The IPv6 set.
+    pub v6: String,
 }
 
 /// A hostname whose addresses live in their own pair of sets.

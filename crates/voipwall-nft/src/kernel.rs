@@ -132,6 +132,7 @@ mod tests {
             verdict_map: false,
             plane: crate::ir::Plane::Policy,
             recreate: true,
+            live: false,
             elements: vec![
                 e("192.0.2.1", "192.0.2.1", None),
                 e("192.0.2.9", "192.0.2.9", None),

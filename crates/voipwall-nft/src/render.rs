@@ -316,8 +316,8 @@ mod tests {
         crate::compile(
             &crate::test_policy(&text),
             &crate::CompileInput {
-                resolved: Default::default(),
                 now: 0,
+                ..Default::default()
             },
         )
     }

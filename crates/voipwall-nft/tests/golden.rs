@@ -22,6 +22,21 @@ fn golden_rulesets() {
                 "2001:db8:50::1".parse().unwrap(),
             ],
         );
+        use voipwall_policy::GeoSel;
+        input.geo.insert(
+            GeoSel::Country("ZZ".into()),
+            vec![
+                "203.0.113.0/25".parse().unwrap(),
+                "2001:db8:bad::/48".parse().unwrap(),
+            ],
+        );
+        input.geo.insert(
+            GeoSel::Country("XA".into()),
+            vec!["198.51.100.0/23".parse().unwrap()],
+        );
+        input
+            .geo
+            .insert(GeoSel::Asn(64500), vec!["192.0.2.0/24".parse().unwrap()]);
         let rs = compile(&policy, &input);
         insta::assert_snapshot!(render(&rs));
     });

@@ -71,6 +71,7 @@ const TOP_KEYS: &[&str] = &[
     "feed",
     "crowdsec",
     "fleet",
+    "geo",
     "source",
 ];
 
@@ -132,6 +133,7 @@ struct Raw {
     feeds: Vec<FeedSettings>,
     crowdsec: Option<CrowdsecSettings>,
     fleet: Option<FleetSettings>,
+    geo: GeoSettings,
     /// Every `[[feed]] name` seen (also of feeds with errors).
     feed_names: Vec<String>,
     drops_group_at: Option<At<u16>>,
@@ -734,6 +736,17 @@ fn read_file(
                     }
                 }
             }
+            "geo" => {
+                let Some(t) = w.table(v, "[geo]") else {
+                    continue;
+                };
+                if !once(w, raw, "geo", k.span(), sources) {
+                    continue;
+                }
+                w.check_keys(t, &["database", "asn_database"], "[geo]");
+                raw.geo.database = abs_path(w, t, "database");
+                raw.geo.asn_database = abs_path(w, t, "asn_database");
+            }
             "drops" => {
                 let Some(t) = w.table(v, "[drops]") else {
                     continue;
@@ -1052,6 +1065,9 @@ fn resolve(
                 continue;
             }
         };
+        if !geo_known(&spec, &raw.geo, net, diags) {
+            continue;
+        }
         if let Some(prev) = seen_net.insert(spec.clone(), net.span.clone()) {
             let _ = prev;
             err(
@@ -1339,6 +1355,7 @@ fn resolve(
         let mut out = Vec::new();
         for (a, desc, expires) in entries {
             match parse_net_spec(&a.v) {
+                Ok(net) if !geo_known(&net, &raw.geo, a, diags) => {}
                 Ok(net) => {
                     if kind == "block"
                         && let NetSpec::Net(n) = &net
@@ -1560,8 +1577,40 @@ fn resolve(
         feeds: raw.feeds.clone(),
         crowdsec: raw.crowdsec.clone(),
         fleet: raw.fleet.clone(),
+        geo: raw.geo.clone(),
         sources: log_sources,
     })
+}
+
+/// Whether a `country:` or `asn:` selector has its `[geo]` database (an
+/// error at it when not); true for every other network.
+fn geo_known(
+    spec: &NetSpec,
+    geo: &GeoSettings,
+    at: &At<String>,
+    diags: &mut Vec<Diagnostic>,
+) -> bool {
+    let (missing, key) = match spec {
+        NetSpec::Geo(GeoSel::Country(_)) => (geo.database.is_none(), "database"),
+        NetSpec::Geo(GeoSel::Asn(_)) => (geo.asn_database.is_none(), "asn_database"),
+        _ => return true,
+    };
+    if missing {
+        diags.push(
+            Diagnostic::error(
+                at.file,
+                at.span.clone(),
+                format!("`{spec}` needs a database to look it up, and [geo] {key} is not set"),
+            )
+            .label("no database")
+            .help(format!(
+                "add [geo] {key} = \"/var/lib/voipwall/{}.mmdb\" (a MaxMind or DB-IP mmdb file)",
+                if key == "database" { "country" } else { "asn" }
+            )),
+        );
+        return false;
+    }
+    true
 }
 
 /// An absolute path from `key`, or an error at it.

@@ -177,7 +177,8 @@ pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
     Ok((lo, hi))
 }
 
-/// A network as written in a policy: an address or prefix, or a name to resolve.
+/// A network as written in a policy: an address or prefix, a name to
+/// resolve, or a country or autonomous system to look up.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(untagged)]
 pub enum NetSpec {
@@ -185,6 +186,8 @@ pub enum NetSpec {
     Net(IpNet),
     /// A hostname or DDNS name, resolved to A and AAAA by the driver.
     Host(String),
+    /// Every network a `[geo]` database assigns to a country or an AS.
+    Geo(GeoSel),
 }
 
 impl fmt::Display for NetSpec {
@@ -192,8 +195,75 @@ impl fmt::Display for NetSpec {
         match self {
             Self::Net(n) => write!(f, "{}", display_net(n)),
             Self::Host(h) => f.write_str(h),
+            Self::Geo(g) => write!(f, "{g}"),
         }
     }
+}
+
+/// A geographic selector: `country:ZZ` (ISO 3166-1 alpha-2, upper case) or
+/// `asn:64500`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum GeoSel {
+    /// A country code, two upper-case letters.
+    Country(String),
+    /// An autonomous system number.
+    Asn(u32),
+}
+
+impl fmt::Display for GeoSel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Country(c) => write!(f, "country:{c}"),
+            Self::Asn(n) => write!(f, "asn:{n}"),
+        }
+    }
+}
+
+impl Serialize for GeoSel {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl GeoSel {
+    /// Parses `country:XX` or `asn:N` (`asn:AS64500` too); `None` when `s`
+    /// is neither kind, an error when it is one of them written wrong.
+    pub fn parse(s: &str) -> Option<Result<Self, String>> {
+        let (kind, value) = s.split_once(':')?;
+        match kind.to_ascii_lowercase().as_str() {
+            "country" => Some(
+                if value.len() == 2 && value.bytes().all(|b| b.is_ascii_alphabetic()) {
+                    Ok(Self::Country(value.to_ascii_uppercase()))
+                } else {
+                    Err(format!(
+                        "`{value}` is not a country code: two letters (ISO 3166-1), e.g. `country:NL`"
+                    ))
+                },
+            ),
+            "asn" => {
+                let digits = value
+                    .strip_prefix("AS")
+                    .or_else(|| value.strip_prefix("as"))
+                    .unwrap_or(value);
+                Some(
+                    digits
+                        .parse::<u32>()
+                        .map(Self::Asn)
+                        .map_err(|_| format!("`{value}` is not an AS number, e.g. `asn:64500`")),
+                )
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Where country and AS networks come from (`[geo]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct GeoSettings {
+    /// A MaxMind/DB-IP country database (mmdb): `country:XX`.
+    pub database: Option<String>,
+    /// An ASN database (mmdb): `asn:N`.
+    pub asn_database: Option<String>,
 }
 
 /// Prints a host prefix (/32, /128) as a bare address.
@@ -209,6 +279,9 @@ pub fn display_net(n: &IpNet) -> String {
 /// (`203.0.113.0/24`), dotted mask (`41.202.0.0/255.255.0.0`) or hostname.
 /// Host bits below the prefix are cleared (`10.1.2.3/8` means `10.0.0.0/8`).
 pub fn parse_net_spec(s: &str) -> Result<NetSpec, String> {
+    if let Some(g) = GeoSel::parse(s) {
+        return g.map(NetSpec::Geo);
+    }
     let looks_numeric =
         s.contains(':') || s.contains('/') || s.chars().all(|c| c.is_ascii_digit() || c == '.');
     if !looks_numeric {
@@ -876,6 +949,8 @@ pub struct Policy {
     pub crowdsec: Option<CrowdsecSettings>,
     /// A Redis Streams fleet (`[fleet]`).
     pub fleet: Option<FleetSettings>,
+    /// Country and AS databases (`[geo]`).
+    pub geo: GeoSettings,
     /// Logs the daemon follows: the preset's, then the policy's
     /// `[[source]]` (same format and place: the policy's wins;
     /// `enabled = false` drops one).
@@ -895,7 +970,26 @@ impl Policy {
             .chain(self.peers.iter().map(|p| &p.net))
             .filter_map(|n| match n {
                 NetSpec::Host(h) => Some(h.clone()),
-                NetSpec::Net(_) => None,
+                NetSpec::Net(_) | NetSpec::Geo(_) => None,
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Every country and AS the policy mentions (networks, allow, block),
+    /// sorted and deduplicated, for the driver to look up.
+    pub fn geo_selectors(&self) -> Vec<GeoSel> {
+        let mut out: Vec<GeoSel> = self
+            .networks
+            .iter()
+            .map(|n| &n.net)
+            .chain(self.allow.iter().map(|e| &e.net))
+            .chain(self.block.iter().map(|e| &e.net))
+            .filter_map(|n| match n {
+                NetSpec::Geo(g) => Some(g.clone()),
+                _ => None,
             })
             .collect();
         out.sort();

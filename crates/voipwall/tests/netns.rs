@@ -4442,3 +4442,94 @@ path = "{}"
         in_lapi(&lapi, "alerts", "198.51.100.2")
     });
 }
+
+/// Issue 23, geography: `country:ZZ` in a block list drops the addresses a
+/// test mmdb (written here, nothing downloaded) gives ZZ, over IPv4 and
+/// IPv6, and lets the others through; `explain` names the country; when
+/// the database file is replaced the daemon's sets follow it without a
+/// reload; `check` refuses `country:` without a `[geo] database`.
+#[test]
+fn countries_from_an_mmdb_are_blocked_and_follow_the_file_without_a_reload() {
+    let mut lab = Lab::new();
+    lab.listen();
+    let db = lab.dir.join("country.mmdb");
+    let write_db = |pairs: &[&str]| {
+        let out = Command::new("python3")
+            .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/mmdb_write.py"))
+            .arg(&db)
+            .arg("country")
+            .args(pairs)
+            .output()
+            .expect("mmdb_write.py");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    write_db(&[
+        "203.0.113.4/30=ZZ",
+        "2001:db8:5::/48=ZZ",
+        "198.51.100.0/24=XA",
+    ]);
+    let policy = format!(
+        r#"
+[interfaces]
+vw0 = "internet"
+
+[zones.internet]
+services = ["sip"]
+
+[geo]
+database = "{}"
+
+[[block]]
+address = "country:ZZ"
+description = "nobody calls from there"
+"#,
+        db.display()
+    );
+    // Without a database, `country:` is refused at its line.
+    let without = policy.replace(&format!("[geo]\ndatabase = \"{}\"\n", db.display()), "");
+    let out = lab.voipwall(&without, &["check"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("`country:ZZ` needs a database") && err.contains("policy.toml:10:"),
+        "{err}"
+    );
+    lab.apply(&policy);
+    lab.start_daemon(&policy);
+    lab.assert_traffic(
+        &policy,
+        &[
+            ("203.0.113.7", "udp/5060", "drop"),
+            ("2001:db8:5::7", "udp/5060", "drop"),
+            ("203.0.113.2", "udp/5060", "pass"),
+            ("198.51.100.2", "udp/5060", "pass"),
+            ("2001:db8:1::2", "udp/5060", "pass"),
+        ],
+    );
+    let why = lab.voipwall_ok(
+        &policy,
+        &["explain", "203.0.113.7", "udp/5060", "--iface", "vw0"],
+    );
+    assert!(why.contains("block list country:ZZ"), "{why}");
+    // A new database: ZZ moves from 203.0.113.4/30 to 203.0.113.0/30. The
+    // daemon sees the file change and the kernel follows, no reload.
+    write_db(&["203.0.113.0/30=ZZ", "198.51.100.0/24=XA"]);
+    lab.until("the ZZ set follows the new database", || {
+        lab.probe(&[("203.0.113.2", "udp/5060"), ("203.0.113.7", "udp/5060")]) == ["drop", "pass"]
+    });
+    lab.assert_traffic(
+        &policy,
+        &[
+            ("203.0.113.2", "udp/5060", "drop"),
+            ("203.0.113.7", "udp/5060", "pass"),
+            ("2001:db8:5::7", "udp/5060", "pass"),
+        ],
+    );
+    let log = std::fs::read_to_string(lab.dir.join("daemon.log")).unwrap_or_default();
+    assert!(log.contains("A [geo] database changed"), "{log}");
+    assert!(!log.contains("Reload"), "a reload happened: {log}");
+}

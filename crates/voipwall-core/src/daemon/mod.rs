@@ -12,6 +12,7 @@
 
 pub mod control;
 mod drops;
+mod geo;
 mod handler;
 pub mod hep;
 pub mod names;
@@ -410,6 +411,8 @@ struct Daemon {
     safe_mode_held: Option<u64>,
     /// The resolver thread for trunk and peer hostnames.
     names: Option<names::Names>,
+    /// Keeps the `[geo]` sets current (none in `--no-apply`).
+    geo: Option<geo::GeoWatch>,
     /// The last `status` answer and when it was built: scrapers asking
     /// many times a second get it again for up to `STATUS_FRESH`.
     status_cache: Option<(Instant, Box<control::StatusReply>)>,
@@ -614,6 +617,22 @@ pub fn run(cli: &Paths, a: &DaemonArgs, starters: Starters) -> anyhow::Result<()
         }
     }
     let stop = Arc::new(AtomicBool::new(false));
+    // The sets of countries and ASes: read from the files at the first
+    // look (the recorded generation may predate the files).
+    let geo = if a.no_apply {
+        None
+    } else {
+        let g = geo::GeoWatch::start(stop.clone()).context("starting the geo thread")?;
+        match applied.as_ref() {
+            Some(rs) => g.update(&policy, rs, false),
+            None => g.update(
+                &policy,
+                &crate::context::compile_resolved(&policy, Default::default()),
+                false,
+            ),
+        }
+        Some(g)
+    };
     let names = if a.no_apply {
         None
     } else {
@@ -692,6 +711,7 @@ pub fn run(cli: &Paths, a: &DaemonArgs, starters: Starters) -> anyhow::Result<()
         reconciled: 0,
         safe_mode_held: hold,
         names,
+        geo,
         status_cache: None,
     };
     d.restore();

@@ -217,6 +217,9 @@ impl Daemon {
         if let Some(n) = &self.names {
             n.update(&policy, &p.applied.ruleset);
         }
+        if let Some(g) = &self.geo {
+            g.update(&policy, &p.applied.ruleset, true);
+        }
         self.capture
             .set_websocket_ports(policy.sip_websocket_ports());
         // A new engine with the new settings; what it remembers of bans
