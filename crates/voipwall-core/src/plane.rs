@@ -149,8 +149,8 @@ pub trait Ledger {
     fn active_bans(&mut self, now: Timestamp) -> Vec<BanRecord>;
     /// New bans (and blocks).
     fn record_bans(&mut self, bans: &[BanRecord]);
-    /// A target's stored bans end now.
-    fn lift(&mut self, target: &IpNet, now: Timestamp);
+    /// A target's stored bans end now, lifted by `by`.
+    fn lift(&mut self, target: &IpNet, now: Timestamp, by: &str);
     /// A stored ban's end moved (`ban` as stored, with its new end).
     fn extend(&mut self, ban: &BanRecord);
     /// A runtime allow (the engine must not ban inside it).
@@ -207,8 +207,8 @@ impl Ledger for StoreLedger {
         self.keep(r);
     }
 
-    fn lift(&mut self, target: &IpNet, now: Timestamp) {
-        let r = self.store.lift(target, now);
+    fn lift(&mut self, target: &IpNet, now: Timestamp, by: &str) {
+        let r = self.store.lift(target, now, by);
         self.keep(r);
     }
 
@@ -277,9 +277,9 @@ pub fn run(
             {
                 d.changed = true;
             }
-            ledger.lift(&b.target, now);
+            ledger.lift(&b.target, now, &op.actor);
         }
-        ledger.lift(net, now);
+        ledger.lift(net, now, &op.actor);
     }
     if !fx.bans.is_empty() {
         ledger.record_bans(&fx.bans);

@@ -126,6 +126,9 @@ pub struct BanRecord {
     pub evidence: Vec<Evidence>,
     /// When an operator lifted it early.
     pub lifted: Option<Timestamp>,
+    /// Who lifted it (`cli (uid 0)`, `api:<token>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifted_by: Option<String>,
 }
 
 impl BanRecord {
@@ -165,6 +168,7 @@ impl BanRecord {
             end: b.until,
             evidence: b.evidence.clone(),
             lifted: None,
+            lifted_by: None,
         }
     }
 
@@ -182,6 +186,7 @@ impl BanRecord {
             end: at.plus(ttl_ms),
             evidence: Vec::new(),
             lifted: None,
+            lifted_by: None,
         }
     }
 
@@ -585,6 +590,13 @@ impl Store {
             .exists([])?;
         if !has_took {
             conn.execute_batch("ALTER TABLE generations ADD COLUMN took_ms INTEGER")?;
+        }
+        // Who lifted a ban (`bans --all` says so).
+        let has_by: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('bans') WHERE name = 'lifted_by'")?
+            .exists([])?;
+        if !has_by {
+            conn.execute_batch("ALTER TABLE bans ADD COLUMN lifted_by TEXT")?;
         }
         conn.pragma_update(None, "user_version", SCHEMA)?;
         Ok(Self { conn })
@@ -1002,7 +1014,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<BanRecord>, StoreError> {
         let mut st = self.conn.prepare_cached(
-            "SELECT id, target, offender, rule, reason, origin, level, start_ms, end_ms, evidence, lifted_ms
+            "SELECT id, target, offender, rule, reason, origin, level, start_ms, end_ms, evidence, lifted_ms, lifted_by
              FROM bans b INDEXED BY bans_start
              WHERE end_ms > ?1 AND lifted_ms IS NULL AND (?2 IS NULL OR rule = ?2)
                AND NOT EXISTS (SELECT 1 FROM bans c INDEXED BY bans_target
@@ -1021,7 +1033,7 @@ impl Store {
         let mut rows: Vec<BanRecord> = match f.active_at {
             Some(now) => {
                 let mut st = self.conn.prepare_cached(
-                    "SELECT id, target, offender, rule, reason, origin, level, start_ms, end_ms, evidence, lifted_ms
+                    "SELECT id, target, offender, rule, reason, origin, level, start_ms, end_ms, evidence, lifted_ms, lifted_by
                      FROM bans WHERE end_ms > ?1 AND lifted_ms IS NULL",
                 )?;
                 let all = readable(st.query_map([ms(now)], row_to_ban)?)?;
@@ -1039,7 +1051,7 @@ impl Store {
             }
             None => {
                 let mut st = self.conn.prepare_cached(
-                    "SELECT id, target, offender, rule, reason, origin, level, start_ms, end_ms, evidence, lifted_ms FROM bans",
+                    "SELECT id, target, offender, rule, reason, origin, level, start_ms, end_ms, evidence, lifted_ms, lifted_by FROM bans",
                 )?;
                 readable(st.query_map([], row_to_ban)?)?
             }
@@ -1071,7 +1083,7 @@ impl Store {
     /// How many ban rows cannot be read (and are skipped by every listing).
     pub fn unreadable_bans(&self) -> Result<usize, StoreError> {
         let mut st = self.conn.prepare_cached(
-            "SELECT id, target, offender, rule, reason, origin, level, start_ms, end_ms, evidence, lifted_ms FROM bans",
+            "SELECT id, target, offender, rule, reason, origin, level, start_ms, end_ms, evidence, lifted_ms, lifted_by FROM bans",
         )?;
         let mut bad = 0;
         for r in st.query_map([], row_to_ban)? {
@@ -1084,11 +1096,11 @@ impl Store {
         Ok(bad)
     }
 
-    /// Marks the bans of `target` lifted at `now`. Returns how many.
-    pub fn lift(&mut self, target: &IpNet, now: Timestamp) -> Result<usize, StoreError> {
+    /// Marks the bans of `target` lifted at `now` by `by`. Returns how many.
+    pub fn lift(&mut self, target: &IpNet, now: Timestamp, by: &str) -> Result<usize, StoreError> {
         Ok(self.conn.execute(
-            "UPDATE bans SET lifted_ms = ?1 WHERE target = ?2 AND end_ms > ?1 AND lifted_ms IS NULL",
-            params![ms(now), target.to_string()],
+            "UPDATE bans SET lifted_ms = ?1, lifted_by = ?3 WHERE target = ?2 AND end_ms > ?1 AND lifted_ms IS NULL",
+            params![ms(now), target.to_string(), by],
         )?)
     }
 
@@ -1332,7 +1344,7 @@ impl Store {
         Ok(self
             .conn
             .query_row(
-                "SELECT id, target, offender, rule, reason, origin, level, start_ms, end_ms, evidence, lifted_ms
+                "SELECT id, target, offender, rule, reason, origin, level, start_ms, end_ms, evidence, lifted_ms, lifted_by
                  FROM bans WHERE target = ?1 ORDER BY start_ms DESC LIMIT 1",
                 [target.to_string()],
                 row_to_ban,
@@ -1385,6 +1397,7 @@ fn row_to_ban(r: &rusqlite::Row<'_>) -> rusqlite::Result<BanRecord> {
     let offender: Option<String> = r.get(2)?;
     let evidence: String = r.get(9)?;
     let lifted: Option<i64> = r.get(10)?;
+    let lifted_by: Option<String> = r.get(11)?;
     let ts = |v: i64| Timestamp(u64::try_from(v).unwrap_or(0));
     Ok(BanRecord {
         id: Some(r.get(0)?),
@@ -1400,5 +1413,6 @@ fn row_to_ban(r: &rusqlite::Row<'_>) -> rusqlite::Result<BanRecord> {
         end: ts(r.get(8)?),
         evidence: serde_json::from_str(&evidence).unwrap_or_default(),
         lifted: lifted.map(ts),
+        lifted_by,
     })
 }

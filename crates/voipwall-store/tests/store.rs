@@ -64,10 +64,21 @@ fn active_listing_keeps_the_longest_ban_per_target_and_lift_ends_it() {
     };
     assert_eq!(s.bans(&f).unwrap().len(), 3);
     assert_eq!(
-        s.lift(&"203.0.113.9/32".parse().unwrap(), Timestamp(7000))
-            .unwrap(),
+        s.lift(
+            &"203.0.113.9/32".parse().unwrap(),
+            Timestamp(7000),
+            "cli (uid 0)"
+        )
+        .unwrap(),
         2
     );
+    // `bans --all` says who lifted them, and when.
+    let all = s.bans(&BanFilter::default()).unwrap();
+    let lifted: Vec<_> = all.iter().filter(|b| b.lifted.is_some()).collect();
+    assert_eq!(lifted.len(), 2);
+    assert!(lifted.iter().all(
+        |b| b.lifted == Some(Timestamp(7000)) && b.lifted_by.as_deref() == Some("cli (uid 0)")
+    ));
     assert!(s.active_bans(Timestamp(8000)).unwrap().is_empty());
     assert_eq!(s.active_count(Timestamp(8000)).unwrap(), 0);
     s.prune(Timestamp(100_000_000), 10, 1000).unwrap();
@@ -359,7 +370,7 @@ fn a_limited_listing_is_the_head_of_the_full_one() {
         s.record_bans(&bans).unwrap();
         for _ in 0..5 {
             let t: ipnet::IpNet = format!("203.0.0.{}/32", next(100)).parse().unwrap();
-            s.lift(&t, Timestamp(1_030_000)).unwrap();
+            s.lift(&t, Timestamp(1_030_000), "cli").unwrap();
         }
         let now = Timestamp(1_040_000);
         for rule in [None, Some("scanner".to_string())] {

@@ -512,17 +512,27 @@ pub(crate) fn bans(
         "TARGET", "RULE", "ENDS", "REASON"
     );
     for b in &rows {
+        let ends = match &b.lifted {
+            Some(at) => format!(
+                "LIFTED {} by {}",
+                crate::human::local_and_utc(at.0),
+                b.lifted_by.as_deref().unwrap_or("an operator")
+            ),
+            None if b.end.0 <= now => format!("ended {}", crate::human::local_and_utc(b.end.0)),
+            None => crate::human::until(b.end.0, now),
+        };
         s.push_str(&format!(
             "{:<24} {:<22} {:<46} {}\n",
             b.target.to_string(),
             b.rule,
-            crate::human::until(b.end.0, now),
+            ends,
             b.reason
         ));
     }
     s.push_str(&format!(
-        "{} bans{}\n",
+        "{} {}{}\n",
         rows.len(),
+        if rows.len() == 1 { "ban" } else { "bans" },
         if all { "" } else { " in force" }
     ));
     print(&s)

@@ -4533,3 +4533,51 @@ description = "nobody calls from there"
     assert!(log.contains("A [geo] database changed"), "{log}");
     assert!(!log.contains("Reload"), "a reload happened: {log}");
 }
+
+/// Issue 25, item 12: `bans --all` says a ban was lifted, when and by
+/// whom, and the operator's `ban` and `unban` are in the daemon's log; the
+/// count reads "1 ban", not "1 bans". Traffic: the ban drops, the unban
+/// lets through again.
+#[test]
+fn a_lifted_ban_says_who_lifted_it_and_operator_verbs_are_in_the_daemon_log() {
+    let mut lab = Lab::new();
+    lab.listen();
+    let policy = "[interfaces]\nvw0 = \"internet\"\n\n[zones.internet]\nservices = [\"sip\"]\n";
+    lab.apply(policy);
+    lab.start_daemon(policy);
+    let run = |lab: &Lab, args: &[&str]| -> String {
+        let out = lab.voipwall_ctl(args);
+        assert!(
+            out.status.success(),
+            "voipwall {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(
+        &lab,
+        &["ban", "203.0.113.7", "--for", "1h", "--reason", "test"],
+    );
+    lab.assert_traffic(policy, &[("203.0.113.7", "udp/5060", "drop")]);
+    let one = run(&lab, &["bans"]);
+    assert!(one.contains("\n1 ban in force"), "{one}");
+    run(&lab, &["unban", "203.0.113.7"]);
+    lab.assert_traffic(policy, &[("203.0.113.7", "udp/5060", "pass")]);
+    let all = run(&lab, &["bans", "--all"]);
+    let row = all
+        .lines()
+        .find(|l| l.starts_with("203.0.113.7"))
+        .unwrap_or_else(|| panic!("{all}"));
+    assert!(
+        row.contains("LIFTED") && row.contains("by cli (uid 0)"),
+        "{all}"
+    );
+    let json = run(&lab, &["--json", "bans", "--all"]);
+    assert!(json.contains("\"lifted_by\":\"cli (uid 0)\""), "{json}");
+    let log = std::fs::read_to_string(lab.dir.join("daemon.log")).unwrap_or_default();
+    assert!(
+        log.contains("Operator: ban 203.0.113.7 (by cli (uid 0))")
+            && log.contains("Operator: unban 203.0.113.7 (by cli (uid 0))"),
+        "{log}"
+    );
+}

@@ -717,6 +717,11 @@ impl<R: std::io::Read> std::io::Read for Deadline<R> {
 }
 
 fn handle(conn: UnixStream, tx: &Sender<Input>, waker: &Waker, lane: &Lane) {
+    // Who is on the other end, for the audit log and `bans --all`.
+    let actor = match rustix::net::sockopt::socket_peercred(&conn) {
+        Ok(c) => format!("cli (uid {})", c.uid.as_raw()),
+        Err(_) => "cli".to_string(),
+    };
     let Ok(read_half) = conn.try_clone() else {
         return;
     };
@@ -784,7 +789,7 @@ fn handle(conn: UnixStream, tx: &Sender<Input>, waker: &Waker, lane: &Lane) {
         // Who asks is the socket's to say, never the request's: only the
         // HTTP API (through `ControlHandle`) acts as `api:<token>`.
         if let Request::Runtime(op) = &mut req {
-            op.actor = "cli".into();
+            op.actor.clone_from(&actor);
         }
         let (rtx, rrx) = mpsc::channel();
         if tx.send(Input::Control(req, rtx)).is_err() {

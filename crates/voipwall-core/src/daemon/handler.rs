@@ -302,11 +302,13 @@ impl crate::plane::Ledger for DaemonLedger<'_> {
         let _ = self.writer.send(StoreOp::Bans(bans.to_vec()));
     }
 
-    fn lift(&mut self, target: &IpNet, now: Timestamp) {
+    fn lift(&mut self, target: &IpNet, now: Timestamp, by: &str) {
         self.engine.forget_ban(target);
         self.shared
             .push(serde_json::json!({"kind": "lift", "target": target.to_string()}));
-        let _ = self.writer.send(StoreOp::Lift(*target, now));
+        let _ = self
+            .writer
+            .send(StoreOp::Lift(*target, now, by.to_string()));
     }
 
     fn extend(&mut self, ban: &BanRecord) {
@@ -323,6 +325,14 @@ impl crate::plane::Ledger for DaemonLedger<'_> {
     }
 
     fn audit(&mut self, now: Timestamp, actor: &str, action: &str, detail: &str) {
+        // An operator's verb is in the daemon's log as well as the audit
+        // table (journalctl shows who banned or lifted what, and when).
+        tracing::info!(
+            actor,
+            action,
+            targets = detail,
+            "Operator: {action} {detail} (by {actor})."
+        );
         let _ = self.writer.send(StoreOp::Audit(
             now,
             actor.to_string(),

@@ -140,7 +140,7 @@ pub struct LineCounts {
 pub(crate) enum StoreOp {
     Bans(Vec<BanRecord>),
     Events(Vec<EventRecord>),
-    Lift(IpNet, Timestamp),
+    Lift(IpNet, Timestamp, String),
     Audit(Timestamp, String, String, String),
     /// Prunes old rows, then counts the active bans: `(now, bans made so
     /// far)`, the second handed back with the count so the engine thread
@@ -185,7 +185,7 @@ fn store_writer(
         let r = match op {
             StoreOp::Bans(b) => store.record_bans(&b).map(|_| ()),
             StoreOp::Events(e) => store.record_events(&e),
-            StoreOp::Lift(t, at) => store.lift(&t, at).map(|_| ()),
+            StoreOp::Lift(t, at, by) => store.lift(&t, at, &by).map(|_| ()),
             StoreOp::Audit(at, actor, action, detail) => store.audit(at, &actor, &action, &detail),
             StoreOp::Extend(b) => store.set_ban_end(&b.target, b.start, b.end).map(drop),
             StoreOp::Remember(addrs, at) => store.remember_endpoints(&addrs, at),

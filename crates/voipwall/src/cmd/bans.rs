@@ -25,7 +25,11 @@ pub(super) fn bans(cli: &Globals) -> anyhow::Result<()> {
         );
         s.push_str(&format!("{set:<14} {:<40} {exp}\n", display_net(&e.net)));
     }
-    s.push_str(&format!("{} entries\n", rows.len()));
+    s.push_str(&format!(
+        "{} {}\n",
+        rows.len(),
+        if rows.len() == 1 { "entry" } else { "entries" }
+    ));
     out(&s)
 }
 
