@@ -74,13 +74,20 @@ pub struct Op {
     /// Override an overridable protection (allow entry, trusted network, peer).
     #[serde(default)]
     pub force: bool,
-    /// Who asks, for the audit log: `cli`, later `api:<token name>`.
+    /// Who asks, for the audit log: `cli (uid N)`, `api:<token name>`.
     #[serde(default = "cli")]
     pub actor: String,
 }
 
+/// The command line's name in the audit log and on lifted bans, the same
+/// with or without a daemon (which names its socket peer's uid alike).
 fn cli() -> String {
-    "cli".into()
+    cli_actor()
+}
+
+/// The command line as an actor: `cli (uid N)`.
+pub fn cli_actor() -> String {
+    format!("cli (uid {})", rustix::process::geteuid().as_raw())
 }
 
 impl Op {

@@ -365,14 +365,6 @@ pub fn generation_ruleset(g: &voipwall_store::Generation) -> Option<Ruleset> {
     serde_json::from_str(g.ir.as_deref()?).ok()
 }
 
-/// The compiled ruleset of the generation in force, when it was recorded.
-fn running_ruleset(state_dir: &Path) -> Option<Ruleset> {
-    if !state_dir.join("state.db").exists() {
-        return None;
-    }
-    generation_ruleset(&running_generation(&state_store(state_dir).ok()?)?)
-}
-
 /// Whether the policy file compiles to the script of the generation in
 /// force: `Some((generation, same))`, `None` when none is recorded. The
 /// file's own errors are returned as errors.
@@ -546,6 +538,9 @@ pub struct Applied {
     pub took: Duration,
     /// Lockout problems overridden by `force`.
     pub forced: Vec<String>,
+    /// The file compiled to the script of the generation in force: the
+    /// kernel was brought back to it, and no new generation was recorded.
+    pub unchanged: bool,
 }
 
 /// How an apply was asked for.
@@ -610,19 +605,39 @@ pub fn apply_path(r: &ApplyRequest<'_>) -> anyhow::Result<Applied> {
         .into());
     }
     let script = voipwall_nft::render(&ruleset);
-    let running = if nft::table_exists().unwrap_or(false) {
-        running_ruleset(r.state_dir)
+    let in_force = if nft::table_exists().unwrap_or(false) && r.state_dir.join("state.db").exists()
+    {
+        state_store(r.state_dir)
+            .ok()
+            .and_then(|s| running_generation(&s))
     } else {
         None
     };
-    let generation = begin_apply(
-        r.state_dir,
-        &script,
-        &r.config.display().to_string(),
-        serde_json::to_string(&ruleset).ok().as_deref(),
-        r.confirm,
-        r.actor,
-    )?;
+    let running = in_force.as_ref().and_then(generation_ruleset);
+    // The same script as the generation in force (a `reload` of a file
+    // nobody edited): the kernel is brought back to it below, but no new
+    // generation is recorded. An apply that waits for a confirm always
+    // gets its own.
+    let same = in_force
+        .as_ref()
+        .filter(|g| {
+            r.confirm.is_none()
+                && running.is_some()
+                && g.script == script
+                && matches!(g.status.as_str(), "applied" | "confirmed")
+        })
+        .map(|g| g.id);
+    let generation = match same {
+        Some(id) => id,
+        None => begin_apply(
+            r.state_dir,
+            &script,
+            &r.config.display().to_string(),
+            serde_json::to_string(&ruleset).ok().as_deref(),
+            r.confirm,
+            r.actor,
+        )?,
+    };
     let started = std::time::Instant::now();
     // Unchanged policy sets stay as the kernel has them; should the kernel
     // refuse that (its state is not the generation's), the full script
@@ -650,7 +665,9 @@ pub fn apply_path(r: &ApplyRequest<'_>) -> anyhow::Result<Applied> {
         Some(changes) => nft::apply_script(&changes).or_else(|_| nft::apply_script(&script)),
         None => nft::apply_script(&script),
     };
-    finish_apply(r.state_dir, generation, result.is_ok(), started.elapsed())?;
+    if same.is_none() {
+        finish_apply(r.state_dir, generation, result.is_ok(), started.elapsed())?;
+    }
     result.context(
         "applying ruleset to table inet voipwall; the previous ruleset is still in place",
     )?;
@@ -678,6 +695,7 @@ pub fn apply_path(r: &ApplyRequest<'_>) -> anyhow::Result<Applied> {
         generation,
         took: started.elapsed(),
         forced: lockout,
+        unchanged: same.is_some(),
     })
 }
 

@@ -168,6 +168,28 @@ pub(crate) fn status(cli: &Globals) -> anyhow::Result<()> {
                 .unwrap_or_default()
         ))?;
     }
+    // Log sources: each says whether it delivers, and why not.
+    for src in &r.sources {
+        print(&format!(
+            "  log source {} ({}): {}{}; {} {}{}",
+            src.source,
+            src.format,
+            if src.delivering {
+                ""
+            } else {
+                "NOT delivering: "
+            },
+            src.state,
+            src.lines,
+            if src.lines == 1 { "line" } else { "lines" },
+            src.last_line_ms
+                .map(|t| format!(
+                    ", the last {} s ago",
+                    crate::safety::now().0.saturating_sub(t) / 1000
+                ))
+                .unwrap_or_default()
+        ))?;
+    }
     // Accounts under attack from many addresses (distributed guessing).
     for sh in &r.shields {
         print(&format!(

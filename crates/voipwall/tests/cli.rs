@@ -292,3 +292,48 @@ fn verbs_that_read_never_create_the_store() {
         assert!(!dir.exists(), "{args:?} created {}", dir.display());
     }
 }
+
+/// Issue 25, item 15: the documents name only files the repository has
+/// (the README once sent readers to a DESIGN.md that is not in it).
+#[test]
+fn the_documents_name_only_files_that_exist() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut missing = Vec::new();
+    for doc in [
+        "README.md",
+        "ARCHITECTURE.md",
+        "BENCHMARKS.md",
+        "fuzz/README.md",
+    ] {
+        let text = std::fs::read_to_string(root.join(doc)).unwrap();
+        let base = root.join(doc).parent().unwrap().to_path_buf();
+        // Markdown links to relative paths, and any `NAME.md` mentioned.
+        let mut names: Vec<String> = text
+            .split("](")
+            .skip(1)
+            .filter_map(|rest| rest.split(')').next())
+            .filter(|l| !l.contains("://") && !l.starts_with('#') && !l.is_empty())
+            .map(|l| l.split('#').next().unwrap_or(l).to_string())
+            .collect();
+        for word in text.split(|c: char| c.is_whitespace() || "`()[],;:'\"".contains(c)) {
+            if word.len() > 3
+                && word.ends_with(".md")
+                && word[..word.len() - 3]
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-/.".contains(c))
+            {
+                names.push(word.to_string());
+            }
+        }
+        for n in names {
+            let n = n.trim_start_matches("./");
+            if !base.join(n).exists() && !root.join(n).exists() {
+                missing.push(format!("{doc}: {n}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "documents name missing files: {missing:?}"
+    );
+}

@@ -2145,7 +2145,7 @@ fn every_runtime_verb_leaves_the_same_state_with_or_without_a_daemon() {
         "{text}"
     );
     assert!(!text.contains("203.0.113.98\" "), "{text}");
-    assert!(text.contains("audit cli extend 203.0.113.7"), "{text}");
+    assert!(text.contains("audit cli (uid 0) extend 203.0.113.7"), "{text}");
     assert!(text.contains("event unban 203.0.113.96/28"), "{text}");
 }
 
@@ -2444,7 +2444,7 @@ fn the_http_api_bans_through_the_one_plane_with_tokens_by_role() {
     let audit = String::from_utf8_lossy(&run(&["python3", "-c", q, db.to_str().unwrap()]).stdout)
         .into_owned();
     assert!(
-        audit.contains("cli ban 203.0.113.2") && !audit.contains("api:forged"),
+        audit.contains("cli (uid 0) ban 203.0.113.2") && !audit.contains("api:forged"),
         "{audit}"
     );
     // 140 connections (over the cap of 128) trickling a request a byte
@@ -4580,4 +4580,121 @@ fn a_lifted_ban_says_who_lifted_it_and_operator_verbs_are_in_the_daemon_log() {
             && log.contains("Operator: unban 203.0.113.7 (by cli (uid 0))"),
         "{log}"
     );
+}
+
+/// Issue 25, item 15: `reload` of a file nobody edited records no new
+/// generation (it used to add one per reload); an edit does, and traffic
+/// follows it.
+#[test]
+fn reload_of_an_unchanged_file_records_no_new_generation() {
+    let mut lab = Lab::new();
+    lab.listen();
+    let policy = "[interfaces]\nvw0 = \"internet\"\n\n[zones.internet]\nservices = [\"sip\"]\n";
+    lab.apply(policy);
+    lab.start_daemon(policy);
+    let count = |lab: &Lab| -> usize {
+        let out = lab.voipwall_ctl(&["--json", "generations"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v.as_array().map_or(0, Vec::len)
+    };
+    let before = count(&lab);
+    assert!(before >= 1);
+    for _ in 0..2 {
+        let out = lab.voipwall_ctl(&["reload"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("policy unchanged"),
+            "{text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        count(&lab),
+        before,
+        "reloads of an unchanged file added generations"
+    );
+    lab.assert_traffic(policy, &[("203.0.113.7", "tcp/22", "drop")]);
+    let edited = policy.replace("[\"sip\"]", "[\"sip\", \"ssh\"]");
+    std::fs::write(lab.dir.join("policy.toml"), &edited).unwrap();
+    let out = lab.voipwall_ctl(&["reload"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("applied as generation"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(count(&lab), before + 1);
+    lab.assert_traffic(&edited, &[("203.0.113.7", "tcp/22", "pass")]);
+}
+
+/// Issue 25, item 13: a log file that does not exist and a journal this
+/// host does not keep are not silent: `status` (text and JSON) says each
+/// delivers nothing and why; once the file appears, it delivers, and a
+/// brute force in it is banned (traffic dropped).
+#[test]
+fn log_sources_that_deliver_nothing_say_so_in_status() {
+    let mut lab = Lab::new();
+    lab.listen();
+    let log = lab.dir.join("later/full");
+    let policy = format!(
+        "[interfaces]\nvw0 = \"internet\"\n\n[zones.internet]\nservices = [\"sip\"]\n\n[[source]]\nformat = \"asterisk\"\npath = \"{}\"\n\n[[source]]\nformat = \"kamailio\"\njournal = \"kamailio.service\"\n",
+        log.display()
+    );
+    lab.apply(&policy);
+    lab.start_daemon(&policy);
+    let sources = |lab: &Lab| -> Vec<serde_json::Value> {
+        let out = lab.voipwall_ctl(&["--json", "status"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["sources"].as_array().cloned().unwrap_or_default()
+    };
+    let find = |all: &[serde_json::Value], kind: &str| -> serde_json::Value {
+        all.iter()
+            .find(|s| s["source"].as_str().is_some_and(|x| x.starts_with(kind)))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let journal_ends = std::fs::read_dir("/var/log/journal")
+        .map_or(true, |mut d| d.next().is_none())
+        && !Path::new("/run/log/journal").exists();
+    lab.until("both sources report", || {
+        let all = sources(&lab);
+        let file = find(&all, "file");
+        let journal = find(&all, "journal");
+        file["state"]
+            .as_str()
+            .is_some_and(|s| s.contains("does not exist"))
+            && (!journal_ends || journal["delivering"] == false)
+    });
+    let text = lab.voipwall_ok(&policy, &["status"]);
+    assert!(
+        text.contains(&format!(
+            "log source file {} (asterisk): NOT delivering: the file does not exist",
+            log.display()
+        )),
+        "{text}"
+    );
+    if journal_ends {
+        assert!(
+            text.contains("log source journal kamailio.service (kamailio): NOT delivering: this host keeps no journal"),
+            "{text}"
+        );
+    }
+    // The file appears: it delivers, and what it says is acted on.
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    std::fs::write(&log, "").unwrap();
+    lab.until("the file is followed", || {
+        find(&sources(&lab), "file")["delivering"] == true
+    });
+    let mut lines = String::new();
+    for s in 0..5 {
+        lines += &format!(
+            "[2026-12-06 10:22:{s:02}] NOTICE[1] chan_sip.c: Registration from '<sip:1001@x>' failed for '203.0.113.7:5060' - Wrong password\n"
+        );
+    }
+    std::fs::write(&log, lines).unwrap();
+    lab.until("the lines are counted", || {
+        find(&sources(&lab), "file")["lines"] == 5
+    });
+    lab.until("the brute force in the log is banned", || {
+        lab.probe(&[("203.0.113.7", "udp/5060")]) == ["drop"]
+    });
 }

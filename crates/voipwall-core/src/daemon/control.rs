@@ -149,6 +149,9 @@ pub struct StatusReply {
     /// Accounts shielded now (distributed guessing).
     #[serde(default)]
     pub shields: Vec<voipwall_detect::ShieldView>,
+    /// The log sources followed, and whether each delivers.
+    #[serde(default)]
+    pub sources: Vec<super::tail::SourceHealth>,
     /// SIP over TCP: flows reassembled from packet copies.
     #[serde(default)]
     pub tcp: voipwall_sip::tcp::TcpStats,

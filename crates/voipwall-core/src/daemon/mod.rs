@@ -413,6 +413,8 @@ struct Daemon {
     names: Option<names::Names>,
     /// Keeps the `[geo]` sets current (none in `--no-apply`).
     geo: Option<geo::GeoWatch>,
+    /// How each log source is doing.
+    sources: tail::Health,
     /// The last `status` answer and when it was built: scrapers asking
     /// many times a second get it again for up to `STATUS_FRESH`.
     status_cache: Option<(Instant, Box<control::StatusReply>)>,
@@ -712,6 +714,7 @@ pub fn run(cli: &Paths, a: &DaemonArgs, starters: Starters) -> anyhow::Result<()
         safe_mode_held: hold,
         names,
         geo,
+        sources: tail::Health::default(),
         status_cache: None,
     };
     d.restore();
@@ -883,20 +886,28 @@ pub fn run(cli: &Paths, a: &DaemonArgs, starters: Starters) -> anyhow::Result<()
             format: pick_format(&fmt, &what)?,
             from_start: a.from_start,
         };
+        let slot = tail::register(&d.sources, format!("file {path}"), &fmt);
+        let h = (d.sources.clone(), slot);
         let (tx, waker, stop) = (tx.clone(), waker.clone(), stop.clone());
         tailers.push(
             std::thread::Builder::new()
                 .name("tail".into())
-                .spawn(move || tail::follow(spec, tx, waker, stop))?,
+                .spawn(move || tail::follow(spec, tx, waker, stop, h))?,
         );
     }
     for (fmt, unit, what) in journals {
         let format = pick_format(&fmt, &what)?;
+        let slot = tail::register(
+            &d.sources,
+            format!("journal {}", unit.as_deref().unwrap_or("(every unit)")),
+            &fmt,
+        );
+        let h = (d.sources.clone(), slot);
         let (tx, waker, stop) = (tx.clone(), waker.clone(), stop.clone());
         tailers.push(
             std::thread::Builder::new()
                 .name("journal".into())
-                .spawn(move || tail::follow_journal(unit, format, tx, waker, stop))?,
+                .spawn(move || tail::follow_journal(unit, format, tx, waker, stop, h))?,
         );
     }
     drop(tx);
@@ -1138,16 +1149,15 @@ impl Daemon {
             Input::Control(Request::Reload, reply) => self.start_reload(Some(reply)),
             Input::Reloaded(result, reply) => {
                 self.reloading = false;
-                let msg = match *result {
-                    Ok(p) => self.finish_reload(p),
-                    Err(e) => e,
+                let (ok, msg) = match *result {
+                    Ok(p) => (true, self.finish_reload(p)),
+                    Err(e) => (false, e),
                 };
                 tracing::info!(result = %msg, "Reload.");
                 // Whatever the outcome, the daemon runs (a refused reload
                 // keeps the policy in force).
                 self.notify_state("READY=1\n");
                 if let Some(reply) = reply {
-                    let ok = msg.starts_with("policy applied");
                     let _ = reply.send(Reply::One(control::Answer::Reload(control::ReloadReply {
                         ok,
                         result: msg,

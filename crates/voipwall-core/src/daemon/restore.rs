@@ -288,10 +288,17 @@ impl Daemon {
         for n in &self.fleet_allowed {
             self.engine.allow(*n, None);
         }
-        let msg = format!(
-            "policy applied as generation {}; {restored} bans re-asserted in the kernel{restart}",
-            p.applied.generation
-        );
+        let msg = if p.applied.unchanged {
+            format!(
+                "policy unchanged: generation {} stays in force (no new generation); {restored} bans re-asserted in the kernel{restart}",
+                p.applied.generation
+            )
+        } else {
+            format!(
+                "policy applied as generation {}; {restored} bans re-asserted in the kernel{restart}",
+                p.applied.generation
+            )
+        };
         self.event("reload", None, msg.clone());
         msg
     }

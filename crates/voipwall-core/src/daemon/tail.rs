@@ -47,6 +47,68 @@ fn batch<'l>(
 }
 
 /// What to follow.
+/// How one log source is doing, for `status`: a source that delivers
+/// nothing (a file that never appeared, a journal this host does not keep)
+/// says so instead of staying silent.
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+pub struct SourceHealth {
+    /// `file /var/log/asterisk/full` or `journal kamailio.service`.
+    pub source: String,
+    /// The log format.
+    pub format: String,
+    /// Whether it is being read now.
+    pub delivering: bool,
+    /// What it is doing, or why it delivers nothing.
+    pub state: String,
+    /// Lines read since start.
+    pub lines: u64,
+    /// When the last line was read (ms since the epoch).
+    pub last_line_ms: Option<u64>,
+}
+
+/// Every source's health, shared with the daemon's `status`.
+pub type Health = Arc<std::sync::Mutex<Vec<SourceHealth>>>;
+
+/// Registers a source; returns its slot.
+pub fn register(health: &Health, source: String, format: &str) -> usize {
+    let mut g = health
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    g.push(SourceHealth {
+        source,
+        format: format.to_string(),
+        delivering: false,
+        state: "starting".into(),
+        lines: 0,
+        last_line_ms: None,
+    });
+    g.len() - 1
+}
+
+fn set_state(health: &Health, slot: usize, delivering: bool, state: &str) {
+    let mut g = health
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(h) = g.get_mut(slot) {
+        h.delivering = delivering;
+        h.state = state.to_string();
+    }
+}
+
+fn count_lines(health: &Health, slot: usize, input: &Input) {
+    if let Input::Log { counts, .. } = input {
+        let mut g = health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(h) = g.get_mut(slot) {
+            h.lines += counts.lines;
+            h.last_line_ms = Some(super::now_us() / 1000);
+        }
+    }
+}
+
 pub struct TailSpec {
     pub path: PathBuf,
     pub format: Format,
@@ -59,6 +121,7 @@ pub fn follow(
     tx: std::sync::mpsc::Sender<Input>,
     waker: Waker,
     stop: Arc<AtomicBool>,
+    (health, slot): (Health, usize),
 ) {
     let origin: Arc<str> = Arc::from(format!("log:{}", spec.format.id));
     let ctx = Context {
@@ -76,7 +139,13 @@ pub fn follow(
         let meta = std::fs::metadata(&spec.path).ok();
         match (&mut file, &meta) {
             (None, None) if !missing_reported => {
-                tracing::warn!(path = %spec.path.display(), "Log file does not exist yet; waiting for it.");
+                tracing::warn!(path = %spec.path.display(), "Log file does not exist yet; waiting for it (this source delivers nothing until it does).");
+                set_state(
+                    &health,
+                    slot,
+                    false,
+                    "the file does not exist; waiting for it",
+                );
                 missing_reported = true;
             }
             (None, Some(m)) => {
@@ -88,6 +157,8 @@ pub fn follow(
                     };
                     let _ = f.seek(SeekFrom::Start(start));
                     tracing::info!(path = %spec.path.display(), format = %spec.format.id, offset = start, "Following log file.");
+                    set_state(&health, slot, true, "following the file");
+                    missing_reported = false;
                     file = Some((f, m.ino(), start));
                     first_open = false;
                 }
@@ -116,6 +187,7 @@ pub fn follow(
                 if let Some(last_nl) = memchr::memrchr(b'\n', &carry) {
                     let lines = carry[..last_nl].split(|&b| b == b'\n');
                     let input = batch(&spec.format, &ctx, &origin, lines);
+                    count_lines(&health, slot, &input);
                     carry.drain(..=last_nl);
                     if tx.send(input).is_err() {
                         return;
@@ -156,8 +228,8 @@ fn local_utc_offset() -> i64 {
 
 /// Follows the systemd journal through `journalctl -f -o short-iso` (only
 /// new entries; `unit` narrows it to one service), parsing each line with
-/// `format`. Ends when journalctl does or `stop` is set. Not exercised by the
-/// test suite: the lab machines have no journald.
+/// `format`. Ends when journalctl does or `stop` is set. The lab machines
+/// keep no journal: the suite exercises the "no journal" state, not lines.
 /// The journalctl processes journal sources run, stopped with the daemon
 /// (they would otherwise wait for the next journal line to notice).
 static JOURNAL_CHILDREN: std::sync::Mutex<Vec<std::process::Child>> =
@@ -179,6 +251,7 @@ pub fn follow_journal(
     tx: std::sync::mpsc::Sender<Input>,
     waker: Waker,
     stop: Arc<AtomicBool>,
+    (health, slot): (Health, usize),
 ) {
     use std::io::BufRead as _;
     let mut cmd = std::process::Command::new("journalctl");
@@ -194,6 +267,7 @@ pub fn follow_journal(
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "Cannot run journalctl; the journal source is off.");
+            set_state(&health, slot, false, &format!("cannot run journalctl: {e}"));
             return;
         }
     };
@@ -209,17 +283,54 @@ pub fn follow_journal(
         utc_offset: local_utc_offset(),
     };
     tracing::info!(unit = unit.as_deref().unwrap_or("(all)"), format = %format.id, "Following the journal.");
+    // journalctl -f waits quietly where the host keeps no journal (a
+    // container, a system without journald): say so, not nothing.
+    let kept = ["/var/log/journal", "/run/log/journal"]
+        .iter()
+        .any(|d| std::fs::read_dir(d).is_ok_and(|mut e| e.next().is_some()));
+    if kept {
+        set_state(&health, slot, true, "following the journal");
+    } else {
+        tracing::warn!(
+            unit = unit.as_deref().unwrap_or("(all)"),
+            "This host keeps no journal (nothing in /var/log/journal or /run/log/journal): the journal source delivers nothing until journald writes one."
+        );
+        set_state(
+            &health,
+            slot,
+            false,
+            "this host keeps no journal (nothing in /var/log/journal or /run/log/journal)",
+        );
+    }
+    let mut delivering = kept;
     for line in std::io::BufReader::new(out).split(b'\n') {
         if stop.load(Ordering::Relaxed) {
-            break;
+            return;
         }
         let Ok(line) = line else { break };
-        if tx
-            .send(batch(&format, &ctx, &origin, std::iter::once(&line[..])))
-            .is_err()
-        {
-            break;
+        if !delivering {
+            set_state(&health, slot, true, "following the journal");
+            delivering = true;
+        }
+        let input = batch(&format, &ctx, &origin, std::iter::once(&line[..]));
+        count_lines(&health, slot, &input);
+        if tx.send(input).is_err() {
+            return;
         }
         waker.wake();
+    }
+    if !stop.load(Ordering::Relaxed) {
+        // journalctl ends at once where the host keeps no journal (a
+        // container, a system without journald): say so, not nothing.
+        tracing::warn!(
+            unit = unit.as_deref().unwrap_or("(all)"),
+            "journalctl ended: this host keeps no journal (or journald stopped); the journal source delivers nothing."
+        );
+        set_state(
+            &health,
+            slot,
+            false,
+            "journalctl ended: this host keeps no journal (or journald stopped)",
+        );
     }
 }

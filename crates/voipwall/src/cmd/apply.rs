@@ -32,7 +32,7 @@ pub(super) fn apply(cli: &Globals, confirm: Option<&str>, force: bool) -> anyhow
     let rs = &a.ruleset;
     let rules: usize = rs.chains.iter().map(|c| c.rules.len()).sum();
     if cli.json {
-        out(&json!({"applied": true, "generation": a.generation, "rules": rules, "sets": rs.sets.len(), "notes": rs.notes, "seconds": a.took.as_secs_f64()}).to_string())
+        out(&json!({"applied": true, "generation": a.generation, "unchanged": a.unchanged, "rules": rules, "sets": rs.sets.len(), "notes": rs.notes, "seconds": a.took.as_secs_f64()}).to_string())
     } else {
         for n in &rs.notes {
             eprintln!("note: {n}");
@@ -46,8 +46,13 @@ pub(super) fn apply(cli: &Globals, confirm: Option<&str>, force: bool) -> anyhow
             eprintln!("{}", w.render(&a.loaded.sources));
         }
         out(&format!(
-            "applied table inet voipwall (generation {}): {rules} rules, {} sets, in {:.0} ms; bans and known endpoints kept",
+            "applied table inet voipwall (generation {}{}): {rules} rules, {} sets, in {:.0} ms; bans and known endpoints kept",
             a.generation,
+            if a.unchanged {
+                ", unchanged: the policy compiles to the generation in force"
+            } else {
+                ""
+            },
             rs.sets.len(),
             a.took.as_secs_f64() * 1000.0
         ))

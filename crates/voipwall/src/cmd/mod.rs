@@ -91,7 +91,7 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
                     reason: reason.clone(),
                     exact: *exact,
                     force: *force,
-                    actor: "cli".into(),
+                    actor: voipwall_core::plane::cli_actor(),
                 },
             )
         }
