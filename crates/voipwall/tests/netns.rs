@@ -2145,7 +2145,10 @@ fn every_runtime_verb_leaves_the_same_state_with_or_without_a_daemon() {
         "{text}"
     );
     assert!(!text.contains("203.0.113.98\" "), "{text}");
-    assert!(text.contains("audit cli (uid 0) extend 203.0.113.7"), "{text}");
+    assert!(
+        text.contains("audit cli (uid 0) extend 203.0.113.7"),
+        "{text}"
+    );
     assert!(text.contains("event unban 203.0.113.96/28"), "{text}");
 }
 
