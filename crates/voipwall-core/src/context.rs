@@ -228,6 +228,37 @@ pub fn load_policy(
         }
     }
     let (discovery, found) = discover_into(&mut policy);
+    // Call rules: time zones from the system's database, trunks from the
+    // PBX's configuration (both known only here, not to the policy crate).
+    let mut refused = Vec::new();
+    for r in &policy.call.rules {
+        if let Some(h) = &r.hours
+            && let Err(e) = jiff::tz::TimeZone::get(&h.tz)
+        {
+            refused.push(format!(
+                "error: {}: call rule `{}`: time zone `{}` is not in this system's database ({e})",
+                r.origin, r.name, h.tz
+            ));
+        }
+        for f in &r.from {
+            if let voipwall_policy::CallFrom::Trunk(t) = f
+                && !policy.peers.iter().any(|p| p.name == *t)
+            {
+                let mut known: Vec<&str> = policy.peers.iter().map(|p| p.name.as_str()).collect();
+                known.sort_unstable();
+                known.dedup();
+                refused.push(format!(
+                    "error: {}: call rule `{}`: no trunk or peer named `{t}` in the PBX's configuration (known: {})",
+                    r.origin,
+                    r.name,
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                ));
+            }
+        }
+    }
+    if !refused.is_empty() {
+        return Err(Invalid(refused.join("\n")).into());
+    }
     Ok(Loaded {
         policy,
         warnings: loaded.diagnostics,

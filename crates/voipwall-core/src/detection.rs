@@ -117,11 +117,107 @@ pub fn engine_config(
         .map(|n| (policy.bans.ipv4_prefix, n));
     // The one protection list (the CLI and the control socket refuse the
     // same addresses the engine never bans).
+    cfg.call = call_config(policy);
     let guard = voipwall_nft::protect::Protected::new(Some(policy), host);
     cfg.never_ban.extend(guard.networks());
     cfg.never_ban.sort();
     cfg.never_ban.dedup();
     cfg
+}
+
+/// The named prefix lists (`premium`, `high-risk`): the built-in ones,
+/// each replaced by a file of the same name under `call/` of a layer.
+pub fn prefix_lists() -> Vec<voipwall_detect::calls::PrefixList> {
+    let mut lists = voipwall_detect::calls::builtin_lists();
+    for dir in crate::context::LAYERS.iter().map(PathBuf::from) {
+        for p in crate::context::toml_files(&dir.join("call")) {
+            match std::fs::read_to_string(&p)
+                .map_err(|e| e.to_string())
+                .and_then(|t| voipwall_detect::calls::parse_list(&t))
+            {
+                Ok(l) => {
+                    lists.retain(|x| x.name != l.name);
+                    lists.push(l);
+                }
+                Err(e) => {
+                    tracing::warn!(file = %p.display(), error = %e, "A prefix list cannot be read; the built-in one stays.")
+                }
+            }
+        }
+    }
+    lists
+}
+
+/// The engine's call rules: prefix lists expanded, trunks resolved to
+/// their addresses, time zones loaded. `None` without rules.
+pub fn call_config(policy: &Policy) -> Option<voipwall_detect::calls::CallConfig> {
+    use voipwall_detect::calls::{Act, CallConfig, CallRule, Hours, Numbering, Origin};
+    use voipwall_policy::{CallAction, CallFrom, NetSpec};
+    if policy.call.rules.is_empty() {
+        return None;
+    }
+    let lists = prefix_lists();
+    let expand = |v: &[String]| -> Vec<String> {
+        v.iter()
+            .flat_map(|p| match lists.iter().find(|l| l.name == *p) {
+                Some(l) => l.prefixes.clone(),
+                None => vec![p.clone()],
+            })
+            .collect()
+    };
+    let rules = policy
+        .call
+        .rules
+        .iter()
+        .map(|r| CallRule {
+            name: r.name.clone(),
+            from: r
+                .from
+                .iter()
+                .map(|f| match f {
+                    CallFrom::Net(n) => Origin::Nets(vec![*n]),
+                    CallFrom::User(a, b) => Origin::User(a.clone(), b.clone()),
+                    CallFrom::Trunk(t) => Origin::Nets(
+                        policy
+                            .peers
+                            .iter()
+                            .filter(|p| p.name == *t)
+                            .filter_map(|p| match &p.net {
+                                NetSpec::Net(n) => Some(*n),
+                                _ => None,
+                            })
+                            .collect(),
+                    ),
+                })
+                .collect(),
+            to: expand(&r.to),
+            deny_to: expand(&r.deny_to),
+            max_concurrent: r.max_concurrent,
+            max_per_minute: r.max_per_minute,
+            hours: r.hours.as_ref().map(|h| Hours {
+                days: h.days,
+                start_min: h.start_min,
+                end_min: h.end_min,
+                tz: jiff::tz::TimeZone::get(&h.tz).unwrap_or(jiff::tz::TimeZone::UTC),
+                text: h.text.clone(),
+            }),
+            action: match r.action {
+                CallAction::Alert => Act::Alert,
+                CallAction::Ban => Act::Ban,
+            },
+            ban: r.ban * 1000,
+            numbering: Numbering {
+                country_code: r.numbering.country_code.clone(),
+                national_prefix: r.numbering.national_prefix.clone(),
+                international_prefix: r.numbering.international_prefix.clone(),
+            },
+        })
+        .collect();
+    Some(CallConfig {
+        rules,
+        max_duration: policy.call.max_duration * 1000,
+        max_calls: 100_000,
+    })
 }
 
 /// The policy's own log formats.

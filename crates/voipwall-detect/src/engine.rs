@@ -71,6 +71,8 @@ pub struct Config {
     /// rule's window, the prefix is banned (remembered endpoints spared
     /// by the kernel, as for every prefix ban).
     pub shield_v4: Option<(u8, u32)>,
+    /// Call rules (`[call]`); `None`: calls are not followed.
+    pub call: Option<crate::calls::CallConfig>,
 }
 
 impl Config {
@@ -96,6 +98,7 @@ impl Config {
             max_accounts: 65_536,
             remember_ms: 0,
             shield_v4: None,
+            call: None,
         }
     }
 }
@@ -584,6 +587,8 @@ pub struct Engine {
     shield_ends: BinaryHeap<Reverse<(Timestamp, u64)>>,
     /// Endpoints that registered within `remember_ms`, with when that ends.
     remembered: LruCache<IpAddr, Timestamp, FixedState>,
+    /// The call guard, when the policy has call rules.
+    calls: Option<crate::calls::CallGuard>,
     stats: Stats,
 }
 
@@ -628,6 +633,10 @@ impl Engine {
             shields: LruCache::with_hasher(MAX_SHIELDS, hasher.clone()),
             shield_ends: BinaryHeap::new(),
             remembered: LruCache::with_hasher(cap(cfg.max_known), hasher.clone()),
+            calls: cfg
+                .call
+                .clone()
+                .map(|c| crate::calls::CallGuard::new(c, hasher.clone())),
             hasher,
             log_challenge_id: 0,
             allowed: Vec::new(),
@@ -798,6 +807,9 @@ impl Engine {
     pub fn handle_timeout(&mut self, now: Timestamp) {
         self.allowed
             .retain(|(_, until)| until.is_none_or(|u| u > now));
+        if let Some(g) = self.calls.as_mut() {
+            g.handle_timeout(now);
+        }
         while let Some(&Reverse((end, key))) = self.shield_ends.peek()
             && end <= now
         {
@@ -912,7 +924,11 @@ impl Engine {
         let timer = self.timers.peek().map(|Reverse((t, _, _, _))| *t);
         let alert = self.alert_ends.peek().map(|Reverse((t, _, _))| *t);
         let shield = self.shield_ends.peek().map(|Reverse((t, _))| *t);
-        [timer, alert, shield].into_iter().flatten().min()
+        let calls = self
+            .calls
+            .as_ref()
+            .and_then(crate::calls::CallGuard::poll_timeout);
+        [timer, alert, shield, calls].into_iter().flatten().min()
     }
 
     /// Counters.
@@ -956,6 +972,30 @@ impl Engine {
 
     fn is_banned(&self, addr: IpAddr, now: Timestamp) -> bool {
         self.ban_for(addr, now).is_some()
+    }
+
+    /// The call guard's counters, when the policy has call rules.
+    pub fn call_stats(&self) -> Option<crate::calls::CallStats> {
+        self.calls.as_ref().map(crate::calls::CallGuard::stats)
+    }
+
+    /// What the call rules say of a call `src` (authenticated as `user`)
+    /// would place to `number` now, without counting it. `None`: no call
+    /// rules. Each entry: the rule's name and why it breaks.
+    pub fn call_decide(
+        &self,
+        now: Timestamp,
+        src: IpAddr,
+        user: Option<&str>,
+        number: &[u8],
+    ) -> Option<Vec<(String, String)>> {
+        let g = self.calls.as_ref()?;
+        Some(
+            g.decide(now, src, user, number)
+                .into_iter()
+                .map(|v| (g.rules()[v.rule].name.clone(), v.reason))
+                .collect(),
+        )
     }
 
     /// The accounts shielded at `now`, longest-running first.
@@ -1098,6 +1138,12 @@ impl Engine {
         let method = self.hasher.hash_one(r.method);
         let register = r.method.eq_ignore_ascii_case(b"REGISTER");
         let invite = r.method.eq_ignore_ascii_case(b"INVITE");
+        if self.calls.is_some() {
+            self.call_request(now, src, r, call, invite, origin);
+            if self.is_banned(src, now) {
+                return;
+            }
+        }
         let user = if register {
             r.to_user
         } else {
@@ -1205,6 +1251,12 @@ impl Engine {
         };
         let g = self.groups.get_mut(&key).expect("matched above");
         let t = g.txns.swap_remove(i);
+        if t.invite
+            && let Some(guard) = self.calls.as_mut()
+        {
+            guard.answer(now, dst, call, r.code);
+        }
+        let g = self.groups.get_mut(&key).expect("matched above");
         if g.txns.is_empty() {
             g.txns = Vec::new();
         }
@@ -1818,6 +1870,107 @@ impl Engine {
         true
     }
 
+    // ---- calls -----------------------------------------------------------------
+
+    /// A request for the call guard: a new INVITE is checked against the
+    /// call rules (alert or ban per rule), a BYE or CANCEL ends its call.
+    fn call_request(
+        &mut self,
+        now: Timestamp,
+        src: IpAddr,
+        r: &Request<'_>,
+        call: u64,
+        invite: bool,
+        origin: &str,
+    ) {
+        let Some(guard) = self.calls.as_mut() else {
+            return;
+        };
+        if r.method.eq_ignore_ascii_case(b"BYE") || r.method.eq_ignore_ascii_case(b"CANCEL") {
+            guard.end(src, call);
+            return;
+        }
+        if !invite {
+            return;
+        }
+        let user = if r.has_auth { r.auth_user } else { None };
+        let number = r.ruri_user.or(r.to_user);
+        let violations = guard.invite(now, src, call, number, user, r.to_tag);
+        if violations.is_empty() {
+            return;
+        }
+        // A UDP source can be forged: one INVITE proves its sender only
+        // over a connection or with credentials answering a nonce issued to
+        // that source alone.
+        let verified = r.stream
+            || r.auth_nonce
+                .map(|n| self.hasher.hash_one(n))
+                .is_some_and(|h| {
+                    self.nonces.peek(&h).is_some_and(|&(to, at, shared)| {
+                        to == src && !shared && now.since(at) <= NONCE_TTL
+                    })
+                });
+        for v in violations {
+            let rule = &guard_rules(self)[v.rule];
+            let (name, action, ttl) = (format!("call:{}", rule.name), rule.action, rule.ban);
+            match action {
+                crate::calls::Act::Alert => self.alert(now, src, name, v.reason),
+                crate::calls::Act::Ban => {
+                    self.call_ban(now, src, (name, ttl, v.reason), verified, origin);
+                }
+            }
+        }
+    }
+
+    /// Bans the source of a call that broke a rule with `action = "ban"`
+    /// (an alert for a protected source).
+    fn call_ban(
+        &mut self,
+        now: Timestamp,
+        src: IpAddr,
+        (rule, ttl, reason): (String, u64, String),
+        verified: bool,
+        origin: &str,
+    ) {
+        if self.protected(src) {
+            self.alert(now, src, rule, format!("{reason}; the source is in a never-ban network (own address, allow list, trusted, management or trunk)"));
+            return;
+        }
+        if !verified && self.is_known(src, now) {
+            self.alert(now, src, rule, format!("{reason}; one INVITE whose source address can be forged does not ban a registered endpoint"));
+            return;
+        }
+        if self.is_banned(src, now) {
+            return;
+        }
+        let (ttl, note) = if verified {
+            (ttl, "")
+        } else {
+            (
+                ttl.min(UNVERIFIED_BAN_TTL),
+                " (unverified: a UDP source can be forged; short)",
+            )
+        };
+        let e = self.ev(now, src, What::Requests, Some(b"INVITE"), origin);
+        let target = IpNet::from(src);
+        let ban = Ban {
+            target,
+            offender: src,
+            rule: rule.clone(),
+            at: now,
+            until: now.plus(ttl),
+            ttl,
+            level: 0,
+            reason: format!("{rule}: {reason} → ban {}{note}", format_duration(ttl)),
+            account: None,
+            evidence: vec![e.render(&self.origins)],
+            verified,
+        };
+        self.bans.insert(target, ban.clone());
+        self.stats.bans += 1;
+        self.actions.push_back(Action::Ban(ban));
+    }
+
     // ---- accounts: distributed guessing ------------------------------------------
 
     /// The account key of a user: a seeded hash (attackers choose the
@@ -2270,6 +2423,10 @@ impl Engine {
         self.cfg.never_ban.iter().any(|n| n.contains(&addr))
             || self.allowed.iter().any(|(n, _)| n.contains(&addr))
     }
+}
+
+fn guard_rules(e: &Engine) -> &[crate::calls::CallRule] {
+    e.calls.as_ref().map_or(&[], crate::calls::CallGuard::rules)
 }
 
 /// Pushes onto a per-source list holding at most `max` items, dropping the

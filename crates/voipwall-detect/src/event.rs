@@ -110,6 +110,9 @@ pub struct Request<'a> {
     pub several_credentials: bool,
     /// Received over a connection (TCP, TLS, WebSocket).
     pub stream: bool,
+    /// The To header carries a tag: the request is inside a dialog (a
+    /// re-INVITE is no new call).
+    pub to_tag: bool,
     /// Expires header.
     pub expires: Option<u32>,
 }
@@ -168,6 +171,7 @@ impl<'a> Event<'a> {
                 auth_nonce: msg.auth_nonce(),
                 several_credentials: msg.authorization_count > 1,
                 stream: false,
+                to_tag: msg.to.is_some_and(has_tag),
                 expires: msg.expires_secs(),
             }),
             StartLine::Response { code, .. } => EventKind::Response(Response {
@@ -186,6 +190,11 @@ impl<'a> Event<'a> {
             origin,
         })
     }
+}
+
+/// Whether a To or From value carries a `tag` parameter.
+fn has_tag(v: &[u8]) -> bool {
+    v.windows(5).any(|w| w.eq_ignore_ascii_case(b";tag="))
 }
 
 /// `expires=` parameter of a Contact value (a 200 OK to REGISTER carries the

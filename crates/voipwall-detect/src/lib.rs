@@ -20,6 +20,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod calls;
 pub mod drops;
 mod engine;
 mod event;

@@ -91,6 +91,7 @@ impl ScriptedEvent {
                 auth_nonce: self.auth.is_some().then_some(self.nonce.as_bytes()),
                 several_credentials: self.credentials > 1,
                 stream: self.transport == "tcp",
+                to_tag: false,
                 expires: self.expires,
             }),
             _ => EventKind::Response(Response {

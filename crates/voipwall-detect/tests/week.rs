@@ -46,6 +46,7 @@ fn request<'a>(
             auth_nonce: auth.then_some(b"n"),
             several_credentials: false,
             stream: false,
+            to_tag: false,
             expires: Some(60),
         }),
         origin: "test",

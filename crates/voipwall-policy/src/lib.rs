@@ -19,6 +19,8 @@ mod load;
 mod model;
 mod walk;
 
+pub mod call;
+pub use call::{CallAction, CallFrom, CallRule, CallSettings, Hours, Numbering};
 pub use catalog::{Catalog, DataFile, Example, Expect, Preset};
 pub use detect::{DetectMode, DetectSettings, RuleOverride, ThresholdSetting, UserLogFormat};
 pub use diag::{Diagnostic, FileId, Severity, SourceMap, did_you_mean, render_all};

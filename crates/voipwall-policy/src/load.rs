@@ -72,6 +72,7 @@ const TOP_KEYS: &[&str] = &[
     "crowdsec",
     "fleet",
     "geo",
+    "call",
     "source",
 ];
 
@@ -134,6 +135,7 @@ struct Raw {
     crowdsec: Option<CrowdsecSettings>,
     fleet: Option<FleetSettings>,
     geo: GeoSettings,
+    call: crate::call::CallSettings,
     /// Every `[[feed]] name` seen (also of feeds with errors).
     feed_names: Vec<String>,
     drops_group_at: Option<At<u16>>,
@@ -735,6 +737,15 @@ fn read_file(
                         raw.notify.push(n);
                     }
                 }
+            }
+            "call" => {
+                let Some(t) = w.table(v, "[call]") else {
+                    continue;
+                };
+                if !once(w, raw, "call", k.span(), sources) {
+                    continue;
+                }
+                crate::call::walk(w, t, sources, &mut raw.call);
             }
             "geo" => {
                 let Some(t) = w.table(v, "[geo]") else {
@@ -1578,6 +1589,7 @@ fn resolve(
         crowdsec: raw.crowdsec.clone(),
         fleet: raw.fleet.clone(),
         geo: raw.geo.clone(),
+        call: raw.call.clone(),
         sources: log_sources,
     })
 }

@@ -951,6 +951,8 @@ pub struct Policy {
     pub fleet: Option<FleetSettings>,
     /// Country and AS databases (`[geo]`).
     pub geo: GeoSettings,
+    /// Call rules (`[call]`).
+    pub call: crate::call::CallSettings,
     /// Logs the daemon follows: the preset's, then the policy's
     /// `[[source]]` (same format and place: the policy's wins;
     /// `enabled = false` drops one).

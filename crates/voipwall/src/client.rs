@@ -168,6 +168,21 @@ pub(crate) fn status(cli: &Globals) -> anyhow::Result<()> {
                 .unwrap_or_default()
         ))?;
     }
+    // Call rules: calls followed, and each rule's count.
+    if let Some(c) = &r.calls {
+        let rules: Vec<String> = c
+            .rules
+            .iter()
+            .map(|x| format!("{}: {} up, {} broken", x.name, x.active, x.violations))
+            .collect();
+        print(&format!(
+            "  calls: {} followed ({} seen, {} ended by the maximum duration); rules {}",
+            c.calls,
+            c.started,
+            c.timed_out,
+            rules.join("; ")
+        ))?;
+    }
     // Log sources: each says whether it delivers, and why not.
     for src in &r.sources {
         print(&format!(

@@ -4701,3 +4701,168 @@ fn log_sources_that_deliver_nothing_say_so_in_status() {
         lab.probe(&[("203.0.113.7", "udp/5060")]) == ["drop"]
     });
 }
+
+/// A bounded sipp run in `ns` (UAC or UAS, sipp's built-in scenarios).
+fn sipp(ns: &str, args: &[&str]) -> Command {
+    let mut c = Command::new("ip");
+    c.args([
+        "netns", "exec", ns, "timeout", "-k", "2", "60", "sipp", "-nostdin",
+    ])
+    .args(args)
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    c
+}
+
+/// Issue 23, call guard (passive): a sipp UAS stands for the PBX, a sipp
+/// UAC from a trunk's address places 5 calls held 10 s with
+/// `max_concurrent = 3`: all 5 connect and two break the rule (alerts name
+/// it); after the BYEs a new call breaks nothing. A source dialling a
+/// premium-rate number is banned (rule `action = "ban"`); a call outside
+/// office hours is alerted.
+#[test]
+fn call_rules_follow_calls_on_the_wire() {
+    let mut lab = Lab::new();
+    // Office hours that exclude now (UTC), on every day.
+    let hour = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 3600)
+        % 24;
+    let hours = if hour < 12 {
+        "Mon-Sun 13:00-23:00 UTC"
+    } else {
+        "Mon-Sun 01:00-11:00 UTC"
+    };
+    let policy = format!(
+        r#"
+[interfaces]
+vw0 = "internet"
+
+[zones.internet]
+services = ["sip"]
+
+[call]
+max_duration = "1h"
+
+[[call.rule]]
+name = "trunk-a"
+from = ["203.0.113.2/32"]
+max_concurrent = 3
+
+[[call.rule]]
+name = "no-premium"
+from = ["203.0.113.7/32"]
+deny_to = ["premium"]
+action = "ban"
+
+[[call.rule]]
+name = "office"
+from = ["203.0.113.100/32"]
+hours = "{hours}"
+"#
+    );
+    lab.apply(&policy);
+    lab.start_daemon(&policy);
+    let uas = sipp(&lab.fw, &["-sn", "uas", "-i", "203.0.113.1", "-p", "5060"])
+        .spawn()
+        .expect("sipp (apt-get install sip-tester)");
+    let _uas = Reap(uas);
+    std::thread::sleep(Duration::from_millis(300));
+    let uac = |src: &str, service: &str, calls: &str, hold_ms: &str| {
+        sipp(
+            &lab.peer,
+            &[
+                "-sn",
+                "uac",
+                "-s",
+                service,
+                "-i",
+                src,
+                "-p",
+                "5070",
+                "-m",
+                calls,
+                "-l",
+                calls,
+                "-r",
+                "20",
+                "-d",
+                hold_ms,
+                "-timeout",
+                "40s",
+                "203.0.113.1:5060",
+            ],
+        )
+        .output()
+        .expect("sipp uac")
+    };
+    let calls = |lab: &Lab| -> serde_json::Value {
+        let out = lab.voipwall_ctl(&["--json", "status"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["calls"].clone()
+    };
+    let rule = |c: &serde_json::Value, name: &str| -> serde_json::Value {
+        c["rules"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["name"] == name)
+            .cloned()
+            .unwrap_or_default()
+    };
+    // Five calls at once, held 10 s: all connect (passive), two break the rule.
+    let out = uac("203.0.113.2", "442079460000", "5", "10000");
+    let log = lab.dir.join("daemon.log");
+    let report = |c: &serde_json::Value| {
+        format!(
+            "{c}\nsipp: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    };
+    let c = calls(&lab);
+    assert!(
+        out.status.success(),
+        "not every call connected: {}",
+        report(&c)
+    );
+    assert_eq!(rule(&c, "trunk-a")["violations"], 2, "{}", report(&c));
+    assert_eq!(
+        rule(&c, "trunk-a")["active"],
+        0,
+        "the BYEs were not seen: {}",
+        report(&c)
+    );
+    let events = lab.voipwall_ctl(&["--json", "events", "--limit", "100"]);
+    let events = String::from_utf8_lossy(&events.stdout);
+    assert!(
+        events.contains("call:trunk-a") && events.contains("max_concurrent = 3"),
+        "{events}"
+    );
+    // After the BYEs, a new call breaks nothing.
+    let out = uac("203.0.113.2", "442079460000", "1", "200");
+    assert!(out.status.success());
+    assert_eq!(rule(&calls(&lab), "trunk-a")["violations"], 2);
+    // Premium-rate: the caller is banned, and its next INVITE is dropped.
+    let _ = uac("203.0.113.7", "0088212345678", "1", "200");
+    let bans = lab.voipwall_ctl(&["--json", "bans"]);
+    let bans = String::from_utf8_lossy(&bans.stdout);
+    assert!(
+        bans.contains("203.0.113.7/32") && bans.contains("call:no-premium"),
+        "{bans}\n{}",
+        report(&calls(&lab))
+    );
+    assert_eq!(lab.count_set("vw_ban_v4"), 1, "{bans}");
+    // Outside office hours.
+    let _ = uac("203.0.113.100", "442079460000", "1", "200");
+    assert_eq!(
+        rule(&calls(&lab), "office")["violations"],
+        1,
+        "{}",
+        report(&calls(&lab))
+    );
+    let text = lab.voipwall_ok(&policy, &["status"]);
+    assert!(text.contains("trunk-a: 0 up, 2 broken"), "{text}");
+}

@@ -149,6 +149,10 @@ pub struct StatusReply {
     /// Accounts shielded now (distributed guessing).
     #[serde(default)]
     pub shields: Vec<voipwall_detect::ShieldView>,
+    /// The call guard's counters (calls followed, per rule), when the
+    /// policy has call rules.
+    #[serde(default)]
+    pub calls: Option<voipwall_detect::calls::CallStats>,
     /// The log sources followed, and whether each delivers.
     #[serde(default)]
     pub sources: Vec<super::tail::SourceHealth>,

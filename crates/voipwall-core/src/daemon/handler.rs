@@ -112,6 +112,7 @@ impl Daemon {
                     store_errors: self.store_errors.load(Ordering::Relaxed),
                     engine: self.engine.stats(),
                     shields: self.engine.shields(now()),
+                    calls: self.engine.call_stats(),
                     sources: self.sources.lock().map(|g| g.clone()).unwrap_or_default(),
                     tcp: self.capture.tcp_stats(),
                     active_bans: self.active.get(self.bans_made()),
