@@ -468,6 +468,70 @@ impl CallGuard {
         self.timers.peek().map(|Reverse((t, ..))| *t)
     }
 
+    /// The guard's own bookkeeping agrees with itself: each rule's count
+    /// is the number of followed calls it counts, and the calls fit their
+    /// bound (property tests and the fuzz target check it after every
+    /// step).
+    pub fn check_invariants(&self) -> Result<(), String> {
+        if self.calls.len() > self.calls.capacity() {
+            return Err(format!(
+                "{} calls over the bound {}",
+                self.calls.len(),
+                self.calls.capacity()
+            ));
+        }
+        for (i, &n) in self.active.iter().enumerate() {
+            let held = self
+                .calls
+                .iter()
+                .filter(|(_, c)| c.rules & (1 << i) != 0)
+                .count();
+            if held != n as usize {
+                return Err(format!("rule {i}: count {n}, calls holding it {held}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Drives the guard with an op stream read from bytes (the fuzz target
+    /// and the property test share it): invites, answers, ends, time
+    /// steps, from a few sources and calls. Returns after the bytes end.
+    pub fn run_ops(&mut self, bytes: &[u8], mut now: Timestamp) -> Result<(), String> {
+        let numbers: [&[u8]; 4] = [b"+442079460000", b"0088212345", b"1001", b"+15551234"];
+        let users: [Option<&[u8]>; 3] = [None, Some(b"1042"), Some(b"2000")];
+        for op in bytes.chunks(3) {
+            let &[kind, a, b] = op else { break };
+            let src = IpAddr::from([203, 0, 113, a % 8]);
+            let call = u64::from(b % 16);
+            match kind % 6 {
+                0 | 1 => {
+                    let _ = self.invite(
+                        now,
+                        src,
+                        call,
+                        Some(numbers[usize::from(b % 4)]),
+                        users[usize::from(a % 3)],
+                        kind % 6 == 1 && a % 5 == 0,
+                    );
+                }
+                2 => self.answer(
+                    now,
+                    src,
+                    call,
+                    [200, 401, 407, 486, 603, 180][usize::from(a % 6)],
+                ),
+                3 => self.end(src, call),
+                4 => {
+                    now = now.plus(u64::from(a) * 1000 + u64::from(b));
+                    self.handle_timeout(now);
+                }
+                _ => now = now.plus(u64::from(a)),
+            }
+            self.check_invariants()?;
+        }
+        Ok(())
+    }
+
     /// Counters.
     pub fn stats(&self) -> CallStats {
         CallStats {
@@ -486,6 +550,48 @@ impl CallGuard {
             ..self.stats.clone()
         }
     }
+}
+
+/// A guard with a few rules of every kind, small bounds (the fuzz target
+/// and the property test).
+pub fn test_guard(max_calls: usize) -> CallGuard {
+    let rule = |name: &str| CallRule {
+        name: name.into(),
+        from: Vec::new(),
+        to: Vec::new(),
+        deny_to: Vec::new(),
+        max_concurrent: None,
+        max_per_minute: None,
+        hours: None,
+        action: Act::Alert,
+        ban: 60_000,
+        numbering: Numbering {
+            country_code: Some("44".into()),
+            national_prefix: "0".into(),
+            international_prefix: "00".into(),
+        },
+    };
+    let mut all = rule("all");
+    all.max_concurrent = Some(3);
+    let mut users = rule("users");
+    users.from = vec![Origin::User("1000".into(), "1099".into())];
+    users.max_per_minute = Some(2);
+    let mut premium = rule("premium");
+    premium.deny_to = vec!["+882".into()];
+    premium.to = vec!["+8".into()];
+    let mut nets = rule("nets");
+    nets.from = vec![Origin::Nets(vec![
+        "203.0.113.0/30".parse().expect("literal"),
+    ])];
+    nets.max_concurrent = Some(1);
+    CallGuard::new(
+        CallConfig {
+            rules: vec![all, users, premium, nets],
+            max_duration: 120_000,
+            max_calls,
+        },
+        FixedState::with_seed(7),
+    )
 }
 
 /// A named prefix list (`data/call/<name>.toml`).

@@ -77,3 +77,18 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    /// The call guard's counts stay true under any stream of INVITEs,
+    /// answers, ends and time steps: each rule counts exactly the calls
+    /// followed that it applies to, within the calls' bound.
+    #[test]
+    fn call_counts_stay_true(ops in prop::collection::vec(any::<u8>(), 0..600), max in 1usize..40) {
+        let mut g = voipwall_detect::calls::test_guard(max);
+        let r = g.run_ops(&ops, BASE);
+        prop_assert!(r.is_ok(), "{:?}", r);
+        prop_assert!(g.stats().calls <= max as u64);
+    }
+}
