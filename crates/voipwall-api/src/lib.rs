@@ -13,6 +13,7 @@
 //! - `POST /api/v1/bans/{target}/extend` `{"duration"}` (admin)
 //! - `POST /api/v1/allow`, `POST /api/v1/block` `{"target", "duration", "force"}`
 //!   and `DELETE /api/v1/allow/{target}`, `DELETE /api/v1/block/{target}` (admin)
+//! - `POST /api/v1/call/decide` (read): what the call rules say of a call
 //! - `GET /api/v1/explain/{addr}` (read): what detection knows, stored bans
 //! - `GET /api/v1/generations` (read): the recorded rulesets, newest first,
 //!   and which one is in force
@@ -570,6 +571,7 @@ fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/block", list_add(Verb::Block))
         .route("/api/v1/block/{target}", list_remove(Verb::Unblock))
         .route("/api/v1/explain/{addr}", get(explain))
+        .route("/api/v1/call/decide", post(call_decide))
         .route("/api/v1/generations", get(generations))
         .route("/api/v1/generations/{id}/diff", get(generation_diff))
         .route("/api/v1/generations/confirm", post(confirm))
@@ -1035,6 +1037,38 @@ async fn explain(
     Path(addr): Path<String>,
 ) -> Response {
     asked(&api, Request::Explain { addr }).await
+}
+
+/// `POST /api/v1/call/decide`.
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CallDecideBody {
+    /// The caller's address.
+    from: String,
+    /// The authenticated user (digest username), if the dialplan knows it.
+    #[serde(default)]
+    user: Option<String>,
+    /// The number dialled.
+    to: String,
+}
+
+/// `POST /api/v1/call/decide` (read): what the call rules say of a call
+/// about to be placed, from the daemon's counters, nothing counted (a
+/// dialplan's `CURL()` or `http_client` asks before dialling out).
+async fn call_decide(State(api): State<Arc<Api>>, _: Token<Read>, Body(bytes): Body) -> Response {
+    let b: CallDecideBody = match body(&bytes) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    asked(
+        &api,
+        Request::CallDecide {
+            from: b.from,
+            user: b.user,
+            to: b.to,
+        },
+    )
+    .await
 }
 
 /// One recorded ruleset, without its script.

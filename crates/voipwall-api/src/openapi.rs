@@ -9,7 +9,9 @@ use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value, json};
 
 use crate::{BanBody, BansQuery, Decision, ExtendBody, GenerationsReply, ListBody, StreamQuery};
-use voipwall_core::daemon::control::{BansReply, EventsReply, ExplainReply, StatusAnswer};
+use voipwall_core::daemon::control::{
+    BansReply, CallDecideReply, EventsReply, ExplainReply, StatusAnswer,
+};
 use voipwall_core::plane::Outcome;
 
 /// An address or network, as a pattern (the plane still checks it: a
@@ -230,6 +232,18 @@ pub(crate) fn document() -> Value {
             body: json_body(g.subschema_for::<crate::RollbackBody>()),
             ok: (200, json_body(g.subschema_for::<crate::GenerationReply>())),
             problems: &[400, 409, 413],
+        },
+        Operation {
+            method: "post",
+            path: "/api/v1/call/decide",
+            id: "callDecide",
+            summary: "What the call rules ([call]) say of a call about to be placed, from the daemon's counters; nothing is counted.",
+            who: Who::Read,
+            query: None,
+            path_params: &[],
+            body: json_body(g.subschema_for::<crate::CallDecideBody>()),
+            ok: (200, json_body(g.subschema_for::<CallDecideReply>())),
+            problems: &[400, 413, 422],
         },
         Operation {
             method: "post",

@@ -526,6 +526,36 @@ pub(crate) fn reload(cli: &Globals) -> anyhow::Result<()> {
     })
 }
 
+/// `voipwall call decide`: what the call rules say of a call, from the
+/// daemon's counters; exit status 1 when a rule would be broken.
+pub(crate) fn call_decide(
+    cli: &Globals,
+    from: IpAddr,
+    user: Option<String>,
+    to: String,
+) -> anyhow::Result<()> {
+    let r: crate::daemon::control::CallDecideReply = must()?.call_as(&Request::CallDecide {
+        from: from.to_string(),
+        user,
+        to,
+    })?;
+    if cli.json {
+        print(&serde_json::to_string(&r)?)?;
+    } else if r.allow {
+        print("allow")?;
+    } else {
+        let mut s = String::from("deny\n");
+        for b in &r.broken {
+            s.push_str(&format!("  call:{}: {}\n", b.rule, b.reason));
+        }
+        print(s.trim_end())?;
+    }
+    if !r.allow {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
 /// `voipwall bans` through the daemon: the store's view, with reasons.
 pub(crate) fn bans(
     cli: &Globals,

@@ -264,6 +264,10 @@ pub(crate) enum Cmd {
     /// their lag, the bans held by node, what was published and refused.
     #[command(subcommand)]
     Fleet(FleetCmd),
+    /// The call rules (`[call]`): `decide` asks what they say of a call
+    /// about to be placed (for dialplans), from the daemon's counters.
+    #[command(subcommand)]
+    Call(CallCmd),
     /// HTTP API tokens: create (shown once, stored hashed), list, revoke.
     #[command(subcommand)]
     Token(TokenCmd),
@@ -350,6 +354,24 @@ impl DaemonCli {
 pub(crate) enum FleetCmd {
     /// Nodes seen, lag, bans by node, Redis's state (`--json` for all of it).
     Status,
+}
+
+/// `voipwall call ...`.
+#[derive(clap::Subcommand, Debug)]
+pub(crate) enum CallCmd {
+    /// Whether a call may be placed: prints `allow`, or `deny` and each
+    /// broken rule with why (exit status 1). Nothing is counted.
+    Decide {
+        /// The caller's address.
+        #[arg(long)]
+        from: std::net::IpAddr,
+        /// The authenticated user (digest username), if known.
+        #[arg(long)]
+        user: Option<String>,
+        /// The number dialled.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 /// `voipwall token ...`.

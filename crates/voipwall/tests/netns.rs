@@ -4812,8 +4812,53 @@ hours = "{hours}"
             .cloned()
             .unwrap_or_default()
     };
-    // Five calls at once, held 10 s: all connect (passive), two break the rule.
-    let out = uac("203.0.113.2", "442079460000", "5", "10000");
+    // Five calls at once, held 10 s: all connect (passive), two break the
+    // rule. While they are up, a dialplan asking is told no.
+    let held = sipp(
+        &lab.peer,
+        &[
+            "-sn",
+            "uac",
+            "-s",
+            "442079460000",
+            "-i",
+            "203.0.113.2",
+            "-p",
+            "5070",
+            "-m",
+            "5",
+            "-l",
+            "5",
+            "-r",
+            "20",
+            "-d",
+            "10000",
+            "-timeout",
+            "40s",
+            "203.0.113.1:5060",
+        ],
+    )
+    .spawn()
+    .expect("sipp uac");
+    lab.until("five calls are up", || {
+        rule(&calls(&lab), "trunk-a")["active"] == 5
+    });
+    let decide =
+        |from: &str, to: &str| lab.voipwall_ctl(&["call", "decide", "--from", from, "--to", to]);
+    let d = decide("203.0.113.2", "442079460000");
+    assert_eq!(
+        d.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&d.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&d.stdout)
+            .contains("call:trunk-a: a call to 442079460000 while 5 calls are up"),
+        "{}",
+        String::from_utf8_lossy(&d.stdout)
+    );
+    let out = held.wait_with_output().expect("sipp uac");
     let log = lab.dir.join("daemon.log");
     let report = |c: &serde_json::Value| {
         format!(
@@ -4841,7 +4886,11 @@ hours = "{hours}"
         events.contains("call:trunk-a") && events.contains("max_concurrent = 3"),
         "{events}"
     );
-    // After the BYEs, a new call breaks nothing.
+    // After the BYEs, a new call breaks nothing, and the dialplan is told so.
+    let d = decide("203.0.113.2", "442079460000");
+    assert!(d.status.success() && String::from_utf8_lossy(&d.stdout).trim() == "allow");
+    let d = decide("203.0.113.7", "0088212345678");
+    assert!(String::from_utf8_lossy(&d.stdout).contains("call:no-premium"));
     let out = uac("203.0.113.2", "442079460000", "1", "200");
     assert!(out.status.success());
     assert_eq!(rule(&calls(&lab), "trunk-a")["violations"], 2);

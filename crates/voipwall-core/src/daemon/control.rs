@@ -44,6 +44,17 @@ pub enum Request {
         /// The address.
         addr: String,
     },
+    /// What the call rules say of a call about to be placed (dialplans
+    /// ask), from the same counters, without counting it.
+    CallDecide {
+        /// The caller's address.
+        from: String,
+        /// The authenticated user, if the dialplan knows it.
+        #[serde(default)]
+        user: Option<String>,
+        /// The number dialled.
+        to: String,
+    },
     /// Recent events; with `follow`, keep streaming.
     Events {
         /// Stream new events as they happen.
@@ -354,6 +365,8 @@ pub enum Answer {
     Reload(ReloadReply),
     /// `drops`.
     Drops(Box<voipwall_detect::drops::DropsReport>),
+    /// `call decide`.
+    CallDecide(CallDecideReply),
     /// The test hook.
     Stalled(StalledReply),
     /// A refusal.
@@ -372,6 +385,26 @@ impl Answer {
             serde_json::to_string(&ErrorReply::new(format!("internal: {e}"))).unwrap_or_default()
         })
     }
+}
+
+/// What the call rules say of one call.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CallDecideReply {
+    /// Always true (a refusal is an error answer).
+    pub ok: bool,
+    /// No rule is broken.
+    pub allow: bool,
+    /// The rules the call would break, each with why.
+    pub broken: Vec<BrokenRule>,
+}
+
+/// One rule a call would break.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct BrokenRule {
+    /// Rule name.
+    pub rule: String,
+    /// Why.
+    pub reason: String,
 }
 
 /// Either answer to `status`.

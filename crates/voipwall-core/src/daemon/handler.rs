@@ -2,7 +2,8 @@
 //! bans, runtime verbs (through the one ban plane), explain, events.
 
 use super::control::{
-    Answer, BansReply, EventsReply, ExplainReply, Latency, SafeModeState, StalledReply, StatusReply,
+    Answer, BansReply, BrokenRule, CallDecideReply, EventsReply, ExplainReply, Latency,
+    SafeModeState, StalledReply, StatusReply,
 };
 use super::*;
 
@@ -206,6 +207,25 @@ impl Daemon {
                     engine: x,
                     stored_bans: stored,
                 })))
+            }
+            Request::CallDecide { from, user, to } => {
+                let Ok(a) = from.parse::<IpAddr>() else {
+                    return err(format!("`{from}` is not an IP address"));
+                };
+                match self
+                    .engine
+                    .call_decide(t, a, user.as_deref(), to.as_bytes())
+                {
+                    None => err("the policy has no [call] rules".to_string()),
+                    Some(broken) => Reply::One(Answer::CallDecide(CallDecideReply {
+                        ok: true,
+                        allow: broken.is_empty(),
+                        broken: broken
+                            .into_iter()
+                            .map(|(rule, reason)| BrokenRule { rule, reason })
+                            .collect(),
+                    })),
+                }
             }
             Request::Events { follow, limit } => {
                 let n = limit.unwrap_or(50);

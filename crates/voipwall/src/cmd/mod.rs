@@ -140,6 +140,9 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
         } => crate::client::drops(g, *minutes, *top, *follow),
         Cmd::Reload => crate::client::reload(g),
         Cmd::Fleet(crate::FleetCmd::Status) => crate::client::fleet_status(g),
+        Cmd::Call(crate::CallCmd::Decide { from, user, to }) => {
+            crate::client::call_decide(g, *from, user.clone(), to.clone())
+        }
         Cmd::Catalog => catalog(g),
         Cmd::Assets { dir } => crate::assets::write(dir),
         Cmd::Replay(a) => crate::replay::replay(g, a),
