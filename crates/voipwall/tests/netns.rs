@@ -4715,7 +4715,8 @@ fn sipp(ns: &str, args: &[&str]) -> Command {
 }
 
 /// Issue 23, call guard (passive): a sipp UAS stands for the PBX, a sipp
-/// UAC from a trunk's address places 5 calls held 10 s with
+/// UAC from a trunk's address (the trunk named by the PBX's pjsip.conf, the
+/// rule says `trunk:carrier`) places 5 calls held 10 s with
 /// `max_concurrent = 3`: all 5 connect and two break the rule (alerts name
 /// it); after the BYEs a new call breaks nothing. A source dialling a
 /// premium-rate number is banned (rule `action = "ban"`); a call outside
@@ -4723,6 +4724,13 @@ fn sipp(ns: &str, args: &[&str]) -> Command {
 #[test]
 fn call_rules_follow_calls_on_the_wire() {
     let mut lab = Lab::new();
+    let ast = lab.dir.join("asterisk");
+    std::fs::create_dir_all(&ast).expect("asterisk dir");
+    std::fs::write(
+        ast.join("pjsip.conf"),
+        "[udp]\ntype=transport\nprotocol=udp\nbind=0.0.0.0:5060\n\n[carrier]\ntype=identify\nendpoint=carrier\nmatch=203.0.113.2\n",
+    )
+    .expect("pjsip.conf");
     // Office hours that exclude now (UTC), on every day.
     let hour = (std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -4743,12 +4751,17 @@ vw0 = "internet"
 [zones.internet]
 services = ["sip"]
 
+[discover]
+asterisk = "{ast}"
+freeswitch = false
+kamailio = false
+
 [call]
 max_duration = "1h"
 
 [[call.rule]]
 name = "trunk-a"
-from = ["203.0.113.2/32"]
+from = ["trunk:carrier"]
 max_concurrent = 3
 
 [[call.rule]]
@@ -4761,7 +4774,17 @@ action = "ban"
 name = "office"
 from = ["203.0.113.100/32"]
 hours = "{hours}"
-"#
+"#,
+        ast = ast.display()
+    );
+    // A trunk the PBX does not name is refused, with the names it has.
+    let out = lab.voipwall(&policy.replace("trunk:carrier", "trunk:nope"), &["check"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("no trunk or peer named `nope`")
+            && err.contains("known: carrier"),
+        "{err}"
     );
     lab.apply(&policy);
     lab.start_daemon(&policy);
