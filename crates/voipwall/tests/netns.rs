@@ -4702,15 +4702,14 @@ fn log_sources_that_deliver_nothing_say_so_in_status() {
     });
 }
 
-/// A bounded sipp run in `ns` (UAC or UAS, sipp's built-in scenarios).
+/// A sipp run in `ns` (`ip netns exec` execs sipp, so killing the child
+/// kills sipp); every caller bounds it with sipp's own `-timeout`.
 fn sipp(ns: &str, args: &[&str]) -> Command {
     let mut c = Command::new("ip");
-    c.args([
-        "netns", "exec", ns, "timeout", "-k", "2", "60", "sipp", "-nostdin",
-    ])
-    .args(args)
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
+    c.args(["netns", "exec", ns, "sipp", "-nostdin"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     c
 }
 
@@ -4774,6 +4773,11 @@ action = "ban"
 name = "office"
 from = ["203.0.113.100/32"]
 hours = "{hours}"
+
+[[call.rule]]
+name = "users"
+from = ["user:1000-1099"]
+max_concurrent = 1
 "#,
         ast = ast.display()
     );
@@ -4788,10 +4792,22 @@ hours = "{hours}"
     );
     lab.apply(&policy);
     lab.start_daemon(&policy);
-    let uas = sipp(&lab.fw, &["-sn", "uas", "-i", "203.0.113.1", "-p", "5060"])
-        .spawn()
-        .expect("sipp (apt-get install sip-tester)");
-    let _uas = Reap(uas);
+    let uas = sipp(
+        &lab.fw,
+        &[
+            "-sn",
+            "uas",
+            "-i",
+            "203.0.113.1",
+            "-p",
+            "5060",
+            "-timeout",
+            "90s",
+        ],
+    )
+    .spawn()
+    .expect("sipp (apt-get install sip-tester)");
+    let uas = Reap(uas);
     std::thread::sleep(Duration::from_millis(300));
     let uac = |src: &str, service: &str, calls: &str, hold_ms: &str| {
         sipp(
@@ -4937,4 +4953,74 @@ hours = "{hours}"
     );
     let text = lab.voipwall_ok(&policy, &["status"]);
     assert!(text.contains("trunk-a: 0 up, 2 broken"), "{text}");
+    // By authenticated user: a PBX that challenges every call; two calls
+    // at once as user 1042 (in 1000-1099, max_concurrent = 1): the second
+    // breaks the rule, seen at its authenticated retry. User 2000's do not.
+    drop(uas);
+    let support = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support");
+    let uas = sipp(
+        &lab.fw,
+        &[
+            "-sf",
+            support.join("uas_auth.xml").to_str().unwrap(),
+            "-i",
+            "203.0.113.1",
+            "-p",
+            "5060",
+            "-timeout",
+            "60s",
+        ],
+    )
+    .spawn()
+    .expect("sipp uas");
+    let _uas = Reap(uas);
+    std::thread::sleep(Duration::from_millis(300));
+    let auth_uac = |user: &str| {
+        sipp(
+            &lab.peer,
+            &[
+                "-sf",
+                support.join("uac_auth.xml").to_str().unwrap(),
+                "-au",
+                user,
+                "-ap",
+                "x",
+                "-s",
+                "442079460000",
+                "-i",
+                "198.51.100.2",
+                "-p",
+                "5071",
+                "-m",
+                "2",
+                "-l",
+                "2",
+                "-r",
+                "20",
+                "-d",
+                "3000",
+                "-timeout",
+                "40s",
+                "203.0.113.1:5060",
+            ],
+        )
+        .output()
+        .expect("sipp uac")
+    };
+    let out = auth_uac("2000");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(rule(&calls(&lab), "users")["violations"], 0);
+    let out = auth_uac("1042");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c = calls(&lab);
+    assert_eq!(rule(&c, "users")["violations"], 1, "{c}");
+    assert_eq!(rule(&c, "users")["active"], 0, "{c}");
 }
