@@ -358,6 +358,7 @@ impl CallGuard {
                     call,
                     Due::MaxDuration,
                 )));
+                self.compact_timers();
                 Call {
                     rules: 0,
                     started: now,
@@ -456,6 +457,13 @@ impl CallGuard {
                 _ => {}
             }
         }
+        self.compact_timers();
+    }
+
+    /// Timers of evicted or ended calls stay in the heap until due (hours
+    /// for the maximum duration): under a flood of new calls that is many.
+    /// Compacted when it outgrows what the followed calls can hold.
+    fn compact_timers(&mut self) {
         if self.timers.len() > 4 * self.calls.capacity() + 1024 {
             let calls = &self.calls;
             self.timers
