@@ -284,6 +284,7 @@ pub(crate) enum Cmd {
     /// Each output says what its target cannot express.
     Export {
         /// aws, gcp, azure, firewalld or iptables.
+        #[arg(value_parser = ["aws", "gcp", "azure", "firewalld", "iptables"])]
         target: String,
     },
     /// Look at this host (PBX, listening sockets, interfaces, your SSH

@@ -337,3 +337,60 @@ fn the_documents_name_only_files_that_exist() {
         "documents name missing files: {missing:?}"
     );
 }
+
+/// Issue 25, item 14: the man pages name no page that does not exist (no
+/// voipwall-help(8)), a verb's synopsis is what one types (`voipwall ban`,
+/// not `voipwall-ban`), the main verbs have EXAMPLES, and the completions
+/// offer `export`'s targets.
+#[test]
+fn man_pages_and_completions_say_what_one_types() {
+    let dir = std::env::temp_dir().join(format!("voipwall-assets-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new(env!("CARGO_BIN_EXE_voipwall"))
+        .args(["assets", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let man = dir.join("man8");
+    let pages: Vec<String> = std::fs::read_dir(&man)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for p in &pages {
+        let text = std::fs::read_to_string(man.join(p)).unwrap();
+        // Every page a page refers to exists.
+        for r in text.split("voipwall\\-").skip(1) {
+            let name: String = r
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '-')
+                .collect();
+            if text.contains(&format!("voipwall\\-{name}(8)")) {
+                assert!(
+                    pages.contains(&format!("voipwall-{name}.8")),
+                    "{p} names voipwall-{name}(8)"
+                );
+            }
+        }
+    }
+    let ban = std::fs::read_to_string(man.join("voipwall-ban.8")).unwrap();
+    assert!(ban.contains(".SH SYNOPSIS\n\\fBvoipwall ban\\fR"), "{ban}");
+    for p in [
+        "voipwall.8",
+        "voipwall-ban.8",
+        "voipwall-replay.8",
+        "voipwall-explain.8",
+    ] {
+        let text = std::fs::read_to_string(man.join(p)).unwrap();
+        assert!(text.contains(".SH EXAMPLES"), "{p} has no EXAMPLES");
+    }
+    let bash = std::fs::read_to_string(dir.join("completions/voipwall.bash")).unwrap();
+    assert!(
+        bash.contains("aws gcp azure firewalld iptables"),
+        "export's targets are not completed"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
