@@ -75,6 +75,27 @@ pub fn is_private(a: &IpAddr) -> bool {
     }
 }
 
+/// What an address is, for the comments of the proposed policy.
+pub fn kind_of(a: &IpAddr) -> &'static str {
+    let doc = match a {
+        IpAddr::V4(v) => {
+            let o = v.octets();
+            matches!(
+                (o[0], o[1], o[2]),
+                (192, 0, 2) | (198, 51, 100) | (203, 0, 113)
+            )
+        }
+        IpAddr::V6(v) => v.segments()[0] == 0x2001 && v.segments()[1] == 0x0db8,
+    };
+    if doc {
+        "(documentation range: a lab, not the internet)"
+    } else if is_private(a) {
+        "(private)"
+    } else {
+        "(public)"
+    }
+}
+
 /// The preset whose first detect path exists, scored by how many of its
 /// paths exist; ties go to the preset with more paths (more specific).
 pub fn pick_preset<'a>(
@@ -208,17 +229,23 @@ pub fn render(view: &HostView, preset: Option<(&Preset, String)>, sshd_ports: &[
         let internet = public || i.default_route;
         any_internet |= internet;
         let zone = if internet { "internet" } else { "local" };
-        let addrs: Vec<String> = i.addrs.iter().map(ToString::to_string).collect();
+        // Each address says what it is (a documentation or private range
+        // is not a "public address").
+        let addrs: Vec<String> = i
+            .addrs
+            .iter()
+            .map(|a| format!("{a} {}", kind_of(&a.addr())))
+            .collect();
         let line = format!("{} = \"{zone}\"", toml_key(&i.name));
         let _ = writeln!(
             o,
-            "{line:<24}  # {} ({})",
+            "{line:<24}  # {}{}",
             addrs.join(", "),
             match (public, i.default_route) {
-                (true, _) => "public address",
+                (true, _) => "",
                 (false, true) =>
-                    "private address, but it holds the default route: traffic from the internet arrives here (cloud NAT); say \"local\" only if it does not",
-                (false, false) => "private addresses",
+                    "; it holds the default route: traffic from the internet arrives here (cloud NAT); say \"local\" only if it does not",
+                (false, false) => "",
             }
         );
     }

@@ -93,7 +93,7 @@ pub(crate) fn run(cli: &crate::Globals, a: &InitArgs) -> anyhow::Result<()> {
         )
         .filter(|p| Path::new(p).exists())
         .collect();
-    let text = render(&view, preset, &sshd);
+    let mut text = render(&view, preset, &sshd);
 
     // The generated policy must load, and must keep every live session.
     let tmp = std::env::temp_dir().join(format!("voipwall-init-{}.toml", std::process::id()));
@@ -109,6 +109,26 @@ pub(crate) fn run(cli: &crate::Globals, a: &InitArgs) -> anyhow::Result<()> {
             problems.join("\n")
         ))
         .into());
+    }
+    // Ports something listens on that the policy grants to no zone: the
+    // default deny cuts them. Said in the policy and on the terminal, not
+    // only listed.
+    let cut: Vec<String> =
+        voipwall_host::audit::judge(&l.policy, &rs, &view.listening, &l.found, &sshd)
+            .into_iter()
+            .filter(|f| f.check == "listening-not-granted")
+            .map(|f| f.what)
+            .collect();
+    if !cut.is_empty() {
+        text.push_str(&format!(
+            "\n# WARNING: listening here, and granted to no zone by this policy (the\n# default deny will cut it once applied): {}.\n# An admin or web interface? Give it a service in the zone that needs it, e.g.\n#   [services.admin]\n#   ports = [\"{}\"]\n# and add \"admin\" to [zones.local] services (or trusted).\n",
+            cut.join(", "),
+            cut[0]
+        ));
+        eprintln!(
+            "warning: listening and granted to no zone by the proposed policy (applying it cuts them): {}; see the WARNING at the end of the policy",
+            cut.join(", ")
+        );
     }
     if a.dry_run {
         return crate::cmd::out(&text);

@@ -363,6 +363,14 @@ fn init_writes_a_policy_that_keeps_the_operator_in() {
     let (mut s, _) = lab.session();
     assert!(ask(&mut s, "i1", 2.0), "the session works to begin with");
 
+    // An admin interface on tcp/2024 that no service of the proposed
+    // policy grants (issue 25, item 11): init says applying cuts it.
+    let mut admin = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.fw, "python3", "-c"])
+        .arg("import socket,time\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',2024))\ns.listen()\ntime.sleep(30)\n")
+        .spawn()
+        .expect("python3");
+    std::thread::sleep(std::time::Duration::from_millis(300));
     let path = lab.dir.join("init.toml");
     let p = path.to_str().unwrap();
     let out = lab.voipwall(p, &["init", "--dry-run", "--preset", "asterisk"]);
@@ -372,6 +380,16 @@ fn init_writes_a_policy_that_keeps_the_operator_in() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(
+        text.contains("WARNING: listening here, and granted to no zone")
+            && text.contains("tcp/2024")
+            && String::from_utf8_lossy(&out.stderr).contains("tcp/2024"),
+        "init does not say the policy cuts tcp/2024:\n{text}"
+    );
+    // Documentation and private ranges are called what they are.
+    assert!(!text.contains("public address"), "{text}");
+    assert!(text.contains("(documentation range"), "{text}");
+    assert!(text.contains("10.20.0.1/24 (private)"), "{text}");
     assert!(!path.exists(), "--dry-run writes nothing");
     for want in [
         "preset = \"asterisk\"",
@@ -384,6 +402,8 @@ fn init_writes_a_policy_that_keeps_the_operator_in() {
         assert!(text.contains(want), "init output lacks `{want}`:\n{text}");
     }
     let out = lab.voipwall(p, &["init", "--preset", "asterisk"]);
+    let _ = admin.kill();
+    let _ = admin.wait();
     assert!(
         out.status.success(),
         "{}",
