@@ -365,12 +365,12 @@ fn init_writes_a_policy_that_keeps_the_operator_in() {
 
     // An admin interface on tcp/2024 that no service of the proposed
     // policy grants (issue 25, item 11): init says applying cuts it.
-    let mut admin = std::process::Command::new("ip")
+    let mut admin = Command::new("ip")
         .args(["netns", "exec", &lab.fw, "python3", "-c"])
         .arg("import socket,time\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',2024))\ns.listen()\ntime.sleep(30)\n")
         .spawn()
         .expect("python3");
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(300));
     let path = lab.dir.join("init.toml");
     let p = path.to_str().unwrap();
     let out = lab.voipwall(p, &["init", "--dry-run", "--preset", "asterisk"]);
