@@ -4606,7 +4606,7 @@ fn reload_of_an_unchanged_file_records_no_new_generation() {
         let out = lab.voipwall_ctl(&["reload"]);
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
-            out.status.success() && text.contains("policy unchanged"),
+            out.status.success() && text.contains("no new generation"),
             "{text} {}",
             String::from_utf8_lossy(&out.stderr)
         );

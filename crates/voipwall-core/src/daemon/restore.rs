@@ -290,7 +290,7 @@ impl Daemon {
         }
         let msg = if p.applied.unchanged {
             format!(
-                "policy unchanged: generation {} stays in force (no new generation); {restored} bans re-asserted in the kernel{restart}",
+                "policy applied; its ruleset is that of generation {}, which stays in force (no new generation); {restored} bans re-asserted in the kernel{restart}",
                 p.applied.generation
             )
         } else {
