@@ -4,35 +4,15 @@
 //! least recently failed evicted, counted), the live heap (a counting
 //! allocator) stays under a bound set by `max_accounts`, not by the names,
 //! and an attack on one account interleaved with the spray still shields it.
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use voipwall_detect::scenario::BASE;
 use voipwall_detect::{Action, Config, Engine, Event, EventKind, Request, Response, RuleSet};
 
-struct Counting;
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts bytes.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let now = LIVE.fetch_add(l.size(), Ordering::Relaxed) + l.size();
-        PEAK.fetch_max(now, Ordering::Relaxed);
-        // SAFETY: same layout, passed through.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-        // SAFETY: p was allocated by System.alloc with this layout.
-        unsafe { System.dealloc(p, l) }
-    }
-}
+mod common;
 
 #[global_allocator]
-static A: Counting = Counting;
+static A: common::Counting = common::Counting;
 
 #[test]
 fn a_million_account_names_from_a_thousand_sources_stay_under_the_bound() {
@@ -48,8 +28,7 @@ fn a_million_account_names_from_a_thousand_sources_stay_under_the_bound() {
     let cfg = Config::new(rules);
     let max = cfg.max_accounts;
     let mut e = Engine::new(cfg);
-    let base_live = LIVE.load(Ordering::Relaxed);
-    PEAK.store(base_live, Ordering::Relaxed);
+    let base_live = common::start();
     let mut name = Vec::with_capacity(24);
     let mut call = Vec::with_capacity(24);
     let mut shields = 0;
@@ -112,7 +91,7 @@ fn a_million_account_names_from_a_thousand_sources_stay_under_the_bound() {
         }
     }
     let s = e.stats();
-    let peak = PEAK.load(Ordering::Relaxed) - base_live;
+    let peak = common::peak_since(base_live);
     eprintln!(
         "stats {s:?}, peak live heap {} KiB for {max} accounts ({} bytes per account)",
         peak / 1024,

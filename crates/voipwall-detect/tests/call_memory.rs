@@ -4,36 +4,16 @@
 //! heap (a counting allocator) stays under a bound set by `max_calls`. The
 //! time per INVITE through the whole engine is printed (the INVITE verdict
 //! latency of passive mode; BENCHMARKS.md).
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use voipwall_detect::calls::{Act, CallConfig, CallRule, Numbering};
+use voipwall_detect::calls::{CallConfig, CallRule};
 use voipwall_detect::scenario::BASE;
 use voipwall_detect::{Config, Engine, Event, EventKind, Request, RuleSet};
 
-struct Counting;
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts bytes.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let now = LIVE.fetch_add(l.size(), Ordering::Relaxed) + l.size();
-        PEAK.fetch_max(now, Ordering::Relaxed);
-        // SAFETY: same layout, passed through.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-        // SAFETY: p was allocated by System.alloc with this layout.
-        unsafe { System.dealloc(p, l) }
-    }
-}
+mod common;
 
 #[global_allocator]
-static A: Counting = Counting;
+static A: common::Counting = common::Counting;
 
 #[test]
 fn a_million_unanswered_invites_stay_under_the_bound() {
@@ -47,27 +27,16 @@ fn a_million_unanswered_invites_stay_under_the_bound() {
     cfg.max_sources = MAX_CALLS;
     cfg.call = Some(CallConfig {
         rules: vec![CallRule {
-            name: "all".into(),
-            from: Vec::new(),
-            to: Vec::new(),
             deny_to: vec!["+882".into()],
             max_concurrent: Some(100),
             max_per_minute: Some(1000),
-            hours: None,
-            action: Act::Alert,
-            ban: 3_600_000,
-            numbering: Numbering {
-                country_code: Some("44".into()),
-                national_prefix: "0".into(),
-                international_prefix: "00".into(),
-            },
+            ..voipwall_detect::calls::plain_rule("all")
         }],
         max_duration: 4 * 3_600_000,
         max_calls: MAX_CALLS,
     });
     let mut e = Engine::new(cfg);
-    let base_live = LIVE.load(Ordering::Relaxed);
-    PEAK.store(base_live, Ordering::Relaxed);
+    let base_live = common::start();
     let mut call = Vec::with_capacity(16);
     let mut ns: Vec<u64> = Vec::with_capacity(1000);
     for i in 0..INVITES {
@@ -102,7 +71,7 @@ fn a_million_unanswered_invites_stay_under_the_bound() {
         while e.poll_action().is_some() {}
     }
     let c = e.call_stats().expect("call rules");
-    let peak = PEAK.load(Ordering::Relaxed) - base_live;
+    let peak = common::peak_since(base_live);
     ns.sort_unstable();
     eprintln!(
         "calls {c:?}\npeak live heap {} KiB for {MAX_CALLS} calls ({} bytes per call); INVITE through the engine: p50 {} ns, p99 {} ns",

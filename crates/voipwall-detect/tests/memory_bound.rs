@@ -2,35 +2,15 @@
 //! distinct sources, each sending a REGISTER that the PBX challenges, keep
 //! the live heap (measured by a counting allocator) under a bound that
 //! depends on `max_sources`, not on the number of sources.
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use voipwall_detect::scenario::BASE;
 use voipwall_detect::{Config, Engine, Event, EventKind, Request, Response, RuleSet};
 
-struct Counting;
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts bytes.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let now = LIVE.fetch_add(l.size(), Ordering::Relaxed) + l.size();
-        PEAK.fetch_max(now, Ordering::Relaxed);
-        // SAFETY: same layout, passed through.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-        // SAFETY: p was allocated by System.alloc with this layout.
-        unsafe { System.dealloc(p, l) }
-    }
-}
+mod common;
 
 #[global_allocator]
-static A: Counting = Counting;
+static A: common::Counting = common::Counting;
 
 #[test]
 fn a_million_spoofed_sources_stay_under_the_configured_bound() {
@@ -41,8 +21,7 @@ fn a_million_spoofed_sources_stay_under_the_configured_bound() {
     cfg.max_known = MAX;
     cfg.max_bans = MAX;
     let mut e = Engine::new(cfg);
-    let base_live = LIVE.load(Ordering::Relaxed);
-    PEAK.store(base_live, Ordering::Relaxed);
+    let base_live = common::start();
     for i in 0..SOURCES {
         // 100k packets per second of simulated time, every source new.
         let now = BASE.plus(u64::from(i) / 100);
@@ -87,7 +66,7 @@ fn a_million_spoofed_sources_stay_under_the_configured_bound() {
     }
     let s = e.stats();
 
-    let peak = PEAK.load(Ordering::Relaxed) - base_live;
+    let peak = common::peak_since(base_live);
     eprintln!("stats {s:?}, peak live heap {} KiB", peak / 1024);
     assert!(s.tracked_sources <= MAX as u64);
     assert_eq!(s.evicted_sources, u64::from(SOURCES) - MAX as u64);
