@@ -130,7 +130,14 @@ pub(crate) fn run(cli: &crate::Globals, a: &InitArgs) -> anyhow::Result<()> {
             cut.join(", ")
         );
     }
+    let preset_name = l.policy.preset.clone();
     if a.dry_run {
+        if cli.json {
+            return crate::cmd::out(
+                &serde_json::json!({"policy": text, "preset": preset_name, "not_granted": cut, "written": false})
+                    .to_string(),
+            );
+        }
         return crate::cmd::out(&text);
     }
     if cli.config.exists() && !a.force {
@@ -145,6 +152,14 @@ pub(crate) fn run(cli: &crate::Globals, a: &InitArgs) -> anyhow::Result<()> {
     }
     std::fs::write(&cli.config, &text)
         .with_context(|| format!("write {}", cli.config.display()))?;
+    if cli.json {
+        return crate::cmd::out(
+            &serde_json::json!({"policy": text, "preset": preset_name, "not_granted": cut, "written": true,
+                                "path": cli.config.display().to_string(),
+                                "next": [cli.next("check"), cli.next("apply --confirm 60s")]})
+            .to_string(),
+        );
+    }
     eprintln!(
         "wrote {} ({} interfaces, preset {}); next: {} && {}",
         cli.config.display(),

@@ -129,3 +129,29 @@ fn firewalld_zones_load_in_firewalld() {
         b.replacen("<zone target=\"", "<zone target=\"EXPLODE", 1)
     });
 }
+
+/// Issue 25, item 15: `--json` on a text target gives the text and the
+/// notes in one JSON object (the text is the same as without `--json`).
+#[test]
+fn json_export_of_a_text_target_is_one_object() {
+    let path = dir().join("policy-json.toml");
+    std::fs::write(&path, POLICY).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_voipwall"))
+        .arg("-c")
+        .arg(&path)
+        .args(["--json", "export", "iptables"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["target"], "iptables");
+    assert_eq!(
+        v["text"].as_str().unwrap_or(""),
+        export("iptables").trim_end()
+    );
+    assert!(v["notes"].is_array(), "{v}");
+}

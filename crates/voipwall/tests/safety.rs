@@ -386,6 +386,12 @@ fn init_writes_a_policy_that_keeps_the_operator_in() {
             && String::from_utf8_lossy(&out.stderr).contains("tcp/2024"),
         "init does not say the policy cuts tcp/2024:\n{text}"
     );
+    // `--json`: the same policy in one object, with what it cuts.
+    let j = lab.voipwall(p, &["--json", "init", "--dry-run", "--preset", "asterisk"]);
+    let v: serde_json::Value = serde_json::from_slice(&j.stdout).expect("init --json is JSON");
+    assert_eq!(v["policy"].as_str(), Some(text.as_str()));
+    assert_eq!(v["written"], false);
+    assert!(v["not_granted"].to_string().contains("tcp/2024"), "{v}");
     // Documentation and private ranges are called what they are.
     assert!(!text.contains("public address"), "{text}");
     assert!(text.contains("(documentation range"), "{text}");

@@ -166,6 +166,10 @@ pub(super) fn export_cmd(cli: &Globals, target: &str) -> anyhow::Result<()> {
     // Names resolved once, as the compiler does: exports are static.
     let resolved = crate::context::resolve_names(&l.policy);
     let e = render(t, &intent(&l.policy, &resolved));
+    // `--json` with a text target: the text and the notes in one object.
+    if cli.json && matches!(t, Target::Firewalld | Target::Iptables) {
+        return out(&json!({"target": target, "text": e.body, "notes": e.notes}).to_string());
+    }
     // JSON targets carry only what their client accepts: the notes go to
     // stderr (text targets also have them as comments).
     if matches!(t, Target::Aws | Target::Gcp | Target::Azure) {
