@@ -150,7 +150,7 @@ fn json_export_of_a_text_target_is_one_object() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(v["target"], "iptables");
     assert_eq!(
-        v["text"].as_str().unwrap_or(""),
+        v["text"].as_str().unwrap_or("").trim_end(),
         export("iptables").trim_end()
     );
     assert!(v["notes"].is_array(), "{v}");
