@@ -4519,7 +4519,12 @@ description = "nobody calls from there"
     );
     assert!(why.contains("block list country:ZZ"), "{why}");
     // A new database: ZZ moves from 203.0.113.4/30 to 203.0.113.0/30. The
-    // daemon sees the file change and the kernel follows, no reload.
+    // daemon sees the file change and the kernel follows, no reload. (Its
+    // watcher first reads the file a few seconds after start.)
+    let daemon_log = || std::fs::read_to_string(lab.dir.join("daemon.log")).unwrap_or_default();
+    lab.until("the geo watcher's first look", || {
+        daemon_log().contains("[geo] sets loaded from the database")
+    });
     write_db(&["203.0.113.0/30=ZZ", "198.51.100.0/24=XA"]);
     lab.until("the ZZ set follows the new database", || {
         lab.probe(&[("203.0.113.2", "udp/5060"), ("203.0.113.7", "udp/5060")]) == ["drop", "pass"]
