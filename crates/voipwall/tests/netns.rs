@@ -4783,6 +4783,9 @@ hours = "{hours}"
 name = "users"
 from = ["user:1000-1099"]
 max_concurrent = 1
+
+[api]
+listen = ["127.0.0.1:8787"]
 "#,
         ast = ast.display()
     );
@@ -4896,6 +4899,20 @@ max_concurrent = 1
         "{}",
         String::from_utf8_lossy(&d.stdout)
     );
+    // The same answer over HTTP, with a read token (what a dialplan uses).
+    let token = lab.api_token(&policy, "read", "dialplan");
+    let auth = format!("Authorization: Bearer {token}");
+    let (code, body) = lab.curl(
+        &lab.fw,
+        "POST",
+        "http://127.0.0.1:8787/api/v1/call/decide",
+        &["-H", &auth, "-H", "Content-Type: application/json"],
+        Some(r#"{"from":"203.0.113.2","to":"442079460000"}"#),
+    );
+    assert_eq!(code, "200", "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    assert_eq!(v["allow"], false, "{body}");
+    assert_eq!(v["broken"][0]["rule"], "trunk-a", "{body}");
     assert!(
         String::from_utf8_lossy(&d.stdout)
             .contains("call:trunk-a: a call to 442079460000 while 5 calls are up"),
