@@ -4670,7 +4670,10 @@ fn log_sources_that_deliver_nothing_say_so_in_status() {
         file["state"]
             .as_str()
             .is_some_and(|s| s.contains("does not exist"))
-            && (!journal_ends || journal["delivering"] == false)
+            && (!journal_ends
+                || journal["state"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("keeps no journal")))
     });
     let text = lab.voipwall_ok(&policy, &["status"]);
     assert!(
@@ -4935,12 +4938,10 @@ listen = ["127.0.0.1:8787"]
         report(&c)
     );
     assert_eq!(rule(&c, "trunk-a")["violations"], 2, "{}", report(&c));
-    assert_eq!(
-        rule(&c, "trunk-a")["active"],
-        0,
-        "the BYEs were not seen: {}",
-        report(&c)
-    );
+    // The BYEs reach the daemon through NFLOG as sipp sees their answers.
+    lab.until("the BYEs are seen", || {
+        rule(&calls(&lab), "trunk-a")["active"] == 0
+    });
     let events = lab.voipwall_ctl(&["--json", "events", "--limit", "100"]);
     let events = String::from_utf8_lossy(&events.stdout);
     assert!(
@@ -5044,5 +5045,7 @@ listen = ["127.0.0.1:8787"]
     );
     let c = calls(&lab);
     assert_eq!(rule(&c, "users")["violations"], 1, "{c}");
-    assert_eq!(rule(&c, "users")["active"], 0, "{c}");
+    lab.until("user 1042's BYEs are seen", || {
+        rule(&calls(&lab), "users")["active"] == 0
+    });
 }
