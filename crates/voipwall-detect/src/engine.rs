@@ -1171,12 +1171,7 @@ impl Engine {
         } else {
             (0, Short::default())
         };
-        let nonce = r.auth_nonce.map(|n| self.hasher.hash_one(n));
-        let verified = nonce.is_some_and(|h| {
-            self.nonces
-                .peek(&h)
-                .is_some_and(|&(to, at, shared)| to == src && !shared && now.since(at) <= NONCE_TTL)
-        });
+        let verified = self.nonce_proves(r.auth_nonce, src, now);
         let g = self.group_mut(key);
         // A retransmission replaces its transaction; expired ones are swept
         // only when the list is full (it is short, and this runs per packet).
@@ -1535,20 +1530,12 @@ impl Engine {
         user: Option<&[u8]>,
         origin: &str,
     ) -> Ev {
-        let origin = match self.origins.iter().position(|o| o == origin) {
-            Some(i) => i,
-            None if self.origins.len() < 255 => {
-                self.origins.push(origin.to_string());
-                self.origins.len() - 1
-            }
-            None => 255,
-        };
         Ev {
             at,
             src,
             what,
             user: Short::new(user),
-            origin: u8::try_from(origin).expect("at most 255"),
+            origin: self.origin_index(origin),
             proof: None,
         }
     }
@@ -1902,14 +1889,7 @@ impl Engine {
         // A UDP source can be forged: one INVITE proves its sender only
         // over a connection or with credentials answering a nonce issued to
         // that source alone.
-        let verified = r.stream
-            || r.auth_nonce
-                .map(|n| self.hasher.hash_one(n))
-                .is_some_and(|h| {
-                    self.nonces.peek(&h).is_some_and(|&(to, at, shared)| {
-                        to == src && !shared && now.since(at) <= NONCE_TTL
-                    })
-                });
+        let verified = r.stream || self.nonce_proves(r.auth_nonce, src, now);
         for v in violations {
             let rule = &guard_rules(self)[v.rule];
             let (name, action, ttl) = (format!("call:{}", rule.name), rule.action, rule.ban);
@@ -1996,6 +1976,18 @@ impl Engine {
         }
     }
 
+    /// Whether credentials answering `nonce` prove `src` receives at its
+    /// address: the host issued the nonce to `src` alone, recently.
+    fn nonce_proves(&self, nonce: Option<&[u8]>, src: IpAddr, now: Timestamp) -> bool {
+        nonce.map(|n| self.hasher.hash_one(n)).is_some_and(|h| {
+            self.nonces
+                .peek(&h)
+                .is_some_and(|&(to, at, shared)| to == src && !shared && now.since(at) <= NONCE_TTL)
+        })
+    }
+
+    /// The index of `origin` in the interned origin names (255 once 255
+    /// are known: "other").
     fn origin_index(&mut self, origin: &str) -> u8 {
         match self.origins.iter().position(|o| o == origin) {
             Some(i) => u8::try_from(i).unwrap_or(u8::MAX),
