@@ -114,16 +114,10 @@ pub fn networks(policy: &Policy) -> Result<GeoNets, String> {
     Ok(out)
 }
 
-/// The files' identities now (modification time and length), to notice
-/// a changed database.
-pub fn stamps(policy: &Policy) -> Vec<(String, Option<(std::time::SystemTime, u64)>)> {
-    sources(policy)
-        .into_iter()
-        .map(|(p, _)| {
-            let st = std::fs::metadata(&p)
-                .ok()
-                .and_then(|m| Some((m.modified().ok()?, m.len())));
-            (p, st)
-        })
-        .collect()
+/// A file's identity now (modification time and length), to notice a
+/// changed database; `None` when it cannot be read.
+pub fn stamp(path: &str) -> Option<(std::time::SystemTime, u64)> {
+    std::fs::metadata(path)
+        .ok()
+        .and_then(|m| Some((m.modified().ok()?, m.len())))
 }

@@ -61,10 +61,10 @@ impl GeoWatch {
         let mut g = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         g.sources = crate::geo::sources(policy);
         g.sets = rs.geo.clone();
-        let now: BTreeMap<String, Stamp> = crate::geo::stamps(policy).into_iter().collect();
-        g.stamps = now
-            .into_iter()
-            .map(|(p, s)| (p, if fresh { s } else { None }))
+        g.stamps = g
+            .sources
+            .iter()
+            .map(|(p, _)| (p.clone(), crate::geo::stamp(p).filter(|_| fresh)))
             .collect();
     }
 }
@@ -76,9 +76,7 @@ fn look(shared: &Mutex<State>) {
         (g.sources.clone(), g.sets.clone(), g.stamps.clone())
     };
     for (path, wanted) in sources {
-        let now = std::fs::metadata(&path)
-            .ok()
-            .and_then(|m| Some((m.modified().ok()?, m.len())));
+        let now = crate::geo::stamp(&path);
         let before = stamps.get(&path).copied().flatten();
         if now.is_none() || (before.is_some() && before == now) {
             continue;

@@ -65,23 +65,36 @@ impl Daemon {
         self.known_at_start = active.iter().map(|b| b.target).collect();
     }
 
+    /// Endpoints that registered within `[detect] remember_endpoints` of
+    /// `t`, with when they last did (none when remembering is off or the
+    /// store cannot say, logged).
+    fn remembered_list(&mut self, t: Timestamp) -> Vec<(IpAddr, Timestamp)> {
+        let keep = self.policy.detect.remember_endpoints.saturating_mul(1000);
+        if keep == 0 {
+            return Vec::new();
+        }
+        match self
+            .store
+            .remembered_endpoints(Timestamp(t.0.saturating_sub(keep)))
+        {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "Could not read remembered endpoints from the store.");
+                Vec::new()
+            }
+        }
+    }
+
     /// Endpoints that registered within `[detect] remember_endpoints` go
     /// back into the kernel's remembered set for the rest of that time, so
     /// prefix bans spare a phone that rebooted or let its registration
     /// lapse while the daemon was down.
     pub(super) fn restore_remembered(&mut self, t: Timestamp) {
         let keep = self.policy.detect.remember_endpoints.saturating_mul(1000);
-        if keep == 0 {
+        let list = self.remembered_list(t);
+        if list.is_empty() {
             return;
         }
-        let since = Timestamp(t.0.saturating_sub(keep));
-        let list = match self.store.remembered_endpoints(since) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(error = %e, "Could not read remembered endpoints from the store.");
-                return;
-            }
-        };
         // The engine remembers them too: account shields alert instead of
         // banning an endpoint that registered recently.
         for (a, last) in &list {
@@ -259,15 +272,8 @@ impl Daemon {
         }
         let active = self.store.active_bans(now()).unwrap_or_default();
         self.remember(&active);
-        let keep = self.policy.detect.remember_endpoints.saturating_mul(1000);
-        if keep > 0
-            && let Ok(list) = self
-                .store
-                .remembered_endpoints(Timestamp(now().0.saturating_sub(keep)))
-        {
-            for (a, last) in list {
-                self.engine.remember_endpoint(a, last);
-            }
+        for (a, last) in self.remembered_list(now()) {
+            self.engine.remember_endpoint(a, last);
         }
         if old_prefixes != new_prefixes
             && let Some(bans) = self.bans.as_mut()
