@@ -11,7 +11,6 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::hash::BuildHasher;
 use std::net::IpAddr;
 
 use foldhash::fast::FixedState;
@@ -658,11 +657,6 @@ pub fn builtin_lists() -> Vec<PrefixList> {
         .iter()
         .filter_map(|(_, text)| parse_list(text).ok())
         .collect()
-}
-
-/// A seeded hasher for Call-IDs (the engine passes its own).
-pub fn call_hash(h: &FixedState, call_id: &[u8]) -> u64 {
-    h.hash_one(call_id)
 }
 
 #[cfg(test)]
