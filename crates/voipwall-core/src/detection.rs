@@ -204,6 +204,7 @@ pub fn call_config(policy: &Policy) -> Option<voipwall_detect::calls::CallConfig
             action: match r.action {
                 CallAction::Alert => Act::Alert,
                 CallAction::Ban => Act::Ban,
+                CallAction::Drop => Act::Drop,
             },
             ban: r.ban * 1000,
             numbering: Numbering {

@@ -64,6 +64,9 @@ pub enum Act {
     Alert,
     /// Ban the source.
     Ban,
+    /// Drop the INVITE (inline mode, an INVITE from the queue; one that
+    /// came any other way is reported).
+    Drop,
 }
 
 /// One call rule, ready for the engine (prefix lists expanded, trunks
@@ -121,6 +124,9 @@ pub struct RuleView {
     pub active: u32,
     /// Calls that broke it since start.
     pub violations: u64,
+    /// INVITEs it dropped at the queue since start (inline mode).
+    #[serde(default)]
+    pub dropped: u64,
 }
 
 /// The guard's counters, for `status`.
@@ -141,6 +147,9 @@ pub struct CallStats {
 /// How long a challenged INVITE waits for its authenticated retry, ms.
 const RETRY_WITHIN: u64 = 32_000;
 const WINDOW: u64 = 60_000;
+/// Dropped calls remembered, so that their retransmissions are dropped
+/// without counting again.
+const DROPPED_KEPT: usize = 4096;
 
 #[derive(Debug, Clone, Copy)]
 struct Call {
@@ -221,6 +230,10 @@ pub struct CallGuard {
     active: Vec<u32>,
     recent: Vec<VecDeque<Timestamp>>,
     violations: Vec<u64>,
+    dropped_by: Vec<u64>,
+    /// Calls whose INVITE was dropped: their retransmissions are dropped
+    /// too, without counting again.
+    dropped: LruCache<(IpAddr, u64), (), FixedState>,
     timers: BinaryHeap<Reverse<(Timestamp, IpAddr, u64, Due)>>,
     stats: CallStats,
 }
@@ -230,10 +243,12 @@ impl CallGuard {
     pub fn new(cfg: CallConfig, hasher: FixedState) -> Self {
         let n = cfg.rules.len().min(64);
         Self {
-            calls: LruCache::with_hasher(cfg.max_calls.max(1), hasher),
+            calls: LruCache::with_hasher(cfg.max_calls.max(1), hasher.clone()),
             active: vec![0; n],
             recent: vec![VecDeque::new(); n],
             violations: vec![0; n],
+            dropped_by: vec![0; n],
+            dropped: LruCache::with_hasher(DROPPED_KEPT, hasher),
             timers: BinaryHeap::new(),
             stats: CallStats::default(),
             cfg,
@@ -330,13 +345,65 @@ impl CallGuard {
         user: Option<&[u8]>,
         in_dialog: bool,
     ) -> Vec<Violation> {
+        self.invite_at(now, src, call, (number, user), in_dialog, false)
+            .0
+    }
+
+    /// An INVITE, from the queue when `queued` (inline mode): besides the
+    /// rules it breaks, whether to drop it. A dropped INVITE starts no call
+    /// and counts toward nothing (it never reached the PBX); its
+    /// retransmissions are dropped too, without breaking the rules again.
+    pub fn invite_at(
+        &mut self,
+        now: Timestamp,
+        src: IpAddr,
+        call: u64,
+        (number, user): (Option<&[u8]>, Option<&[u8]>),
+        in_dialog: bool,
+        queued: bool,
+    ) -> (Vec<Violation>, bool) {
         if in_dialog || self.cfg.rules.is_empty() {
-            return Vec::new();
+            return (Vec::new(), false);
         }
         let key = (src, call);
+        if queued && self.dropped.get(&key).is_some() {
+            return (Vec::new(), true);
+        }
         let user = user.map(|u| String::from_utf8_lossy(u).into_owned());
         let number = number.unwrap_or_default();
         let existing = self.calls.get(&key).copied();
+        if queued {
+            let user = user.as_deref();
+            let broken: Vec<Violation> = self
+                .cfg
+                .rules
+                .iter()
+                .enumerate()
+                .take(64)
+                .filter(|&(i, rule)| {
+                    rule.action == Act::Drop
+                        && existing.is_none_or(|c| c.rules & (1 << i) == 0)
+                        && Self::applies(rule, src, user, &normalise(number, &rule.numbering))
+                })
+                .filter_map(|(i, rule)| {
+                    let dest = normalise(number, &rule.numbering);
+                    self.check(i, now, &dest, true)
+                        .map(|reason| Violation { rule: i, reason })
+                })
+                .collect();
+            if !broken.is_empty() {
+                for v in &broken {
+                    self.violations[v.rule] += 1;
+                    self.dropped_by[v.rule] += 1;
+                }
+                // A retry after a challenge that is dropped ends its call.
+                if existing.is_some() {
+                    self.end(src, call);
+                }
+                self.dropped.insert(key, ());
+                return (broken, true);
+            }
+        }
         let mut c = match existing {
             // The retry after a challenge: the same call.
             Some(mut c) => {
@@ -399,7 +466,7 @@ impl CallGuard {
         }
         c.has_user |= user.is_some();
         self.calls.insert(key, c);
-        out
+        (out, false)
     }
 
     /// A final answer the host sent to an INVITE of `src`.
@@ -512,13 +579,14 @@ impl CallGuard {
             let call = u64::from(b % 16);
             match kind % 6 {
                 0 | 1 => {
-                    let _ = self.invite(
+                    // Half the INVITEs come from the inline queue.
+                    let _ = self.invite_at(
                         now,
                         src,
                         call,
-                        Some(numbers[usize::from(b % 4)]),
-                        users[usize::from(a % 3)],
+                        (Some(numbers[usize::from(b % 4)]), users[usize::from(a % 3)]),
                         kind % 6 == 1 && a % 5 == 0,
+                        kind & 0x40 != 0,
                     );
                 }
                 2 => self.answer(
@@ -552,6 +620,7 @@ impl CallGuard {
                     name: r.name.clone(),
                     active: self.active.get(i).copied().unwrap_or(0),
                     violations: self.violations.get(i).copied().unwrap_or(0),
+                    dropped: self.dropped_by.get(i).copied().unwrap_or(0),
                 })
                 .collect(),
             ..self.stats.clone()
@@ -597,9 +666,15 @@ pub fn test_guard(max_calls: usize) -> CallGuard {
         "203.0.113.0/30".parse().expect("literal"),
     ])];
     nets.max_concurrent = Some(1);
+    let mut drop = rule("drop");
+    drop.from = vec![Origin::Nets(vec![
+        "203.0.113.4/30".parse().expect("literal"),
+    ])];
+    drop.max_concurrent = Some(2);
+    drop.action = Act::Drop;
     CallGuard::new(
         CallConfig {
-            rules: vec![all, users, premium, nets],
+            rules: vec![all, users, premium, nets, drop],
             max_duration: 120_000,
             max_calls,
         },
@@ -679,6 +754,36 @@ mod tests {
     }
 
     const T0: Timestamp = Timestamp(1_767_225_600_000); // 2026-01-01 00:00 UTC, a Thursday
+
+    #[test]
+    fn inline_drops_count_nothing_and_stay_dropped() {
+        let mut r = rule("trunk");
+        r.max_concurrent = Some(1);
+        r.action = Act::Drop;
+        let mut g = guard(vec![r]);
+        let src: IpAddr = "203.0.113.2".parse().unwrap();
+        let to = (Some(&b"+442079460000"[..]), None);
+        assert_eq!(g.invite_at(T0, src, 1, to, false, true), (vec![], false));
+        let (v, drop) = g.invite_at(T0, src, 2, to, false, true);
+        assert!(drop && v.len() == 1 && v[0].reason.contains("max_concurrent = 1"));
+        // Its retransmission: dropped, not counted again.
+        assert_eq!(g.invite_at(T0, src, 2, to, false, true), (vec![], true));
+        let s = g.stats();
+        assert_eq!((s.calls, s.rules[0].active), (1, 1));
+        assert_eq!((s.rules[0].violations, s.rules[0].dropped), (1, 1));
+        // A re-INVITE of the call that is up is never held.
+        assert_eq!(g.invite_at(T0, src, 1, to, true, true), (vec![], false));
+        // The same INVITE seen another way (TCP) breaks the rule, counts,
+        // and is not dropped.
+        let (v, drop) = g.invite_at(T0, src, 3, to, false, false);
+        assert!(!drop && v.len() == 1);
+        assert_eq!(g.stats().rules[0].active, 2);
+        g.end(src, 1);
+        g.end(src, 3);
+        // After the BYEs a new call goes through.
+        assert_eq!(g.invite_at(T0, src, 4, to, false, true), (vec![], false));
+        g.check_invariants().unwrap();
+    }
 
     #[test]
     fn numbers_normalise_to_e164() {

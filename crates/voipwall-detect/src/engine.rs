@@ -250,6 +250,9 @@ pub struct Stats {
     /// Accounts whose failures are being counted now.
     #[serde(default)]
     pub tracked_accounts: u64,
+    /// INVITEs the call guard dropped at the inline queue.
+    #[serde(default)]
+    pub calls_dropped: u64,
     /// Accounts evicted to respect `max_accounts`.
     #[serde(default)]
     pub evicted_accounts: u64,
@@ -589,6 +592,9 @@ pub struct Engine {
     remembered: LruCache<IpAddr, Timestamp, FixedState>,
     /// The call guard, when the policy has call rules.
     calls: Option<crate::calls::CallGuard>,
+    /// While a queued INVITE is handled: `Some(true)` once it is to be
+    /// dropped.
+    queued: Option<bool>,
     stats: Stats,
 }
 
@@ -633,6 +639,7 @@ impl Engine {
             shields: LruCache::with_hasher(MAX_SHIELDS, hasher.clone()),
             shield_ends: BinaryHeap::new(),
             remembered: LruCache::with_hasher(cap(cfg.max_known), hasher.clone()),
+            queued: None,
             calls: cfg
                 .call
                 .clone()
@@ -650,6 +657,16 @@ impl Engine {
     /// The configuration in use.
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// An INVITE held at the inline queue: handled like any packet, and
+    /// the verdict: `true` drops it (a `drop` call rule broke, or the
+    /// packet got its source banned).
+    pub fn handle_queued(&mut self, now: Timestamp, ev: &Event<'_>) -> bool {
+        self.queued = Some(false);
+        self.handle_packet(now, ev);
+        let drop = self.queued.take() == Some(true);
+        drop || self.is_banned(ev.src, now)
     }
 
     /// Feeds one event taken from a packet the kernel let in (NFLOG). A
@@ -1882,7 +1899,12 @@ impl Engine {
         }
         let user = if r.has_auth { r.auth_user } else { None };
         let number = r.ruri_user.or(r.to_user);
-        let violations = guard.invite(now, src, call, number, user, r.to_tag);
+        let queued = self.queued.is_some();
+        let (violations, drop) = guard.invite_at(now, src, call, (number, user), r.to_tag, queued);
+        if drop {
+            self.queued = Some(true);
+            self.stats.calls_dropped += 1;
+        }
         if violations.is_empty() {
             return;
         }
@@ -1895,6 +1917,23 @@ impl Engine {
             let (name, action, ttl) = (format!("call:{}", rule.name), rule.action, rule.ban);
             match action {
                 crate::calls::Act::Alert => self.alert(now, src, name, v.reason),
+                crate::calls::Act::Drop if drop => {
+                    self.alert(now, src, name, format!("{} → INVITE dropped", v.reason));
+                }
+                crate::calls::Act::Drop => self.alert(
+                    now,
+                    src,
+                    name,
+                    format!(
+                        "{}; not dropped: {}",
+                        v.reason,
+                        if queued {
+                            "the call had already started"
+                        } else {
+                            "only INVITEs over UDP wait at the queue (this one came another way)"
+                        }
+                    ),
+                ),
                 crate::calls::Act::Ban => {
                     self.call_ban(now, src, (name, ttl, v.reason), verified, origin);
                 }

@@ -9,6 +9,9 @@ use crate::diag::SourceMap;
 use crate::model::{Provenance, parse_net};
 use crate::walk::{Table, Walker, get};
 
+/// The NFQUEUE number inline mode uses unless `[call] queue` says.
+pub const DEFAULT_QUEUE: u16 = 5060;
+
 /// Named prefix lists a rule may use in `to` and `deny_to` (`data/call/`).
 pub const PREFIX_LISTS: [&str; 2] = ["premium", "high-risk"];
 
@@ -33,6 +36,9 @@ pub enum CallAction {
     Alert,
     /// Ban the source that placed it.
     Ban,
+    /// Drop its INVITE at the queue (`mode = "inline"`; an INVITE that
+    /// came over TCP, TLS or WebSocket is only reported).
+    Drop,
 }
 
 /// Office hours: days of the week and a daily window in a time zone.
@@ -103,6 +109,11 @@ pub struct CallRule {
 /// The `[call]` section.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CallSettings {
+    /// `mode = "inline"`: new INVITEs over UDP to SIP ports wait for the
+    /// daemon's verdict at an NFQUEUE (bypassed when no daemon listens).
+    pub inline: bool,
+    /// The queue number of inline mode.
+    pub queue: u16,
     /// Longest a call is counted (a BYE that was never seen).
     pub max_duration: u64,
     /// The rules, in order.
@@ -112,6 +123,8 @@ pub struct CallSettings {
 impl Default for CallSettings {
     fn default() -> Self {
         Self {
+            inline: false,
+            queue: DEFAULT_QUEUE,
             max_duration: 4 * 3600,
             rules: Vec::new(),
         }
@@ -239,21 +252,22 @@ fn from_entry(s: &str) -> Result<CallFrom, String> {
 
 /// Reads `[call]`.
 pub(crate) fn walk(w: &mut Walker<'_>, t: &Table<'_>, sources: &SourceMap, out: &mut CallSettings) {
-    w.check_keys(t, &["mode", "max_duration", "rule"], "[call]");
+    w.check_keys(t, &["mode", "queue", "max_duration", "rule"], "[call]");
     if let Some(v) = get(t, "mode") {
         match w.str(v, "mode") {
             Some("passive") | None => {}
-            Some("inline") => w.error(
-                v.span(),
-                "inline call enforcement is not built yet: this version checks calls passively (alert, ban)",
-                "not available yet",
-            ),
+            Some("inline") => out.inline = true,
             Some(other) => w.error(
                 v.span(),
-                format!("unknown mode `{other}`: expected \"passive\""),
+                format!("unknown mode `{other}`: expected \"passive\" or \"inline\""),
                 "unknown mode",
             ),
         }
+    }
+    if let Some(v) = get(t, "queue")
+        && let Some(n) = w.int(v, "queue", 0, 65_535)
+    {
+        out.queue = u16::try_from(n).expect("range checked");
     }
     if let Some(v) = get(t, "max_duration")
         && let Some(n) = crate::load::duration(w, v, "max_duration")
@@ -368,18 +382,20 @@ pub(crate) fn walk(w: &mut Walker<'_>, t: &Table<'_>, sources: &SourceMap, out: 
             None | Some((Some("alert"), _)) => CallAction::Alert,
             Some((Some("ban"), _)) => CallAction::Ban,
             Some((Some("drop"), span)) => {
-                w.error(
-                    span,
-                    "`drop` needs inline enforcement, which is not built yet: use \"alert\" or \"ban\"",
-                    "not available yet",
-                );
-                ok = false;
-                CallAction::Alert
+                if !out.inline {
+                    w.error(
+                        span,
+                        "`drop` needs `mode = \"inline\"` in [call] (passive mode sees calls, it cannot stop them): use \"alert\" or \"ban\", or set the mode",
+                        "needs inline mode",
+                    );
+                    ok = false;
+                }
+                CallAction::Drop
             }
             Some((Some(other), span)) => {
                 w.error(
                     span,
-                    format!("unknown action `{other}`: expected \"alert\" or \"ban\""),
+                    format!("unknown action `{other}`: expected \"alert\", \"ban\" or \"drop\""),
                     "unknown action",
                 );
                 ok = false;

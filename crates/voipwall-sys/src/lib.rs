@@ -6,6 +6,8 @@
 //! - [`netlink`]: the ban plane. Elements with per-element timeouts go to the
 //!   ban and known sets over raw nftables netlink, batched.
 //! - [`nflog`]: packet copies from an NFLOG group, batched and walked in place.
+//! - [`nfqueue`]: the call guard's inline INVITE verdicts, and the
+//!   `iptables-nft` rules that queue them.
 #![warn(missing_docs)]
 
 pub mod bans;
@@ -13,6 +15,7 @@ pub mod dns;
 pub mod link;
 pub mod netlink;
 pub mod nflog;
+pub mod nfqueue;
 pub mod nft;
 pub mod notify;
 pub mod query;

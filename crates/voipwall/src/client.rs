@@ -173,7 +173,17 @@ pub(crate) fn status(cli: &Globals) -> anyhow::Result<()> {
         let rules: Vec<String> = c
             .rules
             .iter()
-            .map(|x| format!("{}: {} up, {} broken", x.name, x.active, x.violations))
+            .map(|x| {
+                let dropped = if x.dropped > 0 {
+                    format!(", {} dropped", x.dropped)
+                } else {
+                    String::new()
+                };
+                format!(
+                    "{}: {} up, {} broken{dropped}",
+                    x.name, x.active, x.violations
+                )
+            })
             .collect();
         print(&format!(
             "  calls: {} followed ({} seen, {} ended by the maximum duration); rules {}",
@@ -181,6 +191,26 @@ pub(crate) fn status(cli: &Globals) -> anyhow::Result<()> {
             c.started,
             c.timed_out,
             rules.join("; ")
+        ))?;
+    }
+    if let Some(q) = &r.inline {
+        let state = match (&q.error, q.running) {
+            (Some(e), _) => format!("NOT RUNNING ({e}): calls are checked passively"),
+            (None, true) => "running".to_string(),
+            (None, false) => "stopped".to_string(),
+        };
+        let lat = &q.verdict_latency_us;
+        print(&format!(
+            "  inline: queue {} {state}; {} INVITEs held, {} dropped; verdict p50 {} µs, p99 {} µs{}",
+            q.queue,
+            q.held,
+            q.dropped,
+            lat.p50.map_or("-".into(), |v| v.to_string()),
+            lat.p99.map_or("-".into(), |v| v.to_string()),
+            q.warning
+                .as_deref()
+                .map(|w| format!("; WARNING {w}"))
+                .unwrap_or_default()
         ))?;
     }
     // Log sources: each says whether it delivers, and why not.

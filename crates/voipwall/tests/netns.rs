@@ -5049,3 +5049,257 @@ listen = ["127.0.0.1:8787"]
         rule(&calls(&lab), "users")["active"] == 0
     });
 }
+
+/// Issue 23, call guard inline: new INVITEs over UDP wait at an NFQUEUE
+/// (an iptables-nft rule in the security table, after voipwall's input
+/// chain) for the engine's verdict. Five concurrent calls from the trunk
+/// with max_concurrent = 3: exactly three INVITEs reach the UAS (counted
+/// by the kernel after the queue), the 4th and 5th never do; after the
+/// BYEs a new call connects. Forbidden destinations and calls outside
+/// office hours are dropped. With the daemon killed, calls still connect
+/// (queue bypass); a clean stop removes the queue rule.
+#[test]
+fn inline_call_rules_drop_invites_at_the_queue() {
+    let mut lab = Lab::new();
+    let hour = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 3600)
+        % 24;
+    let hours = if hour < 12 {
+        "Mon-Sun 13:00-23:00 UTC"
+    } else {
+        "Mon-Sun 01:00-11:00 UTC"
+    };
+    let policy = format!(
+        r#"
+[interfaces]
+vw0 = "internet"
+
+[zones.internet]
+services = ["sip"]
+
+[call]
+mode = "inline"
+max_duration = "1h"
+
+[[call.rule]]
+name = "trunk-a"
+from = ["203.0.113.2/32"]
+max_concurrent = 3
+action = "drop"
+
+[[call.rule]]
+name = "no-premium"
+from = ["203.0.113.7/32"]
+deny_to = ["premium"]
+action = "drop"
+
+[[call.rule]]
+name = "office"
+from = ["203.0.113.100/32"]
+hours = "{hours}"
+action = "drop"
+"#
+    );
+    // `drop` without inline mode is refused at its line.
+    let out = lab.voipwall(
+        &policy.replace("mode = \"inline\"", "mode = \"passive\""),
+        &["check"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("`drop` needs `mode = \"inline\"`"),
+        "{err}"
+    );
+    lab.apply(&policy);
+    // INVITEs that got past every input hook (the queue's is at 150).
+    lab.nft(&["add", "table", "inet", "probe"]);
+    lab.nft(&["add chain inet probe in { type filter hook input priority 200; policy accept; }"]);
+    lab.nft(&["add rule inet probe in udp dport 5060 @th,64,48 0x494e56495445 counter"]);
+    let reached = |lab: &Lab| -> u64 {
+        let text = lab.nft(&["list", "chain", "inet", "probe", "in"]);
+        text.split("packets ")
+            .nth(1)
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(u64::MAX)
+    };
+    let queue_rules = |lab: &Lab| -> String {
+        let out = lab.exec(&lab.fw, &["iptables-nft", "-t", "security", "-S", "INPUT"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    lab.start_daemon(&policy);
+    assert!(
+        queue_rules(&lab).contains("voipwall call guard"),
+        "{}",
+        queue_rules(&lab)
+    );
+    let uas = sipp(
+        &lab.fw,
+        &[
+            "-sn",
+            "uas",
+            "-i",
+            "203.0.113.1",
+            "-p",
+            "5060",
+            "-timeout",
+            "120s",
+        ],
+    )
+    .spawn()
+    .expect("sipp (apt-get install sip-tester)");
+    let _uas = Reap(uas);
+    std::thread::sleep(Duration::from_millis(300));
+    let uac = |src: &str, port: &str, service: &str, calls: &str, hold_ms: &str| {
+        sipp(
+            &lab.peer,
+            &[
+                "-sn",
+                "uac",
+                "-s",
+                service,
+                "-i",
+                src,
+                "-p",
+                port,
+                "-m",
+                calls,
+                "-l",
+                calls,
+                "-r",
+                "20",
+                "-d",
+                hold_ms,
+                "-max_invite_retrans",
+                "2",
+                "-timeout",
+                "40s",
+                "203.0.113.1:5060",
+            ],
+        )
+    };
+    let status = |lab: &Lab| -> serde_json::Value {
+        let out = lab.voipwall_ctl(&["--json", "status"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    };
+    let rule = |v: &serde_json::Value, name: &str| -> serde_json::Value {
+        v["calls"]["rules"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["name"] == name)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let log = lab.dir.join("daemon.log");
+    let report = |v: &serde_json::Value| {
+        format!("{v}\n{}", std::fs::read_to_string(&log).unwrap_or_default())
+    };
+    assert_eq!(
+        status(&lab)["inline"]["running"],
+        true,
+        "{}",
+        report(&status(&lab))
+    );
+    // Five calls at once, held 10 s: three connect, two are dropped.
+    let five = uac("203.0.113.2", "5070", "442079460000", "5", "10000")
+        .output()
+        .expect("sipp uac");
+    let v = status(&lab);
+    assert!(
+        !five.status.success(),
+        "every call connected: {}",
+        report(&v)
+    );
+    assert_eq!(reached(&lab), 3, "{}", report(&v));
+    assert_eq!(rule(&v, "trunk-a")["dropped"], 2, "{}", report(&v));
+    assert_eq!(rule(&v, "trunk-a")["violations"], 2, "{}", report(&v));
+    assert_eq!(
+        rule(&v, "trunk-a")["active"],
+        0,
+        "the held calls ended: {}",
+        report(&v)
+    );
+    assert!(
+        v["inline"]["held"].as_u64().unwrap_or(0) >= 5,
+        "{}",
+        report(&v)
+    );
+    assert!(
+        v["inline"]["verdict_latency_us"]["p99"].as_u64().is_some(),
+        "{}",
+        report(&v)
+    );
+    eprintln!("inline verdicts: {}", v["inline"]);
+    // After the BYEs a new call connects.
+    let one = uac("203.0.113.2", "5070", "442079460000", "1", "200")
+        .output()
+        .expect("sipp uac");
+    assert!(one.status.success(), "{}", report(&status(&lab)));
+    assert_eq!(reached(&lab), 4);
+    // A forbidden destination and a call outside office hours: dropped.
+    let premium = uac("203.0.113.7", "5071", "0088212345678", "1", "200")
+        .output()
+        .expect("sipp uac");
+    let late = uac("203.0.113.100", "5072", "442079460000", "1", "200")
+        .output()
+        .expect("sipp uac");
+    let v = status(&lab);
+    assert!(
+        !premium.status.success() && !late.status.success(),
+        "{}",
+        report(&v)
+    );
+    assert_eq!(reached(&lab), 4, "{}", report(&v));
+    assert_eq!(rule(&v, "no-premium")["dropped"], 1, "{}", report(&v));
+    assert_eq!(rule(&v, "office")["dropped"], 1, "{}", report(&v));
+    let events = lab.voipwall_ctl(&["--json", "events", "--limit", "100"]);
+    let events = String::from_utf8_lossy(&events.stdout);
+    assert!(
+        events.contains("call:no-premium") && events.contains("INVITE dropped"),
+        "{events}"
+    );
+    let text = lab.voipwall_ctl(&["status"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("trunk-a: 0 up, 2 broken, 2 dropped")
+            && text.contains("inline: queue 5060 running"),
+        "{text}"
+    );
+    // The daemon killed during calls: the rule stays, the queue has no
+    // listener, and calls connect (bypass), more than the rule allows.
+    let held = uac("203.0.113.2", "5070", "442079460000", "2", "4000")
+        .spawn()
+        .expect("sipp uac");
+    lab.until("two calls are up", || {
+        rule(&status(&lab), "trunk-a")["active"] == 2
+    });
+    if let Some(mut d) = lab.daemon.take() {
+        let _ = d.kill();
+        let _ = d.wait();
+    }
+    assert!(queue_rules(&lab).contains("voipwall call guard"));
+    let four = uac("203.0.113.2", "5073", "442079460000", "4", "200")
+        .output()
+        .expect("sipp uac");
+    assert!(
+        four.status.success(),
+        "calls did not connect without the daemon: {}",
+        String::from_utf8_lossy(&four.stderr)
+    );
+    assert!(held.wait_with_output().expect("sipp").status.success());
+    assert_eq!(reached(&lab), 4 + 2 + 4);
+    // Restarted, the daemon binds the queue again; stopped, it removes
+    // the rule.
+    lab.start_daemon(&policy);
+    assert_eq!(status(&lab)["inline"]["running"], true);
+    lab.stop_daemon();
+    assert!(
+        !queue_rules(&lab).contains("voipwall call guard"),
+        "{}",
+        queue_rules(&lab)
+    );
+}

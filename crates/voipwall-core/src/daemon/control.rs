@@ -164,6 +164,9 @@ pub struct StatusReply {
     /// policy has call rules.
     #[serde(default)]
     pub calls: Option<voipwall_detect::calls::CallStats>,
+    /// The call guard's inline queue, in inline mode.
+    #[serde(default)]
+    pub inline: Option<super::inline::InlineView>,
     /// The log sources followed, and whether each delivers.
     #[serde(default)]
     pub sources: Vec<super::tail::SourceHealth>,

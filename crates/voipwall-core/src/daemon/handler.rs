@@ -114,6 +114,7 @@ impl Daemon {
                     engine: self.engine.stats(),
                     shields: self.engine.shields(now()),
                     calls: self.engine.call_stats(),
+                    inline: self.inline.view(),
                     sources: self.sources.lock().map(|g| g.clone()).unwrap_or_default(),
                     tcp: self.capture.tcp_stats(),
                     active_bans: self.active.get(self.bans_made()),

@@ -15,6 +15,7 @@ mod drops;
 mod geo;
 mod handler;
 pub mod hep;
+pub mod inline;
 pub mod names;
 mod restore;
 use restore::{reconcile, watch_table};
@@ -418,6 +419,8 @@ struct Daemon {
     /// The last `status` answer and when it was built: scrapers asking
     /// many times a second get it again for up to `STATUS_FRESH`.
     status_cache: Option<(Instant, Box<control::StatusReply>)>,
+    /// The call guard's inline queue.
+    inline: inline::Inline,
 }
 
 /// How long a built `status` answer is served again (bench/api: the
@@ -716,6 +719,7 @@ pub fn run(cli: &Paths, a: &DaemonArgs, starters: Starters) -> anyhow::Result<()
         geo,
         sources: tail::Health::default(),
         status_cache: None,
+        inline: inline::Inline::new(!a.no_apply),
     };
     d.restore();
     let (write_store, _) =
@@ -739,6 +743,7 @@ pub fn run(cli: &Paths, a: &DaemonArgs, starters: Starters) -> anyhow::Result<()
         },
         None => None,
     };
+    d.inline.set(inline::Want::of(&d.policy));
     let (wake_rx, wake_tx) = UnixStream::pair().context("wake-up socket")?;
     wake_rx.set_nonblocking(true)?;
     wake_tx.set_nonblocking(true)?;
@@ -932,6 +937,9 @@ pub fn run(cli: &Paths, a: &DaemonArgs, starters: Starters) -> anyhow::Result<()
     // and the control socket are read.
     d.notify_state("READY=1\n");
     d.run_loop(nflog, &wake_rx, &rx);
+    // Calls flow without the daemon either way (bypass); the rules go
+    // with it when it stops cleanly.
+    d.inline.close();
     stop.store(true, Ordering::Relaxed);
     tail::stop_journals();
     let (done, wait) = mpsc::channel();
@@ -1064,12 +1072,24 @@ impl Daemon {
                 .poll_timeout()
                 .map_or(longest, |d| d.since(t).min(longest))
                 .max(1);
+            // The queue first: an INVITE held in the kernel waits for it.
+            let queued = self.inline.reader.as_ref().map(|q| q.fd());
             let mut fds = vec![wake.as_fd()];
             if let Some(n) = nflog.as_ref() {
                 fds.push(n.fd());
             }
+            let queue_at = fds.len();
+            fds.extend(queued);
             let ready =
                 wait_readable(&fds, u32::try_from(timeout).unwrap_or(1000)).unwrap_or_default();
+            if ready.get(queue_at).copied().unwrap_or(false) {
+                self.drain_queue();
+            }
+            let ready = if nflog.is_some() {
+                ready
+            } else {
+                ready.into_iter().take(1).collect()
+            };
             if ready.get(1).copied().unwrap_or(false)
                 && let Some(n) = nflog.as_mut()
             {
@@ -1079,7 +1099,12 @@ impl Daemon {
                 let capture = &mut self.capture;
                 let mut undecodable = 0;
                 pkt_at.clear();
+                // What the queue holds reaches the engine from the queue.
+                let skip_held = self.inline.running();
                 let res = n.drain(|p| {
+                    if skip_held && voipwall_sys::nfqueue::held_by_queue(p.payload) {
+                        return;
+                    }
                     capture.packet(at.0, p.payload, "nflog", &mut |seen| match seen {
                         Seen::Sip(d) => match d.engine_event("nflog") {
                             Some((ev, false)) => {
@@ -1142,6 +1167,47 @@ impl Daemon {
             }
         }
         self.flush_events();
+    }
+
+    /// Gives each INVITE held at the queue its verdict from the engine.
+    fn drain_queue(&mut self) {
+        let Some(q) = self.inline.reader.as_mut() else {
+            return;
+        };
+        let at = now();
+        let read_us = now_us();
+        let engine = &mut self.engine;
+        let capture = &mut self.capture;
+        let mut lat = Vec::new();
+        let mut undecodable = 0;
+        let res = q.drain(|p| {
+            let mut verdict = voipwall_sys::nfqueue::Verdict::Accept;
+            capture.packet(at.0, p.payload, "nfqueue", &mut |seen| match seen {
+                Seen::Sip(d) => {
+                    if let Some((ev, undecoded)) = d.engine_event("nfqueue") {
+                        undecodable += u64::from(undecoded);
+                        if engine.handle_queued(at, &ev) {
+                            verdict = voipwall_sys::nfqueue::Verdict::Drop;
+                        }
+                    }
+                }
+                Seen::Undecodable(ev) => {
+                    undecodable += 1;
+                    if let Some(ev) = ev {
+                        engine.handle_packet(at, &ev);
+                    }
+                }
+            });
+            let done = now_us();
+            lat.push(done.saturating_sub(p.timestamp_us.unwrap_or(read_us)));
+            verdict
+        });
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "NFQUEUE receive failed.");
+        }
+        self.counters.sip_undecodable += undecodable;
+        self.inline.record(&lat);
+        self.apply_actions(None, Some(read_us));
     }
 
     fn handle_input(&mut self, input: Input) {

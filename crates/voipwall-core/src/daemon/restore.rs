@@ -243,6 +243,7 @@ impl Daemon {
             self.nflog_group = policy.sip.nflog_group;
             self.nflog_rebind = true;
         }
+        self.inline.set(inline::Want::of(&policy));
         // The HEP listener and the log followers were started with the
         // daemon: their changes need a restart (said, not hidden).
         let restart = if policy.hep != self.policy.hep || policy.sources != self.policy.sources {

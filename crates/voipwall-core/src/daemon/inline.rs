@@ -1,0 +1,208 @@
+//! The call guard's inline mode: new INVITEs over UDP to SIP ports wait at
+//! an NFQUEUE for the engine's verdict. The queue is read by the engine
+//! thread itself (its socket is one more in the loop's `poll`): the verdict
+//! comes from the same counters as everything else, with no thread hop.
+//!
+//! This kernel family may lack nft's `queue` statement (CONFIG_NFT_QUEUE),
+//! while the xt NFQUEUE target through nft_compat is there: the rules are
+//! `iptables-nft` rules in the `security` table (input, priority 150: after
+//! voipwall's own input chain accepted the packet), marked with a comment,
+//! put in place when the queue is bound and removed when the daemon stops
+//! or the policy leaves inline mode. With `--queue-bypass` a killed daemon
+//! leaves calls flowing; the queue is bound fail-open, so a full queue
+//! lets packets through too.
+
+use std::collections::VecDeque;
+
+use voipwall_policy::{Policy, Proto};
+use voipwall_sys::nfqueue::NfqueueReader;
+
+use super::control::Latency;
+
+/// Packets the kernel holds for a verdict at most.
+const QUEUE_MAXLEN: u32 = 4096;
+/// Verdict latencies kept for `status`.
+const KEPT: usize = 4096;
+
+/// What a policy asks of the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Want {
+    queue: u16,
+    ports: Vec<(u16, u16)>,
+}
+
+/// Inline mode as `status` shows it.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct InlineView {
+    /// The queue number.
+    pub queue: u16,
+    /// Whether the queue is bound and its rules are in place.
+    pub running: bool,
+    /// Why it is not running.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Something that runs in part (IPv6 rules refused).
+    #[serde(default)]
+    pub warning: Option<String>,
+    /// INVITEs held for a verdict since the queue was bound.
+    pub held: u64,
+    /// Of them, dropped.
+    pub dropped: u64,
+    /// Verdicts the socket refused.
+    pub verdict_errors: u64,
+    /// From the packet's arrival (its kernel timestamp) to its verdict,
+    /// microseconds, over the last 4,096 INVITEs.
+    pub verdict_latency_us: Latency,
+}
+
+/// The queue, its rules and their counters.
+pub(crate) struct Inline {
+    /// False with `--no-apply` (the daemon leaves the kernel alone).
+    allowed: bool,
+    want: Option<Want>,
+    pub(crate) reader: Option<NfqueueReader>,
+    view: InlineView,
+    lat: VecDeque<u32>,
+}
+
+impl Want {
+    /// What `policy` asks for: none in passive mode.
+    pub(crate) fn of(policy: &Policy) -> Option<Self> {
+        if !policy.call.inline {
+            return None;
+        }
+        let ports = policy
+            .sip_readable_ports()
+            .into_iter()
+            .filter(|p| p.proto == Proto::Udp)
+            .map(|p| (p.lo, p.hi))
+            .collect();
+        Some(Self {
+            queue: policy.call.queue,
+            ports,
+        })
+    }
+}
+
+impl Inline {
+    pub(crate) fn new(allowed: bool) -> Self {
+        Self {
+            allowed,
+            want: None,
+            reader: None,
+            view: InlineView::default(),
+            lat: VecDeque::new(),
+        }
+    }
+
+    /// Makes the queue and its rules what `want` says (binding before the
+    /// rules go in, so no INVITE waits for a listener that is not there).
+    pub(crate) fn set(&mut self, want: Option<Want>) {
+        if want == self.want && (self.reader.is_some() || want.is_none()) {
+            return;
+        }
+        self.close();
+        self.want = want.clone();
+        let Some(w) = want else { return };
+        self.view = InlineView {
+            queue: w.queue,
+            ..InlineView::default()
+        };
+        self.lat.clear();
+        if !self.allowed {
+            self.fail("--no-apply: the daemon leaves the kernel alone".into());
+            self.want = None;
+            return;
+        }
+        if w.ports.is_empty() {
+            self.fail("the policy grants no SIP port over UDP: nothing to hold".into());
+            return;
+        }
+        let reader = match NfqueueReader::open(w.queue, QUEUE_MAXLEN) {
+            Ok(r) => r,
+            Err(e) => {
+                self.fail(format!("cannot bind NFQUEUE {}: {e}", w.queue));
+                return;
+            }
+        };
+        match voipwall_sys::nfqueue::install_queue_rules(&w.ports, w.queue) {
+            Ok(warning) => {
+                if let Some(w) = &warning {
+                    tracing::warn!(warning = %w, "Inline call guard: IPv4 only.");
+                }
+                self.view.warning = warning;
+            }
+            Err(e) => {
+                self.fail(format!("cannot put the queue rules in place: {e}"));
+                return;
+            }
+        }
+        tracing::info!(
+            queue = w.queue,
+            "Inline call guard: new INVITEs over UDP wait for a verdict (bypassed when the daemon is gone)."
+        );
+        self.view.running = true;
+        self.reader = Some(reader);
+    }
+
+    fn fail(&mut self, why: String) {
+        tracing::error!(error = %why, "Inline call guard not running: calls are checked passively.");
+        self.view.error = Some(why);
+        self.view.running = false;
+    }
+
+    /// Removes the rules and unbinds the queue.
+    pub(crate) fn close(&mut self) {
+        if self.want.is_some() {
+            match voipwall_sys::nfqueue::remove_queue_rules() {
+                Ok(n) if n > 0 => {
+                    tracing::info!(rules = n, "Inline call guard: queue rules removed.")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "Could not remove the inline queue rules."),
+            }
+        }
+        self.reader = None;
+        self.view.running = false;
+        self.want = None;
+    }
+
+    /// Records the verdict latencies of a drain.
+    pub(crate) fn record(&mut self, lat_us: &[u64]) {
+        for &l in lat_us {
+            if self.lat.len() == KEPT {
+                self.lat.pop_front();
+            }
+            self.lat.push_back(u32::try_from(l).unwrap_or(u32::MAX));
+        }
+        if let Some(r) = &self.reader {
+            self.view.held = r.stats.packets;
+            self.view.dropped = r.stats.dropped;
+            self.view.verdict_errors = r.stats.verdict_errors;
+        }
+    }
+
+    /// For `status`: none in passive mode.
+    pub(crate) fn view(&self) -> Option<InlineView> {
+        self.want.as_ref()?;
+        let mut v = self.view.clone();
+        let mut l: Vec<u64> = self.lat.iter().map(|&x| u64::from(x)).collect();
+        l.sort_unstable();
+        let at = |q: usize| {
+            l.get((l.len() * q / 100).min(l.len().saturating_sub(1)))
+                .copied()
+        };
+        v.verdict_latency_us = Latency {
+            samples: l.len(),
+            p50: at(50),
+            p99: at(99),
+            max: l.last().copied(),
+        };
+        Some(v)
+    }
+
+    /// Whether the queue is bound (its NFLOG copies are skipped).
+    pub(crate) fn running(&self) -> bool {
+        self.reader.is_some()
+    }
+}
