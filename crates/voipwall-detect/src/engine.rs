@@ -659,14 +659,22 @@ impl Engine {
         &self.cfg
     }
 
+    /// This host hung up a call (its BYE or CANCEL to `peer`): the call
+    /// guard stops counting it.
+    pub fn host_hangup(&mut self, peer: IpAddr, call_id: &[u8]) {
+        let call = self.hasher.hash_one(call_id);
+        if let Some(g) = self.calls.as_mut() {
+            g.end(peer, call);
+        }
+    }
+
     /// An INVITE held at the inline queue: handled like any packet, and
-    /// the verdict: `true` drops it (a `drop` call rule broke, or the
-    /// packet got its source banned).
+    /// the verdict: `true` drops it (a `drop` call rule broke). Bans are
+    /// the kernel's to enforce, from the next packet on.
     pub fn handle_queued(&mut self, now: Timestamp, ev: &Event<'_>) -> bool {
         self.queued = Some(false);
         self.handle_packet(now, ev);
-        let drop = self.queued.take() == Some(true);
-        drop || self.is_banned(ev.src, now)
+        self.queued.take() == Some(true)
     }
 
     /// Feeds one event taken from a packet the kernel let in (NFLOG). A

@@ -58,6 +58,23 @@ impl<'a> Decoded<'a> {
         Some(ev)
     }
 
+    /// A request this host sent (its source is one of `own`): not an
+    /// event from a remote party. Detection reads only the BYEs and
+    /// CANCELs among them, which end calls the call guard counts
+    /// ([`crate::Engine::host_hangup`]).
+    pub fn sent_by_host(&self, own: &[IpAddr]) -> bool {
+        self.is_request() && own.contains(&self.peeled.src)
+    }
+
+    /// The far end and Call-ID of a BYE or CANCEL (a hang-up).
+    pub fn hangup(&self) -> Option<(IpAddr, &'a [u8])> {
+        let m = self.msg.method()?;
+        (self.is_request()
+            && (m.eq_ignore_ascii_case(b"BYE") || m.eq_ignore_ascii_case(b"CANCEL")))
+        .then_some(())?;
+        Some((self.peeled.dst, self.msg.call_id?))
+    }
+
     /// What the engine gets for this message, the same for the daemon
     /// (NFLOG, HEP) and `replay` (pcap, HEP): its event; for a request
     /// without the Call-ID or CSeq that matching needs, an undecodable

@@ -531,8 +531,8 @@ fn nflog_copy(policy: &Policy, dir: Copy, proto: Proto, ports: &[PortSpec]) -> O
             counters::NFLOG_IN_TCP,
         ),
         (Copy::Out, Proto::Udp) => (
-            vec![Match::Sport(proto, ports), Match::SipResponse(true)],
-            "outbound SIP responses",
+            vec![Match::Sport(proto, ports), Match::SipResponseOrBye],
+            "outbound SIP responses and BYEs",
             counters::NFLOG_OUT,
         ),
         (Copy::Out, Proto::Tcp) => (

@@ -254,6 +254,7 @@ fn matches(rs: &Ruleset, m: &Match, p: &Packet, d: &dyn DynamicSets) -> bool {
         Match::Sport(..) => false,
         // Explained packets are requests, not responses.
         Match::SipResponse(is_response) => !is_response && p.proto == Proto::Udp,
+        Match::SipResponseOrBye => false,
         Match::Icmp(_) | Match::Icmpv6(_) => false,
     }
 }

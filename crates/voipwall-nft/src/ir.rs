@@ -159,6 +159,9 @@ pub enum Match {
     Sport(Proto, Vec<PortSpec>),
     /// UDP payload starts (or does not start) with `SIP/`, i.e. a response.
     SipResponse(bool),
+    /// UDP payload starts with `SIP/` or `BYE `: what the host sends that
+    /// detection reads (its responses, and the BYEs that end calls).
+    SipResponseOrBye,
     /// ICMP types (IPv4).
     Icmp(Vec<Cow<'static, str>>),
     /// ICMPv6 types.

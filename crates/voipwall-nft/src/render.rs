@@ -211,6 +211,8 @@ fn match_text(m: &Match) -> String {
         Match::Sport(proto, p) => format!("{proto} sport {}", ports(p)),
         Match::SipResponse(true) => "@th,64,32 0x5349502f".into(),
         Match::SipResponse(false) => "@th,64,32 != 0x5349502f".into(),
+        // In the order nft lists a set's elements.
+        Match::SipResponseOrBye => "@th,64,32 { 0x42594520, 0x5349502f }".into(),
         Match::Icmp(types) => format!("icmp type {{ {} }}", types.join(", ")),
         Match::Icmpv6(types) => format!("icmpv6 type {{ {} }}", types.join(", ")),
     }

@@ -5303,3 +5303,86 @@ action = "drop"
         queue_rules(&lab)
     );
 }
+
+/// Issue 23: a call the PBX hangs up stops counting at its BYE. The BYE is
+/// a request the host sends; the ruleset copies outbound BYEs with the
+/// responses, and the daemon ends the call it names (before, such calls
+/// counted until max_duration, here an hour).
+#[test]
+fn calls_the_pbx_hangs_up_stop_counting() {
+    let mut lab = Lab::new();
+    let policy = r#"
+[interfaces]
+vw0 = "internet"
+
+[zones.internet]
+services = ["sip"]
+
+[call]
+max_duration = "1h"
+
+[[call.rule]]
+name = "trunk-a"
+from = ["203.0.113.2/32"]
+max_concurrent = 10
+"#;
+    lab.apply(policy);
+    lab.start_daemon(policy);
+    let support = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support");
+    let uas = sipp(
+        &lab.fw,
+        &[
+            "-sf",
+            support.join("uas_hangup.xml").to_str().unwrap(),
+            "-i",
+            "203.0.113.1",
+            "-p",
+            "5060",
+            "-timeout",
+            "60s",
+        ],
+    )
+    .spawn()
+    .expect("sipp (apt-get install sip-tester)");
+    let _uas = Reap(uas);
+    std::thread::sleep(Duration::from_millis(300));
+    let active = |lab: &Lab| -> serde_json::Value {
+        let out = lab.voipwall_ctl(&["--json", "status"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["calls"]["rules"][0]["active"].clone()
+    };
+    let uac = sipp(
+        &lab.peer,
+        &[
+            "-sf",
+            support.join("uac_hungup.xml").to_str().unwrap(),
+            "-s",
+            "442079460000",
+            "-i",
+            "203.0.113.2",
+            "-p",
+            "5070",
+            "-m",
+            "3",
+            "-l",
+            "3",
+            "-r",
+            "20",
+            "-timeout",
+            "30s",
+            "203.0.113.1:5060",
+        ],
+    )
+    .spawn()
+    .expect("sipp uac");
+    lab.until("three calls are up", || active(&lab) == 3);
+    let out = uac.wait_with_output().expect("sipp uac");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lab.until("the PBX's BYEs end the calls", || active(&lab) == 0);
+    let copied = lab.nft(&["list", "counter", "inet", "voipwall", "vw_nflog_out"]);
+    assert!(!copied.contains("packets 0 "), "{copied}");
+}

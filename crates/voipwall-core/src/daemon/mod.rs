@@ -1101,11 +1101,17 @@ impl Daemon {
                 pkt_at.clear();
                 // What the queue holds reaches the engine from the queue.
                 let skip_held = self.inline.running();
+                let own = &self.own;
                 let res = n.drain(|p| {
                     if skip_held && voipwall_sys::nfqueue::held_by_queue(p.payload) {
                         return;
                     }
                     capture.packet(at.0, p.payload, "nflog", &mut |seen| match seen {
+                        Seen::Sip(d) if d.sent_by_host(own) => {
+                            if let Some((peer, call_id)) = d.hangup() {
+                                engine.host_hangup(peer, call_id);
+                            }
+                        }
                         Seen::Sip(d) => match d.engine_event("nflog") {
                             Some((ev, false)) => {
                                 engine.handle_packet(at, &ev);
@@ -1178,6 +1184,8 @@ impl Daemon {
         let read_us = now_us();
         let engine = &mut self.engine;
         let capture = &mut self.capture;
+        // Observe mode reports what it would drop and drops nothing.
+        let observe = self.observe;
         let mut lat = Vec::new();
         let mut undecodable = 0;
         let res = q.drain(|p| {
@@ -1186,7 +1194,9 @@ impl Daemon {
                 Seen::Sip(d) => {
                     if let Some((ev, undecoded)) = d.engine_event("nfqueue") {
                         undecodable += u64::from(undecoded);
-                        if engine.handle_queued(at, &ev) {
+                        if observe {
+                            engine.handle_packet(at, &ev);
+                        } else if engine.handle_queued(at, &ev) {
                             verdict = voipwall_sys::nfqueue::Verdict::Drop;
                         }
                     }
@@ -1358,6 +1368,12 @@ impl Daemon {
                 continue;
             }
             self.counters.hep_packets += 1;
+            if d.sent_by_host(&self.own) {
+                if let Some((peer, call_id)) = d.hangup() {
+                    self.engine.host_hangup(peer, call_id);
+                }
+                continue;
+            }
             if let Some((ev, undecodable)) = d.engine_event("hep") {
                 self.counters.sip_undecodable += u64::from(undecodable);
                 self.engine.handle_packet(at, &ev);
