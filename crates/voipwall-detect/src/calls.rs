@@ -138,6 +138,10 @@ pub struct CallStats {
     pub started: u64,
     /// Calls ended by the maximum duration (no BYE seen).
     pub timed_out: u64,
+    /// Calls ended because the caller stopped refreshing its session
+    /// timer (RFC 4028) without a BYE seen.
+    #[serde(default)]
+    pub session_expired: u64,
     /// Calls evicted to respect `max_calls`.
     pub evicted: u64,
     /// Per rule.
@@ -147,6 +151,8 @@ pub struct CallStats {
 /// How long a challenged INVITE waits for its authenticated retry, ms.
 const RETRY_WITHIN: u64 = 32_000;
 const WINDOW: u64 = 60_000;
+/// Past a session timer's interval before its call is taken as gone, ms.
+const SESSION_GRACE: u64 = 32_000;
 /// Dropped calls remembered, so that their retransmissions are dropped
 /// without counting again.
 const DROPPED_KEPT: usize = 4096;
@@ -159,12 +165,17 @@ struct Call {
     /// When a 401/407 asked for credentials (a retry is due).
     challenged: Option<Timestamp>,
     has_user: bool,
+    /// When the session timer the caller refreshes runs out (set by its
+    /// first refresh: a caller that never refreshes may leave that to the
+    /// PBX, whose requests are not seen).
+    session_until: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Due {
     MaxDuration,
     Retry,
+    Session,
 }
 
 /// Digits of a dialled number in `+E.164` form when it is one, else as
@@ -430,6 +441,7 @@ impl CallGuard {
                     started: now,
                     challenged: None,
                     has_user: false,
+                    session_until: None,
                 }
             }
         };
@@ -467,6 +479,21 @@ impl CallGuard {
         c.has_user |= user.is_some();
         self.calls.insert(key, c);
         (out, false)
+    }
+
+    /// A session-timer refresh from the caller (an in-dialog INVITE or
+    /// UPDATE carrying `Session-Expires`): the call now ends when the
+    /// interval runs out without another (plus a grace for the network),
+    /// instead of only at the maximum duration.
+    pub fn refresh(&mut self, now: Timestamp, src: IpAddr, call: u64, secs: u32) {
+        let Some(c) = self.calls.get_mut(&(src, call)) else {
+            return;
+        };
+        // RFC 4028's minimum is 90 s; a day is more than any PBX asks.
+        let until = now.plus(u64::from(secs.clamp(90, 86_400)) * 1000 + SESSION_GRACE);
+        c.session_until = Some(until);
+        self.timers.push(Reverse((until, src, call, Due::Session)));
+        self.compact_timers();
     }
 
     /// A final answer the host sent to an INVITE of `src`.
@@ -518,6 +545,10 @@ impl CallGuard {
                     self.end(src, call);
                 }
                 Due::Retry if c.challenged.is_some_and(|t| now.since(t) >= RETRY_WITHIN) => {
+                    self.end(src, call);
+                }
+                Due::Session if c.session_until.is_some_and(|t| t <= now) => {
+                    self.stats.session_expired += 1;
                     self.end(src, call);
                 }
                 _ => {}
@@ -600,6 +631,7 @@ impl CallGuard {
                     now = now.plus(u64::from(a) * 1000 + u64::from(b));
                     self.handle_timeout(now);
                 }
+                _ if a & 1 == 1 => self.refresh(now, src, call, 90 + u32::from(b)),
                 _ => now = now.plus(u64::from(a)),
             }
             self.check_invariants()?;
@@ -754,6 +786,33 @@ mod tests {
     }
 
     const T0: Timestamp = Timestamp(1_767_225_600_000); // 2026-01-01 00:00 UTC, a Thursday
+
+    #[test]
+    fn a_call_whose_caller_stops_refreshing_its_session_ends() {
+        let mut r = rule("trunk");
+        r.max_concurrent = Some(5);
+        let mut g = guard(vec![r]);
+        let src: IpAddr = "203.0.113.2".parse().unwrap();
+        let _ = g.invite(T0, src, 1, Some(b"+442079460000"), None, false);
+        let _ = g.invite(T0, src, 2, Some(b"+442079460000"), None, false);
+        // Call 1's caller refreshes every 45 s of a 90 s timer; call 2's
+        // never does (its PBX may be the refresher): it waits for BYE or
+        // the maximum duration.
+        let mut t = T0;
+        for _ in 0..4 {
+            t = t.plus(45_000);
+            g.refresh(t, src, 1, 90);
+            g.handle_timeout(t);
+        }
+        assert_eq!(g.stats().rules[0].active, 2);
+        // The refreshes stop: 90 s and the grace later, call 1 is gone.
+        g.handle_timeout(t.plus(90_000 + SESSION_GRACE - 1));
+        assert_eq!(g.stats().rules[0].active, 2);
+        g.handle_timeout(t.plus(90_000 + SESSION_GRACE));
+        let s = g.stats();
+        assert_eq!((s.rules[0].active, s.session_expired, s.calls), (1, 1, 1));
+        g.check_invariants().unwrap();
+    }
 
     #[test]
     fn inline_drops_count_nothing_and_stay_dropped() {

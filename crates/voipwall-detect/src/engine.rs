@@ -1902,6 +1902,13 @@ impl Engine {
             guard.end(src, call);
             return;
         }
+        let refresh = invite || r.method.eq_ignore_ascii_case(b"UPDATE");
+        if refresh
+            && r.to_tag
+            && let Some(secs) = r.session_expires
+        {
+            guard.refresh(now, src, call, secs);
+        }
         if !invite {
             return;
         }

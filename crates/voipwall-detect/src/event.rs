@@ -115,6 +115,9 @@ pub struct Request<'a> {
     pub to_tag: bool,
     /// Expires header.
     pub expires: Option<u32>,
+    /// Session-Expires header, seconds (a session-timer refresh carries
+    /// it).
+    pub session_expires: Option<u32>,
 }
 
 /// The fields of a sent response the rules look at.
@@ -173,6 +176,7 @@ impl<'a> Event<'a> {
                 stream: false,
                 to_tag: msg.to.is_some_and(has_tag),
                 expires: msg.expires_secs(),
+                session_expires: msg.session_expires_secs(),
             }),
             StartLine::Response { code, .. } => EventKind::Response(Response {
                 code,

@@ -93,6 +93,7 @@ impl ScriptedEvent {
                 stream: self.transport == "tcp",
                 to_tag: false,
                 expires: self.expires,
+                session_expires: None,
             }),
             _ => EventKind::Response(Response {
                 code: self.arg.parse().unwrap_or(0),

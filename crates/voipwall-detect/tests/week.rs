@@ -48,6 +48,7 @@ fn request<'a>(
             stream: false,
             to_tag: false,
             expires: Some(60),
+            session_expires: None,
         }),
         origin: "test",
     }

@@ -56,6 +56,8 @@ pub struct Message<'a> {
     pub challenge: Option<&'a [u8]>,
     /// `Expires`.
     pub expires: Option<&'a [u8]>,
+    /// `Session-Expires` (RFC 4028 session timers).
+    pub session_expires: Option<&'a [u8]>,
     /// `Content-Length`.
     pub content_length: Option<&'a [u8]>,
     /// Bytes of head (leading CRLFs, start line, headers and the blank
@@ -80,6 +82,7 @@ enum Slot {
     Authorization,
     Challenge,
     Expires,
+    SessionExpires,
     ContentLength,
 }
 
@@ -93,6 +96,7 @@ fn slot(name: &[u8]) -> Option<Slot> {
             b'v' => Slot::Via,
             b'm' => Slot::Contact,
             b'l' => Slot::ContentLength,
+            b'x' => Slot::SessionExpires,
             _ => return None,
         },
         _ if eq("from") => Slot::From,
@@ -106,6 +110,7 @@ fn slot(name: &[u8]) -> Option<Slot> {
         _ if eq("authorization") || eq("proxy-authorization") => Slot::Authorization,
         _ if eq("www-authenticate") || eq("proxy-authenticate") => Slot::Challenge,
         _ if eq("expires") => Slot::Expires,
+        _ if eq("session-expires") => Slot::SessionExpires,
         _ if eq("content-length") => Slot::ContentLength,
         _ => return None,
     })
@@ -189,6 +194,7 @@ impl<'a> Message<'a> {
             authorization: None,
             challenge: None,
             expires: None,
+            session_expires: None,
             content_length: None,
             head_len: 0,
             complete: true,
@@ -265,6 +271,7 @@ impl<'a> Message<'a> {
                     }
                     Slot::Challenge => &mut m.challenge,
                     Slot::Expires => &mut m.expires,
+                    Slot::SessionExpires => &mut m.session_expires,
                     Slot::ContentLength => &mut m.content_length,
                 };
                 // The first occurrence wins (the topmost Via).
@@ -380,6 +387,14 @@ impl<'a> Message<'a> {
     /// `Expires` as a number.
     pub fn expires_secs(&self) -> Option<u32> {
         std::str::from_utf8(self.expires?).ok()?.parse().ok()
+    }
+
+    /// `Session-Expires` as a number of seconds (its parameters, such as
+    /// `;refresher=uac`, left out).
+    pub fn session_expires_secs(&self) -> Option<u32> {
+        let v = self.session_expires?;
+        let end = v.iter().position(|&b| b == b';').unwrap_or(v.len());
+        std::str::from_utf8(&v[..end]).ok()?.trim().parse().ok()
     }
 
     /// `Content-Length` as a number.

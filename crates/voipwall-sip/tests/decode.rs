@@ -346,3 +346,21 @@ fn challenge_and_credential_nonces() {
     let none = b"REGISTER sip:x SIP/2.0\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\nAuthorization: Digest username=\"u\"\r\n\r\n";
     assert_eq!(Message::parse(none).unwrap().auth_nonce(), None);
 }
+
+#[test]
+fn session_expires_is_read_with_or_without_parameters() {
+    let m = Message::parse(
+        b"UPDATE sip:1@x SIP/2.0\r\nCall-ID: a\r\nCSeq: 2 UPDATE\r\nSession-Expires: 1800;refresher=uac\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(m.session_expires_secs(), Some(1800));
+    let m =
+        Message::parse(b"INVITE sip:1@x SIP/2.0\r\nCall-ID: a\r\nCSeq: 3 INVITE\r\nx: 90\r\n\r\n")
+            .unwrap();
+    assert_eq!(m.session_expires_secs(), Some(90));
+    let m = Message::parse(
+        b"INVITE sip:1@x SIP/2.0\r\nCall-ID: a\r\nCSeq: 3 INVITE\r\nSession-Expires: soon\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(m.session_expires_secs(), None);
+}

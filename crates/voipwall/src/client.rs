@@ -186,10 +186,11 @@ pub(crate) fn status(cli: &Globals) -> anyhow::Result<()> {
             })
             .collect();
         print(&format!(
-            "  calls: {} followed ({} seen, {} ended by the maximum duration); rules {}",
+            "  calls: {} followed ({} seen, {} ended by the maximum duration, {} by a session timer run out); rules {}",
             c.calls,
             c.started,
             c.timed_out,
+            c.session_expired,
             rules.join("; ")
         ))?;
     }
