@@ -138,10 +138,10 @@ pub struct CallStats {
     pub started: u64,
     /// Calls ended by the maximum duration (no BYE seen).
     pub timed_out: u64,
-    /// Calls ended because the caller stopped refreshing its session
-    /// timer (RFC 4028) without a BYE seen.
+    /// Calls kept past the maximum duration because their caller was
+    /// still refreshing its session timer (RFC 4028): alive, so counted.
     #[serde(default)]
-    pub session_expired: u64,
+    pub kept_by_refresh: u64,
     /// Calls evicted to respect `max_calls`.
     pub evicted: u64,
     /// Per rule.
@@ -165,9 +165,11 @@ struct Call {
     /// When a 401/407 asked for credentials (a retry is due).
     challenged: Option<Timestamp>,
     has_user: bool,
-    /// When the session timer the caller refreshes runs out (set by its
-    /// first refresh: a caller that never refreshes may leave that to the
-    /// PBX, whose requests are not seen).
+    /// Until when the caller's last session-timer refresh shows the call
+    /// alive (its interval and a grace). Only ever keeps a call: silence
+    /// ends nothing (the PBX may not enforce the timer, and a caller must
+    /// not shed a call from the count by refreshing once and going
+    /// quiet).
     session_until: Option<Timestamp>,
 }
 
@@ -175,7 +177,6 @@ struct Call {
 enum Due {
     MaxDuration,
     Retry,
-    Session,
 }
 
 /// Digits of a dialled number in `+E.164` form when it is one, else as
@@ -482,9 +483,9 @@ impl CallGuard {
     }
 
     /// A session-timer refresh from the caller (an in-dialog INVITE or
-    /// UPDATE carrying `Session-Expires`): the call now ends when the
-    /// interval runs out without another (plus a grace for the network),
-    /// instead of only at the maximum duration.
+    /// UPDATE carrying `Session-Expires`): the call is alive for that
+    /// interval (plus a grace for the network), even past the maximum
+    /// duration.
     pub fn refresh(&mut self, now: Timestamp, src: IpAddr, call: u64, secs: u32) {
         let Some(c) = self.calls.get_mut(&(src, call)) else {
             return;
@@ -492,8 +493,6 @@ impl CallGuard {
         // RFC 4028's minimum is 90 s; a day is more than any PBX asks.
         let until = now.plus(u64::from(secs.clamp(90, 86_400)) * 1000 + SESSION_GRACE);
         c.session_until = Some(until);
-        self.timers.push(Reverse((until, src, call, Due::Session)));
-        self.compact_timers();
     }
 
     /// A final answer the host sent to an INVITE of `src`.
@@ -541,14 +540,21 @@ impl CallGuard {
             };
             match kind {
                 Due::MaxDuration if now.since(c.started) >= self.cfg.max_duration => {
-                    self.stats.timed_out += 1;
-                    self.end(src, call);
+                    match c.session_until {
+                        // Refreshed lately: alive; looked at again when
+                        // that runs out.
+                        Some(until) if until > now => {
+                            self.stats.kept_by_refresh += 1;
+                            self.timers
+                                .push(Reverse((until, src, call, Due::MaxDuration)));
+                        }
+                        _ => {
+                            self.stats.timed_out += 1;
+                            self.end(src, call);
+                        }
+                    }
                 }
                 Due::Retry if c.challenged.is_some_and(|t| now.since(t) >= RETRY_WITHIN) => {
-                    self.end(src, call);
-                }
-                Due::Session if c.session_until.is_some_and(|t| t <= now) => {
-                    self.stats.session_expired += 1;
                     self.end(src, call);
                 }
                 _ => {}
@@ -788,29 +794,43 @@ mod tests {
     const T0: Timestamp = Timestamp(1_767_225_600_000); // 2026-01-01 00:00 UTC, a Thursday
 
     #[test]
-    fn a_call_whose_caller_stops_refreshing_its_session_ends() {
+    fn refreshes_keep_a_call_past_the_maximum_duration_and_silence_ends_nothing_early() {
         let mut r = rule("trunk");
         r.max_concurrent = Some(5);
-        let mut g = guard(vec![r]);
+        let mut g = CallGuard::new(
+            CallConfig {
+                rules: vec![r],
+                max_duration: 600_000,
+                max_calls: 100,
+            },
+            FixedState::with_seed(1),
+        );
         let src: IpAddr = "203.0.113.2".parse().unwrap();
         let _ = g.invite(T0, src, 1, Some(b"+442079460000"), None, false);
         let _ = g.invite(T0, src, 2, Some(b"+442079460000"), None, false);
-        // Call 1's caller refreshes every 45 s of a 90 s timer; call 2's
-        // never does (its PBX may be the refresher): it waits for BYE or
-        // the maximum duration.
+        // Call 2's caller refreshes once (90 s) and goes quiet: it still
+        // counts until the maximum duration. Call 1's refreshes every
+        // 45 s for 15 minutes: it counts past the maximum duration.
+        g.refresh(T0.plus(10_000), src, 2, 90);
         let mut t = T0;
-        for _ in 0..4 {
+        for _ in 0..20 {
             t = t.plus(45_000);
             g.refresh(t, src, 1, 90);
             g.handle_timeout(t);
+            if t.since(T0) < 600_000 {
+                assert_eq!(g.stats().rules[0].active, 2, "at {}", t.since(T0));
+            }
         }
-        assert_eq!(g.stats().rules[0].active, 2);
-        // The refreshes stop: 90 s and the grace later, call 1 is gone.
+        let s = g.stats();
+        assert_eq!((s.rules[0].active, s.timed_out), (1, 1));
+        assert!(s.kept_by_refresh >= 1);
+        // The refreshes stop: once their interval and the grace pass, the
+        // maximum duration ends it.
         g.handle_timeout(t.plus(90_000 + SESSION_GRACE - 1));
-        assert_eq!(g.stats().rules[0].active, 2);
+        assert_eq!(g.stats().rules[0].active, 1);
         g.handle_timeout(t.plus(90_000 + SESSION_GRACE));
         let s = g.stats();
-        assert_eq!((s.rules[0].active, s.session_expired, s.calls), (1, 1, 1));
+        assert_eq!((s.rules[0].active, s.timed_out, s.calls), (0, 2, 0));
         g.check_invariants().unwrap();
     }
 

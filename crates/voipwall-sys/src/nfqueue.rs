@@ -76,6 +76,7 @@ pub struct NfqueueReader {
     queue: u16,
     buf: Vec<u8>,
     out: Vec<u8>,
+    pending: Vec<(u32, Verdict)>,
     seq: u32,
     /// Counters.
     pub stats: NfqueueStats,
@@ -98,6 +99,7 @@ impl NfqueueReader {
             queue,
             buf: Vec::with_capacity(256 * 1024),
             out: Vec::with_capacity(64),
+            pending: Vec::new(),
             seq: 1,
             stats: NfqueueStats::default(),
         };
@@ -180,50 +182,13 @@ impl NfqueueReader {
                 }
                 Err(e) => return Err(e),
             }
-            let mut off = 0;
-            while let Some((ty, body, next)) = nlmsg(&self.buf, off) {
-                off = next;
-                if ty != (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET {
-                    continue;
-                }
-                let Some(attrs) = body.get(4..) else {
-                    self.stats.malformed += 1;
-                    continue;
-                };
-                let (mut id, mut payload, mut ts) = (None, None, None);
-                let mut a = 0;
-                while a + 4 <= attrs.len() {
-                    let len = usize::from(u16::from_ne_bytes([attrs[a], attrs[a + 1]]));
-                    let aty = u16::from_ne_bytes([attrs[a + 2], attrs[a + 3]]) & 0x3fff;
-                    if len < 4 || a + len > attrs.len() {
-                        break;
-                    }
-                    let v = &attrs[a + 4..a + len];
-                    match aty {
-                        NFQA_PACKET_HDR if v.len() >= 4 => {
-                            id = Some(u32::from_be_bytes(v[..4].try_into().expect("4 bytes")));
-                        }
-                        NFQA_PAYLOAD => payload = Some(v),
-                        NFQA_TIMESTAMP if v.len() >= 16 => {
-                            let sec = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
-                            let usec = u64::from_be_bytes(v[8..16].try_into().expect("8 bytes"));
-                            ts = Some(sec.saturating_mul(1_000_000).saturating_add(usec));
-                        }
-                        _ => {}
-                    }
-                    a += (len + 3) & !3;
-                }
-                let Some(id) = id else {
-                    self.stats.malformed += 1;
-                    continue;
-                };
+            let mut verdicts = std::mem::take(&mut self.pending);
+            self.stats.malformed += walk_messages(&self.buf, |id, packet| {
                 // A packet without its bytes cannot be judged: let it go.
-                let verdict = payload.map_or(Verdict::Accept, |p| {
-                    f(QueuedPacket {
-                        payload: p,
-                        timestamp_us: ts,
-                    })
-                });
+                let verdict = packet.map_or(Verdict::Accept, &mut f);
+                verdicts.push((id, verdict));
+            });
+            for &(id, verdict) in &verdicts {
                 self.stats.packets += 1;
                 total += 1;
                 if verdict == Verdict::Drop {
@@ -233,6 +198,8 @@ impl NfqueueReader {
                     self.stats.verdict_errors += 1;
                 }
             }
+            verdicts.clear();
+            self.pending = verdicts;
         }
         Ok(total)
     }
@@ -270,6 +237,60 @@ fn nlmsg(buf: &[u8], off: usize) -> Option<(u16, &[u8], usize)> {
         return None;
     }
     Some((ty, &buf[off + 16..off + len], off + ((len + 3) & !3)))
+}
+
+/// Walks a buffer of netlink messages as the queue socket receives them
+/// and hands each held packet's id and bytes to `f` (`None` when the
+/// message carries no payload). Other messages are skipped. Returns how
+/// many packet messages could not be read (no id): the kernel holds those
+/// packets until the queue is unbound; fail-open bounds how many.
+pub fn walk_messages<'a>(buf: &'a [u8], mut f: impl FnMut(u32, Option<QueuedPacket<'a>>)) -> u64 {
+    let mut malformed = 0;
+    let mut off = 0;
+    while let Some((ty, body, next)) = nlmsg(buf, off) {
+        off = next;
+        if ty != (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET {
+            continue;
+        }
+        let Some(attrs) = body.get(4..) else {
+            malformed += 1;
+            continue;
+        };
+        let (mut id, mut payload, mut ts) = (None, None, None);
+        let mut a = 0;
+        while a + 4 <= attrs.len() {
+            let len = usize::from(u16::from_ne_bytes([attrs[a], attrs[a + 1]]));
+            let aty = u16::from_ne_bytes([attrs[a + 2], attrs[a + 3]]) & 0x3fff;
+            if len < 4 || a + len > attrs.len() {
+                break;
+            }
+            let v = &attrs[a + 4..a + len];
+            match aty {
+                NFQA_PACKET_HDR if v.len() >= 4 => {
+                    id = Some(u32::from_be_bytes(v[..4].try_into().expect("4 bytes")));
+                }
+                NFQA_PAYLOAD => payload = Some(v),
+                NFQA_TIMESTAMP if v.len() >= 16 => {
+                    let sec = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
+                    let usec = u64::from_be_bytes(v[8..16].try_into().expect("8 bytes"));
+                    ts = Some(sec.saturating_mul(1_000_000).saturating_add(usec));
+                }
+                _ => {}
+            }
+            a += (len + 3) & !3;
+        }
+        match id {
+            Some(id) => f(
+                id,
+                payload.map(|p| QueuedPacket {
+                    payload: p,
+                    timestamp_us: ts,
+                }),
+            ),
+            None => malformed += 1,
+        }
+    }
+    malformed
 }
 
 /// Whether the kernel's queue rule holds `packet` (from its IP header):
@@ -451,5 +472,56 @@ mod tests {
         assert!(!held_by_queue(&v6));
         assert!(!held_by_queue(&[]));
         assert!(!held_by_queue(&[0x45]));
+    }
+
+    /// A packet message as the kernel writes it: nlmsghdr, nfgenmsg,
+    /// attributes.
+    fn message(id: Option<u32>, payload: &[u8]) -> Vec<u8> {
+        let mut m = Vec::new();
+        let start = push_nlmsghdr(&mut m, (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET, 0, 0);
+        push_nfgenmsg(&mut m, 0, 5060);
+        if let Some(id) = id {
+            let mut hdr = id.to_be_bytes().to_vec();
+            hdr.extend_from_slice(&[0x08, 0x00, 1]);
+            attr(&mut m, NFQA_PACKET_HDR, &hdr);
+        }
+        attr(&mut m, NFQA_PAYLOAD, payload);
+        finish(&mut m, start);
+        m
+    }
+
+    #[test]
+    fn messages_are_walked_whole_and_cut_ones_refused() {
+        let mut buf = message(Some(7), b"INVITE x");
+        buf.extend(message(None, b"no id"));
+        buf.extend(message(Some(9), b"OPTIONS"));
+        let mut seen = Vec::new();
+        let bad = walk_messages(&buf, |id, p| seen.push((id, p.map(|p| p.payload.to_vec()))));
+        assert_eq!(bad, 1);
+        assert_eq!(
+            seen,
+            vec![
+                (7, Some(b"INVITE x".to_vec())),
+                (9, Some(b"OPTIONS".to_vec()))
+            ]
+        );
+        // Any cut of the buffer: whole messages before the cut, no panic.
+        for cut in 0..buf.len() {
+            let mut n = 0;
+            let _ = walk_messages(&buf[..cut], |_, _| n += 1);
+            assert!(n <= 2);
+        }
+        // Any byte changed: no panic.
+        for i in 0..buf.len() {
+            for b in [0u8, 0x7f, 0xff] {
+                let mut m = buf.clone();
+                m[i] = b;
+                let _ = walk_messages(&m, |_, p| {
+                    if let Some(p) = p {
+                        let _ = held_by_queue(p.payload);
+                    }
+                });
+            }
+        }
     }
 }

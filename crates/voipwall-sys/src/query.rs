@@ -188,7 +188,7 @@ pub fn counters(name: &str) -> io::Result<Vec<(String, u64, u64)>> {
 }
 
 /// Every base chain of every table but `inet <ours>`, with its rules
-/// counted.
+/// counted (voipwall's own queue rules left out).
 pub fn foreign_chains(ours: &str) -> io::Result<Vec<ForeignChain>> {
     let replies = ask(|buf| {
         let start = push_nlmsghdr(
@@ -406,9 +406,14 @@ fn rule_count(family: &str, table: &str, chain: &str) -> io::Result<usize> {
         attr(buf, NFTA_RULE_CHAIN, &cstr(chain));
         finish(buf, start);
     })?;
+    // voipwall's own queue rule (the call guard's inline mode, an
+    // iptables-nft rule marked by its comment) is not another firewall.
+    let ours = crate::nfqueue::QUEUE_COMMENT.as_bytes();
     Ok(replies
         .iter()
-        .filter(|(ty, _, _)| *ty == NFT_MSG_NEWRULE)
+        .filter(|(ty, _, payload)| {
+            *ty == NFT_MSG_NEWRULE && !payload.windows(ours.len()).any(|w| w == ours)
+        })
         .count())
 }
 

@@ -186,11 +186,11 @@ pub(crate) fn status(cli: &Globals) -> anyhow::Result<()> {
             })
             .collect();
         print(&format!(
-            "  calls: {} followed ({} seen, {} ended by the maximum duration, {} by a session timer run out); rules {}",
+            "  calls: {} followed ({} seen, {} ended by the maximum duration, {} kept past it by session refreshes); rules {}",
             c.calls,
             c.started,
             c.timed_out,
-            c.session_expired,
+            c.kept_by_refresh,
             rules.join("; ")
         ))?;
     }

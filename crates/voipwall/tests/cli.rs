@@ -394,3 +394,47 @@ fn man_pages_and_completions_say_what_one_types() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 25, item 15: every verb that prints without a daemon or a store
+/// prints one JSON document with `--json` (text targets and TOML included),
+/// and the package's synopsis is what Debian asks of one (a short line, no
+/// full stop).
+#[test]
+fn every_verb_that_prints_offline_prints_json() {
+    let verbs: &[&[&str]] = &[
+        &["check"],
+        &["compile"],
+        &["catalog"],
+        &["audit"],
+        &["discover"],
+        &["init", "--dry-run"],
+        &["export", "aws"],
+        &["export", "gcp"],
+        &["export", "azure"],
+        &["export", "firewalld"],
+        &["export", "iptables"],
+    ];
+    for args in verbs {
+        let mut full = vec!["--json"];
+        full.extend_from_slice(args);
+        let out = run(GOOD, &full);
+        let parsed: Result<serde_json::Value, _> = serde_json::from_slice(&out.stdout);
+        assert!(
+            parsed.is_ok(),
+            "voipwall {full:?} (exit {:?}) printed no JSON: {}{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let manifest = include_str!("../Cargo.toml");
+    let synopsis = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("description = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("a description");
+    assert!(
+        synopsis.len() <= 80 && !synopsis.ends_with('.') && !synopsis.contains(". "),
+        "package synopsis: {synopsis:?}"
+    );
+}

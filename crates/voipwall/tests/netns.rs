@@ -5136,6 +5136,14 @@ action = "drop"
         "{}",
         queue_rules(&lab)
     );
+    // The queue rule is voipwall's own: audit names no other firewall.
+    // (Its exit status is the worst finding's: this policy has some.)
+    let audit = lab.voipwall(&policy, &["audit"]);
+    let audit = String::from_utf8_lossy(&audit.stdout);
+    assert!(
+        audit.contains("judged against") && !audit.contains("table ip security"),
+        "{audit}"
+    );
     let uas = sipp(
         &lab.fw,
         &[

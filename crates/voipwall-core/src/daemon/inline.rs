@@ -59,6 +59,8 @@ pub struct InlineView {
 pub(crate) struct Inline {
     /// False with `--no-apply` (the daemon leaves the kernel alone).
     allowed: bool,
+    /// The queue rules are in place (removed at close).
+    installed: bool,
     want: Option<Want>,
     pub(crate) reader: Option<NfqueueReader>,
     view: InlineView,
@@ -88,6 +90,7 @@ impl Inline {
     pub(crate) fn new(allowed: bool) -> Self {
         Self {
             allowed,
+            installed: false,
             want: None,
             reader: None,
             view: InlineView::default(),
@@ -111,7 +114,6 @@ impl Inline {
         self.lat.clear();
         if !self.allowed {
             self.fail("--no-apply: the daemon leaves the kernel alone".into());
-            self.want = None;
             return;
         }
         if w.ports.is_empty() {
@@ -125,6 +127,8 @@ impl Inline {
                 return;
             }
         };
+        // Whatever happens next, rules may be in place: removed at close.
+        self.installed = true;
         match voipwall_sys::nfqueue::install_queue_rules(&w.ports, w.queue) {
             Ok(warning) => {
                 if let Some(w) = &warning {
@@ -153,7 +157,7 @@ impl Inline {
 
     /// Removes the rules and unbinds the queue.
     pub(crate) fn close(&mut self) {
-        if self.want.is_some() {
+        if std::mem::take(&mut self.installed) {
             match voipwall_sys::nfqueue::remove_queue_rules() {
                 Ok(n) if n > 0 => {
                     tracing::info!(rules = n, "Inline call guard: queue rules removed.")
