@@ -1271,10 +1271,12 @@ impl Engine {
         };
         let g = self.groups.get_mut(&key).expect("matched above");
         let t = g.txns.swap_remove(i);
-        if t.invite
-            && let Some(guard) = self.calls.as_mut()
-        {
-            guard.answer(now, dst, call, r.code);
+        if let Some(guard) = self.calls.as_mut() {
+            if t.invite {
+                guard.answer(now, dst, call, r.code);
+            } else if (200..300).contains(&r.code) && r.method.eq_ignore_ascii_case(b"BYE") {
+                guard.end(dst, call);
+            }
         }
         let g = self.groups.get_mut(&key).expect("matched above");
         if g.txns.is_empty() {
@@ -1885,7 +1887,8 @@ impl Engine {
     // ---- calls -----------------------------------------------------------------
 
     /// A request for the call guard: a new INVITE is checked against the
-    /// call rules (alert or ban per rule), a BYE or CANCEL ends its call.
+    /// call rules (alert, ban or drop per rule); a session refresh keeps
+    /// its call alive.
     fn call_request(
         &mut self,
         now: Timestamp,
@@ -1898,10 +1901,11 @@ impl Engine {
         let Some(guard) = self.calls.as_mut() else {
             return;
         };
-        if r.method.eq_ignore_ascii_case(b"BYE") || r.method.eq_ignore_ascii_case(b"CANCEL") {
-            guard.end(src, call);
-            return;
-        }
+        // A BYE or CANCEL ends nothing by itself: a caller could send one
+        // the PBX refuses (481: wrong tags) and keep talking with the
+        // call gone from the count. The PBX's 2xx to the BYE ends it
+        // (`on_response`); a CANCEL the PBX honours ends with the 487 to
+        // the INVITE.
         let refresh = invite || r.method.eq_ignore_ascii_case(b"UPDATE");
         if refresh
             && r.to_tag

@@ -1,0 +1,90 @@
+//! Issue 23: how calls end in the engine's count. A BYE ends a call only
+//! when the PBX accepts it (its 2xx): a caller sending a BYE the PBX
+//! refuses (481) keeps talking, and must keep counting. The PBX's own BYE
+//! ends its call at once; a CANCEL ends with the 487 to the INVITE.
+use std::net::IpAddr;
+
+use voipwall_detect::calls::CallConfig;
+use voipwall_detect::scenario::BASE;
+use voipwall_detect::{Config, Engine, Event, EventKind, Request, Response, RuleSet};
+
+fn engine() -> Engine {
+    let mut rules = RuleSet::builtin();
+    for r in &mut rules.rules {
+        r.enabled = false;
+    }
+    let mut cfg = Config::new(rules);
+    cfg.call = Some(CallConfig {
+        rules: vec![voipwall_detect::calls::CallRule {
+            max_concurrent: Some(10),
+            ..voipwall_detect::calls::plain_rule("all")
+        }],
+        max_duration: 4 * 3_600_000,
+        max_calls: 100,
+    });
+    Engine::new(cfg)
+}
+
+fn request<'a>(src: IpAddr, method: &'a [u8], call: &'a [u8], cseq: u64, tag: bool) -> Event<'a> {
+    Event {
+        src,
+        kind: EventKind::Request(Request {
+            method,
+            ruri_user: Some(b"442079460000"),
+            call_id: call,
+            cseq,
+            to_tag: tag,
+            ..Request::default()
+        }),
+        origin: "test",
+    }
+}
+
+fn response<'a>(dst: IpAddr, code: u16, method: &'a [u8], call: &'a [u8], cseq: u64) -> Event<'a> {
+    Event {
+        src: dst,
+        kind: EventKind::Response(Response {
+            code,
+            call_id: call,
+            cseq,
+            method,
+            ..Response::default()
+        }),
+        origin: "test",
+    }
+}
+
+fn up(e: &Engine) -> u32 {
+    e.call_stats().expect("call rules").rules[0].active
+}
+
+#[test]
+fn a_bye_ends_a_call_when_the_pbx_accepts_it() {
+    let mut e = engine();
+    let caller: IpAddr = "203.0.113.2".parse().unwrap();
+    let t = BASE;
+    for call in [&b"a"[..], b"b", b"c"] {
+        e.handle_event(t, &request(caller, b"INVITE", call, 1, false));
+        e.handle_event(t, &response(caller, 200, b"INVITE", call, 1));
+    }
+    assert_eq!(up(&e), 3);
+    // A BYE the PBX refuses: still up.
+    e.handle_event(t, &request(caller, b"BYE", b"a", 2, true));
+    e.handle_event(t, &response(caller, 481, b"BYE", b"a", 2));
+    assert_eq!(up(&e), 3);
+    // A BYE it accepts: ended.
+    e.handle_event(t, &request(caller, b"BYE", b"a", 3, true));
+    assert_eq!(up(&e), 3, "a BYE alone ends nothing");
+    e.handle_event(t, &response(caller, 200, b"BYE", b"a", 3));
+    assert_eq!(up(&e), 2);
+    // The PBX hangs up call b itself.
+    e.host_hangup(caller, b"b");
+    assert_eq!(up(&e), 1);
+    // A call cancelled before its answer: the 487 ends it.
+    e.handle_event(t, &request(caller, b"INVITE", b"d", 1, false));
+    assert_eq!(up(&e), 2);
+    e.handle_event(t, &request(caller, b"CANCEL", b"d", 1, false));
+    e.handle_event(t, &response(caller, 200, b"CANCEL", b"d", 1));
+    e.handle_event(t, &response(caller, 487, b"INVITE", b"d", 1));
+    assert_eq!(up(&e), 1);
+}
