@@ -293,40 +293,43 @@ pub fn walk_messages<'a>(buf: &'a [u8], mut f: impl FnMut(u32, Option<QueuedPack
     malformed
 }
 
-/// Whether the kernel's queue rule holds `packet` (from its IP header):
-/// UDP, a payload starting with `INVITE`, for IPv4 after the header its
-/// IHL gives, for IPv6 only with UDP right after the fixed header. The
+/// Whether the kernel's queue rules hold `packet` (from its IP header):
+/// UDP, and for IPv4 a payload starting with `INVITE` after the header its
+/// IHL gives, or `INVITE` in any case at offset 28 (a 20-byte header); for
+/// IPv6, `INVITE` in any case at offset 48 (UDP right after the fixed
+/// header). Methods are case-sensitive in SIP, but a PBX that reads
+/// `invite` as INVITE must not let it past the queue. The
 /// daemon uses it to skip the NFLOG copy of a packet it also gets from the
 /// queue; it says what the rules [`queue_rules`] writes match.
 pub fn held_by_queue(packet: &[u8]) -> bool {
-    let payload = match packet.first().map(|b| b >> 4) {
+    let any_case_at = |at: usize| {
+        packet
+            .get(at..at + 6)
+            .is_some_and(|m| m.eq_ignore_ascii_case(b"INVITE"))
+    };
+    match packet.first().map(|b| b >> 4) {
         Some(4) => {
             let ihl = usize::from(packet[0] & 0x0f) * 4;
             if packet.get(9) != Some(&17) || ihl < 20 {
                 return false;
             }
-            packet.get(ihl + 8..)
+            packet
+                .get(ihl + 8..)
+                .is_some_and(|p| p.starts_with(b"INVITE"))
+                || any_case_at(28)
         }
-        Some(6) => {
-            if packet.get(6) != Some(&17) {
-                return false;
-            }
-            packet.get(48..)
-        }
-        _ => None,
-    };
-    payload.is_some_and(|p| p.starts_with(b"INVITE"))
+        Some(6) => packet.get(6) == Some(&17) && any_case_at(48),
+        _ => false,
+    }
 }
 
 /// The comment that marks voipwall's queue rules.
 pub const QUEUE_COMMENT: &str = "voipwall call guard";
 
-/// The `iptables-nft` / `ip6tables-nft` arguments that add the queue rule
+/// The `iptables-nft` / `ip6tables-nft` arguments that add the queue rules
 /// for `ports` (UDP) and queue `queue`, in the `security` table's INPUT
-/// chain (priority 50: after voipwall's input chain accepted the packet).
-/// IPv4 matches the payload after the header's own length (u32); IPv6
-/// with UDP right after the fixed header (string at offset 48), as
-/// [`held_by_queue`] does.
+/// chain (priority 150: after voipwall's input chain accepted the packet):
+/// what [`held_by_queue`] says they hold.
 pub fn queue_rules(ports: &[(u16, u16)], queue: u16) -> Vec<(&'static str, Vec<String>)> {
     let ports: Vec<String> = ports
         .iter()
@@ -341,45 +344,52 @@ pub fn queue_rules(ports: &[(u16, u16)], queue: u16) -> Vec<(&'static str, Vec<S
     // multiport takes 15 ports, a range counting two: 7 entries a rule.
     let mut out = Vec::new();
     for chunk in ports.chunks(7) {
-        out.push(("iptables-nft", rule(chunk, queue, false)));
-        out.push(("ip6tables-nft", rule(chunk, queue, true)));
+        out.push(("iptables-nft", rule(chunk, queue, Leading::ExactAfterIhl)));
+        out.push(("iptables-nft", rule(chunk, queue, Leading::AnyCaseAt(28))));
+        out.push(("ip6tables-nft", rule(chunk, queue, Leading::AnyCaseAt(48))));
     }
     out
 }
 
-fn rule(ports: &[String], queue: u16, v6: bool) -> Vec<String> {
-    {
-        let mut a: Vec<String> = ["-t", "security", "-I", "INPUT", "1", "-p", "udp"]
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        a.extend(["-m".into(), "multiport".into(), "--dports".into()]);
-        a.push(ports.join(","));
-        if v6 {
-            a.extend(
-                [
-                    "-m", "string", "--algo", "bm", "--from", "48", "--to", "54", "--string",
-                    "INVITE",
-                ]
-                .map(String::from),
-            );
-        } else {
-            a.extend(
-                [
-                    "-m",
-                    "u32",
-                    "--u32",
-                    "0>>22&0x3C@8=0x494E5649&&0>>22&0x3C@12>>16=0x5445",
-                ]
-                .map(String::from),
-            );
+/// What a queue rule matches in the packet (from its IP header).
+#[derive(Clone, Copy)]
+enum Leading {
+    /// `INVITE` after the IPv4 header's own length (u32).
+    ExactAfterIhl,
+    /// `INVITE` in any case at a fixed offset (string --icase).
+    AnyCaseAt(u16),
+}
+
+fn rule(ports: &[String], queue: u16, leading: Leading) -> Vec<String> {
+    let mut a: Vec<String> = ["-t", "security", "-I", "INPUT", "1", "-p", "udp"]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    a.extend(["-m".into(), "multiport".into(), "--dports".into()]);
+    a.push(ports.join(","));
+    match leading {
+        Leading::ExactAfterIhl => a.extend(
+            [
+                "-m",
+                "u32",
+                "--u32",
+                "0>>22&0x3C@8=0x494E5649&&0>>22&0x3C@12>>16=0x5445",
+            ]
+            .map(String::from),
+        ),
+        Leading::AnyCaseAt(from) => {
+            a.extend(["-m", "string", "--algo", "bm", "--icase", "--from"].map(String::from));
+            a.push(from.to_string());
+            a.push("--to".into());
+            a.push((from + 6).to_string());
+            a.extend(["--string", "INVITE"].map(String::from));
         }
-        a.extend(["-m", "comment", "--comment", QUEUE_COMMENT].map(String::from));
-        a.extend(["-j", "NFQUEUE", "--queue-num"].map(String::from));
-        a.push(queue.to_string());
-        a.push("--queue-bypass".into());
-        a
     }
+    a.extend(["-m", "comment", "--comment", QUEUE_COMMENT].map(String::from));
+    a.extend(["-j", "NFQUEUE", "--queue-num"].map(String::from));
+    a.push(queue.to_string());
+    a.push("--queue-bypass".into());
+    a
 }
 
 /// Puts the queue rules in place (after removing any left by an earlier
@@ -458,6 +468,9 @@ mod tests {
         opts[0] = 0x46;
         opts.splice(20..20, [1, 1, 1, 1]);
         assert!(held_by_queue(&opts));
+        let mut lower = v4.clone();
+        lower[28..34].copy_from_slice(b"iNvItE");
+        assert!(held_by_queue(&lower));
         let mut tcp = v4.clone();
         tcp[9] = 6;
         assert!(!held_by_queue(&tcp));

@@ -5264,6 +5264,21 @@ action = "drop"
     assert_eq!(reached(&lab), 4, "{}", report(&v));
     assert_eq!(rule(&v, "no-premium")["dropped"], 1, "{}", report(&v));
     assert_eq!(rule(&v, "office")["dropped"], 1, "{}", report(&v));
+    // SIP methods are case-sensitive, but a PBX may read `invite` as an
+    // INVITE: the queue holds it too.
+    let py = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('203.0.113.7',5075))\n\
+              s.sendto(b'invite sip:0088212345678@203.0.113.1 SIP/2.0\\r\\nVia: SIP/2.0/UDP 203.0.113.7:5075;branch=z9hG4bKlc1\\r\\n\
+              From: <sip:x@203.0.113.7>;tag=1\\r\\nTo: <sip:0088212345678@203.0.113.1>\\r\\nCall-ID: lower-1\\r\\n\
+              CSeq: 1 INVITE\\r\\nContent-Length: 0\\r\\n\\r\\n',('203.0.113.1',5060))\n";
+    let out = lab.exec(&lab.peer, &["python3", "-c", py]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lab.until("the lower-case INVITE is dropped at the queue", || {
+        rule(&status(&lab), "no-premium")["dropped"] == 2
+    });
     let events = lab.voipwall_ctl(&["--json", "events", "--limit", "100"]);
     let events = String::from_utf8_lossy(&events.stdout);
     assert!(
