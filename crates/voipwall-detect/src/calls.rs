@@ -138,6 +138,10 @@ pub struct CallStats {
     pub started: u64,
     /// Calls ended by the maximum duration (no BYE seen).
     pub timed_out: u64,
+    /// Calls the host never answered (not even 100 Trying) within 32 s:
+    /// the PBX never took them (a forged source, a request it discarded).
+    #[serde(default)]
+    pub unanswered: u64,
     /// Calls kept past the maximum duration because their caller was
     /// still refreshing its session timer (RFC 4028): alive, so counted.
     #[serde(default)]
@@ -151,6 +155,9 @@ pub struct CallStats {
 /// How long a challenged INVITE waits for its authenticated retry, ms.
 const RETRY_WITHIN: u64 = 32_000;
 const WINDOW: u64 = 60_000;
+/// How long the host may take to answer an INVITE at all before the call
+/// is taken as never placed, ms (RFC 3261's Timer B, 64 × T1).
+const ANSWER_WITHIN: u64 = 32_000;
 /// Past a session timer's interval before its call is taken as gone, ms.
 const SESSION_GRACE: u64 = 32_000;
 /// Dropped calls remembered, so that their retransmissions are dropped
@@ -165,6 +172,8 @@ struct Call {
     /// When a 401/407 asked for credentials (a retry is due).
     challenged: Option<Timestamp>,
     has_user: bool,
+    /// The host answered (any response, 100 Trying included).
+    answered: bool,
     /// Until when the caller's last session-timer refresh shows the call
     /// alive (its interval and a grace). Only ever keeps a call: silence
     /// ends nothing (the PBX may not enforce the timer, and a caller must
@@ -177,6 +186,7 @@ struct Call {
 enum Due {
     MaxDuration,
     Retry,
+    NoAnswer,
 }
 
 /// Digits of a dialled number in `+E.164` form when it is one, else as
@@ -436,12 +446,15 @@ impl CallGuard {
                     call,
                     Due::MaxDuration,
                 )));
+                self.timers
+                    .push(Reverse((now.plus(ANSWER_WITHIN), src, call, Due::NoAnswer)));
                 self.compact_timers();
                 Call {
                     rules: 0,
                     started: now,
                     challenged: None,
                     has_user: false,
+                    answered: false,
                     session_until: None,
                 }
             }
@@ -482,6 +495,14 @@ impl CallGuard {
         (out, false)
     }
 
+    /// Any response the host sent to the call's INVITE (100 Trying, 180
+    /// Ringing included): the PBX took the call.
+    pub fn provisional(&mut self, src: IpAddr, call: u64) {
+        if let Some(c) = self.calls.get_mut(&(src, call)) {
+            c.answered = true;
+        }
+    }
+
     /// A session-timer refresh from the caller (an in-dialog INVITE or
     /// UPDATE carrying `Session-Expires`): the call is alive for that
     /// interval (plus a grace for the network), even past the maximum
@@ -490,14 +511,18 @@ impl CallGuard {
         let Some(c) = self.calls.get_mut(&(src, call)) else {
             return;
         };
-        // RFC 4028's minimum is 90 s; a day is more than any PBX asks.
-        let until = now.plus(u64::from(secs.clamp(90, 86_400)) * 1000 + SESSION_GRACE);
+        // RFC 4028's minimum is 90 s; one refresh keeps a call at most a
+        // maximum duration (the PBX has not accepted it yet).
+        let cap = (self.cfg.max_duration / 1000).clamp(90, 86_400);
+        let secs = u64::from(secs).clamp(90, cap);
+        let until = now.plus(secs * 1000 + SESSION_GRACE);
         c.session_until = Some(until);
     }
 
     /// A final answer the host sent to an INVITE of `src`.
     pub fn answer(&mut self, now: Timestamp, src: IpAddr, call: u64, code: u16) {
         let key = (src, call);
+        self.provisional(src, call);
         match code {
             200..=299 => {}
             401 | 407 => {
@@ -555,6 +580,10 @@ impl CallGuard {
                     }
                 }
                 Due::Retry if c.challenged.is_some_and(|t| now.since(t) >= RETRY_WITHIN) => {
+                    self.end(src, call);
+                }
+                Due::NoAnswer if !c.answered => {
+                    self.stats.unanswered += 1;
                     self.end(src, call);
                 }
                 _ => {}
@@ -808,6 +837,8 @@ mod tests {
         let src: IpAddr = "203.0.113.2".parse().unwrap();
         let _ = g.invite(T0, src, 1, Some(b"+442079460000"), None, false);
         let _ = g.invite(T0, src, 2, Some(b"+442079460000"), None, false);
+        g.answer(T0, src, 1, 200);
+        g.answer(T0, src, 2, 200);
         // Call 2's caller refreshes once (90 s) and goes quiet: it still
         // counts until the maximum duration. Call 1's refreshes every
         // 45 s for 15 minutes: it counts past the maximum duration.
@@ -831,6 +862,28 @@ mod tests {
         g.handle_timeout(t.plus(90_000 + SESSION_GRACE));
         let s = g.stats();
         assert_eq!((s.rules[0].active, s.timed_out, s.calls), (0, 2, 0));
+        g.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_call_the_host_never_answers_ends_after_32_seconds() {
+        let mut r = rule("trunk");
+        r.max_concurrent = Some(2);
+        let mut g = guard(vec![r]);
+        let src: IpAddr = "203.0.113.2".parse().unwrap();
+        // Forged INVITEs the PBX never answers; one it rings for a minute.
+        let _ = g.invite(T0, src, 1, Some(b"+44"), None, false);
+        let _ = g.invite(T0, src, 2, Some(b"+44"), None, false);
+        g.provisional(src, 2);
+        g.handle_timeout(T0.plus(ANSWER_WITHIN - 1));
+        assert_eq!(g.stats().rules[0].active, 2);
+        g.handle_timeout(T0.plus(ANSWER_WITHIN));
+        let s = g.stats();
+        assert_eq!((s.rules[0].active, s.unanswered), (1, 1));
+        // Ringing still, then answered: it counts throughout.
+        g.handle_timeout(T0.plus(60_000));
+        g.answer(T0.plus(60_000), src, 2, 200);
+        assert_eq!(g.stats().rules[0].active, 1);
         g.check_invariants().unwrap();
     }
 
@@ -882,6 +935,7 @@ mod tests {
         let src: IpAddr = "203.0.113.20".parse().unwrap();
         for c in 0..3 {
             assert!(g.invite(T0, src, c, Some(b"+4420"), None, false).is_empty());
+            g.provisional(src, c);
         }
         let v = g.invite(T0, src, 3, Some(b"+4420"), None, false);
         assert_eq!(v.len(), 1, "{v:?}");
@@ -981,6 +1035,7 @@ mod tests {
         for c in 0..1000u64 {
             let src = IpAddr::from([203, 0, 113, u8::try_from(c % 200).unwrap()]);
             g.invite(T0, src, c, Some(b"+44"), None, false);
+            g.provisional(src, c);
         }
         let s = g.stats();
         assert_eq!((s.calls, s.evicted, s.rules[0].active), (100, 900, 100));

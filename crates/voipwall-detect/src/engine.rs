@@ -1239,6 +1239,13 @@ impl Engine {
 
     fn on_response(&mut self, now: Timestamp, dst: IpAddr, r: &Response<'_>, origin: &str) {
         if r.code < 200 {
+            // The PBX took the call (100 Trying, 180 Ringing): it counts
+            // however long it rings.
+            if r.method.eq_ignore_ascii_case(b"INVITE")
+                && let Some(guard) = self.calls.as_mut()
+            {
+                guard.provisional(dst, self.hasher.hash_one(r.call_id));
+            }
             return;
         }
         let call = self.hasher.hash_one(r.call_id);

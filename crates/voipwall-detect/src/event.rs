@@ -198,7 +198,44 @@ impl<'a> Event<'a> {
 
 /// Whether a To or From value carries a `tag` parameter.
 fn has_tag(v: &[u8]) -> bool {
-    v.windows(5).any(|w| w.eq_ignore_ascii_case(b";tag="))
+    // Header parameters follow the URI: after the `>` of a name-addr (a
+    // display name or the URI itself may hold `;tag=`, which is no tag: a
+    // new call dressed so would pass as a re-INVITE), or after a bare
+    // addr-spec.
+    let mut in_quotes = false;
+    let mut escaped = false;
+    let mut lt = None;
+    for (i, &b) in v.iter().enumerate() {
+        if in_quotes {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_quotes = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_quotes = true,
+            b'<' => {
+                lt = Some(i);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let params = match lt {
+        Some(i) => match v[i..].iter().position(|&b| b == b'>') {
+            Some(j) => &v[i + j + 1..],
+            None => return false,
+        },
+        None if in_quotes => return false,
+        None => v,
+    };
+    params.split(|&b| b == b';').skip(1).any(|p| {
+        let name = p.split(|&b| b == b'=').next().unwrap_or_default();
+        name.trim_ascii().eq_ignore_ascii_case(b"tag") && p.contains(&b'=')
+    })
 }
 
 /// `expires=` parameter of a Contact value (a 200 OK to REGISTER carries the
@@ -215,6 +252,22 @@ fn contact_expires(contact: &[u8]) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_tag_is_a_header_parameter_not_a_piece_of_the_uri_or_name() {
+        assert!(has_tag(b"<sip:1@x>;tag=abc"));
+        assert!(has_tag(b"\"Bob\" <sip:1@x> ; TAG = abc"));
+        assert!(has_tag(b"sip:1@x;tag=abc"));
+        assert!(has_tag(b"<sip:1@x;user=phone>;foo=1;tag=abc"));
+        assert!(!has_tag(b"<sip:1@x;tag=abc>"));
+        assert!(!has_tag(b"\"x;tag=1 <y>\" <sip:1@x>"));
+        assert!(!has_tag(b"\"x\\\";tag=1\" <sip:1@x>"));
+        assert!(!has_tag(b"<sip:1@x"));
+        assert!(!has_tag(b"<sip:1@x>;tagx=1"));
+        assert!(!has_tag(b"<sip:1@x>;tag"));
+        assert!(!has_tag(b""));
+    }
+
     use super::*;
 
     #[test]

@@ -204,9 +204,20 @@ impl NflogReader {
 
     /// Reads whatever is queued without blocking and hands each packet to
     /// `f`. Returns the number of packets; 0 when nothing was queued.
-    pub fn drain(&mut self, mut f: impl FnMut(NflogPacket<'_>)) -> io::Result<usize> {
+    pub fn drain(&mut self, f: impl FnMut(NflogPacket<'_>)) -> io::Result<usize> {
+        self.drain_at_most(usize::MAX, f)
+    }
+
+    /// As [`Self::drain`], reading at most `receives` message trains: the
+    /// caller can look at other sockets (the call guard's queue, whose
+    /// INVITEs wait) between slices of a flood.
+    pub fn drain_at_most(
+        &mut self,
+        receives: usize,
+        mut f: impl FnMut(NflogPacket<'_>),
+    ) -> io::Result<usize> {
         let mut total = 0;
-        loop {
+        for _ in 0..receives {
             self.buf.clear();
             match self.sock.recv(&mut self.buf, 0) {
                 Ok(0) => break,

@@ -361,10 +361,15 @@ enum Leading {
 }
 
 fn rule(ports: &[String], queue: u16, leading: Leading) -> Vec<String> {
-    let mut a: Vec<String> = ["-t", "security", "-I", "INPUT", "1", "-p", "udp"]
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    // Loopback is the host talking to itself (a proxy and a PBX on one
+    // box): voipwall's input chain accepts it before any copy, and a call
+    // counted on both legs would halve every limit.
+    let mut a: Vec<String> = [
+        "-t", "security", "-I", "INPUT", "1", "!", "-i", "lo", "-p", "udp",
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect();
     a.extend(["-m".into(), "multiport".into(), "--dports".into()]);
     a.push(ports.join(","));
     match leading {

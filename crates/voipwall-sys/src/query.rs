@@ -406,15 +406,42 @@ fn rule_count(family: &str, table: &str, chain: &str) -> io::Result<usize> {
         attr(buf, NFTA_RULE_CHAIN, &cstr(chain));
         finish(buf, start);
     })?;
-    // voipwall's own queue rule (the call guard's inline mode, an
-    // iptables-nft rule marked by its comment) is not another firewall.
+    // voipwall's own queue rules (the call guard's inline mode:
+    // iptables-nft rules in the security table marked by their comment)
+    // are not another firewall.
     let ours = crate::nfqueue::QUEUE_COMMENT.as_bytes();
     Ok(replies
         .iter()
         .filter(|(ty, _, payload)| {
-            *ty == NFT_MSG_NEWRULE && !payload.windows(ours.len()).any(|w| w == ours)
+            *ty == NFT_MSG_NEWRULE
+                && !(table == "security" && payload.windows(ours.len()).any(|w| w == ours))
         })
         .count())
+}
+
+/// How many rules of `family table chain` carry `marker` in their bytes
+/// (their comment): 0 when the chain does not exist.
+pub fn marked_rules(family: &str, table: &str, chain: &str, marker: &[u8]) -> usize {
+    let Ok(replies) = ask(|buf| {
+        let start = push_nlmsghdr(
+            buf,
+            msg_type(NFT_MSG_GETRULE),
+            NLM_F_REQUEST | NLM_F_DUMP,
+            1,
+        );
+        push_nfgenmsg(buf, family_number(family), 0);
+        attr(buf, NFTA_RULE_TABLE, &cstr(table));
+        attr(buf, NFTA_RULE_CHAIN, &cstr(chain));
+        finish(buf, start);
+    }) else {
+        return 0;
+    };
+    replies
+        .iter()
+        .filter(|(ty, _, payload)| {
+            *ty == NFT_MSG_NEWRULE && payload.windows(marker.len()).any(|w| w == marker)
+        })
+        .count()
 }
 
 #[cfg(test)]

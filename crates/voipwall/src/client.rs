@@ -186,9 +186,10 @@ pub(crate) fn status(cli: &Globals) -> anyhow::Result<()> {
             })
             .collect();
         print(&format!(
-            "  calls: {} followed ({} seen, {} ended by the maximum duration, {} kept past it by session refreshes); rules {}",
+            "  calls: {} followed ({} seen, {} never answered, {} ended by the maximum duration, {} kept past it by session refreshes); rules {}",
             c.calls,
             c.started,
+            c.unanswered,
             c.timed_out,
             c.kept_by_refresh,
             rules.join("; ")

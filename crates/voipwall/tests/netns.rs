@@ -5279,6 +5279,14 @@ action = "drop"
     lab.until("the lower-case INVITE is dropped at the queue", || {
         rule(&status(&lab), "no-premium")["dropped"] == 2
     });
+    // Another tool flushes the chain: the daemon puts the rules back.
+    let out = lab.exec(&lab.fw, &["iptables-nft", "-t", "security", "-F", "INPUT"]);
+    assert!(out.status.success());
+    assert!(!queue_rules(&lab).contains("voipwall call guard"));
+    lab.until("the queue rules are put back", || {
+        queue_rules(&lab).contains("voipwall call guard")
+            && status(&lab)["inline"]["rules_restored"] == 1
+    });
     let events = lab.voipwall_ctl(&["--json", "events", "--limit", "100"]);
     let events = String::from_utf8_lossy(&events.stdout);
     assert!(

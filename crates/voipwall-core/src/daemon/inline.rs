@@ -50,6 +50,13 @@ pub struct InlineView {
     pub dropped: u64,
     /// Verdicts the socket refused.
     pub verdict_errors: u64,
+    /// Times the socket's receive buffer overflowed (the kernel let those
+    /// INVITEs through unchecked: fail-open).
+    #[serde(default)]
+    pub overflows: u64,
+    /// Queue rules found missing (removed by another tool) and put back.
+    #[serde(default)]
+    pub rules_restored: u64,
     /// From the packet's arrival (its kernel timestamp) to its verdict,
     /// microseconds, over the last 4,096 INVITEs.
     pub verdict_latency_us: Latency,
@@ -61,6 +68,9 @@ pub(crate) struct Inline {
     allowed: bool,
     /// The queue rules are in place (removed at close).
     installed: bool,
+    /// The IPv6 rules are in place too (else IPv6 INVITEs are read from
+    /// NFLOG, passively).
+    v6: bool,
     want: Option<Want>,
     pub(crate) reader: Option<NfqueueReader>,
     view: InlineView,
@@ -91,6 +101,7 @@ impl Inline {
         Self {
             allowed,
             installed: false,
+            v6: false,
             want: None,
             reader: None,
             view: InlineView::default(),
@@ -120,6 +131,12 @@ impl Inline {
             self.fail("the policy grants no SIP port over UDP: nothing to hold".into());
             return;
         }
+        // Rules left by a daemon that was killed go first: a packet they
+        // queue while this socket binds would wait for a verdict nobody
+        // sends.
+        if let Err(e) = voipwall_sys::nfqueue::remove_queue_rules() {
+            tracing::warn!(error = %e, "Could not remove queue rules left by an earlier run.");
+        }
         let reader = match NfqueueReader::open(w.queue, QUEUE_MAXLEN) {
             Ok(r) => r,
             Err(e) => {
@@ -134,6 +151,7 @@ impl Inline {
                 if let Some(w) = &warning {
                     tracing::warn!(warning = %w, "Inline call guard: IPv4 only.");
                 }
+                self.v6 = warning.is_none();
                 self.view.warning = warning;
             }
             Err(e) => {
@@ -166,9 +184,47 @@ impl Inline {
                 Err(e) => tracing::warn!(error = %e, "Could not remove the inline queue rules."),
             }
         }
-        self.reader = None;
+        // What the queue still holds goes on (the engine is not asked:
+        // the daemon is stopping or the mode changing).
+        if let Some(mut r) = self.reader.take() {
+            let _ = r.drain(|_| voipwall_sys::nfqueue::Verdict::Accept);
+        }
         self.view.running = false;
         self.want = None;
+    }
+
+    /// Puts the queue rules back when another tool removed them (a flush
+    /// of the whole ruleset, `iptables -F`): every 10 s from the loop.
+    pub(crate) fn check_rules(&mut self) {
+        let Some(w) = self.want.clone() else { return };
+        if self.reader.is_none()
+            || voipwall_sys::query::marked_rules(
+                "ip",
+                "security",
+                "INPUT",
+                voipwall_sys::nfqueue::QUEUE_COMMENT.as_bytes(),
+            ) > 0
+        {
+            return;
+        }
+        tracing::warn!(
+            "Inline call guard: the queue rules were removed by another tool; putting them back."
+        );
+        match voipwall_sys::nfqueue::install_queue_rules(&w.ports, w.queue) {
+            Ok(warning) => {
+                self.v6 = warning.is_none();
+                self.view.rules_restored += 1;
+            }
+            Err(e) => tracing::error!(error = %e, "Could not put the queue rules back."),
+        }
+    }
+
+    /// Whether the queue holds `packet`, so that its NFLOG copy is
+    /// skipped (the engine gets it from the queue).
+    pub(crate) fn holds(&self, packet: &[u8]) -> bool {
+        self.reader.is_some()
+            && (self.v6 || packet.first().is_some_and(|b| b >> 4 == 4))
+            && voipwall_sys::nfqueue::held_by_queue(packet)
     }
 
     /// Records the verdict latencies of a drain.
@@ -183,6 +239,7 @@ impl Inline {
             self.view.held = r.stats.packets;
             self.view.dropped = r.stats.dropped;
             self.view.verdict_errors = r.stats.verdict_errors;
+            self.view.overflows = r.stats.enobufs;
         }
     }
 
@@ -203,10 +260,5 @@ impl Inline {
             max: l.last().copied(),
         };
         Some(v)
-    }
-
-    /// Whether the queue is bound (its NFLOG copies are skipped).
-    pub(crate) fn running(&self) -> bool {
-        self.reader.is_some()
     }
 }

@@ -743,7 +743,6 @@ pub fn run(cli: &Paths, a: &DaemonArgs, starters: Starters) -> anyhow::Result<()
         },
         None => None,
     };
-    d.inline.set(inline::Want::of(&d.policy));
     let (wake_rx, wake_tx) = UnixStream::pair().context("wake-up socket")?;
     wake_rx.set_nonblocking(true)?;
     wake_tx.set_nonblocking(true)?;
@@ -936,6 +935,8 @@ pub fn run(cli: &Paths, a: &DaemonArgs, starters: Starters) -> anyhow::Result<()
     // Ready: the ruleset is in the kernel, stored bans are back, packets
     // and the control socket are read.
     d.notify_state("READY=1\n");
+    // Bound last: from here on the loop gives each held INVITE its verdict.
+    d.inline.set(inline::Want::of(&d.policy));
     d.run_loop(nflog, &wake_rx, &rx);
     // Calls flow without the daemon either way (bypass); the rules go
     // with it when it stops cleanly.
@@ -1100,10 +1101,12 @@ impl Daemon {
                 let mut undecodable = 0;
                 pkt_at.clear();
                 // What the queue holds reaches the engine from the queue.
-                let skip_held = self.inline.running();
+                let inline = &self.inline;
                 let own = &self.own;
-                let res = n.drain(|p| {
-                    if skip_held && voipwall_sys::nfqueue::held_by_queue(p.payload) {
+                // A slice at a time: INVITEs held at the queue wait
+                // while a flood of copies is read.
+                let res = n.drain_at_most(64, |p| {
+                    if inline.holds(p.payload) {
                         return;
                     }
                     capture.packet(at.0, p.payload, "nflog", &mut |seen| match seen {
@@ -1167,6 +1170,7 @@ impl Daemon {
             if last_housekeeping.elapsed().as_secs() >= 10 {
                 last_housekeeping = Instant::now();
                 self.notify_state("");
+                self.inline.check_rules();
                 self.capture.expire(now().0);
                 self.flush_events();
                 let _ = self.writer.send(StoreOp::Prune(now(), self.bans_made()));
