@@ -11,6 +11,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
+use std::hash::BuildHasher as _;
 use std::net::IpAddr;
 
 use foldhash::fast::FixedState;
@@ -174,6 +175,9 @@ struct Call {
     has_user: bool,
     /// The host answered (any response, 100 Trying included).
     answered: bool,
+    /// The dialled number (seeded hash): a retry that dials another is
+    /// checked again for where it goes.
+    dest: u64,
     /// Until when the caller's last session-timer refresh shows the call
     /// alive (its interval and a grace). Only ever keeps a call: silence
     /// ends nothing (the PBX may not enforce the timer, and a caller must
@@ -256,6 +260,7 @@ pub struct CallGuard {
     /// Calls whose INVITE was dropped: their retransmissions are dropped
     /// too, without counting again.
     dropped: LruCache<(IpAddr, u64), (), FixedState>,
+    hasher: FixedState,
     timers: BinaryHeap<Reverse<(Timestamp, IpAddr, u64, Due)>>,
     stats: CallStats,
 }
@@ -270,7 +275,8 @@ impl CallGuard {
             recent: vec![VecDeque::new(); n],
             violations: vec![0; n],
             dropped_by: vec![0; n],
-            dropped: LruCache::with_hasher(DROPPED_KEPT, hasher),
+            dropped: LruCache::with_hasher(DROPPED_KEPT, hasher.clone()),
+            hasher,
             timers: BinaryHeap::new(),
             stats: CallStats::default(),
             cfg,
@@ -293,13 +299,7 @@ impl CallGuard {
 
     /// What `rule` says of a new call now (not counting it). `active` is
     /// the count the call would join.
-    fn check(
-        &self,
-        i: usize,
-        now: Timestamp,
-        dest: &str,
-        count_per_minute: bool,
-    ) -> Option<String> {
+    fn check(&self, i: usize, now: Timestamp, dest: &str, counts: bool) -> Option<String> {
         let rule = &self.cfg.rules[i];
         if let Some(p) = rule.deny_to.iter().find(|p| dest.starts_with(p.as_str())) {
             return Some(format!("a call to {dest}: {p} is a forbidden destination"));
@@ -312,7 +312,8 @@ impl CallGuard {
                 h.text
             ));
         }
-        if let Some(max) = rule.max_concurrent
+        if counts
+            && let Some(max) = rule.max_concurrent
             && self.active.get(i).copied().unwrap_or(0) >= max
         {
             return Some(format!(
@@ -320,7 +321,7 @@ impl CallGuard {
                 self.active[i]
             ));
         }
-        if count_per_minute && let Some(max) = rule.max_per_minute {
+        if counts && let Some(max) = rule.max_per_minute {
             let n = self
                 .recent
                 .get(i)
@@ -394,6 +395,11 @@ impl CallGuard {
         let user = user.map(|u| String::from_utf8_lossy(u).into_owned());
         let number = number.unwrap_or_default();
         let existing = self.calls.get(&key).copied();
+        let dest_key = self.hasher.hash_one(number);
+        // A retry that dials somewhere else (100, challenged, then +882...
+        // with the same Call-ID) is checked again for where it goes.
+        let changed = existing.is_some_and(|c| c.dest != dest_key);
+        let counting = |i: usize| existing.is_some_and(|c| c.rules & (1 << i) != 0);
         if queued {
             let user = user.as_deref();
             let broken: Vec<Violation> = self
@@ -404,12 +410,12 @@ impl CallGuard {
                 .take(64)
                 .filter(|&(i, rule)| {
                     rule.action == Act::Drop
-                        && existing.is_none_or(|c| c.rules & (1 << i) == 0)
+                        && (changed || !counting(i))
                         && Self::applies(rule, src, user, &normalise(number, &rule.numbering))
                 })
                 .filter_map(|(i, rule)| {
                     let dest = normalise(number, &rule.numbering);
-                    self.check(i, now, &dest, true)
+                    self.check(i, now, &dest, !counting(i))
                         .map(|reason| Violation { rule: i, reason })
                 })
                 .collect();
@@ -430,6 +436,7 @@ impl CallGuard {
             // The retry after a challenge: the same call.
             Some(mut c) => {
                 c.challenged = None;
+                c.dest = dest_key;
                 c
             }
             None => {
@@ -455,6 +462,7 @@ impl CallGuard {
                     challenged: None,
                     has_user: false,
                     answered: false,
+                    dest: dest_key,
                     session_until: None,
                 }
             }
@@ -463,14 +471,16 @@ impl CallGuard {
         // Rules not yet counting this call that apply now (a `user:` rule
         // starts applying at the retry that carries the credentials).
         for (i, rule) in self.cfg.rules.iter().enumerate().take(64) {
-            if c.rules & (1 << i) != 0 {
+            if counting(i) && !changed {
                 continue;
             }
             let dest = normalise(number, &rule.numbering);
             if !Self::applies(rule, src, user.as_deref(), &dest) {
                 continue;
             }
-            if let Some(reason) = self.check(i, now, &dest, true) {
+            // A rule already counting the call is asked only about the new
+            // destination (its own count holds this call already).
+            if let Some(reason) = self.check(i, now, &dest, !counting(i)) {
                 out.push(Violation { rule: i, reason });
             }
             c.rules |= 1 << i;
@@ -862,6 +872,42 @@ mod tests {
         g.handle_timeout(t.plus(90_000 + SESSION_GRACE));
         let s = g.stats();
         assert_eq!((s.rules[0].active, s.timed_out, s.calls), (0, 2, 0));
+        g.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_retry_that_dials_elsewhere_is_checked_again() {
+        let mut deny = rule("no-premium");
+        deny.deny_to = vec!["+882".into()];
+        deny.max_concurrent = Some(1);
+        deny.action = Act::Drop;
+        let mut g = guard(vec![deny]);
+        let src: IpAddr = "203.0.113.2".parse().unwrap();
+        let (ok, premium) = (Some(&b"100"[..]), Some(&b"0088212345"[..]));
+        assert_eq!(
+            g.invite_at(T0, src, 1, (ok, None), false, true),
+            (vec![], false)
+        );
+        g.answer(T0, src, 1, 407);
+        // The authenticated retry dials a premium number: dropped, and
+        // its own count (one call, itself) is no violation.
+        let (v, drop) = g.invite_at(T0, src, 1, (premium, Some(b"1000")), false, true);
+        assert!(
+            drop && v.len() == 1 && v[0].reason.contains("forbidden"),
+            "{v:?}"
+        );
+        assert_eq!(g.stats().rules[0].active, 0);
+        // Passive: the same shape is reported.
+        assert!(g.invite(T0, src, 2, ok, None, false).is_empty());
+        g.answer(T0, src, 2, 407);
+        let v = g.invite(T0, src, 2, premium, Some(b"1000"), false);
+        assert!(v.len() == 1 && v[0].reason.contains("forbidden"), "{v:?}");
+        assert_eq!(g.stats().rules[0].active, 1);
+        // A plain retry to the same number is not checked again.
+        assert!(
+            g.invite(T0, src, 2, premium, Some(b"1000"), false)
+                .is_empty()
+        );
         g.check_invariants().unwrap();
     }
 
