@@ -547,6 +547,7 @@ fn nflog_copy(policy: &Policy, dir: Copy, proto: Proto, ports: &[PortSpec]) -> O
             Action::Nflog {
                 group,
                 snaplen: NFLOG_SNAPLEN,
+                outbound: dir == Copy::Out,
             },
             format!("copy {what} to NFLOG group {group}"),
         ),

@@ -9,6 +9,8 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use voipwall_policy::{PortSpec, Proto};
 
+/// The NFLOG prefix of the copies of packets the host sends.
+pub const OUTBOUND_PREFIX: &str = "vw-out";
 /// Address family of a set or match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Family {
@@ -187,12 +189,18 @@ pub enum Action {
     SaddrVmap(Family, String),
     /// `iifname vmap { "eth0" : goto chain, ... }`.
     IifVmap(Vec<(String, String)>),
-    /// `log group N snaplen S` (non-terminal).
+    /// `log group N snaplen S` (non-terminal); `log prefix "vw-out" ...`
+    /// for what the host sends.
     Nflog {
         /// NFLOG group.
         group: u16,
         /// Bytes copied per packet.
         snaplen: u32,
+        /// A copy of a packet the host sends: prefixed [`OUTBOUND_PREFIX`]
+        /// so the daemon reads the direction from the copy, not from a
+        /// source address a packet from outside can claim.
+        #[serde(default)]
+        outbound: bool,
     },
     /// `limit rate N/second burst N packets log prefix "P" group G snaplen
     /// S` (non-terminal): a sample of what the next rule drops, for the

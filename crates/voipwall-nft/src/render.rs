@@ -288,7 +288,19 @@ fn action_text(a: &Action) -> String {
                 .collect();
             format!("iifname vmap {{ {} }}", e.join(", "))
         }
-        Action::Nflog { group, snaplen } => format!("log group {group} snaplen {snaplen}"),
+        Action::Nflog {
+            group,
+            snaplen,
+            outbound: false,
+        } => format!("log group {group} snaplen {snaplen}"),
+        Action::Nflog {
+            group,
+            snaplen,
+            outbound: true,
+        } => format!(
+            "log prefix \"{}\" group {group} snaplen {snaplen}",
+            OUTBOUND_PREFIX
+        ),
         Action::Sample {
             group,
             rate,

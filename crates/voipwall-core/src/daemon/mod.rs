@@ -1102,15 +1102,19 @@ impl Daemon {
                 pkt_at.clear();
                 // What the queue holds reaches the engine from the queue.
                 let inline = &self.inline;
-                let own = &self.own;
                 // A slice at a time: INVITEs held at the queue wait
                 // while a flood of copies is read.
                 let res = n.drain_at_most(64, |p| {
                     if inline.holds(p.payload) {
                         return;
                     }
+                    // The copy says its direction (the out rules' prefix);
+                    // a source address from outside can claim to be ours.
+                    let outbound = p
+                        .prefix
+                        .is_some_and(|x| x.starts_with(voipwall_nft::OUTBOUND_PREFIX.as_bytes()));
                     capture.packet(at.0, p.payload, "nflog", &mut |seen| match seen {
-                        Seen::Sip(d) if d.sent_by_host(own) => {
+                        Seen::Sip(d) if outbound && d.is_request() => {
                             if let Some((peer, call_id)) = d.hangup() {
                                 engine.host_hangup(peer, call_id);
                             }
