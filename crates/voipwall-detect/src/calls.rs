@@ -288,6 +288,68 @@ impl CallGuard {
         &self.cfg.rules
     }
 
+    /// Takes over the calls `old` follows (a reload built this guard): a
+    /// call keeps counting toward each rule of the same name whose scope
+    /// (`from`, `to`, numbering) is unchanged, with that rule's counters;
+    /// a rule that is new or changed starts from the calls placed after
+    /// the reload. Without this a reload would free every slot of
+    /// `max_concurrent` while the calls go on.
+    pub fn adopt(&mut self, old: Self) {
+        let map: Vec<Option<usize>> = old
+            .cfg
+            .rules
+            .iter()
+            .take(64)
+            .map(|o| {
+                self.cfg.rules.iter().take(64).position(|n| {
+                    n.name == o.name
+                        && n.from == o.from
+                        && n.to == o.to
+                        && n.numbering == o.numbering
+                })
+            })
+            .collect();
+        let bits = |rules: u64| {
+            map.iter().enumerate().fold(0u64, |acc, (j, i)| match i {
+                Some(i) if rules & (1 << j) != 0 => acc | (1 << i),
+                _ => acc,
+            })
+        };
+        for (j, i) in map.iter().enumerate() {
+            if let Some(i) = *i {
+                self.violations[i] = old.violations[j];
+                self.dropped_by[i] = old.dropped_by[j];
+                self.recent[i].clone_from(&old.recent[j]);
+            }
+        }
+        // Oldest first, so that the LRU keeps the same order.
+        let calls: Vec<((IpAddr, u64), Call)> = old.calls.iter().map(|(k, c)| (*k, *c)).collect();
+        for (key, mut c) in calls {
+            c.rules = bits(c.rules);
+            if self.calls.len() >= self.calls.capacity()
+                && let Some((_, gone)) = self.calls.remove_lru()
+            {
+                self.release(gone.rules);
+                self.stats.evicted += 1;
+            }
+            for i in 0..self.active.len() {
+                if c.rules & (1 << i) != 0 {
+                    self.active[i] += 1;
+                }
+            }
+            self.calls.insert(key, c);
+        }
+        for (key, ()) in old.dropped.iter() {
+            self.dropped.insert(*key, ());
+        }
+        self.timers = old.timers;
+        self.compact_timers();
+        self.stats = CallStats {
+            rules: Vec::new(),
+            ..old.stats
+        };
+    }
+
     fn applies(rule: &CallRule, src: IpAddr, user: Option<&str>, dest: &str) -> bool {
         let from = rule.from.is_empty()
             || rule.from.iter().any(|o| match o {
@@ -873,6 +935,37 @@ mod tests {
         let s = g.stats();
         assert_eq!((s.rules[0].active, s.timed_out, s.calls), (0, 2, 0));
         g.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_reload_keeps_the_calls_of_unchanged_rules() {
+        let mut a = rule("trunk-a");
+        a.max_concurrent = Some(3);
+        let mut b = rule("office");
+        b.max_concurrent = Some(10);
+        let mut g = guard(vec![a.clone(), b.clone()]);
+        let src: IpAddr = "203.0.113.2".parse().unwrap();
+        for c in 0..4 {
+            let _ = g.invite(T0, src, c, Some(b"+44"), None, false);
+            g.provisional(src, c);
+        }
+        // The new policy: trunk-a unchanged (now second), office scoped
+        // to other destinations, a new rule.
+        b.to = vec!["+1".into()];
+        let new = rule("new");
+        let mut n = guard(vec![new, a, b]);
+        n.adopt(g);
+        let s = n.stats();
+        let by = |name: &str| s.rules.iter().find(|r| r.name == name).unwrap().clone();
+        assert_eq!((by("trunk-a").active, by("trunk-a").violations), (4, 1));
+        assert_eq!((by("office").active, by("new").active), (0, 0));
+        assert_eq!((s.calls, s.started), (4, 4));
+        n.check_invariants().unwrap();
+        // The next call still breaks trunk-a, and a BYE still frees a slot.
+        assert_eq!(n.invite(T0, src, 9, Some(b"+44"), None, false).len(), 1);
+        n.end(src, 0);
+        assert_eq!(n.stats().rules[1].active, 4);
+        n.check_invariants().unwrap();
     }
 
     #[test]

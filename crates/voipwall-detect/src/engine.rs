@@ -999,6 +999,27 @@ impl Engine {
         self.ban_for(addr, now).is_some()
     }
 
+    /// The seed of the engine's hashes (a reload keeps it, so that the
+    /// calls it hands over keep their keys).
+    pub fn hash_seed(&self) -> u64 {
+        self.cfg.hash_seed
+    }
+
+    /// The call guard and the calls it follows, taken out (a reload hands
+    /// them to the new engine).
+    pub fn take_calls(&mut self) -> Option<crate::calls::CallGuard> {
+        self.calls.take()
+    }
+
+    /// Takes over the calls a previous engine followed (a reload): see
+    /// [`crate::calls::CallGuard::adopt`]. Nothing when this engine has no
+    /// call rules.
+    pub fn adopt_calls(&mut self, old: crate::calls::CallGuard) {
+        if let Some(g) = self.calls.as_mut() {
+            g.adopt(old);
+        }
+    }
+
     /// The call guard's counters, when the policy has call rules.
     pub fn call_stats(&self) -> Option<crate::calls::CallStats> {
         self.calls.as_ref().map(crate::calls::CallGuard::stats)

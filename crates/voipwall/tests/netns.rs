@@ -4893,6 +4893,15 @@ listen = ["127.0.0.1:8787"]
     lab.until("five calls are up", || {
         rule(&calls(&lab), "trunk-a")["active"] == 5
     });
+    // A reload keeps the calls in progress counted.
+    let out = lab.voipwall_ctl(&["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c = calls(&lab);
+    assert_eq!(rule(&c, "trunk-a")["active"], 5, "{c}");
     let decide =
         |from: &str, to: &str| lab.voipwall_ctl(&["call", "decide", "--from", from, "--to", to]);
     let d = decide("203.0.113.2", "442079460000");

@@ -237,7 +237,15 @@ impl Daemon {
             .set_websocket_ports(policy.sip_websocket_ports());
         // A new engine with the new settings; what it remembers of bans
         // (recidive, suppression) comes back from the store.
-        self.engine = Engine::new(p.config);
+        // Calls in progress stay counted (a reload must not free every
+        // slot of max_concurrent while they go on).
+        let calls = self.engine.take_calls();
+        let mut config = p.config;
+        config.hash_seed = self.engine.hash_seed();
+        self.engine = Engine::new(config);
+        if let Some(c) = calls {
+            self.engine.adopt_calls(c);
+        }
         self.observe = policy.detect.mode == DetectMode::Observe;
         if policy.sip.nflog_group != self.nflog_group {
             self.nflog_group = policy.sip.nflog_group;
