@@ -673,7 +673,19 @@ impl Engine {
     /// the kernel's to enforce, from the next packet on.
     pub fn handle_queued(&mut self, now: Timestamp, ev: &Event<'_>) -> bool {
         self.queued = Some(false);
+        let was_banned = self.is_banned(ev.src, now);
         self.handle_packet(now, ev);
+        // The kernel let in a source the engine holds banned (an endpoint
+        // a prefix ban spares, a ban not in force yet): detection
+        // suppresses it, but the call rules still judge its INVITE.
+        if was_banned
+            && self.calls.is_some()
+            && let EventKind::Request(ref r) = ev.kind
+        {
+            let call = self.hasher.hash_one(r.call_id);
+            let invite = r.method.eq_ignore_ascii_case(b"INVITE");
+            self.call_request(now, ev.src, r, call, invite, ev.origin);
+        }
         self.queued.take() == Some(true)
     }
 

@@ -4,9 +4,10 @@
 //! ends its call at once; a CANCEL ends with the 487 to the INVITE.
 use std::net::IpAddr;
 
+use voipwall_detect::calls::Act;
 use voipwall_detect::calls::CallConfig;
 use voipwall_detect::scenario::BASE;
-use voipwall_detect::{Config, Engine, Event, EventKind, Request, Response, RuleSet};
+use voipwall_detect::{Ban, Config, Engine, Event, EventKind, Request, Response, RuleSet};
 
 fn engine() -> Engine {
     let mut rules = RuleSet::builtin();
@@ -87,4 +88,52 @@ fn a_bye_ends_a_call_when_the_pbx_accepts_it() {
     e.handle_event(t, &response(caller, 200, b"CANCEL", b"d", 1));
     e.handle_event(t, &response(caller, 487, b"INVITE", b"d", 1));
     assert_eq!(up(&e), 1);
+}
+
+/// A queued INVITE from a source the engine holds banned (the kernel let
+/// it in: a prefix ban sparing an endpoint, a ban not in force yet) is
+/// still judged by the call rules.
+#[test]
+fn a_queued_invite_from_a_banned_source_is_still_judged() {
+    let mut rules = RuleSet::builtin();
+    for r in &mut rules.rules {
+        r.enabled = false;
+    }
+    let mut cfg = Config::new(rules);
+    cfg.call = Some(CallConfig {
+        rules: vec![voipwall_detect::calls::CallRule {
+            deny_to: vec!["+882".into()],
+            action: Act::Drop,
+            ..voipwall_detect::calls::plain_rule("no-premium")
+        }],
+        max_duration: 4 * 3_600_000,
+        max_calls: 100,
+    });
+    let mut e = Engine::new(cfg);
+    let src: IpAddr = "203.0.113.7".parse().unwrap();
+    e.restore_ban(Ban {
+        target: "203.0.113.0/24".parse().unwrap(),
+        offender: "203.0.113.9".parse().unwrap(),
+        rule: "scanner".into(),
+        at: BASE,
+        until: BASE.plus(3_600_000),
+        ttl: 3_600_000,
+        level: 0,
+        reason: String::new(),
+        account: None,
+        evidence: Vec::new(),
+        verified: true,
+    });
+    let ev = Event {
+        src,
+        kind: EventKind::Request(Request {
+            method: b"INVITE",
+            ruri_user: Some(b"0088212345"),
+            call_id: b"x",
+            cseq: 1,
+            ..Request::default()
+        }),
+        origin: "nfqueue",
+    };
+    assert!(e.handle_queued(BASE.plus(60_000), &ev));
 }
