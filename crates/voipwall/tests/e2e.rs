@@ -1869,3 +1869,121 @@ fn distributed_guessing_over_tcp_is_proven_by_the_connection() {
         );
     }
 }
+
+/// Issue 23: a call rule by `user:` against users kamailio authenticates.
+/// kamailio challenges every INVITE (407) and answers the retry whose
+/// digest it checks against its own table (403 for a wrong password);
+/// the phone places two calls at once as 1001, then two as 1003. With
+/// `user:1000-1002` at `max_concurrent = 1`, 1001's second call breaks the
+/// rule and 1003's calls do not; a wrong password ends its call at the 403.
+#[test]
+fn calls_by_user_are_those_kamailio_authenticated() {
+    let mut lab = Lab::new();
+    let cfg = std::fs::read_to_string(data("kamailio.cfg"))
+        .unwrap()
+        .replace(
+            "    if (!is_method(\"REGISTER\")) {",
+            r#"    if (is_method("ACK")) {
+        exit;
+    }
+    if (is_method("BYE")) {
+        sl_send_reply("200", "OK");
+        exit;
+    }
+    if (is_method("INVITE")) {
+        $var(rc) = pv_proxy_authenticate("pbx.test", "$sht(users=>$au)", "0");
+        if ($var(rc) == -2) {
+            sl_send_reply("403", "Forbidden");
+            exit;
+        }
+        if ($var(rc) < 0) {
+            proxy_challenge("pbx.test", "0");
+            exit;
+        }
+        xlog("L_NOTICE", "vwlab: call answered user=$au src=$si\n");
+        append_to_reply("Contact: <sip:pbx@LAB_V4:5060>\r\n");
+        sl_send_reply("200", "OK");
+        exit;
+    }
+    if (!is_method("REGISTER")) {"#,
+        )
+        .replace("LAB_V4", PBX4)
+        .replace("LAB_V6", PBX6)
+        .replace("LAB_DIR", lab.dir.to_str().unwrap());
+    let path = lab.dir.join("kamailio-calls.cfg");
+    std::fs::write(&path, cfg).unwrap();
+    lab.run_kamailio(&path, &[]);
+    lab.start_daemon_with(
+        "[interfaces]\nv0 = \"internet\"\n\n[zones.internet]\nservices = [\"sip\"]\n\n[sip]\nnflog_group = 7\n\n\
+         [call]\nmax_duration = \"1h\"\n\n[[call.rule]]\nname = \"users\"\nfrom = [\"user:1000-1002\"]\nmax_concurrent = 1\n",
+    );
+    let uac = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/uac_auth.xml");
+    let call = |user: &str, password: &str, port: &str| -> Output {
+        lab.exec(
+            "phone",
+            &[
+                "sipp",
+                "-nostdin",
+                "-sf",
+                uac,
+                "-au",
+                user,
+                "-ap",
+                password,
+                "-s",
+                "442079460000",
+                "-i",
+                PHONE4,
+                "-p",
+                port,
+                "-m",
+                "2",
+                "-l",
+                "2",
+                "-r",
+                "20",
+                "-d",
+                "3000",
+                "-timeout",
+                "30s",
+                &format!("{PBX4}:5060"),
+            ],
+        )
+        .output()
+        .unwrap()
+    };
+    let rule = |lab: &Lab| -> Value { lab.json(&["status"])["calls"]["rules"][0].clone() };
+    let out = call("1003", "secret1003", "5072");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(rule(&lab)["violations"], 0, "{}", rule(&lab));
+    let out = call("1001", "secret1001", "5071");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        lab.kamailio_log()
+            .matches("vwlab: call answered user=1001")
+            .count(),
+        2,
+        "kamailio did not authenticate both calls"
+    );
+    let r = rule(&lab);
+    assert_eq!(r["violations"], 1, "{r}");
+    // The BYEs (answered 200 by kamailio) free the slots.
+    let until = Instant::now() + Duration::from_secs(10);
+    while rule(&lab)["active"] != 0 {
+        assert!(Instant::now() < until, "{}", rule(&lab));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A wrong password: kamailio refuses it, and the call leaves the count.
+    let out = call("1002", "wrong", "5073");
+    assert!(!out.status.success());
+    let r = rule(&lab);
+    assert_eq!(r["active"], 0, "{r}");
+}
