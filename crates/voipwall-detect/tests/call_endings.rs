@@ -4,26 +4,30 @@
 //! ends its call at once; a CANCEL ends with the 487 to the INVITE.
 use std::net::IpAddr;
 
-use voipwall_detect::calls::Act;
-use voipwall_detect::calls::CallConfig;
+use voipwall_detect::calls::{Act, CallConfig, CallRule};
 use voipwall_detect::scenario::BASE;
 use voipwall_detect::{Ban, Config, Engine, Event, EventKind, Request, Response, RuleSet};
 
-fn engine() -> Engine {
+/// An engine with detection rules off and one call rule.
+fn engine_with(rule: CallRule) -> Engine {
     let mut rules = RuleSet::builtin();
     for r in &mut rules.rules {
         r.enabled = false;
     }
     let mut cfg = Config::new(rules);
     cfg.call = Some(CallConfig {
-        rules: vec![voipwall_detect::calls::CallRule {
-            max_concurrent: Some(10),
-            ..voipwall_detect::calls::plain_rule("all")
-        }],
+        rules: vec![rule],
         max_duration: 4 * 3_600_000,
         max_calls: 100,
     });
     Engine::new(cfg)
+}
+
+fn engine() -> Engine {
+    engine_with(CallRule {
+        max_concurrent: Some(10),
+        ..voipwall_detect::calls::plain_rule("all")
+    })
 }
 
 fn request<'a>(src: IpAddr, method: &'a [u8], call: &'a [u8], cseq: u64, tag: bool) -> Event<'a> {
@@ -95,21 +99,11 @@ fn a_bye_ends_a_call_when_the_pbx_accepts_it() {
 /// still judged by the call rules.
 #[test]
 fn a_queued_invite_from_a_banned_source_is_still_judged() {
-    let mut rules = RuleSet::builtin();
-    for r in &mut rules.rules {
-        r.enabled = false;
-    }
-    let mut cfg = Config::new(rules);
-    cfg.call = Some(CallConfig {
-        rules: vec![voipwall_detect::calls::CallRule {
-            deny_to: vec!["+882".into()],
-            action: Act::Drop,
-            ..voipwall_detect::calls::plain_rule("no-premium")
-        }],
-        max_duration: 4 * 3_600_000,
-        max_calls: 100,
+    let mut e = engine_with(CallRule {
+        deny_to: vec!["+882".into()],
+        action: Act::Drop,
+        ..voipwall_detect::calls::plain_rule("no-premium")
     });
-    let mut e = Engine::new(cfg);
     let src: IpAddr = "203.0.113.7".parse().unwrap();
     e.restore_ban(Ban {
         target: "203.0.113.0/24".parse().unwrap(),

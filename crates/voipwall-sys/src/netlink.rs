@@ -456,6 +456,47 @@ fn interval_elems(net: &ipnet::IpNet, timeout: Option<u64>) -> Vec<(IpAddr, Opti
     v
 }
 
+/// The netlink message at `off` of a receive buffer: (type, body, offset
+/// of the next one); `None` past the last whole message.
+pub(crate) fn nlmsg(buf: &[u8], off: usize) -> Option<(u16, &[u8], usize)> {
+    let h = buf.get(off..off + 16)?;
+    let len = u32::from_ne_bytes(h[..4].try_into().ok()?) as usize;
+    let ty = u16::from_ne_bytes(h[4..6].try_into().ok()?);
+    if len < 16 || off + len > buf.len() {
+        return None;
+    }
+    Some((ty, &buf[off + 16..off + len], off + ((len + 3) & !3)))
+}
+
+/// Sends a request made with NLM_F_ACK and waits for its acknowledgement
+/// (the error message answering `seq`; other messages read meanwhile are
+/// skipped). The NFLOG and NFQUEUE configuration requests.
+pub(crate) fn request_ack(sock: &Socket, msg: &[u8], seq: u32) -> io::Result<()> {
+    const NLMSG_ERROR: u16 = 2;
+    sock.send(msg, 0)?;
+    let mut rbuf: Vec<u8> = Vec::with_capacity(4096);
+    loop {
+        rbuf.clear();
+        sock.recv(&mut rbuf, 0)?;
+        let mut off = 0;
+        while let Some((ty, body, next)) = nlmsg(&rbuf, off) {
+            if ty == NLMSG_ERROR && body.len() >= 12 {
+                let code = i32::from_ne_bytes(body[..4].try_into().expect("4 bytes"));
+                let eseq =
+                    u32::from_ne_bytes(body[12..16.min(body.len())].try_into().unwrap_or([0; 4]));
+                if eseq == seq || body.len() < 16 {
+                    return if code == 0 {
+                        Ok(())
+                    } else {
+                        Err(io::Error::from_raw_os_error(-code))
+                    };
+                }
+            }
+            off = next;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

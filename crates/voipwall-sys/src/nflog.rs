@@ -13,7 +13,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 
 use netlink_sys::{Socket, constants::NETLINK_NETFILTER};
 
-use crate::netlink::{attr, finish, push_nfgenmsg, push_nlmsghdr};
+use crate::netlink::{attr, finish, nlmsg, push_nfgenmsg, push_nlmsghdr};
 
 const NFNL_SUBSYS_ULOG: u16 = 4;
 const NFULNL_MSG_PACKET: u16 = 0;
@@ -150,29 +150,7 @@ impl NflogReader {
             attr(&mut m, *ty, v);
         }
         finish(&mut m, start);
-        self.sock.send(&m, 0)?;
-        let mut rbuf: Vec<u8> = Vec::with_capacity(4096);
-        loop {
-            rbuf.clear();
-            self.sock.recv(&mut rbuf, 0)?;
-            let mut off = 0;
-            while let Some((ty, body, next)) = nlmsg(&rbuf, off) {
-                if ty == NLMSG_ERROR && body.len() >= 12 {
-                    let code = i32::from_ne_bytes(body[..4].try_into().expect("4 bytes"));
-                    let eseq = u32::from_ne_bytes(
-                        body[12..16.min(body.len())].try_into().unwrap_or([0; 4]),
-                    );
-                    if eseq == seq || body.len() < 16 {
-                        return if code == 0 {
-                            Ok(())
-                        } else {
-                            Err(io::Error::from_raw_os_error(-code))
-                        };
-                    }
-                }
-                off = next;
-            }
-        }
+        crate::netlink::request_ack(&self.sock, &m, seq)
     }
 
     /// Changes the queue threshold while running: 1 delivers each packet at
@@ -282,17 +260,6 @@ impl NflogReader {
         }
         Ok(total)
     }
-}
-
-/// The netlink message at `off`: (type, body, offset of the next one).
-fn nlmsg(buf: &[u8], off: usize) -> Option<(u16, &[u8], usize)> {
-    let h = buf.get(off..off + 16)?;
-    let len = u32::from_ne_bytes(h[..4].try_into().ok()?) as usize;
-    let ty = u16::from_ne_bytes(h[4..6].try_into().ok()?);
-    if len < 16 || off + len > buf.len() {
-        return None;
-    }
-    Some((ty, &buf[off + 16..off + len], off + ((len + 3) & !3)))
 }
 
 /// Raises the receive buffer past `rmem_max` (needs CAP_NET_ADMIN); falls

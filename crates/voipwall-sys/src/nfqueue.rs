@@ -12,7 +12,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 
 use netlink_sys::{Socket, constants::NETLINK_NETFILTER};
 
-use crate::netlink::{attr, finish, push_nfgenmsg, push_nlmsghdr};
+use crate::netlink::{attr, finish, nlmsg, push_nfgenmsg, push_nlmsghdr};
 
 const NFNL_SUBSYS_QUEUE: u16 = 3;
 const NFQNL_MSG_PACKET: u16 = 0;
@@ -32,7 +32,6 @@ const NFQA_TIMESTAMP: u16 = 4;
 const NFQA_PAYLOAD: u16 = 10;
 const NF_DROP: u32 = 0;
 const NF_ACCEPT: u32 = 1;
-const NLMSG_ERROR: u16 = 2;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 
@@ -138,27 +137,7 @@ impl NfqueueReader {
             attr(&mut m, *ty, v);
         }
         finish(&mut m, start);
-        self.sock.send(&m, 0)?;
-        let mut rbuf: Vec<u8> = Vec::with_capacity(4096);
-        loop {
-            rbuf.clear();
-            self.sock.recv(&mut rbuf, 0)?;
-            let mut off = 0;
-            while let Some((ty, body, next)) = nlmsg(&rbuf, off) {
-                if ty == NLMSG_ERROR && body.len() >= 16 {
-                    let code = i32::from_ne_bytes(body[..4].try_into().expect("4 bytes"));
-                    let eseq = u32::from_ne_bytes(body[12..16].try_into().expect("4 bytes"));
-                    if eseq == seq {
-                        return if code == 0 {
-                            Ok(())
-                        } else {
-                            Err(io::Error::from_raw_os_error(-code))
-                        };
-                    }
-                }
-                off = next;
-            }
-        }
+        crate::netlink::request_ack(&self.sock, &m, seq)
     }
 
     /// The socket, for `poll`.
@@ -226,17 +205,6 @@ impl NfqueueReader {
         finish(&mut self.out, start);
         self.sock.send(&self.out, 0).map(|_| ())
     }
-}
-
-/// The netlink message at `off`: (type, body, offset of the next one).
-fn nlmsg(buf: &[u8], off: usize) -> Option<(u16, &[u8], usize)> {
-    let h = buf.get(off..off + 16)?;
-    let len = u32::from_ne_bytes(h[..4].try_into().ok()?) as usize;
-    let ty = u16::from_ne_bytes(h[4..6].try_into().ok()?);
-    if len < 16 || off + len > buf.len() {
-        return None;
-    }
-    Some((ty, &buf[off + 16..off + len], off + ((len + 3) & !3)))
 }
 
 /// Walks a buffer of netlink messages as the queue socket receives them

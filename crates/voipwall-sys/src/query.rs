@@ -392,8 +392,9 @@ pub fn has_key(table: &str, set: &str, key: std::net::IpAddr) -> io::Result<bool
     }
 }
 
-/// Rules in one chain (a dump filtered by table and chain).
-fn rule_count(family: &str, table: &str, chain: &str) -> io::Result<usize> {
+/// The rules of one chain, each message's bytes (a dump filtered by table
+/// and chain).
+fn rules_of(family: &str, table: &str, chain: &str) -> io::Result<Vec<Vec<u8>>> {
     let replies = ask(|buf| {
         let start = push_nlmsghdr(
             buf,
@@ -406,42 +407,32 @@ fn rule_count(family: &str, table: &str, chain: &str) -> io::Result<usize> {
         attr(buf, NFTA_RULE_CHAIN, &cstr(chain));
         finish(buf, start);
     })?;
-    // voipwall's own queue rules (the call guard's inline mode:
-    // iptables-nft rules in the security table marked by their comment)
-    // are not another firewall.
-    let ours = crate::nfqueue::QUEUE_COMMENT.as_bytes();
     Ok(replies
+        .into_iter()
+        .filter(|(ty, _, _)| *ty == NFT_MSG_NEWRULE)
+        .map(|(_, _, payload)| payload)
+        .collect())
+}
+
+fn carries(payload: &[u8], marker: &[u8]) -> bool {
+    payload.windows(marker.len()).any(|w| w == marker)
+}
+
+/// Rules in one chain. voipwall's own queue rules (the call guard's inline
+/// mode: iptables-nft rules in the security table marked by their comment)
+/// are not another firewall's and are left out.
+fn rule_count(family: &str, table: &str, chain: &str) -> io::Result<usize> {
+    let ours = crate::nfqueue::QUEUE_COMMENT.as_bytes();
+    Ok(rules_of(family, table, chain)?
         .iter()
-        .filter(|(ty, _, payload)| {
-            *ty == NFT_MSG_NEWRULE
-                && !(table == "security" && payload.windows(ours.len()).any(|w| w == ours))
-        })
+        .filter(|p| !(table == "security" && carries(p, ours)))
         .count())
 }
 
 /// How many rules of `family table chain` carry `marker` in their bytes
 /// (their comment): 0 when the chain does not exist.
 pub fn marked_rules(family: &str, table: &str, chain: &str, marker: &[u8]) -> usize {
-    let Ok(replies) = ask(|buf| {
-        let start = push_nlmsghdr(
-            buf,
-            msg_type(NFT_MSG_GETRULE),
-            NLM_F_REQUEST | NLM_F_DUMP,
-            1,
-        );
-        push_nfgenmsg(buf, family_number(family), 0);
-        attr(buf, NFTA_RULE_TABLE, &cstr(table));
-        attr(buf, NFTA_RULE_CHAIN, &cstr(chain));
-        finish(buf, start);
-    }) else {
-        return 0;
-    };
-    replies
-        .iter()
-        .filter(|(ty, _, payload)| {
-            *ty == NFT_MSG_NEWRULE && payload.windows(marker.len()).any(|w| w == marker)
-        })
-        .count()
+    rules_of(family, table, chain).map_or(0, |r| r.iter().filter(|p| carries(p, marker)).count())
 }
 
 #[cfg(test)]

@@ -4712,6 +4712,39 @@ fn log_sources_that_deliver_nothing_say_so_in_status() {
 
 /// A sipp run in `ns` (`ip netns exec` execs sipp, so killing the child
 /// kills sipp); every caller bounds it with sipp's own `-timeout`.
+/// Office hours (UTC, every day) that exclude the current hour: a call
+/// placed now is outside them.
+fn hours_excluding_now() -> &'static str {
+    let hour = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 3600)
+        % 24;
+    if hour < 12 {
+        "Mon-Sun 13:00-23:00 UTC"
+    } else {
+        "Mon-Sun 01:00-11:00 UTC"
+    }
+}
+
+/// A sipp UAS for the PBX on the firewall's udp/5060 (the built-in one,
+/// or a scenario of tests/support), given time to bind.
+fn sipp_uas(lab: &Lab, scenario: Option<&str>) -> Reap {
+    let support = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support");
+    let sf = scenario.map(|s| support.join(s).display().to_string());
+    let mut args = match &sf {
+        Some(f) => vec!["-sf", f.as_str()],
+        None => vec!["-sn", "uas"],
+    };
+    args.extend(["-i", "203.0.113.1", "-p", "5060", "-timeout", "120s"]);
+    let uas = sipp(&lab.fw, &args)
+        .spawn()
+        .expect("sipp (apt-get install sip-tester)");
+    std::thread::sleep(Duration::from_millis(300));
+    Reap(uas)
+}
+
 fn sipp(ns: &str, args: &[&str]) -> Command {
     let mut c = Command::new("ip");
     c.args(["netns", "exec", ns, "sipp", "-nostdin"])
@@ -4739,17 +4772,7 @@ fn call_rules_follow_calls_on_the_wire() {
     )
     .expect("pjsip.conf");
     // Office hours that exclude now (UTC), on every day.
-    let hour = (std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        / 3600)
-        % 24;
-    let hours = if hour < 12 {
-        "Mon-Sun 13:00-23:00 UTC"
-    } else {
-        "Mon-Sun 01:00-11:00 UTC"
-    };
+    let hours = hours_excluding_now();
     let policy = format!(
         r#"
 [interfaces]
@@ -4803,23 +4826,7 @@ listen = ["127.0.0.1:8787"]
     );
     lab.apply(&policy);
     lab.start_daemon(&policy);
-    let uas = sipp(
-        &lab.fw,
-        &[
-            "-sn",
-            "uas",
-            "-i",
-            "203.0.113.1",
-            "-p",
-            "5060",
-            "-timeout",
-            "90s",
-        ],
-    )
-    .spawn()
-    .expect("sipp (apt-get install sip-tester)");
-    let uas = Reap(uas);
-    std::thread::sleep(Duration::from_millis(300));
+    let uas = sipp_uas(&lab, None);
     let uac = |src: &str, service: &str, calls: &str, hold_ms: &str| {
         sipp(
             &lab.peer,
@@ -4990,23 +4997,7 @@ listen = ["127.0.0.1:8787"]
     // breaks the rule, seen at its authenticated retry. User 2000's do not.
     drop(uas);
     let support = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support");
-    let uas = sipp(
-        &lab.fw,
-        &[
-            "-sf",
-            support.join("uas_auth.xml").to_str().unwrap(),
-            "-i",
-            "203.0.113.1",
-            "-p",
-            "5060",
-            "-timeout",
-            "60s",
-        ],
-    )
-    .spawn()
-    .expect("sipp uas");
-    let _uas = Reap(uas);
-    std::thread::sleep(Duration::from_millis(300));
+    let _uas = sipp_uas(&lab, Some("uas_auth.xml"));
     let auth_uac = |user: &str| {
         sipp(
             &lab.peer,
@@ -5070,17 +5061,7 @@ listen = ["127.0.0.1:8787"]
 #[test]
 fn inline_call_rules_drop_invites_at_the_queue() {
     let mut lab = Lab::new();
-    let hour = (std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        / 3600)
-        % 24;
-    let hours = if hour < 12 {
-        "Mon-Sun 13:00-23:00 UTC"
-    } else {
-        "Mon-Sun 01:00-11:00 UTC"
-    };
+    let hours = hours_excluding_now();
     let policy = format!(
         r#"
 [interfaces]
@@ -5153,23 +5134,7 @@ action = "drop"
         audit.contains("judged against") && !audit.contains("table ip security"),
         "{audit}"
     );
-    let uas = sipp(
-        &lab.fw,
-        &[
-            "-sn",
-            "uas",
-            "-i",
-            "203.0.113.1",
-            "-p",
-            "5060",
-            "-timeout",
-            "120s",
-        ],
-    )
-    .spawn()
-    .expect("sipp (apt-get install sip-tester)");
-    let _uas = Reap(uas);
-    std::thread::sleep(Duration::from_millis(300));
+    let _uas = sipp_uas(&lab, None);
     let uac = |src: &str, port: &str, service: &str, calls: &str, hold_ms: &str| {
         sipp(
             &lab.peer,
@@ -5369,23 +5334,7 @@ max_concurrent = 10
     lab.apply(policy);
     lab.start_daemon(policy);
     let support = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support");
-    let uas = sipp(
-        &lab.fw,
-        &[
-            "-sf",
-            support.join("uas_hangup.xml").to_str().unwrap(),
-            "-i",
-            "203.0.113.1",
-            "-p",
-            "5060",
-            "-timeout",
-            "60s",
-        ],
-    )
-    .spawn()
-    .expect("sipp (apt-get install sip-tester)");
-    let _uas = Reap(uas);
-    std::thread::sleep(Duration::from_millis(300));
+    let _uas = sipp_uas(&lab, Some("uas_hangup.xml"));
     let active = |lab: &Lab| -> serde_json::Value {
         let out = lab.voipwall_ctl(&["--json", "status"]);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
