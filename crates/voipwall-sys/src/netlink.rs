@@ -468,12 +468,27 @@ pub(crate) fn nlmsg(buf: &[u8], off: usize) -> Option<(u16, &[u8], usize)> {
     Some((ty, &buf[off + 16..off + len], off + ((len + 3) & !3)))
 }
 
-/// Sends a request made with NLM_F_ACK and waits for its acknowledgement
-/// (the error message answering `seq`; other messages read meanwhile are
-/// skipped). The NFLOG and NFQUEUE configuration requests.
-pub(crate) fn request_ack(sock: &Socket, msg: &[u8], seq: u32) -> io::Result<()> {
+/// Sends a netfilter configuration request (message type `ty`, resource
+/// `res_id`: the NFLOG group or NFQUEUE number, `attrs`) with NLM_F_ACK
+/// and waits for its acknowledgement (the error message answering `seq`;
+/// other messages read meanwhile are skipped).
+pub(crate) fn request_ack(
+    sock: &Socket,
+    (ty, res_id): (u16, u16),
+    seq: u32,
+    attrs: &[(u16, Vec<u8>)],
+) -> io::Result<()> {
     const NLMSG_ERROR: u16 = 2;
-    sock.send(msg, 0)?;
+    const NLM_F_REQUEST: u16 = 0x1;
+    const NLM_F_ACK: u16 = 0x4;
+    let mut msg = Vec::with_capacity(128);
+    let start = push_nlmsghdr(&mut msg, ty, NLM_F_REQUEST | NLM_F_ACK, seq);
+    push_nfgenmsg(&mut msg, 0, res_id);
+    for (t, v) in attrs {
+        attr(&mut msg, *t, v);
+    }
+    finish(&mut msg, start);
+    sock.send(&msg, 0)?;
     let mut rbuf: Vec<u8> = Vec::with_capacity(4096);
     loop {
         rbuf.clear();

@@ -32,7 +32,6 @@ const NFULA_PREFIX: u16 = 10;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
 
 /// Settings of a bound group.
 #[derive(Debug, Clone, Copy)]
@@ -136,21 +135,14 @@ impl NflogReader {
     }
 
     fn config(&mut self, attrs: &[(u16, Vec<u8>)]) -> io::Result<()> {
-        let mut m = Vec::with_capacity(128);
         let seq = self.seq;
         self.seq += 1;
-        let start = push_nlmsghdr(
-            &mut m,
-            (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG,
-            NLM_F_REQUEST | NLM_F_ACK,
+        crate::netlink::request_ack(
+            &self.sock,
+            ((NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG, self.group),
             seq,
-        );
-        push_nfgenmsg(&mut m, 0, self.group);
-        for (ty, v) in attrs {
-            attr(&mut m, *ty, v);
-        }
-        finish(&mut m, start);
-        crate::netlink::request_ack(&self.sock, &m, seq)
+            attrs,
+        )
     }
 
     /// Changes the queue threshold while running: 1 delivers each packet at

@@ -33,7 +33,6 @@ const NFQA_PAYLOAD: u16 = 10;
 const NF_DROP: u32 = 0;
 const NF_ACCEPT: u32 = 1;
 const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
 
 /// One packet held for a verdict.
 #[derive(Debug, Clone, Copy)]
@@ -123,21 +122,14 @@ impl NfqueueReader {
     }
 
     fn config(&mut self, attrs: &[(u16, Vec<u8>)]) -> io::Result<()> {
-        let mut m = Vec::with_capacity(128);
         let seq = self.seq;
         self.seq += 1;
-        let start = push_nlmsghdr(
-            &mut m,
-            (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_CONFIG,
-            NLM_F_REQUEST | NLM_F_ACK,
+        crate::netlink::request_ack(
+            &self.sock,
+            ((NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_CONFIG, self.queue),
             seq,
-        );
-        push_nfgenmsg(&mut m, 0, self.queue);
-        for (ty, v) in attrs {
-            attr(&mut m, *ty, v);
-        }
-        finish(&mut m, start);
-        crate::netlink::request_ack(&self.sock, &m, seq)
+            attrs,
+        )
     }
 
     /// The socket, for `poll`.

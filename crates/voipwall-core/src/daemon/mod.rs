@@ -1086,14 +1086,9 @@ impl Daemon {
             if ready.get(queue_at).copied().unwrap_or(false) {
                 self.drain_queue();
             }
-            let ready = if nflog.is_some() {
-                ready
-            } else {
-                ready.into_iter().take(1).collect()
-            };
-            if ready.get(1).copied().unwrap_or(false)
-                && let Some(n) = nflog.as_mut()
-            {
+            // Index 1 is NFLOG's only when it is bound (else the queue's).
+            let nflog_ready = nflog.is_some() && ready.get(1).copied().unwrap_or(false);
+            if nflog_ready && let Some(n) = nflog.as_mut() {
                 let at = now();
                 let read_us = now_us();
                 let engine = &mut self.engine;
@@ -1159,7 +1154,7 @@ impl Daemon {
                 let first_pkt_us = pkt_at.iter().copied().filter(|&t| t > 0).min();
                 self.apply_actions(first_pkt_us, Some(read_us));
             }
-            if !ready.get(1).copied().unwrap_or(false) {
+            if !nflog_ready {
                 busy = busy.saturating_sub(1);
             }
             if ready.first().copied().unwrap_or(false) {
