@@ -72,16 +72,37 @@ fn layer_files(dir: &Path) -> Vec<DataFile> {
     out
 }
 
-/// The loaded catalog plus the sources its diagnostics refer to.
-pub fn catalog(extra: &[PathBuf]) -> anyhow::Result<(Catalog, SourceMap)> {
+/// The catalog layers the package installs (built in, /usr/share/voipwall):
+/// they belong to the version that runs.
+fn package_layers() -> Vec<DataFile> {
     let mut files = DataFile::builtin();
-    for l in LAYERS
+    files.extend(layer_files(Path::new(LAYERS[0])));
+    files
+}
+
+/// The catalog layers the operator writes (/etc/voipwall, `--catalog`):
+/// inputs a generation keeps.
+fn operator_layers(extra: &[PathBuf]) -> Vec<DataFile> {
+    LAYERS[1..]
         .iter()
         .map(PathBuf::from)
         .chain(extra.iter().cloned())
-    {
-        files.extend(layer_files(&l));
-    }
+        .flat_map(|l| layer_files(&l))
+        .collect()
+}
+
+/// The loaded catalog plus the sources its diagnostics refer to.
+pub fn catalog(extra: &[PathBuf]) -> anyhow::Result<(Catalog, SourceMap)> {
+    catalog_with(operator_layers(extra), extra)
+}
+
+/// The package's layers under the operator's `overrides`.
+fn catalog_with(
+    overrides: Vec<DataFile>,
+    extra: &[PathBuf],
+) -> anyhow::Result<(Catalog, SourceMap)> {
+    let mut files = package_layers();
+    files.extend(overrides);
     let mut sm = SourceMap::default();
     let (mut cat, diags) = Catalog::load(&files, &mut sm);
     cat.rule_ids = crate::detection::rules(extra)?
@@ -111,10 +132,18 @@ pub fn host_facts() -> HostFacts {
     HostFacts {
         addresses: voipwall_sys::nft::host_addresses(),
         sshd_ports: sshd,
+        ..host_facts_formats()
+    }
+}
+
+/// The facts this version knows without asking the host: its log formats.
+fn host_facts_formats() -> HostFacts {
+    HostFacts {
         log_formats: voipwall_logfmt::Format::all_builtin()
             .into_iter()
             .map(|f| f.id)
             .collect(),
+        ..HostFacts::default()
     }
 }
 
@@ -181,6 +210,34 @@ pub fn check_text(
     })
 }
 
+/// This voipwall's version: the compiler a generation's inputs name.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What a generation was compiled from: enough to compile it again without
+/// reading the host, as the daemon does after an upgrade (the file on disk
+/// may hold edits nobody applied).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Inputs {
+    /// The voipwall that compiled them.
+    pub version: String,
+    /// The main policy file, as the loader named it.
+    pub main: String,
+    /// Every policy file read (the main one and its includes).
+    pub files: BTreeMap<String, String>,
+    /// The operator's catalog files (/etc/voipwall, `--catalog`) as
+    /// `(layer, path, text)`; the package's own layers belong to the
+    /// version that runs.
+    pub catalog: Vec<(String, String, String)>,
+    /// The host's addresses.
+    pub addresses: Vec<IpAddr>,
+    /// sshd's ports (`None`: unknown).
+    pub sshd_ports: Option<Vec<u16>>,
+    /// What `[discover]` read from the PBX (secrets left out).
+    pub discovery: Option<voipwall_discover::Discovery>,
+    /// The addresses the policy's names had.
+    pub names: BTreeMap<String, Vec<IpAddr>>,
+}
+
 /// Everything a command needs about the policy.
 pub struct Loaded {
     pub policy: Policy,
@@ -190,6 +247,8 @@ pub struct Loaded {
     pub discovery: Vec<String>,
     /// What was read from the PBX (empty when `[discover]` is off).
     pub found: voipwall_discover::Discovery,
+    /// What it was loaded from (`names` left for the caller to fill).
+    pub inputs: Inputs,
 }
 
 /// Loads and validates the policy; invalid policy is an [`Invalid`] error
@@ -209,10 +268,81 @@ pub fn load_policy(
         ))
         .into());
     }
-    let (catalog, _) = catalog(extra_catalog)?;
     let main = path.display().to_string();
     let mut read = |p: &str| read_policy_file(Path::new(p));
-    let loaded = load(&main, &mut read, &catalog, facts);
+    load_with(
+        &main,
+        &mut read,
+        operator_layers(extra_catalog),
+        extra_catalog,
+        facts,
+        None,
+    )
+}
+
+/// Loads a generation's stored inputs again, with this version's loader,
+/// catalog and discovery folding: no policy, catalog override or PBX file
+/// is read from disk. The package's own catalog and the `[geo]` databases
+/// are this host's.
+pub fn load_inputs(inputs: &Inputs, extra_catalog: &[PathBuf]) -> anyhow::Result<Loaded> {
+    let mut read = |p: &str| {
+        inputs
+            .files
+            .get(p)
+            .cloned()
+            .ok_or_else(|| "not among the generation's stored files".to_string())
+    };
+    let overrides = inputs
+        .catalog
+        .iter()
+        .map(|(layer, path, text)| DataFile {
+            path: path.clone(),
+            layer: layer.clone(),
+            text: text.clone(),
+        })
+        .collect();
+    let facts = HostFacts {
+        addresses: inputs.addresses.clone(),
+        sshd_ports: inputs.sshd_ports.clone(),
+        ..host_facts_formats()
+    };
+    let mut l = load_with(
+        &inputs.main,
+        &mut read,
+        overrides,
+        extra_catalog,
+        &facts,
+        Some(inputs.discovery.clone().unwrap_or_default()),
+    )?;
+    l.inputs.names = inputs.names.clone();
+    Ok(l)
+}
+
+/// The one loader behind [`load_policy`] and [`load_inputs`]: `read`
+/// gives policy files, `overrides` the operator's catalog files,
+/// `discovered` what the PBX held (`None`: read it now).
+fn load_with(
+    main: &str,
+    read: &mut dyn FnMut(&str) -> Result<String, String>,
+    overrides: Vec<DataFile>,
+    extra_catalog: &[PathBuf],
+    facts: &HostFacts,
+    discovered: Option<voipwall_discover::Discovery>,
+) -> anyhow::Result<Loaded> {
+    let catalog_files: Vec<(String, String, String)> = overrides
+        .iter()
+        .map(|f| (f.layer.clone(), f.path.clone(), f.text.clone()))
+        .collect();
+    let (catalog, _) = catalog_with(overrides, extra_catalog)?;
+    let mut files = BTreeMap::new();
+    let mut recording = |p: &str| {
+        let r = read(p);
+        if let Ok(t) = &r {
+            files.insert(p.to_string(), t.clone());
+        }
+        r
+    };
+    let loaded = load(main, &mut recording, &catalog, facts);
     if loaded.has_errors() {
         return Err(Invalid(render_all(&loaded.diagnostics, &loaded.sources)).into());
     }
@@ -227,7 +357,14 @@ pub fn load_policy(
             .into());
         }
     }
-    let (discovery, found) = discover_into(&mut policy);
+    let (discovery, found) = match discovered {
+        None => discover_into(&mut policy),
+        Some(d) => {
+            let mut out = voipwall_discover::apply(&mut policy, &d);
+            out.extend(d.notes.iter().map(|n| format!("note: {n}")));
+            (out, d)
+        }
+    };
     // Call rules: time zones from the system's database, trunks from the
     // PBX's configuration (both known only here, not to the policy crate).
     let mut refused = Vec::new();
@@ -259,12 +396,27 @@ pub fn load_policy(
     if !refused.is_empty() {
         return Err(Invalid(refused.join("\n")).into());
     }
+    let inputs = Inputs {
+        version: VERSION.to_string(),
+        main: main.to_string(),
+        files,
+        catalog: catalog_files,
+        addresses: facts.addresses.clone(),
+        sshd_ports: facts.sshd_ports.clone(),
+        discovery: policy.discover.enabled.then(|| {
+            let mut d = found.clone();
+            d.secrets.clear();
+            d
+        }),
+        names: BTreeMap::new(),
+    };
     Ok(Loaded {
         policy,
         warnings: loaded.diagnostics,
         sources: loaded.sources,
         discovery,
         found,
+        inputs,
     })
 }
 
@@ -428,4 +580,77 @@ pub fn compile_resolved(policy: &Policy, resolved: BTreeMap<String, Vec<IpAddr>>
 /// the store of `state_dir` recorded (what the apply path compiles with).
 pub fn resolve_names_or_last_good(policy: &Policy, state_dir: &Path) -> Resolution {
     resolve_names_keeping(policy, &last_good_names(state_dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 25, item 18: what a generation stores is enough to compile it
+    /// again once the policy, its include and the PBX's configuration are
+    /// gone from disk (secrets are not among it).
+    #[test]
+    fn stored_inputs_compile_to_the_same_script_without_any_file() {
+        let dir = std::env::temp_dir().join(format!(
+            "voipwall-inputs-{}-{}",
+            std::process::id(),
+            crate::clock::now_us()
+        ));
+        let pbx = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../voipwall-discover/tests/configs/asterisk"
+        );
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(
+            std::process::Command::new("cp")
+                .args(["-r", pbx])
+                .arg(dir.join("pbx"))
+                .status()
+                .unwrap()
+                .success()
+        );
+        let main = dir.join("policy.toml");
+        std::fs::write(
+            &main,
+            format!(
+                "include = [\"more.toml\"]\n\n[discover]\nenabled = true\nasterisk = \"{}/pbx/etc/asterisk\"\nfreeswitch = \"{0}/none\"\nkamailio = \"{0}/none\"\nsshd_config = \"{0}/none\"\n\n[zones.internet]\nservices = [\"sip\"]\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("more.toml"),
+            "[networks]\n\"198.51.100.0/24\" = \"trusted\"\n\n[zones.trusted]\nservices = [\"ssh\"]\n",
+        )
+        .unwrap();
+        let facts = HostFacts {
+            addresses: vec!["192.0.2.1".parse().unwrap()],
+            sshd_ports: Some(vec![22]),
+            ..host_facts_formats()
+        };
+        let l = load_policy(&main, &[], &facts).unwrap();
+        assert_eq!(l.inputs.files.len(), 2, "{:?}", l.inputs.files.keys());
+        let d = l.inputs.discovery.as_ref().expect("discovery kept");
+        assert!(!d.peers.is_empty());
+        assert!(d.secrets.is_empty(), "secrets must not be stored");
+        let names: BTreeMap<String, Vec<IpAddr>> = l
+            .policy
+            .hostnames()
+            .into_iter()
+            .map(|h| (h, vec!["203.0.113.9".parse().unwrap()]))
+            .collect();
+        assert!(!names.is_empty(), "the PBX's trunk names");
+        let first = voipwall_nft::render(&compile_resolved(&l.policy, names.clone()));
+        let stored = serde_json::to_string(&Inputs {
+            names,
+            ..l.inputs.clone()
+        })
+        .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let inputs: Inputs = serde_json::from_str(&stored).unwrap();
+        let again = load_inputs(&inputs, &[]).unwrap();
+        let second = voipwall_nft::render(&compile_resolved(&again.policy, inputs.names.clone()));
+        assert_eq!(first, second);
+        assert!(second.contains("198.51.100.0/24") && second.contains("5070"));
+    }
 }

@@ -141,6 +141,7 @@ fn ensure_baseline(store: &mut Store) -> anyhow::Result<()> {
             status: "snapshot",
             deadline: None,
             ir: None,
+            inputs: None,
         },
         KEEP_GENERATIONS,
     )?;
@@ -156,6 +157,7 @@ pub fn begin_apply(
     script: &str,
     policy: &str,
     ir: Option<&str>,
+    inputs: Option<&str>,
     confirm: Option<Duration>,
     actor: &str,
 ) -> anyhow::Result<i64> {
@@ -176,6 +178,7 @@ pub fn begin_apply(
             status,
             deadline,
             ir,
+            inputs,
         },
         KEEP_GENERATIONS,
     )?;
@@ -563,19 +566,7 @@ pub struct ApplyRequest<'a> {
 pub fn apply_path(r: &ApplyRequest<'_>) -> anyhow::Result<Applied> {
     let facts = crate::context::host_facts();
     let loaded = crate::context::load_policy(r.config, r.catalog_dirs, &facts)?;
-    let have = nft::interface_names();
-    let missing: Vec<String> = loaded
-        .policy
-        .interfaces
-        .iter()
-        .filter(|i| !have.contains(&i.name))
-        .map(|i| {
-            format!(
-                "{}: interface `{}` does not exist on this host",
-                i.origin, i.name
-            )
-        })
-        .collect();
+    let missing = missing_interfaces(&loaded.policy);
     if !missing.is_empty() {
         return Err(Invalid(format!(
             "error: {}\nerror: policy refused; nothing was applied, the running ruleset is unchanged",
@@ -634,6 +625,12 @@ pub fn apply_path(r: &ApplyRequest<'_>) -> anyhow::Result<Applied> {
             &script,
             &r.config.display().to_string(),
             serde_json::to_string(&ruleset).ok().as_deref(),
+            serde_json::to_string(&crate::context::Inputs {
+                names: names.resolved.clone(),
+                ..loaded.inputs.clone()
+            })
+            .ok()
+            .as_deref(),
             r.confirm,
             r.actor,
         )?,
@@ -696,6 +693,197 @@ pub fn apply_path(r: &ApplyRequest<'_>) -> anyhow::Result<Applied> {
         took: started.elapsed(),
         forced: lockout,
         unchanged: same.is_some(),
+    })
+}
+
+/// The policy's interfaces this host does not have.
+fn missing_interfaces(policy: &Policy) -> Vec<String> {
+    let have = nft::interface_names();
+    policy
+        .interfaces
+        .iter()
+        .filter(|i| !have.contains(&i.name))
+        .map(|i| {
+            format!(
+                "{}: interface `{}` does not exist on this host",
+                i.origin, i.name
+            )
+        })
+        .collect()
+}
+
+/// What the daemon did at start with a generation another voipwall
+/// version compiled.
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+pub struct Recompiled {
+    /// The generation in force at start.
+    pub generation: i64,
+    /// The version that compiled it (`None`: it did not keep its inputs).
+    pub compiled_by: Option<String>,
+    /// This version.
+    pub version: String,
+    /// The new generation, when the recompiled script differed and went in.
+    pub applied: Option<i64>,
+    /// What happened, for the operator.
+    pub result: String,
+}
+
+/// What [`boot_apply`] put in the kernel.
+pub struct Booted {
+    /// What it did about another version's generation (`None`: this
+    /// version compiled it).
+    pub recompiled: Option<Recompiled>,
+    /// The ruleset in the kernel, when known.
+    pub ruleset: Option<Ruleset>,
+    /// The policy it was compiled from, when it was compiled again.
+    pub policy: Option<Policy>,
+}
+
+/// At start: the generation in force was compiled by another version (a
+/// package upgrade). Its stored inputs — never the policy file on disk,
+/// which may hold edits nobody applied — are compiled again; a script that
+/// differs passes the anti-lockout check and goes in as a new generation
+/// ("recompiled by …"). Returns what happened (`None`: this version
+/// compiled it) and the ruleset now in the kernel, with the policy it came
+/// from. Whatever fails, the generation's own script is applied instead.
+pub fn boot_apply(
+    g: &voipwall_store::Generation,
+    catalog_dirs: &[PathBuf],
+    state_dir: &Path,
+) -> anyhow::Result<Booted> {
+    let version = crate::context::VERSION.to_string();
+    let inputs: Option<crate::context::Inputs> = g
+        .inputs
+        .as_deref()
+        .and_then(|t| serde_json::from_str(t).ok());
+    let report = |compiled_by: Option<String>, applied: Option<i64>, result: String| Recompiled {
+        generation: g.id,
+        compiled_by,
+        version: version.clone(),
+        applied,
+        result,
+    };
+    let as_recorded = |r: Recompiled| -> anyhow::Result<_> {
+        nft::apply_script(&g.script).context("applying the last confirmed generation")?;
+        Ok(Booted {
+            recompiled: Some(r),
+            ruleset: generation_ruleset(g),
+            policy: None,
+        })
+    };
+    let Some(inputs) = inputs else {
+        return as_recorded(report(
+            None,
+            None,
+            format!(
+                "generation {} was applied as recorded: the voipwall that compiled it did not keep its inputs, so this version ({version}) cannot compile them again; `voipwall apply` compiles the policy file with it",
+                g.id
+            ),
+        ));
+    };
+    if inputs.version == version {
+        nft::apply_script(&g.script).context("applying the last confirmed generation")?;
+        return Ok(Booted {
+            recompiled: None,
+            ruleset: generation_ruleset(g),
+            policy: None,
+        });
+    }
+    let by = Some(inputs.version.clone());
+    let kept = |why: String| {
+        as_recorded(report(
+            by.clone(),
+            None,
+            format!(
+                "generation {} (compiled by {}) was applied as recorded: {why}",
+                g.id, inputs.version
+            ),
+        ))
+    };
+    let loaded = match crate::context::load_inputs(&inputs, catalog_dirs) {
+        Ok(l) => l,
+        Err(e) => {
+            return kept(format!(
+                "its stored inputs do not load with {version}: {}",
+                format!("{e:#}").replace('\n', "; ")
+            ));
+        }
+    };
+    let missing = missing_interfaces(&loaded.policy);
+    if !missing.is_empty() {
+        return kept(missing.join("; "));
+    }
+    let ruleset = crate::context::compile_resolved(&loaded.policy, inputs.names.clone());
+    let script = voipwall_nft::render(&ruleset);
+    if script == g.script {
+        // The same script: this version need not compile them again.
+        let mut store = state_store(state_dir)?;
+        let again = crate::context::Inputs {
+            version: version.clone(),
+            ..inputs.clone()
+        };
+        store.set_generation_inputs(g.id, &serde_json::to_string(&again)?)?;
+        nft::apply_script(&g.script).context("applying the last confirmed generation")?;
+        return Ok(Booted {
+            recompiled: Some(report(
+                by,
+                None,
+                format!(
+                    "generation {} (compiled by {}) compiles to the same script with {version}; applied as recorded",
+                    g.id, inputs.version
+                ),
+            )),
+            ruleset: Some(ruleset),
+            policy: Some(loaded.policy),
+        });
+    }
+    let sshd = inputs.sshd_ports.clone().unwrap_or_else(|| vec![22]);
+    let lockout = lockout_problems(&loaded.policy, &ruleset, &sshd);
+    if !lockout.is_empty() {
+        return kept(format!(
+            "its recompiled script was refused by the anti-lockout check: {}",
+            lockout.join("; ")
+        ));
+    }
+    let id = begin_apply(
+        state_dir,
+        &script,
+        &format!(
+            "recompiled by {version} from generation {} ({})",
+            g.id, g.policy
+        ),
+        serde_json::to_string(&ruleset).ok().as_deref(),
+        serde_json::to_string(&crate::context::Inputs {
+            version: version.clone(),
+            ..inputs.clone()
+        })
+        .ok()
+        .as_deref(),
+        None,
+        "daemon",
+    )?;
+    let started = std::time::Instant::now();
+    let result = nft::apply_script(&script);
+    finish_apply(state_dir, id, result.is_ok(), started.elapsed())?;
+    if let Err(e) = result {
+        return kept(format!(
+            "the kernel refused its recompiled script (generation {id}, marked failed): {}",
+            format!("{e:#}").replace('\n', "; ")
+        ));
+    }
+    Ok(Booted {
+        recompiled: Some(report(
+            by,
+            Some(id),
+            format!(
+                "generation {} (compiled by {}) was compiled again by {version} from its stored inputs and applied as generation {id}",
+                g.id, inputs.version
+            ),
+        )),
+        ruleset: Some(ruleset),
+        policy: Some(loaded.policy),
     })
 }
 

@@ -23,7 +23,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use voipwall_policy::{NetSpec, PortSpec, Proto, Provenance};
 
 mod apply;
@@ -109,7 +109,7 @@ pub(crate) fn join(dir: &str, path: &str) -> String {
 }
 
 /// A PBX or proxy whose configuration was found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Pbx {
     /// Asterisk (also under FreePBX).
@@ -132,7 +132,7 @@ impl Pbx {
 }
 
 /// A port a PBX component binds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Listener {
     /// The catalog service it feeds: `sip`, `sip-tls`, `chan-sip`, `iax2`,
     /// `sip-ws`, `sip-wss`.
@@ -147,7 +147,7 @@ pub struct Listener {
 
 /// A trunk, peer or dispatcher destination: a source the PBX expects
 /// traffic from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Peer {
     /// Section, gateway or set name.
     pub name: String,
@@ -170,7 +170,7 @@ pub struct Peer {
 }
 
 /// A SIP or IAX secret found in the configuration, for the weak-secret audit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Secret {
     /// The component.
     pub driver: String,
@@ -210,7 +210,7 @@ impl Default for Roots {
 }
 
 /// Everything discovered.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Discovery {
     /// Which PBX configurations were found.
     pub found: Vec<Pbx>,

@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 /// Where an item was written: file and 1-based line.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
 pub struct Provenance {
     /// File name as given to the loader (`policy.toml`, `builtin:services/sip.toml`).
     pub file: String,
@@ -188,6 +188,24 @@ pub enum NetSpec {
     Host(String),
     /// Every network a `[geo]` database assigns to a country or an AS.
     Geo(GeoSel),
+}
+
+/// Read back from its written form (a generation's stored inputs): geo
+/// selectors, then prefixes and addresses, else a name.
+impl<'de> Deserialize<'de> for NetSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if let Some(g) = GeoSel::parse(&s) {
+            return g.map(Self::Geo).map_err(serde::de::Error::custom);
+        }
+        if let Ok(n) = s.parse::<IpNet>() {
+            return Ok(Self::Net(n));
+        }
+        if let Ok(a) = s.parse::<IpAddr>() {
+            return Ok(Self::Net(IpNet::from(a)));
+        }
+        Ok(Self::Host(s))
+    }
 }
 
 impl fmt::Display for NetSpec {

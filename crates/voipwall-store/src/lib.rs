@@ -250,6 +250,9 @@ pub struct NewGeneration<'a> {
     pub deadline: Option<Timestamp>,
     /// The compiled ruleset as JSON.
     pub ir: Option<&'a str>,
+    /// What it was compiled from, as JSON (policy texts, catalog
+    /// overrides, host facts, resolved names, the compiler's version).
+    pub inputs: Option<&'a str>,
 }
 
 /// One applied ruleset: what `apply` ran, so `rollback` and commit-confirmed
@@ -272,6 +275,11 @@ pub struct Generation {
     /// The compiled ruleset as JSON, when the generation came from a
     /// policy (not for the `snapshot` of what was there before).
     pub ir: Option<String>,
+    /// What it was compiled from, as JSON, when the voipwall that applied
+    /// it kept them: after an upgrade the daemon compiles these again, never
+    /// the file on disk.
+    #[serde(skip)]
+    pub inputs: Option<String>,
 }
 
 /// An API token as stored (its hash is not shown).
@@ -344,6 +352,7 @@ fn generation_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Generation> {
         status: r.get(4)?,
         deadline: r.get::<_, Option<i64>>(5)?.map(ts),
         ir: r.get(6)?,
+        inputs: r.get(7)?,
     })
 }
 
@@ -590,6 +599,14 @@ impl Store {
             .exists([])?;
         if !has_took {
             conn.execute_batch("ALTER TABLE generations ADD COLUMN took_ms INTEGER")?;
+        }
+        // What each generation was compiled from, so that a new version
+        // can compile the same inputs again after an upgrade.
+        let has_inputs: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('generations') WHERE name = 'inputs'")?
+            .exists([])?;
+        if !has_inputs {
+            conn.execute_batch("ALTER TABLE generations ADD COLUMN inputs TEXT")?;
         }
         // Who lifted a ban (`bans --all` says so).
         let has_by: bool = conn
@@ -1244,8 +1261,8 @@ impl Store {
     /// Records a generation; keeps the newest `keep`.
     pub fn add_generation(&mut self, g: &NewGeneration<'_>, keep: u32) -> Result<i64, StoreError> {
         self.conn.execute(
-            "INSERT INTO generations (at_ms, script, policy, status, deadline_ms, ir) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![ms(g.at), g.script, g.policy, g.status, g.deadline.map(ms), g.ir],
+            "INSERT INTO generations (at_ms, script, policy, status, deadline_ms, ir, inputs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![ms(g.at), g.script, g.policy, g.status, g.deadline.map(ms), g.ir, g.inputs],
         )?;
         let id = self.conn.last_insert_rowid();
         self.conn.execute(
@@ -1256,7 +1273,7 @@ impl Store {
         // for 100,000 entries): kept for the generations explain and a
         // rollback can reach, not for the whole history.
         self.conn.execute(
-            "UPDATE generations SET ir = NULL WHERE id <= ?1 - ?2 AND ir IS NOT NULL",
+            "UPDATE generations SET ir = NULL, inputs = NULL WHERE id <= ?1 - ?2 AND (ir IS NOT NULL OR inputs IS NOT NULL)",
             params![id, KEEP_IR],
         )?;
         Ok(id)
@@ -1267,6 +1284,16 @@ impl Store {
         self.conn.execute(
             "UPDATE generations SET status = ?1 WHERE id = ?2",
             params![status, id],
+        )?;
+        Ok(())
+    }
+
+    /// Replaces generation `id`'s recorded inputs (a new version compiled
+    /// them to the same script: it need not do so again at the next start).
+    pub fn set_generation_inputs(&mut self, id: i64, inputs: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE generations SET inputs = ?2 WHERE id = ?1",
+            params![id, inputs],
         )?;
         Ok(())
     }
@@ -1306,7 +1333,7 @@ impl Store {
     /// the policy's size.
     pub fn generation_list(&self, limit: usize) -> Result<Vec<Generation>, StoreError> {
         let mut st = self.conn.prepare_cached(
-            "SELECT id, at_ms, '', policy, status, deadline_ms, NULL FROM generations ORDER BY id DESC LIMIT ?1",
+            "SELECT id, at_ms, '', policy, status, deadline_ms, NULL, NULL FROM generations ORDER BY id DESC LIMIT ?1",
         )?;
         let rows = st.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], generation_row)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(Into::into)
@@ -1315,7 +1342,7 @@ impl Store {
     /// Generations, newest first.
     pub fn generations(&self, limit: usize) -> Result<Vec<Generation>, StoreError> {
         let mut st = self.conn.prepare_cached(
-            "SELECT id, at_ms, script, policy, status, deadline_ms, ir FROM generations ORDER BY id DESC LIMIT ?1",
+            "SELECT id, at_ms, script, policy, status, deadline_ms, ir, inputs FROM generations ORDER BY id DESC LIMIT ?1",
         )?;
         let rows = st.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], generation_row)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(Into::into)
@@ -1330,7 +1357,7 @@ impl Store {
         Ok(self
             .conn
             .query_row(
-                "SELECT id, at_ms, script, policy, status, deadline_ms, ir FROM generations
+                "SELECT id, at_ms, script, policy, status, deadline_ms, ir, inputs FROM generations
                  WHERE status IN ('applied', 'confirmed', 'pending', 'snapshot')
                  ORDER BY id DESC LIMIT 1",
                 [],

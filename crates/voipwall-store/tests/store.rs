@@ -208,6 +208,7 @@ fn a_schema_1_store_is_upgraded_in_place_and_a_newer_one_refused() {
                 status: "applied",
                 deadline: None,
                 ir: Some("{}"),
+                inputs: Some("{\"version\":\"x\"}"),
             },
             10,
         )
@@ -224,6 +225,7 @@ fn a_schema_1_store_is_upgraded_in_place_and_a_newer_one_refused() {
                     status: "applied",
                     deadline: None,
                     ir: Some("{}"),
+                    inputs: Some("{\"version\":\"x\"}"),
                 },
                 10,
             )
@@ -236,6 +238,20 @@ fn a_schema_1_store_is_upgraded_in_place_and_a_newer_one_refused() {
         .filter(|g| g.ir.is_some())
         .count();
     assert_eq!(with_ir, voipwall_store::KEEP_IR as usize);
+    // Their inputs go with them, and an old store gains the column.
+    let gens = store.generations(10).unwrap();
+    let with_inputs: Vec<i64> = gens
+        .iter()
+        .filter(|g| g.inputs.is_some())
+        .map(|g| g.id)
+        .collect();
+    assert_eq!(with_inputs.len(), voipwall_store::KEEP_IR as usize);
+    assert_eq!(gens[0].inputs.as_deref(), Some("{\"version\":\"x\"}"));
+    store.set_generation_inputs(gens[0].id, "{}").unwrap();
+    assert_eq!(
+        store.in_force().unwrap().unwrap().inputs.as_deref(),
+        Some("{}")
+    );
     drop(store);
     let c = rusqlite::Connection::open(&p).unwrap();
     c.pragma_update(None, "user_version", 99).unwrap();
@@ -319,6 +335,7 @@ fn the_generation_in_force_is_one_query_and_counts_snapshots_and_pending_ones() 
                 status,
                 deadline: None,
                 ir: None,
+                inputs: None,
             },
             10,
         )

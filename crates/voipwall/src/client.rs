@@ -104,6 +104,9 @@ pub(crate) fn status(cli: &Globals) -> anyhow::Result<()> {
         opt(l.p99),
         l.samples,
     ))?;
+    if let Some(rc) = &r.recompiled {
+        print(&format!("  upgrade: {}", rc.result))?;
+    }
     for (rule, l) in &r.ban_latency_by_rule_us {
         print(&format!(
             "    {rule}: p50 {} µs, p99 {} µs, max {} µs over {}",

@@ -4634,6 +4634,100 @@ fn reload_of_an_unchanged_file_records_no_new_generation() {
     lab.assert_traffic(&edited, &[("203.0.113.7", "tcp/22", "pass")]);
 }
 
+/// Issue 25, item 18: after an upgrade the daemon compiles the generation's
+/// stored inputs again, never the policy file on disk. The store is made to
+/// look as an older voipwall left it: the generation in force holds a script
+/// that also opened tcp/443 (the compiler bug the upgrade fixes) and names
+/// version 0.0.1. The file on disk holds an edit nobody applied (ssh). At
+/// start, tcp/443 is closed again, ssh stays closed, SIP passes; the new
+/// generation says "recompiled by", status and the log say what happened,
+/// and the next start compiles nothing. A generation that kept no inputs
+/// (an older voipwall still) is applied as recorded, and status says why.
+#[test]
+fn an_upgrade_compiles_the_stored_inputs_again_never_the_file_on_disk() {
+    let mut lab = Lab::new();
+    lab.listen();
+    let policy = "[interfaces]\nvw0 = \"internet\"\n\n[zones.internet]\nservices = [\"sip\"]\n";
+    lab.apply(policy);
+    let buggy = lab.voipwall_ok(
+        &policy.replace("[\"sip\"]", "[\"sip\", \"https-admin\"]"),
+        &["compile"],
+    );
+    let db = lab.dir.join("state").join("state.db");
+    let in_force = "(SELECT max(id) FROM generations WHERE status IN ('applied', 'confirmed'))";
+    let tamper = |sql: &str| {
+        let c = rusqlite::Connection::open(&db).expect("open the store");
+        let n = c
+            .execute(&format!("{sql} WHERE id = {in_force}"), [&buggy])
+            .expect("rewrite the generation");
+        assert_eq!(n, 1);
+    };
+    tamper("UPDATE generations SET script = ?1, inputs = json_set(inputs, '$.version', '0.0.1')");
+    let edited = policy.replace("[\"sip\"]", "[\"sip\", \"ssh\"]");
+    lab.start_daemon(&edited);
+    lab.assert_traffic(
+        policy,
+        &[
+            ("203.0.113.7", "tcp/443", "drop"),
+            ("203.0.113.7", "tcp/22", "drop"),
+            ("203.0.113.7", "udp/5060", "pass"),
+        ],
+    );
+    let json = |lab: &Lab, args: &[&str]| -> serde_json::Value {
+        let out = lab.voipwall_ctl(args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).expect("json")
+    };
+    let gens = json(&lab, &["--json", "generations"]);
+    let newest = &gens[0];
+    assert!(
+        newest["policy"]
+            .as_str()
+            .is_some_and(|p| p.starts_with(&format!(
+                "recompiled by {} from generation",
+                env!("CARGO_PKG_VERSION")
+            ))),
+        "{gens}"
+    );
+    let st = json(&lab, &["--json", "status"]);
+    let rc = &st["recompiled"];
+    assert_eq!(rc["compiled_by"], "0.0.1", "{st}");
+    assert_eq!(rc["applied"], newest["id"], "{st}");
+    let text = String::from_utf8_lossy(&lab.voipwall_ctl(&["status"]).stdout).into_owned();
+    assert!(text.contains("upgrade: generation"), "{text}");
+    let log = std::fs::read_to_string(lab.dir.join("daemon.log")).unwrap_or_default();
+    assert!(log.contains("compiled again by"), "{log}");
+    // The next start: this version compiled it; nothing to do.
+    lab.stop_daemon();
+    lab.start_daemon(&edited);
+    assert!(
+        json(&lab, &["--json", "status"])
+            .get("recompiled")
+            .is_none()
+    );
+    assert_eq!(
+        json(&lab, &["--json", "generations"])[0]["id"],
+        newest["id"]
+    );
+    // A generation an even older voipwall applied, with no inputs kept:
+    // applied as recorded (tcp/443 open), and status says why.
+    lab.stop_daemon();
+    tamper("UPDATE generations SET script = ?1, inputs = NULL");
+    lab.start_daemon(&edited);
+    assert_eq!(
+        lab.probe(&[("203.0.113.7", "tcp/443"), ("203.0.113.7", "tcp/22")]),
+        vec!["pass", "drop"]
+    );
+    let st = json(&lab, &["--json", "status"]);
+    assert!(st["recompiled"]["compiled_by"].is_null(), "{st}");
+    assert!(
+        st["recompiled"]["result"]
+            .as_str()
+            .is_some_and(|r| r.contains("did not keep its inputs")),
+        "{st}"
+    );
+}
+
 /// Issue 25, item 13: a log file that does not exist and a journal this
 /// host does not keep are not silent: `status` (text and JSON) says each
 /// delivers nothing and why; once the file appears, it delivers, and a

@@ -145,6 +145,10 @@ pub struct StatusReply {
     pub restored_bans: usize,
     /// Safe mode at start.
     pub safe_mode: SafeModeState,
+    /// At start, the generation in force had been compiled by another
+    /// voipwall version (an upgrade): what was done about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recompiled: Option<crate::safety::Recompiled>,
     /// Bans the kernel held that the store did not.
     pub imported_from_kernel: usize,
     /// Trunk and peer names: what they resolve to.

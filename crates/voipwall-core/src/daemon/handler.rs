@@ -107,6 +107,7 @@ impl Daemon {
                         held_at_start_s: self.safe_mode_held,
                     },
                     imported_from_kernel: self.reconciled,
+                    recompiled: self.recompiled.clone(),
                     dns: self.names.as_ref().map(names::Names::status),
                     nflog_group: self.nflog_group,
                     counters: self.counters.clone(),

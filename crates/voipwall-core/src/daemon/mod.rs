@@ -410,6 +410,8 @@ struct Daemon {
     nflog_group: Option<u16>,
     /// Seconds safe mode held the policy back at start.
     safe_mode_held: Option<u64>,
+    /// What start did with a generation another version compiled.
+    recompiled: Option<crate::safety::Recompiled>,
     /// The resolver thread for trunk and peer hostnames.
     names: Option<names::Names>,
     /// Keeps the `[geo]` sets current (none in `--no-apply`).
@@ -585,21 +587,34 @@ pub fn run(cli: &Paths, a: &DaemonArgs, starters: Starters) -> anyhow::Result<()
         hold_back(secs, &a.socket)?;
     }
     let mut applied = None;
+    let mut recompiled = None;
     if !a.no_apply {
         // The last applied or confirmed generation, exactly as it ran; the
         // policy file is only compiled when there is none (a policy edited
         // but never applied does not go live at boot).
         match crate::safety::boot_generation(&mut store)? {
             Some(g) => {
-                voipwall_sys::nft::apply_script(&g.script)
-                    .context("applying the last confirmed generation")?;
-                tracing::info!(
-                    generation = g.id,
-                    "Applied the last confirmed generation (bans and known endpoints kept)."
-                );
+                // After an upgrade, the generation's stored inputs are
+                // compiled again by this version (never the file on disk).
+                let b = crate::safety::boot_apply(&g, &cli.catalog_dirs, &cli.state_dir)?;
+                match &b.recompiled {
+                    None => tracing::info!(
+                        generation = g.id,
+                        "Applied the last confirmed generation (bans and known endpoints kept)."
+                    ),
+                    Some(r) if r.applied.is_some() => {
+                        tracing::warn!(generation = g.id, new = r.applied, "{}.", r.result);
+                    }
+                    Some(r) => tracing::warn!(generation = g.id, "{}.", r.result),
+                }
+                recompiled = b.recompiled;
                 // What the generation put in the name sets is what the
                 // kernel holds now: the resolver starts from it.
-                applied = crate::safety::generation_ruleset(&g);
+                applied = b.ruleset;
+                if let Some(p) = b.policy {
+                    // Detection follows what the kernel runs.
+                    policy = p;
+                }
             }
             None => {
                 // The one apply path: validated, lockout-checked, recorded
@@ -715,6 +730,7 @@ pub fn run(cli: &Paths, a: &DaemonArgs, starters: Starters) -> anyhow::Result<()
         restored: 0,
         reconciled: 0,
         safe_mode_held: hold,
+        recompiled,
         names,
         geo,
         sources: tail::Health::default(),
