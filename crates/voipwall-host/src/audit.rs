@@ -364,8 +364,17 @@ pub fn judge(
     sshd_ports: &[u16],
 ) -> Vec<Finding> {
     let mut f = Vec::new();
-    let from = internet_sources(policy, rs);
-    if from.is_empty() {
+    // Bans-only: another firewall decides what is reachable, and voipwall
+    // cannot evaluate it; no exposure is simulated or claimed.
+    let bans_only = policy.bans_only();
+    let from = if bans_only {
+        Vec::new()
+    } else {
+        internet_sources(policy, rs)
+    };
+    if bans_only {
+        f.push(finding(Severity::Info, "bans-only", "policy", "voipwall runs bans-only: another firewall decides what is reachable, so exposure was not simulated", "audit that firewall's rules; `voipwall explain` names the table that decides"));
+    } else if from.is_empty() {
         f.push(finding(Severity::Info, "no-internet-zone", "policy", "no interface or default zone puts traffic in zone internet; exposure was not simulated", "assign the public interface to zone internet"));
     }
     // Distinct (proto, port) of sockets that are not loopback-only.
@@ -415,6 +424,7 @@ pub fn judge(
             continue;
         }
         if !exposed
+            && !bans_only
             && !policy
                 .services
                 .values()

@@ -40,6 +40,9 @@ pub struct HostView {
     /// Which of [`KNOWN_LOGS`] (and of the chosen preset's sources) exist
     /// on this host, by path.
     pub existing_logs: Vec<String>,
+    /// Another firewall in force (`table ip filter`, `iptables-legacy
+    /// filter`): the policy proposed runs beside it, bans-only.
+    pub other_firewall: Vec<String>,
 }
 
 /// Log files PBXs and the hosts around them usually write, with their
@@ -176,10 +179,25 @@ pub fn render(view: &HostView, preset: Option<(&Preset, String)>, sshd_ports: &[
             s.remote, s.lport
         );
     }
+    let bans_only = !view.other_firewall.is_empty();
+    if bans_only {
+        let _ = writeln!(
+            o,
+            "#   another firewall in force: {}",
+            view.other_firewall.join(", ")
+        );
+    }
     o.push('\n');
 
     let preset_ref = preset.as_ref().map(|(p, _)| *p);
     match &preset {
+        Some((p, why)) if bans_only => {
+            let _ = writeln!(
+                o,
+                "# {} ({why}): its zones are left to the other firewall; its logs are followed below.\n",
+                p.description
+            );
+        }
         Some((p, why)) => {
             let _ = writeln!(o, "# {} ({why})", p.description);
             let _ = writeln!(o, "preset = \"{}\"\n", p.name);
@@ -211,6 +229,20 @@ pub fn render(view: &HostView, preset: Option<(&Preset, String)>, sshd_ports: &[
             .map(|a| format!("\"{}\"", IpNet::from(*a)))
             .collect();
         let _ = writeln!(o, "management = [{}]\n", list.join(", "));
+    }
+    if bans_only {
+        let sip = if view.discovery.found.is_empty() {
+            "\"sip\""
+        } else {
+            "\"sip\", \"sip-tls\""
+        };
+        let _ = writeln!(
+            o,
+            "[filter]\n# The firewall found above decides what passes; voipwall runs beside it:\n# bans, blocks and flood guards drop before it, and SIP is copied for\n# detection. Zones and services stay that firewall's job. For voipwall's\n# own zones and default deny instead, remove it and run `voipwall init` again.\nmode = \"bans-only\"\n# The SIP services the PBX offers (nothing is opened):\nsip = [{sip}]\n"
+        );
+        render_logs(&mut o, view, None);
+        render_tail(&mut o);
+        return o;
     }
 
     o.push_str("[interfaces]\n");
@@ -297,8 +329,15 @@ pub fn render(view: &HostView, preset: Option<(&Preset, String)>, sshd_ports: &[
                 .join(", ")
         );
     }
-    // Log sources: what the preset follows, whether it is here yet, and a
-    // [[source]] for every other known log found on this host.
+    render_logs(&mut o, view, preset_ref);
+    render_tail(&mut o);
+    o
+}
+
+/// Log sources: what the preset follows, whether it is here yet, and a
+/// `[[source]]` for every other known log found on this host (without a
+/// preset, also for the logs the detected preset would follow).
+fn render_logs(o: &mut String, view: &HostView, preset_ref: Option<&Preset>) {
     let preset_sources = preset_ref.map(|p| p.sources.as_slice()).unwrap_or_default();
     if !preset_sources.is_empty() {
         o.push_str(
@@ -335,11 +374,14 @@ pub fn render(view: &HostView, preset: Option<(&Preset, String)>, sshd_ports: &[
         }
         let _ = writeln!(o, "[[source]]\nformat = \"{format}\"\npath = \"{path}\"\n");
     }
+}
+
+/// `[discover]` and `[detect]`, the end of every proposed policy.
+fn render_tail(o: &mut String) {
     o.push_str("[discover]\n# Trunks, peers, SIP ports and the RTP range are read from the PBX at every apply.\n");
     o.push_str("# Point these elsewhere, or set one to false to skip it.\n");
     o.push_str("asterisk = \"/etc/asterisk\"\nfreeswitch = \"/etc/freeswitch\"\nkamailio = \"/etc/kamailio\"\n\n");
     o.push_str("[detect]\n# \"observe\" logs what would be banned and bans nothing; \"enforce\" bans.\nmode = \"enforce\"\n");
-    o
 }
 
 fn toml_key(s: &str) -> String {
@@ -385,6 +427,7 @@ mod tests {
             discovery: voipwall_discover::Discovery::default(),
             hostname: "pbx".into(),
             existing_logs: vec!["/var/log/asterisk/full".into(), "/var/log/auth.log".into()],
+            other_firewall: Vec::new(),
         };
         let text = render(&view, Some((preset, "test".into())), &[22]);
         assert!(
@@ -403,6 +446,62 @@ mod tests {
         );
         // Only the one the preset does not follow is written out.
         assert_eq!(text.matches("[[source]]").count(), 1, "{text}");
+    }
+
+    /// Issue 25, item 17: with another firewall in force, init proposes a
+    /// bans-only policy that loads: no zones, interfaces or preset, the
+    /// session's source as management, the logs it found followed.
+    #[test]
+    fn beside_another_firewall_init_proposes_bans_only() {
+        let mut sm = voipwall_policy::SourceMap::default();
+        let (cat, _) =
+            voipwall_policy::Catalog::load(&voipwall_policy::DataFile::builtin(), &mut sm);
+        let preset = cat.presets.get("freepbx").unwrap();
+        let view = HostView {
+            interfaces: vec![Iface {
+                name: "eth0".into(),
+                addrs: vec!["203.0.113.5/24".parse().unwrap()],
+                default_route: true,
+            }],
+            sessions: vec![Session {
+                remote: "198.51.100.20".parse().unwrap(),
+                local: "203.0.113.5".parse().unwrap(),
+                lport: 22,
+                rport: 50022,
+            }],
+            hostname: "pbx".into(),
+            existing_logs: vec!["/var/log/asterisk/full".into()],
+            other_firewall: vec!["table ip filter".into(), "table ip6 filter".into()],
+            ..HostView::default()
+        };
+        let text = render(&view, Some((preset, "test".into())), &[22]);
+        assert!(
+            text.contains("another firewall in force: table ip filter, table ip6 filter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("[filter]") && text.contains("mode = \"bans-only\""),
+            "{text}"
+        );
+        for refused in ["[interfaces]", "[networks]", "[zones.", "preset = "] {
+            assert!(!text.contains(refused), "{refused} in {text}");
+        }
+        assert!(
+            text.contains("management = [\"198.51.100.20/32\"]"),
+            "{text}"
+        );
+        assert!(text.contains("path = \"/var/log/asterisk/full\""), "{text}");
+        let mut read = |_: &str| Ok(text.clone());
+        let l = voipwall_policy::load(
+            "policy.toml",
+            &mut read,
+            &cat,
+            &voipwall_policy::HostFacts::default(),
+        );
+        assert!(!l.has_errors(), "{:?}\n{text}", l.diagnostics);
+        let p = l.policy.unwrap();
+        assert!(p.bans_only());
+        assert_eq!(p.filter.sip, ["sip"]);
     }
 
     #[test]

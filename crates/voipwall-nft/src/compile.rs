@@ -388,6 +388,40 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
     // The order of the parts is the order of the names' sets: prerouting
     // (allow, peer and block names) before input (network names).
     let (pre, peer_chain) = b.prerouting(&ports, &lists);
+    if policy.bans_only() {
+        // Another firewall decides what passes: prerouting's bans, blocks
+        // and flood guards drop; input only copies SIP for detection and
+        // accepts the rest, which the other table's chains then judge.
+        let mut input = nflog_copy(policy, Copy::In, Proto::Udp, &ports.read_udp)
+            .into_iter()
+            .chain(nflog_copy(policy, Copy::In, Proto::Tcp, &ports.read_tcp))
+            .collect::<Vec<Rule>>();
+        input.push(rule(
+            vec![],
+            Action::Accept,
+            "bans-only: what is not banned, blocked or flooding is the other firewall's to judge",
+        ));
+        b.notes_on_unread(&ports);
+        let chains = vec![
+            base_chain("vw_pre", "prerouting", "raw", "accept", pre),
+            base_chain("vw_input", "input", "filter", "accept", input),
+            base_chain(
+                "vw_output",
+                "output",
+                "filter",
+                "accept",
+                output_rules(policy, &ports),
+            ),
+        ];
+        return Ruleset {
+            sets: b.sets,
+            counters: used_counters(policy, &ports),
+            chains,
+            notes: b.notes,
+            names: b.names.list,
+            geo: b.geos.list,
+        };
+    }
     let input_rules = b.input(&ports, &lists, !peer_chain.is_empty());
     let mut chains = vec![
         base_chain("vw_pre", "prerouting", "raw", "accept", pre),

@@ -312,6 +312,15 @@ pub struct NameSet {
 }
 
 impl Ruleset {
+    /// Compiled in bans-only mode (`[filter] mode = "bans-only"`): the input
+    /// chain accepts what prerouting did not drop, and another table
+    /// decides what passes.
+    pub fn bans_only(&self) -> bool {
+        self.chains
+            .iter()
+            .any(|c| c.name == "vw_input" && c.hook.as_ref().is_some_and(|h| h.policy == "accept"))
+    }
+
     /// The table name voipwall owns.
     pub const TABLE: &'static str = "voipwall";
 

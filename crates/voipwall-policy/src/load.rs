@@ -74,6 +74,7 @@ const TOP_KEYS: &[&str] = &[
     "geo",
     "call",
     "source",
+    "filter",
 ];
 
 /// How deep includes may nest, and how many files one policy may have.
@@ -98,6 +99,9 @@ struct Raw {
     /// `voipwall-api` service, nobody can reach them).
     api_open: Vec<At<String>>,
     preset: Option<At<String>>,
+    /// `[filter] mode` and `sip`.
+    filter_mode: Option<At<FilterMode>>,
+    filter_sip: Option<Vec<At<String>>>,
     default_zone: Option<At<String>>,
     host_addresses: Vec<At<String>>,
     /// `[host] firewall_off_for_everyone`: the named opt-in a policy needs
@@ -738,6 +742,42 @@ fn read_file(
                     }
                 }
             }
+            "filter" => {
+                let Some(t) = w.table(v, "[filter]") else {
+                    continue;
+                };
+                if !once(w, raw, "filter", k.span(), sources) {
+                    continue;
+                }
+                w.check_keys(t, &["mode", "sip"], "[filter]");
+                if let Some(mv) = get(t, "mode")
+                    && let Some(m) = w.str(mv, "mode")
+                {
+                    match m {
+                        "full" => raw.filter_mode = Some(at(w, FilterMode::Full, mv.span())),
+                        "bans-only" => {
+                            raw.filter_mode = Some(at(w, FilterMode::BansOnly, mv.span()));
+                        }
+                        other => w.push(
+                            Diagnostic::error(
+                                w.file,
+                                mv.span(),
+                                format!("unknown [filter] mode `{other}`"),
+                            )
+                            .label("not a mode")
+                            .help("modes: \"full\" (voipwall's zones decide what passes) or \"bans-only\" (another firewall decides; voipwall adds bans, blocks, flood guards and packet copies)"),
+                        ),
+                    }
+                }
+                if let Some(sv) = get(t, "sip") {
+                    raw.filter_sip = Some(
+                        w.str_list(sv, "sip services")
+                            .into_iter()
+                            .map(|(s, sp)| at(w, s, sp))
+                            .collect(),
+                    );
+                }
+            }
             "call" => {
                 let Some(t) = w.table(v, "[call]") else {
                     continue;
@@ -1222,6 +1262,95 @@ fn resolve(
         }
     }
 
+    // Bans-only: another firewall decides what passes. What would open
+    // or close ports here is refused, each where it is written.
+    let mode = raw.filter_mode.as_ref().map_or(FilterMode::Full, |a| a.v);
+    let mut filter = Filter {
+        mode,
+        sip: Vec::new(),
+    };
+    if mode == FilterMode::BansOnly {
+        let refuse = |diags: &mut Vec<Diagnostic>,
+                      file: FileId,
+                      span: &Range<usize>,
+                      what: String| {
+            diags.push(
+                Diagnostic::error(file, span.clone(), format!("{what} in a bans-only policy"))
+                    .label("what passes is the other firewall's to decide")
+                    .help("with [filter] mode = \"bans-only\" another firewall (ufw, firewalld, a cloud security group) decides what passes and voipwall holds only bans, blocks, flood guards and packet copies: remove this, or set mode = \"full\""),
+            );
+        };
+        for (zone, list) in &raw.zones {
+            if let Some(a) = list.first() {
+                refuse(
+                    diags,
+                    a.file,
+                    &a.span,
+                    format!("[zones.{zone}] grants services"),
+                );
+            }
+        }
+        for (name, _) in &raw.interfaces {
+            refuse(
+                diags,
+                name.file,
+                &name.span,
+                format!("interface `{}` is given a zone", name.v),
+            );
+        }
+        for (net, _) in &raw.networks {
+            refuse(
+                diags,
+                net.file,
+                &net.span,
+                format!("network `{}` is given a zone", net.v),
+            );
+        }
+        if let Some(p) = &raw.preset {
+            refuse(
+                diags,
+                p.file,
+                &p.span,
+                format!("preset `{}` grants services", p.v),
+            );
+        }
+        if let Some(d) = &raw.default_zone {
+            refuse(diags, d.file, &d.span, "a default zone".to_string());
+        }
+        if let Some((_, f, span)) = &raw.rtp {
+            refuse(diags, *f, span, "an RTP range to open".to_string());
+        }
+        let named: Vec<(String, Option<&At<String>>)> = match &raw.filter_sip {
+            Some(list) => list.iter().map(|a| (a.v.clone(), Some(a))).collect(),
+            None => vec![("sip".to_string(), None)],
+        };
+        for (name, a) in named {
+            match lookup(&name) {
+                Some(svc) if svc.sip => {
+                    services.insert(name.clone(), svc);
+                    filter.sip.push(name);
+                }
+                found => {
+                    let what = if found.is_some() {
+                        format!("service `{name}` is not a SIP service")
+                    } else {
+                        format!("unknown service `{name}`")
+                    };
+                    match a {
+                        Some(a) => err(diags, a, what, "[filter] sip names SIP services"),
+                        None => diags.push(Diagnostic::error(0, 0..0, what)),
+                    }
+                }
+            }
+        }
+    } else if let Some(a) = raw.filter_sip.as_ref().and_then(|l| l.first()) {
+        diags.push(
+            Diagnostic::error(a.file, a.span.clone(), "[filter] sip is for bans-only mode")
+                .label("the zones' grants say which SIP ports exist")
+                .help("set [filter] mode = \"bans-only\", or grant the service in a zone"),
+        );
+    }
+
     // RTP.
     let (rtp_ranges, rtp_origin) = match &raw.rtp {
         Some((r, f, span)) => (r.clone(), prov(sources, *f, span)),
@@ -1514,7 +1643,7 @@ fn resolve(
         .values()
         .flatten()
         .any(|g| g.service == "voipwall-api");
-    if !granted {
+    if !granted && mode == FilterMode::Full {
         for a in &raw.api_open {
             diags.push(
                 Diagnostic::warning(
@@ -1560,6 +1689,7 @@ fn resolve(
     }
     Some(Policy {
         preset: raw.preset.as_ref().map(|p| p.v.clone()),
+        filter,
         default_zone,
         interfaces,
         networks,

@@ -916,11 +916,38 @@ pub struct Host {
     pub management: Vec<IpNet>,
 }
 
+/// What voipwall's table decides (`[filter] mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FilterMode {
+    /// voipwall's input chain decides what passes (zones, services,
+    /// default deny).
+    #[default]
+    Full,
+    /// Another firewall (ufw, firewalld, FreePBX's, a cloud security group)
+    /// decides what passes; voipwall's table holds the ban, block and allow
+    /// sets, the flood guards and the packet copies, and no default deny.
+    BansOnly,
+}
+
+/// `[filter]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Filter {
+    /// Full or bans-only.
+    pub mode: FilterMode,
+    /// In bans-only mode, the SIP services the PBX offers (their ports get
+    /// packet copies and flood guards; nothing is opened): `["sip"]`
+    /// unless set.
+    pub sip: Vec<String>,
+}
+
 /// The validated policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Policy {
     /// Preset it builds on.
     pub preset: Option<String>,
+    /// What the table decides (`[filter]`).
+    pub filter: Filter,
     /// Zone of traffic that arrives on an interface with no zone.
     pub default_zone: Zone,
     /// Interfaces, sorted by name.
@@ -1056,12 +1083,22 @@ impl Policy {
         out
     }
 
+    /// The SIP services granted in a zone, or in bans-only mode those
+    /// `[filter] sip` names (which open nothing).
     fn granted_sip(&self) -> impl Iterator<Item = &Service> {
         self.grants
             .values()
             .flatten()
-            .filter_map(|g| self.services.get(&g.service))
+            .map(|g| &g.service)
+            .chain(&self.filter.sip)
+            .filter_map(|name| self.services.get(name))
             .filter(|s| s.sip)
+    }
+
+    /// Whether another firewall decides what passes (`[filter] mode =
+    /// "bans-only"`).
+    pub fn bans_only(&self) -> bool {
+        self.filter.mode == FilterMode::BansOnly
     }
 
     fn sip_ports_where(&self, keep: impl Fn(SipTransport) -> bool) -> Vec<PortSpec> {

@@ -51,6 +51,31 @@ pub(crate) struct InitArgs {
     force: bool,
 }
 
+/// Other firewalls in force for inbound packets: nft tables with chains
+/// on an inbound hook that hold rules or drop (ufw's and firewalld's, as
+/// iptables-nft or nft), and iptables-legacy tables. The proposed policy
+/// then runs beside them, bans-only.
+fn other_firewall() -> Vec<String> {
+    use voipwall_nft::{Family, foreign::Effect};
+    let mut out: Vec<String> = voipwall_sys::nft::foreign_chains()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| {
+            (c.sees_inbound(Family::V4) || c.sees_inbound(Family::V6))
+                && c.effect() != Effect::Nothing
+        })
+        .map(|c| format!("table {} {}", c.family, c.table))
+        .chain(
+            voipwall_sys::nft::legacy_iptables()
+                .into_iter()
+                .map(|t| format!("iptables-legacy {t}")),
+        )
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 pub(crate) fn run(cli: &crate::Globals, a: &InitArgs) -> anyhow::Result<()> {
     let (catalog, _) = crate::context::catalog(&cli.catalog_dirs)?;
     let facts = crate::context::host_facts();
@@ -68,6 +93,7 @@ pub(crate) fn run(cli: &crate::Globals, a: &InitArgs) -> anyhow::Result<()> {
             .map(|s| s.trim().to_string())
             .unwrap_or_default(),
         existing_logs: Vec::new(),
+        other_firewall: other_firewall(),
     };
     let preset = match &a.preset {
         Some(name) => match catalog.presets.get(name) {

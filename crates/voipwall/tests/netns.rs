@@ -1511,7 +1511,7 @@ fn forged_scanner_packets_do_not_ban_the_resolver_or_a_declared_trunk() {
     let scanner = |src: &str| {
         let dst = fw_for(src);
         let script = format!(
-            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('{src}',5070))\ns.sendto(b'OPTIONS sip:100@{dst} SIP/2.0\\r\\nVia: SIP/2.0/UDP {src}:5070;branch=z9hG4bKf\\r\\nFrom: <sip:100@{src}>;tag=1\\r\\nTo: <sip:100@{dst}>\\r\\nCall-ID: forged@{src}\\r\\nCSeq: 1 OPTIONS\\r\\nUser-Agent: friendly-scanner\\r\\nContent-Length: 0\\r\\n\\r\\n',('{dst}',5060))\n"
+            "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('{src}',5070))\ns.sendto(b'OPTIONS sip:100@{dst} SIP/2.0\\r\\nVia: SIP/2.0/UDP {src}:5070;branch=z9hG4bKf\\r\\nFrom: <sip:100@{src}>;tag=1\\r\\nTo: <sip:100@{dst}>\\r\\nCall-ID: forged@{src}\\r\\nCSeq: 1 OPTIONS\\r\\nUser-Agent: friendly-scanner\\r\\nContent-Length: 0\\r\\n\\r\\n',('{dst}',5060))\n"
         );
         let out = lab.exec(&lab.peer, &["python3", "-c", &script]);
         assert!(out.status.success(), "{}", stderr(&out));
@@ -4632,6 +4632,200 @@ fn reload_of_an_unchanged_file_records_no_new_generation() {
     );
     assert_eq!(count(&lab), before + 1);
     lab.assert_traffic(&edited, &[("203.0.113.7", "tcp/22", "pass")]);
+}
+
+/// Every file under a directory with its bytes, sorted by path: to show a
+/// directory was left as it was.
+fn tree_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap_or_default()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Issue 25, item 17: beside Debian's ufw (its configuration copied into
+/// the lab's directory: the host's /etc/ufw is neither used nor changed),
+/// in force in the firewall's namespace with input policy drop and SSH and
+/// SIP allowed, voipwall in bans-only mode bans a SIP brute force at its
+/// threshold (the fifth wrong password is the last the PBX answers), while
+/// ufw's rules stay byte for byte as ufw wrote them and still decide the
+/// rest: SSH passes, an unopened port stays closed, explain names ufw's
+/// table as the one that decides.
+#[test]
+fn beside_ufw_bans_only_bans_a_brute_force_and_leaves_ufw_deciding() {
+    let host_ufw = tree_bytes(Path::new("/etc/ufw"));
+    assert!(
+        !host_ufw.is_empty(),
+        "Debian's ufw is not installed (scripts/deps installs it)"
+    );
+    let mut lab = Lab::new();
+    let pbx = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/pbx.py");
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &lab.fw, "python3", pbx, FW_V4])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("pbx.py");
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().expect("stdout"))
+        .read_line(&mut line)
+        .expect("pbx output");
+    assert_eq!(line.trim(), "ready");
+    let _pbx = Reap(child);
+    lab.listen_on(&["tcp/22", "tcp/443"]);
+    // ufw with its root in the lab: rules for this namespace only.
+    let root = lab.dir.join("ufw-root");
+    for (from, to) in [
+        ("/etc/ufw", "etc/ufw"),
+        ("/lib/ufw", "lib/ufw"),
+        ("/etc/default/ufw", "etc/default/ufw"),
+    ] {
+        let to = root.join(to);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        must(&["cp", "-a", from, &to.display().to_string()]);
+    }
+    let rootdir = format!("--rootdir={}", root.display());
+    let datadir = format!("--datadir={}", root.display());
+    for args in [
+        &["allow", "22/tcp"][..],
+        &["allow", "5060/udp"],
+        &["--force", "enable"],
+    ] {
+        let mut full = vec!["ufw", rootdir.as_str(), datadir.as_str()];
+        full.extend_from_slice(args);
+        let out = lab.exec(&lab.fw, &full);
+        assert!(out.status.success(), "ufw {args:?}: {}", stderr(&out));
+    }
+    let ufw_rules = |lab: &Lab| lab.nft(&["-s", "list", "table", "ip", "filter"]);
+    let before = ufw_rules(&lab);
+    assert!(
+        before.contains("chain ufw-user-input") && before.contains("policy drop"),
+        "{before}"
+    );
+    let sip_answers = |lab: &Lab, src: &str, n: u32, auth: bool| -> u32 {
+        let script = format!(
+            "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('{src}',5070))\ns.settimeout(0.5)\nn=0\nfor i in range({n}):\n  m='REGISTER' if {auth} else 'OPTIONS'\n  a='Authorization: Digest username=\"1001\", realm=\"pbx\", nonce=\"x%d\", uri=\"sip:pbx\", response=\"00000000000000000000000000000000\"\\r\\n' % i if {auth} else ''\n  s.sendto(('%s sip:pbx SIP/2.0\\r\\nVia: SIP/2.0/UDP {src}:5070;branch=z9hG4bKb%d\\r\\nFrom: <sip:1001@pbx>;tag=%d\\r\\nTo: <sip:1001@pbx>\\r\\nCall-ID: b%d-{src}\\r\\nCSeq: 1 %s\\r\\n%sContent-Length: 0\\r\\n\\r\\n' % (m,i,i,i,m,a)).encode(),('{FW_V4}',5060))\n  try:\n    s.recv(4096); n+=1\n  except Exception:\n    pass\n  time.sleep(0.1)\nprint(n)\n",
+            auth = if auth { "True" } else { "False" }
+        );
+        let out = lab.exec(&lab.peer, &["python3", "-c", &script]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    // ufw alone: SIP and SSH pass, 443 does not.
+    assert_eq!(sip_answers(&lab, "203.0.113.100", 1, false), 1);
+    assert_eq!(
+        lab.probe(&[("203.0.113.100", "tcp/22"), ("203.0.113.100", "tcp/443")]),
+        vec!["pass", "drop"]
+    );
+    // From voipwall's own zones (ssh closed by them) to bans-only: the
+    // input chain stops deciding.
+    let full = "[interfaces]\nvw0 = \"internet\"\n\n[zones.internet]\nservices = [\"sip\"]\n";
+    lab.apply(full);
+    assert_eq!(lab.probe(&[("203.0.113.100", "tcp/22")]), vec!["drop"]);
+    let policy = "[filter]\nmode = \"bans-only\"\n";
+    lab.apply(policy);
+    lab.start_daemon(policy);
+    // Wrong passwords one after another: the PBX answers five (each a
+    // 403), the fifth bans, the rest meet the ban.
+    let answered = sip_answers(&lab, "203.0.113.7", 10, true);
+    lab.until("the brute force is banned", || {
+        let b = lab.voipwall_ctl(&["--json", "bans"]);
+        String::from_utf8_lossy(&b.stdout).contains("auth-bruteforce")
+    });
+    assert_eq!(answered, 5, "the PBX answered {answered} wrong passwords");
+    assert_eq!(
+        sip_answers(&lab, "203.0.113.7", 1, false),
+        0,
+        "banned: no answer"
+    );
+    assert_eq!(
+        sip_answers(&lab, "203.0.113.100", 1, false),
+        1,
+        "others pass"
+    );
+    assert_eq!(
+        lab.probe(&[
+            ("203.0.113.100", "tcp/22"),
+            ("203.0.113.100", "tcp/443"),
+            ("203.0.113.7", "tcp/22"),
+        ]),
+        vec!["pass", "drop", "drop"],
+        "ufw decides SSH and 443; the ban covers every port"
+    );
+    assert_eq!(ufw_rules(&lab), before, "ufw's rules changed");
+    let explain = |lab: &Lab, src: &str, to: &str| -> serde_json::Value {
+        let out = lab.voipwall(policy, &["--json", "explain", src, to, "--iface", "vw0"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).expect("explain json")
+    };
+    let free = explain(&lab, "203.0.113.100", "tcp/443");
+    assert_eq!(free["bans_only"], true, "{free}");
+    assert!(
+        free["decided_by_table"]
+            .as_str()
+            .is_some_and(|t| t.contains("table ip filter")),
+        "{free}"
+    );
+    let banned = explain(&lab, "203.0.113.7", "udp/5060");
+    assert_eq!(banned["verdict"], "drop", "{banned}");
+    assert_eq!(
+        banned["decided_by_table"], "table inet voipwall",
+        "{banned}"
+    );
+    let text = String::from_utf8_lossy(
+        &lab.voipwall(
+            policy,
+            &["explain", "203.0.113.100", "tcp/22", "--iface", "vw0"],
+        )
+        .stdout,
+    )
+    .into_owned();
+    assert!(
+        text.contains("mode:       bans-only") && text.contains("decides:    table ip filter"),
+        "{text}"
+    );
+    // audit claims no exposure it cannot know: ufw decides it.
+    let audit: serde_json::Value =
+        serde_json::from_slice(&lab.voipwall(policy, &["--json", "audit"]).stdout)
+            .expect("audit json");
+    let checks: Vec<&str> = audit["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["check"].as_str())
+        .collect();
+    assert!(checks.contains(&"bans-only"), "{audit}");
+    assert!(
+        !checks.contains(&"listening-not-granted") && !checks.contains(&"ssh-22-exposed"),
+        "{audit}"
+    );
+    // A bans-only policy with a zone is refused, and nothing changes.
+    let zoned = format!("{policy}\n[zones.internet]\nservices = [\"sip\"]\n");
+    let out = lab.voipwall(&zoned, &["apply"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("in a bans-only policy"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(ufw_rules(&lab), before);
+    assert_eq!(
+        tree_bytes(Path::new("/etc/ufw")),
+        host_ufw,
+        "the host's /etc/ufw changed"
+    );
 }
 
 /// Issue 25, item 18: after an upgrade the daemon compiles the generation's

@@ -160,6 +160,23 @@ pub(super) fn explain_cmd(
         (voipwall_nft::Verdict::Accept, Some(_)) => voipwall_nft::Verdict::Drop,
         (v, _) => v,
     };
+    // Which table decides: voipwall's for a drop, or in full mode; in
+    // bans-only mode the other tables decide what voipwall accepts.
+    let bans_only = src.ruleset.bans_only();
+    let decides = if !bans_only || ex.verdict != voipwall_nft::Verdict::Accept {
+        "table inet voipwall".to_string()
+    } else if foreign.is_empty() {
+        "nothing: voipwall runs bans-only and no other table filters this packet, so it passes"
+            .to_string()
+    } else {
+        foreign
+            .iter()
+            .map(|c| format!("table {} {}", c.family, c.table))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if cli.json {
         return out(&serde_json::to_string_pretty(&json!({
             "packet": p,
@@ -169,6 +186,8 @@ pub(super) fn explain_cmd(
             "generation": src.generation,
             "interface_from_route": routed,
             "kernel_sets_consulted": applied,
+            "bans_only": bans_only,
+            "decided_by_table": decides,
             "also_evaluated": foreign.iter().map(|c| json!({"chain": c, "effect": c.effect(), "describe": c.describe()})).collect::<Vec<_>>(),
             "iptables_legacy_tables": legacy,
         }))?);
@@ -193,6 +212,11 @@ pub(super) fn explain_cmd(
     ));
     for st in &ex.trace {
         s.push_str(&format!("    {:<18} {}\n", st.chain, st.rule));
+    }
+    if bans_only {
+        s.push_str(&format!(
+            "  mode:       bans-only (voipwall drops bans, blocks and floods; other tables decide the rest)\n  decides:    {decides}\n"
+        ));
     }
     for c in &foreign {
         let what = match c.effect() {
