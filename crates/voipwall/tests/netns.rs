@@ -4729,6 +4729,16 @@ fn beside_ufw_bans_only_bans_a_brute_force_and_leaves_ufw_deciding() {
         lab.probe(&[("203.0.113.100", "tcp/22"), ("203.0.113.100", "tcp/443")]),
         vec!["pass", "drop"]
     );
+    // init, run where ufw is in force, proposes bans-only beside it.
+    let init: serde_json::Value =
+        serde_json::from_slice(&lab.voipwall("", &["--json", "init", "--dry-run"]).stdout)
+            .expect("init json");
+    let proposed = init["policy"].as_str().unwrap_or_default();
+    assert!(
+        proposed.contains("another firewall in force: table ip filter")
+            && proposed.contains("mode = \"bans-only\""),
+        "{proposed}"
+    );
     // From voipwall's own zones (ssh closed by them) to bans-only: the
     // input chain stops deciding.
     let full = "[interfaces]\nvw0 = \"internet\"\n\n[zones.internet]\nservices = [\"sip\"]\n";
