@@ -1011,6 +1011,68 @@ impl Store {
         self.bans_scanned(f)
     }
 
+    /// One page of the bans in force at `now`, one per target (the one
+    /// that ends last, the lowest id among equal ends, as
+    /// [`Store::active_bans`]), in target order after the target text
+    /// `after` (`""`: from the first), at most about `limit` targets.
+    /// Returns the page and the cursor for the next one (`None`: this was
+    /// the last). Restoring a million bans reads them page by page instead
+    /// of holding every record at once.
+    pub fn active_bans_page(
+        &self,
+        now: Timestamp,
+        after: &str,
+        limit: usize,
+    ) -> Result<(Vec<BanRecord>, Option<String>), StoreError> {
+        let limit = limit.max(1);
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, target, offender, rule, reason, origin, level, start_ms, end_ms, evidence, lifted_ms, lifted_by
+             FROM bans INDEXED BY bans_target
+             WHERE target > ?2 AND end_ms > ?1 AND lifted_ms IS NULL
+             ORDER BY target, end_ms DESC, id LIMIT ?3",
+        )?;
+        let rows = st.query_map(
+            params![ms(now), after, i64::try_from(limit).unwrap_or(i64::MAX)],
+            |r| Ok((r.get::<_, String>(1)?, row_to_ban(r))),
+        )?;
+        let mut page: Vec<(String, Option<BanRecord>)> = Vec::new();
+        for row in rows {
+            let (target, ban) = row?;
+            let ban = match ban {
+                Ok(b) => Some(b),
+                Err(e) if unreadable_row(&e) => None,
+                Err(e) => return Err(e.into()),
+            };
+            page.push((target, ban));
+        }
+        let full = page.len() == limit;
+        // A full page may end inside a target's rows: those wait for the
+        // next page, unless the page holds nothing else.
+        if full
+            && let Some(last) = page.last().map(|(t, _)| t.clone())
+            && page.iter().any(|(t, _)| *t != last)
+        {
+            page.retain(|(t, _)| *t != last);
+        }
+        let cursor = if full {
+            page.last().map(|(t, _)| t.clone())
+        } else {
+            None
+        };
+        let mut out = Vec::with_capacity(page.len());
+        let mut prev: Option<String> = None;
+        for (target, ban) in page {
+            if prev.as_deref() == Some(target.as_str()) {
+                continue;
+            }
+            if let Some(b) = ban {
+                prev = Some(target);
+                out.push(b);
+            }
+        }
+        Ok((out, cursor))
+    }
+
     /// Rows of bans in force at `now` (the end index's range: cheap).
     fn rows_in_force(&self, now: Timestamp) -> Result<usize, StoreError> {
         let n: i64 = self.conn.query_row(

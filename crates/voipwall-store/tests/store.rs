@@ -497,3 +497,55 @@ fn small_values_are_remembered_and_replaced() {
     let (s, _) = Store::open(&p).unwrap();
     assert_eq!(s.kv("fleet:last:pbx2").unwrap().as_deref(), Some("17-3"));
 }
+
+/// Issue 25, item 4: the bans in force read page by page are exactly
+/// those `active_bans` returns (one per target, the one that ends last),
+/// whatever the page size, with several rows per target, expired and
+/// lifted rows among them.
+#[test]
+fn active_bans_read_in_pages_are_the_active_bans() {
+    let p = tmp("pages");
+    let (mut s, _) = Store::open(&p).unwrap();
+    let mut rows = Vec::new();
+    for i in 0..40u64 {
+        let t = format!("198.51.100.{i}/32");
+        rows.push(ban(&t, 1000 + i, 60_000));
+        if i % 3 == 0 {
+            // An escalated ban of the same target, ending later.
+            rows.push(ban(&t, 2000 + i, 600_000));
+        }
+        if i % 7 == 0 {
+            // One already over.
+            rows.push(ban(&t, 10, 20));
+        }
+    }
+    rows.push(ban("2001:db8:bad::/64", 1000, 60_000));
+    s.record_bans(&rows).unwrap();
+    assert!(
+        s.lift(&"198.51.100.5/32".parse().unwrap(), Timestamp(3000), "test")
+            .unwrap()
+            > 0
+    );
+    let now = Timestamp(5000);
+    let mut want: Vec<(String, u64)> = s
+        .active_bans(now)
+        .unwrap()
+        .iter()
+        .map(|b| (b.target.to_string(), b.end.0))
+        .collect();
+    want.sort();
+    for limit in [1, 2, 3, 7, 100] {
+        let mut got = Vec::new();
+        let mut after = String::new();
+        loop {
+            let (page, next) = s.active_bans_page(now, &after, limit).unwrap();
+            got.extend(page.iter().map(|b| (b.target.to_string(), b.end.0)));
+            match next {
+                Some(n) => after = n,
+                None => break,
+            }
+        }
+        got.sort();
+        assert_eq!(got, want, "pages of {limit}");
+    }
+}

@@ -517,3 +517,51 @@ fn replay_shows_account_shields_and_their_bans() {
         "{lines:?}"
     );
 }
+
+/// Issue 25, item 2: a file split across parser threads gives exactly the
+/// bans (and alerts, in the same order, at the same times) one thread
+/// gives. The log is the benchmark's generated Asterisk log, 60,000 lines
+/// (about 10 MB: ten chunks), attack-heavy.
+#[test]
+fn every_thread_count_gives_the_bans_of_one_thread() {
+    let dir = std::env::temp_dir().join(format!("vw-replay-threads-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("full");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../bench/gen-asterisk-log.py"
+    );
+    let ok = Command::new("python3")
+        .args([script, "60000"])
+        .arg(&log)
+        .arg("7")
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "generating the log");
+    let run = |threads: &str| -> Vec<serde_json::Value> {
+        let out = Command::new(env!("CARGO_BIN_EXE_voipwall"))
+            .args([
+                "replay",
+                "--format",
+                "asterisk",
+                "--json",
+                "--threads",
+                threads,
+            ])
+            .arg(&log)
+            .output()
+            .unwrap();
+        bans(&out)
+    };
+    let one = run("1");
+    assert!(
+        one.len() > 100,
+        "an attack-heavy log bans many sources: {}",
+        one.len()
+    );
+    for threads in ["2", "3", "8"] {
+        assert_eq!(run(threads), one, "--threads {threads}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -25,11 +25,44 @@ impl Daemon {
 
     /// Gives a new engine its memory of the store's active bans (recidive,
     /// suppression): at start and after a reload, not when only the kernel
-    /// lost them.
+    /// lost them. Without their evidence, which stays in the store (the
+    /// engine keeps up to `max_bans` of them; explain reads the store's).
     pub(super) fn remember(&mut self, active: &[BanRecord]) {
         for b in active.iter().filter(|b| b.origin != "observe") {
-            self.engine.restore_ban(b.to_ban());
+            let mut ban = b.to_ban();
+            ban.evidence = Vec::new();
+            self.engine.restore_ban(ban);
         }
+    }
+
+    /// The store's bans in force at `t`, page by page (a few thousand
+    /// records at a time, never every one at once: a million stored bans
+    /// would hold hundreds of megabytes), each page handed to `f`. Returns
+    /// how many were read.
+    pub(super) fn each_active_page(
+        &mut self,
+        t: Timestamp,
+        mut f: impl FnMut(&mut Self, &[BanRecord]),
+    ) -> usize {
+        const PAGE: usize = 4096;
+        let mut after = String::new();
+        let mut n = 0;
+        loop {
+            let (page, next) = match self.store.active_bans_page(t, &after, PAGE) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %e, "Could not read bans from the store.");
+                    break;
+                }
+            };
+            n += page.len();
+            f(self, &page);
+            match next {
+                Some(c) => after = c,
+                None => break,
+            }
+        }
+        n
     }
 
     /// At start: active bans from the store go back into the kernel with
@@ -38,13 +71,6 @@ impl Daemon {
     /// flood guards, a lost store) are imported.
     pub(super) fn restore(&mut self) {
         let t = now();
-        let active = match self.store.active_bans(t) {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::error!(error = %e, "Could not read bans from the store.");
-                Vec::new()
-            }
-        };
         match self.store.unreadable_bans() {
             Ok(0) | Err(_) => {}
             Ok(n) => tracing::warn!(
@@ -52,8 +78,14 @@ impl Daemon {
                 "Ban rows in the store cannot be read and were skipped; every other ban is restored."
             ),
         }
-        self.remember(&active);
-        self.restored = self.restore_kernel(&active);
+        let mut known = std::collections::HashSet::new();
+        let mut restored = 0;
+        self.each_active_page(t, |d, page| {
+            d.remember(page);
+            restored += d.restore_kernel(page);
+            known.extend(page.iter().map(|b| b.target));
+        });
+        self.restored = restored;
         self.restore_remembered(t);
         tracing::info!(
             bans = self.restored,
@@ -62,7 +94,7 @@ impl Daemon {
         // Reconcile (what the kernel holds and the store does not) on its
         // own thread: dumping a set of 500,000 bans takes the kernel
         // seconds, and the daemon must be ready before that.
-        self.known_at_start = active.iter().map(|b| b.target).collect();
+        self.known_at_start = known;
     }
 
     /// Endpoints that registered within `[detect] remember_endpoints` of
@@ -163,8 +195,8 @@ impl Daemon {
             let ir = running.as_ref().and_then(crate::safety::generation_ruleset);
             n.reassert(ir.as_ref());
         }
-        let active = self.store.active_bans(now()).unwrap_or_default();
-        let n = self.restore_kernel(&active);
+        let mut n = 0;
+        self.each_active_page(now(), |d, page| n += d.restore_kernel(page));
         self.restore_remembered(now());
         // The origins' sets came back empty: the fleet thread puts their
         // content back (feeds, CrowdSec's decisions, the fleet's bans).
@@ -279,20 +311,29 @@ impl Daemon {
             // every one must be committed before the stored bans are read.
             self.sync_store();
         }
-        let active = self.store.active_bans(now()).unwrap_or_default();
-        self.remember(&active);
+        let restored = if old_prefixes == new_prefixes {
+            let mut n = 0;
+            self.each_active_page(now(), |d, page| {
+                d.remember(page);
+                n += d.restore_kernel(page);
+            });
+            n
+        } else {
+            // A changed ban prefix re-keys every ban at once (rare: an
+            // edit of [bans] ipv4_prefix/ipv6_prefix).
+            let active = self.store.active_bans(now()).unwrap_or_default();
+            self.remember(&active);
+            if let Some(bans) = self.bans.as_mut() {
+                let r = crate::plane::rekey(&active, old_prefixes, new_prefixes, now());
+                if !r.add.is_empty() {
+                    crate::plane::apply_rekey(bans, &r);
+                }
+            }
+            self.restore_kernel(&active)
+        };
         for (a, last) in self.remembered_list(now()) {
             self.engine.remember_endpoint(a, last);
         }
-        if old_prefixes != new_prefixes
-            && let Some(bans) = self.bans.as_mut()
-        {
-            let r = crate::plane::rekey(&active, old_prefixes, new_prefixes, now());
-            if !r.add.is_empty() {
-                crate::plane::apply_rekey(bans, &r);
-            }
-        }
-        let restored = self.restore_kernel(&active);
         // Trunks and peers known by name are never banned either, nor what
         // the fleet says is never banned.
         if let Some(n) = &self.names {
