@@ -217,6 +217,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// reading the host, as the daemon does after an upgrade (the file on disk
 /// may hold edits nobody applied).
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Inputs {
     /// The voipwall that compiled them.
     pub version: String,

@@ -618,6 +618,27 @@ pub fn apply_path(r: &ApplyRequest<'_>) -> anyhow::Result<Applied> {
                 && matches!(g.status.as_str(), "applied" | "confirmed")
         })
         .map(|g| g.id);
+    let inputs = serde_json::to_string(&crate::context::Inputs {
+        names: names.resolved.clone(),
+        ..loaded.inputs.clone()
+    })
+    .ok();
+    // The same script as the generation in force, recorded without inputs
+    // (by a voipwall that kept none) or by another version: this version's
+    // inputs go with it, so the next start need not report or recompile.
+    if let (Some(id), Some(g), Some(i)) = (same, in_force.as_ref(), inputs.as_deref()) {
+        let current = g
+            .inputs
+            .as_deref()
+            .and_then(|t| serde_json::from_str::<crate::context::Inputs>(t).ok())
+            .is_some_and(|x| x.version == crate::context::VERSION);
+        if !current
+            && let Err(e) =
+                state_store(r.state_dir).and_then(|mut s| Ok(s.set_generation_inputs(id, i)?))
+        {
+            tracing::error!(error = %format!("{e:#}"), "Could not record the inputs of the generation in force.");
+        }
+    }
     let generation = match same {
         Some(id) => id,
         None => begin_apply(
@@ -625,12 +646,7 @@ pub fn apply_path(r: &ApplyRequest<'_>) -> anyhow::Result<Applied> {
             &script,
             &r.config.display().to_string(),
             serde_json::to_string(&ruleset).ok().as_deref(),
-            serde_json::to_string(&crate::context::Inputs {
-                names: names.resolved.clone(),
-                ..loaded.inputs.clone()
-            })
-            .ok()
-            .as_deref(),
+            inputs.as_deref(),
             r.confirm,
             r.actor,
         )?,
@@ -745,146 +761,184 @@ pub struct Booted {
 /// package upgrade). Its stored inputs — never the policy file on disk,
 /// which may hold edits nobody applied — are compiled again; a script that
 /// differs passes the anti-lockout check and goes in as a new generation
-/// ("recompiled by …"). Returns what happened (`None`: this version
-/// compiled it) and the ruleset now in the kernel, with the policy it came
-/// from. Whatever fails, the generation's own script is applied instead.
+/// ("recompiled by …"). Whatever fails on the way (inputs that do not load,
+/// a refusal, the kernel, the store), the generation's own script is
+/// applied instead and the reason reported: the daemon starts either way.
 pub fn boot_apply(
     g: &voipwall_store::Generation,
     catalog_dirs: &[PathBuf],
     state_dir: &Path,
 ) -> anyhow::Result<Booted> {
-    let version = crate::context::VERSION.to_string();
-    let inputs: Option<crate::context::Inputs> = g
-        .inputs
-        .as_deref()
-        .and_then(|t| serde_json::from_str(t).ok());
+    let version = crate::context::VERSION;
     let report = |compiled_by: Option<String>, applied: Option<i64>, result: String| Recompiled {
         generation: g.id,
         compiled_by,
-        version: version.clone(),
+        version: version.to_string(),
         applied,
         result,
     };
-    let as_recorded = |r: Recompiled| -> anyhow::Result<_> {
+    let as_recorded = |r: Option<Recompiled>| -> anyhow::Result<Booted> {
         nft::apply_script(&g.script).context("applying the last confirmed generation")?;
         Ok(Booted {
-            recompiled: Some(r),
+            recompiled: r,
             ruleset: generation_ruleset(g),
             policy: None,
         })
     };
-    let Some(inputs) = inputs else {
-        return as_recorded(report(
-            None,
-            None,
-            format!(
-                "generation {} was applied as recorded: the voipwall that compiled it did not keep its inputs, so this version ({version}) cannot compile them again; `voipwall apply` compiles the policy file with it",
-                g.id
-            ),
-        ));
+    let inputs: crate::context::Inputs = match g.inputs.as_deref().map(serde_json::from_str) {
+        None => {
+            return as_recorded(Some(report(
+                None,
+                None,
+                format!(
+                    "generation {} was applied as recorded: the voipwall that compiled it did not keep its inputs, so this version ({version}) cannot compile them again; `voipwall apply` compiles the policy file with it",
+                    g.id
+                ),
+            )));
+        }
+        Some(Err(e)) => {
+            return as_recorded(Some(report(
+                None,
+                None,
+                format!(
+                    "generation {} was applied as recorded: its stored inputs cannot be read by this version ({version}): {e}",
+                    g.id
+                ),
+            )));
+        }
+        Some(Ok(i)) => i,
     };
     if inputs.version == version {
-        nft::apply_script(&g.script).context("applying the last confirmed generation")?;
-        return Ok(Booted {
-            recompiled: None,
-            ruleset: generation_ruleset(g),
-            policy: None,
-        });
+        return as_recorded(None);
     }
     let by = Some(inputs.version.clone());
     let kept = |why: String| {
-        as_recorded(report(
+        as_recorded(Some(report(
             by.clone(),
             None,
             format!(
                 "generation {} (compiled by {}) was applied as recorded: {why}",
                 g.id, inputs.version
             ),
-        ))
+        )))
     };
-    let loaded = match crate::context::load_inputs(&inputs, catalog_dirs) {
-        Ok(l) => l,
-        Err(e) => {
-            return kept(format!(
-                "its stored inputs do not load with {version}: {}",
-                format!("{e:#}").replace('\n', "; ")
-            ));
-        }
-    };
-    let missing = missing_interfaces(&loaded.policy);
-    if !missing.is_empty() {
-        return kept(missing.join("; "));
+    // An operator who went back to this generation after this version
+    // compiled a newer one (a rollback) chose its script as it is.
+    if let Ok(Some(newer)) =
+        state_store(state_dir).and_then(|s| Ok(s.newer_generation_by(g.id, version)?))
+    {
+        return kept(format!(
+            "this version compiled generation {newer} after it, and it was put back in force since (a rollback)"
+        ));
     }
-    let ruleset = crate::context::compile_resolved(&loaded.policy, inputs.names.clone());
-    let script = voipwall_nft::render(&ruleset);
-    if script == g.script {
-        // The same script: this version need not compile them again.
-        let mut store = state_store(state_dir)?;
-        let again = crate::context::Inputs {
-            version: version.clone(),
-            ..inputs.clone()
-        };
-        store.set_generation_inputs(g.id, &serde_json::to_string(&again)?)?;
-        nft::apply_script(&g.script).context("applying the last confirmed generation")?;
-        return Ok(Booted {
+    match recompile(g, &inputs, catalog_dirs, state_dir) {
+        Err(why) => kept(why),
+        Ok(Recompile::Same(ruleset, policy)) => {
+            nft::apply_script(&g.script).context("applying the last confirmed generation")?;
+            // This version need not compile them again at the next start.
+            let again = crate::context::Inputs {
+                version: version.to_string(),
+                ..inputs.clone()
+            };
+            if let Err(e) = state_store(state_dir).and_then(|mut s| {
+                s.set_generation_inputs(g.id, &serde_json::to_string(&again)?)?;
+                Ok(())
+            }) {
+                tracing::error!(error = %format!("{e:#}"), "Could not record that this version compiles the generation in force to the same script.");
+            }
+            Ok(Booted {
+                recompiled: Some(report(
+                    by,
+                    None,
+                    format!(
+                        "generation {} (compiled by {}) compiles to the same script with {version}; applied as recorded",
+                        g.id, inputs.version
+                    ),
+                )),
+                ruleset: Some(ruleset),
+                policy: Some(policy),
+            })
+        }
+        Ok(Recompile::Applied(id, ruleset, policy)) => Ok(Booted {
             recompiled: Some(report(
                 by,
-                None,
+                Some(id),
                 format!(
-                    "generation {} (compiled by {}) compiles to the same script with {version}; applied as recorded",
+                    "generation {} (compiled by {}) was compiled again by {version} from its stored inputs and applied as generation {id}",
                     g.id, inputs.version
                 ),
             )),
             ruleset: Some(ruleset),
-            policy: Some(loaded.policy),
-        });
+            policy: Some(policy),
+        }),
+    }
+}
+
+/// What compiling a generation's inputs again gave.
+enum Recompile {
+    /// The generation's own script: nothing new to apply.
+    Same(Ruleset, Policy),
+    /// A new generation, applied.
+    Applied(i64, Ruleset, Policy),
+}
+
+/// [`boot_apply`]'s recompile; `Err` says why the recorded script stays.
+fn recompile(
+    g: &voipwall_store::Generation,
+    inputs: &crate::context::Inputs,
+    catalog_dirs: &[PathBuf],
+    state_dir: &Path,
+) -> Result<Recompile, String> {
+    let version = crate::context::VERSION;
+    let flat = |e: anyhow::Error| format!("{e:#}").replace('\n', "; ");
+    let loaded = crate::context::load_inputs(inputs, catalog_dirs)
+        .map_err(|e| format!("its stored inputs do not load with {version}: {}", flat(e)))?;
+    let missing = missing_interfaces(&loaded.policy);
+    if !missing.is_empty() {
+        return Err(missing.join("; "));
+    }
+    let ruleset = crate::context::compile_resolved(&loaded.policy, inputs.names.clone());
+    let script = voipwall_nft::render(&ruleset);
+    if script == g.script {
+        return Ok(Recompile::Same(ruleset, loaded.policy));
     }
     let sshd = inputs.sshd_ports.clone().unwrap_or_else(|| vec![22]);
     let lockout = lockout_problems(&loaded.policy, &ruleset, &sshd);
     if !lockout.is_empty() {
-        return kept(format!(
+        return Err(format!(
             "its recompiled script was refused by the anti-lockout check: {}",
             lockout.join("; ")
         ));
     }
+    let again = crate::context::Inputs {
+        version: version.to_string(),
+        ..inputs.clone()
+    };
     let id = begin_apply(
         state_dir,
         &script,
         &format!(
             "recompiled by {version} from generation {} ({})",
-            g.id, g.policy
+            g.id, inputs.main
         ),
         serde_json::to_string(&ruleset).ok().as_deref(),
-        serde_json::to_string(&crate::context::Inputs {
-            version: version.clone(),
-            ..inputs.clone()
-        })
-        .ok()
-        .as_deref(),
+        serde_json::to_string(&again).ok().as_deref(),
         None,
         "daemon",
-    )?;
+    )
+    .map_err(|e| format!("the store did not record the new generation: {}", flat(e)))?;
     let started = std::time::Instant::now();
     let result = nft::apply_script(&script);
-    finish_apply(state_dir, id, result.is_ok(), started.elapsed())?;
+    if let Err(e) = finish_apply(state_dir, id, result.is_ok(), started.elapsed()) {
+        tracing::error!(error = %format!("{e:#}"), generation = id, "Could not record how the recompiled generation's apply went.");
+    }
     if let Err(e) = result {
-        return kept(format!(
+        return Err(format!(
             "the kernel refused its recompiled script (generation {id}, marked failed): {}",
-            format!("{e:#}").replace('\n', "; ")
+            flat(e.into())
         ));
     }
-    Ok(Booted {
-        recompiled: Some(report(
-            by,
-            Some(id),
-            format!(
-                "generation {} (compiled by {}) was compiled again by {version} from its stored inputs and applied as generation {id}",
-                g.id, inputs.version
-            ),
-        )),
-        ruleset: Some(ruleset),
-        policy: Some(loaded.policy),
-    })
+    Ok(Recompile::Applied(id, ruleset, loaded.policy))
 }
 
 /// The ban prefix changed: re-key the stored bans (see `plane::rekey`).

@@ -402,7 +402,7 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
             "bans-only: what is not banned, blocked or flooding is the other firewall's to judge",
         ));
         b.notes_on_unread(&ports);
-        let chains = vec![
+        let mut chains = vec![
             base_chain("vw_pre", "prerouting", "raw", "accept", pre),
             base_chain("vw_input", "input", "filter", "accept", input),
             base_chain(
@@ -413,6 +413,19 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
                 output_rules(policy, &ports),
             ),
         ];
+        // The chains full mode has, empty: applied over a full-mode table,
+        // they are flushed, so no old rule keeps a name set busy (a set
+        // the script deletes and re-creates).
+        for name in ["vw_established".to_string(), "vw_peers".to_string()]
+            .into_iter()
+            .chain(Zone::ALL.into_iter().map(zone_chain))
+        {
+            chains.push(Chain {
+                name,
+                hook: None,
+                rules: Vec::new(),
+            });
+        }
         return Ruleset {
             sets: b.sets,
             counters: used_counters(policy, &ports),
@@ -439,13 +452,13 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
             rules: established_rules(&ports),
         },
     ];
-    if !peer_chain.is_empty() {
-        chains.push(Chain {
-            name: "vw_peers".into(),
-            hook: None,
-            rules: peer_chain,
-        });
-    }
+    // Always there, empty without peers: a policy that loses its last
+    // peer must flush the old rules, which reference the peers' name sets.
+    chains.push(Chain {
+        name: "vw_peers".into(),
+        hook: None,
+        rules: peer_chain,
+    });
     b.notes_on_unread(&ports);
     let mut used_counters = used_counters(policy, &ports);
     chains.extend(b.zone_chains(&mut used_counters));

@@ -1017,7 +1017,10 @@ impl Store {
     /// `after` (`""`: from the first), at most about `limit` targets.
     /// Returns the page and the cursor for the next one (`None`: this was
     /// the last). Restoring a million bans reads them page by page instead
-    /// of holding every record at once.
+    /// of holding every record at once. A row whose target is not text
+    /// cannot be a ban ([`Store::unreadable_bans`] counts it) and is left
+    /// out; the walk goes through every stored row's target once, expired
+    /// history included.
     pub fn active_bans_page(
         &self,
         now: Timestamp,
@@ -1028,7 +1031,7 @@ impl Store {
         let mut st = self.conn.prepare_cached(
             "SELECT id, target, offender, rule, reason, origin, level, start_ms, end_ms, evidence, lifted_ms, lifted_by
              FROM bans INDEXED BY bans_target
-             WHERE target > ?2 AND end_ms > ?1 AND lifted_ms IS NULL
+             WHERE target > ?2 AND end_ms > ?1 AND lifted_ms IS NULL AND typeof(target) = 'text'
              ORDER BY target, end_ms DESC, id LIMIT ?3",
         )?;
         let rows = st.query_map(
@@ -1333,9 +1336,14 @@ impl Store {
         )?;
         // The compiled ruleset is as big as the policy's lists (megabytes
         // for 100,000 entries): kept for the generations explain and a
-        // rollback can reach, not for the whole history.
+        // rollback can reach, not for the whole history. The two newest
+        // applied or confirmed keep theirs whatever failed after them: the
+        // one in force (explain, an upgrade's recompile) and the one before.
         self.conn.execute(
-            "UPDATE generations SET ir = NULL, inputs = NULL WHERE id <= ?1 - ?2 AND (ir IS NOT NULL OR inputs IS NOT NULL)",
+            "UPDATE generations SET ir = NULL, inputs = NULL
+             WHERE id <= ?1 - ?2 AND (ir IS NOT NULL OR inputs IS NOT NULL)
+               AND id NOT IN (SELECT id FROM generations WHERE status IN ('applied', 'confirmed')
+                              ORDER BY id DESC LIMIT 2)",
             params![id, KEEP_IR],
         )?;
         Ok(id)
@@ -1358,6 +1366,23 @@ impl Store {
             params![id, inputs],
         )?;
         Ok(())
+    }
+
+    /// The newest generation after `id` that voipwall `version` compiled
+    /// (its stored inputs say so) and that did not fail: after an upgrade,
+    /// a sign the operator went back to `id` on purpose.
+    pub fn newer_generation_by(&self, id: i64, version: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id FROM generations
+                 WHERE id > ?1 AND status <> 'failed' AND inputs IS NOT NULL
+                   AND json_valid(inputs) AND json_extract(inputs, '$.version') = ?2
+                 ORDER BY id DESC LIMIT 1",
+                params![id, version],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
     /// Records how long generation `id`'s apply took.

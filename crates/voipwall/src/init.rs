@@ -52,7 +52,7 @@ pub(crate) struct InitArgs {
 }
 
 /// Other firewalls in force for inbound packets: nft tables with chains
-/// on an inbound hook that hold rules or drop (ufw's and firewalld's, as
+/// on the input hook that hold rules or drop (ufw's and firewalld's, as
 /// iptables-nft or nft), and iptables-legacy tables. The proposed policy
 /// then runs beside them, bans-only.
 fn other_firewall() -> Vec<String> {
@@ -60,14 +60,18 @@ fn other_firewall() -> Vec<String> {
     let mut out: Vec<String> = voipwall_sys::nft::foreign_chains()
         .unwrap_or_default()
         .into_iter()
+        // The input hook only: NAT and forwarding chains (docker,
+        // libvirt) decide nothing about what reaches this host.
         .filter(|c| {
-            (c.sees_inbound(Family::V4) || c.sees_inbound(Family::V6))
+            c.hook == "input"
+                && (c.sees_inbound(Family::V4) || c.sees_inbound(Family::V6))
                 && c.effect() != Effect::Nothing
         })
         .map(|c| format!("table {} {}", c.family, c.table))
         .chain(
             voipwall_sys::nft::legacy_iptables()
                 .into_iter()
+                .filter(|t| t.contains("filter"))
                 .map(|t| format!("iptables-legacy {t}")),
         )
         .collect();

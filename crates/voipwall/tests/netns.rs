@@ -4838,6 +4838,52 @@ fn beside_ufw_bans_only_bans_a_brute_force_and_leaves_ufw_deciding() {
     );
 }
 
+/// Issue 25, item 17 (from its review): a trunk known by name, switched
+/// from full mode to bans-only and back. Each applied script re-creates the
+/// name's sets; an old peers chain still pointing at them would make the
+/// kernel refuse that, so every mode flushes every chain the other has
+/// (the daemon's start applies the whole script). In bans-only mode
+/// nothing else filters here, so the trunk's other ports pass too.
+#[test]
+fn a_trunk_known_by_name_survives_switching_to_bans_only_and_back() {
+    let mut lab = Lab::new();
+    lab.listen();
+    let _dns = common::Dnsmasq::start(&lab.fw, &lab.dir, "203.0.113.100 trunk.lab.example\n", &[]);
+    let ast = lab.dir.join("asterisk");
+    std::fs::create_dir_all(&ast).unwrap();
+    std::fs::write(
+        ast.join("iax.conf"),
+        "[general]\nbindport=4569\n\n[branch]\ntype=peer\nhost=trunk.lab.example\n",
+    )
+    .unwrap();
+    let common = format!(
+        "[discover]\nasterisk = \"{}\"\nfreeswitch = false\nkamailio = false\n\n[dns]\nservers = [\"127.0.0.1\"]\n",
+        ast.display()
+    );
+    let full =
+        format!("[interfaces]\nvw0 = \"internet\"\n\n[zones.internet]\nservices = []\n\n{common}");
+    let bans_only = format!("[filter]\nmode = \"bans-only\"\n\n{common}");
+    lab.apply(&full);
+    assert_eq!(
+        lab.probe(&[("203.0.113.100", "udp/4569"), ("203.0.113.2", "udp/4569")]),
+        vec!["pass", "drop"],
+        "full mode: the trunk reaches its own port, nobody else does"
+    );
+    lab.apply(&bans_only);
+    lab.start_daemon(&bans_only);
+    assert_eq!(
+        lab.probe(&[("203.0.113.100", "udp/4569"), ("203.0.113.2", "tcp/443")]),
+        vec!["pass", "pass"]
+    );
+    lab.stop_daemon();
+    lab.apply(&full);
+    lab.start_daemon(&full);
+    assert_eq!(
+        lab.probe(&[("203.0.113.100", "udp/4569"), ("203.0.113.2", "tcp/443")]),
+        vec!["pass", "drop"]
+    );
+}
+
 /// Issue 25, item 18: after an upgrade the daemon compiles the generation's
 /// stored inputs again, never the policy file on disk. The store is made to
 /// look as an older voipwall left it: the generation in force holds a script
@@ -4908,6 +4954,24 @@ fn an_upgrade_compiles_the_stored_inputs_again_never_the_file_on_disk() {
         json(&lab, &["--json", "status"])
             .get("recompiled")
             .is_none()
+    );
+    assert_eq!(
+        json(&lab, &["--json", "generations"])[0]["id"],
+        newest["id"]
+    );
+    // The operator rolls back to the old generation: the next start keeps
+    // it as recorded (tcp/443 open again) and records nothing new.
+    let out = lab.voipwall_ctl(&["rollback"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    lab.stop_daemon();
+    lab.start_daemon(&edited);
+    assert_eq!(lab.probe(&[("203.0.113.7", "tcp/443")]), vec!["pass"]);
+    let st = json(&lab, &["--json", "status"]);
+    assert!(
+        st["recompiled"]["result"]
+            .as_str()
+            .is_some_and(|r| r.contains("a rollback")),
+        "{st}"
     );
     assert_eq!(
         json(&lab, &["--json", "generations"])[0]["id"],

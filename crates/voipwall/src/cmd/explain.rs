@@ -163,19 +163,23 @@ pub(super) fn explain_cmd(
     // Which table decides: voipwall's for a drop, or in full mode; in
     // bans-only mode the other tables decide what voipwall accepts.
     let bans_only = src.ruleset.bans_only();
+    let others: Vec<String> = foreign
+        .iter()
+        .filter(|c| c.effect() != Effect::Nothing)
+        .map(|c| format!("table {} {}", c.family, c.table))
+        .chain(legacy.iter().map(|t| format!("iptables-legacy table {t}")))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let decides = if !bans_only || ex.verdict != voipwall_nft::Verdict::Accept {
         "table inet voipwall".to_string()
-    } else if foreign.is_empty() {
+    } else if offline {
+        "the other firewall's tables (not inspected with --offline)".to_string()
+    } else if others.is_empty() {
         "nothing: voipwall runs bans-only and no other table filters this packet, so it passes"
             .to_string()
     } else {
-        foreign
-            .iter()
-            .map(|c| format!("table {} {}", c.family, c.table))
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect::<Vec<_>>()
-            .join(", ")
+        others.join(", ")
     };
     if cli.json {
         return out(&serde_json::to_string_pretty(&json!({
