@@ -25,6 +25,7 @@ pub fn apply(policy: &mut Policy, d: &Discovery) -> Vec<String> {
         return out;
     }
     if policy.discover.ports {
+        let bans_only = policy.bans_only();
         for (name, (ports, origin)) in d.service_ports() {
             match policy.services.get_mut(&name) {
                 Some(svc) if svc.port_from == Some(PortSource::Pbx) => {
@@ -53,6 +54,10 @@ pub fn apply(policy: &mut Policy, d: &Discovery) -> Vec<String> {
                 Some(_) => {}
                 // Management ports (AMI, event socket) are the audit's business.
                 None if !SIGNALLING.contains(&name.as_str()) => {}
+                None if bans_only => out.push(format!(
+                    "the PBX listens on {} ({origin}) but [filter] sip does not name service `{name}`: no flood guard or packet copy there",
+                    show(&ports)
+                )),
                 None => out.push(format!(
                     "the PBX listens on {} ({origin}) but no zone grants service `{name}`",
                     show(&ports)

@@ -4745,7 +4745,14 @@ fn beside_ufw_bans_only_bans_a_brute_force_and_leaves_ufw_deciding() {
     lab.apply(full);
     assert_eq!(lab.probe(&[("203.0.113.100", "tcp/22")]), vec!["drop"]);
     let policy = "[filter]\nmode = \"bans-only\"\n";
-    lab.apply(policy);
+    let out = lab.voipwall(policy, &["apply"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("note: table ip filter chain INPUT")
+            && !stderr(&out).contains("can drop what voipwall accepts"),
+        "beside ufw by design, not a warning: {}",
+        stderr(&out)
+    );
     lab.start_daemon(policy);
     // Wrong passwords one after another: the PBX answers five (each a
     // 403), the fifth bans, the rest meet the ban.

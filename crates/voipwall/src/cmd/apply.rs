@@ -18,8 +18,8 @@ pub(super) fn apply(cli: &Globals, confirm: Option<&str>, force: bool) -> anyhow
     for p in &a.forced {
         eprintln!("warning (--force): {p}");
     }
-    for w in foreign_warnings() {
-        eprintln!("warning: {w}");
+    for w in foreign_warnings(a.ruleset.bans_only()) {
+        eprintln!("{w}");
     }
     if let Some(c) = confirm {
         eprintln!(

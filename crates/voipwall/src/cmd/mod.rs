@@ -228,8 +228,27 @@ pub(crate) fn out(s: &str) -> anyhow::Result<()> {
 }
 
 /// Other firewalls on the same hooks (nft tables, iptables-legacy), one
-/// line each: `apply` and `check --kernel` print them.
-fn foreign_warnings() -> Vec<String> {
+/// line each: `apply` and `check --kernel` print them. In bans-only mode
+/// they decide what passes by design: said as a note, not a warning.
+fn foreign_warnings(bans_only: bool) -> Vec<String> {
+    if bans_only {
+        return nft::foreign_chains()
+            .unwrap_or_default()
+            .iter()
+            .filter(|c| {
+                c.hook == "input" && c.effect() != voipwall_nft::foreign::Effect::Nothing
+            })
+            .map(|c| {
+                format!(
+                    "note: {}: decides what passes beyond voipwall's bans, blocks and flood guards (bans-only mode)",
+                    c.describe()
+                )
+            })
+            .chain(nft::legacy_iptables().into_iter().map(|t| {
+                format!("note: iptables-legacy table {t}: decides what passes beyond voipwall's bans (bans-only mode)")
+            }))
+            .collect();
+    }
     let mut w = voipwall_nft::foreign::warnings(&nft::foreign_chains().unwrap_or_default());
     let legacy = nft::legacy_iptables();
     if !legacy.is_empty() {
@@ -238,7 +257,7 @@ fn foreign_warnings() -> Vec<String> {
             legacy.join(", ")
         ));
     }
-    w
+    w.into_iter().map(|w| format!("warning: {w}")).collect()
 }
 
 /// What `explain` evaluates: the generation in force, or a policy file.

@@ -22,8 +22,8 @@ pub(super) fn check(cli: &Globals, kernel: bool) -> anyhow::Result<()> {
                 nft::check_script(&script).context(
                     "the running kernel refused the compiled ruleset (nothing was changed)",
                 )?;
-                for w in foreign_warnings() {
-                    eprintln!("warning: {w}");
+                for w in foreign_warnings(rs.bans_only()) {
+                    eprintln!("{w}");
                 }
             }
             // Log sources: a file not there yet is followed once it appears,
