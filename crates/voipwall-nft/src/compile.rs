@@ -402,17 +402,7 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
             "bans-only: what is not banned, blocked or flooding is the other firewall's to judge",
         ));
         b.notes_on_unread(&ports);
-        let mut chains = vec![
-            base_chain("vw_pre", "prerouting", "raw", "accept", pre),
-            base_chain("vw_input", "input", "filter", "accept", input),
-            base_chain(
-                "vw_output",
-                "output",
-                "filter",
-                "accept",
-                output_rules(policy, &ports),
-            ),
-        ];
+        let mut chains = base_chains(policy, &ports, pre, input, "accept");
         // The chains full mode has, empty: applied over a full-mode table,
         // they are flushed, so no old rule keeps a name set busy (a set
         // the script deletes and re-creates).
@@ -436,22 +426,12 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
         };
     }
     let input_rules = b.input(&ports, &lists, !peer_chain.is_empty());
-    let mut chains = vec![
-        base_chain("vw_pre", "prerouting", "raw", "accept", pre),
-        base_chain("vw_input", "input", "filter", "drop", input_rules),
-        base_chain(
-            "vw_output",
-            "output",
-            "filter",
-            "accept",
-            output_rules(policy, &ports),
-        ),
-        Chain {
-            name: "vw_established".into(),
-            hook: None,
-            rules: established_rules(&ports),
-        },
-    ];
+    let mut chains = base_chains(policy, &ports, pre, input_rules, "drop");
+    chains.push(Chain {
+        name: "vw_established".into(),
+        hook: None,
+        rules: established_rules(&ports),
+    });
     // Always there, empty without peers: a policy that loses its last
     // peer must flush the old rules, which reference the peers' name sets.
     chains.push(Chain {
@@ -470,6 +450,28 @@ pub fn compile(policy: &Policy, input: &CompileInput) -> Ruleset {
         names: b.names.list,
         geo: b.geos.list,
     }
+}
+
+/// The three base chains: prerouting, input (its policy: `drop` in full
+/// mode, `accept` in bans-only mode) and output.
+fn base_chains(
+    policy: &Policy,
+    ports: &SipPorts,
+    pre: Vec<Rule>,
+    input: Vec<Rule>,
+    input_policy: &'static str,
+) -> Vec<Chain> {
+    vec![
+        base_chain("vw_pre", "prerouting", "raw", "accept", pre),
+        base_chain("vw_input", "input", "filter", input_policy, input),
+        base_chain(
+            "vw_output",
+            "output",
+            "filter",
+            "accept",
+            output_rules(policy, ports),
+        ),
+    ]
 }
 
 /// What compiling one policy gathers as the parts are built.

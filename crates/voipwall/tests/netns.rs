@@ -1637,17 +1637,7 @@ fn a_distributed_flood_is_capped_and_registered_endpoints_are_served_first() {
 #[test]
 fn answered_requests_detection_cannot_read_ban_their_sender() {
     let mut lab = Lab::new();
-    let pbx = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/pbx.py");
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &lab.fw, "python3", pbx, FW_V4])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("pbx.py");
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().expect("stdout"))
-        .read_line(&mut line)
-        .expect("pbx output");
-    assert_eq!(line.trim(), "ready");
+    let child = stand_in_pbx(&lab);
     lab.listener = Some(child);
     lab.apply(TRUTH);
     lab.start_daemon(TRUTH);
@@ -4634,6 +4624,23 @@ fn reload_of_an_unchanged_file_records_no_new_generation() {
     lab.assert_traffic(&edited, &[("203.0.113.7", "tcp/22", "pass")]);
 }
 
+/// The stand-in PBX (tests/support/pbx.py) on the firewall's address,
+/// started and ready.
+fn stand_in_pbx(lab: &Lab) -> Child {
+    let pbx = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/pbx.py");
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &lab.fw, "python3", pbx, FW_V4])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("pbx.py");
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().expect("stdout"))
+        .read_line(&mut line)
+        .expect("pbx output");
+    assert_eq!(line.trim(), "ready");
+    child
+}
+
 /// Every file under a directory with its bytes, sorted by path: to show a
 /// directory was left as it was.
 fn tree_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
@@ -4669,17 +4676,7 @@ fn beside_ufw_bans_only_bans_a_brute_force_and_leaves_ufw_deciding() {
         "Debian's ufw is not installed (scripts/deps installs it)"
     );
     let mut lab = Lab::new();
-    let pbx = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/pbx.py");
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &lab.fw, "python3", pbx, FW_V4])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("pbx.py");
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().expect("stdout"))
-        .read_line(&mut line)
-        .expect("pbx output");
-    assert_eq!(line.trim(), "ready");
+    let child = stand_in_pbx(&lab);
     let _pbx = Reap(child);
     lab.listen_on(&["tcp/22", "tcp/443"]);
     // ufw with its root in the lab: rules for this namespace only.
