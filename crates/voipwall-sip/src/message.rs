@@ -126,7 +126,7 @@ pub const MAX_HEAD: usize = 65_535;
 /// bare LF), if there is one.
 fn line_end(buf: &[u8], from: usize) -> Option<usize> {
     let rest = buf.get(from..)?;
-    let lf = rest.iter().position(|&b| b == b'\n')?;
+    let lf = memchr::memchr(b'\n', rest)?;
     let end = from + lf;
     Some(if end > from && buf[end - 1] == b'\r' {
         end - 1
@@ -243,10 +243,7 @@ impl<'a> Message<'a> {
                 return Err(SipError::Truncated);
             }
             let line = &buf[pos..value_end];
-            let colon = line
-                .iter()
-                .position(|&b| b == b':')
-                .ok_or(SipError::BadHeader)?;
+            let colon = memchr::memchr(b':', line).ok_or(SipError::BadHeader)?;
             let name = trim(&line[..colon]);
             if name.is_empty() || !name.iter().all(|b| b.is_ascii_graphic()) {
                 return Err(SipError::BadHeader);
