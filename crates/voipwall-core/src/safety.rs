@@ -746,6 +746,27 @@ pub struct Recompiled {
     pub result: String,
 }
 
+/// The generation in force and the policy its stored inputs load to
+/// (with this version's loader): what the daemon runs when the policy file
+/// on disk does not load. `None` without a store, a generation in force or
+/// inputs that load.
+pub fn policy_in_force(state_dir: &Path, catalog_dirs: &[PathBuf]) -> Option<(i64, Policy)> {
+    if !state_dir.join("state.db").exists() {
+        return None;
+    }
+    // What boot applies: the newest applied or confirmed (a pending one is
+    // rolled back at start).
+    let g = state_store(state_dir)
+        .ok()?
+        .generations(KEEP_GENERATIONS as usize)
+        .ok()?
+        .into_iter()
+        .find(|g| matches!(g.status.as_str(), "applied" | "confirmed"))?;
+    let inputs: crate::context::Inputs = serde_json::from_str(g.inputs.as_deref()?).ok()?;
+    let l = crate::context::load_inputs(&inputs, catalog_dirs).ok()?;
+    Some((g.id, l.policy))
+}
+
 /// What [`boot_apply`] put in the kernel.
 pub struct Booted {
     /// What it did about another version's generation (`None`: this
@@ -828,7 +849,7 @@ pub fn boot_apply(
         state_store(state_dir).and_then(|s| Ok(s.newer_generation_by(g.id, version)?))
     {
         return kept(format!(
-            "this version compiled generation {newer} after it, and it was put back in force since (a rollback)"
+            "this version compiled generation {newer} after it, and it was put back in force since (a rollback, or a confirm window that ran out)"
         ));
     }
     match recompile(g, &inputs, catalog_dirs, state_dir) {

@@ -54,8 +54,10 @@ pub fn apply(policy: &mut Policy, d: &Discovery) -> Vec<String> {
                 Some(_) => {}
                 // Management ports (AMI, event socket) are the audit's business.
                 None if !SIGNALLING.contains(&name.as_str()) => {}
+                // IAX is not SIP: bans-only mode has no guard to offer it.
+                None if bans_only && name == "iax2" => {}
                 None if bans_only => out.push(format!(
-                    "the PBX listens on {} ({origin}) but [filter] sip does not name service `{name}`: no flood guard or packet copy there",
+                    "the PBX listens on {} ({origin}) for `{name}`: in bans-only mode no flood guard or packet copy covers it unless [filter] sip names a SIP service with those ports",
                     show(&ports)
                 )),
                 None => out.push(format!(

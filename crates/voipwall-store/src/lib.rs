@@ -1343,7 +1343,7 @@ impl Store {
             "UPDATE generations SET ir = NULL, inputs = NULL
              WHERE id <= ?1 - ?2 AND (ir IS NOT NULL OR inputs IS NOT NULL)
                AND id NOT IN (SELECT id FROM generations WHERE status IN ('applied', 'confirmed')
-                              ORDER BY id DESC LIMIT 2)",
+                              AND id <> ?1 ORDER BY id DESC LIMIT 2)",
             params![id, KEEP_IR],
         )?;
         Ok(id)
@@ -1370,7 +1370,8 @@ impl Store {
 
     /// The newest generation after `id` that voipwall `version` compiled
     /// (its stored inputs say so) and that did not fail: after an upgrade,
-    /// a sign the operator went back to `id` on purpose.
+    /// a sign that `id` was put back in force since (by `rollback`, a
+    /// confirm timer or a start inside a confirm window).
     pub fn newer_generation_by(&self, id: i64, version: &str) -> Result<Option<i64>, StoreError> {
         Ok(self
             .conn

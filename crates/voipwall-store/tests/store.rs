@@ -549,3 +549,52 @@ fn active_bans_read_in_pages_are_the_active_bans() {
         assert_eq!(got, want, "pages of {limit}");
     }
 }
+
+/// Issue 25, item 18 (from its review): failed applies after it never
+/// strip the generation in force, nor the one before it, of their
+/// ruleset and inputs (a rollback and an upgrade's recompile need them).
+#[test]
+fn failed_applies_never_strip_the_generations_in_force() {
+    let p = tmp("prune");
+    let (mut s, _) = Store::open(&p).unwrap();
+    let add = |s: &mut Store, at: u64| {
+        s.add_generation(
+            &voipwall_store::NewGeneration {
+                at: Timestamp(at),
+                script: "s",
+                policy: "p",
+                status: "applied",
+                deadline: None,
+                ir: Some("{}"),
+                inputs: Some("{\"version\":\"x\"}"),
+            },
+            20,
+        )
+        .unwrap()
+    };
+    let before = add(&mut s, 1);
+    let in_force = add(&mut s, 2);
+    for at in 3..10 {
+        let id = add(&mut s, at);
+        s.set_generation_status(id, "failed").unwrap();
+    }
+    let gens = s.generations(20).unwrap();
+    for id in [before, in_force] {
+        let g = gens.iter().find(|g| g.id == id).unwrap();
+        assert!(
+            g.ir.is_some() && g.inputs.is_some(),
+            "generation {id} was stripped"
+        );
+    }
+    assert_eq!(s.in_force().unwrap().unwrap().id, in_force);
+    // Older failed ones are pruned as before.
+    assert!(
+        gens.iter().filter(|g| g.inputs.is_some()).count() <= 2 + voipwall_store::KEEP_IR as usize
+    );
+    assert_eq!(s.newer_generation_by(before, "x").unwrap(), Some(in_force));
+    assert_eq!(
+        s.newer_generation_by(in_force, "x").unwrap(),
+        None,
+        "failed ones do not count"
+    );
+}

@@ -4847,7 +4847,7 @@ fn beside_ufw_bans_only_bans_a_brute_force_and_leaves_ufw_deciding() {
 /// name's sets; an old peers chain still pointing at them would make the
 /// kernel refuse that, so every mode flushes every chain the other has
 /// (the daemon's start applies the whole script). In bans-only mode
-/// nothing else filters here, so the trunk's other ports pass too.
+/// nothing else filters here, so ports no zone grants pass too.
 #[test]
 fn a_trunk_known_by_name_survives_switching_to_bans_only_and_back() {
     let mut lab = Lab::new();
@@ -4884,6 +4884,47 @@ fn a_trunk_known_by_name_survives_switching_to_bans_only_and_back() {
     lab.start_daemon(&full);
     assert_eq!(
         lab.probe(&[("203.0.113.100", "udp/4569"), ("203.0.113.2", "tcp/443")]),
+        vec!["pass", "drop"]
+    );
+}
+
+/// A policy file broken by an edit nobody applied (or gone) does not keep
+/// the daemon down after a restart: the generation in force runs from the
+/// inputs it stored (SIP passes, SSH stays closed, a scanner is banned),
+/// the log says why, `status` shows the file's error, and `reload` refuses
+/// the file and changes nothing.
+#[test]
+fn a_broken_policy_file_does_not_keep_the_daemon_down() {
+    let mut lab = Lab::new();
+    lab.listen();
+    let policy = "[interfaces]\nvw0 = \"internet\"\n\n[zones.internet]\nservices = [\"sip\"]\n";
+    lab.apply(policy);
+    let broken = format!("{policy}\n[zones.elsewhere]\nservices = [\"ssh\"]\n");
+    assert!(!lab.voipwall(&broken, &["check"]).status.success());
+    lab.start_daemon(&broken);
+    assert_eq!(
+        lab.probe(&[("203.0.113.2", "udp/5060"), ("203.0.113.2", "tcp/22")]),
+        vec!["pass", "drop"]
+    );
+    lab.scanner_packet("203.0.113.7", "broken-file");
+    lab.until("the scanner is banned", || {
+        lab.probe(&[("203.0.113.7", "udp/5060")]) == vec!["drop"]
+    });
+    let log = std::fs::read_to_string(lab.dir.join("daemon.log")).unwrap_or_default();
+    assert!(log.contains("The policy file does not load"), "{log}");
+    let st: serde_json::Value =
+        serde_json::from_slice(&lab.voipwall(&broken, &["--json", "status"]).stdout)
+            .expect("status json");
+    assert!(
+        st["policy_file"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("elsewhere")),
+        "{st}"
+    );
+    let out = lab.voipwall_ctl(&["reload"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        lab.probe(&[("203.0.113.2", "udp/5060"), ("203.0.113.2", "tcp/22")]),
         vec!["pass", "drop"]
     );
 }

@@ -566,7 +566,23 @@ pub fn run(cli: &Paths, a: &DaemonArgs, starters: Starters) -> anyhow::Result<()
     // until the process ends, whatever its state directory.
     let _one = one_per_namespace()?;
     let facts = crate::context::host_facts();
-    let mut policy = crate::context::load_policy(&cli.config, &cli.catalog_dirs, &facts)?.policy;
+    let mut policy = match crate::context::load_policy(&cli.config, &cli.catalog_dirs, &facts) {
+        Ok(l) => l.policy,
+        // A policy file broken by edits nobody applied must not leave the
+        // host without its firewall after a reboot: the generation in
+        // force runs, from what it stored, and the file's errors are said.
+        Err(e) => match crate::safety::policy_in_force(&cli.state_dir, &cli.catalog_dirs) {
+            Some((id, p)) => {
+                tracing::error!(
+                    generation = id,
+                    error = %format!("{e:#}").lines().next().unwrap_or(""),
+                    "The policy file does not load; the generation in force runs with the policy it was compiled from. `voipwall check` shows every error; `voipwall reload` applies the file once it loads."
+                );
+                p
+            }
+            None => return Err(e),
+        },
+    };
     let db = cli.state_dir.join("state.db");
     let (mut store, opened) =
         Store::open(&db).with_context(|| format!("opening the store {}", db.display()))?;

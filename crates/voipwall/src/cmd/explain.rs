@@ -167,7 +167,12 @@ pub(super) fn explain_cmd(
         .iter()
         .filter(|c| c.effect() != Effect::Nothing)
         .map(|c| format!("table {} {}", c.family, c.table))
-        .chain(legacy.iter().map(|t| format!("iptables-legacy table {t}")))
+        .chain(
+            legacy
+                .iter()
+                .filter(|t| t.contains("filter"))
+                .map(|t| format!("iptables-legacy table {t}")),
+        )
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();

@@ -236,7 +236,8 @@ fn foreign_warnings(bans_only: bool) -> Vec<String> {
             .unwrap_or_default()
             .iter()
             .filter(|c| {
-                c.hook == "input" && c.effect() != voipwall_nft::foreign::Effect::Nothing
+                (c.sees_inbound(voipwall_nft::Family::V4) || c.sees_inbound(voipwall_nft::Family::V6))
+                    && c.effect() != voipwall_nft::foreign::Effect::Nothing
             })
             .map(|c| {
                 format!(
@@ -244,7 +245,7 @@ fn foreign_warnings(bans_only: bool) -> Vec<String> {
                     c.describe()
                 )
             })
-            .chain(nft::legacy_iptables().into_iter().map(|t| {
+            .chain(nft::legacy_iptables().into_iter().filter(|t| t.contains("filter")).map(|t| {
                 format!("note: iptables-legacy table {t}: decides what passes beyond voipwall's bans (bans-only mode)")
             }))
             .collect();
