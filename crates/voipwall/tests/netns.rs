@@ -4940,6 +4940,8 @@ fn a_broken_policy_file_does_not_keep_the_daemon_down() {
 /// (an older voipwall still) is applied as recorded, and status says why.
 #[test]
 fn an_upgrade_compiles_the_stored_inputs_again_never_the_file_on_disk() {
+    let host_tables = || run(&["nft", "list", "tables"]).stdout;
+    let host_before = host_tables();
     let mut lab = Lab::new();
     lab.listen();
     let policy = "[interfaces]\nvw0 = \"internet\"\n\n[zones.internet]\nservices = [\"sip\"]\n";
@@ -5006,7 +5008,8 @@ fn an_upgrade_compiles_the_stored_inputs_again_never_the_file_on_disk() {
     );
     // The operator rolls back to the old generation: the next start keeps
     // it as recorded (tcp/443 open again) and records nothing new.
-    let out = lab.voipwall_ctl(&["rollback"]);
+    // In the firewall's namespace: rollback applies where the CLI runs.
+    let out = lab.voipwall(&edited, &["rollback"]);
     assert!(out.status.success(), "{}", stderr(&out));
     lab.stop_daemon();
     lab.start_daemon(&edited);
@@ -5038,6 +5041,11 @@ fn an_upgrade_compiles_the_stored_inputs_again_never_the_file_on_disk() {
             .as_str()
             .is_some_and(|r| r.contains("did not keep its inputs")),
         "{st}"
+    );
+    assert_eq!(
+        host_tables(),
+        host_before,
+        "the host's own namespace was touched"
     );
 }
 
