@@ -239,6 +239,22 @@ pub struct Inputs {
     pub names: BTreeMap<String, Vec<IpAddr>>,
 }
 
+impl Inputs {
+    /// What generation `g` stored: `None` when it kept nothing, an error
+    /// when this version cannot read it.
+    pub fn of(g: &voipwall_store::Generation) -> Option<Result<Self, serde_json::Error>> {
+        g.inputs.as_deref().map(serde_json::from_str)
+    }
+
+    /// The same inputs, as compiled by this version.
+    pub fn by_this_version(&self) -> Self {
+        Self {
+            version: VERSION.to_string(),
+            ..self.clone()
+        }
+    }
+}
+
 /// Everything a command needs about the policy.
 pub struct Loaded {
     pub policy: Policy,

@@ -618,26 +618,30 @@ pub fn apply_path(r: &ApplyRequest<'_>) -> anyhow::Result<Applied> {
                 && matches!(g.status.as_str(), "applied" | "confirmed")
         })
         .map(|g| g.id);
-    let inputs = serde_json::to_string(&crate::context::Inputs {
-        names: names.resolved.clone(),
-        ..loaded.inputs.clone()
-    })
-    .ok();
-    // The same script as the generation in force, recorded without inputs
-    // (by a voipwall that kept none) or by another version: this version's
-    // inputs go with it, so the next start need not report or recompile.
-    if let (Some(id), Some(g), Some(i)) = (same, in_force.as_ref(), inputs.as_deref()) {
-        let current = g
-            .inputs
-            .as_deref()
-            .and_then(|t| serde_json::from_str::<crate::context::Inputs>(t).ok())
-            .is_some_and(|x| x.version == crate::context::VERSION);
-        if !current
-            && let Err(e) =
-                state_store(r.state_dir).and_then(|mut s| Ok(s.set_generation_inputs(id, i)?))
-        {
-            tracing::error!(error = %format!("{e:#}"), "Could not record the inputs of the generation in force.");
-        }
+    // The inputs (megabytes for a big policy) are written out only where
+    // they are recorded: with a new generation, or on the generation in
+    // force when it has the same script but was recorded without inputs
+    // (by a voipwall that kept none) or by another version, so the next
+    // start need not report or recompile.
+    let current = in_force
+        .as_ref()
+        .and_then(crate::context::Inputs::of)
+        .and_then(Result::ok)
+        .is_some_and(|x| x.version == crate::context::VERSION);
+    let inputs = (same.is_none() || !current)
+        .then(|| {
+            serde_json::to_string(&crate::context::Inputs {
+                names: names.resolved.clone(),
+                ..loaded.inputs.clone()
+            })
+            .ok()
+        })
+        .flatten();
+    if let (Some(id), Some(i)) = (same, inputs.as_deref())
+        && let Err(e) =
+            state_store(r.state_dir).and_then(|mut s| Ok(s.set_generation_inputs(id, i)?))
+    {
+        tracing::error!(error = %format!("{e:#}"), "Could not record the inputs of the generation in force.");
     }
     let generation = match same {
         Some(id) => id,
@@ -762,7 +766,7 @@ pub fn policy_in_force(state_dir: &Path, catalog_dirs: &[PathBuf]) -> Option<(i6
         .ok()?
         .into_iter()
         .find(|g| matches!(g.status.as_str(), "applied" | "confirmed"))?;
-    let inputs: crate::context::Inputs = serde_json::from_str(g.inputs.as_deref()?).ok()?;
+    let inputs = crate::context::Inputs::of(&g)?.ok()?;
     let l = crate::context::load_inputs(&inputs, catalog_dirs).ok()?;
     Some((g.id, l.policy))
 }
@@ -806,7 +810,7 @@ pub fn boot_apply(
             policy: None,
         })
     };
-    let inputs: crate::context::Inputs = match g.inputs.as_deref().map(serde_json::from_str) {
+    let inputs = match crate::context::Inputs::of(g) {
         None => {
             return as_recorded(Some(report(
                 None,
@@ -857,12 +861,8 @@ pub fn boot_apply(
         Ok(Recompile::Same(ruleset, policy)) => {
             nft::apply_script(&g.script).context("applying the last confirmed generation")?;
             // This version need not compile them again at the next start.
-            let again = crate::context::Inputs {
-                version: version.to_string(),
-                ..inputs.clone()
-            };
             if let Err(e) = state_store(state_dir).and_then(|mut s| {
-                s.set_generation_inputs(g.id, &serde_json::to_string(&again)?)?;
+                s.set_generation_inputs(g.id, &serde_json::to_string(&inputs.by_this_version())?)?;
                 Ok(())
             }) {
                 tracing::error!(error = %format!("{e:#}"), "Could not record that this version compiles the generation in force to the same script.");
@@ -931,10 +931,6 @@ fn recompile(
             lockout.join("; ")
         ));
     }
-    let again = crate::context::Inputs {
-        version: version.to_string(),
-        ..inputs.clone()
-    };
     let id = begin_apply(
         state_dir,
         &script,
@@ -943,7 +939,9 @@ fn recompile(
             g.id, inputs.main
         ),
         serde_json::to_string(&ruleset).ok().as_deref(),
-        serde_json::to_string(&again).ok().as_deref(),
+        serde_json::to_string(&inputs.by_this_version())
+            .ok()
+            .as_deref(),
         None,
         "daemon",
     )
