@@ -162,7 +162,26 @@ pub fn begin_apply(
     actor: &str,
 ) -> anyhow::Result<i64> {
     let mut store = state_store(state_dir)?;
-    ensure_baseline(&mut store)?;
+    begin_apply_in(
+        &mut store, state_dir, script, policy, ir, inputs, confirm, actor,
+    )
+}
+
+/// [`begin_apply`] on a store the caller holds open (opening one runs an
+/// integrity check over the whole file, megabytes once a big policy is
+/// recorded).
+#[allow(clippy::too_many_arguments)]
+fn begin_apply_in(
+    store: &mut Store,
+    state_dir: &Path,
+    script: &str,
+    policy: &str,
+    ir: Option<&str>,
+    inputs: Option<&str>,
+    confirm: Option<Duration>,
+    actor: &str,
+) -> anyhow::Result<i64> {
+    ensure_baseline(store)?;
     let (status, deadline) = match confirm {
         Some(d) => (
             "pending",
@@ -219,7 +238,16 @@ pub fn finish_apply(
     ok: bool,
     took: Duration,
 ) -> anyhow::Result<()> {
-    let mut store = state_store(state_dir)?;
+    finish_apply_in(&mut state_store(state_dir)?, generation, ok, took)
+}
+
+/// [`finish_apply`] on a store the caller holds open.
+fn finish_apply_in(
+    store: &mut Store,
+    generation: i64,
+    ok: bool,
+    took: Duration,
+) -> anyhow::Result<()> {
     if ok {
         store.set_generation_took(
             generation,
@@ -596,11 +624,13 @@ pub fn apply_path(r: &ApplyRequest<'_>) -> anyhow::Result<Applied> {
         .into());
     }
     let script = voipwall_nft::render(&ruleset);
+    // One store handle for the whole apply: opening one checks the whole
+    // file, which holds megabytes once a big policy is recorded.
+    let mut store: Option<Store> = None;
     let in_force = if nft::table_exists().unwrap_or(false) && r.state_dir.join("state.db").exists()
     {
-        state_store(r.state_dir)
-            .ok()
-            .and_then(|s| running_generation(&s))
+        store = state_store(r.state_dir).ok();
+        store.as_ref().and_then(running_generation)
     } else {
         None
     };
@@ -637,15 +667,19 @@ pub fn apply_path(r: &ApplyRequest<'_>) -> anyhow::Result<Applied> {
             .ok()
         })
         .flatten();
+    let mut store = match store {
+        Some(s) => s,
+        None => state_store(r.state_dir)?,
+    };
     if let (Some(id), Some(i)) = (same, inputs.as_deref())
-        && let Err(e) =
-            state_store(r.state_dir).and_then(|mut s| Ok(s.set_generation_inputs(id, i)?))
+        && let Err(e) = store.set_generation_inputs(id, i)
     {
         tracing::error!(error = %format!("{e:#}"), "Could not record the inputs of the generation in force.");
     }
     let generation = match same {
         Some(id) => id,
-        None => begin_apply(
+        None => begin_apply_in(
+            &mut store,
             r.state_dir,
             &script,
             &r.config.display().to_string(),
@@ -657,53 +691,40 @@ pub fn apply_path(r: &ApplyRequest<'_>) -> anyhow::Result<Applied> {
     };
     let started = std::time::Instant::now();
     // Unchanged policy sets stay as the kernel has them; should the kernel
-    // refuse that (its state is not the generation's), the full script
+    // refuse that (its state is not the generation's), the full ruleset
     // goes in instead, in its own transaction.
-    let changes = running.as_ref().map(|rs| {
-        voipwall_nft::render_changes(&ruleset, rs, &|set| {
-            // Read back, not assumed: another tool may have changed it.
-            voipwall_sys::query::set_elements("voipwall", &set.name).is_ok_and(|held| {
-                let held: Vec<voipwall_nft::kernel::Held> = held
-                    .into_iter()
-                    .map(|e| voipwall_nft::kernel::Held {
-                        key: e.key,
-                        end: e.end,
-                        chain: e.chain,
-                    })
-                    .collect();
-                voipwall_nft::kernel::same(
-                    set,
-                    &voipwall_nft::kernel::elements(set.interval, &held),
-                )
-            })
-        })
-    });
-    let result = match changes {
-        Some(changes) => nft::apply_script(&changes).or_else(|_| nft::apply_script(&script)),
-        None => nft::apply_script(&script),
+    let result = match running.as_ref() {
+        Some(rs) => {
+            // Read back, not assumed: another tool may have changed them.
+            let held: std::collections::HashSet<String> = ruleset
+                .sets
+                .iter()
+                .filter(|s| s.plane == voipwall_nft::Plane::Policy)
+                .filter(|s| rs.sets.iter().any(|p| p.name == s.name && p == *s))
+                .filter(|s| kernel_holds(s))
+                .map(|s| s.name.clone())
+                .collect();
+            load_ruleset(&ruleset, Some((rs, &|s| held.contains(&s.name))), &script)
+                .or_else(|_| load_ruleset(&ruleset, None, &script))
+        }
+        None => load_ruleset(&ruleset, None, &script),
     };
     if same.is_none() {
-        finish_apply(r.state_dir, generation, result.is_ok(), started.elapsed())?;
+        finish_apply_in(&mut store, generation, result.is_ok(), started.elapsed())?;
     }
     result.context(
         "applying ruleset to table inet voipwall; the previous ruleset is still in place",
     )?;
-    if let Err(e) = state_store(r.state_dir).and_then(|mut s| {
-        s.record_name_answers(&names.fresh, now())?;
-        s.keep_names(&loaded.policy.hostnames())?;
-        Ok(())
-    }) {
+    if let Err(e) = store
+        .record_name_answers(&names.fresh, now())
+        .and_then(|()| store.keep_names(&loaded.policy.hostnames()))
+    {
         tracing::error!(error = %format!("{e:#}"), "Could not record the names' answers in the store.");
     }
     if let Some(old) = running.as_ref().map(Ruleset::ban_prefixes) {
         let new = ruleset.ban_prefixes();
         if old != new {
-            match state_store(r.state_dir) {
-                Ok(store) => rekey_bans(&store, old, new),
-                Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), "The ban prefix changed but the store could not be opened to re-key the bans.")
-                }
-            }
+            rekey_bans(&store, old, new);
         }
     }
     Ok(Applied {
@@ -714,6 +735,56 @@ pub fn apply_path(r: &ApplyRequest<'_>) -> anyhow::Result<Applied> {
         forced: lockout,
         unchanged: same.is_some(),
     })
+}
+
+/// Which policy sets an apply leaves as the kernel holds them.
+type KeepSet<'a> = &'a dyn Fn(&voipwall_nft::Set) -> bool;
+
+/// Whether the kernel holds exactly the elements of policy set `set`.
+fn kernel_holds(set: &voipwall_nft::Set) -> bool {
+    voipwall_sys::query::set_elements("voipwall", &set.name).is_ok_and(|held| {
+        let held: Vec<voipwall_nft::kernel::Held> = held
+            .into_iter()
+            .map(|e| voipwall_nft::kernel::Held {
+                key: e.key,
+                end: e.end,
+                chain: e.chain,
+            })
+            .collect();
+        voipwall_nft::kernel::same(set, &voipwall_nft::kernel::elements(set.interval, &held))
+    })
+}
+
+/// Loads a compiled ruleset in one transaction: voipwall's own netlink
+/// batch, with `changes` (the ruleset in force and the policy sets the
+/// kernel still holds as it has them) leaving those sets alone. Should the
+/// kernel refuse the batch, the same transaction goes through `nft` as
+/// text, whose error names the statement; `script` is that text for a
+/// full load.
+fn load_ruleset(
+    ruleset: &Ruleset,
+    changes: Option<(&Ruleset, KeepSet<'_>)>,
+    script: &str,
+) -> Result<(), nft::NftError> {
+    let batch = match changes {
+        Some((running, keep)) => voipwall_nft::netlink::encode_changes(ruleset, running, keep, 1),
+        None => voipwall_nft::netlink::encode(ruleset, 1),
+    };
+    match batch.map(|b| nft::apply_batch(&b)) {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "The kernel refused the ruleset as a netlink batch; loading it through nft.");
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "The ruleset could not be encoded as a netlink batch; loading it through nft.");
+        }
+    }
+    match changes {
+        Some((running, keep)) => {
+            nft::apply_script(&voipwall_nft::render_changes(ruleset, running, keep))
+        }
+        None => nft::apply_script(script),
+    }
 }
 
 /// The policy's interfaces this host does not have.
@@ -947,7 +1018,7 @@ fn recompile(
     )
     .map_err(|e| format!("the store did not record the new generation: {}", flat(e)))?;
     let started = std::time::Instant::now();
-    let result = nft::apply_script(&script);
+    let result = load_ruleset(&ruleset, None, &script);
     if let Err(e) = finish_apply(state_dir, id, result.is_ok(), started.elapsed()) {
         tracing::error!(error = %format!("{e:#}"), generation = id, "Could not record how the recompiled generation's apply went.");
     }

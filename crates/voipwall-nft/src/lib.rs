@@ -13,6 +13,7 @@ pub mod flatten;
 pub mod foreign;
 mod ir;
 pub mod kernel;
+pub mod netlink;
 pub mod protect;
 mod render;
 pub mod sets;

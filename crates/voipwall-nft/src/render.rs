@@ -139,7 +139,7 @@ pub fn set_decl(s: &Set) -> String {
     format!("add {kind} {T} {} {{ {body} }}", s.name)
 }
 
-fn comment(s: &str) -> String {
+pub(crate) fn comment(s: &str) -> String {
     let s: String = s
         .chars()
         .map(|c| {

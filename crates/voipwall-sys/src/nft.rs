@@ -1,6 +1,5 @@
-//! Policy plane: the `nft` binary, for atomic script application, table
-//! removal, listing, and interval-set elements (which need start/end pairs that
-//! nft computes for us).
+//! Policy plane: the apply's netlink batch ([`apply_batch`]), and the `nft`
+//! binary for recorded scripts, checks, table removal and listing.
 
 use std::io::Write as _;
 use std::net::IpAddr;
@@ -75,6 +74,94 @@ pub fn check_script(script: &str) -> Result<(), NftError> {
 /// on demand.
 pub fn apply_script(script: &str) -> Result<(), NftError> {
     nft(&["-f", "-"], Some(script), "the ruleset").map(drop)
+}
+
+/// Applies a batch voipwall built itself (`voipwall_nft::netlink`) in one
+/// transaction, without `nft`: the kernel commits all of it or none of it,
+/// so on failure the previous ruleset stays in place. A refusal names the
+/// message the kernel refused and the kernel's own reason.
+pub fn apply_batch(batch: &voipwall_nft::netlink::Batch) -> Result<(), NftError> {
+    use netlink_sys::{Socket, constants::NETLINK_NETFILTER};
+    use rustix::net::sockopt;
+    let sock = Socket::new(NETLINK_NETFILTER).map_err(NftError::Netlink)?;
+    let mut sock = sock;
+    sock.bind_auto().map_err(NftError::Netlink)?;
+    // Errors carry the refused message's header only, and the kernel's
+    // explanation.
+    sock.set_cap_ack(true).map_err(NftError::Netlink)?;
+    sock.set_ext_ack(true).map_err(NftError::Netlink)?;
+    // The whole batch is one datagram; every message's acknowledgement is
+    // queued before sendmsg returns.
+    let want = batch.what.len();
+    let snd = batch.bytes.len() + 64 * 1024;
+    if sockopt::set_socket_send_buffer_size_force(&sock, snd).is_err() {
+        sockopt::set_socket_send_buffer_size(&sock, snd)
+            .map_err(|e| NftError::Netlink(e.into()))?;
+    }
+    let rcv = (want * 2048).max(256 * 1024);
+    if sockopt::set_socket_recv_buffer_size_force(&sock, rcv).is_err() {
+        let _ = sockopt::set_socket_recv_buffer_size(&sock, rcv);
+    }
+    let sent = sock.send(&batch.bytes, 0).map_err(NftError::Netlink)?;
+    if sent != batch.bytes.len() {
+        return Err(NftError::Output(format!(
+            "netlink sent {sent} of {} bytes",
+            batch.bytes.len()
+        )));
+    }
+    sock.set_non_blocking(true).map_err(NftError::Netlink)?;
+    let mut got = 0;
+    let mut refused: Option<(u32, std::io::Error, String)> = None;
+    let mut rbuf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    while got < want {
+        rbuf.clear();
+        match sock.recv(&mut rbuf, 0) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(NftError::Netlink(e)),
+        }
+        let mut off = 0;
+        while let Some((ty, body, next)) = crate::netlink::nlmsg(&rbuf, off) {
+            let seq = u32::from_ne_bytes(rbuf[off + 8..off + 12].try_into().unwrap_or_default());
+            off = next;
+            if ty != 2 || body.len() < 4 {
+                continue;
+            }
+            got += 1;
+            let code = i32::from_ne_bytes(body[..4].try_into().unwrap_or_default());
+            if code != 0 && refused.is_none() {
+                // After the code: the refused message's header (16 bytes,
+                // capped), then NLMSGERR_ATTR_MSG (1), the reason.
+                let reason = body
+                    .get(20..)
+                    .map(crate::netlink::attr_list)
+                    .and_then(|a| a.into_iter().find(|(t, _)| *t == 1).map(|(_, v)| v))
+                    .map(|v| {
+                        String::from_utf8_lossy(v.split(|b| *b == 0).next().unwrap_or(v))
+                            .into_owned()
+                    })
+                    .unwrap_or_default();
+                refused = Some((seq, std::io::Error::from_raw_os_error(-code), reason));
+            }
+        }
+    }
+    if let Some((seq, err, reason)) = refused {
+        let reason = if reason.is_empty() {
+            String::new()
+        } else {
+            format!(" ({reason})")
+        };
+        return Err(NftError::Refused {
+            what: format!("the ruleset: {}", batch.describe(seq)),
+            stderr: format!("{err}{reason}"),
+        });
+    }
+    if got < want {
+        return Err(NftError::Output(format!(
+            "the kernel acknowledged {got} of {want} messages of the ruleset"
+        )));
+    }
+    Ok(())
 }
 
 /// Whether our table exists.
