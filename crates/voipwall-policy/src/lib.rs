@@ -15,6 +15,7 @@ pub mod crowdsec;
 mod detect;
 mod diag;
 pub mod feed;
+mod lists;
 mod load;
 mod model;
 mod walk;

@@ -232,7 +232,24 @@ pub fn load(
         };
         let id = sources.add(path.clone(), text);
         let text = sources.text(id).to_string();
-        let (doc, errs) = DeTable::parse_recoverable(&text);
+        // Big allow/block lists are read from the text directly; should the
+        // rest not parse, the whole file goes through the parser as it is,
+        // so its errors are exactly the parser's.
+        let (blank, mut lifted) = match crate::lists::lift(&text) {
+            Some((b, l)) => (Some(b), l),
+            None => (None, Vec::new()),
+        };
+        let fast = blank.as_deref().and_then(|blank| {
+            let (doc, errs) = DeTable::parse_recoverable(blank);
+            errs.is_empty().then_some(doc)
+        });
+        let (doc, errs) = match fast {
+            Some(doc) => (doc, Vec::new()),
+            None => {
+                lifted.clear();
+                DeTable::parse_recoverable(&text)
+            }
+        };
         for e in errs {
             diags.push(
                 Diagnostic::error(id, e.span().unwrap_or(0..0), e.message().trim().to_string())
@@ -243,7 +260,29 @@ pub fn load(
             file: id,
             diags: &mut diags,
         };
+        let (allow_before, block_before) = (raw.allow.len(), raw.block.len());
         let includes = read_file(&mut w, doc.get_ref(), &mut raw, &sources, &path);
+        if !lifted.is_empty() {
+            for e in lifted {
+                let entry = (
+                    At {
+                        v: e.address,
+                        file: id,
+                        span: e.span,
+                    },
+                    e.description,
+                    None,
+                );
+                if e.block {
+                    raw.block.push(entry);
+                } else {
+                    raw.allow.push(entry);
+                }
+            }
+            // In the file's order, as the parser would have given them.
+            raw.allow[allow_before..].sort_by_key(|(a, _, _)| a.span.start);
+            raw.block[block_before..].sort_by_key(|(a, _, _)| a.span.start);
+        }
         for (inc, span) in includes.into_iter().rev() {
             queue.push((resolve_path(&path, &inc), Some((id, span)), depth + 1));
         }

@@ -115,3 +115,74 @@ proptest! {
         prop_assert_eq!(got_b, want_b);
     }
 }
+
+/// One `[[allow]]`/`[[block]]` entry in the shapes policies use: some the
+/// list fast path reads itself, some it leaves to the TOML parser.
+fn list_entry() -> impl Strategy<Value = String> {
+    let addr = prop_oneof![
+        net().prop_map(|n| n.to_string()),
+        net().prop_map(|n| n.addr().to_string()),
+        Just("not-an-ip".to_string()),
+        Just("203.0.113.1".to_string()),
+        Just("0.0.0.0/0".to_string()),
+        Just("198.51.100.0/24".to_string()),
+    ];
+    (
+        prop::sample::select(vec!["block", "allow"]),
+        addr,
+        prop::option::of(prop::sample::select(vec!["scanner", "a # hash", "ünï", ""])),
+        prop::sample::select(vec![
+            "",
+            "expires = 2027-01-31\n",
+            "expires = \"tomorrow\"\n",
+            "# a comment\n",
+            "\n",
+            "note = \"x\"\n",
+            "address = \"192.0.2.9\"\n",
+        ]),
+        prop::sample::select(vec!["", "  ", " # trailing"]),
+        any::<bool>(),
+    )
+        .prop_map(|(list, a, desc, extra, tail, no_addr)| {
+            let mut e = format!("[[{list}]]{tail}\n");
+            if !no_addr {
+                e.push_str(&format!("address = \"{a}\"{tail}\n"));
+            }
+            if let Some(d) = desc {
+                e.push_str(&format!("description = \"{d}\"\n"));
+            }
+            e.push_str(extra);
+            e
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Issue 25, item 1: the allow/block fast path changes nothing a policy
+    /// means or reports. The same text with a `"""` in a closing comment
+    /// (which switches the fast path off and means nothing) loads to the
+    /// same policy with the same diagnostics, word for word.
+    #[test]
+    fn the_list_fast_path_loads_what_the_parser_loads(
+        entries in prop::collection::vec(list_entry(), 0..12),
+        split in 0usize..12,
+    ) {
+        let mut text = String::from("[interfaces]\neth0 = \"internet\"\n[host]\naddresses = [\"203.0.113.1\"]\nmanagement = [\"198.51.100.0/26\"]\n");
+        for (i, e) in entries.iter().enumerate() {
+            if i == split {
+                text.push_str("[zones.internet]\nservices = [\"sip\"]\n");
+            }
+            text.push_str(e);
+        }
+        let cat = catalog();
+        let fast = load("p.toml", &mut |_| Ok(text.clone()), &cat, &HostFacts::default());
+        let slow_text = format!("{text}# \"\"\"\n");
+        let slow = load("p.toml", &mut |_| Ok(slow_text.clone()), &cat, &HostFacts::default());
+        prop_assert_eq!(&fast.policy, &slow.policy);
+        prop_assert_eq!(
+            voipwall_policy::render_all(&fast.diagnostics, &fast.sources),
+            voipwall_policy::render_all(&slow.diagnostics, &slow.sources)
+        );
+    }
+}

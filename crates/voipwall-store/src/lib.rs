@@ -543,6 +543,10 @@ impl Store {
                 deadline_ms INTEGER,
                 ir TEXT
              );
+             CREATE TABLE IF NOT EXISTS generation_took (
+                id INTEGER PRIMARY KEY,
+                took_ms INTEGER NOT NULL
+             );
              CREATE TABLE IF NOT EXISTS endpoints (
                 addr TEXT PRIMARY KEY,
                 last_ms INTEGER NOT NULL
@@ -1334,6 +1338,10 @@ impl Store {
             "DELETE FROM generations WHERE id <= ?1 - ?2",
             params![id, keep],
         )?;
+        self.conn.execute(
+            "DELETE FROM generation_took WHERE id <= ?1 - ?2",
+            params![id, keep],
+        )?;
         // The compiled ruleset is as big as the policy's lists (megabytes
         // for 100,000 entries): kept for the generations explain and a
         // rollback can reach, not for the whole history. The two newest
@@ -1389,7 +1397,10 @@ impl Store {
     /// Records how long generation `id`'s apply took.
     pub fn set_generation_took(&mut self, id: i64, took_ms: u64) -> Result<(), StoreError> {
         self.conn.execute(
-            "UPDATE generations SET took_ms = ?2 WHERE id = ?1",
+            // In a table of its own: an UPDATE of the generation's row
+            // rewrites all of it, megabytes of script and inputs for a big
+            // policy, to change one number.
+            "INSERT OR REPLACE INTO generation_took (id, took_ms) VALUES (?1, ?2)",
             params![id, i64::try_from(took_ms).unwrap_or(i64::MAX)],
         )?;
         Ok(())
@@ -1401,9 +1412,10 @@ impl Store {
         Ok(self
             .conn
             .query_row(
-                "SELECT id, took_ms FROM generations
-                 WHERE status IN ('applied', 'confirmed', 'pending', 'snapshot')
-                 ORDER BY id DESC LIMIT 1",
+                "SELECT g.id, COALESCE(t.took_ms, g.took_ms) FROM generations g
+                 LEFT JOIN generation_took t ON t.id = g.id
+                 WHERE g.status IN ('applied', 'confirmed', 'pending', 'snapshot')
+                 ORDER BY g.id DESC LIMIT 1",
                 [],
                 |r| {
                     Ok((
