@@ -110,8 +110,42 @@ pub fn flatten<T: Clone + PartialEq>(items: &[(IpNet, T)]) -> Vec<Interval<T>> {
 
 /// Renders an interval as a prefix when it is one, else as `lo-hi`.
 pub fn render_interval(lo: &IpAddr, hi: &IpAddr) -> String {
+    let mut s = String::new();
+    write_interval(&mut s, lo, hi);
+    s
+}
+
+/// Appends an address; IPv4 without the formatting machinery (a 100,000
+/// entry list prints 100,000 of them).
+pub(crate) fn write_addr(o: &mut String, a: &IpAddr) {
+    match a {
+        IpAddr::V4(v4) => {
+            for (i, b) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    o.push('.');
+                }
+                if b >= 100 {
+                    o.push(char::from(b'0' + b / 100));
+                }
+                if b >= 10 {
+                    o.push(char::from(b'0' + b / 10 % 10));
+                }
+                o.push(char::from(b'0' + b % 10));
+            }
+        }
+        IpAddr::V6(_) => {
+            use std::fmt::Write as _;
+            let _ = write!(o, "{a}");
+        }
+    }
+}
+
+/// [`render_interval`], appended to `o`.
+pub(crate) fn write_interval(o: &mut String, lo: &IpAddr, hi: &IpAddr) {
+    use std::fmt::Write as _;
     if lo == hi {
-        return lo.to_string();
+        write_addr(o, lo);
+        return;
     }
     let (l, h) = (addr_int(lo), addr_int(hi));
     let bits: u32 = if lo.is_ipv4() { 32 } else { 128 };
@@ -124,17 +158,36 @@ pub fn render_interval(lo: &IpAddr, hi: &IpAddr) -> String {
         };
         if l.trailing_zeros() >= host_bits || l == 0 {
             let len = u8::try_from(bits - host_bits).unwrap_or(0);
-            if let Ok(n) = IpNet::new(*lo, len) {
-                return n.to_string();
+            if IpNet::new(*lo, len).is_ok() {
+                write_addr(o, lo);
+                let _ = write!(o, "/{len}");
+                return;
             }
         }
     }
-    format!("{lo}-{hi}")
+    write_addr(o, lo);
+    o.push('-');
+    write_addr(o, hi);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_print_as_display_prints_them() {
+        for b in 0..=255u8 {
+            for a in [
+                IpAddr::from([b, 0, 255, b.wrapping_mul(7)]),
+                IpAddr::from([10, b, 9, 100]),
+                IpAddr::from([0u16, 0, 0, 0, 0, 0xffff, u16::from(b), 1]),
+            ] {
+                let mut o = String::new();
+                write_addr(&mut o, &a);
+                assert_eq!(o, a.to_string());
+            }
+        }
+    }
 
     fn n(s: &str) -> IpNet {
         s.parse().unwrap()

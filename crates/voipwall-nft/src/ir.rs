@@ -45,15 +45,92 @@ pub enum Plane {
 }
 
 /// An element of a set or verdict map: an inclusive address range.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Stored (in a generation's recorded ruleset) as one string, `lo`,
+/// `lo-hi` or either with `>chain`: a 100,000-entry list is then a
+/// fraction of the bytes the struct form takes. The struct form
+/// (`{"lo": .., "hi": .., "goto": ..}`) written by earlier versions is still
+/// read.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Element {
     /// First address.
     pub lo: IpAddr,
     /// Last address.
     pub hi: IpAddr,
     /// For verdict maps: the chain to `goto`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub goto: Option<String>,
+}
+
+impl std::fmt::Display for Element {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.lo)?;
+        if self.hi != self.lo {
+            write!(f, "-{}", self.hi)?;
+        }
+        if let Some(c) = &self.goto {
+            write!(f, ">{c}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for Element {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (range, goto) = match s.split_once('>') {
+            Some((r, c)) => (r, Some(c.to_string())),
+            None => (s, None),
+        };
+        let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+        let addr = |a: &str| {
+            a.parse::<IpAddr>()
+                .map_err(|_| format!("`{a}` is not an address (element `{s}`)"))
+        };
+        Ok(Self {
+            lo: addr(lo)?,
+            hi: addr(hi)?,
+            goto,
+        })
+    }
+}
+
+impl Serialize for Element {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Element {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// The struct form earlier versions recorded.
+        #[derive(Deserialize)]
+        struct Old {
+            lo: IpAddr,
+            hi: IpAddr,
+            #[serde(default)]
+            goto: Option<String>,
+        }
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Element;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an element (`lo-hi>chain`) or {lo, hi, goto}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Element, E> {
+                v.parse().map_err(E::custom)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<Element, A::Error> {
+                let o = Old::deserialize(serde::de::value::MapAccessDeserializer::new(m))?;
+                Ok(Element {
+                    lo: o.lo,
+                    hi: o.hi,
+                    goto: o.goto,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A named set or verdict map in our table.
@@ -370,5 +447,36 @@ pub fn mask_addr(family: Family, prefix: u8) -> IpAddr {
         Family::V6 => IpNet::new(IpAddr::from([0u16; 8]), prefix.min(128))
             .map(|n| n.netmask())
             .unwrap_or(IpAddr::from([0xffffu16; 8])),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn elements_are_recorded_as_strings_and_the_old_struct_form_still_reads() {
+        let e = |lo: &str, hi: &str, goto: Option<&str>| Element {
+            lo: lo.parse().unwrap(),
+            hi: hi.parse().unwrap(),
+            goto: goto.map(str::to_string),
+        };
+        let all = vec![
+            e("192.0.2.1", "192.0.2.1", None),
+            e("198.51.100.0", "198.51.100.63", Some("vw_zone_local")),
+            e("2001:db8::", "2001:db8::ffff", None),
+            e("::", "::", Some("vw_zone_internet")),
+        ];
+        let json = serde_json::to_string(&all).unwrap();
+        assert_eq!(
+            json,
+            r#"["192.0.2.1","198.51.100.0-198.51.100.63>vw_zone_local","2001:db8::-2001:db8::ffff","::>vw_zone_internet"]"#
+        );
+        assert_eq!(serde_json::from_str::<Vec<Element>>(&json).unwrap(), all);
+        let old = r#"[{"lo":"192.0.2.1","hi":"192.0.2.1"},{"lo":"198.51.100.0","hi":"198.51.100.63","goto":"vw_zone_local"}]"#;
+        assert_eq!(serde_json::from_str::<Vec<Element>>(old).unwrap(), all[..2]);
+        for bad in [r#""192.0.2.1-x""#, r#""""#, "7"] {
+            assert!(serde_json::from_str::<Element>(bad).is_err(), "{bad}");
+        }
     }
 }
