@@ -25,6 +25,36 @@ pub use explain::{DynamicSets, Explanation, NoDynamic, Packet, Step, Verdict, ex
 pub use ir::*;
 pub use render::{render, render_changes, rule_text, set_decl};
 
+/// The compile input the golden rulesets are pinned with (a fixed clock,
+/// the names and `[geo]` selectors the golden policies use): one place for
+/// the golden test and the test that loads the same rulesets into the
+/// kernel as netlink batches.
+#[doc(hidden)]
+pub fn golden_input() -> CompileInput {
+    use voipwall_policy::GeoSel;
+    let mut input = CompileInput {
+        now: 1_800_000_000,
+        ..Default::default()
+    };
+    let addr = |s: &str| s.parse().expect("literal address");
+    let net = |s: &str| s.parse().expect("literal network");
+    input.resolved.insert(
+        "trunk.example.net".into(),
+        vec![addr("203.0.113.50"), addr("2001:db8:50::1")],
+    );
+    input.geo.insert(
+        GeoSel::Country("ZZ".into()),
+        vec![net("203.0.113.0/25"), net("2001:db8:bad::/48")],
+    );
+    input
+        .geo
+        .insert(GeoSel::Country("XA".into()), vec![net("198.51.100.0/23")]);
+    input
+        .geo
+        .insert(GeoSel::Asn(64500), vec![net("192.0.2.0/24")]);
+    input
+}
+
 /// Unit tests' one way to load a policy text against the built-in catalog.
 #[cfg(test)]
 pub(crate) fn test_policy(text: &str) -> voipwall_policy::Policy {

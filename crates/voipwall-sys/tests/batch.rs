@@ -13,8 +13,8 @@ use std::path::Path;
 use std::process::Command;
 
 use voipwall_nft::{
-    Action, Chain, CompileInput, CtMatch, Element, Family, Hook, Match, Plane, Rule, Ruleset, Set,
-    compile, netlink, render, render_changes,
+    Action, Chain, CtMatch, Element, Family, Hook, Match, Plane, Rule, Ruleset, Set, compile,
+    netlink, render, render_changes,
 };
 use voipwall_policy::{Catalog, DataFile, HostFacts, SourceMap, load};
 
@@ -36,33 +36,7 @@ fn policy(text: &str) -> voipwall_policy::Policy {
 }
 
 fn ruleset(text: &str) -> Ruleset {
-    let mut input = CompileInput {
-        now: 1_800_000_000,
-        ..Default::default()
-    };
-    input.resolved.insert(
-        "trunk.example.net".into(),
-        vec![
-            "203.0.113.50".parse().unwrap(),
-            "2001:db8:50::1".parse().unwrap(),
-        ],
-    );
-    use voipwall_policy::GeoSel;
-    input.geo.insert(
-        GeoSel::Country("ZZ".into()),
-        vec![
-            "203.0.113.0/25".parse().unwrap(),
-            "2001:db8:bad::/48".parse().unwrap(),
-        ],
-    );
-    input.geo.insert(
-        GeoSel::Country("XA".into()),
-        vec!["198.51.100.0/23".parse().unwrap()],
-    );
-    input
-        .geo
-        .insert(GeoSel::Asn(64500), vec!["192.0.2.0/24".parse().unwrap()]);
-    compile(&policy(text), &input)
+    compile(&policy(text), &voipwall_nft::golden_input())
 }
 
 fn nft(args: &[&str], stdin: Option<&str>) -> String {
