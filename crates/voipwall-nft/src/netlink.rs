@@ -82,11 +82,15 @@ const ELEMS_BYTES: usize = 48 * 1024;
 pub struct Batch {
     /// `BATCH_BEGIN`, the messages, `BATCH_END`: one `sendmsg`.
     pub bytes: Vec<u8>,
-    /// The sequence number of the first acknowledged message; message `i`
-    /// of [`Batch::what`] has `first_seq + i`.
+    /// The sequence number of the first message; message `i` of
+    /// [`Batch::what`] has `first_seq + i`.
     pub first_seq: u32,
-    /// For each message that asks for an acknowledgement, what it does
-    /// (`add rule to vw_input`), to name the one the kernel refuses.
+    /// The last message's: the only one that asks for an acknowledgement
+    /// of success. The kernel sends it only once the whole batch is
+    /// committed, and an error for every message it refused.
+    pub last_seq: u32,
+    /// What each message does (`add rule to vw_input`), to name the one
+    /// the kernel refuses.
     pub what: Vec<String>,
 }
 
@@ -125,6 +129,7 @@ fn encode_over(rs: &Ruleset, keep: &dyn Fn(&Set) -> bool, first_seq: u32) -> Res
         buf: Vec::with_capacity(16 * 1024 + elements * 40),
         rule: Vec::with_capacity(1024),
         in_rule: false,
+        last: 0,
         seq: first_seq,
         what: Vec::new(),
         next_set_id: 1,
@@ -201,10 +206,19 @@ fn encode_over(rs: &Ruleset, keep: &dyn Fn(&Set) -> bool, first_seq: u32) -> Res
             w.rule(&c.name, r)?;
         }
     }
+    // One acknowledgement for the whole batch: the kernel reports every
+    // refused message anyway, and acknowledging each of hundreds could
+    // overflow a receive buffer that cannot be raised (in a container)
+    // after the kernel had committed.
+    let last = w.last;
+    let flags = u16::from_ne_bytes([w.buf[last + 6], w.buf[last + 7]]) | NLM_F_ACK;
+    w.buf[last + 6..last + 8].copy_from_slice(&flags.to_ne_bytes());
     w.marker(NFNL_MSG_BATCH_END);
+    let n = u32::try_from(w.what.len()).unwrap_or(u32::MAX);
     Ok(Batch {
         bytes: w.buf,
         first_seq: first,
+        last_seq: first.wrapping_add(n.saturating_sub(1)),
         what: w.what,
     })
 }
@@ -293,6 +307,63 @@ fn anon_intervals(mut ranges: Vec<(u128, u128)>, width: usize) -> Vec<Elem> {
         if hi < max {
             v.push(Elem {
                 key: key(hi + 1),
+                end: true,
+                goto: None,
+            });
+        }
+    }
+    v
+}
+
+/// An interface name as the kernel compares it: 16 bytes, zero-padded.
+fn ifname_key(name: &[u8]) -> u128 {
+    let mut k = [0u8; 16];
+    let n = name.len().min(16);
+    k[..n].copy_from_slice(&name[..n]);
+    u128::from_be_bytes(k)
+}
+
+/// An interval `iifname vmap`: `eth*` is every name from `eth` to the last
+/// one it starts, an exact name just itself; in key order, a leading
+/// interval end at zero, an end after each range.
+fn ifname_intervals(entries: &[(String, String)]) -> Vec<Elem> {
+    let mut ranges: Vec<(u128, u128, &str)> = entries
+        .iter()
+        .map(|(i, c)| match i.strip_suffix('*') {
+            Some(prefix) => {
+                let lo = ifname_key(prefix.as_bytes());
+                let free = 8 * (16 - prefix.len().min(16));
+                let hi = if free >= 128 {
+                    u128::MAX
+                } else {
+                    lo | ((1u128 << free) - 1)
+                };
+                (lo, hi, c.as_str())
+            }
+            None => {
+                let k = ifname_key(i.as_bytes());
+                (k, k, c.as_str())
+            }
+        })
+        .collect();
+    ranges.sort_unstable();
+    let mut v = Vec::with_capacity(ranges.len() * 2 + 1);
+    if ranges.first().is_some_and(|r| r.0 != 0) {
+        v.push(Elem {
+            key: vec![0; 16],
+            end: true,
+            goto: None,
+        });
+    }
+    for (lo, hi, chain) in ranges {
+        v.push(Elem {
+            key: lo.to_be_bytes().to_vec(),
+            end: false,
+            goto: Some(chain.to_string()),
+        });
+        if let Some(past) = hi.checked_add(1) {
+            v.push(Elem {
+                key: past.to_be_bytes().to_vec(),
                 end: true,
                 goto: None,
             });
@@ -425,6 +496,8 @@ struct W {
     buf: Vec<u8>,
     rule: Vec<u8>,
     in_rule: bool,
+    /// Offset of the last message started.
+    last: usize,
     seq: u32,
     what: Vec<String>,
     next_set_id: u32,
@@ -467,13 +540,13 @@ impl W {
         o[start..start + 4].copy_from_slice(&len.to_ne_bytes());
     }
 
-    /// Starts an nf_tables message that asks for an acknowledgement.
+    /// Starts an nf_tables message. The kernel reports every refused one;
+    /// only the last asks for an acknowledgement of success (see
+    /// [`Batch::last_seq`]).
     fn msg(&mut self, ty: u16, flags: u16, what: &str) -> usize {
-        let start = self.header(
-            (NFNL_SUBSYS_NFTABLES << 8) | ty,
-            NLM_F_REQUEST | NLM_F_ACK | flags,
-        );
+        let start = self.header((NFNL_SUBSYS_NFTABLES << 8) | ty, NLM_F_REQUEST | flags);
         self.what.push(what.to_string());
+        self.last = start;
         let o = self.out();
         o.extend_from_slice(&[NFPROTO_INET, 0]);
         o.extend_from_slice(&0u16.to_be_bytes());
@@ -991,7 +1064,9 @@ impl W {
             let bits = usize::from(net.prefix_len());
             let bytes = bits.div_ceil(8);
             let addr = addr_bytes(&net.network());
-            if bits.is_multiple_of(8) {
+            // A zero-length prefix compares nothing: nft loads the whole
+            // address and masks it to zero, as for an unaligned prefix.
+            if bits > 0 && bits.is_multiple_of(8) {
                 self.payload(1, base_off, u32::try_from(bytes).unwrap_or(0));
                 self.cmp(CMP_EQ, &addr[..bytes]);
             } else {
@@ -1068,24 +1143,27 @@ impl W {
             Action::IifVmap(entries) => {
                 self.counter(counter);
                 self.meta(6);
-                let elems: Vec<Elem> = entries
-                    .iter()
-                    .map(|(i, c)| {
-                        let mut key = i.as_bytes().to_vec();
-                        key.resize(16, 0);
-                        Elem {
-                            key,
+                // A name ending in `*` matches every name it starts: nft
+                // makes the map an interval map, each name a range.
+                let wildcard = entries.iter().any(|(i, _)| i.ends_with('*'));
+                let elems: Vec<Elem> = if wildcard {
+                    ifname_intervals(entries)
+                } else {
+                    entries
+                        .iter()
+                        .map(|(i, c)| Elem {
+                            key: ifname_key(i.as_bytes()).to_be_bytes().to_vec(),
                             end: false,
                             goto: Some(c.clone()),
-                        }
-                    })
-                    .collect();
+                        })
+                        .collect()
+                };
                 let key = Key {
                     ty: TYPE_IFNAME,
                     len: 16,
                     typeof_udata: Vec::new(),
                 };
-                let id = self.anon(&key, false, true, &elems, &iifname_map_udata());
+                let id = self.anon(&key, wildcard, true, &elems, &iifname_map_udata());
                 self.lookup("__map%d", Some(id), false, true);
             }
             Action::Nflog {
@@ -1257,19 +1335,22 @@ mod tests {
     }
 
     #[test]
-    fn one_transaction_whose_acknowledged_messages_are_named() {
+    fn one_transaction_whose_messages_are_named_and_acknowledged_once() {
         let rs = ruleset(5000);
         let b = encode(&rs, 7).unwrap();
         let m = messages(&b.bytes);
         assert_eq!(m.first().unwrap().0, NFNL_MSG_BATCH_BEGIN);
         assert_eq!(m.last().unwrap().0, NFNL_MSG_BATCH_END);
-        let acked: Vec<_> = m.iter().filter(|x| x.1 & NLM_F_ACK != 0).collect();
-        assert_eq!(acked.len(), b.what.len());
         assert_eq!(m.len(), b.what.len() + 2);
         // Consecutive sequence numbers, so a refusal names its message.
-        for (i, x) in acked.iter().enumerate() {
+        for (i, x) in m[1..m.len() - 1].iter().enumerate() {
             assert_eq!(x.2, b.first_seq + i as u32);
         }
+        // Only the last message asks for an acknowledgement of success.
+        let acked: Vec<_> = m.iter().filter(|x| x.1 & NLM_F_ACK != 0).collect();
+        assert_eq!(acked.len(), 1);
+        assert_eq!(acked[0].2, b.last_seq);
+        assert_eq!(b.last_seq, b.first_seq + b.what.len() as u32 - 1);
         assert_eq!(b.describe(b.first_seq), "add table inet voipwall");
         assert!(
             b.describe(b.first_seq + b.what.len() as u32 - 1)

@@ -27,11 +27,16 @@ pub(crate) struct Lifted {
     pub description: String,
 }
 
-/// A line's content without trailing whitespace or a trailing comment
-/// (only where no string can hold a `#`: callers check strings first).
-fn blank_or_comment(line: &str) -> bool {
-    let t = line.trim();
-    t.is_empty() || t.starts_with('#')
+/// TOML's whitespace is a space or a tab; Rust's `trim` takes more (a
+/// no-break space, a form feed), which TOML refuses.
+const WS: [char; 2] = [' ', '\t'];
+
+/// Whether what is left of a line (a line end's `\r` already removed) is
+/// nothing, or a comment TOML accepts (no control character but a tab).
+fn blank_or_comment(rest: &str) -> bool {
+    let t = rest.trim_matches(WS);
+    t.is_empty()
+        || (t.starts_with('#') && !t.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f))
 }
 
 /// `[[allow]]` or `[[block]]` alone on its line (whitespace and a comment
@@ -51,7 +56,7 @@ fn header(t: &str) -> Option<bool> {
 /// control characters, and nothing but whitespace or a comment after it:
 /// (key, value, value's span with its quotes, relative to the line).
 fn key_value(line: &str) -> Option<(&str, &str, Range<usize>)> {
-    let lead = line.len() - line.trim_start().len();
+    let lead = line.len() - line.trim_start_matches(WS).len();
     let t = &line[lead..];
     let key_len = t
         .bytes()
@@ -61,9 +66,9 @@ fn key_value(line: &str) -> Option<(&str, &str, Range<usize>)> {
         return None;
     }
     let key = &t[..key_len];
-    let rest = t[key_len..].trim_start_matches([' ', '\t']);
+    let rest = t[key_len..].trim_start_matches(WS);
     let rest = rest.strip_prefix('=')?;
-    let rest_trimmed = rest.trim_start_matches([' ', '\t']);
+    let rest_trimmed = rest.trim_start_matches(WS);
     let open = line.len() - rest_trimmed.len();
     let body = rest_trimmed.strip_prefix('"')?;
     let close = body.find('"')?;
@@ -79,6 +84,10 @@ fn key_value(line: &str) -> Option<(&str, &str, Range<usize>)> {
 /// followed by `=`, `.` or `]`: the list written some other way than as
 /// `[[allow]]`/`[[block]]`.
 fn names_a_list(s: &str) -> bool {
+    // A quoted key with an escape can spell anything (`"\u0062lock"`).
+    if s.starts_with(['"', '\'']) && s.contains('\\') {
+        return true;
+    }
     [
         "allow",
         "block",
@@ -147,8 +156,10 @@ pub(crate) fn lift(text: &str) -> Option<(String, Vec<Lifted>)> {
     let mut pos = 0;
     while pos < text.len() {
         let end = text[pos..].find('\n').map_or(text.len(), |i| pos + i);
-        let line = &text[pos..end];
-        let t = line.trim_start();
+        // A CRLF line end's `\r` is not part of the line; any other `\r`
+        // stays, and TOML refuses it (so does the fast path, below).
+        let line = text[pos..end].strip_suffix('\r').unwrap_or(&text[pos..end]);
+        let t = line.trim_start_matches(WS);
         match t.as_bytes().first() {
             Some(b'[') => {
                 close(open.take(), pos, &mut out);
@@ -160,7 +171,7 @@ pub(crate) fn lift(text: &str) -> Option<(String, Vec<Lifted>)> {
                         description: None,
                         simple: true,
                     });
-                } else if names_a_list(t.trim_start_matches(['[', ' ', '\t'])) {
+                } else if t.contains('\\') || names_a_list(t.trim_start_matches(['[', ' ', '\t'])) {
                     return None;
                 }
             }
@@ -208,6 +219,12 @@ mod tests {
         assert!(!blank.contains("block") && !blank.contains("allow"));
         assert!(blank.contains("[zones.internet]") && blank.contains("eth0 = \"internet\""));
         assert_eq!(blank.lines().count(), text.lines().count());
+        // CRLF line ends are line ends.
+        let crlf = text.replace('\n', "\r\n");
+        let (blank, l2) = lift(&crlf).unwrap();
+        assert_eq!(l2.len(), 2);
+        assert_eq!(&crlf[l2[1].span.clone()], "\"198.51.100.0/24\"");
+        assert_eq!(blank.matches("\r\n").count(), crlf.matches("\r\n").count());
     }
 
     #[test]
@@ -219,6 +236,11 @@ mod tests {
             "[[block]]\ndescription = \"x\"\n",
             "[[block]]\naddress = \"192.0.2.1\"\naddress = \"192.0.2.2\"\n",
             "[[block]]\naddress = \"192.0.2.1\" x\n",
+            // Whitespace and comments TOML refuses: the parser says so.
+            "[[block]]\naddress = \"192.0.2.1\"\u{a0}\n",
+            "\u{a0}[[block]]\naddress = \"192.0.2.1\"\n",
+            "[[block]] # x\u{c}\naddress = \"192.0.2.1\"\n",
+            "[[block]]\naddress = \"192.0.2.1\"\r # x\n",
         ] {
             assert_eq!(lift(entry), None, "{entry}");
         }
@@ -230,6 +252,8 @@ mod tests {
             "[[block.x]]\n[[block]]\naddress = \"192.0.2.1\"\n",
             "x = \"\"\"\n[[block]]\naddress = \"192.0.2.1\"\n\"\"\"\n",
             "[[ \"block\" ]]\n[[block]]\naddress = \"192.0.2.1\"\n",
+            "\"\\u0062lock\" = []\n[[block]]\naddress = \"192.0.2.1\"\n",
+            "[\"\\u0062lock\"]\n[[block]]\naddress = \"192.0.2.1\"\n",
         ] {
             assert_eq!(lift(text), None, "{text}");
         }

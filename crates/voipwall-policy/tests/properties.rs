@@ -140,7 +140,7 @@ fn list_entry() -> impl Strategy<Value = String> {
             "note = \"x\"\n",
             "address = \"192.0.2.9\"\n",
         ]),
-        prop::sample::select(vec!["", "  ", " # trailing"]),
+        prop::sample::select(vec!["", "  ", " # trailing", "\t", "\u{a0}", " # \u{c}"]),
         any::<bool>(),
     )
         .prop_map(|(list, a, desc, extra, tail, no_addr)| {
@@ -167,6 +167,7 @@ proptest! {
     fn the_list_fast_path_loads_what_the_parser_loads(
         entries in prop::collection::vec(list_entry(), 0..12),
         split in 0usize..12,
+        crlf in any::<bool>(),
     ) {
         let mut text = String::from("[interfaces]\neth0 = \"internet\"\n[host]\naddresses = [\"203.0.113.1\"]\nmanagement = [\"198.51.100.0/26\"]\n");
         for (i, e) in entries.iter().enumerate() {
@@ -174,6 +175,9 @@ proptest! {
                 text.push_str("[zones.internet]\nservices = [\"sip\"]\n");
             }
             text.push_str(e);
+        }
+        if crlf {
+            text = text.replace('\n', "\r\n");
         }
         let cat = catalog();
         let fast = load("p.toml", &mut |_| Ok(text.clone()), &cat, &HostFacts::default());

@@ -29,6 +29,14 @@ pub enum NftError {
         /// nft's message.
         stderr: String,
     },
+    /// The kernel refused voipwall's own batch; its state is unchanged.
+    #[error("the kernel refused {what}: {reason}")]
+    Kernel {
+        /// The message it refused.
+        what: String,
+        /// The errno and the kernel's explanation.
+        reason: String,
+    },
     /// nft printed something we could not read.
     #[error("unexpected nft output: {0}")]
     Output(String),
@@ -90,15 +98,16 @@ pub fn apply_batch(batch: &voipwall_nft::netlink::Batch) -> Result<(), NftError>
     // explanation.
     sock.set_cap_ack(true).map_err(NftError::Netlink)?;
     sock.set_ext_ack(true).map_err(NftError::Netlink)?;
-    // The whole batch is one datagram; every message's acknowledgement is
-    // queued before sendmsg returns.
-    let want = batch.what.len();
+    // The whole batch is one datagram; the kernel processes it inside
+    // sendmsg and has queued every reply by the time it returns: an error
+    // for each message it refused, or the acknowledgement of the last
+    // message once all of it is committed.
     let snd = batch.bytes.len() + 64 * 1024;
     if sockopt::set_socket_send_buffer_size_force(&sock, snd).is_err() {
         sockopt::set_socket_send_buffer_size(&sock, snd)
             .map_err(|e| NftError::Netlink(e.into()))?;
     }
-    let rcv = (want * 2048).max(256 * 1024);
+    let rcv = 1 << 20;
     if sockopt::set_socket_recv_buffer_size_force(&sock, rcv).is_err() {
         let _ = sockopt::set_socket_recv_buffer_size(&sock, rcv);
     }
@@ -110,14 +119,21 @@ pub fn apply_batch(batch: &voipwall_nft::netlink::Batch) -> Result<(), NftError>
         )));
     }
     sock.set_non_blocking(true).map_err(NftError::Netlink)?;
-    let mut got = 0;
+    let mut committed = false;
+    let mut overflowed = false;
     let mut refused: Option<(u32, std::io::Error, String)> = None;
     let mut rbuf: Vec<u8> = Vec::with_capacity(64 * 1024);
-    while got < want {
+    loop {
         rbuf.clear();
         match sock.recv(&mut rbuf, 0) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            // Replies were dropped: only errors can be that many (a commit
+            // sends one acknowledgement), so the batch was refused.
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOBUFS.raw_os_error()) => {
+                overflowed = true;
+                continue;
+            }
             Err(e) => return Err(NftError::Netlink(e)),
         }
         let mut off = 0;
@@ -127,9 +143,10 @@ pub fn apply_batch(batch: &voipwall_nft::netlink::Batch) -> Result<(), NftError>
             if ty != 2 || body.len() < 4 {
                 continue;
             }
-            got += 1;
             let code = i32::from_ne_bytes(body[..4].try_into().unwrap_or_default());
-            if code != 0 && refused.is_none() {
+            if code == 0 {
+                committed |= seq == batch.last_seq;
+            } else if refused.is_none() {
                 // After the code: the refused message's header (16 bytes,
                 // capped), then NLMSGERR_ATTR_MSG (1), the reason.
                 let reason = body
@@ -151,15 +168,21 @@ pub fn apply_batch(batch: &voipwall_nft::netlink::Batch) -> Result<(), NftError>
         } else {
             format!(" ({reason})")
         };
-        return Err(NftError::Refused {
-            what: format!("the ruleset: {}", batch.describe(seq)),
-            stderr: format!("{err}{reason}"),
+        return Err(NftError::Kernel {
+            what: format!("the ruleset ({})", batch.describe(seq)),
+            reason: format!("{err}{reason}"),
         });
     }
-    if got < want {
-        return Err(NftError::Output(format!(
-            "the kernel acknowledged {got} of {want} messages of the ruleset"
-        )));
+    if overflowed {
+        return Err(NftError::Kernel {
+            what: "the ruleset".into(),
+            reason: "more messages than could be reported".into(),
+        });
+    }
+    if !committed {
+        return Err(NftError::Output(
+            "the kernel did not acknowledge the ruleset".into(),
+        ));
     }
     Ok(())
 }

@@ -89,53 +89,73 @@ fn in_new_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
-/// Loads `steps` in order through nft and through the batch, each in its
-/// own namespace, and compares the listings after every step.
+/// Loads `steps` in order in a fresh namespace, step `i` through the batch
+/// when `batch(i)` says so and through `nft -f` otherwise (each over what
+/// the step before left, as an apply over the generation in force does),
+/// and lists the table after every step.
+fn load_steps(
+    name: &str,
+    steps: &[Ruleset],
+    batch: &(dyn Fn(usize) -> bool + Sync),
+) -> Vec<(String, String)> {
+    in_new_netns(|| {
+        let mut out = Vec::new();
+        let mut prev: Option<&Ruleset> = None;
+        for (i, rs) in steps.iter().enumerate() {
+            if batch(i) {
+                let b = match prev {
+                    Some(p) => netlink::encode_changes(rs, p, &|_| true, 1),
+                    None => netlink::encode(rs, 1),
+                }
+                .expect("encodes");
+                if let Ok(dir) = std::env::var("VOIPWALL_BATCH_DUMP") {
+                    std::fs::write(Path::new(&dir).join(format!("{name}-{i}.bin")), &b.bytes)
+                        .unwrap();
+                }
+                voipwall_sys::nft::apply_batch(&b)
+                    .unwrap_or_else(|e| panic!("{name}, step {i}: {e}"));
+            } else {
+                let script = match prev {
+                    Some(p) => render_changes(rs, p, &|_| true),
+                    None => render(rs),
+                };
+                nft(&["-f", "-"], Some(&script));
+            }
+            out.push(listing());
+            prev = Some(rs);
+        }
+        out
+    })
+}
+
+/// Loads `steps` through nft only, through the batch only, and through
+/// both in turn (nft's table under the batch, the batch's under nft: an
+/// upgrade, a rollback to a recorded script), and compares the listings
+/// after every step.
 fn same_both_ways(name: &str, steps: &[Ruleset]) {
-    let by_nft = in_new_netns(|| {
-        let mut out = Vec::new();
-        let mut prev: Option<&Ruleset> = None;
-        for rs in steps {
-            let script = match prev {
-                Some(p) => render_changes(rs, p, &|_| true),
-                None => render(rs),
-            };
-            nft(&["-f", "-"], Some(&script));
-            out.push(listing());
-            prev = Some(rs);
-        }
-        out
-    });
-    let by_batch = in_new_netns(|| {
-        let mut out = Vec::new();
-        let mut prev: Option<&Ruleset> = None;
-        for rs in steps {
-            let batch = match prev {
-                Some(p) => netlink::encode_changes(rs, p, &|_| true, 1),
-                None => netlink::encode(rs, 1),
+    let by_nft = load_steps(name, steps, &|_| false);
+    for (how, pick) in [
+        ("batch", &(|_| true) as &(dyn Fn(usize) -> bool + Sync)),
+        ("batch over nft", &|i| i % 2 == 1),
+        ("nft over the batch", &|i| i % 2 == 0),
+    ] {
+        let other = load_steps(name, steps, pick);
+        for (i, (a, b)) in by_nft.iter().zip(&other).enumerate() {
+            if a.0 != b.0 {
+                let diff: Vec<String> =
+                    a.0.lines()
+                        .zip(b.0.lines())
+                        .filter(|(x, y)| x != y)
+                        .take(10)
+                        .map(|(x, y)| format!("nft:   {x}\n{how}: {y}"))
+                        .collect();
+                panic!(
+                    "{name} ({how}), step {i}: listings differ\n{}",
+                    diff.join("\n")
+                );
             }
-            .expect("encodes");
-            if let Ok(dir) = std::env::var("VOIPWALL_BATCH_DUMP") {
-                std::fs::write(Path::new(&dir).join(format!("{name}.bin")), &batch.bytes).unwrap();
-            }
-            voipwall_sys::nft::apply_batch(&batch).unwrap_or_else(|e| panic!("{name}: {e}"));
-            out.push(listing());
-            prev = Some(rs);
+            assert_eq!(a.1, b.1, "{name} ({how}), step {i}: JSON listings differ");
         }
-        out
-    });
-    for (i, (a, b)) in by_nft.iter().zip(&by_batch).enumerate() {
-        if a.0 != b.0 {
-            let diff: Vec<String> =
-                a.0.lines()
-                    .zip(b.0.lines())
-                    .filter(|(x, y)| x != y)
-                    .take(10)
-                    .map(|(x, y)| format!("nft:   {x}\nbatch: {y}"))
-                    .collect();
-            panic!("{name}, step {i}: listings differ\n{}", diff.join("\n"));
-        }
-        assert_eq!(a.1, b.1, "{name}, step {i}: JSON listings differ");
     }
 }
 
@@ -345,6 +365,22 @@ fn shapes(big: usize) -> Ruleset {
         rule(
             vec![Match::SaddrNets {
                 family: Family::V4,
+                nets: vec![net("0.0.0.0/0")],
+            }],
+            Action::Accept,
+            None,
+        ),
+        rule(
+            vec![Match::SaddrNets {
+                family: Family::V6,
+                nets: vec![net("::/0")],
+            }],
+            Action::Accept,
+            None,
+        ),
+        rule(
+            vec![Match::SaddrNets {
+                family: Family::V4,
                 nets: vec![net("192.0.2.9/32")],
             }],
             Action::Accept,
@@ -500,6 +536,17 @@ fn shapes(big: usize) -> Ruleset {
                 ("eth0".into(), "c_a".into()),
             ]),
             Some(""),
+        ),
+        // A wildcard makes nft build an interval map.
+        rule(
+            vec![],
+            Action::IifVmap(vec![
+                ("veth*".into(), "c_b".into()),
+                ("lo".into(), "c_a".into()),
+                ("e*".into(), "c_a".into()),
+                ("abcdefghijklmno".into(), "c_b".into()),
+            ]),
+            None,
         ),
         rule(
             vec![Match::Dport(Proto::Udp, vec![p(Proto::Udp, 5060, 5060)])],
