@@ -704,10 +704,16 @@ pub fn apply_path(r: &ApplyRequest<'_>) -> anyhow::Result<Applied> {
                 .filter(|s| kernel_holds(s))
                 .map(|s| s.name.clone())
                 .collect();
-            load_ruleset(&ruleset, Some((rs, &|s| held.contains(&s.name))), &script)
-                .or_else(|_| load_ruleset(&ruleset, None, &script))
+            let keep = |s: &voipwall_nft::Set| held.contains(&s.name);
+            voipwall_nft::netlink::encode_changes(&ruleset, rs, &keep, 1)
+                .map_err(nft::NftError::Output)
+                .and_then(|b| nft::apply_batch(&b))
+                .or_else(|e| {
+                    tracing::debug!(error = %e, "The apply that keeps unchanged sets was refused; loading the whole ruleset.");
+                    load_ruleset(&ruleset, &script)
+                })
         }
-        None => load_ruleset(&ruleset, None, &script),
+        None => load_ruleset(&ruleset, &script),
     };
     if same.is_none() {
         finish_apply_in(&mut store, generation, result.is_ok(), started.elapsed())?;
@@ -737,9 +743,6 @@ pub fn apply_path(r: &ApplyRequest<'_>) -> anyhow::Result<Applied> {
     })
 }
 
-/// Which policy sets an apply leaves as the kernel holds them.
-type KeepSet<'a> = &'a dyn Fn(&voipwall_nft::Set) -> bool;
-
 /// Whether the kernel holds exactly the elements of policy set `set`.
 fn kernel_holds(set: &voipwall_nft::Set) -> bool {
     voipwall_sys::query::set_elements("voipwall", &set.name).is_ok_and(|held| {
@@ -756,21 +759,10 @@ fn kernel_holds(set: &voipwall_nft::Set) -> bool {
 }
 
 /// Loads a compiled ruleset in one transaction: voipwall's own netlink
-/// batch, with `changes` (the ruleset in force and the policy sets the
-/// kernel still holds as it has them) leaving those sets alone. Should the
-/// kernel refuse the batch, the same transaction goes through `nft` as
-/// text, whose error names the statement; `script` is that text for a
-/// full load.
-fn load_ruleset(
-    ruleset: &Ruleset,
-    changes: Option<(&Ruleset, KeepSet<'_>)>,
-    script: &str,
-) -> Result<(), nft::NftError> {
-    let batch = match changes {
-        Some((running, keep)) => voipwall_nft::netlink::encode_changes(ruleset, running, keep, 1),
-        None => voipwall_nft::netlink::encode(ruleset, 1),
-    };
-    match batch.map(|b| nft::apply_batch(&b)) {
+/// batch. Should the kernel refuse it, the same transaction goes through
+/// `nft` as text (`script`), whose error names the statement.
+fn load_ruleset(ruleset: &Ruleset, script: &str) -> Result<(), nft::NftError> {
+    match voipwall_nft::netlink::encode(ruleset, 1).map(|b| nft::apply_batch(&b)) {
         Ok(Ok(())) => return Ok(()),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "The kernel refused the ruleset as a netlink batch; loading it through nft.");
@@ -779,12 +771,7 @@ fn load_ruleset(
             tracing::warn!(error = %e, "The ruleset could not be encoded as a netlink batch; loading it through nft.");
         }
     }
-    match changes {
-        Some((running, keep)) => {
-            nft::apply_script(&voipwall_nft::render_changes(ruleset, running, keep))
-        }
-        None => nft::apply_script(script),
-    }
+    nft::apply_script(script)
 }
 
 /// The policy's interfaces this host does not have.
@@ -1018,7 +1005,7 @@ fn recompile(
     )
     .map_err(|e| format!("the store did not record the new generation: {}", flat(e)))?;
     let started = std::time::Instant::now();
-    let result = load_ruleset(&ruleset, None, &script);
+    let result = load_ruleset(&ruleset, &script);
     if let Err(e) = finish_apply(state_dir, id, result.is_ok(), started.elapsed()) {
         tracing::error!(error = %format!("{e:#}"), generation = id, "Could not record how the recompiled generation's apply went.");
     }
