@@ -709,7 +709,7 @@ pub fn apply_path(r: &ApplyRequest<'_>) -> anyhow::Result<Applied> {
                 .map_err(nft::NftError::Output)
                 .and_then(|b| nft::apply_batch(&b))
                 .or_else(|e| {
-                    tracing::debug!(error = %e, "The apply that keeps unchanged sets was refused; loading the whole ruleset.");
+                    tracing::info!(error = %e, "The kernel's sets are not the generation's (the apply that keeps unchanged sets was refused); loading the whole ruleset.");
                     load_ruleset(&ruleset, &script)
                 })
         }

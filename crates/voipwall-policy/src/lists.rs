@@ -159,7 +159,13 @@ pub(crate) fn lift(text: &str) -> Option<(String, Vec<Lifted>)> {
         // A CRLF line end's `\r` is not part of the line; any other `\r`
         // stays, and TOML refuses it (so does the fast path, below).
         let line = text[pos..end].strip_suffix('\r').unwrap_or(&text[pos..end]);
-        let t = line.trim_start_matches(WS);
+        // The TOML lexer skips a byte order mark at the start of the file.
+        let t = if pos == 0 {
+            line.strip_prefix('\u{feff}').unwrap_or(line)
+        } else {
+            line
+        }
+        .trim_start_matches(WS);
         match t.as_bytes().first() {
             Some(b'[') => {
                 close(open.take(), pos, &mut out);
@@ -254,6 +260,7 @@ mod tests {
             "[[ \"block\" ]]\n[[block]]\naddress = \"192.0.2.1\"\n",
             "\"\\u0062lock\" = []\n[[block]]\naddress = \"192.0.2.1\"\n",
             "[\"\\u0062lock\"]\n[[block]]\naddress = \"192.0.2.1\"\n",
+            "\u{feff}block = []\n[[block]]\naddress = \"192.0.2.1\"\n",
         ] {
             assert_eq!(lift(text), None, "{text}");
         }

@@ -1116,6 +1116,18 @@ fn resolve(
             );
             continue;
         }
+        if name.v.contains('*') {
+            // nft would read a trailing `*` as a wildcard, but the apply
+            // checks that each interface exists and explain matches names
+            // exactly: refused here, so `check` and `apply` agree.
+            err(
+                diags,
+                name,
+                format!("`{}`: interface wildcards are not supported", name.v),
+                "name each interface",
+            );
+            continue;
+        }
         if !valid_ifname(&name.v) {
             err(
                 diags,
