@@ -694,25 +694,15 @@ pub fn apply_path(r: &ApplyRequest<'_>) -> anyhow::Result<Applied> {
     // refuse that (its state is not the generation's), the full ruleset
     // goes in instead, in its own transaction.
     let result = match running.as_ref() {
-        Some(rs) => {
-            // Read back, not assumed: another tool may have changed them.
-            let held: std::collections::HashSet<String> = ruleset
-                .sets
-                .iter()
-                .filter(|s| s.plane == voipwall_nft::Plane::Policy)
-                .filter(|s| rs.sets.iter().any(|p| p.name == s.name && p == *s))
-                .filter(|s| kernel_holds(s))
-                .map(|s| s.name.clone())
-                .collect();
-            let keep = |s: &voipwall_nft::Set| held.contains(&s.name);
-            voipwall_nft::netlink::encode_changes(&ruleset, rs, &keep, 1)
-                .map_err(nft::NftError::Output)
-                .and_then(|b| nft::apply_batch(&b))
-                .or_else(|e| {
-                    tracing::info!(error = %e, "The kernel's sets are not the generation's (the apply that keeps unchanged sets was refused); loading the whole ruleset.");
-                    load_ruleset(&ruleset, &script)
-                })
-        }
+        // Only a policy set unchanged since `rs` is read back from the
+        // kernel, not assumed: another tool may have changed it.
+        Some(rs) => voipwall_nft::netlink::encode_changes(&ruleset, rs, &kernel_holds, 1)
+            .map_err(nft::NftError::Output)
+            .and_then(|b| nft::apply_batch(&b))
+            .or_else(|e| {
+                tracing::info!(error = %e, "The kernel's sets are not the generation's (the apply that keeps unchanged sets was refused); loading the whole ruleset.");
+                load_ruleset(&ruleset, &script)
+            }),
         None => load_ruleset(&ruleset, &script),
     };
     if same.is_none() {

@@ -18,13 +18,13 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use voipwall_policy::{PortSpec, Proto};
 
+use crate::flatten::addr_int;
 use crate::ir::*;
 
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_CREATE: u16 = 0x400;
 const NLM_F_APPEND: u16 = 0x800;
-const NLA_F_NESTED: u16 = 0x8000;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -76,6 +76,81 @@ const REG_1: u32 = 1;
 
 /// Element lists are split so no attribute reaches its 64 KiB limit.
 const ELEMS_BYTES: usize = 48 * 1024;
+
+/// The netlink wire format's building blocks, on a byte buffer: the
+/// message header, nfnetlink's generic header, attributes and nests. The
+/// one writer for this batch and for the daemon's own netlink requests
+/// (`voipwall-sys`: ban-set elements, NFLOG, the queue, queries). Lengths
+/// are native-endian as netlink wants; a length past its field saturates
+/// (the kernel then refuses the message) rather than panicking.
+pub mod tlv {
+    /// `NLA_F_NESTED`.
+    pub const NESTED: u16 = 0x8000;
+
+    /// Appends an `nlmsghdr` (length patched by [`finish`]); returns where
+    /// the message starts.
+    pub fn header(buf: &mut Vec<u8>, ty: u16, flags: u16, seq: u32) -> usize {
+        let start = buf.len();
+        buf.extend_from_slice(&0u32.to_ne_bytes());
+        buf.extend_from_slice(&ty.to_ne_bytes());
+        buf.extend_from_slice(&flags.to_ne_bytes());
+        buf.extend_from_slice(&seq.to_ne_bytes());
+        buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel
+        start
+    }
+
+    /// Writes the length of the message that starts at `start`.
+    pub fn finish(buf: &mut [u8], start: usize) {
+        let len = u32::try_from(buf.len() - start).unwrap_or(u32::MAX);
+        buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
+    }
+
+    /// Appends nfnetlink's `nfgenmsg` (version 0).
+    pub fn nfgenmsg(buf: &mut Vec<u8>, family: u8, res_id: u16) {
+        buf.push(family);
+        buf.push(0);
+        buf.extend_from_slice(&res_id.to_be_bytes());
+    }
+
+    fn pad(buf: &mut Vec<u8>) {
+        while !buf.len().is_multiple_of(4) {
+            buf.push(0);
+        }
+    }
+
+    /// Appends an attribute, padded to four bytes.
+    pub fn attr(buf: &mut Vec<u8>, ty: u16, payload: &[u8]) {
+        let len = u16::try_from(4 + payload.len()).unwrap_or(u16::MAX);
+        buf.extend_from_slice(&len.to_ne_bytes());
+        buf.extend_from_slice(&ty.to_ne_bytes());
+        buf.extend_from_slice(payload);
+        pad(buf);
+    }
+
+    /// Appends a NUL-terminated string attribute.
+    pub fn attr_str(buf: &mut Vec<u8>, ty: u16, s: &str) {
+        let len = u16::try_from(5 + s.len()).unwrap_or(u16::MAX);
+        buf.extend_from_slice(&len.to_ne_bytes());
+        buf.extend_from_slice(&ty.to_ne_bytes());
+        buf.extend_from_slice(s.as_bytes());
+        buf.push(0);
+        pad(buf);
+    }
+
+    /// Opens a nested attribute; returns where it starts.
+    pub fn nest_start(buf: &mut Vec<u8>, ty: u16) -> usize {
+        let start = buf.len();
+        buf.extend_from_slice(&0u16.to_ne_bytes());
+        buf.extend_from_slice(&(ty | NESTED).to_ne_bytes());
+        start
+    }
+
+    /// Closes the nest that starts at `start`.
+    pub fn nest_end(buf: &mut [u8], start: usize) {
+        let len = u16::try_from(buf.len() - start).unwrap_or(u16::MAX);
+        buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+    }
+}
 
 /// The bytes of one transaction and what each acknowledged message does.
 #[derive(Debug, Clone)]
@@ -515,29 +590,18 @@ impl W {
 
     fn marker(&mut self, ty: u16) {
         let start = self.header(ty, NLM_F_REQUEST);
-        let o = self.out();
-        o.extend_from_slice(&[0, 0]);
-        o.extend_from_slice(&NFNL_SUBSYS_NFTABLES.to_be_bytes());
+        tlv::nfgenmsg(self.out(), 0, NFNL_SUBSYS_NFTABLES);
         self.finish(start);
     }
 
     fn header(&mut self, ty: u16, flags: u16) -> usize {
         let seq = self.seq;
         self.seq = self.seq.wrapping_add(1);
-        let o = self.out();
-        let start = o.len();
-        o.extend_from_slice(&0u32.to_ne_bytes());
-        o.extend_from_slice(&ty.to_ne_bytes());
-        o.extend_from_slice(&flags.to_ne_bytes());
-        o.extend_from_slice(&seq.to_ne_bytes());
-        o.extend_from_slice(&0u32.to_ne_bytes());
-        start
+        tlv::header(self.out(), ty, flags, seq)
     }
 
     fn finish(&mut self, start: usize) {
-        let o = self.out();
-        let len = u32::try_from(o.len() - start).unwrap_or(u32::MAX);
-        o[start..start + 4].copy_from_slice(&len.to_ne_bytes());
+        tlv::finish(self.out(), start);
     }
 
     /// Starts an nf_tables message. The kernel reports every refused one;
@@ -547,9 +611,7 @@ impl W {
         let start = self.header((NFNL_SUBSYS_NFTABLES << 8) | ty, NLM_F_REQUEST | flags);
         self.what.push(what.to_string());
         self.last = start;
-        let o = self.out();
-        o.extend_from_slice(&[NFPROTO_INET, 0]);
-        o.extend_from_slice(&0u16.to_be_bytes());
+        tlv::nfgenmsg(self.out(), NFPROTO_INET, 0);
         start
     }
 
@@ -558,26 +620,11 @@ impl W {
     }
 
     fn attr(&mut self, ty: u16, payload: &[u8]) {
-        let o = self.out();
-        let len = u16::try_from(4 + payload.len()).unwrap_or(u16::MAX);
-        o.extend_from_slice(&len.to_ne_bytes());
-        o.extend_from_slice(&ty.to_ne_bytes());
-        o.extend_from_slice(payload);
-        while !o.len().is_multiple_of(4) {
-            o.push(0);
-        }
+        tlv::attr(self.out(), ty, payload);
     }
 
     fn str(&mut self, ty: u16, s: &str) {
-        let o = self.out();
-        let len = u16::try_from(5 + s.len()).unwrap_or(u16::MAX);
-        o.extend_from_slice(&len.to_ne_bytes());
-        o.extend_from_slice(&ty.to_ne_bytes());
-        o.extend_from_slice(s.as_bytes());
-        o.push(0);
-        while !o.len().is_multiple_of(4) {
-            o.push(0);
-        }
+        tlv::attr_str(self.out(), ty, s);
     }
 
     fn u32(&mut self, ty: u16, v: u32) {
@@ -589,17 +636,11 @@ impl W {
     }
 
     fn nest(&mut self, ty: u16) -> usize {
-        let o = self.out();
-        let start = o.len();
-        o.extend_from_slice(&0u16.to_ne_bytes());
-        o.extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
-        start
+        tlv::nest_start(self.out(), ty)
     }
 
     fn end(&mut self, start: usize) {
-        let o = self.out();
-        let len = u16::try_from(o.len() - start).unwrap_or(u16::MAX);
-        o[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+        tlv::nest_end(self.out(), start);
     }
 
     /// `NFTA_DATA_VALUE` inside attribute `ty`.
@@ -1286,13 +1327,6 @@ impl W {
 struct RuleState {
     nfproto: Option<Family>,
     l4proto: Option<u8>,
-}
-
-fn addr_int(a: &IpAddr) -> u128 {
-    match a {
-        IpAddr::V4(a) => u128::from(u32::from(*a)),
-        IpAddr::V6(a) => u128::from(*a),
-    }
 }
 
 #[cfg(test)]

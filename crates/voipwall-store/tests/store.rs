@@ -11,6 +11,24 @@ fn tmp(name: &str) -> std::path::PathBuf {
     d.join("state.db")
 }
 
+/// An applied generation at `at` that recorded a ruleset, with `script`
+/// and `inputs`.
+fn applied<'a>(
+    at: u64,
+    script: &'a str,
+    inputs: Option<&'a str>,
+) -> voipwall_store::NewGeneration<'a> {
+    voipwall_store::NewGeneration {
+        at: Timestamp(at),
+        script,
+        policy: "p",
+        status: "applied",
+        deadline: None,
+        ir: Some("{}"),
+        inputs,
+    }
+}
+
 fn ban(t: &str, start: u64, ttl: u64) -> BanRecord {
     BanRecord::manual(t.parse().unwrap(), "test", Timestamp(start), ttl)
 }
@@ -202,13 +220,8 @@ fn a_schema_1_store_is_upgraded_in_place_and_a_newer_one_refused() {
     store
         .add_generation(
             &voipwall_store::NewGeneration {
-                at: Timestamp(2),
-                script: "s",
                 policy: "new",
-                status: "applied",
-                deadline: None,
-                ir: Some("{}"),
-                inputs: Some("{\"version\":\"x\"}"),
+                ..applied(2, "s", Some("{\"version\":\"x\"}"))
             },
             10,
         )
@@ -217,18 +230,7 @@ fn a_schema_1_store_is_upgraded_in_place_and_a_newer_one_refused() {
     // Only the newest generations keep their ruleset.
     for at in 3..8 {
         store
-            .add_generation(
-                &voipwall_store::NewGeneration {
-                    at: Timestamp(at),
-                    script: "s",
-                    policy: "p",
-                    status: "applied",
-                    deadline: None,
-                    ir: Some("{}"),
-                    inputs: Some("{\"version\":\"x\"}"),
-                },
-                10,
-            )
+            .add_generation(&applied(at, "s", Some("{\"version\":\"x\"}")), 10)
             .unwrap();
     }
     let with_ir = store
@@ -558,19 +560,8 @@ fn failed_applies_never_strip_the_generations_in_force() {
     let p = tmp("prune");
     let (mut s, _) = Store::open(&p).unwrap();
     let add = |s: &mut Store, at: u64| {
-        s.add_generation(
-            &voipwall_store::NewGeneration {
-                at: Timestamp(at),
-                script: "s",
-                policy: "p",
-                status: "applied",
-                deadline: None,
-                ir: Some("{}"),
-                inputs: Some("{\"version\":\"x\"}"),
-            },
-            20,
-        )
-        .unwrap()
+        s.add_generation(&applied(at, "s", Some("{\"version\":\"x\"}")), 20)
+            .unwrap()
     };
     let before = add(&mut s, 1);
     let in_force = add(&mut s, 2);
@@ -607,21 +598,7 @@ fn an_apply_time_is_recorded_beside_its_generation() {
     let p = tmp("took");
     let (mut s, _) = Store::open(&p).unwrap();
     let big = "x".repeat(4 << 20);
-    let add = |s: &mut Store, at: u64| {
-        s.add_generation(
-            &voipwall_store::NewGeneration {
-                at: Timestamp(at),
-                script: &big,
-                policy: "p",
-                status: "applied",
-                deadline: None,
-                ir: Some("{}"),
-                inputs: None,
-            },
-            3,
-        )
-        .unwrap()
-    };
+    let add = |s: &mut Store, at: u64| s.add_generation(&applied(at, &big, None), 3).unwrap();
     let first = add(&mut s, 1);
     // The row itself is not written again: the bytes this process writes
     // (`wchar`, every write(2) whatever the page cache does) stay far

@@ -9,13 +9,16 @@ use std::io;
 use std::net::IpAddr;
 
 use netlink_sys::{Socket, constants::NETLINK_NETFILTER};
+// The one netlink writer, shared with the apply's batch.
+pub(crate) use voipwall_nft::netlink::tlv::{
+    attr, finish, header as push_nlmsghdr, nest_end, nest_start, nfgenmsg as push_nfgenmsg,
+};
 
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_CREATE: u16 = 0x400;
-const NLA_F_NESTED: u16 = 0x8000;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -314,59 +317,10 @@ pub(crate) fn attr_list(mut b: &[u8]) -> Vec<(u16, &[u8])> {
     out
 }
 
-pub(crate) fn push_nlmsghdr(buf: &mut Vec<u8>, ty: u16, flags: u16, seq: u32) -> usize {
-    let start = buf.len();
-    buf.extend_from_slice(&0u32.to_ne_bytes()); // length, patched by finish
-    buf.extend_from_slice(&ty.to_ne_bytes());
-    buf.extend_from_slice(&flags.to_ne_bytes());
-    buf.extend_from_slice(&seq.to_ne_bytes());
-    buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: kernel
-    start
-}
-
-pub(crate) fn finish(buf: &mut [u8], start: usize) {
-    let len = u32::try_from(buf.len() - start).expect("message under 4 GiB");
-    buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
-}
-
-pub(crate) fn push_nfgenmsg(buf: &mut Vec<u8>, family: u8, res_id: u16) {
-    buf.push(family);
-    buf.push(0); // NFNETLINK_V0
-    buf.extend_from_slice(&res_id.to_be_bytes());
-}
-
 fn push_batch_marker(buf: &mut Vec<u8>, ty: u16, seq: u32) {
     let start = push_nlmsghdr(buf, ty, NLM_F_REQUEST, seq);
     push_nfgenmsg(buf, 0, NFNL_SUBSYS_NFTABLES);
     finish(buf, start);
-}
-
-fn pad(buf: &mut Vec<u8>) {
-    while !buf.len().is_multiple_of(4) {
-        buf.push(0);
-    }
-}
-
-pub(crate) fn attr(buf: &mut Vec<u8>, ty: u16, payload: &[u8]) {
-    let len = u16::try_from(4 + payload.len()).expect("attribute under 64 KiB");
-    buf.extend_from_slice(&len.to_ne_bytes());
-    buf.extend_from_slice(&ty.to_ne_bytes());
-    buf.extend_from_slice(payload);
-    pad(buf);
-}
-
-pub(crate) fn nest_start(buf: &mut Vec<u8>, ty: u16) -> usize {
-    let start = buf.len();
-    buf.extend_from_slice(&0u16.to_ne_bytes());
-    buf.extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
-    start
-}
-
-pub(crate) fn nest_end(buf: &mut [u8], start: usize) {
-    // The elements list of one message can exceed 64 KiB only if
-    // ELEMS_PER_MSG grows past ~1500; the length saturates rather than wraps.
-    let len = u16::try_from(buf.len() - start).unwrap_or(u16::MAX);
-    buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
 }
 
 pub(crate) fn cstr(s: &str) -> Vec<u8> {

@@ -332,11 +332,7 @@ impl Lab {
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawn listener");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().expect("stdout"))
-            .read_line(&mut line)
-            .expect("listener output");
-        assert_eq!(line.trim(), "ready", "listener did not start");
+        await_line(&mut child, "ready", "listener output");
         self.listener = Some(child);
     }
 
@@ -1457,11 +1453,7 @@ c.execute("COMMIT")
         .stdout(Stdio::piped())
         .spawn()
         .expect("locker");
-    let mut line = String::new();
-    BufReader::new(hold.stdout.as_mut().expect("stdout"))
-        .read_line(&mut line)
-        .expect("locker output");
-    assert_eq!(line.trim(), "locked");
+    await_line(&mut hold, "locked", "locker output");
     let started = Instant::now();
     lab.start_daemon(TRUTH);
     let waited = started.elapsed();
@@ -2449,11 +2441,7 @@ fn the_http_api_bans_through_the_one_plane_with_tokens_by_role() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("idle clients");
-    let mut line = String::new();
-    BufReader::new(idle.stdout.as_mut().expect("stdout"))
-        .read_line(&mut line)
-        .expect("idle clients");
-    assert_eq!(line.trim(), "open");
+    await_line(&mut idle, "open", "idle clients");
     let t = Instant::now();
     let mut args = vec![
         "curl",
@@ -3739,11 +3727,7 @@ services = ["sip", "ssh"]
         .stdout(Stdio::piped())
         .spawn()
         .expect("sshd stand-in");
-    let mut ready = String::new();
-    BufReader::new(server.stdout.as_mut().expect("stdout"))
-        .read_line(&mut ready)
-        .expect("sshd output");
-    assert_eq!(ready.trim(), "ready");
+    await_line(&mut server, "ready", "sshd output");
     let _server = Reap(server);
     lab.apply(policy);
     // An SSH session from 203.0.113.7, held open for the test.
@@ -3755,11 +3739,7 @@ services = ["sip", "ssh"]
         .stdout(Stdio::piped())
         .spawn()
         .expect("session");
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().expect("stdout"))
-        .read_line(&mut line)
-        .expect("session output");
-    assert_eq!(line.trim(), "up");
+    await_line(&mut child, "up", "session output");
     let _session = Reap(child);
     lab.until("the firewall sees the session", || {
         let out = lab.exec(&lab.fw, &["ss", "-Htn", "state", "established"]);
@@ -4624,6 +4604,16 @@ fn reload_of_an_unchanged_file_records_no_new_generation() {
     lab.assert_traffic(&edited, &[("203.0.113.7", "tcp/22", "pass")]);
 }
 
+/// Waits for the first line a helper process prints on its stdout and
+/// requires it to be `want` (its "ready"), naming `what` if it is not.
+fn await_line(child: &mut Child, want: &str, what: &str) {
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().expect("stdout"))
+        .read_line(&mut line)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(line.trim(), want, "{what}");
+}
+
 /// The stand-in PBX (tests/support/pbx.py) on the firewall's address,
 /// started and ready.
 fn stand_in_pbx(lab: &Lab) -> Child {
@@ -4633,11 +4623,7 @@ fn stand_in_pbx(lab: &Lab) -> Child {
         .stdout(Stdio::piped())
         .spawn()
         .expect("pbx.py");
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().expect("stdout"))
-        .read_line(&mut line)
-        .expect("pbx output");
-    assert_eq!(line.trim(), "ready");
+    await_line(&mut child, "ready", "pbx output");
     child
 }
 
