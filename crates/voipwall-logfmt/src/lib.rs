@@ -226,6 +226,47 @@ pub struct Format {
 struct Prefilter {
     ac: AhoCorasick,
     groups: Vec<[u64; 2]>,
+    /// No key holds a line break (keys can be searched for over many lines).
+    single_line: bool,
+}
+
+/// The keys found in one line, in order: (start, end, key) with offsets in
+/// the line. More than fit: `n` is `usize::MAX` and the message is searched
+/// again.
+#[derive(Default)]
+struct Keys {
+    found: [(u32, u32, u32); 16],
+    n: usize,
+}
+
+impl Keys {
+    /// Adds a key found `base` bytes before the line's start.
+    fn push(&mut self, m: &aho_corasick::Match, base: usize) {
+        match self.found.get_mut(self.n) {
+            Some(slot) => {
+                // Lines are at most MAX_LINE bytes when keys are used.
+                let at = |v: usize| u32::try_from(v - base).unwrap_or(u32::MAX);
+                *slot = (at(m.start()), at(m.end()), m.pattern().as_u32());
+                self.n += 1;
+            }
+            None => self.n = usize::MAX,
+        }
+    }
+}
+
+/// Each line of `text`: split at `\n`, a `\r` before it dropped, a last
+/// line without one included.
+fn for_each_line<'a>(text: &'a [u8], mut each: impl FnMut(&'a [u8])) {
+    let mut start = 0;
+    for nl in memchr::memchr_iter(b'\n', text) {
+        let line = &text[start..nl];
+        each(line.strip_suffix(b"\r").unwrap_or(line));
+        start = nl + 1;
+    }
+    if start < text.len() {
+        let line = &text[start..];
+        each(line.strip_suffix(b"\r").unwrap_or(line));
+    }
 }
 
 /// Why a line produced no event.
@@ -377,11 +418,16 @@ impl Format {
                 };
                 groups[g][i / 64] |= 1 << (i % 64);
             }
+            let single_line = !uniq.iter().flatten().any(|&b| b == b'\n' || b == b'\r');
             let ac = AhoCorasick::builder()
                 .match_kind(MatchKind::LeftmostLongest)
                 .build(uniq)
                 .expect("literal keys always build");
-            Prefilter { ac, groups }
+            Prefilter {
+                ac,
+                groups,
+                single_line,
+            }
         });
         Self {
             id,
@@ -427,7 +473,71 @@ impl Format {
         if line.len() > MAX_LINE {
             return Err(LineError::TooLong);
         }
+        // Most lines of a PBX log hold no pattern's key: they are refused by
+        // one search of the whole line, before their prefix is read. The
+        // keys found are kept and reused for the message.
+        let mut keys = Keys::default();
+        if let Some(pf) = &self.prefilter {
+            pf.ac.find_iter(line).for_each(|m| keys.push(&m, 0));
+            if keys.n == 0 {
+                return Err(LineError::NoMatch);
+            }
+        }
+        self.parse_keyed(line, &keys, ctx)
+    }
+
+    /// Every line of `text` (lines end at `\n`; a `\r` before it is
+    /// dropped; a last line without one counts) with what it gave, in
+    /// order: the same as [`Format::parse_line`] of each line, faster. The
+    /// pattern keys are searched for once over the whole text, so a line
+    /// holding none costs little more than finding its end.
+    pub fn parse_lines<'a>(
+        &'a self,
+        text: &'a [u8],
+        ctx: &Context,
+        mut each: impl FnMut(Result<LogLine<'a>, LineError>),
+    ) {
+        let Some(pf) = self.prefilter.as_ref().filter(|pf| pf.single_line) else {
+            for_each_line(text, |line| each(self.parse_line(line, ctx)));
+            return;
+        };
+        // Keys hold no line break, so no key spans lines, and the search
+        // restarts at or before each line's start: the keys found in a line
+        // are those a search of the line alone finds.
+        let mut found = pf.ac.find_iter(text).peekable();
+        let mut start = 0;
+        for_each_line(text, |line| {
+            let end = start + line.len();
+            let mut keys = Keys::default();
+            while let Some(m) = found.next_if(|m| m.start() < end) {
+                keys.push(&m, start);
+            }
+            // Past the line and any `\r` and `\n` after it.
+            start = end;
+            while start < text.len() && text[start] != b'\n' {
+                start += 1;
+            }
+            start += 1;
+            each(if line.len() > MAX_LINE {
+                Err(LineError::TooLong)
+            } else if keys.n == 0 {
+                Err(LineError::NoMatch)
+            } else {
+                self.parse_keyed(line, &keys, ctx)
+            });
+        });
+    }
+
+    /// The event of a line, given the pattern keys found in it.
+    fn parse_keyed<'a>(
+        &'a self,
+        line: &'a [u8],
+        keys: &Keys,
+        ctx: &Context,
+    ) -> Result<LogLine<'a>, LineError> {
         let (at, msg) = prefix::split(line, ctx);
+        // The message is the line's tail.
+        let off = (line.len() - msg.len()) as u32;
         let mut last_err = LineError::NoMatch;
         let mut try_pattern = |p: &'a Pattern| -> Option<Result<LogLine<'a>, LineError>> {
             let caps = match &p.matcher {
@@ -456,10 +566,23 @@ impl Format {
             Some(pf) => {
                 // Candidates in pattern order (a bit set: at most 128 patterns).
                 let mut set = [0u64; 2];
-                for m in pf.ac.find_iter(msg) {
-                    let g = pf.groups[m.pattern().as_usize()];
+                let mut add = |p: usize| {
+                    let g = pf.groups[p];
                     set[0] |= g[0];
                     set[1] |= g[1];
+                };
+                // The whole line's leftmost-longest keys that start in the
+                // message are the message's own, unless one spans the
+                // prefix's end (it could hide a key of the message).
+                match keys.found.get(..keys.n) {
+                    Some(keys) if !keys.iter().any(|&(s, e, _)| s < off && e > off) => keys
+                        .iter()
+                        .filter(|&&(s, _, _)| s >= off)
+                        .for_each(|&(_, _, p)| add(p as usize)),
+                    _ => pf
+                        .ac
+                        .find_iter(msg)
+                        .for_each(|m| add(m.pattern().as_usize())),
                 }
                 if set == [0, 0] {
                     return Err(LineError::NoMatch);
@@ -574,6 +697,46 @@ fn build<'a>(ev: EventType, c: Captures<'a>, origin: &'a str) -> Result<Event<'a
 /// `203.0.113.9`, `203.0.113.9:5060`, `[2001:db8::1]:5060`, `2001:db8::1`,
 /// `UDP:203.0.113.9:5060`, `IPV4/UDP/...` handled by the template.
 pub fn parse_addr(v: &[u8]) -> Option<IpAddr> {
+    match ipv4_with_port(v) {
+        Some(a) => Some(IpAddr::V4(a)),
+        None => parse_addr_general(v),
+    }
+}
+
+/// The common shape, `203.0.113.9` or `203.0.113.9:5060`, read without
+/// UTF-8 checks or a second parse; `None` for anything else (then the
+/// general reader decides). Accepts exactly what the general reader
+/// accepts for this shape: four decimal octets without leading zeros.
+fn ipv4_with_port(v: &[u8]) -> Option<std::net::Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut i = 0;
+    for (n, o) in octets.iter_mut().enumerate() {
+        if n > 0 {
+            if v.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
+        let start = i;
+        let mut val = 0u32;
+        while i < v.len() && i - start < 3 && v[i].is_ascii_digit() {
+            val = val * 10 + u32::from(v[i] - b'0');
+            i += 1;
+        }
+        let len = i - start;
+        if len == 0 || (len > 1 && v[start] == b'0') {
+            return None;
+        }
+        *o = u8::try_from(val).ok()?;
+    }
+    match &v[i..] {
+        [] => Some(octets.into()),
+        [b':', port @ ..] if port.iter().all(u8::is_ascii_digit) => Some(octets.into()),
+        _ => None,
+    }
+}
+
+fn parse_addr_general(v: &[u8]) -> Option<IpAddr> {
     let s = std::str::from_utf8(v).ok()?.trim();
     // A transport prefix ("UDP:", "TLS:") before the address.
     let s = match s.split_once(':') {
@@ -667,6 +830,21 @@ mod tests {
         }
         assert_eq!(parse_addr(b"pbx.example:5060"), None);
         assert_eq!(parse_addr(b""), None);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+        /// The IPv4 shortcut reads exactly what the general reader reads.
+        #[test]
+        fn the_ipv4_shortcut_agrees_with_the_general_reader(
+            v in "[0-9.:a-fA-FUDP\\[\\] ]{0,24}|(0|00|1|01|9|25|255|256|300|1234)(\\.(0|00|1|01|9|25|255|256|300|1234)){2,4}(:[0-9]{0,6}|::1|:x)?",
+        ) {
+            let b = v.as_bytes();
+            if let Some(fast) = ipv4_with_port(b) {
+                proptest::prop_assert_eq!(Some(IpAddr::V4(fast)), parse_addr_general(b), "{}", v);
+            }
+            proptest::prop_assert_eq!(parse_addr(b), parse_addr_general(b), "{}", v);
+        }
     }
 
     #[test]

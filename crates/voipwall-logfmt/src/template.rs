@@ -201,6 +201,13 @@ impl Template {
     /// Matches the template against the end of `line` (it may start anywhere).
     /// With `marker_unique`, the distinctive literals around `{addr}` must occur once.
     pub fn captures<'a>(&self, line: &'a [u8], marker_unique: bool) -> Result<Captures<'a>, Miss> {
+        // The last segment, when literal, must end the line: a cheap
+        // refusal before any search.
+        if let Some(Seg::Lit(l)) = self.segs.last()
+            && !line.ends_with(&l.bytes)
+        {
+            return Err(Miss::NoMatch);
+        }
         let mut caps = Captures::default();
         // Implicit leading skip: try each start where the first literal occurs.
         let ok = match self.segs.first() {
@@ -267,22 +274,13 @@ impl Template {
                         }
                     }
                     Some(Seg::Lit(next)) => {
-                        // Candidate ends on the stack: no allocation per line.
-                        let mut ends = [0usize; 64];
-                        let mut n = 0;
-                        let mut push = |e: usize| {
-                            ends[n] = e;
-                            n += 1;
-                        };
-                        if *greedy {
-                            next.rev.rfind_iter(rest).take(64).for_each(&mut push);
-                        } else {
-                            next.fwd.find_iter(rest).take(64).for_each(&mut push);
-                        }
-                        for &e in &ends[..n] {
+                        // Candidate ends in order, found one at a time: a
+                        // lazy hole usually succeeds at its first end, so
+                        // the rest of the line is not searched.
+                        let attempt = |e: usize, caps: &mut Captures<'a>| {
                             let v = &rest[..e];
                             if !valid(*h, v) {
-                                continue;
+                                return false;
                             }
                             let saved = *caps;
                             set(caps, *h, v);
@@ -290,8 +288,22 @@ impl Template {
                                 return true;
                             }
                             *caps = saved;
+                            false
+                        };
+                        if si + 2 == self.segs.len() {
+                            // The literal ends the template, so it must end
+                            // the line: that is the hole's only end (no
+                            // search, and no copies of the literal inside
+                            // the hole can push it out of reach).
+                            rest.len()
+                                .checked_sub(next.bytes.len())
+                                .filter(|_| rest.ends_with(&next.bytes))
+                                .is_some_and(|e| attempt(e, caps))
+                        } else if *greedy {
+                            next.rev.rfind_iter(rest).take(64).any(|e| attempt(e, caps))
+                        } else {
+                            next.fwd.find_iter(rest).take(64).any(|e| attempt(e, caps))
                         }
-                        false
                     }
                     Some(Seg::Hole(..)) => false,
                 }
@@ -328,6 +340,26 @@ fn set<'a>(caps: &mut Captures<'a>, h: Hole, v: &'a [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copies_of_the_closing_text_inside_a_field_do_not_hide_the_line() {
+        // A Call-ID is the caller's: 70 copies of the server's closing
+        // words in it once pushed the real end past the search's reach.
+        let t = Template::compile(
+            "Request '{_}' from '{user}' failed for '{addr}' (callid: {_}) - Failed to authenticate",
+        )
+        .unwrap();
+        let callid = ") - Failed to authenticate".repeat(70);
+        let line = format!(
+            "res_pjsip: Request 'REGISTER' from '<sip:1@h>' failed for '203.0.113.9:5060' (callid: {callid}) - Failed to authenticate"
+        );
+        let c = t.captures(line.as_bytes(), false).unwrap();
+        assert_eq!(c.addr, Some(&b"203.0.113.9:5060"[..]));
+        // A closing literal that overlaps itself ("aa" in "aaa") ends the
+        // line too.
+        let t = Template::compile("x {addr} y{_}aa").unwrap();
+        assert!(t.captures(b"x 203.0.113.9 yaaa", false).is_ok());
+    }
 
     #[test]
     fn lazy_greedy_and_markers() {

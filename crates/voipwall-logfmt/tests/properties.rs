@@ -61,3 +61,59 @@ proptest! {
         }
     }
 }
+
+/// Lines from every format's examples, cut and joined at random places.
+fn log_text() -> impl Strategy<Value = Vec<u8>> {
+    let examples: Vec<String> = Format::all_builtin()
+        .into_iter()
+        .flat_map(|f| f.examples)
+        .map(|e| e.line)
+        .collect();
+    prop::collection::vec(
+        (
+            prop::sample::select(examples),
+            prop_oneof![3 => Just(0usize), 1 => 0usize..200],
+            prop_oneof![Just("\n"), Just("\r\n"), Just(""), Just("\r"), Just("\n\n")],
+            "[ -~]{0,8}",
+        ),
+        0..24,
+    )
+    .prop_map(|parts| {
+        let mut t = Vec::new();
+        for (line, cut, end, junk) in parts {
+            let b = line.as_bytes();
+            t.extend_from_slice(&b[b.len().min(cut)..]);
+            t.extend_from_slice(junk.as_bytes());
+            t.extend_from_slice(end.as_bytes());
+        }
+        t
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(800))]
+
+    /// Reading many lines at once gives, line by line, what reading each
+    /// line alone gives.
+    #[test]
+    fn many_lines_read_at_once_read_as_each_alone(text in log_text()) {
+        let f = all();
+        let ctx = Context::default();
+        let mut at_once = Vec::new();
+        f.parse_lines(&text, &ctx, |r| at_once.push(r));
+        let mut alone = Vec::new();
+        let mut start = 0;
+        for (i, &b) in text.iter().enumerate() {
+            if b == b'\n' {
+                let l = &text[start..i];
+                alone.push(f.parse_line(l.strip_suffix(b"\r").unwrap_or(l), &ctx));
+                start = i + 1;
+            }
+        }
+        if start < text.len() {
+            let l = &text[start..];
+            alone.push(f.parse_line(l.strip_suffix(b"\r").unwrap_or(l), &ctx));
+        }
+        prop_assert_eq!(at_once, alone);
+    }
+}

@@ -14,8 +14,8 @@ use voipwall_detect::{Action, Config, Engine, Event, RuleSet, Timestamp};
 use voipwall_logfmt::prefix::Context;
 use voipwall_logfmt::{Format, LineError};
 
-use crate::owned::Parsed;
 use crate::{Globals, Invalid};
+use voipwall_core::owned::Parsed;
 
 /// Arguments of `voipwall replay`.
 #[derive(clap::Args)]
@@ -336,11 +336,11 @@ pub(crate) fn replay(cli: &Globals, a: &ReplayArgs) -> anyhow::Result<()> {
                 sum.ambiguous += chunk.ambiguous;
                 sum.bad_address += chunk.bad_address;
                 sum.too_long += chunk.too_long;
-                for p in &chunk.events {
+                for (at, ev) in chunk.events.iter("log") {
                     sum.matched += 1;
-                    let at = p.at.unwrap_or(last_at);
+                    let at = at.unwrap_or(last_at);
                     last_at = at;
-                    feed(&mut engine, &mut sum, &mut out, at, &p.event("log"))?;
+                    feed(&mut engine, &mut sum, &mut out, at, &ev)?;
                 }
                 Ok(())
             })?;
@@ -423,30 +423,21 @@ struct ChunkOut {
     ambiguous: u64,
     bad_address: u64,
     too_long: u64,
-    events: Vec<Parsed>,
+    events: Parsed,
 }
 
 fn parse_chunk(format: &Format, ctx: &Context, chunk: &[u8]) -> ChunkOut {
     let mut out = ChunkOut::default();
-    let mut each = |line: &[u8]| {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
+    format.parse_lines(chunk, ctx, |r| {
         out.lines += 1;
-        match format.parse_line(line, ctx) {
-            Ok(l) => out.events.extend(Parsed::from_line(&l)),
+        match r {
+            Ok(l) => out.events.push(&l),
             Err(LineError::Ambiguous) => out.ambiguous += 1,
             Err(LineError::BadAddress) => out.bad_address += 1,
             Err(LineError::TooLong) => out.too_long += 1,
             Err(_) => {}
         }
-    };
-    let mut start = 0;
-    for nl in memchr::memchr_iter(b'\n', chunk) {
-        each(&chunk[start..nl]);
-        start = nl + 1;
-    }
-    if start < chunk.len() {
-        each(&chunk[start..]);
-    }
+    });
     out
 }
 
@@ -467,59 +458,77 @@ fn parallel_parse(
     let workers = threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .clamp(1, 16);
-    let (job_tx, job_rx) = mpsc::channel::<(u64, Vec<u8>)>();
+    // Buffers go back to the reader once parsed: after the first few, no
+    // chunk is allocated, zeroed or faulted in again.
+    let (job_tx, job_rx) = mpsc::channel::<(u64, Vec<u8>, usize)>();
     let job_rx = Mutex::new(job_rx);
     let (res_tx, res_rx) = mpsc::channel::<(u64, ChunkOut)>();
+    let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
     std::thread::scope(|scope| -> anyhow::Result<()> {
         for _ in 0..workers {
             let res_tx = res_tx.clone();
+            let free_tx = free_tx.clone();
             let job_rx = &job_rx;
             scope.spawn(move || {
                 loop {
                     let job = job_rx.lock().map(|rx| rx.recv());
-                    let Ok(Ok((idx, chunk))) = job else { break };
-                    if res_tx
-                        .send((idx, parse_chunk(format, ctx, &chunk)))
-                        .is_err()
-                    {
+                    let Ok(Ok((idx, buf, len))) = job else { break };
+                    let out = parse_chunk(format, ctx, &buf[..len]);
+                    // The reader may have finished: a lost buffer is fine.
+                    let _ = free_tx.send(buf);
+                    if res_tx.send((idx, out)).is_err() {
                         break;
                     }
                 }
             });
         }
         drop(res_tx);
+        drop(free_tx);
+        // The partial last line of the previous read.
         let mut carry: Vec<u8> = Vec::new();
         let (mut sent, mut next, mut eof) = (0u64, 0u64, false);
         let mut ready: BTreeMap<u64, ChunkOut> = BTreeMap::new();
         let result = (|| -> anyhow::Result<()> {
             loop {
                 while !eof && sent - next < IN_FLIGHT as u64 {
-                    let mut buf = std::mem::take(&mut carry);
-                    let have = buf.len();
-                    buf.resize(have + CHUNK, 0);
-                    let mut filled = have;
-                    while filled < buf.len() {
-                        let n = input.read(&mut buf[filled..]).context("reading log")?;
-                        if n == 0 {
-                            eof = true;
+                    let mut buf = free_rx.try_recv().unwrap_or_default();
+                    let mut filled = carry.len();
+                    if buf.len() < filled + CHUNK {
+                        buf.resize(filled + CHUNK, 0);
+                    }
+                    buf[..filled].copy_from_slice(&carry);
+                    carry.clear();
+                    let mut want = filled + CHUNK;
+                    loop {
+                        while filled < want {
+                            let n = input.read(&mut buf[filled..want]).context("reading log")?;
+                            if n == 0 {
+                                eof = true;
+                                break;
+                            }
+                            filled += n;
+                        }
+                        if eof {
                             break;
                         }
-                        filled += n;
-                    }
-                    buf.truncate(filled);
-                    if !eof {
                         // Keep the partial last line for the next chunk.
-                        match memchr::memrchr(b'\n', &buf) {
-                            Some(nl) => carry = buf.split_off(nl + 1),
+                        match memchr::memrchr(b'\n', &buf[..filled]) {
+                            Some(nl) => {
+                                carry.extend_from_slice(&buf[nl + 1..filled]);
+                                filled = nl + 1;
+                                break;
+                            }
                             None => {
                                 // One line longer than a chunk: read on.
-                                carry = buf;
-                                continue;
+                                want = filled + CHUNK;
+                                buf.resize(want, 0);
                             }
                         }
                     }
-                    if !buf.is_empty() {
-                        job_tx.send((sent, buf)).context("parser threads ended")?;
+                    if filled > 0 {
+                        job_tx
+                            .send((sent, buf, filled))
+                            .context("parser threads ended")?;
                         sent += 1;
                     }
                 }
@@ -550,13 +559,8 @@ fn print_action(
         Action::Ban(b) => {
             sum.bans += 1;
             if json {
-                let ev: Vec<_> = b.evidence.iter().map(|e| json!({"at": e.at.to_string(), "src": e.src, "what": e.what, "origin": e.origin})).collect();
-                writeln!(
-                    out,
-                    "{}",
-                    json!({"addr": b.target.to_string(), "offender": b.offender, "rule": b.rule, "at": b.at.to_string(),
-                           "until": b.until.to_string(), "ttl_s": b.ttl / 1000, "level": b.level, "reason": b.reason, "evidence": ev})
-                )
+                serde_json::to_writer(&mut *out, &BanLine::of(b))?;
+                writeln!(out)
             } else {
                 writeln!(
                     out,
@@ -637,6 +641,66 @@ fn print_action(
         }
         // Replay has no kernel that could lose a ban (it feeds handle_event).
         Action::Demote { .. } | Action::Reassert(_) => Ok(()),
+    }
+}
+
+/// A ban as `replay --json` prints it (keys in order, times as text),
+/// written without building a JSON tree per ban.
+#[derive(serde::Serialize)]
+struct BanLine<'a> {
+    addr: Shown<IpNet>,
+    at: Shown<Timestamp>,
+    evidence: EvidenceLines<'a>,
+    level: u32,
+    offender: IpAddr,
+    reason: &'a str,
+    rule: &'a str,
+    ttl_s: u64,
+    until: Shown<Timestamp>,
+}
+
+impl<'a> BanLine<'a> {
+    fn of(b: &'a voipwall_detect::Ban) -> Self {
+        Self {
+            addr: Shown(b.target),
+            at: Shown(b.at),
+            evidence: EvidenceLines(&b.evidence),
+            level: b.level,
+            offender: b.offender,
+            reason: &b.reason,
+            rule: &b.rule,
+            ttl_s: b.ttl / 1000,
+            until: Shown(b.until),
+        }
+    }
+}
+
+struct EvidenceLines<'a>(&'a [voipwall_detect::Evidence]);
+
+impl serde::Serialize for EvidenceLines<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct Line<'a> {
+            at: Shown<Timestamp>,
+            origin: &'a str,
+            src: IpAddr,
+            what: &'a str,
+        }
+        s.collect_seq(self.0.iter().map(|e| Line {
+            at: Shown(e.at),
+            origin: &e.origin,
+            src: e.src,
+            what: &e.what,
+        }))
+    }
+}
+
+/// A value written as its `Display` text.
+struct Shown<T>(T);
+
+impl<T: std::fmt::Display> serde::Serialize for Shown<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
     }
 }
 

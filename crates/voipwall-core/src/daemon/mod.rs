@@ -82,7 +82,7 @@ pub enum Input {
     /// Parsed lines of a followed log.
     Log {
         origin: Arc<str>,
-        events: Vec<Parsed>,
+        events: Parsed,
         counts: LineCounts,
         /// When the tailer read them (µs since the epoch): the arrival of
         /// this evidence, for the ban latency.
@@ -1329,10 +1329,10 @@ impl Daemon {
                 self.counters.log_ambiguous += counts.ambiguous;
                 self.counters.log_events += events.len() as u64;
                 let at = now();
-                for p in &events {
+                for (_, ev) in events.iter(&origin) {
                     // Live logs: the daemon's clock, not the line's (a PBX
                     // with a wrong clock must not stretch or shrink windows).
-                    self.engine.handle_event(at, &p.event(&origin));
+                    self.engine.handle_event(at, &ev);
                 }
                 self.apply_actions(None, Some(read_us));
             }

@@ -18,26 +18,21 @@ use voipwall_logfmt::prefix::Context;
 
 use super::{Input, Parsed, Waker};
 
-/// Parses a batch of lines (a trailing CR is dropped) into what the engine
-/// thread is sent: the events, and counts of the lines that gave none.
-fn batch<'l>(
-    format: &Format,
-    ctx: &Context,
-    origin: &Arc<str>,
-    lines: impl Iterator<Item = &'l [u8]>,
-) -> Input {
+/// Parses a batch of whole lines, each ending in `\n` (a CR before it is
+/// dropped), into what the engine thread is sent: the events, and counts
+/// of the lines that gave none.
+fn batch(format: &Format, ctx: &Context, origin: &Arc<str>, text: &[u8]) -> Input {
     let mut counts = super::LineCounts::default();
-    let mut events = Vec::new();
-    for line in lines {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut events = Parsed::default();
+    format.parse_lines(text, ctx, |r| {
         counts.lines += 1;
-        match format.parse_line(line, ctx) {
-            Ok(l) => events.extend(Parsed::from_line(&l)),
+        match r {
+            Ok(l) => events.push(&l),
             Err(voipwall_logfmt::LineError::Ambiguous) => counts.ambiguous += 1,
             Err(voipwall_logfmt::LineError::NoMatch) => {}
             Err(_) => counts.malformed += 1,
         }
-    }
+    });
     Input::Log {
         origin: origin.clone(),
         events,
@@ -185,8 +180,7 @@ pub fn follow(
                 *off += n as u64;
                 carry.extend_from_slice(&buf[..n]);
                 if let Some(last_nl) = memchr::memrchr(b'\n', &carry) {
-                    let lines = carry[..last_nl].split(|&b| b == b'\n');
-                    let input = batch(&spec.format, &ctx, &origin, lines);
+                    let input = batch(&spec.format, &ctx, &origin, &carry[..=last_nl]);
                     count_lines(&health, slot, &input);
                     carry.drain(..=last_nl);
                     if tx.send(input).is_err() {
@@ -307,12 +301,13 @@ pub fn follow_journal(
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        let Ok(line) = line else { break };
+        let Ok(mut line) = line else { break };
+        line.push(b'\n');
         if !delivering {
             set_state(&health, slot, true, "following the journal");
             delivering = true;
         }
-        let input = batch(&format, &ctx, &origin, std::iter::once(&line[..]));
+        let input = batch(&format, &ctx, &origin, &line);
         count_lines(&health, slot, &input);
         if tx.send(input).is_err() {
             return;
