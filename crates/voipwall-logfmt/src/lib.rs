@@ -221,36 +221,44 @@ pub struct Format {
     prefilter: Option<Prefilter>,
 }
 
-/// Distinct key literals and, per key, the patterns (a bit set) that have it.
+/// Which patterns a line could match, found without reading its prefix.
+/// Exact: a pattern left out cannot match the line, so trying the rest in
+/// order gives what trying every pattern in order gives.
 #[derive(Debug, Clone)]
 struct Prefilter {
+    /// Patterns that end with a literal (every line they match ends with
+    /// it), by the literal's last byte: the literal and its patterns.
+    tails: Vec<Vec<(Vec<u8>, Patterns)>>,
+    /// Patterns that end with a field: their longest literals, every
+    /// occurrence searched for (overlapping, so no key hides another).
+    open: Option<OpenKeys>,
+}
+
+#[derive(Debug, Clone)]
+struct OpenKeys {
     ac: AhoCorasick,
-    groups: Vec<[u64; 2]>,
+    /// Per distinct key, the patterns that have it.
+    groups: Vec<Patterns>,
     /// No key holds a line break (keys can be searched for over many lines).
     single_line: bool,
 }
 
-/// The keys found in one line, in order: (start, end, key) with offsets in
-/// the line. More than fit: `n` is `usize::MAX` and the message is searched
-/// again.
-#[derive(Default)]
-struct Keys {
-    found: [(u32, u32, u32); 16],
-    n: usize,
-}
+/// A set of patterns by index (at most 128).
+type Patterns = [u64; 2];
 
-impl Keys {
-    /// Adds a key found `base` bytes before the line's start.
-    fn push(&mut self, m: &aho_corasick::Match, base: usize) {
-        match self.found.get_mut(self.n) {
-            Some(slot) => {
-                // Lines are at most MAX_LINE bytes when keys are used.
-                let at = |v: usize| u32::try_from(v - base).unwrap_or(u32::MAX);
-                *slot = (at(m.start()), at(m.end()), m.pattern().as_u32());
-                self.n += 1;
+impl Prefilter {
+    /// The patterns ending with a literal that `line` ends with.
+    fn tail(&self, line: &[u8]) -> Patterns {
+        let mut set = [0; 2];
+        if let Some(&last) = line.last() {
+            for (lit, pats) in &self.tails[usize::from(last)] {
+                if template::ends_with(line, lit) {
+                    set[0] |= pats[0];
+                    set[1] |= pats[1];
+                }
             }
-            None => self.n = usize::MAX,
         }
+        set
     }
 }
 
@@ -392,42 +400,52 @@ impl Format {
         patterns: Vec<Pattern>,
         examples: Vec<Example>,
     ) -> Self {
-        let keys: Option<Vec<Vec<u8>>> = patterns
+        let templates: Option<Vec<&Template>> = patterns
             .iter()
             .map(|p| match &p.matcher {
-                Matcher::Template(t) => Some(t.key.clone()),
+                Matcher::Template(t) => Some(t),
                 Matcher::Regex(_) => None,
             })
             .collect();
-        // Patterns often share their longest literal ("Registration from '"):
-        // search each distinct key once, non-overlapping, and try the patterns
-        // of every key found. Keys that overlap in a line could hide one
-        // another, so a line whose candidates all fail is tried against every
-        // pattern (rare: only near-misses pay for it).
-        let prefilter = keys.filter(|k| k.len() <= 128).map(|keys| {
-            let mut uniq: Vec<Vec<u8>> = Vec::new();
-            let mut groups: Vec<[u64; 2]> = Vec::new();
-            for (i, k) in keys.into_iter().enumerate() {
-                let g = match uniq.iter().position(|u| *u == k) {
-                    Some(g) => g,
-                    None => {
-                        uniq.push(k);
-                        groups.push([0; 2]);
-                        groups.len() - 1
+        let prefilter = templates.filter(|t| t.len() <= 128).map(|templates| {
+            let bit = |i: usize| {
+                let mut set = [0u64; 2];
+                set[i / 64] |= 1 << (i % 64);
+                set
+            };
+            let add = |set: &mut Patterns, i: usize| set[i / 64] |= bit(i)[i / 64];
+            let mut tails: Vec<Vec<(Vec<u8>, Patterns)>> = vec![Vec::new(); 256];
+            // Patterns often share their longest literal ("Registration
+            // from '"): each distinct key is searched for once.
+            let mut keys: Vec<Vec<u8>> = Vec::new();
+            let mut groups: Vec<Patterns> = Vec::new();
+            for (i, t) in templates.into_iter().enumerate() {
+                match t.last_literal() {
+                    Some(lit) => {
+                        let slot = &mut tails[usize::from(lit[lit.len() - 1])];
+                        match slot.iter_mut().find(|(l, _)| l == lit) {
+                            Some((_, set)) => add(set, i),
+                            None => slot.push((lit.to_vec(), bit(i))),
+                        }
                     }
-                };
-                groups[g][i / 64] |= 1 << (i % 64);
+                    None => match keys.iter().position(|k| *k == t.key) {
+                        Some(g) => add(&mut groups[g], i),
+                        None => {
+                            keys.push(t.key.clone());
+                            groups.push(bit(i));
+                        }
+                    },
+                }
             }
-            let single_line = !uniq.iter().flatten().any(|&b| b == b'\n' || b == b'\r');
-            let ac = AhoCorasick::builder()
-                .match_kind(MatchKind::LeftmostLongest)
-                .build(uniq)
-                .expect("literal keys always build");
-            Prefilter {
-                ac,
+            let open = (!keys.is_empty()).then(|| OpenKeys {
+                single_line: !keys.iter().flatten().any(|&b| b == b'\n' || b == b'\r'),
+                ac: AhoCorasick::builder()
+                    .match_kind(MatchKind::Standard)
+                    .build(keys)
+                    .expect("literal keys always build"),
                 groups,
-                single_line,
-            }
+            });
+            Prefilter { tails, open }
         });
         Self {
             id,
@@ -473,44 +491,56 @@ impl Format {
         if line.len() > MAX_LINE {
             return Err(LineError::TooLong);
         }
-        // Most lines of a PBX log hold no pattern's key: they are refused by
-        // one search of the whole line, before their prefix is read. The
-        // keys found are kept and reused for the message.
-        let mut keys = Keys::default();
-        if let Some(pf) = &self.prefilter {
-            pf.ac.find_iter(line).for_each(|m| keys.push(&m, 0));
-            if keys.n == 0 {
-                return Err(LineError::NoMatch);
+        let Some(pf) = &self.prefilter else {
+            return self.parse_among(line, None, ctx);
+        };
+        // Most lines of a PBX log can match no pattern: they are refused by
+        // their last bytes and one search for the other patterns' keys,
+        // before their prefix is read.
+        let mut set = pf.tail(line);
+        if let Some(open) = &pf.open {
+            for m in open.ac.find_overlapping_iter(line) {
+                let g = open.groups[m.pattern().as_usize()];
+                set[0] |= g[0];
+                set[1] |= g[1];
             }
         }
-        self.parse_keyed(line, &keys, ctx)
+        self.parse_among(line, Some(set), ctx)
     }
 
     /// Every line of `text` (lines end at `\n`; a `\r` before it is
     /// dropped; a last line without one counts) with what it gave, in
     /// order: the same as [`Format::parse_line`] of each line, faster. The
-    /// pattern keys are searched for once over the whole text, so a line
-    /// holding none costs little more than finding its end.
+    /// keys of patterns that end with a field are searched for once over
+    /// the whole text, so a line that can match nothing costs little more
+    /// than finding its end.
     pub fn parse_lines<'a>(
         &'a self,
         text: &'a [u8],
         ctx: &Context,
         mut each: impl FnMut(Result<LogLine<'a>, LineError>),
     ) {
-        let Some(pf) = self.prefilter.as_ref().filter(|pf| pf.single_line) else {
+        let Some(pf) = &self.prefilter else {
             for_each_line(text, |line| each(self.parse_line(line, ctx)));
             return;
         };
-        // Keys hold no line break, so no key spans lines, and the search
-        // restarts at or before each line's start: the keys found in a line
-        // are those a search of the line alone finds.
-        let mut found = pf.ac.find_iter(text).peekable();
+        let open = pf.open.as_ref();
+        if open.is_some_and(|o| !o.single_line) {
+            for_each_line(text, |line| each(self.parse_line(line, ctx)));
+            return;
+        }
+        // Keys hold no line break, so each occurrence lies in one line.
+        let mut found = open.map(|o| o.ac.find_overlapping_iter(text).peekable());
         let mut start = 0;
         for_each_line(text, |line| {
             let end = start + line.len();
-            let mut keys = Keys::default();
-            while let Some(m) = found.next_if(|m| m.start() < end) {
-                keys.push(&m, start);
+            let mut set = pf.tail(line);
+            if let (Some(found), Some(open)) = (found.as_mut(), open) {
+                while let Some(m) = found.next_if(|m| m.start() < end) {
+                    let g = open.groups[m.pattern().as_usize()];
+                    set[0] |= g[0];
+                    set[1] |= g[1];
+                }
             }
             // Past the line and any `\r` and `\n` after it.
             start = end;
@@ -520,37 +550,56 @@ impl Format {
             start += 1;
             each(if line.len() > MAX_LINE {
                 Err(LineError::TooLong)
-            } else if keys.n == 0 {
-                Err(LineError::NoMatch)
             } else {
-                self.parse_keyed(line, &keys, ctx)
+                self.parse_among(line, Some(set), ctx)
             });
         });
     }
 
-    /// The event of a line, given the pattern keys found in it.
-    fn parse_keyed<'a>(
+    /// What trying every pattern in order gives, without a prefilter: the
+    /// reference the prefilter is tested against.
+    #[doc(hidden)]
+    pub fn parse_line_unfiltered<'a>(
         &'a self,
         line: &'a [u8],
-        keys: &Keys,
         ctx: &Context,
     ) -> Result<LogLine<'a>, LineError> {
+        if line.len() > MAX_LINE {
+            return Err(LineError::TooLong);
+        }
+        self.parse_among(line, None, ctx)
+    }
+
+    /// The event of a line: the first of the patterns in `set` (all of
+    /// them: `None`), in pattern order, that matches it.
+    fn parse_among<'a>(
+        &'a self,
+        line: &'a [u8],
+        set: Option<Patterns>,
+        ctx: &Context,
+    ) -> Result<LogLine<'a>, LineError> {
+        if set == Some([0, 0]) {
+            return Err(LineError::NoMatch);
+        }
         let (at, msg) = prefix::split(line, ctx);
-        // The message is the line's tail.
-        let off = (line.len() - msg.len()) as u32;
         let mut last_err = LineError::NoMatch;
-        let mut try_pattern = |p: &'a Pattern| -> Option<Result<LogLine<'a>, LineError>> {
+        for (i, p) in self.patterns.iter().enumerate() {
+            if let Some(set) = set
+                && set[i / 64] & (1 << (i % 64)) == 0
+            {
+                continue;
+            }
             let caps = match &p.matcher {
                 Matcher::Template(t) => match t.captures(msg, !p.tail_anchored) {
                     Ok(c) => c,
-                    Err(Miss::NoMatch) => return None,
+                    Err(Miss::NoMatch) => continue,
                     Err(Miss::Ambiguous) => {
                         last_err = LineError::Ambiguous;
-                        return None;
+                        continue;
                     }
                 },
                 Matcher::Regex(re) => {
-                    let c = re.captures(msg)?;
+                    let Some(c) = re.captures(msg) else { continue };
                     let g = |n: &str| c.name(n).map(|m| m.as_bytes());
                     Captures {
                         addr: g("addr"),
@@ -560,58 +609,7 @@ impl Format {
                     }
                 }
             };
-            Some(build(p.event, caps, self.id.as_str()).map(|event| LogLine { at, event }))
-        };
-        match &self.prefilter {
-            Some(pf) => {
-                // Candidates in pattern order (a bit set: at most 128 patterns).
-                let mut set = [0u64; 2];
-                let mut add = |p: usize| {
-                    let g = pf.groups[p];
-                    set[0] |= g[0];
-                    set[1] |= g[1];
-                };
-                // The whole line's leftmost-longest keys that start in the
-                // message are the message's own, unless one spans the
-                // prefix's end (it could hide a key of the message).
-                match keys.found.get(..keys.n) {
-                    Some(keys) if !keys.iter().any(|&(s, e, _)| s < off && e > off) => keys
-                        .iter()
-                        .filter(|&&(s, _, _)| s >= off)
-                        .for_each(|&(_, _, p)| add(p as usize)),
-                    _ => pf
-                        .ac
-                        .find_iter(msg)
-                        .for_each(|m| add(m.pattern().as_usize())),
-                }
-                if set == [0, 0] {
-                    return Err(LineError::NoMatch);
-                }
-                for (w, &bits) in set.iter().enumerate() {
-                    let mut bits = bits;
-                    while bits != 0 {
-                        let i = w * 64 + bits.trailing_zeros() as usize;
-                        bits &= bits - 1;
-                        if let Some(r) = try_pattern(&self.patterns[i]) {
-                            return r;
-                        }
-                    }
-                }
-                for (i, p) in self.patterns.iter().enumerate() {
-                    if set[i / 64] & (1 << (i % 64)) == 0
-                        && let Some(r) = try_pattern(p)
-                    {
-                        return r;
-                    }
-                }
-            }
-            None => {
-                for p in &self.patterns {
-                    if let Some(r) = try_pattern(p) {
-                        return r;
-                    }
-                }
-            }
+            return build(p.event, caps, self.id.as_str()).map(|event| LogLine { at, event });
         }
         Err(last_err)
     }

@@ -198,13 +198,22 @@ impl Template {
         })
     }
 
+    /// The literal the template ends with, if it ends with one: every line
+    /// it matches ends with it.
+    pub fn last_literal(&self) -> Option<&[u8]> {
+        match self.segs.last() {
+            Some(Seg::Lit(l)) => Some(&l.bytes),
+            _ => None,
+        }
+    }
+
     /// Matches the template against the end of `line` (it may start anywhere).
     /// With `marker_unique`, the distinctive literals around `{addr}` must occur once.
     pub fn captures<'a>(&self, line: &'a [u8], marker_unique: bool) -> Result<Captures<'a>, Miss> {
         // The last segment, when literal, must end the line: a cheap
         // refusal before any search.
         if let Some(Seg::Lit(l)) = self.segs.last()
-            && !line.ends_with(&l.bytes)
+            && !ends_with(line, &l.bytes)
         {
             return Err(Miss::NoMatch);
         }
@@ -260,7 +269,8 @@ impl Template {
         };
         match seg {
             Seg::Lit(l) => {
-                line.get(pos..).is_some_and(|r| r.starts_with(&l.bytes))
+                line.get(pos..pos + l.bytes.len())
+                    .is_some_and(|r| same(r, &l.bytes))
                     && self.walk(line, pos + l.bytes.len(), si + 1, caps, depth)
             }
             Seg::Hole(h, greedy) => {
@@ -297,7 +307,7 @@ impl Template {
                             // the hole can push it out of reach).
                             rest.len()
                                 .checked_sub(next.bytes.len())
-                                .filter(|_| rest.ends_with(&next.bytes))
+                                .filter(|_| ends_with(rest, &next.bytes))
                                 .is_some_and(|e| attempt(e, caps))
                         } else if *greedy {
                             next.rev.rfind_iter(rest).take(64).any(|e| attempt(e, caps))
@@ -310,6 +320,20 @@ impl Template {
             }
         }
     }
+}
+
+/// Whether two short byte strings are equal, compared inline: the
+/// literals are a few dozen bytes, where a call to `memcmp` costs more
+/// than the comparison.
+#[inline]
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+/// `hay.ends_with(end)`, compared inline.
+#[inline]
+pub(crate) fn ends_with(hay: &[u8], end: &[u8]) -> bool {
+    hay.len() >= end.len() && same(&hay[hay.len() - end.len()..], end)
 }
 
 fn valid(h: Hole, v: &[u8]) -> bool {
