@@ -61,6 +61,12 @@ impl Parsed {
         });
     }
 
+    /// Empties it, keeping its memory for the next batch.
+    pub fn clear(&mut self) {
+        self.hits.clear();
+        self.text.clear();
+    }
+
     /// How many events.
     pub fn len(&self) -> usize {
         self.hits.len()

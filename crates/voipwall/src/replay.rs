@@ -325,13 +325,18 @@ pub(crate) fn replay(cli: &Globals, a: &ReplayArgs) -> anyhow::Result<()> {
         };
         let mut last_at = Timestamp(0);
         for input in inputs {
-            let reader: Box<dyn Read + Send> = match input {
-                Some(p) => Box::new(
-                    std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?,
-                ),
-                None => Box::new(std::io::stdin()),
+            let source = match input {
+                Some(p) => {
+                    let f = std::fs::File::open(p)
+                        .with_context(|| format!("opening {}", p.display()))?;
+                    match f.metadata() {
+                        Ok(m) if m.is_file() => Source::File(f, m.len()),
+                        _ => Source::Stream(Box::new(f)),
+                    }
+                }
+                None => Source::Stream(Box::new(std::io::stdin())),
             };
-            parallel_parse(reader, &format, &ctx, a.threads, |chunk| {
+            parallel_parse(source, &format, &ctx, a.threads, |chunk| {
                 sum.lines += chunk.lines;
                 sum.ambiguous += chunk.ambiguous;
                 sum.bad_address += chunk.bad_address;
@@ -426,8 +431,9 @@ struct ChunkOut {
     events: Parsed,
 }
 
-fn parse_chunk(format: &Format, ctx: &Context, chunk: &[u8]) -> ChunkOut {
-    let mut out = ChunkOut::default();
+fn parse_chunk(format: &Format, ctx: &Context, chunk: &[u8], mut out: ChunkOut) -> ChunkOut {
+    out.events.clear();
+    (out.lines, out.ambiguous, out.bad_address, out.too_long) = (0, 0, 0, 0);
     format.parse_lines(chunk, ctx, |r| {
         out.lines += 1;
         match r {
@@ -441,41 +447,81 @@ fn parse_chunk(format: &Format, ctx: &Context, chunk: &[u8]) -> ChunkOut {
     out
 }
 
-/// Reads `input` in chunks that end at a newline, parses them on worker
-/// threads (one per core), and hands the results to `sink` in input order:
-/// the engine sees the lines exactly as a single thread would.
+/// Where `parallel_parse` reads lines from.
+enum Source {
+    /// A pipe or standard input: read in order by the calling thread.
+    Stream(Box<dyn Read + Send>),
+    /// A regular file of this many bytes (its size when opened): each
+    /// worker reads its own chunks, so no thread copies them for another.
+    File(std::fs::File, u64),
+}
+
+/// Lines are cut into chunks of this many bytes.
+const CHUNK: usize = 1 << 20;
+
+/// Parses `input` on worker threads (one per core), in chunks that hold
+/// whole lines, and hands the results to `sink` in input order: the engine
+/// sees the lines exactly as a single thread would.
 fn parallel_parse(
-    mut input: Box<dyn Read + Send>,
+    input: Source,
     format: &Format,
     ctx: &Context,
     threads: Option<usize>,
-    mut sink: impl FnMut(ChunkOut) -> std::io::Result<()>,
+    mut sink: impl FnMut(&ChunkOut) -> std::io::Result<()>,
 ) -> anyhow::Result<()> {
     use std::collections::BTreeMap;
     use std::sync::{Mutex, mpsc};
-    const CHUNK: usize = 1 << 20;
-    const IN_FLIGHT: usize = 8;
+    /// Chunks handed out and not yet given to `sink`: bounds the memory
+    /// when the engine is slower than the parsers.
+    const IN_FLIGHT: u64 = 8;
+    /// A chunk to parse: bytes read by the caller, or the n-th chunk of
+    /// the file for the worker to read.
+    enum Job {
+        Read(Vec<u8>, usize),
+        At(u64),
+    }
     let workers = threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .clamp(1, 16);
+    let (mut stream, file) = match input {
+        Source::Stream(r) => (Some(r), None),
+        Source::File(f, len) => (None, Some((f, len))),
+    };
+    let file = file.as_ref();
     // Buffers go back to the reader once parsed: after the first few, no
     // chunk is allocated, zeroed or faulted in again.
-    let (job_tx, job_rx) = mpsc::channel::<(u64, Vec<u8>, usize)>();
+    let (job_tx, job_rx) = mpsc::channel::<(u64, Job)>();
     let job_rx = Mutex::new(job_rx);
-    let (res_tx, res_rx) = mpsc::channel::<(u64, ChunkOut)>();
+    let (res_tx, res_rx) = mpsc::channel::<(u64, std::io::Result<ChunkOut>)>();
     let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
+    // So do the results' buffers, once the engine has them.
+    let (done_tx, done_rx) = mpsc::channel::<ChunkOut>();
+    let done_rx = Mutex::new(done_rx);
     std::thread::scope(|scope| -> anyhow::Result<()> {
         for _ in 0..workers {
             let res_tx = res_tx.clone();
             let free_tx = free_tx.clone();
-            let job_rx = &job_rx;
+            let (job_rx, done_rx) = (&job_rx, &done_rx);
             scope.spawn(move || {
+                let mut own = Vec::new();
                 loop {
                     let job = job_rx.lock().map(|rx| rx.recv());
-                    let Ok(Ok((idx, buf, len))) = job else { break };
-                    let out = parse_chunk(format, ctx, &buf[..len]);
-                    // The reader may have finished: a lost buffer is fine.
-                    let _ = free_tx.send(buf);
+                    let Ok(Ok((idx, job))) = job else { break };
+                    let reused = done_rx.lock().ok().and_then(|rx| rx.try_recv().ok());
+                    let reused = reused.unwrap_or_default();
+                    let out = match job {
+                        Job::Read(buf, len) => {
+                            let out = parse_chunk(format, ctx, &buf[..len], reused);
+                            // The reader may have finished: a lost buffer is fine.
+                            let _ = free_tx.send(buf);
+                            Ok(out)
+                        }
+                        Job::At(n) => file
+                            .map_or(Ok(0..0), |(f, len)| {
+                                lines_of_chunk(f, *len, (n, CHUNK), &mut own)
+                            })
+                            .map(|r| parse_chunk(format, ctx, &own[r], reused)),
+                    };
                     if res_tx.send((idx, out)).is_err() {
                         break;
                     }
@@ -484,61 +530,44 @@ fn parallel_parse(
         }
         drop(res_tx);
         drop(free_tx);
+        let chunks = file.map(|(_, len)| len.div_ceil(CHUNK as u64));
         // The partial last line of the previous read.
         let mut carry: Vec<u8> = Vec::new();
         let (mut sent, mut next, mut eof) = (0u64, 0u64, false);
         let mut ready: BTreeMap<u64, ChunkOut> = BTreeMap::new();
         let result = (|| -> anyhow::Result<()> {
             loop {
-                while !eof && sent - next < IN_FLIGHT as u64 {
-                    let mut buf = free_rx.try_recv().unwrap_or_default();
-                    let mut filled = carry.len();
-                    if buf.len() < filled + CHUNK {
-                        buf.resize(filled + CHUNK, 0);
-                    }
-                    buf[..filled].copy_from_slice(&carry);
-                    carry.clear();
-                    let mut want = filled + CHUNK;
-                    loop {
-                        while filled < want {
-                            let n = input.read(&mut buf[filled..want]).context("reading log")?;
-                            if n == 0 {
-                                eof = true;
+                while !eof && sent - next < IN_FLIGHT {
+                    let job = match (chunks, stream.as_mut()) {
+                        (Some(n), _) => {
+                            eof = sent + 1 >= n;
+                            if sent >= n {
                                 break;
                             }
-                            filled += n;
+                            Job::At(sent)
                         }
-                        if eof {
-                            break;
-                        }
-                        // Keep the partial last line for the next chunk.
-                        match memchr::memrchr(b'\n', &buf[..filled]) {
-                            Some(nl) => {
-                                carry.extend_from_slice(&buf[nl + 1..filled]);
-                                filled = nl + 1;
-                                break;
+                        (None, Some(input)) => {
+                            let buf = free_rx.try_recv().unwrap_or_default();
+                            let (buf, filled) =
+                                read_lines(input.as_mut(), buf, &mut carry, &mut eof)?;
+                            if filled == 0 {
+                                continue;
                             }
-                            None => {
-                                // One line longer than a chunk: read on.
-                                want = filled + CHUNK;
-                                buf.resize(want, 0);
-                            }
+                            Job::Read(buf, filled)
                         }
-                    }
-                    if filled > 0 {
-                        job_tx
-                            .send((sent, buf, filled))
-                            .context("parser threads ended")?;
-                        sent += 1;
-                    }
+                        (None, None) => break,
+                    };
+                    job_tx.send((sent, job)).context("parser threads ended")?;
+                    sent += 1;
                 }
                 if next == sent {
                     return Ok(());
                 }
                 let (idx, out) = res_rx.recv().context("parser thread ended")?;
-                ready.insert(idx, out);
+                ready.insert(idx, out.context("reading log")?);
                 while let Some(out) = ready.remove(&next) {
-                    sink(out)?;
+                    sink(&out)?;
+                    let _ = done_tx.send(out);
                     next += 1;
                 }
             }
@@ -546,6 +575,93 @@ fn parallel_parse(
         drop(job_tx);
         result
     })
+}
+
+/// Reads the next chunk of whole lines from a stream into `buf` (after the
+/// partial line `carry` left by the last read); returns the buffer and how
+/// many of its bytes are lines. A line longer than a chunk is read on.
+fn read_lines(
+    input: &mut dyn Read,
+    mut buf: Vec<u8>,
+    carry: &mut Vec<u8>,
+    eof: &mut bool,
+) -> anyhow::Result<(Vec<u8>, usize)> {
+    let mut filled = carry.len();
+    if buf.len() < filled + CHUNK {
+        buf.resize(filled + CHUNK, 0);
+    }
+    buf[..filled].copy_from_slice(carry);
+    carry.clear();
+    let mut want = filled + CHUNK;
+    loop {
+        while filled < want {
+            let n = input.read(&mut buf[filled..want]).context("reading log")?;
+            if n == 0 {
+                *eof = true;
+                return Ok((buf, filled));
+            }
+            filled += n;
+        }
+        // Keep the partial last line for the next chunk.
+        match memchr::memrchr(b'\n', &buf[..filled]) {
+            Some(nl) => {
+                carry.extend_from_slice(&buf[nl + 1..filled]);
+                return Ok((buf, nl + 1));
+            }
+            None => {
+                want = filled + CHUNK;
+                buf.resize(want, 0);
+            }
+        }
+    }
+}
+
+/// Reads into `buf` the lines of a file `len` bytes long that start in its
+/// `n`-th chunk, and returns where they are in `buf`. A line belongs to the
+/// chunk it starts in: the byte before the chunk says whether its first
+/// byte starts a line, and the last line is read past the chunk's end to
+/// its newline (or the end of the file).
+fn lines_of_chunk(
+    f: &std::fs::File,
+    len: u64,
+    (n, chunk): (u64, usize),
+    buf: &mut Vec<u8>,
+) -> std::io::Result<std::ops::Range<usize>> {
+    use std::os::unix::fs::FileExt as _;
+    let start = n * chunk as u64;
+    let from = start.saturating_sub(1);
+    let end = (start + chunk as u64).min(len);
+    if from >= end {
+        return Ok(0..0);
+    }
+    let size = |a: u64, b: u64| usize::try_from(b - a).unwrap_or(usize::MAX);
+    buf.resize(size(from, end), 0);
+    f.read_exact_at(buf, from)?;
+    let first = match start {
+        0 => 0,
+        _ => match memchr::memchr(b'\n', buf) {
+            Some(i) => i + 1,
+            None => return Ok(0..0),
+        },
+    };
+    if first >= buf.len() {
+        // The chunk is inside one line that started before it.
+        return Ok(0..0);
+    }
+    // The last line runs on to its newline: read on in small steps.
+    let mut at = end;
+    while at < len && buf.last() != Some(&b'\n') {
+        let step = (at + chunk.min(64 * 1024) as u64).min(len);
+        let old = buf.len();
+        buf.resize(old + size(at, step), 0);
+        f.read_exact_at(&mut buf[old..], at)?;
+        at = step;
+        if let Some(nl) = memchr::memchr(b'\n', &buf[old..]) {
+            buf.truncate(old + nl + 1);
+            break;
+        }
+    }
+    Ok(first..buf.len())
 }
 
 fn print_action(
@@ -711,4 +827,52 @@ fn current_year() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     Timestamp(secs * 1000).to_civil().0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every line of a file is read once, whole, by the chunk it starts
+    /// in, whatever the chunk size: lines longer than a chunk, a chunk
+    /// that starts right after a newline, a last line without one.
+    #[test]
+    fn chunks_of_a_file_hold_each_line_once() {
+        let dir = std::env::temp_dir().join(format!("vw-replay-chunks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let texts: [&[u8]; 6] = [
+            b"",
+            b"\n",
+            b"one line without a newline",
+            b"a\nbb\nccc\n\n\ndddd\r\neeeee",
+            b"short\na line much longer than any of the small chunks tried here\nx\n",
+            b"\n\nab\ncd\n",
+        ];
+        for (i, text) in texts.iter().enumerate() {
+            let path = dir.join(format!("t{i}"));
+            std::fs::write(&path, text).unwrap();
+            let f = std::fs::File::open(&path).unwrap();
+            let len = text.len() as u64;
+            for chunk in 1..=text.len().max(1) + 2 {
+                let mut got = Vec::new();
+                let mut buf = Vec::new();
+                for n in 0..len.div_ceil(chunk as u64) {
+                    let r = lines_of_chunk(&f, len, (n, chunk), &mut buf).unwrap();
+                    // Each piece starts where a line starts.
+                    let at = got.len();
+                    assert!(
+                        r.is_empty() || at == 0 || text.get(at - 1) == Some(&b'\n'),
+                        "text {i}, chunks of {chunk}: chunk {n} starts inside a line"
+                    );
+                    got.extend_from_slice(&buf[r]);
+                }
+                assert_eq!(
+                    String::from_utf8_lossy(&got),
+                    String::from_utf8_lossy(text),
+                    "text {i}, chunks of {chunk}"
+                );
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -563,5 +563,13 @@ fn every_thread_count_gives_the_bans_of_one_thread() {
     for threads in ["2", "3", "8"] {
         assert_eq!(run(threads), one, "--threads {threads}");
     }
+    // A regular file is read by the parser threads themselves; a pipe is
+    // read in order by one thread: the same bans either way.
+    let piped = Command::new(env!("CARGO_BIN_EXE_voipwall"))
+        .args(["replay", "--format", "asterisk", "--json", "--threads", "2"])
+        .stdin(std::fs::File::open(&log).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(bans(&piped), one, "read from standard input");
     let _ = std::fs::remove_dir_all(&dir);
 }
