@@ -488,10 +488,7 @@ impl Format {
         line: &'a [u8],
         ctx: &Context,
     ) -> Result<LogLine<'a>, LineError> {
-        if line.len() > MAX_LINE {
-            return Err(LineError::TooLong);
-        }
-        let Some(pf) = &self.prefilter else {
+        let Some(pf) = self.prefilter.as_ref().filter(|_| line.len() <= MAX_LINE) else {
             return self.parse_among(line, None, ctx);
         };
         // Most lines of a PBX log can match no pattern: they are refused by
@@ -548,11 +545,7 @@ impl Format {
                 start += 1;
             }
             start += 1;
-            each(if line.len() > MAX_LINE {
-                Err(LineError::TooLong)
-            } else {
-                self.parse_among(line, Some(set), ctx)
-            });
+            each(self.parse_among(line, Some(set), ctx));
         });
     }
 
@@ -564,20 +557,21 @@ impl Format {
         line: &'a [u8],
         ctx: &Context,
     ) -> Result<LogLine<'a>, LineError> {
-        if line.len() > MAX_LINE {
-            return Err(LineError::TooLong);
-        }
         self.parse_among(line, None, ctx)
     }
 
     /// The event of a line: the first of the patterns in `set` (all of
-    /// them: `None`), in pattern order, that matches it.
+    /// them: `None`), in pattern order, that matches it. A line longer
+    /// than [`MAX_LINE`] is refused before any.
     fn parse_among<'a>(
         &'a self,
         line: &'a [u8],
         set: Option<Patterns>,
         ctx: &Context,
     ) -> Result<LogLine<'a>, LineError> {
+        if line.len() > MAX_LINE {
+            return Err(LineError::TooLong);
+        }
         if set == Some([0, 0]) {
             return Err(LineError::NoMatch);
         }

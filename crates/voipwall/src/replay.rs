@@ -21,6 +21,7 @@ use voipwall_core::owned::Parsed;
 #[derive(clap::Args)]
 pub(crate) struct ReplayArgs {
     /// Log files (`-` or none: standard input), or one capture with --pcap.
+    /// A log file is read up to its size when replay opens it.
     pub(crate) files: Vec<PathBuf>,
     /// Log format id (see --list-formats; the policy's [[detect.logformat]]
     /// ids too), or `auto` for all of them at once.
@@ -509,19 +510,24 @@ fn parallel_parse(
                     let Ok(Ok((idx, job))) = job else { break };
                     let reused = done_rx.lock().ok().and_then(|rx| rx.try_recv().ok());
                     let reused = reused.unwrap_or_default();
-                    let out = match job {
-                        Job::Read(buf, len) => {
-                            let out = parse_chunk(format, ctx, &buf[..len], reused);
-                            // The reader may have finished: a lost buffer is fine.
-                            let _ = free_tx.send(buf);
-                            Ok(out)
+                    // A parser that panicked still answers, so the engine
+                    // thread is not left waiting for its chunk.
+                    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        match job {
+                            Job::Read(buf, len) => {
+                                let out = parse_chunk(format, ctx, &buf[..len], reused);
+                                // The reader may have finished: a lost buffer is fine.
+                                let _ = free_tx.send(buf);
+                                Ok(out)
+                            }
+                            Job::At(n) => file
+                                .map_or(Ok(0..0), |(f, len)| {
+                                    lines_of_chunk(f, *len, (n, CHUNK), &mut own)
+                                })
+                                .map(|r| parse_chunk(format, ctx, &own[r], reused)),
                         }
-                        Job::At(n) => file
-                            .map_or(Ok(0..0), |(f, len)| {
-                                lines_of_chunk(f, *len, (n, CHUNK), &mut own)
-                            })
-                            .map(|r| parse_chunk(format, ctx, &own[r], reused)),
-                    };
+                    }))
+                    .unwrap_or_else(|_| Err(std::io::Error::other("a parser thread failed")));
                     if res_tx.send((idx, out)).is_err() {
                         break;
                     }
@@ -627,7 +633,6 @@ fn lines_of_chunk(
     (n, chunk): (u64, usize),
     buf: &mut Vec<u8>,
 ) -> std::io::Result<std::ops::Range<usize>> {
-    use std::os::unix::fs::FileExt as _;
     let start = n * chunk as u64;
     let from = start.saturating_sub(1);
     let end = (start + chunk as u64).min(len);
@@ -636,7 +641,11 @@ fn lines_of_chunk(
     }
     let size = |a: u64, b: u64| usize::try_from(b - a).unwrap_or(usize::MAX);
     buf.resize(size(from, end), 0);
-    f.read_exact_at(buf, from)?;
+    let got = read_at_most(f, buf, from)?;
+    // A file cut shorter since it was opened (logrotate's copytruncate)
+    // ends where the reads end, as a stream would.
+    let mut ended = got < buf.len();
+    buf.truncate(got);
     let first = match start {
         0 => 0,
         _ => match memchr::memchr(b'\n', buf) {
@@ -650,11 +659,13 @@ fn lines_of_chunk(
     }
     // The last line runs on to its newline: read on in small steps.
     let mut at = end;
-    while at < len && buf.last() != Some(&b'\n') {
+    while !ended && at < len && buf.last() != Some(&b'\n') {
         let step = (at + chunk.min(64 * 1024) as u64).min(len);
         let old = buf.len();
         buf.resize(old + size(at, step), 0);
-        f.read_exact_at(&mut buf[old..], at)?;
+        let got = read_at_most(f, &mut buf[old..], at)?;
+        ended = old + got < buf.len();
+        buf.truncate(old + got);
         at = step;
         if let Some(nl) = memchr::memchr(b'\n', &buf[old..]) {
             buf.truncate(old + nl + 1);
@@ -662,6 +673,22 @@ fn lines_of_chunk(
         }
     }
     Ok(first..buf.len())
+}
+
+/// Reads at `at` until `buf` is full or the file ends; returns how many
+/// bytes were read.
+fn read_at_most(f: &std::fs::File, buf: &mut [u8], at: u64) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt as _;
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read_at(&mut buf[got..], at + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
 }
 
 fn print_action(
@@ -871,6 +898,15 @@ mod tests {
                     String::from_utf8_lossy(text),
                     "text {i}, chunks of {chunk}"
                 );
+                // Cut shorter since it was opened: read to the new end,
+                // each line once, no error.
+                let was = len + 7;
+                let mut got = Vec::new();
+                for n in 0..was.div_ceil(chunk as u64) {
+                    let r = lines_of_chunk(&f, was, (n, chunk), &mut buf).unwrap();
+                    got.extend_from_slice(&buf[r]);
+                }
+                assert_eq!(got, *text, "text {i}, chunks of {chunk}, file cut short");
             }
         }
         let _ = std::fs::remove_dir_all(&dir);
