@@ -1027,9 +1027,6 @@ impl Daemon {
     ) {
         let mut last_housekeeping = Instant::now();
         let mut pkt_at: Vec<u64> = Vec::new();
-        // While packets keep coming, look again without sleeping: a wake-up
-        // per packet costs a context switch (a tenth of the CPU at 65k/s).
-        let mut busy = 0u32;
         // Adaptive NFLOG batching: one packet per message while traffic is
         // light (latency); above 10k packets/s, batches that fill in about
         // 0.2 ms (throughput without holding a ban back).
@@ -1166,11 +1163,7 @@ impl Daemon {
                     });
                 });
                 match res {
-                    Ok(got) if got > 0 => {
-                        busy = 64;
-                        window_packets += got as u64;
-                    }
-                    Ok(_) => busy = busy.saturating_sub(1),
+                    Ok(got) => window_packets += got as u64,
                     Err(e) => tracing::warn!(error = %e, "NFLOG receive failed."),
                 }
                 self.counters.nflog_packets = n.stats.packets;
@@ -1185,9 +1178,6 @@ impl Daemon {
                 self.counters.sip_undecodable += undecodable;
                 let first_pkt_us = pkt_at.iter().copied().filter(|&t| t > 0).min();
                 self.apply_actions(first_pkt_us, Some(read_us));
-            }
-            if !nflog_ready {
-                busy = busy.saturating_sub(1);
             }
             if ready.first().copied().unwrap_or(false) {
                 let mut sink = [0u8; 256];
