@@ -152,24 +152,8 @@ fn ensure_baseline(store: &mut Store) -> anyhow::Result<()> {
 /// detached timer that rolls back unless `voipwall confirm` comes in time.
 /// The timer starts before the apply, so no moment exists in which the new
 /// ruleset is in place and nothing will take it back. Returns the generation.
-pub fn begin_apply(
-    state_dir: &Path,
-    script: &str,
-    policy: &str,
-    ir: Option<&str>,
-    inputs: Option<&str>,
-    confirm: Option<Duration>,
-    actor: &str,
-) -> anyhow::Result<i64> {
-    let mut store = state_store(state_dir)?;
-    begin_apply_in(
-        &mut store, state_dir, script, policy, ir, inputs, confirm, actor,
-    )
-}
-
-/// [`begin_apply`] on a store the caller holds open (opening one runs an
-/// integrity check over the whole file, megabytes once a big policy is
-/// recorded).
+/// The caller holds the store open (opening one runs an integrity check
+/// over the whole file, megabytes once a big policy is recorded).
 #[allow(clippy::too_many_arguments)]
 fn begin_apply_in(
     store: &mut Store,
@@ -979,21 +963,25 @@ fn recompile(
             lockout.join("; ")
         ));
     }
-    let id = begin_apply(
-        state_dir,
-        &script,
-        &format!(
-            "recompiled by {version} from generation {} ({})",
-            g.id, inputs.main
-        ),
-        serde_json::to_string(&ruleset).ok().as_deref(),
-        serde_json::to_string(&inputs.by_this_version())
-            .ok()
-            .as_deref(),
-        None,
-        "daemon",
-    )
-    .map_err(|e| format!("the store did not record the new generation: {}", flat(e)))?;
+    let id = state_store(state_dir)
+        .and_then(|mut store| {
+            begin_apply_in(
+                &mut store,
+                state_dir,
+                &script,
+                &format!(
+                    "recompiled by {version} from generation {} ({})",
+                    g.id, inputs.main
+                ),
+                serde_json::to_string(&ruleset).ok().as_deref(),
+                serde_json::to_string(&inputs.by_this_version())
+                    .ok()
+                    .as_deref(),
+                None,
+                "daemon",
+            )
+        })
+        .map_err(|e| format!("the store did not record the new generation: {}", flat(e)))?;
     let started = std::time::Instant::now();
     let result = load_ruleset(&ruleset, &script);
     if let Err(e) = finish_apply(state_dir, id, result.is_ok(), started.elapsed()) {

@@ -517,15 +517,16 @@ impl Format {
         ctx: &Context,
         mut each: impl FnMut(Result<LogLine<'a>, LineError>),
     ) {
-        let Some(pf) = &self.prefilter else {
+        // Without a prefilter, or with keys that span lines: line by line.
+        let Some(pf) = self
+            .prefilter
+            .as_ref()
+            .filter(|pf| pf.open.as_ref().is_none_or(|o| o.single_line))
+        else {
             for_each_line(text, |line| each(self.parse_line(line, ctx)));
             return;
         };
         let open = pf.open.as_ref();
-        if open.is_some_and(|o| !o.single_line) {
-            for_each_line(text, |line| each(self.parse_line(line, ctx)));
-            return;
-        }
         // Keys hold no line break, so each occurrence lies in one line.
         let mut found = open.map(|o| o.ac.find_overlapping_iter(text).peekable());
         let mut start = 0;
