@@ -808,7 +808,9 @@ impl Engine {
                     }
                 }
             }
-            EventKind::Agent { agent } => self.check_agent(now, src, agent, ev.origin),
+            EventKind::Agent { agent } => {
+                self.check_agent(now, src, agent, ev.origin);
+            }
             // voipwall saw it itself, over a TCP connection: the source is
             // the connection's, not a forgeable claim.
             EventKind::ApiAuthFailed => self.count_kind(
@@ -1163,11 +1165,13 @@ impl Engine {
     // ---- requests and responses -------------------------------------------------
 
     fn on_request(&mut self, now: Timestamp, src: IpAddr, r: &Request<'_>, origin: &str) {
-        if let Some(ua) = r.user_agent {
-            self.check_agent(now, src, ua, origin);
-            if self.is_banned(src, now) {
-                return;
-            }
+        // The source was not banned when the event came (handle_event): only
+        // a count that reached a threshold (and so decided) can change that.
+        if let Some(ua) = r.user_agent
+            && self.check_agent(now, src, ua, origin)
+            && self.is_banned(src, now)
+        {
+            return;
         }
         if let Some(i) = self.rule_index(RuleKind::RequestFlood) {
             let rule = &self.cfg.rules.rules[i];
@@ -1177,7 +1181,7 @@ impl Engine {
                     .iter()
                     .any(|m| m.as_bytes().eq_ignore_ascii_case(r.method))
             {
-                self.count(
+                let decided = self.count(
                     now,
                     src,
                     i,
@@ -1187,7 +1191,7 @@ impl Engine {
                     None,
                     true,
                 );
-                if self.is_banned(src, now) {
+                if decided && self.is_banned(src, now) {
                     return;
                 }
             }
@@ -1520,12 +1524,15 @@ impl Engine {
         }
     }
 
-    fn check_agent(&mut self, now: Timestamp, src: IpAddr, agent: &[u8], origin: &str) {
-        let Some((i, ac)) = &self.agents else { return };
-        if ac.is_match(agent) {
-            let i = *i;
-            self.count(now, src, i, What::Scanner, Some(agent), origin, None, true);
-        }
+    /// Counts a scanner's user agent. Returns whether a threshold was
+    /// reached (see [`Engine::count`]).
+    fn check_agent(&mut self, now: Timestamp, src: IpAddr, agent: &[u8], origin: &str) -> bool {
+        let Some((i, ac)) = &self.agents else {
+            return false;
+        };
+        let i = *i;
+        ac.is_match(agent)
+            && self.count(now, src, i, What::Scanner, Some(agent), origin, None, true)
     }
 
     fn toll_rule(&self, user: Option<&[u8]>) -> Option<usize> {
@@ -1624,7 +1631,10 @@ impl Engine {
         }
     }
 
-    /// Counts one event for rule `i`; bans (or alerts) when a threshold is reached.
+    /// Counts one event for rule `i`; bans (or alerts) when a threshold is
+    /// reached. Returns whether one was: only then can bans, known or
+    /// remembered endpoints have changed, so a caller that knew the source
+    /// unbanned before need not look again otherwise.
     #[allow(clippy::too_many_arguments)]
     fn count(
         &mut self,
@@ -1636,7 +1646,7 @@ impl Engine {
         origin: &str,
         distinct: Option<u64>,
         verified: bool,
-    ) {
+    ) -> bool {
         let mut e = self.ev(now, src, what, user, origin);
         let key = self.group_of(src);
         if !self.groups.contains_key(&key) {
@@ -1666,7 +1676,7 @@ impl Engine {
                 Some(t0) if now.since(t0) <= max_within => {}
                 _ => {
                     g.first_request = Some(now);
-                    return;
+                    return false;
                 }
             }
         }
@@ -1727,7 +1737,7 @@ impl Engine {
                 fired = Some(fired.map_or(t.ban, |b: u64| b.max(t.ban)));
             }
         }
-        let Some(ttl) = fired else { return };
+        let Some(ttl) = fired else { return false };
         // Failed authentications prove a guesser only when they answer a
         // nonce the host issued to that source. A registered endpoint needs
         // a full threshold of such proof; another source, one proven
@@ -1755,13 +1765,14 @@ impl Engine {
         if self.decide(now, src, i, ttl, evidence, verified, None)
             && (self.bans.peek(&key).is_some_and(|b| b.until > now) || key == IpNet::from(src))
         {
-            return;
+            return true;
         }
         if let Some(g) = self.groups.peek_mut(&key)
             && let Some(c) = g.counters.iter_mut().find(|c| c.rule == rule_no)
         {
             c.times.clear();
         }
+        true
     }
 
     /// Bans the group of `src` for `ttl` (escalated by recidive), or alerts

@@ -1,7 +1,8 @@
 //! The engine never silently suppresses a source the kernel does not hold:
 //! a request that reached detection from a banned source means the kernel
 //! lost the ban, and the engine asks it back — after the in-flight grace,
-//! not near the ban's end, and at most once per interval.
+//! not near the ban's end, and at most once per interval. And the request
+//! that bans its source stops there: it counts toward no other rule.
 use std::net::IpAddr;
 
 use voipwall_detect::scenario::BASE;
@@ -73,4 +74,46 @@ fn a_packet_from_a_banned_source_asks_the_ban_back() {
     // An unbanned source asks nothing.
     e.handle_packet(at(10_000), &request("203.0.113.8".parse().unwrap()));
     assert!(reasserts(&mut e).is_empty());
+}
+
+/// The bans an engine asked for since the last call, as `target rule`.
+fn bans(e: &mut Engine) -> Vec<String> {
+    let mut v = Vec::new();
+    while let Some(a) = e.poll_action() {
+        if let Action::Ban(b) = a {
+            v.push(format!("{} {}", b.target, b.rule));
+        }
+    }
+    v
+}
+
+#[test]
+fn the_request_that_bans_its_source_counts_toward_nothing_else() {
+    let mut e = Engine::new(Config::new(RuleSet::builtin()));
+    let src: IpAddr = "203.0.113.7".parse().unwrap();
+    let at = |ms: u64| -> Timestamp { BASE.plus(ms) };
+    let scan = Event {
+        src,
+        kind: EventKind::Request(Request {
+            method: b"OPTIONS",
+            call_id: b"scan",
+            cseq: 1,
+            user_agent: Some(b"friendly-scanner"),
+            ..Request::default()
+        }),
+        origin: "nflog",
+    };
+    e.handle_packet(at(0), &scan);
+    assert_eq!(bans(&mut e), ["203.0.113.7/32 scanner"]);
+    // The operator lifts the ban. The source's next 99 requests in the same
+    // second stay under the flood rule's 100: the scanner's request, stopped
+    // at its ban, was not one of the requests counted.
+    e.forget_ban(&src.into());
+    for ms in 1..=99 {
+        e.handle_packet(at(ms), &request(src));
+    }
+    assert_eq!(bans(&mut e), Vec::<String>::new());
+    // The 100th is.
+    e.handle_packet(at(100), &request(src));
+    assert_eq!(bans(&mut e), ["203.0.113.7/32 request-flood"]);
 }

@@ -69,7 +69,7 @@ pub struct Message<'a> {
 }
 
 /// Headers we keep, by full and compact name (RFC 3261 section 7.3.3).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Slot {
     From,
     To,
@@ -87,9 +87,21 @@ enum Slot {
 }
 
 fn slot(name: &[u8]) -> Option<Slot> {
-    let eq = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
+    // The name, lowercased, in three words: one or two integer comparisons
+    // instead of a byte loop per known name.
+    if name.len() > 24 {
+        return None;
+    }
+    let mut padded = [0u8; 24];
+    padded[..name.len()].copy_from_slice(name);
+    let w = |i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&padded[i * 8..i * 8 + 8]);
+        swar::lower(u64::from_le_bytes(b))
+    };
+    let key = [w(0), w(1), w(2)];
     Some(match name.len() {
-        1 => match name[0].to_ascii_lowercase() {
+        1 => match key[0] as u8 {
             b'f' => Slot::From,
             b't' => Slot::To,
             b'i' => Slot::CallId,
@@ -99,21 +111,73 @@ fn slot(name: &[u8]) -> Option<Slot> {
             b'x' => Slot::SessionExpires,
             _ => return None,
         },
-        _ if eq("from") => Slot::From,
-        _ if eq("to") => Slot::To,
-        _ if eq("call-id") => Slot::CallId,
-        _ if eq("cseq") => Slot::CSeq,
-        _ if eq("via") => Slot::Via,
-        _ if eq("contact") => Slot::Contact,
-        _ if eq("user-agent") => Slot::UserAgent,
-        _ if eq("server") => Slot::Server,
-        _ if eq("authorization") || eq("proxy-authorization") => Slot::Authorization,
-        _ if eq("www-authenticate") || eq("proxy-authenticate") => Slot::Challenge,
-        _ if eq("expires") => Slot::Expires,
-        _ if eq("session-expires") => Slot::SessionExpires,
-        _ if eq("content-length") => Slot::ContentLength,
-        _ => return None,
+        n => {
+            return NAMES
+                .iter()
+                .find(|(len, k, _)| *len == n && *k == key)
+                .map(|&(_, _, s)| s);
+        }
     })
+}
+
+/// The full names we keep: length, and the name lowercased and packed as
+/// [`slot`] packs a name.
+const NAMES: [(usize, [u64; 3], Slot); 15] = [
+    (4, swar::pack(b"from"), Slot::From),
+    (2, swar::pack(b"to"), Slot::To),
+    (7, swar::pack(b"call-id"), Slot::CallId),
+    (4, swar::pack(b"cseq"), Slot::CSeq),
+    (3, swar::pack(b"via"), Slot::Via),
+    (7, swar::pack(b"contact"), Slot::Contact),
+    (10, swar::pack(b"user-agent"), Slot::UserAgent),
+    (6, swar::pack(b"server"), Slot::Server),
+    (13, swar::pack(b"authorization"), Slot::Authorization),
+    (19, swar::pack(b"proxy-authorization"), Slot::Authorization),
+    (16, swar::pack(b"www-authenticate"), Slot::Challenge),
+    (18, swar::pack(b"proxy-authenticate"), Slot::Challenge),
+    (7, swar::pack(b"expires"), Slot::Expires),
+    (15, swar::pack(b"session-expires"), Slot::SessionExpires),
+    (14, swar::pack(b"content-length"), Slot::ContentLength),
+];
+
+/// Eight bytes at a time in a `u64` (little-endian: byte `i` of the input
+/// is bits `8i..8i+8`).
+mod swar {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+
+    /// Up to 24 bytes, zero-padded, in three words.
+    pub(super) const fn pack(s: &[u8]) -> [u64; 3] {
+        let mut w = [0u64; 3];
+        let mut i = 0;
+        while i < s.len() {
+            w[i / 8] |= (s[i] as u64) << (8 * (i % 8));
+            i += 1;
+        }
+        w
+    }
+
+    /// ASCII lowercase of every byte: `A`-`Z` gain 0x20, nothing else
+    /// changes. The sums stay below 0x100 in each byte, so no carry crosses
+    /// into the next.
+    pub(super) fn lower(w: u64) -> u64 {
+        let low7 = w & !HIGH;
+        let above_z = low7 + ONES * (0x7f - b'Z' as u64);
+        let from_a = low7 + ONES * (0x80 - b'A' as u64);
+        let upper = from_a & !above_z & !w & HIGH;
+        w | (upper >> 2)
+    }
+
+    /// The bytes of `w` that stop a header name: `:`, or anything not a
+    /// visible character (below 0x21, DEL, above 0x7f). The lowest set bit
+    /// is exact; bits above it may be false (borrows), so only it is read.
+    pub(super) fn name_stops(w: u64) -> u64 {
+        let colon = w ^ (ONES * u64::from(b':'));
+        let del = w ^ (ONES * 0x7f);
+        let zero_of = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+        let below_visible = w.wrapping_sub(ONES * 0x21) & !w & HIGH;
+        zero_of(colon) | zero_of(del) | below_visible | (w & HIGH)
+    }
 }
 
 /// Longest head we look at; a bigger one is refused rather than scanned.
@@ -144,6 +208,43 @@ fn next_line(buf: &[u8], end: usize) -> usize {
     }
 }
 
+/// The common header line, read without the general path's second search:
+/// a name of visible characters up to the colon, and a value on one line.
+/// Gives the colon, the end of the value and the start of the next line, or
+/// `None` for anything else (white space or a control byte in the name, no
+/// colon, a folded value, no line end), which the general path then reads.
+fn quick_line(buf: &[u8], pos: usize) -> Option<(usize, usize, usize)> {
+    let mut colon = pos;
+    // Eight bytes at a time while eight remain; the first stop decides.
+    while let Some(chunk) = buf.get(colon..colon + 8) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(chunk);
+        let stops = swar::name_stops(u64::from_le_bytes(b));
+        if stops != 0 {
+            colon += (stops.trailing_zeros() / 8) as usize;
+            break;
+        }
+        colon += 8;
+    }
+    loop {
+        match *buf.get(colon)? {
+            b':' => break,
+            b if b.is_ascii_graphic() => colon += 1,
+            _ => return None,
+        }
+    }
+    if colon == pos {
+        return None;
+    }
+    let lf = colon + 1 + memchr::memchr(b'\n', buf.get(colon + 1..)?)?;
+    let end = if buf[lf - 1] == b'\r' { lf - 1 } else { lf };
+    let next = lf + 1;
+    if matches!(buf.get(next), Some(b' ' | b'\t')) {
+        return None;
+    }
+    Some((colon, end, next))
+}
+
 /// Trims SIP linear white space (SP, HT, CR, LF) at both ends.
 pub fn trim(v: &[u8]) -> &[u8] {
     let is_ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
@@ -156,7 +257,7 @@ impl<'a> Message<'a> {
     /// Decodes the head of one message. The body is not looked at. The
     /// head must be complete (a blank line ends it).
     pub fn parse(buf: &'a [u8]) -> Result<Self, SipError> {
-        Self::parse_inner(buf, false)
+        Self::parse_inner(buf, false, true)
     }
 
     /// Decodes a captured copy that may have been cut short (an NFLOG
@@ -164,10 +265,18 @@ impl<'a> Message<'a> {
     /// is read, a line cut in the middle is not, and `complete` says
     /// whether the head ended.
     pub fn parse_captured(buf: &'a [u8]) -> Result<Self, SipError> {
-        Self::parse_inner(buf, true)
+        Self::parse_inner(buf, true, true)
     }
 
-    fn parse_inner(buf: &'a [u8], captured: bool) -> Result<Self, SipError> {
+    /// [`Message::parse`] (`captured` false) or [`Message::parse_captured`]
+    /// with every header line read by the general path, never the quick
+    /// one: the reference the property tests hold the quick path to.
+    #[doc(hidden)]
+    pub fn parse_general(buf: &'a [u8], captured: bool) -> Result<Self, SipError> {
+        Self::parse_inner(buf, captured, false)
+    }
+
+    fn parse_inner(buf: &'a [u8], captured: bool, quick: bool) -> Result<Self, SipError> {
         // CRLFs before the start line are ignored (RFC 3261 7.5; what
         // kamailio, Asterisk and FreeSWITCH do on every transport).
         let mut first = 0;
@@ -208,47 +317,52 @@ impl<'a> Message<'a> {
             if pos > MAX_HEAD {
                 return Err(SipError::TooLong);
             }
-            let Some(end) = line_end(buf, pos) else {
-                if captured {
-                    cut(&mut m, pos);
-                    return Ok(m);
+            let (name, value, next) = match quick.then(|| quick_line(buf, pos)).flatten() {
+                Some((colon, end, next)) => (&buf[pos..colon], &buf[colon + 1..end], next),
+                None => {
+                    let Some(end) = line_end(buf, pos) else {
+                        if captured {
+                            cut(&mut m, pos);
+                            return Ok(m);
+                        }
+                        return Err(SipError::Truncated);
+                    };
+                    if end == pos {
+                        m.head_len = next_line(buf, end).min(buf.len());
+                        return Ok(m);
+                    }
+                    // A header value may continue on lines that start with SP or HT.
+                    let mut value_end = end;
+                    let mut next = next_line(buf, end);
+                    let mut folded_cut = false;
+                    while matches!(buf.get(next), Some(b' ' | b'\t')) {
+                        match line_end(buf, next) {
+                            Some(e) => {
+                                value_end = e;
+                                next = next_line(buf, value_end);
+                            }
+                            None => {
+                                folded_cut = true;
+                                break;
+                            }
+                        }
+                    }
+                    if folded_cut {
+                        if captured {
+                            cut(&mut m, pos);
+                            return Ok(m);
+                        }
+                        return Err(SipError::Truncated);
+                    }
+                    let line = &buf[pos..value_end];
+                    let colon = memchr::memchr(b':', line).ok_or(SipError::BadHeader)?;
+                    let name = trim(&line[..colon]);
+                    if name.is_empty() || !name.iter().all(|b| b.is_ascii_graphic()) {
+                        return Err(SipError::BadHeader);
+                    }
+                    (name, &line[colon + 1..], next)
                 }
-                return Err(SipError::Truncated);
             };
-            if end == pos {
-                m.head_len = next_line(buf, end).min(buf.len());
-                return Ok(m);
-            }
-            // A header value may continue on lines that start with SP or HT.
-            let mut value_end = end;
-            let mut next = next_line(buf, end);
-            let mut folded_cut = false;
-            while matches!(buf.get(next), Some(b' ' | b'\t')) {
-                match line_end(buf, next) {
-                    Some(e) => {
-                        value_end = e;
-                        next = next_line(buf, value_end);
-                    }
-                    None => {
-                        folded_cut = true;
-                        break;
-                    }
-                }
-            }
-            if folded_cut {
-                if captured {
-                    cut(&mut m, pos);
-                    return Ok(m);
-                }
-                return Err(SipError::Truncated);
-            }
-            let line = &buf[pos..value_end];
-            let colon = memchr::memchr(b':', line).ok_or(SipError::BadHeader)?;
-            let name = trim(&line[..colon]);
-            if name.is_empty() || !name.iter().all(|b| b.is_ascii_graphic()) {
-                return Err(SipError::BadHeader);
-            }
-            let value = &line[colon + 1..];
             if let Some(s) = slot(name) {
                 let target = match s {
                     Slot::From => &mut m.from,
@@ -525,4 +639,113 @@ pub fn addr_user(v: &[u8]) -> Option<&[u8]> {
         None => &v[..v.iter().position(|&b| b == b';').unwrap_or(v.len())],
     };
     uri_user(uri)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Slot, slot, swar};
+    use proptest::prelude::*;
+
+    /// Every name [`slot`] knows, as RFC 3261 spells it.
+    const KNOWN: [(&str, Slot); 22] = [
+        ("From", Slot::From),
+        ("f", Slot::From),
+        ("To", Slot::To),
+        ("t", Slot::To),
+        ("Call-ID", Slot::CallId),
+        ("i", Slot::CallId),
+        ("CSeq", Slot::CSeq),
+        ("Via", Slot::Via),
+        ("v", Slot::Via),
+        ("Contact", Slot::Contact),
+        ("m", Slot::Contact),
+        ("User-Agent", Slot::UserAgent),
+        ("Server", Slot::Server),
+        ("Authorization", Slot::Authorization),
+        ("Proxy-Authorization", Slot::Authorization),
+        ("WWW-Authenticate", Slot::Challenge),
+        ("Proxy-Authenticate", Slot::Challenge),
+        ("Expires", Slot::Expires),
+        ("Session-Expires", Slot::SessionExpires),
+        ("x", Slot::SessionExpires),
+        ("Content-Length", Slot::ContentLength),
+        ("l", Slot::ContentLength),
+    ];
+
+    /// What [`slot`] must answer: a byte-by-byte comparison ignoring ASCII case.
+    fn reference(name: &[u8]) -> Option<Slot> {
+        KNOWN
+            .iter()
+            .find(|(k, _)| name.eq_ignore_ascii_case(k.as_bytes()))
+            .map(|&(_, s)| s)
+    }
+
+    #[test]
+    fn lowercase_of_every_byte_in_every_lane() {
+        for b in 0..=255u8 {
+            for lane in 0..8 {
+                let w = u64::from(b) << (8 * lane) | 0x4141_4141_4141_4141 & !(0xff << (8 * lane));
+                let lowered = swar::lower(w).to_le_bytes();
+                let mut want = w.to_le_bytes();
+                want.make_ascii_lowercase();
+                assert_eq!(lowered, want, "byte {b:#04x} in lane {lane}");
+            }
+        }
+    }
+
+    #[test]
+    fn known_names_in_any_case() {
+        for (name, s) in KNOWN {
+            assert_eq!(slot(name.as_bytes()), Some(s), "{name}");
+            assert_eq!(
+                slot(name.to_ascii_uppercase().as_bytes()),
+                Some(s),
+                "{name}"
+            );
+            assert_eq!(
+                slot(name.to_ascii_lowercase().as_bytes()),
+                Some(s),
+                "{name}"
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        /// Names near the known ones (a byte changed, added or cut; any byte,
+        /// non-ASCII included) are known exactly when a case-blind
+        /// comparison says so.
+        #[test]
+        fn slot_is_a_case_blind_comparison(
+            base in prop::sample::select(KNOWN.to_vec()),
+            edit in 0u8..4, at in any::<prop::sample::Index>(), byte in any::<u8>(),
+            junk in prop::collection::vec(any::<u8>(), 0..26),
+        ) {
+            let mut name: Vec<u8> = base.0.bytes().map(|b| if byte & 1 == 1 { b.to_ascii_uppercase() } else { b }).collect();
+            match edit {
+                0 => { let i = at.index(name.len()); name[i] = byte; }
+                1 => name.insert(at.index(name.len() + 1), byte),
+                2 => { name.truncate(at.index(name.len() + 1)); }
+                _ => name = junk,
+            }
+            prop_assert_eq!(slot(&name), reference(&name));
+        }
+
+        /// The lowest stop [`swar::name_stops`] reports is the first byte
+        /// that is `:` or not visible, in any word.
+        #[test]
+        fn the_first_stop_is_exact(bytes in any::<[u8; 8]>(), visible in any::<[bool; 8]>()) {
+            // Mostly visible words, so the stop can sit in any lane.
+            let mut b = bytes;
+            for (x, v) in b.iter_mut().zip(visible) {
+                if v {
+                    *x = b'!' + *x % 94;
+                }
+            }
+            let stops = swar::name_stops(u64::from_le_bytes(b));
+            let first = b.iter().position(|&x| x == b':' || !x.is_ascii_graphic());
+            prop_assert_eq!((stops != 0).then(|| (stops.trailing_zeros() / 8) as usize), first);
+        }
+    }
 }

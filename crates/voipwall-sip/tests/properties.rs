@@ -70,6 +70,39 @@ proptest! {
         let _ = frame(text.as_bytes());
     }
 
+    /// Header lines the quick path takes (a visible name, one line) and
+    /// the ones it leaves to the general path (white space or control bytes
+    /// around the name, folds, no colon, LF without CR, a cut copy) read the
+    /// same as with the general path alone, for whole and captured copies.
+    #[test]
+    fn the_quick_header_path_reads_as_the_general_path(
+        lines in prop::collection::vec(
+            prop_oneof![
+                "(Via|v|VIA|From|f|To|t|To |Call-ID|i|CSeq|Contact|m|User-Agent|Server|Expires|Session-Expires|x|Content-Length|l|Authorization|Proxy-Authorization|WWW-Authenticate|Proxy-Authenticate|X-Other|Call-Id):[ -~]{0,24}",
+                "[ \t]?[A-Za-z:-]{0,8}[ \t\r]?:?[ -~]{0,12}",
+                "[ \t][ -~]{0,12}",
+                Just(String::new()),
+                "[\x00-\x7f]{0,10}",
+            ],
+            0..14,
+        ),
+        ends in prop::collection::vec(prop_oneof![Just("\r\n"), Just("\n"), Just("\r")], 14),
+        start in prop_oneof![Just("REGISTER sip:a@b SIP/2.0"), Just("SIP/2.0 401 Unauthorized"), Just("\r\nOPTIONS sip:x SIP/2.0")],
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut text = format!("{start}\r\n");
+        for (l, e) in lines.iter().zip(&ends) {
+            text += l;
+            text += e;
+        }
+        let b = text.as_bytes();
+        prop_assert_eq!(Message::parse(b), Message::parse_general(b, false));
+        prop_assert_eq!(Message::parse_captured(b), Message::parse_general(b, true));
+        let short = &b[..cut.index(b.len() + 1)];
+        prop_assert_eq!(Message::parse(short), Message::parse_general(short, false));
+        prop_assert_eq!(Message::parse_captured(short), Message::parse_general(short, true));
+    }
+
     #[test]
     fn rendered_message_decodes_back(
         method in "[A-Z]{3,9}", ruser in token(), fuser in token(), tuser in token(), host in "[a-z]{1,10}\\.example",
