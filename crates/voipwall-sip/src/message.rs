@@ -92,7 +92,13 @@ fn slot(name: &[u8]) -> Option<Slot> {
     if name.len() > 24 {
         return None;
     }
-    let w = |i| swar::lower(swar::word(name, i));
+    let mut padded = [0u8; 24];
+    padded[..name.len()].copy_from_slice(name);
+    let w = |i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&padded[i * 8..i * 8 + 8]);
+        swar::lower(u64::from_le_bytes(b))
+    };
     let key = [w(0), w(1), w(2)];
     Some(match name.len() {
         1 => match key[0] as u8 {
@@ -149,17 +155,6 @@ mod swar {
             i += 1;
         }
         w
-    }
-
-    /// Bytes `8i..8i+8` of `s`, zero where `s` ends. Read straight into a
-    /// register: a copy into a stack buffer read back as a word stalls the
-    /// load (store forwarding fails), which cost more than the comparison.
-    pub(super) fn word(s: &[u8], i: usize) -> u64 {
-        let rest = s.get(i * 8..).unwrap_or_default();
-        match rest.first_chunk::<8>() {
-            Some(w) => u64::from_le_bytes(*w),
-            None => rest.iter().rev().fold(0, |w, &b| w << 8 | u64::from(b)),
-        }
     }
 
     /// ASCII lowercase of every byte: `A`-`Z` gain 0x20, nothing else
@@ -221,8 +216,10 @@ fn next_line(buf: &[u8], end: usize) -> usize {
 fn quick_line(buf: &[u8], pos: usize) -> Option<(usize, usize, usize)> {
     let mut colon = pos;
     // Eight bytes at a time while eight remain; the first stop decides.
-    while let Some(chunk) = buf.get(colon..).and_then(<[u8]>::first_chunk::<8>) {
-        let stops = swar::name_stops(u64::from_le_bytes(*chunk));
+    while let Some(chunk) = buf.get(colon..colon + 8) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(chunk);
+        let stops = swar::name_stops(u64::from_le_bytes(b));
         if stops != 0 {
             colon += (stops.trailing_zeros() / 8) as usize;
             break;
@@ -737,17 +734,6 @@ mod tests {
 
         /// The lowest stop [`swar::name_stops`] reports is the first byte
         /// that is `:` or not visible, in any word.
-        #[test]
-        fn words_are_read_little_endian_and_zero_padded(s in prop::collection::vec(any::<u8>(), 0..30)) {
-            for i in 0..4 {
-                let mut want = [0u8; 8];
-                for (j, b) in want.iter_mut().enumerate() {
-                    *b = s.get(i * 8 + j).copied().unwrap_or(0);
-                }
-                prop_assert_eq!(swar::word(&s, i), u64::from_le_bytes(want));
-            }
-        }
-
         #[test]
         fn the_first_stop_is_exact(bytes in any::<[u8; 8]>(), visible in any::<[bool; 8]>()) {
             // Mostly visible words, so the stop can sit in any lane.
