@@ -1165,6 +1165,10 @@ impl Engine {
     // ---- requests and responses -------------------------------------------------
 
     fn on_request(&mut self, now: Timestamp, src: IpAddr, r: &Request<'_>, origin: &str) {
+        debug_assert!(
+            !self.is_banned(src, now),
+            "on_request is for unbanned sources (handle_event checks)"
+        );
         // The source was not banned when the event came (handle_event): only
         // a count that reached a threshold (and so decided) can change that.
         if let Some(ua) = r.user_agent

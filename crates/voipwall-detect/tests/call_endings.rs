@@ -131,3 +131,36 @@ fn a_queued_invite_from_a_banned_source_is_still_judged() {
     };
     assert!(e.handle_queued(BASE.plus(60_000), &ev));
 }
+
+/// The INVITE whose request count bans its source (a flood) stops there:
+/// the call rules never count it as a call.
+#[test]
+fn an_invite_that_bans_its_source_by_flood_is_no_call() {
+    let mut rules = RuleSet::builtin();
+    for r in &mut rules.rules {
+        r.enabled = r.id == "request-flood";
+    }
+    let mut cfg = Config::new(rules);
+    cfg.call = Some(CallConfig {
+        rules: vec![CallRule {
+            max_concurrent: Some(1000),
+            ..voipwall_detect::calls::plain_rule("all")
+        }],
+        max_duration: 4 * 3_600_000,
+        max_calls: 1000,
+    });
+    let mut e = Engine::new(cfg);
+    let caller: IpAddr = "203.0.113.2".parse().unwrap();
+    let calls: Vec<String> = (0..100).map(|i| format!("flood-{i}")).collect();
+    for (ms, call) in (0u64..).zip(&calls) {
+        e.handle_event(
+            BASE.plus(ms),
+            &request(caller, b"INVITE", call.as_bytes(), 1, false),
+        );
+    }
+    let ban = e
+        .ban_for(caller, BASE.plus(100))
+        .expect("the 100th request bans");
+    assert_eq!(ban.rule, "request-flood");
+    assert_eq!(up(&e), 99, "the banning INVITE was counted as a call");
+}
