@@ -120,24 +120,29 @@ fn slot(name: &[u8]) -> Option<Slot> {
     })
 }
 
-/// The full names we keep: length, and the name lowercased and packed as
-/// [`slot`] packs a name.
+/// A full name we keep (written lowercase): its length, and its words
+/// packed as [`slot`] packs a name.
+const fn known(name: &[u8], slot: Slot) -> (usize, [u64; 3], Slot) {
+    (name.len(), swar::pack(name), slot)
+}
+
+/// The full names we keep, each made by [`known`].
 const NAMES: [(usize, [u64; 3], Slot); 15] = [
-    (4, swar::pack(b"from"), Slot::From),
-    (2, swar::pack(b"to"), Slot::To),
-    (7, swar::pack(b"call-id"), Slot::CallId),
-    (4, swar::pack(b"cseq"), Slot::CSeq),
-    (3, swar::pack(b"via"), Slot::Via),
-    (7, swar::pack(b"contact"), Slot::Contact),
-    (10, swar::pack(b"user-agent"), Slot::UserAgent),
-    (6, swar::pack(b"server"), Slot::Server),
-    (13, swar::pack(b"authorization"), Slot::Authorization),
-    (19, swar::pack(b"proxy-authorization"), Slot::Authorization),
-    (16, swar::pack(b"www-authenticate"), Slot::Challenge),
-    (18, swar::pack(b"proxy-authenticate"), Slot::Challenge),
-    (7, swar::pack(b"expires"), Slot::Expires),
-    (15, swar::pack(b"session-expires"), Slot::SessionExpires),
-    (14, swar::pack(b"content-length"), Slot::ContentLength),
+    known(b"from", Slot::From),
+    known(b"to", Slot::To),
+    known(b"call-id", Slot::CallId),
+    known(b"cseq", Slot::CSeq),
+    known(b"via", Slot::Via),
+    known(b"contact", Slot::Contact),
+    known(b"user-agent", Slot::UserAgent),
+    known(b"server", Slot::Server),
+    known(b"authorization", Slot::Authorization),
+    known(b"proxy-authorization", Slot::Authorization),
+    known(b"www-authenticate", Slot::Challenge),
+    known(b"proxy-authenticate", Slot::Challenge),
+    known(b"expires", Slot::Expires),
+    known(b"session-expires", Slot::SessionExpires),
+    known(b"content-length", Slot::ContentLength),
 ];
 
 /// Eight bytes at a time in a `u64` (little-endian: byte `i` of the input
